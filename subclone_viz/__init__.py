@@ -1,0 +1,36 @@
+"""subclone_viz: weight subcloning of transformers, with the plots and widgets to see why it works.
+
+Start a small transformer from the weights of a larger pretrained one (Samragh et al., 2023): profile the
+parent, plan which layers, channels, neurons and heads to keep, slice them out, save an ordinary checkpoint
+and train it several times faster than from random initialization.
+
+Example::
+
+    import subclone_viz as sv
+    parent = sv.load_parent("smollm2-135m")
+    batches = sv.text_batches("builtin", parent.tokenizer, seq_len=256, batch_size=8, split="heldout")
+    prof = sv.profile(parent, batches, max_tokens=8192)
+    plan = sv.plan(parent, prof, sv.DestinationSpec(layers=20, hidden=384))
+    child = sv.subclone(parent, plan)
+    sv.save_destination(child, plan, "smollm2-20x384")
+"""
+
+__version__ = "0.1.0"
+
+from .families import Dims, UnsupportedArchitectureError, family_of, supported_families  # noqa: E402
+from .parent import Parent, ParentLoadError, load_parent  # noqa: E402
+from .profile import Profile, ProfileMismatchError, RankConsistency, profile  # noqa: E402
+
+__all__ = [
+    "Dims",
+    "Parent",
+    "ParentLoadError",
+    "Profile",
+    "ProfileMismatchError",
+    "RankConsistency",
+    "UnsupportedArchitectureError",
+    "family_of",
+    "load_parent",
+    "profile",
+    "supported_families",
+]

@@ -1,0 +1,116 @@
+"""BERT-style encoders: post-norm blocks, learned positions and token types, GELU MLP.
+
+A post-norm block normalizes *after* the residual sum: ``h = LN1(x + attn(x))``, ``y = LN2(h + mlp(h))``.
+The residual metrics are measured on the pre-norm sum inside the block (method.md, section 3): with x the
+block input and s the input of the block's last LayerNorm, ``f(x) := s - x``. ``head_dim = hidden /
+heads``. Works for a bare ``BertModel`` (sentence encoders such as all-MiniLM-L6-v2, with a pooler) and
+``BertForMaskedLM`` (whose MLM head gives a loss).
+
+Example::
+
+    from transformers import BertConfig, BertModel
+    from subclone_viz.families import family_of
+    model = BertModel(BertConfig(hidden_size=64, num_hidden_layers=2, num_attention_heads=4,
+                                 intermediate_size=128, vocab_size=100))
+    family_of(model).dims(model)   # Dims(layers=2, hidden=64, ffn=128, heads=4, kv_heads=4, head_dim=16)
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from ._hf import build_on_meta, resized_config
+from .base import Dims, Family, ParamRule
+
+_P = r"(?:bert\.)?"
+_BLOCK = _P + r"encoder\.layer\.(?P<block>\d+)\."
+MLM_MASK_FRACTION = 0.15
+
+
+class BertFamily(Family):
+    name = "bert"
+    description = "BERT encoder"
+    post_norm = True
+    rules = (
+        ParamRule(_P + r"embeddings\.(word|position|token_type)_embeddings\.weight", ("keep", "residual")),
+        ParamRule(_P + r"embeddings\.LayerNorm\.(weight|bias)", ("residual",)),
+        ParamRule(_BLOCK + r"attention\.self\.(query|key|value)\.weight", ("q_heads", "residual"), fan_in_axis=1),
+        ParamRule(_BLOCK + r"attention\.self\.(query|key|value)\.bias", ("q_heads",)),
+        ParamRule(_BLOCK + r"attention\.output\.dense\.weight", ("residual", "q_heads"), fan_in_axis=1),
+        ParamRule(_BLOCK + r"(attention\.output|output)\.(dense\.bias|LayerNorm\.(weight|bias))", ("residual",)),
+        ParamRule(_BLOCK + r"intermediate\.dense\.weight", ("ffn", "residual"), fan_in_axis=1),
+        ParamRule(_BLOCK + r"intermediate\.dense\.bias", ("ffn",)),
+        ParamRule(_BLOCK + r"output\.dense\.weight", ("residual", "ffn"), fan_in_axis=1),
+        ParamRule(_P + r"pooler\.dense\.weight", ("residual", "residual"), fan_in_axis=1),
+        ParamRule(_P + r"pooler\.dense\.bias", ("residual",)),
+        ParamRule(r"cls\.predictions\.transform\.dense\.weight", ("residual", "residual"), fan_in_axis=1),
+        ParamRule(r"cls\.predictions\.transform\.(dense\.bias|LayerNorm\.(weight|bias))", ("residual",)),
+        ParamRule(r"cls\.predictions\.(bias|decoder\.bias)", ("keep",)),
+        ParamRule(r"cls\.predictions\.decoder\.weight", ("keep", "residual"), fan_in_axis=1),
+    )
+
+    def __init__(self, model: nn.Module):
+        self.prefix = "bert." if hasattr(model, "bert") else ""
+        self.block_list = f"{self.prefix}encoder.layer"
+        self.task = "masked-lm" if hasattr(model, "cls") else "encoder"
+
+    @classmethod
+    def matches(cls, model: nn.Module) -> bool:
+        return getattr(getattr(model, "config", None), "model_type", None) == "bert"
+
+    def dims(self, model: nn.Module) -> Dims:
+        c = model.config
+        return Dims(
+            layers=c.num_hidden_layers,
+            hidden=c.hidden_size,
+            ffn=c.intermediate_size,
+            heads=c.num_attention_heads,
+            kv_heads=c.num_attention_heads,
+            head_dim=c.hidden_size // c.num_attention_heads,
+        )
+
+    def build(self, model: nn.Module, dims: Dims, layer_sources: list[int]) -> nn.Module:
+        config = resized_config(
+            model,
+            dict(
+                hidden_size=dims.hidden,
+                intermediate_size=dims.ffn,
+                num_hidden_layers=dims.layers,
+                num_attention_heads=dims.heads,
+            ),
+            layer_sources,
+        )
+        return build_on_meta(model, config)
+
+    def ffn_activation_module(self, block: nn.Module) -> nn.Module:
+        return block.output.dense
+
+    def attention_output_module(self, block: nn.Module) -> nn.Module:
+        return block.attention.output.dense
+
+    def residual_sum_module(self, block: nn.Module) -> nn.Module:
+        return block.output.LayerNorm
+
+    def logits(self, model: nn.Module, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        out = model(input_ids=batch["input_ids"], attention_mask=batch.get("attention_mask"))
+        return out.logits if self.task == "masked-lm" else out.last_hidden_state
+
+    def loss(self, model: nn.Module, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        """Masked-LM loss on a fixed, seeded 15% of the tokens, so that every model sees the same masks."""
+        if self.task != "masked-lm":
+            raise ValueError(
+                f"{type(model).__name__} has no language-model head, so it has no loss; load the parent as a "
+                f"BertForMaskedLM (AutoModelForMaskedLM) to train or score it"
+            )
+        input_ids = batch["input_ids"]  # (B, T)
+        attention_mask = batch.get("attention_mask", torch.ones_like(input_ids))
+        generator = torch.Generator().manual_seed(0)
+        chosen = (torch.rand(input_ids.shape, generator=generator) < MLM_MASK_FRACTION).to(input_ids.device)
+        chosen &= attention_mask.bool()
+        masked_ids = input_ids.masked_fill(chosen, model.config.mask_token_id or 0)
+        labels = input_ids.masked_fill(~chosen, -100)
+        logits = model(input_ids=masked_ids, attention_mask=attention_mask).logits  # (B, T, V)
+        return nn.functional.cross_entropy(
+            logits.reshape(-1, logits.shape[-1]).float(), labels.reshape(-1), ignore_index=-100
+        )

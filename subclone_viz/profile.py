@@ -1,0 +1,402 @@
+"""Streaming profile of a parent: how much each block changes the hidden state, and which neurons matter.
+
+One pass of forward hooks over calibration batches. The hooks keep running sums only (never a hidden
+state beyond the block being run), so memory grows with the model's widths, not with the number of
+tokens. Per block (x its input, y = x + f(x) its output; for post-norm blocks the pre-norm sum):
+
+* the mean over tokens of ||f(x)|| / ||x + f(x)|| (the paper's metric), of ||f(x)|| / ||x|| and of
+  1 - cos(x, x + f(x));
+* FFN hidden-neuron importance: mean |activation| after the nonlinearity (for SwiGLU the product);
+* attention-head importance: mean |per-head attention output| before the output projection.
+
+Per residual layer (the embedding output, then every block output): the mean |activation| of each channel,
+an (L+1) x d matrix. Padding tokens (attention mask 0) are not counted. Because everything is a sum with a
+count, profiles of separate shards merge exactly with ``+``.
+
+Example::
+
+    import subclone_viz as sv
+    parent = sv.load_parent("smollm2-135m")
+    batches = sv.text_batches("builtin", parent.tokenizer, seq_len=256, batch_size=8, split="heldout")
+    prof = sv.profile(parent, batches, max_tokens=8192)
+    prof.block_metrics["f_over_sum"]       # (30,) the paper's ||f(x)|| / ||x + f(x)|| per block
+    prof.shared_ranking()[:5]               # the five most important residual channels
+    prof.rank_consistency().spearman        # (31, 31) Spearman correlation between residual layers
+    prof.save("profile.npz")
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Iterable
+
+import numpy as np
+import torch
+from torch import nn
+
+from . import __version__
+
+if TYPE_CHECKING:
+    from .parent import Parent
+
+BLOCK_METRICS = ("f_over_sum", "f_over_x", "one_minus_cos")
+BLOCK_METRIC_LABELS = {
+    "f_over_sum": "||f(x)|| / ||x + f(x)||",
+    "f_over_x": "||f(x)|| / ||x||",
+    "one_minus_cos": "1 - cos(x, x + f(x))",
+}
+
+
+class ProfileMismatchError(ValueError):
+    pass
+
+
+@dataclass
+class RankConsistency:
+    """How much residual layers agree on channel importance: every pair of layers, (L+1) x (L+1)."""
+
+    spearman: np.ndarray
+    topk_overlap: np.ndarray
+    k: int
+
+    def adjacent_spearman(self) -> np.ndarray:
+        """Spearman correlation between each residual layer and the next, (L,)."""
+        return np.diag(self.spearman, 1)
+
+
+@dataclass
+class Profile:
+    """Running sums from one or more profiling passes, and the statistics derived from them."""
+
+    parent: dict[str, Any]
+    source: str
+    tokens: int
+    block_sums: np.ndarray  # (L, 3) sums over tokens of the BLOCK_METRICS
+    residual_abs_sums: np.ndarray  # (L+1, d)
+    ffn_abs_sums: np.ndarray  # (L, ffn)
+    attn_abs_sums: np.ndarray  # (L, heads * head_dim)
+    version: str = __version__
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    # ------------------------------------------------------------------ derived statistics
+    @property
+    def num_layers(self) -> int:
+        return self.block_sums.shape[0]
+
+    @property
+    def heads(self) -> int:
+        return self.parent["dims"]["heads"]
+
+    @property
+    def block_metrics(self) -> dict[str, np.ndarray]:
+        """Per-block means over tokens, each (L,), keyed by BLOCK_METRICS."""
+        means = self.block_sums / max(self.tokens, 1)
+        return {name: means[:, i] for i, name in enumerate(BLOCK_METRICS)}
+
+    @property
+    def residual_importance(self) -> np.ndarray:
+        """Mean |activation| of each residual channel at each residual layer, (L+1, d)."""
+        return self.residual_abs_sums / max(self.tokens, 1)
+
+    @property
+    def ffn_importance(self) -> np.ndarray:
+        """Mean |activation| of each FFN hidden neuron per block, (L, ffn)."""
+        return self.ffn_abs_sums / max(self.tokens, 1)
+
+    @property
+    def head_importance(self) -> np.ndarray:
+        """Mean |per-head attention output| per block and query head, (L, heads)."""
+        per_channel = self.attn_abs_sums / max(self.tokens, 1)
+        return per_channel.reshape(self.num_layers, self.heads, -1).mean(-1)
+
+    def shared_ranking(self) -> np.ndarray:
+        """Residual channels from most to least important, by the sum of scores over residual layers."""
+        return np.argsort(-self.residual_importance.sum(0), kind="stable")
+
+    def rank_consistency(self, k: int | None = None) -> RankConsistency:
+        """Spearman correlation and top-k overlap of channel importance between every pair of residual layers.
+
+        ``k`` defaults to a quarter of the width. The overlap is |top-k(i) & top-k(j)| / k.
+        """
+        importance = self.residual_importance  # (L+1, d)
+        d = importance.shape[1]
+        k = d // 4 if k is None else k
+        if not 1 <= k <= d:
+            raise ValueError(f"k={k} is out of range: choose 1 <= k <= {d} (the residual width)")
+        ranks = np.argsort(np.argsort(importance, axis=1, kind="stable"), axis=1).astype(np.float64)
+        ranks -= ranks.mean(1, keepdims=True)
+        ranks /= np.linalg.norm(ranks, axis=1, keepdims=True)
+        spearman = ranks @ ranks.T
+        top = np.zeros_like(importance, dtype=np.float64)
+        np.put_along_axis(top, np.argsort(-importance, axis=1, kind="stable")[:, :k], 1.0, axis=1)
+        overlap = top @ top.T / k
+        return RankConsistency(spearman=spearman, topk_overlap=overlap, k=k)
+
+    # ------------------------------------------------------------------ combining and checking
+    def __add__(self, other: "Profile") -> "Profile":
+        """Merge two shards of the same parent: sums and counts add, so the merge is exact."""
+        if not same_parent(self.parent, other.parent):
+            raise ProfileMismatchError(
+                f"cannot merge profiles of different parents: {self.parent['name']!r} and {other.parent['name']!r}"
+            )
+        return Profile(
+            parent=self.parent,
+            source=self.source if self.source == other.source else f"{self.source} + {other.source}",
+            tokens=self.tokens + other.tokens,
+            block_sums=self.block_sums + other.block_sums,
+            residual_abs_sums=self.residual_abs_sums + other.residual_abs_sums,
+            ffn_abs_sums=self.ffn_abs_sums + other.ffn_abs_sums,
+            attn_abs_sums=self.attn_abs_sums + other.attn_abs_sums,
+        )
+
+    def check_parent(self, parent: "Parent") -> None:
+        """Raise :class:`ProfileMismatchError` unless this profile was measured on ``parent``."""
+        theirs = parent_fingerprint(parent)
+        if not same_parent(self.parent, theirs):
+            raise ProfileMismatchError(
+                f"this profile was measured on {self.parent['name']!r} ({self.parent['dims']}), not on the parent "
+                f"{theirs['name']!r} ({theirs['dims']}); profile the parent you subclone from"
+            )
+
+    # ------------------------------------------------------------------ files
+    def save(self, path: str | os.PathLike, overwrite: bool = False) -> Path:
+        """Write one ``.npz`` file: the sums as arrays and the metadata as a JSON string (no pickles)."""
+        path = Path(path)
+        if path.suffix != ".npz":
+            raise ValueError(f"profile path {str(path)!r} must end in .npz")
+        if path.exists() and not overwrite:
+            raise FileExistsError(f"{path} exists; pass overwrite=True to replace it")
+        meta = dict(parent=self.parent, source=self.source, tokens=self.tokens, version=self.version, extra=self.extra)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=path.parent, suffix=".npz", delete=False) as tmp:
+            np.savez(
+                tmp,
+                meta=np.array(json.dumps(meta)),
+                block_sums=self.block_sums,
+                residual_abs_sums=self.residual_abs_sums,
+                ffn_abs_sums=self.ffn_abs_sums,
+                attn_abs_sums=self.attn_abs_sums,
+            )
+        os.replace(tmp.name, path)
+        return path
+
+    @classmethod
+    def load(cls, path: str | os.PathLike) -> "Profile":
+        path = Path(path)
+        if not path.is_file():
+            raise FileNotFoundError(f"no profile at {path}")
+        with np.load(path, allow_pickle=False) as data:
+            meta = json.loads(str(data["meta"]))
+            arrays = {name: data[name] for name in ("block_sums", "residual_abs_sums", "ffn_abs_sums", "attn_abs_sums")}
+        return cls(
+            parent=meta["parent"], source=meta["source"], tokens=meta["tokens"], version=meta["version"],
+            extra=meta.get("extra", {}), **arrays,
+        )
+
+    def summary(self) -> dict[str, Any]:
+        """The headline figures as plain JSON-ready values."""
+        consistency = self.rank_consistency()
+        return {
+            "parent": self.parent["name"],
+            "description": self.parent.get("description", ""),
+            "source": self.source,
+            "tokens": self.tokens,
+            "blocks": {name: values.round(6).tolist() for name, values in self.block_metrics.items()},
+            "adjacent_spearman": consistency.adjacent_spearman().round(4).tolist(),
+            "median_adjacent_spearman": float(np.median(consistency.adjacent_spearman())),
+            "topk": consistency.k,
+            "median_adjacent_topk_overlap": float(np.median(np.diag(consistency.topk_overlap, 1))),
+        }
+
+
+def parent_fingerprint(parent: "Parent") -> dict[str, Any]:
+    """What identifies a parent: its name, family, shape and a checksum of its first block's weights."""
+    block = parent.family.blocks(parent.model)[0]
+    checksum = sum(float(p.detach().float().abs().sum()) for p in block.parameters())
+    return {
+        "name": parent.name,
+        "family": parent.family.name,
+        "class": type(parent.model).__name__,
+        "dims": parent.dims.to_dict(),
+        "description": parent.description,
+        "checksum": checksum,
+    }
+
+
+def same_parent(a: dict[str, Any], b: dict[str, Any]) -> bool:
+    # The checksum tolerance absorbs the same weights held in another dtype (bf16 on GPU, fp32 on CPU).
+    return (
+        a["family"] == b["family"]
+        and a["dims"] == b["dims"]
+        and math.isclose(a["checksum"], b["checksum"], rel_tol=1e-2)
+    )
+
+
+class _Accumulator:
+    """The forward hooks of one profiling pass and their running sums (on the device of each block)."""
+
+    def __init__(self, parent: "Parent"):
+        self.family = parent.family
+        self.blocks = list(self.family.blocks(parent.model))
+        dims = parent.dims
+        self.block_sums = [None] * dims.layers
+        self.residual = [None] * (dims.layers + 1)
+        self.ffn = [None] * dims.layers
+        self.attn = [None] * dims.layers
+        self.mask: torch.Tensor | None = None  # (B*T,) bool, None when every token counts
+        self.batch_tokens = 0  # tokens counted in the current batch (images: patches and cls tokens)
+        self.block_inputs: dict[int, torch.Tensor] = {}
+        self.residual_sums: dict[int, torch.Tensor] = {}
+        self.handles: list[torch.utils.hooks.RemovableHandle] = []
+
+    def _rows(self, t: torch.Tensor) -> torch.Tensor:
+        """(B, T, X) -> (counted tokens, X) in fp32."""
+        rows = t.reshape(-1, t.shape[-1])
+        if self.mask is not None:
+            rows = rows[self.mask.to(rows.device)]
+        return rows.float()
+
+    @staticmethod
+    def _add(store: list, index: int, value: torch.Tensor) -> None:
+        value = value.double()
+        store[index] = value if store[index] is None else store[index] + value
+
+    def attach(self) -> None:
+        for i, block in enumerate(self.blocks):
+            self.handles.append(block.register_forward_pre_hook(self._block_input(i), with_kwargs=True))
+            self.handles.append(block.register_forward_hook(self._block_output(i)))
+            sum_module = self.family.residual_sum_module(block)
+            if sum_module is not None:
+                self.handles.append(sum_module.register_forward_pre_hook(self._residual_sum(i)))
+            ffn = self.family.ffn_activation_module(block)
+            self.handles.append(ffn.register_forward_pre_hook(self._abs_mean(self.ffn, i)))
+            attn = self.family.attention_output_module(block)
+            self.handles.append(attn.register_forward_pre_hook(self._abs_mean(self.attn, i)))
+
+    def detach(self) -> None:
+        for handle in self.handles:
+            handle.remove()
+        self.handles.clear()
+        self.block_inputs.clear()
+        self.residual_sums.clear()
+
+    def _block_input(self, i: int):
+        def hook(module, args, kwargs):
+            x = args[0] if args else kwargs["hidden_states"]  # (B, T, d)
+            self.block_inputs[i] = x
+            if i == 0:
+                rows = self._rows(x)
+                self.batch_tokens = rows.shape[0]
+                self._add(self.residual, 0, rows.abs().sum(0))
+
+        return hook
+
+    def _residual_sum(self, i: int):
+        def hook(module, args):
+            self.residual_sums[i] = args[0]
+
+        return hook
+
+    def _block_output(self, i: int):
+        def hook(module, args, output):
+            y = output[0] if isinstance(output, (tuple, list)) else output  # (B, T, d)
+            x = self._rows(self.block_inputs.pop(i))
+            total = self._rows(self.residual_sums.pop(i, y))  # x + f(x), pre-norm sum for post-norm blocks
+            f = total - x
+            f_norm, total_norm, x_norm = f.norm(dim=-1), total.norm(dim=-1), x.norm(dim=-1)
+            eps = torch.finfo(torch.float32).tiny
+            cos = (x * total).sum(-1) / (x_norm * total_norm).clamp_min(eps)
+            metrics = torch.stack(
+                [
+                    (f_norm / total_norm.clamp_min(eps)).sum(),
+                    (f_norm / x_norm.clamp_min(eps)).sum(),
+                    (1 - cos).sum(),
+                ]
+            )
+            self._add(self.block_sums, i, metrics)
+            self._add(self.residual, i + 1, self._rows(y).abs().sum(0))
+
+        return hook
+
+    def _abs_mean(self, store: list, i: int):
+        def hook(module, args):
+            self._add(store, i, self._rows(args[0]).abs().sum(0))
+
+        return hook
+
+
+def _token_mask(batch: dict[str, torch.Tensor]) -> torch.Tensor | None:
+    """The flattened attention mask (B*T,), or None when every token counts (no padding, or images)."""
+    mask = batch.get("attention_mask")
+    if mask is None:
+        return None
+    flat = mask.reshape(-1).bool()
+    return None if bool(flat.all()) else flat
+
+
+def _to_device(batch: dict[str, torch.Tensor], device: torch.device) -> dict[str, torch.Tensor]:
+    return {k: v.to(device) if isinstance(v, torch.Tensor) else v for k, v in batch.items()}
+
+
+@torch.no_grad()
+def profile(
+    parent: "Parent",
+    batches: Iterable[dict[str, torch.Tensor]],
+    max_tokens: int | None = None,
+    progress: bool = True,
+    source: str | None = None,
+) -> Profile:
+    """Profile ``parent`` in one streaming pass over ``batches``.
+
+    Args:
+        parent: a loaded :class:`~subclone_viz.Parent`.
+        batches: dicts with ``input_ids`` and ``attention_mask`` (text) or ``pixel_values`` (images).
+        max_tokens: stop after the batch that reaches this many counted tokens (None: every batch).
+        progress: show a progress bar.
+        source: a description of the data, recorded in the profile (default: ``batches.description``).
+    """
+    from tqdm.auto import tqdm
+
+    if max_tokens is not None and max_tokens < 1:
+        raise ValueError(f"max_tokens={max_tokens} must be a positive token count (or None for every batch)")
+    model = parent.model
+    was_training = model.training
+    model.eval()
+    acc = _Accumulator(parent)
+    acc.attach()
+    tokens = 0
+    try:
+        bar = tqdm(total=max_tokens, unit="tok", desc="profile", disable=not progress, leave=False)
+        for batch in batches:
+            acc.mask = _token_mask(batch)
+            parent.family.logits(model, _to_device(batch, parent.input_device))
+            tokens += acc.batch_tokens
+            bar.update(acc.batch_tokens)
+            if max_tokens is not None and tokens >= max_tokens:
+                break
+        bar.close()
+    finally:
+        acc.detach()
+        model.train(was_training)
+    if tokens == 0:
+        raise ValueError("the batches held no counted tokens: nothing was profiled")
+    return Profile(
+        parent=parent_fingerprint(parent),
+        source=source or getattr(batches, "description", type(batches).__name__),
+        tokens=tokens,
+        block_sums=_stack(acc.block_sums),
+        residual_abs_sums=_stack(acc.residual),
+        ffn_abs_sums=_stack(acc.ffn),
+        attn_abs_sums=_stack(acc.attn),
+    )
+
+
+def _stack(values: list[torch.Tensor | None]) -> np.ndarray:
+    if any(v is None for v in values):
+        raise RuntimeError("a profiling hook never fired: the model's forward skipped a block")
+    return torch.stack([v.cpu() for v in values]).numpy()

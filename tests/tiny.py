@@ -1,0 +1,120 @@
+"""Tiny randomly initialized parents of every supported family, and random batches for them.
+
+Each factory builds a model in well under a second; widths are chosen so that every slicing path is
+exercised: grouped-query attention (llama, mistral), q/k/v biases (qwen2), an untied LM head
+(llama-untied), post-norm (bert, bert-mlm), fused qkv (gpt2, vit).
+"""
+
+from __future__ import annotations
+
+from typing import Callable
+
+import torch
+from torch import nn
+
+VOCAB = 97
+
+
+def _gpt2() -> nn.Module:
+    from transformers import GPT2Config, GPT2LMHeadModel
+
+    return GPT2LMHeadModel(GPT2Config(n_layer=4, n_embd=32, n_head=4, n_positions=64, vocab_size=VOCAB, bos_token_id=1, eos_token_id=1))
+
+
+def _llama(tie: bool = True) -> nn.Module:
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    return LlamaForCausalLM(
+        LlamaConfig(
+            hidden_size=48, intermediate_size=80, num_hidden_layers=4, num_attention_heads=6,
+            num_key_value_heads=2, head_dim=8, vocab_size=VOCAB, max_position_embeddings=64,
+            tie_word_embeddings=tie,
+        )
+    )
+
+
+def _mistral() -> nn.Module:
+    from transformers import MistralConfig, MistralForCausalLM
+
+    return MistralForCausalLM(
+        MistralConfig(
+            hidden_size=32, intermediate_size=64, num_hidden_layers=4, num_attention_heads=4,
+            num_key_value_heads=2, vocab_size=VOCAB, max_position_embeddings=64, sliding_window=16,
+        )
+    )
+
+
+def _qwen2() -> nn.Module:
+    from transformers import Qwen2Config, Qwen2ForCausalLM
+
+    return Qwen2ForCausalLM(
+        Qwen2Config(
+            hidden_size=32, intermediate_size=64, num_hidden_layers=4, num_attention_heads=4,
+            num_key_value_heads=2, vocab_size=VOCAB, max_position_embeddings=64, tie_word_embeddings=True,
+        )
+    )
+
+
+def _bert(mlm: bool = False) -> nn.Module:
+    from transformers import BertConfig, BertForMaskedLM, BertModel
+
+    config = BertConfig(
+        hidden_size=32, num_hidden_layers=4, num_attention_heads=4, intermediate_size=64,
+        vocab_size=VOCAB, max_position_embeddings=64,
+    )
+    return BertForMaskedLM(config) if mlm else BertModel(config)
+
+
+def _vit() -> nn.Module:
+    import timm
+
+    return timm.create_model(
+        "vit_tiny_patch16_224", pretrained=False, img_size=16, patch_size=4, in_chans=1, depth=4,
+        embed_dim=32, num_heads=4, num_classes=10,
+    )
+
+
+TINY_FAMILIES: dict[str, Callable[[], nn.Module]] = {
+    "gpt2": _gpt2,
+    "llama": _llama,
+    "llama-untied": lambda: _llama(tie=False),
+    "mistral": _mistral,
+    "qwen2": _qwen2,
+    "bert": _bert,
+    "bert-mlm": lambda: _bert(mlm=True),
+    "vit": _vit,
+}
+
+
+def tiny_model(name: str, seed: int = 0) -> nn.Module:
+    torch.manual_seed(seed)
+    model = TINY_FAMILIES[name]().eval()
+    if name == "qwen2":
+        # Qwen2 initializes q/k/v biases to zero; random ones make the bias slicing observable.
+        with torch.no_grad():
+            for module in model.modules():
+                if isinstance(module, nn.Linear) and module.bias is not None:
+                    module.bias.normal_(0, 0.1)
+    return model
+
+
+def tiny_batches(name: str, count: int = 3, batch_size: int = 2, seq_len: int = 12, pad: bool = True, seed: int = 1):
+    """Random batches; text batches have some right padding (attention_mask 0) when ``pad``."""
+    generator = torch.Generator().manual_seed(seed)
+    batches = []
+    for _ in range(count):
+        if name == "vit":
+            batches.append(
+                {
+                    "pixel_values": torch.randn(batch_size, 1, 16, 16, generator=generator),  # (B, C, H, W)
+                    "labels": torch.randint(0, 10, (batch_size,), generator=generator),
+                }
+            )
+            continue
+        input_ids = torch.randint(3, VOCAB, (batch_size, seq_len), generator=generator)  # (B, T)
+        attention_mask = torch.ones_like(input_ids)
+        if pad:
+            attention_mask[0, seq_len - 4:] = 0
+            input_ids[0, seq_len - 4:] = 0
+        batches.append({"input_ids": input_ids, "attention_mask": attention_mask})
+    return batches
