@@ -20,17 +20,25 @@ __version__ = "0.1.0"
 from .families import Dims, UnsupportedArchitectureError, family_of, supported_families  # noqa: E402
 from .parent import Parent, ParentLoadError, load_parent  # noqa: E402
 from .profile import Profile, ProfileMismatchError, RankConsistency, profile  # noqa: E402
+from .plan import DestinationSpec, SpecError, SubclonePlan, plan, spec_choices  # noqa: E402
+from .subclone import subclone  # noqa: E402
 
 __all__ = [
+    "DestinationSpec",
     "Dims",
     "Parent",
     "ParentLoadError",
     "Profile",
     "ProfileMismatchError",
     "RankConsistency",
+    "SpecError",
+    "SubclonePlan",
     "UnsupportedArchitectureError",
     "family_of",
     "load_parent",
+    "plan",
     "profile",
+    "spec_choices",
+    "subclone",
     "supported_families",
 ]

@@ -1,0 +1,332 @@
+"""Planning a destination: which blocks, residual channels, FFN neurons and heads to keep.
+
+A :class:`DestinationSpec` says what the user wants (layers and widths); :func:`plan` turns it, a profile and
+the parent's shape into a :class:`SubclonePlan`: a plain, JSON-serializable record of exactly which indices
+are kept and which weight scaling applies. The same inputs always give the same plan.
+
+Strategies (method.md, sections 2 and 3):
+
+* depth: ``"middle"`` (the paper: keep the first and last blocks, drop a contiguous middle run; growing
+  depth duplicates middle blocks), ``"first"`` (the first N' blocks), ``"last"`` (the last N' blocks),
+  ``"metric"`` (drop the blocks with the lowest ||f(x)||/||x+f(x)||), or an explicit list of parent blocks;
+* width: ``"importance"`` (the paper: one shared ranking of the residual stream, a per-layer ranking of FFN
+  neurons, whole heads ranked per layer, keeping whole KV groups), ``"uniform"`` (evenly spaced indices, no
+  data: the weight-selection baseline), ``"first"`` (leading indices, no reordering: the paper's ablation);
+* scaling: ``"sqrt"`` (the paper), ``"none"``, ``"calibrated"`` (match each linear layer's output std).
+
+Example::
+
+    spec = DestinationSpec(layers=20, hidden=384, ffn=1024, heads=6, kv_heads=2)
+    p = plan(parent, prof, spec)            # depth="middle", width="importance", scaling="sqrt"
+    p.layers                                # [0, 1, ..., 9, 20, ..., 29]
+    p.to_json()
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field
+from typing import TYPE_CHECKING, Any, Sequence
+
+import numpy as np
+
+from . import __version__
+from .families import Dims
+
+if TYPE_CHECKING:
+    from .parent import Parent
+    from .profile import Profile
+
+DEPTH_STRATEGIES = ("middle", "first", "last", "metric")
+WIDTH_STRATEGIES = ("importance", "uniform", "first")
+SCALINGS = ("sqrt", "none", "calibrated")
+
+
+class SpecError(ValueError):
+    """A destination spec the parent cannot give; the message names the valid choices."""
+
+
+def _choices(values: Sequence[int], limit: int = 12) -> str:
+    values = list(values)
+    if len(values) <= limit:
+        return ", ".join(map(str, values))
+    return ", ".join(map(str, values[: limit // 2])) + ", ..., " + ", ".join(map(str, values[-3:]))
+
+
+@dataclass(frozen=True)
+class DestinationSpec:
+    """What the destination should look like.
+
+    Args:
+        layers: a block count, or an explicit list of parent block indices (repeats duplicate blocks).
+        hidden: residual width d'.
+        ffn: FFN hidden width (default: the parent's FFN/hidden ratio times ``hidden``).
+        heads: query heads (default: follows ``hidden``).
+        kv_heads: key/value heads of grouped-query models (default: keeps the parent's queries per KV head).
+    """
+
+    layers: int | tuple[int, ...] | list[int]
+    hidden: int
+    ffn: int | None = None
+    heads: int | None = None
+    kv_heads: int | None = None
+
+    def resolve(self, parent: Dims, heads_follow_hidden: bool) -> Dims:
+        """The destination's full dims, or a :class:`SpecError` naming the valid range."""
+        layers = self._layer_count(parent)
+        hidden = self.hidden
+        if not isinstance(hidden, (int, np.integer)) or not 1 <= hidden <= parent.hidden:
+            raise SpecError(f"hidden={hidden!r} is out of range: choose 1 <= hidden <= {parent.hidden} (the parent's)")
+        ratio = parent.queries_per_kv
+        if heads_follow_hidden:
+            valid = [h * parent.head_dim for h in range(1, parent.heads + 1)]
+            if hidden % parent.head_dim:
+                raise SpecError(
+                    f"hidden={hidden} is not a multiple of the head size {parent.head_dim}: choose one of {_choices(valid)}"
+                )
+            heads = hidden // parent.head_dim
+            if self.heads is not None and self.heads != heads:
+                raise SpecError(
+                    f"heads={self.heads} disagrees with hidden={hidden}: in this family heads = hidden / head size "
+                    f"{parent.head_dim} = {heads}"
+                )
+        else:
+            heads = self.heads
+            if heads is None and self.kv_heads is not None:
+                heads = self.kv_heads * ratio
+            if heads is None:
+                heads = max(ratio, int(round(parent.heads * hidden / parent.hidden / ratio)) * ratio)
+            valid = list(range(ratio, parent.heads + 1, ratio))
+            if heads not in valid:
+                raise SpecError(
+                    f"heads={heads} is not valid: choose one of {_choices(valid)} (at most the parent's {parent.heads}"
+                    + (f", a multiple of its {ratio} queries per KV head)" if ratio > 1 else ")")
+                )
+        kv_heads = heads // ratio
+        if self.kv_heads is not None and self.kv_heads != kv_heads:
+            raise SpecError(
+                f"kv_heads={self.kv_heads} does not keep the parent's {ratio} queries per KV head: with heads={heads} "
+                f"use kv_heads={kv_heads}"
+            )
+        ffn = self.ffn if self.ffn is not None else max(1, int(round(parent.ffn * hidden / parent.hidden)))
+        if not isinstance(ffn, (int, np.integer)) or not 1 <= ffn <= parent.ffn:
+            raise SpecError(f"ffn={ffn!r} is out of range: choose 1 <= ffn <= {parent.ffn} (the parent's)")
+        return Dims(layers=layers, hidden=int(hidden), ffn=int(ffn), heads=heads, kv_heads=kv_heads,
+                    head_dim=parent.head_dim)
+
+    def _layer_count(self, parent: Dims) -> int:
+        if isinstance(self.layers, (list, tuple)):
+            if not self.layers:
+                raise SpecError("layers=[] keeps no block: give at least one parent block index")
+            bad = [i for i in self.layers if not isinstance(i, (int, np.integer)) or not 0 <= i < parent.layers]
+            if bad:
+                raise SpecError(f"layers contains {bad}: parent block indices run from 0 to {parent.layers - 1}")
+            return len(self.layers)
+        if not isinstance(self.layers, (int, np.integer)) or self.layers < 1:
+            raise SpecError(f"layers={self.layers!r} is not valid: give a count of at least 1, or a list of block indices")
+        return int(self.layers)
+
+
+def spec_choices(parent: "Parent") -> dict[str, list[int]]:
+    """The valid values of every spec field for this parent (for sliders and help texts)."""
+    dims, family = parent.dims, parent.family
+    ratio = dims.queries_per_kv
+    if family.heads_follow_hidden:
+        hidden = [h * dims.head_dim for h in range(1, dims.heads + 1)]
+    else:
+        hidden = list(range(1, dims.hidden + 1))
+    heads = list(range(ratio, dims.heads + 1, ratio))
+    return {
+        "layers": list(range(1, 2 * dims.layers + 1)),
+        "hidden": hidden,
+        "ffn": list(range(1, dims.ffn + 1)),
+        "heads": heads,
+        "kv_heads": [h // ratio for h in heads],
+    }
+
+
+@dataclass
+class SubclonePlan:
+    """Exactly what a destination keeps. Per-layer lists are indexed by destination layer."""
+
+    parent: dict[str, Any]
+    family: str
+    parent_dims: dict[str, int]
+    dims: dict[str, int]
+    layers: list[int]
+    residual: list[int]
+    ffn: list[list[int]]
+    heads: list[list[int]]
+    kv_heads: list[list[int]]
+    depth: str
+    width: str
+    scaling: str
+    profile_source: str | None = None
+    profile_tokens: int | None = None
+    version: str = __version__
+    notes: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def destination_dims(self) -> Dims:
+        return Dims(**self.dims)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    def to_json(self, indent: int | None = None) -> str:
+        return json.dumps(self.to_dict(), indent=indent)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> "SubclonePlan":
+        return cls(**data)
+
+    @classmethod
+    def from_json(cls, text: str) -> "SubclonePlan":
+        return cls.from_dict(json.loads(text))
+
+    def summary(self) -> str:
+        d = self.destination_dims
+        return (
+            f"{d.layers} layers (parent blocks {self.layers}), hidden {d.hidden}, FFN {d.ffn}, "
+            f"{d.heads} heads / {d.kv_heads} KV; depth={self.depth}, width={self.width}, scaling={self.scaling}"
+        )
+
+
+def plan(
+    parent: "Parent",
+    profile: "Profile | None",
+    spec: DestinationSpec,
+    depth: str | Sequence[int] = "middle",
+    width: str = "importance",
+    scaling: str = "sqrt",
+) -> SubclonePlan:
+    """Choose the blocks and indices a destination keeps.
+
+    Args:
+        parent: the loaded parent.
+        profile: its profile; needed by ``width="importance"`` and ``depth="metric"``, checked against the parent.
+        spec: the destination's layers and widths.
+        depth: ``"middle"``, ``"first"``, ``"last"``, ``"metric"``, or a list of parent block indices.
+        width: ``"importance"``, ``"uniform"`` or ``"first"``.
+        scaling: ``"sqrt"``, ``"none"`` or ``"calibrated"``.
+    """
+    from .profile import parent_fingerprint
+
+    if isinstance(width, str) and width not in WIDTH_STRATEGIES:
+        raise SpecError(f"width={width!r} is not a width strategy: choose one of {', '.join(WIDTH_STRATEGIES)}")
+    if scaling not in SCALINGS:
+        raise SpecError(f"scaling={scaling!r} is not a scaling: choose one of {', '.join(SCALINGS)}")
+    if isinstance(depth, str) and depth not in DEPTH_STRATEGIES:
+        raise SpecError(
+            f"depth={depth!r} is not a depth strategy: choose one of {', '.join(DEPTH_STRATEGIES)} or a list of blocks"
+        )
+    needs_profile = width == "importance" or depth == "metric"
+    if profile is None and needs_profile:
+        raise SpecError(
+            "width='importance' and depth='metric' rank by a profile: pass profile=sv.profile(parent, batches), or "
+            "use width='uniform' / 'first' and depth='middle' / 'first' / 'last'"
+        )
+    if profile is not None:
+        profile.check_parent(parent)
+    parent_dims = parent.dims
+    if not isinstance(depth, str):
+        if isinstance(spec.layers, (list, tuple)):
+            raise SpecError("give explicit blocks either as spec.layers or as depth, not both")
+        if spec.layers != len(depth):
+            raise SpecError(f"depth lists {len(depth)} blocks but spec.layers={spec.layers}; make them agree")
+        spec = DestinationSpec(list(depth), spec.hidden, spec.ffn, spec.heads, spec.kv_heads)
+    dims = spec.resolve(parent_dims, parent.family.heads_follow_hidden)
+
+    if isinstance(spec.layers, (list, tuple)):
+        layers, depth_name = [int(i) for i in spec.layers], "explicit"
+    else:
+        layers, depth_name = select_layers(parent_dims.layers, dims.layers, depth, profile), depth
+
+    if width == "importance":
+        residual = profile.shared_ranking()[: dims.hidden]
+        ffn = [np.argsort(-profile.ffn_importance[b], kind="stable")[: dims.ffn] for b in layers]
+        heads_kv = [_select_heads(profile.head_importance[b], parent_dims, dims) for b in layers]
+    else:
+        pick = _evenly_spaced if width == "uniform" else _leading
+        residual = pick(parent_dims.hidden, dims.hidden)
+        ffn = [pick(parent_dims.ffn, dims.ffn) for _ in layers]
+        groups = pick(parent_dims.kv_heads, dims.kv_heads)
+        heads_kv = [(_heads_of_groups(groups, parent_dims.queries_per_kv), groups) for _ in layers]
+
+    return SubclonePlan(
+        parent=parent_fingerprint(parent),
+        family=parent.family.name,
+        parent_dims=parent_dims.to_dict(),
+        dims=dims.to_dict(),
+        layers=layers,
+        residual=_ints(residual),
+        ffn=[_ints(f) for f in ffn],
+        heads=[_ints(h) for h, _ in heads_kv],
+        kv_heads=[_ints(g) for _, g in heads_kv],
+        depth=depth_name,
+        width=width,
+        scaling=scaling,
+        profile_source=profile.source if profile is not None else None,
+        profile_tokens=profile.tokens if profile is not None else None,
+    )
+
+
+def select_layers(parent_layers: int, layers: int, depth: str, profile: "Profile | None" = None) -> list[int]:
+    """The parent blocks a destination of ``layers`` blocks keeps, in order."""
+    n = parent_layers
+    if layers > n:
+        if depth != "middle":
+            raise SpecError(
+                f"layers={layers} is deeper than the parent's {n}: growing depth duplicates middle blocks, so use "
+                f"depth='middle' (or an explicit list of blocks)"
+            )
+        return _grow_middle(n, layers)
+    if depth == "middle":
+        front = (layers + 1) // 2
+        return list(range(front)) + list(range(n - (layers - front), n))
+    if depth == "first":
+        return list(range(layers))
+    if depth == "last":
+        return list(range(n - layers, n))
+    scores = profile.block_metrics["f_over_sum"]
+    keep = np.sort(np.argsort(-scores, kind="stable")[:layers])
+    return _ints(keep)
+
+
+def _grow_middle(n: int, layers: int) -> list[int]:
+    """Duplicate middle blocks, centre first, each next to its original; the first and last stay single."""
+    middle = list(range(1, n - 1)) or list(range(n))
+    centre = (n - 1) / 2
+    order = sorted(middle, key=lambda i: (abs(i - centre), i))
+    copies = [1] * n
+    for k in range(layers - n):
+        copies[order[k % len(order)]] += 1
+    return [i for i in range(n) for _ in range(copies[i])]
+
+
+def _select_heads(scores: np.ndarray, parent: Dims, dims: Dims) -> tuple[list[int], list[int]]:
+    """Keep whole KV groups by the summed importance of their query heads; within a group, heads by score."""
+    ratio = parent.queries_per_kv
+    group_scores = scores.reshape(parent.kv_heads, ratio).sum(1)
+    groups = np.argsort(-group_scores, kind="stable")[: dims.kv_heads]
+    heads = []
+    for g in groups:
+        members = np.arange(g * ratio, (g + 1) * ratio)
+        heads.extend(members[np.argsort(-scores[members], kind="stable")])
+    return heads, groups
+
+
+def _heads_of_groups(groups: Sequence[int], ratio: int) -> list[int]:
+    return [g * ratio + r for g in groups for r in range(ratio)]
+
+
+def _evenly_spaced(n: int, k: int) -> np.ndarray:
+    return np.linspace(0, n - 1, k).round().astype(int)
+
+
+def _leading(n: int, k: int) -> np.ndarray:
+    return np.arange(k)
+
+
+def _ints(values: Sequence[int]) -> list[int]:
+    return [int(v) for v in values]

@@ -1,0 +1,212 @@
+"""Applying a plan: slice the parent's weights into a destination of the parent's own class.
+
+Every parameter is resolved against its family's slicing rules: each axis is a residual, FFN, head, fused
+q|k|v or kept axis, and takes the plan's indices for it (block parameters those of the destination layer's
+source block). The destination is built on the meta device and every tensor is then filled from the parent,
+so no time goes into a random initialization that would be overwritten.
+
+Scaling: ``"sqrt"`` multiplies each linear weight whose fan-in shrank from n to n' by sqrt(n / n') (biases,
+norms and embeddings untouched); ``"calibrated"`` instead runs calibration batches through parent and
+destination and scales each linear layer's output (weight and bias) so that its standard deviation over the
+kept output channels equals the parent's, layer by layer in forward order.
+
+Example::
+
+    child = subclone(parent, p)                   # a LlamaForCausalLM when the parent is one
+    child.subclone_info["scales"]                 # the factor applied to each scaled weight
+"""
+
+from __future__ import annotations
+
+import math
+from typing import TYPE_CHECKING, Iterable
+
+import torch
+from torch import nn
+
+from .families import Family
+
+if TYPE_CHECKING:
+    from .parent import Parent
+    from .plan import SubclonePlan
+
+DEFAULT_CALIBRATION_BATCHES = 4
+
+
+def axis_indices(plan: "SubclonePlan", axis: str, layer: int | None) -> list[int] | None:
+    """The parent indices kept along one axis kind (None: the axis is kept whole)."""
+    head_dim = plan.parent_dims["head_dim"]
+
+    def channels(heads: list[int]) -> list[int]:
+        return [h * head_dim + t for h in heads for t in range(head_dim)]
+
+    if axis == "keep":
+        return None
+    if axis == "residual":
+        return plan.residual
+    if layer is None:
+        raise ValueError(f"axis {axis!r} belongs to a block but the parameter is outside the blocks")
+    if axis == "ffn":
+        return plan.ffn[layer]
+    if axis == "q_heads":
+        return channels(plan.heads[layer])
+    if axis == "kv_heads":
+        return channels(plan.kv_heads[layer])
+    if axis == "qkv":
+        q = channels(plan.heads[layer])
+        width = plan.parent_dims["heads"] * head_dim
+        return q + [width + i for i in q] + [2 * width + i for i in q]
+    raise ValueError(f"unknown axis kind {axis!r}")
+
+
+def _slice(tensor: torch.Tensor, indices: list[list[int] | None]) -> torch.Tensor:
+    for axis, index in enumerate(indices):
+        if index is not None:
+            tensor = tensor.index_select(axis, torch.as_tensor(index, device=tensor.device))
+    return tensor
+
+
+def _source_name(family: Family, plan: "SubclonePlan", name: str, layer: int | None) -> str:
+    return name if layer is None else family.block_param_name(name, plan.layers[layer])
+
+
+@torch.no_grad()
+def subclone(
+    parent: "Parent",
+    plan: "SubclonePlan",
+    calibration_batches: Iterable[dict[str, torch.Tensor]] | None = None,
+    calibration_batch_count: int = DEFAULT_CALIBRATION_BATCHES,
+) -> nn.Module:
+    """Build the destination that ``plan`` describes, with weights sliced from ``parent``.
+
+    Args:
+        parent: the parent the plan was made for.
+        plan: from :func:`~subclone_viz.plan`.
+        calibration_batches: batches for ``scaling="calibrated"`` (ignored otherwise).
+        calibration_batch_count: how many of them to calibrate on (joined into one forward pass).
+
+    Returns a model of the parent's class, in eval mode, on the parent's (first) device and dtype, with a
+    ``subclone_info`` dict (the plan and the scale factors applied).
+    """
+    from .profile import parent_fingerprint, same_parent
+
+    family = parent.family
+    if plan.family != family.name or not same_parent(plan.parent, parent_fingerprint(parent)):
+        raise ValueError(
+            f"this plan was made for {plan.parent['name']!r} ({plan.parent_dims}), not for {parent.name!r}; "
+            f"plan again with this parent"
+        )
+    if plan.scaling == "calibrated" and calibration_batches is None:
+        raise ValueError("scaling='calibrated' needs calibration_batches (a few batches of the parent's data)")
+    dest = family.build(parent.model, plan.destination_dims, plan.layers)
+    dest = dest.to_empty(device=parent.input_device).to(parent.dtype)
+    if hasattr(dest, "tie_weights"):
+        dest.tie_weights()  # before filling, so that a tied head is one tensor with the embedding
+    source_params = dict(parent.model.named_parameters())
+    scales: dict[str, float] = {}
+    for name, param in dest.named_parameters():
+        info = family.param_info(name)
+        source = source_params[_source_name(family, plan, name, info.block)]
+        sliced = _slice(source, [axis_indices(plan, axis, info.block) for axis in info.rule.axes])
+        if sliced.shape != param.shape:
+            raise RuntimeError(f"slicing {name} gave {tuple(sliced.shape)}, the destination wants {tuple(param.shape)}")
+        axis = info.rule.fan_in_axis
+        if plan.scaling == "sqrt" and axis is not None and sliced.shape[axis] < source.shape[axis]:
+            scales[name] = math.sqrt(source.shape[axis] / sliced.shape[axis])
+            sliced = sliced * scales[name]
+        param.copy_(sliced)
+    _copy_buffers(parent, plan, dest)
+    if plan.scaling == "calibrated":
+        scales = _calibrate(parent, plan, dest, calibration_batches, calibration_batch_count)
+    dest.eval()
+    dest.subclone_info = {"plan": plan.to_dict(), "scales": scales}
+    return dest
+
+
+def _copy_buffers(parent: "Parent", plan: "SubclonePlan", dest: nn.Module) -> None:
+    """Buffers (rotary frequencies, position ids) depend on head size and positions, which never change."""
+    family = parent.family
+    source_buffers = dict(parent.model.named_buffers())
+    for name, buffer in list(dest.named_buffers()):
+        info_block = _buffer_block(family, name)
+        source = source_buffers.get(_source_name(family, plan, name, info_block))
+        if source is None or source.shape != buffer.shape:
+            raise RuntimeError(f"no parent buffer of shape {tuple(buffer.shape)} for the destination's {name}")
+        owner, _, attr = name.rpartition(".")
+        setattr(dest.get_submodule(owner) if owner else dest, attr, source.clone())
+
+
+def _buffer_block(family: Family, name: str) -> int | None:
+    prefix = family.block_list + "."
+    if name.startswith(prefix):
+        return int(name[len(prefix):].split(".", 1)[0])
+    return None
+
+
+def _calibrate(
+    parent: "Parent", plan: "SubclonePlan", dest: nn.Module, batches: Iterable[dict[str, torch.Tensor]], count: int
+) -> dict[str, float]:
+    """Scale each linear layer so that its output std (over kept channels) matches the parent's."""
+    from .profile import _to_device, _token_mask
+
+    family = parent.family
+    batch = _concatenate(batches, count)
+    mask = _token_mask(batch)
+    batch = _to_device(batch, parent.input_device)
+
+    def rows(t: torch.Tensor) -> torch.Tensor:
+        flat = t.reshape(-1, t.shape[-1])
+        per_token = mask is not None and flat.shape[0] == mask.numel()  # a pooler's output is per sequence
+        return (flat[mask.to(flat.device)] if per_token else flat).float()
+
+    linears = []  # (destination module name, parent module name, kept output channels)
+    for name, param in dest.named_parameters():
+        info = family.param_info(name)
+        if info.rule.fan_in_axis is None or param.dim() != 2:
+            continue
+        out_axis = 1 - info.rule.fan_in_axis
+        module = name.rsplit(".", 1)[0]
+        linears.append(
+            (module, _source_name(family, plan, module, info.block), axis_indices(plan, info.rule.axes[out_axis], info.block))
+        )
+
+    parent_std: dict[str, float] = {}
+    handles = []
+    for _, source, kept in linears:
+        def parent_hook(module, args, output, source=source, kept=kept):
+            out = rows(output)
+            parent_std[source] = float((out if kept is None else out[:, kept]).std())
+
+        handles.append(parent.model.get_submodule(source).register_forward_hook(parent_hook))
+    try:
+        family.logits(parent.model, batch)
+    finally:
+        for h in handles:
+            h.remove()
+
+    scales: dict[str, float] = {}
+    handles = []
+    for module_name, source, _ in linears:
+        def dest_hook(module, args, output, module_name=module_name, source=source):
+            scale = parent_std[source] / max(float(rows(output).std()), 1e-12)
+            scales[f"{module_name}.weight"] = scale
+            module.weight.mul_(scale)
+            if getattr(module, "bias", None) is not None:
+                module.bias.mul_(scale)
+            return output * scale
+
+        handles.append(dest.get_submodule(module_name).register_forward_hook(dest_hook))
+    try:
+        family.logits(dest, batch)
+    finally:
+        for h in handles:
+            h.remove()
+    return scales
+
+
+def _concatenate(batches: Iterable[dict[str, torch.Tensor]], count: int) -> dict[str, torch.Tensor]:
+    """The first ``count`` batches joined along the batch axis, so that calibration is one forward pass."""
+    parts = [batch for batch, _ in zip(batches, range(count))]
+    if not parts:
+        raise ValueError("calibration_batches is empty")
+    return {key: torch.cat([p[key] for p in parts]) for key in parts[0]}
