@@ -22,10 +22,14 @@ from .parent import Parent, ParentLoadError, load_parent  # noqa: E402
 from .profile import Profile, ProfileMismatchError, RankConsistency, profile  # noqa: E402
 from .plan import DestinationSpec, SpecError, SubclonePlan, plan, spec_choices  # noqa: E402
 from .subclone import subclone  # noqa: E402
+from .evaluate import BlockAblation, Evaluation, block_ablation, evaluate  # noqa: E402
+from .export import save_destination  # noqa: E402
 
 __all__ = [
     "DestinationSpec",
+    "BlockAblation",
     "Dims",
+    "Evaluation",
     "Parent",
     "ParentLoadError",
     "Profile",
@@ -34,10 +38,13 @@ __all__ = [
     "SpecError",
     "SubclonePlan",
     "UnsupportedArchitectureError",
+    "block_ablation",
+    "evaluate",
     "family_of",
     "load_parent",
     "plan",
     "profile",
+    "save_destination",
     "spec_choices",
     "subclone",
     "supported_families",

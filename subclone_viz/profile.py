@@ -28,7 +28,6 @@ Example::
 from __future__ import annotations
 
 import json
-import math
 import os
 import tempfile
 from dataclasses import dataclass, field
@@ -215,9 +214,9 @@ class Profile:
 
 
 def parent_fingerprint(parent: "Parent") -> dict[str, Any]:
-    """What identifies a parent: its name, family, shape and a checksum of its first block's weights."""
+    """What identifies a parent: its name, family, shape and a sample of its first block's weights."""
     block = parent.family.blocks(parent.model)[0]
-    checksum = sum(float(p.detach().float().abs().sum()) for p in block.parameters())
+    checksum = [round(float(v), 6) for p in block.parameters() for v in p.detach().flatten()[:4].float().cpu()]
     return {
         "name": parent.name,
         "family": parent.family.name,
@@ -229,11 +228,12 @@ def parent_fingerprint(parent: "Parent") -> dict[str, Any]:
 
 
 def same_parent(a: dict[str, Any], b: dict[str, Any]) -> bool:
-    # The checksum tolerance absorbs the same weights held in another dtype (bf16 on GPU, fp32 on CPU).
+    # The tolerance absorbs the same weights held in another dtype (bf16 on GPU, fp32 on CPU).
     return (
         a["family"] == b["family"]
         and a["dims"] == b["dims"]
-        and math.isclose(a["checksum"], b["checksum"], rel_tol=1e-2)
+        and len(a["checksum"]) == len(b["checksum"])
+        and bool(np.allclose(a["checksum"], b["checksum"], rtol=1e-2, atol=1e-3))
     )
 
 

@@ -99,7 +99,7 @@ def subclone(
     if plan.scaling == "calibrated" and calibration_batches is None:
         raise ValueError("scaling='calibrated' needs calibration_batches (a few batches of the parent's data)")
     dest = family.build(parent.model, plan.destination_dims, plan.layers)
-    dest = dest.to_empty(device=parent.input_device).to(parent.dtype)
+    dest = dest.to_empty(device=parent.input_device).to(parent.dtype).eval()
     if hasattr(dest, "tie_weights"):
         dest.tie_weights()  # before filling, so that a tied head is one tensor with the embedding
     source_params = dict(parent.model.named_parameters())
@@ -118,8 +118,8 @@ def subclone(
     _copy_buffers(parent, plan, dest)
     if plan.scaling == "calibrated":
         scales = _calibrate(parent, plan, dest, calibration_batches, calibration_batch_count)
-    dest.eval()
     dest.subclone_info = {"plan": plan.to_dict(), "scales": scales}
+    dest.subclone_processor = parent.processor
     return dest
 
 

@@ -165,6 +165,12 @@ class Family(ABC):
             f"{params / 1e6:.1f}M parameters"
         )
 
+    def save(self, model: nn.Module, directory: str, processor: Any = None) -> None:
+        """Write an ordinary checkpoint (safetensors) that the model's own library loads."""
+        model.save_pretrained(directory)
+        if processor is not None and hasattr(processor, "save_pretrained"):
+            processor.save_pretrained(directory)
+
     def extra_state(self, model: nn.Module) -> dict[str, Any]:
         """Family-specific facts worth recording with a saved destination."""
         return {}

@@ -74,7 +74,9 @@ class GPT2Family(Family):
         return block.attn.c_proj
 
     def logits(self, model: nn.Module, batch: dict[str, torch.Tensor]) -> torch.Tensor:
-        return model(input_ids=batch["input_ids"], attention_mask=batch.get("attention_mask")).logits
+        return model(
+            input_ids=batch["input_ids"], attention_mask=batch.get("attention_mask"), use_cache=False
+        ).logits
 
     def loss(self, model: nn.Module, batch: dict[str, torch.Tensor]) -> torch.Tensor:
         return causal_lm_loss(self.logits(model, batch), batch)

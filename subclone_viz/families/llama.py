@@ -93,7 +93,9 @@ class LlamaFamily(Family):
         return block.self_attn.o_proj
 
     def logits(self, model: nn.Module, batch: dict[str, torch.Tensor]) -> torch.Tensor:
-        return model(input_ids=batch["input_ids"], attention_mask=batch.get("attention_mask")).logits
+        return model(
+            input_ids=batch["input_ids"], attention_mask=batch.get("attention_mask"), use_cache=False
+        ).logits
 
     def loss(self, model: nn.Module, batch: dict[str, torch.Tensor]) -> torch.Tensor:
         return causal_lm_loss(self.logits(model, batch), batch)

@@ -106,5 +106,11 @@ class TimmViTFamily(Family):
     def loss(self, model: nn.Module, batch: dict[str, torch.Tensor]) -> torch.Tensor:
         return nn.functional.cross_entropy(self.logits(model, batch).float(), batch["labels"])
 
+    def save(self, model: nn.Module, directory: str, processor: Any = None) -> None:
+        """model.safetensors and a config.json that ``timm.create_model("local-dir:DIR")`` reads."""
+        from timm.models import save_for_hf
+
+        save_for_hf(model, directory, safe_serialization=True)
+
     def extra_state(self, model: nn.Module) -> dict[str, Any]:
         return {"architecture": self.architecture(model), "model_args": self.model_args(model)}

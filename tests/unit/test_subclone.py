@@ -1,0 +1,239 @@
+"""Exactness of subcloning on every family: reorder-only plans reproduce the parent, slices stay consistent,
+shapes follow the spec, and a saved destination reloads with identical outputs."""
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+import subclone_viz as sv
+from subclone_viz.subclone import axis_indices
+from tiny import TINY_FAMILIES, tiny_batches, tiny_model
+
+
+@pytest.fixture(params=list(TINY_FAMILIES), scope="module")
+def setup(request):
+    name = request.param
+    parent = sv.load_parent(tiny_model(name), device="cpu")
+    batches = tiny_batches(name)
+    return name, parent, batches, sv.profile(parent, batches, progress=False)
+
+
+def outputs(parent, model, batch):
+    with torch.no_grad():
+        return parent.family.logits(model, batch)
+
+
+def full_spec(dims):
+    return sv.DestinationSpec(layers=dims.layers, hidden=dims.hidden, ffn=dims.ffn, heads=dims.heads,
+                              kv_heads=dims.kv_heads)
+
+
+def test_reorder_only_plan_reproduces_parent(setup):
+    name, parent, batches, prof = setup
+    p = sv.plan(parent, prof, full_spec(parent.dims))
+    assert p.residual != sorted(p.residual), "the importance plan should actually reorder channels"
+    child = sv.subclone(parent, p)
+    assert type(child) is type(parent.model)
+    for batch in batches:
+        expected = outputs(parent, parent.model, batch)
+        if parent.family.task == "encoder":  # a bare encoder outputs the residual stream, in the plan's order
+            expected = expected[..., p.residual]
+        torch.testing.assert_close(outputs(parent, child, batch), expected, atol=1e-4, rtol=1e-4)
+
+
+def test_residual_axes_share_one_index_set(setup):
+    name, parent, batches, prof = setup
+    spec = sv.DestinationSpec(layers=2, hidden=parent.dims.hidden // 2)
+    p = sv.plan(parent, prof, spec)
+    child = sv.subclone(parent, p, calibration_batches=batches)
+    family = parent.family
+    source = dict(parent.model.named_parameters())
+    for pname, param in child.named_parameters():
+        info = family.param_info(pname)
+        parent_name = pname if info.block is None else family.block_param_name(pname, p.layers[info.block])
+        expected = source[parent_name]
+        for axis, kind in enumerate(info.rule.axes):
+            if kind == "residual":
+                assert axis_indices(p, kind, info.block) == p.residual
+            index = axis_indices(p, kind, info.block)
+            if index is not None:
+                expected = expected.index_select(axis, torch.tensor(index))
+        scale = child.subclone_info["scales"].get(pname, 1.0)
+        torch.testing.assert_close(param, expected * scale, msg=f"{pname} is not the planned slice")
+
+
+def test_shapes_match_spec(setup):
+    name, parent, batches, prof = setup
+    dims = parent.dims
+    kv = max(1, dims.kv_heads // 2)
+    heads = kv * dims.queries_per_kv
+    hidden = heads * dims.head_dim if parent.family.heads_follow_hidden else dims.hidden // 2
+    spec = sv.DestinationSpec(layers=3, hidden=hidden, ffn=dims.ffn // 2, heads=heads, kv_heads=kv)
+    child = sv.subclone(parent, sv.plan(parent, prof, spec))
+    got = parent.family.dims(child)
+    assert (got.layers, got.hidden, got.ffn, got.heads, got.kv_heads) == (3, hidden, dims.ffn // 2, heads, kv)
+    out = outputs(parent, child, batches[0])
+    assert torch.isfinite(out).all()
+
+
+@pytest.mark.parametrize("width", ["importance", "uniform", "first"])
+@pytest.mark.parametrize("depth", ["middle", "first", "last", "metric"])
+def test_strategies_give_valid_plans(setup, width, depth):
+    name, parent, batches, prof = setup
+    p = sv.plan(parent, prof, sv.DestinationSpec(layers=2, hidden=parent.dims.hidden // 2), depth=depth, width=width)
+    assert len(p.layers) == 2 and len(set(p.residual)) == len(p.residual) == parent.dims.hidden // 2
+    assert p == sv.plan(parent, prof, sv.DestinationSpec(layers=2, hidden=parent.dims.hidden // 2), depth=depth,
+                        width=width), "the same inputs must give the same plan"
+    assert sv.SubclonePlan.from_json(p.to_json()) == p
+    sv.subclone(parent, p)
+
+
+def test_save_reload_identical_outputs(setup, tmp_path):
+    name, parent, batches, prof = setup
+    p = sv.plan(parent, prof, sv.DestinationSpec(layers=3, hidden=parent.dims.hidden // 2))
+    child = sv.subclone(parent, p)
+    path = sv.save_destination(child, p, tmp_path / "dest")
+    record = json.loads((path / "subclone.json").read_text())
+    assert record["plan"]["residual"] == p.residual and record["scaling"] == "sqrt"
+    assert (path / "README.md").read_text().startswith("---")
+    assert any(f.suffix == ".safetensors" for f in path.iterdir())
+    if parent.family.task == "image-classification":
+        import timm
+
+        reloaded = timm.create_model(f"local-dir:{path}", pretrained=True).eval()
+    else:
+        reloaded = sv.load_parent(str(path), device="cpu").model
+    assert type(reloaded) is type(child)
+    for batch in batches:
+        torch.testing.assert_close(outputs(parent, reloaded, batch), outputs(parent, child, batch), atol=0, rtol=0)
+
+
+def test_save_refuses_non_empty_directory(tmp_path):
+    parent = sv.load_parent(tiny_model("gpt2"), device="cpu")
+    p = sv.plan(parent, None, sv.DestinationSpec(layers=2, hidden=16), width="uniform")
+    child = sv.subclone(parent, p)
+    target = tmp_path / "dest"
+    target.mkdir()
+    (target / "keep.txt").write_text("mine")
+    with pytest.raises(FileExistsError, match="overwrite=True"):
+        sv.save_destination(child, p, target)
+    assert [f.name for f in target.iterdir()] == ["keep.txt"]
+    assert not [f for f in tmp_path.iterdir() if f.name.startswith(".")], "no staging directory may be left behind"
+    sv.save_destination(child, p, target, overwrite=True)
+    assert not (target / "keep.txt").exists() and (target / "subclone.json").exists()
+
+
+def test_growing_depth_duplicates_middle_blocks():
+    parent = sv.load_parent(tiny_model("llama"), device="cpu")
+    p = sv.plan(parent, None, sv.DestinationSpec(layers=7, hidden=48), width="first")
+    assert p.layers[0] == 0 and p.layers[-1] == 3 and len(p.layers) == 7
+    assert sorted(set(p.layers)) == [0, 1, 2, 3] and p.layers == sorted(p.layers)
+    child = sv.subclone(parent, p)
+    assert parent.family.dims(child).layers == 7
+
+
+def test_middle_depth_keeps_first_and_last():
+    parent = sv.load_parent(tiny_model("gpt2"), device="cpu")
+    assert sv.plan(parent, None, sv.DestinationSpec(layers=2, hidden=32), width="first").layers == [0, 3]
+    assert sv.plan(parent, None, sv.DestinationSpec(layers=3, hidden=32), width="first").layers == [0, 1, 3]
+
+
+def test_gqa_keeps_whole_groups():
+    parent = sv.load_parent(tiny_model("llama"), device="cpu")  # 6 heads, 2 KV heads: 3 queries per KV
+    prof = sv.profile(parent, tiny_batches("llama"), progress=False)
+    p = sv.plan(parent, prof, sv.DestinationSpec(layers=4, hidden=24, heads=3, kv_heads=1))
+    for heads, groups in zip(p.heads, p.kv_heads):
+        assert len(groups) == 1 and sorted(heads) == [3 * groups[0] + r for r in range(3)]
+        scores = prof.head_importance[0].reshape(2, 3).sum(1)
+    assert p.kv_heads[0] == [int(np.argmax(prof.head_importance[p.layers[0]].reshape(2, 3).sum(1)))]
+
+
+def test_sqrt_scaling_factors():
+    parent = sv.load_parent(tiny_model("llama"), device="cpu")
+    p = sv.plan(parent, None, sv.DestinationSpec(layers=2, hidden=12, ffn=20, heads=3, kv_heads=1), width="first")
+    scales = sv.subclone(parent, p).subclone_info["scales"]
+    assert scales["model.layers.0.self_attn.q_proj.weight"] == pytest.approx((48 / 12) ** 0.5)
+    assert scales["model.layers.0.self_attn.o_proj.weight"] == pytest.approx((6 / 3) ** 0.5)
+    assert scales["model.layers.0.mlp.down_proj.weight"] == pytest.approx((80 / 20) ** 0.5)
+    assert "model.embed_tokens.weight" not in scales and "model.norm.weight" not in scales
+
+
+def test_calibrated_scaling_matches_parent_std():
+    parent = sv.load_parent(tiny_model("gpt2"), device="cpu")
+    batches = tiny_batches("gpt2", pad=False)
+    p = sv.plan(parent, None, sv.DestinationSpec(layers=4, hidden=16), width="uniform", scaling="calibrated")
+    child = sv.subclone(parent, p, calibration_batches=batches)
+    stds = {}
+    hooks = [m.register_forward_hook(lambda mod, a, o, n=n: stds.setdefault(n, []).append(o))
+             for n, m in [("parent", parent.model.transformer.h[0].mlp.c_fc), ("child", child.transformer.h[0].mlp.c_fc)]]
+    joined = {k: torch.cat([b[k] for b in batches]) for k in batches[0]}
+    outputs(parent, parent.model, joined)
+    outputs(parent, child, joined)
+    for h in hooks:
+        h.remove()
+    kept = p.ffn[0]
+    assert float(stds["child"][0].std()) == pytest.approx(float(stds["parent"][0][..., kept].std()), rel=1e-4)
+    with pytest.raises(ValueError, match="calibration_batches"):
+        sv.subclone(parent, p)
+
+
+@pytest.mark.parametrize(
+    "spec, message",
+    [
+        (dict(layers=0, hidden=32), "layers=0"),
+        (dict(layers=[], hidden=32), "at least one"),
+        (dict(layers=[0, 9], hidden=32), "0 to 3"),
+        (dict(layers=2, hidden=20), "hidden=20 is not a multiple of the head size 8: choose one of 8, 16, 24, 32"),
+        (dict(layers=2, hidden=64), "hidden=64 is out of range"),
+        (dict(layers=2, hidden=16, heads=3), "heads = hidden / head size"),
+        (dict(layers=2, hidden=16, ffn=1000), "ffn=1000"),
+    ],
+)
+def test_invalid_specs_name_the_valid_range(spec, message):
+    parent = sv.load_parent(tiny_model("gpt2"), device="cpu")
+    with pytest.raises(sv.SpecError, match=message):
+        sv.plan(parent, None, sv.DestinationSpec(**spec), width="first")
+
+
+@pytest.mark.parametrize(
+    "spec, message",
+    [
+        (dict(layers=2, hidden=24, heads=4), "heads=4 is not valid: choose one of 3, 6"),
+        (dict(layers=2, hidden=24, heads=3, kv_heads=2), "use kv_heads=1"),
+        (dict(layers=2, hidden=24, heads=9), "heads=9"),
+    ],
+)
+def test_invalid_gqa_specs(spec, message):
+    parent = sv.load_parent(tiny_model("llama"), device="cpu")
+    with pytest.raises(sv.SpecError, match=message):
+        sv.plan(parent, None, sv.DestinationSpec(**spec), width="first")
+
+
+def test_unset_widths_follow_parent_ratios():
+    parent = sv.load_parent(tiny_model("llama"), device="cpu")  # hidden 48, ffn 80, 6 heads, 2 KV
+    p = sv.plan(parent, None, sv.DestinationSpec(layers=2, hidden=24), width="first")
+    assert p.dims["ffn"] == 40 and p.dims["heads"] == 3 and p.dims["kv_heads"] == 1
+
+
+def test_plan_errors():
+    parent = sv.load_parent(tiny_model("gpt2"), device="cpu")
+    with pytest.raises(sv.SpecError, match="profile"):
+        sv.plan(parent, None, sv.DestinationSpec(layers=2, hidden=16))
+    with pytest.raises(sv.SpecError, match="width='widest'"):
+        sv.plan(parent, None, sv.DestinationSpec(layers=2, hidden=16), width="widest")
+    with pytest.raises(sv.SpecError, match="depth='middle'"):
+        sv.plan(parent, None, sv.DestinationSpec(layers=6, hidden=16), depth="first", width="first")
+    other = sv.load_parent(tiny_model("gpt2", seed=3), device="cpu")
+    prof = sv.profile(other, tiny_batches("gpt2"), progress=False)
+    with pytest.raises(sv.ProfileMismatchError):
+        sv.plan(parent, prof, sv.DestinationSpec(layers=2, hidden=16))
+
+
+def test_block_ablation_shapes():
+    parent = sv.load_parent(tiny_model("llama"), device="cpu")
+    result = sv.block_ablation(parent, tiny_batches("llama"), progress=False)
+    assert len(result.removed) == len(result.duplicated) == 4
+    assert all(np.isfinite(result.removed)) and result.baseline > 0
+    assert len(set(np.round(result.removed, 6))) > 1, "removing different blocks should change the loss differently"
