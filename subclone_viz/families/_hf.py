@@ -24,7 +24,7 @@ def resized_config(model: nn.Module, changes: dict[str, Any], layer_sources: lis
     return config
 
 
-def build_on_meta(model: nn.Module, config: Any) -> nn.Module:
-    """An uninitialized model of ``model``'s class: the subcloner fills every tensor afterwards."""
-    with torch.device("meta"):
+def build_model(model: nn.Module, config: Any, device: str | torch.device) -> nn.Module:
+    """A model of ``model``'s class: uninitialized on "meta" (the subcloner fills it), else randomly initialized."""
+    with torch.device(device):
         return type(model)(config)

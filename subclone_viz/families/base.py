@@ -106,8 +106,13 @@ class Family(ABC):
         """The parent's layers, widths and heads."""
 
     @abstractmethod
-    def build(self, model: nn.Module, dims: Dims, layer_sources: list[int]) -> nn.Module:
-        """A new model of ``model``'s own class with the given dims, built on the meta device.
+    def build(
+        self, model: nn.Module, dims: Dims, layer_sources: list[int], device: str | torch.device = "meta"
+    ) -> nn.Module:
+        """A new model of ``model``'s own class with the given dims.
+
+        On the ``"meta"`` device it is an empty shell for the subcloner to fill; on a real device it has the
+        architecture's own random initialization (the baseline a subclone is compared against).
 
         ``layer_sources[j]`` is the parent block that destination block ``j`` comes from (used by configs
         with per-layer settings such as sliding-window layer types).

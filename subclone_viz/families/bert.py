@@ -20,7 +20,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from ._hf import build_on_meta, resized_config
+from ._hf import build_model, resized_config
 from .base import Dims, Family, ParamRule
 
 _P = r"(?:bert\.)?"
@@ -70,7 +70,9 @@ class BertFamily(Family):
             head_dim=c.hidden_size // c.num_attention_heads,
         )
 
-    def build(self, model: nn.Module, dims: Dims, layer_sources: list[int]) -> nn.Module:
+    def build(
+        self, model: nn.Module, dims: Dims, layer_sources: list[int], device: str | torch.device = "meta"
+    ) -> nn.Module:
         config = resized_config(
             model,
             dict(
@@ -81,7 +83,7 @@ class BertFamily(Family):
             ),
             layer_sources,
         )
-        return build_on_meta(model, config)
+        return build_model(model, config, device)
 
     def ffn_activation_module(self, block: nn.Module) -> nn.Module:
         return block.output.dense

@@ -17,7 +17,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from ._hf import build_on_meta, resized_config
+from ._hf import build_model, resized_config
 from .base import Dims, Family, ParamRule, causal_lm_loss
 
 _BLOCK = r"transformer\.h\.(?P<block>\d+)\."
@@ -59,13 +59,15 @@ class GPT2Family(Family):
             head_dim=c.n_embd // c.n_head,
         )
 
-    def build(self, model: nn.Module, dims: Dims, layer_sources: list[int]) -> nn.Module:
+    def build(
+        self, model: nn.Module, dims: Dims, layer_sources: list[int], device: str | torch.device = "meta"
+    ) -> nn.Module:
         config = resized_config(
             model,
             dict(n_embd=dims.hidden, n_head=dims.heads, n_layer=dims.layers, n_inner=dims.ffn),
             layer_sources,
         )
-        return build_on_meta(model, config)
+        return build_model(model, config, device)
 
     def ffn_activation_module(self, block: nn.Module) -> nn.Module:
         return block.mlp.c_proj

@@ -19,7 +19,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from ._hf import build_on_meta, resized_config
+from ._hf import build_model, resized_config
 from .base import Dims, Family, ParamRule, causal_lm_loss
 
 _BLOCK = r"model\.layers\.(?P<block>\d+)\."
@@ -69,7 +69,9 @@ class LlamaFamily(Family):
             head_dim=head_dim,
         )
 
-    def build(self, model: nn.Module, dims: Dims, layer_sources: list[int]) -> nn.Module:
+    def build(
+        self, model: nn.Module, dims: Dims, layer_sources: list[int], device: str | torch.device = "meta"
+    ) -> nn.Module:
         config = resized_config(
             model,
             dict(
@@ -84,7 +86,7 @@ class LlamaFamily(Family):
         )
         if hasattr(config, "max_window_layers"):
             config.max_window_layers = min(config.max_window_layers, dims.layers)
-        return build_on_meta(model, config)
+        return build_model(model, config, device)
 
     def ffn_activation_module(self, block: nn.Module) -> nn.Module:
         return block.mlp.down_proj

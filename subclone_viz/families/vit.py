@@ -88,10 +88,12 @@ class TimmViTFamily(Family):
     def architecture(self, model: nn.Module) -> str:
         return model.pretrained_cfg["architecture"]
 
-    def build(self, model: nn.Module, dims: Dims, layer_sources: list[int]) -> nn.Module:
+    def build(
+        self, model: nn.Module, dims: Dims, layer_sources: list[int], device: str | torch.device = "meta"
+    ) -> nn.Module:
         import timm
 
-        with torch.device("meta"):
+        with torch.device(device):
             return timm.create_model(self.architecture(model), pretrained=False, **self.model_args(model, dims))
 
     def ffn_activation_module(self, block: nn.Module) -> nn.Module:
