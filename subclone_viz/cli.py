@@ -1,0 +1,523 @@
+"""The ``subclone-viz`` command line: profile a parent, subclone it, ablate its blocks, compare training runs.
+
+Every subcommand checks all of its arguments (the destination spec included, against the loaded parent)
+before it profiles, trains or writes anything. A mistake exits with status 2 and one line on stderr that
+names the bad value and the valid choices; a bug still raises with its traceback. ``--json`` prints one
+JSON document on stdout and nothing else there: progress bars and notes go to stderr. Outputs are never
+replaced without ``--overwrite``.
+
+Common options: ``--parent`` (an embedded alias, a hub id or a local model directory; default
+``smollm2-135m``), ``--device`` (``auto``: CUDA when present), ``--dtype`` and ``--seed``.
+
+Example::
+
+    subclone-viz info --parent smollm2-135m
+    subclone-viz profile --parent smollm2-135m --data builtin --tokens 8192 --out profile.npz
+    subclone-viz subclone --parent smollm2-135m --profile profile.npz --layers 20 --hidden 384 --ffn 1024 \\
+        --heads 6 --kv-heads 2 --out smollm2-20x384
+    subclone-viz ablate --parent smollm2-135m --tokens 2048 --json
+
+or, from Python, ``subclone_viz.cli.main(["info", "--json"])`` returns the exit status.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import math
+import sys
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from .data import ImageBatches, TextBatches, image_batches, text_batches
+from .evaluate import block_ablation, evaluate
+from .export import save_destination
+from .families import UnsupportedArchitectureError
+from .parent import Parent, ParentLoadError, load_parent
+from .plan import DEPTH_STRATEGIES, SCALINGS, WIDTH_STRATEGIES, DestinationSpec, SpecError, plan, spec_choices
+from .profile import BLOCK_METRIC_LABELS, BLOCK_METRICS, Profile, ProfileMismatchError, profile
+from .subclone import subclone
+
+PROG = "subclone-viz"
+DTYPES = ("float32", "bfloat16", "float16")
+DEFAULT_PARENT = "smollm2-135m"
+
+
+class UsageError(Exception):
+    """A mistake in what the user asked for: reported as one line on stderr, exit status 2."""
+
+
+# Raised anywhere in a command, these are the user's mistakes, never bugs: the library raises them only for
+# bad specs, unloadable parents, mismatched profiles and outputs that already exist.
+USER_ERRORS = (UsageError, SpecError, ParentLoadError, ProfileMismatchError, UnsupportedArchitectureError, FileExistsError)
+
+
+@contextlib.contextmanager
+def _blame_user(*extra: type[BaseException]) -> Iterator[None]:
+    """Treat ValueError and OSError (and ``extra``) raised while reading what the user named as their mistake.
+
+    Only wrapped around loading their parent, data and files: elsewhere a ValueError is a bug and keeps its
+    traceback.
+    """
+    try:
+        yield
+    except (ValueError, OSError, *extra) as error:
+        raise UsageError(str(error)) from error
+
+
+@dataclass
+class Outcome:
+    """What a subcommand reports: the JSON document for ``--json`` and the same facts as text for people."""
+
+    document: dict[str, Any]
+    text: str
+
+
+def _note(message: str) -> None:
+    """A progress note for people; stderr, so that ``--json`` output stays one document."""
+    print(message, file=sys.stderr, flush=True)
+
+
+# --------------------------------------------------------------------------------------------------------
+# Argument types: each error names the bad value and what would be valid
+
+
+def _integer(text: str, minimum: int) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not an integer; give a whole number >= {minimum}") from None
+    if value < minimum:
+        raise argparse.ArgumentTypeError(f"{value} is out of range; give a whole number >= {minimum}")
+    return value
+
+
+def positive_int(text: str) -> int:
+    return _integer(text, 1)
+
+
+def non_negative_int(text: str) -> int:
+    return _integer(text, 0)
+
+
+def _block_list(text: str) -> list[int]:
+    try:
+        blocks = [int(part) for part in text.split(",") if part.strip()]
+    except ValueError:
+        blocks = []
+    if not blocks or any(block < 0 for block in blocks):
+        raise ValueError(text)
+    return blocks
+
+
+def layers_arg(text: str) -> int | list[int]:
+    """A block count (``20``) or a comma list of parent block indices (``0,1,2,28,29``)."""
+    try:
+        return _block_list(text) if "," in text else _integer(text, 1)
+    except (ValueError, argparse.ArgumentTypeError):
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is neither a block count >= 1 nor a comma list of parent block indices such as 0,1,2,28,29"
+        ) from None
+
+
+def depth_arg(text: str) -> str | list[int]:
+    """A depth strategy name or a comma list of parent block indices."""
+    if text in DEPTH_STRATEGIES:
+        return text
+    try:
+        return _block_list(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is not a depth: choose one of {', '.join(DEPTH_STRATEGIES)} or a comma list of parent blocks"
+        ) from None
+
+
+class _Parser(argparse.ArgumentParser):
+    """An argparse parser whose errors are one line (no usage dump), exit status 2."""
+
+    def error(self, message: str) -> None:  # type: ignore[override]
+        self.exit(2, f"{self.prog}: error: {message}\n")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The ``subclone-viz`` parser; each subcommand stores its runner in ``args.run``."""
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--parent", default=DEFAULT_PARENT,
+                        help=f"embedded alias, hub id or local model directory (default {DEFAULT_PARENT})")
+    common.add_argument("--device", default="auto", help="auto (CUDA when present), cpu, cuda, cuda:N")
+    common.add_argument("--dtype", choices=DTYPES, help="parameter dtype (default fp32 on CPU, bf16 on GPU)")
+    common.add_argument("--seed", type=int, default=0, help="torch seed (default 0)")
+    common.add_argument("--json", action="store_true", help="print one JSON document on stdout, nothing else")
+
+    data = argparse.ArgumentParser(add_help=False)
+    data.add_argument("--data", help="text: 'builtin' (Python's docs, default) or a .txt/.jsonl file or folder; "
+                                     "images: 'digits' (default) or a root/<class>/<images> folder")
+    data.add_argument("--seq-len", type=positive_int, default=256, help="tokens per row (default 256)")
+    data.add_argument("--batch-size", type=positive_int, default=8, help="rows per batch (default 8)")
+
+    parser = _Parser(prog=PROG, description="Weight subcloning of transformers (Samragh et al., 2023).")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    info = commands.add_parser("info", parents=[common], help="describe a parent and its valid destination specs")
+    info.set_defaults(run=run_info)
+
+    prof = commands.add_parser("profile", parents=[common, data], help="profile a parent's blocks and neurons")
+    prof.add_argument("--tokens", type=positive_int, default=8192, help="tokens to profile (default 8192)")
+    prof.add_argument("--split", choices=("train", "heldout"), default="train", help="data split (default train)")
+    prof.add_argument("--out", type=Path, help="save the profile here (.npz); default: do not save")
+    prof.add_argument("--overwrite", action="store_true", help="replace an existing --out")
+    prof.set_defaults(run=run_profile)
+
+    sub = commands.add_parser("subclone", parents=[common, data], help="subclone a destination and save it")
+    sub.add_argument("--profile", type=Path, help="a saved profile (.npz); default: profile --data first")
+    sub.add_argument("--profile-tokens", type=positive_int, default=4096,
+                     help="tokens to profile when no --profile is given (train split; default 4096)")
+    sub.add_argument("--layers", type=layers_arg,
+                     help="destination block count, or a comma list of parent blocks (default: the --depth list)")
+    sub.add_argument("--hidden", type=positive_int, required=True, help="residual width")
+    sub.add_argument("--ffn", type=positive_int, help="FFN width (default: the parent's ratio)")
+    sub.add_argument("--heads", type=positive_int, help="query heads (default: follows --hidden)")
+    sub.add_argument("--kv-heads", type=positive_int, help="key/value heads (default: the parent's ratio)")
+    sub.add_argument("--depth", type=depth_arg, default="middle",
+                     help=f"{' | '.join(DEPTH_STRATEGIES)} | a comma list of parent blocks (default middle)")
+    sub.add_argument("--width", choices=WIDTH_STRATEGIES, default="importance", help="default importance")
+    sub.add_argument("--scaling", choices=SCALINGS, default="sqrt", help="default sqrt")
+    sub.add_argument("--eval-tokens", type=non_negative_int, default=4096,
+                     help="held-out tokens to score parent and destination on (0: skip; default 4096)")
+    sub.add_argument("--out", type=Path, required=True, help="destination directory")
+    sub.add_argument("--overwrite", action="store_true", help="replace a non-empty --out")
+    sub.set_defaults(run=run_subclone)
+
+    ablate = commands.add_parser("ablate", parents=[common, data],
+                                 help="held-out loss with each single block removed or duplicated")
+    ablate.add_argument("--tokens", type=positive_int, default=2048, help="held-out tokens (default 2048)")
+    ablate.set_defaults(run=run_ablate)
+    return parser
+
+
+# --------------------------------------------------------------------------------------------------------
+# Shared steps
+
+
+@contextlib.contextmanager
+def _quiet_transformers() -> Iterator[None]:
+    """No "Loading weights" bar: before the arguments are all checked, an error must be stderr's only line."""
+    from transformers.utils import logging as hf_logging
+
+    was_enabled = hf_logging.is_progress_bar_enabled()
+    hf_logging.disable_progress_bar()
+    try:
+        yield
+    finally:
+        if was_enabled:
+            hf_logging.enable_progress_bar()
+
+
+def _load(args: argparse.Namespace) -> Parent:
+    torch.manual_seed(args.seed)
+    with _blame_user(), _quiet_transformers():
+        return load_parent(args.parent, device=args.device, dtype=args.dtype)
+
+
+def _batches(parent: Parent, args: argparse.Namespace, split: str, tokens: int) -> TextBatches | ImageBatches:
+    """``--data`` batches of ``split`` for this parent: text enough for ``tokens`` tokens, images the whole split.
+
+    Image budgets are not cut to batches here because a batch's token count (patches + cls) depends on the
+    model; ``profile`` stops at its token budget on its own.
+    """
+    if parent.family.task == "image-classification":
+        input_size = parent.processor["input_size"]  # (C, H, W), from timm's data config
+        with _blame_user(ImportError):
+            batches = image_batches(args.data or "digits", batch_size=args.batch_size, split=split,
+                                    image_size=input_size[-1], seed=args.seed)
+        if batches.channels != input_size[0]:
+            raise UsageError(
+                f"--data {args.data or 'digits'} has {batches.channels}-channel images but the parent takes "
+                f"{input_size[0]} channels; use an image folder (RGB) or a parent with in_chans={batches.channels}"
+            )
+        return batches
+    if parent.tokenizer is None:
+        raise UsageError(f"parent {args.parent!r} has no tokenizer to read text with; save one beside the model")
+    max_batches = math.ceil(tokens / (args.batch_size * args.seq_len))
+    with _blame_user(ImportError):
+        return text_batches(args.data or "builtin", parent.tokenizer, seq_len=args.seq_len,
+                            batch_size=args.batch_size, split=split, max_batches=max_batches, seed=args.seed)
+
+
+def _max_batches(batches: TextBatches | ImageBatches, tokens: int) -> int | None:
+    """How many batches hold ``tokens`` tokens (None for images: their whole split)."""
+    if isinstance(batches, TextBatches):
+        return math.ceil(tokens / batches.tokens_per_batch)
+    return None
+
+
+def _check_new_file(path: Path, suffix: str, overwrite: bool) -> None:
+    if path.suffix != suffix:
+        raise UsageError(f"--out {path} must end in {suffix}")
+    if path.exists() and not path.is_file():
+        raise UsageError(f"--out {path} exists and is not a file")
+    if path.exists() and not overwrite:
+        raise UsageError(f"--out {path} exists; pass --overwrite to replace it")
+
+
+def _check_new_directory(path: Path, overwrite: bool) -> None:
+    if path.exists() and not path.is_dir():
+        raise UsageError(f"--out {path} exists and is not a directory")
+    if path.is_dir() and any(path.iterdir()) and not overwrite:
+        raise UsageError(f"--out {path} is not empty; pass --overwrite to replace it")
+
+
+def _has_loss(parent: Parent) -> bool:
+    return parent.family.task != "encoder"
+
+
+def _numbers(values: Sequence[int]) -> str:
+    """Compact text for a sorted list of valid integers: ``1-576``, ``64, 128, ..., 576 (step 64)``, ``3, 6, 9``."""
+    values = list(values)
+    steps = set(np.diff(values).tolist())
+    if len(values) > 4 and steps == {1}:
+        return f"{values[0]}-{values[-1]}"
+    if len(values) > 6 and len(steps) == 1:
+        return f"{values[0]}, {values[1]}, ..., {values[-1]} (step {steps.pop()})"
+    return ", ".join(map(str, values))
+
+
+def _table(header: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
+    """Right-aligned columns; floats with 4 decimals."""
+    cells = [[f"{v:.4f}" if isinstance(v, float) else str(v) for v in row] for row in rows]
+    widths = [max(len(h), *(len(r[i]) for r in cells)) for i, h in enumerate(header)]
+    lines = ["  ".join(h.rjust(w) for h, w in zip(header, widths))]
+    lines += ["  ".join(c.rjust(w) for c, w in zip(row, widths)) for row in cells]
+    return "\n".join(lines)
+
+
+# --------------------------------------------------------------------------------------------------------
+# Subcommands
+
+
+def run_info(args: argparse.Namespace) -> Outcome:
+    """The parent's description and the valid value of every destination spec field."""
+    parent = _load(args)
+    dims = parent.dims
+    choices = spec_choices(parent)
+    document = {
+        "parent": parent.name,
+        "description": parent.description,
+        "family": parent.family.name,
+        "task": parent.family.task,
+        "dims": dims.to_dict(),
+        "parameters": sum(p.numel() for p in parent.model.parameters()),
+        "choices": choices,
+        "depth": list(DEPTH_STRATEGIES),
+        "width": list(WIDTH_STRATEGIES),
+        "scaling": list(SCALINGS),
+    }
+    heads_note = (
+        f" (heads = hidden / {dims.head_dim} in this family)" if parent.family.heads_follow_hidden
+        else f" (multiples of its {dims.queries_per_kv} queries per KV head)" if dims.queries_per_kv > 1 else ""
+    )
+    text = "\n".join([
+        f"{parent.name}: {parent.description}",
+        f"task: {parent.family.task}",
+        "valid destination specs:",
+        f"  --layers    {_numbers(choices['layers'])} (more than {dims.layers} duplicates middle blocks), "
+        f"or a comma list of parent blocks 0-{dims.layers - 1}",
+        f"  --hidden    {_numbers(choices['hidden'])}",
+        f"  --ffn       {_numbers(choices['ffn'])}",
+        f"  --heads     {_numbers(choices['heads'])}{heads_note}",
+        f"  --kv-heads  {_numbers(choices['kv_heads'])}",
+        f"  --depth     {' | '.join(DEPTH_STRATEGIES)} | a comma list of parent blocks",
+        f"  --width     {' | '.join(WIDTH_STRATEGIES)}",
+        f"  --scaling   {' | '.join(SCALINGS)}",
+    ])
+    return Outcome(document, text)
+
+
+def run_profile(args: argparse.Namespace) -> Outcome:
+    """Profile the parent on ``--data`` and print the per-block metrics and the rank consistency."""
+    if args.out is not None:
+        _check_new_file(args.out, ".npz", args.overwrite)
+    parent = _load(args)
+    batches = _batches(parent, args, args.split, args.tokens)
+    _note(f"profiling on {batches.description} ...")
+    result = profile(parent, batches, max_tokens=args.tokens)
+    if args.out is not None:
+        result.save(args.out, overwrite=args.overwrite)
+    document = {**result.summary(), "output": str(args.out) if args.out is not None else None}
+    return Outcome(document, _profile_text(result, args.out))
+
+
+def _profile_text(result: Profile, out: Path | None) -> str:
+    metrics = result.block_metrics
+    rows = [[block, *(float(metrics[name][block]) for name in BLOCK_METRICS)] for block in range(result.num_layers)]
+    consistency = result.rank_consistency()
+    adjacent = consistency.adjacent_spearman()  # (L,): block i's input against its output
+    overlap = np.diag(consistency.topk_overlap, 1)  # (L,)
+    best, worst = int(np.argmax(adjacent)), int(np.argmin(adjacent))
+    width = result.residual_importance.shape[1]
+    lines = [
+        f"{result.parent['name']}: {result.parent.get('description', '')}",
+        f"profiled on {result.tokens:,} tokens of {result.source}",
+        "",
+        _table(["block", *(BLOCK_METRIC_LABELS[name] for name in BLOCK_METRICS)], rows),
+        "",
+        f"rank consistency of residual-channel importance (top-k: {consistency.k} of {width} channels):",
+        f"  median adjacent-layer Spearman {np.median(adjacent):.4f}, median adjacent top-k overlap "
+        f"{np.median(overlap):.4f}",
+        f"  most consistent: block {best} (its input vs its output: Spearman {adjacent[best]:.4f}, "
+        f"top-k overlap {overlap[best]:.4f})",
+        f"  least consistent: block {worst} (Spearman {adjacent[worst]:.4f}, top-k overlap {overlap[worst]:.4f})",
+    ]
+    if out is not None:
+        lines.append(f"saved to {out}")
+    return "\n".join(lines)
+
+
+def _spec(args: argparse.Namespace) -> DestinationSpec:
+    layers = args.layers
+    if layers is None:
+        if isinstance(args.depth, str):
+            raise UsageError("--layers is missing: give a block count or a comma list of parent blocks")
+        layers = len(args.depth)
+    return DestinationSpec(layers=layers, hidden=args.hidden, ffn=args.ffn, heads=args.heads, kv_heads=args.kv_heads)
+
+
+def _check_plan(parent: Parent, spec: DestinationSpec, depth: str | list[int], scaling: str) -> None:
+    """Raise the SpecError that ``plan`` would, before any profiling: a data-free plan checks the same spec.
+
+    ``"metric"`` depth needs a profile only to rank blocks; ``"first"`` rejects the same shapes (deeper than
+    the parent) with the same advice.
+    """
+    plan(parent, None, spec, depth="first" if depth == "metric" else depth, width="first", scaling=scaling)
+
+
+def run_subclone(args: argparse.Namespace) -> Outcome:
+    """Plan, subclone, score on held-out data and save a destination."""
+    _check_new_directory(args.out, args.overwrite)
+    if args.profile is not None and not args.profile.is_file():
+        raise UsageError(f"--profile {args.profile}: no such file")
+    parent = _load(args)
+    spec = _spec(args)
+    _check_plan(parent, spec, args.depth, args.scaling)
+    needs_profile = args.width == "importance" or args.depth == "metric"
+    saved_profile = None
+    if args.profile is not None:
+        with _blame_user():
+            saved_profile = Profile.load(args.profile)
+        saved_profile.check_parent(parent)
+    train = _batches(parent, args, "train", args.profile_tokens) if (
+        (needs_profile and saved_profile is None) or args.scaling == "calibrated"
+    ) else None
+    heldout = _batches(parent, args, "heldout", args.eval_tokens) if args.eval_tokens and _has_loss(parent) else None
+
+    measured = saved_profile
+    if measured is None and needs_profile:
+        _note(f"profiling on {train.description} ...")
+        measured = profile(parent, train, max_tokens=args.profile_tokens)
+    destination_plan = plan(parent, measured, spec, depth=args.depth, width=args.width, scaling=args.scaling)
+    child = subclone(parent, destination_plan, calibration_batches=train)
+    scores = None
+    if heldout is not None:
+        _note(f"scoring on {heldout.description} ...")
+        max_batches = _max_batches(heldout, args.eval_tokens)
+        scores = {
+            "data": heldout.description,
+            "parent_loss": evaluate(parent.model, parent.family, heldout, max_batches=max_batches).loss,
+            "destination_loss": evaluate(child, parent.family, heldout, max_batches=max_batches).loss,
+        }
+    path = save_destination(child, destination_plan, args.out, overwrite=args.overwrite)
+
+    parameters = sum(p.numel() for p in child.parameters())
+    parent_parameters = sum(p.numel() for p in parent.model.parameters())
+    document = {
+        "parent": parent.name,
+        "plan": destination_plan.summary(),
+        "dims": destination_plan.dims,
+        "layers": destination_plan.layers,
+        "depth": destination_plan.depth,
+        "width": destination_plan.width,
+        "scaling": destination_plan.scaling,
+        "parameters": parameters,
+        "parent_parameters": parent_parameters,
+        "profile": None if measured is None else {
+            "source": measured.source, "tokens": measured.tokens,
+            "path": str(args.profile) if args.profile is not None else None,
+        },
+        "heldout": scores,
+        "output": str(path),
+    }
+    lines = [
+        f"plan: {destination_plan.summary()}",
+        f"parameters: {parameters / 1e6:.2f}M ({parameters / parent_parameters:.1%} of the parent's "
+        f"{parent_parameters / 1e6:.2f}M)",
+        "profile: " + ("none (data-free plan)" if measured is None
+                       else f"{measured.tokens:,} tokens of {measured.source}"
+                       + (f" ({args.profile})" if args.profile is not None else "")),
+    ]
+    if scores is not None:
+        lines.append(
+            f"held-out loss before training: {scores['destination_loss']:.4f} (parent {scores['parent_loss']:.4f}) "
+            f"on {scores['data']}"
+        )
+    elif not _has_loss(parent):
+        lines.append("held-out loss: not scored (the parent is an encoder without a language-model head)")
+    lines.append(f"saved to {path}")
+    return Outcome(document, "\n".join(lines))
+
+
+def run_ablate(args: argparse.Namespace) -> Outcome:
+    """The parent's held-out loss with each single block removed, and duplicated (paper Fig. 2, bottom)."""
+    parent = _load(args)
+    if not _has_loss(parent):
+        raise UsageError(
+            f"parent {args.parent!r} is an encoder without a language-model head, so it has no loss to ablate; "
+            f"use a causal LM, a masked LM or an image classifier"
+        )
+    heldout = _batches(parent, args, "heldout", args.tokens)
+    _note(f"ablating {parent.dims.layers} blocks on {heldout.description} ...")
+    result = block_ablation(parent, heldout, max_batches=_max_batches(heldout, args.tokens))
+    document = {"parent": parent.name, "data": heldout.description, **result.to_dict()}
+    rows = [
+        [block, removed, removed - result.baseline, duplicated, duplicated - result.baseline]
+        for block, (removed, duplicated) in enumerate(zip(result.removed, result.duplicated))
+    ]
+    text = "\n".join([
+        f"{parent.name}: held-out loss {result.baseline:.4f} on {heldout.description}",
+        "",
+        _table(["block", "removed", "change", "duplicated", "change"], rows),
+    ])
+    return Outcome(document, text)
+
+
+# --------------------------------------------------------------------------------------------------------
+# Entry point
+
+
+def _one_line(error: BaseException) -> str:
+    return " ".join(str(error).split())
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run one subcommand; returns the exit status (0 done, 2 bad arguments)."""
+    parser = build_parser()
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as exit_:  # argparse's help (0) and errors (2)
+        return exit_.code if isinstance(exit_.code, int) else 0
+    stdout = sys.stdout
+    run: Callable[[argparse.Namespace], Outcome] = args.run
+    try:
+        # Anything a library prints goes to stderr, so that --json output stays one document.
+        with contextlib.redirect_stdout(sys.stderr) if args.json else contextlib.nullcontext():
+            outcome = run(args)
+    except USER_ERRORS as error:
+        print(f"{PROG}: error: {_one_line(error)}", file=sys.stderr)
+        return 2
+    print(json.dumps(outcome.document, indent=2) if args.json else outcome.text, file=stdout, flush=True)
+    return 0
