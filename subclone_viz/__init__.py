@@ -17,6 +17,7 @@ Example::
 
 __version__ = "0.1.0"
 
+from .data import cache_dir, image_batches, text_batches  # noqa: E402
 from .families import Dims, UnsupportedArchitectureError, family_of, supported_families  # noqa: E402
 from .parent import Parent, ParentLoadError, load_parent  # noqa: E402
 from .profile import Profile, ProfileMismatchError, RankConsistency, profile  # noqa: E402
@@ -24,6 +25,8 @@ from .plan import DestinationSpec, SpecError, SubclonePlan, plan, spec_choices  
 from .subclone import subclone  # noqa: E402
 from .evaluate import BlockAblation, Evaluation, block_ablation, evaluate  # noqa: E402
 from .export import save_destination  # noqa: E402
+from .sizing import SizeGrid, default_grid_axes, size_grid  # noqa: E402
+from .trace import TokenTrace, token_trace  # noqa: E402
 
 __all__ = [
     "DestinationSpec",
@@ -39,8 +42,10 @@ __all__ = [
     "SubclonePlan",
     "UnsupportedArchitectureError",
     "block_ablation",
+    "cache_dir",
     "evaluate",
     "family_of",
+    "image_batches",
     "load_parent",
     "plan",
     "profile",
@@ -48,4 +53,10 @@ __all__ = [
     "spec_choices",
     "subclone",
     "supported_families",
+    "text_batches",
+    "SizeGrid",
+    "TokenTrace",
+    "default_grid_axes",
+    "size_grid",
+    "token_trace",
 ]

@@ -36,6 +36,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from .data import cache_dir
 from .families import Dims, Family, family_of
 
 SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
@@ -109,13 +110,6 @@ def default_dtype(device: torch.device) -> torch.dtype:
     if device.type == "cuda" and torch.cuda.is_bf16_supported():
         return torch.bfloat16
     return torch.float32
-
-
-def cache_dir() -> Path:
-    """Where converted parents and tokenized corpora are cached: $SUBCLONE_VIZ_CACHE or ~/.cache/subclone_viz."""
-    path = Path(os.environ.get("SUBCLONE_VIZ_CACHE", Path.home() / ".cache" / "subclone_viz"))
-    path.mkdir(parents=True, exist_ok=True)
-    return path
 
 
 def load_parent(

@@ -7,8 +7,8 @@ so no time goes into a random initialization that would be overwritten.
 
 Scaling: ``"sqrt"`` multiplies each linear weight whose fan-in shrank from n to n' by sqrt(n / n') (biases,
 norms and embeddings untouched); ``"calibrated"`` instead runs calibration batches through parent and
-destination and scales each linear layer's output (weight and bias) so that its standard deviation over the
-kept output channels equals the parent's, layer by layer in forward order.
+destination and scales the output (weight and bias) of each linear layer whose fan-in was cut so that its
+standard deviation over the kept output channels equals the parent's, layer by layer in forward order.
 
 Example::
 
@@ -159,11 +159,14 @@ def _calibrate(
         per_token = mask is not None and flat.shape[0] == mask.numel()  # a pooler's output is per sequence
         return (flat[mask.to(flat.device)] if per_token else flat).float()
 
+    parent_shapes = {name: p.shape for name, p in parent.model.named_parameters()}
     linears = []  # (destination module name, parent module name, kept output channels)
     for name, param in dest.named_parameters():
         info = family.param_info(name)
         if info.rule.fan_in_axis is None or param.dim() != 2:
             continue
+        if param.shape[info.rule.fan_in_axis] == parent_shapes[_source_name(family, plan, name, info.block)][info.rule.fan_in_axis]:
+            continue  # like sqrt, calibration compensates for a cut fan-in; an uncut layer keeps its weights
         out_axis = 1 - info.rule.fan_in_axis
         module = name.rsplit(".", 1)[0]
         linears.append(
