@@ -1,0 +1,669 @@
+"""Figures of subcloning: records in, figures out, interactive (plotly) or static (matplotlib).
+
+Every function takes plain records (a :class:`~subclone_viz.Profile`, a block ablation, a token trace, training
+histories, a size grid) and ``backend="plotly"`` (the default: a ``plotly.graph_objects.Figure``, which a
+widget can wrap in a ``go.FigureWidget``) or ``backend="matplotlib"`` (a ``matplotlib.figure.Figure``, made
+without pyplot so nothing global changes). No model runs here.
+
+* :func:`residual_ratio`: the additive residual property per block, kept and removed blocks marked;
+* :func:`block_ablation`: held-out loss with each block removed or duplicated (the paper's Fig. 2, bottom);
+* :func:`channel_heatmap`, :func:`massive_activations`, :func:`rank_consistency`: why one ranking of the
+  residual channels serves every layer;
+* :func:`ffn_importance`, :func:`head_importance`: the per-layer rankings of FFN neurons and heads;
+* :func:`token_trace`: one token's hidden state through depth;
+* :func:`loss_curves`: training histories, one line per initialization;
+* :func:`size_grid`: parameters, FLOPs per token or untrained loss over a grid of destination sizes.
+
+Heat maps put residual layer 0 (the embedding output) or block 0 at the bottom, so depth grows upward.
+
+Example::
+
+    from subclone_viz import plots
+    plots.residual_ratio(prof, kept_layers=p.layers).show()                  # interactive
+    plots.channel_heatmap(prof, backend="matplotlib").savefig("channels.png")  # static
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+import matplotlib
+import numpy as np
+import plotly.graph_objects as go
+from matplotlib.figure import Figure as MatplotlibFigure
+from matplotlib.patches import Rectangle
+from matplotlib.ticker import MaxNLocator
+from plotly.subplots import make_subplots
+
+from .profile import BLOCK_METRIC_LABELS, BLOCK_METRICS, Profile
+from .sizing import QUANTITIES, SizeGrid
+
+if TYPE_CHECKING:
+    from .trace import TokenTrace
+
+Figure = go.Figure | MatplotlibFigure
+BACKENDS = ("plotly", "matplotlib")
+METRIC_COLORS = {"f_over_sum": "#1f77b4", "f_over_x": "#ff7f0e", "one_minus_cos": "#2ca02c"}
+REMOVED_COLOR = "#b8b8b8"
+SELECTED_COLOR = "#d62728"
+SERIES_COLORS = ("#1f77b4", "#d62728", "#2ca02c", "#ff7f0e", "#9467bd", "#8c564b", "#e377c2", "#17becf")
+SEQUENTIAL = "Viridis"
+DIVERGING = "RdBu_r"
+MATPLOTLIB_COLORMAPS = {SEQUENTIAL: "viridis", DIVERGING: "RdBu_r"}
+MATPLOTLIB_SIZE = (7.5, 4.2)  # inches
+PLOTLY_HEIGHT = 430  # pixels
+RESIDUAL_LAYER_AXIS = "residual layer (0 = embedding output)"
+HISTORY_METRICS = {
+    "eval_loss": "held-out loss (nats)",
+    "train_loss": "training loss (nats)",
+    "eval_accuracy": "held-out accuracy (fraction correct)",
+}
+GRID_LABELS = {
+    "loss": "held-out loss before training (nats)",
+    "params": "parameters",
+    "flops_per_token": "forward FLOPs per token",
+}
+GRID_TITLES = {
+    "loss": "Held-out loss before training",
+    "params": "Parameters",
+    "flops_per_token": "Forward FLOPs per token",
+}
+
+
+# --------------------------------------------------------------------------------------------------------
+# Shared styling
+
+
+def _check_backend(backend: str) -> None:
+    if backend not in BACKENDS:
+        raise ValueError(f"backend={backend!r} is not a plotting backend: choose one of {', '.join(BACKENDS)}")
+
+
+def _plotly_figure(title: str, xlabel: str, ylabel: str, height: int = PLOTLY_HEIGHT) -> go.Figure:
+    fig = go.Figure()
+    _style_plotly(fig, title, height)
+    fig.update_xaxes(title_text=xlabel)
+    fig.update_yaxes(title_text=ylabel)
+    return fig
+
+
+def _style_plotly(fig: go.Figure, title: str, height: int) -> None:
+    fig.update_layout(
+        template="plotly_white",
+        title=dict(text=title, x=0.01, xanchor="left", font=dict(size=16)),
+        height=height,
+        margin=dict(l=70, r=30, t=70, b=55),
+        font=dict(size=13),
+        legend=dict(orientation="h", yanchor="bottom", y=1.0, xanchor="right", x=1.0),
+        hoverlabel=dict(namelength=-1),
+    )
+
+
+def _matplotlib_figure(title: str, xlabel: str, ylabel: str, size: tuple[float, float] = MATPLOTLIB_SIZE):
+    fig = MatplotlibFigure(figsize=size, layout="constrained")
+    ax = fig.add_subplot()
+    _style_axes(ax, xlabel, ylabel)
+    fig.suptitle(title, x=0.01, ha="left", fontsize=12)
+    return fig, ax
+
+
+def _style_axes(ax, xlabel: str, ylabel: str) -> None:
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    ax.grid(alpha=0.3)
+    ax.spines[["top", "right"]].set_visible(False)
+    # Blocks, layers, steps, heads and ranks are counts: no tick at 0.5.
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+
+
+def _log10(values: np.ndarray) -> np.ndarray:
+    """log10 with zeros (a channel that never fired) floored at the smallest positive value."""
+    positive = values[values > 0]
+    floor = positive.min() if positive.size else 1e-12
+    return np.log10(np.maximum(values, floor))
+
+
+def _heatmap(
+    z: np.ndarray,
+    title: str,
+    xlabel: str,
+    ylabel: str,
+    colorbar: str,
+    backend: str,
+    zmin: float | None = None,
+    zmax: float | None = None,
+    colorscale: str = SEQUENTIAL,
+    customdata: np.ndarray | None = None,
+    hovertemplate: str | None = None,
+    height: int = PLOTLY_HEIGHT,
+):
+    """A (rows, columns) heat map at integer coordinates, row 0 at the bottom."""
+    rows, cols = z.shape
+    if backend == "plotly":
+        fig = _plotly_figure(title, xlabel, ylabel, height)
+        fig.add_trace(
+            go.Heatmap(
+                z=z, x=np.arange(cols), y=np.arange(rows), zmin=zmin, zmax=zmax, colorscale=colorscale,
+                colorbar=dict(title=dict(text=colorbar, side="right")),
+                customdata=customdata, hovertemplate=hovertemplate,
+            )
+        )
+        # Integer ticks where they fit: rows and columns are layers, blocks or heads.
+        fig.update_xaxes(dtick=1 if cols <= 40 else None)
+        fig.update_yaxes(dtick=1 if rows <= 40 else None)
+        return fig
+    fig, ax = _matplotlib_figure(title, xlabel, ylabel)
+    ax.grid(False)
+    image = ax.imshow(z, origin="lower", aspect="auto", interpolation="nearest", vmin=zmin, vmax=zmax,
+                      cmap=MATPLOTLIB_COLORMAPS[colorscale])
+    ax.yaxis.set_major_locator(MaxNLocator(integer=True))
+    fig.colorbar(image, ax=ax, label=colorbar)
+    return fig
+
+
+def _runs(flags: np.ndarray) -> list[tuple[int, int]]:
+    """Inclusive (start, end) index runs where ``flags`` is true."""
+    runs, start = [], None
+    for i, flag in enumerate(list(flags) + [False]):
+        if flag and start is None:
+            start = i
+        elif not flag and start is not None:
+            runs.append((start, i - 1))
+            start = None
+    return runs
+
+
+# --------------------------------------------------------------------------------------------------------
+# Blocks
+
+
+def kept_copies(kept_layers: Sequence[int] | None, num_layers: int) -> np.ndarray:
+    """How many times a destination keeps each parent block, (L,): 0 removed, 2+ duplicated; all 1 without a plan."""
+    if kept_layers is None:
+        return np.ones(num_layers, dtype=int)
+    bad = [b for b in kept_layers if not 0 <= int(b) < num_layers]
+    if bad:
+        raise ValueError(f"kept_layers contains {bad}: parent blocks run from 0 to {num_layers - 1}")
+    return np.bincount(np.asarray(kept_layers, dtype=int), minlength=num_layers)
+
+
+def residual_ratio(
+    profile: Profile,
+    metric: str = "f_over_sum",
+    kept_layers: Sequence[int] | None = None,
+    backend: str = "plotly",
+) -> Figure:
+    """Per-block residual metrics (``BLOCK_METRIC_LABELS``), with removed blocks greyed out.
+
+    Args:
+        profile: the parent's profile.
+        metric: one of ``BLOCK_METRICS`` or ``"all"`` (the three on one axis).
+        kept_layers: the parent blocks a destination keeps (a plan's ``.layers``); the others are marked
+            removed: grey x markers on a grey band.
+        backend: ``"plotly"`` or ``"matplotlib"``.
+    """
+    _check_backend(backend)
+    if metric != "all" and metric not in BLOCK_METRICS:
+        raise ValueError(f"metric={metric!r} is not a block metric: choose one of {', '.join(BLOCK_METRICS)} or 'all'")
+    names = BLOCK_METRICS if metric == "all" else (metric,)
+    num_layers = profile.num_layers
+    copies = kept_copies(kept_layers, num_layers)
+    kept = copies > 0
+    blocks = np.arange(num_layers)
+    title = "How much each block changes the residual stream"
+    if kept_layers is not None:
+        title += f": keeping {int(kept.sum())} of {num_layers} blocks"
+    ylabel = BLOCK_METRIC_LABELS[metric] if metric != "all" else "mean over tokens"
+    status = ["removed" if c == 0 else "kept" if c == 1 else f"kept x{c}" for c in copies]
+    removed_runs = _runs(~kept)
+
+    if backend == "plotly":
+        fig = _plotly_figure(title, "block", ylabel)
+        for n, (start, end) in enumerate(removed_runs):
+            fig.add_vrect(
+                x0=start - 0.5, x1=end + 0.5, fillcolor=REMOVED_COLOR, opacity=0.25, line_width=0, layer="below",
+                annotation_text="removed" if n == 0 else None, annotation_position="top left",
+            )
+        for name in names:
+            color = METRIC_COLORS[name]
+            fig.add_trace(
+                go.Scatter(
+                    x=blocks, y=profile.block_metrics[name], mode="lines+markers", name=BLOCK_METRIC_LABELS[name],
+                    line=dict(color=color, width=2),
+                    marker=dict(
+                        color=[color if k else REMOVED_COLOR for k in kept],
+                        symbol=["circle" if k else "x" for k in kept],
+                        size=[8 if c <= 1 else 12 for c in copies],
+                    ),
+                    customdata=status,
+                    hovertemplate="block %{x}: %{y:.4f} (%{customdata})<extra>%{fullData.name}</extra>",
+                )
+            )
+        fig.update_xaxes(dtick=1 if num_layers <= 32 else None)
+        return fig
+
+    fig, ax = _matplotlib_figure(title, "block", ylabel)
+    for start, end in removed_runs:
+        ax.axvspan(start - 0.5, end + 0.5, color=REMOVED_COLOR, alpha=0.25, lw=0)
+    for n, name in enumerate(names):
+        values = profile.block_metrics[name]
+        color = METRIC_COLORS[name]
+        ax.plot(blocks, values, color=color, lw=2, label=BLOCK_METRIC_LABELS[name])
+        ax.scatter(blocks[kept], values[kept], color=color, s=[30 if c == 1 else 70 for c in copies[kept]], zorder=3)
+        if (~kept).any():
+            ax.scatter(
+                blocks[~kept], values[~kept], color=REMOVED_COLOR, marker="x", s=45, zorder=4,
+                label="removed blocks" if n == 0 else None, gid="removed",
+            )
+    ax.legend(frameon=False, fontsize=9)
+    return fig
+
+
+def block_ablation(ablation: Any, backend: str = "plotly") -> Figure:
+    """The parent's held-out loss with each block removed or duplicated, and unablated (dashed line).
+
+    ``ablation`` is a :class:`~subclone_viz.BlockAblation` or its ``to_dict()``.
+    """
+    _check_backend(backend)
+    data = ablation.to_dict() if hasattr(ablation, "to_dict") else dict(ablation)
+    baseline = float(data["baseline"])
+    removed, duplicated = np.asarray(data["removed"], float), np.asarray(data["duplicated"], float)
+    blocks = np.arange(len(removed))
+    title = "Held-out loss with one block removed or duplicated (no fine-tuning)"
+    ylabel = "held-out loss (nats)"
+    series = (("block removed", removed, SERIES_COLORS[1]), ("block duplicated", duplicated, SERIES_COLORS[0]))
+    baseline_name = f"parent as is ({baseline:.3f})"
+    if backend == "plotly":
+        fig = _plotly_figure(title, "block", ylabel)
+        for name, values, color in series:
+            fig.add_trace(
+                go.Scatter(x=blocks, y=values, mode="lines+markers", name=name, line=dict(color=color, width=2),
+                           hovertemplate="block %{x}: %{y:.4f}<extra>" + name + "</extra>")
+            )
+        fig.add_trace(
+            go.Scatter(x=[-0.5, len(blocks) - 0.5], y=[baseline, baseline], mode="lines", name=baseline_name,
+                       line=dict(color="#444444", dash="dash", width=1.5), hoverinfo="y")
+        )
+        fig.update_xaxes(dtick=1 if len(blocks) <= 32 else None)
+        return fig
+    fig, ax = _matplotlib_figure(title, "block", ylabel)
+    for name, values, color in series:
+        ax.plot(blocks, values, marker="o", ms=4, color=color, lw=2, label=name)
+    ax.axhline(baseline, color="#444444", ls="--", lw=1.5, label=baseline_name)
+    ax.legend(frameon=False, fontsize=9)
+    return fig
+
+
+# --------------------------------------------------------------------------------------------------------
+# Residual channels
+
+
+def channel_heatmap(
+    profile: Profile,
+    log: bool = True,
+    sort: bool = True,
+    top: int | None = None,
+    backend: str = "plotly",
+) -> Figure:
+    """Mean |activation| of every residual channel at every residual layer, an (L+1) x d heat map.
+
+    Args:
+        profile: the parent's profile.
+        log: colour by log10 of the importance (massive channels would otherwise wash out the rest).
+        sort: order the channels by the shared ranking (most important left) instead of by index.
+        top: show only the ``top`` most important channels.
+        backend: ``"plotly"`` or ``"matplotlib"``.
+    """
+    _check_backend(backend)
+    importance = profile.residual_importance  # (L+1, d)
+    width = importance.shape[1]
+    ranking = profile.shared_ranking()
+    if top is not None:
+        if not 1 <= top <= width:
+            raise ValueError(f"top={top} is out of range: choose 1 <= top <= {width} (the residual width)")
+        ranking = ranking[:top]
+    channels = ranking if sort else np.sort(ranking)
+    values = importance[:, channels]
+    z = _log10(values) if log else values
+    if sort:
+        xlabel = "residual channel, most important first (shared ranking)"
+    else:
+        xlabel = "residual channel" if top is None else f"the top {top} residual channels, in index order"
+    colorbar = "log10 mean |activation|" if log else "mean |activation|"
+    title = "Residual channel importance across layers"
+    if top is not None:
+        title += f" (top {top} of {width})"
+    customdata = np.broadcast_to(channels, z.shape)
+    hover = "layer %{y}, channel %{customdata}<br>" + colorbar + " %{z:.3f}<extra></extra>"
+    return _heatmap(z, title, xlabel, RESIDUAL_LAYER_AXIS, colorbar, backend, customdata=customdata,
+                    hovertemplate=hover)
+
+
+@dataclass
+class MassiveChannels:
+    """The residual channels whose magnitude towers over the typical channel's."""
+
+    channels: np.ndarray  # (n,) channel indices, most massive first
+    magnitude: np.ndarray  # (L+1, n) mean |activation| of each at each residual layer
+    median: np.ndarray  # (L+1,) the median channel's mean |activation| at each residual layer
+
+    @property
+    def ratio(self) -> np.ndarray:
+        """(L+1, n) each channel's magnitude over the layer's median channel."""
+        return self.magnitude / np.maximum(self.median, np.finfo(float).tiny)[:, None]
+
+
+def massive_channels(profile: Profile, n: int = 8) -> MassiveChannels:
+    """The ``n`` channels with the largest peak (over layers) of magnitude relative to the layer's median channel."""
+    importance = profile.residual_importance  # (L+1, d)
+    if not 1 <= n <= importance.shape[1]:
+        raise ValueError(f"n={n} is out of range: choose 1 <= n <= {importance.shape[1]} (the residual width)")
+    median = np.median(importance, axis=1)  # (L+1,)
+    ratio = importance / np.maximum(median, np.finfo(float).tiny)[:, None]
+    channels = np.argsort(-ratio.max(0), kind="stable")[:n]
+    return MassiveChannels(channels=channels, magnitude=importance[:, channels], median=median)
+
+
+def massive_activations(profile: Profile, n: int = 8, backend: str = "plotly") -> Figure:
+    """The magnitude of the ``n`` most massive channels through depth, against the median channel (log scale)."""
+    _check_backend(backend)
+    massive = massive_channels(profile, n)
+    layers = np.arange(len(massive.median))
+    title = f"Massive-activation channels: the top {n} against the median channel"
+    ylabel = "mean |activation| (log scale)"
+    labels = [f"channel {c} (peak {r:.0f}x median)" for c, r in zip(massive.channels, massive.ratio.max(0))]
+    if backend == "plotly":
+        fig = _plotly_figure(title, RESIDUAL_LAYER_AXIS, ylabel)
+        for k, label in enumerate(labels):
+            fig.add_trace(
+                go.Scatter(x=layers, y=massive.magnitude[:, k], mode="lines+markers", name=label,
+                           line=dict(color=SERIES_COLORS[k % len(SERIES_COLORS)]), marker=dict(size=5))
+            )
+        fig.add_trace(
+            go.Scatter(x=layers, y=massive.median, mode="lines", name="median channel",
+                       line=dict(color="#444444", dash="dash"))
+        )
+        fig.update_yaxes(type="log")
+        fig.update_layout(legend=dict(orientation="v", y=0.5, yanchor="middle", x=1.02, xanchor="left"))
+        return fig
+    fig, ax = _matplotlib_figure(title, RESIDUAL_LAYER_AXIS, ylabel)
+    for k, label in enumerate(labels):
+        ax.plot(layers, massive.magnitude[:, k], marker="o", ms=3, color=SERIES_COLORS[k % len(SERIES_COLORS)],
+                label=label)
+    ax.plot(layers, massive.median, color="#444444", ls="--", label="median channel")
+    ax.set_yscale("log")
+    ax.legend(frameon=False, fontsize=8, loc="center left", bbox_to_anchor=(1.0, 0.5))
+    return fig
+
+
+def rank_consistency(profile: Profile, k: int | None = None, kind: str = "spearman", backend: str = "plotly") -> Figure:
+    """How much every pair of residual layers agrees on channel importance, an (L+1) x (L+1) heat map.
+
+    ``kind="spearman"``: Spearman correlation of the channel importances; ``kind="topk"``: the fraction of
+    the top-``k`` channels the two layers share (``k`` defaults to a quarter of the width).
+    """
+    _check_backend(backend)
+    if kind not in ("spearman", "topk"):
+        raise ValueError(f"kind={kind!r} is not valid: choose 'spearman' or 'topk'")
+    consistency = profile.rank_consistency(k)
+    if kind == "spearman":
+        z, zmin, zmax, scale = consistency.spearman, -1.0, 1.0, DIVERGING
+        title, colorbar = "Spearman correlation of channel importance between layers", "Spearman correlation"
+    else:
+        z, zmin, zmax, scale = consistency.topk_overlap, 0.0, 1.0, SEQUENTIAL
+        title, colorbar = f"Shared top-{consistency.k} channels between layers", f"top-{consistency.k} overlap"
+    hover = "layers %{y} and %{x}: %{z:.3f}<extra></extra>"
+    fig = _heatmap(z, title, RESIDUAL_LAYER_AXIS, RESIDUAL_LAYER_AXIS, colorbar, backend, zmin=zmin, zmax=zmax,
+                   colorscale=scale, hovertemplate=hover, height=PLOTLY_HEIGHT + 60)
+    if backend == "plotly":
+        fig.update_xaxes(constrain="domain")
+        fig.update_yaxes(scaleanchor="x", constrain="domain")
+    return fig
+
+
+# --------------------------------------------------------------------------------------------------------
+# Off-stream rankings
+
+
+def ffn_importance(
+    profile: Profile, layer: int | None = None, keep: int | None = None, backend: str = "plotly"
+) -> Figure:
+    """FFN hidden-neuron importance, sorted: one block's curve (``layer``), or every block as a heat map (None).
+
+    ``keep`` marks a destination's FFN width: the neurons right of the line are dropped.
+    """
+    _check_backend(backend)
+    importance = profile.ffn_importance  # (L, ffn)
+    num_layers, ffn = importance.shape
+    if keep is not None and not 1 <= keep <= ffn:
+        raise ValueError(f"keep={keep} is out of range: choose 1 <= keep <= {ffn} (the parent's FFN width)")
+    ranked = -np.sort(-importance, axis=1)  # each block's neurons, most important first
+    xlabel = "FFN neuron, most important first"
+    if layer is None:
+        title = "FFN neuron importance in every block (each row sorted)"
+        fig = _heatmap(_log10(ranked), title, xlabel, "block", "log10 mean |activation|", backend,
+                       hovertemplate="block %{y}, rank %{x}: %{z:.3f}<extra></extra>")
+    else:
+        if not -num_layers <= layer < num_layers:
+            raise ValueError(f"layer={layer} is out of range: the parent has blocks 0 to {num_layers - 1}")
+        layer %= num_layers
+        title = f"FFN neuron importance in block {layer}"
+        ylabel = "mean |activation| (log scale)"
+        ranks = np.arange(ffn)
+        if backend == "plotly":
+            fig = _plotly_figure(title, xlabel, ylabel)
+            fig.add_trace(go.Scatter(x=ranks, y=ranked[layer], mode="lines", name=f"block {layer}",
+                                     line=dict(color=SERIES_COLORS[0], width=2)))
+            fig.update_yaxes(type="log")
+        else:
+            fig, ax = _matplotlib_figure(title, xlabel, ylabel)
+            ax.plot(ranks, ranked[layer], color=SERIES_COLORS[0], lw=2)
+            ax.set_yscale("log")
+    if keep is not None:
+        label = f"keep {keep} of {ffn}"
+        if backend == "plotly":
+            fig.add_vline(x=keep - 0.5, line=dict(color=SELECTED_COLOR, dash="dash"), annotation_text=label)
+        else:
+            fig.axes[0].axvline(keep - 0.5, color=SELECTED_COLOR, ls="--", label=label)
+            fig.axes[0].legend(frameon=False, fontsize=9)
+    return fig
+
+
+def head_importance(profile: Profile, backend: str = "plotly") -> Figure:
+    """Mean |per-head attention output| of every query head in every block, a layers x heads heat map."""
+    _check_backend(backend)
+    z = profile.head_importance  # (L, heads)
+    return _heatmap(z, "Attention head importance", "query head", "block", "mean |head output|", backend,
+                    hovertemplate="block %{y}, head %{x}: %{z:.4f}<extra></extra>")
+
+
+# --------------------------------------------------------------------------------------------------------
+# One token
+
+
+def token_trace(trace: "TokenTrace", backend: str = "plotly") -> Figure:
+    """One token through depth: its norm (top), and how its direction changes (bottom)."""
+    _check_backend(backend)
+    num_layers = trace.num_layers
+    layers = np.arange(num_layers + 1)
+    token = f" {trace.token!r}" if trace.token is not None else ""
+    title = f"Token {trace.token_index}{token} through the depth of {trace.parent}"
+    lower = (
+        ("cos(h[l-1], h[l]): block input vs output", layers[1:], trace.cos_to_previous, SERIES_COLORS[0], "solid"),
+        ("cos(h[l], h[L]): vs the last layer", layers, trace.cos_to_final, SERIES_COLORS[2], "solid"),
+        ("||f(x)|| / ||x + f(x)|| of the block", layers[1:], trace.f_over_sum, SERIES_COLORS[3], "dash"),
+    )
+    if backend == "plotly":
+        fig = make_subplots(rows=2, cols=1, shared_xaxes=True, vertical_spacing=0.08, row_heights=[0.45, 0.55])
+        _style_plotly(fig, title, PLOTLY_HEIGHT + 120)
+        fig.add_trace(go.Scatter(x=layers, y=trace.norms, mode="lines+markers", name="||h[l]||",
+                                 line=dict(color="#444444")), row=1, col=1)
+        for name, x, y, color, dash in lower:
+            fig.add_trace(go.Scatter(x=x, y=y, mode="lines+markers", name=name, line=dict(color=color, dash=dash)),
+                          row=2, col=1)
+        fig.update_yaxes(title_text="norm", row=1, col=1)
+        fig.update_yaxes(title_text="cosine / ratio", row=2, col=1)
+        fig.update_xaxes(title_text=RESIDUAL_LAYER_AXIS, row=2, col=1)
+        return fig
+    fig = MatplotlibFigure(figsize=(MATPLOTLIB_SIZE[0], MATPLOTLIB_SIZE[1] * 1.4), layout="constrained")
+    top, bottom = fig.subplots(2, 1, sharex=True, height_ratios=[0.45, 0.55])
+    fig.suptitle(title, x=0.01, ha="left", fontsize=12)
+    _style_axes(top, "", "norm")
+    top.plot(layers, trace.norms, marker="o", ms=3, color="#444444", label="||h[l]||")
+    _style_axes(bottom, RESIDUAL_LAYER_AXIS, "cosine / ratio")
+    for name, x, y, color, dash in lower:
+        bottom.plot(x, y, marker="o", ms=3, color=color, ls="--" if dash == "dash" else "-", label=name)
+    bottom.legend(frameon=False, fontsize=8)
+    return fig
+
+
+# --------------------------------------------------------------------------------------------------------
+# Training
+
+
+def history_series(history: Any, metric: str, x: str = "step") -> tuple[str, np.ndarray, np.ndarray, str]:
+    """(label, xs, ys, unit) of one metric of one training history.
+
+    Accepts a :class:`subclone_viz.train.History` (or anything with ``to_dict()``) or a plain dict: either the
+    History layout (``label``, ``unit``, ``steps`` with step/seen/loss and ``evals`` with
+    step/seen/loss/accuracy) or a flat ``{"label", "records": [{step, tokens, train_loss, eval_loss, ...}]}``.
+    """
+    data = history.to_dict() if hasattr(history, "to_dict") else history
+    if not isinstance(data, Mapping):
+        raise TypeError(f"a history must be a History, have to_dict(), or be a dict; got {type(history).__name__}")
+    unit = data.get("unit", "tokens")
+    if "records" in data:
+        rows = [(r.get("step"), r.get("tokens", r.get("seen")), r.get(metric)) for r in data["records"]]
+    elif "steps" in data or "evals" in data:
+        source, field = ("steps", "loss") if metric == "train_loss" else ("evals", metric.removeprefix("eval_"))
+        rows = [(r.get("step"), r.get("seen"), r.get(field)) for r in data.get(source, [])]
+    else:
+        raise ValueError(f"not a training history: expected 'records' or 'steps'/'evals' keys, got {sorted(data)}")
+    rows = [r for r in rows if r[2] is not None and not (isinstance(r[2], float) and math.isnan(r[2]))]
+    position = 0 if x == "step" else 1
+    xs = np.array([r[position] for r in rows], dtype=float)
+    ys = np.array([r[2] for r in rows], dtype=float)
+    return str(data.get("label", "")), xs, ys, unit
+
+
+def loss_curves(
+    histories: Mapping[str, Any] | Sequence[Any],
+    metric: str = "eval_loss",
+    x: str = "step",
+    backend: str = "plotly",
+) -> Figure:
+    """One line per training run (per initialization).
+
+    Args:
+        histories: ``{label: history}`` (a dict's keys are the legend labels), or a list of histories
+            labelled by their own ``label``. A history is anything :func:`history_series` reads.
+        metric: ``"eval_loss"``, ``"train_loss"`` or ``"eval_accuracy"``.
+        x: ``"step"`` (optimizer steps) or ``"tokens"`` (tokens, or images, trained on).
+        backend: ``"plotly"`` or ``"matplotlib"``.
+    """
+    _check_backend(backend)
+    if metric not in HISTORY_METRICS:
+        raise ValueError(f"metric={metric!r} is not a history metric: choose one of {', '.join(HISTORY_METRICS)}")
+    if x not in ("step", "tokens"):
+        raise ValueError(f"x={x!r} is not valid: choose 'step' or 'tokens'")
+    items = list(histories.items()) if isinstance(histories, Mapping) else [(None, h) for h in histories]
+    series = []
+    for label, history in items:
+        own_label, xs, ys, unit = history_series(history, metric, x)
+        series.append((label if label is not None else own_label, xs, ys, unit))
+    unit = series[0][3] if series else "tokens"
+    xlabel = "optimizer step" if x == "step" else f"{unit} seen"
+    title = {"eval_loss": "Held-out loss during training", "train_loss": "Training loss",
+             "eval_accuracy": "Held-out accuracy during training"}[metric]
+    mode = "lines" if metric == "train_loss" else "lines+markers"
+    if backend == "plotly":
+        fig = _plotly_figure(title, xlabel, HISTORY_METRICS[metric])
+        for k, (label, xs, ys, _) in enumerate(series):
+            fig.add_trace(go.Scatter(x=xs, y=ys, mode=mode, name=label,
+                                     line=dict(color=SERIES_COLORS[k % len(SERIES_COLORS)], width=2)))
+        return fig
+    fig, ax = _matplotlib_figure(title, xlabel, HISTORY_METRICS[metric])
+    for k, (label, xs, ys, _) in enumerate(series):
+        ax.plot(xs, ys, marker="o" if mode != "lines" else None, ms=3, lw=2, label=label,
+                color=SERIES_COLORS[k % len(SERIES_COLORS)])
+    if series:
+        ax.legend(frameon=False, fontsize=9)
+    return fig
+
+
+# --------------------------------------------------------------------------------------------------------
+# Destination sizes
+
+
+def _format_quantity(value: float, quantity: str) -> str:
+    if math.isnan(value):
+        return "n/a"
+    if quantity == "loss":
+        return f"{value:.2f}"
+    for threshold, suffix in ((1e9, "G"), (1e6, "M"), (1e3, "k")):
+        if value >= threshold:
+            return f"{value / threshold:.3g}{suffix}"
+    return f"{value:.3g}"
+
+
+def size_grid(
+    grid: SizeGrid | Mapping[str, Any],
+    quantity: str = "loss",
+    selected: tuple[int, int] | None = None,
+    backend: str = "plotly",
+) -> Figure:
+    """One quantity of a size grid as a layers x hidden heat map; ``selected=(i, j)`` outlines that cell.
+
+    Cells the parent cannot give are blank, with the reason in their hover text. Cell (i, j) sits at
+    x = j, y = i (tick labels give the widths and block counts), so a click's (x, y) is the cell index.
+    """
+    _check_backend(backend)
+    if isinstance(grid, Mapping):
+        grid = SizeGrid.from_dict(grid)
+    if quantity not in QUANTITIES:
+        raise ValueError(f"quantity={quantity!r} is not a grid quantity: choose one of {', '.join(QUANTITIES)}")
+    z = grid.quantity(quantity)
+    rows, cols = z.shape
+    if selected is not None:
+        i, j = selected
+        if not (0 <= i < rows and 0 <= j < cols):
+            raise ValueError(f"selected={selected} is outside the {rows} x {cols} grid")
+    text = [[_format_quantity(z[i, j], quantity) for j in range(cols)] for i in range(rows)]
+    notes = [[grid.reasons[i][j] or _format_quantity(z[i, j], quantity) for j in range(cols)] for i in range(rows)]
+    title = f"{GRID_TITLES[quantity]} of each subclone of {grid.parent}"
+    xlabel, ylabel = "hidden width d'", "blocks"
+    if backend == "plotly":
+        fig = _plotly_figure(title, xlabel, ylabel)
+        fig.add_trace(
+            go.Heatmap(
+                z=z, x=np.arange(cols), y=np.arange(rows), colorscale=SEQUENTIAL,
+                text=text, texttemplate="%{text}", customdata=np.array(notes, dtype=object),
+                colorbar=dict(title=dict(text=GRID_LABELS[quantity], side="right")),
+                hovertemplate="%{customdata}<extra></extra>",
+            )
+        )
+        fig.update_xaxes(tickvals=list(range(cols)), ticktext=[str(h) for h in grid.hidden])
+        fig.update_yaxes(tickvals=list(range(rows)), ticktext=[str(n) for n in grid.layers])
+        if selected is not None:
+            i, j = selected
+            fig.add_shape(type="rect", x0=j - 0.5, x1=j + 0.5, y0=i - 0.5, y1=i + 0.5, name="selected",
+                          line=dict(color=SELECTED_COLOR, width=4))
+        return fig
+    fig, ax = _matplotlib_figure(title, xlabel, ylabel)
+    ax.grid(False)
+    colormap = matplotlib.colormaps[MATPLOTLIB_COLORMAPS[SEQUENTIAL]].with_extremes(bad="#eeeeee")
+    image = ax.imshow(np.ma.masked_invalid(z), origin="lower", aspect="auto", cmap=colormap, interpolation="nearest")
+    fig.colorbar(image, ax=ax, label=GRID_LABELS[quantity])
+    ax.set_xticks(range(cols), [str(h) for h in grid.hidden])
+    ax.set_yticks(range(rows), [str(n) for n in grid.layers])
+    for i in range(rows):
+        for j in range(cols):
+            color = "#666666" if math.isnan(z[i, j]) else "white"
+            ax.text(j, i, text[i][j], ha="center", va="center", fontsize=8, color=color)
+    if selected is not None:
+        i, j = selected
+        ax.add_patch(Rectangle((j - 0.5, i - 0.5), 1, 1, fill=False, edgecolor=SELECTED_COLOR, lw=3, gid="selected"))
+    return fig

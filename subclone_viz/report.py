@@ -1,0 +1,538 @@
+"""The headless report: one self-contained HTML page of a parent's profile, a plan and a comparison.
+
+:func:`build_report` lays out whatever records it is given (a profile always; a plan, a block ablation, a
+token trace, a size grid and a training comparison when there are some) as interactive plotly figures with
+short captions and tables. plotly.js is inlined once in the page head, so the file opens offline, needs no
+CDN and can be mailed around (about 5 MB, most of it plotly.js). The file is written atomically and an
+existing one is kept unless ``overwrite=True``.
+
+:func:`run_report` is the main job (``subclone-viz report``, ``make demo``): it loads a parent (SmolLM2-135M by
+default), profiles it on held-out text of the embedded corpus, measures the single-block ablation, traces a
+token, subclones a default destination (SmolLM2: 20 blocks x 384 wide), fills a size grid (cached on disk),
+runs a short random-vs-subclone training comparison and writes the page. ``quick=True`` shrinks every
+stage so the whole job takes seconds (for tests); the default takes a few minutes on two CPU cores.
+
+Example::
+
+    from subclone_viz.report import build_report, run_report
+    build_report(parent, prof, plan=p, ablation=ablation, out="report.html")
+    run_report("smollm2-135m", out="report.html", quick=True)
+"""
+
+from __future__ import annotations
+
+import datetime
+import html
+import math
+import os
+import sys
+import tempfile
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import plotly.graph_objects as go
+from plotly.offline import get_plotlyjs
+
+from . import __version__, plots
+from .profile import BLOCK_METRIC_LABELS, BLOCK_METRICS, Profile
+
+if TYPE_CHECKING:
+    from .evaluate import BlockAblation
+    from .parent import Parent
+    from .plan import DestinationSpec, SubclonePlan
+    from .sizing import SizeGrid
+    from .trace import TokenTrace
+
+TRACE_TEXT = "Return a new list containing all items from the iterable in ascending order."
+_PLOTLY_CONFIG = {"displaylogo": False, "responsive": True}
+_CSS = """
+body { font-family: system-ui, -apple-system, "Segoe UI", Roboto, sans-serif; color: #222; margin: 0;
+       background: #fafafa; line-height: 1.45; }
+main { max-width: 1100px; margin: 0 auto; padding: 1.5em 2em 4em; background: white; }
+h1 { margin-bottom: 0.2em; } h2 { margin-top: 2em; border-bottom: 2px solid #ddd; padding-bottom: 0.2em; }
+.meta { color: #666; font-size: 0.9em; }
+nav a { margin-right: 1em; }
+figure { margin: 1.5em 0; } figcaption { color: #555; font-size: 0.9em; max-width: 900px; }
+table { border-collapse: collapse; font-size: 0.85em; margin: 1em 0; }
+th, td { border: 1px solid #ddd; padding: 0.25em 0.6em; text-align: right; }
+th { background: #f0f0f0; } td.text, th.text { text-align: left; }
+tr.removed td { color: #999; }
+.note { background: #fff6d6; border-left: 4px solid #e0b000; padding: 0.5em 1em; margin: 1em 0; }
+.scroll { max-height: 420px; max-width: 100%; overflow: auto; display: inline-block; }
+"""
+
+
+# --------------------------------------------------------------------------------------------------------
+# HTML pieces
+
+
+def _escape(value: Any) -> str:
+    return html.escape(str(value))
+
+
+def _number(value: Any, digits: int = 4) -> str:
+    if value is None:
+        return "&ndash;"
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    if isinstance(value, (int, np.integer)):
+        return f"{int(value):,}"
+    if isinstance(value, (float, np.floating)):
+        return "&ndash;" if math.isnan(value) else f"{float(value):.{digits}g}"
+    return _escape(value)
+
+
+def _table(header: Sequence[str], rows: Sequence[Sequence[Any]], row_classes: Sequence[str] | None = None) -> str:
+    """An HTML table; strings are left-aligned text, numbers are formatted and right-aligned."""
+    head = "".join(f"<th>{_escape(h)}</th>" for h in header)
+    body = []
+    for k, row in enumerate(rows):
+        cells = "".join(
+            f'<td class="text">{_escape(v)}</td>' if isinstance(v, str) else f"<td>{_number(v)}</td>" for v in row
+        )
+        css = f' class="{row_classes[k]}"' if row_classes and row_classes[k] else ""
+        body.append(f"<tr{css}>{cells}</tr>")
+    return f'<div class="scroll"><table><thead><tr>{head}</tr></thead><tbody>{"".join(body)}</tbody></table></div>'
+
+
+def _figure(fig: go.Figure, name: str, caption: str) -> str:
+    # plotly.js itself is in the page head, once; each figure only carries its data and layout.
+    div = fig.to_html(full_html=False, include_plotlyjs=False, div_id=f"figure-{name}", config=_PLOTLY_CONFIG)
+    return f"<figure>{div}<figcaption>{_escape(caption)}</figcaption></figure>"
+
+
+def _section(anchor: str, title: str, parts: Sequence[str]) -> str:
+    return f'<section id="{anchor}"><h2>{_escape(title)}</h2>{"".join(parts)}</section>'
+
+
+def _paragraph(text: str) -> str:
+    return f"<p>{_escape(text)}</p>"
+
+
+# --------------------------------------------------------------------------------------------------------
+# Sections
+
+
+def _block_table(profile: Profile, plan: "SubclonePlan | None", ablation: "BlockAblation | None") -> str:
+    metrics = profile.block_metrics
+    adjacent = profile.rank_consistency().adjacent_spearman()
+    copies = plots.kept_copies(plan.layers if plan is not None else None, profile.num_layers)
+    header = ["block"] + (["in the plan"] if plan is not None else []) + [BLOCK_METRIC_LABELS[m] for m in BLOCK_METRICS]
+    if ablation is not None:
+        header += ["loss, block removed", "loss, block duplicated"]
+    header.append("Spearman(layer i, i+1)")
+    rows, classes = [], []
+    for block in range(profile.num_layers):
+        row: list[Any] = [block]
+        if plan is not None:
+            row.append("removed" if copies[block] == 0 else "kept" if copies[block] == 1 else f"kept x{copies[block]}")
+        row += [float(metrics[m][block]) for m in BLOCK_METRICS]
+        if ablation is not None:
+            row += [ablation.removed[block], ablation.duplicated[block]]
+        row.append(float(adjacent[block]))
+        rows.append(row)
+        classes.append("removed" if copies[block] == 0 else "")
+    return _table(header, rows, classes)
+
+
+def _profile_section(profile: Profile, plan: "SubclonePlan | None", ablation: "BlockAblation | None",
+                     trace: "TokenTrace | None") -> str:
+    summary = profile.summary()
+    parts = [
+        _paragraph(
+            f"Profiled on {profile.source}: {profile.tokens:,} tokens. Median Spearman correlation of channel "
+            f"importance between adjacent residual layers: {summary['median_adjacent_spearman']:.3f}; median "
+            f"share of the top-{summary['topk']} channels kept by the next layer: "
+            f"{summary['median_adjacent_topk_overlap']:.3f}."
+        ),
+        _figure(
+            plots.residual_ratio(profile, "all", kept_layers=plan.layers if plan is not None else None),
+            "residual-ratio",
+            "The additive residual property: each block's update f(x) is small next to the residual stream x, "
+            "most of all in the middle of the network. Grey bands and x markers: blocks the planned destination "
+            "drops.",
+        ),
+    ]
+    if ablation is not None:
+        parts.append(
+            _figure(
+                plots.block_ablation(ablation),
+                "block-ablation",
+                "The parent's held-out loss, without any fine-tuning, with one block removed or run twice (the "
+                "paper's Fig. 2, bottom): middle blocks barely matter, the first and last ones do.",
+            )
+        )
+    if trace is not None:
+        parts.append(
+            _figure(
+                plots.token_trace(trace),
+                "token-trace",
+                "One token through depth: its hidden state's norm grows, while its direction changes little from "
+                "one block to the next.",
+            )
+        )
+    parts.append("<h3>Per-block metrics</h3>" + _block_table(profile, plan, ablation))
+    return _section("profile", "1. The additive residual property", parts)
+
+
+def _channels_section(profile: Profile) -> str:
+    massive = plots.massive_channels(profile)
+    return _section(
+        "channels",
+        "2. One ranking of the residual channels for every layer",
+        [
+            _figure(
+                plots.channel_heatmap(profile),
+                "channel-heatmap",
+                "Mean |activation| of every residual channel at every layer, channels in the order of the shared "
+                "ranking: the important channels are the same at every depth.",
+            ),
+            _figure(
+                plots.massive_activations(profile),
+                "massive-activations",
+                f"Massive-activation channels (here {', '.join(map(str, massive.channels[:4]))}, ...) carry values "
+                f"up to {massive.ratio.max():.0f}x the median channel's.",
+            ),
+            _figure(
+                plots.rank_consistency(profile),
+                "rank-spearman",
+                "Spearman correlation of channel importance between every pair of residual layers.",
+            ),
+            _figure(
+                plots.rank_consistency(profile, kind="topk"),
+                "rank-topk",
+                "Fraction of the most important channels that two layers share.",
+            ),
+        ],
+    )
+
+
+def _rankings_section(profile: Profile, plan: "SubclonePlan | None") -> str:
+    keep = plan.dims["ffn"] if plan is not None else None
+    return _section(
+        "rankings",
+        "3. FFN neurons and attention heads, ranked per block",
+        [
+            _figure(
+                plots.ffn_importance(profile, keep=keep),
+                "ffn-importance",
+                "FFN hidden neurons of every block, sorted by importance; the dashed line is the destination's "
+                "FFN width when a plan is given.",
+            ),
+            _figure(plots.head_importance(profile), "head-importance", "Importance of every attention head."),
+        ],
+    )
+
+
+def _plan_section(plan: "SubclonePlan") -> str:
+    dims, parent_dims = plan.dims, plan.parent_dims
+    rows = [[name, parent_dims[name], dims[name]] for name in ("layers", "hidden", "ffn", "heads", "kv_heads")]
+    parts = [
+        _paragraph(plan.summary()),
+        _table(["dimension", "parent", "destination"], rows),
+        _paragraph(f"Parent blocks kept, in order: {plan.layers}."),
+    ]
+    return _section("plan", "4. The destination", parts)
+
+
+def _grid_section(grid: "SizeGrid", plan: "SubclonePlan | None") -> str:
+    selected = None
+    if plan is not None and plan.dims["layers"] in grid.layers and plan.dims["hidden"] in grid.hidden:
+        selected = (grid.layers.index(plan.dims["layers"]), grid.hidden.index(plan.dims["hidden"]))
+    invalid = sum(r is not None for row in grid.reasons for r in row)
+    parts = [
+        _paragraph(
+            f"Every cell is a subclone of {grid.parent} ({grid.depth} depth, {grid.width} width, {grid.scaling} "
+            f"scaling), scored before any training on {grid.eval_source}. FLOPs per token: 2 x the weights of "
+            f"every matrix multiply + 4 x layers x {grid.seq_len} (context) x attention width."
+            + (f" {invalid} cells are not valid specs for this parent (hover for why)." if invalid else "")
+        )
+    ]
+    captions = {
+        "loss": "Held-out loss of each subclone before training (outlined: the planned destination).",
+        "params": "Parameter count of each destination.",
+        "flops_per_token": "Forward FLOPs per token of each destination.",
+    }
+    for quantity, caption in captions.items():
+        parts.append(_figure(plots.size_grid(grid, quantity, selected=selected), f"grid-{quantity}", caption))
+    return _section("sizes", "5. Destination sizes", parts)
+
+
+def _comparison_section(comparison: Any) -> str:
+    rows = comparison.summary_table()
+    columns = list(dict.fromkeys(key for row in rows for key in row))
+    parts = [_table(columns, [[row.get(c) for c in columns] for row in rows])]
+    histories = getattr(comparison, "histories", None)
+    if histories:
+        has_accuracy = any(row.get("final_accuracy") is not None for row in rows)
+        metrics = ["eval_loss", "train_loss"] + (["eval_accuracy"] if has_accuracy else [])
+        for metric in metrics:
+            parts.append(
+                _figure(
+                    plots.loss_curves(histories, metric=metric),
+                    f"curves-{metric}",
+                    "Training from the same data in the same order; speedup: the steps random init needs to reach "
+                    "its own final held-out loss over the steps the other initialization needs to reach it.",
+                )
+            )
+    return _section("comparison", "6. Training: random initialization against subcloning", parts)
+
+
+# --------------------------------------------------------------------------------------------------------
+# The page
+
+
+def _check_out(out: str | os.PathLike, overwrite: bool) -> Path:
+    path = Path(out).expanduser()
+    if path.suffix.lower() not in (".html", ".htm"):
+        raise ValueError(f"out={str(out)!r} must be an .html file")
+    if path.exists() and not overwrite:
+        raise FileExistsError(f"{path} exists; pass overwrite=True (CLI: --overwrite) to replace it")
+    if path.is_dir():
+        raise IsADirectoryError(f"{path} is a directory; give a file name ending in .html")
+    return path
+
+
+def _write_atomically(path: Path, text: str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.NamedTemporaryFile("w", dir=path.parent, prefix=f".{path.name}.", suffix=".tmp", delete=False,
+                                     encoding="utf-8") as tmp:
+        try:
+            tmp.write(text)
+        except BaseException:
+            os.unlink(tmp.name)
+            raise
+    os.replace(tmp.name, path)
+
+
+def build_report(
+    parent: "Parent | None",
+    profile: Profile,
+    plan: "SubclonePlan | None" = None,
+    ablation: "BlockAblation | None" = None,
+    comparison: Any = None,
+    grid: "SizeGrid | None" = None,
+    out: str | os.PathLike = "report.html",
+    overwrite: bool = False,
+    trace: "TokenTrace | None" = None,
+    notes: Sequence[str] = (),
+) -> Path:
+    """Write one self-contained HTML page of everything given, and return its path.
+
+    Args:
+        parent: the parent (for its description); None takes the description stored in the profile.
+        profile: the parent's profile (always shown: block metrics, channels, FFN neurons, heads).
+        plan: a destination plan: its kept blocks are marked, its dims and FFN width shown.
+        ablation: a :func:`~subclone_viz.block_ablation` result.
+        comparison: a :class:`subclone_viz.train.Comparison` (anything with ``summary_table()`` and
+            ``histories``).
+        grid: a :func:`~subclone_viz.size_grid` result.
+        out: the ``.html`` file to write.
+        overwrite: replace an existing file.
+        trace: a :func:`~subclone_viz.token_trace` result.
+        notes: sentences shown in a highlighted box at the top (what was skipped and why).
+    """
+    path = _check_out(out, overwrite)
+    name = parent.name if parent is not None else profile.parent["name"]
+    description = parent.description if parent is not None else profile.parent.get("description", "")
+    sections = [_profile_section(profile, plan, ablation, trace), _channels_section(profile),
+                _rankings_section(profile, plan)]
+    anchors = [("profile", "residual property"), ("channels", "channels"), ("rankings", "neurons and heads")]
+    if plan is not None:
+        sections.append(_plan_section(plan))
+        anchors.append(("plan", "destination"))
+    if grid is not None:
+        sections.append(_grid_section(grid, plan))
+        anchors.append(("sizes", "sizes"))
+    if comparison is not None:
+        sections.append(_comparison_section(comparison))
+        anchors.append(("comparison", "training"))
+    nav = "".join(f'<a href="#{anchor}">{_escape(label)}</a>' for anchor, label in anchors)
+    note_box = "".join(f'<div class="note">{_escape(note)}</div>' for note in notes)
+    stamp = datetime.datetime.now().strftime("%Y-%m-%d %H:%M")
+    page = (
+        "<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"
+        '<meta name="viewport" content="width=device-width, initial-scale=1">'
+        f"<title>Subcloning report: {_escape(name)}</title><style>{_CSS}</style>"
+        f'<script type="text/javascript">{get_plotlyjs()}</script></head>\n<body><main>'
+        f"<h1>Weight subcloning report: {_escape(name)}</h1>"
+        f'<p class="meta">{_escape(description)}<br>subclone_viz {__version__}, {stamp}. Method: Samragh et al., '
+        f'"Weight subcloning: direct initialization of transformers using larger pretrained ones" (2023).</p>'
+        f"<nav>{nav}</nav>{note_box}{''.join(sections)}</main></body></html>\n"
+    )
+    _write_atomically(path, page)
+    return path
+
+
+# --------------------------------------------------------------------------------------------------------
+# The main job
+
+
+@dataclass(frozen=True)
+class ReportSettings:
+    """How much work each stage of :func:`run_report` does."""
+
+    seq_len: int  # tokens per text row
+    batch_size: int  # rows per text batch
+    images_per_batch: int  # for image parents
+    profile_tokens: int
+    ablation_batches: int
+    eval_batches: int  # held-out batches for the untrained losses, the size grid and the training curves
+    grid_size: int | None  # keep the largest N values of each default size-grid axis (None: all)
+    steps: int  # training steps per initialization
+
+
+DEFAULT_SETTINGS = ReportSettings(
+    seq_len=128, batch_size=4, images_per_batch=64, profile_tokens=8192, ablation_batches=1, eval_batches=2,
+    grid_size=None, steps=24,
+)
+QUICK_SETTINGS = ReportSettings(
+    seq_len=32, batch_size=2, images_per_batch=16, profile_tokens=256, ablation_batches=1, eval_batches=1,
+    grid_size=2, steps=2,
+)
+
+
+def default_destination(parent: "Parent") -> "DestinationSpec":
+    """Two thirds of the parent's depth and width (SmolLM2-135M, 30 x 576: 20 blocks x 384)."""
+    from .plan import DestinationSpec, spec_choices
+
+    dims = parent.dims
+    valid = np.array(spec_choices(parent)["hidden"])
+    hidden = int(valid[np.abs(valid - dims.hidden * 2 / 3).argmin()])
+    return DestinationSpec(layers=max(1, round(dims.layers * 2 / 3)), hidden=hidden)
+
+
+class _Progress:
+    """Stage messages with elapsed time, on stderr so that stdout stays clean."""
+
+    def __init__(self) -> None:
+        self.start = time.perf_counter()
+
+    def __call__(self, message: str) -> None:
+        print(f"[report {time.perf_counter() - self.start:6.1f}s] {message}", file=sys.stderr, flush=True)
+
+
+def _batches(parent: "Parent", data: str, split: str, settings: ReportSettings, max_batches: int | None,
+             shuffle: bool = False, seed: int = 0):
+    from .data import image_batches, text_batches
+
+    if parent.family.task == "image-classification":
+        input_size = parent.processor.get("input_size") if isinstance(parent.processor, Mapping) else None
+        return image_batches(
+            "digits" if data == "builtin" else data, batch_size=settings.images_per_batch, split=split,
+            image_size=input_size[-1] if input_size else None, max_batches=max_batches, shuffle=shuffle, seed=seed,
+        )
+    return text_batches(data, parent.tokenizer, seq_len=settings.seq_len, batch_size=settings.batch_size, split=split,
+                        max_batches=max_batches, shuffle=shuffle, seed=seed)
+
+
+class _HeldOutTail(list):
+    """The last batches of the held-out split: scored on, but not the first ones that the profile reads."""
+
+    def __init__(self, batches: Any, count: int) -> None:
+        super().__init__(list(batches)[-count:])
+        self.description = f"the last {len(self)} batches of {batches.description}"
+
+
+def run_report(
+    parent_source: "str | os.PathLike | Parent" = "smollm2-135m",
+    out: str | os.PathLike = "report.html",
+    tokens: int | None = None,
+    steps: int | None = None,
+    quick: bool = False,
+    overwrite: bool = False,
+    data: str = "builtin",
+    destination: "DestinationSpec | None" = None,
+    seed: int = 0,
+    progress: bool = True,
+) -> Path:
+    """Load, profile, ablate, trace, plan, subclone, size, compare, and write the report; returns its path.
+
+    Args:
+        parent_source: anything :func:`~subclone_viz.load_parent` takes, or a loaded parent.
+        out: the ``.html`` file to write.
+        tokens: tokens to profile on (default 8192; quick 256).
+        steps: training steps per initialization in the comparison (default 24; quick 2). 0 skips it.
+        quick: shrink every stage (short sequences, single batches, a 2 x 2 size grid, 2 training steps).
+        overwrite: replace an existing report.
+        data: the text source (``"builtin"``: Python's documentation; or a local ``.txt``/``.jsonl`` path).
+        destination: the destination to plan (default :func:`default_destination`).
+        seed: training seed.
+        progress: progress bars (stage messages always go to stderr).
+    """
+    from .evaluate import block_ablation, evaluate
+    from .parent import Parent, load_parent
+    from .plan import plan as make_plan
+    from .profile import profile as profile_parent
+    from .sizing import default_grid_axes, size_grid
+    from .subclone import subclone
+    from .trace import token_trace
+
+    path = _check_out(out, overwrite)  # fail before minutes of work, not after
+    settings = QUICK_SETTINGS if quick else DEFAULT_SETTINGS
+    profile_tokens = settings.profile_tokens if tokens is None else tokens
+    steps = settings.steps if steps is None else steps
+    log = _Progress()
+    notes: list[str] = []
+
+    if isinstance(parent_source, Parent):
+        parent = parent_source
+    else:
+        log(f"loading parent {parent_source}")
+        parent = load_parent(parent_source)
+    log(f"parent: {parent.description}")
+    heldout = _batches(parent, data, "heldout", settings, None)
+    eval_batches = _HeldOutTail(heldout, settings.eval_batches)
+
+    log(f"profiling on {profile_tokens:,} held-out tokens of {heldout.description}")
+    prof = profile_parent(parent, heldout, max_tokens=profile_tokens, progress=progress)
+
+    log(f"single-block ablation ({parent.dims.layers} blocks, removed and duplicated)")
+    ablation = block_ablation(parent, eval_batches, max_batches=settings.ablation_batches, progress=progress)
+
+    if parent.family.task == "image-classification":
+        trace = token_trace(parent, eval_batches[0], token_index=0)
+    else:
+        trace = token_trace(parent, TRACE_TEXT, token_index=-1)
+
+    spec = destination or default_destination(parent)
+    destination_plan = make_plan(parent, prof, spec)
+    log(f"destination: {destination_plan.summary()}")
+    untrained = evaluate(subclone(parent, destination_plan), parent.family, eval_batches)
+    parent_loss = evaluate(parent.model, parent.family, eval_batches)
+    notes.append(
+        f"The destination ({destination_plan.dims['layers']} blocks x {destination_plan.dims['hidden']}) starts, "
+        f"before any training, at a held-out loss of {untrained.loss:.3f} nats; the parent's is {parent_loss.loss:.3f}."
+    )
+
+    layers, hidden = default_grid_axes(parent)
+    if settings.grid_size is not None:
+        layers, hidden = layers[-settings.grid_size :], hidden[-settings.grid_size :]
+    log(f"size grid: {len(layers)} x {len(hidden)} subclones (each cached under the cache directory)")
+    grid = size_grid(parent, prof, layers, hidden, eval_batches, progress=progress)
+    log(f"size grid: {grid.shape[0]} x {grid.shape[1]} cells, {grid.cache_hits} from the cache")
+
+    comparison = None
+    if steps > 0:
+        try:
+            from .train import compare
+        except ImportError as error:
+            notes.append(f"The training comparison was skipped: subclone_viz.train.compare is not available ({error}).")
+        else:
+            train_batches = _batches(parent, data, "train", settings, None, shuffle=True, seed=seed)
+            log(f"training comparison: random vs subclone, {steps} steps each")
+            comparison = compare(
+                parent, spec, train_batches, inits=("random", "subclone"), steps=steps, eval_batches=eval_batches,
+                profile=prof, seed=seed, eval_every=max(1, steps // 4), progress=progress,
+            )
+    else:
+        notes.append("The training comparison was skipped (steps=0).")
+
+    written = build_report(parent, prof, plan=destination_plan, ablation=ablation, comparison=comparison, grid=grid,
+                           out=path, overwrite=overwrite, trace=trace, notes=notes)
+    log(f"wrote {written} ({written.stat().st_size / 1e6:.1f} MB)")
+    return written

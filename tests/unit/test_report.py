@@ -1,0 +1,171 @@
+"""The HTML report: self-contained (plotly.js inlined once, no external script), atomic, never overwriting;
+and the headless main job end to end on a tiny parent with a word-level tokenizer and a local corpus."""
+
+from __future__ import annotations
+
+import importlib
+import random
+import re
+import sys
+from pathlib import Path
+
+import pytest
+from plotly.offline import get_plotlyjs
+from tokenizers import Tokenizer, models, pre_tokenizers, trainers
+from transformers import PreTrainedTokenizerFast
+
+import subclone_viz as sv
+from subclone_viz.report import build_report, default_destination, run_report
+from tiny import tiny_batches, tiny_model
+
+WORDS = [f"w{index}" for index in range(60)]
+
+
+def word_tokenizer() -> PreTrainedTokenizerFast:
+    """One token per word of WORDS and an EOS token; built offline, small enough for the tiny vocabulary."""
+    backend = Tokenizer(models.WordLevel(unk_token="[UNK]"))
+    backend.pre_tokenizer = pre_tokenizers.Whitespace()
+    backend.train_from_iterator([" ".join(WORDS)], trainers.WordLevelTrainer(special_tokens=["[UNK]", "</s>"]))
+    return PreTrainedTokenizerFast(tokenizer_object=backend, unk_token="[UNK]", eos_token="</s>")
+
+
+@pytest.fixture(scope="module")
+def records():
+    parent = sv.load_parent(tiny_model("llama"), device="cpu", processor=word_tokenizer())
+    batches = tiny_batches("llama", count=2)
+    prof = sv.profile(parent, batches, progress=False)
+    return {
+        "parent": parent,
+        "profile": prof,
+        "plan": sv.plan(parent, prof, sv.DestinationSpec(layers=3, hidden=32)),
+        "ablation": sv.block_ablation(parent, batches, progress=False),
+        "grid": sv.size_grid(parent, prof, [2, 3], [32, 48], batches, progress=False),
+        "trace": sv.token_trace(parent, "w1 w2 w3 w4", token_index=2),
+    }
+
+
+class FakeComparison:
+    """What the report reads of a subclone_viz.train.Comparison."""
+
+    histories = {
+        "random": {"label": "random", "records": [{"step": 0, "eval_loss": 4.6}, {"step": 4, "eval_loss": 4.5}]},
+        "subclone": {"label": "subclone", "records": [{"step": 0, "eval_loss": 4.2}, {"step": 4, "eval_loss": 4.0}]},
+    }
+
+    def summary_table(self):
+        return [
+            {"init": "random", "final_loss": 4.5, "speedup": 1.0},
+            {"init": "subclone", "final_loss": 4.0, "speedup": 3.25},
+        ]
+
+
+def external_scripts(page: str) -> list[str]:
+    return re.findall(r"<script[^>]*\bsrc\s*=", page, flags=re.IGNORECASE)
+
+
+def test_the_page_is_self_contained_with_plotly_js_inlined_once(records, tmp_path):
+    out = build_report(
+        records["parent"], records["profile"], plan=records["plan"], ablation=records["ablation"],
+        comparison=FakeComparison(), grid=records["grid"], trace=records["trace"], out=tmp_path / "report.html",
+    )
+    page = out.read_text(encoding="utf-8")
+    plotly_js = get_plotlyjs()
+    assert page.count(plotly_js) == 1
+    assert external_scripts(page) == []
+    # plotly.js mentions its CDN in its own source (topojson); the page adds no other reference to it.
+    assert page.count("cdn.plot.ly") == plotly_js.count("cdn.plot.ly")
+    for name in ("residual-ratio", "block-ablation", "token-trace", "channel-heatmap", "massive-activations",
+                 "rank-spearman", "rank-topk", "ffn-importance", "head-importance", "grid-loss", "grid-params",
+                 "grid-flops_per_token", "curves-eval_loss"):
+        assert page.count(f'id="figure-{name}"') == 1, name
+    assert records["parent"].description in page
+    assert records["plan"].summary() in page
+    assert ">3.25<" in page  # the comparison's summary table
+    assert page.count("<tr") >= records["profile"].num_layers + 1  # the per-block table
+    assert [p.name for p in tmp_path.iterdir()] == ["report.html"]  # no temporary file left behind
+
+
+def test_without_optional_records_only_the_profile_sections_appear(records, tmp_path):
+    page = build_report(None, records["profile"], out=tmp_path / "r.html").read_text(encoding="utf-8")
+    assert 'id="figure-residual-ratio"' in page and 'id="figure-channel-heatmap"' in page
+    for absent in ("block-ablation", "token-trace", "grid-loss", "curves-eval_loss"):
+        assert f'id="figure-{absent}"' not in page
+    assert records["profile"].parent["description"] in page
+
+
+def test_an_existing_report_is_kept_unless_overwrite(records, tmp_path):
+    out = tmp_path / "report.html"
+    out.write_text("an earlier report")
+    with pytest.raises(FileExistsError, match="overwrite=True"):
+        build_report(records["parent"], records["profile"], out=out)
+    assert out.read_text() == "an earlier report"
+    build_report(records["parent"], records["profile"], out=out, overwrite=True)
+    assert get_plotlyjs() in out.read_text(encoding="utf-8")
+
+
+def test_bad_output_names_are_refused(records, tmp_path):
+    with pytest.raises(ValueError, match=r"\.html"):
+        build_report(records["parent"], records["profile"], out=tmp_path / "report.pdf")
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_a_failed_write_leaves_nothing_behind(records, tmp_path, monkeypatch):
+    import subclone_viz.report as report
+
+    def broken_figure(*args, **kwargs):
+        raise RuntimeError("plotting failed")
+
+    monkeypatch.setattr(report.plots, "head_importance", broken_figure)
+    with pytest.raises(RuntimeError, match="plotting failed"):
+        build_report(records["parent"], records["profile"], out=tmp_path / "report.html")
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_the_trace_records_the_tokens_of_a_text(records):
+    trace = records["trace"]
+    assert trace.tokens == ["w1", "w2", "w3", "w4"] and trace.token == "w3"
+
+
+def test_default_destination_is_two_thirds_of_the_parent(records):
+    assert default_destination(records["parent"]) == sv.DestinationSpec(layers=3, hidden=32)
+
+
+@pytest.fixture
+def corpus(tmp_path) -> Path:
+    rng = random.Random(0)
+    path = tmp_path / "corpus.txt"
+    path.write_text(" ".join(rng.choice(WORDS[:20]) for _ in range(3000)))  # 2,700 train + 300 held-out tokens
+    return path
+
+
+def test_run_report_quick_writes_every_section(records, corpus, tmp_path, capsys):
+    out = run_report(records["parent"], out=tmp_path / "demo.html", quick=True, data=str(corpus), progress=False)
+    page = out.read_text(encoding="utf-8")
+    assert page.count(get_plotlyjs()) == 1 and external_scripts(page) == []
+    for name in ("residual-ratio", "block-ablation", "token-trace", "grid-loss", "curves-eval_loss"):
+        assert f'id="figure-{name}"' in page, name
+    assert "starts, before any training, at a held-out loss of" in page
+    err = capsys.readouterr().err
+    assert "[report" in err and "wrote" in err  # progress goes to stderr
+
+
+def test_run_report_notes_a_missing_training_module(records, corpus, tmp_path, monkeypatch):
+    monkeypatch.setitem(sys.modules, "subclone_viz.train", None)  # importing it now raises ImportError
+    out = run_report(records["parent"], out=tmp_path / "demo.html", quick=True, data=str(corpus), progress=False)
+    page = out.read_text(encoding="utf-8")
+    assert "The training comparison was skipped" in page
+    assert 'id="figure-curves-eval_loss"' not in page
+
+
+def test_run_report_refuses_an_existing_file_before_any_work(records, tmp_path, monkeypatch):
+    profile_module = importlib.import_module("subclone_viz.profile")  # the package's .profile is the function
+
+    def must_not_run(*args, **kwargs):
+        raise AssertionError("profiled although the report could not be written")
+
+    monkeypatch.setattr(profile_module, "profile", must_not_run)
+    out = tmp_path / "demo.html"
+    out.write_text("keep me")
+    with pytest.raises(FileExistsError):
+        run_report(records["parent"], out=out, quick=True)
+    assert out.read_text() == "keep me"

@@ -1,0 +1,184 @@
+"""The size grid: each cell's numbers against an independent computation, invalid cells, and the disk cache."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import numpy as np
+import pytest
+import torch
+
+import subclone_viz as sv
+from subclone_viz import sizing
+from subclone_viz.families import family_of
+from subclone_viz.parent import Parent
+from tiny import VOCAB, tiny_batches, tiny_model
+
+
+@pytest.fixture(autouse=True)
+def _own_cache(tmp_path, monkeypatch):
+    """A fresh cache per test, so that every cache hit counted here was made by the same test."""
+    monkeypatch.setenv("SUBCLONE_VIZ_CACHE", str(tmp_path / "cache"))
+
+
+@pytest.fixture(scope="module")
+def llama():
+    parent = sv.load_parent(tiny_model("llama"), device="cpu")
+    batches = tiny_batches("llama", count=2)
+    return parent, sv.profile(parent, batches, progress=False), batches
+
+
+def llama_matmul_weights(dims: dict) -> int:
+    """Every linear layer of a Llama, written out: q, k, v, o, gate, up, down per block, and the LM head."""
+    hidden, ffn, head_dim = dims["hidden"], dims["ffn"], dims["head_dim"]
+    attention = hidden * dims["heads"] * head_dim * 2 + hidden * dims["kv_heads"] * head_dim * 2
+    return dims["layers"] * (attention + 3 * hidden * ffn) + VOCAB * hidden
+
+
+def test_each_cell_matches_its_own_subclone(llama):
+    parent, prof, batches = llama
+    grid = sv.size_grid(parent, prof, [2, 4], [24, 48], batches, progress=False)
+    assert grid.shape == (2, 2) and grid.seq_len == 12
+    for i in range(2):
+        for j in range(2):
+            child = sv.subclone(parent, sv.plan(parent, prof, grid.spec(i, j)))
+            dims = grid.dims[i][j]
+            assert grid.params[i, j] == sum(p.numel() for p in child.parameters())
+            expected_flops = 2 * llama_matmul_weights(dims) + 4 * dims["layers"] * 12 * dims["heads"] * dims["head_dim"]
+            assert grid.flops_per_token[i, j] == expected_flops
+            assert grid.loss[i, j] == pytest.approx(sv.evaluate(child, parent.family, batches).loss, rel=1e-6)
+    # The full-size cell keeps every block and neuron: it is the parent, reordered.
+    assert grid.loss[1, 1] == pytest.approx(sv.evaluate(parent.model, parent.family, batches).loss, rel=1e-5)
+    assert grid.params[0, 0] < grid.params[0, 1] < grid.params[1, 1]
+
+
+def test_invalid_cells_are_nan_with_the_reason(llama):
+    parent, prof, batches = llama
+    grid = sv.size_grid(parent, prof, [2, 6], [24, 60], batches, depth="first", progress=False)
+    assert grid.reasons[0][0] is None and np.isfinite(grid.loss[0, 0])
+    assert "deeper than the parent's 4" in grid.reasons[1][0]  # depth="first" cannot grow depth
+    assert "1 <= hidden <= 48" in grid.reasons[0][1]
+    for quantity in sizing.QUANTITIES:
+        values = getattr(grid, quantity)
+        assert np.isnan(values[1]).all() and np.isnan(values[:, 1]).all()
+
+
+def test_gpt2_widths_must_be_multiples_of_the_head_size():
+    parent = sv.load_parent(tiny_model("gpt2"), device="cpu")
+    batches = tiny_batches("gpt2", count=1)
+    grid = sv.size_grid(parent, None, [2], [12, 16], batches, width="uniform", progress=False)
+    assert "not a multiple of the head size 8" in grid.reasons[0][0] and math.isnan(grid.params[0, 0])
+    assert grid.reasons[0][1] is None and grid.params[0, 1] > 0
+
+
+def test_an_encoder_without_a_head_gets_sizes_but_no_loss():
+    parent = sv.load_parent(tiny_model("bert"), device="cpu")
+    batches = tiny_batches("bert", count=1)
+    grid = sv.size_grid(parent, sv.profile(parent, batches, progress=False), [2], [16], batches, progress=False)
+    assert grid.params[0, 0] > 0 and grid.flops_per_token[0, 0] > 0 and math.isnan(grid.loss[0, 0])
+
+
+def test_image_cells_count_patch_tokens_in_the_attention_flops():
+    parent = sv.load_parent(tiny_model("vit"), device="cpu")
+    batches = tiny_batches("vit", count=1)
+    grid = sv.size_grid(parent, None, [2], [32], batches, width="first", progress=False)
+    assert grid.seq_len == (16 // 4) ** 2 + 1  # 16 patches and the cls token
+    assert np.isfinite(grid.loss[0, 0])
+
+
+def test_a_second_run_reads_every_cell_from_the_cache(llama, monkeypatch):
+    parent, prof, batches = llama
+    first = sv.size_grid(parent, prof, [1, 3], [16, 32], batches, progress=False)
+    calls = []
+    measure = sizing._measure_cell
+    monkeypatch.setattr(sizing, "_measure_cell", lambda *args: calls.append(args) or measure(*args))
+    again = sv.size_grid(parent, prof, [1, 3], [16, 32], batches, progress=False)
+    assert calls == [] and again.cache_hits == 4
+    for quantity in sizing.QUANTITIES:
+        np.testing.assert_array_equal(getattr(again, quantity), getattr(first, quantity))
+    assert again.dims == first.dims
+    # A grid that shares one cell with the first one only measures the new ones.
+    sv.size_grid(parent, prof, [3], [32, 40], batches, progress=False)
+    assert len(calls) == 1
+    files = list((sv.cache_dir() / "size_grid").glob("*.json"))
+    assert all(json.loads(f.read_text())["key"]["spec"] for f in files)
+
+
+@pytest.mark.parametrize("change", ["batches", "scaling", "profile", "seq_len"])
+def test_the_cache_key_sees_what_changes_a_cell(llama, monkeypatch, change):
+    parent, prof, batches = llama
+    sv.size_grid(parent, prof, [2], [24], batches, progress=False)
+    calls = []
+    measure = sizing._measure_cell
+    monkeypatch.setattr(sizing, "_measure_cell", lambda *args: calls.append(args) or measure(*args))
+    kwargs = dict(progress=False)
+    if change == "batches":
+        batches = tiny_batches("llama", count=2, seed=7)
+    elif change == "scaling":
+        kwargs["scaling"] = "none"
+    elif change == "profile":
+        prof = sv.profile(parent, tiny_batches("llama", count=1, seed=7), progress=False)
+    else:
+        kwargs["seq_len"] = 2048
+    grid = sv.size_grid(parent, prof, [2], [24], batches, **kwargs)
+    assert len(calls) == 1 and grid.cache_hits == 0
+
+
+def test_cache_off_and_a_corrupt_cache_file_both_measure_again(llama, monkeypatch):
+    parent, prof, batches = llama
+    sv.size_grid(parent, prof, [2], [40], batches, progress=False)
+    calls = []
+    measure = sizing._measure_cell
+    monkeypatch.setattr(sizing, "_measure_cell", lambda *args: calls.append(args) or measure(*args))
+    sv.size_grid(parent, prof, [2], [40], batches, cache=False, progress=False)
+    assert len(calls) == 1
+    for path in (sv.cache_dir() / "size_grid").glob("*.json"):
+        path.write_text("{ half a file")
+    grid = sv.size_grid(parent, prof, [2], [40], batches, progress=False)
+    assert len(calls) == 2 and np.isfinite(grid.loss[0, 0])
+
+
+def test_bad_strategies_and_inputs_fail_before_any_cell(llama):
+    parent, prof, batches = llama
+    with pytest.raises(sv.SpecError, match="middle, first, last, metric"):
+        sv.size_grid(parent, prof, [2], [24], batches, depth="centre", progress=False)
+    with pytest.raises(sv.SpecError, match="sqrt, none, calibrated"):
+        sv.size_grid(parent, prof, [2], [24], batches, scaling="cubic", progress=False)
+    with pytest.raises(sv.SpecError, match="need a profile"):
+        sv.size_grid(parent, None, [2], [24], batches, progress=False)
+    with pytest.raises(ValueError, match="eval_batches is empty"):
+        sv.size_grid(parent, prof, [2], [24], [], progress=False)
+    with pytest.raises(ValueError, match="at least one layer count"):
+        sv.size_grid(parent, prof, [], [24], batches, progress=False)
+
+
+def test_grid_records_round_trip_and_name_their_specs(llama):
+    parent, prof, batches = llama
+    grid = sv.size_grid(parent, prof, [2, 9], [24], batches, depth="last", progress=False)
+    assert grid.spec(0, 0) == sv.DestinationSpec(layers=2, hidden=24)
+    with pytest.raises(IndexError, match="outside the 2 x 1 grid"):
+        grid.spec(2, 0)
+    data = json.loads(json.dumps(grid.to_dict()))  # plain JSON: NaN became null
+    assert data["loss"][1][0] is None
+    again = sv.SizeGrid.from_dict(data)
+    np.testing.assert_array_equal(again.loss, grid.loss)
+    assert again.reasons == grid.reasons and again.layers == [2, 9]
+
+
+def test_default_axes_span_smollm2_shaped_parent():
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    config = LlamaConfig(hidden_size=576, intermediate_size=1536, num_hidden_layers=30, num_attention_heads=9,
+                         num_key_value_heads=3, head_dim=64, vocab_size=VOCAB)
+    with torch.device("meta"):  # only the shape matters: no weights are made
+        model = LlamaForCausalLM(config)
+    parent = Parent(model=model, processor=None, family=family_of(model), name="smollm2-shaped")
+    assert sv.default_grid_axes(parent) == ([6, 10, 15, 20, 25, 30], [192, 288, 384, 480, 576])
+
+
+def test_default_axes_of_a_tiny_gpt2_are_valid_widths():
+    parent = sv.load_parent(tiny_model("gpt2"), device="cpu")
+    layers, hidden = sv.default_grid_axes(parent)
+    assert layers == [1, 2, 3, 4]
+    assert hidden == [8, 16, 24, 32]  # multiples of the head size 8, up to the parent's 32
