@@ -110,11 +110,11 @@ def subclone(
         sliced = _slice(source, [axis_indices(plan, axis, info.block) for axis in info.rule.axes])
         if sliced.shape != param.shape:
             raise RuntimeError(f"slicing {name} gave {tuple(sliced.shape)}, the destination wants {tuple(param.shape)}")
+        param.copy_(sliced)
         axis = info.rule.fan_in_axis
         if plan.scaling == "sqrt" and axis is not None and sliced.shape[axis] < source.shape[axis]:
             scales[name] = math.sqrt(source.shape[axis] / sliced.shape[axis])
-            sliced = sliced * scales[name]
-        param.copy_(sliced)
+            param.mul_(scales[name])
     _copy_buffers(parent, plan, dest)
     if plan.scaling == "calibrated":
         scales = _calibrate(parent, plan, dest, calibration_batches, calibration_batch_count)
