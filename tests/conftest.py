@@ -1,14 +1,13 @@
 import os
 import sys
+import tempfile
 from pathlib import Path
-
-import pytest
 
 sys.path.insert(0, str(Path(__file__).parent))
 
 
-@pytest.fixture(autouse=True)
-def _isolated_cache(tmp_path_factory, monkeypatch):
-    """Tests never write to the home cache; the embedded parents' converted weights are shared per session."""
+def pytest_configure(config):
+    """Tests never write to the home cache. Set before any fixture runs, session-scoped ones included, so the
+    embedded parents are converted once per test session into a temporary cache."""
     if "SUBCLONE_VIZ_CACHE" not in os.environ:
-        monkeypatch.setenv("SUBCLONE_VIZ_CACHE", str(tmp_path_factory.getbasetemp() / "cache"))
+        os.environ["SUBCLONE_VIZ_CACHE"] = tempfile.mkdtemp(prefix="subclone_viz-test-cache-")
