@@ -18,14 +18,13 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
-import tempfile
 from pathlib import Path
 from typing import Any
 
 from torch import nn
 
 from . import __version__
+from ._atomic import staged_directory
 from .families import family_of
 from .plan import SubclonePlan
 
@@ -47,16 +46,9 @@ def save_destination(
         processor: the tokenizer or image preprocessing to save with it (default: the parent's, which
             :func:`~subclone_viz.subclone` attaches to the model).
     """
-    directory = Path(directory).expanduser()
-    if directory.exists() and not directory.is_dir():
-        raise FileExistsError(f"{directory} exists and is not a directory")
-    if directory.is_dir() and any(directory.iterdir()) and not overwrite:
-        raise FileExistsError(f"{directory} is not empty; pass overwrite=True (CLI: --overwrite) to replace it")
     family = family_of(model)
     processor = processor if processor is not None else getattr(model, "subclone_processor", None)
-    directory.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(dir=directory.parent, prefix=f".{directory.name}.tmp-"))
-    try:
+    with staged_directory(directory, overwrite) as staging:
         family.save(model, str(staging), processor)
         info = getattr(model, "subclone_info", {})
         record = {
@@ -72,28 +64,14 @@ def save_destination(
         }
         (staging / "subclone.json").write_text(json.dumps(record, indent=1))
         (staging / "README.md").write_text(model_card(model, plan))
-        _replace_directory(staging, directory)
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
-    return directory
-
-
-def _replace_directory(staging: Path, directory: Path) -> None:
-    """Rename ``staging`` to ``directory``; an old directory is moved aside first and removed after."""
-    old = None
-    if directory.exists():
-        old = directory.with_name(f".{directory.name}.old-{os.getpid()}")
-        os.replace(directory, old)
-    os.replace(staging, directory)
-    if old is not None:
-        shutil.rmtree(old, ignore_errors=True)
+    return Path(directory).expanduser()
 
 
 def model_card(model: nn.Module, plan: SubclonePlan) -> str:
     family = family_of(model)
     params = sum(p.numel() for p in model.parameters())
     load = (
-        f'timm.create_model("local-dir:<this directory>", pretrained=True)'
+        'timm.create_model("local-dir:<this directory>", pretrained=True)'
         if family.task == "image-classification"
         else "transformers.AutoModel*.from_pretrained(\"<this directory>\")"
     )

@@ -36,7 +36,6 @@ from typing import TYPE_CHECKING, Any, Iterable
 
 import numpy as np
 import torch
-from torch import nn
 
 from . import __version__
 

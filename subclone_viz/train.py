@@ -64,6 +64,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 import torch
 from torch import nn
 
+from ._atomic import staged_directory
 from .evaluate import evaluate
 from .families import Family, family_of
 
@@ -619,14 +620,7 @@ class Comparison:
     def save(self, directory: str | os.PathLike, overwrite: bool = False) -> Path:
         """Write ``histories.json``, ``<init>.csv`` per initialization and ``summary.json`` (config, plans,
         metrics, table) into ``directory``, all at once: a staging directory renamed into place."""
-        directory = Path(directory).expanduser()
-        if directory.exists() and not directory.is_dir():
-            raise FileExistsError(f"{directory} exists and is not a directory")
-        if directory.is_dir() and any(directory.iterdir()) and not overwrite:
-            raise FileExistsError(f"{directory} is not empty; pass overwrite=True to replace it")
-        directory.parent.mkdir(parents=True, exist_ok=True)
-        staging = Path(tempfile.mkdtemp(dir=directory.parent, prefix=f".{directory.name}.tmp-"))
-        try:
+        with staged_directory(directory, overwrite) as staging:
             (staging / "histories.json").write_text(
                 json.dumps({k: h.to_dict() for k, h in self.histories.items()}, indent=1)
             )
@@ -640,16 +634,7 @@ class Comparison:
                 "plans": self.plans,
             }
             (staging / "summary.json").write_text(json.dumps(summary, indent=1))
-            old = None
-            if directory.exists():
-                old = directory.with_name(f".{directory.name}.old-{os.getpid()}")
-                os.replace(directory, old)
-            os.replace(staging, directory)
-            if old is not None:
-                shutil.rmtree(old, ignore_errors=True)
-        finally:
-            shutil.rmtree(staging, ignore_errors=True)
-        return directory
+        return Path(directory).expanduser()
 
     @classmethod
     def load(cls, directory: str | os.PathLike) -> "Comparison":

@@ -43,8 +43,6 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import shutil
-import tempfile
 import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -52,6 +50,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 from torch import nn
 
+from ._atomic import staged_directory
 from .data import cache_dir, image_batches
 
 if TYPE_CHECKING:
@@ -137,24 +136,13 @@ def train_vit_digits(directory: str | os.PathLike | None = None, progress: bool 
         "heldout_loss": final.loss,
         "heldout_accuracy": final.accuracy,
     }
-    directory.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(dir=directory.parent, prefix=f".{directory.name}.tmp-"))
-    try:
+    with staged_directory(directory, overwrite=True) as staging:
         save_for_hf(
             model.cpu(), str(staging), safe_serialization=True, data_config=_DATA_CONFIG,
             model_config={"label_names": [str(digit) for digit in range(10)], "description": VIT_DIGITS_NOTE},
         )
         (staging / _TRAINING_FILE).write_text(json.dumps(record, indent=1))
         (staging / _HISTORY_FILE).write_text(json.dumps(history.to_dict()))
-        old = None
-        if directory.exists():
-            old = directory.with_name(f".{directory.name}.old-{os.getpid()}")
-            os.replace(directory, old)
-        os.replace(staging, directory)
-        if old is not None:
-            shutil.rmtree(old, ignore_errors=True)
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
     return record
 
 
