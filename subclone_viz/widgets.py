@@ -1,0 +1,807 @@
+"""Interactive explorers for notebooks: the figures of :mod:`subclone_viz.plots`, driven by ipywidgets.
+
+Each explorer is a thin shell over library calls: it reads its controls, calls ``plan``, ``subclone``,
+``evaluate``, ``token_trace``, ``size_grid`` or ``compare``, and shows the records they return with the
+figures of :mod:`subclone_viz.plots`, wrapped in plotly ``FigureWidget``s (which need ``anywidget``; nothing
+loads from a CDN). Figures are updated in place, so the front end redraws without re-creating them.
+
+* :class:`ResidualExplorer`: the three per-block residual metrics, the single-block ablation beside them,
+  and one token's trace through depth (a text box, a token picker and a layer slider);
+* :class:`ImportanceExplorer`: residual-channel importance (log colour), massive channels, rank consistency
+  between layers (Spearman or top-k, with a k slider), FFN neuron importance per layer, head importance;
+* :class:`SubcloneStudio`: pick a destination (layers, depth strategy, widths offered only at valid values,
+  width and scaling strategies) and watch which blocks it keeps; Subclone evaluates and saves it; Train
+  runs :func:`~subclone_viz.train.compare` in a background thread with live loss curves; Stop stops it;
+* :class:`SizeGridExplorer`: parameters, FLOPs per token and untrained loss over a grid of sizes; clicking
+  a cell (or :meth:`SizeGridExplorer.select`) sends that size to a linked studio;
+* :class:`Explorer`: all of the above in tabs.
+
+Every explorer exposes its root container as ``.widget`` (and displays itself as the last expression of
+a cell) and its controls and figures as attributes, so code and tests can drive it without a browser. The
+results live on the Python side too (``.trace``, ``.plan``, ``.last_result``, ``.comparison``...).
+
+Example::
+
+    import subclone_viz as sv
+    from subclone_viz.widgets import Explorer
+    parent = sv.load_parent("smollm2-135m")
+    train = sv.text_batches("builtin", parent.tokenizer, seq_len=128, batch_size=8, shuffle=True)
+    heldout = sv.text_batches("builtin", parent.tokenizer, seq_len=128, batch_size=4, split="heldout",
+                              max_batches=2)
+    prof = sv.profile(parent, heldout)
+    Explorer(parent, prof, train, eval_batches=heldout)     # in a notebook cell
+"""
+
+from __future__ import annotations
+
+import contextlib
+import html
+import logging
+import math
+import re
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Iterable, Iterator, Sequence
+
+import ipywidgets as w
+import plotly.graph_objects as go
+from IPython.display import display
+
+from . import plots
+from .evaluate import BlockAblation, evaluate
+from .export import save_destination
+from .plan import DEPTH_STRATEGIES, SCALINGS, WIDTH_STRATEGIES, DestinationSpec, SpecError, SubclonePlan, plan, spec_choices
+from .profile import BLOCK_METRIC_LABELS, BLOCK_METRICS, Profile
+from .sizing import QUANTITIES, SizeGrid, size_grid
+from .subclone import subclone
+from .trace import TokenTrace, token_trace
+from .train import INITS, Comparison, History, compare
+
+if TYPE_CHECKING:
+    import torch
+    from torch import nn
+
+    from .parent import Parent
+
+log = logging.getLogger(__name__)
+
+Batches = Iterable[dict[str, "torch.Tensor"]]
+
+DEFAULT_TEXT = "Weight subcloning starts a small transformer from the weights of a larger pretrained one."
+DEFAULT_SAVE_DIR = "subclones"
+DEFAULT_INITS = ("random", "subclone")
+LIVE_REFRESH_SECONDS = 0.5  # at most this often a running training redraws its curves
+# Pixels. A FigureWidget's front end draws at a fixed size (it does not follow its box), so every figure gets
+# one; rows of figures wrap on screens too narrow for them side by side.
+FULL_WIDTH = 1150
+HALF_WIDTH = 570
+THIRD_WIDTH = 380
+_LABEL_STYLE = {"description_width": "initial"}
+
+
+def _figure(figure: go.Figure, width: int) -> go.FigureWidget:
+    figure.update_layout(width=width)
+    return go.FigureWidget(figure)
+
+
+def _refresh(widget: go.FigureWidget, figure: go.Figure) -> None:
+    """Show ``figure`` in ``widget`` at the widget's width: traces and layout replaced in one message."""
+    figure.update_layout(width=widget.layout.width)
+    widget.update(data=figure.data, layout=figure.layout, overwrite=True)
+
+
+def _row(*children: w.Widget) -> w.HBox:
+    return w.HBox(list(children), layout=w.Layout(flex_flow="row wrap", align_items="flex-start"))
+
+
+def _message(text: str, error: bool = False, css_class: str = "") -> str:
+    """Plain text as HTML; ``css_class`` lets a page (or a browser test) find it."""
+    color = "#b00020" if error else "#333333"
+    return f'<div class="{css_class}" style="color:{color}; white-space:pre-wrap">{html.escape(text)}</div>'
+
+
+def _heading(text: str, level: int = 3) -> w.HTML:
+    return w.HTML(f"<h{level} style='margin:0.4em 0 0.2em 0'>{html.escape(text)}</h{level}>")
+
+
+def _caption(text: str) -> w.HTML:
+    return w.HTML(f"<div style='color:#555; font-size:0.92em; max-width:60em'>{text}</div>")
+
+
+def _table(rows: Sequence[dict[str, Any]], columns: Sequence[str]) -> str:
+    def cell(value: Any) -> str:
+        if isinstance(value, float):
+            return f"{value:.4g}"
+        return html.escape("" if value is None else str(value))
+
+    head = "".join(f"<th style='padding:2px 10px'>{html.escape(c)}</th>" for c in columns)
+    body = "".join(
+        "<tr>" + "".join(f"<td style='padding:2px 10px'>{cell(row.get(c))}</td>" for c in columns) + "</tr>"
+        for row in rows
+    )
+    return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
+
+
+def _has_tokenizer(parent: "Parent") -> bool:
+    # An image parent's processor is its preprocessing config, not something that tokenizes text.
+    return callable(parent.tokenizer)
+
+
+class _App:
+    """An explorer: ``.widget`` is its root container, shown when the explorer is a cell's last value."""
+
+    widget: w.Widget
+
+    def _ipython_display_(self) -> None:
+        display(self.widget)
+
+
+# --------------------------------------------------------------------------------------------------------
+# The additive residual property
+
+
+class ResidualExplorer(_App):
+    """The additive residual property: per-block metrics, the block ablation and one token's trace.
+
+    Args:
+        parent: the parent the profile was measured on (the token trace runs it).
+        profile: its profile.
+        ablation: :func:`~subclone_viz.block_ablation` of the parent, shown beside the metrics when given.
+        text: the starting text of the token picker (text parents).
+        batch: for parents without a tokenizer (images): a batch whose images the picker offers; the trace
+            follows each image's first token (the class token of a ViT).
+    """
+
+    def __init__(
+        self,
+        parent: "Parent",
+        profile: Profile,
+        ablation: BlockAblation | None = None,
+        text: str = DEFAULT_TEXT,
+        batch: dict[str, "torch.Tensor"] | None = None,
+    ):
+        self.parent, self.profile, self.ablation, self.batch = parent, profile, ablation, batch
+        self.metric = w.Dropdown(
+            options=[(BLOCK_METRIC_LABELS[name], name) for name in BLOCK_METRICS] + [("all three", "all")],
+            value="f_over_sum", description="metric", style=_LABEL_STYLE,
+        )
+        self.residual_figure = _figure(plots.residual_ratio(profile, self.metric.value), HALF_WIDTH)
+        self.metric.observe(self._show_metric, names="value")
+        if ablation is not None:
+            self.ablation_figure: go.FigureWidget | None = _figure(plots.block_ablation(ablation), HALF_WIDTH)
+            right: w.Widget = self.ablation_figure
+        else:
+            self.ablation_figure = None
+            right = w.Box(
+                [_caption("No block ablation was passed: compute one with <code>sv.block_ablation(parent, "
+                          "heldout_batches)</code> to see the loss with each block removed or duplicated.")],
+                layout=w.Layout(width=f"{HALF_WIDTH}px", padding="3em 0 0 1em"),
+            )
+
+        self.trace: TokenTrace | None = None
+        self._repicking = False
+        self.text: w.Text | None = None
+        if _has_tokenizer(parent):
+            self.text = w.Text(value=text, description="text", continuous_update=False,
+                               layout=w.Layout(width=f"{FULL_WIDTH}px"), style=_LABEL_STYLE)
+            self.text.observe(self._retokenize, names="value")
+            self.token = w.Dropdown(description="token", options=[], style=_LABEL_STYLE)
+        elif batch is not None:
+            labels = batch.get("labels")
+            count = len(next(v for v in batch.values() if hasattr(v, "shape")))
+            self.token = w.Dropdown(
+                description="image", style=_LABEL_STYLE,
+                options=[(f"image {i}" + (f" (label {int(labels[i])})" if labels is not None else ""), i)
+                         for i in range(count)],
+            )
+        else:
+            self.token = w.Dropdown(description="token", options=[], disabled=True)
+        self.layer = w.IntSlider(value=0, min=0, max=profile.num_layers, description="residual layer",
+                                 continuous_update=True, style=_LABEL_STYLE, layout=w.Layout(width="60%"))
+        self.layer_readout = w.HTML()
+        self.trace_message = w.HTML()
+        self.trace_figure = _figure(go.Figure(), FULL_WIDTH)
+        self.token.observe(self._show_trace, names="value")
+        self.layer.observe(self._show_layer, names="value")
+        if self.text is not None:
+            self._retokenize()
+        elif batch is not None:
+            self._show_trace()
+
+        picker = [c for c in (self.text, self.token) if c is not None]
+        self.widget = w.VBox(
+            [
+                _heading("The additive residual property: y = x + f(x), with f(x) small"),
+                self.metric,
+                _row(self.residual_figure, right),
+                _heading("One token through depth", 4),
+                *picker,
+                self.layer,
+                self.layer_readout,
+                self.trace_message,
+                self.trace_figure,
+            ]
+        )
+
+    def _show_metric(self, change: Any = None) -> None:
+        _refresh(self.residual_figure, plots.residual_ratio(self.profile, self.metric.value))
+
+    def _retokenize(self, change: Any = None) -> None:
+        """Trace the last token of the new text, and offer every token of it in the picker."""
+        try:
+            trace = token_trace(self.parent, self.text.value, token_index=-1)
+        except ValueError as error:
+            self.trace_message.value = _message(str(error), error=True)
+            return
+        self.trace_message.value = ""
+        options = [(f"{i}: {token!r}", i) for i, token in enumerate(trace.tokens or [])]
+        self.trace = trace
+        self._repicking = True  # new options select their first token: not a choice to trace
+        try:
+            self.token.options = options
+            self.token.value = trace.token_index
+        finally:
+            self._repicking = False
+        self._draw_trace()
+
+    def _show_trace(self, change: Any = None) -> None:
+        if self._repicking or self.token.value is None:
+            return
+        try:
+            if self.text is not None:
+                trace = token_trace(self.parent, self.text.value, token_index=self.token.value)
+            else:
+                trace = token_trace(self.parent, self.batch, token_index=0, sequence_index=self.token.value)
+        except ValueError as error:
+            self.trace_message.value = _message(str(error), error=True)
+            return
+        self.trace_message.value = ""
+        self.trace = trace
+        self._draw_trace()
+
+    def _show_layer(self, change: Any = None) -> None:
+        self._draw_trace()
+
+    def _draw_trace(self) -> None:
+        trace, layer = self.trace, self.layer.value
+        if trace is None:
+            return
+        figure = plots.token_trace(trace)
+        figure.add_vline(x=layer, line=dict(color=plots.SELECTED_COLOR, width=2, dash="dot"))
+        _refresh(self.trace_figure, figure)
+        parts = [f"residual layer {layer}: ||h|| = {trace.norms[layer]:.3g}",
+                 f"cos to the last layer = {trace.cos_to_final[layer]:.3f}"]
+        if layer > 0:
+            parts.append(f"block {layer - 1}: cos(input, output) = {trace.cos_to_previous[layer - 1]:.3f}, "
+                         f"||f(x)|| / ||x + f(x)|| = {trace.f_over_sum[layer - 1]:.3f}")
+        self.layer_readout.value = _message("; ".join(parts))
+
+
+# --------------------------------------------------------------------------------------------------------
+# Neuron importance
+
+
+class ImportanceExplorer(_App):
+    """Why one ranking of the residual channels serves every layer, and the per-layer FFN and head rankings."""
+
+    def __init__(self, profile: Profile):
+        self.profile = profile
+        width = profile.residual_importance.shape[1]
+        self.log = w.Checkbox(value=True, description="log colour scale", indent=False)
+        self.channel_figure = _figure(plots.channel_heatmap(profile, log=True), FULL_WIDTH)
+        self.log.observe(self._show_channels, names="value")
+
+        self.massive_count = w.IntSlider(value=min(8, width), min=1, max=min(16, width), description="channels",
+                                         continuous_update=False, style=_LABEL_STYLE)
+        self.massive_figure = _figure(plots.massive_activations(profile, self.massive_count.value), HALF_WIDTH)
+        self.massive_count.observe(self._show_massive, names="value")
+
+        self.kind = w.ToggleButtons(options=[("Spearman", "spearman"), ("top-k overlap", "topk")],
+                                    value="spearman", style={"button_width": "110px"})
+        self.k = w.IntSlider(value=max(1, width // 4), min=1, max=width, description="k", continuous_update=False,
+                             disabled=True, style=_LABEL_STYLE)
+        self.consistency_figure = _figure(plots.rank_consistency(profile, self.k.value, self.kind.value), HALF_WIDTH)
+        self.kind.observe(self._show_consistency, names="value")
+        self.k.observe(self._show_consistency, names="value")
+
+        self.ffn_layer = w.IntSlider(value=0, min=0, max=profile.num_layers - 1, description="block",
+                                     continuous_update=False, style=_LABEL_STYLE)
+        self.ffn_figure = _figure(plots.ffn_importance(profile, self.ffn_layer.value), HALF_WIDTH)
+        self.ffn_layer.observe(self._show_ffn, names="value")
+
+        self.head_figure = _figure(plots.head_importance(profile), HALF_WIDTH)
+
+        self.widget = w.VBox(
+            [
+                _heading("Residual channels: one ranking for every layer"),
+                self.log,
+                self.channel_figure,
+                _row(w.VBox([self.massive_count, self.massive_figure]),
+                     w.VBox([w.HBox([self.kind, self.k]), self.consistency_figure])),
+                _heading("Off the residual stream: FFN neurons and heads, ranked per block"),
+                _row(w.VBox([self.ffn_layer, self.ffn_figure]), self.head_figure),
+            ]
+        )
+
+    def _show_channels(self, change: Any = None) -> None:
+        _refresh(self.channel_figure, plots.channel_heatmap(self.profile, log=self.log.value))
+
+    def _show_massive(self, change: Any = None) -> None:
+        _refresh(self.massive_figure, plots.massive_activations(self.profile, self.massive_count.value))
+
+    def _show_consistency(self, change: Any = None) -> None:
+        # k only changes the top-k overlap; the Spearman matrix ranks every channel.
+        self.k.disabled = self.kind.value == "spearman"
+        _refresh(self.consistency_figure, plots.rank_consistency(self.profile, self.k.value, self.kind.value))
+
+    def _show_ffn(self, change: Any = None) -> None:
+        _refresh(self.ffn_figure, plots.ffn_importance(self.profile, self.ffn_layer.value))
+
+
+# --------------------------------------------------------------------------------------------------------
+# Subcloning and training
+
+
+@dataclass
+class SubcloneResult:
+    """What the Subclone button made: the destination, its size, its untrained held-out score and where it went."""
+
+    plan: SubclonePlan
+    model: "nn.Module"
+    params: int
+    loss: float | None  # None for a bare encoder, which has no loss
+    accuracy: float | None
+    path: Path
+    seconds: float
+
+
+def _slug(text: str) -> str:
+    return re.sub(r"[^A-Za-z0-9._-]+", "-", Path(text).name).strip("-.") or "parent"
+
+
+class SubcloneStudio(_App):
+    """Choose a destination, subclone and save it, and train it against other initializations.
+
+    Args:
+        parent: the loaded parent.
+        profile: its profile (the importance rankings and the residual metric).
+        batches: training batches (also the calibration data of ``scaling="calibrated"``).
+        eval_batches: held-out batches for the loss after subcloning and the loss curves (default ``batches``).
+        save_dir: the directory destinations are saved under, one subdirectory each (editable in the widget).
+        steps: training steps per initialization (editable in the widget).
+        inits: the initializations selected at first (any of :data:`~subclone_viz.train.INITS`).
+        train_options: passed on to :func:`~subclone_viz.train.compare` (e.g. ``eval_every``, ``lrs``).
+    """
+
+    def __init__(
+        self,
+        parent: "Parent",
+        profile: Profile,
+        batches: Batches,
+        eval_batches: Batches | None = None,
+        save_dir: str | Path = DEFAULT_SAVE_DIR,
+        steps: int = 100,
+        inits: Sequence[str] = DEFAULT_INITS,
+        **train_options: Any,
+    ):
+        self.parent, self.profile = parent, profile
+        self.batches = batches
+        self.eval_batches = eval_batches if eval_batches is not None else batches
+        self.train_options = train_options
+        self.has_loss = parent.family.task != "encoder"
+        dims = parent.dims
+        choices = spec_choices(parent)
+        self.plan: SubclonePlan | None = None
+        self.plan_error: str | None = None
+        self.last_result: SubcloneResult | None = None
+        self.last_error: str | None = None
+        self.comparison: Comparison | None = None
+        self.live_histories: dict[str, History] = {}
+        self.training_thread: threading.Thread | None = None
+        self.stop_event = threading.Event()
+        self._syncing = False
+        self._last_draw = 0.0
+
+        wide = w.Layout(width="95%")
+        self.layers = w.IntSlider(value=max(1, round(dims.layers * 2 / 3)), min=min(choices["layers"]),
+                                  max=max(choices["layers"]), description="blocks", continuous_update=False,
+                                  style=_LABEL_STYLE, layout=wide)
+        self.depth = w.Dropdown(options=DEPTH_STRATEGIES, value="middle", description="depth strategy",
+                                style=_LABEL_STYLE)
+        self.hidden = w.SelectionSlider(options=choices["hidden"], value=_closest(choices["hidden"], dims.hidden * 2 / 3),
+                                        description="hidden d'", continuous_update=False, style=_LABEL_STYLE,
+                                        layout=wide)
+        self.ffn = w.SelectionSlider(options=choices["ffn"], value=choices["ffn"][-1], description="FFN",
+                                     continuous_update=False, style=_LABEL_STYLE, layout=wide)
+        self.heads = w.SelectionSlider(options=choices["heads"], value=choices["heads"][-1], description="heads",
+                                       continuous_update=False, style=_LABEL_STYLE, layout=wide,
+                                       disabled=parent.family.heads_follow_hidden)
+        self.width = w.Dropdown(options=WIDTH_STRATEGIES, value="importance", description="width strategy",
+                                style=_LABEL_STYLE)
+        self.scaling = w.Dropdown(options=SCALINGS, value="sqrt", description="scaling", style=_LABEL_STYLE)
+        self.plan_summary = w.HTML()
+        self.residual_figure = _figure(plots.residual_ratio(profile), FULL_WIDTH - 440)
+
+        self.save_dir = w.Text(value=str(save_dir), description="save under", style=_LABEL_STYLE)
+        self.overwrite = w.Checkbox(value=False, description="overwrite", indent=False)
+        self.subclone_button = w.Button(description="Subclone", button_style="primary", icon="cut")
+        self.result = w.HTML()
+
+        self.inits = w.SelectMultiple(options=list(INITS), value=tuple(inits), description="inits",
+                                      rows=min(len(INITS), 6), style=_LABEL_STYLE)
+        self.steps = w.BoundedIntText(value=steps, min=1, max=1_000_000, description="steps", style=_LABEL_STYLE,
+                                      layout=w.Layout(width="180px"))
+        self.train_button = w.Button(description="Train", button_style="success", icon="play",
+                                     disabled=not self.has_loss)
+        self.stop_button = w.Button(description="Stop", button_style="danger", icon="stop", disabled=True)
+        self.train_status = w.HTML()
+        curves = ["train_loss", "eval_loss"]
+        if parent.family.task == "image-classification":
+            curves.append("eval_accuracy")
+        curve_width = HALF_WIDTH if len(curves) == 2 else THIRD_WIDTH
+        self.curve_figures = {metric: _figure(plots.loss_curves({}, metric=metric), curve_width) for metric in curves}
+        self.summary = w.HTML()
+
+        self.hidden.observe(self._follow_hidden, names="value")
+        for control in (self.layers, self.depth, self.hidden, self.ffn, self.heads, self.width, self.scaling):
+            control.observe(self._replan, names="value")
+        self.subclone_button.on_click(self._subclone_clicked)
+        self.train_button.on_click(lambda _: self.train())
+        self.stop_button.on_click(lambda _: self.stop())
+        self._follow_hidden()
+        self._replan()
+
+        controls = w.VBox(
+            [self.layers, self.depth, self.hidden, self.ffn, self.heads, self.width, self.scaling, self.plan_summary],
+            layout=w.Layout(width="430px"),
+        )
+        self.widget = w.VBox(
+            [
+                _heading("Choose a destination"),
+                _row(controls, self.residual_figure),
+                _heading("Subclone it", 4),
+                w.HBox([self.save_dir, self.overwrite, self.subclone_button]),
+                self.result,
+                _heading("Train it against other initializations", 4),
+                w.HBox([self.inits, w.VBox([self.steps, w.HBox([self.train_button, self.stop_button])])]),
+                self.train_status,
+                _row(*self.curve_figures.values()),
+                self.summary,
+            ]
+        )
+
+    # ---------------------------------------------------------------- the destination
+    def spec(self) -> DestinationSpec:
+        """The destination the controls describe."""
+        heads = None if self.parent.family.heads_follow_hidden else self.heads.value
+        return DestinationSpec(layers=self.layers.value, hidden=self.hidden.value, ffn=self.ffn.value, heads=heads)
+
+    def show_spec(self, spec: DestinationSpec, depth: str | None = None, width: str | None = None,
+                  scaling: str | None = None) -> None:
+        """Set the controls to ``spec`` (FFN and heads follow the width unless the spec gives them)."""
+        with self._held():
+            for control, value in ((self.depth, depth), (self.width, width), (self.scaling, scaling)):
+                if value is not None:
+                    control.value = value
+            self.layers.value = spec.layers
+            self.hidden.value = spec.hidden
+            self._follow_hidden()
+            if spec.ffn is not None:
+                self.ffn.value = spec.ffn
+            if spec.heads is not None and not self.heads.disabled:
+                self.heads.value = spec.heads
+        self._replan()
+
+    @contextlib.contextmanager
+    def _held(self) -> Iterator[None]:
+        """Change several controls without re-planning after each one."""
+        syncing, self._syncing = self._syncing, True
+        try:
+            yield
+        finally:
+            self._syncing = syncing
+
+    def _follow_hidden(self, change: Any = None) -> None:
+        """A new width resets FFN and heads to what the spec would default to (the parent's ratios)."""
+        dims = DestinationSpec(layers=1, hidden=self.hidden.value).resolve(
+            self.parent.dims, self.parent.family.heads_follow_hidden
+        )
+        with self._held():
+            self.ffn.value = dims.ffn
+            self.heads.value = dims.heads
+
+    def _replan(self, change: Any = None) -> None:
+        if self._syncing:
+            return
+        try:
+            self.plan = plan(self.parent, self.profile, self.spec(), depth=self.depth.value, width=self.width.value,
+                             scaling=self.scaling.value)
+        except SpecError as error:
+            self.plan, self.plan_error = None, str(error)
+            self.plan_summary.value = _message(str(error), error=True)
+            return
+        self.plan_error = None
+        d = self.plan.destination_dims
+        removed = sorted(set(range(self.parent.dims.layers)) - set(self.plan.layers))
+        self.plan_summary.value = _message(
+            f"{d.layers} blocks x {d.hidden} wide, FFN {d.ffn}, {d.heads} heads / {d.kv_heads} KV heads\n"
+            f"keeps parent blocks {_ranges(self.plan.layers)}"
+            + (f"\nremoves {_ranges(removed)}" if removed else "")
+        )
+        _refresh(self.residual_figure, plots.residual_ratio(self.profile, kept_layers=self.plan.layers))
+
+    def destination_path(self) -> Path:
+        """Where the Subclone button saves the current destination."""
+        d = self.plan.destination_dims if self.plan is not None else None
+        shape = f"{d.layers}x{d.hidden}-ffn{d.ffn}-h{d.heads}" if d is not None else "invalid"
+        name = f"{_slug(self.parent.name)}-{shape}-{self.depth.value}-{self.width.value}-{self.scaling.value}"
+        return Path(self.save_dir.value).expanduser() / name
+
+    def subclone(self) -> SubcloneResult | None:
+        """Subclone the current plan, score it on the held-out batches and save it (the Subclone button)."""
+        if self.plan is None:
+            self._fail(self.result, self.plan_error or "no valid destination chosen")
+            return None
+        self.subclone_button.disabled = True
+        self.result.value = _message("subcloning...")
+        start = time.perf_counter()
+        try:
+            chosen = self.plan
+            calibration = self.batches if chosen.scaling == "calibrated" else None
+            model = subclone(self.parent, chosen, calibration_batches=calibration)
+            evaluation = evaluate(model, self.parent.family, self.eval_batches) if self.has_loss else None
+            path = save_destination(model, chosen, self.destination_path(), overwrite=self.overwrite.value)
+        except (ValueError, FileExistsError, OSError) as error:
+            self._fail(self.result, str(error))
+            return None
+        finally:
+            self.subclone_button.disabled = False
+        self.last_error = None
+        self.last_result = SubcloneResult(
+            plan=chosen, model=model, params=sum(p.numel() for p in model.parameters()),
+            loss=evaluation.loss if evaluation else None, accuracy=evaluation.accuracy if evaluation else None,
+            path=path, seconds=time.perf_counter() - start,
+        )
+        self.result.value = self._describe(self.last_result)
+        return self.last_result
+
+    def _subclone_clicked(self, button: w.Button) -> None:
+        # A click has no caller to raise to: an unexpected error is shown where the result would be, and logged.
+        try:
+            self.subclone()
+        except Exception as error:  # noqa: BLE001
+            log.exception("subcloning failed")
+            self._fail(self.result, f"subcloning failed: {type(error).__name__}: {error}")
+
+    def _describe(self, result: SubcloneResult) -> str:
+        lines = [f"<b>{result.params / 1e6:.2f}M parameters</b> ({result.plan.summary()})"]
+        if result.loss is not None:
+            score = f"held-out loss before training: <b>{result.loss:.3f}</b> nats"
+            if result.accuracy is not None:
+                score += f", accuracy {result.accuracy:.1%}"
+            lines.append(score)
+        lines.append(f"saved to <code>{html.escape(str(result.path))}</code> in {result.seconds:.1f} s")
+        return "<div class='subclone-result'>" + "<br>".join(lines) + "</div>"
+
+    def _fail(self, target: w.HTML, text: str) -> None:
+        self.last_error = text
+        target.value = _message(text, error=True)
+
+    # ---------------------------------------------------------------- training
+    def train(self) -> threading.Thread | None:
+        """Start :func:`~subclone_viz.train.compare` in a background thread (the Train button)."""
+        if self.training_thread is not None and self.training_thread.is_alive():
+            return self.training_thread
+        if self.plan is None:
+            self._fail(self.train_status, self.plan_error or "no valid destination chosen")
+            return None
+        if not self.inits.value:
+            self._fail(self.train_status, f"choose at least one initialization: {', '.join(INITS)}")
+            return None
+        spec, inits, steps = self.spec(), list(self.inits.value), self.steps.value
+        self.stop_event = threading.Event()
+        self.comparison, self.live_histories = None, {}
+        self.train_button.disabled, self.stop_button.disabled = True, False
+        self.train_status.value = _message(f"training {', '.join(inits)} for {steps} steps each...",
+                                           css_class="train-status")
+        self.summary.value = ""
+        self.training_thread = threading.Thread(target=self._run, args=(spec, inits, steps), daemon=True,
+                                                name="subclone-viz-train")
+        self.training_thread.start()
+        return self.training_thread
+
+    def stop(self) -> None:
+        """Stop the running training at its next step (the Stop button)."""
+        self.stop_event.set()
+        self.train_status.value = _message("stopping at the next step...", css_class="train-status")
+
+    def _run(self, spec: DestinationSpec, inits: list[str], steps: int) -> None:
+        try:
+            self.comparison = compare(
+                self.parent, spec, self.batches, inits=inits, steps=steps, eval_batches=self.eval_batches,
+                profile=self.profile, callback=self._on_record, stop=self.stop_event,
+                **{"progress": False, **self.train_options},
+            )
+        except Exception as error:  # noqa: BLE001 - a worker thread has no caller to raise to: show it
+            log.exception("training failed")
+            self._fail(self.train_status, f"training failed: {type(error).__name__}: {error}")
+            return
+        finally:
+            self.train_button.disabled, self.stop_button.disabled = not self.has_loss, True
+        self.live_histories = dict(self.comparison.histories)
+        self._draw_curves()
+        state = "stopped early" if self.comparison.stopped_early else "done"
+        self.train_status.value = _message(f"training {state}", css_class="train-status")
+        columns = ["init", "lr", "weight_decay", "steps", "initial_loss", "final_loss", "speedup"]
+        if self.parent.family.task == "image-classification":
+            columns[6:6] = ["initial_accuracy", "final_accuracy"]
+        rows = [{**row, "speedup": _speedup_text(row)} for row in self.comparison.summary_table()]
+        self.summary.value = _table(rows, columns)
+
+    def _on_record(self, history: History, record: Any) -> None:
+        self.live_histories[history.label] = history
+        now = time.monotonic()
+        if now - self._last_draw >= LIVE_REFRESH_SECONDS:
+            self._last_draw = now
+            self._draw_curves()
+            self.train_status.value = _message(f"training {history.label}: step {history.last_step}",
+                                               css_class="train-status")
+
+    def _draw_curves(self) -> None:
+        histories = dict(self.live_histories)
+        for metric, figure in self.curve_figures.items():
+            _refresh(figure, plots.loss_curves(histories, metric=metric))
+
+
+def _speedup_text(row: dict[str, Any]) -> str:
+    """A summary row's speedup over random init as a reader would say it."""
+    value = row.get("speedup")
+    if value is None:
+        return "n/a"
+    if row.get("speedup_lower_bound"):
+        return f"more than {value:.2g}x"
+    return f"{value:.2g}x" + ("" if row.get("reached", True) else " (never reached random's final loss)")
+
+
+def _closest(values: Sequence[int], target: float) -> int:
+    return min(values, key=lambda v: (abs(v - target), v))
+
+
+def _ranges(blocks: Sequence[int]) -> str:
+    """[0, 1, 2, 5, 5, 7] -> '0-2, 5, 5, 7': compact, and repeats (duplicated blocks) stay visible."""
+    parts: list[list[int]] = []
+    for b in blocks:
+        if parts and b == parts[-1][-1] + 1:
+            parts[-1].append(b)
+        else:
+            parts.append([b])
+    return ", ".join(f"{p[0]}-{p[-1]}" if len(p) > 2 else ", ".join(map(str, p)) for p in parts)
+
+
+# --------------------------------------------------------------------------------------------------------
+# Choosing a size
+
+
+class SizeGridExplorer(_App):
+    """Parameters, FLOPs per token and untrained loss of a grid of destination sizes; click a cell to pick it.
+
+    Args:
+        parent: the loaded parent.
+        profile: its profile.
+        eval_batches: held-out batches the untrained loss of every cell is measured on.
+        studio: a :class:`SubcloneStudio` whose controls a selected cell is sent to.
+        layers, hidden: the grid axes (default: :func:`~subclone_viz.sizing.default_grid_axes`).
+        grid: a grid already computed (then ``layers``, ``hidden`` and ``eval_batches`` are not used).
+    """
+
+    def __init__(
+        self,
+        parent: "Parent",
+        profile: Profile,
+        eval_batches: Batches,
+        studio: SubcloneStudio | None = None,
+        layers: Sequence[int] | None = None,
+        hidden: Sequence[int] | None = None,
+        grid: SizeGrid | None = None,
+    ):
+        self.parent, self.profile, self.studio = parent, profile, studio
+        self.grid = grid if grid is not None else size_grid(parent, profile, layers, hidden, eval_batches,
+                                                            progress=False)
+        self.selected: tuple[int, int] | None = None
+        widths = {"loss": FULL_WIDTH, "params": HALF_WIDTH, "flops_per_token": HALF_WIDTH}
+        self.figures = {quantity: _figure(plots.size_grid(self.grid, quantity), widths[quantity])
+                        for quantity in QUANTITIES}
+        self._listen()
+        self.cell_info = w.HTML(_message("Click a cell to choose that destination size."))
+        self.widget = w.VBox(
+            [
+                _heading("How big a destination?"),
+                _caption(f"Every cell is a subclone ({html.escape(self.grid.depth)} depth, "
+                         f"{html.escape(self.grid.width)} width, {html.escape(self.grid.scaling)} scaling) "
+                         f"scored on {html.escape(self.grid.eval_source)} before any training. Click a cell"
+                         + (" to send it to the subclone studio." if studio is not None else ".")),
+                self.cell_info,
+                self.figures["loss"],
+                _row(self.figures["params"], self.figures["flops_per_token"]),
+            ]
+        )
+
+    def _listen(self) -> None:
+        # Redrawing replaces the traces, and with them their click handlers: attach them again each time.
+        for figure in self.figures.values():
+            for trace in figure.data:
+                if isinstance(trace, go.Heatmap):
+                    trace.on_click(self._clicked)
+
+    def _clicked(self, trace: Any, points: Any, state: Any) -> None:
+        if points.xs and points.ys:
+            self.select(int(points.ys[0]), int(points.xs[0]))
+
+    def select(self, i: int, j: int) -> DestinationSpec | None:
+        """Choose cell (layers[i], hidden[j]): outline it and send it to the linked studio."""
+        grid = self.grid
+        spec = grid.spec(i, j)
+        reason = grid.reasons[i][j]
+        if reason is not None:
+            self.cell_info.value = _message(f"{spec.layers} blocks x {spec.hidden}: {reason}", error=True)
+            return None
+        self.selected = (i, j)
+        for quantity, figure in self.figures.items():
+            _refresh(figure, plots.size_grid(grid, quantity, selected=self.selected))
+        self._listen()
+        loss = "" if math.isnan(grid.loss[i, j]) else f", held-out loss before training {grid.loss[i, j]:.3f}"
+        self.cell_info.value = _message(
+            f"{spec.layers} blocks x {spec.hidden} wide: {grid.params[i, j] / 1e6:.2f}M parameters, "
+            f"{grid.flops_per_token[i, j] / 1e6:.3g} MFLOPs per token{loss}"
+            + ("; sent to the subclone studio" if self.studio is not None else ""),
+            css_class="size-grid-selection",
+        )
+        if self.studio is not None:
+            self.studio.show_spec(spec, depth=grid.depth, width=grid.width, scaling=grid.scaling)
+        return spec
+
+
+# --------------------------------------------------------------------------------------------------------
+# Everything
+
+
+class Explorer(_App):
+    """Every explorer in one set of tabs, the size grid linked to the studio.
+
+    Args:
+        parent: the loaded parent.
+        profile: its profile.
+        batches: training batches.
+        eval_batches: held-out batches (default ``batches``).
+        ablation: the parent's block ablation, if computed.
+        grid: a size grid, if computed; otherwise one is computed on ``grid_layers`` x ``grid_hidden``.
+        save_dir, steps: as for :class:`SubcloneStudio`.
+    """
+
+    def __init__(
+        self,
+        parent: "Parent",
+        profile: Profile,
+        batches: Batches,
+        eval_batches: Batches | None = None,
+        ablation: BlockAblation | None = None,
+        grid: SizeGrid | None = None,
+        grid_layers: Sequence[int] | None = None,
+        grid_hidden: Sequence[int] | None = None,
+        save_dir: str | Path = DEFAULT_SAVE_DIR,
+        steps: int = 100,
+    ):
+        eval_batches = eval_batches if eval_batches is not None else batches
+        # Parents without a tokenizer (images) trace the images of a held-out batch instead of typed text.
+        batch = None if _has_tokenizer(parent) else next(iter(eval_batches))
+        self.residual = ResidualExplorer(parent, profile, ablation, batch=batch)
+        self.importance = ImportanceExplorer(profile)
+        self.studio = SubcloneStudio(parent, profile, batches, eval_batches, save_dir=save_dir, steps=steps)
+        self.sizes = SizeGridExplorer(parent, profile, eval_batches, studio=self.studio, layers=grid_layers,
+                                      hidden=grid_hidden, grid=grid)
+        self.widget = w.Tab(children=[self.residual.widget, self.importance.widget, self.studio.widget,
+                                      self.sizes.widget])
+        for index, title in enumerate(("Residual property", "Neuron importance", "Subclone and train", "Sizes")):
+            self.widget.set_title(index, title)
