@@ -151,9 +151,9 @@ def _heatmap(
                 customdata=customdata, hovertemplate=hovertemplate,
             )
         )
-        # Integer ticks where they fit: rows and columns are layers, blocks or heads.
-        fig.update_xaxes(dtick=1 if cols <= 40 else None)
-        fig.update_yaxes(dtick=1 if rows <= 40 else None)
+        # Rows and columns are layers, blocks or heads: a tick on each when there are few, else plotly's own.
+        fig.update_xaxes(dtick=1 if cols <= 16 else None)
+        fig.update_yaxes(dtick=1 if rows <= 16 else None)
         return fig
     fig, ax = _matplotlib_figure(title, xlabel, ylabel)
     ax.grid(False)
@@ -217,6 +217,12 @@ def residual_ratio(
     if kept_layers is not None:
         title += f": keeping {int(kept.sum())} of {num_layers} blocks"
     ylabel = BLOCK_METRIC_LABELS[metric] if metric != "all" else "mean over tokens"
+    drawn = np.stack([profile.block_metrics[name] for name in names])  # (metrics, L)
+    positive = drawn[drawn > 0]
+    # ||f(x)|| / ||x|| of the first block can be 50x the others': a log axis keeps the middle blocks readable.
+    log_y = positive.size == drawn.size and positive.max() > 30 * positive.min()
+    if log_y:
+        ylabel += " (log scale)"
     status = ["removed" if c == 0 else "kept" if c == 1 else f"kept x{c}" for c in copies]
     removed_runs = _runs(~kept)
 
@@ -243,6 +249,8 @@ def residual_ratio(
                 )
             )
         fig.update_xaxes(dtick=1 if num_layers <= 32 else None)
+        if log_y:
+            fig.update_yaxes(type="log")
         return fig
 
     fig, ax = _matplotlib_figure(title, "block", ylabel)
@@ -258,6 +266,8 @@ def residual_ratio(
                 blocks[~kept], values[~kept], color=REMOVED_COLOR, marker="x", s=45, zorder=4,
                 label="removed blocks" if n == 0 else None, gid="removed",
             )
+    if log_y:
+        ax.set_yscale("log")
     ax.legend(frameon=False, fontsize=9)
     return fig
 

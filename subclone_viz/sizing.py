@@ -8,11 +8,11 @@ depth, width and scaling strategies) and records:
 * ``flops_per_token``: forward FLOPs per token,
   ``2 * M + 4 * layers * seq_len * heads * head_dim``, where M is the number of weights in every matrix
   multiply a token goes through (every linear layer of the blocks and the output head; the embeddings, a
-  ViT's patch projection included, the norms and the biases are left out). 2 FLOPs per multiply-add; the attention term counts the query-key scores
-  and the weighted sum of values, each a (heads * head_dim)-long dot product with each of ``seq_len``
-  positions (Hoffmann et al. 2022, appendix F; a causal kernel that skips masked positions does about half
-  of it). Linear layers that see one vector per sequence (a pooler, a classifier on the cls token) are
-  counted as if they ran on every token;
+  ViT's patch projection included, the norms and the biases are left out). 2 FLOPs per multiply-add; the
+  attention term counts the query-key scores and the weighted sum of values, each a (heads * head_dim)-long
+  dot product with each of ``seq_len`` positions (Hoffmann et al. 2022, appendix F; a causal kernel that
+  skips masked positions does about half of it). Linear layers that see one vector per sequence (a pooler,
+  a classifier on the cls token) are counted as if they ran on every token;
 * ``loss``: the subclone's mean held-out loss on ``eval_batches``, before training.
 
 A cell whose spec the parent cannot give (a width that is not a multiple of the head size, depth growth with

@@ -13,10 +13,10 @@ Example::
 
     import subclone_viz as sv
     parent = sv.load_parent("smollm2-135m")
-    trace = sv.token_trace(parent, "The quick brown fox jumps over the lazy dog.", token_index=-1)
-    trace.token                     # ' .'... the token's text
+    trace = sv.token_trace(parent, "The quick brown fox jumps over the lazy dog.", token_index=-2)
+    trace.token                     # ' dog'
+    trace.tokens                    # ['The', ' quick', ' brown', ..., ' dog', '.'], for a token picker
     trace.cos_to_previous           # (30,) cosine between each block's input and output
-    trace.tokens                    # every token of the sequence, for a token picker
 """
 
 from __future__ import annotations

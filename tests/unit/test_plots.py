@@ -106,6 +106,17 @@ def test_residual_ratio_without_a_plan_marks_nothing_removed(prof, backend):
         assert not [c for c in fig.axes[0].collections if c.get_gid() == "removed"]
 
 
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_residual_ratio_switches_to_a_log_axis_when_one_block_dwarfs_the_rest(backend):
+    spread = synthetic_profile()
+    spread.block_sums[0, 1] = 1000.0 * spread.tokens  # ||f(x)|| / ||x|| = 1000 in block 0
+    wide, narrow = (plots.residual_ratio(spread, metric, backend=backend) for metric in ("all", "f_over_sum"))
+    if backend == "plotly":
+        assert (wide.layout.yaxis.type, narrow.layout.yaxis.type) == ("log", None)
+    else:
+        assert (wide.axes[0].get_yscale(), narrow.axes[0].get_yscale()) == ("log", "linear")
+
+
 def test_residual_ratio_rejects_bad_metric_blocks_and_backend(prof):
     with pytest.raises(ValueError, match="f_over_sum"):
         plots.residual_ratio(prof, "ratio")

@@ -4,6 +4,7 @@ and the headless main job end to end on a tiny parent with a word-level tokenize
 from __future__ import annotations
 
 import importlib
+import importlib.util
 import random
 import re
 import sys
@@ -142,8 +143,10 @@ def test_run_report_quick_writes_every_section(records, corpus, tmp_path, capsys
     out = run_report(records["parent"], out=tmp_path / "demo.html", quick=True, data=str(corpus), progress=False)
     page = out.read_text(encoding="utf-8")
     assert page.count(get_plotlyjs()) == 1 and external_scripts(page) == []
-    for name in ("residual-ratio", "block-ablation", "token-trace", "grid-loss", "curves-eval_loss"):
+    for name in ("residual-ratio", "block-ablation", "token-trace", "grid-loss"):
         assert f'id="figure-{name}"' in page, name
+    if importlib.util.find_spec("subclone_viz.train") is not None:
+        assert 'id="figure-curves-eval_loss"' in page and ">subclone<" in page
     assert "starts, before any training, at a held-out loss of" in page
     err = capsys.readouterr().err
     assert "[report" in err and "wrote" in err  # progress goes to stderr
