@@ -1,4 +1,11 @@
-"""The ``subclone-viz`` command line: profile a parent, subclone it, ablate its blocks, compare training runs.
+"""The ``subclone-viz`` command line: describe, profile, subclone and ablate a parent, compare training runs,
+and write the headless HTML report.
+
+Subcommands: ``info`` (the parent and its valid destination specs), ``profile`` (per-block residual metrics
+and rank consistency, saved as ``.npz``), ``subclone`` (plan, slice, score on held-out text, save a
+checkpoint), ``ablate`` (held-out loss with each block removed or duplicated), ``compare`` (train one
+destination from several initializations; histories as CSV and JSON, a PNG and a self-contained HTML plot)
+and ``report`` (the main job behind ``make demo``).
 
 Every subcommand checks all of its arguments (the destination spec included, against the loaded parent)
 before it profiles, trains or writes anything. A mistake exits with status 2 and one line on stderr that
@@ -16,6 +23,9 @@ Example::
     subclone-viz subclone --parent smollm2-135m --profile profile.npz --layers 20 --hidden 384 --ffn 1024 \\
         --heads 6 --kv-heads 2 --out smollm2-20x384
     subclone-viz ablate --parent smollm2-135m --tokens 2048 --json
+    subclone-viz compare --parent smollm2-135m --layers 8 --hidden 288 --steps 300 \
+        --inits random,subclone,no-scaling --lr random=3e-4 --out runs/smollm2-8x288
+    subclone-viz report --out report.html
 
 or, from Python, ``subclone_viz.cli.main(["info", "--json"])`` returns the exit status.
 """
@@ -24,6 +34,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import io
 import json
 import math
 import sys
@@ -35,6 +46,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from ._atomic import check_new_directory, staged_directory
 from .data import ImageBatches, TextBatches, image_batches, text_batches
 from .evaluate import block_ablation, evaluate
 from .export import save_destination
@@ -43,6 +55,7 @@ from .parent import Parent, ParentLoadError, load_parent
 from .plan import DEPTH_STRATEGIES, SCALINGS, WIDTH_STRATEGIES, DestinationSpec, SpecError, plan, spec_choices
 from .profile import BLOCK_METRIC_LABELS, BLOCK_METRICS, Profile, ProfileMismatchError, profile
 from .subclone import subclone
+from .train import INITS, SCHEDULES, Comparison, compare
 
 PROG = "subclone-viz"
 DTYPES = ("float32", "bfloat16", "float16")
@@ -138,6 +151,30 @@ def depth_arg(text: str) -> str | list[int]:
         ) from None
 
 
+def inits_arg(text: str) -> list[str]:
+    """A comma list of initialization names, each once."""
+    names = [name.strip() for name in text.split(",") if name.strip()]
+    unknown = [name for name in names if name not in INITS]
+    if unknown or not names or len(set(names)) != len(names):
+        problem = f"unknown {', '.join(map(repr, unknown))}" if unknown else "each init once, at least one"
+        raise argparse.ArgumentTypeError(f"{text!r}: {problem}; choose from {', '.join(INITS)}")
+    return names
+
+
+def per_init_number(text: str) -> tuple[str | None, float]:
+    """``INIT=VALUE`` (one initialization) or ``VALUE`` (all of them); VALUE a non-negative number."""
+    init, _, value = text.rpartition("=")
+    if init and init not in INITS:
+        raise argparse.ArgumentTypeError(f"{text!r}: unknown init {init!r}; choose from {', '.join(INITS)}")
+    try:
+        number = float(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r}: {value!r} is not a number; give VALUE or INIT=VALUE") from None
+    if not number >= 0 or math.isinf(number):
+        raise argparse.ArgumentTypeError(f"{text!r}: {value} is out of range; give a finite number >= 0")
+    return init or None, number
+
+
 class _Parser(argparse.ArgumentParser):
     """An argparse parser whose errors are one line (no usage dump), exit status 2."""
 
@@ -152,14 +189,8 @@ def build_parser() -> argparse.ArgumentParser:
                         help=f"embedded alias, hub id or local model directory (default {DEFAULT_PARENT})")
     common.add_argument("--device", default="auto", help="auto (CUDA when present), cpu, cuda, cuda:N")
     common.add_argument("--dtype", choices=DTYPES, help="parameter dtype (default fp32 on CPU, bf16 on GPU)")
-    common.add_argument("--seed", type=int, default=0, help="torch seed (default 0)")
+    common.add_argument("--seed", type=non_negative_int, default=0, help="seed of torch and data shuffling (default 0)")
     common.add_argument("--json", action="store_true", help="print one JSON document on stdout, nothing else")
-
-    data = argparse.ArgumentParser(add_help=False)
-    data.add_argument("--data", help="text: 'builtin' (Python's docs, default) or a .txt/.jsonl file or folder; "
-                                     "images: 'digits' (default) or a root/<class>/<images> folder")
-    data.add_argument("--seq-len", type=positive_int, default=256, help="tokens per row (default 256)")
-    data.add_argument("--batch-size", type=positive_int, default=8, help="rows per batch (default 8)")
 
     parser = _Parser(prog=PROG, description="Weight subcloning of transformers (Samragh et al., 2023).")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
@@ -167,23 +198,20 @@ def build_parser() -> argparse.ArgumentParser:
     info = commands.add_parser("info", parents=[common], help="describe a parent and its valid destination specs")
     info.set_defaults(run=run_info)
 
-    prof = commands.add_parser("profile", parents=[common, data], help="profile a parent's blocks and neurons")
+    prof = commands.add_parser("profile", parents=[common], help="profile a parent's blocks and neurons")
+    _add_data_arguments(prof)
     prof.add_argument("--tokens", type=positive_int, default=8192, help="tokens to profile (default 8192)")
     prof.add_argument("--split", choices=("train", "heldout"), default="train", help="data split (default train)")
     prof.add_argument("--out", type=Path, help="save the profile here (.npz); default: do not save")
     prof.add_argument("--overwrite", action="store_true", help="replace an existing --out")
     prof.set_defaults(run=run_profile)
 
-    sub = commands.add_parser("subclone", parents=[common, data], help="subclone a destination and save it")
+    sub = commands.add_parser("subclone", parents=[common], help="subclone a destination and save it")
+    _add_data_arguments(sub)
     sub.add_argument("--profile", type=Path, help="a saved profile (.npz); default: profile --data first")
     sub.add_argument("--profile-tokens", type=positive_int, default=4096,
                      help="tokens to profile when no --profile is given (train split; default 4096)")
-    sub.add_argument("--layers", type=layers_arg,
-                     help="destination block count, or a comma list of parent blocks (default: the --depth list)")
-    sub.add_argument("--hidden", type=positive_int, required=True, help="residual width")
-    sub.add_argument("--ffn", type=positive_int, help="FFN width (default: the parent's ratio)")
-    sub.add_argument("--heads", type=positive_int, help="query heads (default: follows --hidden)")
-    sub.add_argument("--kv-heads", type=positive_int, help="key/value heads (default: the parent's ratio)")
+    _add_spec_arguments(sub, hidden_required=True)
     sub.add_argument("--depth", type=depth_arg, default="middle",
                      help=f"{' | '.join(DEPTH_STRATEGIES)} | a comma list of parent blocks (default middle)")
     sub.add_argument("--width", choices=WIDTH_STRATEGIES, default="importance", help="default importance")
@@ -194,11 +222,62 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_argument("--overwrite", action="store_true", help="replace a non-empty --out")
     sub.set_defaults(run=run_subclone)
 
-    ablate = commands.add_parser("ablate", parents=[common, data],
+    ablate = commands.add_parser("ablate", parents=[common],
                                  help="held-out loss with each single block removed or duplicated")
+    _add_data_arguments(ablate)
     ablate.add_argument("--tokens", type=positive_int, default=2048, help="held-out tokens (default 2048)")
     ablate.set_defaults(run=run_ablate)
+
+    comp = commands.add_parser("compare", parents=[common],
+                               help="train one destination from several initializations and compare the curves")
+    comp.set_defaults(run=run_compare)
+    _add_data_arguments(comp, seq_len=128)
+    comp.add_argument("--profile", type=Path, help="a saved profile (.npz); default: profile the training data")
+    _add_spec_arguments(comp, hidden_required=True)
+    comp.add_argument("--inits", type=inits_arg, default=["random", "subclone"],
+                      help=f"comma list of {', '.join(INITS)} (default random,subclone)")
+    comp.add_argument("--steps", type=positive_int, default=300, help="optimizer steps per init (default 300)")
+    comp.add_argument("--lr", type=per_init_number, action="append", default=[], metavar="[INIT=]VALUE",
+                      help="learning rate for one init (repeatable) or, without INIT=, for all "
+                           "(default: the paper's, 1e-4 for language models)")
+    comp.add_argument("--weight-decay", "--wd", type=per_init_number, action="append", default=[],
+                      metavar="[INIT=]VALUE", help="weight decay, like --lr (default: the paper's, 0.1 from "
+                                                   "random, 0.001 inherited)")
+    comp.add_argument("--warmup", type=non_negative_int, help="warmup steps (default 5%% of --steps)")
+    comp.add_argument("--schedule", choices=SCHEDULES, default="cosine", help="after warmup (default cosine)")
+    comp.add_argument("--eval-every", type=positive_int, help="steps between evaluations (default steps / 10)")
+    comp.add_argument("--eval-tokens", type=positive_int, default=4096, help="held-out tokens (default 4096)")
+    comp.add_argument("--out", type=Path, required=True, help="directory for histories, summary and plots")
+    comp.add_argument("--overwrite", action="store_true", help="replace a non-empty --out")
+
+    report = commands.add_parser("report", parents=[common],
+                                 help="the main job: profile, ablate, subclone, size, train; one HTML page")
+    report.set_defaults(run=run_report)
+    report.add_argument("--out", type=Path, default=Path("report.html"), help="the .html file (default report.html)")
+    report.add_argument("--quick", action="store_true", help="shrink every stage to seconds (a smoke test)")
+    report.add_argument("--data", default="builtin", help="'builtin' (Python's docs) or a .txt/.jsonl path")
+    report.add_argument("--tokens", type=positive_int, help="tokens to profile (default 8192; --quick 256)")
+    report.add_argument("--steps", type=non_negative_int,
+                        help="training steps per init in the comparison (0 skips it; default 24; --quick 2)")
+    _add_spec_arguments(report, hidden_required=False)
+    report.add_argument("--overwrite", action="store_true", help="replace an existing --out")
     return parser
+
+
+def _add_data_arguments(parser: argparse.ArgumentParser, seq_len: int = 256) -> None:
+    parser.add_argument("--data", help="text: 'builtin' (Python's docs, default) or a .txt/.jsonl file or folder; "
+                                       "images: 'digits' (default) or a root/<class>/<images> folder")
+    parser.add_argument("--seq-len", type=positive_int, default=seq_len, help=f"tokens per row (default {seq_len})")
+    parser.add_argument("--batch-size", type=positive_int, default=8, help="rows per batch (default 8)")
+
+
+def _add_spec_arguments(parser: argparse.ArgumentParser, hidden_required: bool) -> None:
+    parser.add_argument("--layers", type=layers_arg,
+                        help="destination block count, or a comma list of parent blocks")
+    parser.add_argument("--hidden", type=positive_int, required=hidden_required, help="residual width")
+    parser.add_argument("--ffn", type=positive_int, help="FFN width (default: the parent's ratio)")
+    parser.add_argument("--heads", type=positive_int, help="query heads (default: follows --hidden)")
+    parser.add_argument("--kv-heads", type=positive_int, help="key/value heads (default: the parent's ratio)")
 
 
 # --------------------------------------------------------------------------------------------------------
@@ -225,8 +304,11 @@ def _load(args: argparse.Namespace) -> Parent:
         return load_parent(args.parent, device=args.device, dtype=args.dtype)
 
 
-def _batches(parent: Parent, args: argparse.Namespace, split: str, tokens: int) -> TextBatches | ImageBatches:
-    """``--data`` batches of ``split`` for this parent: text enough for ``tokens`` tokens, images the whole split.
+def _batches(
+    parent: Parent, args: argparse.Namespace, split: str, tokens: int | None, shuffle: bool = False
+) -> TextBatches | ImageBatches:
+    """``--data`` batches of ``split`` for this parent: text enough for ``tokens`` tokens (None: all of it),
+    images the whole split.
 
     Image budgets are not cut to batches here because a batch's token count (patches + cls) depends on the
     model; ``profile`` stops at its token budget on its own.
@@ -235,7 +317,7 @@ def _batches(parent: Parent, args: argparse.Namespace, split: str, tokens: int) 
         input_size = parent.processor["input_size"]  # (C, H, W), from timm's data config
         with _blame_user(ImportError):
             batches = image_batches(args.data or "digits", batch_size=args.batch_size, split=split,
-                                    image_size=input_size[-1], seed=args.seed)
+                                    image_size=input_size[-1], shuffle=shuffle, seed=args.seed)
         if batches.channels != input_size[0]:
             raise UsageError(
                 f"--data {args.data or 'digits'} has {batches.channels}-channel images but the parent takes "
@@ -244,33 +326,20 @@ def _batches(parent: Parent, args: argparse.Namespace, split: str, tokens: int) 
         return batches
     if parent.tokenizer is None:
         raise UsageError(f"parent {args.parent!r} has no tokenizer to read text with; save one beside the model")
-    max_batches = math.ceil(tokens / (args.batch_size * args.seq_len))
+    max_batches = None if tokens is None else math.ceil(tokens / (args.batch_size * args.seq_len))
     with _blame_user(ImportError):
         return text_batches(args.data or "builtin", parent.tokenizer, seq_len=args.seq_len,
-                            batch_size=args.batch_size, split=split, max_batches=max_batches, seed=args.seed)
+                            batch_size=args.batch_size, split=split, max_batches=max_batches, shuffle=shuffle,
+                            seed=args.seed)
 
 
-def _max_batches(batches: TextBatches | ImageBatches, tokens: int) -> int | None:
-    """How many batches hold ``tokens`` tokens (None for images: their whole split)."""
-    if isinstance(batches, TextBatches):
-        return math.ceil(tokens / batches.tokens_per_batch)
-    return None
-
-
-def _check_new_file(path: Path, suffix: str, overwrite: bool) -> None:
-    if path.suffix != suffix:
-        raise UsageError(f"--out {path} must end in {suffix}")
+def _check_new_file(path: Path, suffixes: tuple[str, ...], overwrite: bool) -> None:
+    if path.suffix.lower() not in suffixes:
+        raise UsageError(f"--out {path} must end in {' or '.join(suffixes)}")
     if path.exists() and not path.is_file():
         raise UsageError(f"--out {path} exists and is not a file")
     if path.exists() and not overwrite:
         raise UsageError(f"--out {path} exists; pass --overwrite to replace it")
-
-
-def _check_new_directory(path: Path, overwrite: bool) -> None:
-    if path.exists() and not path.is_dir():
-        raise UsageError(f"--out {path} exists and is not a directory")
-    if path.is_dir() and any(path.iterdir()) and not overwrite:
-        raise UsageError(f"--out {path} is not empty; pass --overwrite to replace it")
 
 
 def _has_loss(parent: Parent) -> bool:
@@ -291,7 +360,7 @@ def _numbers(values: Sequence[int]) -> str:
 def _table(header: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
     """Right-aligned columns; floats with 4 decimals."""
     cells = [[f"{v:.4f}" if isinstance(v, float) else str(v) for v in row] for row in rows]
-    widths = [max(len(h), *(len(r[i]) for r in cells)) for i, h in enumerate(header)]
+    widths = [max([len(h), *(len(r[i]) for r in cells)]) for i, h in enumerate(header)]
     lines = ["  ".join(h.rjust(w) for h, w in zip(header, widths))]
     lines += ["  ".join(c.rjust(w) for c, w in zip(row, widths)) for row in cells]
     return "\n".join(lines)
@@ -342,7 +411,7 @@ def run_info(args: argparse.Namespace) -> Outcome:
 def run_profile(args: argparse.Namespace) -> Outcome:
     """Profile the parent on ``--data`` and print the per-block metrics and the rank consistency."""
     if args.out is not None:
-        _check_new_file(args.out, ".npz", args.overwrite)
+        _check_new_file(args.out, (".npz",), args.overwrite)
     parent = _load(args)
     batches = _batches(parent, args, args.split, args.tokens)
     _note(f"profiling on {batches.description} ...")
@@ -380,11 +449,13 @@ def _profile_text(result: Profile, out: Path | None) -> str:
 
 
 def _spec(args: argparse.Namespace) -> DestinationSpec:
-    layers = args.layers
+    layers, depth = args.layers, getattr(args, "depth", "middle")
     if layers is None:
-        if isinstance(args.depth, str):
+        if isinstance(depth, str):
             raise UsageError("--layers is missing: give a block count or a comma list of parent blocks")
-        layers = len(args.depth)
+        layers = len(depth)
+    if args.hidden is None:
+        raise UsageError("--hidden is missing: give the destination's residual width with --layers")
     return DestinationSpec(layers=layers, hidden=args.hidden, ffn=args.ffn, heads=args.heads, kv_heads=args.kv_heads)
 
 
@@ -399,7 +470,7 @@ def _check_plan(parent: Parent, spec: DestinationSpec, depth: str | list[int], s
 
 def run_subclone(args: argparse.Namespace) -> Outcome:
     """Plan, subclone, score on held-out data and save a destination."""
-    _check_new_directory(args.out, args.overwrite)
+    check_new_directory(args.out, args.overwrite)
     if args.profile is not None and not args.profile.is_file():
         raise UsageError(f"--profile {args.profile}: no such file")
     parent = _load(args)
@@ -425,11 +496,10 @@ def run_subclone(args: argparse.Namespace) -> Outcome:
     scores = None
     if heldout is not None:
         _note(f"scoring on {heldout.description} ...")
-        max_batches = _max_batches(heldout, args.eval_tokens)
         scores = {
             "data": heldout.description,
-            "parent_loss": evaluate(parent.model, parent.family, heldout, max_batches=max_batches).loss,
-            "destination_loss": evaluate(child, parent.family, heldout, max_batches=max_batches).loss,
+            "parent_loss": evaluate(parent.model, parent.family, heldout).loss,
+            "destination_loss": evaluate(child, parent.family, heldout).loss,
         }
     path = save_destination(child, destination_plan, args.out, overwrite=args.overwrite)
 
@@ -481,7 +551,7 @@ def run_ablate(args: argparse.Namespace) -> Outcome:
         )
     heldout = _batches(parent, args, "heldout", args.tokens)
     _note(f"ablating {parent.dims.layers} blocks on {heldout.description} ...")
-    result = block_ablation(parent, heldout, max_batches=_max_batches(heldout, args.tokens))
+    result = block_ablation(parent, heldout)
     document = {"parent": parent.name, "data": heldout.description, **result.to_dict()}
     rows = [
         [block, removed, removed - result.baseline, duplicated, duplicated - result.baseline]
@@ -493,6 +563,134 @@ def run_ablate(args: argparse.Namespace) -> Outcome:
         _table(["block", "removed", "change", "duplicated", "change"], rows),
     ])
     return Outcome(document, text)
+
+
+def _per_init(values: list[tuple[str | None, float]], inits: list[str], option: str) -> dict[str, float]:
+    """``--lr``/``--weight-decay`` values as {init: value}; a bare VALUE applies to every init."""
+    chosen: dict[str, float] = {}
+    for init, value in values:
+        if init is not None and init not in inits:
+            raise UsageError(f"{option} {init}={value:g} names an init that is not in --inits {','.join(inits)}")
+        chosen.update({init: value} if init is not None else dict.fromkeys(inits, value))
+    zero = [init for init, value in chosen.items() if value == 0]
+    if option == "--lr" and zero:
+        raise UsageError(f"--lr {zero[0]}=0 is out of range: a learning rate must be > 0")
+    return chosen
+
+
+def _speedup_text(row: dict[str, Any]) -> str:
+    """``4.00x``; ``>=4.00x`` when it was already there at its first evaluation; ``<0.50x`` when it never got there."""
+    value = row.get("speedup")
+    if value is None:
+        return "n/a"
+    prefix = ">=" if row.get("speedup_lower_bound") else "<" if row.get("reached") is False else ""
+    return f"{prefix}{value:.2f}x"
+
+
+def run_compare(args: argparse.Namespace) -> Outcome:
+    """Train the same destination from each ``--inits`` initialization; save histories, summary and plots."""
+    check_new_directory(args.out, args.overwrite)
+    if args.profile is not None and not args.profile.is_file():
+        raise UsageError(f"--profile {args.profile}: no such file")
+    if args.warmup is not None and args.warmup > args.steps:
+        raise UsageError(f"--warmup {args.warmup} is out of range: choose 0 <= warmup <= --steps {args.steps}")
+    lrs = _per_init(args.lr, args.inits, "--lr")
+    weight_decays = _per_init(args.weight_decay, args.inits, "--weight-decay")
+    parent = _load(args)
+    if not _has_loss(parent):
+        raise UsageError(f"parent {args.parent!r} is an encoder without a language-model head: it has no loss to "
+                         f"train on; use a causal LM, a masked LM or an image classifier")
+    spec = _spec(args)
+    _check_plan(parent, spec, "middle", "none")
+    saved_profile = None
+    if args.profile is not None:
+        with _blame_user():
+            saved_profile = Profile.load(args.profile)
+        saved_profile.check_parent(parent)
+    train = _batches(parent, args, "train", None, shuffle=True)
+    heldout = _batches(parent, args, "heldout", args.eval_tokens)
+
+    _note(f"training {', '.join(args.inits)} for {args.steps} steps each on {train.description} ...")
+    comparison = compare(
+        parent, spec, train, inits=args.inits, steps=args.steps, eval_batches=heldout, profile=saved_profile,
+        lrs=lrs, weight_decays=weight_decays, seed=args.seed, warmup=args.warmup, schedule=args.schedule,
+        eval_every=args.eval_every,
+    )
+    files = _save_comparison(comparison, args.out, args.overwrite)
+
+    table = comparison.summary_table()
+    rows = [
+        [row["init"], f"{row['lr']:g}", f"{row['weight_decay']:g}", row["steps"], row["initial_loss"],
+         row["final_loss"], _speedup_text(row)]
+        for row in table
+    ]
+    destination = comparison.config["destination"]
+    shape = f"{destination['layers']} layers x hidden {destination['hidden']}, FFN {destination['ffn']}"
+    lines = [
+        f"{parent.name} -> {shape}: {args.steps} steps per init on {train.description}",
+        f"held-out loss on {heldout.description}; speedup: steps random needs to reach its final held-out loss "
+        f"over the steps each init needs",
+        "",
+        _table(["init", "lr", "wd", "steps", "initial loss", "final loss", "speedup"], rows),
+        "",
+        f"saved to {args.out}: {', '.join(files)}",
+    ]
+    if comparison.stopped_early:
+        lines.insert(0, "stopped early: the table shows the runs so far")
+    document = {
+        "parent": parent.name,
+        "destination": destination,
+        "steps": args.steps,
+        "data": train.description,
+        "heldout": heldout.description,
+        "table": table,
+        "stopped_early": comparison.stopped_early,
+        "output": str(args.out),
+        "files": files,
+    }
+    return Outcome(document, "\n".join(lines))
+
+
+def _save_comparison(comparison: Comparison, directory: Path, overwrite: bool) -> list[str]:
+    """Histories (CSV + JSON), summary, a PNG and a self-contained HTML plot of the held-out loss, all at once.
+
+    The figures are drawn before anything is written, and everything goes into a staging directory that is
+    renamed into place, so a failure leaves no half-written run.
+    """
+    from . import plots
+
+    static = plots.loss_curves(comparison.histories, backend="matplotlib")
+    png = io.BytesIO()
+    static.savefig(png, format="png", dpi=120, bbox_inches="tight")
+    page = plots.loss_curves(comparison.histories, backend="plotly").to_html(full_html=True, include_plotlyjs=True)
+
+    with staged_directory(directory, overwrite) as staging:
+        comparison.save(staging)
+        (staging / "loss_curves.png").write_bytes(png.getvalue())
+        (staging / "loss_curves.html").write_text(page, encoding="utf-8")
+        files = sorted(path.name for path in staging.iterdir())
+    return files
+
+
+def run_report(args: argparse.Namespace) -> Outcome:
+    """The main job: one self-contained HTML page (:func:`subclone_viz.report.run_report`)."""
+    from .report import run_report as write_report
+
+    _check_new_file(args.out, (".html", ".htm"), args.overwrite)
+    parent = _load(args)
+    destination = None
+    if args.layers is not None or args.hidden is not None:
+        destination = _spec(args)
+        _check_plan(parent, destination, "middle", "sqrt")
+    if parent.family.task != "image-classification" and parent.tokenizer is None:
+        raise UsageError(f"parent {args.parent!r} has no tokenizer to read text with; save one beside the model")
+    if parent.family.task != "image-classification":
+        with _blame_user(ImportError):
+            text_batches(args.data, parent.tokenizer, split="heldout", max_batches=1)  # a bad --data fails now
+    path = write_report(parent, out=args.out, tokens=args.tokens, steps=args.steps, quick=args.quick,
+                        overwrite=args.overwrite, data=args.data, destination=destination, seed=args.seed)
+    document = {"parent": parent.name, "output": str(path), "bytes": path.stat().st_size, "quick": args.quick}
+    return Outcome(document, f"wrote {path} ({path.stat().st_size / 1e6:.1f} MB): open it in a browser, no network needed")
 
 
 # --------------------------------------------------------------------------------------------------------

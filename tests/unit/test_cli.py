@@ -13,6 +13,7 @@ import random
 from pathlib import Path
 
 import pytest
+import torch
 from tokenizers import Tokenizer, models, pre_tokenizers, trainers
 from transformers import PreTrainedTokenizerFast
 
@@ -38,6 +39,15 @@ def save_text_parent(directory: Path, name: str, seed: int = 0) -> Path:
     model.save_pretrained(directory)
     word_tokenizer().save_pretrained(directory)
     return directory
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    """Tiny models on a shared two-core machine: two intra-op threads wait on each other far longer than they work."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
 
 
 @pytest.fixture(scope="module")
@@ -325,3 +335,119 @@ def test_ablate_reports_every_block_removed_and_duplicated(files, capsys):
 def test_ablate_of_an_encoder_without_a_head_is_refused(files, capsys):
     code, out, err = run(capsys, "ablate", *text_args(files, "bert"), "--tokens", "32")
     assert_one_line_error(code, out, err, "encoder without a language-model head")
+
+
+# ------------------------------------------------------------------------------------------------ compare
+
+
+@pytest.fixture(scope="module")
+def saved_profile(files, tmp_path_factory) -> Path:
+    path = tmp_path_factory.mktemp("profile") / "profile.npz"
+    assert main(["profile", *text_args(files), "--tokens", "64", "--out", str(path)]) == 0
+    return path
+
+
+def compare_args(files, saved_profile, out: Path, *extra: str) -> list[str]:
+    return ["compare", *text_args(files), "--profile", str(saved_profile), "--layers", "2", *spec_args(out),
+            "--steps", "4", "--eval-every", "2", "--eval-tokens", "32", *extra]
+
+
+def test_compare_saves_histories_summary_and_offline_plots(files, saved_profile, tmp_path, capsys):
+    out_dir = tmp_path / "runs"
+    code, out, _ = run(capsys, *compare_args(files, saved_profile, out_dir, "--inits", "random,subclone,no-scaling",
+                                             "--lr", "random=1e-3", "--wd", "0.01", "--json"))
+    assert code == 0
+    document = json.loads(out)
+    table = {row["init"]: row for row in document["table"]}
+    assert list(table) == ["random", "subclone", "no-scaling"]
+    assert table["random"]["lr"] == 1e-3 and table["subclone"]["lr"] == 1e-4  # the paper's default where not set
+    assert {row["weight_decay"] for row in table.values()} == {0.01}
+    assert all(row["steps"] == 4 and math.isfinite(row["final_loss"]) for row in table.values())
+    assert table["random"]["speedup"] == 1.0
+    assert sorted(document["files"]) == sorted(path.name for path in out_dir.iterdir()) == [
+        "histories.json", "loss_curves.html", "loss_curves.png", "no-scaling.csv", "random.csv", "subclone.csv",
+        "summary.json",
+    ]
+    csv_rows = (out_dir / "subclone.csv").read_text().splitlines()
+    assert csv_rows[0].startswith("step,seen,train_loss") and len(csv_rows) == 1 + 5  # evaluation at 0, steps 1-4
+    assert (out_dir / "loss_curves.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    page = (out_dir / "loss_curves.html").read_text()
+    assert "<script src=" not in page and "Plotly.newPlot" in page  # plotly.js inlined: opens offline
+    assert [p.name for p in tmp_path.iterdir()] == ["runs"]  # no staging directory left behind
+
+
+def test_compare_prints_the_summary_table(files, saved_profile, tmp_path, capsys):
+    out_dir = tmp_path / "runs"
+    code, out, _ = run(capsys, *compare_args(files, saved_profile, out_dir, "--lr", "3e-4"))
+    assert code == 0
+    header = next(line for line in out.splitlines() if line.strip().startswith("init"))
+    assert header.split() == ["init", "lr", "wd", "steps", "initial", "loss", "final", "loss", "speedup"]
+    rows = [line.split() for line in out.splitlines() if line.strip().startswith(("random", "subclone"))]
+    assert [row[:3] for row in rows] == [["random", "0.0003", "0.1"], ["subclone", "0.0003", "0.001"]]
+    assert rows[0][-1] == "1.00x"
+    assert f"saved to {out_dir}: histories.json" in out
+
+
+@pytest.mark.parametrize(
+    "extra, fragments",
+    [
+        (["--inits", "random,bogus"], ["'bogus'", "subclone-calibrated"]),
+        (["--inits", "random,random"], ["each init once"]),
+        (["--inits", "random", "--lr", "subclone=1e-3"], ["--lr subclone=0.001", "not in --inits random"]),
+        (["--lr", "fast"], ["'fast' is not a number"]),
+        (["--lr", "0"], ["--lr random=0", "> 0"]),
+        (["--wd", "-1"], ["out of range", ">= 0"]),
+        (["--warmup", "10"], ["--warmup 10", "--steps 4"]),
+        (["--schedule", "step"], ["invalid choice: 'step'", "'cosine'"]),
+        (["--hidden", "96"], ["hidden=96", "<= 48"]),
+    ],
+)
+def test_compare_bad_arguments_exit_2_before_training(files, saved_profile, tmp_path, capsys, extra, fragments):
+    out_dir = tmp_path / "runs"
+    code, out, err = run(capsys, *compare_args(files, saved_profile, out_dir), *extra)
+    assert_one_line_error(code, out, err, *fragments)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_compare_refuses_a_non_empty_directory(files, saved_profile, tmp_path, capsys):
+    out_dir = tmp_path / "runs"
+    out_dir.mkdir()
+    (out_dir / "old.csv").write_text("keep")
+    code, out, err = run(capsys, *compare_args(files, saved_profile, out_dir))
+    assert_one_line_error(code, out, err, "--overwrite")
+    assert (out_dir / "old.csv").read_text() == "keep"
+
+
+# ------------------------------------------------------------------------------------------------ report
+
+
+def test_quick_report_writes_one_offline_page(files, tmp_path, capsys):
+    page = tmp_path / "report.html"
+    code, out, _ = run(capsys, "report", *text_args(files)[:4], "--quick", "--out", str(page), "--json")
+    assert code == 0
+    document = json.loads(out)
+    assert document["output"] == str(page) and document["bytes"] == page.stat().st_size
+    html = page.read_text()
+    assert html.startswith("<!DOCTYPE html>") and "<script src=" not in html
+
+    code, out, err = run(capsys, "report", *text_args(files)[:4], "--quick", "--out", str(page))
+    assert_one_line_error(code, out, err, "--overwrite")
+    assert page.read_text() == html
+
+
+@pytest.mark.parametrize(
+    "extra, fragments",
+    [
+        (["--out", "{tmp}/report.pdf"], ["report.pdf", ".html"]),
+        (["--data", "{tmp}/missing.txt"], ["missing.txt", "no such file"]),
+        (["--layers", "2", "--hidden", "50"], ["hidden=50", "<= 48"]),
+        (["--layers", "2"], ["--hidden is missing"]),
+        (["--steps", "-1"], ["-1 is out of range"]),
+    ],
+)
+def test_report_bad_arguments_write_nothing(files, tmp_path, capsys, extra, fragments):
+    extra = [argument.replace("{tmp}", str(tmp_path)) for argument in extra]
+    arguments = ["report", "--parent", str(files["llama"]), "--quick", "--out", str(tmp_path / "report.html"), *extra]
+    code, out, err = run(capsys, *arguments)
+    assert_one_line_error(code, out, err, *fragments)
+    assert list(tmp_path.iterdir()) == []
