@@ -2,7 +2,7 @@
 
 ``evaluate`` gives the mean loss (and, for classifiers, the accuracy) over batches. ``block_ablation``
 measures how much the pretrained parent's held-out loss changes when one block is removed or duplicated,
-without any fine-tuning: middle blocks barely matter, the first and last ones do.
+without any fine-tuning and without copying weights: middle blocks barely matter, the first and last ones do.
 
 Example::
 
@@ -84,26 +84,44 @@ def block_ablation(
 ) -> BlockAblation:
     """The parent's held-out loss with each single block removed, and with each single block duplicated.
 
-    Each variant is a full-width subclone with an explicit block list, so it runs through exactly the code
-    path a destination does.
+    No weights are copied: a forward hook makes the block return its input (removed) or run the block a
+    second time on its own output with the same arguments (duplicated), which is exactly the model a
+    full-width subclone with that block list computes (a unit test holds the two equal).
     """
-    from .plan import DestinationSpec, plan
-    from .subclone import subclone
-
     batches = list(batches) if max_batches is None else [b for b, _ in zip(batches, range(max_batches))]
-    dims = parent.dims
-    full = dict(hidden=dims.hidden, ffn=dims.ffn, heads=dims.heads, kv_heads=dims.kv_heads)
-    baseline = evaluate(parent.model, parent.family, batches).loss
-
-    def loss_with(layers: list[int]) -> float:
-        variant = plan(parent, None, DestinationSpec(layers=layers, **full), width="first", scaling="none")
-        model = subclone(parent, variant)
-        return evaluate(model, parent.family, batches).loss
-
+    model, family = parent.model, parent.family
+    baseline = evaluate(model, family, batches).loss
+    blocks = list(family.blocks(model))
     removed, duplicated = [], []
-    blocks = range(dims.layers)
-    for i in tqdm(blocks, desc="block ablation", disable=not progress, leave=False):
-        others = [j for j in blocks if j != i]
-        removed.append(loss_with(others) if others else float("nan"))
-        duplicated.append(loss_with(sorted([*blocks, i])))
+    for block in tqdm(blocks, desc="block ablation", disable=not progress, leave=False):
+        for hook, results in ((_skip_block, removed), (_repeat_block, duplicated)):
+            handle = block.register_forward_hook(hook, with_kwargs=True)
+            try:
+                results.append(evaluate(model, family, batches).loss)
+            finally:
+                handle.remove()
     return BlockAblation(baseline=baseline, removed=removed, duplicated=duplicated)
+
+
+def _with_hidden(output, hidden: torch.Tensor):
+    """``output`` with its hidden states replaced (blocks return a tensor or a tuple led by one)."""
+    return (hidden, *output[1:]) if isinstance(output, tuple) else hidden
+
+
+def _hidden(output) -> torch.Tensor:
+    return output[0] if isinstance(output, tuple) else output
+
+
+def _block_input(args, kwargs) -> torch.Tensor:
+    return args[0] if args else kwargs["hidden_states"]
+
+
+def _skip_block(module: nn.Module, args, kwargs, output):
+    return _with_hidden(output, _block_input(args, kwargs))
+
+
+def _repeat_block(module: nn.Module, args, kwargs, output):
+    # forward() rather than module(): calling the module would run this hook again.
+    call_args = (_hidden(output), *args[1:]) if args else ()
+    call_kwargs = kwargs if args else {**kwargs, "hidden_states": _hidden(output)}
+    return module.forward(*call_args, **call_kwargs)

@@ -26,6 +26,7 @@ from .base import Dims, Family, ParamRule
 _P = r"(?:bert\.)?"
 _BLOCK = _P + r"encoder\.layer\.(?P<block>\d+)\."
 MLM_MASK_FRACTION = 0.15
+BERT_WORDPIECE_MASK_ID = 103
 
 
 class BertFamily(Family):
@@ -98,6 +99,15 @@ class BertFamily(Family):
         out = model(input_ids=batch["input_ids"], attention_mask=batch.get("attention_mask"))
         return out.logits if self.task == "masked-lm" else out.last_hidden_state
 
+    @staticmethod
+    def mask_token_id(model: nn.Module) -> int:
+        """The [MASK] id: the config's when it records one, else 103, its id in BERT's WordPiece vocabularies
+        (transformers 5 configs no longer carry it); a vocabulary too small for that uses its last id."""
+        configured = getattr(model.config, "mask_token_id", None)
+        if configured is not None:
+            return configured
+        return BERT_WORDPIECE_MASK_ID if model.config.vocab_size > BERT_WORDPIECE_MASK_ID else model.config.vocab_size - 1
+
     def loss(self, model: nn.Module, batch: dict[str, torch.Tensor]) -> torch.Tensor:
         """Masked-LM loss on a fixed, seeded 15% of the tokens, so that every model sees the same masks."""
         if self.task != "masked-lm":
@@ -110,7 +120,7 @@ class BertFamily(Family):
         generator = torch.Generator().manual_seed(0)
         chosen = (torch.rand(input_ids.shape, generator=generator) < MLM_MASK_FRACTION).to(input_ids.device)
         chosen &= attention_mask.bool()
-        masked_ids = input_ids.masked_fill(chosen, model.config.mask_token_id or 0)
+        masked_ids = input_ids.masked_fill(chosen, self.mask_token_id(model))
         labels = input_ids.masked_fill(~chosen, -100)
         logits = model(input_ids=masked_ids, attention_mask=attention_mask).logits  # (B, T, V)
         return nn.functional.cross_entropy(

@@ -237,3 +237,33 @@ def test_block_ablation_shapes():
     assert len(result.removed) == len(result.duplicated) == 4
     assert all(np.isfinite(result.removed)) and result.baseline > 0
     assert len(set(np.round(result.removed, 6))) > 1, "removing different blocks should change the loss differently"
+
+
+@pytest.mark.parametrize("name", [n for n in TINY_FAMILIES if n != "bert"])
+def test_hooked_block_ablation_equals_subclones_with_that_block_list(name):
+    parent = sv.load_parent(tiny_model(name), device="cpu")
+    batches = tiny_batches(name)
+    result = sv.block_ablation(parent, batches, progress=False)
+    dims = parent.dims
+    full = dict(hidden=dims.hidden, ffn=dims.ffn, heads=dims.heads, kv_heads=dims.kv_heads)
+
+    def subclone_loss(layers):
+        p = sv.plan(parent, None, sv.DestinationSpec(layers=layers, **full), width="first", scaling="none")
+        return sv.evaluate(sv.subclone(parent, p), parent.family, batches).loss
+
+    assert result.baseline == pytest.approx(sv.evaluate(parent.model, parent.family, batches).loss)
+    for block in (0, 2):
+        assert result.removed[block] == pytest.approx(subclone_loss([i for i in range(4) if i != block]), rel=1e-5)
+        assert result.duplicated[block] == pytest.approx(subclone_loss(sorted([*range(4), block])), rel=1e-5)
+
+
+def test_bare_encoder_has_no_loss():
+    parent = sv.load_parent(tiny_model("bert"), device="cpu")
+    with pytest.raises(ValueError, match="AutoModelForMaskedLM"):
+        parent.family.loss(parent.model, tiny_batches("bert")[0])
+
+
+@pytest.mark.parametrize("name", [n for n in TINY_FAMILIES if n != "bert"])
+def test_every_family_has_a_finite_loss(name):
+    parent = sv.load_parent(tiny_model(name), device="cpu")
+    assert torch.isfinite(parent.family.loss(parent.model, tiny_batches(name)[0]))
