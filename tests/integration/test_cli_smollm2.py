@@ -21,7 +21,7 @@ from subclone_viz.parent import load_parent
 pytestmark = pytest.mark.slow
 
 README_SUBCLONE = ["subclone", "--parent", "smollm2-135m", "--layers", "20", "--hidden", "384", "--ffn", "1024",
-                   "--heads", "6", "--kv-heads", "2"]
+                   "--heads", "6", "--kv-heads", "2", "--depth", "middle", "--width", "importance", "--scaling", "sqrt"]
 
 
 def subclone_viz(*argv: str, cwd: Path) -> subprocess.CompletedProcess:
@@ -29,14 +29,21 @@ def subclone_viz(*argv: str, cwd: Path) -> subprocess.CompletedProcess:
                           timeout=1800)
 
 
-def test_profile_json_shows_the_additive_residual_property(tmp_path):
-    result = subclone_viz("profile", "--parent", "smollm2-135m", "--data", "builtin", "--tokens", "4096", "--json",
-                          cwd=tmp_path)
+@pytest.fixture(scope="module")
+def profiled(tmp_path_factory) -> tuple[dict, Path]:
+    """``subclone-viz profile --json`` on 4,096 tokens of the embedded corpus, saved for the subclone test."""
+    directory = tmp_path_factory.mktemp("cli-smollm2")
+    result = subclone_viz("profile", "--parent", "smollm2-135m", "--data", "builtin", "--tokens", "4096",
+                          "--out", "profile.npz", "--json", cwd=directory)
     assert result.returncode == 0, result.stderr
-    document = json.loads(result.stdout)
+    return json.loads(result.stdout), directory / "profile.npz"
+
+
+def test_profile_json_shows_the_additive_residual_property(profiled):
+    document, path = profiled
     assert document["parent"] == "smollm2-135m"
     assert document["tokens"] == 4096
-    assert document["output"] is None and list(tmp_path.iterdir()) == []
+    assert document["output"] == "profile.npz" and path.is_file()
     f_over_sum = np.array(document["blocks"]["f_over_sum"])
     assert f_over_sum.shape == (30,)
     # The first block rewrites the embedding; the middle blocks change the hidden state far less.
@@ -45,9 +52,10 @@ def test_profile_json_shows_the_additive_residual_property(tmp_path):
     assert document["median_adjacent_spearman"] > 0.8
 
 
-def test_readme_subclone_command_saves_a_scored_destination(tmp_path):
+def test_readme_subclone_command_saves_a_scored_destination(profiled, tmp_path):
+    _, profile_path = profiled
     out_dir = tmp_path / "smollm2-20x384"
-    result = subclone_viz(*README_SUBCLONE, "--out", str(out_dir), cwd=tmp_path)
+    result = subclone_viz(*README_SUBCLONE, "--profile", str(profile_path), "--out", str(out_dir), cwd=tmp_path)
     assert result.returncode == 0, result.stderr
     assert "plan: 20 layers (parent blocks [0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 20, " in result.stdout
     losses = re.search(r"held-out loss before training: ([\d.]+) \(parent ([\d.]+)\)", result.stdout)
