@@ -1,0 +1,187 @@
+// Drives a running JupyterLab in Debian's headless Chromium (via playwright-core, which downloads no browser):
+// opens each notebook, runs all its cells, checks that plotly figures rendered, optionally clicks a widget
+// button or a point of a plot and waits for the result to appear, and screenshots the notebook's first widget.
+// Called by tests/integration/test_browser.py.
+//
+// Usage: node run_notebooks.js --url http://127.0.0.1:PORT --artifacts DIR [--screenshots DIR] \
+//            [--chromium /usr/bin/chromium] [--timeout-ms 240000] RUN ...
+// where RUN is a JSON object {"notebook": "03_x.ipynb", "actions": [ACTION, ...]} (actions optional), and each
+// ACTION clicks, then waits for an element, optionally holding a text:
+//   {"click": {"button": "Subclone"}, "expect": ".subclone-result"}            a widget button, by its text;
+//   {"click": {"plot": 0, "at": [0.25, 0.5]}, "expect": ".x", "text": "..."}   plot 0 of the widget, at fractions
+//                                                                              of its plot area.
+// Prints one JSON line per notebook ({notebook, ok, seconds, cells, plots, results, screenshot, error}) and
+// exits 1 when any notebook failed.
+
+'use strict';
+
+const fs = require('fs');
+const os = require('os');
+const path = require('path');
+const { chromium } = require('playwright-core');
+
+// Flags that keep a root, offline, headless Chromium from reaching out or needing a sandbox or a GPU.
+const CHROMIUM_ARGS = [
+  '--headless', '--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run',
+  '--disable-background-networking', '--disable-component-update', '--disable-sync',
+];
+const PANEL = '.jp-NotebookPanel:not(.lm-mod-hidden)'; // the visible notebook; ?reset leaves no other open
+
+function parseArgs(argv) {
+  const options = { chromium: '/usr/bin/chromium', timeoutMs: 240000, notebooks: [] };
+  for (let i = 0; i < argv.length; i++) {
+    const flag = argv[i];
+    const value = () => argv[++i];
+    if (flag === '--url') options.url = value();
+    else if (flag === '--artifacts') options.artifacts = value();
+    else if (flag === '--screenshots') options.screenshots = value();
+    else if (flag === '--chromium') options.chromium = value();
+    else if (flag === '--timeout-ms') options.timeoutMs = Number(value());
+    else if (flag.startsWith('--')) throw new Error(`unknown option ${flag}`);
+    else options.notebooks.push(JSON.parse(flag));
+  }
+  if (!options.url || !options.artifacts || !options.notebooks.length) {
+    throw new Error('need --url, --artifacts and at least one notebook');
+  }
+  return options;
+}
+
+// The notebook's state, read from JupyterLab's own models (exposed as window.jupyterapp).
+function notebookState() {
+  const panel = window.jupyterapp.shell.currentWidget;
+  if (!panel || !panel.content || !panel.content.model) return { ready: false };
+  const cells = [];
+  const model = panel.content.model;
+  for (let i = 0; i < model.cells.length; i++) {
+    const cell = model.cells.get(i);
+    if (cell.type !== 'code') continue;
+    const errors = [];
+    for (let j = 0; j < cell.outputs.length; j++) {
+      const output = cell.outputs.get(j).toJSON();
+      if (output.output_type === 'error') errors.push(`${output.ename}: ${output.evalue}`);
+    }
+    cells.push({ count: cell.executionCount, errors });
+  }
+  const kernel = panel.sessionContext.session && panel.sessionContext.session.kernel;
+  return { ready: true, kernel: kernel ? kernel.status : 'none', cells };
+}
+
+async function waitForKernel(page, timeoutMs) {
+  await page.waitForFunction(() => {
+    const panel = window.jupyterapp && window.jupyterapp.shell.currentWidget;
+    const kernel = panel && panel.sessionContext && panel.sessionContext.session &&
+      panel.sessionContext.session.kernel;
+    return kernel && kernel.status === 'idle';
+  }, null, { timeout: timeoutMs, polling: 250 });
+}
+
+async function runAllCells(page, timeoutMs) {
+  await page.evaluate(() => window.jupyterapp.commands.execute('notebook:run-all-cells'));
+  const deadline = Date.now() + timeoutMs;
+  for (;;) {
+    const state = await page.evaluate(notebookState);
+    const errors = state.cells.flatMap((c) => c.errors);
+    if (errors.length) throw new Error(`a cell failed: ${errors.join('; ')}`);
+    if (state.kernel === 'idle' && state.cells.every((c) => c.count !== null)) return state.cells.length;
+    if (Date.now() > deadline) throw new Error(`cells still running after ${timeoutMs} ms: ${JSON.stringify(state)}`);
+    await page.waitForTimeout(500);
+  }
+}
+
+async function click(page, output, action) {
+  if (action.button) {
+    await output.locator('button.widget-button', { hasText: action.button }).first().click();
+    return;
+  }
+  // Plotly reports a click on the point under the mouse in its drag layer, which covers the plot area.
+  const area = output.locator('.js-plotly-plot').nth(action.plot).locator('.nsewdrag').first();
+  await area.scrollIntoViewIfNeeded();
+  const box = await area.boundingBox();
+  const [fx, fy] = action.at;
+  await page.mouse.move(box.x + box.width * fx, box.y + box.height * fy);
+  await page.waitForTimeout(300);
+  await page.mouse.click(box.x + box.width * fx, box.y + box.height * fy);
+}
+
+async function screenshot(page, target, files) {
+  await target.scrollIntoViewIfNeeded();
+  await page.waitForTimeout(500); // let plotly finish its transitions
+  const [first, ...copies] = files;
+  fs.mkdirSync(path.dirname(first), { recursive: true });
+  await target.screenshot({ path: first });
+  for (const copy of copies) {
+    fs.mkdirSync(path.dirname(copy), { recursive: true });
+    fs.copyFileSync(first, copy);
+  }
+}
+
+async function checkNotebook(context, options, { notebook, actions = [] }) {
+  const start = Date.now();
+  const name = path.basename(notebook, '.ipynb');
+  const report = { notebook, ok: false };
+  const page = await context.newPage();
+  try {
+    await page.goto(`${options.url}/lab/tree/${notebook}?reset`, { waitUntil: 'domcontentloaded' });
+    await page.waitForFunction(() => window.jupyterapp && window.jupyterapp.shell.currentWidget &&
+      window.jupyterapp.shell.currentWidget.content, null, { timeout: options.timeoutMs });
+    // The file browser and other side panels take width the widgets need.
+    await page.evaluate(() => window.jupyterapp.shell.collapseLeft());
+    await waitForKernel(page, options.timeoutMs);
+    report.cells = await runAllCells(page, options.timeoutMs);
+    await page.locator(`${PANEL} .js-plotly-plot`).first().waitFor({ timeout: 60000 });
+    report.plots = await page.locator(`${PANEL} .js-plotly-plot`).count();
+    const output = page.locator(`${PANEL} .jp-OutputArea-output:has(.widget-vbox, .widget-tab)`).first();
+    report.results = [];
+    for (const action of actions) {
+      await click(page, output, action.click);
+      const shown = page.locator(`${PANEL} ${action.expect}`, action.text ? { hasText: action.text } : {}).first();
+      await shown.waitFor({ timeout: options.timeoutMs });
+      report.results.push((await shown.innerText()).trim());
+    }
+    const files = [path.join(options.artifacts, `${name}.png`)];
+    if (options.screenshots) files.push(path.join(options.screenshots, `${name}.png`));
+    await screenshot(page, output, files);
+    report.screenshot = files;
+    report.ok = true;
+  } catch (error) {
+    report.error = String(error && error.message ? error.message : error).split('\n')[0];
+    const failure = path.join(options.artifacts, `${name}-failure.png`);
+    fs.mkdirSync(options.artifacts, { recursive: true });
+    await page.screenshot({ path: failure }).catch(() => {});
+    report.failure_screenshot = failure;
+  } finally {
+    // Shut the kernel down so the next notebook does not compete with it for the CPU.
+    await page.evaluate(() => window.jupyterapp.shell.currentWidget.sessionContext.shutdown()).catch(() => {});
+    await page.close();
+  }
+  report.seconds = (Date.now() - start) / 1000;
+  return report;
+}
+
+async function main() {
+  const options = parseArgs(process.argv.slice(2));
+  const userDataDir = fs.mkdtempSync(path.join(os.tmpdir(), 'subclone-viz-chromium-'));
+  const context = await chromium.launchPersistentContext(userDataDir, {
+    executablePath: options.chromium,
+    headless: true,
+    args: CHROMIUM_ARGS,
+    viewport: { width: 1500, height: 2400 }, // tall enough that each widget fits in one screenshot
+  });
+  let failed = false;
+  try {
+    for (const notebook of options.notebooks) {
+      const report = await checkNotebook(context, options, notebook);
+      failed = failed || !report.ok;
+      console.log(JSON.stringify(report));
+    }
+  } finally {
+    await context.close();
+    fs.rmSync(userDataDir, { recursive: true, force: true });
+  }
+  process.exit(failed ? 1 : 0);
+}
+
+main().catch((error) => {
+  console.error(error);
+  process.exit(2);
+});

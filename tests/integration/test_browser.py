@@ -1,0 +1,151 @@
+"""The notebooks in a real browser: JupyterLab, driven in headless Chromium, renders and runs the widgets.
+
+Starts JupyterLab on 127.0.0.1 (a free port, no token) over a temporary copy of notebooks/, in quick mode, and
+runs tests/integration/browser/run_notebooks.js (Node + playwright-core, with Debian's chromium): it opens each
+notebook, runs all cells, checks that plotly figures rendered, clicks the Subclone button of notebook 3 and
+waits for its result, and saves screenshots to tests/artifacts/ and docs/screenshots/ (the README's).
+
+Skips, saying why, without chromium, node or playwright-core (``make browser-deps`` installs them).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+pytestmark = [pytest.mark.slow, pytest.mark.browser]
+
+ROOT = Path(__file__).resolve().parents[2]
+BROWSER_DIR = ROOT / "tests" / "integration" / "browser"
+ARTIFACTS = ROOT / "tests" / "artifacts"
+SCREENSHOTS = ROOT / "docs" / "screenshots"
+CHROMIUM = Path("/usr/bin/chromium")
+# What run_notebooks.js does with each notebook: run all cells, then click and wait for each result in turn.
+RUNS = [
+    {"notebook": "01_residual_property.ipynb"},
+    {"notebook": "02_neuron_importance.ipynb"},
+    {
+        "notebook": "03_subclone_and_train.ipynb",
+        "actions": [
+            {"click": {"button": "Subclone"}, "expect": ".subclone-result"},
+            # Training runs in a kernel thread; the curves and this status update while the kernel is idle.
+            {"click": {"button": "Train"}, "expect": ".train-status", "text": "training done"},
+        ],
+    },
+    # A click at a quarter of the width and half the height of the loss map: in quick mode's 3 x 2 grid, the
+    # middle row's left cell (15 blocks x 192).
+    {
+        "notebook": "04_choosing_a_size.ipynb",
+        "actions": [{"click": {"plot": 0, "at": [0.25, 0.5]}, "expect": ".size-grid-selection"}],
+    },
+]
+SERVER_START_SECONDS = 90
+RUN_SECONDS = 900
+
+
+def _missing_tools() -> str | None:
+    if not CHROMIUM.exists():
+        return f"{CHROMIUM} is missing (Debian's chromium: `make browser-deps` or apt-get install chromium)"
+    if shutil.which("node") is None:
+        return "node is not installed"
+    if not (BROWSER_DIR / "node_modules" / "playwright-core" / "package.json").is_file():
+        return f"playwright-core is not installed in {BROWSER_DIR} (`make browser-deps` or npm install there)"
+    return None
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _wait_for_server(url: str, server: subprocess.Popen, log: Path) -> None:
+    deadline = time.monotonic() + SERVER_START_SECONDS
+    while time.monotonic() < deadline:
+        if server.poll() is not None:
+            pytest.fail(f"JupyterLab exited with {server.returncode}:\n{log.read_text()[-3000:]}")
+        try:
+            with urllib.request.urlopen(f"{url}/api/status", timeout=2) as response:
+                if response.status == 200:
+                    return
+        except OSError:
+            time.sleep(0.5)
+    pytest.fail(f"JupyterLab did not answer on {url} within {SERVER_START_SECONDS} s:\n{log.read_text()[-3000:]}")
+
+
+@pytest.fixture
+def jupyterlab(tmp_path: Path):
+    """A JupyterLab server over a copy of the notebooks, in quick mode; yields its URL."""
+    missing = _missing_tools()
+    if missing:
+        pytest.skip(f"real-browser test skipped: {missing}")
+    notebooks = tmp_path / "notebooks"
+    shutil.copytree(ROOT / "notebooks", notebooks, ignore=shutil.ignore_patterns(".ipynb_checkpoints", "subclones"))
+    port = _free_port()
+    env = {
+        **os.environ,
+        "SUBCLONE_VIZ_QUICK": "1",
+        # One thread per kernel: on a small shared machine two threads mostly wait for each other.
+        "OMP_NUM_THREADS": "1",
+        # Keep JupyterLab's settings, workspaces and runtime files out of the home directory.
+        "JUPYTER_RUNTIME_DIR": str(tmp_path / "runtime"),
+        "JUPYTERLAB_SETTINGS_DIR": str(tmp_path / "settings"),
+        "JUPYTERLAB_WORKSPACES_DIR": str(tmp_path / "workspaces"),
+    }
+    # No news or update checks: they would try the network and cover the page with a notification.
+    notification = tmp_path / "settings" / "@jupyterlab" / "apputils-extension" / "notification.jupyterlab-settings"
+    notification.parent.mkdir(parents=True)
+    notification.write_text(json.dumps({"fetchNews": "false", "checkForUpdates": False}))
+    log = tmp_path / "jupyterlab.log"
+    command = [
+        sys.executable, "-m", "jupyterlab", f"--port={port}", "--ip=127.0.0.1", "--no-browser", "--allow-root",
+        "--ServerApp.token=", "--ServerApp.password=", "--LabApp.expose_app_in_browser=True",
+        f"--ServerApp.root_dir={notebooks}",
+    ]
+    with log.open("w") as log_file:
+        server = subprocess.Popen(command, env=env, stdout=log_file, stderr=subprocess.STDOUT, start_new_session=True)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        _wait_for_server(url, server, log)
+        yield url
+    finally:
+        # The server and the kernels it started share its session: stop them all.
+        os.killpg(server.pid, signal.SIGTERM)
+        try:
+            server.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            os.killpg(server.pid, signal.SIGKILL)
+            server.wait()
+
+
+def test_notebooks_render_and_run_in_chromium(jupyterlab: str) -> None:
+    start = time.perf_counter()
+    completed = subprocess.run(
+        ["node", str(BROWSER_DIR / "run_notebooks.js"), "--url", jupyterlab, "--artifacts", str(ARTIFACTS),
+         "--screenshots", str(SCREENSHOTS), "--chromium", str(CHROMIUM), *map(json.dumps, RUNS)],
+        capture_output=True, text=True, timeout=RUN_SECONDS, cwd=BROWSER_DIR,
+    )
+    print(f"browser run: {time.perf_counter() - start:.1f} s")
+    reports = [json.loads(line) for line in completed.stdout.splitlines() if line.startswith("{")]
+    for report in reports:
+        print(report)
+    assert completed.returncode == 0, f"{completed.stdout}\n{completed.stderr[-3000:]}"
+    assert [r["notebook"] for r in reports] == [run["notebook"] for run in RUNS]
+    for report in reports:
+        assert report["plots"] >= 1, f"{report['notebook']}: no plotly figure rendered"
+        for screenshot in report["screenshot"]:
+            assert Path(screenshot).stat().st_size > 10_000, f"{screenshot} looks empty"
+    (subcloned, trained), (selected,) = reports[2]["results"], reports[3]["results"]
+    assert "parameters" in subcloned and "held-out loss before training" in subcloned and "saved to" in subcloned
+    assert trained == "training done"
+    assert "15 blocks x 192 wide" in selected and "sent to the subclone studio" in selected
