@@ -91,16 +91,26 @@ class DestinationSpec:
                     f"{parent.head_dim} = {heads}"
                 )
         else:
+            # head_dim is its own field here, but transformers still checks that heads divide the hidden width.
+            valid = _llama_heads(parent, hidden)
+            if not valid:
+                widths = [h for h in range(1, parent.hidden + 1) if _llama_heads(parent, h)]
+                raise SpecError(
+                    f"hidden={hidden} is not a multiple of any valid head count "
+                    f"({_choices(range(ratio, parent.heads + 1, ratio))}): choose one of {_choices(widths)}"
+                )
             heads = self.heads
             if heads is None and self.kv_heads is not None:
                 heads = self.kv_heads * ratio
             if heads is None:
-                heads = max(ratio, int(round(parent.heads * hidden / parent.hidden / ratio)) * ratio)
-            valid = list(range(ratio, parent.heads + 1, ratio))
+                proportional = parent.heads * hidden / parent.hidden
+                heads = min(valid, key=lambda h: (abs(h - proportional), h))
             if heads not in valid:
                 raise SpecError(
-                    f"heads={heads} is not valid: choose one of {_choices(valid)} (at most the parent's {parent.heads}"
-                    + (f", a multiple of its {ratio} queries per KV head)" if ratio > 1 else ")")
+                    f"heads={heads} is not valid with hidden={hidden}: choose one of {_choices(valid)} (at most the "
+                    f"parent's {parent.heads}"
+                    + (f", a multiple of its {ratio} queries per KV head" if ratio > 1 else "")
+                    + ", dividing the hidden width)"
                 )
         kv_heads = heads // ratio
         if self.kv_heads is not None and self.kv_heads != kv_heads:
@@ -134,7 +144,7 @@ def spec_choices(parent: "Parent") -> dict[str, list[int]]:
     if family.heads_follow_hidden:
         hidden = [h * dims.head_dim for h in range(1, dims.heads + 1)]
     else:
-        hidden = list(range(1, dims.hidden + 1))
+        hidden = [h for h in range(1, dims.hidden + 1) if _llama_heads(dims, h)]
     heads = list(range(ratio, dims.heads + 1, ratio))
     return {
         "layers": list(range(1, 2 * dims.layers + 1)),
@@ -291,6 +301,12 @@ def select_layers(parent_layers: int, layers: int, depth: str, profile: "Profile
     scores = profile.block_metrics["f_over_sum"]
     keep = np.sort(np.argsort(-scores, kind="stable")[:layers])
     return _ints(keep)
+
+
+def _llama_heads(parent: Dims, hidden: int) -> list[int]:
+    """Head counts a destination of this hidden width may have when head_dim is free: multiples of the
+    queries per KV head, at most the parent's, that divide the width."""
+    return [h for h in range(parent.queries_per_kv, parent.heads + 1, parent.queries_per_kv) if hidden % h == 0]
 
 
 def _grow_middle(n: int, layers: int) -> list[int]:

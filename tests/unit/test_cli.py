@@ -100,7 +100,7 @@ def test_info_lists_the_valid_spec_ranges(files, capsys):
     code, out, _ = run(capsys, "info", "--parent", str(files["llama"]))
     assert code == 0
     assert "4 layers, hidden 48, 6 heads / 2 KV heads of 8, FFN 80" in out
-    assert "--hidden    1-48" in out
+    assert "--hidden    3, 6, ..., 48 (step 3)" in out  # transformers needs heads to divide hidden
     assert "--heads     3, 6 (multiples of its 3 queries per KV head)" in out
     assert "--kv-heads  1, 2" in out
 

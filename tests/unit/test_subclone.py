@@ -200,7 +200,9 @@ def test_invalid_specs_name_the_valid_range(spec, message):
 @pytest.mark.parametrize(
     "spec, message",
     [
-        (dict(layers=2, hidden=24, heads=4), "heads=4 is not valid: choose one of 3, 6"),
+        (dict(layers=2, hidden=24, heads=4), "heads=4 is not valid with hidden=24: choose one of 3, 6"),
+        (dict(layers=2, hidden=9, heads=6), "heads=6 is not valid with hidden=9: choose one of 3 "),
+        (dict(layers=2, hidden=20), "hidden=20 is not a multiple of any valid head count"),
         (dict(layers=2, hidden=24, heads=3, kv_heads=2), "use kv_heads=1"),
         (dict(layers=2, hidden=24, heads=9), "heads=9"),
     ],
@@ -209,6 +211,16 @@ def test_invalid_gqa_specs(spec, message):
     parent = sv.load_parent(tiny_model("llama"), device="cpu")
     with pytest.raises(sv.SpecError, match=message):
         sv.plan(parent, None, sv.DestinationSpec(**spec), width="first")
+
+
+def test_every_offered_llama_width_saves(tmp_path):
+    """transformers refuses to save a config whose heads do not divide the hidden width; no offered width may."""
+    parent = sv.load_parent(tiny_model("llama"), device="cpu")
+    choices = sv.spec_choices(parent)
+    assert 20 not in choices["hidden"] and 24 in choices["hidden"]
+    for hidden in (9, 30, 42):
+        p = sv.plan(parent, None, sv.DestinationSpec(layers=1, hidden=hidden), width="first")
+        sv.save_destination(sv.subclone(parent, p), p, tmp_path / str(hidden))
 
 
 def test_unset_widths_follow_parent_ratios():
