@@ -35,6 +35,7 @@ def staged_directory(directory: str | os.PathLike, overwrite: bool = False) -> I
     directory = check_new_directory(directory, overwrite)
     directory.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(dir=directory.parent, prefix=f".{directory.name}.tmp-"))
+    os.chmod(staging, 0o777 & ~_umask())  # mkdtemp makes it private; the result should be like any new dir
     try:
         yield staging
         old = None
@@ -46,3 +47,9 @@ def staged_directory(directory: str | os.PathLike, overwrite: bool = False) -> I
             shutil.rmtree(old, ignore_errors=True)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
