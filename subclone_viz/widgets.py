@@ -198,8 +198,8 @@ class ResidualExplorer(_App):
             )
         else:
             self.token = w.Dropdown(description="token", options=[], disabled=True)
-        self.layer = w.IntSlider(value=0, min=0, max=profile.num_layers, description="residual layer",
-                                 continuous_update=True, style=_LABEL_STYLE, layout=w.Layout(width="60%"))
+        self.layer = w.IntSlider(value=profile.num_layers // 2, min=0, max=profile.num_layers,
+                                 description="residual layer", style=_LABEL_STYLE, layout=w.Layout(width="60%"))
         self.layer_readout = w.HTML()
         self.trace_message = w.HTML()
         self.trace_figure = _figure(go.Figure(), FULL_WIDTH)

@@ -20,7 +20,10 @@ NOTEBOOKS = sorted(NOTEBOOK_DIR.glob("*.ipynb"))
 
 # Run after a notebook's own cells, in its kernel: an AssertionError fails the test.
 PROBES = {
-    "01_residual_property": "assert prof.tokens >= 256 and len(prof.block_metrics['f_over_sum']) == 30",
+    "01_residual_property": """
+assert prof.tokens >= 256 and len(prof.block_metrics["f_over_sum"]) == 30
+assert len(ablation.removed) == 30 and ablation.removed[0] > ablation.baseline + 1  # block 0 matters
+""",
     "02_neuron_importance": "assert prof.rank_consistency().spearman.shape == (31, 31)",
     "03_subclone_and_train": """
 studio.layers.value = 6
@@ -35,7 +38,10 @@ spec = sizes.select(0, 1)
 assert (studio.layers.value, studio.hidden.value) == (spec.layers, spec.hidden) == (grid.layers[0], grid.hidden[1])
 assert sizes.selected == (0, 1)
 """,
-    "05_vision": "assert studio.plan is not None and parent.family.task == 'image-classification'",
+    "05_vision": """
+assert parent.family.task == "image-classification" and list(result.histories) == ["random", "subclone"]
+assert studio.plan.destination_dims.hidden == 64 and "eval_accuracy" in studio.curve_figures
+""",
 }
 
 
