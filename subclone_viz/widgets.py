@@ -465,6 +465,11 @@ class SubcloneStudio(_App):
                 w.HBox([self.save_dir, self.overwrite, self.subclone_button]),
                 self.result,
                 _heading("Train it against other initializations", 4),
+                _caption("Every initialization trains a destination of the shape above (blocks and widths) on the "
+                         "same batches, with the paper's learning rates. Each brings its own strategies: "
+                         "<code>subclone</code> is the paper's (middle depth, importance width, sqrt scaling), the "
+                         "others its ablations and baselines; the depth, width and scaling menus apply to the "
+                         "Subclone button only."),
                 w.HBox([self.inits, w.VBox([self.steps, w.HBox([self.train_button, self.stop_button])])]),
                 self.train_status,
                 _row(*self.curve_figures.values()),
