@@ -3,7 +3,8 @@
 Times, side by side in one process on the same 8 x 256-token batches: a plain no-grad forward, the streaming
 profile, and a forward that captures every hidden state (``output_hidden_states=True``) and keeps them, as
 an activation cache does. Peak memory is the growth during each mode over the loaded model (CPU: the resident
-set sampled every 2 ms; CUDA: ``torch.cuda.max_memory_allocated``).
+set sampled every 2 ms; CUDA: ``torch.cuda.max_memory_allocated``), each mode in a fresh subprocess so that
+memory one mode freed to the allocator cannot hide another's growth.
 
     .venv/bin/python bench/bench_profile.py [--device cuda --dtype bfloat16] [--batches 4] [--repeats 3]
 """
@@ -12,7 +13,10 @@ from __future__ import annotations
 
 import argparse
 import gc
+import json
 import statistics
+import subprocess
+import sys
 import time
 
 import torch
@@ -78,10 +82,21 @@ def main():
     parser.add_argument("--dtype", default=None)
     parser.add_argument("--batches", type=int, default=4)
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--memory-mode", help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.memory_mode:
+        parent, batches = load(args)
+        run_mode(parent, batches[:1], "forward")  # warm-up: first-call allocations are not the mode's
+        print(json.dumps(peak_memory(parent, batches, args.memory_mode)))
+        return
     median, parent, batches = timings(args)
     tokens = args.batches * 8 * 256
-    memory = {mode: peak_memory(parent, batches, mode) for mode in ("forward", "profile", "hidden_states")}
+    memory = {}
+    for mode in ("forward", "profile", "hidden_states"):
+        command = [sys.executable, __file__, "--memory-mode", mode, "--device", args.device, "--batches", str(args.batches)]
+        command += ["--dtype", args.dtype] if args.dtype else []
+        output = subprocess.run(command, capture_output=True, text=True, check=True).stdout
+        memory[mode] = json.loads(output.strip().splitlines()[-1])
     print(f"SmolLM2-135M on {parent.input_device} ({parent.dtype}), {args.batches} batches of 8 x 256 = {tokens} tokens, "
           f"median of {args.repeats}")
     print(f"{'mode':<16}{'seconds':>10}{'x forward':>11}{'peak MiB over model':>22}")
