@@ -11,15 +11,8 @@ import subclone_viz as sv
 from subclone_viz.vision import VIT_DIGITS_NOTE, vit_digits_dir, vit_digits_history, vit_digits_parent
 
 pytestmark = pytest.mark.slow
+ONE_TORCH_THREAD = True  # a 1.2M-parameter ViT trains fastest on one thread
 
-
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Models this small run fastest on one CPU thread; a second one spins while it waits."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 @pytest.fixture(scope="module")

@@ -13,7 +13,6 @@ import random
 from pathlib import Path
 
 import pytest
-import torch
 from tokenizers import Tokenizer, models, pre_tokenizers, trainers
 from transformers import PreTrainedTokenizerFast
 
@@ -40,14 +39,6 @@ def save_text_parent(directory: Path, name: str, seed: int = 0) -> Path:
     word_tokenizer().save_pretrained(directory)
     return directory
 
-
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """Tiny models on a shared two-core machine: two intra-op threads wait on each other far longer than they work."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 @pytest.fixture(scope="module")

@@ -146,7 +146,6 @@ def test_gqa_keeps_whole_groups():
     p = sv.plan(parent, prof, sv.DestinationSpec(layers=4, hidden=24, heads=3, kv_heads=1))
     for heads, groups in zip(p.heads, p.kv_heads):
         assert len(groups) == 1 and sorted(heads) == [3 * groups[0] + r for r in range(3)]
-        scores = prof.head_importance[0].reshape(2, 3).sum(1)
     assert p.kv_heads[0] == [int(np.argmax(prof.head_importance[p.layers[0]].reshape(2, 3).sum(1)))]
 
 

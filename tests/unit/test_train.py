@@ -12,15 +12,6 @@ from subclone_viz.train import INITS, EvalRecord, History, StepRecord, _destinat
 from tiny import tiny_batches, tiny_model
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny models gain nothing from a second thread, and on a shared 2-core machine spin-waiting threads
-    make them many times slower."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
 
 def text_batches_of_lengths(lengths, batch_size=2, seed=0):
     """Unpadded token batches whose sizes differ, so the order they were served in shows in ``seen``."""
