@@ -89,17 +89,17 @@ def test_image_cells_count_patch_tokens_in_the_attention_flops():
 
 def test_a_second_run_reads_every_cell_from_the_cache(llama, monkeypatch):
     parent, prof, batches = llama
-    first = sv.size_grid(parent, prof, [1, 3], [16, 32], batches, progress=False)
+    first = sv.size_grid(parent, prof, [1, 3], [15, 30], batches, progress=False)
     calls = []
     measure = sizing._measure_cell
     monkeypatch.setattr(sizing, "_measure_cell", lambda *args: calls.append(args) or measure(*args))
-    again = sv.size_grid(parent, prof, [1, 3], [16, 32], batches, progress=False)
+    again = sv.size_grid(parent, prof, [1, 3], [15, 30], batches, progress=False)
     assert calls == [] and again.cache_hits == 4
     for quantity in sizing.QUANTITIES:
         np.testing.assert_array_equal(getattr(again, quantity), getattr(first, quantity))
     assert again.dims == first.dims
     # A grid that shares one cell with the first one only measures the new ones.
-    sv.size_grid(parent, prof, [3], [32, 40], batches, progress=False)
+    sv.size_grid(parent, prof, [3], [30, 42], batches, progress=False)
     assert len(calls) == 1
     files = list((sv.cache_dir() / "size_grid").glob("*.json"))
     assert all(json.loads(f.read_text())["key"]["spec"] for f in files)
@@ -127,15 +127,15 @@ def test_the_cache_key_sees_what_changes_a_cell(llama, monkeypatch, change):
 
 def test_cache_off_and_a_corrupt_cache_file_both_measure_again(llama, monkeypatch):
     parent, prof, batches = llama
-    sv.size_grid(parent, prof, [2], [40], batches, progress=False)
+    sv.size_grid(parent, prof, [2], [42], batches, progress=False)
     calls = []
     measure = sizing._measure_cell
     monkeypatch.setattr(sizing, "_measure_cell", lambda *args: calls.append(args) or measure(*args))
-    sv.size_grid(parent, prof, [2], [40], batches, cache=False, progress=False)
+    sv.size_grid(parent, prof, [2], [42], batches, cache=False, progress=False)
     assert len(calls) == 1
     for path in (sv.cache_dir() / "size_grid").glob("*.json"):
         path.write_text("{ half a file")
-    grid = sv.size_grid(parent, prof, [2], [40], batches, progress=False)
+    grid = sv.size_grid(parent, prof, [2], [42], batches, progress=False)
     assert len(calls) == 2 and np.isfinite(grid.loss[0, 0])
 
 
