@@ -118,3 +118,18 @@ def tiny_batches(name: str, count: int = 3, batch_size: int = 2, seq_len: int = 
             input_ids[0, seq_len - 4:] = 0
         batches.append({"input_ids": input_ids, "attention_mask": attention_mask})
     return batches
+
+
+WORDS = [f"w{index}" for index in range(60)]
+
+
+def word_tokenizer():
+    """One token per word of WORDS and an EOS token to join documents; built offline, small enough for the
+    tiny models' vocabulary."""
+    from tokenizers import Tokenizer, models, pre_tokenizers, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    backend = Tokenizer(models.WordLevel(unk_token="[UNK]"))
+    backend.pre_tokenizer = pre_tokenizers.Whitespace()
+    backend.train_from_iterator([" ".join(WORDS)], trainers.WordLevelTrainer(special_tokens=["[UNK]", "</s>"]))
+    return PreTrainedTokenizerFast(tokenizer_object=backend, unk_token="[UNK]", eos_token="</s>")

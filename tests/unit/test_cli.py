@@ -13,24 +13,12 @@ import random
 from pathlib import Path
 
 import pytest
-from tokenizers import Tokenizer, models, pre_tokenizers, trainers
-from transformers import PreTrainedTokenizerFast
 
 from subclone_viz import cli
 from subclone_viz.cli import main
 from subclone_viz.parent import load_parent
 from subclone_viz.profile import Profile
-from tiny import tiny_model
-
-WORDS = [f"w{index}" for index in range(60)]
-
-
-def word_tokenizer() -> PreTrainedTokenizerFast:
-    """One token per word of WORDS, with an EOS token to join documents; built without any download."""
-    backend = Tokenizer(models.WordLevel(unk_token="[UNK]"))
-    backend.pre_tokenizer = pre_tokenizers.Whitespace()
-    backend.train_from_iterator([" ".join(WORDS)], trainers.WordLevelTrainer(special_tokens=["[UNK]", "</s>"]))
-    return PreTrainedTokenizerFast(tokenizer_object=backend, unk_token="[UNK]", eos_token="</s>")
+from tiny import WORDS, tiny_model, word_tokenizer
 
 
 def save_text_parent(directory: Path, name: str, seed: int = 0) -> Path:
@@ -38,7 +26,6 @@ def save_text_parent(directory: Path, name: str, seed: int = 0) -> Path:
     model.save_pretrained(directory)
     word_tokenizer().save_pretrained(directory)
     return directory
-
 
 
 @pytest.fixture(scope="module")

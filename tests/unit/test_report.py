@@ -12,22 +12,10 @@ from pathlib import Path
 
 import pytest
 from plotly.offline import get_plotlyjs
-from tokenizers import Tokenizer, models, pre_tokenizers, trainers
-from transformers import PreTrainedTokenizerFast
 
 import subclone_viz as sv
 from subclone_viz.report import build_report, default_destination, run_report
-from tiny import tiny_batches, tiny_model
-
-WORDS = [f"w{index}" for index in range(60)]
-
-
-def word_tokenizer() -> PreTrainedTokenizerFast:
-    """One token per word of WORDS and an EOS token; built offline, small enough for the tiny vocabulary."""
-    backend = Tokenizer(models.WordLevel(unk_token="[UNK]"))
-    backend.pre_tokenizer = pre_tokenizers.Whitespace()
-    backend.train_from_iterator([" ".join(WORDS)], trainers.WordLevelTrainer(special_tokens=["[UNK]", "</s>"]))
-    return PreTrainedTokenizerFast(tokenizer_object=backend, unk_token="[UNK]", eos_token="</s>")
+from tiny import WORDS, tiny_batches, tiny_model, word_tokenizer
 
 
 @pytest.fixture(scope="module")
