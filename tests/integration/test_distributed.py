@@ -22,6 +22,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 
 import subclone_viz as sv
 from subclone_viz.cli import main
@@ -201,3 +202,26 @@ def test_profiles_of_shards_add_up_with_sum():
     parts = sum(sv.profile(parent, [batch], progress=False) for batch in batches)
     assert parts.tokens == whole.tokens
     np.testing.assert_allclose(parts.residual_abs_sums, whole.residual_abs_sums, rtol=1e-10)
+
+
+@pytest.mark.slow
+def test_smollm2_with_a_device_map_offloads_blocks_and_profiles_and_subclones_like_the_whole_parent(
+    smollm2, tmp_path
+):
+    blocks = {f"model.layers.{i}": "disk" if 10 <= i < 20 else "cpu" for i in range(30)}
+    device_map = {"model.embed_tokens": "cpu", **blocks, "model.norm": "cpu", "model.rotary_emb": "cpu",
+                  "lm_head": "cpu"}
+    dispatched = sv.load_parent("smollm2-135m", device_map=device_map, offload_folder=tmp_path / "offload")
+    assert dispatched.model.hf_device_map == device_map  # the alias no longer drops the map
+    assert dispatched.model.model.layers[15].mlp.up_proj.weight.device.type == "meta"
+    batches = sv.text_batches("builtin", smollm2.tokenizer, seq_len=64, batch_size=2, split="heldout", max_batches=2)
+    a = sv.profile(dispatched, batches, progress=False)
+    b = sv.profile(smollm2, batches, progress=False)
+    np.testing.assert_allclose(a.block_sums, b.block_sums, rtol=1e-5)
+    np.testing.assert_allclose(a.ffn_abs_sums, b.ffn_abs_sums, rtol=1e-5)
+    spec = sv.DestinationSpec(layers=20, hidden=384)
+    child = sv.subclone(dispatched, sv.plan(dispatched, b, spec))
+    reference = sv.subclone(smollm2, sv.plan(smollm2, b, spec)).state_dict()
+    assert {p.device.type for p in child.parameters()} == {"cpu"}
+    for name, value in child.state_dict().items():
+        torch.testing.assert_close(value, reference[name], msg=name)
