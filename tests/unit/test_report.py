@@ -14,7 +14,7 @@ import pytest
 from plotly.offline import get_plotlyjs
 
 import subclone_viz as sv
-from subclone_viz.report import build_report, default_destination, run_report
+from subclone_viz.report import build_report, run_report
 from tiny import WORDS, tiny_batches, tiny_model, word_tokenizer
 
 
@@ -116,7 +116,7 @@ def test_the_trace_records_the_tokens_of_a_text(records):
 
 
 def test_default_destination_is_two_thirds_of_the_parent(records):
-    assert default_destination(records["parent"]) == sv.DestinationSpec(layers=3, hidden=33)  # two thirds of 48, snapped to a width the 3 or 6 heads divide
+    assert sv.default_destination(records["parent"]) == sv.DestinationSpec(layers=3, hidden=33)  # two thirds of 48, snapped to a width the 3 or 6 heads divide
 
 
 @pytest.fixture
