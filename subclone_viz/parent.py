@@ -44,7 +44,7 @@ from torch import nn
 
 from . import distributed
 from .data import cache_dir
-from .families import Dims, Family, family_of
+from .families import Dims, Family, auto_class_name, family_of
 
 SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
 EMBEDDED_ALIASES = {
@@ -298,16 +298,15 @@ def _load_timm(name: str, pretrained: bool):
 
 
 def _auto_class(config: Any):
-    from transformers import AutoModel, AutoModelForCausalLM, AutoModelForMaskedLM
+    """The Auto class for a config: its recorded task head, else the one of the family claiming its model_type."""
+    import transformers
 
     architectures = getattr(config, "architectures", None) or []
     if any(a.endswith("ForCausalLM") or a.endswith("LMHeadModel") for a in architectures):
-        return AutoModelForCausalLM
+        return transformers.AutoModelForCausalLM
     if any(a.endswith("ForMaskedLM") for a in architectures):
-        return AutoModelForMaskedLM
-    if config.model_type in {"gpt2", "llama", "mistral", "qwen2", "qwen3"}:
-        return AutoModelForCausalLM
-    return AutoModel
+        return transformers.AutoModelForMaskedLM
+    return getattr(transformers, auto_class_name(config.model_type) or "AutoModel")
 
 
 def _load_hf(source: str, dtype, dispatch: dict[str, Any], trust_remote_code: bool, gguf_file: str | None = None):
