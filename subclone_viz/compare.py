@@ -43,6 +43,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 from torch import nn
 
+from . import distributed
 from ._atomic import staged_directory
 from .train import EvalRecord, History, StepRecord, StopSignal, TrainSettings, train
 
@@ -190,7 +191,11 @@ class Comparison:
 
     def save(self, directory: str | os.PathLike, overwrite: bool = False) -> Path:
         """Write ``histories.json``, ``<init>.csv`` per initialization and ``summary.json`` (config, plans,
-        metrics, table) into ``directory``, all at once: a staging directory renamed into place."""
+        metrics, table) into ``directory``, all at once: a staging directory renamed into place. Under several
+        processes only the main one writes; every process returns the path (or raises its error)."""
+        return distributed.on_main(self._write, directory, overwrite)
+
+    def _write(self, directory: str | os.PathLike, overwrite: bool) -> Path:
         with staged_directory(directory, overwrite) as staging:
             (staging / "histories.json").write_text(
                 json.dumps({k: h.to_dict() for k, h in self.histories.items()}, indent=1)

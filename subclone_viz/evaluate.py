@@ -54,15 +54,18 @@ def evaluate(
     totals = torch.zeros(4, dtype=torch.float64)  # (sum of batch losses, batches, correct, images scored)
     chosen = batches if max_batches is None else itertools.islice(batches, max_batches)
     try:
-        for batch in distributed.shard(chosen):
+        # Padded: a DDP or FSDP model talks to the other processes in every forward, so all run as many.
+        for batch, counts in distributed.padded_shard(chosen):
             batch = {k: v.to(device) for k, v in batch.items()}
             if family.task == "image-classification":
                 logits = family.logits(model, batch)
                 loss = float(nn.functional.cross_entropy(logits.float(), batch["labels"]))
                 correct = int((logits.argmax(-1) == batch["labels"]).sum())
-                totals += torch.tensor([loss, 1, correct, batch["labels"].numel()], dtype=torch.float64)
+                scored = torch.tensor([loss, 1, correct, batch["labels"].numel()], dtype=torch.float64)
             else:
-                totals += torch.tensor([float(family.loss(model, batch)), 1, 0, 0], dtype=torch.float64)
+                scored = torch.tensor([float(family.loss(model, batch)), 1, 0, 0], dtype=torch.float64)
+            if counts:
+                totals += scored
     finally:
         model.train(was_training)
     loss_sum, count, correct, seen = distributed.reduce_sum(totals).tolist()

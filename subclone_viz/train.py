@@ -53,6 +53,7 @@ from typing import Any, Protocol
 import torch
 from torch import nn
 
+from . import distributed
 from .evaluate import evaluate
 from .families import Family, family_of
 
@@ -66,7 +67,10 @@ _CHECKPOINT_PREFIX = "step-"
 _TRAINER_STATE = "trainer_state.json"
 _HISTORY_FILE = "history.json"
 # Settings a resumed run must share with the checkpoint it continues, or its history would not be one run.
-_RESUME_KEYS = ("steps", "lr", "weight_decay", "warmup", "schedule", "seed", "max_grad_norm", "eval_every")
+# The process count too: the batch stream a resumed run picks up depends on it.
+_RESUME_KEYS = (
+    "steps", "lr", "weight_decay", "warmup", "schedule", "seed", "max_grad_norm", "eval_every", "num_processes",
+)
 
 
 @dataclass(frozen=True)
@@ -277,12 +281,20 @@ def _accelerator(mixed_precision: str):
     from accelerate import Accelerator
     from accelerate.state import AcceleratorState
 
+    distributed.state()  # repairs a PartialState() the user made that took this process for the only one
     state = AcceleratorState._shared_state
     if state and state.get("_mixed_precision") != mixed_precision:
         # accelerate keeps one process-wide state; a notebook may train in fp32, then in bf16, in one kernel.
         AcceleratorState._reset_state()
     # The scheduler counts optimizer steps; accelerate would otherwise step it once per process.
     return Accelerator(mixed_precision=mixed_precision, step_scheduler_with_optimizer=False)
+
+
+def _stop_everywhere(stop: StopSignal, processes: int) -> bool:
+    """Whether any process was asked to stop: all of them stop at the same step, or the others would hang."""
+    if processes == 1:
+        return stop.is_set()
+    return bool(distributed.reduce_sum(torch.tensor([float(stop.is_set())], dtype=torch.float64)) > 0)
 
 
 def _cycled(batches: Iterable[dict[str, torch.Tensor]], start: int) -> Iterator[dict[str, torch.Tensor]]:
@@ -451,7 +463,7 @@ def train(
         if start == 0:
             run_eval(0)
         for step in range(start + 1, steps + 1):
-            if stop is not None and stop.is_set():
+            if stop is not None and _stop_everywhere(stop, processes):
                 history.stopped_early = True
                 break
             batch = {k: v.to(accelerator.device) for k, v in next(stream).items()}
