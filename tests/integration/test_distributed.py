@@ -96,6 +96,11 @@ parent.family.logits = logits
 evaluation = sv.evaluate(parent.model, parent.family, heldout)
 ablation = sv.block_ablation(parent, heldout, progress=False)
 path = prof.save(Path(out) / "profile.npz")
+try:
+    prof.save(path)  # exists: the main process refuses, and every process raises its error
+    refused = None
+except FileExistsError as error:
+    refused = str(error)
 
 # DDP training, and a run stopped at step 2 then resumed from its checkpoint.
 import threading
@@ -120,7 +125,7 @@ saved_comparison = comparison.save(Path(out) / "comparison")
 rank = distributed.process_index()
 record = {
     "rank": rank, "processes": distributed.num_processes(), "user_rank": user_state.process_index,
-    "forwards": forwards, "saved": str(path), "tokens": prof.tokens,
+    "forwards": forwards, "saved": str(path), "refused": refused, "tokens": prof.tokens,
     "block_sums": prof.block_sums.tolist(), "residual_abs_sums": prof.residual_abs_sums.tolist(),
     "ffn_abs_sums": prof.ffn_abs_sums.tolist(), "attn_abs_sums": prof.attn_abs_sums.tolist(),
     "loss": evaluation.loss, "batches": evaluation.batches, "ablation": ablation.to_dict(),
@@ -191,6 +196,7 @@ def test_profile_save_writes_one_file_and_every_rank_returns_its_path(ranks, sin
     records, out = ranks
     assert sorted(p.name for p in out.iterdir()) == ["comparison", "profile.npz", "rank0.json", "rank1.json"]
     assert records[0]["saved"] == records[1]["saved"] == str(out / "profile.npz")
+    assert records[0]["refused"] == records[1]["refused"] and "overwrite=True" in records[1]["refused"]
     saved = sv.Profile.load(out / "profile.npz")
     np.testing.assert_allclose(saved.residual_abs_sums, single["profile"].residual_abs_sums, rtol=1e-5)
 
