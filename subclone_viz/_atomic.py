@@ -29,8 +29,8 @@ is the caller's business.
 
 Fault injection for the test suite: ``SUBCLONE_VIZ_FAULT=<point>:<action>`` makes every write reach ``point``
 (``writing``: half a file written; ``staged``: staging complete, not yet published) and then ``kill`` itself
-with SIGKILL or fail with ``enospc`` (an ``OSError(ENOSPC)``). ``SUBCLONE_VIZ_FAULT_TARGET=<text>`` limits it to
-targets whose path contains that text.
+with SIGKILL or fail with ``enospc`` (an ``OSError(ENOSPC)``). ``SUBCLONE_VIZ_FAULT_TARGET=<name>`` limits it to
+targets of that file or directory name.
 
 Example::
 
@@ -208,7 +208,7 @@ def _fault(point: str, target: Path) -> None:
     wanted = os.environ.get("SUBCLONE_VIZ_FAULT")
     if not wanted or wanted.partition(":")[0] != point:
         return
-    if os.environ.get("SUBCLONE_VIZ_FAULT_TARGET", "") not in str(target):
+    if os.environ.get("SUBCLONE_VIZ_FAULT_TARGET", target.name) != target.name:
         return
     action = wanted.partition(":")[2]
     if action == "kill":
