@@ -72,14 +72,14 @@ def model_card(model: nn.Module, plan: SubclonePlan) -> str:
     params = sum(p.numel() for p in model.parameters())
     load = (
         'timm.create_model("local-dir:<this directory>", pretrained=True)'
-        if family.task == "image-classification"
-        else "transformers.AutoModel*.from_pretrained(\"<this directory>\")"
+        if family.library == "timm"
+        else f"transformers.{family.auto_class}.from_pretrained(\"<this directory>\")"
     )
     profile = (
         f"{plan.profile_tokens:,} tokens of {plan.profile_source}" if plan.profile_tokens else "no profile (data-free)"
     )
     return f"""---
-library_name: {"timm" if family.task == "image-classification" else "transformers"}
+library_name: {family.library}
 tags: [subclone_viz, weight-subcloning]
 ---
 # Subcloned from {plan.parent['name']}
