@@ -210,6 +210,16 @@ def test_per_layer_config_it_cannot_follow_is_refused():
         sv.subclone(parent, p)
 
 
+def test_gpt2_attention_scaled_by_block_index_only_keeps_leading_blocks():
+    parent = sv.load_parent(tiny_model("gpt2"), device="cpu")
+    parent.model.config.scale_attn_by_inverse_layer_idx = True
+    with pytest.raises(ValueError, match=r"parent blocks \[0, 3\] cannot keep their attention"):
+        sv.subclone(parent, sv.plan(parent, None, sv.DestinationSpec(layers=2, hidden=16), width="first"))
+    p = sv.plan(parent, None, sv.DestinationSpec(layers=2, hidden=32), depth="first", width="first")
+    child = sv.subclone(parent, p)
+    assert child.config.scale_attn_by_inverse_layer_idx
+
+
 def test_save_refuses_non_empty_directory(tmp_path):
     parent = sv.load_parent(tiny_model("gpt2"), device="cpu")
     p = sv.plan(parent, None, sv.DestinationSpec(layers=2, hidden=16), width="uniform")
