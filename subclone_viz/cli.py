@@ -47,7 +47,7 @@ import numpy as np
 import torch
 
 from ._atomic import check_new_directory, staged_directory
-from .data import ImageBatches, TextBatches, image_batches, text_batches
+from .data import ImageBatches, TextBatches
 from .evaluate import block_ablation, evaluate
 from .export import save_destination
 from .families import UnsupportedArchitectureError
@@ -55,7 +55,9 @@ from .parent import Parent, ParentLoadError, load_parent
 from .plan import DEPTH_STRATEGIES, SCALINGS, WIDTH_STRATEGIES, DestinationSpec, SpecError, plan, spec_choices
 from .profile import BLOCK_METRIC_LABELS, BLOCK_METRICS, Profile, ProfileMismatchError, profile
 from .subclone import subclone
-from .train import INITS, SCHEDULES, Comparison, compare
+from .compare import INITS, Comparison, compare
+from .train import SCHEDULES
+from .workflow import has_loss, parent_batches, quick_mode
 
 PROG = "subclone-viz"
 DTYPES = ("float32", "bfloat16", "float16")
@@ -254,7 +256,7 @@ def build_parser() -> argparse.ArgumentParser:
                                  help="the main job: profile, ablate, subclone, size, train; one HTML page")
     report.set_defaults(run=run_report)
     report.add_argument("--out", type=Path, default=Path("report.html"), help="the .html file (default report.html)")
-    report.add_argument("--quick", action="store_true", help="shrink every stage to seconds (a smoke test)")
+    report.add_argument("--quick", action="store_true", help="shrink every stage to seconds (a smoke test; also SUBCLONE_VIZ_QUICK=1)")
     report.add_argument("--data", default="builtin", help="'builtin' (Python's docs) or a .txt/.jsonl path")
     report.add_argument("--tokens", type=positive_int, help="tokens to profile (default 8192; --quick 256)")
     report.add_argument("--steps", type=non_negative_int,
@@ -307,30 +309,11 @@ def _load(args: argparse.Namespace) -> Parent:
 def _batches(
     parent: Parent, args: argparse.Namespace, split: str, tokens: int | None, shuffle: bool = False
 ) -> TextBatches | ImageBatches:
-    """``--data`` batches of ``split`` for this parent: text enough for ``tokens`` tokens (None: all of it),
-    images the whole split.
-
-    Image budgets are not cut to batches here because a batch's token count (patches + cls) depends on the
-    model; ``profile`` stops at its token budget on its own.
-    """
-    if parent.family.task == "image-classification":
-        input_size = parent.processor["input_size"]  # (C, H, W), from timm's data config
-        with _blame_user(ImportError):
-            batches = image_batches(args.data or "digits", batch_size=args.batch_size, split=split,
-                                    image_size=input_size[-1], shuffle=shuffle, seed=args.seed)
-        if batches.channels != input_size[0]:
-            raise UsageError(
-                f"--data {args.data or 'digits'} has {batches.channels}-channel images but the parent takes "
-                f"{input_size[0]} channels; use an image folder (RGB) or a parent with in_chans={batches.channels}"
-            )
-        return batches
-    if parent.tokenizer is None:
-        raise UsageError(f"parent {args.parent!r} has no tokenizer to read text with; save one beside the model")
-    max_batches = None if tokens is None else math.ceil(tokens / (args.batch_size * args.seq_len))
+    """``--data`` batches of ``split`` for this parent (:func:`~subclone_viz.workflow.parent_batches`): text
+    enough for ``tokens`` tokens (None: all of it), images the whole split."""
     with _blame_user(ImportError):
-        return text_batches(args.data or "builtin", parent.tokenizer, seq_len=args.seq_len,
-                            batch_size=args.batch_size, split=split, max_batches=max_batches, shuffle=shuffle,
-                            seed=args.seed)
+        return parent_batches(parent, split, args.data, seq_len=args.seq_len, batch_size=args.batch_size,
+                              tokens=tokens, shuffle=shuffle, seed=args.seed)
 
 
 def _check_new_file(path: Path, suffixes: tuple[str, ...], overwrite: bool) -> None:
@@ -340,10 +323,6 @@ def _check_new_file(path: Path, suffixes: tuple[str, ...], overwrite: bool) -> N
         raise UsageError(f"--out {path} exists and is not a file")
     if path.exists() and not overwrite:
         raise UsageError(f"--out {path} exists; pass --overwrite to replace it")
-
-
-def _has_loss(parent: Parent) -> bool:
-    return parent.family.task != "encoder"
 
 
 def _numbers(values: Sequence[int]) -> str:
@@ -485,7 +464,7 @@ def run_subclone(args: argparse.Namespace) -> Outcome:
     train = _batches(parent, args, "train", args.profile_tokens) if (
         (needs_profile and saved_profile is None) or args.scaling == "calibrated"
     ) else None
-    heldout = _batches(parent, args, "heldout", args.eval_tokens) if args.eval_tokens and _has_loss(parent) else None
+    heldout = _batches(parent, args, "heldout", args.eval_tokens) if args.eval_tokens and has_loss(parent) else None
 
     measured = saved_profile
     if measured is None and needs_profile:
@@ -535,7 +514,7 @@ def run_subclone(args: argparse.Namespace) -> Outcome:
             f"held-out loss before training: {scores['destination_loss']:.4f} (parent {scores['parent_loss']:.4f}) "
             f"on {scores['data']}"
         )
-    elif not _has_loss(parent):
+    elif not has_loss(parent):
         lines.append("held-out loss: not scored (the parent is an encoder without a language-model head)")
     lines.append(f"saved to {path}")
     return Outcome(document, "\n".join(lines))
@@ -544,7 +523,7 @@ def run_subclone(args: argparse.Namespace) -> Outcome:
 def run_ablate(args: argparse.Namespace) -> Outcome:
     """The parent's held-out loss with each single block removed, and duplicated (paper Fig. 2, bottom)."""
     parent = _load(args)
-    if not _has_loss(parent):
+    if not has_loss(parent):
         raise UsageError(
             f"parent {args.parent!r} is an encoder without a language-model head, so it has no loss to ablate; "
             f"use a causal LM, a masked LM or an image classifier"
@@ -597,7 +576,7 @@ def run_compare(args: argparse.Namespace) -> Outcome:
     lrs = _per_init(args.lr, args.inits, "--lr")
     weight_decays = _per_init(args.weight_decay, args.inits, "--weight-decay")
     parent = _load(args)
-    if not _has_loss(parent):
+    if not has_loss(parent):
         raise UsageError(f"parent {args.parent!r} is an encoder without a language-model head: it has no loss to "
                          f"train on; use a causal LM, a masked LM or an image classifier")
     spec = _spec(args)
@@ -682,14 +661,12 @@ def run_report(args: argparse.Namespace) -> Outcome:
     if args.layers is not None or args.hidden is not None:
         destination = _spec(args)
         _check_plan(parent, destination, "middle", "sqrt")
-    if parent.family.task != "image-classification" and parent.tokenizer is None:
-        raise UsageError(f"parent {args.parent!r} has no tokenizer to read text with; save one beside the model")
-    if parent.family.task != "image-classification":
-        with _blame_user(ImportError):
-            text_batches(args.data, parent.tokenizer, split="heldout", max_batches=1)  # a bad --data fails now
-    path = write_report(parent, out=args.out, tokens=args.tokens, steps=args.steps, quick=args.quick,
+    with _blame_user(ImportError):
+        parent_batches(parent, "heldout", args.data, max_batches=1)  # a bad --data (or no tokenizer) fails now
+    quick = quick_mode(args.quick or None)
+    path = write_report(parent, out=args.out, tokens=args.tokens, steps=args.steps, quick=quick,
                         overwrite=args.overwrite, data=args.data, destination=destination, seed=args.seed)
-    document = {"parent": parent.name, "output": str(path), "bytes": path.stat().st_size, "quick": args.quick}
+    document = {"parent": parent.name, "output": str(path), "bytes": path.stat().st_size, "quick": quick}
     return Outcome(document, f"wrote {path} ({path.stat().st_size / 1e6:.1f} MB): open it in a browser, no network needed")
 
 

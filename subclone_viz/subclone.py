@@ -25,6 +25,7 @@ import torch
 from torch import nn
 
 from .families import Family, axis_indices
+from .parent import read_parameter
 
 if TYPE_CHECKING:
     from .parent import Parent
@@ -76,11 +77,11 @@ def subclone(
     dest = dest.to_empty(device=parent.input_device).to(parent.dtype).eval()
     if hasattr(dest, "tie_weights"):
         dest.tie_weights()  # before filling, so that a tied head is one tensor with the embedding
-    source_params = dict(parent.model.named_parameters())
     scales: dict[str, float] = {}
     for name, param in dest.named_parameters():
         info = family.param_info(name)
-        source = source_params[_source_name(family, plan, name, info.block)]
+        # Read one parent tensor at a time: offloaded (device_map) ones come from CPU or disk on demand.
+        source = read_parameter(parent.model, _source_name(family, plan, name, info.block))
         sliced = _slice(source, [axis_indices(plan, axis, info.block) for axis in info.rule.axes])
         if sliced.shape != param.shape:
             raise RuntimeError(f"slicing {name} gave {tuple(sliced.shape)}, the destination wants {tuple(param.shape)}")
@@ -111,7 +112,7 @@ def _copy_buffers(parent: "Parent", plan: "SubclonePlan", dest: nn.Module) -> No
             source = source_buffers.get(_source_name(family, plan, name, info_block))
             if source is None or source.shape != buffer.shape:
                 raise RuntimeError(f"no parent buffer of shape {tuple(buffer.shape)} for the destination's {name}")
-            value = source.clone()
+            value = source.to(buffer.device, copy=True)
         owner, _, attr = name.rpartition(".")
         setattr(dest.get_submodule(owner) if owner else dest, attr, value)
 
