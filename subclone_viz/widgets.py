@@ -89,8 +89,17 @@ def _figure(figure: go.Figure, width: int) -> go.FigureWidget:
 
 
 def _refresh(widget: go.FigureWidget, figure: go.Figure) -> None:
-    """Show ``figure`` in ``widget`` at the widget's width: traces and layout replaced in one message."""
+    """Show ``figure`` in ``widget`` at the widget's width: traces and layout replaced.
+
+    Assigning a whole layout sends the browser a ``Plotly.relayout`` of the new layout's properties, and both
+    the browser's widget model and plotly.js *merge* it into what they hold: a property that the new layout
+    lacks stays drawn (the grey bands of removed blocks, once every block is kept) although the Python side
+    has none. So every property the new layout lacks is cleared first: an empty tuple for the array
+    containers (shapes, annotations...), which plotly.js redraws empty, None for the others, which it unsets.
+    """
     figure.update_layout(width=widget.layout.width)
+    for stale in widget.layout.to_plotly_json().keys() - figure.layout.to_plotly_json().keys():
+        widget.layout[stale] = () if isinstance(widget.layout[stale], tuple) else None
     widget.update(data=figure.data, layout=figure.layout, overwrite=True)
 
 
