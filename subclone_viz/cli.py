@@ -11,7 +11,9 @@ Every subcommand checks all of its arguments (the destination spec included, aga
 before it profiles, trains or writes anything. A mistake exits with status 2 and one line on stderr that
 names the bad value and the valid choices; a bug still raises with its traceback. ``--json`` prints one
 JSON document on stdout and nothing else there: progress bars and notes go to stderr. Outputs are never
-replaced without ``--overwrite``.
+replaced without ``--overwrite``. Under ``accelerate launch`` every subcommand runs in every process (profiles
+and evaluations sharded over them), and only the main process prints and writes: one output, exit 0 on every
+rank.
 
 Common options: ``--parent`` (an embedded alias, a hub id or a local model directory; default
 ``smollm2-135m``), ``--device`` (``auto``: CUDA when present), ``--dtype`` and ``--seed``.
@@ -46,6 +48,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from . import distributed
 from ._atomic import check_new_directory, staged_directory
 from .data import ImageBatches, TextBatches
 from .evaluate import block_ablation, evaluate
@@ -95,8 +98,9 @@ class Outcome:
 
 
 def _note(message: str) -> None:
-    """A progress note for people; stderr, so that ``--json`` output stays one document."""
-    print(message, file=sys.stderr, flush=True)
+    """A progress note for people; stderr, so that ``--json`` output stays one document. Main process only."""
+    if distributed.is_main_process():
+        print(message, file=sys.stderr, flush=True)
 
 
 # --------------------------------------------------------------------------------------------------------
@@ -634,8 +638,12 @@ def _save_comparison(comparison: Comparison, directory: Path, overwrite: bool) -
     """Histories (CSV + JSON), summary, a PNG and a self-contained HTML plot of the held-out loss, all at once.
 
     The figures are drawn before anything is written, and everything goes into a staging directory that is
-    renamed into place, so a failure leaves no half-written run.
+    renamed into place, so a failure leaves no half-written run. Under several processes the main one writes.
     """
+    return distributed.on_main(_write_comparison, comparison, directory, overwrite)
+
+
+def _write_comparison(comparison: Comparison, directory: Path, overwrite: bool) -> list[str]:
     from . import plots
 
     static = plots.loss_curves(comparison.histories, backend="matplotlib")
@@ -692,7 +700,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         with contextlib.redirect_stdout(sys.stderr) if args.json else contextlib.nullcontext():
             outcome = run(args)
     except USER_ERRORS as error:
-        print(f"{PROG}: error: {_one_line(error)}", file=sys.stderr)
+        if distributed.is_main_process():
+            print(f"{PROG}: error: {_one_line(error)}", file=sys.stderr)
         return 2
-    print(json.dumps(outcome.document, indent=2) if args.json else outcome.text, file=stdout, flush=True)
+    # Under accelerate launch every process ran the command; the main one reports it.
+    if distributed.is_main_process():
+        print(json.dumps(outcome.document, indent=2) if args.json else outcome.text, file=stdout, flush=True)
     return 0
