@@ -55,7 +55,8 @@ from .parent import EMBEDDED_ALIASES, Parent, ParentLoadError, load_parent
 from .plan import DEPTH_STRATEGIES, SCALINGS, WIDTH_STRATEGIES, DestinationSpec, SpecError, plan, spec_choices
 from .profile import BLOCK_METRIC_LABELS, BLOCK_METRICS, Profile, ProfileMismatchError, profile
 from .subclone import subclone
-from .train import INITS, SCHEDULES, Comparison, compare
+from .compare import INITS, Comparison, compare
+from .train import SCHEDULES
 
 PROG = "subclone-viz"
 DTYPES = ("float32", "bfloat16", "float16")

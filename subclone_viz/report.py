@@ -328,7 +328,7 @@ def build_report(
         profile: the parent's profile (always shown: block metrics, channels, FFN neurons, heads).
         plan: a destination plan: its kept blocks are marked, its dims and FFN width shown.
         ablation: a :func:`~subclone_viz.block_ablation` result.
-        comparison: a :class:`subclone_viz.train.Comparison` (anything with ``summary_table()`` and
+        comparison: a :class:`subclone_viz.compare.Comparison` (anything with ``summary_table()`` and
             ``histories``).
         grid: a :func:`~subclone_viz.size_grid` result.
         out: the ``.html`` file to write.
@@ -519,9 +519,9 @@ def run_report(
     comparison = None
     if steps > 0:
         try:
-            from .train import compare
+            from .compare import compare
         except ImportError as error:
-            notes.append(f"The training comparison was skipped: subclone_viz.train.compare is not available ({error}).")
+            notes.append(f"The training comparison was skipped: subclone_viz.compare is not available ({error}).")
         else:
             train_batches = _batches(parent, data, "train", settings, None, shuffle=True, seed=seed)
             log(f"training comparison: random vs subclone, {steps} steps each")

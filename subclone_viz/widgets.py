@@ -11,7 +11,7 @@ loads from a CDN). Figures are updated in place, so the front end redraws withou
   between layers (Spearman or top-k, with a k slider), FFN neuron importance per layer, head importance;
 * :class:`SubcloneStudio`: pick a destination (layers, depth strategy, widths offered only at valid values,
   width and scaling strategies) and watch which blocks it keeps; Subclone evaluates and saves it; Train
-  runs :func:`~subclone_viz.train.compare` in a background thread with live loss curves; Stop stops it;
+  runs :func:`~subclone_viz.compare.compare` in a background thread with live loss curves; Stop stops it;
 * :class:`SizeGridExplorer`: parameters, FLOPs per token and untrained loss over a grid of sizes; clicking
   a cell (or :meth:`SizeGridExplorer.select`) sends that size to a linked studio;
 * :class:`Explorer`: all of the above in tabs.
@@ -57,7 +57,8 @@ from .profile import BLOCK_METRIC_LABELS, BLOCK_METRICS, Profile
 from .sizing import QUANTITIES, SizeGrid, size_grid
 from .subclone import subclone
 from .trace import TokenTrace, token_trace
-from .train import INITS, Comparison, History, compare
+from .compare import INITS, Comparison, compare
+from .train import History
 
 if TYPE_CHECKING:
     import torch
@@ -371,8 +372,8 @@ class SubcloneStudio(_App):
         eval_batches: held-out batches for the loss after subcloning and the loss curves (default ``batches``).
         save_dir: the directory destinations are saved under, one subdirectory each (editable in the widget).
         steps: training steps per initialization (editable in the widget).
-        inits: the initializations selected at first (any of :data:`~subclone_viz.train.INITS`).
-        train_options: passed on to :func:`~subclone_viz.train.compare` (e.g. ``eval_every``, ``lrs``).
+        inits: the initializations selected at first (any of :data:`~subclone_viz.compare.INITS`).
+        train_options: passed on to :func:`~subclone_viz.compare.compare` (e.g. ``eval_every``, ``lrs``).
     """
 
     def __init__(
@@ -596,7 +597,7 @@ class SubcloneStudio(_App):
 
     # ---------------------------------------------------------------- training
     def train(self) -> threading.Thread | None:
-        """Start :func:`~subclone_viz.train.compare` in a background thread (the Train button)."""
+        """Start :func:`~subclone_viz.compare.compare` in a background thread (the Train button)."""
         if self.training_thread is not None and self.training_thread.is_alive():
             return self.training_thread
         if self.plan is None:

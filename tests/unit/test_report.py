@@ -34,7 +34,7 @@ def records():
 
 
 class FakeComparison:
-    """What the report reads of a subclone_viz.train.Comparison."""
+    """What the report reads of a subclone_viz.compare.Comparison."""
 
     histories = {
         "random": {"label": "random", "records": [{"step": 0, "eval_loss": 4.6}, {"step": 4, "eval_loss": 4.5}]},
@@ -133,7 +133,7 @@ def test_run_report_quick_writes_every_section(records, corpus, tmp_path, capsys
     assert page.count(get_plotlyjs()) == 1 and external_scripts(page) == []
     for name in ("residual-ratio", "block-ablation", "token-trace", "grid-loss"):
         assert f'id="figure-{name}"' in page, name
-    if importlib.util.find_spec("subclone_viz.train") is not None:
+    if importlib.util.find_spec("subclone_viz.compare") is not None:
         assert 'id="figure-curves-eval_loss"' in page and ">subclone<" in page
     assert "starts, before any training, at a held-out loss of" in page
     err = capsys.readouterr().err
@@ -141,7 +141,7 @@ def test_run_report_quick_writes_every_section(records, corpus, tmp_path, capsys
 
 
 def test_run_report_notes_a_missing_training_module(records, corpus, tmp_path, monkeypatch):
-    monkeypatch.setitem(sys.modules, "subclone_viz.train", None)  # importing it now raises ImportError
+    monkeypatch.setitem(sys.modules, "subclone_viz.compare", None)  # importing it now raises ImportError
     out = run_report(records["parent"], out=tmp_path / "demo.html", quick=True, data=str(corpus), progress=False)
     page = out.read_text(encoding="utf-8")
     assert "The training comparison was skipped" in page

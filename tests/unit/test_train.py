@@ -8,9 +8,9 @@ import pytest
 import torch
 
 import subclone_viz as sv
-from subclone_viz.train import INITS, EvalRecord, History, StepRecord, _destination, compare, speedup, train
+from subclone_viz.compare import INITS, _destination, compare, speedup
+from subclone_viz.train import EvalRecord, History, StepRecord, TrainSettings, train
 from tiny import tiny_batches, tiny_model
-
 
 
 def text_batches_of_lengths(lengths, batch_size=2, seed=0):
@@ -29,7 +29,8 @@ def losses(history):
 
 def quick(model, batches, steps=6, **kwargs):
     kwargs.setdefault("progress", False)
-    return train(model, batches, steps, kwargs.pop("lr", 1e-3), kwargs.pop("weight_decay", 0.01), **kwargs)
+    return train(model, batches, steps=steps, lr=kwargs.pop("lr", 1e-3), weight_decay=kwargs.pop("weight_decay", 0.01),
+                 **kwargs)
 
 
 # ---------------------------------------------------------------------------------------------------- train
@@ -203,6 +204,26 @@ def test_callback_sees_steps_and_evaluations_in_order():
 def test_bad_training_arguments_are_named(kwargs, message):
     with pytest.raises(ValueError, match=message.replace("(", r"\(").replace(")", r"\)")):
         quick(tiny_model("gpt2"), tiny_batches("gpt2"), **kwargs)
+
+
+def test_settings_and_keyword_overrides_are_one_run():
+    batches = tiny_batches("gpt2")
+    settings = TrainSettings(steps=3, lr=1e-3, weight_decay=0.01, seed=2)
+    by_settings = train(tiny_model("gpt2"), batches, settings, progress=False)
+    by_keywords = quick(tiny_model("gpt2"), batches, steps=3, seed=2)
+    overridden = train(tiny_model("gpt2"), batches, TrainSettings(steps=9, lr=5.0, weight_decay=0.01, seed=2),
+                       steps=3, lr=1e-3, progress=False)
+    assert losses(by_settings) == losses(by_keywords) == losses(overridden)
+    assert by_settings.config["lr"] == 1e-3 and by_settings.config["max_grad_norm"] == 1.0
+
+
+def test_unknown_setting_and_missing_lr_are_named():
+    with pytest.raises(TypeError, match=r"unknown training setting\(s\) \['stepz'\]; valid ones: steps, lr"):
+        quick(tiny_model("gpt2"), tiny_batches("gpt2"), stepz=3)
+    with pytest.raises(ValueError, match="lr is not set"):
+        train(tiny_model("gpt2"), tiny_batches("gpt2"), steps=2, weight_decay=0.0, progress=False)
+    with pytest.raises(ValueError, match="max_grad_norm=0"):
+        TrainSettings(max_grad_norm=0)
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="checks the CPU fallback")
