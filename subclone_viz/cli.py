@@ -15,8 +15,8 @@ replaced without ``--overwrite``. Under ``accelerate launch`` every subcommand r
 and evaluations sharded over them), and only the main process prints and writes: one output, exit 0 on every
 rank.
 
-Common options: ``--parent`` (an embedded alias, a hub id or a local model directory; default
-``smollm2-135m``), ``--device`` (``auto``: CUDA when present), ``--dtype`` and ``--seed``.
+Common options: ``--parent`` (an embedded alias: ``smollm2-135m`` (the default), ``gemma3-270m``, ``minilm-l6``,
+``vit-digits``; a hub id or a local model directory), ``--device`` (``auto``: CUDA when present), ``--dtype`` and ``--seed``.
 
 Example::
 
@@ -54,7 +54,7 @@ from .data import ImageBatches, TextBatches
 from .evaluate import block_ablation, evaluate
 from .export import save_destination
 from .families import UnsupportedArchitectureError
-from .parent import Parent, ParentLoadError, load_parent
+from .parent import EMBEDDED_ALIASES, Parent, ParentLoadError, load_parent
 from .plan import DEPTH_STRATEGIES, SCALINGS, WIDTH_STRATEGIES, DestinationSpec, SpecError, plan, spec_choices
 from .profile import BLOCK_METRIC_LABELS, BLOCK_METRICS, Profile, ProfileMismatchError, profile
 from .subclone import subclone
@@ -192,7 +192,8 @@ def build_parser() -> argparse.ArgumentParser:
     """The ``subclone-viz`` parser; each subcommand stores its runner in ``args.run``."""
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument("--parent", default=DEFAULT_PARENT,
-                        help=f"embedded alias, hub id or local model directory (default {DEFAULT_PARENT})")
+                        help=f"embedded alias ({', '.join(EMBEDDED_ALIASES)}), hub id or local model directory "
+                             f"(default {DEFAULT_PARENT})")
     common.add_argument("--device", default="auto", help="auto (CUDA when present), cpu, cuda, cuda:N")
     common.add_argument("--dtype", choices=DTYPES, help="parameter dtype (default fp32 on CPU, bf16 on GPU)")
     common.add_argument("--seed", type=non_negative_int, default=0, help="seed of torch and data shuffling (default 0)")

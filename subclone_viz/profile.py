@@ -229,7 +229,8 @@ class Profile:
 
 
 def parent_fingerprint(parent: "Parent") -> dict[str, Any]:
-    """What identifies a parent: its name, family, shape and a sample of its first block's weights."""
+    """What identifies a parent: its name, family, shape and a sample of its first block's weights, and where its
+    weights came from (``Parent.provenance``)."""
     block = parent.family.blocks(parent.model)[0]
     checksum = [round(float(v), 6) for _, p in readable_parameters(block) for v in p.detach().flatten()[:4].float().cpu()]
     return {
@@ -239,6 +240,7 @@ def parent_fingerprint(parent: "Parent") -> dict[str, Any]:
         "dims": parent.dims.to_dict(),
         "description": parent.description,
         "checksum": checksum,
+        "provenance": parent.provenance,  # base_model, license, GGUF origin: carried to the saved model card
     }
 
 
