@@ -36,7 +36,7 @@ import numpy as np
 import plotly.graph_objects as go
 from matplotlib.figure import Figure as MatplotlibFigure
 from matplotlib.patches import Rectangle
-from matplotlib.ticker import AutoLocator, MaxNLocator
+from matplotlib.ticker import AutoLocator, FuncFormatter, LogLocator, MaxNLocator, NullFormatter
 from plotly.subplots import make_subplots
 
 from .profile import BLOCK_METRIC_LABELS, BLOCK_METRICS, Profile
@@ -735,6 +735,9 @@ def speedup_by_size(sizes: Sequence[Mapping[str, Any]], backend: str = "plotly")
         return fig
     fig, ax = _matplotlib_figure(title, xlabel, ylabel)
     ax.set_yscale("log")
+    ax.yaxis.set_major_locator(LogLocator(base=2))  # 0.5x, 1x, 2x, 4x, 8x: speedups double
+    ax.yaxis.set_major_formatter(FuncFormatter(lambda value, _: f"{value:g}x"))
+    ax.yaxis.set_minor_formatter(NullFormatter())
     ax.xaxis.set_major_locator(AutoLocator())  # millions of parameters are not counts
     ax.axhline(1.0, color=REMOVED_COLOR, ls="--", lw=1)
     for k, init in enumerate(inits):
