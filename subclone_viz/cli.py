@@ -4,7 +4,8 @@ and write the headless HTML report.
 Subcommands: ``info`` (the parent and its valid destination specs), ``profile`` (per-block residual metrics
 and rank consistency, saved as ``.npz``), ``subclone`` (plan, slice, score on held-out text, save a
 checkpoint), ``ablate`` (held-out loss with each block removed or duplicated), ``compare`` (train one
-destination from several initializations; histories as CSV and JSON, a PNG and a self-contained HTML plot)
+destination from several initializations, ``+distill`` ones with the parent as teacher; speedups per step
+and per second of training; histories as CSV and JSON, a PNG and a self-contained HTML plot)
 and ``report`` (the main job behind ``make demo``).
 
 Every subcommand checks all of its arguments (the destination spec included, against the loaded parent)
@@ -27,6 +28,8 @@ Example::
     subclone-viz ablate --parent smollm2-135m --tokens 2048 --json
     subclone-viz compare --parent smollm2-135m --layers 8 --hidden 288 --steps 300 \
         --inits random,subclone,no-scaling --lr random=3e-4 --out runs/smollm2-8x288
+    subclone-viz compare --parent smollm2-135m --layers 20 --hidden 384 --steps 300 \
+        --inits random,subclone,subclone+distill --distill-alpha 0.5 --out runs/smollm2-20x384
     subclone-viz report --out report.html
 
 or, from Python, ``subclone_viz.cli.main(["info", "--json"])`` returns the exit status.
@@ -59,7 +62,7 @@ from .plan import DEPTH_STRATEGIES, SCALINGS, WIDTH_STRATEGIES, DestinationSpec,
 from .profile import BLOCK_METRIC_LABELS, BLOCK_METRICS, Profile, ProfileMismatchError, profile
 from .subclone import subclone
 from .compare import INITS, Comparison, compare
-from .train import SCHEDULES
+from .train import SCHEDULES, TrainSettings
 from .workflow import has_loss, parent_batches, quick_mode
 
 PROG = "subclone-viz"
@@ -181,6 +184,24 @@ def per_init_number(text: str) -> tuple[str | None, float]:
     return init or None, number
 
 
+def _number(text: str, valid: Callable[[float], bool], rule: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number; give {rule}") from None
+    if not valid(value):
+        raise argparse.ArgumentTypeError(f"{text} is out of range; give {rule}")
+    return value
+
+
+def fraction_arg(text: str) -> float:
+    return _number(text, lambda value: 0 <= value <= 1, "a number from 0 to 1")
+
+
+def positive_float(text: str) -> float:
+    return _number(text, lambda value: 0 < value < math.inf, "a finite number > 0")
+
+
 class _Parser(argparse.ArgumentParser):
     """An argparse parser whose errors are one line (no usage dump), exit status 2."""
 
@@ -254,6 +275,13 @@ def build_parser() -> argparse.ArgumentParser:
     comp.add_argument("--schedule", choices=SCHEDULES, default="cosine", help="after warmup (default cosine)")
     comp.add_argument("--eval-every", type=positive_int, help="steps between evaluations (default steps / 10)")
     comp.add_argument("--eval-tokens", type=positive_int, default=4096, help="held-out tokens (default 4096)")
+    distill = TrainSettings()
+    comp.add_argument("--distill-alpha", type=fraction_arg,
+                      help=f"for the +distill inits: weight a of the teacher's KL term in (1-a) * next-token loss + "
+                           f"a * KL (default {distill.distill_alpha:g})")
+    comp.add_argument("--distill-temperature", type=positive_float,
+                      help=f"for the +distill inits: softmax temperature T of the KL term, scaled by T^2 "
+                           f"(default {distill.distill_temperature:g})")
     comp.add_argument("--out", type=Path, required=True, help="directory for histories, summary and plots")
     comp.add_argument("--overwrite", action="store_true", help="replace a non-empty --out")
 
@@ -562,9 +590,9 @@ def _per_init(values: list[tuple[str | None, float]], inits: list[str], option: 
     return chosen
 
 
-def _speedup_text(row: dict[str, Any]) -> str:
+def _speedup_text(row: dict[str, Any], key: str = "speedup") -> str:
     """``4.00x``; ``>=4.00x`` when it was already there at its first evaluation; ``<0.50x`` when it never got there."""
-    value = row.get("speedup")
+    value = row.get(key)
     if value is None:
         return "n/a"
     prefix = ">=" if row.get("speedup_lower_bound") else "<" if row.get("reached") is False else ""
@@ -580,6 +608,14 @@ def run_compare(args: argparse.Namespace) -> Outcome:
         raise UsageError(f"--warmup {args.warmup} is out of range: choose 0 <= warmup <= --steps {args.steps}")
     lrs = _per_init(args.lr, args.inits, "--lr")
     weight_decays = _per_init(args.weight_decay, args.inits, "--weight-decay")
+    distill_options = {name: getattr(args, name) for name in ("distill_alpha", "distill_temperature")
+                       if getattr(args, name) is not None}
+    distilled = [init for init in args.inits if INITS[init].distill]
+    if distill_options and not distilled:
+        given = " and ".join(f"--{name.replace('_', '-')}" for name in distill_options)
+        with_teacher = ", ".join(init for init in INITS if INITS[init].distill)
+        raise UsageError(f"{given} only apply to inits trained with the parent as teacher ({with_teacher}); "
+                         f"--inits {','.join(args.inits)} has none")
     parent = _load(args)
     if not has_loss(parent):
         raise UsageError(f"parent {args.parent!r} is an encoder without a language-model head: it has no loss to "
@@ -598,14 +634,15 @@ def run_compare(args: argparse.Namespace) -> Outcome:
     comparison = compare(
         parent, spec, train, inits=args.inits, steps=args.steps, eval_batches=heldout, profile=saved_profile,
         lrs=lrs, weight_decays=weight_decays, seed=args.seed, warmup=args.warmup, schedule=args.schedule,
-        eval_every=args.eval_every,
+        eval_every=args.eval_every, **distill_options,
     )
     files = _save_comparison(comparison, args.out, args.overwrite)
 
     table = comparison.summary_table()
     rows = [
         [row["init"], f"{row['lr']:g}", f"{row['weight_decay']:g}", row["steps"], row["initial_loss"],
-         row["final_loss"], _speedup_text(row)]
+         row["final_loss"], _speedup_text(row), _speedup_text(row, "speedup_per_second"),
+         f"{row['train_seconds']:.1f}"]
         for row in table
     ]
     destination = comparison.config["destination"]
@@ -613,9 +650,9 @@ def run_compare(args: argparse.Namespace) -> Outcome:
     lines = [
         f"{parent.name} -> {shape}: {args.steps} steps per init on {train.description}",
         f"held-out loss on {heldout.description}; speedup: steps random needs to reach its final held-out loss "
-        f"over the steps each init needs",
+        f"over the steps each init needs; speedup/s: the same in seconds of training (a teacher costs time)",
         "",
-        _table(["init", "lr", "wd", "steps", "initial loss", "final loss", "speedup"], rows),
+        _table(["init", "lr", "wd", "steps", "initial loss", "final loss", "speedup", "speedup/s", "train s"], rows),
         "",
         f"saved to {args.out}: {', '.join(files)}",
     ]
