@@ -28,6 +28,14 @@ def test_every_family_and_claimed_model_type_has_a_tiny_model():
         assert not missing, f"{family.name} claims model_type(s) {sorted(missing)} that no tiny model tests"
 
 
+def test_unsupported_models_name_the_supported_families():
+    headless = tiny_model("llama").model  # a LlamaModel: a claimed model_type without its LM head
+    with pytest.raises(sv.UnsupportedArchitectureError, match="LlamaModel \\(model_type 'llama'\\).*gemma \\(Gemma\\)"):
+        family_of(headless)
+    with pytest.raises(sv.UnsupportedArchitectureError, match="unsupported architecture Linear; supported families"):
+        family_of(torch.nn.Linear(2, 2))
+
+
 @pytest.mark.parametrize("name", list(TINY_FAMILIES))
 def test_every_parameter_resolves_to_a_rule(name):
     model = tiny_model(name)
