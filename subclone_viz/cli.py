@@ -12,10 +12,12 @@ Every subcommand checks all of its arguments (the destination spec included, aga
 before it profiles, trains or writes anything. A mistake exits with status 2 and one line on stderr that
 names the bad value and the valid choices; a bug still raises with its traceback. ``--json`` prints one
 JSON document on stdout and nothing else there: progress bars and notes go to stderr. Outputs are never
-replaced without ``--overwrite``.
+replaced without ``--overwrite``. Under ``accelerate launch`` every subcommand runs in every process (profiles
+and evaluations sharded over them), and only the main process prints and writes: one output, exit 0 on every
+rank.
 
-Common options: ``--parent`` (an embedded alias, a hub id or a local model directory; default
-``smollm2-135m``), ``--device`` (``auto``: CUDA when present), ``--dtype`` and ``--seed``.
+Common options: ``--parent`` (an embedded alias: ``smollm2-135m`` (the default), ``gemma3-270m``, ``minilm-l6``,
+``vit-digits``; a hub id or a local model directory), ``--device`` (``auto``: CUDA when present), ``--dtype`` and ``--seed``.
 
 Example::
 
@@ -49,17 +51,19 @@ from typing import Any
 import numpy as np
 import torch
 
+from . import distributed
 from ._atomic import check_new_directory, staged_directory
-from .data import ImageBatches, TextBatches, image_batches, text_batches
+from .data import ImageBatches, TextBatches
 from .evaluate import block_ablation, evaluate
 from .export import save_destination
 from .families import UnsupportedArchitectureError
-from .parent import Parent, ParentLoadError, load_parent
+from .parent import EMBEDDED_ALIASES, Parent, ParentLoadError, load_parent
 from .plan import DEPTH_STRATEGIES, SCALINGS, WIDTH_STRATEGIES, DestinationSpec, SpecError, plan, spec_choices
 from .profile import BLOCK_METRIC_LABELS, BLOCK_METRICS, Profile, ProfileMismatchError, profile
 from .subclone import subclone
 from .compare import INITS, Comparison, compare
 from .train import SCHEDULES, TrainSettings
+from .workflow import has_loss, parent_batches, quick_mode
 
 PROG = "subclone-viz"
 DTYPES = ("float32", "bfloat16", "float16")
@@ -97,8 +101,9 @@ class Outcome:
 
 
 def _note(message: str) -> None:
-    """A progress note for people; stderr, so that ``--json`` output stays one document."""
-    print(message, file=sys.stderr, flush=True)
+    """A progress note for people; stderr, so that ``--json`` output stays one document. Main process only."""
+    if distributed.is_main_process():
+        print(message, file=sys.stderr, flush=True)
 
 
 # --------------------------------------------------------------------------------------------------------
@@ -208,7 +213,8 @@ def build_parser() -> argparse.ArgumentParser:
     """The ``subclone-viz`` parser; each subcommand stores its runner in ``args.run``."""
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument("--parent", default=DEFAULT_PARENT,
-                        help=f"embedded alias, hub id or local model directory (default {DEFAULT_PARENT})")
+                        help=f"embedded alias ({', '.join(EMBEDDED_ALIASES)}), hub id or local model directory "
+                             f"(default {DEFAULT_PARENT})")
     common.add_argument("--device", default="auto", help="auto (CUDA when present), cpu, cuda, cuda:N")
     common.add_argument("--dtype", choices=DTYPES, help="parameter dtype (default fp32 on CPU, bf16 on GPU)")
     common.add_argument("--seed", type=non_negative_int, default=0, help="seed of torch and data shuffling (default 0)")
@@ -283,7 +289,7 @@ def build_parser() -> argparse.ArgumentParser:
                                  help="the main job: profile, ablate, subclone, size, train; one HTML page")
     report.set_defaults(run=run_report)
     report.add_argument("--out", type=Path, default=Path("report.html"), help="the .html file (default report.html)")
-    report.add_argument("--quick", action="store_true", help="shrink every stage to seconds (a smoke test)")
+    report.add_argument("--quick", action="store_true", help="shrink every stage to seconds (a smoke test; also SUBCLONE_VIZ_QUICK=1)")
     report.add_argument("--data", default="builtin", help="'builtin' (Python's docs) or a .txt/.jsonl path")
     report.add_argument("--tokens", type=positive_int, help="tokens to profile (default 8192; --quick 256)")
     report.add_argument("--steps", type=non_negative_int,
@@ -336,30 +342,11 @@ def _load(args: argparse.Namespace) -> Parent:
 def _batches(
     parent: Parent, args: argparse.Namespace, split: str, tokens: int | None, shuffle: bool = False
 ) -> TextBatches | ImageBatches:
-    """``--data`` batches of ``split`` for this parent: text enough for ``tokens`` tokens (None: all of it),
-    images the whole split.
-
-    Image budgets are not cut to batches here because a batch's token count (patches + cls) depends on the
-    model; ``profile`` stops at its token budget on its own.
-    """
-    if parent.family.task == "image-classification":
-        input_size = parent.processor["input_size"]  # (C, H, W), from timm's data config
-        with _blame_user(ImportError):
-            batches = image_batches(args.data or "digits", batch_size=args.batch_size, split=split,
-                                    image_size=input_size[-1], shuffle=shuffle, seed=args.seed)
-        if batches.channels != input_size[0]:
-            raise UsageError(
-                f"--data {args.data or 'digits'} has {batches.channels}-channel images but the parent takes "
-                f"{input_size[0]} channels; use an image folder (RGB) or a parent with in_chans={batches.channels}"
-            )
-        return batches
-    if parent.tokenizer is None:
-        raise UsageError(f"parent {args.parent!r} has no tokenizer to read text with; save one beside the model")
-    max_batches = None if tokens is None else math.ceil(tokens / (args.batch_size * args.seq_len))
+    """``--data`` batches of ``split`` for this parent (:func:`~subclone_viz.workflow.parent_batches`): text
+    enough for ``tokens`` tokens (None: all of it), images the whole split."""
     with _blame_user(ImportError):
-        return text_batches(args.data or "builtin", parent.tokenizer, seq_len=args.seq_len,
-                            batch_size=args.batch_size, split=split, max_batches=max_batches, shuffle=shuffle,
-                            seed=args.seed)
+        return parent_batches(parent, split, args.data, seq_len=args.seq_len, batch_size=args.batch_size,
+                              tokens=tokens, shuffle=shuffle, seed=args.seed)
 
 
 def _check_new_file(path: Path, suffixes: tuple[str, ...], overwrite: bool) -> None:
@@ -369,10 +356,6 @@ def _check_new_file(path: Path, suffixes: tuple[str, ...], overwrite: bool) -> N
         raise UsageError(f"--out {path} exists and is not a file")
     if path.exists() and not overwrite:
         raise UsageError(f"--out {path} exists; pass --overwrite to replace it")
-
-
-def _has_loss(parent: Parent) -> bool:
-    return parent.family.task != "encoder"
 
 
 def _numbers(values: Sequence[int]) -> str:
@@ -514,7 +497,7 @@ def run_subclone(args: argparse.Namespace) -> Outcome:
     train = _batches(parent, args, "train", args.profile_tokens) if (
         (needs_profile and saved_profile is None) or args.scaling == "calibrated"
     ) else None
-    heldout = _batches(parent, args, "heldout", args.eval_tokens) if args.eval_tokens and _has_loss(parent) else None
+    heldout = _batches(parent, args, "heldout", args.eval_tokens) if args.eval_tokens and has_loss(parent) else None
 
     measured = saved_profile
     if measured is None and needs_profile:
@@ -564,7 +547,7 @@ def run_subclone(args: argparse.Namespace) -> Outcome:
             f"held-out loss before training: {scores['destination_loss']:.4f} (parent {scores['parent_loss']:.4f}) "
             f"on {scores['data']}"
         )
-    elif not _has_loss(parent):
+    elif not has_loss(parent):
         lines.append("held-out loss: not scored (the parent is an encoder without a language-model head)")
     lines.append(f"saved to {path}")
     return Outcome(document, "\n".join(lines))
@@ -573,7 +556,7 @@ def run_subclone(args: argparse.Namespace) -> Outcome:
 def run_ablate(args: argparse.Namespace) -> Outcome:
     """The parent's held-out loss with each single block removed, and duplicated (paper Fig. 2, bottom)."""
     parent = _load(args)
-    if not _has_loss(parent):
+    if not has_loss(parent):
         raise UsageError(
             f"parent {args.parent!r} is an encoder without a language-model head, so it has no loss to ablate; "
             f"use a causal LM, a masked LM or an image classifier"
@@ -634,7 +617,7 @@ def run_compare(args: argparse.Namespace) -> Outcome:
         raise UsageError(f"{given} only apply to inits trained with the parent as teacher ({with_teacher}); "
                          f"--inits {','.join(args.inits)} has none")
     parent = _load(args)
-    if not _has_loss(parent):
+    if not has_loss(parent):
         raise UsageError(f"parent {args.parent!r} is an encoder without a language-model head: it has no loss to "
                          f"train on; use a causal LM, a masked LM or an image classifier")
     spec = _spec(args)
@@ -693,8 +676,12 @@ def _save_comparison(comparison: Comparison, directory: Path, overwrite: bool) -
     """Histories (CSV + JSON), summary, a PNG and a self-contained HTML plot of the held-out loss, all at once.
 
     The figures are drawn before anything is written, and everything goes into a staging directory that is
-    renamed into place, so a failure leaves no half-written run.
+    renamed into place, so a failure leaves no half-written run. Under several processes the main one writes.
     """
+    return distributed.on_main(_write_comparison, comparison, directory, overwrite)
+
+
+def _write_comparison(comparison: Comparison, directory: Path, overwrite: bool) -> list[str]:
     from . import plots
 
     static = plots.loss_curves(comparison.histories, backend="matplotlib")
@@ -720,14 +707,12 @@ def run_report(args: argparse.Namespace) -> Outcome:
     if args.layers is not None or args.hidden is not None:
         destination = _spec(args)
         _check_plan(parent, destination, "middle", "sqrt")
-    if parent.family.task != "image-classification" and parent.tokenizer is None:
-        raise UsageError(f"parent {args.parent!r} has no tokenizer to read text with; save one beside the model")
-    if parent.family.task != "image-classification":
-        with _blame_user(ImportError):
-            text_batches(args.data, parent.tokenizer, split="heldout", max_batches=1)  # a bad --data fails now
-    path = write_report(parent, out=args.out, tokens=args.tokens, steps=args.steps, quick=args.quick,
+    with _blame_user(ImportError):
+        parent_batches(parent, "heldout", args.data, max_batches=1)  # a bad --data (or no tokenizer) fails now
+    quick = quick_mode(args.quick or None)
+    path = write_report(parent, out=args.out, tokens=args.tokens, steps=args.steps, quick=quick,
                         overwrite=args.overwrite, data=args.data, destination=destination, seed=args.seed)
-    document = {"parent": parent.name, "output": str(path), "bytes": path.stat().st_size, "quick": args.quick}
+    document = {"parent": parent.name, "output": str(path), "bytes": path.stat().st_size, "quick": quick}
     return Outcome(document, f"wrote {path} ({path.stat().st_size / 1e6:.1f} MB): open it in a browser, no network needed")
 
 
@@ -753,7 +738,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         with contextlib.redirect_stdout(sys.stderr) if args.json else contextlib.nullcontext():
             outcome = run(args)
     except USER_ERRORS as error:
-        print(f"{PROG}: error: {_one_line(error)}", file=sys.stderr)
+        if distributed.is_main_process():
+            print(f"{PROG}: error: {_one_line(error)}", file=sys.stderr)
         return 2
-    print(json.dumps(outcome.document, indent=2) if args.json else outcome.text, file=stdout, flush=True)
+    # Under accelerate launch every process ran the command; the main one reports it.
+    if distributed.is_main_process():
+        print(json.dumps(outcome.document, indent=2) if args.json else outcome.text, file=stdout, flush=True)
     return 0

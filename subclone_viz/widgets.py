@@ -59,6 +59,7 @@ from .subclone import subclone
 from .trace import TokenTrace, token_trace
 from .compare import INITS, Comparison, compare
 from .train import History
+from .workflow import default_destination, has_loss
 
 if TYPE_CHECKING:
     import torch
@@ -88,8 +89,17 @@ def _figure(figure: go.Figure, width: int) -> go.FigureWidget:
 
 
 def _refresh(widget: go.FigureWidget, figure: go.Figure) -> None:
-    """Show ``figure`` in ``widget`` at the widget's width: traces and layout replaced in one message."""
+    """Show ``figure`` in ``widget`` at the widget's width: traces and layout replaced.
+
+    Assigning a whole layout sends the browser a ``Plotly.relayout`` of the new layout's properties, and both
+    the browser's widget model and plotly.js *merge* it into what they hold: a property that the new layout
+    lacks stays drawn (the grey bands of removed blocks, once every block is kept) although the Python side
+    has none. So every property the new layout lacks is cleared first: an empty tuple for the array
+    containers (shapes, annotations...), which plotly.js redraws empty, None for the others, which it unsets.
+    """
     figure.update_layout(width=widget.layout.width)
+    for stale in widget.layout.to_plotly_json().keys() - figure.layout.to_plotly_json().keys():
+        widget.layout[stale] = () if isinstance(widget.layout[stale], tuple) else None
     widget.update(data=figure.data, layout=figure.layout, overwrite=True)
 
 
@@ -391,8 +401,7 @@ class SubcloneStudio(_App):
         self.batches = batches
         self.eval_batches = eval_batches if eval_batches is not None else batches
         self.train_options = train_options
-        self.has_loss = parent.family.task != "encoder"
-        dims = parent.dims
+        self.has_loss = has_loss(parent)
         choices = spec_choices(parent)
         self.plan: SubclonePlan | None = None
         self.plan_error: str | None = None
@@ -406,12 +415,13 @@ class SubcloneStudio(_App):
         self._last_draw = 0.0
 
         wide = w.Layout(width="95%")
-        self.layers = w.IntSlider(value=max(1, round(dims.layers * 2 / 3)), min=min(choices["layers"]),
+        start = default_destination(parent)
+        self.layers = w.IntSlider(value=start.layers, min=min(choices["layers"]),
                                   max=max(choices["layers"]), description="blocks", continuous_update=False,
                                   style=_LABEL_STYLE, layout=wide)
         self.depth = w.Dropdown(options=DEPTH_STRATEGIES, value="middle", description="depth strategy",
                                 style=_LABEL_STYLE)
-        self.hidden = w.SelectionSlider(options=choices["hidden"], value=_closest(choices["hidden"], dims.hidden * 2 / 3),
+        self.hidden = w.SelectionSlider(options=choices["hidden"], value=start.hidden,
                                         description="hidden d'", continuous_update=False, style=_LABEL_STYLE,
                                         layout=wide)
         self.ffn = w.SelectionSlider(options=choices["ffn"], value=choices["ffn"][-1], description="FFN",
@@ -672,10 +682,6 @@ def _speedup_text(row: dict[str, Any], key: str = "speedup") -> str:
     if row.get("speedup_lower_bound"):
         return f"more than {value:.2g}x"
     return f"{value:.2g}x" + ("" if row.get("reached", True) else " (never reached random's final loss)")
-
-
-def _closest(values: Sequence[int], target: float) -> int:
-    return min(values, key=lambda v: (abs(v - target), v))
 
 
 def _ranges(blocks: Sequence[int]) -> str:
