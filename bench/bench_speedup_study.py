@@ -10,12 +10,14 @@ run of a size sees the same batches in the same order (``compare``'s guarantee, 
 The speedup is the one of :func:`subclone_viz.speedup`: the steps random init needs to reach its own final
 held-out loss over the steps the other needs, and the same in seconds of training (the teacher's forward
 makes a distilled step dearer). Budget flags (``--steps``, ``--batch-size``, ``--seq-len``) set how far this
-reaches; the defaults fit this shared 2-core CPU in about half an hour, far below the paper's budget.
+reaches. The defaults (24 steps of 2 x 64 tokens per run, 14 runs) were the most that fitted about half an
+hour on this 2-core CPU shared with other jobs: thousands of times below the paper's budget, so read the
+figures as what a few thousand tokens show, not as the paper's regime.
 
 Writes ``--out``/results.json (every history, the sweeps, the table) and ``--out``/speedup_by_size.png
 (:func:`subclone_viz.plots.speedup_by_size`), and prints a Markdown table.
 
-    OMP_NUM_THREADS=1 .venv/bin/python bench/bench_speedup_study.py --steps 40 --out bench/results/speedup_study
+    OMP_NUM_THREADS=1 .venv/bin/python bench/bench_speedup_study.py --out bench/results/speedup_study
     # on a GPU: --device cuda --steps 2000 --batch-size 32 --seq-len 256
 """
 
@@ -61,11 +63,12 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--distill-temperature", type=float, default=None, help="default: TrainSettings' default")
     parser.add_argument("--random-lrs", type=floats_arg, default=[1e-3, 3e-3], help="sweep for random init")
     parser.add_argument("--subclone-lrs", type=floats_arg, default=[3e-4, 1e-3], help="sweep for the subclone")
-    parser.add_argument("--steps", type=int, default=40, help="optimizer steps per run")
-    parser.add_argument("--eval-every", type=int, default=5)
-    parser.add_argument("--batch-size", type=int, default=4)
+    parser.add_argument("--steps", type=int, default=24, help="optimizer steps per run")
+    parser.add_argument("--eval-every", type=int, default=3,
+                        help="steps between evaluations; also the resolution of a lower bound (steps / eval-every)")
+    parser.add_argument("--batch-size", type=int, default=2)
     parser.add_argument("--seq-len", type=int, default=64)
-    parser.add_argument("--eval-batches", type=int, default=4, help="held-out batches of batch-size x seq-len")
+    parser.add_argument("--eval-batches", type=int, default=2, help="held-out batches of batch-size x seq-len")
     parser.add_argument("--profile-tokens", type=int, default=4096)
     parser.add_argument("--device", default="auto")
     parser.add_argument("--seed", type=int, default=0)
@@ -107,6 +110,17 @@ def main() -> None:
               f"{history.steps[-1].time:.0f} s training)", flush=True)
         return history
 
+    args.out.mkdir(parents=True, exist_ok=True)
+    config = {key: (str(value) if isinstance(value, Path) else value) for key, value in vars(args).items()}
+    config.update(parent=parent.description, device=str(parent.input_device), data=train.description,
+                  heldout=heldout.description)
+
+    def save(sizes: list[dict]) -> None:
+        """results.json so far: a run cut short keeps the sizes it finished."""
+        wall = time.perf_counter() - started
+        (args.out / "results.json").write_text(json.dumps({"config": {**config, "wall_seconds": wall},
+                                                           "sizes": sizes}, indent=1))
+
     sizes = []
     for layers, hidden in args.sizes:
         spec = sv.DestinationSpec(layers=layers, hidden=hidden)
@@ -133,6 +147,7 @@ def main() -> None:
             "initial_loss": {init: sweeps[init][lr].evals[0].loss for init, lr in best.items()},
             "runs": {init: {str(lr): h.to_dict() for lr, h in runs.items()} for init, runs in sweeps.items()},
         })
+        save(sizes)
 
     print("\n| destination | parameters | init | best lr | held-out loss at 0 | final | speedup per step "
           "| per second |")
@@ -142,16 +157,8 @@ def main() -> None:
             print(f"| {size['label']} | {size['parameters'] / 1e6:.1f}M | {init} | {size['best_lr'][init]:g} | "
                   f"{size['initial_loss'][init]:.3f} | {size['final_loss'][init]:.3f} | "
                   f"{shown(gain, 'speedup')} | {shown(gain, 'speedup_per_second')} |")
-    wall = time.perf_counter() - started
-    print(f"\nwall time {wall / 60:.1f} min")
-
-    args.out.mkdir(parents=True, exist_ok=True)
-    config = {key: (str(value) if isinstance(value, Path) else value) for key, value in vars(args).items()}
-    (args.out / "results.json").write_text(json.dumps({
-        "config": {**config, "parent": parent.description, "device": str(parent.input_device),
-                   "data": train.description, "heldout": heldout.description, "wall_seconds": wall},
-        "sizes": sizes,
-    }, indent=1))
+    print(f"\nwall time {(time.perf_counter() - started) / 60:.1f} min")
+    save(sizes)
     from subclone_viz import plots
 
     figure = plots.speedup_by_size(sizes, backend="matplotlib")

@@ -650,10 +650,12 @@ class SubcloneStudio(_App):
         self._draw_curves()
         state = "stopped early" if self.comparison.stopped_early else "done"
         self.train_status.value = _message(f"training {state}", css_class="train-status")
-        columns = ["init", "lr", "weight_decay", "steps", "initial_loss", "final_loss", "speedup"]
+        columns = ["init", "lr", "weight_decay", "steps", "initial_loss", "final_loss", "speedup",
+                   "speedup_per_second"]
         if self.parent.family.task == "image-classification":
             columns[6:6] = ["initial_accuracy", "final_accuracy"]
-        rows = [{**row, "speedup": _speedup_text(row)} for row in self.comparison.summary_table()]
+        rows = [{**row, "speedup": _speedup_text(row), "speedup_per_second": _speedup_text(row, "speedup_per_second")}
+                for row in self.comparison.summary_table()]
         self.summary.value = _table(rows, columns)
 
     def _on_record(self, history: History, record: Any) -> None:
@@ -671,9 +673,10 @@ class SubcloneStudio(_App):
             _refresh(figure, plots.loss_curves(histories, metric=metric))
 
 
-def _speedup_text(row: dict[str, Any]) -> str:
-    """A summary row's speedup over random init as a reader would say it."""
-    value = row.get("speedup")
+def _speedup_text(row: dict[str, Any], key: str = "speedup") -> str:
+    """A summary row's speedup over random init (per step, or ``key="speedup_per_second"``) as a reader would
+    say it."""
+    value = row.get(key)
     if value is None:
         return "n/a"
     if row.get("speedup_lower_bound"):
