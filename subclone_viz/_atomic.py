@@ -57,7 +57,7 @@ import struct
 import zlib
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Iterator
+from typing import Any, Iterator
 
 log = logging.getLogger("subclone_viz")
 
@@ -360,6 +360,35 @@ def write_file(path: str | os.PathLike, data: bytes | str, overwrite: bool = Fal
             _fault("writing", staging.with_name(Path(path).name))
             file.write(payload[half:])
     return Path(path).expanduser()
+
+
+def publish_directory(staging: str | os.PathLike, directory: str | os.PathLike, overwrite: bool = False) -> Path:
+    """Publish a staging directory that the caller named and filled itself (e.g. one that several processes of a
+    distributed job write into): normal permissions, fsync, then the same rename as :func:`staged_directory`."""
+    staging, target = Path(staging), _resolved(directory)
+    try:
+        _finish_staging(staging)
+        _fault("staged", target)
+        (_publish_replacing if overwrite else _publish_new)(staging, target, directory)
+        _fsync_path(target.parent)
+    except OSError as error:
+        raise _place_error(error, target, directory) from error
+    return Path(directory)
+
+
+def read_json(path: str | os.PathLike, kind: type = dict) -> Any:
+    """The JSON document in ``path``, which must be a ``kind`` (dict or list); else :class:`DamagedFileError`
+    naming the file and what is wrong."""
+    path = Path(path)
+    try:
+        value = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError as error:
+        raise DamagedFileError(f"{path} is missing") from error
+    except (UnicodeDecodeError, ValueError) as error:
+        raise DamagedFileError(f"{path} is not valid JSON ({error})") from error
+    if not isinstance(value, kind):
+        raise DamagedFileError(f"{path} holds a JSON {type(value).__name__}, not a {kind.__name__}")
+    return value
 
 
 # --------------------------------------------------------------------------------------------------------

@@ -13,7 +13,6 @@ from __future__ import annotations
 import json
 import logging
 import os
-import zipfile
 from pathlib import Path
 
 import numpy as np
@@ -143,24 +142,8 @@ def test_a_run_killed_while_writing_leaves_nothing_visible_and_the_next_run_reco
 # ------------------------------------------------------------------------------------------------ profiles
 
 
-def _rewrite_profile(source: Path, target: Path, change) -> Path:
-    with np.load(source) as data:
-        arrays = {name: data[name] for name in data.files}
-    meta = json.loads(str(arrays["meta"]))
-    change(meta, arrays)
-    arrays["meta"] = np.array(meta if isinstance(meta, str) else json.dumps(meta))
-    np.savez(target, **arrays)
-    return target
-
-
 def _drop_source(meta, arrays):
     del meta["source"]
-
-
-def _meta_is_a_list(meta, arrays):
-    arrays["meta"] = np.array("[1, 2]")
-    meta.clear()
-    meta.update(_replace="[1, 2]")
 
 
 PROFILE_DAMAGE = {
