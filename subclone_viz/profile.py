@@ -30,7 +30,8 @@ from __future__ import annotations
 import itertools
 import json
 import os
-import tempfile
+import zipfile
+import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Iterable
@@ -39,12 +40,14 @@ import numpy as np
 import torch
 
 from . import __version__, distributed
-
+from ._atomic import DamagedFileError, staged_file
 from .parent import readable_parameters
 
 if TYPE_CHECKING:
     from .parent import Parent
 
+PROFILE_FORMAT = 1  # the layout of a saved .npz; bump when it changes
+_ARRAYS = ("block_sums", "residual_abs_sums", "ffn_abs_sums", "attn_abs_sums")
 BLOCK_METRICS = ("f_over_sum", "f_over_x", "one_minus_cos")
 BLOCK_METRIC_LABELS = {
     "f_over_sum": "||f(x)|| / ||x + f(x)||",
@@ -174,7 +177,7 @@ class Profile:
 
     # ------------------------------------------------------------------ files
     def save(self, path: str | os.PathLike, overwrite: bool = False) -> Path:
-        """Write one ``.npz`` file: the sums as arrays and the metadata as a JSON string (no pickles).
+        """Write one ``.npz`` file, atomically: the sums as arrays and the metadata as a JSON string (no pickles).
 
         Under several processes only the main one writes; every process returns the path (or raises its error).
         """
@@ -183,30 +186,34 @@ class Profile:
     def _write(self, path: Path, overwrite: bool) -> Path:
         if path.suffix != ".npz":
             raise ValueError(f"profile path {str(path)!r} must end in .npz")
-        if path.exists() and not overwrite:
-            raise FileExistsError(f"{path} exists; pass overwrite=True to replace it")
-        meta = dict(parent=self.parent, source=self.source, tokens=self.tokens, version=self.version, extra=self.extra)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        with tempfile.NamedTemporaryFile(dir=path.parent, suffix=".npz", delete=False) as tmp:
-            np.savez(
-                tmp,
-                meta=np.array(json.dumps(meta)),
-                block_sums=self.block_sums,
-                residual_abs_sums=self.residual_abs_sums,
-                ffn_abs_sums=self.ffn_abs_sums,
-                attn_abs_sums=self.attn_abs_sums,
-            )
-        os.replace(tmp.name, path)
+        meta = dict(parent=self.parent, source=self.source, tokens=self.tokens, version=self.version, extra=self.extra,
+                    format=PROFILE_FORMAT)
+        with staged_file(path, overwrite) as staging, open(staging, "wb") as file:
+            np.savez(file, meta=np.array(json.dumps(meta)), **{name: getattr(self, name) for name in _ARRAYS})
         return path
 
     @classmethod
     def load(cls, path: str | os.PathLike) -> "Profile":
+        """Read a profile written by :meth:`save`; a file that is not one, or is damaged, raises
+        :class:`~subclone_viz._atomic.DamagedFileError` naming it and what is wrong."""
         path = Path(path)
         if not path.is_file():
             raise FileNotFoundError(f"no profile at {path}")
-        with np.load(path, allow_pickle=False) as data:
-            meta = json.loads(str(data["meta"]))
-            arrays = {name: data[name] for name in ("block_sums", "residual_abs_sums", "ffn_abs_sums", "attn_abs_sums")}
+        try:
+            with np.load(path, allow_pickle=False) as data:
+                missing = [name for name in ("meta", *_ARRAYS) if name not in data.files]
+                if missing:
+                    raise DamagedFileError(f"profile {path} lacks {', '.join(missing)}: it is not a saved profile")
+                meta_text = str(data["meta"])
+                arrays = {name: data[name] for name in _ARRAYS}
+        except (OSError, ValueError, EOFError, zipfile.BadZipFile, zlib.error) as error:
+            if isinstance(error, DamagedFileError):
+                raise
+            raise DamagedFileError(
+                f"profile {path} is damaged or not a saved profile ({type(error).__name__}: {error})"
+            ) from error
+        meta = _profile_meta(path, meta_text)
+        _check_profile_arrays(path, meta, arrays)
         return cls(
             parent=meta["parent"], source=meta["source"], tokens=meta["tokens"], version=meta["version"],
             extra=meta.get("extra", {}), **arrays,
@@ -229,7 +236,8 @@ class Profile:
 
 
 def parent_fingerprint(parent: "Parent") -> dict[str, Any]:
-    """What identifies a parent: its name, family, shape and a sample of its first block's weights."""
+    """What identifies a parent: its name, family, shape and a sample of its first block's weights, and where its
+    weights came from (``Parent.provenance``)."""
     block = parent.family.blocks(parent.model)[0]
     checksum = [round(float(v), 6) for _, p in readable_parameters(block) for v in p.detach().flatten()[:4].float().cpu()]
     return {
@@ -239,6 +247,7 @@ def parent_fingerprint(parent: "Parent") -> dict[str, Any]:
         "dims": parent.dims.to_dict(),
         "description": parent.description,
         "checksum": checksum,
+        "provenance": parent.provenance,  # base_model, license, GGUF origin: carried to the saved model card
     }
 
 
@@ -250,6 +259,62 @@ def same_parent(a: dict[str, Any], b: dict[str, Any]) -> bool:
         and len(a["checksum"]) == len(b["checksum"])
         and bool(np.allclose(a["checksum"], b["checksum"], rtol=1e-2, atol=1e-3))
     )
+
+
+def _profile_meta(path: Path, text: str) -> dict[str, Any]:
+    """The metadata of a saved profile, checked field by field."""
+    def bad(problem: str) -> DamagedFileError:
+        return DamagedFileError(f"profile {path} has bad metadata: {problem}")
+
+    try:
+        meta = json.loads(text)
+    except ValueError as error:
+        raise bad(f"not JSON ({error})") from error
+    if not isinstance(meta, dict):
+        raise bad(f"a JSON {type(meta).__name__}, not an object")
+    missing = [key for key in ("parent", "source", "tokens", "version") if key not in meta]
+    if missing:
+        raise bad(f"no {', '.join(missing)}")
+    if meta.get("format", PROFILE_FORMAT) != PROFILE_FORMAT:
+        raise bad(f"format {meta['format']!r}, this version reads format {PROFILE_FORMAT} (upgrade subclone_viz)")
+    parent = meta["parent"]
+    if not isinstance(parent, dict) or any(key not in parent for key in ("name", "family", "dims", "checksum")):
+        raise bad("'parent' must be an object with name, family, dims and checksum")
+    dims = parent["dims"]
+    if not isinstance(dims, dict) or not all(
+        isinstance(dims.get(key), int) and dims[key] >= 1 for key in ("layers", "hidden", "ffn", "heads", "head_dim")
+    ):
+        raise bad(f"parent dims {dims!r} must hold positive integer layers, hidden, ffn, heads and head_dim")
+    if not isinstance(parent["checksum"], list) or not all(isinstance(v, (int, float)) for v in parent["checksum"]):
+        raise bad("the parent checksum must be a list of numbers")
+    if not isinstance(meta["tokens"], int) or isinstance(meta["tokens"], bool) or meta["tokens"] < 1:
+        raise bad(f"tokens={meta['tokens']!r}, not a positive count")
+    if not isinstance(meta["source"], str) or not isinstance(meta.get("extra", {}), dict):
+        raise bad("'source' must be text and 'extra' an object")
+    return meta
+
+
+def _check_profile_arrays(path: Path, meta: dict[str, Any], arrays: dict[str, np.ndarray]) -> None:
+    """Each array has the shape its parent's dims give, finite non-negative values (sums of norms and |.|)."""
+    dims = meta["parent"]["dims"]
+    layers = dims["layers"]
+    expected = {
+        "block_sums": (layers, len(BLOCK_METRICS)),
+        "residual_abs_sums": (layers + 1, dims["hidden"]),
+        "ffn_abs_sums": (layers, dims["ffn"]),
+        "attn_abs_sums": (layers, dims["heads"] * dims["head_dim"]),
+    }
+    for name, shape in expected.items():
+        array = arrays[name]
+        if array.shape != shape or array.dtype.kind != "f":
+            raise DamagedFileError(
+                f"profile {path}: {name} is {array.dtype} {array.shape}, expected floats of shape {shape} for its "
+                f"parent's dims {dims}"
+            )
+        if not np.isfinite(array).all():
+            raise DamagedFileError(f"profile {path}: {name} holds NaN or infinite values")
+        if (array < 0).any():
+            raise DamagedFileError(f"profile {path}: {name} holds negative values, impossible for sums of magnitudes")
 
 
 class _Accumulator:
