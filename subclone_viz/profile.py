@@ -455,6 +455,24 @@ def profile(
     processes, rank = distributed.num_processes(), distributed.process_index()
     total = 0  # counted tokens over every process
     own = 0  # counted tokens this process profiled
+    tokens_per_image: list[int] = []  # patches and prefix tokens of one image, measured once
+
+    def counted_without_running(batch: dict[str, torch.Tensor]) -> int:
+        """The tokens profiling ``batch`` would count: non-padding tokens, or for images every image's
+        patches and prefix tokens (measured on one image, with the hooks off so that it adds to no sum)."""
+        if "input_ids" in batch:
+            mask = _token_mask(batch)
+            return int(batch["input_ids"].numel()) if mask is None else int(mask.sum())
+        if not tokens_per_image:
+            from .sizing import _tokens_per_sequence
+
+            acc.detach()
+            try:
+                tokens_per_image.append(_tokens_per_sequence(parent, batch))
+            finally:
+                acc.attach()
+        return int(batch["pixel_values"].shape[0]) * tokens_per_image[0]
+
     try:
         bar = tqdm(total=max_tokens, unit="tok", desc="profile", disable=not distributed.show_progress(progress),
                    leave=False)
@@ -472,7 +490,7 @@ def profile(
                     counted = acc.batch_tokens
                     own += counted
                 else:
-                    counted = _counted_tokens(parent, batch)
+                    counted = counted_without_running(batch)
                 total += counted
                 bar.update(counted)
         bar.close()
@@ -493,17 +511,6 @@ def profile(
     if not shares:
         raise ValueError("the batches held no counted tokens: nothing was profiled")
     return sum(shares)
-
-
-def _counted_tokens(parent: "Parent", batch: dict[str, torch.Tensor]) -> int:
-    """The tokens profiling ``batch`` would count, without profiling it: non-padding tokens, or for images
-    the patches and prefix tokens of every image."""
-    if "input_ids" in batch:
-        mask = _token_mask(batch)
-        return int(batch["input_ids"].numel()) if mask is None else int(mask.sum())
-    from .sizing import _tokens_per_sequence
-
-    return int(batch["pixel_values"].shape[0]) * _tokens_per_sequence(parent, batch)
 
 
 def _stack(values: list[torch.Tensor | None]) -> np.ndarray:

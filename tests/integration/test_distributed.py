@@ -93,6 +93,10 @@ logits = parent.family.logits
 parent.family.logits = lambda model, batch: forwards.append(batch["input_ids"].tolist()) or logits(model, batch)
 prof = sv.profile(parent, batches, max_tokens=100, progress=False)
 parent.family.logits = logits
+from tiny import tiny_batches, tiny_model
+
+vit = sv.load_parent(tiny_model("vit"), device="cpu")
+vit_profile = sv.profile(vit, tiny_batches("vit", count=5), max_tokens=100, progress=False)  # 17 tokens an image
 evaluation = sv.evaluate(parent.model, parent.family, heldout)
 ablation = sv.block_ablation(parent, heldout, progress=False)
 path = prof.save(Path(out) / "profile.npz")
@@ -131,6 +135,7 @@ record = {
     "loss": evaluation.loss, "batches": evaluation.batches, "ablation": ablation.to_dict(),
     "train": {name: [(r.step, r.seen, r.loss) for r in h.steps + h.evals] for name, h in
               {"full": full, "first": first, "resumed": resumed}.items()},
+    "vit_tokens": vit_profile.tokens, "vit_residual": vit_profile.residual_abs_sums.tolist(),
     "train_processes": full.config["num_processes"], "stopped": first.stopped_early,
     "comparison": comparison.to_dict()["histories"], "saved_comparison": str(saved_comparison),
 }
@@ -190,6 +195,16 @@ def test_every_rank_ends_with_the_single_process_profile(ranks, single):
         assert record["tokens"] == expected.tokens
         for name in ("block_sums", "residual_abs_sums", "ffn_abs_sums", "attn_abs_sums"):
             np.testing.assert_allclose(record[name], getattr(expected, name), rtol=1e-5, atol=1e-8)
+
+
+def test_an_image_parent_profiles_the_same_images_as_one_process(ranks):
+    records, _ = ranks
+    vit = sv.load_parent(tiny_model("vit"), device="cpu")
+    expected = sv.profile(vit, tiny_batches("vit", count=5), max_tokens=100, progress=False)
+    assert expected.tokens == 102  # 3 batches of 2 images x 17 tokens: the third reaches 100
+    for record in records:
+        assert record["vit_tokens"] == expected.tokens
+        np.testing.assert_allclose(record["vit_residual"], expected.residual_abs_sums, rtol=1e-5, atol=1e-8)
 
 
 def test_profile_save_writes_one_file_and_every_rank_returns_its_path(ranks, single):
