@@ -20,6 +20,7 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
+from .capture import block_input, hidden_of, to_device, with_hidden
 from .families import Family
 
 if TYPE_CHECKING:
@@ -49,7 +50,7 @@ def evaluate(
         for i, batch in enumerate(batches):
             if max_batches is not None and i >= max_batches:
                 break
-            batch = {k: v.to(device) for k, v in batch.items()}
+            batch = to_device(batch, device)
             if family.task == "image-classification":
                 logits = family.logits(model, batch)
                 losses.append(float(nn.functional.cross_entropy(logits.float(), batch["labels"])))
@@ -103,25 +104,12 @@ def block_ablation(
     return BlockAblation(baseline=baseline, removed=removed, duplicated=duplicated)
 
 
-def _with_hidden(output, hidden: torch.Tensor):
-    """``output`` with its hidden states replaced (blocks return a tensor or a tuple led by one)."""
-    return (hidden, *output[1:]) if isinstance(output, tuple) else hidden
-
-
-def _hidden(output) -> torch.Tensor:
-    return output[0] if isinstance(output, tuple) else output
-
-
-def _block_input(args, kwargs) -> torch.Tensor:
-    return args[0] if args else kwargs["hidden_states"]
-
-
 def _skip_block(module: nn.Module, args, kwargs, output):
-    return _with_hidden(output, _block_input(args, kwargs))
+    return with_hidden(output, block_input(args, kwargs))
 
 
 def _repeat_block(module: nn.Module, args, kwargs, output):
     # forward() rather than module(): calling the module would run this hook again.
-    call_args = (_hidden(output), *args[1:]) if args else ()
-    call_kwargs = kwargs if args else {**kwargs, "hidden_states": _hidden(output)}
+    call_args = (hidden_of(output), *args[1:]) if args else ()
+    call_kwargs = kwargs if args else {**kwargs, "hidden_states": hidden_of(output)}
     return module.forward(*call_args, **call_kwargs)

@@ -51,6 +51,7 @@ import torch
 from torch import nn
 
 from . import __version__
+from .capture import BlockStep, capture_blocks, to_device
 from .data import cache_dir
 from .plan import DEPTH_STRATEGIES, SCALINGS, WIDTH_STRATEGIES, DestinationSpec, SpecError, plan, spec_choices
 
@@ -198,18 +199,11 @@ def _tokens_per_sequence(parent: "Parent", batch: dict[str, torch.Tensor]) -> in
     """How many tokens the blocks see per sequence: the text length, or (images) patches plus prefix tokens."""
     if "input_ids" in batch:
         return int(batch["input_ids"].shape[1])
-    seen: list[int] = []
-
-    def hook(module, args, kwargs):
-        seen.append((args[0] if args else kwargs["hidden_states"]).shape[1])
-
-    handle = parent.family.blocks(parent.model)[0].register_forward_pre_hook(hook, with_kwargs=True)
-    try:
-        one = {k: v[:1].to(parent.input_device) if isinstance(v, torch.Tensor) else v for k, v in batch.items()}
+    steps: list[BlockStep] = []
+    one = to_device({k: v[:1] if isinstance(v, torch.Tensor) else v for k, v in batch.items()}, parent.input_device)
+    with capture_blocks(parent.family, parent.model, on_block=steps.append):
         parent.family.logits(parent.model, one)
-    finally:
-        handle.remove()
-    return seen[0]
+    return steps[0].input.shape[1]
 
 
 def _read_cache(path: Path) -> dict[str, Any] | None:

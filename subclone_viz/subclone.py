@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING, Iterable
 import torch
 from torch import nn
 
+from .capture import counted_rows, to_device, token_mask
 from .families import Family
 
 if TYPE_CHECKING:
@@ -147,17 +148,13 @@ def _calibrate(
     parent: "Parent", plan: "SubclonePlan", dest: nn.Module, batches: Iterable[dict[str, torch.Tensor]], count: int
 ) -> dict[str, float]:
     """Scale each linear layer so that its output std (over kept channels) matches the parent's."""
-    from .profile import _to_device, _token_mask
-
     family = parent.family
     batch = _concatenate(batches, count)
-    mask = _token_mask(batch)
-    batch = _to_device(batch, parent.input_device)
+    mask = token_mask(batch)
+    batch = to_device(batch, parent.input_device)
 
     def rows(t: torch.Tensor) -> torch.Tensor:
-        flat = t.reshape(-1, t.shape[-1])
-        per_token = mask is not None and flat.shape[0] == mask.numel()  # a pooler's output is per sequence
-        return (flat[mask.to(flat.device)] if per_token else flat).float()
+        return counted_rows(t, mask)
 
     parent_shapes = {name: p.shape for name, p in parent.model.named_parameters()}
     linears = []  # (destination module name, parent module name, kept output channels)

@@ -1,0 +1,271 @@
+"""The one place that hooks a model's blocks, and runs only the blocks after a cut (suffix reuse).
+
+Everything that looks inside a forward pass (the profile, the token trace, the block ablation, calibrated
+scaling, the size grid) goes through here. Hooks are placed through the family adapter's module roles, so
+this module never names a model class:
+
+* :func:`capture_blocks` calls back once per block with a :class:`BlockStep`: the hidden state entering
+  the block x, the sum x + f(x) (for post-norm blocks the pre-norm sum, read at the input of
+  ``family.residual_sum_module``; otherwise the block's output) and the block's output; and, when asked,
+  with each block's FFN hidden activation (the input of ``family.ffn_activation_module``) and per-head
+  attention output (the input of ``family.attention_output_module``);
+* :func:`to_device`, :func:`token_mask` and :func:`counted_rows` move a batch to the model and keep only
+  the tokens that count (attention mask 1);
+* :func:`record_stream` keeps the hidden state at every residual layer of one forward pass, and
+  :func:`resumed` runs a later forward from one of them: the blocks before the cut are replaced by
+  stand-ins that cost nothing, so only the suffix runs. The model's own forward still computes the
+  arguments each block takes (rotary position embeddings, the attention mask of each layer type), so a
+  resumed block receives exactly what it receives in a full pass, at the same position in the block list.
+
+Example::
+
+    import torch
+    from transformers import LlamaConfig, LlamaForCausalLM
+    from subclone_viz.capture import capture_blocks, record_stream, resumed
+    from subclone_viz.families import family_of
+    model = LlamaForCausalLM(LlamaConfig(hidden_size=32, intermediate_size=64, num_hidden_layers=3,
+                                         num_attention_heads=4, vocab_size=50)).eval()
+    family = family_of(model)
+    batch = {"input_ids": torch.randint(0, 50, (2, 8))}
+    steps = []
+    with torch.no_grad(), capture_blocks(family, model, on_block=steps.append):
+        family.logits(model, batch)
+    steps[1].input.shape                                  # torch.Size([2, 8, 32]): x entering block 1
+    blocks = list(family.blocks(model))
+    with torch.no_grad():
+        with record_stream(family, model) as stream:
+            full = family.loss(model, batch)
+        with resumed(family, model, 1, stream.states[1], blocks[1:], stream.output_like):
+            again = family.loss(model, batch)             # runs blocks 1 and 2 only; equals ``full``
+        with resumed(family, model, 1, stream.states[1], [None, blocks[2]], stream.output_like):
+            without_block_1 = family.loss(model, batch)   # block 1 removed
+"""
+
+from __future__ import annotations
+
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import Any, Callable, Iterator, Sequence
+
+import torch
+from torch import nn
+
+from .families import Family
+
+
+def to_device(batch: dict[str, Any], device: torch.device | str) -> dict[str, Any]:
+    """``batch`` with every tensor on ``device`` (other values as they are)."""
+    return {k: v.to(device) if isinstance(v, torch.Tensor) else v for k, v in batch.items()}
+
+
+def token_mask(batch: dict[str, torch.Tensor]) -> torch.Tensor | None:
+    """The flattened attention mask (B*T,), or None when every token counts (no padding, or images)."""
+    mask = batch.get("attention_mask")
+    if mask is None:
+        return None
+    flat = mask.reshape(-1).bool()
+    return None if bool(flat.all()) else flat
+
+
+def counted_rows(t: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
+    """(B, T, X) -> (counted tokens, X) in fp32. A tensor with one row per sequence (a pooler's output) has
+    no padding to drop and keeps every row."""
+    rows = t.reshape(-1, t.shape[-1])
+    if mask is not None and rows.shape[0] == mask.numel():
+        rows = rows[mask.to(rows.device)]
+    return rows.float()
+
+
+def block_input(args: tuple, kwargs: dict[str, Any]) -> torch.Tensor:
+    """The hidden state a block is called with: its first positional argument or ``hidden_states=``."""
+    return args[0] if args else kwargs["hidden_states"]
+
+
+def hidden_of(output: Any) -> torch.Tensor:
+    """The hidden state a block returns (blocks return a tensor or a tuple led by one)."""
+    return output[0] if isinstance(output, (tuple, list)) else output
+
+
+def with_hidden(output: Any, hidden: torch.Tensor) -> Any:
+    """``output`` in the same form (a tensor or a tuple led by one) with its hidden state replaced."""
+    return (hidden, *output[1:]) if isinstance(output, (tuple, list)) else hidden
+
+
+@dataclass
+class BlockStep:
+    """What one block did in one forward pass. Tensors are (B, T, d), on the block's device."""
+
+    index: int
+    input: torch.Tensor  # x
+    total: torch.Tensor  # x + f(x): the pre-norm sum of a post-norm block, otherwise the output
+    output: torch.Tensor  # what the block passes on
+    returned: Any = field(repr=False)  # the block's own return value (a tensor or a tuple led by one)
+
+
+@contextmanager
+def capture_blocks(
+    family: Family,
+    model: nn.Module,
+    on_block: Callable[[BlockStep], None] | None = None,
+    on_ffn: Callable[[int, torch.Tensor], None] | None = None,
+    on_attention: Callable[[int, torch.Tensor], None] | None = None,
+) -> Iterator[None]:
+    """Within the ``with``, every forward of ``model`` reports each block through the callbacks.
+
+    Args:
+        family: the model's adapter (it says where the blocks and their module roles are).
+        model: the model to hook.
+        on_block: called after block i ran, with its :class:`BlockStep`.
+        on_ffn: called with (i, FFN hidden activation (B, T, ffn)) as block i computes it.
+        on_attention: called with (i, per-head attention output (B, T, heads * head_dim)) before the output
+            projection of block i.
+    """
+    inputs: dict[int, torch.Tensor] = {}  # block -> x, held until the block's output arrives
+    sums: dict[int, torch.Tensor] = {}  # block -> pre-norm x + f(x) (post-norm blocks only)
+    handles: list[torch.utils.hooks.RemovableHandle] = []
+
+    def remember_input(i: int):
+        def hook(module, args, kwargs):
+            inputs[i] = block_input(args, kwargs)
+
+        return hook
+
+    def remember_sum(i: int):
+        def hook(module, args):
+            sums[i] = args[0]
+
+        return hook
+
+    def report_block(i: int):
+        def hook(module, args, output):
+            y = hidden_of(output)
+            on_block(BlockStep(index=i, input=inputs.pop(i), total=sums.pop(i, y), output=y, returned=output))
+
+        return hook
+
+    def report_input(callback: Callable[[int, torch.Tensor], None], i: int):
+        def hook(module, args):
+            callback(i, args[0])
+
+        return hook
+
+    try:
+        for i, block in enumerate(family.blocks(model)):
+            if on_block is not None:
+                handles.append(block.register_forward_pre_hook(remember_input(i), with_kwargs=True))
+                handles.append(block.register_forward_hook(report_block(i)))
+                sum_module = family.residual_sum_module(block)
+                if sum_module is not None:
+                    handles.append(sum_module.register_forward_pre_hook(remember_sum(i)))
+            if on_ffn is not None:
+                handles.append(family.ffn_activation_module(block).register_forward_pre_hook(report_input(on_ffn, i)))
+            if on_attention is not None:
+                module = family.attention_output_module(block)
+                handles.append(module.register_forward_pre_hook(report_input(on_attention, i)))
+        yield
+    finally:
+        for handle in handles:
+            handle.remove()
+        inputs.clear()
+        sums.clear()
+
+
+@dataclass
+class ResidualStream:
+    """The hidden state at every residual layer of one forward pass: ``states[i]`` enters block i (i < L),
+    ``states[L]`` leaves the last block. ``output_like`` is a block's return value, the form that stand-in
+    blocks give theirs in."""
+
+    states: list[torch.Tensor] = field(default_factory=list)
+    output_like: Any = None
+
+
+@contextmanager
+def record_stream(family: Family, model: nn.Module) -> Iterator[ResidualStream]:
+    """Within the ``with``, a forward of ``model`` fills the yielded :class:`ResidualStream` (run one forward)."""
+    stream = ResidualStream()
+
+    def keep(step: BlockStep) -> None:
+        if step.index == 0:
+            stream.states[:] = [step.input]
+            stream.output_like = step.returned
+        stream.states.append(step.output)
+
+    with capture_blocks(family, model, on_block=keep):
+        yield stream
+
+
+class _PassOn(nn.Module):
+    """Stands in for a block: returns the hidden state it receives, in the form the real blocks return."""
+
+    def __init__(self, output_like: Any):
+        super().__init__()
+        self.output_like = output_like
+
+    def forward(self, *args, **kwargs):
+        return with_hidden(self.output_like, block_input(args, kwargs))
+
+
+class _Resume(nn.Module):
+    """Stands at the cut: ignores the hidden state it receives and continues from a stored one, through a
+    block (called with the arguments the model gives this position) or straight on."""
+
+    def __init__(self, hidden: torch.Tensor, block: nn.Module | None, output_like: Any):
+        super().__init__()
+        self.hidden = hidden
+        self.block = block
+        self.output_like = output_like
+
+    def forward(self, *args, **kwargs):
+        if self.block is None:
+            return with_hidden(self.output_like, self.hidden)
+        if args:
+            args = (self.hidden, *args[1:])
+        else:
+            kwargs = {**kwargs, "hidden_states": self.hidden}
+        return self.block(*args, **kwargs)
+
+
+@contextmanager
+def resumed(
+    family: Family,
+    model: nn.Module,
+    start: int,
+    hidden: torch.Tensor,
+    blocks: Sequence[nn.Module | None],
+    output_like: Any,
+) -> Iterator[None]:
+    """Within the ``with``, a forward of ``model`` skips the blocks before position ``start`` and continues
+    from ``hidden`` there: ``blocks[0]`` runs at position ``start`` on ``hidden``, ``blocks[1]`` at
+    ``start + 1`` on what that returned, and so on (None passes the hidden state on unchanged).
+
+    The block list keeps its length, so every position receives the arguments the model computes for it
+    (per-layer attention types follow the position). ``hidden`` must come from the same batch (a
+    :func:`record_stream` of it); the embeddings still run and are discarded, which costs next to nothing.
+
+    Args:
+        family: the model's adapter.
+        model: the model whose blocks are swapped for the duration of the ``with``.
+        start: the position of the cut, 0 <= start < L.
+        hidden: (B, T, d) the hidden state to continue from.
+        blocks: the modules at positions start..L-1 (``L - start`` of them): the model's own or others.
+        output_like: a block's return value (:attr:`ResidualStream.output_like`), the form stand-ins return.
+    """
+    block_list = family.blocks(model)
+    count = len(block_list)
+    if not 0 <= start < count or start + len(blocks) != count:
+        raise ValueError(
+            f"resuming at position {start} with {len(blocks)} blocks does not fill a list of {count} blocks: "
+            f"pass {count - start} blocks for positions {start}..{count - 1}"
+        )
+    originals = list(block_list)
+    stand_ins = [_PassOn(output_like) for _ in range(start)]
+    stand_ins.append(_Resume(hidden, blocks[0], output_like))
+    stand_ins += [_PassOn(output_like) if block is None else block for block in blocks[1:]]
+    try:
+        for position, module in enumerate(stand_ins):
+            block_list[position] = module
+        yield
+    finally:
+        for position, module in enumerate(originals):
+            block_list[position] = module

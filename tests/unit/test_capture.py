@@ -1,0 +1,45 @@
+"""The capture layer on every family: one report per block that chains residual layer to residual layer, the
+module roles' activations in their shapes, hooks gone afterwards; and resumed forwards that equal full ones."""
+
+import pytest
+import torch
+
+import subclone_viz as sv
+from subclone_viz.capture import capture_blocks, counted_rows, to_device, token_mask
+from tiny import TINY_FAMILIES, tiny_batches, tiny_model
+
+
+@pytest.fixture(params=list(TINY_FAMILIES), scope="module")
+def tiny(request):
+    name = request.param
+    return name, sv.load_parent(tiny_model(name), device="cpu"), tiny_batches(name)
+
+
+@torch.no_grad()
+def test_every_block_reports_once_and_the_steps_chain(tiny):
+    name, parent, batches = tiny
+    family, model, dims = parent.family, parent.model, parent.dims
+    steps, ffn, attention = [], {}, {}
+    with capture_blocks(family, model, on_block=steps.append, on_ffn=ffn.__setitem__, on_attention=attention.__setitem__):
+        family.logits(model, batches[0])
+    assert [step.index for step in steps] == list(range(dims.layers))
+    for before, after in zip(steps, steps[1:]):
+        assert after.input is before.output  # the residual stream: one block's output enters the next
+    if family.post_norm:
+        assert not torch.equal(steps[0].total, steps[0].output)  # the pre-norm sum, not the normed output
+    else:
+        assert steps[0].total is steps[0].output
+    tokens = steps[0].input.shape[:2]
+    assert ffn[0].shape == (*tokens, dims.ffn) and sorted(ffn) == list(range(dims.layers))
+    assert attention[0].shape == (*tokens, dims.heads * dims.head_dim)
+    assert not any(block._forward_hooks or block._forward_pre_hooks for block in family.blocks(model))
+
+
+def test_counted_rows_drop_padding_and_keep_per_sequence_rows():
+    batch = tiny_batches("llama")[0]  # the first sequence ends in 4 padding tokens
+    mask = token_mask(batch)
+    hidden = torch.randn(2, 12, 5)
+    assert counted_rows(hidden, mask).shape == (2 * 12 - 4, 5)
+    assert counted_rows(hidden[:, 0], mask).shape == (2, 5)  # one row per sequence: nothing to drop
+    assert token_mask({"input_ids": batch["input_ids"], "attention_mask": torch.ones(2, 12)}) is None
+    assert to_device({**batch, "note": "kept"}, "cpu")["note"] == "kept"
