@@ -173,23 +173,23 @@ def capture_blocks(
 @dataclass
 class ResidualStream:
     """The hidden state at every residual layer of one forward pass: ``states[i]`` enters block i (i < L),
-    ``states[L]`` leaves the last block. ``output_like`` is a block's return value, the form that stand-in
-    blocks give theirs in."""
+    ``states[L]`` leaves the last block (None where a resumed forward did not run). ``output_like`` is a
+    block's return value, the form that stand-in blocks give theirs in."""
 
-    states: list[torch.Tensor] = field(default_factory=list)
+    states: list[torch.Tensor | None]
     output_like: Any = None
 
 
 @contextmanager
 def record_stream(family: Family, model: nn.Module) -> Iterator[ResidualStream]:
     """Within the ``with``, a forward of ``model`` fills the yielded :class:`ResidualStream` (run one forward)."""
-    stream = ResidualStream()
+    stream = ResidualStream(states=[None] * (len(family.blocks(model)) + 1))
 
     def keep(step: BlockStep) -> None:
-        if step.index == 0:
-            stream.states[:] = [step.input]
+        stream.states[step.index] = step.input
+        stream.states[step.index + 1] = step.output
+        if stream.output_like is None:
             stream.output_like = step.returned
-        stream.states.append(step.output)
 
     with capture_blocks(family, model, on_block=keep):
         yield stream

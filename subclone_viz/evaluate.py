@@ -20,7 +20,7 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from .capture import block_input, hidden_of, to_device, with_hidden
+from .capture import block_input, hidden_of, record_stream, resumed, to_device, with_hidden
 from .families import Family
 
 if TYPE_CHECKING:
@@ -77,19 +77,70 @@ class BlockAblation:
         return asdict(self)
 
 
+@torch.no_grad()
 def block_ablation(
     parent: "Parent",
     batches: Iterable[dict[str, torch.Tensor]],
     max_batches: int | None = None,
     progress: bool = True,
+    reuse_prefix: bool = True,
 ) -> BlockAblation:
     """The parent's held-out loss with each single block removed, and with each single block duplicated.
 
-    No weights are copied: a forward hook makes the block return its input (removed) or run the block a
-    second time on its own output with the same arguments (duplicated), which is exactly the model a
-    full-width subclone with that block list computes (a unit test holds the two equal).
+    No weights are copied, and the result is exactly the model a full-width subclone with that block list
+    computes (a unit test holds the two equal).
+
+    Args:
+        parent: the loaded parent.
+        batches: held-out batches (each batch weighted equally, as in :func:`evaluate`).
+        max_batches: use only the first ones.
+        progress: show a progress bar.
+        reuse_prefix: run each variant from the hidden state entering the first block it changes, kept from
+            the batch's baseline pass, so that only the blocks after it run (the prefix is the same for every
+            variant that keeps it; this holds L + 1 hidden states of one batch). False runs the whole
+            forward for every variant, with hooks that skip or repeat one block.
     """
     batches = list(batches) if max_batches is None else [b for b, _ in zip(batches, range(max_batches))]
+    if not batches:
+        raise ValueError("no batches to evaluate on")
+    if not reuse_prefix:
+        return _hooked_block_ablation(parent, batches, progress)
+    model, family = parent.model, parent.family
+    blocks = list(family.blocks(model))
+    baseline: list[float] = []
+    removed: list[list[float]] = [[] for _ in blocks]
+    duplicated: list[list[float]] = [[] for _ in blocks]
+    was_training = model.training
+    model.eval()
+    bar = tqdm(total=len(batches) * (2 * len(blocks) + 1), desc="block ablation", disable=not progress, leave=False)
+    try:
+        for batch in batches:
+            batch = to_device(batch, parent.input_device)
+            with record_stream(family, model) as stream:
+                baseline.append(float(family.loss(model, batch)))
+            bar.update()
+            states, form = stream.states, stream.output_like  # states[i] enters block i
+            for i in range(len(blocks)):
+                # Removed: block i passes its input on. Duplicated: block i runs again on its own output.
+                with resumed(family, model, i, states[i], [None, *blocks[i + 1:]], form):
+                    removed[i].append(float(family.loss(model, batch)))
+                with resumed(family, model, i, states[i + 1], blocks[i:], form):
+                    duplicated[i].append(float(family.loss(model, batch)))
+                bar.update(2)
+    finally:
+        bar.close()
+        model.train(was_training)
+    return BlockAblation(
+        baseline=_mean(baseline), removed=[_mean(v) for v in removed], duplicated=[_mean(v) for v in duplicated]
+    )
+
+
+def _mean(values: list[float]) -> float:
+    return sum(values) / len(values)  # as evaluate() averages its batches, so that the two agree exactly
+
+
+def _hooked_block_ablation(parent: "Parent", batches: list[dict[str, torch.Tensor]], progress: bool) -> BlockAblation:
+    """The plain way: the whole forward for every variant, a hook making one block skip or repeat."""
     model, family = parent.model, parent.family
     baseline = evaluate(model, family, batches).loss
     blocks = list(family.blocks(model))

@@ -13,7 +13,10 @@ depth, width and scaling strategies) and records:
   dot product with each of ``seq_len`` positions (Hoffmann et al. 2022, appendix F; a causal kernel that
   skips masked positions does about half of it). Linear layers that see one vector per sequence (a pooler,
   a classifier on the cls token) are counted as if they ran on every token;
-* ``loss``: the subclone's mean held-out loss on ``eval_batches``, before training.
+* ``loss``: the subclone's mean held-out loss on ``eval_batches``, before training. Cells of one width share
+  their leading blocks (with ``depth="middle"`` the first half of them): a cell resumes each batch from the
+  hidden state the previous cell of its width computed after the shared blocks, and runs only the rest
+  (the numbers are those of a whole forward, bit for bit).
 
 A cell whose spec the parent cannot give (a width that is not a multiple of the head size, depth growth with
 a strategy other than "middle"...) is NaN, with the reason in ``reasons``. Each computed cell is cached as
@@ -51,8 +54,9 @@ import torch
 from torch import nn
 
 from . import __version__
-from .capture import BlockStep, capture_blocks, to_device
+from .capture import BlockStep, ResidualStream, capture_blocks, record_stream, resumed, to_device
 from .data import cache_dir
+from .families import Family
 from .plan import DEPTH_STRATEGIES, SCALINGS, WIDTH_STRATEGIES, DestinationSpec, SpecError, plan, spec_choices
 
 if TYPE_CHECKING:
@@ -220,8 +224,62 @@ def _write_cache(path: Path, record: dict[str, Any]) -> None:
     os.replace(tmp.name, path)
 
 
-def _measure_cell(parent: "Parent", destination_plan: "SubclonePlan", batches: list, seq_len: int) -> dict[str, Any]:
-    from .evaluate import evaluate
+class _WidthPrefix:
+    """The hidden states of the last cell measured at one width (one stream per eval batch), which the next
+    cell of that width resumes from after the blocks the two share."""
+
+    def __init__(self) -> None:
+        self.plan: "SubclonePlan | None" = None
+        self.streams: list[ResidualStream] = []
+
+
+def _shared_blocks(a: "SubclonePlan", b: "SubclonePlan") -> int:
+    """How many leading destination blocks hold the same weights in the subclones of plans ``a`` and ``b``:
+    the same source blocks, kept channels, neurons and heads, and a scaling that depends on shapes only."""
+    widths_a, widths_b = ({k: v for k, v in p.dims.items() if k != "layers"} for p in (a, b))
+    if widths_a != widths_b or a.residual != b.residual or a.scaling != b.scaling or a.scaling == "calibrated":
+        return 0
+    shared = 0
+    for block_a, block_b in zip(zip(a.layers, a.ffn, a.heads, a.kv_heads), zip(b.layers, b.ffn, b.heads, b.kv_heads)):
+        if block_a != block_b:
+            break
+        shared += 1
+    return shared
+
+
+@torch.no_grad()
+def _cell_loss(family: Family, model: nn.Module, cell_plan: "SubclonePlan", batches: list, prefix: _WidthPrefix) -> float:
+    """The cell's mean held-out loss, as :func:`~subclone_viz.evaluate` computes it, running on each batch only
+    the blocks after those it shares with the previous cell of its width (same weights, same inputs: the same
+    hidden states, bit for bit). Leaves this cell's hidden states in ``prefix`` for the next cell."""
+    depth = len(cell_plan.layers)
+    shared = 0 if prefix.plan is None else _shared_blocks(prefix.plan, cell_plan)
+    blocks = list(family.blocks(model))
+    device = next(model.parameters()).device
+    model.eval()
+    losses, streams = [], []
+    for index, batch in enumerate(batches):
+        batch = to_device(batch, device)
+        with record_stream(family, model) as stream:
+            if shared == 0:
+                losses.append(float(family.loss(model, batch)))
+            else:
+                previous = prefix.streams[index]
+                # Resume at its first block of its own; a cell that is all shared only runs the head.
+                start, run = (shared, blocks[shared:]) if shared < depth else (depth - 1, [None])
+                with resumed(family, model, start, previous.states[shared], run, previous.output_like):
+                    losses.append(float(family.loss(model, batch)))
+                for position in range(shared + 1):
+                    stream.states[position] = previous.states[position]
+                stream.output_like = previous.output_like
+        streams.append(stream)
+    prefix.plan, prefix.streams = cell_plan, streams
+    return sum(losses) / len(losses)  # each batch weighted equally, as evaluate() averages
+
+
+def _measure_cell(
+    parent: "Parent", destination_plan: "SubclonePlan", batches: list, seq_len: int, prefix: _WidthPrefix
+) -> dict[str, Any]:
     from .subclone import subclone
 
     calibration = batches if destination_plan.scaling == "calibrated" else None
@@ -231,7 +289,11 @@ def _measure_cell(parent: "Parent", destination_plan: "SubclonePlan", batches: l
         "params": sum(p.numel() for p in model.parameters()),
         "flops_per_token": flops_per_token(model, dims.layers, dims.heads, dims.head_dim, seq_len),
         # A bare encoder (BertModel) has no loss to score; its size and compute still count.
-        "loss": evaluate(model, parent.family, batches).loss if parent.family.task != "encoder" else float("nan"),
+        "loss": (
+            _cell_loss(parent.family, model, destination_plan, batches, prefix)
+            if parent.family.task != "encoder"
+            else float("nan")
+        ),
         "dims": dims.to_dict(),
     }
 
@@ -301,7 +363,10 @@ def size_grid(
     reasons: list[list[str | None]] = [[None] * shape[1] for _ in range(shape[0])]
     cell_dims: list[list[dict[str, int] | None]] = [[None] * shape[1] for _ in range(shape[0])]
     cache_hits = 0
-    for i, j in tqdm(list(np.ndindex(shape)), desc="size grid", disable=not progress, leave=False, file=sys.stderr):
+    prefix, prefix_width = _WidthPrefix(), None  # the hidden states of the last measured cell of one width
+    # Column by column: the cells of one width share leading blocks, and only one width's states are held.
+    cells = [(i, j) for j in range(shape[1]) for i in range(shape[0])]
+    for i, j in tqdm(cells, desc="size grid", disable=not progress, leave=False, file=sys.stderr):
         spec = DestinationSpec(layers=layers[i], hidden=hidden[j])
         try:
             destination_plan = plan(parent, profile, spec, **strategies)
@@ -314,7 +379,9 @@ def size_grid(
         if record is not None and record.get("key") == key:
             cache_hits += 1
         else:
-            record = {"key": key, **_measure_cell(parent, destination_plan, batches, seq_len)}
+            if prefix_width != j:
+                prefix, prefix_width = _WidthPrefix(), j
+            record = {"key": key, **_measure_cell(parent, destination_plan, batches, seq_len, prefix)}
             if cache:
                 _write_cache(path, record)
         for name in QUANTITIES:

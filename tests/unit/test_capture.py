@@ -43,3 +43,17 @@ def test_counted_rows_drop_padding_and_keep_per_sequence_rows():
     assert counted_rows(hidden[:, 0], mask).shape == (2, 5)  # one row per sequence: nothing to drop
     assert token_mask({"input_ids": batch["input_ids"], "attention_mask": torch.ones(2, 12)}) is None
     assert to_device({**batch, "note": "kept"}, "cpu")["note"] == "kept"
+
+
+@pytest.mark.parametrize("name", [n for n in TINY_FAMILIES if n != "bert"])
+def test_block_ablation_reusing_prefixes_equals_full_forwards(name):
+    """Suffix reuse changes the cost, not a number: every variant equals the whole forward with a hooked block."""
+    parent = sv.load_parent(tiny_model(name), device="cpu")
+    batches = tiny_batches(name)
+    reused = sv.block_ablation(parent, batches, progress=False)
+    plain = sv.block_ablation(parent, batches, progress=False, reuse_prefix=False)
+    assert reused.baseline == plain.baseline
+    assert reused.removed == plain.removed  # the same operations on the same inputs: bit for bit
+    assert reused.duplicated == plain.duplicated
+    assert len(set(reused.removed)) == len(reused.removed)  # each block's removal changes the loss its own way
+    assert all(type(block).__name__ not in ("_PassOn", "_Resume") for block in parent.family.blocks(parent.model))

@@ -182,3 +182,21 @@ def test_default_axes_of_a_tiny_gpt2_are_valid_widths():
     layers, hidden = sv.default_grid_axes(parent)
     assert layers == [1, 2, 3, 4]
     assert hidden == [8, 16, 24, 32]  # multiples of the head size 8, up to the parent's 32
+
+
+def test_cells_of_one_width_resume_after_their_shared_blocks(llama, monkeypatch):
+    """Suffix reuse: a cell runs only the blocks after those it shares with the previous cell of its width, and
+    its loss is still, bit for bit, that of its own subclone's whole forward."""
+    parent, prof, batches = llama
+    starts = []
+    resumed = sizing.resumed
+    monkeypatch.setattr(sizing, "resumed", lambda family, model, start, *rest: starts.append(start) or
+                        resumed(family, model, start, *rest))
+    grid = sv.size_grid(parent, prof, [2, 3, 4], [24, 48], batches, progress=False)
+    # Middle depth keeps blocks [0, 3], then [0, 1, 3] (resumes after block 0), then [0, 1, 2, 3] (after 0, 1).
+    assert starts == [1] * len(batches) + [2] * len(batches) + [1] * len(batches) + [2] * len(batches)
+    with torch.no_grad():
+        for i in range(3):
+            for j in range(2):
+                child = sv.subclone(parent, sv.plan(parent, prof, grid.spec(i, j)))
+                assert grid.loss[i, j] == sv.evaluate(child, parent.family, batches).loss
