@@ -269,3 +269,68 @@ def resumed(
     finally:
         for position, module in enumerate(originals):
             block_list[position] = module
+
+
+class _SeenAll(Exception):
+    """Raised by a hook of :func:`forward_until_seen` once nothing more of the forward is needed."""
+
+
+def forward_until_seen(
+    run: Callable[[], Any],
+    modules: dict[str, nn.Module],
+    observe: Callable[[str, torch.Tensor], None],
+    finish: Callable[[str, nn.Module], float | None] | None = None,
+    mask: torch.Tensor | None = None,
+    chunk_elements: int = 2**24,
+) -> None:
+    """Run a forward (``run()``) only as far as it takes to see the output of every module in ``modules``.
+
+    Each module's output rows for the counted tokens (``mask``, see :func:`counted_rows`), (rows, out) in
+    fp32, go to ``observe(name, rows)``; then ``finish(name, module)`` may return a factor that the output
+    the forward continues with is multiplied by. The last module to run is not called at all: its output
+    is computed from its input in chunks of about ``chunk_elements`` values, each passed to ``observe``, and
+    the forward stops there, so a large output (a language model's logits) is never held whole and the
+    layers after it never run. The modules take one input tensor (linear layers).
+    """
+    pending: set[str] = set(modules)
+    handles: list[torch.utils.hooks.RemovableHandle] = []
+
+    def before(name: str):
+        def hook(module, args):
+            if pending != {name}:
+                return None
+            x = args[0]
+            rows = x.reshape(-1, x.shape[-1])  # (tokens or sequences, in)
+            if mask is not None and rows.shape[0] == mask.numel():
+                rows = rows[mask.to(rows.device)]
+            step = max(1, chunk_elements // max(module.weight.shape))
+            for chunk in rows.split(step):
+                observe(name, module.forward(chunk).float())  # forward(): the module's own hooks stay out
+            if finish is not None:
+                finish(name, module)
+            pending.clear()
+            raise _SeenAll
+
+        return hook
+
+    def after(name: str):
+        def hook(module, args, output):
+            pending.discard(name)
+            observe(name, counted_rows(output, mask))
+            factor = None if finish is None else finish(name, module)
+            return None if factor is None else output * factor
+
+        return hook
+
+    try:
+        for name, module in modules.items():
+            handles.append(module.register_forward_pre_hook(before(name)))
+            handles.append(module.register_forward_hook(after(name)))
+        run()
+    except _SeenAll:
+        pass
+    finally:
+        for handle in handles:
+            handle.remove()
+    if pending:
+        raise RuntimeError(f"the forward never ran {sorted(pending)}: it skipped a layer it was expected to run")

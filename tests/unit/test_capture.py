@@ -5,7 +5,7 @@ import pytest
 import torch
 
 import subclone_viz as sv
-from subclone_viz.capture import capture_blocks, counted_rows, to_device, token_mask
+from subclone_viz.capture import capture_blocks, counted_rows, forward_until_seen, to_device, token_mask
 from tiny import TINY_FAMILIES, tiny_batches, tiny_model
 
 
@@ -57,3 +57,31 @@ def test_block_ablation_reusing_prefixes_equals_full_forwards(name):
     assert reused.duplicated == plain.duplicated
     assert len(set(reused.removed)) == len(reused.removed)  # each block's removal changes the loss its own way
     assert all(type(block).__name__ not in ("_PassOn", "_Resume") for block in parent.family.blocks(parent.model))
+
+
+@torch.no_grad()
+def test_forward_until_seen_stops_after_the_last_module_and_chunks_its_output():
+    parent = sv.load_parent(tiny_model("llama-untied"), device="cpu")
+    model, batch = parent.model, tiny_batches("llama")[0]
+    mask = token_mask(batch)
+    watched = {"up": model.model.layers[0].mlp.up_proj, "head": model.lm_head}
+    expected = {}
+    hooks = [m.register_forward_hook(lambda mod, a, out, n=n: expected.__setitem__(n, counted_rows(out, mask)))
+             for n, m in watched.items()]
+    parent.family.logits(model, batch)
+    for hook in hooks:
+        hook.remove()
+    seen = {}
+    forward_until_seen(lambda: parent.family.logits(model, batch), watched,
+                       lambda name, rows: seen.setdefault(name, []).append(rows), mask=mask, chunk_elements=97 * 5)
+    assert len(seen["up"]) == 1 and len(seen["head"]) == 4  # 20 counted tokens, 5 rows of 97 logits a chunk
+    for name in watched:
+        torch.testing.assert_close(torch.cat(seen[name]), expected[name])
+
+    ran = []
+    hook = model.model.layers[1].register_forward_hook(lambda *args: ran.append(True))
+    forward_until_seen(lambda: parent.family.logits(model, batch), {"up": watched["up"]}, lambda name, rows: None)
+    hook.remove()
+    assert ran == []  # the forward stopped at block 0's up projection
+    with pytest.raises(RuntimeError, match="never ran"):
+        forward_until_seen(lambda: None, watched, lambda name, rows: None)
