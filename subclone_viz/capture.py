@@ -43,12 +43,15 @@ Example::
 
 from __future__ import annotations
 
+import weakref
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterator, Sequence
 
 import torch
 from torch import nn
+from torch.utils._python_dispatch import TorchDispatchMode
+from torch.utils._pytree import tree_leaves
 
 from .families import Family
 
@@ -334,3 +337,57 @@ def forward_until_seen(
             handle.remove()
     if pending:
         raise RuntimeError(f"the forward never ran {sorted(pending)}: it skipped a layer it was expected to run")
+
+
+class _LiveTensorBytes(TorchDispatchMode):
+    """Counts the bytes of the tensors that the ops of a forward create, while they live, and keeps the peak.
+
+    A storage counts from the op that creates it until its last tensor seen here is freed (views and
+    in-place results share a storage and count once). Buffers that a kernel uses internally are not seen.
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.live = 0
+        self.peak = 0
+        self.holders: dict[int, int] = {}  # storage address -> tensors alive that were seen on it
+
+    def _release(self, address: int, nbytes: int) -> None:
+        self.holders[address] -= 1
+        if self.holders[address] == 0:
+            del self.holders[address]
+            self.live -= nbytes
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        out = func(*args, **(kwargs or {}))
+        for tensor in tree_leaves(out):
+            if not isinstance(tensor, torch.Tensor):
+                continue
+            storage = tensor.untyped_storage()
+            address, nbytes = storage.data_ptr(), storage.nbytes()
+            if address not in self.holders:
+                self.holders[address] = 0
+                self.live += nbytes
+                self.peak = max(self.peak, self.live)
+            self.holders[address] += 1
+            weakref.finalize(tensor, self._release, address, nbytes)
+        return out
+
+
+def forward_peak_bytes(run: Callable[[], Any], device: torch.device) -> int:
+    """The peak memory that a forward (``run()``) allocates beyond what was allocated before it, in bytes.
+
+    On CUDA this is the caching allocator's own peak; elsewhere (the CPU keeps no allocator statistics)
+    the peak of the bytes of the tensors alive during the forward, followed op by op.
+    """
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+        before = torch.cuda.memory_allocated(device)
+        torch.cuda.reset_peak_memory_stats(device)
+        run()
+        torch.cuda.synchronize(device)
+        return torch.cuda.max_memory_allocated(device) - before
+    counter = _LiveTensorBytes()
+    with counter:
+        run()
+    return counter.peak

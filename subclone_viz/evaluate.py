@@ -14,7 +14,7 @@ Example::
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
-from typing import TYPE_CHECKING, Iterable
+from typing import TYPE_CHECKING, Iterable, Sized
 
 import torch
 from torch import nn
@@ -25,6 +25,8 @@ from .families import Family
 
 if TYPE_CHECKING:
     from .parent import Parent
+
+PROGRESS_DELAY = 5.0  # seconds before evaluate() shows a bar when not told either way
 
 
 @dataclass
@@ -40,12 +42,27 @@ def evaluate(
     family: Family,
     batches: Iterable[dict[str, torch.Tensor]],
     max_batches: int | None = None,
+    progress: bool | None = None,
 ) -> Evaluation:
-    """Mean loss over ``batches`` (each batch weighted equally), and accuracy for image classifiers."""
+    """Mean loss over ``batches`` (each batch weighted equally), and accuracy for image classifiers.
+
+    Args:
+        model: the model to score, on its device.
+        family: its adapter.
+        batches: held-out batches.
+        max_batches: use only the first ones.
+        progress: a progress bar on stderr: True always, False never, None (the default) only once the run
+            has lasted ``PROGRESS_DELAY`` seconds, so that short evaluations print nothing.
+    """
     was_training = model.training
     model.eval()
     device = next(model.parameters()).device
     losses, correct, seen = [], 0, 0
+    total = len(batches) if isinstance(batches, Sized) else None
+    if max_batches is not None:
+        total = max_batches if total is None else min(total, max_batches)
+    bar = tqdm(total=total, desc="evaluate", unit="batch", leave=False, disable=progress is False,
+               delay=0 if progress else PROGRESS_DELAY)
     try:
         for i, batch in enumerate(batches):
             if max_batches is not None and i >= max_batches:
@@ -58,7 +75,9 @@ def evaluate(
                 seen += batch["labels"].numel()
             else:
                 losses.append(float(family.loss(model, batch)))
+            bar.update()
     finally:
+        bar.close()
         model.train(was_training)
     if not losses:
         raise ValueError("no batches to evaluate on")
@@ -142,14 +161,14 @@ def _mean(values: list[float]) -> float:
 def _hooked_block_ablation(parent: "Parent", batches: list[dict[str, torch.Tensor]], progress: bool) -> BlockAblation:
     """The plain way: the whole forward for every variant, a hook making one block skip or repeat."""
     model, family = parent.model, parent.family
-    baseline = evaluate(model, family, batches).loss
+    baseline = evaluate(model, family, batches, progress=False).loss
     blocks = list(family.blocks(model))
     removed, duplicated = [], []
     for block in tqdm(blocks, desc="block ablation", disable=not progress, leave=False):
         for hook, results in ((_skip_block, removed), (_repeat_block, duplicated)):
             handle = block.register_forward_hook(hook, with_kwargs=True)
             try:
-                results.append(evaluate(model, family, batches).loss)
+                results.append(evaluate(model, family, batches, progress=False).loss)
             finally:
                 handle.remove()
     return BlockAblation(baseline=baseline, removed=removed, duplicated=duplicated)

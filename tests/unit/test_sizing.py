@@ -200,3 +200,28 @@ def test_cells_of_one_width_resume_after_their_shared_blocks(llama, monkeypatch)
             for j in range(2):
                 child = sv.subclone(parent, sv.plan(parent, prof, grid.spec(i, j)))
                 assert grid.loss[i, j] == sv.evaluate(child, parent.family, batches).loss
+
+
+def test_cells_carry_measured_latency_and_memory_and_a_pareto_front(llama):
+    parent, prof, batches = llama
+    grid = sv.size_grid(parent, prof, [2, 4], [24, 48, 20], batches, progress=False)  # 20: no head count fits
+    valid = np.isfinite(grid.params)
+    assert not valid[:, 2].any() and np.isnan(grid.latency[:, 2]).all() and np.isnan(grid.memory[:, 2]).all()
+    assert (grid.latency[valid] > 0).all() and "cpu" in grid.device
+    # The peak holds the fp32 weights and at least the logits of the batch (2 x 12 tokens x 97).
+    assert (grid.memory[valid] >= grid.params[valid] * 4 + 2 * 12 * VOCAB * 4).all()
+    assert grid.memory[1, 1] > grid.memory[0, 0]
+    front = grid.pareto_front("latency")
+    assert front.shape == grid.shape and not front[:, 2].any()
+    for cost in sizing.COSTS:
+        costs = np.where(valid, grid.quantity(cost), np.inf)
+        on_front = grid.pareto_front(cost)
+        assert on_front[np.unravel_index(np.argmin(np.where(valid, grid.loss, np.inf)), grid.shape)]
+        cheapest = np.flatnonzero(costs == costs.min())
+        assert on_front.ravel()[cheapest].any()  # the cheapest cell (or one of equally cheap ones) is on it
+    with pytest.raises(ValueError, match="cost='loss'"):
+        grid.pareto_front("loss")
+    written = grid.to_dict()
+    np.testing.assert_array_equal(sv.SizeGrid.from_dict(written).latency, grid.latency)
+    older = {k: v for k, v in written.items() if k not in ("latency", "memory", "device")}
+    assert np.isnan(sv.SizeGrid.from_dict(older).latency).all()  # grids saved before these were measured

@@ -342,3 +342,13 @@ def test_bare_encoder_has_no_loss():
 def test_every_family_has_a_finite_loss(name):
     parent = sv.load_parent(tiny_model(name), device="cpu")
     assert torch.isfinite(parent.family.loss(parent.model, tiny_batches(name)[0]))
+
+
+def test_evaluate_shows_a_progress_bar_only_when_asked_or_long(capsys):
+    parent = sv.load_parent(tiny_model("llama"), device="cpu")
+    batches = tiny_batches("llama")
+    quiet = sv.evaluate(parent.model, parent.family, batches)  # short: the delayed bar never appears
+    assert capsys.readouterr().err == ""
+    shown = sv.evaluate(parent.model, parent.family, batches, max_batches=2, progress=True)
+    assert "evaluate" in capsys.readouterr().err and shown.batches == 2
+    assert quiet.loss == sv.evaluate(parent.model, parent.family, batches, progress=False).loss
