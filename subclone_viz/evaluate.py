@@ -13,6 +13,7 @@ Example::
 
 from __future__ import annotations
 
+import itertools
 from dataclasses import asdict, dataclass
 from typing import TYPE_CHECKING, Iterable, Sized
 
@@ -20,8 +21,10 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
+from . import distributed
 from .capture import block_input, hidden_of, record_stream, resumed, to_device, with_hidden
 from .families import Family
+from .parent import input_device
 
 if TYPE_CHECKING:
     from .parent import Parent
@@ -46,42 +49,45 @@ def evaluate(
 ) -> Evaluation:
     """Mean loss over ``batches`` (each batch weighted equally), and accuracy for image classifiers.
 
+    Under several processes each scores a disjoint share of the batches and the sums (of batch losses, batches,
+    correct and scored images) are added over the processes, so every process returns what one process would.
+
     Args:
         model: the model to score, on its device.
         family: its adapter.
         batches: held-out batches.
         max_batches: use only the first ones.
-        progress: a progress bar on stderr: True always, False never, None (the default) only once the run
-            has lasted ``PROGRESS_DELAY`` seconds, so that short evaluations print nothing.
+        progress: a progress bar on stderr (main process only): True always, False never, None (the default)
+            only once the run has lasted ``PROGRESS_DELAY`` seconds, so that short evaluations print nothing.
     """
     was_training = model.training
     model.eval()
-    device = next(model.parameters()).device
-    losses, correct, seen = [], 0, 0
+    device = input_device(model)
+    totals = torch.zeros(4, dtype=torch.float64)  # (sum of batch losses, batches, correct, images scored)
+    chosen = batches if max_batches is None else itertools.islice(batches, max_batches)
     total = len(batches) if isinstance(batches, Sized) else None
     if max_batches is not None:
         total = max_batches if total is None else min(total, max_batches)
-    bar = tqdm(total=total, desc="evaluate", unit="batch", leave=False, disable=progress is False,
-               delay=0 if progress else PROGRESS_DELAY)
+    bar = tqdm(total=total, desc="evaluate", unit="batch", leave=False,
+               disable=not distributed.show_progress(progress is not False), delay=0 if progress else PROGRESS_DELAY)
     try:
-        for i, batch in enumerate(batches):
-            if max_batches is not None and i >= max_batches:
-                break
+        for batch in distributed.shard(chosen):
             batch = to_device(batch, device)
             if family.task == "image-classification":
                 logits = family.logits(model, batch)
-                losses.append(float(nn.functional.cross_entropy(logits.float(), batch["labels"])))
-                correct += int((logits.argmax(-1) == batch["labels"]).sum())
-                seen += batch["labels"].numel()
+                loss = float(nn.functional.cross_entropy(logits.float(), batch["labels"]))
+                correct = int((logits.argmax(-1) == batch["labels"]).sum())
+                totals += torch.tensor([loss, 1, correct, batch["labels"].numel()], dtype=torch.float64)
             else:
-                losses.append(float(family.loss(model, batch)))
-            bar.update()
+                totals += torch.tensor([float(family.loss(model, batch)), 1, 0, 0], dtype=torch.float64)
+            bar.update(distributed.num_processes())  # every process scores one batch of each round
     finally:
         bar.close()
         model.train(was_training)
-    if not losses:
+    loss_sum, count, correct, seen = distributed.reduce_sum(totals).tolist()
+    if not count:
         raise ValueError("no batches to evaluate on")
-    return Evaluation(loss=sum(losses) / len(losses), accuracy=correct / seen if seen else None, batches=len(losses))
+    return Evaluation(loss=loss_sum / count, accuracy=correct / seen if seen else None, batches=int(count))
 
 
 @dataclass
@@ -107,7 +113,8 @@ def block_ablation(
     """The parent's held-out loss with each single block removed, and with each single block duplicated.
 
     No weights are copied, and the result is exactly the model a full-width subclone with that block list
-    computes (a unit test holds the two equal).
+    computes (a unit test holds the two equal). Under several processes each scores a share of the batches
+    and the sums are added, so every process returns the same numbers.
 
     Args:
         parent: the loaded parent.
@@ -126,36 +133,37 @@ def block_ablation(
         return _hooked_block_ablation(parent, batches, progress)
     model, family = parent.model, parent.family
     blocks = list(family.blocks(model))
-    baseline: list[float] = []
-    removed: list[list[float]] = [[] for _ in blocks]
-    duplicated: list[list[float]] = [[] for _ in blocks]
+    count = len(blocks)
+    # Sums over this process's batches, added in batch order as evaluate() adds them, so that the two agree
+    # exactly: (baseline, removed 0..L-1, duplicated 0..L-1, batches).
+    totals = torch.zeros(2 * count + 2, dtype=torch.float64)
     was_training = model.training
     model.eval()
-    bar = tqdm(total=len(batches) * (2 * len(blocks) + 1), desc="block ablation", disable=not progress, leave=False)
+    bar = tqdm(total=len(batches) * (2 * count + 1), desc="block ablation", leave=False,
+               disable=not distributed.show_progress(progress))
     try:
-        for batch in batches:
+        for batch in distributed.shard(batches):
             batch = to_device(batch, parent.input_device)
+            losses = torch.zeros(2 * count + 2, dtype=torch.float64)
             with record_stream(family, model) as stream:
-                baseline.append(float(family.loss(model, batch)))
-            bar.update()
+                losses[0] = float(family.loss(model, batch))
             states, form = stream.states, stream.output_like  # states[i] enters block i
-            for i in range(len(blocks)):
+            for i in range(count):
                 # Removed: block i passes its input on. Duplicated: block i runs again on its own output.
                 with resumed(family, model, i, states[i], [None, *blocks[i + 1:]], form):
-                    removed[i].append(float(family.loss(model, batch)))
+                    losses[1 + i] = float(family.loss(model, batch))
                 with resumed(family, model, i, states[i + 1], blocks[i:], form):
-                    duplicated[i].append(float(family.loss(model, batch)))
-                bar.update(2)
+                    losses[1 + count + i] = float(family.loss(model, batch))
+                bar.update(2 * distributed.num_processes())
+            losses[-1] = 1
+            totals += losses
+            bar.update(distributed.num_processes())
     finally:
         bar.close()
         model.train(was_training)
-    return BlockAblation(
-        baseline=_mean(baseline), removed=[_mean(v) for v in removed], duplicated=[_mean(v) for v in duplicated]
-    )
-
-
-def _mean(values: list[float]) -> float:
-    return sum(values) / len(values)  # as evaluate() averages its batches, so that the two agree exactly
+    sums = distributed.reduce_sum(totals).tolist()
+    means = [value / sums[-1] for value in sums[:-1]]
+    return BlockAblation(baseline=means[0], removed=means[1 : 1 + count], duplicated=means[1 + count :])
 
 
 def _hooked_block_ablation(parent: "Parent", batches: list[dict[str, torch.Tensor]], progress: bool) -> BlockAblation:
@@ -164,7 +172,7 @@ def _hooked_block_ablation(parent: "Parent", batches: list[dict[str, torch.Tenso
     baseline = evaluate(model, family, batches, progress=False).loss
     blocks = list(family.blocks(model))
     removed, duplicated = [], []
-    for block in tqdm(blocks, desc="block ablation", disable=not progress, leave=False):
+    for block in tqdm(blocks, desc="block ablation", disable=not distributed.show_progress(progress), leave=False):
         for hook, results in ((_skip_block, removed), (_repeat_block, duplicated)):
             handle = block.register_forward_hook(hook, with_kwargs=True)
             try:

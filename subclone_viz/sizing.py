@@ -31,6 +31,8 @@ a strategy other than "middle"...) is NaN, with the reason in ``reasons``. Each 
 digest of its sums), the spec, the strategies, ``seq_len``, the evaluation batches (description and a
 digest of their contents) and the device (with the CPU's thread count), so re-running a grid, or a grid
 that shares cells with an earlier one, is instant; its latencies are those measured when the cell was made.
+Under several processes every cell's evaluation is sharded over them, the main process measures latency and
+memory and keeps the cache.
 
 Example::
 
@@ -51,10 +53,8 @@ from __future__ import annotations
 import hashlib
 import json
 import math
-import os
 import platform
 import sys
-import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -64,7 +64,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from . import __version__
+from . import __version__, distributed
+from ._atomic import DamagedFileError, note_rebuild, read_cache_file, write_cache_file
 from .capture import BlockStep, ResidualStream, capture_blocks, forward_peak_bytes, record_stream, resumed, to_device
 from .data import cache_dir
 from .families import Family
@@ -252,17 +253,18 @@ def _tokens_per_sequence(parent: "Parent", batch: dict[str, torch.Tensor]) -> in
 
 
 def _read_cache(path: Path) -> dict[str, Any] | None:
+    """A cell's cached record, or None when there is none or it is damaged (said in one warning line)."""
     try:
-        return json.loads(path.read_text())
-    except (OSError, ValueError):
+        payload = read_cache_file(path)
+        if payload is None:
+            return None
+        record = json.loads(payload)
+        if not isinstance(record, dict) or any(name not in record for name in ("key", "dims", *QUANTITIES)):
+            raise DamagedFileError(f"{path} is not a size-grid cell record")
+        return record
+    except (DamagedFileError, ValueError) as error:
+        note_rebuild("size-grid cell", str(error) if isinstance(error, DamagedFileError) else f"{path}: {error}")
         return None
-
-
-def _write_cache(path: Path, record: dict[str, Any]) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with tempfile.NamedTemporaryFile("w", dir=path.parent, suffix=".json", delete=False) as tmp:
-        json.dump(record, tmp)
-    os.replace(tmp.name, path)
 
 
 class _WidthPrefix:
@@ -292,30 +294,34 @@ def _shared_blocks(a: "SubclonePlan", b: "SubclonePlan") -> int:
 def _cell_loss(family: Family, model: nn.Module, cell_plan: "SubclonePlan", batches: list, prefix: _WidthPrefix) -> float:
     """The cell's mean held-out loss, as :func:`~subclone_viz.evaluate` computes it, running on each batch only
     the blocks after those it shares with the previous cell of its width (same weights, same inputs: the same
-    hidden states, bit for bit). Leaves this cell's hidden states in ``prefix`` for the next cell."""
+    hidden states, bit for bit). Leaves this cell's hidden states in ``prefix`` for the next cell. Under several
+    processes each takes its share of the batches (the same share for every cell) and the sums are added."""
     depth = len(cell_plan.layers)
     shared = 0 if prefix.plan is None else _shared_blocks(prefix.plan, cell_plan)
     blocks = list(family.blocks(model))
     device = next(model.parameters()).device
     model.eval()
-    losses, streams = [], []
-    for index, batch in enumerate(batches):
+    totals = torch.zeros(2, dtype=torch.float64)  # (sum of batch losses, batches), added as evaluate() adds
+    streams = []
+    for index, batch in enumerate(distributed.shard(batches)):
         batch = to_device(batch, device)
         with record_stream(family, model) as stream:
             if shared == 0:
-                losses.append(float(family.loss(model, batch)))
+                loss = float(family.loss(model, batch))
             else:
                 previous = prefix.streams[index]
                 # Resume at its first block of its own; a cell that is all shared only runs the head.
                 start, run = (shared, blocks[shared:]) if shared < depth else (depth - 1, [None])
                 with resumed(family, model, start, previous.states[shared], run, previous.output_like):
-                    losses.append(float(family.loss(model, batch)))
+                    loss = float(family.loss(model, batch))
                 for position in range(shared + 1):
                     stream.states[position] = previous.states[position]
                 stream.output_like = previous.output_like
+        totals += torch.tensor([loss, 1], dtype=torch.float64)
         streams.append(stream)
     prefix.plan, prefix.streams = cell_plan, streams
-    return sum(losses) / len(losses)  # each batch weighted equally, as evaluate() averages
+    loss_sum, count = distributed.reduce_sum(totals).tolist()
+    return loss_sum / count  # each batch weighted equally
 
 
 def device_name(device: torch.device) -> str:
@@ -354,7 +360,8 @@ def _measure_cell(
     calibration = batches if destination_plan.scaling == "calibrated" else None
     model = subclone(parent, destination_plan, calibration_batches=calibration)
     dims = destination_plan.destination_dims
-    latency, memory = _latency_and_memory(parent.family, model, batches[0])
+    # One process measures, so that every process records the same figures.
+    latency, memory = distributed.on_main(_latency_and_memory, parent.family, model, batches[0])
     return {
         "params": sum(p.numel() for p in model.parameters()),
         "flops_per_token": flops_per_token(model, dims.layers, dims.heads, dims.head_dim, seq_len),
@@ -440,7 +447,8 @@ def size_grid(
     prefix, prefix_width = _WidthPrefix(), None  # the hidden states of the last measured cell of one width
     # Column by column: the cells of one width share leading blocks, and only one width's states are held.
     cells = [(i, j) for j in range(shape[1]) for i in range(shape[0])]
-    for i, j in tqdm(cells, desc="size grid", disable=not progress, leave=False, file=sys.stderr):
+    bar_off = not distributed.show_progress(progress)
+    for i, j in tqdm(cells, desc="size grid", disable=bar_off, leave=False, file=sys.stderr):
         spec = DestinationSpec(layers=layers[i], hidden=hidden[j])
         try:
             destination_plan = plan(parent, profile, spec, **strategies)
@@ -449,7 +457,8 @@ def size_grid(
             continue
         key = {**common_key, "spec": {"layers": int(spec.layers), "hidden": int(spec.hidden)}}
         path = cache_dir() / "size_grid" / f"{_digest(key)}.json"
-        record = _read_cache(path) if cache else None
+        # The main process reads and writes the cache, so every process makes the same hit-or-measure decision.
+        record = distributed.on_main(_read_cache, path) if cache else None
         if record is not None and record.get("key") == key:
             cache_hits += 1
         else:
@@ -457,7 +466,7 @@ def size_grid(
                 prefix, prefix_width = _WidthPrefix(), j
             record = {"key": key, **_measure_cell(parent, destination_plan, batches, seq_len, prefix)}
             if cache:
-                _write_cache(path, record)
+                distributed.on_main(write_cache_file, path, json.dumps(record).encode())
         for name in QUANTITIES:
             results[name][i, j] = record[name]
         cell_dims[i][j] = record["dims"]

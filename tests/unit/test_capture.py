@@ -25,7 +25,7 @@ def test_every_block_reports_once_and_the_steps_chain(tiny):
     assert [step.index for step in steps] == list(range(dims.layers))
     for before, after in zip(steps, steps[1:]):
         assert after.input is before.output  # the residual stream: one block's output enters the next
-    if family.post_norm:
+    if family.residual_sum_module(family.blocks(model)[0]) is not None:
         assert not torch.equal(steps[0].total, steps[0].output)  # the pre-norm sum, not the normed output
     else:
         assert steps[0].total is steps[0].output
