@@ -101,14 +101,25 @@ def _refresh(widget: go.FigureWidget, figure: go.Figure) -> None:
     current, wanted = widget.layout, figure.layout
     shown, wanted_keys = current.to_plotly_json(), wanted.to_plotly_json().keys()
     with widget.batch_update():
-        widget.data = ()
-        widget.add_traces(figure.data)
+        if not _same_traces(widget.data, figure.data):  # a moved marker or outline leaves the traces as they are
+            widget.data = ()
+            widget.add_traces(figure.data)
         for key in shown.keys() - wanted_keys:
             if shown[key] not in ([], {}, None):  # cleared before
                 current[key] = () if isinstance(current[key], tuple) else None
         for key in wanted_keys:
             if key not in shown or current[key] != wanted[key]:
                 current[key] = wanted[key]
+
+
+def _same_traces(shown: tuple, wanted: tuple) -> bool:
+    """Whether ``wanted``'s traces equal those ``shown`` (``wanted`` takes the shown ones' uids, which a widget
+    gives its traces and a new figure's lack)."""
+    if len(shown) != len(wanted) or any(old.type != new.type for old, new in zip(shown, wanted)):
+        return False
+    for old, new in zip(shown, wanted):
+        new.uid = old.uid
+    return shown == wanted
 
 
 def _row(*children: w.Widget) -> w.HBox:
