@@ -27,9 +27,11 @@ Example::
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
-import tempfile
+import zipfile
+import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Iterable
@@ -37,11 +39,15 @@ from typing import TYPE_CHECKING, Any, Iterable
 import numpy as np
 import torch
 
-from . import __version__
+from . import __version__, distributed
+from ._atomic import DamagedFileError, staged_file
+from .parent import readable_parameters
 
 if TYPE_CHECKING:
     from .parent import Parent
 
+PROFILE_FORMAT = 1  # the layout of a saved .npz; bump when it changes
+_ARRAYS = ("block_sums", "residual_abs_sums", "ffn_abs_sums", "attn_abs_sums")
 BLOCK_METRICS = ("f_over_sum", "f_over_x", "one_minus_cos")
 BLOCK_METRIC_LABELS = {
     "f_over_sum": "||f(x)|| / ||x + f(x)||",
@@ -138,6 +144,8 @@ class Profile:
     # ------------------------------------------------------------------ combining and checking
     def __add__(self, other: "Profile") -> "Profile":
         """Merge two shards of the same parent: sums and counts add, so the merge is exact."""
+        if not isinstance(other, Profile):
+            return NotImplemented
         if not same_parent(self.parent, other.parent):
             raise ProfileMismatchError(
                 f"cannot merge profiles of different parents: {self.parent['name']!r} and {other.parent['name']!r}"
@@ -152,6 +160,12 @@ class Profile:
             attn_abs_sums=self.attn_abs_sums + other.attn_abs_sums,
         )
 
+    def __radd__(self, other: "Profile | int") -> "Profile":
+        """``sum(profiles)`` starts from 0."""
+        if isinstance(other, int) and other == 0:
+            return self
+        return NotImplemented
+
     def check_parent(self, parent: "Parent") -> None:
         """Raise :class:`ProfileMismatchError` unless this profile was measured on ``parent``."""
         theirs = parent_fingerprint(parent)
@@ -163,34 +177,43 @@ class Profile:
 
     # ------------------------------------------------------------------ files
     def save(self, path: str | os.PathLike, overwrite: bool = False) -> Path:
-        """Write one ``.npz`` file: the sums as arrays and the metadata as a JSON string (no pickles)."""
-        path = Path(path)
+        """Write one ``.npz`` file, atomically: the sums as arrays and the metadata as a JSON string (no pickles).
+
+        Under several processes only the main one writes; every process returns the path (or raises its error).
+        """
+        return distributed.on_main(self._write, Path(path), overwrite)
+
+    def _write(self, path: Path, overwrite: bool) -> Path:
         if path.suffix != ".npz":
             raise ValueError(f"profile path {str(path)!r} must end in .npz")
-        if path.exists() and not overwrite:
-            raise FileExistsError(f"{path} exists; pass overwrite=True to replace it")
-        meta = dict(parent=self.parent, source=self.source, tokens=self.tokens, version=self.version, extra=self.extra)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        with tempfile.NamedTemporaryFile(dir=path.parent, suffix=".npz", delete=False) as tmp:
-            np.savez(
-                tmp,
-                meta=np.array(json.dumps(meta)),
-                block_sums=self.block_sums,
-                residual_abs_sums=self.residual_abs_sums,
-                ffn_abs_sums=self.ffn_abs_sums,
-                attn_abs_sums=self.attn_abs_sums,
-            )
-        os.replace(tmp.name, path)
+        meta = dict(parent=self.parent, source=self.source, tokens=self.tokens, version=self.version, extra=self.extra,
+                    format=PROFILE_FORMAT)
+        with staged_file(path, overwrite) as staging, open(staging, "wb") as file:
+            np.savez(file, meta=np.array(json.dumps(meta)), **{name: getattr(self, name) for name in _ARRAYS})
         return path
 
     @classmethod
     def load(cls, path: str | os.PathLike) -> "Profile":
+        """Read a profile written by :meth:`save`; a file that is not one, or is damaged, raises
+        :class:`~subclone_viz._atomic.DamagedFileError` naming it and what is wrong."""
         path = Path(path)
         if not path.is_file():
             raise FileNotFoundError(f"no profile at {path}")
-        with np.load(path, allow_pickle=False) as data:
-            meta = json.loads(str(data["meta"]))
-            arrays = {name: data[name] for name in ("block_sums", "residual_abs_sums", "ffn_abs_sums", "attn_abs_sums")}
+        try:
+            with np.load(path, allow_pickle=False) as data:
+                missing = [name for name in ("meta", *_ARRAYS) if name not in data.files]
+                if missing:
+                    raise DamagedFileError(f"profile {path} lacks {', '.join(missing)}: it is not a saved profile")
+                meta_text = str(data["meta"])
+                arrays = {name: data[name] for name in _ARRAYS}
+        except (OSError, ValueError, EOFError, zipfile.BadZipFile, zlib.error) as error:
+            if isinstance(error, DamagedFileError):
+                raise
+            raise DamagedFileError(
+                f"profile {path} is damaged or not a saved profile ({type(error).__name__}: {error})"
+            ) from error
+        meta = _profile_meta(path, meta_text)
+        _check_profile_arrays(path, meta, arrays)
         return cls(
             parent=meta["parent"], source=meta["source"], tokens=meta["tokens"], version=meta["version"],
             extra=meta.get("extra", {}), **arrays,
@@ -213,9 +236,10 @@ class Profile:
 
 
 def parent_fingerprint(parent: "Parent") -> dict[str, Any]:
-    """What identifies a parent: its name, family, shape and a sample of its first block's weights."""
+    """What identifies a parent: its name, family, shape and a sample of its first block's weights, and where its
+    weights came from (``Parent.provenance``)."""
     block = parent.family.blocks(parent.model)[0]
-    checksum = [round(float(v), 6) for p in block.parameters() for v in p.detach().flatten()[:4].float().cpu()]
+    checksum = [round(float(v), 6) for _, p in readable_parameters(block) for v in p.detach().flatten()[:4].float().cpu()]
     return {
         "name": parent.name,
         "family": parent.family.name,
@@ -223,6 +247,7 @@ def parent_fingerprint(parent: "Parent") -> dict[str, Any]:
         "dims": parent.dims.to_dict(),
         "description": parent.description,
         "checksum": checksum,
+        "provenance": parent.provenance,  # base_model, license, GGUF origin: carried to the saved model card
     }
 
 
@@ -234,6 +259,62 @@ def same_parent(a: dict[str, Any], b: dict[str, Any]) -> bool:
         and len(a["checksum"]) == len(b["checksum"])
         and bool(np.allclose(a["checksum"], b["checksum"], rtol=1e-2, atol=1e-3))
     )
+
+
+def _profile_meta(path: Path, text: str) -> dict[str, Any]:
+    """The metadata of a saved profile, checked field by field."""
+    def bad(problem: str) -> DamagedFileError:
+        return DamagedFileError(f"profile {path} has bad metadata: {problem}")
+
+    try:
+        meta = json.loads(text)
+    except ValueError as error:
+        raise bad(f"not JSON ({error})") from error
+    if not isinstance(meta, dict):
+        raise bad(f"a JSON {type(meta).__name__}, not an object")
+    missing = [key for key in ("parent", "source", "tokens", "version") if key not in meta]
+    if missing:
+        raise bad(f"no {', '.join(missing)}")
+    if meta.get("format", PROFILE_FORMAT) != PROFILE_FORMAT:
+        raise bad(f"format {meta['format']!r}, this version reads format {PROFILE_FORMAT} (upgrade subclone_viz)")
+    parent = meta["parent"]
+    if not isinstance(parent, dict) or any(key not in parent for key in ("name", "family", "dims", "checksum")):
+        raise bad("'parent' must be an object with name, family, dims and checksum")
+    dims = parent["dims"]
+    if not isinstance(dims, dict) or not all(
+        isinstance(dims.get(key), int) and dims[key] >= 1 for key in ("layers", "hidden", "ffn", "heads", "head_dim")
+    ):
+        raise bad(f"parent dims {dims!r} must hold positive integer layers, hidden, ffn, heads and head_dim")
+    if not isinstance(parent["checksum"], list) or not all(isinstance(v, (int, float)) for v in parent["checksum"]):
+        raise bad("the parent checksum must be a list of numbers")
+    if not isinstance(meta["tokens"], int) or isinstance(meta["tokens"], bool) or meta["tokens"] < 1:
+        raise bad(f"tokens={meta['tokens']!r}, not a positive count")
+    if not isinstance(meta["source"], str) or not isinstance(meta.get("extra", {}), dict):
+        raise bad("'source' must be text and 'extra' an object")
+    return meta
+
+
+def _check_profile_arrays(path: Path, meta: dict[str, Any], arrays: dict[str, np.ndarray]) -> None:
+    """Each array has the shape its parent's dims give, finite non-negative values (sums of norms and |.|)."""
+    dims = meta["parent"]["dims"]
+    layers = dims["layers"]
+    expected = {
+        "block_sums": (layers, len(BLOCK_METRICS)),
+        "residual_abs_sums": (layers + 1, dims["hidden"]),
+        "ffn_abs_sums": (layers, dims["ffn"]),
+        "attn_abs_sums": (layers, dims["heads"] * dims["head_dim"]),
+    }
+    for name, shape in expected.items():
+        array = arrays[name]
+        if array.shape != shape or array.dtype.kind != "f":
+            raise DamagedFileError(
+                f"profile {path}: {name} is {array.dtype} {array.shape}, expected floats of shape {shape} for its "
+                f"parent's dims {dims}"
+            )
+        if not np.isfinite(array).all():
+            raise DamagedFileError(f"profile {path}: {name} holds NaN or infinite values")
+        if (array < 0).any():
+            raise DamagedFileError(f"profile {path}: {name} holds negative values, impossible for sums of magnitudes")
 
 
 class _Accumulator:
@@ -304,8 +385,9 @@ class _Accumulator:
     def _block_output(self, i: int):
         def hook(module, args, output):
             y = output[0] if isinstance(output, (tuple, list)) else output  # (B, T, d)
-            x = self._rows(self.block_inputs.pop(i))
             total = self._rows(self.residual_sums.pop(i, y))  # x + f(x), pre-norm sum for post-norm blocks
+            # A block dispatched to another device (device_map) got its input on the previous block's device.
+            x = self._rows(self.block_inputs.pop(i)).to(total.device)
             f = total - x
             f_norm, total_norm, x_norm = f.norm(dim=-1), total.norm(dim=-1), x.norm(dim=-1)
             eps = torch.finfo(torch.float32).tiny
@@ -368,31 +450,60 @@ def profile(
     model.eval()
     acc = _Accumulator(parent)
     acc.attach()
-    tokens = 0
+    # Under N processes the batches go out in rounds of N, batch j of a round to process j. Every process reads
+    # every round, so each knows all token counts and stops after the same batch a single process would.
+    processes, rank = distributed.num_processes(), distributed.process_index()
+    total = 0  # counted tokens over every process
+    own = 0  # counted tokens this process profiled
     try:
-        bar = tqdm(total=max_tokens, unit="tok", desc="profile", disable=not progress, leave=False)
-        for batch in batches:
-            acc.mask = _token_mask(batch)
-            parent.family.logits(model, _to_device(batch, parent.input_device))
-            tokens += acc.batch_tokens
-            bar.update(acc.batch_tokens)
-            if max_tokens is not None and tokens >= max_tokens:
+        bar = tqdm(total=max_tokens, unit="tok", desc="profile", disable=not distributed.show_progress(progress),
+                   leave=False)
+        stream = iter(batches)
+        while max_tokens is None or total < max_tokens:
+            round_ = list(itertools.islice(stream, processes))
+            if not round_:
                 break
+            for j, batch in enumerate(round_):
+                if max_tokens is not None and total >= max_tokens:
+                    break
+                if j == rank:
+                    acc.mask = _token_mask(batch)
+                    parent.family.logits(model, _to_device(batch, parent.input_device))
+                    counted = acc.batch_tokens
+                    own += counted
+                else:
+                    counted = _counted_tokens(parent, batch)
+                total += counted
+                bar.update(counted)
         bar.close()
     finally:
         acc.detach()
         model.train(was_training)
-    if tokens == 0:
-        raise ValueError("the batches held no counted tokens: nothing was profiled")
-    return Profile(
+    own_share = None if own == 0 else Profile(
         parent=parent_fingerprint(parent),
         source=source or getattr(batches, "description", type(batches).__name__),
-        tokens=tokens,
+        tokens=own,
         block_sums=_stack(acc.block_sums),
         residual_abs_sums=_stack(acc.residual),
         ffn_abs_sums=_stack(acc.ffn),
         attn_abs_sums=_stack(acc.attn),
     )
+    # Every process adds the shares in rank order, so all of them end with the same Profile.
+    shares = [share for share in distributed.gather_objects(own_share) if share is not None]
+    if not shares:
+        raise ValueError("the batches held no counted tokens: nothing was profiled")
+    return sum(shares)
+
+
+def _counted_tokens(parent: "Parent", batch: dict[str, torch.Tensor]) -> int:
+    """The tokens profiling ``batch`` would count, without profiling it: non-padding tokens, or for images
+    the patches and prefix tokens of every image."""
+    if "input_ids" in batch:
+        mask = _token_mask(batch)
+        return int(batch["input_ids"].numel()) if mask is None else int(mask.sum())
+    from .sizing import _tokens_per_sequence
+
+    return int(batch["pixel_values"].shape[0]) * _tokens_per_sequence(parent, batch)
 
 
 def _stack(values: list[torch.Tensor | None]) -> np.ndarray:

@@ -20,6 +20,7 @@ a strategy other than "middle"...) is NaN, with the reason in ``reasons``. Each 
 ``cache_dir()/size_grid/<key>.json``, keyed on the parent's fingerprint, the profile (source, tokens and a
 digest of its sums), the spec, the strategies, ``seq_len`` and the evaluation batches (description and a
 digest of their contents), so re-running a grid, or a grid that shares cells with an earlier one, is instant.
+Under several processes every cell's evaluation is sharded over them and the main process keeps the cache.
 
 Example::
 
@@ -39,9 +40,7 @@ from __future__ import annotations
 import hashlib
 import json
 import math
-import os
 import sys
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Iterable, Sequence
@@ -50,7 +49,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from . import __version__
+from . import __version__, distributed
+from ._atomic import DamagedFileError, note_rebuild, read_cache_file, write_cache_file
 from .data import cache_dir
 from .plan import DEPTH_STRATEGIES, SCALINGS, WIDTH_STRATEGIES, DestinationSpec, SpecError, plan, spec_choices
 
@@ -213,17 +213,18 @@ def _tokens_per_sequence(parent: "Parent", batch: dict[str, torch.Tensor]) -> in
 
 
 def _read_cache(path: Path) -> dict[str, Any] | None:
+    """A cell's cached record, or None when there is none or it is damaged (said in one warning line)."""
     try:
-        return json.loads(path.read_text())
-    except (OSError, ValueError):
+        payload = read_cache_file(path)
+        if payload is None:
+            return None
+        record = json.loads(payload)
+        if not isinstance(record, dict) or any(name not in record for name in ("key", "dims", *QUANTITIES)):
+            raise DamagedFileError(f"{path} is not a size-grid cell record")
+        return record
+    except (DamagedFileError, ValueError) as error:
+        note_rebuild("size-grid cell", str(error) if isinstance(error, DamagedFileError) else f"{path}: {error}")
         return None
-
-
-def _write_cache(path: Path, record: dict[str, Any]) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with tempfile.NamedTemporaryFile("w", dir=path.parent, suffix=".json", delete=False) as tmp:
-        json.dump(record, tmp)
-    os.replace(tmp.name, path)
 
 
 def _measure_cell(parent: "Parent", destination_plan: "SubclonePlan", batches: list, seq_len: int) -> dict[str, Any]:
@@ -307,7 +308,8 @@ def size_grid(
     reasons: list[list[str | None]] = [[None] * shape[1] for _ in range(shape[0])]
     cell_dims: list[list[dict[str, int] | None]] = [[None] * shape[1] for _ in range(shape[0])]
     cache_hits = 0
-    for i, j in tqdm(list(np.ndindex(shape)), desc="size grid", disable=not progress, leave=False, file=sys.stderr):
+    bar_off = not distributed.show_progress(progress)
+    for i, j in tqdm(list(np.ndindex(shape)), desc="size grid", disable=bar_off, leave=False, file=sys.stderr):
         spec = DestinationSpec(layers=layers[i], hidden=hidden[j])
         try:
             destination_plan = plan(parent, profile, spec, **strategies)
@@ -316,13 +318,14 @@ def size_grid(
             continue
         key = {**common_key, "spec": {"layers": int(spec.layers), "hidden": int(spec.hidden)}}
         path = cache_dir() / "size_grid" / f"{_digest(key)}.json"
-        record = _read_cache(path) if cache else None
+        # The main process reads and writes the cache, so every process makes the same hit-or-measure decision.
+        record = distributed.on_main(_read_cache, path) if cache else None
         if record is not None and record.get("key") == key:
             cache_hits += 1
         else:
             record = {"key": key, **_measure_cell(parent, destination_plan, batches, seq_len)}
             if cache:
-                _write_cache(path, record)
+                distributed.on_main(write_cache_file, path, json.dumps(record).encode())
         for name in QUANTITIES:
             results[name][i, j] = record[name]
         cell_dims[i][j] = record["dims"]

@@ -11,7 +11,7 @@ loads from a CDN). Figures are updated in place, so the front end redraws withou
   between layers (Spearman or top-k, with a k slider), FFN neuron importance per layer, head importance;
 * :class:`SubcloneStudio`: pick a destination (layers, depth strategy, widths offered only at valid values,
   width and scaling strategies) and watch which blocks it keeps; Subclone evaluates and saves it; Train
-  runs :func:`~subclone_viz.train.compare` in a background thread with live loss curves; Stop stops it;
+  runs :func:`~subclone_viz.compare.compare` in a background thread with live loss curves; Stop stops it;
 * :class:`SizeGridExplorer`: parameters, FLOPs per token and untrained loss over a grid of sizes; clicking
   a cell (or :meth:`SizeGridExplorer.select`) sends that size to a linked studio;
 * :class:`Explorer`: all of the above in tabs.
@@ -57,7 +57,8 @@ from .profile import BLOCK_METRIC_LABELS, BLOCK_METRICS, Profile
 from .sizing import QUANTITIES, SizeGrid, size_grid
 from .subclone import subclone
 from .trace import TokenTrace, token_trace
-from .train import INITS, Comparison, History, compare
+from .compare import INITS, Comparison, compare
+from .train import History
 from .workflow import default_destination, has_loss
 
 if TYPE_CHECKING:
@@ -401,8 +402,8 @@ class SubcloneStudio(_App):
         eval_batches: held-out batches for the loss after subcloning and the loss curves (default ``batches``).
         save_dir: the directory destinations are saved under, one subdirectory each (editable in the widget).
         steps: training steps per initialization (editable in the widget).
-        inits: the initializations selected at first (any of :data:`~subclone_viz.train.INITS`).
-        train_options: passed on to :func:`~subclone_viz.train.compare` (e.g. ``eval_every``, ``lrs``).
+        inits: the initializations selected at first (any of :data:`~subclone_viz.compare.INITS`).
+        train_options: passed on to :func:`~subclone_viz.compare.compare` (e.g. ``eval_every``, ``lrs``).
     """
 
     def __init__(
@@ -626,7 +627,7 @@ class SubcloneStudio(_App):
 
     # ---------------------------------------------------------------- training
     def train(self) -> threading.Thread | None:
-        """Start :func:`~subclone_viz.train.compare` in a background thread (the Train button)."""
+        """Start :func:`~subclone_viz.compare.compare` in a background thread (the Train button)."""
         if self.training_thread is not None and self.training_thread.is_alive():
             return self.training_thread
         if self.plan is None:
@@ -669,10 +670,12 @@ class SubcloneStudio(_App):
         self._draw_curves()
         state = "stopped early" if self.comparison.stopped_early else "done"
         self.train_status.value = _message(f"training {state}", css_class="train-status")
-        columns = ["init", "lr", "weight_decay", "steps", "initial_loss", "final_loss", "speedup"]
+        columns = ["init", "lr", "weight_decay", "steps", "initial_loss", "final_loss", "speedup",
+                   "speedup_per_second"]
         if self.parent.family.task == "image-classification":
             columns[6:6] = ["initial_accuracy", "final_accuracy"]
-        rows = [{**row, "speedup": _speedup_text(row)} for row in self.comparison.summary_table()]
+        rows = [{**row, "speedup": _speedup_text(row), "speedup_per_second": _speedup_text(row, "speedup_per_second")}
+                for row in self.comparison.summary_table()]
         self.summary.value = _table(rows, columns)
 
     def _on_record(self, history: History, record: Any) -> None:
@@ -690,9 +693,10 @@ class SubcloneStudio(_App):
             _refresh(figure, plots.loss_curves(histories, metric=metric))
 
 
-def _speedup_text(row: dict[str, Any]) -> str:
-    """A summary row's speedup over random init as a reader would say it."""
-    value = row.get("speedup")
+def _speedup_text(row: dict[str, Any], key: str = "speedup") -> str:
+    """A summary row's speedup over random init (per step, or ``key="speedup_per_second"``) as a reader would
+    say it."""
+    value = row.get(key)
     if value is None:
         return "n/a"
     if row.get("speedup_lower_bound"):

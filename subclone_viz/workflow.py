@@ -159,6 +159,13 @@ def parent_batches(
                 f"data {str(source)!r} has {batches.channels}-channel images but the parent takes {input_size[0]} "
                 f"channels; use an image folder (RGB) or a parent with in_chans={batches.channels}"
             )
+        classes = getattr(parent.model, "num_classes", None)  # timm classifiers; 0 for a headless one
+        if classes and batches.num_classes > classes:
+            raise ValueError(
+                f"data {str(source)!r} has {batches.num_classes} classes but the parent's classifier predicts "
+                f"{classes}; use a folder of at most {classes} class directories or a parent built with "
+                f"num_classes={batches.num_classes}"
+            )
         return batches
     if parent.tokenizer is None:
         raise ValueError(f"parent {parent.name!r} has no tokenizer to read text with; save one beside the model "
@@ -318,17 +325,14 @@ def report_records(
 
     comparison = None
     if steps > 0:
-        try:
-            from .train import compare
-        except ImportError as error:
-            notes.append(f"The training comparison was skipped: subclone_viz.train.compare is not available ({error}).")
-        else:
-            train_batches = parent_batches(parent, "train", data, shuffle=True, seed=seed, quick=quick)
-            log(f"training comparison: random vs subclone, {steps} steps each")
-            comparison = compare(
-                parent, spec, train_batches, inits=("random", "subclone"), steps=steps, eval_batches=eval_batches,
-                profile=prof, seed=seed, eval_every=max(1, steps // 4), progress=progress,
-            )
+        from .compare import compare
+
+        train_batches = parent_batches(parent, "train", data, shuffle=True, seed=seed, quick=quick)
+        log(f"training comparison: random vs subclone, {steps} steps each")
+        comparison = compare(
+            parent, spec, train_batches, inits=("random", "subclone"), steps=steps, eval_batches=eval_batches,
+            profile=prof, seed=seed, eval_every=max(1, steps // 4), progress=progress,
+        )
     else:
         notes.append("The training comparison was skipped (steps=0).")
     return ReportRecords(parent=parent, profile=prof, plan=destination_plan, ablation=ablation, trace=trace,

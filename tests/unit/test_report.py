@@ -7,7 +7,6 @@ import importlib
 import importlib.util
 import random
 import re
-import sys
 from pathlib import Path
 
 import pytest
@@ -34,7 +33,7 @@ def records():
 
 
 class FakeComparison:
-    """What the report reads of a subclone_viz.train.Comparison."""
+    """What the report reads of a subclone_viz.compare.Comparison."""
 
     histories = {
         "random": {"label": "random", "records": [{"step": 0, "eval_loss": 4.6}, {"step": 4, "eval_loss": 4.5}]},
@@ -133,19 +132,11 @@ def test_run_report_quick_writes_every_section(records, corpus, tmp_path, capsys
     assert page.count(get_plotlyjs()) == 1 and external_scripts(page) == []
     for name in ("residual-ratio", "block-ablation", "token-trace", "grid-loss"):
         assert f'id="figure-{name}"' in page, name
-    if importlib.util.find_spec("subclone_viz.train") is not None:
+    if importlib.util.find_spec("subclone_viz.compare") is not None:
         assert 'id="figure-curves-eval_loss"' in page and ">subclone<" in page
     assert "starts, before any training, at a held-out loss of" in page
     err = capsys.readouterr().err
     assert "[report" in err and "wrote" in err  # progress goes to stderr
-
-
-def test_run_report_notes_a_missing_training_module(records, corpus, tmp_path, monkeypatch):
-    monkeypatch.setitem(sys.modules, "subclone_viz.train", None)  # importing it now raises ImportError
-    out = run_report(records["parent"], out=tmp_path / "demo.html", quick=True, data=str(corpus), progress=False)
-    page = out.read_text(encoding="utf-8")
-    assert "The training comparison was skipped" in page
-    assert 'id="figure-curves-eval_loss"' not in page
 
 
 def test_run_report_refuses_an_existing_file_before_any_work(records, tmp_path, monkeypatch):

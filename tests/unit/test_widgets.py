@@ -247,7 +247,7 @@ def test_train_runs_compare_with_live_curves(studio: widgets.SubcloneStudio) -> 
     eval_curves = studio.curve_figures["eval_loss"].data
     assert [t.name for t in eval_curves] == ["random", "subclone", "no-scaling"]
     np.testing.assert_allclose(eval_curves[1].y, [r.loss for r in comparison.histories["subclone"].evals])
-    assert "speedup" in studio.summary.value
+    assert "speedup" in studio.summary.value and "speedup_per_second" in studio.summary.value
     assert not studio.train_button.disabled and studio.stop_button.disabled
 
 
