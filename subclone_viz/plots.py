@@ -628,6 +628,12 @@ def _format_quantity(value: float, quantity: str) -> str:
     return f"{value:.3g}"
 
 
+def cell_outline(i: int, j: int) -> dict[str, Any]:
+    """The plotly shape outlining cell (i, j) of a :func:`size_grid` heat map (it sits at x = j, y = i)."""
+    return dict(type="rect", x0=j - 0.5, x1=j + 0.5, y0=i - 0.5, y1=i + 0.5, name="selected",
+                line=dict(color=SELECTED_COLOR, width=4))
+
+
 def size_grid(
     grid: SizeGrid | Mapping[str, Any],
     quantity: str = "loss",
@@ -667,9 +673,7 @@ def size_grid(
         fig.update_xaxes(tickvals=list(range(cols)), ticktext=[str(h) for h in grid.hidden])
         fig.update_yaxes(tickvals=list(range(rows)), ticktext=[str(n) for n in grid.layers])
         if selected is not None:
-            i, j = selected
-            fig.add_shape(type="rect", x0=j - 0.5, x1=j + 0.5, y0=i - 0.5, y1=i + 0.5, name="selected",
-                          line=dict(color=SELECTED_COLOR, width=4))
+            fig.add_shape(cell_outline(*selected))
         return fig
     fig, ax = _matplotlib_figure(title, xlabel, ylabel)
     ax.grid(False)
