@@ -15,7 +15,10 @@ this module never names a model class:
   :func:`resumed` runs a later forward from one of them: the blocks before the cut are replaced by
   stand-ins that cost nothing, so only the suffix runs. The model's own forward still computes the
   arguments each block takes (rotary position embeddings, the attention mask of each layer type), so a
-  resumed block receives exactly what it receives in a full pass, at the same position in the block list.
+  resumed block receives exactly what it receives in a full pass, at the same position in the block list;
+* :func:`forward_until_seen` runs a forward only as far as a set of layers and streams their outputs (the
+  last one in chunks), for statistics such as calibrated scaling's; :func:`forward_peak_bytes` measures
+  the memory a forward allocates (the CPU keeps no allocator statistics, so there it follows the tensors).
 
 Example::
 
