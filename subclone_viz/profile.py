@@ -32,7 +32,7 @@ import os
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Iterable
+from typing import TYPE_CHECKING, Any, Iterable, Sequence
 
 import numpy as np
 import torch
@@ -80,6 +80,46 @@ class Profile:
     attn_abs_sums: np.ndarray  # (L, heads * head_dim)
     version: str = __version__
     extra: dict[str, Any] = field(default_factory=dict)
+    stats: dict[str, np.ndarray] = field(default_factory=dict)  # further running sums the estimators read
+    shards: dict[str, np.ndarray] = field(default_factory=dict)  # (S, ...) per-shard copies of every sum, and "tokens"
+
+    # ------------------------------------------------------------------ shards and resampling
+    @property
+    def num_shards(self) -> int:
+        """How many shards the sums were kept in (0 for a profile saved without them)."""
+        return len(self.shards["tokens"]) if "tokens" in self.shards else 0
+
+    def sums(self) -> dict[str, np.ndarray]:
+        """Every running sum by name: the four fields, then ``stats``."""
+        return {"block_sums": self.block_sums, "residual_abs_sums": self.residual_abs_sums,
+                "ffn_abs_sums": self.ffn_abs_sums, "attn_abs_sums": self.attn_abs_sums, **self.stats}
+
+    def resample(self, counts: Sequence[int] | np.ndarray) -> "Profile":
+        """The profile of a resample of the shards: shard s counted ``counts[s]`` times (0 leaves it out).
+
+        A bootstrap draws ``counts`` from a multinomial, a split half takes 0/1 counts; either needs no
+        second pass over the data, because every statistic is a sum over tokens.
+        """
+        counts = np.asarray(counts)
+        if self.num_shards == 0:
+            raise ValueError(
+                "this profile keeps no per-shard sums (saved by an older version, or merged from one): profile "
+                "again with sv.profile(parent, batches, shards=8) to resample it"
+            )
+        if counts.shape != (self.num_shards,) or (counts < 0).any() or counts.sum() == 0:
+            raise ValueError(
+                f"counts={counts.tolist()} must be {self.num_shards} non-negative shard counts, not all zero"
+            )
+        weighted = {name: np.tensordot(counts.astype(np.float64), shard, axes=1) for name, shard in self.shards.items()}
+        tokens = int(weighted.pop("tokens"))
+        if tokens == 0:
+            raise ValueError(f"counts={counts.tolist()} picks only empty shards (shard tokens {self.shards['tokens'].tolist()})")
+        fields = ("block_sums", "residual_abs_sums", "ffn_abs_sums", "attn_abs_sums")
+        return Profile(
+            parent=self.parent, source=f"{self.source} (shards resampled {counts.tolist()})", tokens=tokens,
+            version=self.version, extra=dict(self.extra), **{name: weighted.pop(name) for name in fields},
+            stats=weighted,
+        )
 
     # ------------------------------------------------------------------ derived statistics
     @property
@@ -142,6 +182,11 @@ class Profile:
             raise ProfileMismatchError(
                 f"cannot merge profiles of different parents: {self.parent['name']!r} and {other.parent['name']!r}"
             )
+        shared_stats = self.stats.keys() & other.stats.keys()
+        # Shards of two passes are distinct samples: they are listed side by side, not added.
+        shards = {}
+        if self.num_shards and other.num_shards and self.shards.keys() == other.shards.keys():
+            shards = {name: np.concatenate([self.shards[name], other.shards[name]]) for name in self.shards}
         return Profile(
             parent=self.parent,
             source=self.source if self.source == other.source else f"{self.source} + {other.source}",
@@ -150,6 +195,8 @@ class Profile:
             residual_abs_sums=self.residual_abs_sums + other.residual_abs_sums,
             ffn_abs_sums=self.ffn_abs_sums + other.ffn_abs_sums,
             attn_abs_sums=self.attn_abs_sums + other.attn_abs_sums,
+            stats={name: self.stats[name] + other.stats[name] for name in sorted(shared_stats)},
+            shards=shards,
         )
 
     def check_parent(self, parent: "Parent") -> None:
@@ -179,6 +226,8 @@ class Profile:
                 residual_abs_sums=self.residual_abs_sums,
                 ffn_abs_sums=self.ffn_abs_sums,
                 attn_abs_sums=self.attn_abs_sums,
+                **{f"stat_{name}": value for name, value in self.stats.items()},
+                **{f"shard_{name}": value for name, value in self.shards.items()},
             )
         os.replace(tmp.name, path)
         return path
@@ -191,9 +240,11 @@ class Profile:
         with np.load(path, allow_pickle=False) as data:
             meta = json.loads(str(data["meta"]))
             arrays = {name: data[name] for name in ("block_sums", "residual_abs_sums", "ffn_abs_sums", "attn_abs_sums")}
+            stats = {name[len("stat_"):]: data[name] for name in data.files if name.startswith("stat_")}
+            shards = {name[len("shard_"):]: data[name] for name in data.files if name.startswith("shard_")}
         return cls(
             parent=meta["parent"], source=meta["source"], tokens=meta["tokens"], version=meta["version"],
-            extra=meta.get("extra", {}), **arrays,
+            extra=meta.get("extra", {}), stats=stats, shards=shards, **arrays,
         )
 
     def summary(self) -> dict[str, Any]:
@@ -252,6 +303,18 @@ class _Accumulator:
         self.block_inputs: dict[int, torch.Tensor] = {}
         self.residual_sums: dict[int, torch.Tensor] = {}
         self.handles: list[torch.utils.hooks.RemovableHandle] = []
+
+    def take_sums(self) -> dict[str, torch.Tensor]:
+        """The sums since the last call, stacked per statistic (fp64, on the first block's device); resets them."""
+        stores = {"block_sums": self.block_sums, "residual_abs_sums": self.residual,
+                  "ffn_abs_sums": self.ffn, "attn_abs_sums": self.attn}
+        if any(v is None for store in stores.values() for v in store):
+            raise RuntimeError("a profiling hook never fired: the model's forward skipped a block")
+        device = stores["block_sums"][0].device
+        taken = {name: torch.stack([v.to(device) for v in store]) for name, store in stores.items()}
+        for store in stores.values():
+            store[:] = [None] * len(store)
+        return taken
 
     def _rows(self, t: torch.Tensor) -> torch.Tensor:
         """(B, T, X) -> (counted tokens, X) in fp32."""
@@ -342,6 +405,31 @@ def _to_device(batch: dict[str, torch.Tensor], device: torch.device) -> dict[str
     return {k: v.to(device) if isinstance(v, torch.Tensor) else v for k, v in batch.items()}
 
 
+class _ShardedSums:
+    """Running sums kept in a fixed number of shards: batch b adds into shard b % S (memory: S copies)."""
+
+    def __init__(self, num_shards: int):
+        self.num_shards = num_shards
+        self.sums: dict[str, torch.Tensor] = {}  # name -> (S, ...) fp64
+        self.tokens = np.zeros(num_shards, dtype=np.int64)
+        self.batches = 0
+
+    def add(self, batch_sums: dict[str, torch.Tensor], tokens: int) -> None:
+        shard = self.batches % self.num_shards
+        for name, value in batch_sums.items():
+            if name not in self.sums:
+                self.sums[name] = value.new_zeros((self.num_shards, *value.shape))
+            self.sums[name][shard] += value
+        self.tokens[shard] += tokens
+        self.batches += 1
+
+    def totals(self) -> dict[str, np.ndarray]:
+        return {name: value.sum(0).cpu().numpy() for name, value in self.sums.items()}
+
+    def per_shard(self) -> dict[str, np.ndarray]:
+        return {"tokens": self.tokens.copy(), **{name: value.cpu().numpy() for name, value in self.sums.items()}}
+
+
 @torch.no_grad()
 def profile(
     parent: "Parent",
@@ -349,6 +437,7 @@ def profile(
     max_tokens: int | None = None,
     progress: bool = True,
     source: str | None = None,
+    shards: int = 8,
 ) -> Profile:
     """Profile ``parent`` in one streaming pass over ``batches``.
 
@@ -358,22 +447,29 @@ def profile(
         max_tokens: stop after the batch that reaches this many counted tokens (None: every batch).
         progress: show a progress bar.
         source: a description of the data, recorded in the profile (default: ``batches.description``).
+        shards: keep the sums in this many shards too (batch b in shard b % shards), so that
+            :meth:`Profile.resample` and :func:`~subclone_viz.stability.stability` estimate the calibration
+            uncertainty without a second pass; memory grows with ``shards`` times the model's widths.
     """
     from tqdm.auto import tqdm
 
     if max_tokens is not None and max_tokens < 1:
         raise ValueError(f"max_tokens={max_tokens} must be a positive token count (or None for every batch)")
+    if not isinstance(shards, (int, np.integer)) or not 1 <= shards <= 1024:
+        raise ValueError(f"shards={shards!r} must be a whole number of shards from 1 to 1024")
     model = parent.model
     was_training = model.training
     model.eval()
     acc = _Accumulator(parent)
     acc.attach()
+    sharded = _ShardedSums(int(shards))
     tokens = 0
     try:
         bar = tqdm(total=max_tokens, unit="tok", desc="profile", disable=not progress, leave=False)
         for batch in batches:
             acc.mask = _token_mask(batch)
             parent.family.logits(model, _to_device(batch, parent.input_device))
+            sharded.add(acc.take_sums(), acc.batch_tokens)
             tokens += acc.batch_tokens
             bar.update(acc.batch_tokens)
             if max_tokens is not None and tokens >= max_tokens:
@@ -384,18 +480,13 @@ def profile(
         model.train(was_training)
     if tokens == 0:
         raise ValueError("the batches held no counted tokens: nothing was profiled")
+    totals = sharded.totals()
+    fields = ("block_sums", "residual_abs_sums", "ffn_abs_sums", "attn_abs_sums")
     return Profile(
         parent=parent_fingerprint(parent),
         source=source or getattr(batches, "description", type(batches).__name__),
         tokens=tokens,
-        block_sums=_stack(acc.block_sums),
-        residual_abs_sums=_stack(acc.residual),
-        ffn_abs_sums=_stack(acc.ffn),
-        attn_abs_sums=_stack(acc.attn),
+        **{name: totals.pop(name) for name in fields},
+        stats=totals,
+        shards=sharded.per_shard(),
     )
-
-
-def _stack(values: list[torch.Tensor | None]) -> np.ndarray:
-    if any(v is None for v in values):
-        raise RuntimeError("a profiling hook never fired: the model's forward skipped a block")
-    return torch.stack([v.cpu() for v in values]).numpy()
