@@ -392,6 +392,115 @@ class _Accumulator:
         return hook
 
 
+class _EstimatorHooks:
+    """The further running sums that the importance estimators read (subclone_viz.importance), per batch:
+
+    * ``norm_in_abs`` / ``norm_out_abs`` (N, d): mean |input| and |output| of every norm on the residual stream;
+    * ``residual_in_sq`` (M, d) and ``residual_in_rows`` (M,): squared inputs of every linear layer whose fan-in
+      is the residual stream, and how many rows it read (a classifier head reads one row per image);
+    * ``ffn_in_sq`` (L, ffn), ``attn_in_sq`` (L, heads * head_dim): squared FFN activations and head outputs;
+    * ``head_norm`` (L, heads): per-token L2 norm of each head's output.
+    """
+
+    def __init__(self, parent: "Parent", rows):
+        from .importance import linear_readers
+
+        self.rows = rows  # (B, T, X) -> counted rows (N, X), the accumulator's mask applied
+        model, family = parent.model, parent.family
+        self.family = family
+        self.heads = parent.dims.heads
+        self.norms = [name for name, module in model.named_modules() if _is_residual_norm(family, name, module)]
+        self.readers = [r.module for r in linear_readers(parent, "residual")]
+        self.blocks = list(family.blocks(model))
+        self.modules = {name: model.get_submodule(name) for name in self.norms + self.readers}
+        self.sums: dict[str, list] = {}
+        self.handles: list[torch.utils.hooks.RemovableHandle] = []
+        self._last_input: tuple[torch.Tensor, torch.Tensor, int] | None = None  # q, k and v read one tensor
+
+    def attach(self) -> None:
+        for n, name in enumerate(self.norms):
+            self.handles.append(self.modules[name].register_forward_hook(self._norm(n)))
+        for m, name in enumerate(self.readers):
+            self.handles.append(self.modules[name].register_forward_pre_hook(self._reader(m)))
+        for i, block in enumerate(self.blocks):
+            family = self.family
+            self.handles.append(family.ffn_activation_module(block).register_forward_pre_hook(self._ffn(i)))
+            self.handles.append(family.attention_output_module(block).register_forward_pre_hook(self._attn(i)))
+
+    def detach(self) -> None:
+        for handle in self.handles:
+            handle.remove()
+        self.handles.clear()
+        self._last_input = None
+
+    def _add(self, name: str, index: int, size: int, value: torch.Tensor) -> None:
+        store = self.sums.setdefault(name, [None] * size)
+        value = value.double()
+        store[index] = value if store[index] is None else store[index] + value
+
+    def _counted(self, t: torch.Tensor) -> torch.Tensor:
+        # Pooled inputs (one row per sequence or image) have no per-token mask to apply.
+        return self.rows(t) if t.dim() >= 3 else t.reshape(-1, t.shape[-1]).float()
+
+    def _norm(self, n: int):
+        def hook(module, args, output):
+            x, y = args[0], output[0] if isinstance(output, (tuple, list)) else output
+            self._add("norm_in_abs", n, len(self.norms), self._counted(x).abs().sum(0))
+            self._add("norm_out_abs", n, len(self.norms), self._counted(y).abs().sum(0))
+
+        return hook
+
+    def _reader(self, m: int):
+        def hook(module, args):
+            x = args[0]
+            if self._last_input is not None and self._last_input[0] is x:
+                sq, rows = self._last_input[1:]
+            else:
+                counted = self._counted(x)
+                sq, rows = counted.square().sum(0), counted.shape[0]
+                self._last_input = (x, sq, rows)
+            self._add("residual_in_sq", m, len(self.readers), sq)
+            self._add("residual_in_rows", m, len(self.readers), torch.tensor(float(rows)))
+
+        return hook
+
+    def _ffn(self, i: int):
+        def hook(module, args):
+            self._add("ffn_in_sq", i, len(self.blocks), self._counted(args[0]).square().sum(0))
+
+        return hook
+
+    def _attn(self, i: int):
+        def hook(module, args):
+            counted = self._counted(args[0])  # (N, heads * head_dim)
+            self._add("attn_in_sq", i, len(self.blocks), counted.square().sum(0))
+            per_head = counted.reshape(counted.shape[0], self.heads, -1).norm(dim=-1)  # (N, heads)
+            self._add("head_norm", i, len(self.blocks), per_head.sum(0))
+
+        return hook
+
+    def take_sums(self) -> dict[str, torch.Tensor]:
+        """This batch's sums stacked per statistic; resets them."""
+        if any(v is None for store in self.sums.values() for v in store) or not self.sums:
+            raise RuntimeError("an estimator hook never fired: the model's forward skipped a norm or a linear layer")
+        device = next(iter(self.sums.values()))[0].device
+        taken = {name: torch.stack([v.to(device) for v in store]) for name, store in self.sums.items()}
+        self.sums = {}
+        self._last_input = None
+        return taken
+
+
+def _is_residual_norm(family, name: str, module: torch.nn.Module) -> bool:
+    """A norm module whose weight lives on the residual stream (LayerNorm, RMSNorm and their kin)."""
+    weight = getattr(module, "weight", None)
+    if "norm" not in type(module).__name__.lower() or not isinstance(weight, torch.nn.Parameter):
+        return False
+    try:
+        return family.rule_for(f"{name}.weight").axes == ("residual",)
+    except ValueError:  # a norm the adapter does not slice (per-head q/k norms have their own rule)
+        return False
+
+
 def _token_mask(batch: dict[str, torch.Tensor]) -> torch.Tensor | None:
     """The flattened attention mask (B*T,), or None when every token counts (no padding, or images)."""
     mask = batch.get("attention_mask")
@@ -462,6 +571,8 @@ def profile(
     model.eval()
     acc = _Accumulator(parent)
     acc.attach()
+    estimator_hooks = _EstimatorHooks(parent, acc._rows)
+    estimator_hooks.attach()
     sharded = _ShardedSums(int(shards))
     tokens = 0
     try:
@@ -469,7 +580,7 @@ def profile(
         for batch in batches:
             acc.mask = _token_mask(batch)
             parent.family.logits(model, _to_device(batch, parent.input_device))
-            sharded.add(acc.take_sums(), acc.batch_tokens)
+            sharded.add({**acc.take_sums(), **estimator_hooks.take_sums()}, acc.batch_tokens)
             tokens += acc.batch_tokens
             bar.update(acc.batch_tokens)
             if max_tokens is not None and tokens >= max_tokens:
@@ -477,6 +588,7 @@ def profile(
         bar.close()
     finally:
         acc.detach()
+        estimator_hooks.detach()
         model.train(was_training)
     if tokens == 0:
         raise ValueError("the batches held no counted tokens: nothing was profiled")
@@ -486,6 +598,7 @@ def profile(
         parent=parent_fingerprint(parent),
         source=source or getattr(batches, "description", type(batches).__name__),
         tokens=tokens,
+        extra={"norms": estimator_hooks.norms, "residual_readers": estimator_hooks.readers},
         **{name: totals.pop(name) for name in fields},
         stats=totals,
         shards=sharded.per_shard(),
