@@ -27,6 +27,7 @@ Example::
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import tempfile
@@ -603,3 +604,94 @@ def profile(
         stats=totals,
         shards=sharded.per_shard(),
     )
+
+
+def add_taylor(
+    profile: Profile,
+    parent: "Parent",
+    batches: Iterable[dict[str, torch.Tensor]],
+    max_tokens: int | None = None,
+    progress: bool = True,
+) -> Profile:
+    """``profile`` with the first-order Taylor statistics added (``importance="taylor"`` reads them).
+
+    A pass with gradients over ``batches``: for each residual layer, FFN neuron and attention-output channel,
+    the signed sum over counted tokens of activation x dLoss/dactivation (the first-order change of the loss
+    when that activation is zeroed). Signed sums add across batches and shards; the estimator takes their
+    absolute value. Costs about one training step per batch (no optimizer, no parameter gradients kept).
+
+    Args:
+        profile: the parent's profile (its shards get the Taylor sums too, batch b in shard b % S).
+        parent: the profiled parent; it needs a loss (a causal or masked LM, or an image classifier).
+        batches: calibration batches, with ``labels`` for image classifiers.
+        max_tokens: stop after the batch that reaches this many counted tokens (None: every batch).
+        progress: show a progress bar.
+    """
+    from tqdm.auto import tqdm
+
+    profile.check_parent(parent)
+    if max_tokens is not None and max_tokens < 1:
+        raise ValueError(f"max_tokens={max_tokens} must be a positive token count (or None for every batch)")
+    model, family = parent.model, parent.family
+    blocks = list(family.blocks(model))
+    captured: dict[str, list] = {}
+    handles = []
+
+    def keep(kind: str, index: int, size: int, tensor: torch.Tensor) -> None:
+        captured.setdefault(kind, [None] * size)[index] = tensor
+
+    for i, block in enumerate(blocks):
+        if i == 0:
+            handles.append(block.register_forward_pre_hook(
+                lambda m, args, kwargs: keep("residual", 0, len(blocks) + 1,
+                                             args[0] if args else kwargs["hidden_states"]), with_kwargs=True))
+        handles.append(block.register_forward_hook(
+            lambda m, args, out, i=i: keep("residual", i + 1, len(blocks) + 1,
+                                           out[0] if isinstance(out, (tuple, list)) else out)))
+        handles.append(family.ffn_activation_module(block).register_forward_pre_hook(
+            lambda m, args, i=i: keep("ffn", i, len(blocks), args[0])))
+        handles.append(family.attention_output_module(block).register_forward_pre_hook(
+            lambda m, args, i=i: keep("attn", i, len(blocks), args[0])))
+
+    num_shards = profile.num_shards or 1
+    sharded = _ShardedSums(num_shards)
+    was_training = model.training
+    model.eval()
+    tokens = 0
+    try:
+        bar = tqdm(total=max_tokens, unit="tok", desc="taylor", disable=not progress, leave=False)
+        for batch in batches:
+            batch = _to_device(batch, parent.input_device)
+            mask = _token_mask(batch)
+            captured.clear()
+            with torch.enable_grad():
+                loss = family.loss(model, batch)
+                names = [(kind, j) for kind in ("residual", "ffn", "attn") for j in range(len(captured[kind]))]
+                activations = [captured[kind][j] for kind, j in names]
+                grads = torch.autograd.grad(loss, activations, allow_unused=True)
+            sums: dict[str, list] = {"residual": [], "ffn": [], "attn": []}
+            batch_tokens = 0
+            for (kind, _), a, g in zip(names, activations, grads):
+                rows = (a.detach() * (g if g is not None else torch.zeros_like(a))).reshape(-1, a.shape[-1])
+                if mask is not None:
+                    rows = rows[mask.to(rows.device)]
+                sums[kind].append(rows.double().sum(0).to(activations[0].device))
+                batch_tokens = rows.shape[0]
+            sharded.add({f"taylor_{kind}": torch.stack(values) for kind, values in sums.items()}, batch_tokens)
+            tokens += batch_tokens
+            bar.update(batch_tokens)
+            if max_tokens is not None and tokens >= max_tokens:
+                break
+        bar.close()
+    finally:
+        for handle in handles:
+            handle.remove()
+        model.train(was_training)
+    if tokens == 0:
+        raise ValueError("the batches held no counted tokens: no Taylor statistics were measured")
+    stats = {**profile.stats, **sharded.totals(), "taylor_tokens": np.array(float(tokens))}
+    shards = dict(profile.shards)
+    if profile.num_shards:
+        shards.update({name: value for name, value in sharded.per_shard().items() if name != "tokens"})
+        shards["taylor_tokens"] = sharded.per_shard()["tokens"].astype(np.float64)
+    return dataclasses.replace(profile, stats=stats, shards=shards, extra={**profile.extra, "taylor_tokens": tokens})
