@@ -118,6 +118,11 @@ def estimate_importance(profile: "Profile", parent: "Parent | None" = None, impo
     return estimator.score(profile, parent)
 
 
+def available_estimators(profile: "Profile") -> list[str]:
+    """The estimators whose statistics ``profile`` holds (``taylor`` only after ``add_taylor``)."""
+    return [name for name, e in ESTIMATORS.items() if all(key in profile.stats for key in e.needs)]
+
+
 def get_estimator(name: str) -> Estimator:
     if name not in ESTIMATORS:
         raise ValueError(f"importance={name!r} is not an importance estimator: choose one of {', '.join(ESTIMATORS)}")

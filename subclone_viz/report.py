@@ -45,6 +45,7 @@ if TYPE_CHECKING:
     from .parent import Parent
     from .plan import DestinationSpec, SubclonePlan
     from .sizing import SizeGrid
+    from .stability import Stability
     from .trace import TokenTrace
 
 TRACE_TEXT = "Return a new list containing all items from the iterable in ascending order."
@@ -239,6 +240,37 @@ def _plan_section(plan: "SubclonePlan") -> str:
     return _section("plan", "4. The destination", parts)
 
 
+def _stability_section(stability: "Stability") -> str:
+    summary = stability.summary()
+    shards = stability.shard_tokens
+    parts = [_paragraph(
+        f"The rankings above come from one calibration sample. Its sums are kept in {len(shards)} shards "
+        f"({min(shards):,}-{max(shards):,} tokens each); {summary['resamples']} {stability.method} resamples of the "
+        f"shards re-plan the destination width ({stability.spec['hidden']} channels, FFN {stability.spec['ffn']}, "
+        f"{stability.spec['heads']} heads; importance estimator '{stability.importance}') without a second pass. "
+        f"What a resample keeps that another does not is decided by the calibration text, not by the parent."
+    )]
+    rows = [[kind, summary["mean_jaccard_with_full"][kind], summary["mean_pairwise_jaccard"][kind]]
+            for kind in ("residual", "ffn", "heads")]
+    parts.append(_table(["kept set", "mean Jaccard with the full sample", "mean Jaccard between resamples"], rows))
+    if "loss" in summary:
+        loss = summary["loss"]
+        parts.append(_paragraph(
+            f"Held-out loss before training of the destinations of {len(loss['values'])} resamples: "
+            f"{loss['mean']:.3f} ± {loss['std']:.3f} nats (min {loss['min']:.3f}, max {loss['max']:.3f}); "
+            f"the full sample's destination: {loss['full']:.3f}."
+        ))
+    captions = {
+        "residual": "Fraction of resamples that keep each residual channel, most often kept first; the dashed line "
+                    "is the destination's width.",
+        "ffn": "Fraction of resamples that keep each FFN neuron, every block, each row sorted.",
+        "heads": "Fraction of resamples that keep each query head, every block.",
+    }
+    for kind, caption in captions.items():
+        parts.append(_figure(plots.selection_stability(stability, kind), f"stability-{kind}", caption))
+    return _section("stability", "5. How much the calibration sample decides", parts)
+
+
 def _grid_section(grid: "SizeGrid", plan: "SubclonePlan | None") -> str:
     selected = None
     if plan is not None and plan.dims["layers"] in grid.layers and plan.dims["hidden"] in grid.hidden:
@@ -259,7 +291,7 @@ def _grid_section(grid: "SizeGrid", plan: "SubclonePlan | None") -> str:
     }
     for quantity, caption in captions.items():
         parts.append(_figure(plots.size_grid(grid, quantity, selected=selected), f"grid-{quantity}", caption))
-    return _section("sizes", "5. Destination sizes", parts)
+    return _section("sizes", "6. Destination sizes", parts)
 
 
 def _comparison_section(comparison: Any) -> str:
@@ -279,7 +311,7 @@ def _comparison_section(comparison: Any) -> str:
                     "its own final held-out loss over the steps the other initialization needs to reach it.",
                 )
             )
-    return _section("comparison", "6. Training: random initialization against subcloning", parts)
+    return _section("comparison", "7. Training: random initialization against subcloning", parts)
 
 
 # --------------------------------------------------------------------------------------------------------
@@ -320,6 +352,7 @@ def build_report(
     overwrite: bool = False,
     trace: "TokenTrace | None" = None,
     notes: Sequence[str] = (),
+    stability: "Stability | None" = None,
 ) -> Path:
     """Write one self-contained HTML page of everything given, and return its path.
 
@@ -335,6 +368,8 @@ def build_report(
         overwrite: replace an existing file.
         trace: a :func:`~subclone_viz.token_trace` result.
         notes: sentences shown in a highlighted box at the top (what was skipped and why).
+        stability: a :func:`~subclone_viz.stability` result: selection frequencies and the loss spread across
+            resamples of the calibration sample.
     """
     path = _check_out(out, overwrite)
     name = parent.name if parent is not None else profile.parent["name"]
@@ -345,6 +380,9 @@ def build_report(
     if plan is not None:
         sections.append(_plan_section(plan))
         anchors.append(("plan", "destination"))
+    if stability is not None:
+        sections.append(_stability_section(stability))
+        anchors.append(("stability", "calibration"))
     if grid is not None:
         sections.append(_grid_section(grid, plan))
         anchors.append(("sizes", "sizes"))
@@ -384,6 +422,8 @@ class ReportSettings:
     eval_batches: int  # held-out batches for the untrained losses, the size grid and the training curves
     grid_size: int | None  # keep the largest N values of each default size-grid axis (None: all)
     steps: int  # training steps per initialization
+    stability_resamples: int = 16  # resamples of the profile's shards for the stability section
+    stability_losses: int = 3  # of which this many destinations are subcloned and scored
 
 
 DEFAULT_SETTINGS = ReportSettings(
@@ -392,7 +432,7 @@ DEFAULT_SETTINGS = ReportSettings(
 )
 QUICK_SETTINGS = ReportSettings(
     seq_len=32, batch_size=2, images_per_batch=16, profile_tokens=256, ablation_batches=1, eval_batches=1,
-    grid_size=2, steps=2,
+    grid_size=2, steps=2, stability_resamples=4, stability_losses=1,
 )
 
 
@@ -469,6 +509,7 @@ def run_report(
     from .plan import plan as make_plan
     from .profile import profile as profile_parent
     from .sizing import default_grid_axes, size_grid
+    from .stability import stability
     from .subclone import subclone
     from .trace import token_trace
 
@@ -488,8 +529,10 @@ def run_report(
     heldout = _batches(parent, data, "heldout", settings, None)
     eval_batches = _HeldOutTail(heldout, settings.eval_batches)
 
-    log(f"profiling on {profile_tokens:,} held-out tokens of {heldout.description}")
-    prof = profile_parent(parent, heldout, max_tokens=profile_tokens, progress=progress)
+    # A shuffled, seeded sample of the training split: every part of the corpus, not its first documents.
+    train_batches = _batches(parent, data, "train", settings, None, shuffle=True, seed=seed)
+    log(f"profiling on {profile_tokens:,} tokens of {train_batches.description}")
+    prof = profile_parent(parent, train_batches, max_tokens=profile_tokens, progress=progress)
 
     log(f"single-block ablation ({parent.dims.layers} blocks, removed and duplicated)")
     ablation = block_ablation(parent, eval_batches, max_batches=settings.ablation_batches, progress=progress)
@@ -509,6 +552,16 @@ def run_report(
         f"before any training, at a held-out loss of {untrained.loss:.3f} nats; the parent's is {parent_loss.loss:.3f}."
     )
 
+    stable = None
+    if (prof.shards["tokens"] > 0).sum() >= 2:
+        log(f"calibration stability: {settings.stability_resamples} resamples of the profile's shards, "
+            f"{settings.stability_losses} destinations scored")
+        stable = stability(parent, prof, spec, resamples=settings.stability_resamples, seed=seed,
+                           heldout=eval_batches, loss_resamples=settings.stability_losses)
+    else:
+        notes.append("The calibration stability section was skipped: the profile read a single batch, so there are "
+                     "no shards to resample (profile more tokens).")
+
     layers, hidden = default_grid_axes(parent)
     if settings.grid_size is not None:
         layers, hidden = layers[-settings.grid_size :], hidden[-settings.grid_size :]
@@ -523,7 +576,6 @@ def run_report(
         except ImportError as error:
             notes.append(f"The training comparison was skipped: subclone_viz.train.compare is not available ({error}).")
         else:
-            train_batches = _batches(parent, data, "train", settings, None, shuffle=True, seed=seed)
             log(f"training comparison: random vs subclone, {steps} steps each")
             comparison = compare(
                 parent, spec, train_batches, inits=("random", "subclone"), steps=steps, eval_batches=eval_batches,
@@ -533,6 +585,6 @@ def run_report(
         notes.append("The training comparison was skipped (steps=0).")
 
     written = build_report(parent, prof, plan=destination_plan, ablation=ablation, comparison=comparison, grid=grid,
-                           out=path, overwrite=overwrite, trace=trace, notes=notes)
+                           out=path, overwrite=overwrite, trace=trace, notes=notes, stability=stable)
     log(f"wrote {written} ({written.stat().st_size / 1e6:.1f} MB)")
     return written
