@@ -54,7 +54,7 @@ from .families import UnsupportedArchitectureError
 from .parent import Parent, ParentLoadError, load_parent
 from .importance import DEFAULT_ESTIMATOR, ESTIMATORS
 from .plan import DEPTH_STRATEGIES, SCALINGS, WIDTH_STRATEGIES, DestinationSpec, SpecError, plan, spec_choices
-from .profile import BLOCK_METRIC_LABELS, BLOCK_METRICS, Profile, ProfileMismatchError, profile
+from .profile import BLOCK_METRIC_LABELS, BLOCK_METRICS, Profile, ProfileMismatchError, add_taylor, profile
 from .subclone import subclone
 from .train import INITS, SCHEDULES, Comparison, compare
 
@@ -485,8 +485,10 @@ def run_subclone(args: argparse.Namespace) -> Outcome:
         with _blame_user():
             saved_profile = Profile.load(args.profile)
         saved_profile.check_parent(parent)
+    needs_taylor = args.width == "importance" and args.importance == "taylor" and (
+        saved_profile is None or "taylor_ffn" not in saved_profile.stats)
     train = _batches(parent, args, "train", args.profile_tokens, shuffle=True) if (
-        (needs_profile and saved_profile is None) or args.scaling == "calibrated"
+        (needs_profile and saved_profile is None) or args.scaling == "calibrated" or needs_taylor
     ) else None
     heldout = _batches(parent, args, "heldout", args.eval_tokens) if args.eval_tokens and _has_loss(parent) else None
 
@@ -494,6 +496,9 @@ def run_subclone(args: argparse.Namespace) -> Outcome:
     if measured is None and needs_profile:
         _note(f"profiling on {train.description} ...")
         measured = profile(parent, train, max_tokens=args.profile_tokens)
+    if needs_taylor:
+        _note(f"gradient pass for the Taylor importance on {train.description} ...")
+        measured = add_taylor(measured, parent, train, max_tokens=args.profile_tokens)
     destination_plan = plan(parent, measured, spec, depth=args.depth, width=args.width, scaling=args.scaling,
                             importance=args.importance)
     child = subclone(parent, destination_plan, calibration_batches=train)
