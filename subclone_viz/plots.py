@@ -14,7 +14,8 @@ without pyplot so nothing global changes). No model runs here.
   calibration data (from :func:`~subclone_viz.stability.stability`);
 * :func:`token_trace`: one token's hidden state through depth;
 * :func:`loss_curves`: training histories, one line per initialization;
-* :func:`size_grid`: parameters, FLOPs per token or untrained loss over a grid of destination sizes.
+* :func:`size_grid`: parameters, FLOPs per token or untrained loss over a grid of destination sizes;
+* :func:`speedup_by_size`: the speedup study, speedup over random init against destination size.
 
 Heat maps put residual layer 0 (the embedding output) or block 0 at the bottom, so depth grows upward.
 
@@ -37,7 +38,7 @@ import numpy as np
 import plotly.graph_objects as go
 from matplotlib.figure import Figure as MatplotlibFigure
 from matplotlib.patches import Rectangle
-from matplotlib.ticker import MaxNLocator
+from matplotlib.ticker import AutoLocator, FuncFormatter, LogLocator, MaxNLocator, NullFormatter
 from plotly.subplots import make_subplots
 
 from .profile import BLOCK_METRIC_LABELS, BLOCK_METRICS, Profile
@@ -734,4 +735,80 @@ def size_grid(
     if selected is not None:
         i, j = selected
         ax.add_patch(Rectangle((j - 0.5, i - 0.5), 1, 1, fill=False, edgecolor=SELECTED_COLOR, lw=3, gid="selected"))
+    return fig
+
+
+# --------------------------------------------------------------------------------------------------------
+# The speedup study
+
+_SPEEDUP_AXES = {"speedup": ("per optimizer step", "solid"), "speedup_per_second": ("per second of training", "dot")}
+
+
+def _speedup_points(sizes: Sequence[Mapping[str, Any]], init: str, key: str) -> list[tuple[float, float, str, str]]:
+    """(parameters in millions, speedup, marker kind, size label) of one init, where its speedup is defined."""
+    points = []
+    for size in sizes:
+        gain = size["speedups"].get(init)
+        if gain is None or gain.get(key) is None:
+            continue
+        kind = "lower bound" if gain["speedup_lower_bound"] else "not reached" if not gain["reached"] else "reached"
+        points.append((size["parameters"] / 1e6, float(gain[key]), kind, size["label"]))
+    return sorted(points)
+
+
+def speedup_by_size(sizes: Sequence[Mapping[str, Any]], backend: str = "plotly") -> Figure:
+    """Speedup over random init against the destination's size, one line per initialization.
+
+    Args:
+        sizes: one record per destination size, as ``bench/bench_speedup_study.py`` writes them:
+            ``{"label": "20 x 384", "parameters": 41_000_000, "speedups": {init: Speedup.to_dict()}}``.
+            Solid lines: speedup per optimizer step; dotted: per second of training (a teacher's forward
+            makes a step dearer). Triangles up: lower bounds (already at random's final loss at the first
+            evaluation); triangles down: never reached it (an upper bound below 1).
+        backend: ``"plotly"`` or ``"matplotlib"``.
+    """
+    _check_backend(backend)
+    missing = [k for k in ("label", "parameters", "speedups") for size in sizes if k not in size]
+    if missing:
+        raise ValueError(f"a size record needs 'label', 'parameters' and 'speedups'; missing {sorted(set(missing))}")
+    inits = list(dict.fromkeys(init for size in sizes for init in size["speedups"] if init != "random"))
+    title = "Speedup over random init by destination size"
+    xlabel, ylabel = "destination parameters (millions)", "speedup over random init (x, log scale)"
+    symbols = {"reached": ("circle", "o"), "lower bound": ("triangle-up", "^"), "not reached": ("triangle-down", "v")}
+    if backend == "plotly":
+        fig = _plotly_figure(title, xlabel, ylabel)
+        fig.update_yaxes(type="log")
+        fig.add_hline(y=1.0, line=dict(color=REMOVED_COLOR, dash="dash"), annotation_text="random init")
+        for k, init in enumerate(inits):
+            color = SERIES_COLORS[k % len(SERIES_COLORS)]
+            for key, (axis_name, dash) in _SPEEDUP_AXES.items():
+                points = _speedup_points(sizes, init, key)
+                fig.add_trace(go.Scatter(
+                    x=[p[0] for p in points], y=[p[1] for p in points], mode="lines+markers",
+                    name=f"{init}, {axis_name}", line=dict(color=color, dash=dash, width=2),
+                    marker=dict(symbol=[symbols[p[2]][0] for p in points], size=10),
+                    customdata=[[p[3], p[2]] for p in points],
+                    hovertemplate="%{customdata[0]}: %{y:.2f}x (%{customdata[1]})<extra>" + init + "</extra>",
+                ))
+        return fig
+    fig, ax = _matplotlib_figure(title, xlabel, ylabel)
+    ax.set_yscale("log")
+    ax.yaxis.set_major_locator(LogLocator(base=2))  # 0.5x, 1x, 2x, 4x, 8x: speedups double
+    ax.yaxis.set_major_formatter(FuncFormatter(lambda value, _: f"{value:g}x"))
+    ax.yaxis.set_minor_formatter(NullFormatter())
+    ax.xaxis.set_major_locator(AutoLocator())  # millions of parameters are not counts
+    ax.axhline(1.0, color=REMOVED_COLOR, ls="--", lw=1)
+    for k, init in enumerate(inits):
+        color = SERIES_COLORS[k % len(SERIES_COLORS)]
+        for key, (axis_name, dash) in _SPEEDUP_AXES.items():
+            points = _speedup_points(sizes, init, key)
+            ax.plot([p[0] for p in points], [p[1] for p in points], color=color, lw=2,
+                    ls="-" if dash == "solid" else ":", label=f"{init}, {axis_name}")
+            for x, y, kind, _ in points:
+                ax.plot([x], [y], marker=symbols[kind][1], color=color, ms=7, ls="none")
+    for size in sizes:
+        ax.annotate(size["label"], (size["parameters"] / 1e6, 1.0), textcoords="offset points", xytext=(0, -14),
+                    ha="center", fontsize=8, color="#555555")
+    if inits:
+        ax.legend(frameon=False, fontsize=8)
     return fig

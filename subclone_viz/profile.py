@@ -28,6 +28,7 @@ Example::
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import json
 import os
 import tempfile
@@ -38,7 +39,9 @@ from typing import TYPE_CHECKING, Any, Iterable, Sequence
 import numpy as np
 import torch
 
-from . import __version__
+from . import __version__, distributed
+
+from .parent import readable_parameters
 
 if TYPE_CHECKING:
     from .parent import Parent
@@ -179,15 +182,20 @@ class Profile:
     # ------------------------------------------------------------------ combining and checking
     def __add__(self, other: "Profile") -> "Profile":
         """Merge two shards of the same parent: sums and counts add, so the merge is exact."""
+        if not isinstance(other, Profile):
+            return NotImplemented
         if not same_parent(self.parent, other.parent):
             raise ProfileMismatchError(
                 f"cannot merge profiles of different parents: {self.parent['name']!r} and {other.parent['name']!r}"
             )
         shared_stats = self.stats.keys() & other.stats.keys()
-        # Shards of two passes are distinct samples: they are listed side by side, not added.
+        # Shard s of either holds other batches than any shard of the other, so shard-wise sums stay valid
+        # resampling units: processes of one distributed pass (batch g in shard g % S everywhere) merge into
+        # exactly the shards of a single process. Profiles of different shard counts list theirs side by side.
         shards = {}
         if self.num_shards and other.num_shards and self.shards.keys() == other.shards.keys():
-            shards = {name: np.concatenate([self.shards[name], other.shards[name]]) for name in self.shards}
+            join = np.add if self.num_shards == other.num_shards else lambda a, b: np.concatenate([a, b])
+            shards = {name: join(self.shards[name], other.shards[name]) for name in self.shards}
         return Profile(
             parent=self.parent,
             source=self.source if self.source == other.source else f"{self.source} + {other.source}",
@@ -196,9 +204,16 @@ class Profile:
             residual_abs_sums=self.residual_abs_sums + other.residual_abs_sums,
             ffn_abs_sums=self.ffn_abs_sums + other.ffn_abs_sums,
             attn_abs_sums=self.attn_abs_sums + other.attn_abs_sums,
+            extra={**other.extra, **self.extra},
             stats={name: self.stats[name] + other.stats[name] for name in sorted(shared_stats)},
             shards=shards,
         )
+
+    def __radd__(self, other: "Profile | int") -> "Profile":
+        """``sum(profiles)`` starts from 0."""
+        if isinstance(other, int) and other == 0:
+            return self
+        return NotImplemented
 
     def check_parent(self, parent: "Parent") -> None:
         """Raise :class:`ProfileMismatchError` unless this profile was measured on ``parent``."""
@@ -211,8 +226,13 @@ class Profile:
 
     # ------------------------------------------------------------------ files
     def save(self, path: str | os.PathLike, overwrite: bool = False) -> Path:
-        """Write one ``.npz`` file: the sums as arrays and the metadata as a JSON string (no pickles)."""
-        path = Path(path)
+        """Write one ``.npz`` file: the sums as arrays and the metadata as a JSON string (no pickles).
+
+        Under several processes only the main one writes; every process returns the path (or raises its error).
+        """
+        return distributed.on_main(self._write, Path(path), overwrite)
+
+    def _write(self, path: Path, overwrite: bool) -> Path:
         if path.suffix != ".npz":
             raise ValueError(f"profile path {str(path)!r} must end in .npz")
         if path.exists() and not overwrite:
@@ -265,9 +285,10 @@ class Profile:
 
 
 def parent_fingerprint(parent: "Parent") -> dict[str, Any]:
-    """What identifies a parent: its name, family, shape and a sample of its first block's weights."""
+    """What identifies a parent: its name, family, shape and a sample of its first block's weights, and where its
+    weights came from (``Parent.provenance``)."""
     block = parent.family.blocks(parent.model)[0]
-    checksum = [round(float(v), 6) for p in block.parameters() for v in p.detach().flatten()[:4].float().cpu()]
+    checksum = [round(float(v), 6) for _, p in readable_parameters(block) for v in p.detach().flatten()[:4].float().cpu()]
     return {
         "name": parent.name,
         "family": parent.family.name,
@@ -275,6 +296,7 @@ def parent_fingerprint(parent: "Parent") -> dict[str, Any]:
         "dims": parent.dims.to_dict(),
         "description": parent.description,
         "checksum": checksum,
+        "provenance": parent.provenance,  # base_model, license, GGUF origin: carried to the saved model card
     }
 
 
@@ -368,8 +390,9 @@ class _Accumulator:
     def _block_output(self, i: int):
         def hook(module, args, output):
             y = output[0] if isinstance(output, (tuple, list)) else output  # (B, T, d)
-            x = self._rows(self.block_inputs.pop(i))
             total = self._rows(self.residual_sums.pop(i, y))  # x + f(x), pre-norm sum for post-norm blocks
+            # A block dispatched to another device (device_map) got its input on the previous block's device.
+            x = self._rows(self.block_inputs.pop(i)).to(total.device)
             f = total - x
             f_norm, total_norm, x_norm = f.norm(dim=-1), total.norm(dim=-1), x.norm(dim=-1)
             eps = torch.finfo(torch.float32).tiny
@@ -522,16 +545,14 @@ class _ShardedSums:
         self.num_shards = num_shards
         self.sums: dict[str, torch.Tensor] = {}  # name -> (S, ...) fp64
         self.tokens = np.zeros(num_shards, dtype=np.int64)
-        self.batches = 0
 
-    def add(self, batch_sums: dict[str, torch.Tensor], tokens: int) -> None:
-        shard = self.batches % self.num_shards
+    def add(self, batch_sums: dict[str, torch.Tensor], tokens: int, batch_index: int) -> None:
+        shard = batch_index % self.num_shards
         for name, value in batch_sums.items():
             if name not in self.sums:
                 self.sums[name] = value.new_zeros((self.num_shards, *value.shape))
             self.sums[name][shard] += value
         self.tokens[shard] += tokens
-        self.batches += 1
 
     def totals(self) -> dict[str, np.ndarray]:
         return {name: value.sum(0).cpu().numpy() for name, value in self.sums.items()}
@@ -575,35 +596,68 @@ def profile(
     estimator_hooks = _EstimatorHooks(parent, acc._rows)
     estimator_hooks.attach()
     sharded = _ShardedSums(int(shards))
-    tokens = 0
+    # Under N processes the batches go out in rounds of N, batch j of a round to process j. Every process reads
+    # every round, so each knows all token counts and stops after the same batch a single process would.
+    processes, rank = distributed.num_processes(), distributed.process_index()
+    total = 0  # counted tokens over every process
+    own = 0  # counted tokens this process profiled
+    index = 0  # the batch's position in the stream: it goes to shard index % shards in every process
     try:
-        bar = tqdm(total=max_tokens, unit="tok", desc="profile", disable=not progress, leave=False)
-        for batch in batches:
-            acc.mask = _token_mask(batch)
-            parent.family.logits(model, _to_device(batch, parent.input_device))
-            sharded.add({**acc.take_sums(), **estimator_hooks.take_sums()}, acc.batch_tokens)
-            tokens += acc.batch_tokens
-            bar.update(acc.batch_tokens)
-            if max_tokens is not None and tokens >= max_tokens:
+        bar = tqdm(total=max_tokens, unit="tok", desc="profile", disable=not distributed.show_progress(progress),
+                   leave=False)
+        stream = iter(batches)
+        while max_tokens is None or total < max_tokens:
+            round_ = list(itertools.islice(stream, processes))
+            if not round_:
                 break
+            for j, batch in enumerate(round_):
+                if max_tokens is not None and total >= max_tokens:
+                    break
+                if j == rank:
+                    acc.mask = _token_mask(batch)
+                    parent.family.logits(model, _to_device(batch, parent.input_device))
+                    counted = acc.batch_tokens
+                    sharded.add({**acc.take_sums(), **estimator_hooks.take_sums()}, counted, index)
+                    own += counted
+                else:
+                    counted = _counted_tokens(parent, batch)
+                total += counted
+                index += 1
+                bar.update(counted)
         bar.close()
     finally:
         acc.detach()
         estimator_hooks.detach()
         model.train(was_training)
-    if tokens == 0:
+    own_share = None
+    if own:
+        totals = sharded.totals()
+        fields = ("block_sums", "residual_abs_sums", "ffn_abs_sums", "attn_abs_sums")
+        own_share = Profile(
+            parent=parent_fingerprint(parent),
+            source=source or getattr(batches, "description", type(batches).__name__),
+            tokens=own,
+            extra={"norms": estimator_hooks.norms, "residual_readers": estimator_hooks.readers},
+            **{name: totals.pop(name) for name in fields},
+            stats=totals,
+            shards=sharded.per_shard(),
+        )
+    # Every process adds the shares in rank order, so all of them end with the same Profile.
+    shares = [share for share in distributed.gather_objects(own_share) if share is not None]
+    if not shares:
         raise ValueError("the batches held no counted tokens: nothing was profiled")
-    totals = sharded.totals()
-    fields = ("block_sums", "residual_abs_sums", "ffn_abs_sums", "attn_abs_sums")
-    return Profile(
-        parent=parent_fingerprint(parent),
-        source=source or getattr(batches, "description", type(batches).__name__),
-        tokens=tokens,
-        extra={"norms": estimator_hooks.norms, "residual_readers": estimator_hooks.readers},
-        **{name: totals.pop(name) for name in fields},
-        stats=totals,
-        shards=sharded.per_shard(),
-    )
+    return sum(shares)
+
+
+def _counted_tokens(parent: "Parent", batch: dict[str, torch.Tensor]) -> int:
+    """The tokens profiling ``batch`` would count, without profiling it: non-padding tokens, or for images
+    the patches and prefix tokens of every image."""
+    if "input_ids" in batch:
+        mask = _token_mask(batch)
+        return int(batch["input_ids"].numel()) if mask is None else int(mask.sum())
+    from .sizing import _tokens_per_sequence
+
+    return int(batch["pixel_values"].shape[0]) * _tokens_per_sequence(parent, batch)
 
 
 def add_taylor(
@@ -660,7 +714,7 @@ def add_taylor(
     tokens = 0
     try:
         bar = tqdm(total=max_tokens, unit="tok", desc="taylor", disable=not progress, leave=False)
-        for batch in batches:
+        for batch_index, batch in enumerate(batches):
             batch = _to_device(batch, parent.input_device)
             mask = _token_mask(batch)
             captured.clear()
@@ -677,7 +731,8 @@ def add_taylor(
                     rows = rows[mask.to(rows.device)]
                 sums[kind].append(rows.double().sum(0).to(activations[0].device))
                 batch_tokens = rows.shape[0]
-            sharded.add({f"taylor_{kind}": torch.stack(values) for kind, values in sums.items()}, batch_tokens)
+            sharded.add({f"taylor_{kind}": torch.stack(values) for kind, values in sums.items()}, batch_tokens,
+                        batch_index)
             tokens += batch_tokens
             bar.update(batch_tokens)
             if max_tokens is not None and tokens >= max_tokens:

@@ -7,10 +7,11 @@ CDN and can be mailed around (about 5 MB, most of it plotly.js). The file is wri
 existing one is kept unless ``overwrite=True``.
 
 :func:`run_report` is the main job (``subclone-viz report``, ``make demo``): it loads a parent (SmolLM2-135M by
-default), profiles it on held-out text of the embedded corpus, measures the single-block ablation, traces a
-token, subclones a default destination (SmolLM2: 20 blocks x 384 wide), fills a size grid (cached on disk),
-runs a short random-vs-subclone training comparison and writes the page. ``quick=True`` shrinks every
-stage so the whole job takes seconds (for tests); the default takes a few minutes on two CPU cores.
+default), has :func:`subclone_viz.workflow.report_records` measure it (profile on held-out text of the embedded
+corpus, single-block ablation, a token's trace, a default destination (SmolLM2: 20 blocks x 384) and its
+untrained loss, a size grid cached on disk, a short random-vs-subclone training comparison) and writes the page.
+``quick=True`` shrinks every stage so the whole job takes seconds (for tests); the default takes a few minutes
+on two CPU cores.
 
 Example::
 
@@ -25,11 +26,8 @@ import datetime
 import html
 import math
 import os
-import sys
 import tempfile
-import time
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -48,7 +46,6 @@ if TYPE_CHECKING:
     from .stability import Stability
     from .trace import TokenTrace
 
-TRACE_TEXT = "Return a new list containing all items from the iterable in ascending order."
 _PLOTLY_CONFIG = {"displaylogo": False, "responsive": True}
 _CSS = """
 body { font-family: system-ui, -apple-system, "Segoe UI", Roboto, sans-serif; color: #222; margin: 0;
@@ -361,7 +358,7 @@ def build_report(
         profile: the parent's profile (always shown: block metrics, channels, FFN neurons, heads).
         plan: a destination plan: its kept blocks are marked, its dims and FFN width shown.
         ablation: a :func:`~subclone_viz.block_ablation` result.
-        comparison: a :class:`subclone_viz.train.Comparison` (anything with ``summary_table()`` and
+        comparison: a :class:`subclone_viz.compare.Comparison` (anything with ``summary_table()`` and
             ``histories``).
         grid: a :func:`~subclone_viz.size_grid` result.
         out: the ``.html`` file to write.
@@ -410,181 +407,40 @@ def build_report(
 # The main job
 
 
-@dataclass(frozen=True)
-class ReportSettings:
-    """How much work each stage of :func:`run_report` does."""
-
-    seq_len: int  # tokens per text row
-    batch_size: int  # rows per text batch
-    images_per_batch: int  # for image parents
-    profile_tokens: int
-    ablation_batches: int
-    eval_batches: int  # held-out batches for the untrained losses, the size grid and the training curves
-    grid_size: int | None  # keep the largest N values of each default size-grid axis (None: all)
-    steps: int  # training steps per initialization
-    stability_resamples: int = 16  # resamples of the profile's shards for the stability section
-    stability_losses: int = 3  # of which this many destinations are subcloned and scored
-
-
-DEFAULT_SETTINGS = ReportSettings(
-    seq_len=128, batch_size=4, images_per_batch=64, profile_tokens=8192, ablation_batches=1, eval_batches=2,
-    grid_size=None, steps=24,
-)
-QUICK_SETTINGS = ReportSettings(
-    seq_len=32, batch_size=2, images_per_batch=16, profile_tokens=256, ablation_batches=1, eval_batches=1,
-    grid_size=2, steps=2, stability_resamples=4, stability_losses=1,
-)
-
-
-def default_destination(parent: "Parent") -> "DestinationSpec":
-    """Two thirds of the parent's depth and width (SmolLM2-135M, 30 x 576: 20 blocks x 384)."""
-    from .plan import DestinationSpec, spec_choices
-
-    dims = parent.dims
-    valid = np.array(spec_choices(parent)["hidden"])
-    hidden = int(valid[np.abs(valid - dims.hidden * 2 / 3).argmin()])
-    return DestinationSpec(layers=max(1, round(dims.layers * 2 / 3)), hidden=hidden)
-
-
-class _Progress:
-    """Stage messages with elapsed time, on stderr so that stdout stays clean."""
-
-    def __init__(self) -> None:
-        self.start = time.perf_counter()
-
-    def __call__(self, message: str) -> None:
-        print(f"[report {time.perf_counter() - self.start:6.1f}s] {message}", file=sys.stderr, flush=True)
-
-
-def _batches(parent: "Parent", data: str, split: str, settings: ReportSettings, max_batches: int | None,
-             shuffle: bool = False, seed: int = 0):
-    from .data import image_batches, text_batches
-
-    if parent.family.task == "image-classification":
-        input_size = parent.processor.get("input_size") if isinstance(parent.processor, Mapping) else None
-        return image_batches(
-            "digits" if data == "builtin" else data, batch_size=settings.images_per_batch, split=split,
-            image_size=input_size[-1] if input_size else None, max_batches=max_batches, shuffle=shuffle, seed=seed,
-        )
-    return text_batches(data, parent.tokenizer, seq_len=settings.seq_len, batch_size=settings.batch_size, split=split,
-                        max_batches=max_batches, shuffle=shuffle, seed=seed)
-
-
-class _HeldOutTail(list):
-    """The last batches of the held-out split: scored on, but not the first ones that the profile reads."""
-
-    def __init__(self, batches: Any, count: int) -> None:
-        super().__init__(list(batches)[-count:])
-        self.description = f"the last {len(self)} batches of {batches.description}"
-
-
 def run_report(
     parent_source: "str | os.PathLike | Parent" = "smollm2-135m",
     out: str | os.PathLike = "report.html",
     tokens: int | None = None,
     steps: int | None = None,
-    quick: bool = False,
+    quick: bool | None = None,
     overwrite: bool = False,
     data: str = "builtin",
     destination: "DestinationSpec | None" = None,
     seed: int = 0,
     progress: bool = True,
 ) -> Path:
-    """Load, profile, ablate, trace, plan, subclone, size, compare, and write the report; returns its path.
+    """Load the parent, measure it (:func:`subclone_viz.workflow.report_records`) and write the report.
 
     Args:
         parent_source: anything :func:`~subclone_viz.load_parent` takes, or a loaded parent.
-        out: the ``.html`` file to write.
-        tokens: tokens to profile on (default 8192; quick 256).
-        steps: training steps per initialization in the comparison (default 24; quick 2). 0 skips it.
-        quick: shrink every stage (short sequences, single batches, a 2 x 2 size grid, 2 training steps).
+        out: the ``.html`` file to write; checked before any work.
+        tokens, steps, quick, data, destination, seed, progress: as for
+            :func:`~subclone_viz.workflow.report_records` (``quick=None``: ``SUBCLONE_VIZ_QUICK``).
         overwrite: replace an existing report.
-        data: the text source (``"builtin"``: Python's documentation; or a local ``.txt``/``.jsonl`` path).
-        destination: the destination to plan (default :func:`default_destination`).
-        seed: training seed.
-        progress: progress bars (stage messages always go to stderr).
     """
-    from .evaluate import block_ablation, evaluate
     from .parent import Parent, load_parent
-    from .plan import plan as make_plan
-    from .profile import profile as profile_parent
-    from .sizing import default_grid_axes, size_grid
-    from .stability import stability
-    from .subclone import subclone
-    from .trace import token_trace
+    from .workflow import Progress, report_records
 
     path = _check_out(out, overwrite)  # fail before minutes of work, not after
-    settings = QUICK_SETTINGS if quick else DEFAULT_SETTINGS
-    profile_tokens = settings.profile_tokens if tokens is None else tokens
-    steps = settings.steps if steps is None else steps
-    log = _Progress()
-    notes: list[str] = []
-
+    log = Progress("report")
     if isinstance(parent_source, Parent):
         parent = parent_source
     else:
         log(f"loading parent {parent_source}")
         parent = load_parent(parent_source)
     log(f"parent: {parent.description}")
-    heldout = _batches(parent, data, "heldout", settings, None)
-    eval_batches = _HeldOutTail(heldout, settings.eval_batches)
-
-    # A shuffled, seeded sample of the training split: every part of the corpus, not its first documents.
-    train_batches = _batches(parent, data, "train", settings, None, shuffle=True, seed=seed)
-    log(f"profiling on {profile_tokens:,} tokens of {train_batches.description}")
-    prof = profile_parent(parent, train_batches, max_tokens=profile_tokens, progress=progress)
-
-    log(f"single-block ablation ({parent.dims.layers} blocks, removed and duplicated)")
-    ablation = block_ablation(parent, eval_batches, max_batches=settings.ablation_batches, progress=progress)
-
-    if parent.family.task == "image-classification":
-        trace = token_trace(parent, eval_batches[0], token_index=0)
-    else:
-        trace = token_trace(parent, TRACE_TEXT, token_index=-1)
-
-    spec = destination or default_destination(parent)
-    destination_plan = make_plan(parent, prof, spec)
-    log(f"destination: {destination_plan.summary()}")
-    untrained = evaluate(subclone(parent, destination_plan), parent.family, eval_batches)
-    parent_loss = evaluate(parent.model, parent.family, eval_batches)
-    notes.append(
-        f"The destination ({destination_plan.dims['layers']} blocks x {destination_plan.dims['hidden']}) starts, "
-        f"before any training, at a held-out loss of {untrained.loss:.3f} nats; the parent's is {parent_loss.loss:.3f}."
-    )
-
-    stable = None
-    if (prof.shards["tokens"] > 0).sum() >= 2:
-        log(f"calibration stability: {settings.stability_resamples} resamples of the profile's shards, "
-            f"{settings.stability_losses} destinations scored")
-        stable = stability(parent, prof, spec, resamples=settings.stability_resamples, seed=seed,
-                           heldout=eval_batches, loss_resamples=settings.stability_losses)
-    else:
-        notes.append("The calibration stability section was skipped: the profile read a single batch, so there are "
-                     "no shards to resample (profile more tokens).")
-
-    layers, hidden = default_grid_axes(parent)
-    if settings.grid_size is not None:
-        layers, hidden = layers[-settings.grid_size :], hidden[-settings.grid_size :]
-    log(f"size grid: {len(layers)} x {len(hidden)} subclones (each cached under the cache directory)")
-    grid = size_grid(parent, prof, layers, hidden, eval_batches, progress=progress)
-    log(f"size grid: {grid.shape[0]} x {grid.shape[1]} cells, {grid.cache_hits} from the cache")
-
-    comparison = None
-    if steps > 0:
-        try:
-            from .train import compare
-        except ImportError as error:
-            notes.append(f"The training comparison was skipped: subclone_viz.train.compare is not available ({error}).")
-        else:
-            log(f"training comparison: random vs subclone, {steps} steps each")
-            comparison = compare(
-                parent, spec, train_batches, inits=("random", "subclone"), steps=steps, eval_batches=eval_batches,
-                profile=prof, seed=seed, eval_every=max(1, steps // 4), progress=progress,
-            )
-    else:
-        notes.append("The training comparison was skipped (steps=0).")
-
-    written = build_report(parent, prof, plan=destination_plan, ablation=ablation, comparison=comparison, grid=grid,
-                           out=path, overwrite=overwrite, trace=trace, notes=notes, stability=stable)
+    records = report_records(parent, tokens=tokens, steps=steps, quick=quick, data=data, destination=destination,
+                             seed=seed, progress=progress, log=log)
+    written = build_report(**records.as_kwargs(), out=path, overwrite=overwrite)
     log(f"wrote {written} ({written.stat().st_size / 1e6:.1f} MB)")
     return written

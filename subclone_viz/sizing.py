@@ -20,6 +20,7 @@ a strategy other than "middle"...) is NaN, with the reason in ``reasons``. Each 
 ``cache_dir()/size_grid/<key>.json``, keyed on the parent's fingerprint, the profile (source, tokens and a
 digest of its sums), the spec, the strategies, ``seq_len`` and the evaluation batches (description and a
 digest of their contents), so re-running a grid, or a grid that shares cells with an earlier one, is instant.
+Under several processes every cell's evaluation is sharded over them and the main process keeps the cache.
 
 Example::
 
@@ -50,7 +51,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from . import __version__
+from . import __version__, distributed
 from .data import cache_dir
 from .plan import DEPTH_STRATEGIES, SCALINGS, WIDTH_STRATEGIES, DestinationSpec, SpecError, plan, spec_choices
 
@@ -307,7 +308,8 @@ def size_grid(
     reasons: list[list[str | None]] = [[None] * shape[1] for _ in range(shape[0])]
     cell_dims: list[list[dict[str, int] | None]] = [[None] * shape[1] for _ in range(shape[0])]
     cache_hits = 0
-    for i, j in tqdm(list(np.ndindex(shape)), desc="size grid", disable=not progress, leave=False, file=sys.stderr):
+    bar_off = not distributed.show_progress(progress)
+    for i, j in tqdm(list(np.ndindex(shape)), desc="size grid", disable=bar_off, leave=False, file=sys.stderr):
         spec = DestinationSpec(layers=layers[i], hidden=hidden[j])
         try:
             destination_plan = plan(parent, profile, spec, **strategies)
@@ -316,13 +318,14 @@ def size_grid(
             continue
         key = {**common_key, "spec": {"layers": int(spec.layers), "hidden": int(spec.hidden)}}
         path = cache_dir() / "size_grid" / f"{_digest(key)}.json"
-        record = _read_cache(path) if cache else None
+        # The main process reads and writes the cache, so every process makes the same hit-or-measure decision.
+        record = distributed.on_main(_read_cache, path) if cache else None
         if record is not None and record.get("key") == key:
             cache_hits += 1
         else:
             record = {"key": key, **_measure_cell(parent, destination_plan, batches, seq_len)}
             if cache:
-                _write_cache(path, record)
+                distributed.on_main(_write_cache, path, record)
         for name in QUANTITIES:
             results[name][i, j] = record[name]
         cell_dims[i][j] = record["dims"]

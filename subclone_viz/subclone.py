@@ -24,39 +24,14 @@ from typing import TYPE_CHECKING, Iterable
 import torch
 from torch import nn
 
-from .families import Family
+from .families import Family, axis_indices
+from .parent import read_parameter
 
 if TYPE_CHECKING:
     from .parent import Parent
     from .plan import SubclonePlan
 
 DEFAULT_CALIBRATION_BATCHES = 4
-
-
-def axis_indices(plan: "SubclonePlan", axis: str, layer: int | None) -> list[int] | None:
-    """The parent indices kept along one axis kind (None: the axis is kept whole)."""
-    head_dim = plan.parent_dims["head_dim"]
-
-    def channels(heads: list[int]) -> list[int]:
-        return [h * head_dim + t for h in heads for t in range(head_dim)]
-
-    if axis == "keep":
-        return None
-    if axis == "residual":
-        return plan.residual
-    if layer is None:
-        raise ValueError(f"axis {axis!r} belongs to a block but the parameter is outside the blocks")
-    if axis == "ffn":
-        return plan.ffn[layer]
-    if axis == "q_heads":
-        return channels(plan.heads[layer])
-    if axis == "kv_heads":
-        return channels(plan.kv_heads[layer])
-    if axis == "qkv":
-        q = channels(plan.heads[layer])
-        width = plan.parent_dims["heads"] * head_dim
-        return q + [width + i for i in q] + [2 * width + i for i in q]
-    raise ValueError(f"unknown axis kind {axis!r}")
 
 
 def _slice(tensor: torch.Tensor, indices: list[list[int] | None]) -> torch.Tensor:
@@ -102,11 +77,11 @@ def subclone(
     dest = dest.to_empty(device=parent.input_device).to(parent.dtype).eval()
     if hasattr(dest, "tie_weights"):
         dest.tie_weights()  # before filling, so that a tied head is one tensor with the embedding
-    source_params = dict(parent.model.named_parameters())
     scales: dict[str, float] = {}
     for name, param in dest.named_parameters():
         info = family.param_info(name)
-        source = source_params[_source_name(family, plan, name, info.block)]
+        # Read one parent tensor at a time: offloaded (device_map) ones come from CPU or disk on demand.
+        source = read_parameter(parent.model, _source_name(family, plan, name, info.block))
         sliced = _slice(source, [axis_indices(plan, axis, info.block) for axis in info.rule.axes])
         if sliced.shape != param.shape:
             raise RuntimeError(f"slicing {name} gave {tuple(sliced.shape)}, the destination wants {tuple(param.shape)}")
@@ -124,16 +99,22 @@ def subclone(
 
 
 def _copy_buffers(parent: "Parent", plan: "SubclonePlan", dest: nn.Module) -> None:
-    """Buffers (rotary frequencies, position ids) depend on head size and positions, which never change."""
+    """Buffers (rotary frequencies, position ids) depend on head size and positions, which never change;
+    those the family derives from the widths (Gemma's embedding scale) are computed for the destination."""
     family = parent.family
     source_buffers = dict(parent.model.named_buffers())
+    derived = family.derived_buffers(dest)
     for name, buffer in list(dest.named_buffers()):
-        info_block = _buffer_block(family, name)
-        source = source_buffers.get(_source_name(family, plan, name, info_block))
-        if source is None or source.shape != buffer.shape:
-            raise RuntimeError(f"no parent buffer of shape {tuple(buffer.shape)} for the destination's {name}")
+        if name in derived:
+            value = derived[name].to(device=buffer.device, dtype=buffer.dtype)
+        else:
+            info_block = _buffer_block(family, name)
+            source = source_buffers.get(_source_name(family, plan, name, info_block))
+            if source is None or source.shape != buffer.shape:
+                raise RuntimeError(f"no parent buffer of shape {tuple(buffer.shape)} for the destination's {name}")
+            value = source.to(buffer.device, copy=True)
         owner, _, attr = name.rpartition(".")
-        setattr(dest.get_submodule(owner) if owner else dest, attr, source.clone())
+        setattr(dest.get_submodule(owner) if owner else dest, attr, value)
 
 
 def _buffer_block(family: Family, name: str) -> int | None:

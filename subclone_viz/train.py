@@ -1,45 +1,42 @@
-"""Training a destination, and comparing initializations: how much faster does a subclone learn?
+"""Training a destination: one ordinary loop, its settings and its record.
 
-The paper's claim is about training speed: a subcloned destination reaches a randomly initialized one's
-quality with several times fewer steps. This module makes that measurable.
+:func:`train` is built on Hugging Face ``accelerate``: AdamW, a linear warmup then a cosine (or linear, or
+constant) schedule, gradient clipping, mixed precision on GPUs (``"auto"``: bf16 where the GPU supports it;
+always fp32 on a CPU, where bf16 is many times slower), and the same code under ``accelerate launch`` on
+several GPUs (each process takes every P-th batch, so one step trains on P batches). The loss is the family
+adapter's (next-token cross-entropy, masked-LM, image cross-entropy). Every knob that shapes the run lives
+in one :class:`TrainSettings`; ``train(model, batches, steps=200, lr=1e-3)`` is shorthand for
+``train(model, batches, TrainSettings(steps=200, lr=1e-3))``.
 
-:func:`train` is one ordinary training loop built on Hugging Face ``accelerate``: AdamW, a linear warmup
-then a cosine (or linear, or constant) schedule, gradient clipping, mixed precision on GPUs (``"auto"``:
-bf16 where the GPU supports it; always fp32 on a CPU, where bf16 is many times slower), and the same code
-under ``accelerate launch`` on several GPUs (each process takes every P-th batch, so one step trains on P
-batches). The loss is the family adapter's (next-token cross-entropy, masked-LM, image cross-entropy). It
-records a :class:`History`: per step the train loss, learning rate, tokens (or images) seen and wall time;
-per evaluation (before training, every ``eval_every`` steps and at the last step) the held-out loss and, for
-image classifiers, the accuracy. Training stops cleanly at the next step when ``stop.is_set()`` (a notebook
-Stop button) or on Ctrl-C, and returns the history so far. With ``checkpoint_dir`` every evaluation also
-writes a checkpoint (model, optimizer, scheduler, random states, history), and ``resume=True`` continues
-from the latest one with exactly the history an uninterrupted run would have had.
+With ``teacher=`` (usually the parent) the student also learns the teacher's distributions: the loss is
+``(1 - a) * task loss + a * T^2 * KL(teacher || student)`` at temperature ``T`` (:func:`distillation_loss`),
+the teacher running in eval mode under ``no_grad`` on the student's own inputs.
 
-:func:`compare` trains one destination per initialization on identical batches in identical order:
+It records a :class:`History`: per step the task loss (and the distillation term), learning rate, tokens
+(or images) seen and the seconds spent in training steps so far (evaluations not counted, so that a
+speedup per second compares training cost); per evaluation (before training, every ``eval_every`` steps
+and at the last step) the held-out loss and, for image classifiers, the accuracy. Training stops cleanly at
+the next step when ``stop.is_set()`` (a notebook Stop button) or on Ctrl-C, and returns the history so far.
+With ``checkpoint_dir`` every evaluation also writes a checkpoint (model, optimizer, scheduler, random
+states, history), and ``resume=True`` continues from the latest one with exactly the history an
+uninterrupted run would have had.
 
-* ``"random"``: the architecture's own random initialization, same shape as the subclone;
-* ``"subclone"``: the paper (importance-ranked widths, middle blocks dropped, sqrt weight scaling);
-* ``"subclone-calibrated"``: the same with scaling matched to the parent's output std on calibration data;
-* ``"no-scaling"``, ``"no-reorder"``: the paper's ablations (no scaling; leading indices, no reordering);
-* ``"uniform"``: evenly spaced indices without scaling (Xu et al.'s weight selection).
-
-The learning rate and weight decay default to the paper's (Table 1): for language models 1e-4 / 0.1 from
-random and 1e-4 / 0.001 for every inherited initialization; for vision 0.002 / 0.2 and 1e-4 / 0.005. The
-:class:`Comparison` holds the histories, the plans and, per initialization, the initial and final held-out
-loss (and accuracy) and the :func:`speedup` over random: the steps random needs to reach its own final
-held-out loss divided by the steps the other needs to reach that same loss.
+Comparing initializations (random, subclone, the paper's ablations) on identical batches, and the speedup
+rule, live in :mod:`subclone_viz.compare`.
 
 Example::
 
     import subclone_viz as sv
     parent = sv.load_parent("smollm2-135m")
-    train = sv.text_batches("builtin", parent.tokenizer, seq_len=128, batch_size=8, shuffle=True)
+    batches = sv.text_batches("builtin", parent.tokenizer, seq_len=128, batch_size=8, shuffle=True)
     heldout = sv.text_batches("builtin", parent.tokenizer, seq_len=128, batch_size=8, split="heldout",
                               max_batches=8)
-    result = sv.compare(parent, sv.DestinationSpec(layers=8, hidden=288), train, steps=200,
-                        eval_batches=heldout)
-    result.summary_table()   # [{"init": "random", "final_loss": ..., "speedup": 1.0, ...}, {"init": "subclone", ...}]
-    result.save("runs/smollm2-8x288")
+    plan = sv.plan(parent, None, sv.DestinationSpec(layers=8, hidden=288), width="first")
+    destination = sv.subclone(parent, plan)
+    history = sv.train(destination, batches, steps=100, lr=1e-4, weight_decay=0.001, eval_batches=heldout)
+    history.evals[-1].loss   # held-out loss after 100 steps
+    distilled = sv.train(sv.subclone(parent, plan), batches, steps=100, lr=1e-4, weight_decay=0.001,
+                         teacher=parent.model, distill_alpha=0.5, eval_batches=heldout)
 """
 
 from __future__ import annotations
@@ -56,63 +53,93 @@ import tempfile
 import time
 import warnings
 from collections.abc import Callable, Iterable, Iterator, Mapping
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field, fields, replace
 from functools import partial
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import Any, Protocol
 
 import torch
 from torch import nn
 
-from ._atomic import staged_directory
 from .evaluate import evaluate
 from .families import Family, family_of
 
-if TYPE_CHECKING:
-    from .parent import Parent
-    from .plan import DestinationSpec, SubclonePlan
-    from .profile import Profile
-
-__all__ = [
-    "INITS",
-    "Comparison",
-    "EvalRecord",
-    "History",
-    "Speedup",
-    "StepRecord",
-    "compare",
-    "default_hyperparameters",
-    "speedup",
-    "train",
-]
+__all__ = ["EvalRecord", "History", "StepRecord", "TrainSettings", "distillation_loss", "train"]
 
 SCHEDULES = ("cosine", "linear", "constant")
 MIXED_PRECISIONS = ("auto", "no", "bf16", "fp16")
 DEFAULT_WARMUP_FRACTION = 0.05
 DEFAULT_EVALUATIONS = 10
-PROFILE_TOKENS = 4096
-REFERENCE_INIT = "random"
 _CHECKPOINT_PREFIX = "step-"
 _TRAINER_STATE = "trainer_state.json"
 _HISTORY_FILE = "history.json"
 # Settings a resumed run must share with the checkpoint it continues, or its history would not be one run.
-_RESUME_KEYS = ("steps", "lr", "weight_decay", "warmup", "schedule", "seed", "max_grad_norm", "eval_every")
+_RESUME_KEYS = ("steps", "lr", "weight_decay", "warmup", "schedule", "seed", "max_grad_norm", "eval_every",
+                "distill_alpha", "distill_temperature", "teacher")
 
-# Initialization name -> plan strategies (None: the architecture's own random initialization).
-INITS: dict[str, dict[str, str] | None] = {
-    "random": None,
-    "subclone": dict(depth="middle", width="importance", scaling="sqrt"),
-    "subclone-calibrated": dict(depth="middle", width="importance", scaling="calibrated"),
-    "no-scaling": dict(depth="middle", width="importance", scaling="none"),
-    "no-reorder": dict(depth="middle", width="first", scaling="sqrt"),
-    "uniform": dict(depth="middle", width="uniform", scaling="none"),
-}
 
-# The paper's Table 1: (learning rate, weight decay) from random init and from subcloning.
-_PAPER_HYPERPARAMETERS = {
-    "language": {"random": (1e-4, 0.1), "inherited": (1e-4, 0.001)},
-    "vision": {"random": (2e-3, 0.2), "inherited": (1e-4, 0.005)},
-}
+@dataclass(frozen=True)
+class TrainSettings:
+    """Everything that shapes one training run; the one place its defaults live.
+
+    ``lr`` and ``weight_decay`` may stay None for :func:`~subclone_viz.compare.compare`, which then uses the
+    paper's values for each initialization; :func:`train` needs them set.
+    """
+
+    steps: int = 200  # optimizer steps (under ``accelerate launch`` each step takes one batch per process)
+    lr: float | None = None  # peak learning rate of AdamW
+    weight_decay: float | None = None  # AdamW weight decay, applied to weight matrices only
+    warmup: int | None = None  # linear warmup steps (None: 5% of ``steps``)
+    schedule: str = "cosine"  # after warmup: "cosine", "linear" (both towards 0) or "constant"
+    eval_every: int | None = None  # steps between evaluations (None: steps // 10); also one before and one at the end
+    seed: int = 0  # seeds Python, NumPy and torch (random init, dropout): equal seeds give equal histories
+    mixed_precision: str = "auto"  # "auto" (bf16 on a GPU that supports it, else fp32), "no", "bf16", "fp16"
+    max_grad_norm: float | None = 1.0  # clip the gradient norm to this (None: no clipping)
+    # With a teacher: loss = (1 - distill_alpha) * task loss + distill_alpha * T^2 * KL(teacher || student) at T.
+    distill_alpha: float = 0.5
+    distill_temperature: float = 1.0
+
+    def __post_init__(self) -> None:
+        if isinstance(self.steps, bool) or not isinstance(self.steps, int) or self.steps < 1:
+            raise ValueError(f"steps={self.steps!r} must be a positive integer")
+        if self.lr is not None and not self.lr > 0:
+            raise ValueError(f"lr={self.lr!r} must be positive")
+        if self.weight_decay is not None and not self.weight_decay >= 0:
+            raise ValueError(f"weight_decay={self.weight_decay!r} must be >= 0")
+        if self.schedule not in SCHEDULES:
+            raise ValueError(f"schedule={self.schedule!r} is not a schedule; choose one of {', '.join(SCHEDULES)}")
+        if self.warmup is not None and not 0 <= self.warmup <= self.steps:
+            raise ValueError(f"warmup={self.warmup!r} must be between 0 and steps={self.steps}")
+        if self.eval_every is not None and self.eval_every < 1:
+            raise ValueError(f"eval_every={self.eval_every!r} must be a positive number of steps")
+        if self.mixed_precision not in MIXED_PRECISIONS:
+            choices = ", ".join(MIXED_PRECISIONS)
+            raise ValueError(f"mixed_precision={self.mixed_precision!r} is not valid; choose one of {choices}")
+        if self.max_grad_norm is not None and not self.max_grad_norm > 0:
+            raise ValueError(f"max_grad_norm={self.max_grad_norm!r} must be positive, or None for no clipping")
+        if not 0.0 <= self.distill_alpha <= 1.0:
+            raise ValueError(f"distill_alpha={self.distill_alpha!r} must be between 0 (no distillation) and 1 "
+                             f"(the teacher's distribution only)")
+        if not self.distill_temperature > 0:
+            raise ValueError(f"distill_temperature={self.distill_temperature!r} must be positive (1: the plain "
+                             f"distributions; higher: softer ones)")
+
+    @classmethod
+    def of(cls, settings: "TrainSettings | None" = None, **overrides: Any) -> "TrainSettings":
+        """``settings`` (default: the defaults) with ``overrides`` replacing some fields, by name."""
+        valid = [f.name for f in fields(cls)]
+        unknown = sorted(set(overrides) - set(valid))
+        if unknown:
+            raise TypeError(f"unknown training setting(s) {unknown}; valid ones: {', '.join(valid)}")
+        return replace(settings or cls(), **overrides)
+
+    @property
+    def resolved_warmup(self) -> int:
+        return round(DEFAULT_WARMUP_FRACTION * self.steps) if self.warmup is None else self.warmup
+
+    @property
+    def resolved_eval_every(self) -> int:
+        return max(1, self.steps // DEFAULT_EVALUATIONS) if self.eval_every is None else self.eval_every
 
 
 class StopSignal(Protocol):
@@ -129,9 +156,10 @@ class StepRecord:
 
     step: int  # steps done, counting this one
     seen: int  # tokens (or images) trained on so far
-    loss: float
+    loss: float  # the task loss (next-token, masked-LM, image cross-entropy), also when distilling
     lr: float
-    time: float  # seconds of training so far (a resumed run continues the clock)
+    time: float  # seconds spent in training steps so far (a resumed run continues the clock)
+    distill_loss: float | None = None  # T^2 * KL(teacher || student), when training with a teacher
 
 
 @dataclass
@@ -142,7 +170,7 @@ class EvalRecord:
     seen: int
     loss: float
     accuracy: float | None
-    time: float
+    time: float  # seconds spent in training steps before this evaluation (evaluations themselves not counted)
 
 
 @dataclass
@@ -190,13 +218,15 @@ class History:
         by_step: dict[int, dict[str, Any]] = {}
         for r in self.steps:
             row = by_step.setdefault(r.step, {})
-            row.update(step=r.step, seen=r.seen, train_loss=r.loss, lr=r.lr, train_time=r.time)
+            row.update(step=r.step, seen=r.seen, train_loss=r.loss, lr=r.lr, train_time=r.time,
+                       distill_loss=r.distill_loss)
         for r in self.evals:
             row = by_step.setdefault(r.step, {})
             row.setdefault("step", r.step)
             row.setdefault("seen", r.seen)
             row.update(eval_loss=r.loss, eval_accuracy=r.accuracy, eval_time=r.time)
-        columns = ["step", "seen", "train_loss", "lr", "train_time", "eval_loss", "eval_accuracy", "eval_time"]
+        columns = ["step", "seen", "train_loss", "lr", "train_time", "eval_loss", "eval_accuracy", "eval_time",
+                   "distill_loss"]
         out = io.StringIO()
         writer = csv.DictWriter(out, fieldnames=columns, lineterminator="\n")
         writer.writeheader()
@@ -254,9 +284,7 @@ def _param_groups(model: nn.Module, weight_decay: float) -> list[dict[str, Any]]
 
 
 def _resolve_mixed_precision(mixed_precision: str) -> str:
-    if mixed_precision not in MIXED_PRECISIONS:
-        choices = ", ".join(MIXED_PRECISIONS)
-        raise ValueError(f"mixed_precision={mixed_precision!r} is not valid; choose one of {choices}")
+    """The precision to train in here: ``"auto"`` decided, half precision refused on a CPU."""
     on_gpu = torch.cuda.is_available()
     if mixed_precision == "auto":
         return "bf16" if on_gpu and torch.cuda.is_bf16_supported() else "no"
@@ -348,90 +376,165 @@ def _check_resumable(saved: dict[str, Any], config: dict[str, Any], checkpoint: 
         )
 
 
+# --------------------------------------------------------------------------------------------------------
+# Distillation
+
+
+def distillation_loss(
+    student_logits: torch.Tensor,
+    teacher_logits: torch.Tensor,
+    temperature: float = 1.0,
+    mask: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """T^2 * KL(teacher || student) between the distributions softmax(logits / T), averaged over positions.
+
+    The T^2 factor (Hinton et al., 2015) keeps the gradient's scale independent of T, so that one mixing
+    weight suits every temperature.
+
+    Args:
+        student_logits: (B, T, V) language-model logits, or (B, C) class logits.
+        teacher_logits: the teacher's on the same inputs. Language models are compared over their shared
+            vocabulary (the first min(V_student, V_teacher) ids); classifiers must have the same classes.
+        temperature: T > 0 (1: the plain distributions; higher: softer ones).
+        mask: (B, T), 1 where a position counts and 0 on padding; ignored for class logits.
+    """
+    if student_logits.shape[:-1] != teacher_logits.shape[:-1] or student_logits.ndim not in (2, 3):
+        raise ValueError(
+            f"student logits {tuple(student_logits.shape)} and teacher logits {tuple(teacher_logits.shape)} do not "
+            f"match: distillation needs (batch, classes) or (batch, tokens, vocabulary) logits on the same inputs"
+        )
+    if student_logits.ndim == 2 and student_logits.shape[-1] != teacher_logits.shape[-1]:
+        raise ValueError(f"the student has {student_logits.shape[-1]} classes and the teacher "
+                         f"{teacher_logits.shape[-1]}: a classifier can only learn from a teacher of the same classes")
+    shared = min(student_logits.shape[-1], teacher_logits.shape[-1])
+    student_log_probs = nn.functional.log_softmax(student_logits[..., :shared].float() / temperature, dim=-1)
+    teacher_log_probs = nn.functional.log_softmax(teacher_logits[..., :shared].float() / temperature, dim=-1)
+    per_position = nn.functional.kl_div(  # sum over the vocabulary of p_teacher * (log p_teacher - log p_student)
+        student_log_probs, teacher_log_probs, log_target=True, reduction="none"
+    ).sum(-1)  # (B,) or (B, T)
+    if mask is None or per_position.ndim == 1:
+        return temperature**2 * per_position.mean()
+    weights = mask.to(per_position.dtype)  # (B, T)
+    return temperature**2 * (per_position * weights).sum() / weights.sum().clamp(min=1.0)
+
+
+def _output_logits(output: Any) -> torch.Tensor:
+    """The logits of a forward's output: a Hugging Face output's ``.logits``, or the tensor itself (timm)."""
+    return output.logits if hasattr(output, "logits") else output
+
+
+class _Teacher:
+    """The teacher's side of distillation, run on exactly the inputs the student's forward just received.
+
+    A forward hook on the student captures those inputs, so the teacher sees the same tokens (BERT's masked
+    ones included) without any family needing a method for it. The teacher runs in eval mode (no dropout:
+    its targets are the same every time) under ``no_grad``; its mode is restored by :meth:`close`.
+    """
+
+    def __init__(self, student: nn.Module, teacher: nn.Module, autocast: Callable[[], Any]):
+        self.teacher, self.autocast = teacher, autocast
+        self.teacher_was_training = teacher.training
+        teacher.eval()
+        self.captured: tuple[tuple, dict[str, Any], Any] | None = None
+        self.handle = student.register_forward_hook(self._capture, with_kwargs=True)
+
+    def _capture(self, module: nn.Module, args: tuple, kwargs: dict[str, Any], output: Any) -> None:
+        if module.training and torch.is_grad_enabled():  # training steps only, not evaluations
+            self.captured = (args, kwargs, output)
+
+    def loss(self, temperature: float) -> torch.Tensor:
+        """T^2 * KL(teacher || student) for the student's latest training forward."""
+        if self.captured is None:
+            raise RuntimeError("the family's loss did not run the model's forward: there is nothing to distill")
+        args, kwargs, output = self.captured
+        self.captured = None
+        with torch.no_grad(), self.autocast():
+            teacher_output = self.teacher(*args, **kwargs)
+        student_logits = _output_logits(output)
+        mask = kwargs.get("attention_mask") if student_logits.ndim == 3 else None
+        return distillation_loss(student_logits, _output_logits(teacher_output), temperature, mask)
+
+    def close(self) -> None:
+        self.handle.remove()
+        self.teacher.train(self.teacher_was_training)
+
+
+# --------------------------------------------------------------------------------------------------------
+# The loop
+
+
 def train(
     model: nn.Module,
     batches: Iterable[dict[str, torch.Tensor]],
-    steps: int,
-    lr: float,
-    weight_decay: float,
-    warmup: int | None = None,
-    schedule: str = "cosine",
+    settings: TrainSettings | None = None,
+    *,
     eval_batches: Iterable[dict[str, torch.Tensor]] | None = None,
-    eval_every: int | None = None,
+    teacher: nn.Module | None = None,
     family: Family | None = None,
     callback: Callable[[History, StepRecord | EvalRecord], None] | None = None,
     checkpoint_dir: str | os.PathLike | None = None,
     resume: bool = False,
-    seed: int = 0,
-    mixed_precision: str = "auto",
-    max_grad_norm: float | None = 1.0,
     progress: bool = True,
     stop: StopSignal | None = None,
     label: str = "",
+    **overrides: Any,
 ) -> History:
-    """Train ``model`` in place for ``steps`` optimizer steps and return what happened.
+    """Train ``model`` in place and return what happened.
 
     Args:
         model: the model to train (left in eval mode, on the training device, when done).
-        batches: re-iterable dicts of CPU tensors; cycled when ``steps`` exceeds their number.
-        steps: optimizer steps (under ``accelerate launch`` each step takes one batch per process).
-        lr: peak learning rate of AdamW.
-        weight_decay: AdamW weight decay, applied to weight matrices only.
-        warmup: linear warmup steps (default 5% of ``steps``).
-        schedule: after warmup, ``"cosine"``, ``"linear"`` (both towards 0) or ``"constant"``.
+        batches: re-iterable dicts of CPU tensors; cycled when ``settings.steps`` exceeds their number.
+        settings: the run's :class:`TrainSettings` (``lr`` and ``weight_decay`` must be set).
         eval_batches: held-out batches; without them nothing is evaluated.
-        eval_every: steps between evaluations (default ``steps // 10``); there is always one before training
-            and one after the last step.
+        teacher: a model to distill from (usually the parent), on the training device: each step's loss
+            becomes ``(1 - a) * task loss + a * T^2 * KL(teacher || student)`` with ``a`` and ``T`` the
+            settings' ``distill_alpha`` and ``distill_temperature`` (see :func:`distillation_loss`). The
+            teacher runs in eval mode under ``no_grad``, on the student's exact inputs; it is not trained.
         family: the model's adapter (default ``family_of(model)``), which defines the loss.
         callback: ``callback(history, record)`` after every step and every evaluation (live plots).
         checkpoint_dir: write a checkpoint at every evaluation, keeping the latest.
         resume: continue from the latest checkpoint in ``checkpoint_dir`` (start afresh if there is none).
-        seed: seeds Python, NumPy and torch (dropout), so equal seeds give equal histories.
-        mixed_precision: ``"auto"`` (bf16 on a GPU that supports it, else fp32), ``"no"``, ``"bf16"``,
-            ``"fp16"``; always fp32 on a CPU.
-        max_grad_norm: clip the gradient norm to this (None: no clipping).
         progress: show a progress bar with the loss.
         stop: any object with ``is_set()`` (a ``threading.Event``); when set, training stops before the next step.
         label: a name for the run, kept in the history.
+        **overrides: :class:`TrainSettings` fields replacing those of ``settings`` (``steps=100, lr=1e-3``).
     """
     from accelerate.utils import set_seed
     from tqdm.auto import tqdm
 
-    if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
-        raise ValueError(f"steps={steps!r} must be a positive integer")
-    if not lr > 0:
-        raise ValueError(f"lr={lr!r} must be positive")
-    if weight_decay < 0:
-        raise ValueError(f"weight_decay={weight_decay!r} must be >= 0")
-    if schedule not in SCHEDULES:
-        raise ValueError(f"schedule={schedule!r} is not a schedule; choose one of {', '.join(SCHEDULES)}")
-    warmup = round(DEFAULT_WARMUP_FRACTION * steps) if warmup is None else warmup
-    if not 0 <= warmup <= steps:
-        raise ValueError(f"warmup={warmup!r} must be between 0 and steps={steps}")
-    eval_every = max(1, steps // DEFAULT_EVALUATIONS) if eval_every is None else eval_every
-    if eval_every < 1:
-        raise ValueError(f"eval_every={eval_every!r} must be a positive number of steps")
+    settings = TrainSettings.of(settings, **overrides)
+    for name in ("lr", "weight_decay"):
+        if getattr(settings, name) is None:
+            raise ValueError(f"{name} is not set: pass {name}=... (compare() picks the paper's value per init)")
     if resume and checkpoint_dir is None:
         raise ValueError("resume=True needs the checkpoint_dir to resume from")
-    precision = _resolve_mixed_precision(mixed_precision)
+    steps, warmup, eval_every = settings.steps, settings.resolved_warmup, settings.resolved_eval_every
+    precision = _resolve_mixed_precision(settings.mixed_precision)
     family = family or family_of(model)
     checkpoint_dir = Path(checkpoint_dir).expanduser() if checkpoint_dir is not None else None
 
-    set_seed(seed)
+    set_seed(settings.seed)
     accelerator = _accelerator(precision)
-    optimizer = torch.optim.AdamW(_param_groups(model, weight_decay), lr=lr)
+    if teacher is not None:
+        teacher_device = next(teacher.parameters()).device
+        if teacher_device.type != accelerator.device.type:
+            raise ValueError(f"the teacher is on {teacher_device} but training runs on {accelerator.device}: "
+                             f"move it there first (teacher.to({str(accelerator.device)!r}))")
+    optimizer = torch.optim.AdamW(_param_groups(model, settings.weight_decay), lr=settings.lr)
     scheduler = torch.optim.lr_scheduler.LambdaLR(
-        optimizer, partial(_lr_factor, warmup=warmup, total=steps, schedule=schedule)
+        optimizer, partial(_lr_factor, warmup=warmup, total=steps, schedule=settings.schedule)
     )
     model.train()
     prepared, optimizer, scheduler = accelerator.prepare(model, optimizer, scheduler)
 
     config = dict(
-        steps=steps, lr=lr, weight_decay=weight_decay, warmup=warmup, schedule=schedule, seed=seed,
-        max_grad_norm=max_grad_norm, eval_every=eval_every, mixed_precision=precision,
+        asdict(settings), warmup=warmup, eval_every=eval_every, mixed_precision=precision,
+        teacher=type(teacher).__name__ if teacher is not None else None,
         num_processes=accelerator.num_processes, device=str(accelerator.device),
         batches=getattr(batches, "description", None), eval_batches=getattr(eval_batches, "description", None),
     )
+    if teacher is None:  # the distillation settings play no part in this run: do not record them as if they did
+        config.update(distill_alpha=None, distill_temperature=None)
     unit = "images" if family.task == "image-classification" else "tokens"
     history = History(label=label, unit=unit, config=config)
     start = 0
@@ -442,18 +545,16 @@ def train(
         accelerator.load_state(str(latest[0]))
         start = json.loads((latest[0] / _TRAINER_STATE).read_text())["step"]
         history = History(label=label or saved.label, unit=unit, config=config, steps=saved.steps, evals=saved.evals)
-    clock_offset = max([r.time for r in history.steps + history.evals] + [0.0])
+    # The clock counts training steps only (a teacher's forward included): evaluations, checkpoints and
+    # callbacks cost every run the same and would blur a speedup per second.
+    trained_seconds = max([r.time for r in history.steps + history.evals] + [0.0])
     seen = max([r.seen for r in history.steps + history.evals] + [0])
-    began = time.perf_counter()
-
-    def elapsed() -> float:
-        return clock_offset + time.perf_counter() - began
 
     def run_eval(step: int) -> None:
         if eval_batches is None:
             return
         result = evaluate(prepared, family, eval_batches)
-        record = EvalRecord(step=step, seen=seen, loss=result.loss, accuracy=result.accuracy, time=elapsed())
+        record = EvalRecord(step=step, seen=seen, loss=result.loss, accuracy=result.accuracy, time=trained_seconds)
         history.evals.append(record)
         if callback is not None:
             callback(history, record)
@@ -465,6 +566,8 @@ def train(
     stream = itertools.islice(_cycled(batches, start * processes), rank, None, processes)
     bar = tqdm(total=steps, initial=start, desc=label or "train", unit="step", leave=False,
                disable=not progress or not accelerator.is_main_process)
+    distiller = _Teacher(model, teacher, accelerator.autocast) if teacher is not None else None
+    alpha = settings.distill_alpha
     try:
         if start == 0:
             run_eval(0)
@@ -472,20 +575,28 @@ def train(
             if stop is not None and stop.is_set():
                 history.stopped_early = True
                 break
+            step_began = time.perf_counter()
             batch = {k: v.to(accelerator.device) for k, v in next(stream).items()}
             optimizer.zero_grad(set_to_none=True)
             loss = family.loss(prepared, batch)
-            accelerator.backward(loss)
-            if max_grad_norm is not None:
-                accelerator.clip_grad_norm_(prepared.parameters(), max_grad_norm)
+            distill_loss = distiller.loss(settings.distill_temperature) if distiller is not None else None
+            objective = loss if distill_loss is None else (1.0 - alpha) * loss + alpha * distill_loss
+            accelerator.backward(objective)
+            if settings.max_grad_norm is not None:
+                accelerator.clip_grad_norm_(prepared.parameters(), settings.max_grad_norm)
             used_lr = scheduler.get_last_lr()[0]
             optimizer.step()
             scheduler.step()
-            totals = torch.tensor([loss.item(), _counted(batch)], dtype=torch.float64, device=accelerator.device)
+            values = [loss.item(), _counted(batch), distill_loss.item() if distill_loss is not None else 0.0]
+            totals = torch.tensor(values, dtype=torch.float64, device=accelerator.device)
             if processes > 1:
                 totals = accelerator.reduce(totals, reduction="sum")
+            trained_seconds += time.perf_counter() - step_began
             seen += int(totals[1])
-            record = StepRecord(step=step, seen=seen, loss=float(totals[0]) / processes, lr=used_lr, time=elapsed())
+            record = StepRecord(
+                step=step, seen=seen, loss=float(totals[0]) / processes, lr=used_lr, time=trained_seconds,
+                distill_loss=float(totals[2]) / processes if distill_loss is not None else None,
+            )
             history.steps.append(record)
             bar.update(1)
             bar.set_postfix(loss=f"{record.loss:.4f}", refresh=False)
@@ -497,304 +608,8 @@ def train(
         history.stopped_early = True
     finally:
         bar.close()
+        if distiller is not None:
+            distiller.close()
         accelerator.unwrap_model(prepared, keep_fp32_wrapper=False).eval()
         accelerator.free_memory()
     return history
-
-
-# --------------------------------------------------------------------------------------------------------
-# Speedup
-
-
-@dataclass
-class Speedup:
-    """How many times fewer steps ``other`` needs than the reference to reach the reference's final loss.
-
-    ``speedup_lower_bound``: ``other`` was already at the target at its first evaluation, so the true
-    speedup is at least ``speedup`` (the reference's steps over the first evaluation step after 0).
-    ``reached`` False: ``other`` never got there; ``speedup`` is then the reference's steps over the steps
-    ``other`` trained, an upper bound below 1. ``speedup`` is None when it cannot be defined (the
-    reference never improved on its first evaluation, or ``other`` has no evaluation after its first).
-    """
-
-    speedup: float | None
-    speedup_lower_bound: bool
-    reached: bool
-    target_loss: float
-    reference_steps: float | None  # steps the reference needs to reach target_loss (interpolated)
-    steps: float | None  # steps ``other`` needs (None when not reached)
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
-
-def steps_to_reach(evals: list[EvalRecord], target: float) -> float | None:
-    """The first step at which the held-out loss is at or below ``target``, linearly interpolated between
-    evaluations; None if it never gets there."""
-    for index, record in enumerate(evals):
-        if record.loss <= target:
-            if index == 0:
-                return float(record.step)
-            before = evals[index - 1]
-            fraction = (before.loss - target) / (before.loss - record.loss)
-            return before.step + fraction * (record.step - before.step)
-    return None
-
-
-def speedup(reference: History, other: History) -> Speedup:
-    """The speedup of ``other`` over ``reference`` (usually random init) at the reference's final held-out loss."""
-    if not reference.evals or not other.evals:
-        missing = "reference" if not reference.evals else "other"
-        raise ValueError(f"the {missing} history has no evaluations; train with eval_batches to measure a speedup")
-    target = reference.evals[-1].loss
-    reference_steps = steps_to_reach(reference.evals, target)
-    steps = steps_to_reach(other.evals, target)
-
-    def result(value: float | None, lower_bound: bool = False, reached: bool = True) -> Speedup:
-        return Speedup(value, lower_bound, reached, target, reference_steps, steps if reached else None)
-
-    if not reference_steps:
-        return result(None)
-    if steps is None:
-        return result(reference_steps / max(other.evals[-1].step, 1), reached=False)
-    first = other.evals[0]
-    if steps <= first.step:
-        later = [r.step for r in other.evals if r.step > 0]
-        bound_step = first.step if first.step > 0 else (later[0] if later else None)
-        return result(reference_steps / bound_step if bound_step else None, lower_bound=True)
-    return result(reference_steps / steps)
-
-
-# --------------------------------------------------------------------------------------------------------
-# Comparing initializations
-
-
-def default_hyperparameters(task: str, init: str) -> tuple[float, float]:
-    """(learning rate, weight decay) of the paper's Table 1 for a family task and an initialization."""
-    kind = "vision" if task == "image-classification" else "language"
-    return _PAPER_HYPERPARAMETERS[kind]["random" if init == REFERENCE_INIT else "inherited"]
-
-
-@dataclass
-class Comparison:
-    """Histories, plans and metrics of one destination shape trained from several initializations."""
-
-    histories: dict[str, History]
-    plans: dict[str, dict[str, Any] | None]  # the SubclonePlan of each init as a dict; None for random
-    metrics: dict[str, dict[str, Any]]
-    config: dict[str, Any] = field(default_factory=dict)
-    stopped_early: bool = False
-
-    def summary_table(self) -> list[dict[str, Any]]:
-        """One row per initialization: hyperparameters, initial/final held-out loss and accuracy, speedup."""
-        rows = []
-        for init, history in self.histories.items():
-            metric = self.metrics.get(init, {})
-            rows.append(
-                {
-                    "init": init,
-                    "lr": history.config.get("lr"),
-                    "weight_decay": history.config.get("weight_decay"),
-                    "steps": history.last_step,
-                    "initial_loss": metric.get("initial_loss"),
-                    "final_loss": metric.get("final_loss"),
-                    "initial_accuracy": metric.get("initial_accuracy"),
-                    "final_accuracy": metric.get("final_accuracy"),
-                    "speedup": metric.get("speedup"),
-                    "speedup_lower_bound": metric.get("speedup_lower_bound"),
-                    "reached": metric.get("reached"),
-                    "stopped_early": history.stopped_early,
-                }
-            )
-        return rows
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "histories": {k: h.to_dict() for k, h in self.histories.items()},
-            "plans": self.plans,
-            "metrics": self.metrics,
-            "config": self.config,
-            "stopped_early": self.stopped_early,
-        }
-
-    def save(self, directory: str | os.PathLike, overwrite: bool = False) -> Path:
-        """Write ``histories.json``, ``<init>.csv`` per initialization and ``summary.json`` (config, plans,
-        metrics, table) into ``directory``, all at once: a staging directory renamed into place."""
-        with staged_directory(directory, overwrite) as staging:
-            (staging / "histories.json").write_text(
-                json.dumps({k: h.to_dict() for k, h in self.histories.items()}, indent=1)
-            )
-            for init, history in self.histories.items():
-                (staging / f"{init}.csv").write_text(history.csv_text())
-            summary = {
-                "config": self.config,
-                "stopped_early": self.stopped_early,
-                "metrics": self.metrics,
-                "table": self.summary_table(),
-                "plans": self.plans,
-            }
-            (staging / "summary.json").write_text(json.dumps(summary, indent=1))
-        return Path(directory).expanduser()
-
-    @classmethod
-    def load(cls, directory: str | os.PathLike) -> "Comparison":
-        """Read back a directory written by :meth:`save`."""
-        directory = Path(directory).expanduser()
-        histories = json.loads((directory / "histories.json").read_text())
-        summary = json.loads((directory / "summary.json").read_text())
-        return cls(
-            histories={k: History.from_dict(h) for k, h in histories.items()},
-            plans=summary["plans"],
-            metrics=summary["metrics"],
-            config=summary["config"],
-            stopped_early=summary["stopped_early"],
-        )
-
-
-def comparison_metrics(histories: Mapping[str, History]) -> dict[str, dict[str, Any]]:
-    """Initial and final held-out loss and accuracy per run, and the speedup over ``"random"`` if it ran."""
-    reference = histories.get(REFERENCE_INIT)
-    metrics = {}
-    for init, history in histories.items():
-        if not history.evals:
-            metrics[init] = {}
-            continue
-        first, last = history.evals[0], history.evals[-1]
-        metric: dict[str, Any] = {
-            "initial_loss": first.loss,
-            "final_loss": last.loss,
-            "initial_accuracy": first.accuracy,
-            "final_accuracy": last.accuracy,
-        }
-        if reference is not None and reference.evals:
-            metric.update(speedup(reference, history).to_dict())
-        metrics[init] = metric
-    return metrics
-
-
-def _check_inits(inits: Iterable[str], overrides: Mapping[str, Mapping[str, float] | None]) -> list[str]:
-    inits = list(inits)
-    valid = ", ".join(map(repr, INITS))
-    unknown = [name for name in inits if name not in INITS]
-    if unknown:
-        raise ValueError(f"unknown initialization(s) {unknown}; valid ones: {valid}")
-    if not inits or len(set(inits)) != len(inits):
-        raise ValueError(f"inits={inits!r} must name each initialization once, at least one of {valid}")
-    for argument, mapping in overrides.items():
-        extra = sorted(set(mapping or {}) - set(inits))
-        if extra:
-            raise ValueError(f"{argument} names {extra}, which are not among inits={inits}")
-    return inits
-
-
-def _destination(
-    parent: "Parent",
-    spec: "DestinationSpec",
-    init: str,
-    profile: "Profile | None",
-    calibration_batches: Iterable[dict[str, torch.Tensor]],
-    seed: int,
-) -> tuple[nn.Module, "SubclonePlan | None"]:
-    """The destination an initialization starts from, in fp32 (mixed precision autocasts, it never trains
-    half-precision weights), and the plan it was sliced by (None for random init)."""
-    from .plan import plan
-    from .subclone import subclone
-
-    recipe = INITS[init]
-    if recipe is None:
-        # The shape the subclone would have; random init ignores which indices a plan keeps.
-        shape = plan(parent, None, spec, width="first", scaling="none")
-        torch.manual_seed(seed)
-        model = parent.family.build(parent.model, shape.destination_dims, shape.layers, device=parent.input_device)
-        return model.float(), None
-    chosen = plan(parent, profile, spec, **recipe)
-    return subclone(parent, chosen, calibration_batches=calibration_batches).float(), chosen
-
-
-def compare(
-    parent: "Parent",
-    spec: "DestinationSpec",
-    batches: Iterable[dict[str, torch.Tensor]],
-    inits: Iterable[str] = ("random", "subclone"),
-    steps: int = 200,
-    eval_batches: Iterable[dict[str, torch.Tensor]] | None = None,
-    profile: "Profile | None" = None,
-    lrs: Mapping[str, float] | None = None,
-    weight_decays: Mapping[str, float] | None = None,
-    calibration_batches: Iterable[dict[str, torch.Tensor]] | None = None,
-    seed: int = 0,
-    callback: Callable[[History, StepRecord | EvalRecord], None] | None = None,
-    stop: StopSignal | None = None,
-    **train_kwargs: Any,
-) -> Comparison:
-    """Train one destination of shape ``spec`` per initialization, on the same batches in the same order.
-
-    Args:
-        parent: the loaded parent.
-        spec: the destination's shape (the same for every initialization).
-        batches: training batches (also the profiling and calibration data unless given).
-        inits: names from :data:`INITS`, trained in this order.
-        steps: optimizer steps per initialization.
-        eval_batches: held-out batches for the loss curves and the speedup; without them the first few
-            training batches are used (with a warning: that measures fitting, not generalization).
-        profile: the parent's profile; computed from ``batches`` (a few thousand tokens) when an init needs it.
-        lrs, weight_decays: per-init overrides of the paper's defaults (:func:`default_hyperparameters`).
-        calibration_batches: for ``"subclone-calibrated"`` (default ``batches``).
-        seed: one seed for every run (random init and dropout).
-        callback: ``callback(history, record)`` during every run; ``history.label`` names the init.
-        stop: stops the current run at the next step and skips the remaining ones.
-        **train_kwargs: passed on to :func:`train` (warmup, schedule, eval_every, mixed_precision,
-            checkpoint_dir (one subdirectory per init), resume, progress...).
-    """
-    from .profile import profile as profile_parent
-
-    lrs, weight_decays = dict(lrs or {}), dict(weight_decays or {})
-    inits = _check_inits(inits, {"lrs": lrs, "weight_decays": weight_decays})
-    reserved = {"model", "lr", "weight_decay", "label", "family"} & set(train_kwargs)
-    if reserved:
-        raise ValueError(f"compare sets {sorted(reserved)} itself; use lrs=/weight_decays= for per-init values")
-    eval_source = getattr(eval_batches, "description", "held-out batches")
-    if eval_batches is None:
-        warnings.warn(
-            "compare() without eval_batches evaluates on the first training batches: pass held-out batches to "
-            "measure generalization", stacklevel=2,
-        )
-        eval_batches = list(itertools.islice(batches, 4))
-        eval_source = "the first 4 training batches"
-    needs_profile = any(INITS[i] is not None and INITS[i]["width"] == "importance" for i in inits)
-    if profile is None and needs_profile:
-        show_progress = train_kwargs.get("progress", True)
-        profile = profile_parent(parent, batches, max_tokens=PROFILE_TOKENS, progress=show_progress)
-    checkpoint_root = train_kwargs.pop("checkpoint_dir", None)
-
-    task = parent.family.task
-    histories: dict[str, History] = {}
-    plans: dict[str, dict[str, Any] | None] = {}
-    stopped = False
-    for init in inits:
-        default_lr, default_wd = default_hyperparameters(task, init)
-        model, chosen = _destination(parent, spec, init, profile, calibration_batches or batches, seed)
-        plans[init] = chosen.to_dict() if chosen is not None else None
-        history = train(
-            model, batches, steps, lrs.get(init, default_lr), weight_decays.get(init, default_wd),
-            eval_batches=eval_batches, family=parent.family, callback=callback, seed=seed, stop=stop, label=init,
-            checkpoint_dir=Path(checkpoint_root) / init if checkpoint_root is not None else None, **train_kwargs,
-        )
-        histories[init] = history
-        del model
-        if history.stopped_early:
-            stopped = True
-            break
-    dims = spec.resolve(parent.dims, parent.family.heads_follow_hidden)
-    config = {
-        "parent": {"name": parent.name, "description": parent.description, "dims": parent.dims.to_dict()},
-        "destination": dims.to_dict(),
-        "inits": inits,
-        "steps": steps,
-        "seed": seed,
-        "batches": getattr(batches, "description", None),
-        "eval_batches": eval_source,
-        "profile": {"source": profile.source, "tokens": profile.tokens} if profile is not None else None,
-        "reference": REFERENCE_INIT if REFERENCE_INIT in histories else None,
-    }
-    return Comparison(histories, plans, comparison_metrics(histories), config, stopped_early=stopped)

@@ -11,7 +11,7 @@ loads from a CDN). Figures are updated in place, so the front end redraws withou
   between layers (Spearman or top-k, with a k slider), FFN neuron importance per layer, head importance;
 * :class:`SubcloneStudio`: pick a destination (layers, depth strategy, widths offered only at valid values,
   width and scaling strategies) and watch which blocks it keeps; Subclone evaluates and saves it; Train
-  runs :func:`~subclone_viz.train.compare` in a background thread with live loss curves; Stop stops it;
+  runs :func:`~subclone_viz.compare.compare` in a background thread with live loss curves; Stop stops it;
 * :class:`SizeGridExplorer`: parameters, FLOPs per token and untrained loss over a grid of sizes; clicking
   a cell (or :meth:`SizeGridExplorer.select`) sends that size to a linked studio;
 * :class:`StabilityExplorer`: how often each residual channel, FFN neuron and head is kept across resamples
@@ -61,7 +61,9 @@ from .sizing import QUANTITIES, SizeGrid, size_grid
 from .stability import METHODS, Stability, stability
 from .subclone import subclone
 from .trace import TokenTrace, token_trace
-from .train import INITS, Comparison, History, compare
+from .compare import INITS, Comparison, compare
+from .train import History
+from .workflow import default_destination, has_loss
 
 if TYPE_CHECKING:
     import torch
@@ -91,8 +93,17 @@ def _figure(figure: go.Figure, width: int) -> go.FigureWidget:
 
 
 def _refresh(widget: go.FigureWidget, figure: go.Figure) -> None:
-    """Show ``figure`` in ``widget`` at the widget's width: traces and layout replaced in one message."""
+    """Show ``figure`` in ``widget`` at the widget's width: traces and layout replaced.
+
+    Assigning a whole layout sends the browser a ``Plotly.relayout`` of the new layout's properties, and both
+    the browser's widget model and plotly.js *merge* it into what they hold: a property that the new layout
+    lacks stays drawn (the grey bands of removed blocks, once every block is kept) although the Python side
+    has none. So every property the new layout lacks is cleared first: an empty tuple for the array
+    containers (shapes, annotations...), which plotly.js redraws empty, None for the others, which it unsets.
+    """
     figure.update_layout(width=widget.layout.width)
+    for stale in widget.layout.to_plotly_json().keys() - figure.layout.to_plotly_json().keys():
+        widget.layout[stale] = () if isinstance(widget.layout[stale], tuple) else None
     widget.update(data=figure.data, layout=figure.layout, overwrite=True)
 
 
@@ -375,8 +386,8 @@ class SubcloneStudio(_App):
         eval_batches: held-out batches for the loss after subcloning and the loss curves (default ``batches``).
         save_dir: the directory destinations are saved under, one subdirectory each (editable in the widget).
         steps: training steps per initialization (editable in the widget).
-        inits: the initializations selected at first (any of :data:`~subclone_viz.train.INITS`).
-        train_options: passed on to :func:`~subclone_viz.train.compare` (e.g. ``eval_every``, ``lrs``).
+        inits: the initializations selected at first (any of :data:`~subclone_viz.compare.INITS`).
+        train_options: passed on to :func:`~subclone_viz.compare.compare` (e.g. ``eval_every``, ``lrs``).
     """
 
     def __init__(
@@ -394,8 +405,7 @@ class SubcloneStudio(_App):
         self.batches = batches
         self.eval_batches = eval_batches if eval_batches is not None else batches
         self.train_options = train_options
-        self.has_loss = parent.family.task != "encoder"
-        dims = parent.dims
+        self.has_loss = has_loss(parent)
         choices = spec_choices(parent)
         self.plan: SubclonePlan | None = None
         self.plan_error: str | None = None
@@ -409,12 +419,13 @@ class SubcloneStudio(_App):
         self._last_draw = 0.0
 
         wide = w.Layout(width="95%")
-        self.layers = w.IntSlider(value=max(1, round(dims.layers * 2 / 3)), min=min(choices["layers"]),
+        start = default_destination(parent)
+        self.layers = w.IntSlider(value=start.layers, min=min(choices["layers"]),
                                   max=max(choices["layers"]), description="blocks", continuous_update=False,
                                   style=_LABEL_STYLE, layout=wide)
         self.depth = w.Dropdown(options=DEPTH_STRATEGIES, value="middle", description="depth strategy",
                                 style=_LABEL_STYLE)
-        self.hidden = w.SelectionSlider(options=choices["hidden"], value=_closest(choices["hidden"], dims.hidden * 2 / 3),
+        self.hidden = w.SelectionSlider(options=choices["hidden"], value=start.hidden,
                                         description="hidden d'", continuous_update=False, style=_LABEL_STYLE,
                                         layout=wide)
         self.ffn = w.SelectionSlider(options=choices["ffn"], value=choices["ffn"][-1], description="FFN",
@@ -605,7 +616,7 @@ class SubcloneStudio(_App):
 
     # ---------------------------------------------------------------- training
     def train(self) -> threading.Thread | None:
-        """Start :func:`~subclone_viz.train.compare` in a background thread (the Train button)."""
+        """Start :func:`~subclone_viz.compare.compare` in a background thread (the Train button)."""
         if self.training_thread is not None and self.training_thread.is_alive():
             return self.training_thread
         if self.plan is None:
@@ -648,10 +659,12 @@ class SubcloneStudio(_App):
         self._draw_curves()
         state = "stopped early" if self.comparison.stopped_early else "done"
         self.train_status.value = _message(f"training {state}", css_class="train-status")
-        columns = ["init", "lr", "weight_decay", "steps", "initial_loss", "final_loss", "speedup"]
+        columns = ["init", "lr", "weight_decay", "steps", "initial_loss", "final_loss", "speedup",
+                   "speedup_per_second"]
         if self.parent.family.task == "image-classification":
             columns[6:6] = ["initial_accuracy", "final_accuracy"]
-        rows = [{**row, "speedup": _speedup_text(row)} for row in self.comparison.summary_table()]
+        rows = [{**row, "speedup": _speedup_text(row), "speedup_per_second": _speedup_text(row, "speedup_per_second")}
+                for row in self.comparison.summary_table()]
         self.summary.value = _table(rows, columns)
 
     def _on_record(self, history: History, record: Any) -> None:
@@ -669,18 +682,15 @@ class SubcloneStudio(_App):
             _refresh(figure, plots.loss_curves(histories, metric=metric))
 
 
-def _speedup_text(row: dict[str, Any]) -> str:
-    """A summary row's speedup over random init as a reader would say it."""
-    value = row.get("speedup")
+def _speedup_text(row: dict[str, Any], key: str = "speedup") -> str:
+    """A summary row's speedup over random init (per step, or ``key="speedup_per_second"``) as a reader would
+    say it."""
+    value = row.get(key)
     if value is None:
         return "n/a"
     if row.get("speedup_lower_bound"):
         return f"more than {value:.2g}x"
     return f"{value:.2g}x" + ("" if row.get("reached", True) else " (never reached random's final loss)")
-
-
-def _closest(values: Sequence[int], target: float) -> int:
-    return min(values, key=lambda v: (abs(v - target), v))
 
 
 def _ranges(blocks: Sequence[int]) -> str:

@@ -1,8 +1,10 @@
 """Tiny randomly initialized parents of every supported family, and random batches for them.
 
 Each factory builds a model in well under a second; widths are chosen so that every slicing path is
-exercised: grouped-query attention (llama, mistral), q/k/v biases (qwen2), an untied LM head
-(llama-untied), post-norm (bert, bert-mlm), fused qkv (gpt2, vit).
+exercised: grouped-query attention (llama, mistral), q/k/v biases (qwen2), per-head q/k norms (qwen3,
+gemma3), an untied LM head (llama-untied), post-norm (bert, bert-mlm), fused qkv (gpt2, vit), multi-query
+attention, sandwich norms and sliding-window layer types narrower than the batches (gemma2, gemma3).
+The family tests fail for a family or a claimed model_type that has no model here.
 """
 
 from __future__ import annotations
@@ -55,6 +57,72 @@ def _qwen2() -> nn.Module:
     )
 
 
+def _qwen3() -> nn.Module:
+    from transformers import Qwen3Config, Qwen3ForCausalLM
+
+    return Qwen3ForCausalLM(
+        Qwen3Config(
+            hidden_size=32, intermediate_size=64, num_hidden_layers=4, num_attention_heads=4,
+            num_key_value_heads=2, head_dim=8, vocab_size=VOCAB, max_position_embeddings=64,
+        )
+    )
+
+
+# Gemma 3 270M's proportions, shrunk: 4 query heads on 1 KV head, head_dim wider than hidden / heads.
+_GEMMA = dict(
+    hidden_size=32, intermediate_size=64, num_hidden_layers=4, num_attention_heads=4, num_key_value_heads=1,
+    head_dim=16, vocab_size=VOCAB, max_position_embeddings=64, pad_token_id=0,
+)
+_SLIDING = dict(sliding_window=4, layer_types=["sliding_attention", "full_attention"] * 2)
+
+
+def _gemma(version: int) -> nn.Module:
+    import transformers
+
+    if version == 1:
+        return transformers.GemmaForCausalLM(transformers.GemmaConfig(**_GEMMA))
+    if version == 2:
+        return transformers.Gemma2ForCausalLM(transformers.Gemma2Config(**_GEMMA, **_SLIDING))
+    return transformers.Gemma3ForCausalLM(transformers.Gemma3TextConfig(**_GEMMA, **_SLIDING))
+
+
+def _phi3() -> nn.Module:
+    from transformers import Phi3Config, Phi3ForCausalLM
+
+    return Phi3ForCausalLM(
+        Phi3Config(
+            hidden_size=32, intermediate_size=64, num_hidden_layers=4, num_attention_heads=4,
+            num_key_value_heads=2, vocab_size=VOCAB, max_position_embeddings=64, pad_token_id=0,
+            bos_token_id=1, eos_token_id=1,
+        )
+    )
+
+
+def _olmo2() -> nn.Module:
+    from transformers import Olmo2Config, Olmo2ForCausalLM
+
+    return Olmo2ForCausalLM(
+        Olmo2Config(
+            hidden_size=32, intermediate_size=64, num_hidden_layers=4, num_attention_heads=4,
+            num_key_value_heads=2, vocab_size=VOCAB, max_position_embeddings=64, pad_token_id=0,
+            bos_token_id=1, eos_token_id=1,
+        )
+    )
+
+
+def _gpt_neox() -> nn.Module:
+    from transformers import GPTNeoXConfig, GPTNeoXForCausalLM
+
+    # Pythia's partial rotary (a quarter of each head), parallel residual and untied head.
+    return GPTNeoXForCausalLM(
+        GPTNeoXConfig(
+            hidden_size=32, intermediate_size=64, num_hidden_layers=4, num_attention_heads=4, vocab_size=VOCAB,
+            max_position_embeddings=64, rotary_pct=0.25, use_parallel_residual=True, bos_token_id=1,
+            eos_token_id=1,
+        )
+    )
+
+
 def _bert(mlm: bool = False) -> nn.Module:
     from transformers import BertConfig, BertForMaskedLM, BertModel
 
@@ -74,27 +142,49 @@ def _vit() -> nn.Module:
     )
 
 
+def _hf_vit() -> nn.Module:
+    from transformers import ViTConfig, ViTForImageClassification
+
+    return ViTForImageClassification(
+        ViTConfig(
+            hidden_size=32, intermediate_size=64, num_hidden_layers=4, num_attention_heads=4, image_size=16,
+            patch_size=4, num_channels=1, num_labels=10,
+        )
+    )
+
+
+IMAGE_MODELS = {"vit", "hf-vit"}
+NOISY_VECTORS = {"qwen2", "qwen3", "gemma", "gemma2", "gemma3", "phi3", "olmo2", "gpt_neox", "hf-vit"}
 TINY_FAMILIES: dict[str, Callable[[], nn.Module]] = {
     "gpt2": _gpt2,
     "llama": _llama,
     "llama-untied": lambda: _llama(tie=False),
     "mistral": _mistral,
     "qwen2": _qwen2,
+    "qwen3": _qwen3,
+    "gemma": lambda: _gemma(1),
+    "gemma2": lambda: _gemma(2),
+    "gemma3": lambda: _gemma(3),
+    "phi3": _phi3,
+    "olmo2": _olmo2,
+    "gpt_neox": _gpt_neox,
     "bert": _bert,
     "bert-mlm": lambda: _bert(mlm=True),
     "vit": _vit,
+    "hf-vit": _hf_vit,
 }
 
 
 def tiny_model(name: str, seed: int = 0) -> nn.Module:
     torch.manual_seed(seed)
     model = TINY_FAMILIES[name]().eval()
-    if name == "qwen2":
-        # Qwen2 initializes q/k/v biases to zero; random ones make the bias slicing observable.
+    if name in NOISY_VECTORS:
+        # Biases and norm weights start at zero or one (Gemma's (1 + w) norms at zero); noise makes their
+        # slicing observable.
         with torch.no_grad():
-            for module in model.modules():
-                if isinstance(module, nn.Linear) and module.bias is not None:
-                    module.bias.normal_(0, 0.1)
+            for param in model.parameters():
+                if param.dim() == 1:
+                    param.add_(torch.randn_like(param) * 0.1)
     return model
 
 
@@ -103,7 +193,7 @@ def tiny_batches(name: str, count: int = 3, batch_size: int = 2, seq_len: int = 
     generator = torch.Generator().manual_seed(seed)
     batches = []
     for _ in range(count):
-        if name == "vit":
+        if name in IMAGE_MODELS:
             batches.append(
                 {
                     "pixel_values": torch.randn(batch_size, 1, 16, 16, generator=generator),  # (B, C, H, W)

@@ -1,20 +1,48 @@
 """Architecture adapters, one module per family; :func:`family_of` picks the one that fits a model.
 
-Adding a family means adding one module with a :class:`~subclone_viz.families.base.Family` subclass, listing
-it in ``FAMILIES`` and adding a tiny config to the parametrized tests.
+Adding a family (one file and one tiny config):
+
+1. ``subclone_viz/families/<name>.py``: a subclass of :class:`CausalLMFamily` (or ``Family`` /
+   ``ImageClassifierFamily``) with class attributes:
+
+   * ``name``, ``description``; ``model_types``, the ``config.model_type`` values it accepts (the loader
+     reads the same list to pick ``auto_class``); ``head``, a module the task needs (``"lm_head"``);
+   * ``block_list`` (``"model.layers"``) and the module roles, paths relative to a block:
+     ``ffn_activation`` (the module whose input is the FFN activation, ``"mlp.down_proj"``),
+     ``attention_output`` (input = per-head attention output, ``"self_attn.o_proj"``), and for post-norm
+     blocks ``residual_sum`` (the norm whose input is x + f(x));
+   * ``rules``: one :class:`ParamRule` per parameter pattern, every axis named with a kind from
+     :mod:`.axes` (add a kind there if the layout is new) and the fan-in axis of each linear weight;
+   * ``config_fields`` when the config does not use Llama's names, and ``heads_follow_hidden = False`` when
+     ``head_dim`` is a config field of its own;
+   * ``derived_buffers`` for buffers computed from the widths; override ``dims``/``build``/``logits``/``loss``
+     only when the data cannot say it.
+
+2. Add the class to ``FAMILIES`` below and the README's families table.
+3. ``tests/tiny.py``: a tiny random model for every model_type claimed. The family battery in
+   ``tests/unit/test_subclone.py`` and ``test_profile.py`` then runs on it (and fails until it exists).
 """
 
 from __future__ import annotations
 
 from torch import nn
 
-from .base import Dims, Family, ParamInfo, ParamRule, UnsupportedParameterError
+from .axes import AXES, axis_indices
+from .base import CausalLMFamily, Dims, Family, ImageClassifierFamily, ParamInfo, ParamRule, UnsupportedParameterError
 from .bert import BertFamily
+from .gemma import GemmaFamily
 from .gpt2 import GPT2Family
+from .gpt_neox import GPTNeoXFamily
+from .hf_vit import HFViTFamily
 from .llama import LlamaFamily
+from .olmo2 import Olmo2Family
+from .phi3 import Phi3Family
 from .vit import TimmViTFamily
 
-FAMILIES: tuple[type[Family], ...] = (GPT2Family, LlamaFamily, BertFamily, TimmViTFamily)
+FAMILIES: tuple[type[Family], ...] = (
+    GPT2Family, LlamaFamily, GemmaFamily, Phi3Family, Olmo2Family, GPTNeoXFamily, BertFamily, TimmViTFamily,
+    HFViTFamily,
+)
 
 
 class UnsupportedArchitectureError(ValueError):
@@ -23,6 +51,14 @@ class UnsupportedArchitectureError(ValueError):
 
 def supported_families() -> str:
     return ", ".join(f"{f.name} ({f.description})" for f in FAMILIES)
+
+
+def auto_class_name(model_type: str) -> str | None:
+    """The transformers Auto class that loads a model of this ``model_type``, None when no family claims it."""
+    for family in FAMILIES:
+        if model_type in family.model_types:
+            return family.auto_class
+    return None
 
 
 def family_of(model: nn.Module) -> Family:
@@ -39,13 +75,18 @@ def family_of(model: nn.Module) -> Family:
 
 
 __all__ = [
+    "AXES",
     "FAMILIES",
+    "CausalLMFamily",
     "Dims",
     "Family",
+    "ImageClassifierFamily",
     "ParamInfo",
     "ParamRule",
     "UnsupportedArchitectureError",
     "UnsupportedParameterError",
+    "auto_class_name",
+    "axis_indices",
     "family_of",
     "supported_families",
 ]

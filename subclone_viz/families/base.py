@@ -1,14 +1,22 @@
 """What every architecture adapter says about its model, as data where possible.
 
-The rest of the library never names a model class. It asks a :class:`Family` adapter:
+The rest of the library never names a model class. It asks a :class:`Family` adapter, whose subclasses are
+mostly class attributes:
 
-* where the blocks live (``block_list``) and, per block, which modules carry the FFN hidden activations
-  and the per-head attention output (their *inputs* are what the profiler reads);
-* for every parameter, what each tensor axis is (:class:`ParamRule`): the residual stream
-  (``"residual"``), FFN hidden neurons (``"ffn"``), query heads (``"q_heads"``), key/value heads
-  (``"kv_heads"``), a fused q|k|v projection (``"qkv"``) or an axis kept whole (``"keep"``: vocabulary,
-  positions, classes, image channels), and which axis is the fan-in of a linear layer (for scaling);
-* how to build a smaller model of the same class (``build``) and how to run and score it.
+* ``model_types``: the ``config.model_type`` values it accepts (one list, read by :meth:`Family.matches` and by
+  the loader, which picks ``auto_class`` for them), and ``head``, the task head a model must have;
+* ``block_list``: where the blocks live; the module roles, dotted paths relative to a block whose *inputs*
+  the profiler reads: ``ffn_activation`` (the FFN hidden activation), ``attention_output`` (the per-head
+  attention output) and, for post-norm blocks, ``residual_sum`` (the norm that receives x + f(x));
+* ``rules``: for every parameter, what each tensor axis is (:class:`ParamRule`, kinds in :mod:`.axes`) and
+  which axis is the fan-in of a linear layer (for scaling);
+* ``config_fields``: which config attribute holds each :class:`Dims` field, so that reading the shape
+  (:meth:`Family.dims`) and writing a smaller config (:meth:`Family.build`) need no code;
+* ``derived_buffers``: buffers computed from the widths (Gemma's ``embed_scale`` = sqrt(hidden)), which a
+  destination must recompute rather than copy.
+
+Causal LMs share :class:`CausalLMFamily` (next-token logits and loss), image classifiers
+:class:`ImageClassifierFamily`.
 
 Example::
 
@@ -31,8 +39,16 @@ from typing import Any, Literal
 import torch
 from torch import nn
 
-Axis = Literal["keep", "residual", "ffn", "q_heads", "kv_heads", "qkv"]
+from ._hf import build_model, resized_config
+from .axes import Axis
+
 Task = Literal["causal-lm", "masked-lm", "encoder", "image-classification"]
+
+# Where Llama-style Hugging Face configs keep each Dims field.
+HF_CONFIG_FIELDS = dict(
+    layers="num_hidden_layers", hidden="hidden_size", ffn="intermediate_size", heads="num_attention_heads",
+    kv_heads="num_key_value_heads",
+)
 
 
 @dataclass(frozen=True)
@@ -82,30 +98,47 @@ class UnsupportedParameterError(ValueError):
 
 
 class Family(ABC):
-    """One architecture family. Subclasses fill in the class attributes and the abstract methods."""
+    """One architecture family: class attributes say everything; subclasses add ``logits`` and ``loss``."""
 
     name: str
     description: str
     task: Task
+    model_types: tuple[str, ...] = ()
+    library: str = "transformers"  # the library whose own loader reads a saved destination
+    auto_class: str = "AutoModel"  # the transformers Auto class that loads a saved destination
+    head: str | None = None  # a module the task needs, e.g. "lm_head"
     block_list: str
+    ffn_activation: str
+    attention_output: str
+    residual_sum: str | None = None
     rules: tuple[ParamRule, ...]
-    post_norm: bool = False
-    # GPT-2, BERT and ViT derive head_dim from hidden/heads, so their hidden width fixes the head count.
+    config_fields: dict[str, str] = HF_CONFIG_FIELDS
+    # True when head_dim is hidden / heads (GPT-2, BERT, ViT, GPT-NeoX): the hidden width fixes the head count.
+    # False when head_dim is its own config field, written into the destination's config.
     heads_follow_hidden: bool = True
 
     def __init__(self, model: nn.Module):
         """Adapters that depend on the model's layout (a task head's prefix, say) read it here."""
 
     @classmethod
-    @abstractmethod
     def matches(cls, model: nn.Module) -> bool:
-        """Whether this adapter understands ``model``."""
+        """Whether this adapter understands ``model``: a claimed model_type, with the task head present."""
+        model_type = getattr(getattr(model, "config", None), "model_type", None)
+        return model_type in cls.model_types and (cls.head is None or _has_module(model, cls.head))
 
-    @abstractmethod
     def dims(self, model: nn.Module) -> Dims:
-        """The parent's layers, widths and heads."""
+        """The parent's layers, widths and heads, read through ``config_fields``."""
+        c, field = model.config, self.config_fields
+        hidden, heads = getattr(c, field["hidden"]), getattr(c, field["heads"])
+        return Dims(
+            layers=getattr(c, field["layers"]),
+            hidden=hidden,
+            ffn=getattr(c, field["ffn"]),
+            heads=heads,
+            kv_heads=getattr(c, field.get("kv_heads", ""), None) or heads,
+            head_dim=getattr(c, "head_dim", None) or hidden // heads,
+        )
 
-    @abstractmethod
     def build(
         self, model: nn.Module, dims: Dims, layer_sources: list[int], device: str | torch.device = "meta"
     ) -> nn.Module:
@@ -114,21 +147,32 @@ class Family(ABC):
         On the ``"meta"`` device it is an empty shell for the subcloner to fill; on a real device it has the
         architecture's own random initialization (the baseline a subclone is compared against).
 
-        ``layer_sources[j]`` is the parent block that destination block ``j`` comes from (used by configs
-        with per-layer settings such as sliding-window layer types).
+        ``layer_sources[j]`` is the parent block that destination block ``j`` comes from (per-layer settings
+        such as sliding-window layer types follow it).
         """
+        changes = {attr: getattr(dims, key) for key, attr in self.config_fields.items()}
+        if not self.heads_follow_hidden:
+            changes["head_dim"] = dims.head_dim
+        return build_model(model, resized_config(model, changes, layer_sources), device)
 
-    @abstractmethod
+    def derived_buffers(self, model: nn.Module) -> dict[str, torch.Tensor]:
+        """Buffers of ``model`` that follow from its own widths (not copied from a parent), by name."""
+        return {}
+
+    def blocks(self, model: nn.Module) -> nn.ModuleList:
+        return model.get_submodule(self.block_list)
+
     def ffn_activation_module(self, block: nn.Module) -> nn.Module:
         """The module whose input is the FFN hidden activation (B, T, ffn)."""
+        return block.get_submodule(self.ffn_activation)
 
-    @abstractmethod
     def attention_output_module(self, block: nn.Module) -> nn.Module:
         """The module whose input is the per-head attention output (B, T, heads * head_dim)."""
+        return block.get_submodule(self.attention_output)
 
     def residual_sum_module(self, block: nn.Module) -> nn.Module | None:
         """Post-norm blocks: the norm whose input is the pre-norm sum x + f(x). None for pre-norm."""
-        return None
+        return None if self.residual_sum is None else block.get_submodule(self.residual_sum)
 
     @abstractmethod
     def logits(self, model: nn.Module, batch: dict[str, torch.Tensor]) -> torch.Tensor:
@@ -137,9 +181,6 @@ class Family(ABC):
     @abstractmethod
     def loss(self, model: nn.Module, batch: dict[str, torch.Tensor]) -> torch.Tensor:
         """The training loss of the model on a batch (mean over counted tokens or images)."""
-
-    def blocks(self, model: nn.Module) -> nn.ModuleList:
-        return model.get_submodule(self.block_list)
 
     def param_info(self, name: str) -> ParamInfo:
         for rule in self.rules:
@@ -181,6 +222,31 @@ class Family(ABC):
         return {}
 
 
+class CausalLMFamily(Family):
+    """Decoder-only language models: next-token logits and loss, loaded with ``AutoModelForCausalLM``."""
+
+    task = "causal-lm"
+    auto_class = "AutoModelForCausalLM"
+    head = "lm_head"
+
+    def logits(self, model: nn.Module, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        return model(
+            input_ids=batch["input_ids"], attention_mask=batch.get("attention_mask"), use_cache=False
+        ).logits
+
+    def loss(self, model: nn.Module, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        return causal_lm_loss(self.logits(model, batch), batch)
+
+
+class ImageClassifierFamily(Family):
+    """Image classifiers: batches of ``pixel_values`` and ``labels``, cross-entropy loss."""
+
+    task = "image-classification"
+
+    def loss(self, model: nn.Module, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        return nn.functional.cross_entropy(self.logits(model, batch).float(), batch["labels"])
+
+
 def causal_lm_loss(logits: torch.Tensor, batch: dict[str, torch.Tensor]) -> torch.Tensor:
     """Next-token cross-entropy, ignoring positions whose target is padding."""
     input_ids = batch["input_ids"]  # (B, T)
@@ -191,3 +257,11 @@ def causal_lm_loss(logits: torch.Tensor, batch: dict[str, torch.Tensor]) -> torc
     return nn.functional.cross_entropy(
         logits[:, :-1].reshape(-1, logits.shape[-1]).float(), targets.reshape(-1), ignore_index=-100
     )
+
+
+def _has_module(model: nn.Module, path: str) -> bool:
+    try:
+        model.get_submodule(path)
+    except AttributeError:
+        return False
+    return True

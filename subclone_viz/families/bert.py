@@ -20,8 +20,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from ._hf import build_model, resized_config
-from .base import Dims, Family, ParamRule
+from .base import Family, ParamRule
 
 _P = r"(?:bert\.)?"
 _BLOCK = _P + r"encoder\.layer\.(?P<block>\d+)\."
@@ -32,7 +31,12 @@ BERT_WORDPIECE_MASK_ID = 103
 class BertFamily(Family):
     name = "bert"
     description = "BERT encoder"
-    post_norm = True
+    model_types = ("bert",)
+    ffn_activation = "output.dense"
+    attention_output = "attention.output.dense"
+    residual_sum = "output.LayerNorm"
+    config_fields = dict(layers="num_hidden_layers", hidden="hidden_size", ffn="intermediate_size",
+                         heads="num_attention_heads")
     rules = (
         ParamRule(_P + r"embeddings\.(word|position|token_type)_embeddings\.weight", ("keep", "residual")),
         ParamRule(_P + r"embeddings\.LayerNorm\.(weight|bias)", ("residual",)),
@@ -55,45 +59,7 @@ class BertFamily(Family):
         self.prefix = "bert." if hasattr(model, "bert") else ""
         self.block_list = f"{self.prefix}encoder.layer"
         self.task = "masked-lm" if hasattr(model, "cls") else "encoder"
-
-    @classmethod
-    def matches(cls, model: nn.Module) -> bool:
-        return getattr(getattr(model, "config", None), "model_type", None) == "bert"
-
-    def dims(self, model: nn.Module) -> Dims:
-        c = model.config
-        return Dims(
-            layers=c.num_hidden_layers,
-            hidden=c.hidden_size,
-            ffn=c.intermediate_size,
-            heads=c.num_attention_heads,
-            kv_heads=c.num_attention_heads,
-            head_dim=c.hidden_size // c.num_attention_heads,
-        )
-
-    def build(
-        self, model: nn.Module, dims: Dims, layer_sources: list[int], device: str | torch.device = "meta"
-    ) -> nn.Module:
-        config = resized_config(
-            model,
-            dict(
-                hidden_size=dims.hidden,
-                intermediate_size=dims.ffn,
-                num_hidden_layers=dims.layers,
-                num_attention_heads=dims.heads,
-            ),
-            layer_sources,
-        )
-        return build_model(model, config, device)
-
-    def ffn_activation_module(self, block: nn.Module) -> nn.Module:
-        return block.output.dense
-
-    def attention_output_module(self, block: nn.Module) -> nn.Module:
-        return block.attention.output.dense
-
-    def residual_sum_module(self, block: nn.Module) -> nn.Module:
-        return block.output.LayerNorm
+        self.auto_class = "AutoModelForMaskedLM" if self.task == "masked-lm" else "AutoModel"
 
     def logits(self, model: nn.Module, batch: dict[str, torch.Tensor]) -> torch.Tensor:
         out = model(input_ids=batch["input_ids"], attention_mask=batch.get("attention_mask"))

@@ -14,20 +14,24 @@ Example::
 
 from __future__ import annotations
 
+import dataclasses
+
 import torch
 from torch import nn
 
-from ._hf import build_model, resized_config
-from .base import Dims, Family, ParamRule, causal_lm_loss
+from .base import CausalLMFamily, Dims, ParamRule
 
 _BLOCK = r"transformer\.h\.(?P<block>\d+)\."
 
 
-class GPT2Family(Family):
+class GPT2Family(CausalLMFamily):
     name = "gpt2"
     description = "GPT-2"
-    task = "causal-lm"
+    model_types = ("gpt2",)
     block_list = "transformer.h"
+    ffn_activation = "mlp.c_proj"
+    attention_output = "attn.c_proj"
+    config_fields = dict(layers="n_layer", hidden="n_embd", ffn="n_inner", heads="n_head")
     rules = (
         ParamRule(r"transformer\.wte\.weight", ("keep", "residual")),
         ParamRule(r"transformer\.wpe\.weight", ("keep", "residual")),
@@ -44,41 +48,18 @@ class GPT2Family(Family):
         ParamRule(r"lm_head\.weight", ("keep", "residual"), fan_in_axis=1),
     )
 
-    @classmethod
-    def matches(cls, model: nn.Module) -> bool:
-        return getattr(getattr(model, "config", None), "model_type", None) == "gpt2" and hasattr(model, "lm_head")
-
     def dims(self, model: nn.Module) -> Dims:
-        c = model.config
-        return Dims(
-            layers=c.n_layer,
-            hidden=c.n_embd,
-            ffn=c.n_inner or 4 * c.n_embd,
-            heads=c.n_head,
-            kv_heads=c.n_head,
-            head_dim=c.n_embd // c.n_head,
-        )
+        dims = super().dims(model)
+        # n_inner=None means GPT-2's default MLP of four times the width.
+        return dataclasses.replace(dims, ffn=model.config.n_inner or 4 * dims.hidden)
 
     def build(
         self, model: nn.Module, dims: Dims, layer_sources: list[int], device: str | torch.device = "meta"
     ) -> nn.Module:
-        config = resized_config(
-            model,
-            dict(n_embd=dims.hidden, n_head=dims.heads, n_layer=dims.layers, n_inner=dims.ffn),
-            layer_sources,
-        )
-        return build_model(model, config, device)
-
-    def ffn_activation_module(self, block: nn.Module) -> nn.Module:
-        return block.mlp.c_proj
-
-    def attention_output_module(self, block: nn.Module) -> nn.Module:
-        return block.attn.c_proj
-
-    def logits(self, model: nn.Module, batch: dict[str, torch.Tensor]) -> torch.Tensor:
-        return model(
-            input_ids=batch["input_ids"], attention_mask=batch.get("attention_mask"), use_cache=False
-        ).logits
-
-    def loss(self, model: nn.Module, batch: dict[str, torch.Tensor]) -> torch.Tensor:
-        return causal_lm_loss(self.logits(model, batch), batch)
+        if model.config.scale_attn_by_inverse_layer_idx and layer_sources != list(range(len(layer_sources))):
+            raise ValueError(
+                f"this GPT-2 scales attention by 1 / (block index + 1) (scale_attn_by_inverse_layer_idx), so "
+                f"parent blocks {layer_sources} cannot keep their attention at new positions; keep blocks "
+                f"0 to N-1 (depth='first')"
+            )
+        return super().build(model, dims, layer_sources, device)

@@ -21,16 +21,18 @@ from typing import Any
 import torch
 from torch import nn
 
-from .base import Dims, Family, ParamRule
+from .base import Dims, ImageClassifierFamily, ParamRule
 
 _BLOCK = r"blocks\.(?P<block>\d+)\."
 
 
-class TimmViTFamily(Family):
+class TimmViTFamily(ImageClassifierFamily):
     name = "vit"
     description = "Vision Transformer (timm)"
-    task = "image-classification"
+    library = "timm"
     block_list = "blocks"
+    ffn_activation = "mlp.fc2"
+    attention_output = "attn.proj"
     rules = (
         ParamRule(r"(cls_token|reg_token|pos_embed)", ("keep", "keep", "residual")),
         ParamRule(r"patch_embed\.proj\.weight", ("residual", "keep", "keep", "keep")),
@@ -53,6 +55,7 @@ class TimmViTFamily(Family):
 
     @classmethod
     def matches(cls, model: nn.Module) -> bool:
+        """timm models have no model_type: this adapter matches the class."""
         from timm.models.vision_transformer import VisionTransformer
 
         return isinstance(model, VisionTransformer)
@@ -96,17 +99,8 @@ class TimmViTFamily(Family):
         with torch.device(device):
             return timm.create_model(self.architecture(model), pretrained=False, **self.model_args(model, dims))
 
-    def ffn_activation_module(self, block: nn.Module) -> nn.Module:
-        return block.mlp.fc2
-
-    def attention_output_module(self, block: nn.Module) -> nn.Module:
-        return block.attn.proj
-
     def logits(self, model: nn.Module, batch: dict[str, torch.Tensor]) -> torch.Tensor:
         return model(batch["pixel_values"])
-
-    def loss(self, model: nn.Module, batch: dict[str, torch.Tensor]) -> torch.Tensor:
-        return nn.functional.cross_entropy(self.logits(model, batch).float(), batch["labels"])
 
     def save(self, model: nn.Module, directory: str, processor: Any = None) -> None:
         """model.safetensors and a config.json that ``timm.create_model("local-dir:DIR")`` reads."""

@@ -220,7 +220,8 @@ def test_shards_and_statistics_survive_save_load_and_merge(llama, tmp_path):
     assert sv.plan(parent, loaded, LLAMA_SPEC, importance="weight_aware") == \
         sv.plan(parent, prof, LLAMA_SPEC, importance="weight_aware")
     merged = prof + loaded
-    assert merged.num_shards == 8 and merged.tokens == 2 * prof.tokens
+    assert merged.num_shards == 4 and merged.tokens == 2 * prof.tokens  # same shard count: added shard-wise
+    np.testing.assert_allclose(merged.shards["ffn_abs_sums"], 2 * prof.shards["ffn_abs_sums"])
     np.testing.assert_allclose(merged.stats["taylor_ffn"], 2 * prof.stats["taylor_ffn"])
     with pytest.raises(ValueError, match="keeps no per-shard sums"):
         sv.Profile(**{**prof.__dict__, "shards": {}}).resample([1])

@@ -433,3 +433,35 @@ def test_size_grid_accepts_its_dict_and_rejects_bad_input():
         plots.size_grid(grid, "memory")
     with pytest.raises(ValueError, match="outside the 2 x 2 grid"):
         plots.size_grid(grid, selected=(2, 0))
+
+
+def speedup_record(label, parameters, **speedups):
+    """A size record of the speedup study with hand-made speedups: init -> (per step, per second, kind)."""
+    kinds = {"reached": (False, True), "lower bound": (True, True), "not reached": (False, False)}
+    return {"label": label, "parameters": parameters, "speedups": {
+        init: {"speedup": step, "speedup_per_second": second, "speedup_lower_bound": kinds[kind][0],
+               "reached": kinds[kind][1]}
+        for init, (step, second, kind) in speedups.items()}}
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_speedup_by_size_draws_each_init_per_step_and_per_second_by_parameters(backend):
+    sizes = [speedup_record("20 x 384", 40e6, random=(1.0, 1.0, "reached"), subclone=(4.0, 3.5, "reached"),
+                            **{"subclone+distill": (6.0, 3.0, "lower bound")}),
+             speedup_record("8 x 288", 20e6, random=(1.0, 1.0, "reached"), subclone=(0.5, 0.4, "not reached"))]
+    fig = plots.speedup_by_size(sizes, backend=backend)
+    check_type(fig, backend)
+    if backend == "plotly":
+        lines = {trace.name: trace for trace in fig.data}
+        assert sorted(lines) == ["subclone+distill, per optimizer step", "subclone+distill, per second of training",
+                                 "subclone, per optimizer step", "subclone, per second of training"]
+        step = lines["subclone, per optimizer step"]
+        assert list(step.x) == [20.0, 40.0] and list(step.y) == [0.5, 4.0]  # sorted by size
+        assert list(step.marker.symbol) == ["triangle-down", "circle"]
+        assert list(lines["subclone+distill, per second of training"].y) == [3.0]
+        assert fig.layout.yaxis.type == "log"
+    else:
+        labels = [line.get_label() for line in fig.axes[0].lines if not line.get_label().startswith("_")]
+        assert "subclone+distill, per second of training" in labels
+    with pytest.raises(ValueError, match="missing \\['parameters'\\]"):
+        plots.speedup_by_size([{"label": "x", "speedups": {}}])

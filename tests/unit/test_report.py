@@ -7,14 +7,13 @@ import importlib
 import importlib.util
 import random
 import re
-import sys
 from pathlib import Path
 
 import pytest
 from plotly.offline import get_plotlyjs
 
 import subclone_viz as sv
-from subclone_viz.report import build_report, default_destination, run_report
+from subclone_viz.report import build_report, run_report
 from tiny import WORDS, tiny_batches, tiny_model, word_tokenizer
 
 
@@ -34,7 +33,7 @@ def records():
 
 
 class FakeComparison:
-    """What the report reads of a subclone_viz.train.Comparison."""
+    """What the report reads of a subclone_viz.compare.Comparison."""
 
     histories = {
         "random": {"label": "random", "records": [{"step": 0, "eval_loss": 4.6}, {"step": 4, "eval_loss": 4.5}]},
@@ -116,7 +115,7 @@ def test_the_trace_records_the_tokens_of_a_text(records):
 
 
 def test_default_destination_is_two_thirds_of_the_parent(records):
-    assert default_destination(records["parent"]) == sv.DestinationSpec(layers=3, hidden=33)  # two thirds of 48, snapped to a width the 3 or 6 heads divide
+    assert sv.default_destination(records["parent"]) == sv.DestinationSpec(layers=3, hidden=33)  # two thirds of 48, snapped to a width the 3 or 6 heads divide
 
 
 @pytest.fixture
@@ -135,19 +134,11 @@ def test_run_report_quick_writes_every_section(records, corpus, tmp_path, capsys
                  "stability-ffn", "stability-heads"):
         assert f'id="figure-{name}"' in page, name
     assert "rows shuffled with seed 0" in page  # calibrated on a document-diverse sample of the training split
-    if importlib.util.find_spec("subclone_viz.train") is not None:
+    if importlib.util.find_spec("subclone_viz.compare") is not None:
         assert 'id="figure-curves-eval_loss"' in page and ">subclone<" in page
     assert "starts, before any training, at a held-out loss of" in page
     err = capsys.readouterr().err
     assert "[report" in err and "wrote" in err  # progress goes to stderr
-
-
-def test_run_report_notes_a_missing_training_module(records, corpus, tmp_path, monkeypatch):
-    monkeypatch.setitem(sys.modules, "subclone_viz.train", None)  # importing it now raises ImportError
-    out = run_report(records["parent"], out=tmp_path / "demo.html", quick=True, data=str(corpus), progress=False)
-    page = out.read_text(encoding="utf-8")
-    assert "The training comparison was skipped" in page
-    assert 'id="figure-curves-eval_loss"' not in page
 
 
 def test_run_report_refuses_an_existing_file_before_any_work(records, tmp_path, monkeypatch):

@@ -1,15 +1,57 @@
-"""Exactness of subcloning on every family: reorder-only plans reproduce the parent, slices stay consistent,
-shapes follow the spec, and a saved destination reloads with identical outputs."""
+"""The family battery, on a tiny model of every family and every model_type the families claim: every
+parameter resolves to a rule, reorder-only plans reproduce the parent, slices stay consistent, a width and
+depth cut runs a forward and a training step, and a saved destination reloads through its own library's
+loader with identical outputs. Then the planner's and subcloner's own behaviour."""
 
+import copy
 import json
+import re
 
 import numpy as np
 import pytest
 import torch
 
 import subclone_viz as sv
-from subclone_viz.subclone import axis_indices
+from subclone_viz.families import AXES, FAMILIES, axis_indices, family_of
+from subclone_viz.parent import _auto_class
 from tiny import TINY_FAMILIES, tiny_batches, tiny_model
+
+
+def test_every_family_and_claimed_model_type_has_a_tiny_model():
+    covered = {}
+    for name in TINY_FAMILIES:
+        model = tiny_model(name)
+        covered.setdefault(family_of(model).name, set()).add(getattr(getattr(model, "config", None), "model_type", None))
+    for family in FAMILIES:
+        assert family.name in covered, f"family {family.name!r} has no tiny model in tests/tiny.py"
+        missing = set(family.model_types) - covered[family.name]
+        assert not missing, f"{family.name} claims model_type(s) {sorted(missing)} that no tiny model tests"
+
+
+def test_unsupported_models_name_the_supported_families():
+    headless = tiny_model("llama").model  # a LlamaModel: a claimed model_type without its LM head
+    with pytest.raises(sv.UnsupportedArchitectureError, match="LlamaModel \\(model_type 'llama'\\).*gemma \\(Gemma\\)"):
+        family_of(headless)
+    with pytest.raises(sv.UnsupportedArchitectureError, match="unsupported architecture Linear; supported families"):
+        family_of(torch.nn.Linear(2, 2))
+
+
+@pytest.mark.parametrize("name", list(TINY_FAMILIES))
+def test_every_parameter_resolves_to_a_rule(name):
+    model = tiny_model(name)
+    family = family_of(model)
+    for pname, param in model.named_parameters():
+        rule = family.rule_for(pname)
+        assert len(rule.axes) == param.dim(), f"{pname}: rule names {rule.axes} for shape {tuple(param.shape)}"
+        assert set(rule.axes) <= set(AXES)
+        assert rule.fan_in_axis is None or rule.axes[rule.fan_in_axis] != "keep"
+    if family.library == "transformers":
+        # A config without architectures loads with the Auto class of the family claiming its model_type;
+        # a saved one (architectures recorded) as the model's own class.
+        config = copy.deepcopy(model.config)
+        assert _auto_class(config).__name__ == type(family).auto_class
+        config.architectures = [type(model).__name__]
+        assert type(_auto_class(config).from_config(config)) is type(model)
 
 
 @pytest.fixture(params=list(TINY_FAMILIES), scope="module")
@@ -34,6 +76,7 @@ def test_reorder_only_plan_reproduces_parent(setup):
     name, parent, batches, prof = setup
     p = sv.plan(parent, prof, full_spec(parent.dims))
     assert p.residual != sorted(p.residual), "the importance plan should actually reorder channels"
+    assert any(f != sorted(f) for f in p.ffn) and any(h != sorted(h) for h in p.heads), "and neurons and heads"
     child = sv.subclone(parent, p)
     assert type(child) is type(parent.model)
     for batch in batches:
@@ -76,6 +119,17 @@ def test_shapes_match_spec(setup):
     assert (got.layers, got.hidden, got.ffn, got.heads, got.kv_heads) == (3, hidden, dims.ffn // 2, heads, kv)
     out = outputs(parent, child, batches[0])
     assert torch.isfinite(out).all()
+    if parent.family.task == "encoder":
+        return  # a bare encoder has no loss to train on
+    child.train()
+    before = {n: p.detach().clone() for n, p in child.named_parameters()}
+    loss = parent.family.loss(child, batches[0])
+    loss.backward()
+    torch.optim.SGD(child.parameters(), lr=0.1).step()
+    assert torch.isfinite(loss)
+    assert all(torch.isfinite(p.grad).all() for p in child.parameters() if p.grad is not None)
+    changed = [n for n, p in child.named_parameters() if not torch.equal(p, before[n])]
+    assert len(changed) > len(before) // 2, "a training step should move most parameters"
 
 
 @pytest.mark.parametrize("width", ["importance", "uniform", "first"])
@@ -99,15 +153,79 @@ def test_save_reload_identical_outputs(setup, tmp_path):
     assert record["plan"]["residual"] == p.residual and record["scaling"] == "sqrt"
     assert (path / "README.md").read_text().startswith("---")
     assert any(f.suffix == ".safetensors" for f in path.iterdir())
-    if parent.family.task == "image-classification":
-        import timm
-
-        reloaded = timm.create_model(f"local-dir:{path}", pretrained=True).eval()
-    else:
-        reloaded = sv.load_parent(str(path), device="cpu").model
+    reloaded = reload(parent.family, path)
     assert type(reloaded) is type(child)
     for batch in batches:
         torch.testing.assert_close(outputs(parent, reloaded, batch), outputs(parent, child, batch), atol=0, rtol=0)
+
+
+def reload(family, path):
+    """A saved destination through its own library's loader: timm, or the family's transformers Auto class."""
+    if family.library == "timm":
+        import timm
+
+        return timm.create_model(f"local-dir:{path}", pretrained=True).eval()
+    import transformers
+
+    return getattr(transformers, family.auto_class).from_pretrained(path).eval()
+
+
+@pytest.mark.parametrize("name", ["gemma", "gemma2", "gemma3"])
+def test_gemma_recomputes_embed_scale_and_follows_layer_types(name, tmp_path):
+    parent = sv.load_parent(tiny_model(name), device="cpu")  # hidden 32
+    p = sv.plan(parent, None, sv.DestinationSpec(layers=[1, 3, 2], hidden=16), width="first")
+    child = sv.subclone(parent, p)
+    assert float(child.model.embed_tokens.embed_scale) == pytest.approx(16**0.5)
+    types = getattr(parent.model.config, "layer_types", None)
+    if types is not None:
+        assert child.config.layer_types == [types[1], types[3], types[2]] and len(set(types)) == 2
+    reloaded = reload(parent.family, sv.save_destination(child, p, tmp_path / "dest"))
+    assert float(reloaded.model.embed_tokens.embed_scale) == float(child.model.embed_tokens.embed_scale)
+
+
+def test_heads_cut_keeps_parent_head_outputs():
+    """With the residual stream whole, the kept heads' attention outputs are the parent's, through the
+    model's own attention code (Phi-3's fused GQA q|k|v, Gemma's single KV head, Llama's groups)."""
+    for name in ("phi3", "gemma3", "llama", "qwen3"):
+        parent = sv.load_parent(tiny_model(name), device="cpu")
+        dims = parent.dims
+        kv = max(1, dims.kv_heads // 2)
+        heads = kv * dims.queries_per_kv
+        if heads == dims.heads:  # one KV group (Gemma): keep every head, reordered by importance
+            heads = dims.heads
+        batches = tiny_batches(name)
+        prof = sv.profile(parent, batches, progress=False)
+        spec = sv.DestinationSpec(layers=dims.layers, hidden=dims.hidden, ffn=dims.ffn, heads=heads, kv_heads=kv)
+        p = sv.plan(parent, prof, spec, depth="first", scaling="none")
+        child = sv.subclone(parent, p)
+        captured = {}
+        for key, model in (("parent", parent.model), ("child", child)):
+            block = parent.family.blocks(model)[0]
+            module = parent.family.attention_output_module(block)
+            handle = module.register_forward_pre_hook(lambda m, a, key=key: captured.__setitem__(key, a[0]))
+            outputs(parent, model, batches[0])
+            handle.remove()
+        kept = axis_indices(p, "q_heads", 0)
+        torch.testing.assert_close(captured["child"], captured["parent"][..., kept], atol=1e-5, rtol=1e-5,
+                                   msg=f"{name}: kept heads' outputs differ from the parent's")
+
+
+def test_per_layer_config_it_cannot_follow_is_refused():
+    parent = sv.load_parent(tiny_model("llama"), device="cpu")
+    parent.model.config.no_rope_layers = [1, 0, 1, 1]
+    p = sv.plan(parent, None, sv.DestinationSpec(layers=2, hidden=48), width="first")
+    with pytest.raises(ValueError, match=re.escape("config.no_rope_layers holds one entry per block")):
+        sv.subclone(parent, p)
+
+
+def test_gpt2_attention_scaled_by_block_index_only_keeps_leading_blocks():
+    parent = sv.load_parent(tiny_model("gpt2"), device="cpu")
+    parent.model.config.scale_attn_by_inverse_layer_idx = True
+    with pytest.raises(ValueError, match=r"parent blocks \[0, 3\] cannot keep their attention"):
+        sv.subclone(parent, sv.plan(parent, None, sv.DestinationSpec(layers=2, hidden=16), width="first"))
+    p = sv.plan(parent, None, sv.DestinationSpec(layers=2, hidden=32), depth="first", width="first")
+    child = sv.subclone(parent, p)
+    assert child.config.scale_attn_by_inverse_layer_idx
 
 
 def test_save_refuses_non_empty_directory(tmp_path):

@@ -1,0 +1,428 @@
+"""Comparing initializations: how much faster does a subclone learn than random init?
+
+The paper's claim is about training speed: a subcloned destination reaches a randomly initialized one's
+quality with several times fewer steps. :func:`compare` makes that measurable: it trains one destination
+per initialization with :func:`~subclone_viz.train.train`, on identical batches in identical order:
+
+* ``"random"``: the architecture's own random initialization, same shape as the subclone;
+* ``"subclone"``: the paper (importance-ranked widths, middle blocks dropped, sqrt weight scaling);
+* ``"subclone-calibrated"``: the same with scaling matched to the parent's output std on calibration data;
+* ``"no-scaling"``, ``"no-reorder"``: the paper's ablations (no scaling; leading indices, no reordering);
+* ``"uniform"``: evenly spaced indices without scaling (Xu et al.'s weight selection);
+* ``"subclone+distill"``, ``"random+distill"``: the same starts as ``"subclone"`` and ``"random"``, trained
+  with the parent as teacher (:func:`~subclone_viz.train.distillation_loss`; ``distill_alpha`` and
+  ``distill_temperature`` in the settings), so that the gain of the start and of the teacher separate.
+
+The learning rate and weight decay default to the paper's (Table 1): for language models 1e-4 / 0.1 from
+random and 1e-4 / 0.001 for every inherited initialization; for vision 0.002 / 0.2 and 1e-4 / 0.005. The
+:class:`Comparison` holds the histories, the plans and, per initialization, the initial and final held-out
+loss (and accuracy) and the :func:`speedup` over random: the steps random needs to reach its own final
+held-out loss divided by the steps the other needs to reach that same loss, and the same ratio in seconds
+of training (a teacher's forward makes a step dearer, so the two differ for the ``+distill`` inits).
+
+Example::
+
+    import subclone_viz as sv
+    parent = sv.load_parent("smollm2-135m")
+    train = sv.text_batches("builtin", parent.tokenizer, seq_len=128, batch_size=8, shuffle=True)
+    heldout = sv.text_batches("builtin", parent.tokenizer, seq_len=128, batch_size=8, split="heldout",
+                              max_batches=8)
+    result = sv.compare(parent, sv.DestinationSpec(layers=8, hidden=288), train, steps=200,
+                        eval_batches=heldout)
+    result.summary_table()   # [{"init": "random", "final_loss": ..., "speedup": 1.0, ...}, {"init": "subclone", ...}]
+    result.save("runs/smollm2-8x288")
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import os
+import warnings
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import torch
+from torch import nn
+
+from ._atomic import staged_directory
+from .train import EvalRecord, History, StepRecord, StopSignal, TrainSettings, train
+
+if TYPE_CHECKING:
+    from .parent import Parent
+    from .plan import DestinationSpec, SubclonePlan
+    from .profile import Profile
+
+__all__ = ["INITS", "Comparison", "Speedup", "compare", "default_hyperparameters", "speedup"]
+
+PROFILE_TOKENS = 4096
+REFERENCE_INIT = "random"
+
+
+
+@dataclass(frozen=True)
+class Init:
+    """How a destination starts, and whether it also learns from the parent as its teacher."""
+
+    strategies: Mapping[str, str] | None  # plan(depth=, width=, scaling=); None: the architecture's random init
+    distill: bool = False  # train with the parent as teacher (TrainSettings.distill_alpha, distill_temperature)
+
+
+_PAPER = dict(depth="middle", width="importance", scaling="sqrt")
+
+# Every initialization compare() knows, by name.
+INITS: dict[str, Init] = {
+    "random": Init(None),
+    "subclone": Init(_PAPER),
+    "subclone-calibrated": Init(dict(_PAPER, scaling="calibrated")),
+    "no-scaling": Init(dict(_PAPER, scaling="none")),
+    "no-reorder": Init(dict(_PAPER, width="first")),
+    "uniform": Init(dict(_PAPER, width="uniform", scaling="none")),
+    "subclone+distill": Init(_PAPER, distill=True),
+    "random+distill": Init(None, distill=True),
+}
+
+# The paper's Table 1: (learning rate, weight decay) from random init and from subcloning.
+_PAPER_HYPERPARAMETERS = {
+    "language": {"random": (1e-4, 0.1), "inherited": (1e-4, 0.001)},
+    "vision": {"random": (2e-3, 0.2), "inherited": (1e-4, 0.005)},
+}
+
+
+# --------------------------------------------------------------------------------------------------------
+# Speedup
+
+
+@dataclass
+class Speedup:
+    """How many times fewer steps (and seconds) ``other`` needs than the reference to reach the reference's
+    final held-out loss.
+
+    ``speedup_lower_bound``: ``other`` was already at the target at its first evaluation, so the true
+    speedup is at least ``speedup`` (the reference's steps over the first evaluation step after 0).
+    ``reached`` False: ``other`` never got there; ``speedup`` is then the reference's steps over the steps
+    ``other`` trained, an upper bound below 1. ``speedup`` is None when it cannot be defined (the
+    reference never improved on its first evaluation, or ``other`` has no evaluation after its first).
+    ``speedup_per_second`` is the same rule on the training clock (:attr:`EvalRecord.time`: seconds spent
+    in training steps, evaluations not counted), with the same two flags.
+    """
+
+    speedup: float | None
+    speedup_lower_bound: bool
+    reached: bool
+    target_loss: float
+    reference_steps: float | None  # steps the reference needs to reach target_loss (interpolated)
+    steps: float | None  # steps ``other`` needs (None when not reached)
+    speedup_per_second: float | None = None
+    reference_seconds: float | None = None  # training seconds the reference needs to reach target_loss
+    seconds: float | None = None  # training seconds ``other`` needs (None when not reached)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def _position(record: EvalRecord, axis: str) -> float:
+    return float(record.step if axis == "steps" else record.time)
+
+
+def position_at_loss(evals: list[EvalRecord], target: float, axis: str = "steps") -> float | None:
+    """The first step (``axis="steps"``) or training second (``"seconds"``) at which the held-out loss is at
+    or below ``target``, linearly interpolated between evaluations; None if it never gets there."""
+    for index, record in enumerate(evals):
+        if record.loss <= target:
+            if index == 0:
+                return _position(record, axis)
+            before = evals[index - 1]
+            fraction = (before.loss - target) / (before.loss - record.loss)
+            return _position(before, axis) + fraction * (_position(record, axis) - _position(before, axis))
+    return None
+
+
+def _ratio(reference: list[EvalRecord], other: list[EvalRecord], target: float, axis: str):
+    """(speedup, lower bound, reached, reference's position, other's position) along one axis."""
+    reference_at = position_at_loss(reference, target, axis)
+    other_at = position_at_loss(other, target, axis)
+    if not reference_at:
+        return None, False, other_at is not None, reference_at, other_at
+    if other_at is None:
+        trained = _position(other[-1], axis)
+        return (reference_at / trained if trained > 0 else None), False, False, reference_at, None
+    first = _position(other[0], axis)
+    if other_at <= first:
+        later = [_position(r, axis) for r in other if _position(r, axis) > 0]
+        bound = first if first > 0 else (later[0] if later else None)
+        return (reference_at / bound if bound else None), True, True, reference_at, other_at
+    return reference_at / other_at, False, True, reference_at, other_at
+
+
+def speedup(reference: History, other: History) -> Speedup:
+    """The speedup of ``other`` over ``reference`` (usually random init) at the reference's final held-out
+    loss, in steps and in seconds of training."""
+    if not reference.evals or not other.evals:
+        missing = "reference" if not reference.evals else "other"
+        raise ValueError(f"the {missing} history has no evaluations; train with eval_batches to measure a speedup")
+    target = reference.evals[-1].loss
+    per_step, lower_bound, reached, reference_steps, steps = _ratio(reference.evals, other.evals, target, "steps")
+    per_second, _, _, reference_seconds, seconds = _ratio(reference.evals, other.evals, target, "seconds")
+    return Speedup(
+        speedup=per_step, speedup_lower_bound=lower_bound, reached=reached, target_loss=target,
+        reference_steps=reference_steps, steps=steps if reached else None, speedup_per_second=per_second,
+        reference_seconds=reference_seconds, seconds=seconds if reached else None,
+    )
+
+
+# --------------------------------------------------------------------------------------------------------
+# Comparing initializations
+
+
+def default_hyperparameters(task: str, init: str) -> tuple[float, float]:
+    """(learning rate, weight decay) of the paper's Table 1 for a family task and an initialization."""
+    kind = "vision" if task == "image-classification" else "language"
+    return _PAPER_HYPERPARAMETERS[kind]["random" if INITS[init].strategies is None else "inherited"]
+
+
+@dataclass
+class Comparison:
+    """Histories, plans and metrics of one destination shape trained from several initializations."""
+
+    histories: dict[str, History]
+    plans: dict[str, dict[str, Any] | None]  # the SubclonePlan of each init as a dict; None for random
+    metrics: dict[str, dict[str, Any]]
+    config: dict[str, Any] = field(default_factory=dict)
+    stopped_early: bool = False
+
+    def summary_table(self) -> list[dict[str, Any]]:
+        """One row per initialization: hyperparameters, initial/final held-out loss and accuracy, speedup per
+        step and per second of training, and the seconds it trained."""
+        rows = []
+        for init, history in self.histories.items():
+            metric = self.metrics.get(init, {})
+            rows.append(
+                {
+                    "init": init,
+                    "lr": history.config.get("lr"),
+                    "weight_decay": history.config.get("weight_decay"),
+                    "steps": history.last_step,
+                    "initial_loss": metric.get("initial_loss"),
+                    "final_loss": metric.get("final_loss"),
+                    "initial_accuracy": metric.get("initial_accuracy"),
+                    "final_accuracy": metric.get("final_accuracy"),
+                    "speedup": metric.get("speedup"),
+                    "speedup_per_second": metric.get("speedup_per_second"),
+                    "speedup_lower_bound": metric.get("speedup_lower_bound"),
+                    "reached": metric.get("reached"),
+                    "train_seconds": history.steps[-1].time if history.steps else 0.0,
+                    "distill_alpha": history.config.get("distill_alpha"),
+                    "stopped_early": history.stopped_early,
+                }
+            )
+        return rows
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "histories": {k: h.to_dict() for k, h in self.histories.items()},
+            "plans": self.plans,
+            "metrics": self.metrics,
+            "config": self.config,
+            "stopped_early": self.stopped_early,
+        }
+
+    def save(self, directory: str | os.PathLike, overwrite: bool = False) -> Path:
+        """Write ``histories.json``, ``<init>.csv`` per initialization and ``summary.json`` (config, plans,
+        metrics, table) into ``directory``, all at once: a staging directory renamed into place."""
+        with staged_directory(directory, overwrite) as staging:
+            (staging / "histories.json").write_text(
+                json.dumps({k: h.to_dict() for k, h in self.histories.items()}, indent=1)
+            )
+            for init, history in self.histories.items():
+                (staging / f"{init}.csv").write_text(history.csv_text())
+            summary = {
+                "config": self.config,
+                "stopped_early": self.stopped_early,
+                "metrics": self.metrics,
+                "table": self.summary_table(),
+                "plans": self.plans,
+            }
+            (staging / "summary.json").write_text(json.dumps(summary, indent=1))
+        return Path(directory).expanduser()
+
+    @classmethod
+    def load(cls, directory: str | os.PathLike) -> "Comparison":
+        """Read back a directory written by :meth:`save`."""
+        directory = Path(directory).expanduser()
+        histories = json.loads((directory / "histories.json").read_text())
+        summary = json.loads((directory / "summary.json").read_text())
+        return cls(
+            histories={k: History.from_dict(h) for k, h in histories.items()},
+            plans=summary["plans"],
+            metrics=summary["metrics"],
+            config=summary["config"],
+            stopped_early=summary["stopped_early"],
+        )
+
+
+def comparison_metrics(histories: Mapping[str, History]) -> dict[str, dict[str, Any]]:
+    """Initial and final held-out loss and accuracy per run, and the speedup over ``"random"`` if it ran."""
+    reference = histories.get(REFERENCE_INIT)
+    metrics = {}
+    for init, history in histories.items():
+        if not history.evals:
+            metrics[init] = {}
+            continue
+        first, last = history.evals[0], history.evals[-1]
+        metric: dict[str, Any] = {
+            "initial_loss": first.loss,
+            "final_loss": last.loss,
+            "initial_accuracy": first.accuracy,
+            "final_accuracy": last.accuracy,
+        }
+        if reference is not None and reference.evals:
+            metric.update(speedup(reference, history).to_dict())
+        metrics[init] = metric
+    return metrics
+
+
+def _check_inits(inits: Iterable[str], overrides: Mapping[str, Mapping[str, float] | None]) -> list[str]:
+    inits = list(inits)
+    valid = ", ".join(map(repr, INITS))
+    unknown = [name for name in inits if name not in INITS]
+    if unknown:
+        raise ValueError(f"unknown initialization(s) {unknown}; valid ones: {valid}")
+    if not inits or len(set(inits)) != len(inits):
+        raise ValueError(f"inits={inits!r} must name each initialization once, at least one of {valid}")
+    for argument, mapping in overrides.items():
+        extra = sorted(set(mapping or {}) - set(inits))
+        if extra:
+            raise ValueError(f"{argument} names {extra}, which are not among inits={inits}")
+    return inits
+
+
+def _destination(
+    parent: "Parent",
+    spec: "DestinationSpec",
+    init: str,
+    profile: "Profile | None",
+    calibration_batches: Iterable[dict[str, torch.Tensor]],
+    seed: int,
+) -> tuple[nn.Module, "SubclonePlan | None"]:
+    """The destination an initialization starts from, in fp32 (mixed precision autocasts, it never trains
+    half-precision weights), and the plan it was sliced by (None for random init)."""
+    from .plan import plan
+    from .subclone import subclone
+
+    recipe = INITS[init].strategies
+    if recipe is None:
+        # The shape the subclone would have; random init ignores which indices a plan keeps.
+        shape = plan(parent, None, spec, width="first", scaling="none")
+        torch.manual_seed(seed)
+        model = parent.family.build(parent.model, shape.destination_dims, shape.layers, device=parent.input_device)
+        return model.float(), None
+    chosen = plan(parent, profile, spec, **recipe)
+    return subclone(parent, chosen, calibration_batches=calibration_batches).float(), chosen
+
+
+def compare(
+    parent: "Parent",
+    spec: "DestinationSpec",
+    batches: Iterable[dict[str, torch.Tensor]],
+    inits: Iterable[str] = ("random", "subclone"),
+    settings: TrainSettings | None = None,
+    *,
+    eval_batches: Iterable[dict[str, torch.Tensor]] | None = None,
+    profile: "Profile | None" = None,
+    lrs: Mapping[str, float] | None = None,
+    weight_decays: Mapping[str, float] | None = None,
+    calibration_batches: Iterable[dict[str, torch.Tensor]] | None = None,
+    callback: Callable[[History, StepRecord | EvalRecord], None] | None = None,
+    checkpoint_dir: str | os.PathLike | None = None,
+    resume: bool = False,
+    progress: bool = True,
+    stop: StopSignal | None = None,
+    **overrides: Any,
+) -> Comparison:
+    """Train one destination of shape ``spec`` per initialization, on the same batches in the same order.
+
+    Args:
+        parent: the loaded parent.
+        spec: the destination's shape (the same for every initialization).
+        batches: training batches (also the profiling and calibration data unless given).
+        inits: names from :data:`INITS`, trained in this order.
+        settings: the :class:`~subclone_viz.train.TrainSettings` of every run (one seed for all: random init
+            and dropout). Its ``lr``/``weight_decay``, when set, apply to every init; when None, each init
+            gets the paper's (:func:`default_hyperparameters`).
+        eval_batches: held-out batches for the loss curves and the speedup; without them the first few
+            training batches are used (with a warning: that measures fitting, not generalization).
+        profile: the parent's profile; computed from ``batches`` (a few thousand tokens) when an init needs it.
+        lrs, weight_decays: per-init values, overriding ``settings`` and the paper's defaults.
+        calibration_batches: for ``"subclone-calibrated"`` (default ``batches``).
+        callback: ``callback(history, record)`` during every run; ``history.label`` names the init.
+        checkpoint_dir: checkpoints of each run in its own subdirectory ``checkpoint_dir/<init>``.
+        resume: continue each run from its latest checkpoint.
+        progress: progress bars.
+        stop: stops the current run at the next step and skips the remaining ones.
+        **overrides: :class:`~subclone_viz.train.TrainSettings` fields replacing those of ``settings``
+            (``steps=300, eval_every=30, seed=1``).
+    """
+    from .profile import profile as profile_parent
+
+    settings = TrainSettings.of(settings, **overrides)
+    lrs, weight_decays = dict(lrs or {}), dict(weight_decays or {})
+    inits = _check_inits(inits, {"lrs": lrs, "weight_decays": weight_decays})
+    eval_source = getattr(eval_batches, "description", "held-out batches")
+    if eval_batches is None:
+        warnings.warn(
+            "compare() without eval_batches evaluates on the first training batches: pass held-out batches to "
+            "measure generalization", stacklevel=2,
+        )
+        eval_batches = list(itertools.islice(batches, 4))
+        eval_source = "the first 4 training batches"
+    needs_profile = any((INITS[i].strategies or {}).get("width") == "importance" for i in inits)
+    if profile is None and needs_profile:
+        profile = profile_parent(parent, batches, max_tokens=PROFILE_TOKENS, progress=progress)
+
+    task = parent.family.task
+    histories: dict[str, History] = {}
+    plans: dict[str, dict[str, Any] | None] = {}
+    stopped = False
+    for init in inits:
+        default_lr, default_wd = default_hyperparameters(task, init)
+        run_settings = replace(
+            settings,
+            lr=lrs.get(init, settings.lr if settings.lr is not None else default_lr),
+            weight_decay=weight_decays.get(
+                init, settings.weight_decay if settings.weight_decay is not None else default_wd
+            ),
+        )
+        model, chosen = _destination(parent, spec, init, profile, calibration_batches or batches, settings.seed)
+        plans[init] = chosen.to_dict() if chosen is not None else None
+        teacher = parent.model if INITS[init].distill else None
+        history = train(
+            model, batches, run_settings, eval_batches=eval_batches, teacher=teacher, family=parent.family,
+            callback=callback,
+            checkpoint_dir=Path(checkpoint_dir) / init if checkpoint_dir is not None else None, resume=resume,
+            progress=progress, stop=stop, label=init,
+        )
+        histories[init] = history
+        del model
+        if history.stopped_early:
+            stopped = True
+            break
+    dims = spec.resolve(parent.dims, parent.family.heads_follow_hidden)
+    config = {
+        "parent": {"name": parent.name, "description": parent.description, "dims": parent.dims.to_dict()},
+        "destination": dims.to_dict(),
+        "inits": inits,
+        "steps": settings.steps,
+        "seed": settings.seed,
+        "distill": (
+            {"alpha": settings.distill_alpha, "temperature": settings.distill_temperature}
+            if any(INITS[i].distill for i in inits) else None
+        ),
+        "batches": getattr(batches, "description", None),
+        "eval_batches": eval_source,
+        "profile": {"source": profile.source, "tokens": profile.tokens} if profile is not None else None,
+        "reference": REFERENCE_INIT if REFERENCE_INIT in histories else None,
+    }
+    return Comparison(histories, plans, comparison_metrics(histories), config, stopped_early=stopped)

@@ -1,0 +1,178 @@
+"""Running the library in several processes: which one is the main process, and how their results combine.
+
+Under ``accelerate launch`` (or ``torchrun``) every process runs the same script. Everything in the library
+that reads batches, prints, writes or saves goes through this module, so a script written for one process
+runs unchanged in N:
+
+* :func:`state` is accelerate's process-wide :class:`~accelerate.PartialState`, made right: a bare
+  ``PartialState()`` made earlier on a machine without GPUs (with ``ACCELERATE_USE_CPU=1``) takes a
+  launched process for a lone one, so every process believed it was rank 0; :func:`state` notices that the
+  launcher started more processes than the state knows and rebuilds it (the user's object sees the fix too,
+  accelerate's states share one dictionary);
+* :func:`shard` gives each process a disjoint share of an iterable of batches (every P-th one);
+* :func:`reduce_sum` adds a tensor of running sums over the processes (``torch.distributed`` all-reduce in
+  float64; gloo on CPUs, NCCL on GPUs), :func:`gather` collects one tensor per process;
+* :func:`on_main` runs a function (a save, a print) on the main process only; the others wait for it and get
+  the same return value, or the same exception;
+* :func:`main_process_first` lets the main process fill a cache before the others read it.
+
+In a single process (no launcher) every function is a cheap no-op: shards are everything, sums are returned
+as they are, and the main process is the only one.
+
+Example::
+
+    # ACCELERATE_USE_CPU=1 accelerate launch --multi_gpu --num_processes 2 script.py
+    from subclone_viz import distributed as dist
+    loss_sum = torch.zeros(2, dtype=torch.float64)                 # (sum of losses, batches)
+    for batch in dist.shard(batches):
+        loss_sum += torch.tensor([float(family.loss(model, batch)), 1.0], dtype=torch.float64)
+    loss_sum = dist.reduce_sum(loss_sum)                           # the same totals on every process
+    dist.on_main(print, f"mean loss {loss_sum[0] / loss_sum[1]:.4f}")   # printed once
+"""
+
+from __future__ import annotations
+
+import contextlib
+import itertools
+import pickle
+from typing import Any, Callable, Iterable, Iterator, TypeVar
+
+import torch
+
+T = TypeVar("T")
+
+_WORLD_SIZE_VARIABLES = ["WORLD_SIZE", "PMI_SIZE", "OMPI_COMM_WORLD_SIZE", "MV2_COMM_WORLD_SIZE"]
+
+
+def _launched_processes() -> int:
+    """How many processes the launcher started (1 without a launcher)."""
+    from accelerate.utils import get_int_from_env
+
+    return get_int_from_env(_WORLD_SIZE_VARIABLES, 1)
+
+
+def _use_cpu() -> bool:
+    from accelerate.utils import parse_flag_from_env
+
+    return parse_flag_from_env("ACCELERATE_USE_CPU") or not torch.cuda.is_available()
+
+
+def state():
+    """accelerate's process-wide ``PartialState``, rebuilt when an earlier one disagrees with the launcher."""
+    from accelerate import PartialState
+    from accelerate.state import AcceleratorState
+
+    launched = _launched_processes()
+    existing = PartialState._shared_state
+    if existing and existing.get("num_processes", 1) != launched:
+        # A PartialState() made without cpu=True where there is no GPU ignores ACCELERATE_USE_CPU and sets up one
+        # process per launched process, each of them rank 0. Start over with the launcher's view of the world.
+        AcceleratorState._reset_state(reset_partial_state=True)
+    if PartialState._shared_state:
+        return PartialState()
+    return PartialState(cpu=_use_cpu() if launched > 1 else False)
+
+
+def num_processes() -> int:
+    return state().num_processes
+
+
+def process_index() -> int:
+    return state().process_index
+
+
+def is_main_process() -> bool:
+    return state().is_main_process
+
+
+def shard(items: Iterable[T]) -> Iterator[T]:
+    """This process's share of ``items``: items rank, rank + P, rank + 2P... (all of them in one process)."""
+    current = state()
+    if current.num_processes == 1:
+        return iter(items)
+    return itertools.islice(items, current.process_index, None, current.num_processes)
+
+
+def reduce_sum(values: torch.Tensor) -> torch.Tensor:
+    """``values`` summed over the processes, in float64, on the device they came from (every process gets it)."""
+    current = state()
+    if current.num_processes == 1:
+        return values
+    buffer = values.detach().to(device=current.device, dtype=torch.float64).clone()
+    torch.distributed.all_reduce(buffer, op=torch.distributed.ReduceOp.SUM)
+    return buffer.to(values.device)
+
+
+def gather(values: torch.Tensor) -> torch.Tensor:
+    """One ``values`` per process, stacked in rank order: (P, *values.shape), on every process."""
+    current = state()
+    if current.num_processes == 1:
+        return values.unsqueeze(0)
+    local = values.detach().to(current.device).contiguous()
+    parts = [torch.empty_like(local) for _ in range(current.num_processes)]
+    torch.distributed.all_gather(parts, local)
+    return torch.stack(parts).to(values.device)
+
+
+def barrier() -> None:
+    """Wait until every process gets here."""
+    current = state()
+    if current.num_processes > 1:
+        current.wait_for_everyone()
+
+
+def on_main(function: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+    """Run ``function(*args, **kwargs)`` on the main process only; every process returns its result.
+
+    The other processes wait for it. If it raises, every process raises the same exception (so a refused
+    ``FileExistsError`` is one error on every rank, not one error and one hang). The result travels to the
+    other processes pickled, between processes of this one launch only.
+    """
+    current = state()
+    if current.num_processes == 1:
+        return function(*args, **kwargs)
+    outcome: list[Any] = [None, None]  # [result, exception]
+    if current.is_main_process:
+        try:
+            outcome[0] = function(*args, **kwargs)
+        except Exception as error:  # re-raised below on every process, the main one included
+            outcome[1] = error if _picklable(error) else RuntimeError(f"{type(error).__name__}: {error}")
+    device = current.device if current.backend == "nccl" else None
+    torch.distributed.broadcast_object_list(outcome, src=0, device=device)
+    if outcome[1] is not None:
+        raise outcome[1]
+    return outcome[0]
+
+
+def gather_objects(value: T) -> list[T]:
+    """One ``value`` per process, in rank order, on every process (pickled between the processes of this launch)."""
+    current = state()
+    if current.num_processes == 1:
+        return [value]
+    values: list[Any] = [None] * current.num_processes
+    torch.distributed.all_gather_object(values, value)
+    return values
+
+
+def _picklable(value: Any) -> bool:
+    try:
+        pickle.dumps(value)
+    except Exception:
+        return False
+    return True
+
+
+@contextlib.contextmanager
+def main_process_first() -> Iterator[None]:
+    """The main process runs the block first (say, converting a checkpoint into the cache), then the others."""
+    current = state()
+    if current.num_processes == 1:
+        yield
+        return
+    with current.main_process_first():
+        yield
+
+
+def show_progress(progress: bool) -> bool:
+    """Whether this process draws progress bars: only the main one, and only if asked."""
+    return progress and is_main_process()

@@ -1,0 +1,84 @@
+"""The axis vocabulary: what each tensor axis of a parameter is, and which parent indices a plan keeps on it.
+
+A family's slicing rules name every axis of every parameter with one of these kinds; :func:`axis_indices`
+turns a plan and a destination layer into the parent indices kept along that axis. Head axes are laid out
+head-major (head ``h`` owns channels ``h * head_dim ... h * head_dim + head_dim - 1``).
+
+========================  ==================================================================================
+``"keep"``                kept whole (vocabulary, positions, classes, image channels, a per-head q/k norm)
+``"residual"``            the residual stream: the plan's one shared channel order
+``"ffn"``                 FFN hidden neurons of the layer
+``"gate_up"``             a fused [gate | up] projection (Phi-3): the FFN neurons in each half
+``"q_heads"``             query heads (also the per-head attention output)
+``"kv_heads"``            key/value heads (grouped-query attention: whole groups are kept)
+``"qkv"``                 a fused [q | k | v] projection; q has ``heads``, k and v ``kv_heads`` heads each
+                          (GPT-2, timm ViT, Phi-3: also right when k and v are narrower than q)
+``"qkv_per_head"``        fused q, k, v interleaved per head, [heads][3][head_dim] (GPT-NeoX)
+========================  ==================================================================================
+
+Example::
+
+    axis_indices(plan, "qkv", layer=0)   # q channels, then k and v channels offset by the parent's q width
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Callable, Literal
+
+if TYPE_CHECKING:
+    from ..plan import SubclonePlan
+
+Axis = Literal["keep", "residual", "ffn", "gate_up", "q_heads", "kv_heads", "qkv", "qkv_per_head"]
+
+
+def _channels(heads: list[int], head_dim: int) -> list[int]:
+    return [h * head_dim + t for h in heads for t in range(head_dim)]
+
+
+def _gate_up(plan: "SubclonePlan", layer: int) -> list[int]:
+    neurons, width = plan.ffn[layer], plan.parent_dims["ffn"]
+    return neurons + [width + i for i in neurons]
+
+
+def _qkv(plan: "SubclonePlan", layer: int) -> list[int]:
+    head_dim, parent = plan.parent_dims["head_dim"], plan.parent_dims
+    q = _channels(plan.heads[layer], head_dim)
+    kv = _channels(plan.kv_heads[layer], head_dim)
+    q_width, kv_width = parent["heads"] * head_dim, parent["kv_heads"] * head_dim
+    return q + [q_width + i for i in kv] + [q_width + kv_width + i for i in kv]
+
+
+def _qkv_per_head(plan: "SubclonePlan", layer: int) -> list[int]:
+    head_dim = plan.parent_dims["head_dim"]
+    return _channels([3 * h + part for h in plan.heads[layer] for part in range(3)], head_dim)
+
+
+# Block axes take the destination layer; "keep" and "residual" are the same everywhere.
+BLOCK_AXES: dict[str, Callable[["SubclonePlan", int], list[int]]] = {
+    "ffn": lambda plan, layer: plan.ffn[layer],
+    "gate_up": _gate_up,
+    "q_heads": lambda plan, layer: _channels(plan.heads[layer], plan.parent_dims["head_dim"]),
+    "kv_heads": lambda plan, layer: _channels(plan.kv_heads[layer], plan.parent_dims["head_dim"]),
+    "qkv": _qkv,
+    "qkv_per_head": _qkv_per_head,
+}
+AXES: tuple[str, ...] = ("keep", "residual", *BLOCK_AXES)
+
+
+def axis_indices(plan: "SubclonePlan", axis: str, layer: int | None) -> list[int] | None:
+    """The parent indices kept along one axis kind (None: the axis is kept whole).
+
+    Args:
+        plan: the subclone plan.
+        axis: one of :data:`AXES`.
+        layer: the destination layer of a block parameter, None outside the blocks.
+    """
+    if axis == "keep":
+        return None
+    if axis == "residual":
+        return plan.residual
+    if axis not in BLOCK_AXES:
+        raise ValueError(f"unknown axis kind {axis!r}; the kinds are {', '.join(AXES)}")
+    if layer is None:
+        raise ValueError(f"axis {axis!r} belongs to a block but the parameter is outside the blocks")
+    return BLOCK_AXES[axis](plan, layer)
