@@ -13,11 +13,20 @@ Per residual layer (the embedding output, then every block output): the mean |ac
 an (L+1) x d matrix. Padding tokens (attention mask 0) are not counted. Because everything is a sum with a
 count, profiles of separate shards merge exactly with ``+``.
 
+The same pass collects what the other importance estimators (:mod:`subclone_viz.importance`) read, in
+``Profile.stats``: mean |input| and |output| of every norm on the residual stream, squared inputs of every
+linear layer that reads the residual stream, squared FFN activations and head outputs, per-head output norms.
+:func:`add_taylor` adds first-order Taylor sums in a second pass, with gradients.
+
+Every sum is also kept per shard (batch b in shard b % S, ``shards=8`` by default), so that
+:meth:`Profile.resample` rebuilds the profile of any bootstrap or split-half resample of the calibration
+sample without reading it again (:func:`~subclone_viz.stability.stability`).
+
 Example::
 
     import subclone_viz as sv
     parent = sv.load_parent("smollm2-135m")
-    batches = sv.text_batches("builtin", parent.tokenizer, seq_len=256, batch_size=8, split="heldout")
+    batches = sv.text_batches("builtin", parent.tokenizer, seq_len=256, batch_size=8, shuffle=True)
     prof = sv.profile(parent, batches, max_tokens=8192)
     prof.block_metrics["f_over_sum"]       # (30,) the paper's ||f(x)|| / ||x + f(x)|| per block
     prof.shared_ranking()[:5]               # the five most important residual channels

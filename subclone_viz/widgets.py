@@ -30,7 +30,7 @@ Example::
     train = sv.text_batches("builtin", parent.tokenizer, seq_len=128, batch_size=8, shuffle=True)
     heldout = sv.text_batches("builtin", parent.tokenizer, seq_len=128, batch_size=4, split="heldout",
                               max_batches=2)
-    prof = sv.profile(parent, heldout)
+    prof = sv.profile(parent, train, max_tokens=8192)     # a shuffled, document-diverse calibration sample
     Explorer(parent, prof, train, eval_batches=heldout)     # in a notebook cell
 """
 
