@@ -812,7 +812,7 @@ class StabilityExplorer(_App):
         self.stability: Stability | None = None
         self.error: str | None = None
         hidden = spec_choices(parent)["hidden"]
-        self.hidden = w.SelectionSlider(options=hidden, value=_closest(hidden, parent.dims.hidden * 2 / 3),
+        self.hidden = w.SelectionSlider(options=hidden, value=default_destination(parent).hidden,
                                         description="hidden d'", continuous_update=False, style=_LABEL_STYLE,
                                         layout=w.Layout(width="420px"))
         self.importance = w.Dropdown(options=available_estimators(profile), value=DEFAULT_ESTIMATOR,

@@ -14,7 +14,7 @@ import subclone_viz as sv
 from subclone_viz import plots
 from subclone_viz.importance import ESTIMATORS, linear_readers
 from subclone_viz.stability import resample_counts
-from tiny import TINY_FAMILIES, tiny_batches, tiny_model
+from tiny import tiny_batches, tiny_model
 
 LLAMA_SPEC = sv.DestinationSpec(layers=3, hidden=24, ffn=40, heads=3, kv_heads=1)
 
