@@ -138,6 +138,11 @@ class DestinationSpec:
             return len(self.layers)
         if not isinstance(self.layers, (int, np.integer)) or self.layers < 1:
             raise SpecError(f"layers={self.layers!r} is not valid: give a count of at least 1, or a list of block indices")
+        if self.layers > 2 * parent.layers:
+            raise SpecError(
+                f"layers={self.layers} is out of range: choose 1 <= layers <= {2 * parent.layers} (beyond the parent's "
+                f"{parent.layers}, middle blocks are duplicated, at most doubling the depth), or a list of block indices"
+            )
         return int(self.layers)
 
 

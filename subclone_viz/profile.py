@@ -40,7 +40,8 @@ import dataclasses
 import itertools
 import json
 import os
-import tempfile
+import zipfile
+import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Iterable, Sequence
@@ -49,12 +50,14 @@ import numpy as np
 import torch
 
 from . import __version__, distributed
-
+from ._atomic import DamagedFileError, staged_file
 from .parent import readable_parameters
 
 if TYPE_CHECKING:
     from .parent import Parent
 
+PROFILE_FORMAT = 1  # the layout of a saved .npz; bump when it changes
+_ARRAYS = ("block_sums", "residual_abs_sums", "ffn_abs_sums", "attn_abs_sums")
 BLOCK_METRICS = ("f_over_sum", "f_over_x", "one_minus_cos")
 BLOCK_METRIC_LABELS = {
     "f_over_sum": "||f(x)|| / ||x + f(x)||",
@@ -235,7 +238,7 @@ class Profile:
 
     # ------------------------------------------------------------------ files
     def save(self, path: str | os.PathLike, overwrite: bool = False) -> Path:
-        """Write one ``.npz`` file: the sums as arrays and the metadata as a JSON string (no pickles).
+        """Write one ``.npz`` file, atomically: the sums as arrays and the metadata as a JSON string (no pickles).
 
         Under several processes only the main one writes; every process returns the path (or raises its error).
         """
@@ -244,34 +247,40 @@ class Profile:
     def _write(self, path: Path, overwrite: bool) -> Path:
         if path.suffix != ".npz":
             raise ValueError(f"profile path {str(path)!r} must end in .npz")
-        if path.exists() and not overwrite:
-            raise FileExistsError(f"{path} exists; pass overwrite=True to replace it")
-        meta = dict(parent=self.parent, source=self.source, tokens=self.tokens, version=self.version, extra=self.extra)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        with tempfile.NamedTemporaryFile(dir=path.parent, suffix=".npz", delete=False) as tmp:
-            np.savez(
-                tmp,
-                meta=np.array(json.dumps(meta)),
-                block_sums=self.block_sums,
-                residual_abs_sums=self.residual_abs_sums,
-                ffn_abs_sums=self.ffn_abs_sums,
-                attn_abs_sums=self.attn_abs_sums,
-                **{f"stat_{name}": value for name, value in self.stats.items()},
-                **{f"shard_{name}": value for name, value in self.shards.items()},
-            )
-        os.replace(tmp.name, path)
+        meta = dict(parent=self.parent, source=self.source, tokens=self.tokens, version=self.version, extra=self.extra,
+                    format=PROFILE_FORMAT)
+        arrays = {name: getattr(self, name) for name in _ARRAYS}
+        arrays.update({f"stat_{name}": value for name, value in self.stats.items()})
+        arrays.update({f"shard_{name}": value for name, value in self.shards.items()})
+        with staged_file(path, overwrite) as staging, open(staging, "wb") as file:
+            np.savez(file, meta=np.array(json.dumps(meta)), **arrays)
         return path
 
     @classmethod
     def load(cls, path: str | os.PathLike) -> "Profile":
+        """Read a profile written by :meth:`save`; a file that is not one, or is damaged, raises
+        :class:`~subclone_viz._atomic.DamagedFileError` naming it and what is wrong."""
         path = Path(path)
         if not path.is_file():
             raise FileNotFoundError(f"no profile at {path}")
-        with np.load(path, allow_pickle=False) as data:
-            meta = json.loads(str(data["meta"]))
-            arrays = {name: data[name] for name in ("block_sums", "residual_abs_sums", "ffn_abs_sums", "attn_abs_sums")}
-            stats = {name[len("stat_"):]: data[name] for name in data.files if name.startswith("stat_")}
-            shards = {name[len("shard_"):]: data[name] for name in data.files if name.startswith("shard_")}
+        try:
+            with np.load(path, allow_pickle=False) as data:
+                missing = [name for name in ("meta", *_ARRAYS) if name not in data.files]
+                if missing:
+                    raise DamagedFileError(f"profile {path} lacks {', '.join(missing)}: it is not a saved profile")
+                meta_text = str(data["meta"])
+                arrays = {name: data[name] for name in _ARRAYS}
+                stats = {name[len("stat_"):]: data[name] for name in data.files if name.startswith("stat_")}
+                shards = {name[len("shard_"):]: data[name] for name in data.files if name.startswith("shard_")}
+        except (OSError, ValueError, EOFError, zipfile.BadZipFile, zlib.error) as error:
+            if isinstance(error, DamagedFileError):
+                raise
+            raise DamagedFileError(
+                f"profile {path} is damaged or not a saved profile ({type(error).__name__}: {error})"
+            ) from error
+        meta = _profile_meta(path, meta_text)
+        _check_profile_arrays(path, meta, arrays)
+        _check_stats_and_shards(path, arrays, stats, shards)
         return cls(
             parent=meta["parent"], source=meta["source"], tokens=meta["tokens"], version=meta["version"],
             extra=meta.get("extra", {}), stats=stats, shards=shards, **arrays,
@@ -317,6 +326,82 @@ def same_parent(a: dict[str, Any], b: dict[str, Any]) -> bool:
         and len(a["checksum"]) == len(b["checksum"])
         and bool(np.allclose(a["checksum"], b["checksum"], rtol=1e-2, atol=1e-3))
     )
+
+
+def _profile_meta(path: Path, text: str) -> dict[str, Any]:
+    """The metadata of a saved profile, checked field by field."""
+    def bad(problem: str) -> DamagedFileError:
+        return DamagedFileError(f"profile {path} has bad metadata: {problem}")
+
+    try:
+        meta = json.loads(text)
+    except ValueError as error:
+        raise bad(f"not JSON ({error})") from error
+    if not isinstance(meta, dict):
+        raise bad(f"a JSON {type(meta).__name__}, not an object")
+    missing = [key for key in ("parent", "source", "tokens", "version") if key not in meta]
+    if missing:
+        raise bad(f"no {', '.join(missing)}")
+    if meta.get("format", PROFILE_FORMAT) != PROFILE_FORMAT:
+        raise bad(f"format {meta['format']!r}, this version reads format {PROFILE_FORMAT} (upgrade subclone_viz)")
+    parent = meta["parent"]
+    if not isinstance(parent, dict) or any(key not in parent for key in ("name", "family", "dims", "checksum")):
+        raise bad("'parent' must be an object with name, family, dims and checksum")
+    dims = parent["dims"]
+    if not isinstance(dims, dict) or not all(
+        isinstance(dims.get(key), int) and dims[key] >= 1 for key in ("layers", "hidden", "ffn", "heads", "head_dim")
+    ):
+        raise bad(f"parent dims {dims!r} must hold positive integer layers, hidden, ffn, heads and head_dim")
+    if not isinstance(parent["checksum"], list) or not all(isinstance(v, (int, float)) for v in parent["checksum"]):
+        raise bad("the parent checksum must be a list of numbers")
+    if not isinstance(meta["tokens"], int) or isinstance(meta["tokens"], bool) or meta["tokens"] < 1:
+        raise bad(f"tokens={meta['tokens']!r}, not a positive count")
+    if not isinstance(meta["source"], str) or not isinstance(meta.get("extra", {}), dict):
+        raise bad("'source' must be text and 'extra' an object")
+    return meta
+
+
+def _check_profile_arrays(path: Path, meta: dict[str, Any], arrays: dict[str, np.ndarray]) -> None:
+    """Each array has the shape its parent's dims give, finite non-negative values (sums of norms and |.|)."""
+    dims = meta["parent"]["dims"]
+    layers = dims["layers"]
+    expected = {
+        "block_sums": (layers, len(BLOCK_METRICS)),
+        "residual_abs_sums": (layers + 1, dims["hidden"]),
+        "ffn_abs_sums": (layers, dims["ffn"]),
+        "attn_abs_sums": (layers, dims["heads"] * dims["head_dim"]),
+    }
+    for name, shape in expected.items():
+        array = arrays[name]
+        if array.shape != shape or array.dtype.kind != "f":
+            raise DamagedFileError(
+                f"profile {path}: {name} is {array.dtype} {array.shape}, expected floats of shape {shape} for its "
+                f"parent's dims {dims}"
+            )
+        if not np.isfinite(array).all():
+            raise DamagedFileError(f"profile {path}: {name} holds NaN or infinite values")
+        if (array < 0).any():
+            raise DamagedFileError(f"profile {path}: {name} holds negative values, impossible for sums of magnitudes")
+
+
+def _check_stats_and_shards(path: Path, arrays: dict[str, np.ndarray], stats: dict[str, np.ndarray],
+                            shards: dict[str, np.ndarray]) -> None:
+    """Further sums are finite; per-shard sums, when present, cover every sum and add up to it."""
+    for name, array in stats.items():
+        if array.dtype.kind != "f" or not np.isfinite(array).all():
+            raise DamagedFileError(f"profile {path}: statistic {name} is not a finite float array")
+    if not shards:
+        return
+    totals = {**arrays, **stats}
+    if "tokens" not in shards or shards.keys() - {"tokens"} != totals.keys():
+        raise DamagedFileError(f"profile {path}: its shards ({sorted(shards)}) do not match its sums ({sorted(totals)})")
+    count = len(shards["tokens"])
+    for name, shard in shards.items():
+        if name == "tokens":
+            continue
+        if shard.shape != (count, *totals[name].shape) or not np.allclose(shard.sum(0), totals[name], rtol=1e-6,
+                                                                          atol=1e-9):
+            raise DamagedFileError(f"profile {path}: the {count} shards of {name} do not add up to its total")
 
 
 class _Accumulator:

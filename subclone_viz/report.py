@@ -26,7 +26,6 @@ import datetime
 import html
 import math
 import os
-import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -36,6 +35,7 @@ import plotly.graph_objects as go
 from plotly.offline import get_plotlyjs
 
 from . import __version__, plots
+from ._atomic import check_new_file, write_file
 from .profile import BLOCK_METRIC_LABELS, BLOCK_METRICS, Profile
 
 if TYPE_CHECKING:
@@ -319,23 +319,8 @@ def _check_out(out: str | os.PathLike, overwrite: bool) -> Path:
     path = Path(out).expanduser()
     if path.suffix.lower() not in (".html", ".htm"):
         raise ValueError(f"out={str(out)!r} must be an .html file")
-    if path.exists() and not overwrite:
-        raise FileExistsError(f"{path} exists; pass overwrite=True (CLI: --overwrite) to replace it")
-    if path.is_dir():
-        raise IsADirectoryError(f"{path} is a directory; give a file name ending in .html")
+    check_new_file(path, overwrite)  # exists, a directory, or a place that cannot be written
     return path
-
-
-def _write_atomically(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with tempfile.NamedTemporaryFile("w", dir=path.parent, prefix=f".{path.name}.", suffix=".tmp", delete=False,
-                                     encoding="utf-8") as tmp:
-        try:
-            tmp.write(text)
-        except BaseException:
-            os.unlink(tmp.name)
-            raise
-    os.replace(tmp.name, path)
 
 
 def build_report(
@@ -399,7 +384,7 @@ def build_report(
         f'"Weight subcloning: direct initialization of transformers using larger pretrained ones" (2023).</p>'
         f"<nav>{nav}</nav>{note_box}{''.join(sections)}</main></body></html>\n"
     )
-    _write_atomically(path, page)
+    write_file(path, page, overwrite=overwrite)
     return path
 
 

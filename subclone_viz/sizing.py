@@ -40,9 +40,7 @@ from __future__ import annotations
 import hashlib
 import json
 import math
-import os
 import sys
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Iterable, Sequence
@@ -52,6 +50,7 @@ import torch
 from torch import nn
 
 from . import __version__, distributed
+from ._atomic import DamagedFileError, note_rebuild, read_cache_file, write_cache_file
 from .data import cache_dir
 from .plan import DEPTH_STRATEGIES, SCALINGS, WIDTH_STRATEGIES, DestinationSpec, SpecError, plan, spec_choices
 
@@ -214,17 +213,18 @@ def _tokens_per_sequence(parent: "Parent", batch: dict[str, torch.Tensor]) -> in
 
 
 def _read_cache(path: Path) -> dict[str, Any] | None:
+    """A cell's cached record, or None when there is none or it is damaged (said in one warning line)."""
     try:
-        return json.loads(path.read_text())
-    except (OSError, ValueError):
+        payload = read_cache_file(path)
+        if payload is None:
+            return None
+        record = json.loads(payload)
+        if not isinstance(record, dict) or any(name not in record for name in ("key", "dims", *QUANTITIES)):
+            raise DamagedFileError(f"{path} is not a size-grid cell record")
+        return record
+    except (DamagedFileError, ValueError) as error:
+        note_rebuild("size-grid cell", str(error) if isinstance(error, DamagedFileError) else f"{path}: {error}")
         return None
-
-
-def _write_cache(path: Path, record: dict[str, Any]) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with tempfile.NamedTemporaryFile("w", dir=path.parent, suffix=".json", delete=False) as tmp:
-        json.dump(record, tmp)
-    os.replace(tmp.name, path)
 
 
 def _measure_cell(parent: "Parent", destination_plan: "SubclonePlan", batches: list, seq_len: int) -> dict[str, Any]:
@@ -325,7 +325,7 @@ def size_grid(
         else:
             record = {"key": key, **_measure_cell(parent, destination_plan, batches, seq_len)}
             if cache:
-                distributed.on_main(_write_cache, path, record)
+                distributed.on_main(write_cache_file, path, json.dumps(record).encode())
         for name in QUANTITIES:
             results[name][i, j] = record[name]
         cell_dims[i][j] = record["dims"]

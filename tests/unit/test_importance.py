@@ -330,3 +330,18 @@ def test_a_shuffled_stream_samples_many_documents_from_its_first_batch(tmp_path)
     assert documents_in_first_batch() <= 2
     assert documents_in_first_batch(shuffle=True, seed=0) >= 5
     assert "rows shuffled with seed 4" in sv.text_batches(corpus, tokenizer, seq_len=8, shuffle=True, seed=4).description
+
+
+def test_a_saved_profile_whose_shards_do_not_add_up_is_refused(llama, tmp_path):
+    from subclone_viz._atomic import DamagedFileError
+
+    _, _, prof = llama
+    shards = dict(prof.shards)
+    shards["ffn_abs_sums"] = shards["ffn_abs_sums"] * 2  # no longer the total split in shards
+    path = sv.Profile(**{**prof.__dict__, "shards": shards}).save(tmp_path / "bad.npz")
+    with pytest.raises(DamagedFileError, match="shards of ffn_abs_sums do not add up"):
+        sv.Profile.load(path)
+    stats = {**prof.stats, "norm_in_abs": prof.stats["norm_in_abs"] * np.nan}
+    path = sv.Profile(**{**prof.__dict__, "stats": stats, "shards": {}}).save(tmp_path / "nan.npz")
+    with pytest.raises(DamagedFileError, match="statistic norm_in_abs is not a finite float array"):
+        sv.Profile.load(path)

@@ -11,6 +11,7 @@ import torch
 
 import subclone_viz as sv
 from subclone_viz import sizing
+from subclone_viz._atomic import read_cache_file
 from subclone_viz.families import family_of
 from subclone_viz.parent import Parent
 from tiny import VOCAB, tiny_batches, tiny_model
@@ -102,7 +103,7 @@ def test_a_second_run_reads_every_cell_from_the_cache(llama, monkeypatch):
     sv.size_grid(parent, prof, [3], [30, 42], batches, progress=False)
     assert len(calls) == 1
     files = list((sv.cache_dir() / "size_grid").glob("*.json"))
-    assert all(json.loads(f.read_text())["key"]["spec"] for f in files)
+    assert all(json.loads(read_cache_file(f))["key"]["spec"] for f in files)  # each with its checksum
 
 
 @pytest.mark.parametrize("change", ["batches", "scaling", "profile", "seq_len"])
