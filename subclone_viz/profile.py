@@ -51,6 +51,7 @@ import torch
 
 from . import __version__, distributed
 from ._atomic import DamagedFileError, staged_file
+from .capture import BlockStep, capture_blocks, capture_modules, counted_rows, to_device, token_mask
 from .parent import readable_parameters
 
 if TYPE_CHECKING:
@@ -405,11 +406,9 @@ def _check_stats_and_shards(path: Path, arrays: dict[str, np.ndarray], stats: di
 
 
 class _Accumulator:
-    """The forward hooks of one profiling pass and their running sums (on the device of each block)."""
+    """The running sums of one profiling pass (on the device of each block), fed by the capture layer."""
 
     def __init__(self, parent: "Parent"):
-        self.family = parent.family
-        self.blocks = list(self.family.blocks(parent.model))
         dims = parent.dims
         self.block_sums = [None] * dims.layers
         self.residual = [None] * (dims.layers + 1)
@@ -417,195 +416,130 @@ class _Accumulator:
         self.attn = [None] * dims.layers
         self.mask: torch.Tensor | None = None  # (B*T,) bool, None when every token counts
         self.batch_tokens = 0  # tokens counted in the current batch (images: patches and cls tokens)
-        self.block_inputs: dict[int, torch.Tensor] = {}
-        self.residual_sums: dict[int, torch.Tensor] = {}
-        self.handles: list[torch.utils.hooks.RemovableHandle] = []
 
     def take_sums(self) -> dict[str, torch.Tensor]:
         """The sums since the last call, stacked per statistic (fp64, on the first block's device); resets them."""
         stores = {"block_sums": self.block_sums, "residual_abs_sums": self.residual,
                   "ffn_abs_sums": self.ffn, "attn_abs_sums": self.attn}
-        if any(v is None for store in stores.values() for v in store):
-            raise RuntimeError("a profiling hook never fired: the model's forward skipped a block")
-        device = stores["block_sums"][0].device
-        taken = {name: torch.stack([v.to(device) for v in store]) for name, store in stores.items()}
-        for store in stores.values():
-            store[:] = [None] * len(store)
-        return taken
+        return _take(stores, "a profiling hook never fired: the model's forward skipped a block")
 
     def _rows(self, t: torch.Tensor) -> torch.Tensor:
         """(B, T, X) -> (counted tokens, X) in fp32."""
-        rows = t.reshape(-1, t.shape[-1])
-        if self.mask is not None:
-            rows = rows[self.mask.to(rows.device)]
-        return rows.float()
+        return counted_rows(t, self.mask)
 
     @staticmethod
     def _add(store: list, index: int, value: torch.Tensor) -> None:
         value = value.double()
         store[index] = value if store[index] is None else store[index] + value
 
-    def attach(self) -> None:
-        for i, block in enumerate(self.blocks):
-            self.handles.append(block.register_forward_pre_hook(self._block_input(i), with_kwargs=True))
-            self.handles.append(block.register_forward_hook(self._block_output(i)))
-            sum_module = self.family.residual_sum_module(block)
-            if sum_module is not None:
-                self.handles.append(sum_module.register_forward_pre_hook(self._residual_sum(i)))
-            ffn = self.family.ffn_activation_module(block)
-            self.handles.append(ffn.register_forward_pre_hook(self._abs_mean(self.ffn, i)))
-            attn = self.family.attention_output_module(block)
-            self.handles.append(attn.register_forward_pre_hook(self._abs_mean(self.attn, i)))
+    def on_block(self, step: BlockStep) -> None:
+        i = step.index
+        total = self._rows(step.total)  # x + f(x), pre-norm sum for post-norm blocks
+        # A block dispatched to another device (device_map) got its input on the previous block's device.
+        x = self._rows(step.input).to(total.device)
+        if i == 0:
+            self.batch_tokens = x.shape[0]
+            self._add(self.residual, 0, x.abs().sum(0))
+        f = total - x
+        f_norm, total_norm, x_norm = f.norm(dim=-1), total.norm(dim=-1), x.norm(dim=-1)
+        eps = torch.finfo(torch.float32).tiny
+        cos = (x * total).sum(-1) / (x_norm * total_norm).clamp_min(eps)
+        metrics = torch.stack(
+            [
+                (f_norm / total_norm.clamp_min(eps)).sum(),
+                (f_norm / x_norm.clamp_min(eps)).sum(),
+                (1 - cos).sum(),
+            ]
+        )
+        self._add(self.block_sums, i, metrics)
+        self._add(self.residual, i + 1, self._rows(step.output).abs().sum(0))
 
-    def detach(self) -> None:
-        for handle in self.handles:
-            handle.remove()
-        self.handles.clear()
-        self.block_inputs.clear()
-        self.residual_sums.clear()
+    def on_ffn(self, i: int, activation: torch.Tensor) -> None:
+        self._add(self.ffn, i, self._rows(activation).abs().sum(0))
 
-    def _block_input(self, i: int):
-        def hook(module, args, kwargs):
-            x = args[0] if args else kwargs["hidden_states"]  # (B, T, d)
-            self.block_inputs[i] = x
-            if i == 0:
-                rows = self._rows(x)
-                self.batch_tokens = rows.shape[0]
-                self._add(self.residual, 0, rows.abs().sum(0))
-
-        return hook
-
-    def _residual_sum(self, i: int):
-        def hook(module, args):
-            self.residual_sums[i] = args[0]
-
-        return hook
-
-    def _block_output(self, i: int):
-        def hook(module, args, output):
-            y = output[0] if isinstance(output, (tuple, list)) else output  # (B, T, d)
-            total = self._rows(self.residual_sums.pop(i, y))  # x + f(x), pre-norm sum for post-norm blocks
-            # A block dispatched to another device (device_map) got its input on the previous block's device.
-            x = self._rows(self.block_inputs.pop(i)).to(total.device)
-            f = total - x
-            f_norm, total_norm, x_norm = f.norm(dim=-1), total.norm(dim=-1), x.norm(dim=-1)
-            eps = torch.finfo(torch.float32).tiny
-            cos = (x * total).sum(-1) / (x_norm * total_norm).clamp_min(eps)
-            metrics = torch.stack(
-                [
-                    (f_norm / total_norm.clamp_min(eps)).sum(),
-                    (f_norm / x_norm.clamp_min(eps)).sum(),
-                    (1 - cos).sum(),
-                ]
-            )
-            self._add(self.block_sums, i, metrics)
-            self._add(self.residual, i + 1, self._rows(y).abs().sum(0))
-
-        return hook
-
-    def _abs_mean(self, store: list, i: int):
-        def hook(module, args):
-            self._add(store, i, self._rows(args[0]).abs().sum(0))
-
-        return hook
+    def on_attention(self, i: int, per_head: torch.Tensor) -> None:
+        self._add(self.attn, i, self._rows(per_head).abs().sum(0))
 
 
-class _EstimatorHooks:
+def _take(stores: dict[str, list], error: str) -> dict[str, torch.Tensor]:
+    """Stack each store's per-layer sums (onto the first one's device) and empty the stores."""
+    if not stores or any(v is None for store in stores.values() for v in store):
+        raise RuntimeError(error)
+    device = next(iter(stores.values()))[0].device
+    taken = {name: torch.stack([v.to(device) for v in store]) for name, store in stores.items()}
+    for store in stores.values():
+        store[:] = [None] * len(store)
+    return taken
+
+
+class _EstimatorSums:
     """The further running sums that the importance estimators read (subclone_viz.importance), per batch:
 
-    * ``norm_in_abs`` / ``norm_out_abs`` (N, d): mean |input| and |output| of every norm on the residual stream;
+    * ``norm_in_abs`` / ``norm_out_abs`` (N, d): sums of |input| and |output| of every norm on the residual stream;
     * ``residual_in_sq`` (M, d) and ``residual_in_rows`` (M,): squared inputs of every linear layer whose fan-in
       is the residual stream, and how many rows it read (a classifier head reads one row per image);
     * ``ffn_in_sq`` (L, ffn), ``attn_in_sq`` (L, heads * head_dim): squared FFN activations and head outputs;
     * ``head_norm`` (L, heads): per-token L2 norm of each head's output.
+
+    Fed by the capture layer: :func:`~subclone_viz.capture.capture_modules` for the norms and linear layers,
+    the block roles' FFN and attention callbacks for the rest.
     """
 
-    def __init__(self, parent: "Parent", rows):
+    def __init__(self, parent: "Parent", accumulator: _Accumulator):
         from .importance import linear_readers
 
-        self.rows = rows  # (B, T, X) -> counted rows (N, X), the accumulator's mask applied
+        self.acc = accumulator  # its mask says which rows count
         model, family = parent.model, parent.family
-        self.family = family
         self.heads = parent.dims.heads
         self.norms = [name for name, module in model.named_modules() if _is_residual_norm(family, name, module)]
         self.readers = [r.module for r in linear_readers(parent, "residual")]
-        self.blocks = list(family.blocks(model))
         self.modules = {name: model.get_submodule(name) for name in self.norms + self.readers}
-        self.sums: dict[str, list] = {}
-        self.handles: list[torch.utils.hooks.RemovableHandle] = []
+        self._norm_index = {name: n for n, name in enumerate(self.norms)}
+        self._reader_index = {name: m for m, name in enumerate(self.readers)}
+        layers = parent.dims.layers
+        self.stores: dict[str, list] = {
+            "norm_in_abs": [None] * len(self.norms), "norm_out_abs": [None] * len(self.norms),
+            "residual_in_sq": [None] * len(self.readers), "residual_in_rows": [None] * len(self.readers),
+            "ffn_in_sq": [None] * layers, "attn_in_sq": [None] * layers, "head_norm": [None] * layers,
+        }
         self._last_input: tuple[torch.Tensor, torch.Tensor, int] | None = None  # q, k and v read one tensor
 
-    def attach(self) -> None:
-        for n, name in enumerate(self.norms):
-            self.handles.append(self.modules[name].register_forward_hook(self._norm(n)))
-        for m, name in enumerate(self.readers):
-            self.handles.append(self.modules[name].register_forward_pre_hook(self._reader(m)))
-        for i, block in enumerate(self.blocks):
-            family = self.family
-            self.handles.append(family.ffn_activation_module(block).register_forward_pre_hook(self._ffn(i)))
-            self.handles.append(family.attention_output_module(block).register_forward_pre_hook(self._attn(i)))
-
-    def detach(self) -> None:
-        for handle in self.handles:
-            handle.remove()
-        self.handles.clear()
-        self._last_input = None
-
-    def _add(self, name: str, index: int, size: int, value: torch.Tensor) -> None:
-        store = self.sums.setdefault(name, [None] * size)
+    def _add(self, name: str, index: int, value: torch.Tensor) -> None:
+        store = self.stores[name]
         value = value.double()
         store[index] = value if store[index] is None else store[index] + value
 
-    def _counted(self, t: torch.Tensor) -> torch.Tensor:
-        # Pooled inputs (one row per sequence or image) have no per-token mask to apply.
-        return self.rows(t) if t.dim() >= 3 else t.reshape(-1, t.shape[-1]).float()
+    def _rows(self, t: torch.Tensor) -> torch.Tensor:
+        return counted_rows(t, self.acc.mask)
 
-    def _norm(self, n: int):
-        def hook(module, args, output):
-            x, y = args[0], output[0] if isinstance(output, (tuple, list)) else output
-            self._add("norm_in_abs", n, len(self.norms), self._counted(x).abs().sum(0))
-            self._add("norm_out_abs", n, len(self.norms), self._counted(y).abs().sum(0))
+    def on_module(self, name: str, x: torch.Tensor, y: torch.Tensor) -> None:
+        if name in self._norm_index:
+            n = self._norm_index[name]
+            self._add("norm_in_abs", n, self._rows(x).abs().sum(0))
+            self._add("norm_out_abs", n, self._rows(y).abs().sum(0))
+            return
+        if self._last_input is not None and self._last_input[0] is x:
+            sq, rows = self._last_input[1:]
+        else:
+            counted = self._rows(x)
+            sq, rows = counted.square().sum(0), counted.shape[0]
+            self._last_input = (x, sq, rows)
+        m = self._reader_index[name]
+        self._add("residual_in_sq", m, sq)
+        self._add("residual_in_rows", m, torch.tensor(float(rows), device=sq.device))
 
-        return hook
+    def on_ffn(self, i: int, activation: torch.Tensor) -> None:
+        self._add("ffn_in_sq", i, self._rows(activation).square().sum(0))
 
-    def _reader(self, m: int):
-        def hook(module, args):
-            x = args[0]
-            if self._last_input is not None and self._last_input[0] is x:
-                sq, rows = self._last_input[1:]
-            else:
-                counted = self._counted(x)
-                sq, rows = counted.square().sum(0), counted.shape[0]
-                self._last_input = (x, sq, rows)
-            self._add("residual_in_sq", m, len(self.readers), sq)
-            self._add("residual_in_rows", m, len(self.readers), torch.tensor(float(rows)))
-
-        return hook
-
-    def _ffn(self, i: int):
-        def hook(module, args):
-            self._add("ffn_in_sq", i, len(self.blocks), self._counted(args[0]).square().sum(0))
-
-        return hook
-
-    def _attn(self, i: int):
-        def hook(module, args):
-            counted = self._counted(args[0])  # (N, heads * head_dim)
-            self._add("attn_in_sq", i, len(self.blocks), counted.square().sum(0))
-            per_head = counted.reshape(counted.shape[0], self.heads, -1).norm(dim=-1)  # (N, heads)
-            self._add("head_norm", i, len(self.blocks), per_head.sum(0))
-
-        return hook
+    def on_attention(self, i: int, per_head: torch.Tensor) -> None:
+        counted = self._rows(per_head)  # (N, heads * head_dim)
+        self._add("attn_in_sq", i, counted.square().sum(0))
+        self._add("head_norm", i, counted.reshape(counted.shape[0], self.heads, -1).norm(dim=-1).sum(0))  # (heads,)
 
     def take_sums(self) -> dict[str, torch.Tensor]:
         """This batch's sums stacked per statistic; resets them."""
-        if any(v is None for store in self.sums.values() for v in store) or not self.sums:
-            raise RuntimeError("an estimator hook never fired: the model's forward skipped a norm or a linear layer")
-        device = next(iter(self.sums.values()))[0].device
-        taken = {name: torch.stack([v.to(device) for v in store]) for name, store in self.sums.items()}
-        self.sums = {}
         self._last_input = None
-        return taken
+        return _take(self.stores, "an estimator hook never fired: the model's forward skipped a norm or a linear layer")
 
 
 def _is_residual_norm(family, name: str, module: torch.nn.Module) -> bool:
@@ -617,19 +551,6 @@ def _is_residual_norm(family, name: str, module: torch.nn.Module) -> bool:
         return family.rule_for(f"{name}.weight").axes == ("residual",)
     except ValueError:  # a norm the adapter does not slice (per-head q/k norms have their own rule)
         return False
-
-
-def _token_mask(batch: dict[str, torch.Tensor]) -> torch.Tensor | None:
-    """The flattened attention mask (B*T,), or None when every token counts (no padding, or images)."""
-    mask = batch.get("attention_mask")
-    if mask is None:
-        return None
-    flat = mask.reshape(-1).bool()
-    return None if bool(flat.all()) else flat
-
-
-def _to_device(batch: dict[str, torch.Tensor], device: torch.device) -> dict[str, torch.Tensor]:
-    return {k: v.to(device) if isinstance(v, torch.Tensor) else v for k, v in batch.items()}
 
 
 class _ShardedSums:
@@ -686,9 +607,7 @@ def profile(
     was_training = model.training
     model.eval()
     acc = _Accumulator(parent)
-    acc.attach()
-    estimator_hooks = _EstimatorHooks(parent, acc._rows)
-    estimator_hooks.attach()
+    estimator = _EstimatorSums(parent, acc)
     sharded = _ShardedSums(int(shards))
     # Under N processes the batches go out in rounds of N, batch j of a round to process j. Every process reads
     # every round, so each knows all token counts and stops after the same batch a single process would.
@@ -696,43 +615,51 @@ def profile(
     total = 0  # counted tokens over every process
     own = 0  # counted tokens this process profiled
     index = 0  # the batch's position in the stream: it goes to shard index % shards in every process
+
+    def on_ffn(i: int, activation: torch.Tensor) -> None:
+        acc.on_ffn(i, activation)
+        estimator.on_ffn(i, activation)
+
+    def on_attention(i: int, per_head: torch.Tensor) -> None:
+        acc.on_attention(i, per_head)
+        estimator.on_attention(i, per_head)
+
     try:
-        bar = tqdm(total=max_tokens, unit="tok", desc="profile", disable=not distributed.show_progress(progress),
-                   leave=False)
-        stream = iter(batches)
-        while max_tokens is None or total < max_tokens:
-            round_ = list(itertools.islice(stream, processes))
-            if not round_:
-                break
-            for j, batch in enumerate(round_):
-                if max_tokens is not None and total >= max_tokens:
+        with capture_blocks(parent.family, model, on_block=acc.on_block, on_ffn=on_ffn, on_attention=on_attention), \
+                capture_modules(estimator.modules, estimator.on_module):
+            bar = tqdm(total=max_tokens, unit="tok", desc="profile", disable=not distributed.show_progress(progress),
+                       leave=False)
+            stream = iter(batches)
+            while max_tokens is None or total < max_tokens:
+                round_ = list(itertools.islice(stream, processes))
+                if not round_:
                     break
-                if j == rank:
-                    acc.mask = _token_mask(batch)
-                    parent.family.logits(model, _to_device(batch, parent.input_device))
-                    counted = acc.batch_tokens
-                    sharded.add({**acc.take_sums(), **estimator_hooks.take_sums()}, counted, index)
-                    own += counted
-                else:
-                    counted = _counted_tokens(parent, batch)
-                total += counted
-                index += 1
-                bar.update(counted)
-        bar.close()
+                for j, batch in enumerate(round_):
+                    if max_tokens is not None and total >= max_tokens:
+                        break
+                    if j == rank:
+                        acc.mask = token_mask(batch)
+                        parent.family.logits(model, to_device(batch, parent.input_device))
+                        counted = acc.batch_tokens
+                        sharded.add({**acc.take_sums(), **estimator.take_sums()}, counted, index)
+                        own += counted
+                    else:
+                        counted = _counted_tokens(parent, batch)
+                    total += counted
+                    index += 1
+                    bar.update(counted)
+            bar.close()
     finally:
-        acc.detach()
-        estimator_hooks.detach()
         model.train(was_training)
     own_share = None
     if own:
         totals = sharded.totals()
-        fields = ("block_sums", "residual_abs_sums", "ffn_abs_sums", "attn_abs_sums")
         own_share = Profile(
             parent=parent_fingerprint(parent),
             source=source or getattr(batches, "description", type(batches).__name__),
             tokens=own,
-            extra={"norms": estimator_hooks.norms, "residual_readers": estimator_hooks.readers},
-            **{name: totals.pop(name) for name in fields},
+            extra={"norms": estimator.norms, "residual_readers": estimator.readers},
+            **{name: totals.pop(name) for name in _ARRAYS},
             stats=totals,
             shards=sharded.per_shard(),
         )
@@ -747,7 +674,7 @@ def _counted_tokens(parent: "Parent", batch: dict[str, torch.Tensor]) -> int:
     """The tokens profiling ``batch`` would count, without profiling it: non-padding tokens, or for images
     the patches and prefix tokens of every image."""
     if "input_ids" in batch:
-        mask = _token_mask(batch)
+        mask = token_mask(batch)
         return int(batch["input_ids"].numel()) if mask is None else int(mask.sum())
     from .sizing import _tokens_per_sequence
 
@@ -781,60 +708,50 @@ def add_taylor(
     if max_tokens is not None and max_tokens < 1:
         raise ValueError(f"max_tokens={max_tokens} must be a positive token count (or None for every batch)")
     model, family = parent.model, parent.family
-    blocks = list(family.blocks(model))
-    captured: dict[str, list] = {}
-    handles = []
+    layers = parent.dims.layers
+    captured: dict[str, list] = {}  # this batch's activations, kept with their autograd graph
 
     def keep(kind: str, index: int, size: int, tensor: torch.Tensor) -> None:
         captured.setdefault(kind, [None] * size)[index] = tensor
 
-    for i, block in enumerate(blocks):
-        if i == 0:
-            handles.append(block.register_forward_pre_hook(
-                lambda m, args, kwargs: keep("residual", 0, len(blocks) + 1,
-                                             args[0] if args else kwargs["hidden_states"]), with_kwargs=True))
-        handles.append(block.register_forward_hook(
-            lambda m, args, out, i=i: keep("residual", i + 1, len(blocks) + 1,
-                                           out[0] if isinstance(out, (tuple, list)) else out)))
-        handles.append(family.ffn_activation_module(block).register_forward_pre_hook(
-            lambda m, args, i=i: keep("ffn", i, len(blocks), args[0])))
-        handles.append(family.attention_output_module(block).register_forward_pre_hook(
-            lambda m, args, i=i: keep("attn", i, len(blocks), args[0])))
+    def on_block(step: BlockStep) -> None:
+        if step.index == 0:
+            keep("residual", 0, layers + 1, step.input)
+        keep("residual", step.index + 1, layers + 1, step.output)
 
-    num_shards = profile.num_shards or 1
-    sharded = _ShardedSums(num_shards)
+    sharded = _ShardedSums(profile.num_shards or 1)
     was_training = model.training
     model.eval()
     tokens = 0
     try:
-        bar = tqdm(total=max_tokens, unit="tok", desc="taylor", disable=not progress, leave=False)
-        for batch_index, batch in enumerate(batches):
-            batch = _to_device(batch, parent.input_device)
-            mask = _token_mask(batch)
-            captured.clear()
-            with torch.enable_grad():
-                loss = family.loss(model, batch)
-                names = [(kind, j) for kind in ("residual", "ffn", "attn") for j in range(len(captured[kind]))]
-                activations = [captured[kind][j] for kind, j in names]
-                grads = torch.autograd.grad(loss, activations, allow_unused=True)
-            sums: dict[str, list] = {"residual": [], "ffn": [], "attn": []}
-            batch_tokens = 0
-            for (kind, _), a, g in zip(names, activations, grads):
-                rows = (a.detach() * (g if g is not None else torch.zeros_like(a))).reshape(-1, a.shape[-1])
-                if mask is not None:
-                    rows = rows[mask.to(rows.device)]
-                sums[kind].append(rows.double().sum(0).to(activations[0].device))
+        with capture_blocks(family, model, on_block=on_block, on_ffn=lambda i, a: keep("ffn", i, layers, a),
+                            on_attention=lambda i, a: keep("attn", i, layers, a)):
+            bar = tqdm(total=max_tokens, unit="tok", desc="taylor", disable=not progress, leave=False)
+            for batch_index, batch in enumerate(batches):
+                batch = to_device(batch, parent.input_device)
+                mask = token_mask(batch)
+                captured.clear()
+                with torch.enable_grad():
+                    loss = family.loss(model, batch)
+                    names = [(kind, j) for kind in ("residual", "ffn", "attn") for j in range(len(captured[kind]))]
+                    activations = [captured[kind][j] for kind, j in names]
+                    # Gradients of the activations only: no parameter's .grad is written.
+                    grads = torch.autograd.grad(loss, activations, allow_unused=True)
+                sums: dict[str, list] = {"residual": [], "ffn": [], "attn": []}
+                for (kind, _), a, g in zip(names, activations, grads):
+                    product = a.detach() * (g if g is not None else torch.zeros_like(a))  # (B, T, X)
+                    rows = counted_rows(product, mask)  # (counted tokens, X)
+                    sums[kind].append(rows.double().sum(0).to(activations[0].device))
                 batch_tokens = rows.shape[0]
-            sharded.add({f"taylor_{kind}": torch.stack(values) for kind, values in sums.items()}, batch_tokens,
-                        batch_index)
-            tokens += batch_tokens
-            bar.update(batch_tokens)
-            if max_tokens is not None and tokens >= max_tokens:
-                break
-        bar.close()
+                captured.clear()
+                sharded.add({f"taylor_{kind}": torch.stack(values) for kind, values in sums.items()}, batch_tokens,
+                            batch_index)
+                tokens += batch_tokens
+                bar.update(batch_tokens)
+                if max_tokens is not None and tokens >= max_tokens:
+                    break
+            bar.close()
     finally:
-        for handle in handles:
-            handle.remove()
         model.train(was_training)
     if tokens == 0:
         raise ValueError("the batches held no counted tokens: no Taylor statistics were measured")
