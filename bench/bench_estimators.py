@@ -47,8 +47,8 @@ def write_json(path: Path, data: dict) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--draws", type=int, default=3, help="shuffled calibration draws (seeds 0..draws-1)")
-    parser.add_argument("--tokens", type=int, default=4096, help="calibration tokens per draw")
-    parser.add_argument("--eval-batches", type=int, default=4, help="batches of 4 x 256 tokens per text")
+    parser.add_argument("--tokens", type=int, default=2048, help="calibration tokens per draw")
+    parser.add_argument("--eval-batches", type=int, default=2, help="batches of 4 x 256 tokens per text")
     args = parser.parse_args()
     if not OUT_OF_DOMAIN.is_file():
         raise SystemExit(f"{OUT_OF_DOMAIN} is missing: this benchmark's out-of-domain text is Debian's copy of the GPL")
