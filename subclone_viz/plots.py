@@ -37,6 +37,7 @@ from typing import TYPE_CHECKING, Any
 import matplotlib
 import numpy as np
 import plotly.graph_objects as go
+import plotly.io as pio
 from matplotlib.figure import Figure as MatplotlibFigure
 from matplotlib.patches import Rectangle
 from matplotlib.ticker import AutoLocator, FuncFormatter, LogLocator, MaxNLocator, NullFormatter
@@ -103,8 +104,15 @@ def _plotly_figure(title: str, xlabel: str, ylabel: str, height: int = PLOTLY_HE
 
 
 def _style_plotly(fig: go.Figure, title: str, height: int) -> None:
+    # Assigning a template re-validates its ~2,000 properties (about 40 ms, most of a widget's redraw). plotly_white
+    # is plotly's own registered template, valid as shipped: attach it the way plotly attaches its default one
+    # (BaseFigure._initialize_layout_template), without validation; what is stored is a copy.
+    fig.layout._validate = False
+    try:
+        fig.layout.template = pio.templates["plotly_white"]
+    finally:
+        fig.layout._validate = True
     fig.update_layout(
-        template="plotly_white",
         title=dict(text=title, x=0.01, xanchor="left", font=dict(size=16)),
         height=height,
         margin=dict(l=70, r=30, t=70, b=55),
@@ -689,6 +697,12 @@ def _format_quantity(value: float, quantity: str) -> str:
     return f"{value:.3g}"
 
 
+def cell_outline(i: int, j: int) -> dict[str, Any]:
+    """The plotly shape outlining cell (i, j) of a :func:`size_grid` heat map (it sits at x = j, y = i)."""
+    return dict(type="rect", x0=j - 0.5, x1=j + 0.5, y0=i - 0.5, y1=i + 0.5, name="selected",
+                line=dict(color=SELECTED_COLOR, width=4))
+
+
 def size_grid(
     grid: SizeGrid | Mapping[str, Any],
     quantity: str = "loss",
@@ -728,9 +742,7 @@ def size_grid(
         fig.update_xaxes(tickvals=list(range(cols)), ticktext=[str(h) for h in grid.hidden])
         fig.update_yaxes(tickvals=list(range(rows)), ticktext=[str(n) for n in grid.layers])
         if selected is not None:
-            i, j = selected
-            fig.add_shape(type="rect", x0=j - 0.5, x1=j + 0.5, y0=i - 0.5, y1=i + 0.5, name="selected",
-                          line=dict(color=SELECTED_COLOR, width=4))
+            fig.add_shape(cell_outline(*selected))
         return fig
     fig, ax = _matplotlib_figure(title, xlabel, ylabel)
     ax.grid(False)

@@ -106,14 +106,25 @@ def _refresh(widget: go.FigureWidget, figure: go.Figure) -> None:
     current, wanted = widget.layout, figure.layout
     shown, wanted_keys = current.to_plotly_json(), wanted.to_plotly_json().keys()
     with widget.batch_update():
-        widget.data = ()
-        widget.add_traces(figure.data)
+        if not _same_traces(widget.data, figure.data):  # a moved marker or outline leaves the traces as they are
+            widget.data = ()
+            widget.add_traces(figure.data)
         for key in shown.keys() - wanted_keys:
             if shown[key] not in ([], {}, None):  # cleared before
                 current[key] = () if isinstance(current[key], tuple) else None
         for key in wanted_keys:
             if key not in shown or current[key] != wanted[key]:
                 current[key] = wanted[key]
+
+
+def _same_traces(shown: tuple, wanted: tuple) -> bool:
+    """Whether ``wanted``'s traces equal those ``shown`` (``wanted`` takes the shown ones' uids, which a widget
+    gives its traces and a new figure's lack)."""
+    if len(shown) != len(wanted) or any(old.type != new.type for old, new in zip(shown, wanted)):
+        return False
+    for old, new in zip(shown, wanted):
+        new.uid = old.uid
+    return shown == wanted
 
 
 def _row(*children: w.Widget) -> w.HBox:
@@ -747,7 +758,10 @@ class SizeGridExplorer(_App):
                   "memory": HALF_WIDTH}
         self.figures = {quantity: _figure(plots.size_grid(self.grid, quantity), widths[quantity])
                         for quantity in QUANTITIES}
-        self._listen()
+        for figure in self.figures.values():  # a selection only moves an outline: the heat maps keep their handlers
+            for trace in figure.data:
+                if isinstance(trace, go.Heatmap):
+                    trace.on_click(self._clicked)
         self.cell_info = w.HTML(_message("Click a cell to choose that destination size."))
         self.widget = w.VBox(
             [
@@ -763,13 +777,6 @@ class SizeGridExplorer(_App):
             ]
         )
 
-    def _listen(self) -> None:
-        # Redrawing replaces the traces, and with them their click handlers: attach them again each time.
-        for figure in self.figures.values():
-            for trace in figure.data:
-                if isinstance(trace, go.Heatmap):
-                    trace.on_click(self._clicked)
-
     def _clicked(self, trace: Any, points: Any, state: Any) -> None:
         if points.xs and points.ys:
             self.select(int(points.ys[0]), int(points.xs[0]))
@@ -783,9 +790,8 @@ class SizeGridExplorer(_App):
             self.cell_info.value = _message(f"{spec.layers} blocks x {spec.hidden}: {reason}", error=True)
             return None
         self.selected = (i, j)
-        for quantity, figure in self.figures.items():
-            _refresh(figure, plots.size_grid(grid, quantity, selected=self.selected))
-        self._listen()
+        for figure in self.figures.values():  # the heat maps stay; only the outline moves
+            figure.layout.shapes = [plots.cell_outline(i, j)]
         loss = "" if math.isnan(grid.loss[i, j]) else f", held-out loss before training {grid.loss[i, j]:.3f}"
         self.cell_info.value = _message(
             f"{spec.layers} blocks x {spec.hidden} wide: {grid.params[i, j] / 1e6:.2f}M parameters, "
