@@ -52,7 +52,14 @@ import numpy as np
 import torch
 
 from . import distributed
-from ._atomic import check_new_directory, staged_directory
+from ._atomic import (
+    DamagedFileError,
+    OutputLocationError,
+    WriteFailedError,
+    check_new_directory,
+    check_new_file,
+    staged_directory,
+)
 from .data import ImageBatches, TextBatches
 from .evaluate import block_ablation, evaluate
 from .export import save_destination
@@ -74,9 +81,11 @@ class UsageError(Exception):
     """A mistake in what the user asked for: reported as one line on stderr, exit status 2."""
 
 
-# Raised anywhere in a command, these are the user's mistakes, never bugs: the library raises them only for
-# bad specs, unloadable parents, mismatched profiles and outputs that already exist.
-USER_ERRORS = (UsageError, SpecError, ParentLoadError, ProfileMismatchError, UnsupportedArchitectureError, FileExistsError)
+# Raised anywhere in a command, these are the user's mistakes or their machine's state, never bugs: the library
+# raises them only for bad specs, unloadable parents, mismatched profiles, outputs that already exist or cannot
+# be written, writes that failed (a full disk) and damaged files.
+USER_ERRORS = (UsageError, SpecError, ParentLoadError, ProfileMismatchError, UnsupportedArchitectureError,
+               FileExistsError, OutputLocationError, WriteFailedError, DamagedFileError)
 
 
 @contextlib.contextmanager
@@ -170,8 +179,7 @@ def inits_arg(text: str) -> list[str]:
     return names
 
 
-def per_init_number(text: str) -> tuple[str | None, float]:
-    """``INIT=VALUE`` (one initialization) or ``VALUE`` (all of them); VALUE a non-negative number."""
+def _per_init_number(text: str, positive: bool) -> tuple[str | None, float]:
     init, _, value = text.rpartition("=")
     if init and init not in INITS:
         raise argparse.ArgumentTypeError(f"{text!r}: unknown init {init!r}; choose from {', '.join(INITS)}")
@@ -179,9 +187,20 @@ def per_init_number(text: str) -> tuple[str | None, float]:
         number = float(value)
     except ValueError:
         raise argparse.ArgumentTypeError(f"{text!r}: {value!r} is not a number; give VALUE or INIT=VALUE") from None
-    if not number >= 0 or math.isinf(number):
-        raise argparse.ArgumentTypeError(f"{text!r}: {value} is out of range; give a finite number >= 0")
+    if not (number > 0 if positive else number >= 0) or math.isinf(number):
+        bound = "> 0" if positive else ">= 0"
+        raise argparse.ArgumentTypeError(f"{text!r}: {value} is out of range; give a finite number {bound}")
     return init or None, number
+
+
+def per_init_lr(text: str) -> tuple[str | None, float]:
+    """``INIT=VALUE`` (one initialization) or ``VALUE`` (all of them); VALUE a learning rate > 0."""
+    return _per_init_number(text, positive=True)
+
+
+def per_init_number(text: str) -> tuple[str | None, float]:
+    """``INIT=VALUE`` (one initialization) or ``VALUE`` (all of them); VALUE a number >= 0."""
+    return _per_init_number(text, positive=False)
 
 
 def _number(text: str, valid: Callable[[float], bool], rule: str) -> float:
@@ -265,7 +284,7 @@ def build_parser() -> argparse.ArgumentParser:
     comp.add_argument("--inits", type=inits_arg, default=["random", "subclone"],
                       help=f"comma list of {', '.join(INITS)} (default random,subclone)")
     comp.add_argument("--steps", type=positive_int, default=300, help="optimizer steps per init (default 300)")
-    comp.add_argument("--lr", type=per_init_number, action="append", default=[], metavar="[INIT=]VALUE",
+    comp.add_argument("--lr", type=per_init_lr, action="append", default=[], metavar="[INIT=]VALUE",
                       help="learning rate for one init (repeatable) or, without INIT=, for all "
                            "(default: the paper's, 1e-4 for language models)")
     comp.add_argument("--weight-decay", "--wd", type=per_init_number, action="append", default=[],
@@ -356,6 +375,7 @@ def _check_new_file(path: Path, suffixes: tuple[str, ...], overwrite: bool) -> N
         raise UsageError(f"--out {path} exists and is not a file")
     if path.exists() and not overwrite:
         raise UsageError(f"--out {path} exists; pass --overwrite to replace it")
+    check_new_file(path, overwrite)  # a place where no file can be created
 
 
 def _numbers(values: Sequence[int]) -> str:
@@ -584,9 +604,6 @@ def _per_init(values: list[tuple[str | None, float]], inits: list[str], option: 
         if init is not None and init not in inits:
             raise UsageError(f"{option} {init}={value:g} names an init that is not in --inits {','.join(inits)}")
         chosen.update({init: value} if init is not None else dict.fromkeys(inits, value))
-    zero = [init for init, value in chosen.items() if value == 0]
-    if option == "--lr" and zero:
-        raise UsageError(f"--lr {zero[0]}=0 is out of range: a learning rate must be > 0")
     return chosen
 
 
@@ -690,7 +707,7 @@ def _write_comparison(comparison: Comparison, directory: Path, overwrite: bool) 
     page = plots.loss_curves(comparison.histories, backend="plotly").to_html(full_html=True, include_plotlyjs=True)
 
     with staged_directory(directory, overwrite) as staging:
-        comparison.save(staging)
+        comparison.write_files(staging)
         (staging / "loss_curves.png").write_bytes(png.getvalue())
         (staging / "loss_curves.html").write_text(page, encoding="utf-8")
         files = sorted(path.name for path in staging.iterdir())

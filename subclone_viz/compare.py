@@ -47,7 +47,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 from torch import nn
 
-from ._atomic import staged_directory
+from ._atomic import DamagedFileError, read_json, staged_directory
 from .train import EvalRecord, History, StepRecord, StopSignal, TrainSettings, train
 
 if TYPE_CHECKING:
@@ -233,29 +233,41 @@ class Comparison:
         """Write ``histories.json``, ``<init>.csv`` per initialization and ``summary.json`` (config, plans,
         metrics, table) into ``directory``, all at once: a staging directory renamed into place."""
         with staged_directory(directory, overwrite) as staging:
-            (staging / "histories.json").write_text(
-                json.dumps({k: h.to_dict() for k, h in self.histories.items()}, indent=1)
-            )
-            for init, history in self.histories.items():
-                (staging / f"{init}.csv").write_text(history.csv_text())
-            summary = {
-                "config": self.config,
-                "stopped_early": self.stopped_early,
-                "metrics": self.metrics,
-                "table": self.summary_table(),
-                "plans": self.plans,
-            }
-            (staging / "summary.json").write_text(json.dumps(summary, indent=1))
+            self.write_files(staging)
         return Path(directory).expanduser()
+
+    def write_files(self, directory: Path) -> None:
+        """The files of :meth:`save`, written into an existing (staging) directory."""
+        (directory / "histories.json").write_text(
+            json.dumps({k: h.to_dict() for k, h in self.histories.items()}, indent=1)
+        )
+        for init, history in self.histories.items():
+            (directory / f"{init}.csv").write_text(history.csv_text())
+        summary = {
+            "config": self.config,
+            "stopped_early": self.stopped_early,
+            "metrics": self.metrics,
+            "table": self.summary_table(),
+            "plans": self.plans,
+        }
+        (directory / "summary.json").write_text(json.dumps(summary, indent=1))
 
     @classmethod
     def load(cls, directory: str | os.PathLike) -> "Comparison":
-        """Read back a directory written by :meth:`save`."""
+        """Read back a directory written by :meth:`save`; a missing, damaged or hand-edited file raises
+        :class:`~subclone_viz._atomic.DamagedFileError` naming it."""
         directory = Path(directory).expanduser()
-        histories = json.loads((directory / "histories.json").read_text())
-        summary = json.loads((directory / "summary.json").read_text())
+        histories = read_json(directory / "histories.json", dict)
+        summary = read_json(directory / "summary.json", dict)
+        missing = [key for key in ("plans", "metrics", "config", "stopped_early") if key not in summary]
+        if missing:
+            raise DamagedFileError(f"{directory / 'summary.json'} lacks {', '.join(missing)}")
+        try:
+            runs = {k: History.from_dict(h) for k, h in histories.items()}
+        except (TypeError, ValueError, AttributeError) as error:
+            raise DamagedFileError(f"{directory / 'histories.json'} does not hold training histories ({error})") from error
         return cls(
-            histories={k: History.from_dict(h) for k, h in histories.items()},
+            histories=runs,
             plans=summary["plans"],
             metrics=summary["metrics"],
             config=summary["config"],
@@ -311,14 +323,12 @@ def _destination(
     half-precision weights), and the plan it was sliced by (None for random init)."""
     from .plan import plan
     from .subclone import subclone
+    from .workflow import random_init
 
     recipe = INITS[init].strategies
     if recipe is None:
         # The shape the subclone would have; random init ignores which indices a plan keeps.
-        shape = plan(parent, None, spec, width="first", scaling="none")
-        torch.manual_seed(seed)
-        model = parent.family.build(parent.model, shape.destination_dims, shape.layers, device=parent.input_device)
-        return model.float(), None
+        return random_init(parent, spec, seed=seed).float(), None
     chosen = plan(parent, profile, spec, **recipe)
     return subclone(parent, chosen, calibration_batches=calibration_batches).float(), chosen
 

@@ -26,7 +26,6 @@ import datetime
 import html
 import math
 import os
-import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -36,6 +35,7 @@ import plotly.graph_objects as go
 from plotly.offline import get_plotlyjs
 
 from . import __version__, plots
+from ._atomic import check_new_file, write_file
 from .profile import BLOCK_METRIC_LABELS, BLOCK_METRICS, Profile
 
 if TYPE_CHECKING:
@@ -245,7 +245,8 @@ def _grid_section(grid: "SizeGrid", plan: "SubclonePlan | None") -> str:
         _paragraph(
             f"Every cell is a subclone of {grid.parent} ({grid.depth} depth, {grid.width} width, {grid.scaling} "
             f"scaling), scored before any training on {grid.eval_source}. FLOPs per token: 2 x the weights of "
-            f"every matrix multiply + 4 x layers x {grid.seq_len} (context) x attention width."
+            f"every matrix multiply + 4 x layers x {grid.seq_len} (context) x attention width. Latency and memory "
+            f"were measured on {grid.device or 'an unrecorded device'} (a forward over one held-out batch)."
             + (f" {invalid} cells are not valid specs for this parent (hover for why)." if invalid else "")
         )
     ]
@@ -253,9 +254,15 @@ def _grid_section(grid: "SizeGrid", plan: "SubclonePlan | None") -> str:
         "loss": "Held-out loss of each subclone before training (outlined: the planned destination).",
         "params": "Parameter count of each destination.",
         "flops_per_token": "Forward FLOPs per token of each destination.",
+        "latency": "Measured forward latency per token of each destination.",
+        "memory": "Measured peak memory of each destination's forward, weights included.",
     }
     for quantity, caption in captions.items():
         parts.append(_figure(plots.size_grid(grid, quantity, selected=selected), f"grid-{quantity}", caption))
+    if grid.pareto_front("latency").any():
+        parts.append(_figure(plots.size_pareto(grid, "latency"), "grid-pareto",
+                             "Loss before training against measured latency: the highlighted sizes are those no "
+                             "other size beats on both."))
     return _section("sizes", "5. Destination sizes", parts)
 
 
@@ -287,23 +294,8 @@ def _check_out(out: str | os.PathLike, overwrite: bool) -> Path:
     path = Path(out).expanduser()
     if path.suffix.lower() not in (".html", ".htm"):
         raise ValueError(f"out={str(out)!r} must be an .html file")
-    if path.exists() and not overwrite:
-        raise FileExistsError(f"{path} exists; pass overwrite=True (CLI: --overwrite) to replace it")
-    if path.is_dir():
-        raise IsADirectoryError(f"{path} is a directory; give a file name ending in .html")
+    check_new_file(path, overwrite)  # exists, a directory, or a place that cannot be written
     return path
-
-
-def _write_atomically(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with tempfile.NamedTemporaryFile("w", dir=path.parent, prefix=f".{path.name}.", suffix=".tmp", delete=False,
-                                     encoding="utf-8") as tmp:
-        try:
-            tmp.write(text)
-        except BaseException:
-            os.unlink(tmp.name)
-            raise
-    os.replace(tmp.name, path)
 
 
 def build_report(
@@ -361,7 +353,7 @@ def build_report(
         f'"Weight subcloning: direct initialization of transformers using larger pretrained ones" (2023).</p>'
         f"<nav>{nav}</nav>{note_box}{''.join(sections)}</main></body></html>\n"
     )
-    _write_atomically(path, page)
+    write_file(path, page, overwrite=overwrite)
     return path
 
 

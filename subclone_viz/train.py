@@ -49,7 +49,6 @@ import logging
 import math
 import os
 import shutil
-import tempfile
 import time
 import warnings
 from collections.abc import Callable, Iterable, Iterator, Mapping
@@ -61,6 +60,7 @@ from typing import Any, Protocol
 import torch
 from torch import nn
 
+from ._atomic import DamagedFileError, publish_directory, read_json, write_file
 from .evaluate import evaluate
 from .families import Family, family_of
 
@@ -204,15 +204,21 @@ class History:
         return cls(**values)
 
     def save_json(self, path: str | os.PathLike, overwrite: bool = False) -> Path:
-        return _write_text(Path(path), json.dumps(self.to_dict(), indent=1), overwrite)
+        return write_file(path, json.dumps(self.to_dict(), indent=1), overwrite)
 
     @classmethod
     def load_json(cls, path: str | os.PathLike) -> "History":
-        return cls.from_dict(json.loads(Path(path).read_text()))
+        """Read a history written by :meth:`save_json`; a damaged or hand-edited file raises
+        :class:`~subclone_viz._atomic.DamagedFileError` naming it."""
+        data = read_json(path, dict)
+        try:
+            return cls.from_dict(data)
+        except (TypeError, ValueError, AttributeError) as error:
+            raise DamagedFileError(f"{path} is not a training history ({error})") from error
 
     def to_csv(self, path: str | os.PathLike, overwrite: bool = False) -> Path:
         """One row per step number; the eval columns are filled where an evaluation happened."""
-        return _write_text(Path(path), self.csv_text(), overwrite)
+        return write_file(path, self.csv_text(), overwrite)
 
     def csv_text(self) -> str:
         by_step: dict[int, dict[str, Any]] = {}
@@ -233,22 +239,6 @@ class History:
         for step in sorted(by_step):
             writer.writerow({c: "" if by_step[step].get(c) is None else by_step[step][c] for c in columns})
         return out.getvalue()
-
-
-def _write_text(path: Path, text: str, overwrite: bool) -> Path:
-    """Write ``text`` to ``path`` through a temporary file in the same directory, so no half file is left."""
-    if path.exists() and not overwrite:
-        raise FileExistsError(f"{path} exists; pass overwrite=True to replace it")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, staging = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.tmp-")
-    try:
-        with os.fdopen(handle, "w") as file:
-            file.write(text)
-        os.replace(staging, path)
-    finally:
-        if os.path.exists(staging):
-            os.remove(staging)
-    return path
 
 
 # --------------------------------------------------------------------------------------------------------
@@ -340,12 +330,16 @@ def _checkpoints(directory: Path) -> list[Path]:
 
 
 def _save_checkpoint(accelerator, directory: Path, step: int, history: History) -> None:
-    """Write the full training state to ``directory/step-NNNNNNNN`` via a staging directory, then drop older ones."""
+    """Write the full training state to ``directory/step-NNNNNNNN`` via a staging directory every process writes
+    its part of, published by the main one (:func:`~subclone_viz._atomic.publish_directory`); then drop older
+    checkpoints. Checkpoints are saved one after another, so any staging directory found here is a leftover of an
+    interrupted run."""
     final = directory / f"{_CHECKPOINT_PREFIX}{step:08d}"
     staging = directory / f".staging-{final.name}"
     if accelerator.is_main_process:
         directory.mkdir(parents=True, exist_ok=True)
-        shutil.rmtree(staging, ignore_errors=True)
+        for leftover in directory.glob(".staging-*"):
+            shutil.rmtree(leftover, ignore_errors=True)
     accelerator.wait_for_everyone()
     # A tied LM head is saved once; the tie is part of the model, so reloading restores it. Not worth a warning.
     shared_tensor_log = logging.getLogger("accelerate.utils.other")
@@ -358,12 +352,20 @@ def _save_checkpoint(accelerator, directory: Path, step: int, history: History) 
     if accelerator.is_main_process:
         (staging / _HISTORY_FILE).write_text(json.dumps(history.to_dict()))
         (staging / _TRAINER_STATE).write_text(json.dumps({"step": step}))
-        shutil.rmtree(final, ignore_errors=True)
-        os.replace(staging, final)
+        publish_directory(staging, final, overwrite=True)
         for old in _checkpoints(directory):
             if old != final:
                 shutil.rmtree(old, ignore_errors=True)
     accelerator.wait_for_everyone()
+
+
+def _read_checkpoint(checkpoint: Path) -> tuple[History, int]:
+    """The history and step saved in a checkpoint, checked; a damaged one raises an error naming its file."""
+    saved = History.load_json(checkpoint / _HISTORY_FILE)
+    step = read_json(checkpoint / _TRAINER_STATE, dict).get("step")
+    if not isinstance(step, int) or step < 0:
+        raise DamagedFileError(f"{checkpoint / _TRAINER_STATE} holds step={step!r}, not a step count")
+    return saved, step
 
 
 def _check_resumable(saved: dict[str, Any], config: dict[str, Any], checkpoint: Path) -> None:
@@ -540,10 +542,9 @@ def train(
     start = 0
     latest = _checkpoints(checkpoint_dir)[-1:] if resume else []
     if latest:
-        saved = History.from_dict(json.loads((latest[0] / _HISTORY_FILE).read_text()))
+        saved, start = _read_checkpoint(latest[0])
         _check_resumable(saved.config, config, latest[0])
         accelerator.load_state(str(latest[0]))
-        start = json.loads((latest[0] / _TRAINER_STATE).read_text())["step"]
         history = History(label=label or saved.label, unit=unit, config=config, steps=saved.steps, evals=saved.evals)
     # The clock counts training steps only (a teacher's forward included): evaluations, checkpoints and
     # callbacks cost every run the same and would blur a speedup per second.

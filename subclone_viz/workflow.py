@@ -159,6 +159,13 @@ def parent_batches(
                 f"data {str(source)!r} has {batches.channels}-channel images but the parent takes {input_size[0]} "
                 f"channels; use an image folder (RGB) or a parent with in_chans={batches.channels}"
             )
+        classes = getattr(parent.model, "num_classes", None)  # timm classifiers; 0 for a headless one
+        if classes and batches.num_classes > classes:
+            raise ValueError(
+                f"data {str(source)!r} has {batches.num_classes} classes but the parent's classifier predicts "
+                f"{classes}; use a folder of at most {classes} class directories or a parent built with "
+                f"num_classes={batches.num_classes}"
+            )
         return batches
     if parent.tokenizer is None:
         raise ValueError(f"parent {parent.name!r} has no tokenizer to read text with; save one beside the model "
