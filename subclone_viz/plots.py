@@ -852,7 +852,8 @@ def speedup_by_size(sizes: Sequence[Mapping[str, Any]], backend: str = "plotly")
                 fig.add_trace(go.Scatter(
                     x=[p[0] for p in points], y=[p[1] for p in points], mode="lines+markers",
                     name=f"{init}, {axis_name}", line=dict(color=color, dash=dash, width=2),
-                    marker=dict(symbol=[symbols[p[2]][0] for p in points], size=10),
+                    marker=dict(symbol=[symbols[p[2]][0] + ("" if dash == "solid" else "-open") for p in points],
+                                size=10),
                     customdata=[[p[3], p[2]] for p in points],
                     hovertemplate="%{customdata[0]}: %{y:.2f}x (%{customdata[1]})<extra>" + init + "</extra>",
                 ))
@@ -870,11 +871,12 @@ def speedup_by_size(sizes: Sequence[Mapping[str, Any]], backend: str = "plotly")
             points = _speedup_points(sizes, init, key)
             ax.plot([p[0] for p in points], [p[1] for p in points], color=color, lw=2,
                     ls="-" if dash == "solid" else ":", label=f"{init}, {axis_name}")
-            for x, y, kind, _ in points:
-                ax.plot([x], [y], marker=symbols[kind][1], color=color, ms=7, ls="none")
+            for x, y, kind, _ in points:  # per second hollow, so the two stay apart where lines are single points
+                ax.plot([x], [y], marker=symbols[kind][1], color=color, ms=7, ls="none",
+                        markerfacecolor=color if dash == "solid" else "white")
     for size in sizes:
-        ax.annotate(size["label"], (size["parameters"] / 1e6, 1.0), textcoords="offset points", xytext=(0, -14),
-                    ha="center", fontsize=8, color="#555555")
+        ax.annotate(size["label"], (size["parameters"] / 1e6, 0.0), xycoords=("data", "axes fraction"),
+                    textcoords="offset points", xytext=(0, 4), ha="center", fontsize=8, color="#555555")
     if inits:
         ax.legend(frameon=False, fontsize=8)
     return fig
