@@ -371,3 +371,18 @@ def test_a_damaged_size_grid_cell_is_measured_again_with_one_warning(parents, tm
     again = sv.size_grid(parent, None, [2], [24], batches, width="uniform", progress=False)
     assert len(calls) == 1 and again.cache_hits == 0 and again.loss[0, 0] == first.loss[0, 0]
     assert "checksum" in caplog.text and "rebuilding the cached size-grid cell" in caplog.text
+
+
+@pytest.mark.parametrize("damage", ["truncated weights", "config not JSON"])
+def test_a_damaged_parent_directory_is_one_line_naming_it(parents, tmp_path, capsys, damage):
+    import shutil
+
+    copy = Path(shutil.copytree(parents["llama"], tmp_path / "llama"))
+    if damage == "truncated weights":
+        weights = copy / "model.safetensors"
+        weights.write_bytes(weights.read_bytes()[:1000])
+        fragment = "truncated or damaged"
+    else:
+        (copy / "config.json").write_text("{oops")
+        fragment = "config.json"
+    assert_one_line_error(*run(capsys, "info", "--parent", str(copy)), str(copy), fragment)
