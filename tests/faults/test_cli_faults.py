@@ -386,3 +386,22 @@ def test_a_damaged_parent_directory_is_one_line_naming_it(parents, tmp_path, cap
         (copy / "config.json").write_text("{oops")
         fragment = "config.json"
     assert_one_line_error(*run(capsys, "info", "--parent", str(copy)), str(copy), fragment)
+
+
+def test_losing_a_race_for_the_output_is_exit_2_and_keeps_the_winner(parents, tmp_path, monkeypatch, capsys):
+    """Another process publishes --out between this run's checks and its own publish: this run exits 2 with
+    one line and the winner's output stays whole."""
+    from subclone_viz import _atomic
+
+    out = tmp_path / "X"
+    real_fault = _atomic._fault
+
+    def winner_arrives(point: str, target: Path) -> None:
+        if point == "staged" and target.name == "X" and not out.exists():
+            out.mkdir()
+            (out / "winner.txt").write_text("the other process's output")
+        real_fault(point, target)
+
+    monkeypatch.setattr(_atomic, "_fault", winner_arrives)
+    assert_late_error(*run(capsys, *subclone_args(parents, out)), "written by another process meanwhile")
+    assert sorted(p.name for p in out.iterdir()) == ["winner.txt"] and leftovers(tmp_path) == []
