@@ -323,14 +323,12 @@ def _destination(
     half-precision weights), and the plan it was sliced by (None for random init)."""
     from .plan import plan
     from .subclone import subclone
+    from .workflow import random_init
 
     recipe = INITS[init].strategies
     if recipe is None:
         # The shape the subclone would have; random init ignores which indices a plan keeps.
-        shape = plan(parent, None, spec, width="first", scaling="none")
-        torch.manual_seed(seed)
-        model = parent.family.build(parent.model, shape.destination_dims, shape.layers, device=parent.input_device)
-        return model.float(), None
+        return random_init(parent, spec, seed=seed).float(), None
     chosen = plan(parent, profile, spec, **recipe)
     return subclone(parent, chosen, calibration_batches=calibration_batches).float(), chosen
 
