@@ -21,7 +21,7 @@ import pytest
 from subclone_viz import cli
 from subclone_viz.cli import main
 from subclone_viz.profile import Profile
-from conftest import (
+from faultkit import (
     assert_late_error,
     assert_one_line_error,
     compare_args,
