@@ -12,7 +12,8 @@ without pyplot so nothing global changes). No model runs here.
 * :func:`ffn_importance`, :func:`head_importance`: the per-layer rankings of FFN neurons and heads;
 * :func:`token_trace`: one token's hidden state through depth;
 * :func:`loss_curves`: training histories, one line per initialization;
-* :func:`size_grid`: parameters, FLOPs per token or untrained loss over a grid of destination sizes;
+* :func:`size_grid`: parameters, FLOPs per token, latency, memory or untrained loss over a grid of
+  destination sizes; :func:`size_pareto`: loss against one cost, the Pareto front highlighted;
 * :func:`speedup_by_size`: the speedup study, speedup over random init against destination size.
 
 Heat maps put residual layer 0 (the embedding output) or block 0 at the bottom, so depth grows upward.
@@ -41,7 +42,7 @@ from matplotlib.ticker import AutoLocator, FuncFormatter, LogLocator, MaxNLocato
 from plotly.subplots import make_subplots
 
 from .profile import BLOCK_METRIC_LABELS, BLOCK_METRICS, Profile
-from .sizing import QUANTITIES, SizeGrid
+from .sizing import COSTS, QUANTITIES, SizeGrid
 
 if TYPE_CHECKING:
     from .trace import TokenTrace
@@ -67,12 +68,19 @@ GRID_LABELS = {
     "loss": "held-out loss before training (nats)",
     "params": "parameters",
     "flops_per_token": "forward FLOPs per token",
+    "latency": "forward latency per token (ms)",
+    "memory": "peak inference memory (MiB)",
 }
 GRID_TITLES = {
     "loss": "Held-out loss before training",
     "params": "Parameters",
     "flops_per_token": "Forward FLOPs per token",
+    "latency": "Measured forward latency per token",
+    "memory": "Measured peak inference memory",
 }
+# Measured quantities are stored in seconds and bytes and drawn in these units.
+GRID_UNITS = {"latency": 1e3, "memory": 1 / 2**20}
+FRONT_COLOR = SELECTED_COLOR
 
 
 # --------------------------------------------------------------------------------------------------------
@@ -622,6 +630,9 @@ def _format_quantity(value: float, quantity: str) -> str:
         return "n/a"
     if quantity == "loss":
         return f"{value:.2f}"
+    if quantity in GRID_UNITS:
+        value *= GRID_UNITS[quantity]
+        return f"{value:.3g}"
     for threshold, suffix in ((1e9, "G"), (1e6, "M"), (1e3, "k")):
         if value >= threshold:
             return f"{value / threshold:.3g}{suffix}"
@@ -650,14 +661,14 @@ def size_grid(
         grid = SizeGrid.from_dict(grid)
     if quantity not in QUANTITIES:
         raise ValueError(f"quantity={quantity!r} is not a grid quantity: choose one of {', '.join(QUANTITIES)}")
-    z = grid.quantity(quantity)
+    z = grid.quantity(quantity) * GRID_UNITS.get(quantity, 1)
     rows, cols = z.shape
     if selected is not None:
         i, j = selected
         if not (0 <= i < rows and 0 <= j < cols):
             raise ValueError(f"selected={selected} is outside the {rows} x {cols} grid")
-    text = [[_format_quantity(z[i, j], quantity) for j in range(cols)] for i in range(rows)]
-    notes = [[grid.reasons[i][j] or _format_quantity(z[i, j], quantity) for j in range(cols)] for i in range(rows)]
+    text = [[_format_quantity(v, quantity) for v in row] for row in grid.quantity(quantity)]
+    notes = [[grid.reasons[i][j] or text[i][j] for j in range(cols)] for i in range(rows)]
     title = f"{GRID_TITLES[quantity]} of each subclone of {grid.parent}"
     xlabel, ylabel = "hidden width d'", "blocks"
     if backend == "plotly":
@@ -689,6 +700,49 @@ def size_grid(
     if selected is not None:
         i, j = selected
         ax.add_patch(Rectangle((j - 0.5, i - 0.5), 1, 1, fill=False, edgecolor=SELECTED_COLOR, lw=3, gid="selected"))
+    return fig
+
+
+def size_pareto(grid: SizeGrid | Mapping[str, Any], cost: str = "latency", backend: str = "plotly") -> Figure:
+    """Held-out loss before training against one cost, one point per valid cell; the Pareto front (the
+    cells no other cell beats on both) is highlighted and joined, each point labelled ``blocks x width``."""
+    _check_backend(backend)
+    if isinstance(grid, Mapping):
+        grid = SizeGrid.from_dict(grid)
+    if cost not in COSTS:
+        raise ValueError(f"cost={cost!r} is not a cost of the grid: choose one of {', '.join(COSTS)}")
+    front = grid.pareto_front(cost)
+    costs = grid.quantity(cost) * GRID_UNITS.get(cost, 1)
+    valid = np.isfinite(costs) & np.isfinite(grid.loss)
+    cells = sorted(zip(*np.nonzero(valid)), key=lambda ij: costs[ij])
+    labels = {ij: f"{grid.layers[ij[0]]} x {grid.hidden[ij[1]]}" for ij in cells}
+    groups = {"Pareto front": [ij for ij in cells if front[ij]], "other sizes": [ij for ij in cells if not front[ij]]}
+    title = f"Loss before training against {GRID_TITLES[cost].lower()}, {grid.parent}"
+    xlabel, ylabel = GRID_LABELS[cost], GRID_LABELS["loss"]
+    if backend == "plotly":
+        fig = _plotly_figure(title, xlabel, ylabel)
+        for name, members in groups.items():
+            on_front = name == "Pareto front"
+            fig.add_trace(
+                go.Scatter(
+                    x=[costs[ij] for ij in members], y=[grid.loss[ij] for ij in members], name=name,
+                    mode="lines+markers+text" if on_front else "markers", text=[labels[ij] for ij in members],
+                    textposition="top right", line=dict(color=FRONT_COLOR, width=2),
+                    marker=dict(size=10 if on_front else 7, color=FRONT_COLOR if on_front else REMOVED_COLOR),
+                    hovertemplate="%{text}: %{x:.3g}, loss %{y:.2f}<extra></extra>",
+                )
+            )
+        return fig
+    fig, ax = _matplotlib_figure(title, xlabel, ylabel)
+    for name, members in groups.items():
+        on_front = name == "Pareto front"
+        xs, ys = [costs[ij] for ij in members], [grid.loss[ij] for ij in members]
+        ax.plot(xs, ys, marker="o", ls="-" if on_front else "none", label=name, ms=7 if on_front else 5,
+                color=FRONT_COLOR if on_front else REMOVED_COLOR, lw=2)
+        if on_front:
+            for x, y, ij in zip(xs, ys, members):
+                ax.annotate(labels[ij], (x, y), textcoords="offset points", xytext=(4, 4), fontsize=8)
+    ax.legend(frameon=False, fontsize=9)
     return fig
 
 

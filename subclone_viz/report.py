@@ -245,7 +245,8 @@ def _grid_section(grid: "SizeGrid", plan: "SubclonePlan | None") -> str:
         _paragraph(
             f"Every cell is a subclone of {grid.parent} ({grid.depth} depth, {grid.width} width, {grid.scaling} "
             f"scaling), scored before any training on {grid.eval_source}. FLOPs per token: 2 x the weights of "
-            f"every matrix multiply + 4 x layers x {grid.seq_len} (context) x attention width."
+            f"every matrix multiply + 4 x layers x {grid.seq_len} (context) x attention width. Latency and memory "
+            f"were measured on {grid.device or 'an unrecorded device'} (a forward over one held-out batch)."
             + (f" {invalid} cells are not valid specs for this parent (hover for why)." if invalid else "")
         )
     ]
@@ -253,9 +254,15 @@ def _grid_section(grid: "SizeGrid", plan: "SubclonePlan | None") -> str:
         "loss": "Held-out loss of each subclone before training (outlined: the planned destination).",
         "params": "Parameter count of each destination.",
         "flops_per_token": "Forward FLOPs per token of each destination.",
+        "latency": "Measured forward latency per token of each destination.",
+        "memory": "Measured peak memory of each destination's forward, weights included.",
     }
     for quantity, caption in captions.items():
         parts.append(_figure(plots.size_grid(grid, quantity, selected=selected), f"grid-{quantity}", caption))
+    if grid.pareto_front("latency").any():
+        parts.append(_figure(plots.size_pareto(grid, "latency"), "grid-pareto",
+                             "Loss before training against measured latency: the highlighted sizes are those no "
+                             "other size beats on both."))
     return _section("sizes", "5. Destination sizes", parts)
 
 

@@ -745,7 +745,8 @@ class SizeGridExplorer(_App):
         self.grid = grid if grid is not None else size_grid(parent, profile, layers, hidden, eval_batches,
                                                             progress=False)
         self.selected: tuple[int, int] | None = None
-        widths = {"loss": FULL_WIDTH, "params": HALF_WIDTH, "flops_per_token": HALF_WIDTH}
+        widths = {"loss": FULL_WIDTH, "params": HALF_WIDTH, "flops_per_token": HALF_WIDTH, "latency": HALF_WIDTH,
+                  "memory": HALF_WIDTH}
         self.figures = {quantity: _figure(plots.size_grid(self.grid, quantity), widths[quantity])
                         for quantity in QUANTITIES}
         for figure in self.figures.values():  # a selection only moves an outline: the heat maps keep their handlers
@@ -763,6 +764,7 @@ class SizeGridExplorer(_App):
                 self.cell_info,
                 self.figures["loss"],
                 _row(self.figures["params"], self.figures["flops_per_token"]),
+                _row(self.figures["latency"], self.figures["memory"]),
             ]
         )
 
@@ -784,7 +786,8 @@ class SizeGridExplorer(_App):
         loss = "" if math.isnan(grid.loss[i, j]) else f", held-out loss before training {grid.loss[i, j]:.3f}"
         self.cell_info.value = _message(
             f"{spec.layers} blocks x {spec.hidden} wide: {grid.params[i, j] / 1e6:.2f}M parameters, "
-            f"{grid.flops_per_token[i, j] / 1e6:.3g} MFLOPs per token{loss}"
+            f"{grid.flops_per_token[i, j] / 1e6:.3g} MFLOPs per token, {grid.latency[i, j] * 1e3:.3g} ms per token "
+            f"and {grid.memory[i, j] / 2**20:.0f} MiB measured on {html.escape(grid.device)}{loss}"
             + ("; sent to the subclone studio" if self.studio is not None else ""),
             css_class="size-grid-selection",
         )

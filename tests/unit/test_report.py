@@ -64,7 +64,7 @@ def test_the_page_is_self_contained_with_plotly_js_inlined_once(records, tmp_pat
     assert page.count("cdn.plot.ly") == plotly_js.count("cdn.plot.ly")
     for name in ("residual-ratio", "block-ablation", "token-trace", "channel-heatmap", "massive-activations",
                  "rank-spearman", "rank-topk", "ffn-importance", "head-importance", "grid-loss", "grid-params",
-                 "grid-flops_per_token", "curves-eval_loss"):
+                 "grid-flops_per_token", "grid-latency", "grid-memory", "grid-pareto", "curves-eval_loss"):
         assert page.count(f'id="figure-{name}"') == 1, name
     assert records["parent"].description in page
     assert records["plan"].summary() in page
