@@ -52,7 +52,7 @@ def main():
             child = sv.subclone(parent, p, calibration_batches=train)
             loss = sv.evaluate(child, parent.family, heldout).loss
             print(f"| {label} | {variant['depth']} | {variant['width']} | {variant['scaling']} | {loss:.2f} |", flush=True)
-        random = parent.family.build(parent.model, p.destination_dims, p.layers, device="cpu")
+        random = sv.random_init(parent, p, device="cpu")
         print(f"| {label} | random init | | | {sv.evaluate(random, parent.family, heldout).loss:.2f} |", flush=True)
 
 

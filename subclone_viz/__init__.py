@@ -30,6 +30,7 @@ from .compare import Comparison, Speedup, compare, speedup  # noqa: E402
 from .vision import vit_digits_parent  # noqa: E402
 from .sizing import SizeGrid, default_grid_axes, size_grid  # noqa: E402
 from .trace import TokenTrace, token_trace  # noqa: E402
+from .workflow import default_destination, parent_batches, quick_mode, random_init  # noqa: E402
 
 __all__ = [
     "DestinationSpec",
@@ -70,4 +71,8 @@ __all__ = [
     "default_grid_axes",
     "size_grid",
     "token_trace",
+    "default_destination",
+    "parent_batches",
+    "quick_mode",
+    "random_init",
 ]

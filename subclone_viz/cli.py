@@ -4,14 +4,17 @@ and write the headless HTML report.
 Subcommands: ``info`` (the parent and its valid destination specs), ``profile`` (per-block residual metrics
 and rank consistency, saved as ``.npz``), ``subclone`` (plan, slice, score on held-out text, save a
 checkpoint), ``ablate`` (held-out loss with each block removed or duplicated), ``compare`` (train one
-destination from several initializations; histories as CSV and JSON, a PNG and a self-contained HTML plot)
+destination from several initializations, ``+distill`` ones with the parent as teacher; speedups per step
+and per second of training; histories as CSV and JSON, a PNG and a self-contained HTML plot)
 and ``report`` (the main job behind ``make demo``).
 
 Every subcommand checks all of its arguments (the destination spec included, against the loaded parent)
 before it profiles, trains or writes anything. A mistake exits with status 2 and one line on stderr that
 names the bad value and the valid choices; a bug still raises with its traceback. ``--json`` prints one
 JSON document on stdout and nothing else there: progress bars and notes go to stderr. Outputs are never
-replaced without ``--overwrite``.
+replaced without ``--overwrite``. Under ``accelerate launch`` every subcommand runs in every process (profiles
+and evaluations sharded over them), and only the main process prints and writes: one output, exit 0 on every
+rank.
 
 Common options: ``--parent`` (an embedded alias: ``smollm2-135m`` (the default), ``gemma3-270m``, ``minilm-l6``,
 ``vit-digits``; a hub id or a local model directory), ``--device`` (``auto``: CUDA when present), ``--dtype`` and ``--seed``.
@@ -25,6 +28,8 @@ Example::
     subclone-viz ablate --parent smollm2-135m --tokens 2048 --json
     subclone-viz compare --parent smollm2-135m --layers 8 --hidden 288 --steps 300 \
         --inits random,subclone,no-scaling --lr random=3e-4 --out runs/smollm2-8x288
+    subclone-viz compare --parent smollm2-135m --layers 20 --hidden 384 --steps 300 \
+        --inits random,subclone,subclone+distill --distill-alpha 0.5 --out runs/smollm2-20x384
     subclone-viz report --out report.html
 
 or, from Python, ``subclone_viz.cli.main(["info", "--json"])`` returns the exit status.
@@ -46,8 +51,16 @@ from typing import Any
 import numpy as np
 import torch
 
-from ._atomic import check_new_directory, staged_directory
-from .data import ImageBatches, TextBatches, image_batches, text_batches
+from . import distributed
+from ._atomic import (
+    DamagedFileError,
+    OutputLocationError,
+    WriteFailedError,
+    check_new_directory,
+    check_new_file,
+    staged_directory,
+)
+from .data import ImageBatches, TextBatches
 from .evaluate import block_ablation, evaluate
 from .export import save_destination
 from .families import UnsupportedArchitectureError
@@ -56,7 +69,8 @@ from .plan import DEPTH_STRATEGIES, SCALINGS, WIDTH_STRATEGIES, DestinationSpec,
 from .profile import BLOCK_METRIC_LABELS, BLOCK_METRICS, Profile, ProfileMismatchError, profile
 from .subclone import subclone
 from .compare import INITS, Comparison, compare
-from .train import SCHEDULES
+from .train import SCHEDULES, TrainSettings
+from .workflow import has_loss, parent_batches, quick_mode
 
 PROG = "subclone-viz"
 DTYPES = ("float32", "bfloat16", "float16")
@@ -67,9 +81,11 @@ class UsageError(Exception):
     """A mistake in what the user asked for: reported as one line on stderr, exit status 2."""
 
 
-# Raised anywhere in a command, these are the user's mistakes, never bugs: the library raises them only for
-# bad specs, unloadable parents, mismatched profiles and outputs that already exist.
-USER_ERRORS = (UsageError, SpecError, ParentLoadError, ProfileMismatchError, UnsupportedArchitectureError, FileExistsError)
+# Raised anywhere in a command, these are the user's mistakes or their machine's state, never bugs: the library
+# raises them only for bad specs, unloadable parents, mismatched profiles, outputs that already exist or cannot
+# be written, writes that failed (a full disk) and damaged files.
+USER_ERRORS = (UsageError, SpecError, ParentLoadError, ProfileMismatchError, UnsupportedArchitectureError,
+               FileExistsError, OutputLocationError, WriteFailedError, DamagedFileError)
 
 
 @contextlib.contextmanager
@@ -94,8 +110,9 @@ class Outcome:
 
 
 def _note(message: str) -> None:
-    """A progress note for people; stderr, so that ``--json`` output stays one document."""
-    print(message, file=sys.stderr, flush=True)
+    """A progress note for people; stderr, so that ``--json`` output stays one document. Main process only."""
+    if distributed.is_main_process():
+        print(message, file=sys.stderr, flush=True)
 
 
 # --------------------------------------------------------------------------------------------------------
@@ -162,8 +179,7 @@ def inits_arg(text: str) -> list[str]:
     return names
 
 
-def per_init_number(text: str) -> tuple[str | None, float]:
-    """``INIT=VALUE`` (one initialization) or ``VALUE`` (all of them); VALUE a non-negative number."""
+def _per_init_number(text: str, positive: bool) -> tuple[str | None, float]:
     init, _, value = text.rpartition("=")
     if init and init not in INITS:
         raise argparse.ArgumentTypeError(f"{text!r}: unknown init {init!r}; choose from {', '.join(INITS)}")
@@ -171,9 +187,38 @@ def per_init_number(text: str) -> tuple[str | None, float]:
         number = float(value)
     except ValueError:
         raise argparse.ArgumentTypeError(f"{text!r}: {value!r} is not a number; give VALUE or INIT=VALUE") from None
-    if not number >= 0 or math.isinf(number):
-        raise argparse.ArgumentTypeError(f"{text!r}: {value} is out of range; give a finite number >= 0")
+    if not (number > 0 if positive else number >= 0) or math.isinf(number):
+        bound = "> 0" if positive else ">= 0"
+        raise argparse.ArgumentTypeError(f"{text!r}: {value} is out of range; give a finite number {bound}")
     return init or None, number
+
+
+def per_init_lr(text: str) -> tuple[str | None, float]:
+    """``INIT=VALUE`` (one initialization) or ``VALUE`` (all of them); VALUE a learning rate > 0."""
+    return _per_init_number(text, positive=True)
+
+
+def per_init_number(text: str) -> tuple[str | None, float]:
+    """``INIT=VALUE`` (one initialization) or ``VALUE`` (all of them); VALUE a number >= 0."""
+    return _per_init_number(text, positive=False)
+
+
+def _number(text: str, valid: Callable[[float], bool], rule: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number; give {rule}") from None
+    if not valid(value):
+        raise argparse.ArgumentTypeError(f"{text} is out of range; give {rule}")
+    return value
+
+
+def fraction_arg(text: str) -> float:
+    return _number(text, lambda value: 0 <= value <= 1, "a number from 0 to 1")
+
+
+def positive_float(text: str) -> float:
+    return _number(text, lambda value: 0 < value < math.inf, "a finite number > 0")
 
 
 class _Parser(argparse.ArgumentParser):
@@ -239,7 +284,7 @@ def build_parser() -> argparse.ArgumentParser:
     comp.add_argument("--inits", type=inits_arg, default=["random", "subclone"],
                       help=f"comma list of {', '.join(INITS)} (default random,subclone)")
     comp.add_argument("--steps", type=positive_int, default=300, help="optimizer steps per init (default 300)")
-    comp.add_argument("--lr", type=per_init_number, action="append", default=[], metavar="[INIT=]VALUE",
+    comp.add_argument("--lr", type=per_init_lr, action="append", default=[], metavar="[INIT=]VALUE",
                       help="learning rate for one init (repeatable) or, without INIT=, for all "
                            "(default: the paper's, 1e-4 for language models)")
     comp.add_argument("--weight-decay", "--wd", type=per_init_number, action="append", default=[],
@@ -249,6 +294,13 @@ def build_parser() -> argparse.ArgumentParser:
     comp.add_argument("--schedule", choices=SCHEDULES, default="cosine", help="after warmup (default cosine)")
     comp.add_argument("--eval-every", type=positive_int, help="steps between evaluations (default steps / 10)")
     comp.add_argument("--eval-tokens", type=positive_int, default=4096, help="held-out tokens (default 4096)")
+    distill = TrainSettings()
+    comp.add_argument("--distill-alpha", type=fraction_arg,
+                      help=f"for the +distill inits: weight a of the teacher's KL term in (1-a) * next-token loss + "
+                           f"a * KL (default {distill.distill_alpha:g})")
+    comp.add_argument("--distill-temperature", type=positive_float,
+                      help=f"for the +distill inits: softmax temperature T of the KL term, scaled by T^2 "
+                           f"(default {distill.distill_temperature:g})")
     comp.add_argument("--out", type=Path, required=True, help="directory for histories, summary and plots")
     comp.add_argument("--overwrite", action="store_true", help="replace a non-empty --out")
 
@@ -256,7 +308,7 @@ def build_parser() -> argparse.ArgumentParser:
                                  help="the main job: profile, ablate, subclone, size, train; one HTML page")
     report.set_defaults(run=run_report)
     report.add_argument("--out", type=Path, default=Path("report.html"), help="the .html file (default report.html)")
-    report.add_argument("--quick", action="store_true", help="shrink every stage to seconds (a smoke test)")
+    report.add_argument("--quick", action="store_true", help="shrink every stage to seconds (a smoke test; also SUBCLONE_VIZ_QUICK=1)")
     report.add_argument("--data", default="builtin", help="'builtin' (Python's docs) or a .txt/.jsonl path")
     report.add_argument("--tokens", type=positive_int, help="tokens to profile (default 8192; --quick 256)")
     report.add_argument("--steps", type=non_negative_int,
@@ -309,30 +361,11 @@ def _load(args: argparse.Namespace) -> Parent:
 def _batches(
     parent: Parent, args: argparse.Namespace, split: str, tokens: int | None, shuffle: bool = False
 ) -> TextBatches | ImageBatches:
-    """``--data`` batches of ``split`` for this parent: text enough for ``tokens`` tokens (None: all of it),
-    images the whole split.
-
-    Image budgets are not cut to batches here because a batch's token count (patches + cls) depends on the
-    model; ``profile`` stops at its token budget on its own.
-    """
-    if parent.family.task == "image-classification":
-        input_size = parent.processor["input_size"]  # (C, H, W), from timm's data config
-        with _blame_user(ImportError):
-            batches = image_batches(args.data or "digits", batch_size=args.batch_size, split=split,
-                                    image_size=input_size[-1], shuffle=shuffle, seed=args.seed)
-        if batches.channels != input_size[0]:
-            raise UsageError(
-                f"--data {args.data or 'digits'} has {batches.channels}-channel images but the parent takes "
-                f"{input_size[0]} channels; use an image folder (RGB) or a parent with in_chans={batches.channels}"
-            )
-        return batches
-    if parent.tokenizer is None:
-        raise UsageError(f"parent {args.parent!r} has no tokenizer to read text with; save one beside the model")
-    max_batches = None if tokens is None else math.ceil(tokens / (args.batch_size * args.seq_len))
+    """``--data`` batches of ``split`` for this parent (:func:`~subclone_viz.workflow.parent_batches`): text
+    enough for ``tokens`` tokens (None: all of it), images the whole split."""
     with _blame_user(ImportError):
-        return text_batches(args.data or "builtin", parent.tokenizer, seq_len=args.seq_len,
-                            batch_size=args.batch_size, split=split, max_batches=max_batches, shuffle=shuffle,
-                            seed=args.seed)
+        return parent_batches(parent, split, args.data, seq_len=args.seq_len, batch_size=args.batch_size,
+                              tokens=tokens, shuffle=shuffle, seed=args.seed)
 
 
 def _check_new_file(path: Path, suffixes: tuple[str, ...], overwrite: bool) -> None:
@@ -342,10 +375,7 @@ def _check_new_file(path: Path, suffixes: tuple[str, ...], overwrite: bool) -> N
         raise UsageError(f"--out {path} exists and is not a file")
     if path.exists() and not overwrite:
         raise UsageError(f"--out {path} exists; pass --overwrite to replace it")
-
-
-def _has_loss(parent: Parent) -> bool:
-    return parent.family.task != "encoder"
+    check_new_file(path, overwrite)  # a place where no file can be created
 
 
 def _numbers(values: Sequence[int]) -> str:
@@ -487,7 +517,7 @@ def run_subclone(args: argparse.Namespace) -> Outcome:
     train = _batches(parent, args, "train", args.profile_tokens) if (
         (needs_profile and saved_profile is None) or args.scaling == "calibrated"
     ) else None
-    heldout = _batches(parent, args, "heldout", args.eval_tokens) if args.eval_tokens and _has_loss(parent) else None
+    heldout = _batches(parent, args, "heldout", args.eval_tokens) if args.eval_tokens and has_loss(parent) else None
 
     measured = saved_profile
     if measured is None and needs_profile:
@@ -537,7 +567,7 @@ def run_subclone(args: argparse.Namespace) -> Outcome:
             f"held-out loss before training: {scores['destination_loss']:.4f} (parent {scores['parent_loss']:.4f}) "
             f"on {scores['data']}"
         )
-    elif not _has_loss(parent):
+    elif not has_loss(parent):
         lines.append("held-out loss: not scored (the parent is an encoder without a language-model head)")
     lines.append(f"saved to {path}")
     return Outcome(document, "\n".join(lines))
@@ -546,7 +576,7 @@ def run_subclone(args: argparse.Namespace) -> Outcome:
 def run_ablate(args: argparse.Namespace) -> Outcome:
     """The parent's held-out loss with each single block removed, and duplicated (paper Fig. 2, bottom)."""
     parent = _load(args)
-    if not _has_loss(parent):
+    if not has_loss(parent):
         raise UsageError(
             f"parent {args.parent!r} is an encoder without a language-model head, so it has no loss to ablate; "
             f"use a causal LM, a masked LM or an image classifier"
@@ -574,15 +604,12 @@ def _per_init(values: list[tuple[str | None, float]], inits: list[str], option: 
         if init is not None and init not in inits:
             raise UsageError(f"{option} {init}={value:g} names an init that is not in --inits {','.join(inits)}")
         chosen.update({init: value} if init is not None else dict.fromkeys(inits, value))
-    zero = [init for init, value in chosen.items() if value == 0]
-    if option == "--lr" and zero:
-        raise UsageError(f"--lr {zero[0]}=0 is out of range: a learning rate must be > 0")
     return chosen
 
 
-def _speedup_text(row: dict[str, Any]) -> str:
+def _speedup_text(row: dict[str, Any], key: str = "speedup") -> str:
     """``4.00x``; ``>=4.00x`` when it was already there at its first evaluation; ``<0.50x`` when it never got there."""
-    value = row.get("speedup")
+    value = row.get(key)
     if value is None:
         return "n/a"
     prefix = ">=" if row.get("speedup_lower_bound") else "<" if row.get("reached") is False else ""
@@ -598,8 +625,16 @@ def run_compare(args: argparse.Namespace) -> Outcome:
         raise UsageError(f"--warmup {args.warmup} is out of range: choose 0 <= warmup <= --steps {args.steps}")
     lrs = _per_init(args.lr, args.inits, "--lr")
     weight_decays = _per_init(args.weight_decay, args.inits, "--weight-decay")
+    distill_options = {name: getattr(args, name) for name in ("distill_alpha", "distill_temperature")
+                       if getattr(args, name) is not None}
+    distilled = [init for init in args.inits if INITS[init].distill]
+    if distill_options and not distilled:
+        given = " and ".join(f"--{name.replace('_', '-')}" for name in distill_options)
+        with_teacher = ", ".join(init for init in INITS if INITS[init].distill)
+        raise UsageError(f"{given} only apply to inits trained with the parent as teacher ({with_teacher}); "
+                         f"--inits {','.join(args.inits)} has none")
     parent = _load(args)
-    if not _has_loss(parent):
+    if not has_loss(parent):
         raise UsageError(f"parent {args.parent!r} is an encoder without a language-model head: it has no loss to "
                          f"train on; use a causal LM, a masked LM or an image classifier")
     spec = _spec(args)
@@ -616,14 +651,15 @@ def run_compare(args: argparse.Namespace) -> Outcome:
     comparison = compare(
         parent, spec, train, inits=args.inits, steps=args.steps, eval_batches=heldout, profile=saved_profile,
         lrs=lrs, weight_decays=weight_decays, seed=args.seed, warmup=args.warmup, schedule=args.schedule,
-        eval_every=args.eval_every,
+        eval_every=args.eval_every, **distill_options,
     )
     files = _save_comparison(comparison, args.out, args.overwrite)
 
     table = comparison.summary_table()
     rows = [
         [row["init"], f"{row['lr']:g}", f"{row['weight_decay']:g}", row["steps"], row["initial_loss"],
-         row["final_loss"], _speedup_text(row)]
+         row["final_loss"], _speedup_text(row), _speedup_text(row, "speedup_per_second"),
+         f"{row['train_seconds']:.1f}"]
         for row in table
     ]
     destination = comparison.config["destination"]
@@ -631,9 +667,9 @@ def run_compare(args: argparse.Namespace) -> Outcome:
     lines = [
         f"{parent.name} -> {shape}: {args.steps} steps per init on {train.description}",
         f"held-out loss on {heldout.description}; speedup: steps random needs to reach its final held-out loss "
-        f"over the steps each init needs",
+        f"over the steps each init needs; speedup/s: the same in seconds of training (a teacher costs time)",
         "",
-        _table(["init", "lr", "wd", "steps", "initial loss", "final loss", "speedup"], rows),
+        _table(["init", "lr", "wd", "steps", "initial loss", "final loss", "speedup", "speedup/s", "train s"], rows),
         "",
         f"saved to {args.out}: {', '.join(files)}",
     ]
@@ -657,8 +693,12 @@ def _save_comparison(comparison: Comparison, directory: Path, overwrite: bool) -
     """Histories (CSV + JSON), summary, a PNG and a self-contained HTML plot of the held-out loss, all at once.
 
     The figures are drawn before anything is written, and everything goes into a staging directory that is
-    renamed into place, so a failure leaves no half-written run.
+    renamed into place, so a failure leaves no half-written run. Under several processes the main one writes.
     """
+    return distributed.on_main(_write_comparison, comparison, directory, overwrite)
+
+
+def _write_comparison(comparison: Comparison, directory: Path, overwrite: bool) -> list[str]:
     from . import plots
 
     static = plots.loss_curves(comparison.histories, backend="matplotlib")
@@ -667,7 +707,7 @@ def _save_comparison(comparison: Comparison, directory: Path, overwrite: bool) -
     page = plots.loss_curves(comparison.histories, backend="plotly").to_html(full_html=True, include_plotlyjs=True)
 
     with staged_directory(directory, overwrite) as staging:
-        comparison.save(staging)
+        comparison.write_files(staging)
         (staging / "loss_curves.png").write_bytes(png.getvalue())
         (staging / "loss_curves.html").write_text(page, encoding="utf-8")
         files = sorted(path.name for path in staging.iterdir())
@@ -684,14 +724,12 @@ def run_report(args: argparse.Namespace) -> Outcome:
     if args.layers is not None or args.hidden is not None:
         destination = _spec(args)
         _check_plan(parent, destination, "middle", "sqrt")
-    if parent.family.task != "image-classification" and parent.tokenizer is None:
-        raise UsageError(f"parent {args.parent!r} has no tokenizer to read text with; save one beside the model")
-    if parent.family.task != "image-classification":
-        with _blame_user(ImportError):
-            text_batches(args.data, parent.tokenizer, split="heldout", max_batches=1)  # a bad --data fails now
-    path = write_report(parent, out=args.out, tokens=args.tokens, steps=args.steps, quick=args.quick,
+    with _blame_user(ImportError):
+        parent_batches(parent, "heldout", args.data, max_batches=1)  # a bad --data (or no tokenizer) fails now
+    quick = quick_mode(args.quick or None)
+    path = write_report(parent, out=args.out, tokens=args.tokens, steps=args.steps, quick=quick,
                         overwrite=args.overwrite, data=args.data, destination=destination, seed=args.seed)
-    document = {"parent": parent.name, "output": str(path), "bytes": path.stat().st_size, "quick": args.quick}
+    document = {"parent": parent.name, "output": str(path), "bytes": path.stat().st_size, "quick": quick}
     return Outcome(document, f"wrote {path} ({path.stat().st_size / 1e6:.1f} MB): open it in a browser, no network needed")
 
 
@@ -717,7 +755,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         with contextlib.redirect_stdout(sys.stderr) if args.json else contextlib.nullcontext():
             outcome = run(args)
     except USER_ERRORS as error:
-        print(f"{PROG}: error: {_one_line(error)}", file=sys.stderr)
+        if distributed.is_main_process():
+            print(f"{PROG}: error: {_one_line(error)}", file=sys.stderr)
         return 2
-    print(json.dumps(outcome.document, indent=2) if args.json else outcome.text, file=stdout, flush=True)
+    # Under accelerate launch every process ran the command; the main one reports it.
+    if distributed.is_main_process():
+        print(json.dumps(outcome.document, indent=2) if args.json else outcome.text, file=stdout, flush=True)
     return 0

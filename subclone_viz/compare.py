@@ -8,13 +8,17 @@ per initialization with :func:`~subclone_viz.train.train`, on identical batches 
 * ``"subclone"``: the paper (importance-ranked widths, middle blocks dropped, sqrt weight scaling);
 * ``"subclone-calibrated"``: the same with scaling matched to the parent's output std on calibration data;
 * ``"no-scaling"``, ``"no-reorder"``: the paper's ablations (no scaling; leading indices, no reordering);
-* ``"uniform"``: evenly spaced indices without scaling (Xu et al.'s weight selection).
+* ``"uniform"``: evenly spaced indices without scaling (Xu et al.'s weight selection);
+* ``"subclone+distill"``, ``"random+distill"``: the same starts as ``"subclone"`` and ``"random"``, trained
+  with the parent as teacher (:func:`~subclone_viz.train.distillation_loss`; ``distill_alpha`` and
+  ``distill_temperature`` in the settings), so that the gain of the start and of the teacher separate.
 
 The learning rate and weight decay default to the paper's (Table 1): for language models 1e-4 / 0.1 from
 random and 1e-4 / 0.001 for every inherited initialization; for vision 0.002 / 0.2 and 1e-4 / 0.005. The
 :class:`Comparison` holds the histories, the plans and, per initialization, the initial and final held-out
 loss (and accuracy) and the :func:`speedup` over random: the steps random needs to reach its own final
-held-out loss divided by the steps the other needs to reach that same loss.
+held-out loss divided by the steps the other needs to reach that same loss, and the same ratio in seconds
+of training (a teacher's forward makes a step dearer, so the two differ for the ``+distill`` inits).
 
 Example::
 
@@ -43,7 +47,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 from torch import nn
 
-from ._atomic import staged_directory
+from ._atomic import DamagedFileError, read_json, staged_directory
 from .train import EvalRecord, History, StepRecord, StopSignal, TrainSettings, train
 
 if TYPE_CHECKING:
@@ -56,14 +60,28 @@ __all__ = ["INITS", "Comparison", "Speedup", "compare", "default_hyperparameters
 PROFILE_TOKENS = 4096
 REFERENCE_INIT = "random"
 
-# Initialization name -> plan strategies (None: the architecture's own random initialization).
-INITS: dict[str, dict[str, str] | None] = {
-    "random": None,
-    "subclone": dict(depth="middle", width="importance", scaling="sqrt"),
-    "subclone-calibrated": dict(depth="middle", width="importance", scaling="calibrated"),
-    "no-scaling": dict(depth="middle", width="importance", scaling="none"),
-    "no-reorder": dict(depth="middle", width="first", scaling="sqrt"),
-    "uniform": dict(depth="middle", width="uniform", scaling="none"),
+
+
+@dataclass(frozen=True)
+class Init:
+    """How a destination starts, and whether it also learns from the parent as its teacher."""
+
+    strategies: Mapping[str, str] | None  # plan(depth=, width=, scaling=); None: the architecture's random init
+    distill: bool = False  # train with the parent as teacher (TrainSettings.distill_alpha, distill_temperature)
+
+
+_PAPER = dict(depth="middle", width="importance", scaling="sqrt")
+
+# Every initialization compare() knows, by name.
+INITS: dict[str, Init] = {
+    "random": Init(None),
+    "subclone": Init(_PAPER),
+    "subclone-calibrated": Init(dict(_PAPER, scaling="calibrated")),
+    "no-scaling": Init(dict(_PAPER, scaling="none")),
+    "no-reorder": Init(dict(_PAPER, width="first")),
+    "uniform": Init(dict(_PAPER, width="uniform", scaling="none")),
+    "subclone+distill": Init(_PAPER, distill=True),
+    "random+distill": Init(None, distill=True),
 }
 
 # The paper's Table 1: (learning rate, weight decay) from random init and from subcloning.
@@ -79,13 +97,16 @@ _PAPER_HYPERPARAMETERS = {
 
 @dataclass
 class Speedup:
-    """How many times fewer steps ``other`` needs than the reference to reach the reference's final loss.
+    """How many times fewer steps (and seconds) ``other`` needs than the reference to reach the reference's
+    final held-out loss.
 
     ``speedup_lower_bound``: ``other`` was already at the target at its first evaluation, so the true
     speedup is at least ``speedup`` (the reference's steps over the first evaluation step after 0).
     ``reached`` False: ``other`` never got there; ``speedup`` is then the reference's steps over the steps
     ``other`` trained, an upper bound below 1. ``speedup`` is None when it cannot be defined (the
     reference never improved on its first evaluation, or ``other`` has no evaluation after its first).
+    ``speedup_per_second`` is the same rule on the training clock (:attr:`EvalRecord.time`: seconds spent
+    in training steps, evaluations not counted), with the same two flags.
     """
 
     speedup: float | None
@@ -94,46 +115,62 @@ class Speedup:
     target_loss: float
     reference_steps: float | None  # steps the reference needs to reach target_loss (interpolated)
     steps: float | None  # steps ``other`` needs (None when not reached)
+    speedup_per_second: float | None = None
+    reference_seconds: float | None = None  # training seconds the reference needs to reach target_loss
+    seconds: float | None = None  # training seconds ``other`` needs (None when not reached)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
 
-def steps_to_reach(evals: list[EvalRecord], target: float) -> float | None:
-    """The first step at which the held-out loss is at or below ``target``, linearly interpolated between
-    evaluations; None if it never gets there."""
+def _position(record: EvalRecord, axis: str) -> float:
+    return float(record.step if axis == "steps" else record.time)
+
+
+def position_at_loss(evals: list[EvalRecord], target: float, axis: str = "steps") -> float | None:
+    """The first step (``axis="steps"``) or training second (``"seconds"``) at which the held-out loss is at
+    or below ``target``, linearly interpolated between evaluations; None if it never gets there."""
     for index, record in enumerate(evals):
         if record.loss <= target:
             if index == 0:
-                return float(record.step)
+                return _position(record, axis)
             before = evals[index - 1]
             fraction = (before.loss - target) / (before.loss - record.loss)
-            return before.step + fraction * (record.step - before.step)
+            return _position(before, axis) + fraction * (_position(record, axis) - _position(before, axis))
     return None
 
 
+def _ratio(reference: list[EvalRecord], other: list[EvalRecord], target: float, axis: str):
+    """(speedup, lower bound, reached, reference's position, other's position) along one axis."""
+    reference_at = position_at_loss(reference, target, axis)
+    other_at = position_at_loss(other, target, axis)
+    if not reference_at:
+        return None, False, other_at is not None, reference_at, other_at
+    if other_at is None:
+        trained = _position(other[-1], axis)
+        return (reference_at / trained if trained > 0 else None), False, False, reference_at, None
+    first = _position(other[0], axis)
+    if other_at <= first:
+        later = [_position(r, axis) for r in other if _position(r, axis) > 0]
+        bound = first if first > 0 else (later[0] if later else None)
+        return (reference_at / bound if bound else None), True, True, reference_at, other_at
+    return reference_at / other_at, False, True, reference_at, other_at
+
+
 def speedup(reference: History, other: History) -> Speedup:
-    """The speedup of ``other`` over ``reference`` (usually random init) at the reference's final held-out loss."""
+    """The speedup of ``other`` over ``reference`` (usually random init) at the reference's final held-out
+    loss, in steps and in seconds of training."""
     if not reference.evals or not other.evals:
         missing = "reference" if not reference.evals else "other"
         raise ValueError(f"the {missing} history has no evaluations; train with eval_batches to measure a speedup")
     target = reference.evals[-1].loss
-    reference_steps = steps_to_reach(reference.evals, target)
-    steps = steps_to_reach(other.evals, target)
-
-    def result(value: float | None, lower_bound: bool = False, reached: bool = True) -> Speedup:
-        return Speedup(value, lower_bound, reached, target, reference_steps, steps if reached else None)
-
-    if not reference_steps:
-        return result(None)
-    if steps is None:
-        return result(reference_steps / max(other.evals[-1].step, 1), reached=False)
-    first = other.evals[0]
-    if steps <= first.step:
-        later = [r.step for r in other.evals if r.step > 0]
-        bound_step = first.step if first.step > 0 else (later[0] if later else None)
-        return result(reference_steps / bound_step if bound_step else None, lower_bound=True)
-    return result(reference_steps / steps)
+    per_step, lower_bound, reached, reference_steps, steps = _ratio(reference.evals, other.evals, target, "steps")
+    per_second, _, _, reference_seconds, seconds = _ratio(reference.evals, other.evals, target, "seconds")
+    return Speedup(
+        speedup=per_step, speedup_lower_bound=lower_bound, reached=reached, target_loss=target,
+        reference_steps=reference_steps, steps=steps if reached else None, speedup_per_second=per_second,
+        reference_seconds=reference_seconds, seconds=seconds if reached else None,
+    )
 
 
 # --------------------------------------------------------------------------------------------------------
@@ -143,7 +180,7 @@ def speedup(reference: History, other: History) -> Speedup:
 def default_hyperparameters(task: str, init: str) -> tuple[float, float]:
     """(learning rate, weight decay) of the paper's Table 1 for a family task and an initialization."""
     kind = "vision" if task == "image-classification" else "language"
-    return _PAPER_HYPERPARAMETERS[kind]["random" if init == REFERENCE_INIT else "inherited"]
+    return _PAPER_HYPERPARAMETERS[kind]["random" if INITS[init].strategies is None else "inherited"]
 
 
 @dataclass
@@ -157,7 +194,8 @@ class Comparison:
     stopped_early: bool = False
 
     def summary_table(self) -> list[dict[str, Any]]:
-        """One row per initialization: hyperparameters, initial/final held-out loss and accuracy, speedup."""
+        """One row per initialization: hyperparameters, initial/final held-out loss and accuracy, speedup per
+        step and per second of training, and the seconds it trained."""
         rows = []
         for init, history in self.histories.items():
             metric = self.metrics.get(init, {})
@@ -172,8 +210,11 @@ class Comparison:
                     "initial_accuracy": metric.get("initial_accuracy"),
                     "final_accuracy": metric.get("final_accuracy"),
                     "speedup": metric.get("speedup"),
+                    "speedup_per_second": metric.get("speedup_per_second"),
                     "speedup_lower_bound": metric.get("speedup_lower_bound"),
                     "reached": metric.get("reached"),
+                    "train_seconds": history.steps[-1].time if history.steps else 0.0,
+                    "distill_alpha": history.config.get("distill_alpha"),
                     "stopped_early": history.stopped_early,
                 }
             )
@@ -192,29 +233,41 @@ class Comparison:
         """Write ``histories.json``, ``<init>.csv`` per initialization and ``summary.json`` (config, plans,
         metrics, table) into ``directory``, all at once: a staging directory renamed into place."""
         with staged_directory(directory, overwrite) as staging:
-            (staging / "histories.json").write_text(
-                json.dumps({k: h.to_dict() for k, h in self.histories.items()}, indent=1)
-            )
-            for init, history in self.histories.items():
-                (staging / f"{init}.csv").write_text(history.csv_text())
-            summary = {
-                "config": self.config,
-                "stopped_early": self.stopped_early,
-                "metrics": self.metrics,
-                "table": self.summary_table(),
-                "plans": self.plans,
-            }
-            (staging / "summary.json").write_text(json.dumps(summary, indent=1))
+            self.write_files(staging)
         return Path(directory).expanduser()
+
+    def write_files(self, directory: Path) -> None:
+        """The files of :meth:`save`, written into an existing (staging) directory."""
+        (directory / "histories.json").write_text(
+            json.dumps({k: h.to_dict() for k, h in self.histories.items()}, indent=1)
+        )
+        for init, history in self.histories.items():
+            (directory / f"{init}.csv").write_text(history.csv_text())
+        summary = {
+            "config": self.config,
+            "stopped_early": self.stopped_early,
+            "metrics": self.metrics,
+            "table": self.summary_table(),
+            "plans": self.plans,
+        }
+        (directory / "summary.json").write_text(json.dumps(summary, indent=1))
 
     @classmethod
     def load(cls, directory: str | os.PathLike) -> "Comparison":
-        """Read back a directory written by :meth:`save`."""
+        """Read back a directory written by :meth:`save`; a missing, damaged or hand-edited file raises
+        :class:`~subclone_viz._atomic.DamagedFileError` naming it."""
         directory = Path(directory).expanduser()
-        histories = json.loads((directory / "histories.json").read_text())
-        summary = json.loads((directory / "summary.json").read_text())
+        histories = read_json(directory / "histories.json", dict)
+        summary = read_json(directory / "summary.json", dict)
+        missing = [key for key in ("plans", "metrics", "config", "stopped_early") if key not in summary]
+        if missing:
+            raise DamagedFileError(f"{directory / 'summary.json'} lacks {', '.join(missing)}")
+        try:
+            runs = {k: History.from_dict(h) for k, h in histories.items()}
+        except (TypeError, ValueError, AttributeError) as error:
+            raise DamagedFileError(f"{directory / 'histories.json'} does not hold training histories ({error})") from error
         return cls(
-            histories={k: History.from_dict(h) for k, h in histories.items()},
+            histories=runs,
             plans=summary["plans"],
             metrics=summary["metrics"],
             config=summary["config"],
@@ -270,14 +323,12 @@ def _destination(
     half-precision weights), and the plan it was sliced by (None for random init)."""
     from .plan import plan
     from .subclone import subclone
+    from .workflow import random_init
 
-    recipe = INITS[init]
+    recipe = INITS[init].strategies
     if recipe is None:
         # The shape the subclone would have; random init ignores which indices a plan keeps.
-        shape = plan(parent, None, spec, width="first", scaling="none")
-        torch.manual_seed(seed)
-        model = parent.family.build(parent.model, shape.destination_dims, shape.layers, device=parent.input_device)
-        return model.float(), None
+        return random_init(parent, spec, seed=seed).float(), None
     chosen = plan(parent, profile, spec, **recipe)
     return subclone(parent, chosen, calibration_batches=calibration_batches).float(), chosen
 
@@ -337,7 +388,7 @@ def compare(
         )
         eval_batches = list(itertools.islice(batches, 4))
         eval_source = "the first 4 training batches"
-    needs_profile = any(INITS[i] is not None and INITS[i]["width"] == "importance" for i in inits)
+    needs_profile = any((INITS[i].strategies or {}).get("width") == "importance" for i in inits)
     if profile is None and needs_profile:
         profile = profile_parent(parent, batches, max_tokens=PROFILE_TOKENS, progress=progress)
 
@@ -356,8 +407,10 @@ def compare(
         )
         model, chosen = _destination(parent, spec, init, profile, calibration_batches or batches, settings.seed)
         plans[init] = chosen.to_dict() if chosen is not None else None
+        teacher = parent.model if INITS[init].distill else None
         history = train(
-            model, batches, run_settings, eval_batches=eval_batches, family=parent.family, callback=callback,
+            model, batches, run_settings, eval_batches=eval_batches, teacher=teacher, family=parent.family,
+            callback=callback,
             checkpoint_dir=Path(checkpoint_dir) / init if checkpoint_dir is not None else None, resume=resume,
             progress=progress, stop=stop, label=init,
         )
@@ -373,6 +426,10 @@ def compare(
         "inits": inits,
         "steps": settings.steps,
         "seed": settings.seed,
+        "distill": (
+            {"alpha": settings.distill_alpha, "temperature": settings.distill_temperature}
+            if any(INITS[i].distill for i in inits) else None
+        ),
         "batches": getattr(batches, "description", None),
         "eval_batches": eval_source,
         "profile": {"source": profile.source, "tokens": profile.tokens} if profile is not None else None,

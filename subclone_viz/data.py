@@ -37,7 +37,8 @@ applied to the ``"train"`` split with documents named ``"<dataset name>:<row ind
 Images: :func:`image_batches` yields normalized ``pixel_values`` with integer ``labels``. Its sources are
 ``"digits"`` (scikit-learn's 1,797 8x8 grey digits, 10 classes; 20% of each class held out by a fixed
 seed-0 permutation), a local ``root/<class name>/<image files>`` folder (split by the crc32 rule on the
-path relative to ``root``) and Hugging Face image datasets.
+path relative to ``root``; a file whose header is not an image's is skipped with one warning naming it, an
+image that cannot be decoded later raises an error naming it) and Hugging Face image datasets.
 
 Example::
 
@@ -56,13 +57,13 @@ from __future__ import annotations
 import ast
 import functools
 import hashlib
+import io
 import json
 import logging
 import os
 import re
 import sys
 import sysconfig
-import tempfile
 import zlib
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
@@ -72,6 +73,8 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import torch
 import torch.nn.functional as F
+
+from ._atomic import DamagedFileError, file_lock, note_rebuild, read_cache_file, write_cache_file
 
 if TYPE_CHECKING:
     from transformers import PreTrainedTokenizerBase
@@ -85,7 +88,7 @@ BUILTIN_TEXT = "builtin"
 DIGITS = "digits"
 
 # Bump when the corpus extraction or the packing changes, so that stale token caches are not reused.
-_CACHE_FORMAT = 1
+_CACHE_FORMAT = 2  # 2: files carry a size and CRC-32 trailer
 # Tokenizing this pins down a tokenizer beyond its name: two tokenizers that split it alike are
 # interchangeable for the cache.
 _TOKENIZER_PROBE = "def subclone(parent):\n    return parent[:, :64]  # Größe, 尺寸, émoji 🙂\n\tDone."
@@ -340,9 +343,9 @@ def _local_text_documents(path: Path, text_field: str) -> list[tuple[str, str]]:
         files = sorted(path.rglob("*.txt"), key=lambda file: file.relative_to(path).as_posix())
         if not files:
             raise FileNotFoundError(f"directory {path} holds no .txt files; a text directory needs *.txt files")
-        documents = [(file.relative_to(path).as_posix(), file.read_text(encoding="utf-8")) for file in files]
+        documents = [(file.relative_to(path).as_posix(), _read_utf8(file)) for file in files]
     elif path.suffix.lower() == ".txt":
-        documents = [(path.name, path.read_text(encoding="utf-8"))]
+        documents = [(path.name, _read_utf8(path))]
     elif path.suffix.lower() == ".jsonl":
         documents = _jsonl_documents(path, text_field)
     else:
@@ -355,23 +358,32 @@ def _local_text_documents(path: Path, text_field: str) -> list[tuple[str, str]]:
     return documents
 
 
+def _read_utf8(path: Path) -> str:
+    try:
+        return path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as error:
+        raise ValueError(
+            f"text file {path} is not UTF-8 (byte 0x{error.object[error.start]:02x} at offset {error.start}); "
+            f"save it as UTF-8"
+        ) from error
+
+
 def _jsonl_documents(path: Path, text_field: str) -> list[tuple[str, str]]:
     documents = []
-    with path.open(encoding="utf-8") as lines:
-        for line_number, line in enumerate(lines, start=1):
-            if not line.strip():
-                continue
-            try:
-                record = json.loads(line)
-            except json.JSONDecodeError as error:
-                raise ValueError(f"{path}:{line_number} is not valid JSON: {error.msg}") from error
-            if not isinstance(record, dict) or text_field not in record:
-                fields = sorted(record) if isinstance(record, dict) else type(record).__name__
-                raise ValueError(
-                    f"{path}:{line_number} has no text_field={text_field!r}; found {fields}. "
-                    f"Pass text_field= the name of the text field."
-                )
-            documents.append((f"{path.name}:{line_number}", str(record[text_field])))
+    for line_number, line in enumerate(_read_utf8(path).split("\n"), start=1):
+        if not line.strip():
+            continue
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError as error:
+            raise ValueError(f"{path}:{line_number} is not valid JSON: {error.msg}") from error
+        if not isinstance(record, dict) or text_field not in record:
+            fields = sorted(record) if isinstance(record, dict) else type(record).__name__
+            raise ValueError(
+                f"{path}:{line_number} has no text_field={text_field!r}; found {fields}. "
+                f"Pass text_field= the name of the text field."
+            )
+        documents.append((f"{path.name}:{line_number}", str(record[text_field])))
     return documents
 
 
@@ -425,19 +437,6 @@ def _content_hash(texts: Sequence[str]) -> str:
     return digest.hexdigest()
 
 
-def _save_atomically(path: Path, array: np.ndarray) -> None:
-    """np.save to a temporary file renamed over ``path``: a reader never sees half a file."""
-    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
-    try:
-        with os.fdopen(handle, "wb") as file:
-            np.save(file, array)
-        os.chmod(temporary, 0o644)  # mkstemp makes the file private; the cache is as shareable as the directory
-        os.replace(temporary, path)
-    except BaseException:
-        os.unlink(temporary)
-        raise
-
-
 def _cached_token_ids(
     corpus_key: dict[str, Any],
     label: str,
@@ -446,18 +445,38 @@ def _cached_token_ids(
 ) -> np.ndarray:
     """The token stream (L,) of ``texts()``, from the cache when ``corpus_key`` and the tokenizer match.
 
-    ``texts`` is only called on a cache miss, so a cached builtin corpus skips parsing the stdlib.
+    ``texts`` is only called on a cache miss, so a cached builtin corpus skips parsing the stdlib. The cache file
+    carries its own checksum; a damaged one is rebuilt with a warning. A lock keeps two processes from
+    tokenizing the same corpus at once: the second waits and reads the first one's file.
     """
     key = {"format": _CACHE_FORMAT, "corpus": corpus_key, "tokenizer": _tokenizer_fingerprint(tokenizer)}
     digest = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:24]
     directory = cache_dir() / "tokens"
     directory.mkdir(exist_ok=True)
     path = directory / f"{re.sub(r'[^A-Za-z0-9._-]+', '_', label)[:80]}-{digest}.npy"
-    if path.exists():
-        return np.load(path)
-    log.info("tokenizing %s (cached afterwards in %s)", label, path)
-    ids = _tokenize_documents(texts(), tokenizer)
-    _save_atomically(path, ids)
+    with file_lock(path):
+        try:
+            payload = read_cache_file(path)
+            if payload is not None:
+                return _token_array(path, payload)
+        except DamagedFileError as error:
+            note_rebuild("token ids", str(error))
+        log.info("tokenizing %s (cached afterwards in %s)", label, path)
+        ids = _tokenize_documents(texts(), tokenizer)
+        buffer = io.BytesIO()
+        np.save(buffer, ids)
+        write_cache_file(path, buffer.getvalue())
+    return ids
+
+
+def _token_array(path: Path, payload: bytes) -> np.ndarray:
+    """The (L,) uint32 token ids of a checked cache file's payload."""
+    try:
+        ids = np.load(io.BytesIO(payload), allow_pickle=False)
+    except ValueError as error:
+        raise DamagedFileError(f"{path} is not a token array ({error})") from error
+    if ids.ndim != 1 or ids.dtype != np.uint32:
+        raise DamagedFileError(f"{path} holds a {ids.dtype} array of shape {ids.shape}, not (L,) uint32 token ids")
     return ids
 
 
@@ -616,12 +635,21 @@ def _folder_images(root: Path, split: str, image_size: int, mean: Any, std: Any)
     class_dirs = sorted(child for child in root.iterdir() if child.is_dir() and not child.name.startswith("."))
     if not class_dirs:
         raise FileNotFoundError(f"{root} has no class directories; expected a root/<class name>/<images> tree")
-    files, labels = [], []
+    files, labels, unreadable = [], [], []
     for label, class_dir in enumerate(class_dirs):
         for file in sorted(class_dir.rglob("*")):
             if file.suffix.lower() in _IMAGE_SUFFIXES and _split_of(file.relative_to(root).as_posix()) == split:
+                if not _opens_as_image(file):
+                    unreadable.append(file)
+                    continue
                 files.append(file)
                 labels.append(label)
+    if unreadable:
+        shown = ", ".join(str(file.relative_to(root)) for file in unreadable[:5])
+        log.warning(
+            "skipping %d unreadable image file(s) of %s (%s%s)", len(unreadable), root, shown,
+            ", ..." if len(unreadable) > 5 else "",
+        )
     if not files:
         raise ValueError(
             f"{root} holds no images of the {split} split (extensions {sorted(_IMAGE_SUFFIXES)}; files are split "
@@ -632,8 +660,11 @@ def _folder_images(root: Path, split: str, image_size: int, mean: Any, std: Any)
     def read_pixels(rows: torch.Tensor) -> torch.Tensor:
         images = []
         for row in rows.tolist():
-            with Image.open(files[row]) as image:
-                images.append(image.convert("RGB"))  # a copy that outlives the closed file
+            try:
+                with Image.open(files[row]) as image:
+                    images.append(image.convert("RGB"))  # a copy that outlives the closed file
+            except (OSError, ValueError) as error:  # its header read, its pixels not: truncated or damaged
+                raise DamagedFileError(f"image {files[row]} cannot be decoded ({error})") from error
         return _pil_to_pixels(images, image_size, mean_tensor, std_tensor)
 
     return _ImageSet(
@@ -644,6 +675,17 @@ def _folder_images(root: Path, split: str, image_size: int, mean: Any, std: Any)
         image_size=image_size,
         name=root.name,
     )
+
+
+def _opens_as_image(file: Path) -> bool:
+    """Whether ``file``'s header is an image's (a cheap check; the pixels are decoded per batch)."""
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with Image.open(file):
+            return True
+    except (UnidentifiedImageError, OSError, ValueError):
+        return False
 
 
 def _hf_images(source: str, split: str, image_size: int, mean: Any, std: Any) -> _ImageSet:

@@ -103,11 +103,10 @@ def model_card(model: nn.Module, plan: SubclonePlan) -> str:
     a hub id, or a local directory whose own card says them), and every line of the card is said once.
     """
     family = family_of(model)
-    image = family.task == "image-classification"
     parent = plan.parent
     provenance = parent.get("provenance", {})
     params = sum(p.numel() for p in model.parameters())
-    front: dict[str, Any] = {"library_name": "timm" if image else "transformers"}
+    front: dict[str, Any] = {"library_name": family.library}
     front.update({key: provenance[key] for key in ("base_model", "license") if key in provenance})
     front["tags"] = ["subclone_viz", "weight-subcloning"]
     front["subclone_viz"] = {
@@ -118,8 +117,8 @@ def model_card(model: nn.Module, plan: SubclonePlan) -> str:
     }
     load = (
         'timm.create_model("local-dir:<this directory>", pretrained=True)'
-        if image
-        else "transformers.AutoModel*.from_pretrained(\"<this directory>\")"
+        if family.library == "timm"
+        else f"transformers.{family.auto_class}.from_pretrained(\"<this directory>\")"
     )
     profile = (
         f"{plan.profile_tokens:,} tokens of {plan.profile_source}" if plan.profile_tokens else "no profile (data-free)"

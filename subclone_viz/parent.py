@@ -37,7 +37,7 @@ import importlib
 import importlib.util
 import json
 import os
-import tempfile
+import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterator
@@ -46,7 +46,7 @@ import torch
 from torch import nn
 
 from . import distributed
-from ._atomic import staged_directory
+from ._atomic import file_lock, note_rebuild, staged_directory, verify_manifest
 from .data import cache_dir
 from .families import Dims, Family, auto_class_name, family_of
 
@@ -342,7 +342,13 @@ def _load_source(source: str, dtype, dispatch: dict[str, Any], trust_remote_code
     if path.suffix == ".gguf":
         if not path.is_file():
             raise ParentLoadError(f"no GGUF file at {path}")
-        model, tokenizer = _load_hf(str(path.parent), dtype, dispatch, trust_remote_code, gguf_file=path.name)
+        with path.open("rb") as file:
+            if file.read(4) != b"GGUF":
+                raise ParentLoadError(f"{path} is not a GGUF file (it does not begin with the GGUF magic bytes)")
+        try:
+            model, tokenizer = _load_hf(str(path.parent), dtype, dispatch, trust_remote_code, gguf_file=path.name)
+        except (ParentLoadError, OSError, ValueError, KeyError) as error:
+            raise ParentLoadError(f"could not read the GGUF file {path} ({type(error).__name__}: {error})") from error
         return model, tokenizer, str(path), {"source": "gguf", "gguf_file": path.name}
     if path.is_dir() and _is_timm_dir(path):
         return (*_load_timm(f"local-dir:{path}", pretrained=True), str(path), {"source": "timm-local"})
@@ -379,7 +385,12 @@ def _card_provenance(directory: Path) -> dict[str, Any]:
 
 def _is_timm_dir(path: Path) -> bool:
     config = path / "config.json"
-    return config.is_file() and "architecture" in json.loads(config.read_text())
+    if not config.is_file():
+        return False
+    try:
+        return "architecture" in json.loads(config.read_text(encoding="utf-8"))
+    except ValueError as error:
+        raise ParentLoadError(f"{config} is not valid JSON ({error}); a model directory needs a readable config") from error
 
 
 def _is_timm_name(name: str) -> bool:
@@ -454,28 +465,37 @@ def _dispatch_kwargs(dispatch: dict[str, Any]) -> dict[str, Any]:
 def _load_embedded_gguf(alias: str, dtype: torch.dtype, dispatch: dict[str, Any]):
     """An embedded GGUF parent: convert it once (SmolLM2 about 25-50 s, Gemma 3 about 1-2 minutes), then load the
     cached fp32 safetensors and tokenizer (SmolLM2 about a second; Gemma 3's 262,144-token tokenizer takes
-    several)."""
+    several).
+
+    The cache records every file's size and checksum; a damaged one is converted again, with a warning. A lock
+    keeps two processes from converting at once: the second waits and loads the first one's result.
+    """
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     cached = cache_dir() / "parents" / alias
-    if not (cached / "model.safetensors").is_file():
-        _convert_gguf(GGUF_PARENTS[alias], cached)
+    with file_lock(cached):
+        problem = verify_manifest(cached)
+        if problem is not None:
+            if problem != "missing":
+                note_rebuild(f"{alias} weights", f"{cached}: {problem}")
+            _convert_gguf(GGUF_PARENTS[alias], cached)
     model = AutoModelForCausalLM.from_pretrained(cached, dtype=dtype, **_dispatch_kwargs(dispatch))
     return model, AutoTokenizer.from_pretrained(cached)
 
 
 def _convert_gguf(embedded: EmbeddedGGUF, destination: Path) -> None:
-    """Dequantize a GGUF checkpoint into an ordinary safetensors directory with its tokenizer, written atomically.
-    A GGUF file assembled from chunk packages lives in a scratch directory only while it is read."""
+    """Dequantize a GGUF checkpoint into an ordinary safetensors directory with its tokenizer, written atomically
+    with a manifest of checksums. A GGUF file assembled from chunk packages lives inside the staging directory
+    only while it is read, so an interrupted conversion leaves nothing that the next one does not remove."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    destination.parent.mkdir(parents=True, exist_ok=True)
-    with staged_directory(destination, overwrite=True) as staging, tempfile.TemporaryDirectory(
-        dir=destination.parent, prefix=f".{destination.name}-gguf-"
-    ) as scratch:
-        gguf = embedded.locate(Path(scratch))
+    with staged_directory(destination, overwrite=True, manifest=True) as staging:
+        scratch = staging / ".gguf-scratch"
+        scratch.mkdir()
+        gguf = embedded.locate(scratch)
         quantized = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype=torch.float32)
         tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
+        shutil.rmtree(scratch)
         config = quantized.config
         if hasattr(config, "quantization_config"):
             del config.quantization_config

@@ -25,7 +25,7 @@ Example::
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass, field
+from dataclasses import MISSING, asdict, dataclass, field, fields
 from typing import TYPE_CHECKING, Any, Sequence
 
 import numpy as np
@@ -134,6 +134,11 @@ class DestinationSpec:
             return len(self.layers)
         if not isinstance(self.layers, (int, np.integer)) or self.layers < 1:
             raise SpecError(f"layers={self.layers!r} is not valid: give a count of at least 1, or a list of block indices")
+        if self.layers > 2 * parent.layers:
+            raise SpecError(
+                f"layers={self.layers} is out of range: choose 1 <= layers <= {2 * parent.layers} (beyond the parent's "
+                f"{parent.layers}, middle blocks are duplicated, at most doubling the depth), or a list of block indices"
+            )
         return int(self.layers)
 
 
@@ -188,7 +193,35 @@ class SubclonePlan:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> "SubclonePlan":
-        return cls(**data)
+        """A plan from :meth:`to_dict` (e.g. read back from ``subclone.json``), checked: every field present,
+        one index list per destination block, of the destination's widths, within the parent's."""
+        if not isinstance(data, dict):
+            raise ValueError(f"a plan is a JSON object, not a {type(data).__name__}")
+        known = {f.name for f in fields(cls)}
+        required = {f.name for f in fields(cls) if f.default is MISSING and f.default_factory is MISSING}
+        missing, unknown = sorted(required - set(data)), sorted(set(data) - known)
+        if missing or unknown:
+            raise ValueError(f"not a subclone plan: missing {missing}, unknown {unknown}")
+        plan = cls(**data)
+        try:
+            dims, parent = Dims(**plan.dims), Dims(**plan.parent_dims)
+        except TypeError as error:
+            raise ValueError(f"plan dims {plan.dims} / parent_dims {plan.parent_dims} are incomplete ({error})") from None
+        per_block = {"ffn": (plan.ffn, dims.ffn, parent.ffn), "heads": (plan.heads, dims.heads, parent.heads),
+                     "kv_heads": (plan.kv_heads, dims.kv_heads, parent.kv_heads)}
+        problems = []
+        if len(plan.layers) != dims.layers or not all(0 <= i < parent.layers for i in plan.layers):
+            problems.append(f"layers {plan.layers} for {dims.layers} blocks of a {parent.layers}-block parent")
+        if len(plan.residual) != dims.hidden or not all(0 <= i < parent.hidden for i in plan.residual):
+            problems.append(f"{len(plan.residual)} residual indices for hidden {dims.hidden} (parent {parent.hidden})")
+        for name, (lists, width, parent_width) in per_block.items():
+            if len(lists) != dims.layers or any(
+                len(kept) != width or not all(0 <= i < parent_width for i in kept) for kept in lists
+            ):
+                problems.append(f"{name} indices are not {dims.layers} lists of {width} below {parent_width}")
+        if problems:
+            raise ValueError(f"inconsistent subclone plan: {'; '.join(problems)}")
+        return plan
 
     @classmethod
     def from_json(cls, text: str) -> "SubclonePlan":

@@ -30,7 +30,8 @@ from __future__ import annotations
 import itertools
 import json
 import os
-import tempfile
+import zipfile
+import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Iterable
@@ -39,12 +40,15 @@ import numpy as np
 import torch
 
 from . import __version__, distributed
-
+from ._atomic import DamagedFileError, staged_file
+from .capture import BlockStep, capture_blocks, counted_rows, to_device, token_mask
 from .parent import readable_parameters
 
 if TYPE_CHECKING:
     from .parent import Parent
 
+PROFILE_FORMAT = 1  # the layout of a saved .npz; bump when it changes
+_ARRAYS = ("block_sums", "residual_abs_sums", "ffn_abs_sums", "attn_abs_sums")
 BLOCK_METRICS = ("f_over_sum", "f_over_x", "one_minus_cos")
 BLOCK_METRIC_LABELS = {
     "f_over_sum": "||f(x)|| / ||x + f(x)||",
@@ -174,7 +178,7 @@ class Profile:
 
     # ------------------------------------------------------------------ files
     def save(self, path: str | os.PathLike, overwrite: bool = False) -> Path:
-        """Write one ``.npz`` file: the sums as arrays and the metadata as a JSON string (no pickles).
+        """Write one ``.npz`` file, atomically: the sums as arrays and the metadata as a JSON string (no pickles).
 
         Under several processes only the main one writes; every process returns the path (or raises its error).
         """
@@ -183,30 +187,34 @@ class Profile:
     def _write(self, path: Path, overwrite: bool) -> Path:
         if path.suffix != ".npz":
             raise ValueError(f"profile path {str(path)!r} must end in .npz")
-        if path.exists() and not overwrite:
-            raise FileExistsError(f"{path} exists; pass overwrite=True to replace it")
-        meta = dict(parent=self.parent, source=self.source, tokens=self.tokens, version=self.version, extra=self.extra)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        with tempfile.NamedTemporaryFile(dir=path.parent, suffix=".npz", delete=False) as tmp:
-            np.savez(
-                tmp,
-                meta=np.array(json.dumps(meta)),
-                block_sums=self.block_sums,
-                residual_abs_sums=self.residual_abs_sums,
-                ffn_abs_sums=self.ffn_abs_sums,
-                attn_abs_sums=self.attn_abs_sums,
-            )
-        os.replace(tmp.name, path)
+        meta = dict(parent=self.parent, source=self.source, tokens=self.tokens, version=self.version, extra=self.extra,
+                    format=PROFILE_FORMAT)
+        with staged_file(path, overwrite) as staging, open(staging, "wb") as file:
+            np.savez(file, meta=np.array(json.dumps(meta)), **{name: getattr(self, name) for name in _ARRAYS})
         return path
 
     @classmethod
     def load(cls, path: str | os.PathLike) -> "Profile":
+        """Read a profile written by :meth:`save`; a file that is not one, or is damaged, raises
+        :class:`~subclone_viz._atomic.DamagedFileError` naming it and what is wrong."""
         path = Path(path)
         if not path.is_file():
             raise FileNotFoundError(f"no profile at {path}")
-        with np.load(path, allow_pickle=False) as data:
-            meta = json.loads(str(data["meta"]))
-            arrays = {name: data[name] for name in ("block_sums", "residual_abs_sums", "ffn_abs_sums", "attn_abs_sums")}
+        try:
+            with np.load(path, allow_pickle=False) as data:
+                missing = [name for name in ("meta", *_ARRAYS) if name not in data.files]
+                if missing:
+                    raise DamagedFileError(f"profile {path} lacks {', '.join(missing)}: it is not a saved profile")
+                meta_text = str(data["meta"])
+                arrays = {name: data[name] for name in _ARRAYS}
+        except (OSError, ValueError, EOFError, zipfile.BadZipFile, zlib.error) as error:
+            if isinstance(error, DamagedFileError):
+                raise
+            raise DamagedFileError(
+                f"profile {path} is damaged or not a saved profile ({type(error).__name__}: {error})"
+            ) from error
+        meta = _profile_meta(path, meta_text)
+        _check_profile_arrays(path, meta, arrays)
         return cls(
             parent=meta["parent"], source=meta["source"], tokens=meta["tokens"], version=meta["version"],
             extra=meta.get("extra", {}), **arrays,
@@ -254,12 +262,66 @@ def same_parent(a: dict[str, Any], b: dict[str, Any]) -> bool:
     )
 
 
+def _profile_meta(path: Path, text: str) -> dict[str, Any]:
+    """The metadata of a saved profile, checked field by field."""
+    def bad(problem: str) -> DamagedFileError:
+        return DamagedFileError(f"profile {path} has bad metadata: {problem}")
+
+    try:
+        meta = json.loads(text)
+    except ValueError as error:
+        raise bad(f"not JSON ({error})") from error
+    if not isinstance(meta, dict):
+        raise bad(f"a JSON {type(meta).__name__}, not an object")
+    missing = [key for key in ("parent", "source", "tokens", "version") if key not in meta]
+    if missing:
+        raise bad(f"no {', '.join(missing)}")
+    if meta.get("format", PROFILE_FORMAT) != PROFILE_FORMAT:
+        raise bad(f"format {meta['format']!r}, this version reads format {PROFILE_FORMAT} (upgrade subclone_viz)")
+    parent = meta["parent"]
+    if not isinstance(parent, dict) or any(key not in parent for key in ("name", "family", "dims", "checksum")):
+        raise bad("'parent' must be an object with name, family, dims and checksum")
+    dims = parent["dims"]
+    if not isinstance(dims, dict) or not all(
+        isinstance(dims.get(key), int) and dims[key] >= 1 for key in ("layers", "hidden", "ffn", "heads", "head_dim")
+    ):
+        raise bad(f"parent dims {dims!r} must hold positive integer layers, hidden, ffn, heads and head_dim")
+    if not isinstance(parent["checksum"], list) or not all(isinstance(v, (int, float)) for v in parent["checksum"]):
+        raise bad("the parent checksum must be a list of numbers")
+    if not isinstance(meta["tokens"], int) or isinstance(meta["tokens"], bool) or meta["tokens"] < 1:
+        raise bad(f"tokens={meta['tokens']!r}, not a positive count")
+    if not isinstance(meta["source"], str) or not isinstance(meta.get("extra", {}), dict):
+        raise bad("'source' must be text and 'extra' an object")
+    return meta
+
+
+def _check_profile_arrays(path: Path, meta: dict[str, Any], arrays: dict[str, np.ndarray]) -> None:
+    """Each array has the shape its parent's dims give, finite non-negative values (sums of norms and |.|)."""
+    dims = meta["parent"]["dims"]
+    layers = dims["layers"]
+    expected = {
+        "block_sums": (layers, len(BLOCK_METRICS)),
+        "residual_abs_sums": (layers + 1, dims["hidden"]),
+        "ffn_abs_sums": (layers, dims["ffn"]),
+        "attn_abs_sums": (layers, dims["heads"] * dims["head_dim"]),
+    }
+    for name, shape in expected.items():
+        array = arrays[name]
+        if array.shape != shape or array.dtype.kind != "f":
+            raise DamagedFileError(
+                f"profile {path}: {name} is {array.dtype} {array.shape}, expected floats of shape {shape} for its "
+                f"parent's dims {dims}"
+            )
+        if not np.isfinite(array).all():
+            raise DamagedFileError(f"profile {path}: {name} holds NaN or infinite values")
+        if (array < 0).any():
+            raise DamagedFileError(f"profile {path}: {name} holds negative values, impossible for sums of magnitudes")
+
+
 class _Accumulator:
-    """The forward hooks of one profiling pass and their running sums (on the device of each block)."""
+    """The running sums of one profiling pass (on the device of each block), fed by the capture layer."""
 
     def __init__(self, parent: "Parent"):
-        self.family = parent.family
-        self.blocks = list(self.family.blocks(parent.model))
         dims = parent.dims
         self.block_sums = [None] * dims.layers
         self.residual = [None] * (dims.layers + 1)
@@ -267,98 +329,43 @@ class _Accumulator:
         self.attn = [None] * dims.layers
         self.mask: torch.Tensor | None = None  # (B*T,) bool, None when every token counts
         self.batch_tokens = 0  # tokens counted in the current batch (images: patches and cls tokens)
-        self.block_inputs: dict[int, torch.Tensor] = {}
-        self.residual_sums: dict[int, torch.Tensor] = {}
-        self.handles: list[torch.utils.hooks.RemovableHandle] = []
 
     def _rows(self, t: torch.Tensor) -> torch.Tensor:
         """(B, T, X) -> (counted tokens, X) in fp32."""
-        rows = t.reshape(-1, t.shape[-1])
-        if self.mask is not None:
-            rows = rows[self.mask.to(rows.device)]
-        return rows.float()
+        return counted_rows(t, self.mask)
 
     @staticmethod
     def _add(store: list, index: int, value: torch.Tensor) -> None:
         value = value.double()
         store[index] = value if store[index] is None else store[index] + value
 
-    def attach(self) -> None:
-        for i, block in enumerate(self.blocks):
-            self.handles.append(block.register_forward_pre_hook(self._block_input(i), with_kwargs=True))
-            self.handles.append(block.register_forward_hook(self._block_output(i)))
-            sum_module = self.family.residual_sum_module(block)
-            if sum_module is not None:
-                self.handles.append(sum_module.register_forward_pre_hook(self._residual_sum(i)))
-            ffn = self.family.ffn_activation_module(block)
-            self.handles.append(ffn.register_forward_pre_hook(self._abs_mean(self.ffn, i)))
-            attn = self.family.attention_output_module(block)
-            self.handles.append(attn.register_forward_pre_hook(self._abs_mean(self.attn, i)))
+    def on_block(self, step: BlockStep) -> None:
+        i = step.index
+        total = self._rows(step.total)  # x + f(x), pre-norm sum for post-norm blocks
+        # A block dispatched to another device (device_map) got its input on the previous block's device.
+        x = self._rows(step.input).to(total.device)
+        if i == 0:
+            self.batch_tokens = x.shape[0]
+            self._add(self.residual, 0, x.abs().sum(0))
+        f = total - x
+        f_norm, total_norm, x_norm = f.norm(dim=-1), total.norm(dim=-1), x.norm(dim=-1)
+        eps = torch.finfo(torch.float32).tiny
+        cos = (x * total).sum(-1) / (x_norm * total_norm).clamp_min(eps)
+        metrics = torch.stack(
+            [
+                (f_norm / total_norm.clamp_min(eps)).sum(),
+                (f_norm / x_norm.clamp_min(eps)).sum(),
+                (1 - cos).sum(),
+            ]
+        )
+        self._add(self.block_sums, i, metrics)
+        self._add(self.residual, i + 1, self._rows(step.output).abs().sum(0))
 
-    def detach(self) -> None:
-        for handle in self.handles:
-            handle.remove()
-        self.handles.clear()
-        self.block_inputs.clear()
-        self.residual_sums.clear()
+    def on_ffn(self, i: int, activation: torch.Tensor) -> None:
+        self._add(self.ffn, i, self._rows(activation).abs().sum(0))
 
-    def _block_input(self, i: int):
-        def hook(module, args, kwargs):
-            x = args[0] if args else kwargs["hidden_states"]  # (B, T, d)
-            self.block_inputs[i] = x
-            if i == 0:
-                rows = self._rows(x)
-                self.batch_tokens = rows.shape[0]
-                self._add(self.residual, 0, rows.abs().sum(0))
-
-        return hook
-
-    def _residual_sum(self, i: int):
-        def hook(module, args):
-            self.residual_sums[i] = args[0]
-
-        return hook
-
-    def _block_output(self, i: int):
-        def hook(module, args, output):
-            y = output[0] if isinstance(output, (tuple, list)) else output  # (B, T, d)
-            total = self._rows(self.residual_sums.pop(i, y))  # x + f(x), pre-norm sum for post-norm blocks
-            # A block dispatched to another device (device_map) got its input on the previous block's device.
-            x = self._rows(self.block_inputs.pop(i)).to(total.device)
-            f = total - x
-            f_norm, total_norm, x_norm = f.norm(dim=-1), total.norm(dim=-1), x.norm(dim=-1)
-            eps = torch.finfo(torch.float32).tiny
-            cos = (x * total).sum(-1) / (x_norm * total_norm).clamp_min(eps)
-            metrics = torch.stack(
-                [
-                    (f_norm / total_norm.clamp_min(eps)).sum(),
-                    (f_norm / x_norm.clamp_min(eps)).sum(),
-                    (1 - cos).sum(),
-                ]
-            )
-            self._add(self.block_sums, i, metrics)
-            self._add(self.residual, i + 1, self._rows(y).abs().sum(0))
-
-        return hook
-
-    def _abs_mean(self, store: list, i: int):
-        def hook(module, args):
-            self._add(store, i, self._rows(args[0]).abs().sum(0))
-
-        return hook
-
-
-def _token_mask(batch: dict[str, torch.Tensor]) -> torch.Tensor | None:
-    """The flattened attention mask (B*T,), or None when every token counts (no padding, or images)."""
-    mask = batch.get("attention_mask")
-    if mask is None:
-        return None
-    flat = mask.reshape(-1).bool()
-    return None if bool(flat.all()) else flat
-
-
-def _to_device(batch: dict[str, torch.Tensor], device: torch.device) -> dict[str, torch.Tensor]:
-    return {k: v.to(device) if isinstance(v, torch.Tensor) else v for k, v in batch.items()}
+    def on_attention(self, i: int, per_head: torch.Tensor) -> None:
+        self._add(self.attn, i, self._rows(per_head).abs().sum(0))
 
 
 @torch.no_grad()
@@ -386,35 +393,35 @@ def profile(
     was_training = model.training
     model.eval()
     acc = _Accumulator(parent)
-    acc.attach()
     # Under N processes the batches go out in rounds of N, batch j of a round to process j. Every process reads
     # every round, so each knows all token counts and stops after the same batch a single process would.
     processes, rank = distributed.num_processes(), distributed.process_index()
     total = 0  # counted tokens over every process
     own = 0  # counted tokens this process profiled
+    hooks = dict(on_block=acc.on_block, on_ffn=acc.on_ffn, on_attention=acc.on_attention)
     try:
-        bar = tqdm(total=max_tokens, unit="tok", desc="profile", disable=not distributed.show_progress(progress),
-                   leave=False)
-        stream = iter(batches)
-        while max_tokens is None or total < max_tokens:
-            round_ = list(itertools.islice(stream, processes))
-            if not round_:
-                break
-            for j, batch in enumerate(round_):
-                if max_tokens is not None and total >= max_tokens:
+        with capture_blocks(parent.family, model, **hooks):
+            bar = tqdm(total=max_tokens, unit="tok", desc="profile", disable=not distributed.show_progress(progress),
+                       leave=False)
+            stream = iter(batches)
+            while max_tokens is None or total < max_tokens:
+                round_ = list(itertools.islice(stream, processes))
+                if not round_:
                     break
-                if j == rank:
-                    acc.mask = _token_mask(batch)
-                    parent.family.logits(model, _to_device(batch, parent.input_device))
-                    counted = acc.batch_tokens
-                    own += counted
-                else:
-                    counted = _counted_tokens(parent, batch)
-                total += counted
-                bar.update(counted)
-        bar.close()
+                for j, batch in enumerate(round_):
+                    if max_tokens is not None and total >= max_tokens:
+                        break
+                    if j == rank:
+                        acc.mask = token_mask(batch)
+                        parent.family.logits(model, to_device(batch, parent.input_device))
+                        counted = acc.batch_tokens
+                        own += counted
+                    else:
+                        counted = _counted_tokens(parent, batch)
+                    total += counted
+                    bar.update(counted)
+            bar.close()
     finally:
-        acc.detach()
         model.train(was_training)
     own_share = None if own == 0 else Profile(
         parent=parent_fingerprint(parent),
@@ -436,7 +443,7 @@ def _counted_tokens(parent: "Parent", batch: dict[str, torch.Tensor]) -> int:
     """The tokens profiling ``batch`` would count, without profiling it: non-padding tokens, or for images
     the patches and prefix tokens of every image."""
     if "input_ids" in batch:
-        mask = _token_mask(batch)
+        mask = token_mask(batch)
         return int(batch["input_ids"].numel()) if mask is None else int(mask.sum())
     from .sizing import _tokens_per_sequence
 

@@ -7,10 +7,11 @@ CDN and can be mailed around (about 5 MB, most of it plotly.js). The file is wri
 existing one is kept unless ``overwrite=True``.
 
 :func:`run_report` is the main job (``subclone-viz report``, ``make demo``): it loads a parent (SmolLM2-135M by
-default), profiles it on held-out text of the embedded corpus, measures the single-block ablation, traces a
-token, subclones a default destination (SmolLM2: 20 blocks x 384 wide), fills a size grid (cached on disk),
-runs a short random-vs-subclone training comparison and writes the page. ``quick=True`` shrinks every
-stage so the whole job takes seconds (for tests); the default takes a few minutes on two CPU cores.
+default), has :func:`subclone_viz.workflow.report_records` measure it (profile on held-out text of the embedded
+corpus, single-block ablation, a token's trace, a default destination (SmolLM2: 20 blocks x 384) and its
+untrained loss, a size grid cached on disk, a short random-vs-subclone training comparison) and writes the page.
+``quick=True`` shrinks every stage so the whole job takes seconds (for tests); the default takes a few minutes
+on two CPU cores.
 
 Example::
 
@@ -25,11 +26,7 @@ import datetime
 import html
 import math
 import os
-import sys
-import tempfile
-import time
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -38,6 +35,7 @@ import plotly.graph_objects as go
 from plotly.offline import get_plotlyjs
 
 from . import __version__, plots
+from ._atomic import check_new_file, write_file
 from .profile import BLOCK_METRIC_LABELS, BLOCK_METRICS, Profile
 
 if TYPE_CHECKING:
@@ -47,7 +45,6 @@ if TYPE_CHECKING:
     from .sizing import SizeGrid
     from .trace import TokenTrace
 
-TRACE_TEXT = "Return a new list containing all items from the iterable in ascending order."
 _PLOTLY_CONFIG = {"displaylogo": False, "responsive": True}
 _CSS = """
 body { font-family: system-ui, -apple-system, "Segoe UI", Roboto, sans-serif; color: #222; margin: 0;
@@ -248,7 +245,8 @@ def _grid_section(grid: "SizeGrid", plan: "SubclonePlan | None") -> str:
         _paragraph(
             f"Every cell is a subclone of {grid.parent} ({grid.depth} depth, {grid.width} width, {grid.scaling} "
             f"scaling), scored before any training on {grid.eval_source}. FLOPs per token: 2 x the weights of "
-            f"every matrix multiply + 4 x layers x {grid.seq_len} (context) x attention width."
+            f"every matrix multiply + 4 x layers x {grid.seq_len} (context) x attention width. Latency and memory "
+            f"were measured on {grid.device or 'an unrecorded device'} (a forward over one held-out batch)."
             + (f" {invalid} cells are not valid specs for this parent (hover for why)." if invalid else "")
         )
     ]
@@ -256,9 +254,15 @@ def _grid_section(grid: "SizeGrid", plan: "SubclonePlan | None") -> str:
         "loss": "Held-out loss of each subclone before training (outlined: the planned destination).",
         "params": "Parameter count of each destination.",
         "flops_per_token": "Forward FLOPs per token of each destination.",
+        "latency": "Measured forward latency per token of each destination.",
+        "memory": "Measured peak memory of each destination's forward, weights included.",
     }
     for quantity, caption in captions.items():
         parts.append(_figure(plots.size_grid(grid, quantity, selected=selected), f"grid-{quantity}", caption))
+    if grid.pareto_front("latency").any():
+        parts.append(_figure(plots.size_pareto(grid, "latency"), "grid-pareto",
+                             "Loss before training against measured latency: the highlighted sizes are those no "
+                             "other size beats on both."))
     return _section("sizes", "5. Destination sizes", parts)
 
 
@@ -290,23 +294,8 @@ def _check_out(out: str | os.PathLike, overwrite: bool) -> Path:
     path = Path(out).expanduser()
     if path.suffix.lower() not in (".html", ".htm"):
         raise ValueError(f"out={str(out)!r} must be an .html file")
-    if path.exists() and not overwrite:
-        raise FileExistsError(f"{path} exists; pass overwrite=True (CLI: --overwrite) to replace it")
-    if path.is_dir():
-        raise IsADirectoryError(f"{path} is a directory; give a file name ending in .html")
+    check_new_file(path, overwrite)  # exists, a directory, or a place that cannot be written
     return path
-
-
-def _write_atomically(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with tempfile.NamedTemporaryFile("w", dir=path.parent, prefix=f".{path.name}.", suffix=".tmp", delete=False,
-                                     encoding="utf-8") as tmp:
-        try:
-            tmp.write(text)
-        except BaseException:
-            os.unlink(tmp.name)
-            raise
-    os.replace(tmp.name, path)
 
 
 def build_report(
@@ -364,7 +353,7 @@ def build_report(
         f'"Weight subcloning: direct initialization of transformers using larger pretrained ones" (2023).</p>'
         f"<nav>{nav}</nav>{note_box}{''.join(sections)}</main></body></html>\n"
     )
-    _write_atomically(path, page)
+    write_file(path, page, overwrite=overwrite)
     return path
 
 
@@ -372,167 +361,40 @@ def build_report(
 # The main job
 
 
-@dataclass(frozen=True)
-class ReportSettings:
-    """How much work each stage of :func:`run_report` does."""
-
-    seq_len: int  # tokens per text row
-    batch_size: int  # rows per text batch
-    images_per_batch: int  # for image parents
-    profile_tokens: int
-    ablation_batches: int
-    eval_batches: int  # held-out batches for the untrained losses, the size grid and the training curves
-    grid_size: int | None  # keep the largest N values of each default size-grid axis (None: all)
-    steps: int  # training steps per initialization
-
-
-DEFAULT_SETTINGS = ReportSettings(
-    seq_len=128, batch_size=4, images_per_batch=64, profile_tokens=8192, ablation_batches=1, eval_batches=2,
-    grid_size=None, steps=24,
-)
-QUICK_SETTINGS = ReportSettings(
-    seq_len=32, batch_size=2, images_per_batch=16, profile_tokens=256, ablation_batches=1, eval_batches=1,
-    grid_size=2, steps=2,
-)
-
-
-def default_destination(parent: "Parent") -> "DestinationSpec":
-    """Two thirds of the parent's depth and width (SmolLM2-135M, 30 x 576: 20 blocks x 384)."""
-    from .plan import DestinationSpec, spec_choices
-
-    dims = parent.dims
-    valid = np.array(spec_choices(parent)["hidden"])
-    hidden = int(valid[np.abs(valid - dims.hidden * 2 / 3).argmin()])
-    return DestinationSpec(layers=max(1, round(dims.layers * 2 / 3)), hidden=hidden)
-
-
-class _Progress:
-    """Stage messages with elapsed time, on stderr so that stdout stays clean."""
-
-    def __init__(self) -> None:
-        self.start = time.perf_counter()
-
-    def __call__(self, message: str) -> None:
-        print(f"[report {time.perf_counter() - self.start:6.1f}s] {message}", file=sys.stderr, flush=True)
-
-
-def _batches(parent: "Parent", data: str, split: str, settings: ReportSettings, max_batches: int | None,
-             shuffle: bool = False, seed: int = 0):
-    from .data import image_batches, text_batches
-
-    if parent.family.task == "image-classification":
-        input_size = parent.processor.get("input_size") if isinstance(parent.processor, Mapping) else None
-        return image_batches(
-            "digits" if data == "builtin" else data, batch_size=settings.images_per_batch, split=split,
-            image_size=input_size[-1] if input_size else None, max_batches=max_batches, shuffle=shuffle, seed=seed,
-        )
-    return text_batches(data, parent.tokenizer, seq_len=settings.seq_len, batch_size=settings.batch_size, split=split,
-                        max_batches=max_batches, shuffle=shuffle, seed=seed)
-
-
-class _HeldOutTail(list):
-    """The last batches of the held-out split: scored on, but not the first ones that the profile reads."""
-
-    def __init__(self, batches: Any, count: int) -> None:
-        super().__init__(list(batches)[-count:])
-        self.description = f"the last {len(self)} batches of {batches.description}"
-
-
 def run_report(
     parent_source: "str | os.PathLike | Parent" = "smollm2-135m",
     out: str | os.PathLike = "report.html",
     tokens: int | None = None,
     steps: int | None = None,
-    quick: bool = False,
+    quick: bool | None = None,
     overwrite: bool = False,
     data: str = "builtin",
     destination: "DestinationSpec | None" = None,
     seed: int = 0,
     progress: bool = True,
 ) -> Path:
-    """Load, profile, ablate, trace, plan, subclone, size, compare, and write the report; returns its path.
+    """Load the parent, measure it (:func:`subclone_viz.workflow.report_records`) and write the report.
 
     Args:
         parent_source: anything :func:`~subclone_viz.load_parent` takes, or a loaded parent.
-        out: the ``.html`` file to write.
-        tokens: tokens to profile on (default 8192; quick 256).
-        steps: training steps per initialization in the comparison (default 24; quick 2). 0 skips it.
-        quick: shrink every stage (short sequences, single batches, a 2 x 2 size grid, 2 training steps).
+        out: the ``.html`` file to write; checked before any work.
+        tokens, steps, quick, data, destination, seed, progress: as for
+            :func:`~subclone_viz.workflow.report_records` (``quick=None``: ``SUBCLONE_VIZ_QUICK``).
         overwrite: replace an existing report.
-        data: the text source (``"builtin"``: Python's documentation; or a local ``.txt``/``.jsonl`` path).
-        destination: the destination to plan (default :func:`default_destination`).
-        seed: training seed.
-        progress: progress bars (stage messages always go to stderr).
     """
-    from .evaluate import block_ablation, evaluate
     from .parent import Parent, load_parent
-    from .plan import plan as make_plan
-    from .profile import profile as profile_parent
-    from .sizing import default_grid_axes, size_grid
-    from .subclone import subclone
-    from .trace import token_trace
+    from .workflow import Progress, report_records
 
     path = _check_out(out, overwrite)  # fail before minutes of work, not after
-    settings = QUICK_SETTINGS if quick else DEFAULT_SETTINGS
-    profile_tokens = settings.profile_tokens if tokens is None else tokens
-    steps = settings.steps if steps is None else steps
-    log = _Progress()
-    notes: list[str] = []
-
+    log = Progress("report")
     if isinstance(parent_source, Parent):
         parent = parent_source
     else:
         log(f"loading parent {parent_source}")
         parent = load_parent(parent_source)
     log(f"parent: {parent.description}")
-    heldout = _batches(parent, data, "heldout", settings, None)
-    eval_batches = _HeldOutTail(heldout, settings.eval_batches)
-
-    log(f"profiling on {profile_tokens:,} held-out tokens of {heldout.description}")
-    prof = profile_parent(parent, heldout, max_tokens=profile_tokens, progress=progress)
-
-    log(f"single-block ablation ({parent.dims.layers} blocks, removed and duplicated)")
-    ablation = block_ablation(parent, eval_batches, max_batches=settings.ablation_batches, progress=progress)
-
-    if parent.family.task == "image-classification":
-        trace = token_trace(parent, eval_batches[0], token_index=0)
-    else:
-        trace = token_trace(parent, TRACE_TEXT, token_index=-1)
-
-    spec = destination or default_destination(parent)
-    destination_plan = make_plan(parent, prof, spec)
-    log(f"destination: {destination_plan.summary()}")
-    untrained = evaluate(subclone(parent, destination_plan), parent.family, eval_batches)
-    parent_loss = evaluate(parent.model, parent.family, eval_batches)
-    notes.append(
-        f"The destination ({destination_plan.dims['layers']} blocks x {destination_plan.dims['hidden']}) starts, "
-        f"before any training, at a held-out loss of {untrained.loss:.3f} nats; the parent's is {parent_loss.loss:.3f}."
-    )
-
-    layers, hidden = default_grid_axes(parent)
-    if settings.grid_size is not None:
-        layers, hidden = layers[-settings.grid_size :], hidden[-settings.grid_size :]
-    log(f"size grid: {len(layers)} x {len(hidden)} subclones (each cached under the cache directory)")
-    grid = size_grid(parent, prof, layers, hidden, eval_batches, progress=progress)
-    log(f"size grid: {grid.shape[0]} x {grid.shape[1]} cells, {grid.cache_hits} from the cache")
-
-    comparison = None
-    if steps > 0:
-        try:
-            from .compare import compare
-        except ImportError as error:
-            notes.append(f"The training comparison was skipped: subclone_viz.compare is not available ({error}).")
-        else:
-            train_batches = _batches(parent, data, "train", settings, None, shuffle=True, seed=seed)
-            log(f"training comparison: random vs subclone, {steps} steps each")
-            comparison = compare(
-                parent, spec, train_batches, inits=("random", "subclone"), steps=steps, eval_batches=eval_batches,
-                profile=prof, seed=seed, eval_every=max(1, steps // 4), progress=progress,
-            )
-    else:
-        notes.append("The training comparison was skipped (steps=0).")
-
-    written = build_report(parent, prof, plan=destination_plan, ablation=ablation, comparison=comparison, grid=grid,
-                           out=path, overwrite=overwrite, trace=trace, notes=notes)
+    records = report_records(parent, tokens=tokens, steps=steps, quick=quick, data=data, destination=destination,
+                             seed=seed, progress=progress, log=log)
+    written = build_report(**records.as_kwargs(), out=path, overwrite=overwrite)
     log(f"wrote {written} ({written.stat().st_size / 1e6:.1f} MB)")
     return written

@@ -8,12 +8,18 @@ adapter's (next-token cross-entropy, masked-LM, image cross-entropy). Every knob
 in one :class:`TrainSettings`; ``train(model, batches, steps=200, lr=1e-3)`` is shorthand for
 ``train(model, batches, TrainSettings(steps=200, lr=1e-3))``.
 
-It records a :class:`History`: per step the train loss, learning rate, tokens (or images) seen and wall
-time; per evaluation (before training, every ``eval_every`` steps and at the last step) the held-out loss
-and, for image classifiers, the accuracy. Training stops cleanly at the next step when ``stop.is_set()`` (a
-notebook Stop button) or on Ctrl-C, and returns the history so far. With ``checkpoint_dir`` every
-evaluation also writes a checkpoint (model, optimizer, scheduler, random states, history), and
-``resume=True`` continues from the latest one with exactly the history an uninterrupted run would have had.
+With ``teacher=`` (usually the parent) the student also learns the teacher's distributions: the loss is
+``(1 - a) * task loss + a * T^2 * KL(teacher || student)`` at temperature ``T`` (:func:`distillation_loss`),
+the teacher running in eval mode under ``no_grad`` on the student's own inputs.
+
+It records a :class:`History`: per step the task loss (and the distillation term), learning rate, tokens
+(or images) seen and the seconds spent in training steps so far (evaluations not counted, so that a
+speedup per second compares training cost); per evaluation (before training, every ``eval_every`` steps
+and at the last step) the held-out loss and, for image classifiers, the accuracy. Training stops cleanly at
+the next step when ``stop.is_set()`` (a notebook Stop button) or on Ctrl-C, and returns the history so far.
+With ``checkpoint_dir`` every evaluation also writes a checkpoint (model, optimizer, scheduler, random
+states, history), and ``resume=True`` continues from the latest one with exactly the history an
+uninterrupted run would have had.
 
 Comparing initializations (random, subclone, the paper's ablations) on identical batches, and the speedup
 rule, live in :mod:`subclone_viz.compare`.
@@ -25,10 +31,12 @@ Example::
     batches = sv.text_batches("builtin", parent.tokenizer, seq_len=128, batch_size=8, shuffle=True)
     heldout = sv.text_batches("builtin", parent.tokenizer, seq_len=128, batch_size=8, split="heldout",
                               max_batches=8)
-    destination = sv.subclone(parent, sv.plan(parent, None, sv.DestinationSpec(layers=8, hidden=288),
-                                              width="first"))
+    plan = sv.plan(parent, None, sv.DestinationSpec(layers=8, hidden=288), width="first")
+    destination = sv.subclone(parent, plan)
     history = sv.train(destination, batches, steps=100, lr=1e-4, weight_decay=0.001, eval_batches=heldout)
     history.evals[-1].loss   # held-out loss after 100 steps
+    distilled = sv.train(sv.subclone(parent, plan), batches, steps=100, lr=1e-4, weight_decay=0.001,
+                         teacher=parent.model, distill_alpha=0.5, eval_batches=heldout)
 """
 
 from __future__ import annotations
@@ -41,7 +49,6 @@ import logging
 import math
 import os
 import shutil
-import tempfile
 import time
 import warnings
 from collections.abc import Callable, Iterable, Iterator, Mapping
@@ -53,10 +60,11 @@ from typing import Any, Protocol
 import torch
 from torch import nn
 
+from ._atomic import DamagedFileError, publish_directory, read_json, write_file
 from .evaluate import evaluate
 from .families import Family, family_of
 
-__all__ = ["EvalRecord", "History", "StepRecord", "TrainSettings", "train"]
+__all__ = ["EvalRecord", "History", "StepRecord", "TrainSettings", "distillation_loss", "train"]
 
 SCHEDULES = ("cosine", "linear", "constant")
 MIXED_PRECISIONS = ("auto", "no", "bf16", "fp16")
@@ -66,7 +74,8 @@ _CHECKPOINT_PREFIX = "step-"
 _TRAINER_STATE = "trainer_state.json"
 _HISTORY_FILE = "history.json"
 # Settings a resumed run must share with the checkpoint it continues, or its history would not be one run.
-_RESUME_KEYS = ("steps", "lr", "weight_decay", "warmup", "schedule", "seed", "max_grad_norm", "eval_every")
+_RESUME_KEYS = ("steps", "lr", "weight_decay", "warmup", "schedule", "seed", "max_grad_norm", "eval_every",
+                "distill_alpha", "distill_temperature", "teacher")
 
 
 @dataclass(frozen=True)
@@ -86,6 +95,9 @@ class TrainSettings:
     seed: int = 0  # seeds Python, NumPy and torch (random init, dropout): equal seeds give equal histories
     mixed_precision: str = "auto"  # "auto" (bf16 on a GPU that supports it, else fp32), "no", "bf16", "fp16"
     max_grad_norm: float | None = 1.0  # clip the gradient norm to this (None: no clipping)
+    # With a teacher: loss = (1 - distill_alpha) * task loss + distill_alpha * T^2 * KL(teacher || student) at T.
+    distill_alpha: float = 0.5
+    distill_temperature: float = 1.0
 
     def __post_init__(self) -> None:
         if isinstance(self.steps, bool) or not isinstance(self.steps, int) or self.steps < 1:
@@ -105,6 +117,12 @@ class TrainSettings:
             raise ValueError(f"mixed_precision={self.mixed_precision!r} is not valid; choose one of {choices}")
         if self.max_grad_norm is not None and not self.max_grad_norm > 0:
             raise ValueError(f"max_grad_norm={self.max_grad_norm!r} must be positive, or None for no clipping")
+        if not 0.0 <= self.distill_alpha <= 1.0:
+            raise ValueError(f"distill_alpha={self.distill_alpha!r} must be between 0 (no distillation) and 1 "
+                             f"(the teacher's distribution only)")
+        if not self.distill_temperature > 0:
+            raise ValueError(f"distill_temperature={self.distill_temperature!r} must be positive (1: the plain "
+                             f"distributions; higher: softer ones)")
 
     @classmethod
     def of(cls, settings: "TrainSettings | None" = None, **overrides: Any) -> "TrainSettings":
@@ -138,9 +156,10 @@ class StepRecord:
 
     step: int  # steps done, counting this one
     seen: int  # tokens (or images) trained on so far
-    loss: float
+    loss: float  # the task loss (next-token, masked-LM, image cross-entropy), also when distilling
     lr: float
-    time: float  # seconds of training so far (a resumed run continues the clock)
+    time: float  # seconds spent in training steps so far (a resumed run continues the clock)
+    distill_loss: float | None = None  # T^2 * KL(teacher || student), when training with a teacher
 
 
 @dataclass
@@ -151,7 +170,7 @@ class EvalRecord:
     seen: int
     loss: float
     accuracy: float | None
-    time: float
+    time: float  # seconds spent in training steps before this evaluation (evaluations themselves not counted)
 
 
 @dataclass
@@ -185,49 +204,41 @@ class History:
         return cls(**values)
 
     def save_json(self, path: str | os.PathLike, overwrite: bool = False) -> Path:
-        return _write_text(Path(path), json.dumps(self.to_dict(), indent=1), overwrite)
+        return write_file(path, json.dumps(self.to_dict(), indent=1), overwrite)
 
     @classmethod
     def load_json(cls, path: str | os.PathLike) -> "History":
-        return cls.from_dict(json.loads(Path(path).read_text()))
+        """Read a history written by :meth:`save_json`; a damaged or hand-edited file raises
+        :class:`~subclone_viz._atomic.DamagedFileError` naming it."""
+        data = read_json(path, dict)
+        try:
+            return cls.from_dict(data)
+        except (TypeError, ValueError, AttributeError) as error:
+            raise DamagedFileError(f"{path} is not a training history ({error})") from error
 
     def to_csv(self, path: str | os.PathLike, overwrite: bool = False) -> Path:
         """One row per step number; the eval columns are filled where an evaluation happened."""
-        return _write_text(Path(path), self.csv_text(), overwrite)
+        return write_file(path, self.csv_text(), overwrite)
 
     def csv_text(self) -> str:
         by_step: dict[int, dict[str, Any]] = {}
         for r in self.steps:
             row = by_step.setdefault(r.step, {})
-            row.update(step=r.step, seen=r.seen, train_loss=r.loss, lr=r.lr, train_time=r.time)
+            row.update(step=r.step, seen=r.seen, train_loss=r.loss, lr=r.lr, train_time=r.time,
+                       distill_loss=r.distill_loss)
         for r in self.evals:
             row = by_step.setdefault(r.step, {})
             row.setdefault("step", r.step)
             row.setdefault("seen", r.seen)
             row.update(eval_loss=r.loss, eval_accuracy=r.accuracy, eval_time=r.time)
-        columns = ["step", "seen", "train_loss", "lr", "train_time", "eval_loss", "eval_accuracy", "eval_time"]
+        columns = ["step", "seen", "train_loss", "lr", "train_time", "eval_loss", "eval_accuracy", "eval_time",
+                   "distill_loss"]
         out = io.StringIO()
         writer = csv.DictWriter(out, fieldnames=columns, lineterminator="\n")
         writer.writeheader()
         for step in sorted(by_step):
             writer.writerow({c: "" if by_step[step].get(c) is None else by_step[step][c] for c in columns})
         return out.getvalue()
-
-
-def _write_text(path: Path, text: str, overwrite: bool) -> Path:
-    """Write ``text`` to ``path`` through a temporary file in the same directory, so no half file is left."""
-    if path.exists() and not overwrite:
-        raise FileExistsError(f"{path} exists; pass overwrite=True to replace it")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, staging = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.tmp-")
-    try:
-        with os.fdopen(handle, "w") as file:
-            file.write(text)
-        os.replace(staging, path)
-    finally:
-        if os.path.exists(staging):
-            os.remove(staging)
-    return path
 
 
 # --------------------------------------------------------------------------------------------------------
@@ -319,12 +330,16 @@ def _checkpoints(directory: Path) -> list[Path]:
 
 
 def _save_checkpoint(accelerator, directory: Path, step: int, history: History) -> None:
-    """Write the full training state to ``directory/step-NNNNNNNN`` via a staging directory, then drop older ones."""
+    """Write the full training state to ``directory/step-NNNNNNNN`` via a staging directory every process writes
+    its part of, published by the main one (:func:`~subclone_viz._atomic.publish_directory`); then drop older
+    checkpoints. Checkpoints are saved one after another, so any staging directory found here is a leftover of an
+    interrupted run."""
     final = directory / f"{_CHECKPOINT_PREFIX}{step:08d}"
     staging = directory / f".staging-{final.name}"
     if accelerator.is_main_process:
         directory.mkdir(parents=True, exist_ok=True)
-        shutil.rmtree(staging, ignore_errors=True)
+        for leftover in directory.glob(".staging-*"):
+            shutil.rmtree(leftover, ignore_errors=True)
     accelerator.wait_for_everyone()
     # A tied LM head is saved once; the tie is part of the model, so reloading restores it. Not worth a warning.
     shared_tensor_log = logging.getLogger("accelerate.utils.other")
@@ -337,12 +352,20 @@ def _save_checkpoint(accelerator, directory: Path, step: int, history: History) 
     if accelerator.is_main_process:
         (staging / _HISTORY_FILE).write_text(json.dumps(history.to_dict()))
         (staging / _TRAINER_STATE).write_text(json.dumps({"step": step}))
-        shutil.rmtree(final, ignore_errors=True)
-        os.replace(staging, final)
+        publish_directory(staging, final, overwrite=True)
         for old in _checkpoints(directory):
             if old != final:
                 shutil.rmtree(old, ignore_errors=True)
     accelerator.wait_for_everyone()
+
+
+def _read_checkpoint(checkpoint: Path) -> tuple[History, int]:
+    """The history and step saved in a checkpoint, checked; a damaged one raises an error naming its file."""
+    saved = History.load_json(checkpoint / _HISTORY_FILE)
+    step = read_json(checkpoint / _TRAINER_STATE, dict).get("step")
+    if not isinstance(step, int) or step < 0:
+        raise DamagedFileError(f"{checkpoint / _TRAINER_STATE} holds step={step!r}, not a step count")
+    return saved, step
 
 
 def _check_resumable(saved: dict[str, Any], config: dict[str, Any], checkpoint: Path) -> None:
@@ -355,12 +378,100 @@ def _check_resumable(saved: dict[str, Any], config: dict[str, Any], checkpoint: 
         )
 
 
+# --------------------------------------------------------------------------------------------------------
+# Distillation
+
+
+def distillation_loss(
+    student_logits: torch.Tensor,
+    teacher_logits: torch.Tensor,
+    temperature: float = 1.0,
+    mask: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """T^2 * KL(teacher || student) between the distributions softmax(logits / T), averaged over positions.
+
+    The T^2 factor (Hinton et al., 2015) keeps the gradient's scale independent of T, so that one mixing
+    weight suits every temperature.
+
+    Args:
+        student_logits: (B, T, V) language-model logits, or (B, C) class logits.
+        teacher_logits: the teacher's on the same inputs. Language models are compared over their shared
+            vocabulary (the first min(V_student, V_teacher) ids); classifiers must have the same classes.
+        temperature: T > 0 (1: the plain distributions; higher: softer ones).
+        mask: (B, T), 1 where a position counts and 0 on padding; ignored for class logits.
+    """
+    if student_logits.shape[:-1] != teacher_logits.shape[:-1] or student_logits.ndim not in (2, 3):
+        raise ValueError(
+            f"student logits {tuple(student_logits.shape)} and teacher logits {tuple(teacher_logits.shape)} do not "
+            f"match: distillation needs (batch, classes) or (batch, tokens, vocabulary) logits on the same inputs"
+        )
+    if student_logits.ndim == 2 and student_logits.shape[-1] != teacher_logits.shape[-1]:
+        raise ValueError(f"the student has {student_logits.shape[-1]} classes and the teacher "
+                         f"{teacher_logits.shape[-1]}: a classifier can only learn from a teacher of the same classes")
+    shared = min(student_logits.shape[-1], teacher_logits.shape[-1])
+    student_log_probs = nn.functional.log_softmax(student_logits[..., :shared].float() / temperature, dim=-1)
+    teacher_log_probs = nn.functional.log_softmax(teacher_logits[..., :shared].float() / temperature, dim=-1)
+    per_position = nn.functional.kl_div(  # sum over the vocabulary of p_teacher * (log p_teacher - log p_student)
+        student_log_probs, teacher_log_probs, log_target=True, reduction="none"
+    ).sum(-1)  # (B,) or (B, T)
+    if mask is None or per_position.ndim == 1:
+        return temperature**2 * per_position.mean()
+    weights = mask.to(per_position.dtype)  # (B, T)
+    return temperature**2 * (per_position * weights).sum() / weights.sum().clamp(min=1.0)
+
+
+def _output_logits(output: Any) -> torch.Tensor:
+    """The logits of a forward's output: a Hugging Face output's ``.logits``, or the tensor itself (timm)."""
+    return output.logits if hasattr(output, "logits") else output
+
+
+class _Teacher:
+    """The teacher's side of distillation, run on exactly the inputs the student's forward just received.
+
+    A forward hook on the student captures those inputs, so the teacher sees the same tokens (BERT's masked
+    ones included) without any family needing a method for it. The teacher runs in eval mode (no dropout:
+    its targets are the same every time) under ``no_grad``; its mode is restored by :meth:`close`.
+    """
+
+    def __init__(self, student: nn.Module, teacher: nn.Module, autocast: Callable[[], Any]):
+        self.teacher, self.autocast = teacher, autocast
+        self.teacher_was_training = teacher.training
+        teacher.eval()
+        self.captured: tuple[tuple, dict[str, Any], Any] | None = None
+        self.handle = student.register_forward_hook(self._capture, with_kwargs=True)
+
+    def _capture(self, module: nn.Module, args: tuple, kwargs: dict[str, Any], output: Any) -> None:
+        if module.training and torch.is_grad_enabled():  # training steps only, not evaluations
+            self.captured = (args, kwargs, output)
+
+    def loss(self, temperature: float) -> torch.Tensor:
+        """T^2 * KL(teacher || student) for the student's latest training forward."""
+        if self.captured is None:
+            raise RuntimeError("the family's loss did not run the model's forward: there is nothing to distill")
+        args, kwargs, output = self.captured
+        self.captured = None
+        with torch.no_grad(), self.autocast():
+            teacher_output = self.teacher(*args, **kwargs)
+        student_logits = _output_logits(output)
+        mask = kwargs.get("attention_mask") if student_logits.ndim == 3 else None
+        return distillation_loss(student_logits, _output_logits(teacher_output), temperature, mask)
+
+    def close(self) -> None:
+        self.handle.remove()
+        self.teacher.train(self.teacher_was_training)
+
+
+# --------------------------------------------------------------------------------------------------------
+# The loop
+
+
 def train(
     model: nn.Module,
     batches: Iterable[dict[str, torch.Tensor]],
     settings: TrainSettings | None = None,
     *,
     eval_batches: Iterable[dict[str, torch.Tensor]] | None = None,
+    teacher: nn.Module | None = None,
     family: Family | None = None,
     callback: Callable[[History, StepRecord | EvalRecord], None] | None = None,
     checkpoint_dir: str | os.PathLike | None = None,
@@ -377,6 +488,10 @@ def train(
         batches: re-iterable dicts of CPU tensors; cycled when ``settings.steps`` exceeds their number.
         settings: the run's :class:`TrainSettings` (``lr`` and ``weight_decay`` must be set).
         eval_batches: held-out batches; without them nothing is evaluated.
+        teacher: a model to distill from (usually the parent), on the training device: each step's loss
+            becomes ``(1 - a) * task loss + a * T^2 * KL(teacher || student)`` with ``a`` and ``T`` the
+            settings' ``distill_alpha`` and ``distill_temperature`` (see :func:`distillation_loss`). The
+            teacher runs in eval mode under ``no_grad``, on the student's exact inputs; it is not trained.
         family: the model's adapter (default ``family_of(model)``), which defines the loss.
         callback: ``callback(history, record)`` after every step and every evaluation (live plots).
         checkpoint_dir: write a checkpoint at every evaluation, keeping the latest.
@@ -402,6 +517,11 @@ def train(
 
     set_seed(settings.seed)
     accelerator = _accelerator(precision)
+    if teacher is not None:
+        teacher_device = next(teacher.parameters()).device
+        if teacher_device.type != accelerator.device.type:
+            raise ValueError(f"the teacher is on {teacher_device} but training runs on {accelerator.device}: "
+                             f"move it there first (teacher.to({str(accelerator.device)!r}))")
     optimizer = torch.optim.AdamW(_param_groups(model, settings.weight_decay), lr=settings.lr)
     scheduler = torch.optim.lr_scheduler.LambdaLR(
         optimizer, partial(_lr_factor, warmup=warmup, total=steps, schedule=settings.schedule)
@@ -411,31 +531,31 @@ def train(
 
     config = dict(
         asdict(settings), warmup=warmup, eval_every=eval_every, mixed_precision=precision,
+        teacher=type(teacher).__name__ if teacher is not None else None,
         num_processes=accelerator.num_processes, device=str(accelerator.device),
         batches=getattr(batches, "description", None), eval_batches=getattr(eval_batches, "description", None),
     )
+    if teacher is None:  # the distillation settings play no part in this run: do not record them as if they did
+        config.update(distill_alpha=None, distill_temperature=None)
     unit = "images" if family.task == "image-classification" else "tokens"
     history = History(label=label, unit=unit, config=config)
     start = 0
     latest = _checkpoints(checkpoint_dir)[-1:] if resume else []
     if latest:
-        saved = History.from_dict(json.loads((latest[0] / _HISTORY_FILE).read_text()))
+        saved, start = _read_checkpoint(latest[0])
         _check_resumable(saved.config, config, latest[0])
         accelerator.load_state(str(latest[0]))
-        start = json.loads((latest[0] / _TRAINER_STATE).read_text())["step"]
         history = History(label=label or saved.label, unit=unit, config=config, steps=saved.steps, evals=saved.evals)
-    clock_offset = max([r.time for r in history.steps + history.evals] + [0.0])
+    # The clock counts training steps only (a teacher's forward included): evaluations, checkpoints and
+    # callbacks cost every run the same and would blur a speedup per second.
+    trained_seconds = max([r.time for r in history.steps + history.evals] + [0.0])
     seen = max([r.seen for r in history.steps + history.evals] + [0])
-    began = time.perf_counter()
-
-    def elapsed() -> float:
-        return clock_offset + time.perf_counter() - began
 
     def run_eval(step: int) -> None:
         if eval_batches is None:
             return
         result = evaluate(prepared, family, eval_batches)
-        record = EvalRecord(step=step, seen=seen, loss=result.loss, accuracy=result.accuracy, time=elapsed())
+        record = EvalRecord(step=step, seen=seen, loss=result.loss, accuracy=result.accuracy, time=trained_seconds)
         history.evals.append(record)
         if callback is not None:
             callback(history, record)
@@ -447,6 +567,8 @@ def train(
     stream = itertools.islice(_cycled(batches, start * processes), rank, None, processes)
     bar = tqdm(total=steps, initial=start, desc=label or "train", unit="step", leave=False,
                disable=not progress or not accelerator.is_main_process)
+    distiller = _Teacher(model, teacher, accelerator.autocast) if teacher is not None else None
+    alpha = settings.distill_alpha
     try:
         if start == 0:
             run_eval(0)
@@ -454,20 +576,28 @@ def train(
             if stop is not None and stop.is_set():
                 history.stopped_early = True
                 break
+            step_began = time.perf_counter()
             batch = {k: v.to(accelerator.device) for k, v in next(stream).items()}
             optimizer.zero_grad(set_to_none=True)
             loss = family.loss(prepared, batch)
-            accelerator.backward(loss)
+            distill_loss = distiller.loss(settings.distill_temperature) if distiller is not None else None
+            objective = loss if distill_loss is None else (1.0 - alpha) * loss + alpha * distill_loss
+            accelerator.backward(objective)
             if settings.max_grad_norm is not None:
                 accelerator.clip_grad_norm_(prepared.parameters(), settings.max_grad_norm)
             used_lr = scheduler.get_last_lr()[0]
             optimizer.step()
             scheduler.step()
-            totals = torch.tensor([loss.item(), _counted(batch)], dtype=torch.float64, device=accelerator.device)
+            values = [loss.item(), _counted(batch), distill_loss.item() if distill_loss is not None else 0.0]
+            totals = torch.tensor(values, dtype=torch.float64, device=accelerator.device)
             if processes > 1:
                 totals = accelerator.reduce(totals, reduction="sum")
+            trained_seconds += time.perf_counter() - step_began
             seen += int(totals[1])
-            record = StepRecord(step=step, seen=seen, loss=float(totals[0]) / processes, lr=used_lr, time=elapsed())
+            record = StepRecord(
+                step=step, seen=seen, loss=float(totals[0]) / processes, lr=used_lr, time=trained_seconds,
+                distill_loss=float(totals[2]) / processes if distill_loss is not None else None,
+            )
             history.steps.append(record)
             bar.update(1)
             bar.set_postfix(loss=f"{record.loss:.4f}", refresh=False)
@@ -479,6 +609,8 @@ def train(
         history.stopped_early = True
     finally:
         bar.close()
+        if distiller is not None:
+            distiller.close()
         accelerator.unwrap_model(prepared, keep_fp32_wrapper=False).eval()
         accelerator.free_memory()
     return history

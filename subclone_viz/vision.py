@@ -6,10 +6,11 @@ blocks, width 128, 4 heads of 32, FFN 512; 1.2M parameters), trained *on this ma
 of scikit-learn's digits (22 batches of 64 of its 1,438 images) with :func:`~subclone_viz.train.train` (200
 AdamW steps, seed 0, on one CPU thread: about 20 seconds) and scored on the 359 held-out images. It is cached
 with timm's ``save_for_hf`` as safetensors under ``cache_dir()/parents/vit-digits`` (written to a staging
-directory, then renamed), with ``training.json`` (time, steps, held-out accuracy) and ``history.json`` (its
-training curve) beside it; later loads read that directory in well under a second. Use it to see subcloning
-work on a vision transformer end to end (profile, plan a half-width destination, compare its accuracy curve
-with random init); do not read its numbers as ImageNet results.
+directory, then renamed, with a manifest of checksums: a damaged cache is retrained), with ``training.json``
+(time, steps, held-out accuracy) and ``history.json`` (its training curve) beside it; later loads read that
+directory in well under a second. Use it to see subcloning work on a vision transformer end to end (profile,
+plan a half-width destination, compare its accuracy curve with random init); do not read its numbers as
+ImageNet results.
 
 Real parents: with a Hugging Face hub connection (or a local timm cache), the same calls take a pretrained
 timm ViT and your own images::
@@ -50,7 +51,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 from torch import nn
 
-from ._atomic import staged_directory
+from ._atomic import file_lock, note_rebuild, staged_directory, verify_manifest
 from .data import cache_dir, image_batches
 
 if TYPE_CHECKING:
@@ -136,7 +137,7 @@ def train_vit_digits(directory: str | os.PathLike | None = None, progress: bool 
         "heldout_loss": final.loss,
         "heldout_accuracy": final.accuracy,
     }
-    with staged_directory(directory, overwrite=True) as staging:
+    with staged_directory(directory, overwrite=True, manifest=True) as staging:
         save_for_hf(
             model.cpu(), str(staging), safe_serialization=True, data_config=_DATA_CONFIG,
             model_config={"label_names": [str(digit) for digit in range(10)], "description": VIT_DIGITS_NOTE},
@@ -154,8 +155,12 @@ def load_vit_digits(progress: bool = True) -> tuple[nn.Module, dict[str, Any], d
     from .parent import _load_timm
 
     directory = vit_digits_dir()
-    if not (directory / _TRAINING_FILE).is_file():
-        train_vit_digits(directory, progress=progress)
+    with file_lock(directory):
+        problem = verify_manifest(directory)
+        if problem is not None:
+            if problem != "missing":
+                note_rebuild("digits ViT", f"{directory}: {problem}")
+            train_vit_digits(directory, progress=progress)
     model, data_config = _load_timm(f"local-dir:{directory}", pretrained=True)
     training = json.loads((directory / _TRAINING_FILE).read_text())
     info = {"source": "embedded", "note": VIT_DIGITS_NOTE, "path": str(directory), "training": training}
@@ -172,8 +177,9 @@ def vit_digits_parent(device: str | torch.device = "auto", retrain: bool = False
     """
     from .parent import load_parent
 
-    if retrain or not (vit_digits_dir() / _TRAINING_FILE).is_file():
-        train_vit_digits(progress=progress)
+    if retrain:
+        with file_lock(vit_digits_dir()):
+            train_vit_digits(progress=progress)
     return load_parent(VIT_DIGITS, device=device)
 
 

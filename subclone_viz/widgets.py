@@ -59,6 +59,7 @@ from .subclone import subclone
 from .trace import TokenTrace, token_trace
 from .compare import INITS, Comparison, compare
 from .train import History
+from .workflow import default_destination, has_loss
 
 if TYPE_CHECKING:
     import torch
@@ -88,9 +89,38 @@ def _figure(figure: go.Figure, width: int) -> go.FigureWidget:
 
 
 def _refresh(widget: go.FigureWidget, figure: go.Figure) -> None:
-    """Show ``figure`` in ``widget`` at the widget's width: traces and layout replaced in one message."""
+    """Show ``figure`` in ``widget`` at the widget's width: traces replaced, the layout brought to ``figure``'s.
+
+    Only the layout properties that differ are sent, in one message: plotly validates a property on every
+    assignment, and re-assigning the unchanged template alone took most of a redraw (about 40 ms a figure).
+    Properties that ``figure`` lacks are cleared explicitly (an empty tuple for the array containers such as
+    shapes, None for the others): the browser's widget model and plotly.js *merge* a layout message into what
+    they hold, so a property the message does not name stays drawn (the grey bands of removed blocks, once
+    every block is kept) although the Python side has none.
+    """
     figure.update_layout(width=widget.layout.width)
-    widget.update(data=figure.data, layout=figure.layout, overwrite=True)
+    current, wanted = widget.layout, figure.layout
+    shown, wanted_keys = current.to_plotly_json(), wanted.to_plotly_json().keys()
+    with widget.batch_update():
+        if not _same_traces(widget.data, figure.data):  # a moved marker or outline leaves the traces as they are
+            widget.data = ()
+            widget.add_traces(figure.data)
+        for key in shown.keys() - wanted_keys:
+            if shown[key] not in ([], {}, None):  # cleared before
+                current[key] = () if isinstance(current[key], tuple) else None
+        for key in wanted_keys:
+            if key not in shown or current[key] != wanted[key]:
+                current[key] = wanted[key]
+
+
+def _same_traces(shown: tuple, wanted: tuple) -> bool:
+    """Whether ``wanted``'s traces equal those ``shown`` (``wanted`` takes the shown ones' uids, which a widget
+    gives its traces and a new figure's lack)."""
+    if len(shown) != len(wanted) or any(old.type != new.type for old, new in zip(shown, wanted)):
+        return False
+    for old, new in zip(shown, wanted):
+        new.uid = old.uid
+    return shown == wanted
 
 
 def _row(*children: w.Widget) -> w.HBox:
@@ -391,8 +421,7 @@ class SubcloneStudio(_App):
         self.batches = batches
         self.eval_batches = eval_batches if eval_batches is not None else batches
         self.train_options = train_options
-        self.has_loss = parent.family.task != "encoder"
-        dims = parent.dims
+        self.has_loss = has_loss(parent)
         choices = spec_choices(parent)
         self.plan: SubclonePlan | None = None
         self.plan_error: str | None = None
@@ -406,12 +435,13 @@ class SubcloneStudio(_App):
         self._last_draw = 0.0
 
         wide = w.Layout(width="95%")
-        self.layers = w.IntSlider(value=max(1, round(dims.layers * 2 / 3)), min=min(choices["layers"]),
+        start = default_destination(parent)
+        self.layers = w.IntSlider(value=start.layers, min=min(choices["layers"]),
                                   max=max(choices["layers"]), description="blocks", continuous_update=False,
                                   style=_LABEL_STYLE, layout=wide)
         self.depth = w.Dropdown(options=DEPTH_STRATEGIES, value="middle", description="depth strategy",
                                 style=_LABEL_STYLE)
-        self.hidden = w.SelectionSlider(options=choices["hidden"], value=_closest(choices["hidden"], dims.hidden * 2 / 3),
+        self.hidden = w.SelectionSlider(options=choices["hidden"], value=start.hidden,
                                         description="hidden d'", continuous_update=False, style=_LABEL_STYLE,
                                         layout=wide)
         self.ffn = w.SelectionSlider(options=choices["ffn"], value=choices["ffn"][-1], description="FFN",
@@ -640,10 +670,12 @@ class SubcloneStudio(_App):
         self._draw_curves()
         state = "stopped early" if self.comparison.stopped_early else "done"
         self.train_status.value = _message(f"training {state}", css_class="train-status")
-        columns = ["init", "lr", "weight_decay", "steps", "initial_loss", "final_loss", "speedup"]
+        columns = ["init", "lr", "weight_decay", "steps", "initial_loss", "final_loss", "speedup",
+                   "speedup_per_second"]
         if self.parent.family.task == "image-classification":
             columns[6:6] = ["initial_accuracy", "final_accuracy"]
-        rows = [{**row, "speedup": _speedup_text(row)} for row in self.comparison.summary_table()]
+        rows = [{**row, "speedup": _speedup_text(row), "speedup_per_second": _speedup_text(row, "speedup_per_second")}
+                for row in self.comparison.summary_table()]
         self.summary.value = _table(rows, columns)
 
     def _on_record(self, history: History, record: Any) -> None:
@@ -661,18 +693,15 @@ class SubcloneStudio(_App):
             _refresh(figure, plots.loss_curves(histories, metric=metric))
 
 
-def _speedup_text(row: dict[str, Any]) -> str:
-    """A summary row's speedup over random init as a reader would say it."""
-    value = row.get("speedup")
+def _speedup_text(row: dict[str, Any], key: str = "speedup") -> str:
+    """A summary row's speedup over random init (per step, or ``key="speedup_per_second"``) as a reader would
+    say it."""
+    value = row.get(key)
     if value is None:
         return "n/a"
     if row.get("speedup_lower_bound"):
         return f"more than {value:.2g}x"
     return f"{value:.2g}x" + ("" if row.get("reached", True) else " (never reached random's final loss)")
-
-
-def _closest(values: Sequence[int], target: float) -> int:
-    return min(values, key=lambda v: (abs(v - target), v))
 
 
 def _ranges(blocks: Sequence[int]) -> str:
@@ -716,10 +745,14 @@ class SizeGridExplorer(_App):
         self.grid = grid if grid is not None else size_grid(parent, profile, layers, hidden, eval_batches,
                                                             progress=False)
         self.selected: tuple[int, int] | None = None
-        widths = {"loss": FULL_WIDTH, "params": HALF_WIDTH, "flops_per_token": HALF_WIDTH}
+        widths = {"loss": FULL_WIDTH, "params": HALF_WIDTH, "flops_per_token": HALF_WIDTH, "latency": HALF_WIDTH,
+                  "memory": HALF_WIDTH}
         self.figures = {quantity: _figure(plots.size_grid(self.grid, quantity), widths[quantity])
                         for quantity in QUANTITIES}
-        self._listen()
+        for figure in self.figures.values():  # a selection only moves an outline: the heat maps keep their handlers
+            for trace in figure.data:
+                if isinstance(trace, go.Heatmap):
+                    trace.on_click(self._clicked)
         self.cell_info = w.HTML(_message("Click a cell to choose that destination size."))
         self.widget = w.VBox(
             [
@@ -731,15 +764,9 @@ class SizeGridExplorer(_App):
                 self.cell_info,
                 self.figures["loss"],
                 _row(self.figures["params"], self.figures["flops_per_token"]),
+                _row(self.figures["latency"], self.figures["memory"]),
             ]
         )
-
-    def _listen(self) -> None:
-        # Redrawing replaces the traces, and with them their click handlers: attach them again each time.
-        for figure in self.figures.values():
-            for trace in figure.data:
-                if isinstance(trace, go.Heatmap):
-                    trace.on_click(self._clicked)
 
     def _clicked(self, trace: Any, points: Any, state: Any) -> None:
         if points.xs and points.ys:
@@ -754,13 +781,13 @@ class SizeGridExplorer(_App):
             self.cell_info.value = _message(f"{spec.layers} blocks x {spec.hidden}: {reason}", error=True)
             return None
         self.selected = (i, j)
-        for quantity, figure in self.figures.items():
-            _refresh(figure, plots.size_grid(grid, quantity, selected=self.selected))
-        self._listen()
+        for figure in self.figures.values():  # the heat maps stay; only the outline moves
+            figure.layout.shapes = [plots.cell_outline(i, j)]
         loss = "" if math.isnan(grid.loss[i, j]) else f", held-out loss before training {grid.loss[i, j]:.3f}"
         self.cell_info.value = _message(
             f"{spec.layers} blocks x {spec.hidden} wide: {grid.params[i, j] / 1e6:.2f}M parameters, "
-            f"{grid.flops_per_token[i, j] / 1e6:.3g} MFLOPs per token{loss}"
+            f"{grid.flops_per_token[i, j] / 1e6:.3g} MFLOPs per token, {grid.latency[i, j] * 1e3:.3g} ms per token "
+            f"and {grid.memory[i, j] / 2**20:.0f} MiB measured on {html.escape(grid.device)}{loss}"
             + ("; sent to the subclone studio" if self.studio is not None else ""),
             css_class="size-grid-selection",
         )

@@ -86,6 +86,43 @@ def _gemma(version: int) -> nn.Module:
     return transformers.Gemma3ForCausalLM(transformers.Gemma3TextConfig(**_GEMMA, **_SLIDING))
 
 
+def _phi3() -> nn.Module:
+    from transformers import Phi3Config, Phi3ForCausalLM
+
+    return Phi3ForCausalLM(
+        Phi3Config(
+            hidden_size=32, intermediate_size=64, num_hidden_layers=4, num_attention_heads=4,
+            num_key_value_heads=2, vocab_size=VOCAB, max_position_embeddings=64, pad_token_id=0,
+            bos_token_id=1, eos_token_id=1,
+        )
+    )
+
+
+def _olmo2() -> nn.Module:
+    from transformers import Olmo2Config, Olmo2ForCausalLM
+
+    return Olmo2ForCausalLM(
+        Olmo2Config(
+            hidden_size=32, intermediate_size=64, num_hidden_layers=4, num_attention_heads=4,
+            num_key_value_heads=2, vocab_size=VOCAB, max_position_embeddings=64, pad_token_id=0,
+            bos_token_id=1, eos_token_id=1,
+        )
+    )
+
+
+def _gpt_neox() -> nn.Module:
+    from transformers import GPTNeoXConfig, GPTNeoXForCausalLM
+
+    # Pythia's partial rotary (a quarter of each head), parallel residual and untied head.
+    return GPTNeoXForCausalLM(
+        GPTNeoXConfig(
+            hidden_size=32, intermediate_size=64, num_hidden_layers=4, num_attention_heads=4, vocab_size=VOCAB,
+            max_position_embeddings=64, rotary_pct=0.25, use_parallel_residual=True, bos_token_id=1,
+            eos_token_id=1,
+        )
+    )
+
+
 def _bert(mlm: bool = False) -> nn.Module:
     from transformers import BertConfig, BertForMaskedLM, BertModel
 
@@ -105,8 +142,19 @@ def _vit() -> nn.Module:
     )
 
 
-IMAGE_MODELS = {"vit"}
-NOISY_VECTORS = {"qwen2", "qwen3", "gemma", "gemma2", "gemma3"}
+def _hf_vit() -> nn.Module:
+    from transformers import ViTConfig, ViTForImageClassification
+
+    return ViTForImageClassification(
+        ViTConfig(
+            hidden_size=32, intermediate_size=64, num_hidden_layers=4, num_attention_heads=4, image_size=16,
+            patch_size=4, num_channels=1, num_labels=10,
+        )
+    )
+
+
+IMAGE_MODELS = {"vit", "hf-vit"}
+NOISY_VECTORS = {"qwen2", "qwen3", "gemma", "gemma2", "gemma3", "phi3", "olmo2", "gpt_neox", "hf-vit"}
 TINY_FAMILIES: dict[str, Callable[[], nn.Module]] = {
     "gpt2": _gpt2,
     "llama": _llama,
@@ -117,9 +165,13 @@ TINY_FAMILIES: dict[str, Callable[[], nn.Module]] = {
     "gemma": lambda: _gemma(1),
     "gemma2": lambda: _gemma(2),
     "gemma3": lambda: _gemma(3),
+    "phi3": _phi3,
+    "olmo2": _olmo2,
+    "gpt_neox": _gpt_neox,
     "bert": _bert,
     "bert-mlm": lambda: _bert(mlm=True),
     "vit": _vit,
+    "hf-vit": _hf_vit,
 }
 
 

@@ -32,10 +32,17 @@ from .base import CausalLMFamily, Dims, Family, ImageClassifierFamily, ParamInfo
 from .bert import BertFamily
 from .gemma import GemmaFamily
 from .gpt2 import GPT2Family
+from .gpt_neox import GPTNeoXFamily
+from .hf_vit import HFViTFamily
 from .llama import LlamaFamily
+from .olmo2 import Olmo2Family
+from .phi3 import Phi3Family
 from .vit import TimmViTFamily
 
-FAMILIES: tuple[type[Family], ...] = (GPT2Family, LlamaFamily, GemmaFamily, BertFamily, TimmViTFamily)
+FAMILIES: tuple[type[Family], ...] = (
+    GPT2Family, LlamaFamily, GemmaFamily, Phi3Family, Olmo2Family, GPTNeoXFamily, BertFamily, TimmViTFamily,
+    HFViTFamily,
+)
 
 
 class UnsupportedArchitectureError(ValueError):

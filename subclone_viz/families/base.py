@@ -104,6 +104,7 @@ class Family(ABC):
     description: str
     task: Task
     model_types: tuple[str, ...] = ()
+    library: str = "transformers"  # the library whose own loader reads a saved destination
     auto_class: str = "AutoModel"  # the transformers Auto class that loads a saved destination
     head: str | None = None  # a module the task needs, e.g. "lm_head"
     block_list: str

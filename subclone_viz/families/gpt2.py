@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import dataclasses
 
+import torch
 from torch import nn
 
 from .base import CausalLMFamily, Dims, ParamRule
@@ -51,3 +52,14 @@ class GPT2Family(CausalLMFamily):
         dims = super().dims(model)
         # n_inner=None means GPT-2's default MLP of four times the width.
         return dataclasses.replace(dims, ffn=model.config.n_inner or 4 * dims.hidden)
+
+    def build(
+        self, model: nn.Module, dims: Dims, layer_sources: list[int], device: str | torch.device = "meta"
+    ) -> nn.Module:
+        if model.config.scale_attn_by_inverse_layer_idx and layer_sources != list(range(len(layer_sources))):
+            raise ValueError(
+                f"this GPT-2 scales attention by 1 / (block index + 1) (scale_attn_by_inverse_layer_idx), so "
+                f"parent blocks {layer_sources} cannot keep their attention at new positions; keep blocks "
+                f"0 to N-1 (depth='first')"
+            )
+        return super().build(model, dims, layer_sources, device)

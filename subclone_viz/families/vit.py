@@ -29,6 +29,7 @@ _BLOCK = r"blocks\.(?P<block>\d+)\."
 class TimmViTFamily(ImageClassifierFamily):
     name = "vit"
     description = "Vision Transformer (timm)"
+    library = "timm"
     block_list = "blocks"
     ffn_activation = "mlp.fc2"
     attention_output = "attn.proj"

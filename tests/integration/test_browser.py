@@ -2,8 +2,10 @@
 
 Starts JupyterLab on 127.0.0.1 (a free port, no token) over a temporary copy of notebooks/, in quick mode, and
 runs tests/integration/browser/run_notebooks.js (Node + playwright-core, with Debian's chromium): it opens each
-notebook, runs all cells, checks that plotly figures rendered, clicks the Subclone button of notebook 3 and
-waits for its result, and saves screenshots to tests/artifacts/ and docs/screenshots/ (the README's).
+notebook, runs all cells, checks that plotly figures rendered, clicks the Subclone and Train buttons of notebook
+3 and a size-grid cell of notebook 4 and waits for their results, and saves screenshots to tests/artifacts/ and
+docs/screenshots/ (the README's). Notebook 5's studio, with every block kept, must draw no grey "removed" band
+(counted in the DOM), also after its blocks slider goes down and back up with the keyboard.
 
 Skips, saying why, without chromium, node or playwright-core (``make browser-deps`` installs them).
 """
@@ -49,6 +51,18 @@ RUNS = [
         "actions": [{"click": {"plot": 0, "at": [0.25, 0.5]}, "expect": ".size-grid-selection"}],
     },
 ]
+# Notebook 5 shows the studio (its second widget) with all 6 blocks kept: its residual plot (plot 0) must draw no
+# band in the removed blocks' grey, then one band at 4 blocks, then none again at 6.
+REMOVED_BANDS = {"plot": 0, "fill": "rgb(184, 184, 184)"}  # plots.REMOVED_COLOR, #b8b8b8
+VISION_RUN = {
+    "notebook": "05_vision.ipynb",
+    "widget": 1,
+    "actions": [
+        {"shapes": {**REMOVED_BANDS, "count": 0}},
+        {"press": {"slider": "blocks", "keys": ["ArrowLeft", "ArrowLeft"]}, "shapes": {**REMOVED_BANDS, "count": 1}},
+        {"press": {"slider": "blocks", "keys": ["ArrowRight", "ArrowRight"]}, "shapes": {**REMOVED_BANDS, "count": 0}},
+    ],
+}
 SERVER_START_SECONDS = 90
 RUN_SECONDS = 900
 
@@ -83,12 +97,13 @@ def _wait_for_server(url: str, server: subprocess.Popen, log: Path) -> None:
     pytest.fail(f"JupyterLab did not answer on {url} within {SERVER_START_SECONDS} s:\n{log.read_text()[-3000:]}")
 
 
-@pytest.fixture
-def jupyterlab(tmp_path: Path):
+@pytest.fixture(scope="module")
+def jupyterlab(tmp_path_factory: pytest.TempPathFactory):
     """A JupyterLab server over a copy of the notebooks, in quick mode; yields its URL."""
     missing = _missing_tools()
     if missing:
         pytest.skip(f"real-browser test skipped: {missing}")
+    tmp_path = tmp_path_factory.mktemp("jupyterlab")
     notebooks = tmp_path / "notebooks"
     shutil.copytree(ROOT / "notebooks", notebooks, ignore=shutil.ignore_patterns(".ipynb_checkpoints", "subclones"))
     port = _free_port()
@@ -128,11 +143,12 @@ def jupyterlab(tmp_path: Path):
             server.wait()
 
 
-def test_notebooks_render_and_run_in_chromium(jupyterlab: str) -> None:
+def _run_in_chromium(url: str, runs: list[dict]) -> list[dict]:
+    """run_notebooks.js over ``runs``; its reports, one per notebook, after checking that every one rendered."""
     start = time.perf_counter()
     completed = subprocess.run(
-        ["node", str(BROWSER_DIR / "run_notebooks.js"), "--url", jupyterlab, "--artifacts", str(ARTIFACTS),
-         "--screenshots", str(SCREENSHOTS), "--chromium", str(CHROMIUM), *map(json.dumps, RUNS)],
+        ["node", str(BROWSER_DIR / "run_notebooks.js"), "--url", url, "--artifacts", str(ARTIFACTS),
+         "--screenshots", str(SCREENSHOTS), "--chromium", str(CHROMIUM), *map(json.dumps, runs)],
         capture_output=True, text=True, timeout=RUN_SECONDS, cwd=BROWSER_DIR,
     )
     print(f"browser run: {time.perf_counter() - start:.1f} s")
@@ -140,12 +156,23 @@ def test_notebooks_render_and_run_in_chromium(jupyterlab: str) -> None:
     for report in reports:
         print(report)
     assert completed.returncode == 0, f"{completed.stdout}\n{completed.stderr[-3000:]}"
-    assert [r["notebook"] for r in reports] == [run["notebook"] for run in RUNS]
+    assert [r["notebook"] for r in reports] == [run["notebook"] for run in runs]
     for report in reports:
         assert report["plots"] >= 1, f"{report['notebook']}: no plotly figure rendered"
         for screenshot in report["screenshot"]:
             assert Path(screenshot).stat().st_size > 10_000, f"{screenshot} looks empty"
+    return reports
+
+
+def test_notebooks_render_and_run_in_chromium(jupyterlab: str) -> None:
+    reports = _run_in_chromium(jupyterlab, RUNS)
     (subcloned, trained), (selected,) = reports[2]["results"], reports[3]["results"]
     assert "parameters" in subcloned and "held-out loss before training" in subcloned and "saved to" in subcloned
     assert trained == "training done"
     assert "15 blocks x 192 wide" in selected and "sent to the subclone studio" in selected
+
+
+def test_vision_studio_draws_no_removed_band_with_every_block_kept(jupyterlab: str) -> None:
+    (report,) = _run_in_chromium(jupyterlab, [VISION_RUN])
+    filled = REMOVED_BANDS["fill"]
+    assert report["results"] == [f"0 shapes filled {filled}", f"1 shapes filled {filled}", f"0 shapes filled {filled}"]

@@ -32,7 +32,7 @@ def test_subclones_start_far_below_random_init(smollm2, smollm2_train_profile, s
     p = sv.plan(smollm2, smollm2_train_profile, spec)
     child = sv.subclone(smollm2, p)
     loss = sv.evaluate(child, smollm2.family, eval_batches).loss
-    random = smollm2.family.build(smollm2.model, p.destination_dims, p.layers, device="cpu")
+    random = sv.random_init(smollm2, p, device="cpu")
     random_loss = sv.evaluate(random, smollm2.family, eval_batches).loss
     assert random_loss > 10.0, "a random init starts near ln(49152) = 10.8 nats"
     assert loss < ceiling, f"subclone {spec} starts at {loss:.2f} nats"

@@ -167,10 +167,10 @@ def test_profile_of_a_vision_parent_reads_digits(files, capsys):
         ("subclone", ["--layers", "3", "--hidden", "24", "--heads", "3", "--kv-heads", "2", "--out", "{tmp}/out"],
          ["kv_heads=2", "kv_heads=1"]),
         ("subclone", ["--layers", "3", "--hidden", "24", "--ffn", "81", "--out", "{tmp}/out"], ["ffn=81", "<= 80"]),
-        ("subclone", ["--layers", "9", "--depth", "first", "--hidden", "24", "--out", "{tmp}/out"],
-         ["layers=9", "depth='middle'"]),
-        ("subclone", ["--layers", "9", "--depth", "metric", "--hidden", "24", "--out", "{tmp}/out"],
-         ["layers=9", "depth='middle'"]),
+        ("subclone", ["--layers", "5", "--depth", "first", "--hidden", "24", "--out", "{tmp}/out"],
+         ["layers=5", "depth='middle'"]),
+        ("subclone", ["--layers", "5", "--depth", "metric", "--hidden", "24", "--out", "{tmp}/out"],
+         ["layers=5", "depth='middle'"]),
         ("subclone", ["--layers", "0,1,4", "--hidden", "24", "--out", "{tmp}/out"], ["[4]", "0 to 3"]),
         ("subclone", ["--layers", "a,b", "--hidden", "24", "--out", "{tmp}/out"], ["'a,b'", "comma list"]),
         ("subclone", ["--layers", "3", "--depth", "0,1", "--hidden", "24", "--out", "{tmp}/out"],
@@ -359,10 +359,11 @@ def test_compare_prints_the_summary_table(files, saved_profile, tmp_path, capsys
     code, out, _ = run(capsys, *compare_args(files, saved_profile, out_dir, "--lr", "3e-4"))
     assert code == 0
     header = next(line for line in out.splitlines() if line.strip().startswith("init"))
-    assert header.split() == ["init", "lr", "wd", "steps", "initial", "loss", "final", "loss", "speedup"]
+    assert header.split() == ["init", "lr", "wd", "steps", "initial", "loss", "final", "loss", "speedup", "speedup/s",
+                              "train", "s"]
     rows = [line.split() for line in out.splitlines() if line.strip().startswith(("random", "subclone"))]
     assert [row[:3] for row in rows] == [["random", "0.0003", "0.1"], ["subclone", "0.0003", "0.001"]]
-    assert rows[0][-1] == "1.00x"
+    assert rows[0][-3:-1] == ["1.00x", "1.00x"]
     assert f"saved to {out_dir}: histories.json" in out
 
 
@@ -373,11 +374,16 @@ def test_compare_prints_the_summary_table(files, saved_profile, tmp_path, capsys
         (["--inits", "random,random"], ["each init once"]),
         (["--inits", "random", "--lr", "subclone=1e-3"], ["--lr subclone=0.001", "not in --inits random"]),
         (["--lr", "fast"], ["'fast' is not a number"]),
-        (["--lr", "0"], ["--lr random=0", "> 0"]),
+        (["--lr", "0"], ["--lr", "'0'", "> 0"]),
         (["--wd", "-1"], ["out of range", ">= 0"]),
         (["--warmup", "10"], ["--warmup 10", "--steps 4"]),
         (["--schedule", "step"], ["invalid choice: 'step'", "'cosine'"]),
         (["--hidden", "96"], ["hidden=96", "<= 48"]),
+        (["--inits", "random,subclone+distill", "--distill-alpha", "2"],
+         ["--distill-alpha", "2 is out of range", "from 0 to 1"]),
+        (["--inits", "random,subclone+distill", "--distill-temperature", "0"],
+         ["--distill-temperature", "0 is out of range", "> 0"]),
+        (["--distill-alpha", "0.3"], ["--distill-alpha only apply", "subclone+distill", "--inits random,subclone has"]),
     ],
 )
 def test_compare_bad_arguments_exit_2_before_training(files, saved_profile, tmp_path, capsys, extra, fragments):
@@ -385,6 +391,18 @@ def test_compare_bad_arguments_exit_2_before_training(files, saved_profile, tmp_
     code, out, err = run(capsys, *compare_args(files, saved_profile, out_dir), *extra)
     assert_one_line_error(code, out, err, *fragments)
     assert list(tmp_path.iterdir()) == []
+
+
+def test_compare_distills_with_the_given_settings(files, saved_profile, tmp_path, capsys):
+    out_dir = tmp_path / "runs"
+    code, out, _ = run(capsys, *compare_args(files, saved_profile, out_dir, "--inits", "random,subclone+distill",
+                                             "--distill-alpha", "0.3", "--distill-temperature", "2", "--json"))
+    assert code == 0
+    table = {row["init"]: row for row in json.loads(out)["table"]}
+    assert (table["random"]["distill_alpha"], table["subclone+distill"]["distill_alpha"]) == (None, 0.3)
+    assert table["subclone+distill"]["speedup_per_second"] is not None
+    summary = json.loads((out_dir / "summary.json").read_text())
+    assert summary["config"]["distill"] == {"alpha": 0.3, "temperature": 2.0}
 
 
 def test_compare_refuses_a_non_empty_directory(files, saved_profile, tmp_path, capsys):

@@ -7,14 +7,13 @@ import importlib
 import importlib.util
 import random
 import re
-import sys
 from pathlib import Path
 
 import pytest
 from plotly.offline import get_plotlyjs
 
 import subclone_viz as sv
-from subclone_viz.report import build_report, default_destination, run_report
+from subclone_viz.report import build_report, run_report
 from tiny import WORDS, tiny_batches, tiny_model, word_tokenizer
 
 
@@ -65,7 +64,7 @@ def test_the_page_is_self_contained_with_plotly_js_inlined_once(records, tmp_pat
     assert page.count("cdn.plot.ly") == plotly_js.count("cdn.plot.ly")
     for name in ("residual-ratio", "block-ablation", "token-trace", "channel-heatmap", "massive-activations",
                  "rank-spearman", "rank-topk", "ffn-importance", "head-importance", "grid-loss", "grid-params",
-                 "grid-flops_per_token", "curves-eval_loss"):
+                 "grid-flops_per_token", "grid-latency", "grid-memory", "grid-pareto", "curves-eval_loss"):
         assert page.count(f'id="figure-{name}"') == 1, name
     assert records["parent"].description in page
     assert records["plan"].summary() in page
@@ -116,7 +115,7 @@ def test_the_trace_records_the_tokens_of_a_text(records):
 
 
 def test_default_destination_is_two_thirds_of_the_parent(records):
-    assert default_destination(records["parent"]) == sv.DestinationSpec(layers=3, hidden=33)  # two thirds of 48, snapped to a width the 3 or 6 heads divide
+    assert sv.default_destination(records["parent"]) == sv.DestinationSpec(layers=3, hidden=33)  # two thirds of 48, snapped to a width the 3 or 6 heads divide
 
 
 @pytest.fixture
@@ -138,14 +137,6 @@ def test_run_report_quick_writes_every_section(records, corpus, tmp_path, capsys
     assert "starts, before any training, at a held-out loss of" in page
     err = capsys.readouterr().err
     assert "[report" in err and "wrote" in err  # progress goes to stderr
-
-
-def test_run_report_notes_a_missing_training_module(records, corpus, tmp_path, monkeypatch):
-    monkeypatch.setitem(sys.modules, "subclone_viz.compare", None)  # importing it now raises ImportError
-    out = run_report(records["parent"], out=tmp_path / "demo.html", quick=True, data=str(corpus), progress=False)
-    page = out.read_text(encoding="utf-8")
-    assert "The training comparison was skipped" in page
-    assert 'id="figure-curves-eval_loss"' not in page
 
 
 def test_run_report_refuses_an_existing_file_before_any_work(records, tmp_path, monkeypatch):

@@ -1,15 +1,58 @@
-"""Exactness of subcloning on every family: reorder-only plans reproduce the parent, slices stay consistent,
-shapes follow the spec, and a saved destination reloads with identical outputs."""
+"""The family battery, on a tiny model of every family and every model_type the families claim: every
+parameter resolves to a rule, reorder-only plans reproduce the parent, slices stay consistent, a width and
+depth cut runs a forward and a training step, and a saved destination reloads through its own library's
+loader with identical outputs. Then the planner's and subcloner's own behaviour."""
 
+import copy
+import dataclasses
 import json
+import re
 
 import numpy as np
 import pytest
 import torch
 
 import subclone_viz as sv
-from subclone_viz.subclone import axis_indices
+from subclone_viz.families import AXES, FAMILIES, axis_indices, family_of
+from subclone_viz.parent import _auto_class
 from tiny import TINY_FAMILIES, tiny_batches, tiny_model
+
+
+def test_every_family_and_claimed_model_type_has_a_tiny_model():
+    covered = {}
+    for name in TINY_FAMILIES:
+        model = tiny_model(name)
+        covered.setdefault(family_of(model).name, set()).add(getattr(getattr(model, "config", None), "model_type", None))
+    for family in FAMILIES:
+        assert family.name in covered, f"family {family.name!r} has no tiny model in tests/tiny.py"
+        missing = set(family.model_types) - covered[family.name]
+        assert not missing, f"{family.name} claims model_type(s) {sorted(missing)} that no tiny model tests"
+
+
+def test_unsupported_models_name_the_supported_families():
+    headless = tiny_model("llama").model  # a LlamaModel: a claimed model_type without its LM head
+    with pytest.raises(sv.UnsupportedArchitectureError, match="LlamaModel \\(model_type 'llama'\\).*gemma \\(Gemma\\)"):
+        family_of(headless)
+    with pytest.raises(sv.UnsupportedArchitectureError, match="unsupported architecture Linear; supported families"):
+        family_of(torch.nn.Linear(2, 2))
+
+
+@pytest.mark.parametrize("name", list(TINY_FAMILIES))
+def test_every_parameter_resolves_to_a_rule(name):
+    model = tiny_model(name)
+    family = family_of(model)
+    for pname, param in model.named_parameters():
+        rule = family.rule_for(pname)
+        assert len(rule.axes) == param.dim(), f"{pname}: rule names {rule.axes} for shape {tuple(param.shape)}"
+        assert set(rule.axes) <= set(AXES)
+        assert rule.fan_in_axis is None or rule.axes[rule.fan_in_axis] != "keep"
+    if family.library == "transformers":
+        # A config without architectures loads with the Auto class of the family claiming its model_type;
+        # a saved one (architectures recorded) as the model's own class.
+        config = copy.deepcopy(model.config)
+        assert _auto_class(config).__name__ == type(family).auto_class
+        config.architectures = [type(model).__name__]
+        assert type(_auto_class(config).from_config(config)) is type(model)
 
 
 @pytest.fixture(params=list(TINY_FAMILIES), scope="module")
@@ -34,6 +77,7 @@ def test_reorder_only_plan_reproduces_parent(setup):
     name, parent, batches, prof = setup
     p = sv.plan(parent, prof, full_spec(parent.dims))
     assert p.residual != sorted(p.residual), "the importance plan should actually reorder channels"
+    assert any(f != sorted(f) for f in p.ffn) and any(h != sorted(h) for h in p.heads), "and neurons and heads"
     child = sv.subclone(parent, p)
     assert type(child) is type(parent.model)
     for batch in batches:
@@ -76,6 +120,17 @@ def test_shapes_match_spec(setup):
     assert (got.layers, got.hidden, got.ffn, got.heads, got.kv_heads) == (3, hidden, dims.ffn // 2, heads, kv)
     out = outputs(parent, child, batches[0])
     assert torch.isfinite(out).all()
+    if parent.family.task == "encoder":
+        return  # a bare encoder has no loss to train on
+    child.train()
+    before = {n: p.detach().clone() for n, p in child.named_parameters()}
+    loss = parent.family.loss(child, batches[0])
+    loss.backward()
+    torch.optim.SGD(child.parameters(), lr=0.1).step()
+    assert torch.isfinite(loss)
+    assert all(torch.isfinite(p.grad).all() for p in child.parameters() if p.grad is not None)
+    changed = [n for n, p in child.named_parameters() if not torch.equal(p, before[n])]
+    assert len(changed) > len(before) // 2, "a training step should move most parameters"
 
 
 @pytest.mark.parametrize("width", ["importance", "uniform", "first"])
@@ -99,15 +154,79 @@ def test_save_reload_identical_outputs(setup, tmp_path):
     assert record["plan"]["residual"] == p.residual and record["scaling"] == "sqrt"
     assert (path / "README.md").read_text().startswith("---")
     assert any(f.suffix == ".safetensors" for f in path.iterdir())
-    if parent.family.task == "image-classification":
-        import timm
-
-        reloaded = timm.create_model(f"local-dir:{path}", pretrained=True).eval()
-    else:
-        reloaded = sv.load_parent(str(path), device="cpu").model
+    reloaded = reload(parent.family, path)
     assert type(reloaded) is type(child)
     for batch in batches:
         torch.testing.assert_close(outputs(parent, reloaded, batch), outputs(parent, child, batch), atol=0, rtol=0)
+
+
+def reload(family, path):
+    """A saved destination through its own library's loader: timm, or the family's transformers Auto class."""
+    if family.library == "timm":
+        import timm
+
+        return timm.create_model(f"local-dir:{path}", pretrained=True).eval()
+    import transformers
+
+    return getattr(transformers, family.auto_class).from_pretrained(path).eval()
+
+
+@pytest.mark.parametrize("name", ["gemma", "gemma2", "gemma3"])
+def test_gemma_recomputes_embed_scale_and_follows_layer_types(name, tmp_path):
+    parent = sv.load_parent(tiny_model(name), device="cpu")  # hidden 32
+    p = sv.plan(parent, None, sv.DestinationSpec(layers=[1, 3, 2], hidden=16), width="first")
+    child = sv.subclone(parent, p)
+    assert float(child.model.embed_tokens.embed_scale) == pytest.approx(16**0.5)
+    types = getattr(parent.model.config, "layer_types", None)
+    if types is not None:
+        assert child.config.layer_types == [types[1], types[3], types[2]] and len(set(types)) == 2
+    reloaded = reload(parent.family, sv.save_destination(child, p, tmp_path / "dest"))
+    assert float(reloaded.model.embed_tokens.embed_scale) == float(child.model.embed_tokens.embed_scale)
+
+
+def test_heads_cut_keeps_parent_head_outputs():
+    """With the residual stream whole, the kept heads' attention outputs are the parent's, through the
+    model's own attention code (Phi-3's fused GQA q|k|v, Gemma's single KV head, Llama's groups)."""
+    for name in ("phi3", "gemma3", "llama", "qwen3"):
+        parent = sv.load_parent(tiny_model(name), device="cpu")
+        dims = parent.dims
+        kv = max(1, dims.kv_heads // 2)
+        heads = kv * dims.queries_per_kv
+        if heads == dims.heads:  # one KV group (Gemma): keep every head, reordered by importance
+            heads = dims.heads
+        batches = tiny_batches(name)
+        prof = sv.profile(parent, batches, progress=False)
+        spec = sv.DestinationSpec(layers=dims.layers, hidden=dims.hidden, ffn=dims.ffn, heads=heads, kv_heads=kv)
+        p = sv.plan(parent, prof, spec, depth="first", scaling="none")
+        child = sv.subclone(parent, p)
+        captured = {}
+        for key, model in (("parent", parent.model), ("child", child)):
+            block = parent.family.blocks(model)[0]
+            module = parent.family.attention_output_module(block)
+            handle = module.register_forward_pre_hook(lambda m, a, key=key: captured.__setitem__(key, a[0]))
+            outputs(parent, model, batches[0])
+            handle.remove()
+        kept = axis_indices(p, "q_heads", 0)
+        torch.testing.assert_close(captured["child"], captured["parent"][..., kept], atol=1e-5, rtol=1e-5,
+                                   msg=f"{name}: kept heads' outputs differ from the parent's")
+
+
+def test_per_layer_config_it_cannot_follow_is_refused():
+    parent = sv.load_parent(tiny_model("llama"), device="cpu")
+    parent.model.config.no_rope_layers = [1, 0, 1, 1]
+    p = sv.plan(parent, None, sv.DestinationSpec(layers=2, hidden=48), width="first")
+    with pytest.raises(ValueError, match=re.escape("config.no_rope_layers holds one entry per block")):
+        sv.subclone(parent, p)
+
+
+def test_gpt2_attention_scaled_by_block_index_only_keeps_leading_blocks():
+    parent = sv.load_parent(tiny_model("gpt2"), device="cpu")
+    parent.model.config.scale_attn_by_inverse_layer_idx = True
+    with pytest.raises(ValueError, match=r"parent blocks \[0, 3\] cannot keep their attention"):
+        sv.subclone(parent, sv.plan(parent, None, sv.DestinationSpec(layers=2, hidden=16), width="first"))
+    p = sv.plan(parent, None, sv.DestinationSpec(layers=2, hidden=32), depth="first", width="first")
+    child = sv.subclone(parent, p)
+    assert child.config.scale_attn_by_inverse_layer_idx
 
 
 def test_save_refuses_non_empty_directory(tmp_path):
@@ -176,6 +295,69 @@ def test_calibrated_scaling_matches_parent_std():
     assert float(stds["child"][0].std()) == pytest.approx(float(stds["parent"][0][..., kept].std()), rel=1e-4)
     with pytest.raises(ValueError, match="calibration_batches"):
         sv.subclone(parent, p)
+
+
+def scales_of_one_joined_forward(parent, p, batches):
+    """The reference: calibration as first written, with the whole outputs of two forwards (parent, then the
+    destination scaled layer by layer inside its hooks) on the batches joined into one."""
+    from subclone_viz.subclone import _source_name
+
+    family, dest = parent.family, sv.subclone(parent, dataclasses.replace(p, scaling="none"))
+    batch = {k: torch.cat([b[k] for b in batches]) for k in batches[0]}
+    mask = batch.get("attention_mask")
+    mask = None if mask is None or bool(mask.all()) else mask.reshape(-1).bool()
+
+    def rows(t):
+        flat = t.reshape(-1, t.shape[-1])
+        return (flat[mask] if mask is not None and flat.shape[0] == mask.numel() else flat).float()
+
+    shapes = {name: q.shape for name, q in parent.model.named_parameters()}
+    linears = []
+    for name, param in dest.named_parameters():
+        info = family.param_info(name)
+        axis = info.rule.fan_in_axis
+        if axis is None or param.dim() != 2 or param.shape[axis] == shapes[_source_name(family, p, name, info.block)][axis]:
+            continue
+        module = name.rsplit(".", 1)[0]
+        linears.append((module, _source_name(family, p, module, info.block),
+                        axis_indices(p, info.rule.axes[1 - axis], info.block)))
+    parent_std, scales = {}, {}
+    hooks = [parent.model.get_submodule(source).register_forward_hook(
+        lambda m, a, out, source=source, kept=kept: parent_std.__setitem__(
+            source, float((rows(out) if kept is None else rows(out)[:, kept]).std())))
+        for _, source, kept in linears]
+    outputs(parent, parent.model, batch)
+
+    def dest_hook(module, args, out, name, source):
+        scale = parent_std[source] / max(float(rows(out).std()), 1e-12)
+        scales[f"{name}.weight"] = scale
+        module.weight.mul_(scale)
+        if getattr(module, "bias", None) is not None:
+            module.bias.mul_(scale)
+        return out * scale
+
+    hooks += [dest.get_submodule(name).register_forward_hook(
+        lambda m, a, out, name=name, source=source: dest_hook(m, a, out, name, source)) for name, source, _ in linears]
+    outputs(parent, dest, batch)
+    for hook in hooks:
+        hook.remove()
+    return scales
+
+
+@pytest.mark.parametrize("name", list(TINY_FAMILIES))
+def test_streamed_calibration_gives_the_scales_of_one_joined_forward(name):
+    """Running sums that stop after the last scaled layer: the same scales as whole outputs, on every family
+    (LM heads, a pooler and a classifier head included)."""
+    parent = sv.load_parent(tiny_model(name), device="cpu")
+    batches = tiny_batches(name)
+    dims = parent.dims
+    spec = sv.DestinationSpec(layers=dims.layers - 1, hidden=dims.hidden // 2, ffn=dims.ffn // 2)
+    p = sv.plan(parent, None, spec, width="uniform", scaling="calibrated")
+    scales = sv.subclone(parent, p, calibration_batches=batches).subclone_info["scales"]
+    expected = scales_of_one_joined_forward(parent, p, batches)
+    assert len(scales) >= 4 * (dims.layers - 1) and scales.keys() == expected.keys()
+    for layer, scale in expected.items():
+        assert scales[layer] == pytest.approx(scale, rel=1e-4), layer
 
 
 @pytest.mark.parametrize(
@@ -278,3 +460,13 @@ def test_bare_encoder_has_no_loss():
 def test_every_family_has_a_finite_loss(name):
     parent = sv.load_parent(tiny_model(name), device="cpu")
     assert torch.isfinite(parent.family.loss(parent.model, tiny_batches(name)[0]))
+
+
+def test_evaluate_shows_a_progress_bar_only_when_asked_or_long(capsys):
+    parent = sv.load_parent(tiny_model("llama"), device="cpu")
+    batches = tiny_batches("llama")
+    quiet = sv.evaluate(parent.model, parent.family, batches)  # short: the delayed bar never appears
+    assert capsys.readouterr().err == ""
+    shown = sv.evaluate(parent.model, parent.family, batches, max_batches=2, progress=True)
+    assert "evaluate" in capsys.readouterr().err and shown.batches == 2
+    assert quiet.loss == sv.evaluate(parent.model, parent.family, batches, progress=False).loss

@@ -1,6 +1,7 @@
 """Training and comparing initializations on tiny random parents: records, schedules, determinism, resume,
-stopping, the speedup rule on hand-made histories, and the comparison's bookkeeping."""
+stopping, distillation, the speedup rule on hand-made histories, and the comparison's bookkeeping."""
 
+import copy
 import json
 import threading
 
@@ -9,7 +10,7 @@ import torch
 
 import subclone_viz as sv
 from subclone_viz.compare import INITS, _destination, compare, speedup
-from subclone_viz.train import EvalRecord, History, StepRecord, TrainSettings, train
+from subclone_viz.train import EvalRecord, History, StepRecord, TrainSettings, distillation_loss, train
 from tiny import tiny_batches, tiny_model
 
 
@@ -199,6 +200,8 @@ def test_callback_sees_steps_and_evaluations_in_order():
         (dict(eval_every=0), "eval_every=0"),
         (dict(lr=0.0), "lr=0.0"),
         (dict(resume=True), "resume=True needs the checkpoint_dir"),
+        (dict(distill_alpha=1.5), "distill_alpha=1.5 must be between 0"),
+        (dict(distill_temperature=0), "distill_temperature=0 must be positive"),
     ],
 )
 def test_bad_training_arguments_are_named(kwargs, message):
@@ -233,6 +236,101 @@ def test_half_precision_request_falls_back_to_fp32_on_cpu():
     assert history.config["mixed_precision"] == "no"
 
 
+# ---------------------------------------------------------------------------------------------------- distill
+
+
+def test_distillation_loss_is_zero_for_the_same_logits_and_scales_with_t_squared():
+    generator = torch.Generator().manual_seed(0)
+    student, teacher = torch.randn(2, 5, 7, generator=generator), torch.randn(2, 5, 7, generator=generator)
+    assert distillation_loss(student, student).item() == pytest.approx(0.0, abs=1e-6)
+    p_teacher = torch.softmax(teacher / 2, -1)
+    by_hand = (p_teacher * (p_teacher.log() - torch.log_softmax(student / 2, -1))).sum(-1).mean()
+    assert distillation_loss(student, teacher, temperature=2.0).item() == pytest.approx(4 * by_hand.item(), rel=1e-5)
+
+
+def test_distillation_loss_masks_padding_and_uses_the_shared_vocabulary():
+    generator = torch.Generator().manual_seed(1)
+    student, teacher = torch.randn(2, 4, 6, generator=generator), torch.randn(2, 4, 6, generator=generator)
+    mask = torch.tensor([[1, 1, 1, 0], [1, 1, 0, 0]])
+    changed = student.clone()
+    changed[mask == 0] = 100.0  # padding positions: whatever the student says there must not count
+    masked = distillation_loss(student, teacher, mask=mask)
+    assert distillation_loss(changed, teacher, mask=mask) == pytest.approx(masked)
+    assert distillation_loss(changed, teacher) != pytest.approx(distillation_loss(student, teacher))
+    wider_teacher = torch.cat([teacher, torch.randn(2, 4, 3, generator=generator)], dim=-1)  # padded vocabulary
+    assert distillation_loss(student, wider_teacher, mask=mask) == pytest.approx(masked)
+    with pytest.raises(ValueError, match="10 classes and the teacher 4"):
+        distillation_loss(torch.zeros(2, 10), torch.zeros(2, 4))
+
+
+def test_distillation_gradient_reaches_the_student_only():
+    generator = torch.Generator().manual_seed(2)
+    student = torch.randn(3, 10, generator=generator, requires_grad=True)  # class logits
+    teacher = torch.randn(3, 10, generator=generator, requires_grad=True)
+    distillation_loss(student, teacher.detach()).backward()
+    assert student.grad.abs().sum() > 0 and teacher.grad is None
+
+
+def test_alpha_zero_trains_exactly_like_no_teacher():
+    batches = tiny_batches("gpt2")
+    plain = quick(tiny_model("gpt2"), batches, steps=4, eval_batches=batches, eval_every=2)
+    student = tiny_model("gpt2")
+    zero = quick(student, batches, steps=4, eval_batches=batches, eval_every=2, teacher=tiny_model("gpt2", seed=5),
+                 distill_alpha=0.0)
+    assert losses(zero) == losses(plain)
+    assert [r.loss for r in zero.evals] == [r.loss for r in plain.evals]
+    assert all(r.distill_loss > 0 for r in zero.steps) and all(r.distill_loss is None for r in plain.steps)
+    assert (zero.config["teacher"], zero.config["distill_alpha"]) == ("GPT2LMHeadModel", 0.0)
+    assert (plain.config["teacher"], plain.config["distill_alpha"]) == (None, None)
+
+
+def test_distilling_from_an_identical_teacher_starts_at_zero_kl():
+    student = tiny_model("llama")  # no dropout: the student's training forward equals the teacher's
+    history = quick(student, tiny_batches("llama"), steps=2, teacher=copy.deepcopy(student), distill_alpha=0.5)
+    assert history.steps[0].distill_loss == pytest.approx(0.0, abs=1e-6)
+    assert history.steps[1].distill_loss > 1e-6  # the student moved after one step
+
+
+def test_masked_lm_teacher_sees_the_students_masked_tokens():
+    student = tiny_model("bert-mlm")
+    for module in student.modules():
+        if isinstance(module, torch.nn.Dropout):
+            module.p = 0.0
+    history = quick(student, tiny_batches("bert"), steps=1, teacher=copy.deepcopy(student))
+    assert history.steps[0].distill_loss == pytest.approx(0.0, abs=1e-6)
+
+
+def test_distillation_pulls_the_student_to_the_teacher_which_stays_untouched_in_eval_mode():
+    teacher = tiny_model("llama", seed=7)
+    teacher.train()
+    before = copy.deepcopy(teacher.state_dict())
+    modes = []
+    teacher.register_forward_pre_hook(lambda module, args: modes.append((module.training, torch.is_grad_enabled())))
+    batch = tiny_batches("llama", count=1)
+    history = quick(tiny_model("llama"), batch, steps=20, lr=1e-2, teacher=teacher, distill_alpha=1.0)
+    assert history.steps[-1].distill_loss < 0.5 * history.steps[0].distill_loss
+    assert set(modes) == {(False, False)} and len(modes) == 20  # one eval-mode, no-grad forward per step
+    assert teacher.training  # its mode is given back
+    assert all(p.grad is None for p in teacher.parameters())
+    for name, value in teacher.state_dict().items():
+        torch.testing.assert_close(value, before[name], msg=name)
+
+
+def test_image_classifier_distills_its_class_logits():
+    batches = tiny_batches("vit", count=2, batch_size=4)
+    history = quick(tiny_model("vit"), batches, steps=2, teacher=tiny_model("vit", seed=3), eval_batches=batches)
+    assert all(r.distill_loss > 0 for r in history.steps)
+    assert history.unit == "images"
+
+
+def test_training_clock_leaves_out_evaluations():
+    batches = tiny_batches("gpt2")
+    heldout = tiny_batches("gpt2", count=30, seed=3)  # evaluations far dearer than the 2 steps
+    history = quick(tiny_model("gpt2"), batches, steps=2, eval_batches=heldout, eval_every=1)
+    assert history.evals[0].time == 0.0
+    assert [r.time for r in history.evals[1:]] == [r.time for r in history.steps]
+
+
 def test_history_round_trips_through_json_and_csv(tmp_path):
     batches = tiny_batches("vit", count=2)
     history = quick(tiny_model("vit"), batches, steps=3, eval_batches=batches, eval_every=2, label="vit")
@@ -242,7 +340,7 @@ def test_history_round_trips_through_json_and_csv(tmp_path):
     with pytest.raises(FileExistsError, match="overwrite=True"):
         history.save_json(path)
     rows = history.to_csv(tmp_path / "h.csv").read_text().splitlines()
-    assert rows[0] == "step,seen,train_loss,lr,train_time,eval_loss,eval_accuracy,eval_time"
+    assert rows[0] == "step,seen,train_loss,lr,train_time,eval_loss,eval_accuracy,eval_time,distill_loss"
     assert [row.split(",")[0] for row in rows[1:]] == ["0", "1", "2", "3"]
     assert rows[1].split(",")[2] == ""  # no training loss before the first step
     assert float(rows[3].split(",")[5]) == history.evals[1].loss
@@ -256,8 +354,9 @@ def test_history_rejects_unknown_keys():
 # ---------------------------------------------------------------------------------------------------- speedup
 
 
-def history_of(*points):
-    return History(evals=[EvalRecord(step=s, seen=s, loss=l, accuracy=None, time=0.0) for s, l in points])
+def history_of(*points, seconds_per_step=0.0):
+    return History(evals=[EvalRecord(step=s, seen=s, loss=l, accuracy=None, time=s * seconds_per_step)
+                          for s, l in points])
 
 
 def test_speedup_interpolates_between_evaluations():
@@ -268,6 +367,15 @@ def test_speedup_interpolates_between_evaluations():
     assert result.steps == pytest.approx(15.0)  # 2.5 -> 1.5 between steps 10 and 20 crosses 2.0 halfway
     assert result.speedup == pytest.approx(20 / 15)
     assert result.reached and not result.speedup_lower_bound
+
+
+def test_speedup_per_second_charges_the_dearer_steps():
+    reference = history_of((0, 4.0), (10, 3.0), (20, 2.0), seconds_per_step=1.0)
+    other = history_of((0, 4.0), (10, 2.5), (20, 1.5), seconds_per_step=2.0)  # a teacher doubles a step's cost
+    result = speedup(reference, other)
+    assert result.speedup == pytest.approx(20 / 15)
+    assert (result.reference_seconds, result.seconds) == pytest.approx((20.0, 30.0))
+    assert result.speedup_per_second == pytest.approx(20 / 30)
 
 
 def test_speedup_of_the_reference_itself_is_one():
@@ -337,12 +445,14 @@ def test_compare_trains_each_init_on_the_same_batches(gpt2_parent):
     assert plan["dims"]["hidden"] == 16 and plan["layers"] == [0, 3]
     assert result.metrics["random"]["target_loss"] == random.evals[-1].loss
     assert result.metrics["subclone"]["speedup"] == speedup(random, subclone).speedup
+    assert result.metrics["subclone"]["speedup_per_second"] == speedup(random, subclone).speedup_per_second
     assert result.metrics["subclone"]["initial_loss"] == subclone.evals[0].loss
     assert result.metrics["subclone"]["final_loss"] == subclone.evals[-1].loss
     assert result.config["destination"]["hidden"] == 16
     table = result.summary_table()
     assert [row["init"] for row in table] == ["random", "subclone"]
     assert table[1]["speedup"] == result.metrics["subclone"]["speedup"]
+    assert table[1]["train_seconds"] == subclone.steps[-1].time > 0
 
 
 def test_compare_same_seed_same_comparison(gpt2_parent):
@@ -360,15 +470,20 @@ def test_every_init_on_a_vision_parent(vit_parent):
                      lrs={"uniform": 5e-4}, weight_decays={"random": 0.3}, progress=False)
     assert list(result.histories) == list(INITS)
     for init, recipe in INITS.items():
-        if recipe is None:
-            continue
-        plan = result.plans[init]
-        assert {k: plan[k] for k in recipe} == recipe
+        history, plan = result.histories[init], result.plans[init]
+        assert history.config["teacher"] == (type(vit_parent.model).__name__ if recipe.distill else None)
+        assert all((r.distill_loss is not None) == recipe.distill for r in history.steps)
+        if recipe.strategies is None:
+            assert plan is None
+        else:
+            assert {k: plan[k] for k in recipe.strategies} == recipe.strategies
     configs = {init: (h.config["lr"], h.config["weight_decay"]) for init, h in result.histories.items()}
     assert configs["random"] == (2e-3, 0.3)
-    assert configs["subclone"] == (1e-4, 0.005)
+    assert configs["random+distill"] == (2e-3, 0.2)  # the paper's from-random defaults
+    assert configs["subclone"] == configs["subclone+distill"] == (1e-4, 0.005)
     assert configs["uniform"] == (5e-4, 0.005)
     assert all(row["final_accuracy"] is not None for row in result.summary_table())
+    assert result.config["distill"] == {"alpha": 0.5, "temperature": 1.0}
 
 
 def test_random_init_has_the_subclone_shape_and_its_own_init(vit_parent):

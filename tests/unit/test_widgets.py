@@ -158,6 +158,42 @@ def test_layer_slider_marks_removed_blocks(studio: widgets.SubcloneStudio) -> No
     assert removed_blocks(studio.residual_figure) == set()
 
 
+class BrowserLayout:
+    """The layout a browser holds for a FigureWidget: the kernel's layout when it is attached, with every later
+    relayout and update message from the kernel merged in by the front end's rule (plotly's widget model and
+    Plotly.relayout alike): a key set to null is removed, any other replaces the old value, and a key the
+    message does not name stays as it was."""
+
+    def __init__(self, figure: go.FigureWidget) -> None:
+        self.layout = figure.layout.to_plotly_json()
+        figure.observe(self._merge, names=["_py2js_relayout", "_py2js_update"])
+
+    def _merge(self, change: dict) -> None:
+        message = change["new"] or {}
+        for key, value in (message.get("relayout_data") or message.get("layout_data") or {}).items():
+            if value is None:
+                self.layout.pop(key, None)
+            else:
+                self.layout[key] = value
+
+    def shapes(self) -> list:
+        return list(self.layout.get("shapes") or [])
+
+
+def test_the_browser_clears_the_removed_band_when_every_block_is_kept(llama, tmp_path: Path) -> None:
+    parent, profile, batches = llama
+    studio = widgets.SubcloneStudio(parent, profile, batches, batches, save_dir=tmp_path / "subclones")
+    browser = BrowserLayout(studio.residual_figure)
+    assert browser.shapes(), "the default destination (3 of 4 blocks) shows a removed band"
+    studio.show_spec(sv.DestinationSpec(layers=4, hidden=48))  # notebook 05: every block kept
+    assert studio.residual_figure.layout.shapes == () and browser.shapes() == []
+    studio.layers.value = 2
+    assert len(browser.shapes()) == len(studio.residual_figure.layout.shapes) == 1  # one band over blocks 1-2
+    studio.layers.value = 4
+    assert studio.residual_figure.layout.shapes == () and browser.shapes() == []
+    assert set(browser.layout) >= set(studio.residual_figure.layout.to_plotly_json())
+
+
 def test_width_sliders_offer_only_valid_values(studio: widgets.SubcloneStudio, llama) -> None:
     parent = llama[0]
     choices = sv.spec_choices(parent)
@@ -211,7 +247,7 @@ def test_train_runs_compare_with_live_curves(studio: widgets.SubcloneStudio) -> 
     eval_curves = studio.curve_figures["eval_loss"].data
     assert [t.name for t in eval_curves] == ["random", "subclone", "no-scaling"]
     np.testing.assert_allclose(eval_curves[1].y, [r.loss for r in comparison.histories["subclone"].evals])
-    assert "speedup" in studio.summary.value
+    assert "speedup" in studio.summary.value and "speedup_per_second" in studio.summary.value
     assert not studio.train_button.disabled and studio.stop_button.disabled
 
 

@@ -1,15 +1,22 @@
 // Drives a running JupyterLab in Debian's headless Chromium (via playwright-core, which downloads no browser):
-// opens each notebook, runs all its cells, checks that plotly figures rendered, optionally clicks a widget
-// button or a point of a plot and waits for the result to appear, and screenshots the notebook's first widget.
+// opens each notebook, runs all its cells, checks that plotly figures rendered, optionally acts on one widget
+// output (clicks a button or a point of a plot, presses keys on a slider) and waits for what should follow, and
+// screenshots that widget.
 // Called by tests/integration/test_browser.py.
 //
 // Usage: node run_notebooks.js --url http://127.0.0.1:PORT --artifacts DIR [--screenshots DIR] \
 //            [--chromium /usr/bin/chromium] [--timeout-ms 240000] RUN ...
-// where RUN is a JSON object {"notebook": "03_x.ipynb", "actions": [ACTION, ...]} (actions optional), and each
-// ACTION clicks, then waits for an element, optionally holding a text:
+// where RUN is a JSON object {"notebook": "03_x.ipynb", "widget": 0, "actions": [ACTION, ...]}: "widget" picks
+// the notebook's n-th widget output (default 0, the first), "actions" are optional. Each ACTION does at most
+// one thing, then waits for one result:
 //   {"click": {"button": "Subclone"}, "expect": ".subclone-result"}            a widget button, by its text;
 //   {"click": {"plot": 0, "at": [0.25, 0.5]}, "expect": ".x", "text": "..."}   plot 0 of the widget, at fractions
-//                                                                              of its plot area.
+//                                                                              of its plot area;
+//   {"press": {"slider": "blocks", "keys": ["ArrowLeft"]}}                     keys on a slider's handle (by its
+//                                                                              label), as a person would;
+//   {"shapes": {"plot": 0, "fill": "rgb(184, 184, 184)", "count": 0}}          wait until plot 0 of the widget
+//                                                                              draws exactly `count` shapes of
+//                                                                              that fill colour (DOM, not state).
 // Prints one JSON line per notebook ({notebook, ok, seconds, cells, plots, results, screenshot, error}) and
 // exits 1 when any notebook failed.
 
@@ -103,6 +110,45 @@ async function click(page, output, action) {
   await page.mouse.click(box.x + box.width * fx, box.y + box.height * fy);
 }
 
+async function press(page, output, action) {
+  // ipywidgets' sliders are noUiSlider handles: focused, they take the arrow keys and commit each step.
+  const slider = output.locator('.widget-slider', { has: page.locator('label', { hasText: action.slider }) }).first();
+  const handle = slider.locator('.noUi-handle').first();
+  await handle.scrollIntoViewIfNeeded();
+  await handle.focus();
+  for (const key of action.keys) {
+    await page.keyboard.press(key);
+    await page.waitForTimeout(300);
+  }
+}
+
+// The shapes a plot draws (plotly puts them in its shape layers as <path>s), counted by their fill colour.
+async function countShapes(output, { plot, fill }) {
+  return output.locator('.js-plotly-plot').nth(plot).locator('.shapelayer path')
+    .evaluateAll((paths, colour) => paths.filter((p) => p.style.fill === colour).length, fill);
+}
+
+async function waitForShapes(page, output, expected, timeoutMs) {
+  const deadline = Date.now() + timeoutMs;
+  for (;;) {
+    const count = await countShapes(output, expected);
+    if (count === expected.count) return `${count} shapes filled ${expected.fill}`;
+    if (Date.now() > deadline) {
+      throw new Error(`plot ${expected.plot} draws ${count} shapes filled ${expected.fill}, expected ${expected.count}`);
+    }
+    await page.waitForTimeout(250);
+  }
+}
+
+async function act(page, output, action, timeoutMs) {
+  if (action.click) await click(page, output, action.click);
+  if (action.press) await press(page, output, action.press);
+  if (action.shapes) return waitForShapes(page, output, action.shapes, timeoutMs);
+  const shown = page.locator(`${PANEL} ${action.expect}`, action.text ? { hasText: action.text } : {}).first();
+  await shown.waitFor({ timeout: timeoutMs });
+  return (await shown.innerText()).trim();
+}
+
 async function screenshot(page, target, files) {
   await target.scrollIntoViewIfNeeded();
   await page.waitForTimeout(500); // let plotly finish its transitions
@@ -115,7 +161,7 @@ async function screenshot(page, target, files) {
   }
 }
 
-async function checkNotebook(context, options, { notebook, actions = [] }) {
+async function checkNotebook(context, options, { notebook, widget = 0, actions = [] }) {
   const start = Date.now();
   const name = path.basename(notebook, '.ipynb');
   const report = { notebook, ok: false };
@@ -130,13 +176,10 @@ async function checkNotebook(context, options, { notebook, actions = [] }) {
     report.cells = await runAllCells(page, options.timeoutMs);
     await page.locator(`${PANEL} .js-plotly-plot`).first().waitFor({ timeout: 60000 });
     report.plots = await page.locator(`${PANEL} .js-plotly-plot`).count();
-    const output = page.locator(`${PANEL} .jp-OutputArea-output:has(.widget-vbox, .widget-tab)`).first();
+    const output = page.locator(`${PANEL} .jp-OutputArea-output:has(.widget-vbox, .widget-tab)`).nth(widget);
     report.results = [];
     for (const action of actions) {
-      await click(page, output, action.click);
-      const shown = page.locator(`${PANEL} ${action.expect}`, action.text ? { hasText: action.text } : {}).first();
-      await shown.waitFor({ timeout: options.timeoutMs });
-      report.results.push((await shown.innerText()).trim());
+      report.results.push(await act(page, output, action, options.timeoutMs));
     }
     const files = [path.join(options.artifacts, `${name}.png`)];
     if (options.screenshots) files.push(path.join(options.screenshots, `${name}.png`));

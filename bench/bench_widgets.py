@@ -1,0 +1,105 @@
+"""Widget responsiveness on the embedded SmolLM2 parent: the callbacks that only redraw from cached results.
+
+    OMP_NUM_THREADS=1 .venv/bin/python bench/bench_widgets.py [--repeats 5]
+
+Builds the explorers of notebooks 1, 2 and 4 over a SmolLM2 profile (4,096 held-out tokens, computed once and
+then read from the cache directory) and a 3 x 3 size grid (its cells cached on disk by ``size_grid``), then
+times each control that only redraws what is already computed, as a person would move it:
+
+* the residual metric menu (``ResidualExplorer.metric``: one figure of 30 blocks);
+* the token trace's layer slider (``ResidualExplorer.layer``: the cached trace redrawn with a marker);
+* the top-k overlap's k slider (``ImportanceExplorer.k``: a 31 x 31 overlap matrix of 576 channels);
+* the FFN neuron block slider (``ImportanceExplorer.ffn_layer``: 1,536 sorted importances);
+* a size-grid click (``SizeGridExplorer.select``: three heat maps outlined, and the linked studio set to that
+  size, re-planned and its residual plot redrawn, as in notebook 4).
+
+Each time covers the whole callback in the kernel, the serialization of the messages to the front end included
+(ipywidgets serializes a widget's state whether or not a browser is attached); the browser's own drawing is
+not included. Target: under 100 ms each (issue 11).
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+from collections.abc import Callable
+
+import subclone_viz as sv
+from subclone_viz import widgets
+
+TARGET_SECONDS = 0.1
+PROFILE_TOKENS = 4096
+GRID_LAYERS, GRID_HIDDEN = [10, 20, 30], [192, 384, 576]
+
+
+def cached_profile(parent: sv.Parent) -> sv.Profile:
+    """The parent's profile on held-out text, computed once and kept in the cache directory."""
+    path = sv.cache_dir() / "bench" / f"widgets-profile-{PROFILE_TOKENS}.npz"
+    if path.is_file():
+        return sv.Profile.load(path)
+    heldout = sv.parent_batches(parent, "heldout", seq_len=256, batch_size=8, tokens=PROFILE_TOKENS)
+    prof = sv.profile(parent, heldout, max_tokens=PROFILE_TOKENS, progress=False)
+    prof.save(path)
+    return prof
+
+
+def timed(changes: list[Callable[[], object]]) -> list[float]:
+    """Seconds each change took, in order."""
+    seconds = []
+    for change in changes:
+        start = time.perf_counter()
+        change()
+        seconds.append(time.perf_counter() - start)
+    return seconds
+
+
+def setter(control, value) -> Callable[[], None]:
+    def change() -> None:
+        control.value = value
+
+    return change
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--repeats", type=int, default=5, help="value changes timed per control (default 5)")
+    args = parser.parse_args()
+    repeats = args.repeats
+
+    start = time.perf_counter()
+    parent = sv.load_parent("smollm2-135m", device="cpu")
+    prof = cached_profile(parent)
+    heldout = sv.parent_batches(parent, "heldout", seq_len=64, batch_size=2, max_batches=1)
+    grid = sv.size_grid(parent, prof, GRID_LAYERS, GRID_HIDDEN, heldout, progress=False)
+    residual = widgets.ResidualExplorer(parent, prof)
+    importance = widgets.ImportanceExplorer(prof)
+    studio = widgets.SubcloneStudio(parent, prof, heldout, heldout)
+    sizes = widgets.SizeGridExplorer(parent, prof, heldout, studio=studio, grid=grid)
+    print(f"setup (parent, cached profile, {grid.cache_hits} of {len(GRID_LAYERS) * len(GRID_HIDDEN)} grid cells "
+          f"from the cache, explorers): {time.perf_counter() - start:.1f} s")
+
+    metrics = [value for _, value in residual.metric.options]
+    layers = prof.num_layers
+    importance.kind.value = "topk"  # the k slider only acts on the top-k overlap
+    cells = [(i, j) for i in range(len(GRID_LAYERS)) for j in range(len(GRID_HIDDEN))]
+    cases = {
+        "metric menu": [setter(residual.metric, metrics[(n + 1) % len(metrics)]) for n in range(repeats)],
+        "layer slider (token trace)": [setter(residual.layer, (7 * n + 3) % (layers + 1)) for n in range(repeats)],
+        "k slider (top-k overlap)": [setter(importance.k, 32 + 48 * n) for n in range(repeats)],
+        "block slider (FFN neurons)": [setter(importance.ffn_layer, (5 * n + 1) % layers) for n in range(repeats)],
+        "size-grid click (+ studio)": [
+            (lambda cell=cells[(4 * n + 1) % len(cells)]: sizes.select(*cell)) for n in range(repeats)
+        ],
+    }
+    print(f"\nSmolLM2-135M, {repeats} changes per control; milliseconds per callback (target < {TARGET_SECONDS * 1e3:.0f})")
+    print(f"{'control':<30}{'median':>8}{'max':>8}  verdict")
+    for name, changes in cases.items():
+        seconds = timed(changes)
+        median = statistics.median(seconds)
+        verdict = "ok" if median < TARGET_SECONDS else "MISSES"
+        print(f"{name:<30}{median * 1e3:>8.1f}{max(seconds) * 1e3:>8.1f}  {verdict}", flush=True)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,339 @@
+"""Orchestration: the steps around the core calls that the command line, the report, the widgets and the
+notebooks share, written once here instead of in each of them.
+
+* :func:`parent_batches`: the batches a parent reads (text through its tokenizer for language models, images
+  at its input size for vision parents) of a split, within a token budget;
+* :class:`Budget`, :func:`budget` and :func:`quick_mode`: how much work each stage of a job does, normally or
+  in quick mode (``quick=True``, or ``SUBCLONE_VIZ_QUICK=1`` in the environment, which the tests set), where
+  every stage shrinks to seconds;
+* :func:`default_destination`: the destination a caller starts from when none is asked for: two thirds of
+  the parent's depth and width (SmolLM2-135M, 30 x 576: 20 blocks x 384), snapped to a width the parent's
+  heads allow;
+* :func:`random_init`: the baseline a subclone is measured against: a destination of the same shape (the
+  same blocks, widths and per-layer settings) with the architecture's own random initialization;
+* :func:`has_loss`, :func:`reads_text`: what a parent can be scored on and what it reads;
+* :func:`report_records`: the main job's pipeline (profile, block ablation, token trace, plan, untrained
+  loss, size grid, training comparison), returned as records that :func:`subclone_viz.report.build_report`
+  lays out.
+
+Nothing here draws or prints tables: ``report.py`` lays pages out, ``cli.py`` parses and prints, ``widgets.py``
+shows; all three call these functions.
+
+Example::
+
+    import subclone_viz as sv
+    parent = sv.load_parent("smollm2-135m")
+    train = sv.parent_batches(parent, "train", shuffle=True)        # text: seq_len and batch from the budget
+    heldout = sv.parent_batches(parent, "heldout", tokens=1024)
+    spec = sv.default_destination(parent)                           # DestinationSpec(layers=20, hidden=384)
+    baseline = sv.random_init(parent, spec, seed=0)                 # a LlamaForCausalLM of that shape
+    sv.evaluate(baseline, parent.family, heldout).loss              # about ln(49152) = 10.8 nats
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import sys
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import torch
+
+from .data import BUILTIN_TEXT, DIGITS, ImageBatches, TextBatches, image_batches, text_batches
+from .plan import DestinationSpec, SubclonePlan, plan, spec_choices
+
+if TYPE_CHECKING:
+    from torch import nn
+
+    from .evaluate import BlockAblation
+    from .parent import Parent
+    from .profile import Profile
+    from .sizing import SizeGrid
+    from .trace import TokenTrace
+
+QUICK_ENVIRONMENT_VARIABLE = "SUBCLONE_VIZ_QUICK"
+TRACE_TEXT = "Return a new list containing all items from the iterable in ascending order."
+
+
+# --------------------------------------------------------------------------------------------------------
+# How much work
+
+
+@dataclass(frozen=True)
+class Budget:
+    """How much work each stage of a job does."""
+
+    seq_len: int  # tokens per text row
+    batch_size: int  # rows per text batch
+    images_per_batch: int  # for image parents
+    profile_tokens: int
+    ablation_batches: int
+    eval_batches: int  # held-out batches for the untrained losses, the size grid and the training curves
+    grid_size: int | None  # keep the largest N values of each default size-grid axis (None: all)
+    steps: int  # training steps per initialization
+
+
+DEFAULT_BUDGET = Budget(
+    seq_len=128, batch_size=4, images_per_batch=64, profile_tokens=8192, ablation_batches=1, eval_batches=2,
+    grid_size=None, steps=24,
+)
+QUICK_BUDGET = Budget(
+    seq_len=32, batch_size=2, images_per_batch=16, profile_tokens=256, ablation_batches=1, eval_batches=1,
+    grid_size=2, steps=2,
+)
+
+
+def quick_mode(quick: bool | None = None) -> bool:
+    """``quick`` itself when given; otherwise whether ``SUBCLONE_VIZ_QUICK=1`` is set in the environment."""
+    if quick is not None:
+        return bool(quick)
+    return os.environ.get(QUICK_ENVIRONMENT_VARIABLE) == "1"
+
+
+def budget(quick: bool | None = None) -> Budget:
+    """:data:`QUICK_BUDGET` in quick mode (see :func:`quick_mode`), else :data:`DEFAULT_BUDGET`."""
+    return QUICK_BUDGET if quick_mode(quick) else DEFAULT_BUDGET
+
+
+# --------------------------------------------------------------------------------------------------------
+# What a parent reads
+
+
+def reads_text(parent: "Parent") -> bool:
+    """True for language models (they read text through a tokenizer), False for image classifiers."""
+    return parent.family.task != "image-classification"
+
+
+def has_loss(parent: "Parent") -> bool:
+    """True when the parent has a loss to score and train on (a bare encoder without a head has none)."""
+    return parent.family.task != "encoder"
+
+
+def parent_batches(
+    parent: "Parent",
+    split: str = "train",
+    data: str | os.PathLike | None = None,
+    *,
+    seq_len: int | None = None,
+    batch_size: int | None = None,
+    tokens: int | None = None,
+    max_batches: int | None = None,
+    shuffle: bool = False,
+    seed: int = 0,
+    quick: bool | None = None,
+) -> TextBatches | ImageBatches:
+    """The batches ``parent`` reads from ``data``: token batches for a language model, images for a vision one.
+
+    Args:
+        parent: the loaded parent; its tokenizer reads the text, its input size sizes the images.
+        split: ``"train"`` or ``"heldout"``.
+        data: a text or image source (see :func:`~subclone_viz.text_batches` and
+            :func:`~subclone_viz.image_batches`); None or ``"builtin"``: the embedded data of the parent's
+            modality (Python's documentation, or scikit-learn's digits).
+        seq_len: tokens per text row (default: the budget's; unused for images).
+        batch_size: rows per text batch, or images per batch (default: the budget's).
+        tokens: a text budget: enough batches for this many tokens (None: the whole split). Unused for
+            images, whose tokens per image (patches and class tokens) depend on the model: ``profile`` stops at
+            its own token budget.
+        max_batches: at most this many batches (not with ``tokens``).
+        shuffle, seed: shuffle the rows (or images) with this seed.
+        quick: the budget's quick mode (None: ``SUBCLONE_VIZ_QUICK``).
+    """
+    if tokens is not None and max_batches is not None:
+        raise ValueError(f"give tokens={tokens} or max_batches={max_batches}, not both")
+    if tokens is not None and tokens < 1:
+        raise ValueError(f"tokens={tokens} is out of range; give a whole number >= 1 (or None: the whole split)")
+    sizes = budget(quick)
+    if not reads_text(parent):
+        source = DIGITS if data is None or data == BUILTIN_TEXT else data
+        input_size = parent.processor.get("input_size") if isinstance(parent.processor, Mapping) else None  # (C, H, W)
+        batches = image_batches(source, batch_size=batch_size or sizes.images_per_batch, split=split,
+                                image_size=input_size[-1] if input_size else None, max_batches=max_batches,
+                                shuffle=shuffle, seed=seed)
+        if input_size and batches.channels != input_size[0]:
+            raise ValueError(
+                f"data {str(source)!r} has {batches.channels}-channel images but the parent takes {input_size[0]} "
+                f"channels; use an image folder (RGB) or a parent with in_chans={batches.channels}"
+            )
+        classes = getattr(parent.model, "num_classes", None)  # timm classifiers; 0 for a headless one
+        if classes and batches.num_classes > classes:
+            raise ValueError(
+                f"data {str(source)!r} has {batches.num_classes} classes but the parent's classifier predicts "
+                f"{classes}; use a folder of at most {classes} class directories or a parent built with "
+                f"num_classes={batches.num_classes}"
+            )
+        return batches
+    if parent.tokenizer is None:
+        raise ValueError(f"parent {parent.name!r} has no tokenizer to read text with; save one beside the model "
+                         f"or pass processor= to load_parent")
+    seq_len, batch_size = seq_len or sizes.seq_len, batch_size or sizes.batch_size
+    if tokens is not None:
+        max_batches = math.ceil(tokens / (batch_size * seq_len))
+    return text_batches(BUILTIN_TEXT if data is None else data, parent.tokenizer, seq_len=seq_len,
+                        batch_size=batch_size, split=split, max_batches=max_batches, shuffle=shuffle, seed=seed)
+
+
+# --------------------------------------------------------------------------------------------------------
+# Destinations
+
+
+def default_destination(parent: "Parent") -> DestinationSpec:
+    """Two thirds of the parent's depth and width (SmolLM2-135M, 30 x 576: 20 blocks x 384), FFN and heads in
+    the parent's proportions; the width is the valid one nearest two thirds (the smaller on a tie)."""
+    dims = parent.dims
+    valid = np.array(spec_choices(parent)["hidden"])  # sorted ascending: argmin takes the smaller on a tie
+    hidden = int(valid[np.abs(valid - dims.hidden * 2 / 3).argmin()])
+    return DestinationSpec(layers=max(1, round(dims.layers * 2 / 3)), hidden=hidden)
+
+
+def random_init(
+    parent: "Parent",
+    shape: SubclonePlan | DestinationSpec,
+    seed: int | None = None,
+    device: str | torch.device | None = None,
+) -> "nn.Module":
+    """A destination of ``shape`` with the architecture's own random initialization: the subclone's baseline.
+
+    Args:
+        parent: the loaded parent (its class and config are the destination's).
+        shape: a plan (its dims and kept blocks: per-layer settings such as sliding-window layer types follow
+            them) or a spec (planned without data: the blocks ``depth="middle"`` keeps).
+        seed: seeds torch before the weights are drawn (None: the current random state).
+        device: where to build it (default: the parent's input device).
+    """
+    if isinstance(shape, DestinationSpec):
+        shape = plan(parent, None, shape, width="first", scaling="none")
+    elif not isinstance(shape, SubclonePlan):
+        raise TypeError(f"shape must be a SubclonePlan or a DestinationSpec, not {type(shape).__name__}")
+    if seed is not None:
+        torch.manual_seed(seed)
+    return parent.family.build(parent.model, shape.destination_dims, shape.layers,
+                               device=parent.input_device if device is None else device)
+
+
+# --------------------------------------------------------------------------------------------------------
+# The report's pipeline
+
+
+class Progress:
+    """Stage messages with the elapsed time, on stderr so that stdout stays clean."""
+
+    def __init__(self, name: str = "report") -> None:
+        self.name = name
+        self.start = time.perf_counter()
+
+    def __call__(self, message: str) -> None:
+        print(f"[{self.name} {time.perf_counter() - self.start:6.1f}s] {message}", file=sys.stderr, flush=True)
+
+
+class HeldOutTail(list):
+    """The last ``count`` batches of a held-out split: scored on, while the profile reads the first ones."""
+
+    def __init__(self, batches: Any, count: int) -> None:
+        super().__init__(list(batches)[-count:])
+        self.description = f"the last {len(self)} batches of {batches.description}"
+
+
+@dataclass
+class ReportRecords:
+    """Everything :func:`report_records` measured; the keyword arguments of :func:`~subclone_viz.report.build_report`."""
+
+    parent: "Parent"
+    profile: "Profile"
+    plan: SubclonePlan
+    ablation: "BlockAblation"
+    trace: "TokenTrace"
+    grid: "SizeGrid"
+    comparison: Any = None  # a Comparison; None when skipped (see notes)
+    notes: list[str] = field(default_factory=list)
+
+    def as_kwargs(self) -> dict[str, Any]:
+        return {name: getattr(self, name) for name in self.__dataclass_fields__}
+
+
+def report_records(
+    parent: "Parent",
+    tokens: int | None = None,
+    steps: int | None = None,
+    quick: bool | None = None,
+    data: str = BUILTIN_TEXT,
+    destination: DestinationSpec | None = None,
+    seed: int = 0,
+    progress: bool = True,
+    log: Callable[[str], None] | None = None,
+) -> ReportRecords:
+    """The main job's measurements: profile, ablate, trace, plan, score untrained, size grid, compare.
+
+    Args:
+        parent: the loaded parent.
+        tokens: tokens to profile on (default: the budget's, 8192; quick 256).
+        steps: training steps per initialization in the comparison (default 24; quick 2). 0 skips it.
+        quick: the quick budget (short sequences, single batches, a 2 x 2 size grid, 2 training steps);
+            None: ``SUBCLONE_VIZ_QUICK``.
+        data: the source (``"builtin"``: Python's documentation, or the digits for an image parent).
+        destination: the destination to plan (default :func:`default_destination`).
+        seed: the training data order and the random init's seed.
+        progress: progress bars.
+        log: receives one line per stage (default: :class:`Progress` on stderr).
+    """
+    from .evaluate import block_ablation, evaluate
+    from .profile import profile as profile_parent
+    from .sizing import default_grid_axes, size_grid
+    from .subclone import subclone
+    from .trace import token_trace
+
+    sizes = budget(quick)
+    profile_tokens = sizes.profile_tokens if tokens is None else tokens
+    steps = sizes.steps if steps is None else steps
+    log = log or Progress()
+    notes: list[str] = []
+
+    heldout = parent_batches(parent, "heldout", data, quick=quick)
+    eval_batches = HeldOutTail(heldout, sizes.eval_batches)
+
+    log(f"profiling on {profile_tokens:,} held-out tokens of {heldout.description}")
+    prof = profile_parent(parent, heldout, max_tokens=profile_tokens, progress=progress)
+
+    log(f"single-block ablation ({parent.dims.layers} blocks, removed and duplicated)")
+    ablation = block_ablation(parent, eval_batches, max_batches=sizes.ablation_batches, progress=progress)
+
+    if reads_text(parent):
+        trace = token_trace(parent, TRACE_TEXT, token_index=-1)
+    else:
+        trace = token_trace(parent, eval_batches[0], token_index=0)
+
+    spec = destination or default_destination(parent)
+    destination_plan = plan(parent, prof, spec)
+    log(f"destination: {destination_plan.summary()}")
+    untrained = evaluate(subclone(parent, destination_plan), parent.family, eval_batches)
+    parent_loss = evaluate(parent.model, parent.family, eval_batches)
+    notes.append(
+        f"The destination ({destination_plan.dims['layers']} blocks x {destination_plan.dims['hidden']}) starts, "
+        f"before any training, at a held-out loss of {untrained.loss:.3f} nats; the parent's is {parent_loss.loss:.3f}."
+    )
+
+    layers, hidden = default_grid_axes(parent)
+    if sizes.grid_size is not None:
+        layers, hidden = layers[-sizes.grid_size :], hidden[-sizes.grid_size :]
+    log(f"size grid: {len(layers)} x {len(hidden)} subclones (each cached under the cache directory)")
+    grid = size_grid(parent, prof, layers, hidden, eval_batches, progress=progress)
+    log(f"size grid: {grid.shape[0]} x {grid.shape[1]} cells, {grid.cache_hits} from the cache")
+
+    comparison = None
+    if steps > 0:
+        from .compare import compare
+
+        train_batches = parent_batches(parent, "train", data, shuffle=True, seed=seed, quick=quick)
+        log(f"training comparison: random vs subclone, {steps} steps each")
+        comparison = compare(
+            parent, spec, train_batches, inits=("random", "subclone"), steps=steps, eval_batches=eval_batches,
+            profile=prof, seed=seed, eval_every=max(1, steps // 4), progress=progress,
+        )
+    else:
+        notes.append("The training comparison was skipped (steps=0).")
+    return ReportRecords(parent=parent, profile=prof, plan=destination_plan, ablation=ablation, trace=trace,
+                         grid=grid, comparison=comparison, notes=notes)
