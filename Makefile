@@ -18,13 +18,14 @@ BROWSER_DIR := tests/integration/browser
 
 .DEFAULT_GOAL := help
 
-.PHONY: help .venv demo test test-unit browser-deps lab bench clean strip-notebooks
+.PHONY: help .venv demo test test-unit test-faults browser-deps lab bench clean strip-notebooks
 
 help:
 	@echo "make .venv            create/update the virtualenv (.venv) from pyproject.toml"
 	@echo "make demo             headless main job: writes report.html"
 	@echo "make test             whole test suite (unit + integration, incl. browser test)"
 	@echo "make test-unit        fast unit tests only"
+	@echo "make test-faults      bad inputs and injected faults (kill -9, races, full and read-only disks)"
 	@echo "make browser-deps     best-effort: Debian chromium + npm playwright-core"
 	@echo "make lab              JupyterLab on notebooks/"
 	@echo "make bench            run bench/bench_*.py"
@@ -63,6 +64,9 @@ test: .venv browser-deps
 
 test-unit: .venv
 	$(VPY) -m pytest -q tests/unit
+
+test-faults: .venv
+	$(VPY) -m pytest -q tests/faults
 
 # Best effort only: never fails.  Without these the real-browser notebook test
 # skips with a message.  playwright-core downloads no browsers; the test uses

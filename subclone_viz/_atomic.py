@@ -19,8 +19,8 @@ Every file and directory the library writes goes through this module:
   can be created (probed by creating one: permission bits do not stop root, an immutable directory does).
   Errors while writing (a full disk, a location made read-only meanwhile) raise :class:`WriteFailedError`
   naming the target; nothing is published then.
-* **Caches verify themselves.** A cached directory carries a manifest of every file's size and CRC-32
-  (:func:`verify_manifest`); a cached file carries a trailer with its payload's size and CRC-32
+* **Caches verify themselves.** A cached directory carries a manifest of every file's size, modification time
+  and CRC-32 (:func:`verify_manifest`: a changed file is re-read and checked); a cached file carries a trailer with its payload's size and CRC-32
   (:func:`write_cache_file` / :func:`read_cache_file`). A damaged cache is rebuilt with one warning line.
   :func:`file_lock` serialises processes filling the same cache.
 
@@ -156,6 +156,13 @@ def check_new_directory(directory: str | os.PathLike, overwrite: bool = False) -
 
 
 def _umask() -> int:
+    """The process's umask; read from /proc where possible, since setting it to read it races other threads."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("Umask:"):
+                return int(line.split()[1], 8)
+    except OSError:
+        pass
     mask = os.umask(0)
     os.umask(mask)
     return mask
@@ -422,20 +429,26 @@ def _listing(directory: Path) -> list[Path]:
 
 
 def write_manifest(directory: str | os.PathLike) -> None:
-    """Record the size and CRC-32 of every file under ``directory`` in its manifest."""
+    """Record the size, modification time and CRC-32 of every file under ``directory`` in its manifest."""
     directory = Path(directory)
-    files = {p.relative_to(directory).as_posix(): {"size": p.stat().st_size, "crc32": _crc32(p)}
-             for p in _listing(directory)}
+    files = {}
+    for path in _listing(directory):
+        stat = path.stat()
+        files[path.relative_to(directory).as_posix()] = {
+            "size": stat.st_size, "mtime_ns": stat.st_mtime_ns, "crc32": _crc32(path),
+        }
     (directory / MANIFEST).write_text(json.dumps({"format": _MANIFEST_FORMAT, "files": files}, indent=1))
-
-
-_verified: dict[Path, tuple] = {}  # directory -> the (name, size, mtime) listing last found whole, this process
 
 
 def verify_manifest(directory: str | os.PathLike) -> str | None:
     """None when ``directory`` holds exactly what its manifest records; else what is wrong, in a few words
-    (``"missing"`` when there is no such directory). A directory found whole is not re-read by this process
-    until a file's size or modification time changes."""
+    (``"missing"`` when there is no such directory).
+
+    A file of the recorded size and modification time is taken as written (a stat, no reading: a loaded
+    parent's gigabytes are not read twice); any other file is read and checked against its CRC-32, so a
+    truncated, edited or copied file is caught or confirmed. Damage that keeps the modification time (bit rot)
+    is left to the filesystem.
+    """
     directory = Path(directory)
     if not directory.is_dir():
         return "missing"
@@ -443,21 +456,16 @@ def verify_manifest(directory: str | os.PathLike) -> str | None:
         recorded = json.loads((directory / MANIFEST).read_text())["files"]
     except (OSError, ValueError, KeyError, TypeError):
         return "no readable manifest (written by an older version, or damaged)"
-    present = _listing(directory)
-    stamp = tuple((p.as_posix(), p.stat().st_size, p.stat().st_mtime_ns) for p in present)
-    if _verified.get(directory) == stamp:
-        return None
-    names = {p.relative_to(directory).as_posix(): p for p in present}
+    names = {p.relative_to(directory).as_posix(): p for p in _listing(directory)}
     if set(names) != set(recorded):
         missing, extra = sorted(set(recorded) - set(names)), sorted(set(names) - set(recorded))
         return f"files differ from its manifest (missing {missing}, unexpected {extra})"
     for name, path in names.items():
-        size = path.stat().st_size
-        if size != recorded[name]["size"]:
-            return f"{name} has {size:,} bytes, {recorded[name]['size']:,} were written"
-        if _crc32(path) != recorded[name]["crc32"]:
+        stat, expected = path.stat(), recorded[name]
+        if stat.st_size != expected["size"]:
+            return f"{name} has {stat.st_size:,} bytes, {expected['size']:,} were written"
+        if stat.st_mtime_ns != expected.get("mtime_ns") and _crc32(path) != expected["crc32"]:
             return f"{name} does not match the checksum recorded when it was written"
-    _verified[directory] = stamp
     return None
 
 

@@ -328,14 +328,12 @@ def _destination(
     half-precision weights), and the plan it was sliced by (None for random init)."""
     from .plan import plan
     from .subclone import subclone
+    from .workflow import random_init
 
     recipe = INITS[init].strategies
     if recipe is None:
         # The shape the subclone would have; random init ignores which indices a plan keeps.
-        shape = plan(parent, None, spec, width="first", scaling="none")
-        torch.manual_seed(seed)
-        model = parent.family.build(parent.model, shape.destination_dims, shape.layers, device=parent.input_device)
-        return model.float(), None
+        return random_init(parent, spec, seed=seed).float(), None
     chosen = plan(parent, profile, spec, **recipe)
     return subclone(parent, chosen, calibration_batches=calibration_batches).float(), chosen
 
@@ -368,7 +366,8 @@ def compare(
         inits: names from :data:`INITS`, trained in this order.
         settings: the :class:`~subclone_viz.train.TrainSettings` of every run (one seed for all: random init
             and dropout). Its ``lr``/``weight_decay``, when set, apply to every init; when None, each init
-            gets the paper's (:func:`default_hyperparameters`).
+            gets the paper's (:func:`default_hyperparameters`). Its ``distill_alpha`` and
+            ``distill_temperature`` apply to the ``+distill`` inits, whose teacher is ``parent.model``.
         eval_batches: held-out batches for the loss curves and the speedup; without them the first few
             training batches are used (with a warning: that measures fitting, not generalization).
         profile: the parent's profile; computed from ``batches`` (a few thousand tokens) when an init needs it.

@@ -7,8 +7,10 @@ as Hugging Face models take them as keyword arguments. Iterating twice yields th
 Text: :func:`text_batches` packs a corpus into full rows. Every document is tokenized without special
 tokens (a BERT-style tokenizer would wrap each one in ``[CLS] ... [SEP]``), the documents are joined with
 the tokenizer's EOS id (its SEP id when it has no EOS, nothing when it has neither), and the stream is
-cut into contiguous ``seq_len`` chunks (the remainder dropped) that are grouped into batches. Every row
-is full of text, so the attention mask is all ones. Token ids are cached as ``.npy`` files in
+cut into contiguous ``seq_len`` chunks (the remainder dropped) that are grouped into batches. A tokenizer
+that starts every text with BOS (Gemma's) belongs to a model that never saw text without it, so each of its
+rows is BOS and ``seq_len - 1`` tokens of the stream (Gemma 3 270M scores about 3.5 nats on held-out rows
+with BOS first, 5.6 without). Every row is full, so the attention mask is all ones. Token ids are cached as ``.npy`` files in
 ``tokens/`` under :func:`cache_dir`, keyed on the corpus, the split and the tokenizer.
 
 Text sources:
@@ -161,7 +163,8 @@ class TextBatches:
         self.seq_len = chunks.shape[1]
         self.batch_size, self._num_batches = _batch_layout(len(chunks), batch_size, max_batches)
         self.tokens_per_batch = self.batch_size * self.seq_len
-        self.description = f"{corpus} ({split} split, {self._num_batches * self.tokens_per_batch:,} tokens)"
+        order = f", rows shuffled with seed {seed}" if shuffle else ""
+        self.description = f"{corpus} ({split} split, {self._num_batches * self.tokens_per_batch:,} tokens{order})"
 
     def __len__(self) -> int:
         return self._num_batches
@@ -392,6 +395,15 @@ def _separator_id(tokenizer: PreTrainedTokenizerBase) -> int | None:
     return tokenizer.sep_token_id
 
 
+def _leading_bos(tokenizer: PreTrainedTokenizerBase) -> int | None:
+    """The BOS id the tokenizer puts before every text, if it does (Gemma's does; GPT-2's and SmolLM2's do not)."""
+    bos = tokenizer.bos_token_id
+    if bos is None:
+        return None
+    ids = tokenizer.encode(_TOKENIZER_PROBE)  # with the special tokens it adds by default
+    return bos if ids and ids[0] == bos else None
+
+
 def _tokenize_documents(texts: Sequence[str], tokenizer: PreTrainedTokenizerBase) -> np.ndarray:
     """The token ids of ``texts`` joined by the separator id, as one uint32 stream (L,)."""
     separator = _separator_id(tokenizer)
@@ -526,7 +538,10 @@ def text_batches(
         batch_size: rows per batch (B); a corpus too short for one full batch gives one smaller batch.
         split: ``"train"`` or ``"heldout"``.
         max_batches: serve at most this many batches.
-        shuffle: serve the rows in a permutation seeded by ``seed`` (the same on every iteration).
+        shuffle: serve the rows in a permutation seeded by ``seed`` (the same on every iteration). The rows are
+            ``seq_len`` chunks of the whole split, so the first batches of a shuffled stream sample every part of
+            the corpus: the document-diverse calibration sample that the CLI, the report and the widgets profile
+            on. Unshuffled, the first batches are the first documents in name order.
         seed: the permutation's seed.
         text_field: the text's field in ``.jsonl`` records and Hugging Face datasets.
 
@@ -540,14 +555,18 @@ def text_batches(
     _check_common(split, batch_size, max_batches)
     _check_int("seq_len", seq_len, 2)
     ids, corpus = _split_token_ids(source, split, tokenizer, text_field)  # (L,)
-    num_chunks = len(ids) // seq_len
+    bos = _leading_bos(tokenizer)
+    body = seq_len - (bos is not None)  # stream tokens per row
+    num_chunks = len(ids) // body
     if num_chunks == 0:
         raise ValueError(
             f"{corpus} has {len(ids):,} tokens in its {split} split, fewer than seq_len={seq_len}: use a longer "
             f"corpus or a smaller seq_len (a local source of several documents splits them by a crc32 of "
             f"their names, so a handful of documents may leave the held-out split empty)"
         )
-    chunks = torch.from_numpy(ids[: num_chunks * seq_len].astype(np.int64)).view(num_chunks, seq_len)  # (N, T)
+    chunks = torch.from_numpy(ids[: num_chunks * body].astype(np.int64)).view(num_chunks, body)  # (N, body)
+    if bos is not None:
+        chunks = torch.cat([torch.full((num_chunks, 1), bos, dtype=torch.int64), chunks], dim=1)  # (N, T)
     return TextBatches(chunks, batch_size, max_batches, shuffle, seed, corpus, split)
 
 

@@ -10,9 +10,12 @@ without pyplot so nothing global changes). No model runs here.
 * :func:`channel_heatmap`, :func:`massive_activations`, :func:`rank_consistency`: why one ranking of the
   residual channels serves every layer;
 * :func:`ffn_importance`, :func:`head_importance`: the per-layer rankings of FFN neurons and heads;
+* :func:`selection_stability`: how often each channel, FFN neuron or head is kept across resamples of the
+  calibration data (from :func:`~subclone_viz.stability.stability`);
 * :func:`token_trace`: one token's hidden state through depth;
 * :func:`loss_curves`: training histories, one line per initialization;
-* :func:`size_grid`: parameters, FLOPs per token or untrained loss over a grid of destination sizes;
+* :func:`size_grid`: parameters, FLOPs per token, latency, memory or untrained loss over a grid of
+  destination sizes; :func:`size_pareto`: loss against one cost, the Pareto front highlighted;
 * :func:`speedup_by_size`: the speedup study, speedup over random init against destination size.
 
 Heat maps put residual layer 0 (the embedding output) or block 0 at the bottom, so depth grows upward.
@@ -34,15 +37,17 @@ from typing import TYPE_CHECKING, Any
 import matplotlib
 import numpy as np
 import plotly.graph_objects as go
+import plotly.io as pio
 from matplotlib.figure import Figure as MatplotlibFigure
 from matplotlib.patches import Rectangle
 from matplotlib.ticker import AutoLocator, FuncFormatter, LogLocator, MaxNLocator, NullFormatter
 from plotly.subplots import make_subplots
 
 from .profile import BLOCK_METRIC_LABELS, BLOCK_METRICS, Profile
-from .sizing import QUANTITIES, SizeGrid
+from .sizing import COSTS, QUANTITIES, SizeGrid
 
 if TYPE_CHECKING:
+    from .stability import Stability
     from .trace import TokenTrace
 
 Figure = go.Figure | MatplotlibFigure
@@ -66,12 +71,19 @@ GRID_LABELS = {
     "loss": "held-out loss before training (nats)",
     "params": "parameters",
     "flops_per_token": "forward FLOPs per token",
+    "latency": "forward latency per token (ms)",
+    "memory": "peak inference memory (MiB)",
 }
 GRID_TITLES = {
     "loss": "Held-out loss before training",
     "params": "Parameters",
     "flops_per_token": "Forward FLOPs per token",
+    "latency": "Measured forward latency per token",
+    "memory": "Measured peak inference memory",
 }
+# Measured quantities are stored in seconds and bytes and drawn in these units.
+GRID_UNITS = {"latency": 1e3, "memory": 1 / 2**20}
+FRONT_COLOR = SELECTED_COLOR
 
 
 # --------------------------------------------------------------------------------------------------------
@@ -92,8 +104,15 @@ def _plotly_figure(title: str, xlabel: str, ylabel: str, height: int = PLOTLY_HE
 
 
 def _style_plotly(fig: go.Figure, title: str, height: int) -> None:
+    # Assigning a template re-validates its ~2,000 properties (about 40 ms, most of a widget's redraw). plotly_white
+    # is plotly's own registered template, valid as shipped: attach it the way plotly attaches its default one
+    # (BaseFigure._initialize_layout_template), without validation; what is stored is a copy.
+    fig.layout._validate = False
+    try:
+        fig.layout.template = pio.templates["plotly_white"]
+    finally:
+        fig.layout._validate = True
     fig.update_layout(
-        template="plotly_white",
         title=dict(text=title, x=0.01, xanchor="left", font=dict(size=16)),
         height=height,
         margin=dict(l=70, r=30, t=70, b=55),
@@ -491,6 +510,61 @@ def head_importance(profile: Profile, backend: str = "plotly") -> Figure:
                     hovertemplate="block %{y}, head %{x}: %{z:.4f}<extra></extra>")
 
 
+STABILITY_KINDS = ("residual", "ffn", "heads")
+
+
+def selection_stability(st: "Stability", kind: str = "residual", backend: str = "plotly") -> Figure:
+    """How often each residual channel (``kind="residual"``), FFN neuron (``"ffn"``, every block, each row
+    sorted) or head (``"heads"``) is kept across resamples of the calibration shards.
+
+    A frequency of 1 is kept by every resample, 0 by none; everything in between is decided by the calibration
+    sample. The title gives the mean Jaccard overlap with the full profile's selection and, when measured,
+    the spread of the destination's held-out loss before training.
+    """
+    _check_backend(backend)
+    if kind not in STABILITY_KINDS:
+        raise ValueError(f"kind={kind!r} is not a selection kind: choose one of {', '.join(STABILITY_KINDS)}")
+    summary = st.summary()
+    jaccard = summary["mean_jaccard_with_full"][kind]
+    detail = f"Jaccard with full profile {jaccard:.2f}"
+    if "loss" in summary:
+        loss = summary["loss"]
+        detail += f"; loss before training {loss['mean']:.2f} ± {loss['std']:.2f} nats (n={len(loss['values'])})"
+    resamples = f"{st.resamples} {st.method} resamples, {st.importance}"
+    if kind == "residual":
+        frequency = st.residual_frequency  # (d,)
+        order = np.argsort(-frequency, kind="stable")
+        keep = st.spec["hidden"]
+        title = f"Residual channels kept across {resamples}<br><sup>{detail}</sup>"
+        xlabel, ylabel = "residual channel, most often kept first", "fraction of resamples keeping it"
+        ranks = np.arange(len(frequency))
+        if backend == "plotly":
+            fig = _plotly_figure(title, xlabel, ylabel)
+            fig.add_trace(go.Bar(x=ranks, y=frequency[order], customdata=order, marker_color=SERIES_COLORS[0],
+                                 hovertemplate="channel %{customdata}: kept in %{y:.0%}<extra></extra>"))
+            fig.add_vline(x=keep - 0.5, line=dict(color=SELECTED_COLOR, dash="dash"), annotation_text=f"keep {keep}")
+            fig.update_yaxes(range=[0, 1.05])
+            return fig
+        fig, ax = _matplotlib_figure(title.replace("<br><sup>", "\n").replace("</sup>", ""), xlabel, ylabel)
+        ax.bar(ranks, frequency[order], width=1.0, color=SERIES_COLORS[0])
+        ax.axvline(keep - 0.5, color=SELECTED_COLOR, ls="--", label=f"keep {keep}")
+        ax.set_ylim(0, 1.05)
+        ax.legend(frameon=False, fontsize=9)
+        return fig
+    if kind == "ffn":
+        z = -np.sort(-st.ffn_frequency, axis=1)  # (L, ffn) each block's neurons, most often kept first
+        title = f"FFN neurons kept across {resamples} (each row sorted)<br><sup>{detail}</sup>"
+        xlabel, hover = "FFN neuron, most often kept first", "block %{y}, rank %{x}: kept in %{z:.0%}<extra></extra>"
+    else:
+        z = st.head_frequency  # (L, heads)
+        title = f"Heads kept across {resamples}<br><sup>{detail}</sup>"
+        xlabel, hover = "query head", "block %{y}, head %{x}: kept in %{z:.0%}<extra></extra>"
+    if backend == "matplotlib":
+        title = title.replace("<br><sup>", "\n").replace("</sup>", "")
+    return _heatmap(z, title, xlabel, "block", "fraction of resamples keeping it", backend, zmin=0, zmax=1,
+                    hovertemplate=hover)
+
+
 # --------------------------------------------------------------------------------------------------------
 # One token
 
@@ -614,10 +688,19 @@ def _format_quantity(value: float, quantity: str) -> str:
         return "n/a"
     if quantity == "loss":
         return f"{value:.2f}"
+    if quantity in GRID_UNITS:
+        value *= GRID_UNITS[quantity]
+        return f"{value:.3g}"
     for threshold, suffix in ((1e9, "G"), (1e6, "M"), (1e3, "k")):
         if value >= threshold:
             return f"{value / threshold:.3g}{suffix}"
     return f"{value:.3g}"
+
+
+def cell_outline(i: int, j: int) -> dict[str, Any]:
+    """The plotly shape outlining cell (i, j) of a :func:`size_grid` heat map (it sits at x = j, y = i)."""
+    return dict(type="rect", x0=j - 0.5, x1=j + 0.5, y0=i - 0.5, y1=i + 0.5, name="selected",
+                line=dict(color=SELECTED_COLOR, width=4))
 
 
 def size_grid(
@@ -636,14 +719,14 @@ def size_grid(
         grid = SizeGrid.from_dict(grid)
     if quantity not in QUANTITIES:
         raise ValueError(f"quantity={quantity!r} is not a grid quantity: choose one of {', '.join(QUANTITIES)}")
-    z = grid.quantity(quantity)
+    z = grid.quantity(quantity) * GRID_UNITS.get(quantity, 1)
     rows, cols = z.shape
     if selected is not None:
         i, j = selected
         if not (0 <= i < rows and 0 <= j < cols):
             raise ValueError(f"selected={selected} is outside the {rows} x {cols} grid")
-    text = [[_format_quantity(z[i, j], quantity) for j in range(cols)] for i in range(rows)]
-    notes = [[grid.reasons[i][j] or _format_quantity(z[i, j], quantity) for j in range(cols)] for i in range(rows)]
+    text = [[_format_quantity(v, quantity) for v in row] for row in grid.quantity(quantity)]
+    notes = [[grid.reasons[i][j] or text[i][j] for j in range(cols)] for i in range(rows)]
     title = f"{GRID_TITLES[quantity]} of each subclone of {grid.parent}"
     xlabel, ylabel = "hidden width d'", "blocks"
     if backend == "plotly":
@@ -659,9 +742,7 @@ def size_grid(
         fig.update_xaxes(tickvals=list(range(cols)), ticktext=[str(h) for h in grid.hidden])
         fig.update_yaxes(tickvals=list(range(rows)), ticktext=[str(n) for n in grid.layers])
         if selected is not None:
-            i, j = selected
-            fig.add_shape(type="rect", x0=j - 0.5, x1=j + 0.5, y0=i - 0.5, y1=i + 0.5, name="selected",
-                          line=dict(color=SELECTED_COLOR, width=4))
+            fig.add_shape(cell_outline(*selected))
         return fig
     fig, ax = _matplotlib_figure(title, xlabel, ylabel)
     ax.grid(False)
@@ -677,6 +758,49 @@ def size_grid(
     if selected is not None:
         i, j = selected
         ax.add_patch(Rectangle((j - 0.5, i - 0.5), 1, 1, fill=False, edgecolor=SELECTED_COLOR, lw=3, gid="selected"))
+    return fig
+
+
+def size_pareto(grid: SizeGrid | Mapping[str, Any], cost: str = "latency", backend: str = "plotly") -> Figure:
+    """Held-out loss before training against one cost, one point per valid cell; the Pareto front (the
+    cells no other cell beats on both) is highlighted and joined, each point labelled ``blocks x width``."""
+    _check_backend(backend)
+    if isinstance(grid, Mapping):
+        grid = SizeGrid.from_dict(grid)
+    if cost not in COSTS:
+        raise ValueError(f"cost={cost!r} is not a cost of the grid: choose one of {', '.join(COSTS)}")
+    front = grid.pareto_front(cost)
+    costs = grid.quantity(cost) * GRID_UNITS.get(cost, 1)
+    valid = np.isfinite(costs) & np.isfinite(grid.loss)
+    cells = sorted(zip(*np.nonzero(valid)), key=lambda ij: costs[ij])
+    labels = {ij: f"{grid.layers[ij[0]]} x {grid.hidden[ij[1]]}" for ij in cells}
+    groups = {"Pareto front": [ij for ij in cells if front[ij]], "other sizes": [ij for ij in cells if not front[ij]]}
+    title = f"Loss before training against {GRID_TITLES[cost].lower()}, {grid.parent}"
+    xlabel, ylabel = GRID_LABELS[cost], GRID_LABELS["loss"]
+    if backend == "plotly":
+        fig = _plotly_figure(title, xlabel, ylabel)
+        for name, members in groups.items():
+            on_front = name == "Pareto front"
+            fig.add_trace(
+                go.Scatter(
+                    x=[costs[ij] for ij in members], y=[grid.loss[ij] for ij in members], name=name,
+                    mode="lines+markers+text" if on_front else "markers", text=[labels[ij] for ij in members],
+                    textposition="top right", line=dict(color=FRONT_COLOR, width=2),
+                    marker=dict(size=10 if on_front else 7, color=FRONT_COLOR if on_front else REMOVED_COLOR),
+                    hovertemplate="%{text}: %{x:.3g}, loss %{y:.2f}<extra></extra>",
+                )
+            )
+        return fig
+    fig, ax = _matplotlib_figure(title, xlabel, ylabel)
+    for name, members in groups.items():
+        on_front = name == "Pareto front"
+        xs, ys = [costs[ij] for ij in members], [grid.loss[ij] for ij in members]
+        ax.plot(xs, ys, marker="o", ls="-" if on_front else "none", label=name, ms=7 if on_front else 5,
+                color=FRONT_COLOR if on_front else REMOVED_COLOR, lw=2)
+        if on_front:
+            for x, y, ij in zip(xs, ys, members):
+                ax.annotate(labels[ij], (x, y), textcoords="offset points", xytext=(4, 4), fontsize=8)
+    ax.legend(frameon=False, fontsize=9)
     return fig
 
 
@@ -728,7 +852,8 @@ def speedup_by_size(sizes: Sequence[Mapping[str, Any]], backend: str = "plotly")
                 fig.add_trace(go.Scatter(
                     x=[p[0] for p in points], y=[p[1] for p in points], mode="lines+markers",
                     name=f"{init}, {axis_name}", line=dict(color=color, dash=dash, width=2),
-                    marker=dict(symbol=[symbols[p[2]][0] for p in points], size=10),
+                    marker=dict(symbol=[symbols[p[2]][0] + ("" if dash == "solid" else "-open") for p in points],
+                                size=10),
                     customdata=[[p[3], p[2]] for p in points],
                     hovertemplate="%{customdata[0]}: %{y:.2f}x (%{customdata[1]})<extra>" + init + "</extra>",
                 ))
@@ -746,11 +871,12 @@ def speedup_by_size(sizes: Sequence[Mapping[str, Any]], backend: str = "plotly")
             points = _speedup_points(sizes, init, key)
             ax.plot([p[0] for p in points], [p[1] for p in points], color=color, lw=2,
                     ls="-" if dash == "solid" else ":", label=f"{init}, {axis_name}")
-            for x, y, kind, _ in points:
-                ax.plot([x], [y], marker=symbols[kind][1], color=color, ms=7, ls="none")
+            for x, y, kind, _ in points:  # per second hollow, so the two stay apart where lines are single points
+                ax.plot([x], [y], marker=symbols[kind][1], color=color, ms=7, ls="none",
+                        markerfacecolor=color if dash == "solid" else "white")
     for size in sizes:
-        ax.annotate(size["label"], (size["parameters"] / 1e6, 1.0), textcoords="offset points", xytext=(0, -14),
-                    ha="center", fontsize=8, color="#555555")
+        ax.annotate(size["label"], (size["parameters"] / 1e6, 0.0), xycoords=("data", "axes fraction"),
+                    textcoords="offset points", xytext=(0, 4), ha="center", fontsize=8, color="#555555")
     if inits:
         ax.legend(frameon=False, fontsize=8)
     return fig

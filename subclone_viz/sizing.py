@@ -1,4 +1,4 @@
-"""A grid of destination sizes: parameters, compute per token and held-out loss before any training.
+"""A grid of destination sizes: parameters, compute, measured latency and memory, and held-out loss before training.
 
 Which destination to subclone is a trade-off between size and how much of the parent survives. For every
 cell of a (layers x hidden) grid, :func:`size_grid` plans and subclones that destination (with the chosen
@@ -13,14 +13,26 @@ depth, width and scaling strategies) and records:
   dot product with each of ``seq_len`` positions (Hoffmann et al. 2022, appendix F; a causal kernel that
   skips masked positions does about half of it). Linear layers that see one vector per sequence (a pooler,
   a classifier on the cls token) are counted as if they ran on every token;
-* ``loss``: the subclone's mean held-out loss on ``eval_batches``, before training.
+* ``loss``: the subclone's mean held-out loss on ``eval_batches``, before training. Cells of one width share
+  their leading blocks (with ``depth="middle"`` the first half of them): a cell resumes each batch from the
+  hidden state the previous cell of its width computed after the shared blocks, and runs only the rest
+  (the numbers are those of a whole forward, bit for bit);
+* ``latency``: measured seconds per token (per image for image classifiers) of a forward over the first
+  eval batch on the parent's device, the fastest of two runs after a first one;
+* ``memory``: measured peak bytes of that forward: the weights and buffers plus what the forward allocates
+  (on CUDA the allocator's peak; on the CPU the tensors alive at once, followed op by op).
+
+``SizeGrid.pareto_front(cost)`` marks the cells that no other cell beats on both that cost and the loss:
+the sizes worth choosing between.
 
 A cell whose spec the parent cannot give (a width that is not a multiple of the head size, depth growth with
 a strategy other than "middle"...) is NaN, with the reason in ``reasons``. Each computed cell is cached as
 ``cache_dir()/size_grid/<key>.json``, keyed on the parent's fingerprint, the profile (source, tokens and a
-digest of its sums), the spec, the strategies, ``seq_len`` and the evaluation batches (description and a
-digest of their contents), so re-running a grid, or a grid that shares cells with an earlier one, is instant.
-Under several processes every cell's evaluation is sharded over them and the main process keeps the cache.
+digest of its sums), the spec, the strategies, ``seq_len``, the evaluation batches (description and a
+digest of their contents) and the device (with the CPU's thread count), so re-running a grid, or a grid
+that shares cells with an earlier one, is instant; its latencies are those measured when the cell was made.
+Under several processes every cell's evaluation is sharded over them, the main process measures latency and
+memory and keeps the cache.
 
 Example::
 
@@ -33,6 +45,7 @@ Example::
     grid = sv.size_grid(parent, prof, layers, hidden, heldout)
     grid.loss                                         # (6, 5) held-out loss of each subclone, untrained
     grid.spec(3, 2)                                   # DestinationSpec(layers=20, hidden=384)
+    grid.pareto_front("latency")                      # (6, 5) True where no cell is both faster and better
 """
 
 from __future__ import annotations
@@ -40,7 +53,9 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+import platform
 import sys
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Iterable, Sequence
@@ -51,7 +66,9 @@ from torch import nn
 
 from . import __version__, distributed
 from ._atomic import DamagedFileError, note_rebuild, read_cache_file, write_cache_file
+from .capture import BlockStep, ResidualStream, capture_blocks, forward_peak_bytes, record_stream, resumed, to_device
 from .data import cache_dir
+from .families import Family
 from .plan import DEPTH_STRATEGIES, SCALINGS, WIDTH_STRATEGIES, DestinationSpec, SpecError, plan, spec_choices
 
 if TYPE_CHECKING:
@@ -59,15 +76,19 @@ if TYPE_CHECKING:
     from .plan import SubclonePlan
     from .profile import Profile
 
-QUANTITIES = ("loss", "params", "flops_per_token")
+# What a cell costs, each a reason to prefer a smaller one; the loss is what it keeps of the parent.
+COSTS = ("params", "flops_per_token", "latency", "memory")
+QUANTITIES = ("loss", *COSTS)
 # Fractions of the parent's depth and width that the default grid axes sample.
 _DEPTH_FRACTIONS = (1 / 5, 1 / 3, 1 / 2, 2 / 3, 5 / 6, 1)
 _WIDTH_FRACTIONS = (1 / 3, 1 / 2, 2 / 3, 5 / 6, 1)
+_TIMED_RUNS = 2  # forwards timed per cell (the fastest counts), after one that measures memory
 
 
 @dataclass
 class SizeGrid:
-    """Per (layers[i], hidden[j]) destination: parameters, forward FLOPs per token and untrained held-out loss."""
+    """Per (layers[i], hidden[j]) destination: parameters, forward FLOPs per token, untrained held-out loss, and
+    the measured forward latency per token and peak memory on ``device``."""
 
     parent: str
     layers: list[int]
@@ -82,8 +103,16 @@ class SizeGrid:
     scaling: str
     seq_len: int
     eval_source: str
+    latency: np.ndarray | None = None  # (len(layers), len(hidden)), seconds per token (per image); NaN: not measured
+    memory: np.ndarray | None = None  # (len(layers), len(hidden)), peak bytes of weights and one batch's forward
+    device: str = ""  # where latency and memory were measured
     cache_hits: int = 0
     extra: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        for name in ("latency", "memory"):
+            if getattr(self, name) is None:
+                setattr(self, name, np.full(self.shape, np.nan))
 
     @property
     def shape(self) -> tuple[int, int]:
@@ -102,6 +131,20 @@ class SizeGrid:
             raise ValueError(f"quantity={name!r} is not a grid quantity: choose one of {', '.join(QUANTITIES)}")
         return getattr(self, name)
 
+    def pareto_front(self, cost: str = "latency") -> np.ndarray:
+        """(len(layers), len(hidden)) bool: the cells that no other cell beats on both ``cost`` and loss (no
+        other is at most as costly and at most as lossy, and better on one). Cells without both are never on it."""
+        if cost not in COSTS:
+            raise ValueError(f"cost={cost!r} is not a cost of the grid: choose one of {', '.join(COSTS)}")
+        costs, losses = self.quantity(cost).ravel(), self.loss.ravel()
+        valid = np.isfinite(costs) & np.isfinite(losses)
+        front = np.zeros_like(valid)
+        for k in np.flatnonzero(valid):
+            no_worse = valid & (costs <= costs[k]) & (losses <= losses[k])
+            better = (costs < costs[k]) | (losses < losses[k])
+            front[k] = not np.any(no_worse & better)
+        return front.reshape(self.shape)
+
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready: arrays become nested lists with None for NaN."""
 
@@ -115,6 +158,9 @@ class SizeGrid:
             "params": plain(self.params),
             "flops_per_token": plain(self.flops_per_token),
             "loss": plain(self.loss),
+            "latency": plain(self.latency),
+            "memory": plain(self.memory),
+            "device": self.device,
             "reasons": self.reasons,
             "dims": self.dims,
             "depth": self.depth,
@@ -133,6 +179,7 @@ class SizeGrid:
                 len(data["layers"]), len(data["hidden"])
             )
             for name in QUANTITIES
+            if name in data  # grids written before latency and memory were measured lack them
         }
         rest = {k: v for k, v in data.items() if k not in QUANTITIES}
         return cls(**arrays, **rest)
@@ -198,18 +245,11 @@ def _tokens_per_sequence(parent: "Parent", batch: dict[str, torch.Tensor]) -> in
     """How many tokens the blocks see per sequence: the text length, or (images) patches plus prefix tokens."""
     if "input_ids" in batch:
         return int(batch["input_ids"].shape[1])
-    seen: list[int] = []
-
-    def hook(module, args, kwargs):
-        seen.append((args[0] if args else kwargs["hidden_states"]).shape[1])
-
-    handle = parent.family.blocks(parent.model)[0].register_forward_pre_hook(hook, with_kwargs=True)
-    try:
-        one = {k: v[:1].to(parent.input_device) if isinstance(v, torch.Tensor) else v for k, v in batch.items()}
+    steps: list[BlockStep] = []
+    one = to_device({k: v[:1] if isinstance(v, torch.Tensor) else v for k, v in batch.items()}, parent.input_device)
+    with capture_blocks(parent.family, parent.model, on_block=steps.append):
         parent.family.logits(parent.model, one)
-    finally:
-        handle.remove()
-    return seen[0]
+    return steps[0].input.shape[1]
 
 
 def _read_cache(path: Path) -> dict[str, Any] | None:
@@ -227,18 +267,112 @@ def _read_cache(path: Path) -> dict[str, Any] | None:
         return None
 
 
-def _measure_cell(parent: "Parent", destination_plan: "SubclonePlan", batches: list, seq_len: int) -> dict[str, Any]:
-    from .evaluate import evaluate
+class _WidthPrefix:
+    """The hidden states of the last cell measured at one width (one stream per eval batch), which the next
+    cell of that width resumes from after the blocks the two share."""
+
+    def __init__(self) -> None:
+        self.plan: "SubclonePlan | None" = None
+        self.streams: list[ResidualStream] = []
+
+
+def _shared_blocks(a: "SubclonePlan", b: "SubclonePlan") -> int:
+    """How many leading destination blocks hold the same weights in the subclones of plans ``a`` and ``b``:
+    the same source blocks, kept channels, neurons and heads, and a scaling that depends on shapes only."""
+    widths_a, widths_b = ({k: v for k, v in p.dims.items() if k != "layers"} for p in (a, b))
+    if widths_a != widths_b or a.residual != b.residual or a.scaling != b.scaling or a.scaling == "calibrated":
+        return 0
+    shared = 0
+    for block_a, block_b in zip(zip(a.layers, a.ffn, a.heads, a.kv_heads), zip(b.layers, b.ffn, b.heads, b.kv_heads)):
+        if block_a != block_b:
+            break
+        shared += 1
+    return shared
+
+
+@torch.no_grad()
+def _cell_loss(family: Family, model: nn.Module, cell_plan: "SubclonePlan", batches: list, prefix: _WidthPrefix) -> float:
+    """The cell's mean held-out loss, as :func:`~subclone_viz.evaluate` computes it, running on each batch only
+    the blocks after those it shares with the previous cell of its width (same weights, same inputs: the same
+    hidden states, bit for bit). Leaves this cell's hidden states in ``prefix`` for the next cell. Under several
+    processes each takes its share of the batches (the same share for every cell) and the sums are added."""
+    depth = len(cell_plan.layers)
+    shared = 0 if prefix.plan is None else _shared_blocks(prefix.plan, cell_plan)
+    blocks = list(family.blocks(model))
+    device = next(model.parameters()).device
+    model.eval()
+    totals = torch.zeros(2, dtype=torch.float64)  # (sum of batch losses, batches), added as evaluate() adds
+    streams = []
+    for index, batch in enumerate(distributed.shard(batches)):
+        batch = to_device(batch, device)
+        with record_stream(family, model) as stream:
+            if shared == 0:
+                loss = float(family.loss(model, batch))
+            else:
+                previous = prefix.streams[index]
+                # Resume at its first block of its own; a cell that is all shared only runs the head.
+                start, run = (shared, blocks[shared:]) if shared < depth else (depth - 1, [None])
+                with resumed(family, model, start, previous.states[shared], run, previous.output_like):
+                    loss = float(family.loss(model, batch))
+                for position in range(shared + 1):
+                    stream.states[position] = previous.states[position]
+                stream.output_like = previous.output_like
+        totals += torch.tensor([loss, 1], dtype=torch.float64)
+        streams.append(stream)
+    prefix.plan, prefix.streams = cell_plan, streams
+    loss_sum, count = distributed.reduce_sum(totals).tolist()
+    return loss_sum / count  # each batch weighted equally
+
+
+def device_name(device: torch.device) -> str:
+    """The device that latency and memory are measured on, as a person would name it (and the CPU threads)."""
+    if device.type == "cuda":
+        return f"{torch.cuda.get_device_name(device)} (cuda)"
+    return f"{platform.processor() or platform.machine()} (cpu, {torch.get_num_threads()} threads)"
+
+
+@torch.no_grad()
+def _latency_and_memory(family: Family, model: nn.Module, batch: dict[str, torch.Tensor]) -> tuple[float, float]:
+    """Seconds per token (per image for images) of a forward over ``batch``, the fastest of ``_TIMED_RUNS``
+    after a first run that measures the peak memory: the weights and buffers plus what the forward allocates."""
+    device = next(model.parameters()).device
+    batch = to_device(batch, device)
+    units = batch["input_ids"].numel() if "input_ids" in batch else batch["pixel_values"].shape[0]
+    weights = sum(t.nbytes for t in {id(t): t for t in [*model.parameters(), *model.buffers()]}.values())
+    peak = forward_peak_bytes(lambda: family.logits(model, batch), device)
+    seconds = []
+    for _ in range(_TIMED_RUNS):
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+        start = time.perf_counter()
+        family.logits(model, batch)
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+        seconds.append(time.perf_counter() - start)
+    return min(seconds) / units, float(weights + peak)
+
+
+def _measure_cell(
+    parent: "Parent", destination_plan: "SubclonePlan", batches: list, seq_len: int, prefix: _WidthPrefix
+) -> dict[str, Any]:
     from .subclone import subclone
 
     calibration = batches if destination_plan.scaling == "calibrated" else None
     model = subclone(parent, destination_plan, calibration_batches=calibration)
     dims = destination_plan.destination_dims
+    # One process measures, so that every process records the same figures.
+    latency, memory = distributed.on_main(_latency_and_memory, parent.family, model, batches[0])
     return {
         "params": sum(p.numel() for p in model.parameters()),
         "flops_per_token": flops_per_token(model, dims.layers, dims.heads, dims.head_dim, seq_len),
+        "latency": latency,
+        "memory": memory,
         # A bare encoder (BertModel) has no loss to score; its size and compute still count.
-        "loss": evaluate(model, parent.family, batches).loss if parent.family.task != "encoder" else float("nan"),
+        "loss": (
+            _cell_loss(parent.family, model, destination_plan, batches, prefix)
+            if parent.family.task != "encoder"
+            else float("nan")
+        ),
         "dims": dims.to_dict(),
     }
 
@@ -292,6 +426,7 @@ def size_grid(
     if profile is not None:
         profile.check_parent(parent)
     seq_len = _tokens_per_sequence(parent, batches[0]) if seq_len is None else seq_len
+    device = device_name(parent.input_device)
     strategies = dict(depth=depth, width=width, scaling=scaling)
     count = len(batches)
     eval_source = getattr(eval_batches, "description", f"{count} held-out batch{'es' if count > 1 else ''}")
@@ -301,6 +436,7 @@ def size_grid(
         "strategies": strategies,
         "seq_len": seq_len,
         "eval": {"description": eval_source, "contents": _batches_digest(batches)},
+        "device": device,
         "version": __version__,
     })
     shape = (len(layers), len(hidden))
@@ -308,8 +444,11 @@ def size_grid(
     reasons: list[list[str | None]] = [[None] * shape[1] for _ in range(shape[0])]
     cell_dims: list[list[dict[str, int] | None]] = [[None] * shape[1] for _ in range(shape[0])]
     cache_hits = 0
+    prefix, prefix_width = _WidthPrefix(), None  # the hidden states of the last measured cell of one width
+    # Column by column: the cells of one width share leading blocks, and only one width's states are held.
+    cells = [(i, j) for j in range(shape[1]) for i in range(shape[0])]
     bar_off = not distributed.show_progress(progress)
-    for i, j in tqdm(list(np.ndindex(shape)), desc="size grid", disable=bar_off, leave=False, file=sys.stderr):
+    for i, j in tqdm(cells, desc="size grid", disable=bar_off, leave=False, file=sys.stderr):
         spec = DestinationSpec(layers=layers[i], hidden=hidden[j])
         try:
             destination_plan = plan(parent, profile, spec, **strategies)
@@ -323,7 +462,9 @@ def size_grid(
         if record is not None and record.get("key") == key:
             cache_hits += 1
         else:
-            record = {"key": key, **_measure_cell(parent, destination_plan, batches, seq_len)}
+            if prefix_width != j:
+                prefix, prefix_width = _WidthPrefix(), j
+            record = {"key": key, **_measure_cell(parent, destination_plan, batches, seq_len, prefix)}
             if cache:
                 distributed.on_main(write_cache_file, path, json.dumps(record).encode())
         for name in QUANTITIES:
@@ -340,6 +481,7 @@ def size_grid(
         scaling=scaling,
         seq_len=seq_len,
         eval_source=eval_source,
+        device=device,
         cache_hits=cache_hits,
         **results,
     )

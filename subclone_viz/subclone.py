@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING, Iterable
 import torch
 from torch import nn
 
+from .capture import forward_until_seen, to_device, token_mask
 from .families import Family, axis_indices
 from .parent import read_parameter
 
@@ -124,73 +125,95 @@ def _buffer_block(family: Family, name: str) -> int | None:
     return None
 
 
+class _RunningStd:
+    """The standard deviation of values that arrive in parts (Chan et al.'s pairwise merge, in float64)."""
+
+    def __init__(self) -> None:
+        self.count, self.mean, self.squares = 0, 0.0, 0.0  # squares: sum of squared deviations from the mean
+
+    def add(self, values: torch.Tensor) -> None:
+        values = values.double()
+        count = values.numel()
+        if count == 0:
+            return
+        mean = float(values.mean())
+        squares = float(((values - mean) ** 2).sum())
+        total = self.count + count
+        delta = mean - self.mean
+        self.squares += squares + delta * delta * self.count * count / total
+        self.mean += delta * count / total
+        self.count = total
+
+    @property
+    def std(self) -> float:
+        """Unbiased, as ``torch.std``."""
+        return math.sqrt(self.squares / max(self.count - 1, 1))
+
+
 def _calibrate(
     parent: "Parent", plan: "SubclonePlan", dest: nn.Module, batches: Iterable[dict[str, torch.Tensor]], count: int
 ) -> dict[str, float]:
-    """Scale each linear layer so that its output std (over kept channels) matches the parent's."""
-    from .profile import _to_device, _token_mask
+    """Scale each linear layer so that its output std (over kept channels) matches the parent's.
 
+    Running sums, no stored activations: the parent's statistics stream over the calibration batches; the
+    destination runs once on the batches joined, so that each layer's scale is set, in forward order, from
+    the outputs of the layers before it already scaled. Both forwards stop after the last scaled layer,
+    whose output is computed in chunks (an LM head's logits are never held whole).
+    """
     family = parent.family
-    batch = _concatenate(batches, count)
-    mask = _token_mask(batch)
-    batch = _to_device(batch, parent.input_device)
-
-    def rows(t: torch.Tensor) -> torch.Tensor:
-        flat = t.reshape(-1, t.shape[-1])
-        per_token = mask is not None and flat.shape[0] == mask.numel()  # a pooler's output is per sequence
-        return (flat[mask.to(flat.device)] if per_token else flat).float()
-
+    parts = [batch for batch, _ in zip(batches, range(count))]
+    if not parts:
+        raise ValueError("calibration_batches is empty")
     parent_shapes = {name: p.shape for name, p in parent.model.named_parameters()}
-    linears = []  # (destination module name, parent module name, kept output channels)
+    kept: dict[str, list[int] | None] = {}  # destination module -> kept output channels of its parent module
+    sources: dict[str, str] = {}  # destination module -> parent module
     for name, param in dest.named_parameters():
         info = family.param_info(name)
         if info.rule.fan_in_axis is None or param.dim() != 2:
             continue
-        if param.shape[info.rule.fan_in_axis] == parent_shapes[_source_name(family, plan, name, info.block)][info.rule.fan_in_axis]:
+        source_param = _source_name(family, plan, name, info.block)
+        if param.shape[info.rule.fan_in_axis] == parent_shapes[source_param][info.rule.fan_in_axis]:
             continue  # like sqrt, calibration compensates for a cut fan-in; an uncut layer keeps its weights
-        out_axis = 1 - info.rule.fan_in_axis
         module = name.rsplit(".", 1)[0]
-        linears.append(
-            (module, _source_name(family, plan, module, info.block), axis_indices(plan, info.rule.axes[out_axis], info.block))
+        sources[module] = source_param.rsplit(".", 1)[0]
+        kept[module] = axis_indices(plan, info.rule.axes[1 - info.rule.fan_in_axis], info.block)
+    if not sources:
+        return {}
+
+    # The parent: one running std per destination layer, over the kept channels of its source layer's output.
+    parent_std = {module: _RunningStd() for module in sources}
+    by_source: dict[str, list[str]] = {}
+    for module, source in sources.items():
+        by_source.setdefault(source, []).append(module)
+
+    def observe_parent(source: str, rows: torch.Tensor) -> None:
+        for module in by_source[source]:
+            parent_std[module].add(rows if kept[module] is None else rows[:, kept[module]])
+
+    parent_modules = {source: parent.model.get_submodule(source) for source in by_source}
+    for part in parts:
+        batch = to_device(part, parent.input_device)
+        forward_until_seen(
+            lambda: family.logits(parent.model, batch), parent_modules, observe_parent, mask=token_mask(part)
         )
 
-    parent_std: dict[str, float] = {}
-    handles = []
-    for _, source, kept in linears:
-        def parent_hook(module, args, output, source=source, kept=kept):
-            out = rows(output)
-            parent_std[source] = float((out if kept is None else out[:, kept]).std())
-
-        handles.append(parent.model.get_submodule(source).register_forward_hook(parent_hook))
-    try:
-        family.logits(parent.model, batch)
-    finally:
-        for h in handles:
-            h.remove()
-
+    # The destination: its layers scaled one after the other, on all calibration tokens at once.
+    joined = {key: torch.cat([p[key] for p in parts]) for key in parts[0]}
+    dest_std = {module: _RunningStd() for module in sources}
     scales: dict[str, float] = {}
-    handles = []
-    for module_name, source, _ in linears:
-        def dest_hook(module, args, output, module_name=module_name, source=source):
-            scale = parent_std[source] / max(float(rows(output).std()), 1e-12)
-            scales[f"{module_name}.weight"] = scale
-            module.weight.mul_(scale)
-            if getattr(module, "bias", None) is not None:
-                module.bias.mul_(scale)
-            return output * scale
 
-        handles.append(dest.get_submodule(module_name).register_forward_hook(dest_hook))
-    try:
-        family.logits(dest, batch)
-    finally:
-        for h in handles:
-            h.remove()
+    def scale_layer(module_name: str, module: nn.Module) -> float:
+        scale = parent_std[module_name].std / max(dest_std[module_name].std, 1e-12)
+        scales[f"{module_name}.weight"] = scale
+        module.weight.mul_(scale)
+        if getattr(module, "bias", None) is not None:
+            module.bias.mul_(scale)
+        return scale
+
+    dest_modules = {module: dest.get_submodule(module) for module in sources}
+    batch = to_device(joined, parent.input_device)
+    forward_until_seen(
+        lambda: family.logits(dest, batch), dest_modules, lambda name, rows: dest_std[name].add(rows), scale_layer,
+        mask=token_mask(joined),
+    )
     return scales
-
-
-def _concatenate(batches: Iterable[dict[str, torch.Tensor]], count: int) -> dict[str, torch.Tensor]:
-    """The first ``count`` batches joined along the batch axis, so that calibration is one forward pass."""
-    parts = [batch for batch, _ in zip(batches, range(count))]
-    if not parts:
-        raise ValueError("calibration_batches is empty")
-    return {key: torch.cat([p[key] for p in parts]) for key in parts[0]}

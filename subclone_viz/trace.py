@@ -27,6 +27,8 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import torch
 
+from .capture import BlockStep, capture_blocks, to_device
+
 if TYPE_CHECKING:
     from .parent import Parent
 
@@ -120,49 +122,18 @@ def token_trace(
     batch = {k: v[sequence_index : sequence_index + 1] if isinstance(v, torch.Tensor) else v for k, v in batch.items()}
 
     family = parent.family
-    blocks = list(family.blocks(parent.model))
-    inputs: dict[int, torch.Tensor] = {}  # block -> (B, T, d) input
-    sums: dict[int, torch.Tensor] = {}  # block -> pre-norm x + f(x) (post-norm blocks only)
-    outputs: dict[int, torch.Tensor] = {}  # block -> (B, T, d) output
-    handles = []
-
-    def block_input(i: int):
-        def hook(module, args, kwargs):
-            inputs[i] = args[0] if args else kwargs["hidden_states"]
-
-        return hook
-
-    def residual_sum(i: int):
-        def hook(module, args):
-            sums[i] = args[0]
-
-        return hook
-
-    def block_output(i: int):
-        def hook(module, args, output):
-            outputs[i] = output[0] if isinstance(output, (tuple, list)) else output
-
-        return hook
-
-    for i, block in enumerate(blocks):
-        handles.append(block.register_forward_pre_hook(block_input(i), with_kwargs=True))
-        handles.append(block.register_forward_hook(block_output(i)))
-        sum_module = family.residual_sum_module(block)
-        if sum_module is not None:
-            handles.append(sum_module.register_forward_pre_hook(residual_sum(i)))
+    steps: list[BlockStep] = []
     was_training = parent.model.training
     parent.model.eval()
     try:
-        device = parent.input_device
-        family.logits(parent.model, {k: v.to(device) if isinstance(v, torch.Tensor) else v for k, v in batch.items()})
+        with capture_blocks(family, parent.model, on_block=steps.append):
+            family.logits(parent.model, to_device(batch, parent.input_device))
     finally:
-        for handle in handles:
-            handle.remove()
         parent.model.train(was_training)
-    if len(outputs) != len(blocks):
+    if len(steps) != len(family.blocks(parent.model)):
         raise RuntimeError("a tracing hook never fired: the model's forward skipped a block")
 
-    length = inputs[0].shape[1]  # tokens the blocks see (for images: patches and prefix tokens)
+    length = steps[0].input.shape[1]  # tokens the blocks see (for images: patches and prefix tokens)
     if not -length <= token_index < length:
         raise ValueError(f"token_index={token_index} is out of range: choose 0 to {length - 1} (or -{length} to -1)")
     token_index %= length
@@ -173,10 +144,10 @@ def token_trace(
     def vector(t: torch.Tensor) -> np.ndarray:
         return t[0, token_index].double().cpu().numpy()  # (d,)
 
-    states = [vector(inputs[0])] + [vector(outputs[i]) for i in range(len(blocks))]  # L+1 vectors of (d,)
+    states = [vector(steps[0].input)] + [vector(step.output) for step in steps]  # L+1 vectors of (d,)
     f_over_sum = []
-    for i in range(len(blocks)):
-        x, total = vector(inputs[i]), vector(sums.get(i, outputs[i]))
+    for step in steps:
+        x, total = vector(step.input), vector(step.total)  # x + f(x): the pre-norm sum for post-norm blocks
         total_norm = np.linalg.norm(total)
         f_over_sum.append(np.linalg.norm(total - x) / total_norm if total_norm > 0 else float("nan"))
     input_ids = batch.get("input_ids")

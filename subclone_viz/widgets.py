@@ -14,6 +14,8 @@ loads from a CDN). Figures are updated in place, so the front end redraws withou
   runs :func:`~subclone_viz.compare.compare` in a background thread with live loss curves; Stop stops it;
 * :class:`SizeGridExplorer`: parameters, FLOPs per token and untrained loss over a grid of sizes; clicking
   a cell (or :meth:`SizeGridExplorer.select`) sends that size to a linked studio;
+* :class:`StabilityExplorer`: how often each residual channel, FFN neuron and head is kept across resamples
+  of the calibration sample (:func:`~subclone_viz.stability.stability`), and the loss spread it implies;
 * :class:`Explorer`: all of the above in tabs.
 
 Every explorer exposes its root container as ``.widget`` (and displays itself as the last expression of
@@ -28,7 +30,7 @@ Example::
     train = sv.text_batches("builtin", parent.tokenizer, seq_len=128, batch_size=8, shuffle=True)
     heldout = sv.text_batches("builtin", parent.tokenizer, seq_len=128, batch_size=4, split="heldout",
                               max_batches=2)
-    prof = sv.profile(parent, heldout)
+    prof = sv.profile(parent, train, max_tokens=8192)     # a shuffled, document-diverse calibration sample
     Explorer(parent, prof, train, eval_batches=heldout)     # in a notebook cell
 """
 
@@ -52,9 +54,11 @@ from IPython.display import display
 from . import plots
 from .evaluate import BlockAblation, evaluate
 from .export import save_destination
+from .importance import DEFAULT_ESTIMATOR, available_estimators
 from .plan import DEPTH_STRATEGIES, SCALINGS, WIDTH_STRATEGIES, DestinationSpec, SpecError, SubclonePlan, plan, spec_choices
 from .profile import BLOCK_METRIC_LABELS, BLOCK_METRICS, Profile
 from .sizing import QUANTITIES, SizeGrid, size_grid
+from .stability import METHODS, Stability, stability
 from .subclone import subclone
 from .trace import TokenTrace, token_trace
 from .compare import INITS, Comparison, compare
@@ -102,14 +106,25 @@ def _refresh(widget: go.FigureWidget, figure: go.Figure) -> None:
     current, wanted = widget.layout, figure.layout
     shown, wanted_keys = current.to_plotly_json(), wanted.to_plotly_json().keys()
     with widget.batch_update():
-        widget.data = ()
-        widget.add_traces(figure.data)
+        if not _same_traces(widget.data, figure.data):  # a moved marker or outline leaves the traces as they are
+            widget.data = ()
+            widget.add_traces(figure.data)
         for key in shown.keys() - wanted_keys:
             if shown[key] not in ([], {}, None):  # cleared before
                 current[key] = () if isinstance(current[key], tuple) else None
         for key in wanted_keys:
             if key not in shown or current[key] != wanted[key]:
                 current[key] = wanted[key]
+
+
+def _same_traces(shown: tuple, wanted: tuple) -> bool:
+    """Whether ``wanted``'s traces equal those ``shown`` (``wanted`` takes the shown ones' uids, which a widget
+    gives its traces and a new figure's lack)."""
+    if len(shown) != len(wanted) or any(old.type != new.type for old, new in zip(shown, wanted)):
+        return False
+    for old, new in zip(shown, wanted):
+        new.uid = old.uid
+    return shown == wanted
 
 
 def _row(*children: w.Widget) -> w.HBox:
@@ -441,6 +456,8 @@ class SubcloneStudio(_App):
         self.width = w.Dropdown(options=WIDTH_STRATEGIES, value="importance", description="width strategy",
                                 style=_LABEL_STYLE)
         self.scaling = w.Dropdown(options=SCALINGS, value="sqrt", description="scaling", style=_LABEL_STYLE)
+        self.importance = w.Dropdown(options=available_estimators(profile), value=DEFAULT_ESTIMATOR,
+                                     description="importance", style=_LABEL_STYLE)
         self.plan_summary = w.HTML()
         self.residual_figure = _figure(plots.residual_ratio(profile), FULL_WIDTH - 440)
 
@@ -465,7 +482,8 @@ class SubcloneStudio(_App):
         self.summary = w.HTML()
 
         self.hidden.observe(self._follow_hidden, names="value")
-        for control in (self.layers, self.depth, self.hidden, self.ffn, self.heads, self.width, self.scaling):
+        for control in (self.layers, self.depth, self.hidden, self.ffn, self.heads, self.width, self.scaling,
+                        self.importance):
             control.observe(self._replan, names="value")
         self.subclone_button.on_click(self._subclone_clicked)
         self.train_button.on_click(lambda _: self.train())
@@ -474,7 +492,8 @@ class SubcloneStudio(_App):
         self._replan()
 
         controls = w.VBox(
-            [self.layers, self.depth, self.hidden, self.ffn, self.heads, self.width, self.scaling, self.plan_summary],
+            [self.layers, self.depth, self.hidden, self.ffn, self.heads, self.width, self.importance, self.scaling,
+             self.plan_summary],
             layout=w.Layout(width="430px"),
         )
         self.widget = w.VBox(
@@ -540,9 +559,10 @@ class SubcloneStudio(_App):
     def _replan(self, change: Any = None) -> None:
         if self._syncing:
             return
+        self.importance.disabled = self.width.value != "importance"  # only the importance width ranks by it
         try:
             self.plan = plan(self.parent, self.profile, self.spec(), depth=self.depth.value, width=self.width.value,
-                             scaling=self.scaling.value)
+                             scaling=self.scaling.value, importance=self.importance.value)
         except SpecError as error:
             self.plan, self.plan_error = None, str(error)
             self.plan_summary.value = _message(str(error), error=True)
@@ -734,10 +754,14 @@ class SizeGridExplorer(_App):
         self.grid = grid if grid is not None else size_grid(parent, profile, layers, hidden, eval_batches,
                                                             progress=False)
         self.selected: tuple[int, int] | None = None
-        widths = {"loss": FULL_WIDTH, "params": HALF_WIDTH, "flops_per_token": HALF_WIDTH}
+        widths = {"loss": FULL_WIDTH, "params": HALF_WIDTH, "flops_per_token": HALF_WIDTH, "latency": HALF_WIDTH,
+                  "memory": HALF_WIDTH}
         self.figures = {quantity: _figure(plots.size_grid(self.grid, quantity), widths[quantity])
                         for quantity in QUANTITIES}
-        self._listen()
+        for figure in self.figures.values():  # a selection only moves an outline: the heat maps keep their handlers
+            for trace in figure.data:
+                if isinstance(trace, go.Heatmap):
+                    trace.on_click(self._clicked)
         self.cell_info = w.HTML(_message("Click a cell to choose that destination size."))
         self.widget = w.VBox(
             [
@@ -749,15 +773,9 @@ class SizeGridExplorer(_App):
                 self.cell_info,
                 self.figures["loss"],
                 _row(self.figures["params"], self.figures["flops_per_token"]),
+                _row(self.figures["latency"], self.figures["memory"]),
             ]
         )
-
-    def _listen(self) -> None:
-        # Redrawing replaces the traces, and with them their click handlers: attach them again each time.
-        for figure in self.figures.values():
-            for trace in figure.data:
-                if isinstance(trace, go.Heatmap):
-                    trace.on_click(self._clicked)
 
     def _clicked(self, trace: Any, points: Any, state: Any) -> None:
         if points.xs and points.ys:
@@ -772,19 +790,113 @@ class SizeGridExplorer(_App):
             self.cell_info.value = _message(f"{spec.layers} blocks x {spec.hidden}: {reason}", error=True)
             return None
         self.selected = (i, j)
-        for quantity, figure in self.figures.items():
-            _refresh(figure, plots.size_grid(grid, quantity, selected=self.selected))
-        self._listen()
+        for figure in self.figures.values():  # the heat maps stay; only the outline moves
+            figure.layout.shapes = [plots.cell_outline(i, j)]
         loss = "" if math.isnan(grid.loss[i, j]) else f", held-out loss before training {grid.loss[i, j]:.3f}"
         self.cell_info.value = _message(
             f"{spec.layers} blocks x {spec.hidden} wide: {grid.params[i, j] / 1e6:.2f}M parameters, "
-            f"{grid.flops_per_token[i, j] / 1e6:.3g} MFLOPs per token{loss}"
+            f"{grid.flops_per_token[i, j] / 1e6:.3g} MFLOPs per token, {grid.latency[i, j] * 1e3:.3g} ms per token "
+            f"and {grid.memory[i, j] / 2**20:.0f} MiB measured on {html.escape(grid.device)}{loss}"
             + ("; sent to the subclone studio" if self.studio is not None else ""),
             css_class="size-grid-selection",
         )
         if self.studio is not None:
             self.studio.show_spec(spec, depth=grid.depth, width=grid.width, scaling=grid.scaling)
         return spec
+
+
+# --------------------------------------------------------------------------------------------------------
+# Calibration sensitivity
+
+
+class StabilityExplorer(_App):
+    """How much the calibration sample decides a destination's widths: what resamples of it keep.
+
+    Moving a control re-plans every resample (cheap: no model runs); **Measure loss spread** also subclones
+    and scores the destinations of a few resamples on ``eval_batches``. The destination keeps every parent
+    block, so only the widths change.
+
+    Args:
+        parent: the loaded parent.
+        profile: its profile, with per-shard sums (``sv.profile(..., shards=S)``).
+        eval_batches: held-out batches for the loss spread (None: no loss button).
+        resamples: resamples at first (editable).
+        max_batches: held-out batches per scored destination.
+    """
+
+    def __init__(self, parent: "Parent", profile: Profile, eval_batches: Batches | None = None,
+                 resamples: int = 16, max_batches: int = 2):
+        self.parent, self.profile, self.eval_batches, self.max_batches = parent, profile, eval_batches, max_batches
+        self.stability: Stability | None = None
+        self.error: str | None = None
+        hidden = spec_choices(parent)["hidden"]
+        self.hidden = w.SelectionSlider(options=hidden, value=default_destination(parent).hidden,
+                                        description="hidden d'", continuous_update=False, style=_LABEL_STYLE,
+                                        layout=w.Layout(width="420px"))
+        self.importance = w.Dropdown(options=available_estimators(profile), value=DEFAULT_ESTIMATOR,
+                                     description="importance", style=_LABEL_STYLE)
+        self.method = w.ToggleButtons(options=METHODS, value="bootstrap", style={"button_width": "90px"})
+        self.resamples = w.IntSlider(value=resamples, min=2, max=64, description="resamples",
+                                     continuous_update=False, style=_LABEL_STYLE)
+        self.loss_resamples = w.BoundedIntText(value=3, min=1, max=16, description="destinations scored",
+                                               style=_LABEL_STYLE, layout=w.Layout(width="200px"))
+        self.loss_button = w.Button(description="Measure loss spread", icon="balance-scale",
+                                    disabled=eval_batches is None or parent.family.task == "encoder")
+        self.summary = w.HTML()
+        self.figures: dict[str, go.FigureWidget] = {}
+        for control in (self.hidden, self.importance, self.method, self.resamples):
+            control.observe(lambda change: self.measure(), names="value")
+        self.loss_button.on_click(lambda _: self.measure(with_losses=True))
+        self.measure()
+        widths = {"residual": FULL_WIDTH, "ffn": HALF_WIDTH, "heads": HALF_WIDTH}
+        if self.stability is not None:  # else the profile cannot be resampled, and the message says why
+            self.figures = {kind: _figure(plots.selection_stability(self.stability, kind), widths[kind])
+                            for kind in plots.STABILITY_KINDS}
+        figures = list(self.figures.values())
+        self.widget = w.VBox(
+            [
+                _heading("How much does the calibration sample decide?"),
+                _caption("The profile keeps its sums in shards; each resample of the shards is a calibration sample "
+                         "that could have been drawn instead. A channel, neuron or head kept by every resample is "
+                         "the parent's choice; one kept by some is the calibration text's."),
+                w.HBox([self.hidden, self.importance]),
+                w.HBox([self.method, self.resamples]),
+                w.HBox([self.loss_resamples, self.loss_button]),
+                self.summary,
+                *([figures[0], _row(*figures[1:])] if figures else []),
+            ]
+        )
+
+    def spec(self) -> DestinationSpec:
+        return DestinationSpec(layers=self.parent.dims.layers, hidden=self.hidden.value)
+
+    def measure(self, with_losses: bool = False) -> Stability | None:
+        """Resample and re-plan (and, ``with_losses``, score a few destinations); redraw."""
+        try:
+            self.stability = stability(
+                self.parent, self.profile, self.spec(), importance=self.importance.value, resamples=self.resamples.value,
+                method=self.method.value, heldout=self.eval_batches if with_losses else None,
+                loss_resamples=min(self.loss_resamples.value, self.resamples.value) if with_losses else 0,
+                max_batches=self.max_batches,
+            )
+        except ValueError as error:  # an old profile without shards, a single batch, a spec error
+            self.stability, self.error = None, str(error)
+            self.summary.value = _message(str(error), error=True)
+            return None
+        self.error = None
+        summary = self.stability.summary()
+        rows = [{"kept set": kind, "Jaccard with full sample": f"{summary['mean_jaccard_with_full'][kind]:.3f}",
+                 "Jaccard between resamples": f"{summary['mean_pairwise_jaccard'][kind]:.3f}"}
+                for kind in plots.STABILITY_KINDS]
+        text = _table(rows, ["kept set", "Jaccard with full sample", "Jaccard between resamples"])
+        if "loss" in summary:
+            loss = summary["loss"]
+            text += _message(f"held-out loss before training: {loss['mean']:.3f} ± {loss['std']:.3f} nats over "
+                             f"{len(loss['values'])} resamples (full sample: {loss['full']:.3f})")
+        self.summary.value = text
+        for kind, figure in self.figures.items():
+            _refresh(figure, plots.selection_stability(self.stability, kind))
+        return self.stability
 
 
 # --------------------------------------------------------------------------------------------------------
@@ -825,7 +937,9 @@ class Explorer(_App):
         self.studio = SubcloneStudio(parent, profile, batches, eval_batches, save_dir=save_dir, steps=steps)
         self.sizes = SizeGridExplorer(parent, profile, eval_batches, studio=self.studio, layers=grid_layers,
                                       hidden=grid_hidden, grid=grid)
+        self.stability = StabilityExplorer(parent, profile, eval_batches)
         self.widget = w.Tab(children=[self.residual.widget, self.importance.widget, self.studio.widget,
-                                      self.sizes.widget])
-        for index, title in enumerate(("Residual property", "Neuron importance", "Subclone and train", "Sizes")):
+                                      self.sizes.widget, self.stability.widget])
+        for index, title in enumerate(("Residual property", "Neuron importance", "Subclone and train", "Sizes",
+                                       "Calibration")):
             self.widget.set_title(index, title)

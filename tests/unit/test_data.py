@@ -28,13 +28,17 @@ WORDS = ["alpha", "beta", "gamma", "delta", "epsilon", "zeta", "eta", "theta", "
 DOCUMENT_WORDS = [f"doc{index}" for index in range(60)]
 
 
-def word_tokenizer(eos: bool = True, bert_style: bool = False) -> PreTrainedTokenizerFast:
-    """A word-level tokenizer over WORDS and DOCUMENT_WORDS; unknown words map to [UNK]."""
+def word_tokenizer(eos: bool = True, bert_style: bool = False, bos: bool = False) -> PreTrainedTokenizerFast:
+    """A word-level tokenizer over WORDS and DOCUMENT_WORDS; unknown words map to [UNK]. With ``bos`` it starts
+    every text with <s>, as Gemma's does."""
     backend = Tokenizer(models.WordLevel(unk_token="[UNK]"))
     backend.pre_tokenizer = pre_tokenizers.Whitespace()
-    specials = ["[UNK]", "</s>", "[CLS]", "[SEP]"]
+    specials = ["[UNK]", "</s>", "[CLS]", "[SEP]", "<s>"]
     trainer = trainers.WordLevelTrainer(special_tokens=specials)
     backend.train_from_iterator([" ".join(WORDS + DOCUMENT_WORDS)], trainer)
+    if bos:
+        backend.post_processor = processors.TemplateProcessing(single="<s> $A", special_tokens=[("<s>", 4)])
+        return PreTrainedTokenizerFast(tokenizer_object=backend, unk_token="[UNK]", eos_token="</s>", bos_token="<s>")
     if bert_style:
         backend.post_processor = processors.TemplateProcessing(
             single="[CLS] $A [SEP]", special_tokens=[("[CLS]", 2), ("[SEP]", 3)]
@@ -173,6 +177,18 @@ def test_bert_style_tokenizer_adds_no_special_tokens_and_joins_with_sep(tmp_path
     assert bert.cls_token_id not in ids.tolist()
     separators = int((ids == bert.sep_token_id).sum())
     assert separators in (train_count - 1, train_count - 2)  # between documents; the last may be cut off
+
+
+def test_rows_start_with_bos_when_the_tokenizer_starts_texts_with_it(tmp_path: Path) -> None:
+    source = tmp_path / "story.txt"
+    source.write_text(words_of(200))
+    with_bos = word_tokenizer(bos=True)
+    assert with_bos.encode("alpha")[0] == with_bos.bos_token_id
+    rows = next(iter(text_batches(source, tokenizer=with_bos, seq_len=10, batch_size=4)))["input_ids"]
+    assert rows.shape == (4, 10)
+    assert (rows[:, 0] == with_bos.bos_token_id).all() and not (rows[:, 1:] == with_bos.bos_token_id).any()
+    plain_rows = next(iter(text_batches(source, tokenizer=word_tokenizer(), seq_len=9, batch_size=4)))["input_ids"]
+    assert torch.equal(rows[:, 1:], plain_rows), "after BOS, each row holds the same contiguous stream"
 
 
 def test_tokenizer_without_eos_or_sep_joins_documents_directly(tmp_path: Path) -> None:

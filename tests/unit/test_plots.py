@@ -62,6 +62,8 @@ def synthetic_grid() -> SizeGrid:
         reasons=[[None, None], [None, "hidden=16 is not valid: a made-up reason"]],
         dims=[[None, None], [None, None]],
         depth="middle", width="importance", scaling="sqrt", seq_len=8, eval_source="2 held-out batches",
+        latency=np.array([[1e-3, 2e-3], [3e-3, np.nan]]), memory=np.array([[2**20, 3 * 2**20], [2 * 2**20, np.nan]]),
+        device="a test CPU",
     )
 
 
@@ -403,12 +405,12 @@ def test_loss_curves_rejects_unknown_metric_axis_and_history():
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
-@pytest.mark.parametrize("quantity", ["loss", "params", "flops_per_token"])
+@pytest.mark.parametrize("quantity", ["loss", "params", "flops_per_token", "latency", "memory"])
 def test_size_grid_heatmap_shows_the_quantity_and_outlines_the_selection(backend, quantity):
     grid = synthetic_grid()
     fig = plots.size_grid(grid, quantity, selected=(1, 0), backend=backend)
     check_type(fig, backend)
-    expected = getattr(grid, quantity)
+    expected = getattr(grid, quantity) * {"latency": 1e3, "memory": 2.0**-20}.get(quantity, 1)  # ms, MiB
     if backend == "plotly":
         z = np.array(fig.data[0].z, dtype=float)
         np.testing.assert_array_equal(np.isnan(z), np.isnan(expected))
@@ -429,10 +431,32 @@ def test_size_grid_accepts_its_dict_and_rejects_bad_input():
     grid = synthetic_grid()
     fig = plots.size_grid(grid.to_dict(), "params")
     assert math.isnan(fig.data[0].z[1][1]) and fig.data[0].z[0][1] == 200.0
-    with pytest.raises(ValueError, match="loss, params, flops_per_token"):
-        plots.size_grid(grid, "memory")
+    with pytest.raises(ValueError, match="loss, params, flops_per_token, latency, memory"):
+        plots.size_grid(grid, "volume")
+    assert plots.size_grid(grid, "latency").data[0].text[0][1] == "2"  # milliseconds
     with pytest.raises(ValueError, match="outside the 2 x 2 grid"):
         plots.size_grid(grid, selected=(2, 0))
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_size_pareto_highlights_the_cells_no_other_beats(backend):
+    grid = synthetic_grid()  # (latency ms, loss): 2x8 (1, 5.0), 2x16 (2, 4.0), 4x8 (3, 4.5, beaten by 2x16)
+    fig = plots.size_pareto(grid, "latency", backend=backend)
+    check_type(fig, backend)
+    if backend == "plotly":
+        front, others = fig.data
+        assert front.name == "Pareto front" and list(front.text) == ["2 x 8", "2 x 16"]
+        np.testing.assert_allclose(front.x, [1.0, 2.0])
+        np.testing.assert_allclose(front.y, [5.0, 4.0])
+        assert list(others.text) == ["4 x 8"] and others.y[0] == 4.5
+    else:
+        front, others = fig.axes[0].lines
+        np.testing.assert_allclose(front.get_xdata(), [1.0, 2.0])
+        np.testing.assert_allclose(others.get_ydata(), [4.5])
+    on_memory = plots.size_pareto(grid.to_dict(), "memory")  # 4x8 is cheaper in memory than 2x16: all three
+    assert sorted(on_memory.data[0].text) == ["2 x 16", "2 x 8", "4 x 8"]
+    with pytest.raises(ValueError, match="params, flops_per_token, latency, memory"):
+        plots.size_pareto(grid, "loss")
 
 
 def speedup_record(label, parameters, **speedups):
@@ -458,6 +482,7 @@ def test_speedup_by_size_draws_each_init_per_step_and_per_second_by_parameters(b
         step = lines["subclone, per optimizer step"]
         assert list(step.x) == [20.0, 40.0] and list(step.y) == [0.5, 4.0]  # sorted by size
         assert list(step.marker.symbol) == ["triangle-down", "circle"]
+        assert list(lines["subclone, per second of training"].marker.symbol) == ["triangle-down-open", "circle-open"]
         assert list(lines["subclone+distill, per second of training"].y) == [3.0]
         assert fig.layout.yaxis.type == "log"
     else:

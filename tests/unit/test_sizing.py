@@ -183,3 +183,46 @@ def test_default_axes_of_a_tiny_gpt2_are_valid_widths():
     layers, hidden = sv.default_grid_axes(parent)
     assert layers == [1, 2, 3, 4]
     assert hidden == [8, 16, 24, 32]  # multiples of the head size 8, up to the parent's 32
+
+
+def test_cells_of_one_width_resume_after_their_shared_blocks(llama, monkeypatch):
+    """Suffix reuse: a cell runs only the blocks after those it shares with the previous cell of its width, and
+    its loss is still, bit for bit, that of its own subclone's whole forward."""
+    parent, prof, batches = llama
+    starts = []
+    resumed = sizing.resumed
+    monkeypatch.setattr(sizing, "resumed", lambda family, model, start, *rest: starts.append(start) or
+                        resumed(family, model, start, *rest))
+    grid = sv.size_grid(parent, prof, [2, 3, 4], [24, 48], batches, progress=False)
+    # Middle depth keeps blocks [0, 3], then [0, 1, 3] (resumes after block 0), then [0, 1, 2, 3] (after 0, 1).
+    assert starts == [1] * len(batches) + [2] * len(batches) + [1] * len(batches) + [2] * len(batches)
+    with torch.no_grad():
+        for i in range(3):
+            for j in range(2):
+                child = sv.subclone(parent, sv.plan(parent, prof, grid.spec(i, j)))
+                assert grid.loss[i, j] == sv.evaluate(child, parent.family, batches).loss
+
+
+def test_cells_carry_measured_latency_and_memory_and_a_pareto_front(llama):
+    parent, prof, batches = llama
+    grid = sv.size_grid(parent, prof, [2, 4], [24, 48, 20], batches, progress=False)  # 20: no head count fits
+    valid = np.isfinite(grid.params)
+    assert not valid[:, 2].any() and np.isnan(grid.latency[:, 2]).all() and np.isnan(grid.memory[:, 2]).all()
+    assert (grid.latency[valid] > 0).all() and "cpu" in grid.device
+    # The peak holds the fp32 weights and at least the logits of the batch (2 x 12 tokens x 97).
+    assert (grid.memory[valid] >= grid.params[valid] * 4 + 2 * 12 * VOCAB * 4).all()
+    assert grid.memory[1, 1] > grid.memory[0, 0]
+    front = grid.pareto_front("latency")
+    assert front.shape == grid.shape and not front[:, 2].any()
+    for cost in sizing.COSTS:
+        costs = np.where(valid, grid.quantity(cost), np.inf)
+        on_front = grid.pareto_front(cost)
+        assert on_front[np.unravel_index(np.argmin(np.where(valid, grid.loss, np.inf)), grid.shape)]
+        cheapest = np.flatnonzero(costs == costs.min())
+        assert on_front.ravel()[cheapest].any()  # the cheapest cell (or one of equally cheap ones) is on it
+    with pytest.raises(ValueError, match="cost='loss'"):
+        grid.pareto_front("loss")
+    written = grid.to_dict()
+    np.testing.assert_array_equal(sv.SizeGrid.from_dict(written).latency, grid.latency)
+    older = {k: v for k, v in written.items() if k not in ("latency", "memory", "device")}
+    assert np.isnan(sv.SizeGrid.from_dict(older).latency).all()  # grids saved before these were measured

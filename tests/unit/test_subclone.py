@@ -4,6 +4,7 @@ depth cut runs a forward and a training step, and a saved destination reloads th
 loader with identical outputs. Then the planner's and subcloner's own behaviour."""
 
 import copy
+import dataclasses
 import json
 import re
 
@@ -296,6 +297,69 @@ def test_calibrated_scaling_matches_parent_std():
         sv.subclone(parent, p)
 
 
+def scales_of_one_joined_forward(parent, p, batches):
+    """The reference: calibration as first written, with the whole outputs of two forwards (parent, then the
+    destination scaled layer by layer inside its hooks) on the batches joined into one."""
+    from subclone_viz.subclone import _source_name
+
+    family, dest = parent.family, sv.subclone(parent, dataclasses.replace(p, scaling="none"))
+    batch = {k: torch.cat([b[k] for b in batches]) for k in batches[0]}
+    mask = batch.get("attention_mask")
+    mask = None if mask is None or bool(mask.all()) else mask.reshape(-1).bool()
+
+    def rows(t):
+        flat = t.reshape(-1, t.shape[-1])
+        return (flat[mask] if mask is not None and flat.shape[0] == mask.numel() else flat).float()
+
+    shapes = {name: q.shape for name, q in parent.model.named_parameters()}
+    linears = []
+    for name, param in dest.named_parameters():
+        info = family.param_info(name)
+        axis = info.rule.fan_in_axis
+        if axis is None or param.dim() != 2 or param.shape[axis] == shapes[_source_name(family, p, name, info.block)][axis]:
+            continue
+        module = name.rsplit(".", 1)[0]
+        linears.append((module, _source_name(family, p, module, info.block),
+                        axis_indices(p, info.rule.axes[1 - axis], info.block)))
+    parent_std, scales = {}, {}
+    hooks = [parent.model.get_submodule(source).register_forward_hook(
+        lambda m, a, out, source=source, kept=kept: parent_std.__setitem__(
+            source, float((rows(out) if kept is None else rows(out)[:, kept]).std())))
+        for _, source, kept in linears]
+    outputs(parent, parent.model, batch)
+
+    def dest_hook(module, args, out, name, source):
+        scale = parent_std[source] / max(float(rows(out).std()), 1e-12)
+        scales[f"{name}.weight"] = scale
+        module.weight.mul_(scale)
+        if getattr(module, "bias", None) is not None:
+            module.bias.mul_(scale)
+        return out * scale
+
+    hooks += [dest.get_submodule(name).register_forward_hook(
+        lambda m, a, out, name=name, source=source: dest_hook(m, a, out, name, source)) for name, source, _ in linears]
+    outputs(parent, dest, batch)
+    for hook in hooks:
+        hook.remove()
+    return scales
+
+
+@pytest.mark.parametrize("name", list(TINY_FAMILIES))
+def test_streamed_calibration_gives_the_scales_of_one_joined_forward(name):
+    """Running sums that stop after the last scaled layer: the same scales as whole outputs, on every family
+    (LM heads, a pooler and a classifier head included)."""
+    parent = sv.load_parent(tiny_model(name), device="cpu")
+    batches = tiny_batches(name)
+    dims = parent.dims
+    spec = sv.DestinationSpec(layers=dims.layers - 1, hidden=dims.hidden // 2, ffn=dims.ffn // 2)
+    p = sv.plan(parent, None, spec, width="uniform", scaling="calibrated")
+    scales = sv.subclone(parent, p, calibration_batches=batches).subclone_info["scales"]
+    expected = scales_of_one_joined_forward(parent, p, batches)
+    assert len(scales) >= 4 * (dims.layers - 1) and scales.keys() == expected.keys()
+    for layer, scale in expected.items():
+        assert scales[layer] == pytest.approx(scale, rel=1e-4), layer
+
+
 @pytest.mark.parametrize(
     "spec, message",
     [
@@ -396,3 +460,13 @@ def test_bare_encoder_has_no_loss():
 def test_every_family_has_a_finite_loss(name):
     parent = sv.load_parent(tiny_model(name), device="cpu")
     assert torch.isfinite(parent.family.loss(parent.model, tiny_batches(name)[0]))
+
+
+def test_evaluate_shows_a_progress_bar_only_when_asked_or_long(capsys):
+    parent = sv.load_parent(tiny_model("llama"), device="cpu")
+    batches = tiny_batches("llama")
+    quiet = sv.evaluate(parent.model, parent.family, batches)  # short: the delayed bar never appears
+    assert capsys.readouterr().err == ""
+    shown = sv.evaluate(parent.model, parent.family, batches, max_batches=2, progress=True)
+    assert "evaluate" in capsys.readouterr().err and shown.batches == 2
+    assert quiet.loss == sv.evaluate(parent.model, parent.family, batches, progress=False).loss

@@ -1,0 +1,422 @@
+"""The one place that hooks a model's blocks, and runs only the blocks after a cut (suffix reuse).
+
+Everything that looks inside a forward pass (the profile, the token trace, the block ablation, calibrated
+scaling, the size grid) goes through here. Hooks are placed through the family adapter's module roles, so
+this module never names a model class:
+
+* :func:`capture_blocks` calls back once per block with a :class:`BlockStep`: the hidden state entering
+  the block x, the sum x + f(x) (for post-norm blocks the pre-norm sum, read at the input of
+  ``family.residual_sum_module``; otherwise the block's output) and the block's output; and, when asked,
+  with each block's FFN hidden activation (the input of ``family.ffn_activation_module``) and per-head
+  attention output (the input of ``family.attention_output_module``);
+* :func:`capture_modules` reports the input and output of any named modules (the norms and linear layers
+  that the profile's importance estimators read);
+* :func:`to_device`, :func:`token_mask` and :func:`counted_rows` move a batch to the model and keep only
+  the tokens that count (attention mask 1);
+* :func:`record_stream` keeps the hidden state at every residual layer of one forward pass, and
+  :func:`resumed` runs a later forward from one of them: the blocks before the cut are replaced by
+  stand-ins that cost nothing, so only the suffix runs. The model's own forward still computes the
+  arguments each block takes (rotary position embeddings, the attention mask of each layer type), so a
+  resumed block receives exactly what it receives in a full pass, at the same position in the block list;
+* :func:`forward_until_seen` runs a forward only as far as a set of layers and streams their outputs (the
+  last one in chunks), for statistics such as calibrated scaling's; :func:`forward_peak_bytes` measures
+  the memory a forward allocates (the CPU keeps no allocator statistics, so there it follows the tensors).
+
+Example::
+
+    import torch
+    from transformers import LlamaConfig, LlamaForCausalLM
+    from subclone_viz.capture import capture_blocks, record_stream, resumed
+    from subclone_viz.families import family_of
+    model = LlamaForCausalLM(LlamaConfig(hidden_size=32, intermediate_size=64, num_hidden_layers=3,
+                                         num_attention_heads=4, vocab_size=50)).eval()
+    family = family_of(model)
+    batch = {"input_ids": torch.randint(0, 50, (2, 8))}
+    steps = []
+    with torch.no_grad(), capture_blocks(family, model, on_block=steps.append):
+        family.logits(model, batch)
+    steps[1].input.shape                                  # torch.Size([2, 8, 32]): x entering block 1
+    blocks = list(family.blocks(model))
+    with torch.no_grad():
+        with record_stream(family, model) as stream:
+            full = family.loss(model, batch)
+        with resumed(family, model, 1, stream.states[1], blocks[1:], stream.output_like):
+            again = family.loss(model, batch)             # runs blocks 1 and 2 only; equals ``full``
+        with resumed(family, model, 1, stream.states[1], [None, blocks[2]], stream.output_like):
+            without_block_1 = family.loss(model, batch)   # block 1 removed
+"""
+
+from __future__ import annotations
+
+import weakref
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import Any, Callable, Iterator, Sequence
+
+import torch
+from torch import nn
+from torch.utils._python_dispatch import TorchDispatchMode
+from torch.utils._pytree import tree_leaves
+
+from .families import Family
+
+
+def to_device(batch: dict[str, Any], device: torch.device | str) -> dict[str, Any]:
+    """``batch`` with every tensor on ``device`` (other values as they are)."""
+    return {k: v.to(device) if isinstance(v, torch.Tensor) else v for k, v in batch.items()}
+
+
+def token_mask(batch: dict[str, torch.Tensor]) -> torch.Tensor | None:
+    """The flattened attention mask (B*T,), or None when every token counts (no padding, or images)."""
+    mask = batch.get("attention_mask")
+    if mask is None:
+        return None
+    flat = mask.reshape(-1).bool()
+    return None if bool(flat.all()) else flat
+
+
+def counted_rows(t: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
+    """(B, T, X) -> (counted tokens, X) in fp32. A tensor with one row per sequence (a pooler's output) has
+    no padding to drop and keeps every row."""
+    rows = t.reshape(-1, t.shape[-1])
+    if mask is not None and rows.shape[0] == mask.numel():
+        rows = rows[mask.to(rows.device)]
+    return rows.float()
+
+
+def block_input(args: tuple, kwargs: dict[str, Any]) -> torch.Tensor:
+    """The hidden state a block is called with: its first positional argument or ``hidden_states=``."""
+    return args[0] if args else kwargs["hidden_states"]
+
+
+def hidden_of(output: Any) -> torch.Tensor:
+    """The hidden state a block returns (blocks return a tensor or a tuple led by one)."""
+    return output[0] if isinstance(output, (tuple, list)) else output
+
+
+def with_hidden(output: Any, hidden: torch.Tensor) -> Any:
+    """``output`` in the same form (a tensor or a tuple led by one) with its hidden state replaced."""
+    return (hidden, *output[1:]) if isinstance(output, (tuple, list)) else hidden
+
+
+@dataclass
+class BlockStep:
+    """What one block did in one forward pass. Tensors are (B, T, d), on the block's device."""
+
+    index: int
+    input: torch.Tensor  # x
+    total: torch.Tensor  # x + f(x): the pre-norm sum of a post-norm block, otherwise the output
+    output: torch.Tensor  # what the block passes on
+    returned: Any = field(repr=False)  # the block's own return value (a tensor or a tuple led by one)
+
+
+@contextmanager
+def capture_blocks(
+    family: Family,
+    model: nn.Module,
+    on_block: Callable[[BlockStep], None] | None = None,
+    on_ffn: Callable[[int, torch.Tensor], None] | None = None,
+    on_attention: Callable[[int, torch.Tensor], None] | None = None,
+) -> Iterator[None]:
+    """Within the ``with``, every forward of ``model`` reports each block through the callbacks.
+
+    Args:
+        family: the model's adapter (it says where the blocks and their module roles are).
+        model: the model to hook.
+        on_block: called after block i ran, with its :class:`BlockStep`.
+        on_ffn: called with (i, FFN hidden activation (B, T, ffn)) as block i computes it.
+        on_attention: called with (i, per-head attention output (B, T, heads * head_dim)) before the output
+            projection of block i.
+    """
+    inputs: dict[int, torch.Tensor] = {}  # block -> x, held until the block's output arrives
+    sums: dict[int, torch.Tensor] = {}  # block -> pre-norm x + f(x) (post-norm blocks only)
+    handles: list[torch.utils.hooks.RemovableHandle] = []
+
+    def remember_input(i: int):
+        def hook(module, args, kwargs):
+            inputs[i] = block_input(args, kwargs)
+
+        return hook
+
+    def remember_sum(i: int):
+        def hook(module, args):
+            sums[i] = args[0]
+
+        return hook
+
+    def report_block(i: int):
+        def hook(module, args, output):
+            y = hidden_of(output)
+            on_block(BlockStep(index=i, input=inputs.pop(i), total=sums.pop(i, y), output=y, returned=output))
+
+        return hook
+
+    def report_input(callback: Callable[[int, torch.Tensor], None], i: int):
+        def hook(module, args):
+            callback(i, args[0])
+
+        return hook
+
+    try:
+        for i, block in enumerate(family.blocks(model)):
+            if on_block is not None:
+                handles.append(block.register_forward_pre_hook(remember_input(i), with_kwargs=True))
+                handles.append(block.register_forward_hook(report_block(i)))
+                sum_module = family.residual_sum_module(block)
+                if sum_module is not None:
+                    handles.append(sum_module.register_forward_pre_hook(remember_sum(i)))
+            if on_ffn is not None:
+                handles.append(family.ffn_activation_module(block).register_forward_pre_hook(report_input(on_ffn, i)))
+            if on_attention is not None:
+                module = family.attention_output_module(block)
+                handles.append(module.register_forward_pre_hook(report_input(on_attention, i)))
+        yield
+    finally:
+        for handle in handles:
+            handle.remove()
+        inputs.clear()
+        sums.clear()
+
+
+@contextmanager
+def capture_modules(
+    modules: dict[str, nn.Module], on_call: Callable[[str, torch.Tensor, torch.Tensor], None]
+) -> Iterator[None]:
+    """Within the ``with``, every call of one of ``modules`` reports ``(name, its input, its output)``.
+
+    For modules the block roles do not name: the norms on the residual stream and the linear layers that
+    read it (the profile's importance statistics). The input is the first positional argument; a tuple output
+    reports its first element.
+    """
+    def report(name: str):
+        def hook(module, args, output):
+            on_call(name, args[0], hidden_of(output))
+
+        return hook
+
+    handles = [module.register_forward_hook(report(name)) for name, module in modules.items()]
+    try:
+        yield
+    finally:
+        for handle in handles:
+            handle.remove()
+
+
+@dataclass
+class ResidualStream:
+    """The hidden state at every residual layer of one forward pass: ``states[i]`` enters block i (i < L),
+    ``states[L]`` leaves the last block (None where a resumed forward did not run). ``output_like`` is a
+    block's return value, the form that stand-in blocks give theirs in."""
+
+    states: list[torch.Tensor | None]
+    output_like: Any = None
+
+
+@contextmanager
+def record_stream(family: Family, model: nn.Module) -> Iterator[ResidualStream]:
+    """Within the ``with``, a forward of ``model`` fills the yielded :class:`ResidualStream` (run one forward)."""
+    stream = ResidualStream(states=[None] * (len(family.blocks(model)) + 1))
+
+    def keep(step: BlockStep) -> None:
+        stream.states[step.index] = step.input
+        stream.states[step.index + 1] = step.output
+        if stream.output_like is None:
+            stream.output_like = step.returned
+
+    with capture_blocks(family, model, on_block=keep):
+        yield stream
+
+
+class _PassOn(nn.Module):
+    """Stands in for a block: returns the hidden state it receives, in the form the real blocks return."""
+
+    def __init__(self, output_like: Any):
+        super().__init__()
+        self.output_like = output_like
+
+    def forward(self, *args, **kwargs):
+        return with_hidden(self.output_like, block_input(args, kwargs))
+
+
+class _Resume(nn.Module):
+    """Stands at the cut: ignores the hidden state it receives and continues from a stored one, through a
+    block (called with the arguments the model gives this position) or straight on."""
+
+    def __init__(self, hidden: torch.Tensor, block: nn.Module | None, output_like: Any):
+        super().__init__()
+        self.hidden = hidden
+        self.block = block
+        self.output_like = output_like
+
+    def forward(self, *args, **kwargs):
+        if self.block is None:
+            return with_hidden(self.output_like, self.hidden)
+        if args:
+            args = (self.hidden, *args[1:])
+        else:
+            kwargs = {**kwargs, "hidden_states": self.hidden}
+        return self.block(*args, **kwargs)
+
+
+@contextmanager
+def resumed(
+    family: Family,
+    model: nn.Module,
+    start: int,
+    hidden: torch.Tensor,
+    blocks: Sequence[nn.Module | None],
+    output_like: Any,
+) -> Iterator[None]:
+    """Within the ``with``, a forward of ``model`` skips the blocks before position ``start`` and continues
+    from ``hidden`` there: ``blocks[0]`` runs at position ``start`` on ``hidden``, ``blocks[1]`` at
+    ``start + 1`` on what that returned, and so on (None passes the hidden state on unchanged).
+
+    The block list keeps its length, so every position receives the arguments the model computes for it
+    (per-layer attention types follow the position). ``hidden`` must come from the same batch (a
+    :func:`record_stream` of it); the embeddings still run and are discarded, which costs next to nothing.
+
+    Args:
+        family: the model's adapter.
+        model: the model whose blocks are swapped for the duration of the ``with``.
+        start: the position of the cut, 0 <= start < L.
+        hidden: (B, T, d) the hidden state to continue from.
+        blocks: the modules at positions start..L-1 (``L - start`` of them): the model's own or others.
+        output_like: a block's return value (:attr:`ResidualStream.output_like`), the form stand-ins return.
+    """
+    block_list = family.blocks(model)
+    count = len(block_list)
+    if not 0 <= start < count or start + len(blocks) != count:
+        raise ValueError(
+            f"resuming at position {start} with {len(blocks)} blocks does not fill a list of {count} blocks: "
+            f"pass {count - start} blocks for positions {start}..{count - 1}"
+        )
+    originals = list(block_list)
+    stand_ins = [_PassOn(output_like) for _ in range(start)]
+    stand_ins.append(_Resume(hidden, blocks[0], output_like))
+    stand_ins += [_PassOn(output_like) if block is None else block for block in blocks[1:]]
+    try:
+        for position, module in enumerate(stand_ins):
+            block_list[position] = module
+        yield
+    finally:
+        for position, module in enumerate(originals):
+            block_list[position] = module
+
+
+class _SeenAll(Exception):
+    """Raised by a hook of :func:`forward_until_seen` once nothing more of the forward is needed."""
+
+
+def forward_until_seen(
+    run: Callable[[], Any],
+    modules: dict[str, nn.Module],
+    observe: Callable[[str, torch.Tensor], None],
+    finish: Callable[[str, nn.Module], float | None] | None = None,
+    mask: torch.Tensor | None = None,
+    chunk_elements: int = 2**24,
+) -> None:
+    """Run a forward (``run()``) only as far as it takes to see the output of every module in ``modules``.
+
+    Each module's output rows for the counted tokens (``mask``, see :func:`counted_rows`), (rows, out) in
+    fp32, go to ``observe(name, rows)``; then ``finish(name, module)`` may return a factor that the output
+    the forward continues with is multiplied by. The last module to run is not called at all: its output
+    is computed from its input in chunks of about ``chunk_elements`` values, each passed to ``observe``, and
+    the forward stops there, so a large output (a language model's logits) is never held whole and the
+    layers after it never run. The modules take one input tensor (linear layers).
+    """
+    pending: set[str] = set(modules)
+    handles: list[torch.utils.hooks.RemovableHandle] = []
+
+    def before(name: str):
+        def hook(module, args):
+            if pending != {name}:
+                return None
+            x = args[0]
+            rows = x.reshape(-1, x.shape[-1])  # (tokens or sequences, in)
+            if mask is not None and rows.shape[0] == mask.numel():
+                rows = rows[mask.to(rows.device)]
+            step = max(1, chunk_elements // max(module.weight.shape))
+            for chunk in rows.split(step):
+                observe(name, module.forward(chunk).float())  # forward(): the module's own hooks stay out
+            if finish is not None:
+                finish(name, module)
+            pending.clear()
+            raise _SeenAll
+
+        return hook
+
+    def after(name: str):
+        def hook(module, args, output):
+            pending.discard(name)
+            observe(name, counted_rows(output, mask))
+            factor = None if finish is None else finish(name, module)
+            return None if factor is None else output * factor
+
+        return hook
+
+    try:
+        for name, module in modules.items():
+            handles.append(module.register_forward_pre_hook(before(name)))
+            handles.append(module.register_forward_hook(after(name)))
+        run()
+    except _SeenAll:
+        pass
+    finally:
+        for handle in handles:
+            handle.remove()
+    if pending:
+        raise RuntimeError(f"the forward never ran {sorted(pending)}: it skipped a layer it was expected to run")
+
+
+class _LiveTensorBytes(TorchDispatchMode):
+    """Counts the bytes of the tensors that the ops of a forward create, while they live, and keeps the peak.
+
+    A storage counts from the op that creates it until its last tensor seen here is freed (views and
+    in-place results share a storage and count once). Buffers that a kernel uses internally are not seen.
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.live = 0
+        self.peak = 0
+        self.holders: dict[int, int] = {}  # storage address -> tensors alive that were seen on it
+
+    def _release(self, address: int, nbytes: int) -> None:
+        self.holders[address] -= 1
+        if self.holders[address] == 0:
+            del self.holders[address]
+            self.live -= nbytes
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        out = func(*args, **(kwargs or {}))
+        for tensor in tree_leaves(out):
+            if not isinstance(tensor, torch.Tensor):
+                continue
+            storage = tensor.untyped_storage()
+            address, nbytes = storage.data_ptr(), storage.nbytes()
+            if address not in self.holders:
+                self.holders[address] = 0
+                self.live += nbytes
+                self.peak = max(self.peak, self.live)
+            self.holders[address] += 1
+            weakref.finalize(tensor, self._release, address, nbytes)
+        return out
+
+
+def forward_peak_bytes(run: Callable[[], Any], device: torch.device) -> int:
+    """The peak memory that a forward (``run()``) allocates beyond what was allocated before it, in bytes.
+
+    On CUDA this is the caching allocator's own peak; elsewhere (the CPU keeps no allocator statistics)
+    the peak of the bytes of the tensors alive during the forward, followed op by op.
+    """
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+        before = torch.cuda.memory_allocated(device)
+        torch.cuda.reset_peak_memory_stats(device)
+        run()
+        torch.cuda.synchronize(device)
+        return torch.cuda.max_memory_allocated(device) - before
+    counter = _LiveTensorBytes()
+    with counter:
+        run()
+    return counter.peak
