@@ -18,7 +18,13 @@ head-major (head ``h`` owns channels ``h * head_dim ... h * head_dim + head_dim 
 
 Example::
 
-    axis_indices(plan, "qkv", layer=0)   # q channels, then k and v channels offset by the parent's q width
+    >>> import subclone_viz as sv
+    >>> from transformers import GPT2Config, GPT2LMHeadModel
+    >>> parent = sv.load_parent(GPT2LMHeadModel(GPT2Config(n_layer=2, n_embd=64, n_head=4, vocab_size=100)))
+    >>> plan = sv.plan(parent, None, sv.DestinationSpec(layers=2, hidden=32), width="first")   # 2 of 4 heads
+    >>> kept = axis_indices(plan, "qkv", layer=0)   # q channels, then k and v offset by the parent's q width
+    >>> len(kept), kept[30:34], kept[62:66]
+    (96, [30, 31, 64, 65], [94, 95, 128, 129])
 """
 
 from __future__ import annotations

@@ -20,12 +20,14 @@ Causal LMs share :class:`CausalLMFamily` (next-token logits and loss), image cla
 
 Example::
 
-    from transformers import GPT2Config, GPT2LMHeadModel
-    from subclone_viz.families import family_of
-    model = GPT2LMHeadModel(GPT2Config(n_layer=2, n_embd=64, n_head=4, vocab_size=100))
-    family = family_of(model)
-    family.dims(model)   # Dims(layers=2, hidden=64, ffn=256, heads=4, kv_heads=4, head_dim=16)
-    family.rule_for("transformer.h.0.attn.c_attn.weight")   # axes ("residual", "qkv"), fan-in axis 0
+    >>> from transformers import GPT2Config, GPT2LMHeadModel
+    >>> from subclone_viz.families import family_of
+    >>> model = GPT2LMHeadModel(GPT2Config(n_layer=2, n_embd=64, n_head=4, vocab_size=100))
+    >>> family = family_of(model)
+    >>> family.dims(model)
+    Dims(layers=2, hidden=64, ffn=256, heads=4, kv_heads=4, head_dim=16)
+    >>> family.rule_for("transformer.h.0.attn.c_attn.weight")   # fused q|k|v: fan-in on axis 0 (Conv1D)
+    ParamRule(pattern=..., axes=('residual', 'qkv'), fan_in_axis=0)
 """
 
 from __future__ import annotations

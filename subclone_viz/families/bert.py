@@ -8,11 +8,12 @@ heads``. Works for a bare ``BertModel`` (sentence encoders such as all-MiniLM-L6
 
 Example::
 
-    from transformers import BertConfig, BertModel
-    from subclone_viz.families import family_of
-    model = BertModel(BertConfig(hidden_size=64, num_hidden_layers=2, num_attention_heads=4,
-                                 intermediate_size=128, vocab_size=100))
-    family_of(model).dims(model)   # Dims(layers=2, hidden=64, ffn=128, heads=4, kv_heads=4, head_dim=16)
+    >>> from transformers import BertConfig, BertModel
+    >>> from subclone_viz.families import family_of
+    >>> model = BertModel(BertConfig(hidden_size=64, num_hidden_layers=2, num_attention_heads=4,
+    ...                              intermediate_size=128, vocab_size=100))
+    >>> family_of(model).dims(model)
+    Dims(layers=2, hidden=64, ffn=128, heads=4, kv_heads=4, head_dim=16)
 """
 
 from __future__ import annotations

@@ -15,11 +15,12 @@ What differs from Llama, and what it means for subcloning:
 
 Example::
 
-    from transformers import Gemma3ForCausalLM, Gemma3TextConfig
-    from subclone_viz.families import family_of
-    model = Gemma3ForCausalLM(Gemma3TextConfig(hidden_size=64, intermediate_size=128, num_hidden_layers=2,
-                              num_attention_heads=4, num_key_value_heads=1, head_dim=32, vocab_size=100))
-    family_of(model).dims(model)   # Dims(layers=2, hidden=64, ffn=128, heads=4, kv_heads=1, head_dim=32)
+    >>> from transformers import Gemma3ForCausalLM, Gemma3TextConfig
+    >>> from subclone_viz.families import family_of
+    >>> model = Gemma3ForCausalLM(Gemma3TextConfig(hidden_size=64, intermediate_size=128, num_hidden_layers=2,
+    ...                           num_attention_heads=4, num_key_value_heads=1, head_dim=32, vocab_size=100))
+    >>> family_of(model).dims(model)
+    Dims(layers=2, hidden=64, ffn=128, heads=4, kv_heads=1, head_dim=32)
 """
 
 from __future__ import annotations

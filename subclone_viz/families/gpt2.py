@@ -6,10 +6,11 @@ of width 3 * hidden, and ``head_dim = hidden / heads``: a narrower destination h
 
 Example::
 
-    from transformers import GPT2Config, GPT2LMHeadModel
-    from subclone_viz.families import family_of
-    model = GPT2LMHeadModel(GPT2Config(n_layer=2, n_embd=64, n_head=4, vocab_size=100))
-    family_of(model).dims(model)   # Dims(layers=2, hidden=64, ffn=256, heads=4, kv_heads=4, head_dim=16)
+    >>> from transformers import GPT2Config, GPT2LMHeadModel
+    >>> from subclone_viz.families import family_of
+    >>> model = GPT2LMHeadModel(GPT2Config(n_layer=2, n_embd=64, n_head=4, vocab_size=100))
+    >>> family_of(model).dims(model)
+    Dims(layers=2, hidden=64, ffn=256, heads=4, kv_heads=4, head_dim=16)
 """
 
 from __future__ import annotations

@@ -8,11 +8,12 @@ LayerNorms and every projection carry biases.
 
 Example::
 
-    from transformers import GPTNeoXConfig, GPTNeoXForCausalLM
-    from subclone_viz.families import family_of
-    model = GPTNeoXForCausalLM(GPTNeoXConfig(hidden_size=64, intermediate_size=256, num_hidden_layers=2,
-                                             num_attention_heads=4, vocab_size=100))
-    family_of(model).dims(model)   # Dims(layers=2, hidden=64, ffn=256, heads=4, kv_heads=4, head_dim=16)
+    >>> from transformers import GPTNeoXConfig, GPTNeoXForCausalLM
+    >>> from subclone_viz.families import family_of
+    >>> model = GPTNeoXForCausalLM(GPTNeoXConfig(hidden_size=64, intermediate_size=256, num_hidden_layers=2,
+    ...                                          num_attention_heads=4, vocab_size=100))
+    >>> family_of(model).dims(model)
+    Dims(layers=2, hidden=64, ffn=256, heads=4, kv_heads=4, head_dim=16)
 """
 
 from __future__ import annotations

@@ -7,11 +7,12 @@ final LayerNorm's cls token. A destination saves as an ordinary checkpoint that
 
 Example::
 
-    from transformers import ViTConfig, ViTForImageClassification
-    from subclone_viz.families import family_of
-    model = ViTForImageClassification(ViTConfig(hidden_size=64, intermediate_size=128, num_hidden_layers=2,
-                                                num_attention_heads=4, image_size=32, patch_size=8))
-    family_of(model).dims(model)   # Dims(layers=2, hidden=64, ffn=128, heads=4, kv_heads=4, head_dim=16)
+    >>> from transformers import ViTConfig, ViTForImageClassification
+    >>> from subclone_viz.families import family_of
+    >>> model = ViTForImageClassification(ViTConfig(hidden_size=64, intermediate_size=128, num_hidden_layers=2,
+    ...                                             num_attention_heads=4, image_size=32, patch_size=8))
+    >>> family_of(model).dims(model)
+    Dims(layers=2, hidden=64, ffn=128, heads=4, kv_heads=4, head_dim=16)
 """
 
 from __future__ import annotations

@@ -8,11 +8,12 @@ tied to the token embedding or not (``tie_word_embeddings``).
 
 Example::
 
-    from transformers import LlamaConfig, LlamaForCausalLM
-    from subclone_viz.families import family_of
-    model = LlamaForCausalLM(LlamaConfig(hidden_size=64, intermediate_size=128, num_hidden_layers=2,
-                                         num_attention_heads=4, num_key_value_heads=2, vocab_size=100))
-    family_of(model).dims(model)   # Dims(layers=2, hidden=64, ffn=128, heads=4, kv_heads=2, head_dim=16)
+    >>> from transformers import LlamaConfig, LlamaForCausalLM
+    >>> from subclone_viz.families import family_of
+    >>> model = LlamaForCausalLM(LlamaConfig(hidden_size=64, intermediate_size=128, num_hidden_layers=2,
+    ...                                      num_attention_heads=4, num_key_value_heads=2, vocab_size=100))
+    >>> family_of(model).dims(model)
+    Dims(layers=2, hidden=64, ffn=128, heads=4, kv_heads=2, head_dim=16)
 """
 
 from __future__ import annotations

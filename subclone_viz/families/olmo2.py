@@ -9,11 +9,12 @@ its kept heads only, as a narrower residual stream does in any RMSNorm (a reorde
 
 Example::
 
-    from transformers import Olmo2Config, Olmo2ForCausalLM
-    from subclone_viz.families import family_of
-    model = Olmo2ForCausalLM(Olmo2Config(hidden_size=64, intermediate_size=128, num_hidden_layers=2,
-                                         num_attention_heads=4, num_key_value_heads=2, vocab_size=100))
-    family_of(model).rule_for("model.layers.0.self_attn.q_norm.weight").axes   # ("q_heads",)
+    >>> from transformers import Olmo2Config, Olmo2ForCausalLM
+    >>> from subclone_viz.families import family_of
+    >>> model = Olmo2ForCausalLM(Olmo2Config(hidden_size=64, intermediate_size=128, num_hidden_layers=2,
+    ...                                      num_attention_heads=4, num_key_value_heads=2, vocab_size=100))
+    >>> family_of(model).rule_for("model.layers.0.self_attn.q_norm.weight").axes
+    ('q_heads',)
 """
 
 from __future__ import annotations

@@ -7,12 +7,13 @@ the head count does not follow from the hidden width.
 
 Example::
 
-    from transformers import Phi3Config, Phi3ForCausalLM
-    from subclone_viz.families import family_of
-    model = Phi3ForCausalLM(Phi3Config(hidden_size=64, intermediate_size=128, num_hidden_layers=2,
-                                       num_attention_heads=4, num_key_value_heads=2, vocab_size=100,
-                                       pad_token_id=0))
-    family_of(model).rule_for("model.layers.0.mlp.gate_up_proj.weight").axes   # ("gate_up", "residual")
+    >>> from transformers import Phi3Config, Phi3ForCausalLM
+    >>> from subclone_viz.families import family_of
+    >>> model = Phi3ForCausalLM(Phi3Config(hidden_size=64, intermediate_size=128, num_hidden_layers=2,
+    ...                                    num_attention_heads=4, num_key_value_heads=2, vocab_size=100,
+    ...                                    pad_token_id=0))
+    >>> family_of(model).rule_for("model.layers.0.mlp.gate_up_proj.weight").axes
+    ('gate_up', 'residual')
 """
 
 from __future__ import annotations

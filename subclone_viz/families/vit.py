@@ -8,10 +8,11 @@ checkpoint that ``timm.create_model("local-dir:DIR", pretrained=True)`` loads.
 
 Example::
 
-    import timm
-    from subclone_viz.families import family_of
-    model = timm.create_model("vit_tiny_patch16_224", img_size=32, patch_size=8, depth=2, num_classes=10)
-    family_of(model).dims(model)   # Dims(layers=2, hidden=192, ffn=768, heads=3, kv_heads=3, head_dim=64)
+    >>> import timm
+    >>> from subclone_viz.families import family_of
+    >>> model = timm.create_model("vit_tiny_patch16_224", img_size=32, patch_size=8, depth=2, num_classes=10)
+    >>> family_of(model).dims(model)
+    Dims(layers=2, hidden=192, ffn=768, heads=3, kv_heads=3, head_dim=64)
 """
 
 from __future__ import annotations
