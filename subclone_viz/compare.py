@@ -22,15 +22,17 @@ of training (a teacher's forward makes a step dearer, so the two differ for the 
 
 Example::
 
-    import subclone_viz as sv
-    parent = sv.load_parent("smollm2-135m")
-    train = sv.text_batches("builtin", parent.tokenizer, seq_len=128, batch_size=8, shuffle=True)
-    heldout = sv.text_batches("builtin", parent.tokenizer, seq_len=128, batch_size=8, split="heldout",
-                              max_batches=8)
-    result = sv.compare(parent, sv.DestinationSpec(layers=8, hidden=288), train, steps=200,
-                        eval_batches=heldout)
-    result.summary_table()   # [{"init": "random", "final_loss": ..., "speedup": 1.0, ...}, {"init": "subclone", ...}]
-    result.save("runs/smollm2-8x288")
+    >>> import subclone_viz as sv
+    >>> parent = sv.load_parent("smollm2-135m")
+    >>> train = sv.text_batches("builtin", parent.tokenizer, seq_len=32, batch_size=2, shuffle=True)
+    >>> heldout = sv.text_batches("builtin", parent.tokenizer, seq_len=32, batch_size=2, split="heldout",
+    ...                           max_batches=1)
+    >>> result = sv.compare(parent, sv.DestinationSpec(layers=4, hidden=192), train, steps=2,
+    ...                     eval_batches=heldout, progress=False)     # hundreds of steps for real use
+    >>> [(row["init"], row["steps"]) for row in result.summary_table()]
+    [('random', 2), ('subclone', 2)]
+    >>> result.save("runs/smollm2-4x192")
+    PosixPath('runs/smollm2-4x192')
 """
 
 from __future__ import annotations

@@ -26,17 +26,19 @@ rule, live in :mod:`subclone_viz.compare`.
 
 Example::
 
-    import subclone_viz as sv
-    parent = sv.load_parent("smollm2-135m")
-    batches = sv.text_batches("builtin", parent.tokenizer, seq_len=128, batch_size=8, shuffle=True)
-    heldout = sv.text_batches("builtin", parent.tokenizer, seq_len=128, batch_size=8, split="heldout",
-                              max_batches=8)
-    plan = sv.plan(parent, None, sv.DestinationSpec(layers=8, hidden=288), width="first")
-    destination = sv.subclone(parent, plan)
-    history = sv.train(destination, batches, steps=100, lr=1e-4, weight_decay=0.001, eval_batches=heldout)
-    history.evals[-1].loss   # held-out loss after 100 steps
-    distilled = sv.train(sv.subclone(parent, plan), batches, steps=100, lr=1e-4, weight_decay=0.001,
-                         teacher=parent.model, distill_alpha=0.5, eval_batches=heldout)
+    >>> import subclone_viz as sv
+    >>> parent = sv.load_parent("smollm2-135m")
+    >>> batches = sv.text_batches("builtin", parent.tokenizer, seq_len=32, batch_size=2, shuffle=True)
+    >>> heldout = sv.text_batches("builtin", parent.tokenizer, seq_len=32, batch_size=2, split="heldout",
+    ...                           max_batches=1)
+    >>> plan = sv.plan(parent, None, sv.DestinationSpec(layers=4, hidden=192), width="first")
+    >>> destination = sv.subclone(parent, plan)
+    >>> history = sv.train(destination, batches, steps=2, lr=1e-4, weight_decay=0.001, eval_batches=heldout,
+    ...                    progress=False)        # hundreds of steps for real use
+    >>> [record.step for record in history.evals]   # held-out loss before training and every eval_every steps
+    [0, 1, 2]
+    >>> distilled = sv.train(sv.subclone(parent, plan), batches, steps=2, lr=1e-4, weight_decay=0.001,
+    ...                      teacher=parent.model, distill_alpha=0.5, eval_batches=heldout, progress=False)
 """
 
 from __future__ import annotations
