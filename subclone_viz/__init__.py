@@ -21,7 +21,8 @@ __version__ = "0.1.0"
 from .data import cache_dir, image_batches, text_batches  # noqa: E402
 from .families import Dims, UnsupportedArchitectureError, family_of, supported_families  # noqa: E402
 from .parent import Parent, ParentLoadError, load_parent  # noqa: E402
-from .profile import Profile, ProfileMismatchError, RankConsistency, profile  # noqa: E402
+from .profile import Profile, ProfileMismatchError, RankConsistency, add_taylor, profile  # noqa: E402
+from .importance import ESTIMATORS, Importance, estimate_importance  # noqa: E402
 from .plan import DestinationSpec, SpecError, SubclonePlan, plan, spec_choices  # noqa: E402
 from .subclone import subclone  # noqa: E402
 from .evaluate import BlockAblation, Evaluation, block_ablation, evaluate  # noqa: E402
@@ -31,10 +32,17 @@ from .compare import Comparison, Speedup, compare, speedup  # noqa: E402
 from .vision import vit_digits_parent  # noqa: E402
 from .sizing import SizeGrid, default_grid_axes, size_grid  # noqa: E402
 from .trace import TokenTrace, token_trace  # noqa: E402
+from .stability import Stability, stability  # noqa: E402
 from .workflow import default_destination, parent_batches, quick_mode, random_init  # noqa: E402
 
 __all__ = [
     "DestinationSpec",
+    "ESTIMATORS",
+    "add_taylor",
+    "Importance",
+    "Stability",
+    "estimate_importance",
+    "stability",
     "BlockAblation",
     "Comparison",
     "Dims",

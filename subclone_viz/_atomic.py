@@ -158,6 +158,13 @@ def check_new_directory(directory: str | os.PathLike, overwrite: bool = False) -
 
 
 def _umask() -> int:
+    """The process's umask; read from /proc where possible, since setting it to read it races other threads."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("Umask:"):
+                return int(line.split()[1], 8)
+    except OSError:
+        pass
     mask = os.umask(0)
     os.umask(mask)
     return mask

@@ -9,13 +9,18 @@ this module never names a model class:
   ``family.residual_sum_module``; otherwise the block's output) and the block's output; and, when asked,
   with each block's FFN hidden activation (the input of ``family.ffn_activation_module``) and per-head
   attention output (the input of ``family.attention_output_module``);
+* :func:`capture_modules` reports the input and output of any named modules (the norms and linear layers
+  that the profile's importance estimators read);
 * :func:`to_device`, :func:`token_mask` and :func:`counted_rows` move a batch to the model and keep only
   the tokens that count (attention mask 1);
 * :func:`record_stream` keeps the hidden state at every residual layer of one forward pass, and
   :func:`resumed` runs a later forward from one of them: the blocks before the cut are replaced by
   stand-ins that cost nothing, so only the suffix runs. The model's own forward still computes the
   arguments each block takes (rotary position embeddings, the attention mask of each layer type), so a
-  resumed block receives exactly what it receives in a full pass, at the same position in the block list.
+  resumed block receives exactly what it receives in a full pass, at the same position in the block list;
+* :func:`forward_until_seen` runs a forward only as far as a set of layers and streams their outputs (the
+  last one in chunks), for statistics such as calibrated scaling's; :func:`forward_peak_bytes` measures
+  the memory a forward allocates (the CPU keeps no allocator statistics, so there it follows the tensors).
 
 Example::
 
@@ -174,6 +179,30 @@ def capture_blocks(
             handle.remove()
         inputs.clear()
         sums.clear()
+
+
+@contextmanager
+def capture_modules(
+    modules: dict[str, nn.Module], on_call: Callable[[str, torch.Tensor, torch.Tensor], None]
+) -> Iterator[None]:
+    """Within the ``with``, every call of one of ``modules`` reports ``(name, its input, its output)``.
+
+    For modules the block roles do not name: the norms on the residual stream and the linear layers that
+    read it (the profile's importance statistics). The input is the first positional argument; a tuple output
+    reports its first element.
+    """
+    def report(name: str):
+        def hook(module, args, output):
+            on_call(name, args[0], hidden_of(output))
+
+        return hook
+
+    handles = [module.register_forward_hook(report(name)) for name, module in modules.items()]
+    try:
+        yield
+    finally:
+        for handle in handles:
+            handle.remove()
 
 
 @dataclass

@@ -72,9 +72,10 @@ from .data import ImageBatches, TextBatches
 from .evaluate import block_ablation, evaluate
 from .export import save_destination
 from .families import UnsupportedArchitectureError
+from .importance import DEFAULT_ESTIMATOR, ESTIMATORS
 from .parent import EMBEDDED_ALIASES, Parent, ParentLoadError, load_parent
 from .plan import DEPTH_STRATEGIES, SCALINGS, WIDTH_STRATEGIES, DestinationSpec, SpecError, plan, spec_choices
-from .profile import BLOCK_METRIC_LABELS, BLOCK_METRICS, Profile, ProfileMismatchError, profile
+from .profile import BLOCK_METRIC_LABELS, BLOCK_METRICS, Profile, ProfileMismatchError, add_taylor, profile
 from .subclone import subclone
 from .compare import INITS, Comparison, compare
 from .train import SCHEDULES, TrainSettings
@@ -271,6 +272,8 @@ def build_parser() -> argparse.ArgumentParser:
                      help=f"{' | '.join(DEPTH_STRATEGIES)} | a comma list of parent blocks (default middle)")
     sub.add_argument("--width", choices=WIDTH_STRATEGIES, default="importance", help="default importance")
     sub.add_argument("--scaling", choices=SCALINGS, default="sqrt", help="default sqrt")
+    sub.add_argument("--importance", choices=list(ESTIMATORS), default=DEFAULT_ESTIMATOR,
+                     help=f"the importance estimator --width importance ranks by (default {DEFAULT_ESTIMATOR})")
     sub.add_argument("--eval-tokens", type=non_negative_int, default=4096,
                      help="held-out tokens to score parent and destination on (0: skip; default 4096)")
     sub.add_argument("--out", type=Path, required=True, help="destination directory")
@@ -453,7 +456,7 @@ def run_profile(args: argparse.Namespace) -> Outcome:
     if args.out is not None:
         _check_new_file(args.out, (".npz",), args.overwrite)
     parent = _load(args)
-    batches = _batches(parent, args, args.split, args.tokens)
+    batches = _batches(parent, args, args.split, args.tokens, shuffle=True)  # document-diverse, seeded by --seed
     _note(f"profiling on {batches.description} ...")
     result = profile(parent, batches, max_tokens=args.tokens)
     if args.out is not None:
@@ -522,8 +525,10 @@ def run_subclone(args: argparse.Namespace) -> Outcome:
         with _blame_user():
             saved_profile = Profile.load(args.profile)
         saved_profile.check_parent(parent)
-    train = _batches(parent, args, "train", args.profile_tokens) if (
-        (needs_profile and saved_profile is None) or args.scaling == "calibrated"
+    needs_taylor = args.width == "importance" and args.importance == "taylor" and (
+        saved_profile is None or "taylor_ffn" not in saved_profile.stats)
+    train = _batches(parent, args, "train", args.profile_tokens, shuffle=True) if (
+        (needs_profile and saved_profile is None) or args.scaling == "calibrated" or needs_taylor
     ) else None
     heldout = _batches(parent, args, "heldout", args.eval_tokens) if args.eval_tokens and has_loss(parent) else None
 
@@ -531,7 +536,11 @@ def run_subclone(args: argparse.Namespace) -> Outcome:
     if measured is None and needs_profile:
         _note(f"profiling on {train.description} ...")
         measured = profile(parent, train, max_tokens=args.profile_tokens)
-    destination_plan = plan(parent, measured, spec, depth=args.depth, width=args.width, scaling=args.scaling)
+    if needs_taylor:
+        _note(f"gradient pass for the Taylor importance on {train.description} ...")
+        measured = add_taylor(measured, parent, train, max_tokens=args.profile_tokens)
+    destination_plan = plan(parent, measured, spec, depth=args.depth, width=args.width, scaling=args.scaling,
+                            importance=args.importance)
     child = subclone(parent, destination_plan, calibration_batches=train)
     scores = None
     if heldout is not None:
@@ -552,6 +561,7 @@ def run_subclone(args: argparse.Namespace) -> Outcome:
         "layers": destination_plan.layers,
         "depth": destination_plan.depth,
         "width": destination_plan.width,
+        "importance": destination_plan.importance,
         "scaling": destination_plan.scaling,
         "parameters": parameters,
         "parent_parameters": parent_parameters,

@@ -363,7 +363,8 @@ def compare(
         inits: names from :data:`INITS`, trained in this order.
         settings: the :class:`~subclone_viz.train.TrainSettings` of every run (one seed for all: random init
             and dropout). Its ``lr``/``weight_decay``, when set, apply to every init; when None, each init
-            gets the paper's (:func:`default_hyperparameters`).
+            gets the paper's (:func:`default_hyperparameters`). Its ``distill_alpha`` and
+            ``distill_temperature`` apply to the ``+distill`` inits, whose teacher is ``parent.model``.
         eval_batches: held-out batches for the loss curves and the speedup; without them the first few
             training batches are used (with a warning: that measures fitting, not generalization).
         profile: the parent's profile; computed from ``batches`` (a few thousand tokens) when an init needs it.

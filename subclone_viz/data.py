@@ -167,7 +167,8 @@ class TextBatches:
         self.seq_len = chunks.shape[1]
         self.batch_size, self._num_batches = _batch_layout(len(chunks), batch_size, max_batches)
         self.tokens_per_batch = self.batch_size * self.seq_len
-        self.description = f"{corpus} ({split} split, {self._num_batches * self.tokens_per_batch:,} tokens)"
+        order = f", rows shuffled with seed {seed}" if shuffle else ""
+        self.description = f"{corpus} ({split} split, {self._num_batches * self.tokens_per_batch:,} tokens{order})"
 
     def __len__(self) -> int:
         return self._num_batches
@@ -541,7 +542,10 @@ def text_batches(
         batch_size: rows per batch (B); a corpus too short for one full batch gives one smaller batch.
         split: ``"train"`` or ``"heldout"``.
         max_batches: serve at most this many batches.
-        shuffle: serve the rows in a permutation seeded by ``seed`` (the same on every iteration).
+        shuffle: serve the rows in a permutation seeded by ``seed`` (the same on every iteration). The rows are
+            ``seq_len`` chunks of the whole split, so the first batches of a shuffled stream sample every part of
+            the corpus: the document-diverse calibration sample that the CLI, the report and the widgets profile
+            on. Unshuffled, the first batches are the first documents in name order.
         seed: the permutation's seed.
         text_field: the text's field in ``.jsonl`` records and Hugging Face datasets.
 

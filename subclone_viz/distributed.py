@@ -36,8 +36,8 @@ Example::
     >>> dist.on_main(print, f"mean loss over {int(loss_sum[1])} batches: {loss_sum[0] / loss_sum[1]:.1f}")
     mean loss over 4 batches: ...
 
-    The same script under ``ACCELERATE_USE_CPU=1 accelerate launch --multi_gpu --num_processes 2 script.py``
-    reads half the batches in each process and prints once.
+The same script under ``ACCELERATE_USE_CPU=1 accelerate launch --multi_gpu --num_processes 2 script.py``
+reads half the batches in each process and prints once.
 """
 
 from __future__ import annotations

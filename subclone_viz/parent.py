@@ -29,8 +29,8 @@ Example::
     >>> print(parent.description)
     Llama family (LlamaForCausalLM): 30 layers, hidden 576, 9 heads / 3 KV heads of 64, FFN 1536, 134.5M ...
 
-    A model too big for one device: ``sv.load_parent("path/to/llama-8b", device_map="auto",
-    offload_folder="offload")`` spreads it over the GPUs, the CPU and the disk.
+A model too big for one device: ``sv.load_parent("path/to/llama-8b", device_map="auto",
+offload_folder="offload")`` spreads it over the GPUs, the CPU and the disk.
 """
 
 from __future__ import annotations
@@ -446,12 +446,24 @@ def _load_hf(source: str, dtype, dispatch: dict[str, Any], trust_remote_code: bo
         except OSError:
             config = AutoConfig.from_pretrained(source, **common)
     except (OSError, ValueError) as error:
+        if Path(source).is_dir():
+            raise ParentLoadError(
+                f"could not read the model directory {source} ({type(error).__name__}: {error})"
+            ) from error
         raise ParentLoadError(
             f"could not load {source!r}: it is not a local model directory and not in the local Hugging Face cache, "
             f"and the hub could not be reached ({type(error).__name__}). Use a local path to a downloaded model, a "
             f".gguf file, or an embedded alias: {', '.join(sorted(EMBEDDED_ALIASES))}"
         ) from error
-    model = _auto_class(config).from_pretrained(source, dtype=dtype, **_dispatch_kwargs(dispatch), **common)
+    from safetensors import SafetensorError
+
+    try:
+        model = _auto_class(config).from_pretrained(source, dtype=dtype, **_dispatch_kwargs(dispatch), **common)
+    except (SafetensorError, OSError, EOFError) as error:  # truncated or damaged weight files
+        raise ParentLoadError(
+            f"could not read the weights of {source} ({type(error).__name__}: {error}); the files may be truncated "
+            f"or damaged"
+        ) from error
     try:
         tokenizer = AutoTokenizer.from_pretrained(source, **common)
     except (OSError, ValueError):

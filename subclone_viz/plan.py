@@ -12,20 +12,23 @@ Strategies (method.md, sections 2 and 3):
 * width: ``"importance"`` (the paper: one shared ranking of the residual stream, a per-layer ranking of FFN
   neurons, whole heads ranked per layer, keeping whole KV groups), ``"uniform"`` (evenly spaced indices, no
   data: the weight-selection baseline), ``"first"`` (leading indices, no reordering: the paper's ablation);
-* scaling: ``"sqrt"`` (the paper), ``"none"``, ``"calibrated"`` (match each linear layer's output std).
+* scaling: ``"sqrt"`` (the paper), ``"none"``, ``"calibrated"`` (match each linear layer's output std);
+* importance: which estimator scores the channels, neurons and heads that ``width="importance"`` ranks
+  (:mod:`subclone_viz.importance`: ``"paper"``, ``"layer_normalized"``, ``"norm_input"``, ``"norm_output"``,
+  ``"weight_aware"``, ``"taylor"``).
 
 Example::
 
     >>> import subclone_viz as sv
     >>> parent = sv.load_parent("smollm2-135m")
-    >>> heldout = sv.text_batches("builtin", parent.tokenizer, seq_len=64, batch_size=4, split="heldout")
-    >>> prof = sv.profile(parent, heldout, max_tokens=512, progress=False)
+    >>> train = sv.text_batches("builtin", parent.tokenizer, seq_len=64, batch_size=4, shuffle=True)
+    >>> prof = sv.profile(parent, train, max_tokens=512, progress=False)
     >>> spec = sv.DestinationSpec(layers=20, hidden=384, ffn=1024, heads=6, kv_heads=2)
-    >>> p = sv.plan(parent, prof, spec)      # depth="middle", width="importance", scaling="sqrt"
+    >>> p = sv.plan(parent, prof, spec)      # depth="middle", width="importance", scaling="sqrt", importance="paper"
     >>> p.layers
     [0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 20, 21, 22, 23, 24, 25, 26, 27, 28, 29]
     >>> p.summary()
-    '20 layers (parent blocks [0, ..., 29]), hidden 384, FFN 1024, 6 heads / 2 KV; depth=middle, width=importance, scaling=sqrt'
+    '20 layers (parent blocks [0, ..., 29]), hidden 384, FFN 1024, 6 heads / 2 KV; depth=middle, width=importance...'
     >>> text = p.to_json()                  # every kept index, for saving beside the destination
 """
 
@@ -39,6 +42,7 @@ import numpy as np
 
 from . import __version__
 from .families import Dims
+from .importance import DEFAULT_ESTIMATOR, ESTIMATORS, estimate_importance
 
 if TYPE_CHECKING:
     from .parent import Parent
@@ -187,6 +191,7 @@ class SubclonePlan:
     profile_tokens: int | None = None
     version: str = __version__
     notes: dict[str, Any] = field(default_factory=dict)
+    importance: str = DEFAULT_ESTIMATOR
 
     @property
     def destination_dims(self) -> Dims:
@@ -238,7 +243,9 @@ class SubclonePlan:
         d = self.destination_dims
         return (
             f"{d.layers} layers (parent blocks {self.layers}), hidden {d.hidden}, FFN {d.ffn}, "
-            f"{d.heads} heads / {d.kv_heads} KV; depth={self.depth}, width={self.width}, scaling={self.scaling}"
+            f"{d.heads} heads / {d.kv_heads} KV; depth={self.depth}, width={self.width}"
+            + (f" ({self.importance})" if self.width == "importance" else "")
+            + f", scaling={self.scaling}"
         )
 
 
@@ -249,6 +256,7 @@ def plan(
     depth: str | Sequence[int] = "middle",
     width: str = "importance",
     scaling: str = "sqrt",
+    importance: str = DEFAULT_ESTIMATOR,
 ) -> SubclonePlan:
     """Choose the blocks and indices a destination keeps.
 
@@ -259,6 +267,7 @@ def plan(
         depth: ``"middle"``, ``"first"``, ``"last"``, ``"metric"``, or a list of parent block indices.
         width: ``"importance"``, ``"uniform"`` or ``"first"``.
         scaling: ``"sqrt"``, ``"none"`` or ``"calibrated"``.
+        importance: the estimator ``width="importance"`` ranks by (:data:`~subclone_viz.importance.ESTIMATORS`).
     """
     from .profile import parent_fingerprint
 
@@ -266,6 +275,10 @@ def plan(
         raise SpecError(f"width={width!r} is not a width strategy: choose one of {', '.join(WIDTH_STRATEGIES)}")
     if scaling not in SCALINGS:
         raise SpecError(f"scaling={scaling!r} is not a scaling: choose one of {', '.join(SCALINGS)}")
+    if importance not in ESTIMATORS:
+        raise SpecError(
+            f"importance={importance!r} is not an importance estimator: choose one of {', '.join(ESTIMATORS)}"
+        )
     if isinstance(depth, str) and depth not in DEPTH_STRATEGIES:
         raise SpecError(
             f"depth={depth!r} is not a depth strategy: choose one of {', '.join(DEPTH_STRATEGIES)} or a list of blocks"
@@ -293,9 +306,13 @@ def plan(
         layers, depth_name = select_layers(parent_dims.layers, dims.layers, depth, profile), depth
 
     if width == "importance":
-        residual = profile.shared_ranking()[: dims.hidden]
-        ffn = [np.argsort(-profile.ffn_importance[b], kind="stable")[: dims.ffn] for b in layers]
-        heads_kv = [_select_heads(profile.head_importance[b], parent_dims, dims) for b in layers]
+        try:
+            scores = estimate_importance(profile, parent, importance)
+        except ValueError as error:  # statistics the profile lacks: a usage error, named as such
+            raise SpecError(str(error)) from error
+        residual = np.argsort(-scores.residual, kind="stable")[: dims.hidden]
+        ffn = [np.argsort(-scores.ffn[b], kind="stable")[: dims.ffn] for b in layers]
+        heads_kv = [_select_heads(scores.heads[b], parent_dims, dims) for b in layers]
     else:
         pick = _evenly_spaced if width == "uniform" else _leading
         residual = pick(parent_dims.hidden, dims.hidden)
@@ -318,6 +335,7 @@ def plan(
         scaling=scaling,
         profile_source=profile.source if profile is not None else None,
         profile_tokens=profile.tokens if profile is not None else None,
+        importance=importance,
     )
 
 

@@ -10,6 +10,8 @@ without pyplot so nothing global changes). No model runs here.
 * :func:`channel_heatmap`, :func:`massive_activations`, :func:`rank_consistency`: why one ranking of the
   residual channels serves every layer;
 * :func:`ffn_importance`, :func:`head_importance`: the per-layer rankings of FFN neurons and heads;
+* :func:`selection_stability`: how often each channel, FFN neuron or head is kept across resamples of the
+  calibration data (from :func:`~subclone_viz.stability.stability`);
 * :func:`token_trace`: one token's hidden state through depth;
 * :func:`loss_curves`: training histories, one line per initialization;
 * :func:`size_grid`: parameters, FLOPs per token, latency, memory or untrained loss over a grid of
@@ -50,6 +52,7 @@ from .profile import BLOCK_METRIC_LABELS, BLOCK_METRICS, Profile
 from .sizing import COSTS, QUANTITIES, SizeGrid
 
 if TYPE_CHECKING:
+    from .stability import Stability
     from .trace import TokenTrace
 
 Figure = go.Figure | MatplotlibFigure
@@ -512,6 +515,61 @@ def head_importance(profile: Profile, backend: str = "plotly") -> Figure:
                     hovertemplate="block %{y}, head %{x}: %{z:.4f}<extra></extra>")
 
 
+STABILITY_KINDS = ("residual", "ffn", "heads")
+
+
+def selection_stability(st: "Stability", kind: str = "residual", backend: str = "plotly") -> Figure:
+    """How often each residual channel (``kind="residual"``), FFN neuron (``"ffn"``, every block, each row
+    sorted) or head (``"heads"``) is kept across resamples of the calibration shards.
+
+    A frequency of 1 is kept by every resample, 0 by none; everything in between is decided by the calibration
+    sample. The title gives the mean Jaccard overlap with the full profile's selection and, when measured,
+    the spread of the destination's held-out loss before training.
+    """
+    _check_backend(backend)
+    if kind not in STABILITY_KINDS:
+        raise ValueError(f"kind={kind!r} is not a selection kind: choose one of {', '.join(STABILITY_KINDS)}")
+    summary = st.summary()
+    jaccard = summary["mean_jaccard_with_full"][kind]
+    detail = f"Jaccard with full profile {jaccard:.2f}"
+    if "loss" in summary:
+        loss = summary["loss"]
+        detail += f"; loss before training {loss['mean']:.2f} ± {loss['std']:.2f} nats (n={len(loss['values'])})"
+    resamples = f"{st.resamples} {st.method} resamples, {st.importance}"
+    if kind == "residual":
+        frequency = st.residual_frequency  # (d,)
+        order = np.argsort(-frequency, kind="stable")
+        keep = st.spec["hidden"]
+        title = f"Residual channels kept across {resamples}<br><sup>{detail}</sup>"
+        xlabel, ylabel = "residual channel, most often kept first", "fraction of resamples keeping it"
+        ranks = np.arange(len(frequency))
+        if backend == "plotly":
+            fig = _plotly_figure(title, xlabel, ylabel)
+            fig.add_trace(go.Bar(x=ranks, y=frequency[order], customdata=order, marker_color=SERIES_COLORS[0],
+                                 hovertemplate="channel %{customdata}: kept in %{y:.0%}<extra></extra>"))
+            fig.add_vline(x=keep - 0.5, line=dict(color=SELECTED_COLOR, dash="dash"), annotation_text=f"keep {keep}")
+            fig.update_yaxes(range=[0, 1.05])
+            return fig
+        fig, ax = _matplotlib_figure(title.replace("<br><sup>", "\n").replace("</sup>", ""), xlabel, ylabel)
+        ax.bar(ranks, frequency[order], width=1.0, color=SERIES_COLORS[0])
+        ax.axvline(keep - 0.5, color=SELECTED_COLOR, ls="--", label=f"keep {keep}")
+        ax.set_ylim(0, 1.05)
+        ax.legend(frameon=False, fontsize=9)
+        return fig
+    if kind == "ffn":
+        z = -np.sort(-st.ffn_frequency, axis=1)  # (L, ffn) each block's neurons, most often kept first
+        title = f"FFN neurons kept across {resamples} (each row sorted)<br><sup>{detail}</sup>"
+        xlabel, hover = "FFN neuron, most often kept first", "block %{y}, rank %{x}: kept in %{z:.0%}<extra></extra>"
+    else:
+        z = st.head_frequency  # (L, heads)
+        title = f"Heads kept across {resamples}<br><sup>{detail}</sup>"
+        xlabel, hover = "query head", "block %{y}, head %{x}: kept in %{z:.0%}<extra></extra>"
+    if backend == "matplotlib":
+        title = title.replace("<br><sup>", "\n").replace("</sup>", "")
+    return _heatmap(z, title, xlabel, "block", "fraction of resamples keeping it", backend, zmin=0, zmax=1,
+                    hovertemplate=hover)
+
+
 # --------------------------------------------------------------------------------------------------------
 # One token
 
@@ -799,7 +857,8 @@ def speedup_by_size(sizes: Sequence[Mapping[str, Any]], backend: str = "plotly")
                 fig.add_trace(go.Scatter(
                     x=[p[0] for p in points], y=[p[1] for p in points], mode="lines+markers",
                     name=f"{init}, {axis_name}", line=dict(color=color, dash=dash, width=2),
-                    marker=dict(symbol=[symbols[p[2]][0] for p in points], size=10),
+                    marker=dict(symbol=[symbols[p[2]][0] + ("" if dash == "solid" else "-open") for p in points],
+                                size=10),
                     customdata=[[p[3], p[2]] for p in points],
                     hovertemplate="%{customdata[0]}: %{y:.2f}x (%{customdata[1]})<extra>" + init + "</extra>",
                 ))
@@ -817,11 +876,12 @@ def speedup_by_size(sizes: Sequence[Mapping[str, Any]], backend: str = "plotly")
             points = _speedup_points(sizes, init, key)
             ax.plot([p[0] for p in points], [p[1] for p in points], color=color, lw=2,
                     ls="-" if dash == "solid" else ":", label=f"{init}, {axis_name}")
-            for x, y, kind, _ in points:
-                ax.plot([x], [y], marker=symbols[kind][1], color=color, ms=7, ls="none")
+            for x, y, kind, _ in points:  # per second hollow, so the two stay apart where lines are single points
+                ax.plot([x], [y], marker=symbols[kind][1], color=color, ms=7, ls="none",
+                        markerfacecolor=color if dash == "solid" else "white")
     for size in sizes:
-        ax.annotate(size["label"], (size["parameters"] / 1e6, 1.0), textcoords="offset points", xytext=(0, -14),
-                    ha="center", fontsize=8, color="#555555")
+        ax.annotate(size["label"], (size["parameters"] / 1e6, 0.0), xycoords=("data", "axes fraction"),
+                    textcoords="offset points", xytext=(0, 4), ha="center", fontsize=8, color="#555555")
     if inits:
         ax.legend(frameon=False, fontsize=8)
     return fig

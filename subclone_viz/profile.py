@@ -13,11 +13,20 @@ Per residual layer (the embedding output, then every block output): the mean |ac
 an (L+1) x d matrix. Padding tokens (attention mask 0) are not counted. Because everything is a sum with a
 count, profiles of separate shards merge exactly with ``+``.
 
+The same pass collects what the other importance estimators (:mod:`subclone_viz.importance`) read, in
+``Profile.stats``: mean |input| and |output| of every norm on the residual stream, squared inputs of every
+linear layer that reads the residual stream, squared FFN activations and head outputs, per-head output norms.
+:func:`add_taylor` adds first-order Taylor sums in a second pass, with gradients.
+
+Every sum is also kept per shard (batch b in shard b % S, ``shards=8`` by default), so that
+:meth:`Profile.resample` rebuilds the profile of any bootstrap or split-half resample of the calibration
+sample without reading it again (:func:`~subclone_viz.stability.stability`).
+
 Example::
 
     >>> import subclone_viz as sv
     >>> parent = sv.load_parent("smollm2-135m")
-    >>> batches = sv.text_batches("builtin", parent.tokenizer, seq_len=64, batch_size=4, split="heldout")
+    >>> batches = sv.text_batches("builtin", parent.tokenizer, seq_len=64, batch_size=4, shuffle=True)
     >>> prof = sv.profile(parent, batches, max_tokens=512, progress=False)    # 8,192 tokens or more for real use
     >>> prof.block_metrics["f_over_sum"].shape     # the paper's ||f(x)|| / ||x + f(x)|| per block
     (30,)
@@ -31,6 +40,7 @@ Example::
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import json
 import os
@@ -38,14 +48,14 @@ import zipfile
 import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Iterable
+from typing import TYPE_CHECKING, Any, Iterable, Sequence
 
 import numpy as np
 import torch
 
 from . import __version__, distributed
 from ._atomic import DamagedFileError, staged_file
-from .capture import BlockStep, capture_blocks, counted_rows, to_device, token_mask
+from .capture import BlockStep, capture_blocks, capture_modules, counted_rows, to_device, token_mask
 from .parent import readable_parameters
 
 if TYPE_CHECKING:
@@ -91,6 +101,46 @@ class Profile:
     attn_abs_sums: np.ndarray  # (L, heads * head_dim)
     version: str = __version__
     extra: dict[str, Any] = field(default_factory=dict)
+    stats: dict[str, np.ndarray] = field(default_factory=dict)  # further running sums the estimators read
+    shards: dict[str, np.ndarray] = field(default_factory=dict)  # (S, ...) per-shard copies of every sum, and "tokens"
+
+    # ------------------------------------------------------------------ shards and resampling
+    @property
+    def num_shards(self) -> int:
+        """How many shards the sums were kept in (0 for a profile saved without them)."""
+        return len(self.shards["tokens"]) if "tokens" in self.shards else 0
+
+    def sums(self) -> dict[str, np.ndarray]:
+        """Every running sum by name: the four fields, then ``stats``."""
+        return {"block_sums": self.block_sums, "residual_abs_sums": self.residual_abs_sums,
+                "ffn_abs_sums": self.ffn_abs_sums, "attn_abs_sums": self.attn_abs_sums, **self.stats}
+
+    def resample(self, counts: Sequence[int] | np.ndarray) -> "Profile":
+        """The profile of a resample of the shards: shard s counted ``counts[s]`` times (0 leaves it out).
+
+        A bootstrap draws ``counts`` from a multinomial, a split half takes 0/1 counts; either needs no
+        second pass over the data, because every statistic is a sum over tokens.
+        """
+        counts = np.asarray(counts)
+        if self.num_shards == 0:
+            raise ValueError(
+                "this profile keeps no per-shard sums (saved by an older version, or merged from one): profile "
+                "again with sv.profile(parent, batches, shards=8) to resample it"
+            )
+        if counts.shape != (self.num_shards,) or (counts < 0).any() or counts.sum() == 0:
+            raise ValueError(
+                f"counts={counts.tolist()} must be {self.num_shards} non-negative shard counts, not all zero"
+            )
+        weighted = {name: np.tensordot(counts.astype(np.float64), shard, axes=1) for name, shard in self.shards.items()}
+        tokens = int(weighted.pop("tokens"))
+        if tokens == 0:
+            raise ValueError(f"counts={counts.tolist()} picks only empty shards (shard tokens {self.shards['tokens'].tolist()})")
+        fields = ("block_sums", "residual_abs_sums", "ffn_abs_sums", "attn_abs_sums")
+        return Profile(
+            parent=self.parent, source=f"{self.source} (shards resampled {counts.tolist()})", tokens=tokens,
+            version=self.version, extra=dict(self.extra), **{name: weighted.pop(name) for name in fields},
+            stats=weighted,
+        )
 
     # ------------------------------------------------------------------ derived statistics
     @property
@@ -155,6 +205,14 @@ class Profile:
             raise ProfileMismatchError(
                 f"cannot merge profiles of different parents: {self.parent['name']!r} and {other.parent['name']!r}"
             )
+        shared_stats = self.stats.keys() & other.stats.keys()
+        # Shard s of either holds other batches than any shard of the other, so shard-wise sums stay valid
+        # resampling units: processes of one distributed pass (batch g in shard g % S everywhere) merge into
+        # exactly the shards of a single process. Profiles of different shard counts list theirs side by side.
+        shards = {}
+        if self.num_shards and other.num_shards and self.shards.keys() == other.shards.keys():
+            join = np.add if self.num_shards == other.num_shards else lambda a, b: np.concatenate([a, b])
+            shards = {name: join(self.shards[name], other.shards[name]) for name in self.shards}
         return Profile(
             parent=self.parent,
             source=self.source if self.source == other.source else f"{self.source} + {other.source}",
@@ -163,6 +221,9 @@ class Profile:
             residual_abs_sums=self.residual_abs_sums + other.residual_abs_sums,
             ffn_abs_sums=self.ffn_abs_sums + other.ffn_abs_sums,
             attn_abs_sums=self.attn_abs_sums + other.attn_abs_sums,
+            extra={**other.extra, **self.extra},
+            stats={name: self.stats[name] + other.stats[name] for name in sorted(shared_stats)},
+            shards=shards,
         )
 
     def __radd__(self, other: "Profile | int") -> "Profile":
@@ -193,8 +254,11 @@ class Profile:
             raise ValueError(f"profile path {str(path)!r} must end in .npz")
         meta = dict(parent=self.parent, source=self.source, tokens=self.tokens, version=self.version, extra=self.extra,
                     format=PROFILE_FORMAT)
+        arrays = {name: getattr(self, name) for name in _ARRAYS}
+        arrays.update({f"stat_{name}": value for name, value in self.stats.items()})
+        arrays.update({f"shard_{name}": value for name, value in self.shards.items()})
         with staged_file(path, overwrite) as staging, open(staging, "wb") as file:
-            np.savez(file, meta=np.array(json.dumps(meta)), **{name: getattr(self, name) for name in _ARRAYS})
+            np.savez(file, meta=np.array(json.dumps(meta)), **arrays)
         return path
 
     @classmethod
@@ -211,6 +275,8 @@ class Profile:
                     raise DamagedFileError(f"profile {path} lacks {', '.join(missing)}: it is not a saved profile")
                 meta_text = str(data["meta"])
                 arrays = {name: data[name] for name in _ARRAYS}
+                stats = {name[len("stat_"):]: data[name] for name in data.files if name.startswith("stat_")}
+                shards = {name[len("shard_"):]: data[name] for name in data.files if name.startswith("shard_")}
         except (OSError, ValueError, EOFError, zipfile.BadZipFile, zlib.error) as error:
             if isinstance(error, DamagedFileError):
                 raise
@@ -219,9 +285,10 @@ class Profile:
             ) from error
         meta = _profile_meta(path, meta_text)
         _check_profile_arrays(path, meta, arrays)
+        _check_stats_and_shards(path, arrays, stats, shards)
         return cls(
             parent=meta["parent"], source=meta["source"], tokens=meta["tokens"], version=meta["version"],
-            extra=meta.get("extra", {}), **arrays,
+            extra=meta.get("extra", {}), stats=stats, shards=shards, **arrays,
         )
 
     def summary(self) -> dict[str, Any]:
@@ -322,6 +389,26 @@ def _check_profile_arrays(path: Path, meta: dict[str, Any], arrays: dict[str, np
             raise DamagedFileError(f"profile {path}: {name} holds negative values, impossible for sums of magnitudes")
 
 
+def _check_stats_and_shards(path: Path, arrays: dict[str, np.ndarray], stats: dict[str, np.ndarray],
+                            shards: dict[str, np.ndarray]) -> None:
+    """Further sums are finite; per-shard sums, when present, cover every sum and add up to it."""
+    for name, array in stats.items():
+        if array.dtype.kind != "f" or not np.isfinite(array).all():
+            raise DamagedFileError(f"profile {path}: statistic {name} is not a finite float array")
+    if not shards:
+        return
+    totals = {**arrays, **stats}
+    if "tokens" not in shards or shards.keys() - {"tokens"} != totals.keys():
+        raise DamagedFileError(f"profile {path}: its shards ({sorted(shards)}) do not match its sums ({sorted(totals)})")
+    count = len(shards["tokens"])
+    for name, shard in shards.items():
+        if name == "tokens":
+            continue
+        if shard.shape != (count, *totals[name].shape) or not np.allclose(shard.sum(0), totals[name], rtol=1e-6,
+                                                                          atol=1e-9):
+            raise DamagedFileError(f"profile {path}: the {count} shards of {name} do not add up to its total")
+
+
 class _Accumulator:
     """The running sums of one profiling pass (on the device of each block), fed by the capture layer."""
 
@@ -333,6 +420,12 @@ class _Accumulator:
         self.attn = [None] * dims.layers
         self.mask: torch.Tensor | None = None  # (B*T,) bool, None when every token counts
         self.batch_tokens = 0  # tokens counted in the current batch (images: patches and cls tokens)
+
+    def take_sums(self) -> dict[str, torch.Tensor]:
+        """The sums since the last call, stacked per statistic (fp64, on the first block's device); resets them."""
+        stores = {"block_sums": self.block_sums, "residual_abs_sums": self.residual,
+                  "ffn_abs_sums": self.ffn, "attn_abs_sums": self.attn}
+        return _take(stores, "a profiling hook never fired: the model's forward skipped a block")
 
     def _rows(self, t: torch.Tensor) -> torch.Tensor:
         """(B, T, X) -> (counted tokens, X) in fp32."""
@@ -372,6 +465,121 @@ class _Accumulator:
         self._add(self.attn, i, self._rows(per_head).abs().sum(0))
 
 
+def _take(stores: dict[str, list], error: str) -> dict[str, torch.Tensor]:
+    """Stack each store's per-layer sums (onto the first one's device) and empty the stores."""
+    if not stores or any(v is None for store in stores.values() for v in store):
+        raise RuntimeError(error)
+    device = next(iter(stores.values()))[0].device
+    taken = {name: torch.stack([v.to(device) for v in store]) for name, store in stores.items()}
+    for store in stores.values():
+        store[:] = [None] * len(store)
+    return taken
+
+
+class _EstimatorSums:
+    """The further running sums that the importance estimators read (subclone_viz.importance), per batch:
+
+    * ``norm_in_abs`` / ``norm_out_abs`` (N, d): sums of |input| and |output| of every norm on the residual stream;
+    * ``residual_in_sq`` (M, d) and ``residual_in_rows`` (M,): squared inputs of every linear layer whose fan-in
+      is the residual stream, and how many rows it read (a classifier head reads one row per image);
+    * ``ffn_in_sq`` (L, ffn), ``attn_in_sq`` (L, heads * head_dim): squared FFN activations and head outputs;
+    * ``head_norm`` (L, heads): per-token L2 norm of each head's output.
+
+    Fed by the capture layer: :func:`~subclone_viz.capture.capture_modules` for the norms and linear layers,
+    the block roles' FFN and attention callbacks for the rest.
+    """
+
+    def __init__(self, parent: "Parent", accumulator: _Accumulator):
+        from .importance import linear_readers
+
+        self.acc = accumulator  # its mask says which rows count
+        model, family = parent.model, parent.family
+        self.heads = parent.dims.heads
+        self.norms = [name for name, module in model.named_modules() if _is_residual_norm(family, name, module)]
+        self.readers = [r.module for r in linear_readers(parent, "residual")]
+        self.modules = {name: model.get_submodule(name) for name in self.norms + self.readers}
+        self._norm_index = {name: n for n, name in enumerate(self.norms)}
+        self._reader_index = {name: m for m, name in enumerate(self.readers)}
+        layers = parent.dims.layers
+        self.stores: dict[str, list] = {
+            "norm_in_abs": [None] * len(self.norms), "norm_out_abs": [None] * len(self.norms),
+            "residual_in_sq": [None] * len(self.readers), "residual_in_rows": [None] * len(self.readers),
+            "ffn_in_sq": [None] * layers, "attn_in_sq": [None] * layers, "head_norm": [None] * layers,
+        }
+        self._last_input: tuple[torch.Tensor, torch.Tensor, int] | None = None  # q, k and v read one tensor
+
+    def _add(self, name: str, index: int, value: torch.Tensor) -> None:
+        store = self.stores[name]
+        value = value.double()
+        store[index] = value if store[index] is None else store[index] + value
+
+    def _rows(self, t: torch.Tensor) -> torch.Tensor:
+        return counted_rows(t, self.acc.mask)
+
+    def on_module(self, name: str, x: torch.Tensor, y: torch.Tensor) -> None:
+        if name in self._norm_index:
+            n = self._norm_index[name]
+            self._add("norm_in_abs", n, self._rows(x).abs().sum(0))
+            self._add("norm_out_abs", n, self._rows(y).abs().sum(0))
+            return
+        if self._last_input is not None and self._last_input[0] is x:
+            sq, rows = self._last_input[1:]
+        else:
+            counted = self._rows(x)
+            sq, rows = counted.square().sum(0), counted.shape[0]
+            self._last_input = (x, sq, rows)
+        m = self._reader_index[name]
+        self._add("residual_in_sq", m, sq)
+        self._add("residual_in_rows", m, torch.tensor(float(rows), device=sq.device))
+
+    def on_ffn(self, i: int, activation: torch.Tensor) -> None:
+        self._add("ffn_in_sq", i, self._rows(activation).square().sum(0))
+
+    def on_attention(self, i: int, per_head: torch.Tensor) -> None:
+        counted = self._rows(per_head)  # (N, heads * head_dim)
+        self._add("attn_in_sq", i, counted.square().sum(0))
+        self._add("head_norm", i, counted.reshape(counted.shape[0], self.heads, -1).norm(dim=-1).sum(0))  # (heads,)
+
+    def take_sums(self) -> dict[str, torch.Tensor]:
+        """This batch's sums stacked per statistic; resets them."""
+        self._last_input = None
+        return _take(self.stores, "an estimator hook never fired: the model's forward skipped a norm or a linear layer")
+
+
+def _is_residual_norm(family, name: str, module: torch.nn.Module) -> bool:
+    """A norm module whose weight lives on the residual stream (LayerNorm, RMSNorm and their kin)."""
+    weight = getattr(module, "weight", None)
+    if "norm" not in type(module).__name__.lower() or not isinstance(weight, torch.nn.Parameter):
+        return False
+    try:
+        return family.rule_for(f"{name}.weight").axes == ("residual",)
+    except ValueError:  # a norm the adapter does not slice (per-head q/k norms have their own rule)
+        return False
+
+
+class _ShardedSums:
+    """Running sums kept in a fixed number of shards: batch b adds into shard b % S (memory: S copies)."""
+
+    def __init__(self, num_shards: int):
+        self.num_shards = num_shards
+        self.sums: dict[str, torch.Tensor] = {}  # name -> (S, ...) fp64
+        self.tokens = np.zeros(num_shards, dtype=np.int64)
+
+    def add(self, batch_sums: dict[str, torch.Tensor], tokens: int, batch_index: int) -> None:
+        shard = batch_index % self.num_shards
+        for name, value in batch_sums.items():
+            if name not in self.sums:
+                self.sums[name] = value.new_zeros((self.num_shards, *value.shape))
+            self.sums[name][shard] += value
+        self.tokens[shard] += tokens
+
+    def totals(self) -> dict[str, np.ndarray]:
+        return {name: value.sum(0).cpu().numpy() for name, value in self.sums.items()}
+
+    def per_shard(self) -> dict[str, np.ndarray]:
+        return {"tokens": self.tokens.copy(), **{name: value.cpu().numpy() for name, value in self.sums.items()}}
+
+
 @torch.no_grad()
 def profile(
     parent: "Parent",
@@ -379,6 +587,7 @@ def profile(
     max_tokens: int | None = None,
     progress: bool = True,
     source: str | None = None,
+    shards: int = 8,
 ) -> Profile:
     """Profile ``parent`` in one streaming pass over ``batches``.
 
@@ -388,23 +597,40 @@ def profile(
         max_tokens: stop after the batch that reaches this many counted tokens (None: every batch).
         progress: show a progress bar.
         source: a description of the data, recorded in the profile (default: ``batches.description``).
+        shards: keep the sums in this many shards too (batch b in shard b % shards), so that
+            :meth:`Profile.resample` and :func:`~subclone_viz.stability.stability` estimate the calibration
+            uncertainty without a second pass; memory grows with ``shards`` times the model's widths.
     """
     from tqdm.auto import tqdm
 
     if max_tokens is not None and max_tokens < 1:
         raise ValueError(f"max_tokens={max_tokens} must be a positive token count (or None for every batch)")
+    if not isinstance(shards, (int, np.integer)) or not 1 <= shards <= 1024:
+        raise ValueError(f"shards={shards!r} must be a whole number of shards from 1 to 1024")
     model = parent.model
     was_training = model.training
     model.eval()
     acc = _Accumulator(parent)
+    estimator = _EstimatorSums(parent, acc)
+    sharded = _ShardedSums(int(shards))
     # Under N processes the batches go out in rounds of N, batch j of a round to process j. Every process reads
     # every round, so each knows all token counts and stops after the same batch a single process would.
     processes, rank = distributed.num_processes(), distributed.process_index()
     total = 0  # counted tokens over every process
     own = 0  # counted tokens this process profiled
-    hooks = dict(on_block=acc.on_block, on_ffn=acc.on_ffn, on_attention=acc.on_attention)
+    index = 0  # the batch's position in the stream: it goes to shard index % shards in every process
+
+    def on_ffn(i: int, activation: torch.Tensor) -> None:
+        acc.on_ffn(i, activation)
+        estimator.on_ffn(i, activation)
+
+    def on_attention(i: int, per_head: torch.Tensor) -> None:
+        acc.on_attention(i, per_head)
+        estimator.on_attention(i, per_head)
+
     try:
-        with capture_blocks(parent.family, model, **hooks):
+        with capture_blocks(parent.family, model, on_block=acc.on_block, on_ffn=on_ffn, on_attention=on_attention), \
+                capture_modules(estimator.modules, estimator.on_module):
             bar = tqdm(total=max_tokens, unit="tok", desc="profile", disable=not distributed.show_progress(progress),
                        leave=False)
             stream = iter(batches)
@@ -419,23 +645,28 @@ def profile(
                         acc.mask = token_mask(batch)
                         parent.family.logits(model, to_device(batch, parent.input_device))
                         counted = acc.batch_tokens
+                        sharded.add({**acc.take_sums(), **estimator.take_sums()}, counted, index)
                         own += counted
                     else:
                         counted = _counted_tokens(parent, batch)
                     total += counted
+                    index += 1
                     bar.update(counted)
             bar.close()
     finally:
         model.train(was_training)
-    own_share = None if own == 0 else Profile(
-        parent=parent_fingerprint(parent),
-        source=source or getattr(batches, "description", type(batches).__name__),
-        tokens=own,
-        block_sums=_stack(acc.block_sums),
-        residual_abs_sums=_stack(acc.residual),
-        ffn_abs_sums=_stack(acc.ffn),
-        attn_abs_sums=_stack(acc.attn),
-    )
+    own_share = None
+    if own:
+        totals = sharded.totals()
+        own_share = Profile(
+            parent=parent_fingerprint(parent),
+            source=source or getattr(batches, "description", type(batches).__name__),
+            tokens=own,
+            extra={"norms": estimator.norms, "residual_readers": estimator.readers},
+            **{name: totals.pop(name) for name in _ARRAYS},
+            stats=totals,
+            shards=sharded.per_shard(),
+        )
     # Every process adds the shares in rank order, so all of them end with the same Profile.
     shares = [share for share in distributed.gather_objects(own_share) if share is not None]
     if not shares:
@@ -454,7 +685,83 @@ def _counted_tokens(parent: "Parent", batch: dict[str, torch.Tensor]) -> int:
     return int(batch["pixel_values"].shape[0]) * _tokens_per_sequence(parent, batch)
 
 
-def _stack(values: list[torch.Tensor | None]) -> np.ndarray:
-    if any(v is None for v in values):
-        raise RuntimeError("a profiling hook never fired: the model's forward skipped a block")
-    return torch.stack([v.cpu() for v in values]).numpy()
+def add_taylor(
+    profile: Profile,
+    parent: "Parent",
+    batches: Iterable[dict[str, torch.Tensor]],
+    max_tokens: int | None = None,
+    progress: bool = True,
+) -> Profile:
+    """``profile`` with the first-order Taylor statistics added (``importance="taylor"`` reads them).
+
+    A pass with gradients over ``batches``: for each residual layer, FFN neuron and attention-output channel,
+    the signed sum over counted tokens of activation x dLoss/dactivation (the first-order change of the loss
+    when that activation is zeroed). Signed sums add across batches and shards; the estimator takes their
+    absolute value. Costs about one training step per batch (no optimizer, no parameter gradients kept).
+
+    Args:
+        profile: the parent's profile (its shards get the Taylor sums too, batch b in shard b % S).
+        parent: the profiled parent; it needs a loss (a causal or masked LM, or an image classifier).
+        batches: calibration batches, with ``labels`` for image classifiers.
+        max_tokens: stop after the batch that reaches this many counted tokens (None: every batch).
+        progress: show a progress bar.
+    """
+    from tqdm.auto import tqdm
+
+    profile.check_parent(parent)
+    if max_tokens is not None and max_tokens < 1:
+        raise ValueError(f"max_tokens={max_tokens} must be a positive token count (or None for every batch)")
+    model, family = parent.model, parent.family
+    layers = parent.dims.layers
+    captured: dict[str, list] = {}  # this batch's activations, kept with their autograd graph
+
+    def keep(kind: str, index: int, size: int, tensor: torch.Tensor) -> None:
+        captured.setdefault(kind, [None] * size)[index] = tensor
+
+    def on_block(step: BlockStep) -> None:
+        if step.index == 0:
+            keep("residual", 0, layers + 1, step.input)
+        keep("residual", step.index + 1, layers + 1, step.output)
+
+    sharded = _ShardedSums(profile.num_shards or 1)
+    was_training = model.training
+    model.eval()
+    tokens = 0
+    try:
+        with capture_blocks(family, model, on_block=on_block, on_ffn=lambda i, a: keep("ffn", i, layers, a),
+                            on_attention=lambda i, a: keep("attn", i, layers, a)):
+            bar = tqdm(total=max_tokens, unit="tok", desc="taylor", disable=not progress, leave=False)
+            for batch_index, batch in enumerate(batches):
+                batch = to_device(batch, parent.input_device)
+                mask = token_mask(batch)
+                captured.clear()
+                with torch.enable_grad():
+                    loss = family.loss(model, batch)
+                    names = [(kind, j) for kind in ("residual", "ffn", "attn") for j in range(len(captured[kind]))]
+                    activations = [captured[kind][j] for kind, j in names]
+                    # Gradients of the activations only: no parameter's .grad is written.
+                    grads = torch.autograd.grad(loss, activations, allow_unused=True)
+                sums: dict[str, list] = {"residual": [], "ffn": [], "attn": []}
+                for (kind, _), a, g in zip(names, activations, grads):
+                    product = a.detach() * (g if g is not None else torch.zeros_like(a))  # (B, T, X)
+                    rows = counted_rows(product, mask)  # (counted tokens, X)
+                    sums[kind].append(rows.double().sum(0).to(activations[0].device))
+                batch_tokens = rows.shape[0]
+                captured.clear()
+                sharded.add({f"taylor_{kind}": torch.stack(values) for kind, values in sums.items()}, batch_tokens,
+                            batch_index)
+                tokens += batch_tokens
+                bar.update(batch_tokens)
+                if max_tokens is not None and tokens >= max_tokens:
+                    break
+            bar.close()
+    finally:
+        model.train(was_training)
+    if tokens == 0:
+        raise ValueError("the batches held no counted tokens: no Taylor statistics were measured")
+    stats = {**profile.stats, **sharded.totals(), "taylor_tokens": np.array(float(tokens))}
+    shards = dict(profile.shards)
+    if profile.num_shards:
+        shards.update({name: value for name, value in sharded.per_shard().items() if name != "tokens"})
+        shards["taylor_tokens"] = sharded.per_shard()["tokens"].astype(np.float64)
+    return dataclasses.replace(profile, stats=stats, shards=shards, extra={**profile.extra, "taylor_tokens": tokens})

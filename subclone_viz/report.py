@@ -51,6 +51,7 @@ if TYPE_CHECKING:
     from .parent import Parent
     from .plan import DestinationSpec, SubclonePlan
     from .sizing import SizeGrid
+    from .stability import Stability
     from .trace import TokenTrace
 
 _PLOTLY_CONFIG = {"displaylogo": False, "responsive": True}
@@ -244,6 +245,37 @@ def _plan_section(plan: "SubclonePlan") -> str:
     return _section("plan", "4. The destination", parts)
 
 
+def _stability_section(stability: "Stability") -> str:
+    summary = stability.summary()
+    shards = stability.shard_tokens
+    parts = [_paragraph(
+        f"The rankings above come from one calibration sample. Its sums are kept in {len(shards)} shards "
+        f"({min(shards):,}-{max(shards):,} tokens each); {summary['resamples']} {stability.method} resamples of the "
+        f"shards re-plan the destination width ({stability.spec['hidden']} channels, FFN {stability.spec['ffn']}, "
+        f"{stability.spec['heads']} heads; importance estimator '{stability.importance}') without a second pass. "
+        f"What a resample keeps that another does not is decided by the calibration text, not by the parent."
+    )]
+    rows = [[kind, summary["mean_jaccard_with_full"][kind], summary["mean_pairwise_jaccard"][kind]]
+            for kind in ("residual", "ffn", "heads")]
+    parts.append(_table(["kept set", "mean Jaccard with the full sample", "mean Jaccard between resamples"], rows))
+    if "loss" in summary:
+        loss = summary["loss"]
+        parts.append(_paragraph(
+            f"Held-out loss before training of the destinations of {len(loss['values'])} resamples: "
+            f"{loss['mean']:.3f} ± {loss['std']:.3f} nats (min {loss['min']:.3f}, max {loss['max']:.3f}); "
+            f"the full sample's destination: {loss['full']:.3f}."
+        ))
+    captions = {
+        "residual": "Fraction of resamples that keep each residual channel, most often kept first; the dashed line "
+                    "is the destination's width.",
+        "ffn": "Fraction of resamples that keep each FFN neuron, every block, each row sorted.",
+        "heads": "Fraction of resamples that keep each query head, every block.",
+    }
+    for kind, caption in captions.items():
+        parts.append(_figure(plots.selection_stability(stability, kind), f"stability-{kind}", caption))
+    return _section("stability", "5. How much the calibration sample decides", parts)
+
+
 def _grid_section(grid: "SizeGrid", plan: "SubclonePlan | None") -> str:
     selected = None
     if plan is not None and plan.dims["layers"] in grid.layers and plan.dims["hidden"] in grid.hidden:
@@ -271,7 +303,7 @@ def _grid_section(grid: "SizeGrid", plan: "SubclonePlan | None") -> str:
         parts.append(_figure(plots.size_pareto(grid, "latency"), "grid-pareto",
                              "Loss before training against measured latency: the highlighted sizes are those no "
                              "other size beats on both."))
-    return _section("sizes", "5. Destination sizes", parts)
+    return _section("sizes", "6. Destination sizes", parts)
 
 
 def _comparison_section(comparison: Any) -> str:
@@ -291,7 +323,7 @@ def _comparison_section(comparison: Any) -> str:
                     "its own final held-out loss over the steps the other initialization needs to reach it.",
                 )
             )
-    return _section("comparison", "6. Training: random initialization against subcloning", parts)
+    return _section("comparison", "7. Training: random initialization against subcloning", parts)
 
 
 # --------------------------------------------------------------------------------------------------------
@@ -317,6 +349,7 @@ def build_report(
     overwrite: bool = False,
     trace: "TokenTrace | None" = None,
     notes: Sequence[str] = (),
+    stability: "Stability | None" = None,
 ) -> Path:
     """Write one self-contained HTML page of everything given, and return its path.
 
@@ -332,6 +365,8 @@ def build_report(
         overwrite: replace an existing file.
         trace: a :func:`~subclone_viz.token_trace` result.
         notes: sentences shown in a highlighted box at the top (what was skipped and why).
+        stability: a :func:`~subclone_viz.stability` result: selection frequencies and the loss spread across
+            resamples of the calibration sample.
     """
     path = _check_out(out, overwrite)
     name = parent.name if parent is not None else profile.parent["name"]
@@ -342,6 +377,9 @@ def build_report(
     if plan is not None:
         sections.append(_plan_section(plan))
         anchors.append(("plan", "destination"))
+    if stability is not None:
+        sections.append(_stability_section(stability))
+        anchors.append(("stability", "calibration"))
     if grid is not None:
         sections.append(_grid_section(grid, plan))
         anchors.append(("sizes", "sizes"))

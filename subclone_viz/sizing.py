@@ -341,7 +341,7 @@ def _latency_and_memory(family: Family, model: nn.Module, batch: dict[str, torch
     after a first run that measures the peak memory: the weights and buffers plus what the forward allocates."""
     device = next(model.parameters()).device
     batch = to_device(batch, device)
-    units = batch["input_ids"].numel() if "input_ids" in batch else len(next(iter(batch.values())))
+    units = batch["input_ids"].numel() if "input_ids" in batch else batch["pixel_values"].shape[0]
     weights = sum(t.nbytes for t in {id(t): t for t in [*model.parameters(), *model.buffers()]}.values())
     peak = forward_peak_bytes(lambda: family.logits(model, batch), device)
     seconds = []

@@ -14,6 +14,8 @@ loads from a CDN). Figures are updated in place, so the front end redraws withou
   runs :func:`~subclone_viz.compare.compare` in a background thread with live loss curves; Stop stops it;
 * :class:`SizeGridExplorer`: parameters, FLOPs per token and untrained loss over a grid of sizes; clicking
   a cell (or :meth:`SizeGridExplorer.select`) sends that size to a linked studio;
+* :class:`StabilityExplorer`: how often each residual channel, FFN neuron and head is kept across resamples
+  of the calibration sample (:func:`~subclone_viz.stability.stability`), and the loss spread it implies;
 * :class:`Explorer`: all of the above in tabs.
 
 Every explorer exposes its root container as ``.widget`` (and displays itself as the last expression of
@@ -28,14 +30,15 @@ Example::
     >>> train = sv.text_batches("builtin", parent.tokenizer, seq_len=32, batch_size=2, shuffle=True)
     >>> heldout = sv.text_batches("builtin", parent.tokenizer, seq_len=32, batch_size=2, split="heldout",
     ...                           max_batches=1)
-    >>> prof = sv.profile(parent, heldout, progress=False)
+    >>> prof = sv.profile(parent, train, max_tokens=256, progress=False)   # a shuffled, document-diverse sample
     >>> explorer = Explorer(parent, prof, train, eval_batches=heldout, grid_layers=[20, 30], grid_hidden=[576])
     >>> explorer.studio.plan.summary()       # the studio starts at the default destination
     '20 layers (parent blocks [0, ..., 29]), hidden 384, ...'
     >>> explorer.sizes.select(0, 0)          # what a click on a size-grid cell does
     DestinationSpec(layers=20, hidden=576, ffn=None, heads=None, kv_heads=None)
 
-    In a notebook, ``explorer`` as a cell's last expression shows the tabs.
+In a notebook, ``explorer`` as a cell's last expression shows the tabs (``Explorer(parent, prof, train,
+eval_batches=heldout)`` computes the full size grid).
 """
 
 from __future__ import annotations
@@ -58,9 +61,11 @@ from IPython.display import display
 from . import plots
 from .evaluate import BlockAblation, evaluate
 from .export import save_destination
+from .importance import DEFAULT_ESTIMATOR, available_estimators
 from .plan import DEPTH_STRATEGIES, SCALINGS, WIDTH_STRATEGIES, DestinationSpec, SpecError, SubclonePlan, plan, spec_choices
 from .profile import BLOCK_METRIC_LABELS, BLOCK_METRICS, Profile
 from .sizing import QUANTITIES, SizeGrid, size_grid
+from .stability import METHODS, Stability, stability
 from .subclone import subclone
 from .trace import TokenTrace, token_trace
 from .compare import INITS, Comparison, compare
@@ -458,6 +463,8 @@ class SubcloneStudio(_App):
         self.width = w.Dropdown(options=WIDTH_STRATEGIES, value="importance", description="width strategy",
                                 style=_LABEL_STYLE)
         self.scaling = w.Dropdown(options=SCALINGS, value="sqrt", description="scaling", style=_LABEL_STYLE)
+        self.importance = w.Dropdown(options=available_estimators(profile), value=DEFAULT_ESTIMATOR,
+                                     description="importance", style=_LABEL_STYLE)
         self.plan_summary = w.HTML()
         self.residual_figure = _figure(plots.residual_ratio(profile), FULL_WIDTH - 440)
 
@@ -482,7 +489,8 @@ class SubcloneStudio(_App):
         self.summary = w.HTML()
 
         self.hidden.observe(self._follow_hidden, names="value")
-        for control in (self.layers, self.depth, self.hidden, self.ffn, self.heads, self.width, self.scaling):
+        for control in (self.layers, self.depth, self.hidden, self.ffn, self.heads, self.width, self.scaling,
+                        self.importance):
             control.observe(self._replan, names="value")
         self.subclone_button.on_click(self._subclone_clicked)
         self.train_button.on_click(lambda _: self.train())
@@ -491,7 +499,8 @@ class SubcloneStudio(_App):
         self._replan()
 
         controls = w.VBox(
-            [self.layers, self.depth, self.hidden, self.ffn, self.heads, self.width, self.scaling, self.plan_summary],
+            [self.layers, self.depth, self.hidden, self.ffn, self.heads, self.width, self.importance, self.scaling,
+             self.plan_summary],
             layout=w.Layout(width="430px"),
         )
         self.widget = w.VBox(
@@ -557,9 +566,10 @@ class SubcloneStudio(_App):
     def _replan(self, change: Any = None) -> None:
         if self._syncing:
             return
+        self.importance.disabled = self.width.value != "importance"  # only the importance width ranks by it
         try:
             self.plan = plan(self.parent, self.profile, self.spec(), depth=self.depth.value, width=self.width.value,
-                             scaling=self.scaling.value)
+                             scaling=self.scaling.value, importance=self.importance.value)
         except SpecError as error:
             self.plan, self.plan_error = None, str(error)
             self.plan_summary.value = _message(str(error), error=True)
@@ -803,6 +813,100 @@ class SizeGridExplorer(_App):
 
 
 # --------------------------------------------------------------------------------------------------------
+# Calibration sensitivity
+
+
+class StabilityExplorer(_App):
+    """How much the calibration sample decides a destination's widths: what resamples of it keep.
+
+    Moving a control re-plans every resample (cheap: no model runs); **Measure loss spread** also subclones
+    and scores the destinations of a few resamples on ``eval_batches``. The destination keeps every parent
+    block, so only the widths change.
+
+    Args:
+        parent: the loaded parent.
+        profile: its profile, with per-shard sums (``sv.profile(..., shards=S)``).
+        eval_batches: held-out batches for the loss spread (None: no loss button).
+        resamples: resamples at first (editable).
+        max_batches: held-out batches per scored destination.
+    """
+
+    def __init__(self, parent: "Parent", profile: Profile, eval_batches: Batches | None = None,
+                 resamples: int = 16, max_batches: int = 2):
+        self.parent, self.profile, self.eval_batches, self.max_batches = parent, profile, eval_batches, max_batches
+        self.stability: Stability | None = None
+        self.error: str | None = None
+        hidden = spec_choices(parent)["hidden"]
+        self.hidden = w.SelectionSlider(options=hidden, value=default_destination(parent).hidden,
+                                        description="hidden d'", continuous_update=False, style=_LABEL_STYLE,
+                                        layout=w.Layout(width="420px"))
+        self.importance = w.Dropdown(options=available_estimators(profile), value=DEFAULT_ESTIMATOR,
+                                     description="importance", style=_LABEL_STYLE)
+        self.method = w.ToggleButtons(options=METHODS, value="bootstrap", style={"button_width": "90px"})
+        self.resamples = w.IntSlider(value=resamples, min=2, max=64, description="resamples",
+                                     continuous_update=False, style=_LABEL_STYLE)
+        self.loss_resamples = w.BoundedIntText(value=3, min=1, max=16, description="destinations scored",
+                                               style=_LABEL_STYLE, layout=w.Layout(width="200px"))
+        self.loss_button = w.Button(description="Measure loss spread", icon="balance-scale",
+                                    disabled=eval_batches is None or parent.family.task == "encoder")
+        self.summary = w.HTML()
+        self.figures: dict[str, go.FigureWidget] = {}
+        for control in (self.hidden, self.importance, self.method, self.resamples):
+            control.observe(lambda change: self.measure(), names="value")
+        self.loss_button.on_click(lambda _: self.measure(with_losses=True))
+        self.measure()
+        widths = {"residual": FULL_WIDTH, "ffn": HALF_WIDTH, "heads": HALF_WIDTH}
+        if self.stability is not None:  # else the profile cannot be resampled, and the message says why
+            self.figures = {kind: _figure(plots.selection_stability(self.stability, kind), widths[kind])
+                            for kind in plots.STABILITY_KINDS}
+        figures = list(self.figures.values())
+        self.widget = w.VBox(
+            [
+                _heading("How much does the calibration sample decide?"),
+                _caption("The profile keeps its sums in shards; each resample of the shards is a calibration sample "
+                         "that could have been drawn instead. A channel, neuron or head kept by every resample is "
+                         "the parent's choice; one kept by some is the calibration text's."),
+                w.HBox([self.hidden, self.importance]),
+                w.HBox([self.method, self.resamples]),
+                w.HBox([self.loss_resamples, self.loss_button]),
+                self.summary,
+                *([figures[0], _row(*figures[1:])] if figures else []),
+            ]
+        )
+
+    def spec(self) -> DestinationSpec:
+        return DestinationSpec(layers=self.parent.dims.layers, hidden=self.hidden.value)
+
+    def measure(self, with_losses: bool = False) -> Stability | None:
+        """Resample and re-plan (and, ``with_losses``, score a few destinations); redraw."""
+        try:
+            self.stability = stability(
+                self.parent, self.profile, self.spec(), importance=self.importance.value, resamples=self.resamples.value,
+                method=self.method.value, heldout=self.eval_batches if with_losses else None,
+                loss_resamples=min(self.loss_resamples.value, self.resamples.value) if with_losses else 0,
+                max_batches=self.max_batches,
+            )
+        except ValueError as error:  # an old profile without shards, a single batch, a spec error
+            self.stability, self.error = None, str(error)
+            self.summary.value = _message(str(error), error=True)
+            return None
+        self.error = None
+        summary = self.stability.summary()
+        rows = [{"kept set": kind, "Jaccard with full sample": f"{summary['mean_jaccard_with_full'][kind]:.3f}",
+                 "Jaccard between resamples": f"{summary['mean_pairwise_jaccard'][kind]:.3f}"}
+                for kind in plots.STABILITY_KINDS]
+        text = _table(rows, ["kept set", "Jaccard with full sample", "Jaccard between resamples"])
+        if "loss" in summary:
+            loss = summary["loss"]
+            text += _message(f"held-out loss before training: {loss['mean']:.3f} ± {loss['std']:.3f} nats over "
+                             f"{len(loss['values'])} resamples (full sample: {loss['full']:.3f})")
+        self.summary.value = text
+        for kind, figure in self.figures.items():
+            _refresh(figure, plots.selection_stability(self.stability, kind))
+        return self.stability
+
+
+# --------------------------------------------------------------------------------------------------------
 # Everything
 
 
@@ -840,7 +944,9 @@ class Explorer(_App):
         self.studio = SubcloneStudio(parent, profile, batches, eval_batches, save_dir=save_dir, steps=steps)
         self.sizes = SizeGridExplorer(parent, profile, eval_batches, studio=self.studio, layers=grid_layers,
                                       hidden=grid_hidden, grid=grid)
+        self.stability = StabilityExplorer(parent, profile, eval_batches)
         self.widget = w.Tab(children=[self.residual.widget, self.importance.widget, self.studio.widget,
-                                      self.sizes.widget])
-        for index, title in enumerate(("Residual property", "Neuron importance", "Subclone and train", "Sizes")):
+                                      self.sizes.widget, self.stability.widget])
+        for index, title in enumerate(("Residual property", "Neuron importance", "Subclone and train", "Sizes",
+                                       "Calibration")):
             self.widget.set_title(index, title)

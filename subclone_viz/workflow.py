@@ -12,8 +12,9 @@ notebooks share, written once here instead of in each of them.
 * :func:`random_init`: the baseline a subclone is measured against: a destination of the same shape (the
   same blocks, widths and per-layer settings) with the architecture's own random initialization;
 * :func:`has_loss`, :func:`reads_text`: what a parent can be scored on and what it reads;
-* :func:`report_records`: the main job's pipeline (profile, block ablation, token trace, plan, untrained
-  loss, size grid, training comparison), returned as records that :func:`subclone_viz.report.build_report`
+* :func:`report_records`: the main job's pipeline (profile on a shuffled, document-diverse sample of the
+  training split, block ablation, token trace, plan, untrained loss, calibration stability, size grid,
+  training comparison), returned as records that :func:`subclone_viz.report.build_report`
   lays out.
 
 Nothing here draws or prints tables: ``report.py`` lays pages out, ``cli.py`` parses and prints, ``widgets.py``
@@ -58,6 +59,7 @@ if TYPE_CHECKING:
     from .parent import Parent
     from .profile import Profile
     from .sizing import SizeGrid
+    from .stability import Stability
     from .trace import TokenTrace
 
 QUICK_ENVIRONMENT_VARIABLE = "SUBCLONE_VIZ_QUICK"
@@ -80,6 +82,8 @@ class Budget:
     eval_batches: int  # held-out batches for the untrained losses, the size grid and the training curves
     grid_size: int | None  # keep the largest N values of each default size-grid axis (None: all)
     steps: int  # training steps per initialization
+    stability_resamples: int = 16  # resamples of the profile's shards for the calibration-stability section
+    stability_losses: int = 3  # of which this many destinations are subcloned and scored
 
 
 DEFAULT_BUDGET = Budget(
@@ -88,7 +92,7 @@ DEFAULT_BUDGET = Budget(
 )
 QUICK_BUDGET = Budget(
     seq_len=32, batch_size=2, images_per_batch=16, profile_tokens=256, ablation_batches=1, eval_batches=1,
-    grid_size=2, steps=2,
+    grid_size=2, steps=2, stability_resamples=4, stability_losses=1,
 )
 
 
@@ -255,6 +259,7 @@ class ReportRecords:
     grid: "SizeGrid"
     comparison: Any = None  # a Comparison; None when skipped (see notes)
     notes: list[str] = field(default_factory=list)
+    stability: "Stability | None" = None  # None when the profile read a single batch (see notes)
 
     def as_kwargs(self) -> dict[str, Any]:
         return {name: getattr(self, name) for name in self.__dataclass_fields__}
@@ -288,6 +293,7 @@ def report_records(
     from .evaluate import block_ablation, evaluate
     from .profile import profile as profile_parent
     from .sizing import default_grid_axes, size_grid
+    from .stability import stability
     from .subclone import subclone
     from .trace import token_trace
 
@@ -300,8 +306,11 @@ def report_records(
     heldout = parent_batches(parent, "heldout", data, quick=quick)
     eval_batches = HeldOutTail(heldout, sizes.eval_batches)
 
-    log(f"profiling on {profile_tokens:,} held-out tokens of {heldout.description}")
-    prof = profile_parent(parent, heldout, max_tokens=profile_tokens, progress=progress)
+    # A shuffled, seeded sample of the training split: every part of the corpus, not its first documents (the
+    # README's "Calibration sample" section measures how much that matters).
+    train_batches = parent_batches(parent, "train", data, shuffle=True, seed=seed, quick=quick)
+    log(f"profiling on {profile_tokens:,} tokens of {train_batches.description}")
+    prof = profile_parent(parent, train_batches, max_tokens=profile_tokens, progress=progress)
 
     log(f"single-block ablation ({parent.dims.layers} blocks, removed and duplicated)")
     ablation = block_ablation(parent, eval_batches, max_batches=sizes.ablation_batches, progress=progress)
@@ -321,6 +330,16 @@ def report_records(
         f"before any training, at a held-out loss of {untrained.loss:.3f} nats; the parent's is {parent_loss.loss:.3f}."
     )
 
+    stable = None
+    if (prof.shards["tokens"] > 0).sum() >= 2:
+        log(f"calibration stability: {sizes.stability_resamples} resamples of the profile's shards, "
+            f"{sizes.stability_losses} destinations scored")
+        stable = stability(parent, prof, spec, resamples=sizes.stability_resamples, seed=seed, heldout=eval_batches,
+                           loss_resamples=sizes.stability_losses)
+    else:
+        notes.append("The calibration stability section was skipped: the profile read a single batch, so there are "
+                     "no shards to resample (profile more tokens).")
+
     layers, hidden = default_grid_axes(parent)
     if sizes.grid_size is not None:
         layers, hidden = layers[-sizes.grid_size :], hidden[-sizes.grid_size :]
@@ -332,7 +351,6 @@ def report_records(
     if steps > 0:
         from .compare import compare
 
-        train_batches = parent_batches(parent, "train", data, shuffle=True, seed=seed, quick=quick)
         log(f"training comparison: random vs subclone, {steps} steps each")
         comparison = compare(
             parent, spec, train_batches, inits=("random", "subclone"), steps=steps, eval_batches=eval_batches,
@@ -341,4 +359,4 @@ def report_records(
     else:
         notes.append("The training comparison was skipped (steps=0).")
     return ReportRecords(parent=parent, profile=prof, plan=destination_plan, ablation=ablation, trace=trace,
-                         grid=grid, comparison=comparison, notes=notes)
+                         grid=grid, comparison=comparison, notes=notes, stability=stable)

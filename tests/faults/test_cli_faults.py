@@ -21,7 +21,7 @@ import pytest
 from subclone_viz import cli
 from subclone_viz.cli import main
 from subclone_viz.profile import Profile
-from conftest import (
+from faultkit import (
     assert_late_error,
     assert_one_line_error,
     compare_args,
@@ -371,3 +371,37 @@ def test_a_damaged_size_grid_cell_is_measured_again_with_one_warning(parents, tm
     again = sv.size_grid(parent, None, [2], [24], batches, width="uniform", progress=False)
     assert len(calls) == 1 and again.cache_hits == 0 and again.loss[0, 0] == first.loss[0, 0]
     assert "checksum" in caplog.text and "rebuilding the cached size-grid cell" in caplog.text
+
+
+@pytest.mark.parametrize("damage", ["truncated weights", "config not JSON"])
+def test_a_damaged_parent_directory_is_one_line_naming_it(parents, tmp_path, capsys, damage):
+    import shutil
+
+    copy = Path(shutil.copytree(parents["llama"], tmp_path / "llama"))
+    if damage == "truncated weights":
+        weights = copy / "model.safetensors"
+        weights.write_bytes(weights.read_bytes()[:1000])
+        fragment = "truncated or damaged"
+    else:
+        (copy / "config.json").write_text("{oops")
+        fragment = "config.json"
+    assert_one_line_error(*run(capsys, "info", "--parent", str(copy)), str(copy), fragment)
+
+
+def test_losing_a_race_for_the_output_is_exit_2_and_keeps_the_winner(parents, tmp_path, monkeypatch, capsys):
+    """Another process publishes --out between this run's checks and its own publish: this run exits 2 with
+    one line and the winner's output stays whole."""
+    from subclone_viz import _atomic
+
+    out = tmp_path / "X"
+    real_fault = _atomic._fault
+
+    def winner_arrives(point: str, target: Path) -> None:
+        if point == "staged" and target.name == "X" and not out.exists():
+            out.mkdir()
+            (out / "winner.txt").write_text("the other process's output")
+        real_fault(point, target)
+
+    monkeypatch.setattr(_atomic, "_fault", winner_arrives)
+    assert_late_error(*run(capsys, *subclone_args(parents, out)), "written by another process meanwhile")
+    assert sorted(p.name for p in out.iterdir()) == ["winner.txt"] and leftovers(tmp_path) == []

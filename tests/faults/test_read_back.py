@@ -15,7 +15,7 @@ from subclone_viz._atomic import DamagedFileError, OutputExistsError
 from subclone_viz.compare import Comparison
 from subclone_viz.plan import DestinationSpec, SubclonePlan
 from subclone_viz.train import EvalRecord, History, StepRecord
-from conftest import leftovers
+from faultkit import leftovers
 from tiny import WORDS, tiny_model, word_tokenizer
 
 ONE_TORCH_THREAD = True

@@ -29,7 +29,7 @@ from subclone_viz._atomic import (
     write_cache_file,
     write_file,
 )
-from conftest import dead_pid, leftovers
+from faultkit import dead_pid, leftovers
 
 
 def _race(monkeypatch: pytest.MonkeyPatch, writers: int, write) -> list[BaseException | None]:

@@ -102,6 +102,8 @@ record = {
     "forwards": forwards, "saved": str(path), "tokens": prof.tokens,
     "block_sums": prof.block_sums.tolist(), "residual_abs_sums": prof.residual_abs_sums.tolist(),
     "ffn_abs_sums": prof.ffn_abs_sums.tolist(), "attn_abs_sums": prof.attn_abs_sums.tolist(),
+    "norm_in_abs": prof.stats["norm_in_abs"].tolist(), "shard_tokens": prof.shards["tokens"].tolist(),
+    "shard_residual_abs_sums": prof.shards["residual_abs_sums"].tolist(),
     "loss": evaluation.loss, "batches": evaluation.batches, "ablation": ablation.to_dict(),
 }
 (Path(out) / f"rank{rank}.json").write_text(json.dumps(record))
@@ -158,6 +160,11 @@ def test_every_rank_ends_with_the_single_process_profile(ranks, single):
         assert record["tokens"] == expected.tokens
         for name in ("block_sums", "residual_abs_sums", "ffn_abs_sums", "attn_abs_sums"):
             np.testing.assert_allclose(record[name], getattr(expected, name), rtol=1e-5, atol=1e-8)
+        # The estimators' statistics and the per-shard sums (batch g in shard g % 8 on every rank) match too.
+        np.testing.assert_allclose(record["norm_in_abs"], expected.stats["norm_in_abs"], rtol=1e-5, atol=1e-8)
+        assert record["shard_tokens"] == expected.shards["tokens"].tolist()
+        np.testing.assert_allclose(record["shard_residual_abs_sums"], expected.shards["residual_abs_sums"],
+                                   rtol=1e-5, atol=1e-8)
 
 
 def test_profile_save_writes_one_file_and_every_rank_returns_its_path(ranks, single):

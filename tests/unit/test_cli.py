@@ -179,6 +179,8 @@ def test_profile_of_a_vision_parent_reads_digits(files, capsys):
         ("subclone", ["--hidden", "24", "--out", "{tmp}/out"], ["--layers is missing"]),
         ("subclone", ["--layers", "3", "--hidden", "24", "--width", "best", "--out", "{tmp}/out"],
          ["invalid choice: 'best'", "'importance'"]),
+        ("subclone", ["--layers", "3", "--hidden", "24", "--importance", "wanda", "--out", "{tmp}/out"],
+         ["invalid choice: 'wanda'", "'layer_normalized'", "'taylor'"]),
         ("subclone", ["--layers", "3", "--hidden", "24", "--profile", "{tmp}/none.npz", "--out", "{tmp}/out"],
          ["none.npz", "no such file"]),
     ],
@@ -252,6 +254,20 @@ def test_subclone_saves_a_destination_that_loads(files, tmp_path, capsys):
     assert record["plan"]["layers"] == [0, 1, 3] and record["scaling"] == "sqrt"
 
 
+@pytest.mark.parametrize("importance", ["layer_normalized", "taylor"])
+def test_subclone_ranks_by_the_chosen_importance_estimator(files, tmp_path, capsys, importance):
+    out_dir = tmp_path / "child"
+    code, out, err = run(capsys, "subclone", *text_args(files), "--layers", "4", "--profile-tokens", "64",
+                         "--eval-tokens", "0", "--importance", importance, *spec_args(out_dir, "--json"))
+    assert code == 0, err
+    document = json.loads(out)
+    assert document["importance"] == importance
+    assert f"width=importance ({importance})" in document["plan"]
+    assert "rows shuffled with seed 0" in document["profile"]["source"]  # a document-diverse calibration sample
+    record = json.loads((out_dir / "subclone.json").read_text())
+    assert record["plan"]["importance"] == importance
+
+
 def test_subclone_text_names_plan_size_loss_and_place(files, tmp_path, capsys):
     profile_path = tmp_path / "profile.npz"
     assert run(capsys, "profile", *text_args(files), "--tokens", "32", "--out", str(profile_path))[0] == 0
@@ -261,7 +277,7 @@ def test_subclone_text_names_plan_size_loss_and_place(files, tmp_path, capsys):
     assert code == 0
     assert "plan: 2 layers (parent blocks [0, 3]), hidden 24, FFN 40, 3 heads / 1 KV" in out
     assert "parameters: " in out and "of the parent's" in out
-    assert f"32 tokens of corpus.txt (train split, 32 tokens) ({profile_path})" in out
+    assert f"32 tokens of corpus.txt (train split, 32 tokens, rows shuffled with seed 0) ({profile_path})" in out
     assert "held-out loss before training: " in out
     assert f"saved to {out_dir}" in out
 

@@ -482,6 +482,7 @@ def test_speedup_by_size_draws_each_init_per_step_and_per_second_by_parameters(b
         step = lines["subclone, per optimizer step"]
         assert list(step.x) == [20.0, 40.0] and list(step.y) == [0.5, 4.0]  # sorted by size
         assert list(step.marker.symbol) == ["triangle-down", "circle"]
+        assert list(lines["subclone, per second of training"].marker.symbol) == ["triangle-down-open", "circle-open"]
         assert list(lines["subclone+distill, per second of training"].y) == [3.0]
         assert fig.layout.yaxis.type == "log"
     else:

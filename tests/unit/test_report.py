@@ -130,8 +130,10 @@ def test_run_report_quick_writes_every_section(records, corpus, tmp_path, capsys
     out = run_report(records["parent"], out=tmp_path / "demo.html", quick=True, data=str(corpus), progress=False)
     page = out.read_text(encoding="utf-8")
     assert page.count(get_plotlyjs()) == 1 and external_scripts(page) == []
-    for name in ("residual-ratio", "block-ablation", "token-trace", "grid-loss"):
+    for name in ("residual-ratio", "block-ablation", "token-trace", "grid-loss", "stability-residual",
+                 "stability-ffn", "stability-heads"):
         assert f'id="figure-{name}"' in page, name
+    assert "rows shuffled with seed 0" in page  # calibrated on a document-diverse sample of the training split
     if importlib.util.find_spec("subclone_viz.compare") is not None:
         assert 'id="figure-curves-eval_loss"' in page and ">subclone<" in page
     assert "starts, before any training, at a held-out loss of" in page

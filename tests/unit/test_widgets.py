@@ -315,8 +315,8 @@ def test_an_invalid_cell_is_explained_not_sent(studio: widgets.SubcloneStudio, l
 def test_explorer_links_the_size_grid_to_the_studio(llama, tmp_path: Path) -> None:
     parent, profile, batches = llama
     explorer = widgets.Explorer(parent, profile, batches, grid_layers=[2, 4], grid_hidden=[24], save_dir=tmp_path)
-    assert len(explorer.widget.children) == 4
-    assert explorer.widget.get_title(3) == "Sizes"
+    assert len(explorer.widget.children) == 5
+    assert explorer.widget.get_title(3) == "Sizes" and explorer.widget.get_title(4) == "Calibration"
     explorer.sizes.select(0, 0)
     assert (explorer.studio.layers.value, explorer.studio.hidden.value) == (2, 24)
 
@@ -328,3 +328,40 @@ def test_explorer_of_an_image_parent_traces_held_out_images(tmp_path: Path) -> N
     explorer = widgets.Explorer(parent, profile, batches, grid_layers=[4], grid_hidden=[16], save_dir=tmp_path)
     assert explorer.residual.text is None and len(explorer.residual.token.options) == 3
     assert list(explorer.studio.curve_figures) == ["train_loss", "eval_loss", "eval_accuracy"]
+
+
+# ------------------------------------------------------------------------------------------------ estimators and stability
+
+
+def test_studio_importance_menu_replans_with_the_chosen_estimator(studio, llama) -> None:
+    parent, profile, _ = llama
+    assert "taylor" not in studio.importance.options  # the profile has no gradient pass
+    assert studio.plan.importance == "paper"
+    studio.importance.value = "layer_normalized"
+    expected = sv.plan(parent, profile, studio.spec(), depth=studio.depth.value, importance="layer_normalized")
+    assert studio.plan == expected
+    studio.width.value = "uniform"
+    assert studio.importance.disabled
+
+
+def test_stability_explorer_resamples_on_every_control_and_scores_on_demand(llama) -> None:
+    parent, profile, batches = llama
+    explorer = widgets.StabilityExplorer(parent, profile, batches, resamples=4, max_batches=1)
+    assert set(explorer.figures) == {"residual", "ffn", "heads"} and explorer.error is None
+    assert explorer.stability.residual_frequency.sum() == pytest.approx(explorer.hidden.value)
+    explorer.hidden.value = 24
+    bars = np.asarray(explorer.figures["residual"].data[0].y)
+    np.testing.assert_allclose(bars, np.sort(explorer.stability.residual_frequency)[::-1])
+    assert bars.sum() == pytest.approx(24)
+    assert len(explorer.stability.losses) == 0
+    explorer.loss_resamples.value = 2
+    explorer.loss_button.click()
+    assert len(explorer.stability.losses) == 2 and "held-out loss before training" in explorer.summary.value
+
+
+def test_stability_explorer_explains_a_profile_without_shards(llama) -> None:
+    parent, profile, batches = llama
+    old = sv.Profile(**{**profile.__dict__, "shards": {}})
+    explorer = widgets.StabilityExplorer(parent, old, batches)
+    assert explorer.stability is None and explorer.figures == {}
+    assert "keeps no per-shard sums" in explorer.summary.value

@@ -1,0 +1,215 @@
+"""Importance estimators: how a profile's statistics become the rankings a plan keeps.
+
+A plan needs three rankings: one shared ranking of the residual channels, and per block a ranking of the
+FFN hidden neurons and of the attention heads (method.md, section 2). The paper scores every one by its
+mean |activation|; other work scores them differently. Each estimator here is a named function of a
+:class:`~subclone_viz.profile.Profile` (and, for the weight-aware one, the parent's weights) that returns an
+:class:`Importance`; ``plan(..., importance=NAME)`` ranks by it.
+
+=================== ============================================================================================
+``paper``           mean |activation| summed over the residual layers (embedding output, every block output);
+                    FFN neurons by mean |activation|; heads by the mean of their channels' mean |output|.
+``layer_normalized`` the paper's, with each residual layer's importance vector divided by its sum before the
+                    sum over layers, so that the few layers with massive activations do not decide alone.
+``norm_input``      the residual ranking from the inputs of every norm that reads or writes the residual stream
+                    (per block before attention and before the MLP, and the final norm): the paper's layers plus
+                    the mid-block sums x + attn(x).
+``norm_output``     Minitron's (Muralidharan et al., 2024): the residual ranking from the norms' *outputs*
+                    (normalized per token, times the norm's weight); heads by the mean L2 norm of their output.
+``weight_aware``    Wanda-style (Sun et al., 2023): a channel that a linear layer reads scores
+                    sum_out |W[out, j]| * RMS(x_j) over every linear layer reading it (q/k/v/gate/up and the head
+                    for the residual; the down projection for FFN neurons; the output projection for heads).
+``taylor``          first-order Taylor (Molchanov et al., 2019): |sum over tokens of activation * dLoss/d
+                    activation|, per residual layer summed over layers, per FFN neuron, per head. Needs a
+                    backward pass: :func:`~subclone_viz.profile.add_taylor`.
+=================== ============================================================================================
+
+All but ``taylor`` read statistics that :func:`~subclone_viz.profile.profile` collects in its one streaming
+pass. Every estimator is deterministic: the same profile gives the same rankings.
+
+Example::
+
+    >>> import subclone_viz as sv
+    >>> parent = sv.load_parent("smollm2-135m")
+    >>> batches = sv.text_batches("builtin", parent.tokenizer, seq_len=64, batch_size=4, shuffle=True)
+    >>> prof = sv.profile(parent, batches, max_tokens=512, progress=False)    # 8,192 tokens or more for real use
+    >>> sv.estimate_importance(prof, parent, "layer_normalized").residual.shape   # one score per channel
+    (576,)
+    >>> sv.plan(parent, prof, sv.DestinationSpec(layers=20, hidden=384), importance="layer_normalized").summary()
+    '20 layers ... width=importance (layer_normalized), scaling=sqrt'
+    >>> list(sv.ESTIMATORS)                                                     # the registry's names
+    ['paper', 'layer_normalized', 'norm_input', 'norm_output', 'weight_aware', 'taylor']
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Callable
+
+import numpy as np
+import torch
+
+if TYPE_CHECKING:
+    from .parent import Parent
+    from .profile import Profile
+
+DEFAULT_ESTIMATOR = "paper"
+
+
+@dataclass(frozen=True)
+class Importance:
+    """The scores a plan ranks by (higher keeps first)."""
+
+    residual: np.ndarray  # (d,) one score per residual channel, shared by every layer
+    ffn: np.ndarray  # (L, ffn) per block
+    heads: np.ndarray  # (L, heads) per block, query heads
+
+
+@dataclass(frozen=True)
+class Estimator:
+    """A named importance estimator: what it reads and how it scores."""
+
+    name: str
+    description: str
+    needs: tuple[str, ...]  # keys of Profile.stats it reads
+    score: Callable[["Profile", "Parent | None"], Importance]
+    needs_weights: bool = False
+    pass_hint: str = "profile the parent again with this version's sv.profile(parent, batches)"
+
+
+@dataclass(frozen=True)
+class LinearReader:
+    """A linear layer that reads an axis (residual, FFN or heads): its module, weight and fan-in axis."""
+
+    module: str
+    block: int | None
+    weight: torch.Tensor
+    fan_in_axis: int
+
+    def column_abs_sums(self) -> np.ndarray:
+        """sum over outputs of |W[out, j]| for each input channel j, (fan_in,)."""
+        w = self.weight.detach().float().abs().movedim(self.fan_in_axis, 0)
+        return w.reshape(w.shape[0], -1).sum(1).cpu().double().numpy()
+
+
+def linear_readers(parent: "Parent", axis: str) -> list[LinearReader]:
+    """Every linear layer whose fan-in is ``axis`` ("residual", "ffn" or "q_heads"), in parameter order.
+
+    Tied weights are listed under each module that uses them (a tied LM head reads the residual stream too).
+    """
+    family = parent.family
+    readers = []
+    for name, weight in parent.model.named_parameters(remove_duplicate=False):
+        if not name.endswith(".weight"):
+            continue
+        info = family.param_info(name)
+        fan_in = info.rule.fan_in_axis
+        if fan_in is not None and info.rule.axes[fan_in] == axis:
+            readers.append(LinearReader(name[: -len(".weight")], info.block, weight, fan_in))
+    return readers
+
+
+def estimate_importance(profile: "Profile", parent: "Parent | None" = None, importance: str = DEFAULT_ESTIMATOR) -> Importance:
+    """The scores of estimator ``importance`` on ``profile``; a clear error when its statistics are missing."""
+    estimator = get_estimator(importance)
+    missing = [name for name in estimator.needs if name not in profile.stats]
+    if missing:
+        raise ValueError(
+            f"importance={importance!r} needs the profile statistics {missing}, which this profile lacks: "
+            f"{estimator.pass_hint}"
+        )
+    if estimator.needs_weights and parent is None:
+        raise ValueError(f"importance={importance!r} scores weights too: pass the parent")
+    return estimator.score(profile, parent)
+
+
+def available_estimators(profile: "Profile") -> list[str]:
+    """The estimators whose statistics ``profile`` holds (``taylor`` only after ``add_taylor``)."""
+    return [name for name, e in ESTIMATORS.items() if all(key in profile.stats for key in e.needs)]
+
+
+def get_estimator(name: str) -> Estimator:
+    if name not in ESTIMATORS:
+        raise ValueError(f"importance={name!r} is not an importance estimator: choose one of {', '.join(ESTIMATORS)}")
+    return ESTIMATORS[name]
+
+
+# ------------------------------------------------------------------------------------------------ estimators
+
+
+def _per_token(profile: "Profile", name: str) -> np.ndarray:
+    return profile.stats[name] / max(profile.tokens, 1)
+
+
+def _paper(profile: "Profile", parent: "Parent | None") -> Importance:
+    return Importance(profile.residual_importance.sum(0), profile.ffn_importance, profile.head_importance)
+
+
+def _layer_normalized(profile: "Profile", parent: "Parent | None") -> Importance:
+    per_layer = profile.residual_importance  # (L+1, d)
+    shares = per_layer / np.maximum(per_layer.sum(1, keepdims=True), np.finfo(np.float64).tiny)
+    return Importance(shares.sum(0), profile.ffn_importance, profile.head_importance)
+
+
+def _norm_input(profile: "Profile", parent: "Parent | None") -> Importance:
+    return Importance(_per_token(profile, "norm_in_abs").sum(0), profile.ffn_importance, profile.head_importance)
+
+
+def _norm_output(profile: "Profile", parent: "Parent | None") -> Importance:
+    return Importance(_per_token(profile, "norm_out_abs").sum(0), profile.ffn_importance,
+                      _per_token(profile, "head_norm"))
+
+
+def _rms(sq_sums: np.ndarray, rows: np.ndarray) -> np.ndarray:
+    return np.sqrt(sq_sums / np.maximum(rows, 1)[..., None])
+
+
+def _weight_aware(profile: "Profile", parent: "Parent | None") -> Importance:
+    residual_readers = linear_readers(parent, "residual")
+    names = [r.module for r in residual_readers]
+    if names != profile.extra.get("residual_readers"):
+        raise ValueError(
+            "the profile's residual readers do not match this parent's linear layers: profile this parent again"
+        )
+    rms = _rms(profile.stats["residual_in_sq"], profile.stats["residual_in_rows"])  # (M, d)
+    residual = sum(r.column_abs_sums() * rms[m] for m, r in enumerate(residual_readers))
+    ffn_columns = np.stack([r.column_abs_sums() for r in _one_per_block(parent, "ffn")])  # (L, ffn)
+    ffn = ffn_columns * np.sqrt(_per_token(profile, "ffn_in_sq"))
+    head_columns = np.stack([r.column_abs_sums() for r in _one_per_block(parent, "q_heads")])  # (L, heads*hd)
+    per_channel = head_columns * np.sqrt(_per_token(profile, "attn_in_sq"))
+    heads = per_channel.reshape(profile.num_layers, profile.heads, -1).sum(-1)
+    return Importance(residual, ffn, heads)
+
+
+def _one_per_block(parent: "Parent", axis: str) -> list[LinearReader]:
+    readers = [r for r in linear_readers(parent, axis) if r.block is not None]
+    if [r.block for r in readers] != list(range(parent.dims.layers)):
+        raise ValueError(f"{parent.family.name}: expected one linear layer reading {axis!r} per block")
+    return readers
+
+
+def _taylor(profile: "Profile", parent: "Parent | None") -> Importance:
+    tokens = max(int(profile.stats["taylor_tokens"]), 1)
+    residual = np.abs(profile.stats["taylor_residual"] / tokens).sum(0)  # (d,)
+    ffn = np.abs(profile.stats["taylor_ffn"] / tokens)
+    per_head = profile.stats["taylor_attn"].reshape(profile.num_layers, profile.heads, -1).sum(-1)
+    return Importance(residual, ffn, np.abs(per_head / tokens))
+
+
+ESTIMATORS: dict[str, Estimator] = {
+    e.name: e
+    for e in (
+        Estimator("paper", "mean |activation| summed over residual layers (the paper)", (), _paper),
+        Estimator("layer_normalized", "each residual layer's importance normalized to sum 1 before the sum", (),
+                  _layer_normalized),
+        Estimator("norm_input", "mean |input| of every norm on the residual stream", ("norm_in_abs",), _norm_input),
+        Estimator("norm_output", "mean |output| of every norm, heads by output L2 norm (Minitron)",
+                  ("norm_out_abs", "head_norm"), _norm_output),
+        Estimator("weight_aware", "|W| times the RMS of the input channel, summed over the layers reading it (Wanda)",
+                  ("residual_in_sq", "residual_in_rows", "ffn_in_sq", "attn_in_sq"), _weight_aware,
+                  needs_weights=True),
+        Estimator("taylor", "|activation x gradient| summed over tokens (first-order Taylor; a backward pass)",
+                  ("taylor_residual", "taylor_ffn", "taylor_attn", "taylor_tokens"), _taylor,
+                  pass_hint="run prof = sv.add_taylor(prof, parent, batches) first (a pass with gradients)"),
+    )
+}
