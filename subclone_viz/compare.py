@@ -27,7 +27,8 @@ Example::
     >>> train = sv.text_batches("builtin", parent.tokenizer, seq_len=32, batch_size=2, shuffle=True)
     >>> heldout = sv.text_batches("builtin", parent.tokenizer, seq_len=32, batch_size=2, split="heldout",
     ...                           max_batches=1)
-    >>> result = sv.compare(parent, sv.DestinationSpec(layers=4, hidden=192), train, steps=2,
+    >>> prof = sv.profile(parent, train, max_tokens=256, progress=False)   # else compare profiles 4,096 tokens
+    >>> result = sv.compare(parent, sv.DestinationSpec(layers=4, hidden=192), train, steps=2, profile=prof,
     ...                     eval_batches=heldout, progress=False)     # hundreds of steps for real use
     >>> [(row["init"], row["steps"]) for row in result.summary_table()]
     [('random', 2), ('subclone', 2)]

@@ -8,7 +8,7 @@ Example::
 
     >>> import subclone_viz as sv
     >>> parent = sv.load_parent("smollm2-135m")
-    >>> heldout = sv.text_batches("builtin", parent.tokenizer, seq_len=32, batch_size=1, split="heldout",
+    >>> heldout = sv.text_batches("builtin", parent.tokenizer, seq_len=16, batch_size=1, split="heldout",
     ...                           max_batches=1)
     >>> 2 < sv.evaluate(parent.model, parent.family, heldout).loss < 6   # nats per token
     True
