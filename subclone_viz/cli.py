@@ -21,6 +21,16 @@ Common options: ``--parent`` (an embedded alias: ``smollm2-135m`` (the default),
 
 Example::
 
+    >>> from subclone_viz.cli import main
+    >>> code = main(["info", "--parent", "smollm2-135m"])        # the same as: subclone-viz info --parent ...
+    smollm2-135m: Llama family (LlamaForCausalLM): 30 layers, hidden 576, ...
+    valid destination specs:
+    ...
+    >>> code
+    0
+
+The same from a shell::
+
     subclone-viz info --parent smollm2-135m
     subclone-viz profile --parent smollm2-135m --data builtin --tokens 8192 --out profile.npz
     subclone-viz subclone --parent smollm2-135m --profile profile.npz --layers 20 --hidden 384 --ffn 1024 \\
@@ -31,8 +41,6 @@ Example::
     subclone-viz compare --parent smollm2-135m --layers 20 --hidden 384 --steps 300 \
         --inits random,subclone,subclone+distill --distill-alpha 0.5 --out runs/smollm2-20x384
     subclone-viz report --out report.html
-
-or, from Python, ``subclone_viz.cli.main(["info", "--json"])`` returns the exit status.
 """
 
 from __future__ import annotations

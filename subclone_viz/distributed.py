@@ -22,13 +22,23 @@ as they are, and the main process is the only one.
 
 Example::
 
-    # ACCELERATE_USE_CPU=1 accelerate launch --multi_gpu --num_processes 2 script.py
-    from subclone_viz import distributed as dist
-    loss_sum = torch.zeros(2, dtype=torch.float64)                 # (sum of losses, batches)
-    for batch in dist.shard(batches):
-        loss_sum += torch.tensor([float(family.loss(model, batch)), 1.0], dtype=torch.float64)
-    loss_sum = dist.reduce_sum(loss_sum)                           # the same totals on every process
-    dist.on_main(print, f"mean loss {loss_sum[0] / loss_sum[1]:.4f}")   # printed once
+    >>> import torch
+    >>> from transformers import GPT2Config, GPT2LMHeadModel
+    >>> from subclone_viz import distributed as dist
+    >>> from subclone_viz.families import family_of
+    >>> model = GPT2LMHeadModel(GPT2Config(n_layer=2, n_embd=32, n_head=4, vocab_size=50)).eval()
+    >>> family = family_of(model)
+    >>> batches = [{"input_ids": torch.randint(0, 50, (2, 8))} for _ in range(4)]
+    >>> loss_sum = torch.zeros(2, dtype=torch.float64)                 # (sum of losses, batches)
+    >>> with torch.no_grad():
+    ...     for batch in dist.shard(batches):                          # every P-th batch under accelerate launch
+    ...         loss_sum += torch.tensor([float(family.loss(model, batch)), 1.0], dtype=torch.float64)
+    >>> loss_sum = dist.reduce_sum(loss_sum)                           # the same totals on every process
+    >>> dist.on_main(print, f"mean loss over {int(loss_sum[1])} batches: {loss_sum[0] / loss_sum[1]:.1f}")
+    mean loss over 4 batches: ...
+
+The same script under ``ACCELERATE_USE_CPU=1 accelerate launch --multi_gpu --num_processes 2 script.py``
+reads half the batches in each process and prints once.
 """
 
 from __future__ import annotations

@@ -6,9 +6,15 @@ without any fine-tuning and without copying weights: middle blocks barely matter
 
 Example::
 
-    result = block_ablation(parent, heldout_batches)
-    result.removed        # (L,) loss with block i removed
-    result.duplicated     # (L,) loss with block i run twice
+    >>> import subclone_viz as sv
+    >>> parent = sv.load_parent("smollm2-135m")
+    >>> heldout = sv.text_batches("builtin", parent.tokenizer, seq_len=16, batch_size=1, split="heldout",
+    ...                           max_batches=1)
+    >>> 2 < sv.evaluate(parent.model, parent.family, heldout).loss < 6   # nats per token
+    True
+    >>> result = sv.block_ablation(parent, heldout, progress=False)
+    >>> len(result.removed), len(result.duplicated)   # loss with block i removed, and run twice
+    (30, 30)
 """
 
 from __future__ import annotations

@@ -24,11 +24,13 @@ Remote code never runs unless ``trust_remote_code=True``; weights load from safe
 
 Example::
 
-    import subclone_viz as sv
-    parent = sv.load_parent("smollm2-135m")       # device="auto": CUDA when present, else the CPU
-    print(parent.description)
-    # Llama family (LlamaForCausalLM): 30 layers, hidden 576, 9 heads / 3 KV heads of 64, FFN 1536, 134.5M ...
-    big = sv.load_parent("path/to/llama-8b", device_map="auto", offload_folder="offload")   # GPUs, CPU, disk
+    >>> import subclone_viz as sv
+    >>> parent = sv.load_parent("smollm2-135m")       # device="auto": CUDA when present, else the CPU
+    >>> print(parent.description)
+    Llama family (LlamaForCausalLM): 30 layers, hidden 576, 9 heads / 3 KV heads of 64, FFN 1536, 134.5M ...
+
+A model too big for one device: ``sv.load_parent("path/to/llama-8b", device_map="auto",
+offload_folder="offload")`` spreads it over the GPUs, the CPU and the disk.
 """
 
 from __future__ import annotations

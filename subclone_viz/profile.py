@@ -24,14 +24,18 @@ sample without reading it again (:func:`~subclone_viz.stability.stability`).
 
 Example::
 
-    import subclone_viz as sv
-    parent = sv.load_parent("smollm2-135m")
-    batches = sv.text_batches("builtin", parent.tokenizer, seq_len=256, batch_size=8, shuffle=True)
-    prof = sv.profile(parent, batches, max_tokens=8192)
-    prof.block_metrics["f_over_sum"]       # (30,) the paper's ||f(x)|| / ||x + f(x)|| per block
-    prof.shared_ranking()[:5]               # the five most important residual channels
-    prof.rank_consistency().spearman        # (31, 31) Spearman correlation between residual layers
-    prof.save("profile.npz")
+    >>> import subclone_viz as sv
+    >>> parent = sv.load_parent("smollm2-135m")
+    >>> batches = sv.text_batches("builtin", parent.tokenizer, seq_len=64, batch_size=4, shuffle=True)
+    >>> prof = sv.profile(parent, batches, max_tokens=512, progress=False)    # 8,192 tokens or more for real use
+    >>> prof.block_metrics["f_over_sum"].shape     # the paper's ||f(x)|| / ||x + f(x)|| per block
+    (30,)
+    >>> len(prof.shared_ranking())                  # residual channels, most important first
+    576
+    >>> prof.rank_consistency().spearman.shape      # Spearman correlation between residual layers
+    (31, 31)
+    >>> prof.save("profile.npz")
+    PosixPath('profile.npz')
 """
 
 from __future__ import annotations

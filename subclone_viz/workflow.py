@@ -22,13 +22,18 @@ shows; all three call these functions.
 
 Example::
 
-    import subclone_viz as sv
-    parent = sv.load_parent("smollm2-135m")
-    train = sv.parent_batches(parent, "train", shuffle=True)        # text: seq_len and batch from the budget
-    heldout = sv.parent_batches(parent, "heldout", tokens=1024)
-    spec = sv.default_destination(parent)                           # DestinationSpec(layers=20, hidden=384)
-    baseline = sv.random_init(parent, spec, seed=0)                 # a LlamaForCausalLM of that shape
-    sv.evaluate(baseline, parent.family, heldout).loss              # about ln(49152) = 10.8 nats
+    >>> import subclone_viz as sv
+    >>> parent = sv.load_parent("smollm2-135m")
+    >>> train = sv.parent_batches(parent, "train", shuffle=True)     # text: seq_len and batch size from the budget
+    >>> heldout = sv.parent_batches(parent, "heldout", tokens=256)
+    >>> len(heldout), heldout.tokens_per_batch                       # enough 4 x 128 batches for 256 tokens
+    (1, 512)
+    >>> spec = sv.default_destination(parent)
+    >>> spec
+    DestinationSpec(layers=20, hidden=384, ffn=None, heads=None, kv_heads=None)
+    >>> baseline = sv.random_init(parent, spec, seed=0)              # a LlamaForCausalLM of that shape
+    >>> 10 < sv.evaluate(baseline, parent.family, heldout).loss < 12     # about ln(49152) = 10.8 nats
+    True
 """
 
 from __future__ import annotations
