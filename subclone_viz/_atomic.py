@@ -35,13 +35,13 @@ targets of that file or directory name.
 Example::
 
     >>> from subclone_viz._atomic import check_new_directory, staged_directory, write_file
-    >>> out = check_new_directory("runs/a")          # before any work
+    >>> out = check_new_directory("runs/a", overwrite=False)       # before any work
     >>> with staged_directory(out) as staging:
     ...     _ = (staging / "summary.json").write_text("{}")
-    >>> sorted(p.name for p in out.iterdir())          # had the block raised, runs/a would not exist
+    >>> sorted(p.name for p in out.iterdir())   # had the block raised, runs/a would not exist
     ['summary.json']
-    >>> write_file("runs/a.txt", "done\\n")
-    PosixPath('runs/a.txt')
+    >>> write_file("runs/a.txt", "done\\n").read_text()
+    'done\\n'
 """
 
 from __future__ import annotations

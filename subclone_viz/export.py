@@ -12,9 +12,16 @@ half-written, and an existing non-empty directory is only replaced with ``overwr
 
 Example::
 
-    path = save_destination(child, p, "runs/smollm2-20x384")
-    AutoModelForCausalLM.from_pretrained(path)      # or sv.load_parent(path)
-    print((path / "README.md").read_text())         # base_model: HuggingFaceTB/SmolLM2-135M-Instruct, license: ...
+    >>> import subclone_viz as sv
+    >>> from transformers import AutoModelForCausalLM
+    >>> parent = sv.load_parent("smollm2-135m")
+    >>> p = sv.plan(parent, None, sv.DestinationSpec(layers=10, hidden=192), width="first")
+    >>> path = sv.save_destination(sv.subclone(parent, p), p, "runs/smollm2-10x192")
+    >>> AutoModelForCausalLM.from_pretrained(path).config.num_hidden_layers      # or sv.load_parent(path)
+    10
+    >>> print((path / "README.md").read_text())
+    ---
+    ...base_model: ...
 """
 
 from __future__ import annotations
