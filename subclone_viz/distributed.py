@@ -10,6 +10,7 @@ runs unchanged in N:
   launcher started more processes than the state knows and rebuilds it (the user's object sees the fix too,
   accelerate's states share one dictionary);
 * :func:`shard` gives each process a disjoint share of an iterable of batches (every P-th one);
+  :func:`padded_shard` the same share padded so that every process runs as many forward passes (DDP, FSDP);
 * :func:`reduce_sum` adds a tensor of running sums over the processes (``torch.distributed`` all-reduce in
   float64; gloo on CPUs, NCCL on GPUs), :func:`gather` collects one tensor per process;
 * :func:`on_main` runs a function (a save, a print) on the main process only; the others wait for it and get
@@ -51,6 +52,7 @@ import torch
 
 T = TypeVar("T")
 
+_on_main_depth = 0  # > 0 while the main process runs a function for on_main
 _WORLD_SIZE_VARIABLES = ["WORLD_SIZE", "PMI_SIZE", "OMPI_COMM_WORLD_SIZE", "MV2_COMM_WORLD_SIZE"]
 
 
@@ -103,6 +105,26 @@ def shard(items: Iterable[T]) -> Iterator[T]:
     return itertools.islice(items, current.process_index, None, current.num_processes)
 
 
+def padded_shard(items: Iterable[T]) -> Iterator[tuple[T, bool]]:
+    """This process's share of ``items`` as ``(item, counts)``, the same number on every process.
+
+    A model wrapped for DDP (buffer broadcasts) or FSDP (parameter all-gathers) talks to the other processes
+    in every forward pass, so every process must run as many as the others. Where the last round of P items
+    leaves a process without one, it gets that round's first item again with ``counts`` False: run it,
+    do not count it.
+    """
+    current = state()
+    if current.num_processes == 1:
+        yield from ((item, True) for item in items)
+        return
+    stream = iter(items)
+    while round_ := list(itertools.islice(stream, current.num_processes)):
+        if current.process_index < len(round_):
+            yield round_[current.process_index], True
+        else:
+            yield round_[0], False
+
+
 def reduce_sum(values: torch.Tensor) -> torch.Tensor:
     """``values`` summed over the processes, in float64, on the device they came from (every process gets it)."""
     current = state()
@@ -138,15 +160,20 @@ def on_main(function: Callable[..., T], *args: Any, **kwargs: Any) -> T:
     ``FileExistsError`` is one error on every rank, not one error and one hang). The result travels to the
     other processes pickled, between processes of this one launch only.
     """
+    global _on_main_depth
     current = state()
-    if current.num_processes == 1:
+    if current.num_processes == 1 or _on_main_depth:
+        # Nested (a save inside a save): the outer call already runs on the main process alone.
         return function(*args, **kwargs)
     outcome: list[Any] = [None, None]  # [result, exception]
     if current.is_main_process:
+        _on_main_depth += 1
         try:
             outcome[0] = function(*args, **kwargs)
         except Exception as error:  # re-raised below on every process, the main one included
             outcome[1] = error if _picklable(error) else RuntimeError(f"{type(error).__name__}: {error}")
+        finally:
+            _on_main_depth -= 1
     device = current.device if current.backend == "nccl" else None
     torch.distributed.broadcast_object_list(outcome, src=0, device=device)
     if outcome[1] is not None:

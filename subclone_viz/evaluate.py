@@ -77,15 +77,18 @@ def evaluate(
     bar = tqdm(total=total, desc="evaluate", unit="batch", leave=False,
                disable=not distributed.show_progress(progress is not False), delay=0 if progress else PROGRESS_DELAY)
     try:
-        for batch in distributed.shard(chosen):
+        # Padded: a DDP or FSDP model talks to the other processes in every forward, so all run as many.
+        for batch, counts in distributed.padded_shard(chosen):
             batch = to_device(batch, device)
             if family.task == "image-classification":
                 logits = family.logits(model, batch)
                 loss = float(nn.functional.cross_entropy(logits.float(), batch["labels"]))
                 correct = int((logits.argmax(-1) == batch["labels"]).sum())
-                totals += torch.tensor([loss, 1, correct, batch["labels"].numel()], dtype=torch.float64)
+                scored = torch.tensor([loss, 1, correct, batch["labels"].numel()], dtype=torch.float64)
             else:
-                totals += torch.tensor([float(family.loss(model, batch)), 1, 0, 0], dtype=torch.float64)
+                scored = torch.tensor([float(family.loss(model, batch)), 1, 0, 0], dtype=torch.float64)
+            if counts:
+                totals += scored
             bar.update(distributed.num_processes())  # every process scores one batch of each round
     finally:
         bar.close()

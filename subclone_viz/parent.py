@@ -260,13 +260,16 @@ def load_parent(
         device_map: spread a parent too big for one device: ``"auto"``, ``"balanced"``, ``"balanced_low_0"``,
             ``"sequential"`` or a dict of module name -> device (``0``, ``"cuda:1"``, ``"cpu"``, ``"disk"``), for
             every kind of source (accelerate's big-model dispatch). ``device`` must then stay ``"auto"``.
-        offload_folder: where modules mapped to ``"disk"`` keep their weights (needed when the map has any).
+        offload_folder: where modules mapped to ``"disk"`` keep their weights (needed when the map has any);
+            under several processes each uses its own ``rank-N`` subfolder.
         processor: the tokenizer or image preprocessing that goes with a model object.
         trust_remote_code: allow a hub model's own Python code to run. Off unless you ask.
     """
     target = resolve_device(device)
     dtype = _resolve_dtype(dtype) or default_dtype(target)
     _check_device_map(device_map, device, offload_folder)
+    if offload_folder is not None and distributed.num_processes() > 1:
+        offload_folder = Path(offload_folder) / f"rank-{distributed.process_index()}"  # one copy per process
     dispatch = dict(device_map=device_map, offload_folder=None if offload_folder is None else str(offload_folder))
     if isinstance(source, nn.Module):
         model, name, info = source, type(source).__name__, {"source": "object"}

@@ -619,6 +619,7 @@ def profile(
     total = 0  # counted tokens over every process
     own = 0  # counted tokens this process profiled
     index = 0  # the batch's position in the stream: it goes to shard index % shards in every process
+    tokens_per_image: list[int] = []  # patches and prefix tokens of one image, measured once
 
     def on_ffn(i: int, activation: torch.Tensor) -> None:
         acc.on_ffn(i, activation)
@@ -627,6 +628,20 @@ def profile(
     def on_attention(i: int, per_head: torch.Tensor) -> None:
         acc.on_attention(i, per_head)
         estimator.on_attention(i, per_head)
+
+    def counted_without_running(batch: dict[str, torch.Tensor]) -> int:
+        """The tokens profiling another process's ``batch`` counts: non-padding tokens, or for images every
+        image's patches and prefix tokens (measured once on one image; its sums are thrown away)."""
+        if "input_ids" in batch:
+            mask = token_mask(batch)
+            return int(batch["input_ids"].numel()) if mask is None else int(mask.sum())
+        if not tokens_per_image:
+            from .sizing import _tokens_per_sequence
+
+            acc.mask = None
+            tokens_per_image.append(_tokens_per_sequence(parent, batch))
+            acc.take_sums(), estimator.take_sums()  # the measuring forward ran through the capture hooks
+        return int(batch["pixel_values"].shape[0]) * tokens_per_image[0]
 
     try:
         with capture_blocks(parent.family, model, on_block=acc.on_block, on_ffn=on_ffn, on_attention=on_attention), \
@@ -648,7 +663,7 @@ def profile(
                         sharded.add({**acc.take_sums(), **estimator.take_sums()}, counted, index)
                         own += counted
                     else:
-                        counted = _counted_tokens(parent, batch)
+                        counted = counted_without_running(batch)
                     total += counted
                     index += 1
                     bar.update(counted)
@@ -672,17 +687,6 @@ def profile(
     if not shares:
         raise ValueError("the batches held no counted tokens: nothing was profiled")
     return sum(shares)
-
-
-def _counted_tokens(parent: "Parent", batch: dict[str, torch.Tensor]) -> int:
-    """The tokens profiling ``batch`` would count, without profiling it: non-padding tokens, or for images
-    the patches and prefix tokens of every image."""
-    if "input_ids" in batch:
-        mask = token_mask(batch)
-        return int(batch["input_ids"].numel()) if mask is None else int(mask.sum())
-    from .sizing import _tokens_per_sequence
-
-    return int(batch["pixel_values"].shape[0]) * _tokens_per_sequence(parent, batch)
 
 
 def add_taylor(

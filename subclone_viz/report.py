@@ -43,7 +43,7 @@ import numpy as np
 import plotly.graph_objects as go
 from plotly.offline import get_plotlyjs
 
-from . import __version__, plots
+from . import __version__, distributed, plots
 from ._atomic import check_new_file, write_file
 from .profile import BLOCK_METRIC_LABELS, BLOCK_METRICS, Profile
 
@@ -400,7 +400,7 @@ def build_report(
         f'"Weight subcloning: direct initialization of transformers using larger pretrained ones" (2023).</p>'
         f"<nav>{nav}</nav>{note_box}{''.join(sections)}</main></body></html>\n"
     )
-    write_file(path, page, overwrite=overwrite)
+    distributed.on_main(write_file, path, page, overwrite=overwrite)  # every process built it; one writes
     return path
 
 

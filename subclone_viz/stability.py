@@ -74,7 +74,7 @@ class Stability:
             "importance": self.importance,
             "method": self.method,
             "resamples": self.resamples,
-            "shards": len(self.shard_tokens),
+            "shard_tokens": list(self.shard_tokens),
             "mean_jaccard_with_full": {
                 "residual": float(self.residual_jaccard.mean()),
                 "ffn": float(self.ffn_jaccard.mean()),

@@ -49,6 +49,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import torch
 
+from . import distributed
 from .data import BUILTIN_TEXT, DIGITS, ImageBatches, TextBatches, image_batches, text_batches
 from .plan import DestinationSpec, SubclonePlan, plan, spec_choices
 
@@ -236,6 +237,8 @@ class Progress:
         self.start = time.perf_counter()
 
     def __call__(self, message: str) -> None:
+        if not distributed.is_main_process():  # under accelerate launch one process reports
+            return
         print(f"[{self.name} {time.perf_counter() - self.start:6.1f}s] {message}", file=sys.stderr, flush=True)
 
 
