@@ -118,7 +118,7 @@ def main() -> None:
         cells = [f"{s['mean']:.2f} ± {s['std']:.2f} [{s['min']:.2f}, {s['max']:.2f}]" for s in by_text.values()]
         print(f"| {estimator} | " + " | ".join(cells) + " | " + " | ".join(f"{contiguous[estimator][n]:.2f}"
                                                                         for n in names) + " |")
-    print(f"\nstability (paper, seed 0, 16 bootstrap resamples of 8 shards): {json.dumps(st.summary())}")
+    print(f"\nstability (paper, seed 0, 16 bootstrap resamples of the shards): {json.dumps(st.summary())}")
     print(f"total {results['seconds']:.0f} s; results in {RESULTS}")
 
 

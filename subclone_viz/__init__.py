@@ -6,13 +6,14 @@ and train it several times faster than from random initialization.
 
 Example::
 
-    import subclone_viz as sv
-    parent = sv.load_parent("smollm2-135m")
-    batches = sv.text_batches("builtin", parent.tokenizer, seq_len=256, batch_size=8, split="heldout")
-    prof = sv.profile(parent, batches, max_tokens=8192)
-    plan = sv.plan(parent, prof, sv.DestinationSpec(layers=20, hidden=384))
-    child = sv.subclone(parent, plan)
-    sv.save_destination(child, plan, "smollm2-20x384")
+    >>> import subclone_viz as sv
+    >>> parent = sv.load_parent("smollm2-135m")
+    >>> batches = sv.text_batches("builtin", parent.tokenizer, seq_len=64, batch_size=4, split="heldout")
+    >>> prof = sv.profile(parent, batches, max_tokens=512, progress=False)   # 8,192 tokens or more for real use
+    >>> plan = sv.plan(parent, prof, sv.DestinationSpec(layers=6, hidden=192))
+    >>> child = sv.subclone(parent, plan)
+    >>> sv.save_destination(child, plan, "smollm2-6x192")
+    PosixPath('smollm2-6x192')
 """
 
 __version__ = "0.1.0"

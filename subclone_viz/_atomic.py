@@ -34,12 +34,14 @@ targets of that file or directory name.
 
 Example::
 
-    from subclone_viz._atomic import check_new_directory, staged_directory, write_file
-    out = check_new_directory("runs/a", overwrite=False)       # before any work
-    with staged_directory(out) as staging:
-        (staging / "summary.json").write_text("{}")
-    # runs/a now holds summary.json; had the block raised, runs/a would not exist
-    write_file("runs/a.txt", "done\\n")
+    >>> from subclone_viz._atomic import check_new_directory, staged_directory, write_file
+    >>> out = check_new_directory("runs/a", overwrite=False)       # before any work
+    >>> with staged_directory(out) as staging:
+    ...     _ = (staging / "summary.json").write_text("{}")
+    >>> sorted(p.name for p in out.iterdir())   # had the block raised, runs/a would not exist
+    ['summary.json']
+    >>> write_file("runs/a.txt", "done\\n").read_text()
+    'done\\n'
 """
 
 from __future__ import annotations

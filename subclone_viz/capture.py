@@ -24,26 +24,29 @@ this module never names a model class:
 
 Example::
 
-    import torch
-    from transformers import LlamaConfig, LlamaForCausalLM
-    from subclone_viz.capture import capture_blocks, record_stream, resumed
-    from subclone_viz.families import family_of
-    model = LlamaForCausalLM(LlamaConfig(hidden_size=32, intermediate_size=64, num_hidden_layers=3,
-                                         num_attention_heads=4, vocab_size=50)).eval()
-    family = family_of(model)
-    batch = {"input_ids": torch.randint(0, 50, (2, 8))}
-    steps = []
-    with torch.no_grad(), capture_blocks(family, model, on_block=steps.append):
-        family.logits(model, batch)
-    steps[1].input.shape                                  # torch.Size([2, 8, 32]): x entering block 1
-    blocks = list(family.blocks(model))
-    with torch.no_grad():
-        with record_stream(family, model) as stream:
-            full = family.loss(model, batch)
-        with resumed(family, model, 1, stream.states[1], blocks[1:], stream.output_like):
-            again = family.loss(model, batch)             # runs blocks 1 and 2 only; equals ``full``
-        with resumed(family, model, 1, stream.states[1], [None, blocks[2]], stream.output_like):
-            without_block_1 = family.loss(model, batch)   # block 1 removed
+    >>> import torch
+    >>> from transformers import LlamaConfig, LlamaForCausalLM
+    >>> from subclone_viz.capture import capture_blocks, record_stream, resumed
+    >>> from subclone_viz.families import family_of
+    >>> model = LlamaForCausalLM(LlamaConfig(hidden_size=32, intermediate_size=64, num_hidden_layers=3,
+    ...                                      num_attention_heads=4, vocab_size=50)).eval()
+    >>> family = family_of(model)
+    >>> batch = {"input_ids": torch.randint(0, 50, (2, 8))}
+    >>> steps = []
+    >>> with torch.no_grad(), capture_blocks(family, model, on_block=steps.append):
+    ...     _ = family.logits(model, batch)
+    >>> steps[1].input.shape                                  # x entering block 1
+    torch.Size([2, 8, 32])
+    >>> blocks = list(family.blocks(model))
+    >>> with torch.no_grad():
+    ...     with record_stream(family, model) as stream:
+    ...         full = family.loss(model, batch)
+    ...     with resumed(family, model, 1, stream.states[1], blocks[1:], stream.output_like):
+    ...         again = family.loss(model, batch)             # runs blocks 1 and 2 only
+    ...     with resumed(family, model, 1, stream.states[1], [None, blocks[2]], stream.output_like):
+    ...         without_block_1 = family.loss(model, batch)   # block 1 removed
+    >>> torch.allclose(again, full), bool(without_block_1 != full)
+    (True, True)
 """
 
 from __future__ import annotations

@@ -21,6 +21,16 @@ Common options: ``--parent`` (an embedded alias: ``smollm2-135m`` (the default),
 
 Example::
 
+    >>> from subclone_viz.cli import main
+    >>> code = main(["info", "--parent", "smollm2-135m"])        # the same as: subclone-viz info --parent ...
+    smollm2-135m: Llama family (LlamaForCausalLM): 30 layers, hidden 576, ...
+    valid destination specs:
+    ...
+    >>> code
+    0
+
+The same from a shell::
+
     subclone-viz info --parent smollm2-135m
     subclone-viz profile --parent smollm2-135m --data builtin --tokens 8192 --out profile.npz
     subclone-viz subclone --parent smollm2-135m --profile profile.npz --layers 20 --hidden 384 --ffn 1024 \\
@@ -31,8 +41,6 @@ Example::
     subclone-viz compare --parent smollm2-135m --layers 20 --hidden 384 --steps 300 \
         --inits random,subclone,subclone+distill --distill-alpha 0.5 --out runs/smollm2-20x384
     subclone-viz report --out report.html
-
-or, from Python, ``subclone_viz.cli.main(["info", "--json"])`` returns the exit status.
 """
 
 from __future__ import annotations
@@ -65,7 +73,7 @@ from .evaluate import block_ablation, evaluate
 from .export import save_destination
 from .families import UnsupportedArchitectureError
 from .importance import DEFAULT_ESTIMATOR, ESTIMATORS
-from .parent import EMBEDDED_ALIASES, Parent, ParentLoadError, load_parent
+from .parent import DEVICE_MAP_STRATEGIES, EMBEDDED_ALIASES, Parent, ParentLoadError, load_parent
 from .plan import DEPTH_STRATEGIES, SCALINGS, WIDTH_STRATEGIES, DestinationSpec, SpecError, plan, spec_choices
 from .profile import BLOCK_METRIC_LABELS, BLOCK_METRICS, Profile, ProfileMismatchError, add_taylor, profile
 from .subclone import subclone
@@ -170,6 +178,24 @@ def depth_arg(text: str) -> str | list[int]:
         ) from None
 
 
+def device_map_arg(text: str) -> str | dict[str, Any]:
+    """A device-map strategy name, or a .json file holding {module name: device}."""
+    if text in DEVICE_MAP_STRATEGIES:
+        return text
+    path = Path(text)
+    if path.suffix != ".json" or not path.is_file():
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is neither a strategy ({', '.join(DEVICE_MAP_STRATEGIES)}) nor a .json file of module -> device"
+        )
+    try:
+        mapping = json.loads(path.read_text())
+    except ValueError as error:
+        raise argparse.ArgumentTypeError(f"{text}: not valid JSON ({error})") from None
+    if not isinstance(mapping, dict) or not all(isinstance(v, (int, str)) for v in mapping.values()):
+        raise argparse.ArgumentTypeError(f"{text}: must hold one JSON object of module name -> device (0, 'cpu', 'disk')")
+    return mapping
+
+
 def inits_arg(text: str) -> list[str]:
     """A comma list of initialization names, each once."""
     names = [name.strip() for name in text.split(",") if name.strip()]
@@ -237,6 +263,10 @@ def build_parser() -> argparse.ArgumentParser:
                              f"(default {DEFAULT_PARENT})")
     common.add_argument("--device", default="auto", help="auto (CUDA when present), cpu, cuda, cuda:N")
     common.add_argument("--dtype", choices=DTYPES, help="parameter dtype (default fp32 on CPU, bf16 on GPU)")
+    common.add_argument("--device-map", type=device_map_arg, metavar="MAP",
+                        help=f"spread a parent too big for one device: {', '.join(DEVICE_MAP_STRATEGIES)}, or a "
+                             f".json file of module name -> device (0, cuda:1, cpu, disk); replaces --device")
+    common.add_argument("--offload-folder", type=Path, help="where --device-map keeps modules mapped to disk")
     common.add_argument("--seed", type=non_negative_int, default=0, help="seed of torch and data shuffling (default 0)")
     common.add_argument("--json", action="store_true", help="print one JSON document on stdout, nothing else")
 
@@ -358,7 +388,8 @@ def _quiet_transformers() -> Iterator[None]:
 def _load(args: argparse.Namespace) -> Parent:
     torch.manual_seed(args.seed)
     with _blame_user(), _quiet_transformers():
-        return load_parent(args.parent, device=args.device, dtype=args.dtype)
+        return load_parent(args.parent, device=args.device, dtype=args.dtype, device_map=args.device_map,
+                           offload_folder=args.offload_folder)
 
 
 def _batches(

@@ -22,15 +22,20 @@ of training (a teacher's forward makes a step dearer, so the two differ for the 
 
 Example::
 
-    import subclone_viz as sv
-    parent = sv.load_parent("smollm2-135m")
-    train = sv.text_batches("builtin", parent.tokenizer, seq_len=128, batch_size=8, shuffle=True)
-    heldout = sv.text_batches("builtin", parent.tokenizer, seq_len=128, batch_size=8, split="heldout",
-                              max_batches=8)
-    result = sv.compare(parent, sv.DestinationSpec(layers=8, hidden=288), train, steps=200,
-                        eval_batches=heldout)
-    result.summary_table()   # [{"init": "random", "final_loss": ..., "speedup": 1.0, ...}, {"init": "subclone", ...}]
-    result.save("runs/smollm2-8x288")
+    >>> import subclone_viz as sv
+    >>> parent = sv.load_parent("smollm2-135m")
+    >>> train = sv.text_batches("builtin", parent.tokenizer, seq_len=32, batch_size=2, shuffle=True)
+    >>> heldout = sv.text_batches("builtin", parent.tokenizer, seq_len=32, batch_size=2, split="heldout",
+    ...                           max_batches=2)
+    >>> prof = sv.profile(parent, heldout, progress=False)
+    >>> result = sv.compare(parent, sv.DestinationSpec(layers=4, hidden=192), train, profile=prof, steps=4,
+    ...                     inits=["random", "subclone", "subclone+distill"], eval_batches=heldout, progress=False)
+    >>> [(row["init"], row["lr"], row["steps"]) for row in result.summary_table()]   # the paper's learning rates
+    [('random', 0.0001, 4), ('subclone', 0.0001, 4), ('subclone+distill', 0.0001, 4)]
+    >>> sorted(result.metrics["subclone"])[-4:]     # per step and per second of training, over random init
+    ['speedup_lower_bound', 'speedup_per_second', 'steps', 'target_loss']
+    >>> result.save("runs/smollm2-4x192")
+    PosixPath('runs/smollm2-4x192')
 """
 
 from __future__ import annotations
@@ -47,6 +52,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 from torch import nn
 
+from . import distributed
 from ._atomic import DamagedFileError, read_json, staged_directory
 from .train import EvalRecord, History, StepRecord, StopSignal, TrainSettings, train
 
@@ -231,7 +237,11 @@ class Comparison:
 
     def save(self, directory: str | os.PathLike, overwrite: bool = False) -> Path:
         """Write ``histories.json``, ``<init>.csv`` per initialization and ``summary.json`` (config, plans,
-        metrics, table) into ``directory``, all at once: a staging directory renamed into place."""
+        metrics, table) into ``directory``, all at once: a staging directory renamed into place. Under several
+        processes only the main one writes; every process returns the path (or raises its error)."""
+        return distributed.on_main(self._write, directory, overwrite)
+
+    def _write(self, directory: str | os.PathLike, overwrite: bool) -> Path:
         with staged_directory(directory, overwrite) as staging:
             self.write_files(staging)
         return Path(directory).expanduser()

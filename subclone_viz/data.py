@@ -42,14 +42,18 @@ image that cannot be decoded later raises an error naming it) and Hugging Face i
 
 Example::
 
-    from subclone_viz.data import image_batches, text_batches
-    digits = image_batches("digits", batch_size=32, split="heldout", image_size=16)
-    batch = next(iter(digits))
-    batch["pixel_values"].shape, batch["labels"].shape   # (32, 1, 16, 16), (32,)
-    digits.description   # 'sklearn digits (heldout split, 352 images, 16x16 grey)'
-    # any Hugging Face tokenizer, e.g. the parent's:
-    # tokens = text_batches("builtin", tokenizer=parent_tokenizer, seq_len=128, batch_size=8)
-    # next(iter(tokens))["input_ids"].shape   # (8, 128)
+    >>> from subclone_viz.data import image_batches, text_batches
+    >>> digits = image_batches("digits", batch_size=32, split="heldout", image_size=16)
+    >>> batch = next(iter(digits))
+    >>> batch["pixel_values"].shape, batch["labels"].shape
+    (torch.Size([32, 1, 16, 16]), torch.Size([32]))
+    >>> digits.description
+    'sklearn digits (heldout split, ... images, 16x16 grey)'
+    >>> import subclone_viz as sv
+    >>> tokenizer = sv.load_parent("smollm2-135m").tokenizer    # any Hugging Face tokenizer
+    >>> tokens = text_batches("builtin", tokenizer, seq_len=128, batch_size=8)
+    >>> next(iter(tokens))["input_ids"].shape
+    torch.Size([8, 128])
 """
 
 from __future__ import annotations

@@ -10,6 +10,7 @@ runs unchanged in N:
   launcher started more processes than the state knows and rebuilds it (the user's object sees the fix too,
   accelerate's states share one dictionary);
 * :func:`shard` gives each process a disjoint share of an iterable of batches (every P-th one);
+  :func:`padded_shard` the same share padded so that every process runs as many forward passes (DDP, FSDP);
 * :func:`reduce_sum` adds a tensor of running sums over the processes (``torch.distributed`` all-reduce in
   float64; gloo on CPUs, NCCL on GPUs), :func:`gather` collects one tensor per process;
 * :func:`on_main` runs a function (a save, a print) on the main process only; the others wait for it and get
@@ -21,13 +22,23 @@ as they are, and the main process is the only one.
 
 Example::
 
-    # ACCELERATE_USE_CPU=1 accelerate launch --multi_gpu --num_processes 2 script.py
-    from subclone_viz import distributed as dist
-    loss_sum = torch.zeros(2, dtype=torch.float64)                 # (sum of losses, batches)
-    for batch in dist.shard(batches):
-        loss_sum += torch.tensor([float(family.loss(model, batch)), 1.0], dtype=torch.float64)
-    loss_sum = dist.reduce_sum(loss_sum)                           # the same totals on every process
-    dist.on_main(print, f"mean loss {loss_sum[0] / loss_sum[1]:.4f}")   # printed once
+    >>> import torch
+    >>> from transformers import GPT2Config, GPT2LMHeadModel
+    >>> from subclone_viz import distributed as dist
+    >>> from subclone_viz.families import family_of
+    >>> model = GPT2LMHeadModel(GPT2Config(n_layer=2, n_embd=32, n_head=4, vocab_size=50)).eval()
+    >>> family = family_of(model)
+    >>> batches = [{"input_ids": torch.randint(0, 50, (2, 8))} for _ in range(4)]
+    >>> loss_sum = torch.zeros(2, dtype=torch.float64)                 # (sum of losses, batches)
+    >>> with torch.no_grad():
+    ...     for batch in dist.shard(batches):                          # every P-th batch under accelerate launch
+    ...         loss_sum += torch.tensor([float(family.loss(model, batch)), 1.0], dtype=torch.float64)
+    >>> loss_sum = dist.reduce_sum(loss_sum)                           # the same totals on every process
+    >>> dist.on_main(print, f"mean loss over {int(loss_sum[1])} batches: {loss_sum[0] / loss_sum[1]:.1f}")
+    mean loss over 4 batches: ...
+
+The same script under ``ACCELERATE_USE_CPU=1 accelerate launch --multi_gpu --num_processes 2 script.py``
+reads half the batches in each process and prints once.
 """
 
 from __future__ import annotations
@@ -41,6 +52,7 @@ import torch
 
 T = TypeVar("T")
 
+_on_main_depth = 0  # > 0 while the main process runs a function for on_main
 _WORLD_SIZE_VARIABLES = ["WORLD_SIZE", "PMI_SIZE", "OMPI_COMM_WORLD_SIZE", "MV2_COMM_WORLD_SIZE"]
 
 
@@ -93,6 +105,26 @@ def shard(items: Iterable[T]) -> Iterator[T]:
     return itertools.islice(items, current.process_index, None, current.num_processes)
 
 
+def padded_shard(items: Iterable[T]) -> Iterator[tuple[T, bool]]:
+    """This process's share of ``items`` as ``(item, counts)``, the same number on every process.
+
+    A model wrapped for DDP (buffer broadcasts) or FSDP (parameter all-gathers) talks to the other processes
+    in every forward pass, so every process must run as many as the others. Where the last round of P items
+    leaves a process without one, it gets that round's first item again with ``counts`` False: run it,
+    do not count it.
+    """
+    current = state()
+    if current.num_processes == 1:
+        yield from ((item, True) for item in items)
+        return
+    stream = iter(items)
+    while round_ := list(itertools.islice(stream, current.num_processes)):
+        if current.process_index < len(round_):
+            yield round_[current.process_index], True
+        else:
+            yield round_[0], False
+
+
 def reduce_sum(values: torch.Tensor) -> torch.Tensor:
     """``values`` summed over the processes, in float64, on the device they came from (every process gets it)."""
     current = state()
@@ -128,15 +160,20 @@ def on_main(function: Callable[..., T], *args: Any, **kwargs: Any) -> T:
     ``FileExistsError`` is one error on every rank, not one error and one hang). The result travels to the
     other processes pickled, between processes of this one launch only.
     """
+    global _on_main_depth
     current = state()
-    if current.num_processes == 1:
+    if current.num_processes == 1 or _on_main_depth:
+        # Nested (a save inside a save): the outer call already runs on the main process alone.
         return function(*args, **kwargs)
     outcome: list[Any] = [None, None]  # [result, exception]
     if current.is_main_process:
+        _on_main_depth += 1
         try:
             outcome[0] = function(*args, **kwargs)
         except Exception as error:  # re-raised below on every process, the main one included
             outcome[1] = error if _picklable(error) else RuntimeError(f"{type(error).__name__}: {error}")
+        finally:
+            _on_main_depth -= 1
     device = current.device if current.backend == "nccl" else None
     torch.distributed.broadcast_object_list(outcome, src=0, device=device)
     if outcome[1] is not None:

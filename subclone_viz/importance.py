@@ -29,11 +29,16 @@ pass. Every estimator is deterministic: the same profile gives the same rankings
 
 Example::
 
-    import subclone_viz as sv
-    prof = sv.profile(parent, batches, max_tokens=8192)
-    sv.estimate_importance(prof, parent, "layer_normalized").residual   # (d,) scores
-    sv.plan(parent, prof, spec, importance="layer_normalized")
-    list(sv.ESTIMATORS)                                               # the registry's names
+    >>> import subclone_viz as sv
+    >>> parent = sv.load_parent("smollm2-135m")
+    >>> batches = sv.text_batches("builtin", parent.tokenizer, seq_len=64, batch_size=4, shuffle=True)
+    >>> prof = sv.profile(parent, batches, max_tokens=512, progress=False)    # 8,192 tokens or more for real use
+    >>> sv.estimate_importance(prof, parent, "layer_normalized").residual.shape   # one score per channel
+    (576,)
+    >>> sv.plan(parent, prof, sv.DestinationSpec(layers=20, hidden=384), importance="layer_normalized").summary()
+    '20 layers ... width=importance (layer_normalized), scaling=sqrt'
+    >>> list(sv.ESTIMATORS)                                                     # the registry's names
+    ['paper', 'layer_normalized', 'norm_input', 'norm_output', 'weight_aware', 'taylor']
 """
 
 from __future__ import annotations

@@ -24,11 +24,13 @@ Remote code never runs unless ``trust_remote_code=True``; weights load from safe
 
 Example::
 
-    import subclone_viz as sv
-    parent = sv.load_parent("smollm2-135m")       # device="auto": CUDA when present, else the CPU
-    print(parent.description)
-    # Llama family (LlamaForCausalLM): 30 layers, hidden 576, 9 heads / 3 KV heads of 64, FFN 1536, 134.5M ...
-    big = sv.load_parent("path/to/llama-8b", device_map="auto", offload_folder="offload")   # GPUs, CPU, disk
+    >>> import subclone_viz as sv
+    >>> parent = sv.load_parent("smollm2-135m")       # device="auto": CUDA when present, else the CPU
+    >>> print(parent.description)
+    Llama family (LlamaForCausalLM): 30 layers, hidden 576, 9 heads / 3 KV heads of 64, FFN 1536, 134.5M ...
+
+A model too big for one device: ``sv.load_parent("path/to/llama-8b", device_map="auto",
+offload_folder="offload")`` spreads it over the GPUs, the CPU and the disk.
 """
 
 from __future__ import annotations
@@ -258,13 +260,16 @@ def load_parent(
         device_map: spread a parent too big for one device: ``"auto"``, ``"balanced"``, ``"balanced_low_0"``,
             ``"sequential"`` or a dict of module name -> device (``0``, ``"cuda:1"``, ``"cpu"``, ``"disk"``), for
             every kind of source (accelerate's big-model dispatch). ``device`` must then stay ``"auto"``.
-        offload_folder: where modules mapped to ``"disk"`` keep their weights (needed when the map has any).
+        offload_folder: where modules mapped to ``"disk"`` keep their weights (needed when the map has any);
+            under several processes each uses its own ``rank-N`` subfolder.
         processor: the tokenizer or image preprocessing that goes with a model object.
         trust_remote_code: allow a hub model's own Python code to run. Off unless you ask.
     """
     target = resolve_device(device)
     dtype = _resolve_dtype(dtype) or default_dtype(target)
     _check_device_map(device_map, device, offload_folder)
+    if offload_folder is not None and distributed.num_processes() > 1:
+        offload_folder = Path(offload_folder) / f"rank-{distributed.process_index()}"  # one copy per process
     dispatch = dict(device_map=device_map, offload_folder=None if offload_folder is None else str(offload_folder))
     if isinstance(source, nn.Module):
         model, name, info = source, type(source).__name__, {"source": "object"}

@@ -19,10 +19,17 @@ Strategies (method.md, sections 2 and 3):
 
 Example::
 
-    spec = DestinationSpec(layers=20, hidden=384, ffn=1024, heads=6, kv_heads=2)
-    p = plan(parent, prof, spec)            # depth="middle", width="importance", scaling="sqrt", importance="paper"
-    p.layers                                # [0, 1, ..., 9, 20, ..., 29]
-    p.to_json()
+    >>> import subclone_viz as sv
+    >>> parent = sv.load_parent("smollm2-135m")
+    >>> train = sv.text_batches("builtin", parent.tokenizer, seq_len=64, batch_size=4, shuffle=True)
+    >>> prof = sv.profile(parent, train, max_tokens=512, progress=False)
+    >>> spec = sv.DestinationSpec(layers=20, hidden=384, ffn=1024, heads=6, kv_heads=2)
+    >>> p = sv.plan(parent, prof, spec)      # depth="middle", width="importance", scaling="sqrt", importance="paper"
+    >>> p.layers
+    [0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 20, 21, 22, 23, 24, 25, 26, 27, 28, 29]
+    >>> p.summary()
+    '20 layers (parent blocks [0, ..., 29]), hidden 384, FFN 1024, 6 heads / 2 KV; depth=middle, width=importance...'
+    >>> text = p.to_json()                  # every kept index, for saving beside the destination
 """
 
 from __future__ import annotations

@@ -22,9 +22,14 @@ Heat maps put residual layer 0 (the embedding output) or block 0 at the bottom, 
 
 Example::
 
-    from subclone_viz import plots
-    plots.residual_ratio(prof, kept_layers=p.layers).show()                  # interactive
-    plots.channel_heatmap(prof, backend="matplotlib").savefig("channels.png")  # static
+    >>> import subclone_viz as sv
+    >>> from subclone_viz import plots
+    >>> parent = sv.load_parent("smollm2-135m")
+    >>> heldout = sv.text_batches("builtin", parent.tokenizer, seq_len=64, batch_size=4, split="heldout")
+    >>> prof = sv.profile(parent, heldout, max_tokens=512, progress=False)
+    >>> p = sv.plan(parent, prof, sv.DestinationSpec(layers=20, hidden=384))
+    >>> plots.residual_ratio(prof, kept_layers=p.layers).write_html("residual.html")   # interactive (or .show())
+    >>> plots.channel_heatmap(prof, backend="matplotlib").savefig("channels.png")       # static
 """
 
 from __future__ import annotations

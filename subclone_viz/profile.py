@@ -24,14 +24,18 @@ sample without reading it again (:func:`~subclone_viz.stability.stability`).
 
 Example::
 
-    import subclone_viz as sv
-    parent = sv.load_parent("smollm2-135m")
-    batches = sv.text_batches("builtin", parent.tokenizer, seq_len=256, batch_size=8, shuffle=True)
-    prof = sv.profile(parent, batches, max_tokens=8192)
-    prof.block_metrics["f_over_sum"]       # (30,) the paper's ||f(x)|| / ||x + f(x)|| per block
-    prof.shared_ranking()[:5]               # the five most important residual channels
-    prof.rank_consistency().spearman        # (31, 31) Spearman correlation between residual layers
-    prof.save("profile.npz")
+    >>> import subclone_viz as sv
+    >>> parent = sv.load_parent("smollm2-135m")
+    >>> batches = sv.text_batches("builtin", parent.tokenizer, seq_len=64, batch_size=4, shuffle=True)
+    >>> prof = sv.profile(parent, batches, max_tokens=512, progress=False)    # 8,192 tokens or more for real use
+    >>> prof.block_metrics["f_over_sum"].shape     # the paper's ||f(x)|| / ||x + f(x)|| per block
+    (30,)
+    >>> len(prof.shared_ranking())                  # residual channels, most important first
+    576
+    >>> prof.rank_consistency().spearman.shape      # Spearman correlation between residual layers
+    (31, 31)
+    >>> prof.save("profile.npz")
+    PosixPath('profile.npz')
 """
 
 from __future__ import annotations
@@ -615,6 +619,7 @@ def profile(
     total = 0  # counted tokens over every process
     own = 0  # counted tokens this process profiled
     index = 0  # the batch's position in the stream: it goes to shard index % shards in every process
+    tokens_per_image: list[int] = []  # patches and prefix tokens of one image, measured once
 
     def on_ffn(i: int, activation: torch.Tensor) -> None:
         acc.on_ffn(i, activation)
@@ -623,6 +628,20 @@ def profile(
     def on_attention(i: int, per_head: torch.Tensor) -> None:
         acc.on_attention(i, per_head)
         estimator.on_attention(i, per_head)
+
+    def counted_without_running(batch: dict[str, torch.Tensor]) -> int:
+        """The tokens profiling another process's ``batch`` counts: non-padding tokens, or for images every
+        image's patches and prefix tokens (measured once on one image; its sums are thrown away)."""
+        if "input_ids" in batch:
+            mask = token_mask(batch)
+            return int(batch["input_ids"].numel()) if mask is None else int(mask.sum())
+        if not tokens_per_image:
+            from .sizing import _tokens_per_sequence
+
+            acc.mask = None
+            tokens_per_image.append(_tokens_per_sequence(parent, batch))
+            acc.take_sums(), estimator.take_sums()  # the measuring forward ran through the capture hooks
+        return int(batch["pixel_values"].shape[0]) * tokens_per_image[0]
 
     try:
         with capture_blocks(parent.family, model, on_block=acc.on_block, on_ffn=on_ffn, on_attention=on_attention), \
@@ -644,7 +663,7 @@ def profile(
                         sharded.add({**acc.take_sums(), **estimator.take_sums()}, counted, index)
                         own += counted
                     else:
-                        counted = _counted_tokens(parent, batch)
+                        counted = counted_without_running(batch)
                     total += counted
                     index += 1
                     bar.update(counted)
@@ -668,17 +687,6 @@ def profile(
     if not shares:
         raise ValueError("the batches held no counted tokens: nothing was profiled")
     return sum(shares)
-
-
-def _counted_tokens(parent: "Parent", batch: dict[str, torch.Tensor]) -> int:
-    """The tokens profiling ``batch`` would count, without profiling it: non-padding tokens, or for images
-    the patches and prefix tokens of every image."""
-    if "input_ids" in batch:
-        mask = token_mask(batch)
-        return int(batch["input_ids"].numel()) if mask is None else int(mask.sum())
-    from .sizing import _tokens_per_sequence
-
-    return int(batch["pixel_values"].shape[0]) * _tokens_per_sequence(parent, batch)
 
 
 def add_taylor(

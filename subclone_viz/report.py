@@ -15,9 +15,18 @@ on two CPU cores.
 
 Example::
 
-    from subclone_viz.report import build_report, run_report
-    build_report(parent, prof, plan=p, ablation=ablation, out="report.html")
-    run_report("smollm2-135m", out="report.html", quick=True)
+    >>> import subclone_viz as sv
+    >>> from subclone_viz.report import build_report
+    >>> parent = sv.load_parent("smollm2-135m")
+    >>> heldout = sv.text_batches("builtin", parent.tokenizer, seq_len=32, batch_size=2, split="heldout",
+    ...                           max_batches=1)
+    >>> prof = sv.profile(parent, heldout, progress=False)
+    >>> build_report(parent, prof, plan=sv.plan(parent, prof, sv.DestinationSpec(layers=20, hidden=384)),
+    ...              out="report.html")
+    PosixPath('report.html')
+
+The main job (``make demo``, a few minutes on two CPU cores): ``run_report("smollm2-135m", out="report.html")``;
+``quick=True`` shrinks every stage to seconds.
 """
 
 from __future__ import annotations
@@ -34,7 +43,7 @@ import numpy as np
 import plotly.graph_objects as go
 from plotly.offline import get_plotlyjs
 
-from . import __version__, plots
+from . import __version__, distributed, plots
 from ._atomic import check_new_file, write_file
 from .profile import BLOCK_METRIC_LABELS, BLOCK_METRICS, Profile
 
@@ -391,7 +400,7 @@ def build_report(
         f'"Weight subcloning: direct initialization of transformers using larger pretrained ones" (2023).</p>'
         f"<nav>{nav}</nav>{note_box}{''.join(sections)}</main></body></html>\n"
     )
-    write_file(path, page, overwrite=overwrite)
+    distributed.on_main(write_file, path, page, overwrite=overwrite)  # every process built it; one writes
     return path
 
 

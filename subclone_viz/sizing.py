@@ -36,16 +36,20 @@ memory and keeps the cache.
 
 Example::
 
-    import subclone_viz as sv
-    parent = sv.load_parent("smollm2-135m")
-    heldout = sv.text_batches("builtin", parent.tokenizer, seq_len=128, batch_size=4, split="heldout",
-                              max_batches=2)
-    prof = sv.profile(parent, heldout)
-    layers, hidden = sv.default_grid_axes(parent)    # [6, 10, 15, 20, 25, 30], [192, 288, 384, 480, 576]
-    grid = sv.size_grid(parent, prof, layers, hidden, heldout)
-    grid.loss                                         # (6, 5) held-out loss of each subclone, untrained
-    grid.spec(3, 2)                                   # DestinationSpec(layers=20, hidden=384)
-    grid.pareto_front("latency")                      # (6, 5) True where no cell is both faster and better
+    >>> import subclone_viz as sv
+    >>> parent = sv.load_parent("smollm2-135m")
+    >>> heldout = sv.text_batches("builtin", parent.tokenizer, seq_len=32, batch_size=2, split="heldout",
+    ...                           max_batches=1)
+    >>> prof = sv.profile(parent, heldout, progress=False)
+    >>> sv.default_grid_axes(parent)                  # the full grid; this example computes a corner of it
+    ([6, 10, 15, 20, 25, 30], [192, 288, 384, 480, 576])
+    >>> grid = sv.size_grid(parent, prof, [15, 30], [384, 576], heldout, progress=False)
+    >>> grid.loss.shape                               # held-out loss of each subclone, untrained
+    (2, 2)
+    >>> grid.spec(0, 0)
+    DestinationSpec(layers=15, hidden=384, ffn=None, heads=None, kv_heads=None)
+    >>> grid.pareto_front("latency").shape            # True where no cell is both faster and better
+    (2, 2)
 """
 
 from __future__ import annotations

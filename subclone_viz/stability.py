@@ -13,12 +13,18 @@ the shards each time: the estimate a calibration sample of half the size would g
 
 Example::
 
-    import subclone_viz as sv
-    prof = sv.profile(parent, train, max_tokens=8192)             # 8 shards by default
-    spec = sv.DestinationSpec(layers=20, hidden=384, ffn=1024, heads=6, kv_heads=2)
-    st = sv.stability(parent, prof, spec, resamples=16, heldout=heldout, loss_resamples=3, max_batches=2)
-    st.residual_frequency          # (576,) fraction of resamples keeping each residual channel
-    st.summary()                   # mean Jaccard overlaps, loss mean and spread
+    >>> import subclone_viz as sv
+    >>> parent = sv.load_parent("smollm2-135m")
+    >>> train = sv.text_batches("builtin", parent.tokenizer, seq_len=64, batch_size=4, shuffle=True)
+    >>> heldout = sv.text_batches("builtin", parent.tokenizer, seq_len=32, batch_size=2, split="heldout",
+    ...                           max_batches=1)
+    >>> prof = sv.profile(parent, train, max_tokens=512, progress=False)   # 8 shards by default; 8,192 tokens for real use
+    >>> spec = sv.DestinationSpec(layers=20, hidden=384, ffn=1024, heads=6, kv_heads=2)
+    >>> st = sv.stability(parent, prof, spec, resamples=4, heldout=heldout, loss_resamples=2, max_batches=1)
+    >>> st.residual_frequency.shape        # fraction of resamples keeping each residual channel
+    (576,)
+    >>> sorted(st.summary())               # mean Jaccard overlaps, loss mean and spread
+    ['importance', 'loss', 'mean_jaccard_with_full', 'mean_pairwise_jaccard', 'method', 'resamples', ...]
 """
 
 from __future__ import annotations
@@ -68,7 +74,7 @@ class Stability:
             "importance": self.importance,
             "method": self.method,
             "resamples": self.resamples,
-            "shards": len(self.shard_tokens),
+            "shard_tokens": list(self.shard_tokens),
             "mean_jaccard_with_full": {
                 "residual": float(self.residual_jaccard.mean()),
                 "ffn": float(self.ffn_jaccard.mean()),

@@ -12,8 +12,16 @@ standard deviation over the kept output channels equals the parent's, layer by l
 
 Example::
 
-    child = subclone(parent, p)                   # a LlamaForCausalLM when the parent is one
-    child.subclone_info["scales"]                 # the factor applied to each scaled weight
+    >>> import subclone_viz as sv
+    >>> parent = sv.load_parent("smollm2-135m")
+    >>> heldout = sv.text_batches("builtin", parent.tokenizer, seq_len=64, batch_size=4, split="heldout")
+    >>> prof = sv.profile(parent, heldout, max_tokens=512, progress=False)
+    >>> p = sv.plan(parent, prof, sv.DestinationSpec(layers=20, hidden=384))
+    >>> child = sv.subclone(parent, p)
+    >>> type(child).__name__                      # the parent's own class
+    'LlamaForCausalLM'
+    >>> child.subclone_info["scales"]             # the factor applied to each scaled weight
+    {...}
 """
 
 from __future__ import annotations

@@ -11,12 +11,15 @@ Per residual layer l = 0..L: ``norms[l]`` = ||h_l||, ``cos_to_final[l]`` = cos(h
 
 Example::
 
-    import subclone_viz as sv
-    parent = sv.load_parent("smollm2-135m")
-    trace = sv.token_trace(parent, "The quick brown fox jumps over the lazy dog.", token_index=-2)
-    trace.token                     # ' dog'
-    trace.tokens                    # ['The', ' quick', ' brown', ..., ' dog', '.'], for a token picker
-    trace.cos_to_previous           # (30,) cosine between each block's input and output
+    >>> import subclone_viz as sv
+    >>> parent = sv.load_parent("smollm2-135m")
+    >>> trace = sv.token_trace(parent, "The quick brown fox jumps over the lazy dog.", token_index=-2)
+    >>> trace.token
+    ' dog'
+    >>> trace.tokens                    # for a token picker
+    ['The', ' quick', ' brown', ' fox', ' jumps', ' over', ' the', ' lazy', ' dog', '.']
+    >>> trace.cos_to_previous.shape     # cosine between each block's input and output
+    (30,)
 """
 
 from __future__ import annotations

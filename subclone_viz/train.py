@@ -26,17 +26,20 @@ rule, live in :mod:`subclone_viz.compare`.
 
 Example::
 
-    import subclone_viz as sv
-    parent = sv.load_parent("smollm2-135m")
-    batches = sv.text_batches("builtin", parent.tokenizer, seq_len=128, batch_size=8, shuffle=True)
-    heldout = sv.text_batches("builtin", parent.tokenizer, seq_len=128, batch_size=8, split="heldout",
-                              max_batches=8)
-    plan = sv.plan(parent, None, sv.DestinationSpec(layers=8, hidden=288), width="first")
-    destination = sv.subclone(parent, plan)
-    history = sv.train(destination, batches, steps=100, lr=1e-4, weight_decay=0.001, eval_batches=heldout)
-    history.evals[-1].loss   # held-out loss after 100 steps
-    distilled = sv.train(sv.subclone(parent, plan), batches, steps=100, lr=1e-4, weight_decay=0.001,
-                         teacher=parent.model, distill_alpha=0.5, eval_batches=heldout)
+    >>> import subclone_viz as sv
+    >>> parent = sv.load_parent("smollm2-135m")
+    >>> batches = sv.text_batches("builtin", parent.tokenizer, seq_len=32, batch_size=2, shuffle=True)
+    >>> heldout = sv.text_batches("builtin", parent.tokenizer, seq_len=32, batch_size=2, split="heldout",
+    ...                           max_batches=2)
+    >>> plan = sv.plan(parent, None, sv.DestinationSpec(layers=4, hidden=192), width="first")
+    >>> history = sv.train(sv.subclone(parent, plan), batches, steps=4, lr=1e-3, weight_decay=0.001,
+    ...                    eval_batches=heldout, progress=False)
+    >>> [record.step for record in history.evals]   # before training, then every steps // 10 steps (at least 1)
+    [0, 1, 2, 3, 4]
+    >>> distilled = sv.train(sv.subclone(parent, plan), batches, steps=4, lr=1e-3, weight_decay=0.001,
+    ...                      teacher=parent.model, distill_alpha=0.5, progress=False)
+    >>> distilled.steps[0].distill_loss > 0         # T^2 * KL(teacher || student) on the first batch
+    True
 """
 
 from __future__ import annotations
@@ -60,6 +63,7 @@ from typing import Any, Protocol
 import torch
 from torch import nn
 
+from . import distributed
 from ._atomic import DamagedFileError, publish_directory, read_json, write_file
 from .evaluate import evaluate
 from .families import Family, family_of
@@ -74,8 +78,9 @@ _CHECKPOINT_PREFIX = "step-"
 _TRAINER_STATE = "trainer_state.json"
 _HISTORY_FILE = "history.json"
 # Settings a resumed run must share with the checkpoint it continues, or its history would not be one run.
+# The process count too: the batch stream a resumed run picks up depends on it.
 _RESUME_KEYS = ("steps", "lr", "weight_decay", "warmup", "schedule", "seed", "max_grad_norm", "eval_every",
-                "distill_alpha", "distill_temperature", "teacher")
+                "distill_alpha", "distill_temperature", "teacher", "num_processes")
 
 
 @dataclass(frozen=True)
@@ -288,12 +293,20 @@ def _accelerator(mixed_precision: str):
     from accelerate import Accelerator
     from accelerate.state import AcceleratorState
 
+    distributed.state()  # repairs a PartialState() the user made that took this process for the only one
     state = AcceleratorState._shared_state
     if state and state.get("_mixed_precision") != mixed_precision:
         # accelerate keeps one process-wide state; a notebook may train in fp32, then in bf16, in one kernel.
         AcceleratorState._reset_state()
     # The scheduler counts optimizer steps; accelerate would otherwise step it once per process.
     return Accelerator(mixed_precision=mixed_precision, step_scheduler_with_optimizer=False)
+
+
+def _stop_everywhere(stop: StopSignal, processes: int) -> bool:
+    """Whether any process was asked to stop: all of them stop at the same step, or the others would hang."""
+    if processes == 1:
+        return stop.is_set()
+    return bool(distributed.reduce_sum(torch.tensor([float(stop.is_set())], dtype=torch.float64)) > 0)
 
 
 def _cycled(batches: Iterable[dict[str, torch.Tensor]], start: int) -> Iterator[dict[str, torch.Tensor]]:
@@ -573,7 +586,7 @@ def train(
         if start == 0:
             run_eval(0)
         for step in range(start + 1, steps + 1):
-            if stop is not None and stop.is_set():
+            if stop is not None and _stop_everywhere(stop, processes):
                 history.stopped_early = True
                 break
             step_began = time.perf_counter()

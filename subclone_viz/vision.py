@@ -29,14 +29,17 @@ parent with ``timm.create_model(name, pretrained=True, num_classes=K)`` and pass
 
 Example::
 
-    import subclone_viz as sv
-    from subclone_viz.vision import vit_digits_parent
-    parent = vit_digits_parent()          # trains once (about 20 s), then loads from the cache
-    parent.info["training"]               # {"seconds": ..., "steps": 200, "heldout_accuracy": 0.95..., ...}
-    train = sv.image_batches("digits", batch_size=64, shuffle=True)
-    heldout = sv.image_batches("digits", batch_size=512, split="heldout")
-    result = sv.compare(parent, sv.DestinationSpec(layers=6, hidden=64), train, steps=100, eval_batches=heldout)
-    [(row["init"], row["final_accuracy"]) for row in result.summary_table()]
+    >>> import subclone_viz as sv
+    >>> from subclone_viz.vision import vit_digits_parent
+    >>> parent = vit_digits_parent()          # trains once (about 20 s), then loads from the cache
+    >>> parent.info["training"]["steps"]
+    200
+    >>> train = sv.image_batches("digits", batch_size=64, shuffle=True)
+    >>> heldout = sv.image_batches("digits", batch_size=128, split="heldout", max_batches=1)
+    >>> result = sv.compare(parent, sv.DestinationSpec(layers=6, hidden=64), train, steps=4, eval_batches=heldout,
+    ...                     progress=False)       # 100 steps or more for real use
+    >>> [row["init"] for row in result.summary_table()]
+    ['random', 'subclone']
 """
 
 from __future__ import annotations
@@ -116,9 +119,9 @@ def train_vit_digits(directory: str | os.PathLike | None = None, progress: bool 
     began = time.perf_counter()
     with _torch_threads(_TRAINING_THREADS):
         history = train(
-            model, train_batches, _RECIPE["steps"], _RECIPE["lr"], _RECIPE["weight_decay"], eval_batches=heldout,
-            eval_every=_RECIPE["eval_every"], seed=_RECIPE["seed"], mixed_precision="no", progress=progress,
-            label=VIT_DIGITS,
+            model, train_batches, steps=_RECIPE["steps"], lr=_RECIPE["lr"], weight_decay=_RECIPE["weight_decay"],
+            eval_batches=heldout, eval_every=_RECIPE["eval_every"], seed=_RECIPE["seed"], mixed_precision="no",
+            progress=progress, label=VIT_DIGITS,
         )
     seconds = time.perf_counter() - began
     if history.stopped_early:

@@ -24,14 +24,21 @@ results live on the Python side too (``.trace``, ``.plan``, ``.last_result``, ``
 
 Example::
 
-    import subclone_viz as sv
-    from subclone_viz.widgets import Explorer
-    parent = sv.load_parent("smollm2-135m")
-    train = sv.text_batches("builtin", parent.tokenizer, seq_len=128, batch_size=8, shuffle=True)
-    heldout = sv.text_batches("builtin", parent.tokenizer, seq_len=128, batch_size=4, split="heldout",
-                              max_batches=2)
-    prof = sv.profile(parent, train, max_tokens=8192)     # a shuffled, document-diverse calibration sample
-    Explorer(parent, prof, train, eval_batches=heldout)     # in a notebook cell
+    >>> import subclone_viz as sv
+    >>> from subclone_viz.widgets import Explorer
+    >>> parent = sv.load_parent("smollm2-135m")
+    >>> train = sv.text_batches("builtin", parent.tokenizer, seq_len=32, batch_size=2, shuffle=True)
+    >>> heldout = sv.text_batches("builtin", parent.tokenizer, seq_len=32, batch_size=2, split="heldout",
+    ...                           max_batches=1)
+    >>> prof = sv.profile(parent, train, max_tokens=256, progress=False)   # a shuffled, document-diverse sample
+    >>> explorer = Explorer(parent, prof, train, eval_batches=heldout, grid_layers=[20, 30], grid_hidden=[576])
+    >>> explorer.studio.plan.summary()       # the studio starts at the default destination
+    '20 layers (parent blocks [0, ..., 29]), hidden 384, ...'
+    >>> explorer.sizes.select(0, 0)          # what a click on a size-grid cell does
+    DestinationSpec(layers=20, hidden=576, ffn=None, heads=None, kv_heads=None)
+
+In a notebook, ``explorer`` as a cell's last expression shows the tabs (``Explorer(parent, prof, train,
+eval_batches=heldout)`` computes the full size grid).
 """
 
 from __future__ import annotations

@@ -22,13 +22,18 @@ shows; all three call these functions.
 
 Example::
 
-    import subclone_viz as sv
-    parent = sv.load_parent("smollm2-135m")
-    train = sv.parent_batches(parent, "train", shuffle=True)        # text: seq_len and batch from the budget
-    heldout = sv.parent_batches(parent, "heldout", tokens=1024)
-    spec = sv.default_destination(parent)                           # DestinationSpec(layers=20, hidden=384)
-    baseline = sv.random_init(parent, spec, seed=0)                 # a LlamaForCausalLM of that shape
-    sv.evaluate(baseline, parent.family, heldout).loss              # about ln(49152) = 10.8 nats
+    >>> import subclone_viz as sv
+    >>> parent = sv.load_parent("smollm2-135m")
+    >>> train = sv.parent_batches(parent, "train", shuffle=True)     # text: seq_len and batch size from the budget
+    >>> heldout = sv.parent_batches(parent, "heldout", tokens=256)
+    >>> len(heldout), heldout.tokens_per_batch                       # enough 4 x 128 batches for 256 tokens
+    (1, 512)
+    >>> spec = sv.default_destination(parent)
+    >>> spec
+    DestinationSpec(layers=20, hidden=384, ffn=None, heads=None, kv_heads=None)
+    >>> baseline = sv.random_init(parent, spec, seed=0)              # a LlamaForCausalLM of that shape
+    >>> 10 < sv.evaluate(baseline, parent.family, heldout).loss < 12     # about ln(49152) = 10.8 nats
+    True
 """
 
 from __future__ import annotations
@@ -44,6 +49,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import torch
 
+from . import distributed
 from .data import BUILTIN_TEXT, DIGITS, ImageBatches, TextBatches, image_batches, text_batches
 from .plan import DestinationSpec, SubclonePlan, plan, spec_choices
 
@@ -231,6 +237,8 @@ class Progress:
         self.start = time.perf_counter()
 
     def __call__(self, message: str) -> None:
+        if not distributed.is_main_process():  # under accelerate launch one process reports
+            return
         print(f"[{self.name} {time.perf_counter() - self.start:6.1f}s] {message}", file=sys.stderr, flush=True)
 
 

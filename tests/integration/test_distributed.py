@@ -4,8 +4,9 @@ Each test launches ``ACCELERATE_USE_CPU=1 accelerate launch --multi_gpu --num_pr
 parent (a saved random Llama with a word-level tokenizer, as in tests/unit/test_cli.py) and compares what
 the two processes did with what one process does on the same data in this test's own process:
 
-* a library script (``rank_script``) profiles, evaluates and ablates after the user made a bare
-  ``PartialState()`` (which used to make both processes rank 0) and dumps each rank's results;
+* a library script (``RANK_SCRIPT``) profiles, evaluates, ablates, trains (stopped, then resumed from its
+  checkpoint) and compares after the user made a bare ``PartialState()`` (which used to make both processes
+  rank 0) and dumps each rank's results;
 * the CLI ``profile`` writes one ``.npz`` equal to a single-process profile;
 * the CLI ``compare --json`` exits 0 on every rank, prints one JSON document and writes one directory.
 """
@@ -92,19 +93,53 @@ logits = parent.family.logits
 parent.family.logits = lambda model, batch: forwards.append(batch["input_ids"].tolist()) or logits(model, batch)
 prof = sv.profile(parent, batches, max_tokens=100, progress=False)
 parent.family.logits = logits
+from tiny import tiny_batches, tiny_model
+
+vit = sv.load_parent(tiny_model("vit"), device="cpu")
+vit_profile = sv.profile(vit, tiny_batches("vit", count=5), max_tokens=100, progress=False)  # 17 tokens an image
 evaluation = sv.evaluate(parent.model, parent.family, heldout)
 ablation = sv.block_ablation(parent, heldout, progress=False)
 path = prof.save(Path(out) / "profile.npz")
+try:
+    prof.save(path)  # exists: the main process refuses, and every process raises its error
+    refused = None
+except FileExistsError as error:
+    refused = str(error)
+
+# DDP training, and a run stopped at step 2 then resumed from its checkpoint.
+import threading
+from subclone_viz.train import EvalRecord
+
+
+def fresh():
+    torch.manual_seed(0)
+    return type(parent.model)(parent.model.config)
+
+
+settings = dict(steps=4, lr=1e-3, weight_decay=0.0, eval_every=2, progress=False, eval_batches=heldout)
+full = sv.train(fresh(), batches, **settings)
+stop = threading.Event()
+stop_after_2 = lambda history, record: isinstance(record, EvalRecord) and record.step == 2 and stop.set()
+first = sv.train(fresh(), batches, checkpoint_dir=sys.argv[4], stop=stop, callback=stop_after_2, **settings)
+resumed = sv.train(fresh(), batches, checkpoint_dir=sys.argv[4], resume=True, **settings)
+spec = sv.DestinationSpec(layers=2, hidden=24, ffn=40, heads=3, kv_heads=1)
+comparison = sv.compare(parent, spec, batches, steps=2, eval_batches=heldout, profile=prof, progress=False)
+saved_comparison = comparison.save(Path(out) / "comparison")
 
 rank = distributed.process_index()
 record = {
     "rank": rank, "processes": distributed.num_processes(), "user_rank": user_state.process_index,
-    "forwards": forwards, "saved": str(path), "tokens": prof.tokens,
+    "forwards": forwards, "saved": str(path), "refused": refused, "tokens": prof.tokens,
     "block_sums": prof.block_sums.tolist(), "residual_abs_sums": prof.residual_abs_sums.tolist(),
     "ffn_abs_sums": prof.ffn_abs_sums.tolist(), "attn_abs_sums": prof.attn_abs_sums.tolist(),
     "norm_in_abs": prof.stats["norm_in_abs"].tolist(), "shard_tokens": prof.shards["tokens"].tolist(),
     "shard_residual_abs_sums": prof.shards["residual_abs_sums"].tolist(),
     "loss": evaluation.loss, "batches": evaluation.batches, "ablation": ablation.to_dict(),
+    "train": {name: [(r.step, r.seen, r.loss) for r in h.steps + h.evals] for name, h in
+              {"full": full, "first": first, "resumed": resumed}.items()},
+    "vit_tokens": vit_profile.tokens, "vit_residual": vit_profile.residual_abs_sums.tolist(),
+    "train_processes": full.config["num_processes"], "stopped": first.stopped_early,
+    "comparison": comparison.to_dict()["histories"], "saved_comparison": str(saved_comparison),
 }
 (Path(out) / f"rank{rank}.json").write_text(json.dumps(record))
 '''
@@ -117,7 +152,9 @@ def ranks(files) -> tuple[list[dict], Path]:
     out.mkdir()
     script = files["root"] / "rank_script.py"
     script.write_text(RANK_SCRIPT)
-    done = launch(str(script), str(files["llama"]), str(files["corpus"]), str(out), cwd=files["root"])
+    checkpoints = files["root"] / "checkpoints"
+    done = launch(str(script), str(files["llama"]), str(files["corpus"]), str(out), str(checkpoints),
+                  cwd=files["root"])
     assert done.returncode == 0, done.stderr[-4000:]
     return [json.loads((out / f"rank{rank}.json").read_text()) for rank in range(2)], out
 
@@ -167,10 +204,21 @@ def test_every_rank_ends_with_the_single_process_profile(ranks, single):
                                    rtol=1e-5, atol=1e-8)
 
 
+def test_an_image_parent_profiles_the_same_images_as_one_process(ranks):
+    records, _ = ranks
+    vit = sv.load_parent(tiny_model("vit"), device="cpu")
+    expected = sv.profile(vit, tiny_batches("vit", count=5), max_tokens=100, progress=False)
+    assert expected.tokens == 102  # 3 batches of 2 images x 17 tokens: the third reaches 100
+    for record in records:
+        assert record["vit_tokens"] == expected.tokens
+        np.testing.assert_allclose(record["vit_residual"], expected.residual_abs_sums, rtol=1e-5, atol=1e-8)
+
+
 def test_profile_save_writes_one_file_and_every_rank_returns_its_path(ranks, single):
     records, out = ranks
-    assert sorted(p.name for p in out.iterdir()) == ["profile.npz", "rank0.json", "rank1.json"]
+    assert sorted(p.name for p in out.iterdir()) == ["comparison", "profile.npz", "rank0.json", "rank1.json"]
     assert records[0]["saved"] == records[1]["saved"] == str(out / "profile.npz")
+    assert records[0]["refused"] == records[1]["refused"] and "overwrite=True" in records[1]["refused"]
     saved = sv.Profile.load(out / "profile.npz")
     np.testing.assert_allclose(saved.residual_abs_sums, single["profile"].residual_abs_sums, rtol=1e-5)
 
@@ -184,6 +232,51 @@ def test_evaluate_and_block_ablation_equal_one_process_on_every_rank(ranks, sing
         assert record["ablation"]["baseline"] == pytest.approx(ablation.baseline, rel=1e-6)
         assert record["ablation"]["removed"] == pytest.approx(ablation.removed, rel=1e-6)
         assert record["ablation"]["duplicated"] == pytest.approx(ablation.duplicated, rel=1e-6)
+
+
+def test_ddp_training_agrees_across_ranks_and_resumes_from_a_checkpoint_exactly(ranks, files):
+    records, _ = ranks
+    assert all(r["train_processes"] == 2 for r in records)
+    assert records[0]["train"] == records[1]["train"]  # step losses are reduced, evaluations sharded and reduced
+    train = records[0]["train"]
+    assert records[0]["stopped"] and max(step for step, _, _ in train["first"]) == 2
+    # The resumed run continues the stopped one's history to exactly what an uninterrupted run records.
+    np.testing.assert_allclose(train["resumed"], train["full"], rtol=1e-6)
+    assert [p.name for p in (files["root"] / "checkpoints").iterdir()] == ["step-00000004"]
+    # seen counts both processes' batches: 2 batches of 2 x 16 tokens per step.
+    assert [seen for step, seen, _ in train["full"] if step == 1][0] == 64
+
+
+def test_compare_histories_agree_across_ranks_and_are_saved_once(ranks):
+    records, out = ranks
+    assert records[0]["saved_comparison"] == records[1]["saved_comparison"] == str(out / "comparison")
+    for history in (records[0]["comparison"], records[1]["comparison"]):
+        for run in history.values():
+            for record in run["steps"] + run["evals"]:
+                record.pop("time")  # wall time is each process's own
+    assert records[0]["comparison"] == records[1]["comparison"]
+    saved = sv.Comparison.load(out / "comparison")
+    assert [r.loss for r in saved.histories["subclone"].evals] == [
+        r["loss"] for r in records[0]["comparison"]["subclone"]["evals"]
+    ]
+
+
+def test_cli_compare_exits_0_on_every_rank_prints_one_document_and_writes_one_directory(files, tmp_path):
+    profile_path = tmp_path / "p.npz"
+    assert main(["profile", *text_args(files), "--tokens", "64", "--out", str(profile_path)]) == 0
+    out = tmp_path / "runs"
+    done = launch("-m", "subclone_viz", "compare", *text_args(files), "--profile", str(profile_path),
+                  "--layers", "2", "--hidden", "24", "--ffn", "40", "--heads", "3", "--kv-heads", "1",
+                  "--steps", "2", "--eval-every", "1", "--eval-tokens", "96", "--out", str(out), "--json",
+                  cwd=tmp_path)
+    assert done.returncode == 0, done.stderr[-4000:]  # the launcher fails if any rank exits non-zero
+    document = json.loads(done.stdout)  # one document: only the main process printed
+    assert document["output"] == str(out)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["p.npz", "runs"]  # no staging directory left
+    assert sorted(p.name for p in out.iterdir()) == sorted(document["files"])
+    summary = json.loads((out / "summary.json").read_text())
+    assert all(row["steps"] == 2 for row in summary["table"])
+    assert done.stderr.count("training random, subclone") == 1  # notes come from the main process only
 
 
 def test_cli_profile_writes_one_file_equal_to_one_process(files, tmp_path):

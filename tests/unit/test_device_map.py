@@ -113,3 +113,27 @@ def test_bad_device_maps_are_refused_before_loading(parent_dir, kwargs, fragment
         sv.load_parent(parent_dir, **kwargs)
     for fragment in fragments:
         assert fragment in str(error.value)
+
+
+def test_cli_profile_with_a_device_map_file_equals_the_whole_parent(parent_dir, tmp_path, capsys):
+    import json
+    import random
+
+    from subclone_viz.cli import main
+    from tiny import WORDS
+
+    corpus = tmp_path / "corpus.txt"
+    corpus.write_text(" ".join(random.Random(0).choice(WORDS[:20]) for _ in range(600)))
+    map_file = tmp_path / "map.json"
+    map_file.write_text(json.dumps(LLAMA_MAP))
+    common = ["profile", "--parent", str(parent_dir), "--data", str(corpus), "--seq-len", "16", "--batch-size", "2",
+              "--tokens", "64"]
+    assert main([*common, "--device-map", str(map_file), "--offload-folder", str(tmp_path / "off"),
+                 "--out", str(tmp_path / "mapped.npz")]) == 0
+    assert main([*common, "--out", str(tmp_path / "whole.npz")]) == 0
+    mapped, whole = sv.Profile.load(tmp_path / "mapped.npz"), sv.Profile.load(tmp_path / "whole.npz")
+    np.testing.assert_allclose(mapped.residual_abs_sums, whole.residual_abs_sums, rtol=1e-5)
+    capsys.readouterr()
+    assert main([*common, "--device-map", "everywhere"]) == 2
+    error = capsys.readouterr().err.strip()
+    assert len(error.splitlines()) == 1 and "'everywhere'" in error and "auto" in error
