@@ -13,13 +13,15 @@ half-written, and an existing non-empty directory is only replaced with ``overwr
 Example::
 
     >>> import yaml
-    >>> from transformers import LlamaConfig, LlamaForCausalLM
+    >>> from transformers import AutoModelForCausalLM, LlamaConfig, LlamaForCausalLM
     >>> import subclone_viz as sv
     >>> config = LlamaConfig(hidden_size=48, intermediate_size=96, num_hidden_layers=4, num_attention_heads=6,
     ...                      num_key_value_heads=2, vocab_size=100)
     >>> parent = sv.load_parent(LlamaForCausalLM(config), device="cpu")
     >>> p = sv.plan(parent, None, sv.DestinationSpec(layers=2, hidden=24), width="uniform")
-    >>> path = sv.save_destination(sv.subclone(parent, p), p, "llama-2x24")   # AutoModelForCausalLM loads it
+    >>> path = sv.save_destination(sv.subclone(parent, p), p, "llama-2x24")
+    >>> AutoModelForCausalLM.from_pretrained(path).config.num_hidden_layers      # or sv.load_parent(path)
+    2
     >>> {"README.md", "subclone.json", "model.safetensors", "config.json"} <= {f.name for f in path.iterdir()}
     True
     >>> card = yaml.safe_load((path / "README.md").read_text().split("---")[1])
