@@ -11,8 +11,8 @@ Example::
     >>> batches = sv.text_batches("builtin", parent.tokenizer, seq_len=64, batch_size=4, split="heldout")
     >>> prof = sv.profile(parent, batches, max_tokens=512, progress=False)   # 8,192 tokens or more for real use
     >>> plan = sv.plan(parent, prof, sv.DestinationSpec(layers=6, hidden=192))
-    >>> child = sv.subclone(parent, plan)
-    >>> sv.save_destination(child, plan, "smollm2-6x192")
+    >>> destination = sv.subclone(parent, plan)
+    >>> sv.save_destination(destination, plan, "smollm2-6x192")
     PosixPath('smollm2-6x192')
 """
 

@@ -564,18 +564,18 @@ def run_subclone(args: argparse.Namespace) -> Outcome:
         measured = add_taylor(measured, parent, train, max_tokens=args.profile_tokens)
     destination_plan = plan(parent, measured, spec, depth=args.depth, width=args.width, scaling=args.scaling,
                             importance=args.importance)
-    child = subclone(parent, destination_plan, calibration_batches=train)
+    destination = subclone(parent, destination_plan, calibration_batches=train)
     scores = None
     if heldout is not None:
         _note(f"scoring on {heldout.description} ...")
         scores = {
             "data": heldout.description,
             "parent_loss": evaluate(parent.model, parent.family, heldout).loss,
-            "destination_loss": evaluate(child, parent.family, heldout).loss,
+            "destination_loss": evaluate(destination, parent.family, heldout).loss,
         }
-    path = save_destination(child, destination_plan, args.out, overwrite=args.overwrite)
+    path = save_destination(destination, destination_plan, args.out, overwrite=args.overwrite)
 
-    parameters = sum(p.numel() for p in child.parameters())
+    parameters = sum(p.numel() for p in destination.parameters())
     parent_parameters = sum(p.numel() for p in parent.model.parameters())
     document = {
         "parent": parent.name,

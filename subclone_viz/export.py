@@ -12,16 +12,25 @@ half-written, and an existing non-empty directory is only replaced with ``overwr
 
 Example::
 
+    >>> import yaml
+    >>> from transformers import AutoModelForCausalLM, LlamaConfig, LlamaForCausalLM
     >>> import subclone_viz as sv
-    >>> from transformers import AutoModelForCausalLM
-    >>> parent = sv.load_parent("smollm2-135m")
-    >>> p = sv.plan(parent, None, sv.DestinationSpec(layers=10, hidden=192), width="first")
-    >>> path = sv.save_destination(sv.subclone(parent, p), p, "runs/smollm2-10x192")
+    >>> config = LlamaConfig(hidden_size=48, intermediate_size=96, num_hidden_layers=4, num_attention_heads=6,
+    ...                      num_key_value_heads=2, vocab_size=100)
+    >>> parent = sv.load_parent(LlamaForCausalLM(config), device="cpu")
+    >>> p = sv.plan(parent, None, sv.DestinationSpec(layers=2, hidden=24), width="uniform")
+    >>> path = sv.save_destination(sv.subclone(parent, p), p, "llama-2x24")
     >>> AutoModelForCausalLM.from_pretrained(path).config.num_hidden_layers      # or sv.load_parent(path)
-    10
-    >>> print((path / "README.md").read_text())
-    ---
-    ...base_model: ...
+    2
+    >>> {"README.md", "subclone.json", "model.safetensors", "config.json"} <= {f.name for f in path.iterdir()}
+    True
+    >>> card = yaml.safe_load((path / "README.md").read_text().split("---")[1])
+    >>> card["subclone_viz"]["plan"]
+    '2 layers (parent blocks [0, 3]), hidden 24, FFN 48, 3 heads / 1 KV; depth=middle, width=uniform, scaling=sqrt'
+
+    A parent loaded from an embedded alias, a hub id or a model directory with a card also puts ``base_model``
+    and ``license`` in the card's front matter (``sv.load_parent("gemma3-270m")``: ``google/gemma-3-270m``,
+    ``gemma``).
 """
 
 from __future__ import annotations

@@ -217,8 +217,8 @@ def stability(
     if heldout is not None and loss_resamples > 0:
         def loss_of(prof: "Profile") -> float:
             p = plan(parent, prof, spec, depth=depth, scaling=scaling, importance=importance)
-            child = subclone(parent, p, calibration_batches=calibration_batches)
-            return float(evaluate(child, parent.family, heldout, max_batches=max_batches).loss)
+            destination = subclone(parent, p, calibration_batches=calibration_batches)
+            return float(evaluate(destination, parent.family, heldout, max_batches=max_batches).loss)
 
         full_loss = loss_of(profile)
         losses = [loss_of(p) for p in resampled[:loss_resamples]]

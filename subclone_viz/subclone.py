@@ -17,10 +17,10 @@ Example::
     >>> heldout = sv.text_batches("builtin", parent.tokenizer, seq_len=64, batch_size=4, split="heldout")
     >>> prof = sv.profile(parent, heldout, max_tokens=512, progress=False)
     >>> p = sv.plan(parent, prof, sv.DestinationSpec(layers=20, hidden=384))
-    >>> child = sv.subclone(parent, p)
-    >>> type(child).__name__                      # the parent's own class
+    >>> destination = sv.subclone(parent, p)
+    >>> type(destination).__name__                      # the parent's own class
     'LlamaForCausalLM'
-    >>> child.subclone_info["scales"]             # the factor applied to each scaled weight
+    >>> destination.subclone_info["scales"]             # the factor applied to each scaled weight
     {...}
 """
 
@@ -82,12 +82,12 @@ def subclone(
         )
     if plan.scaling == "calibrated" and calibration_batches is None:
         raise ValueError("scaling='calibrated' needs calibration_batches (a few batches of the parent's data)")
-    dest = family.build(parent.model, plan.destination_dims, plan.layers)
-    dest = dest.to_empty(device=parent.input_device).to(parent.dtype).eval()
-    if hasattr(dest, "tie_weights"):
-        dest.tie_weights()  # before filling, so that a tied head is one tensor with the embedding
+    destination = family.build(parent.model, plan.destination_dims, plan.layers)
+    destination = destination.to_empty(device=parent.input_device).to(parent.dtype).eval()
+    if hasattr(destination, "tie_weights"):
+        destination.tie_weights()  # before filling, so that a tied head is one tensor with the embedding
     scales: dict[str, float] = {}
-    for name, param in dest.named_parameters():
+    for name, param in destination.named_parameters():
         info = family.param_info(name)
         # Read one parent tensor at a time: offloaded (device_map) ones come from CPU or disk on demand.
         source = read_parameter(parent.model, _source_name(family, plan, name, info.block))
@@ -99,21 +99,21 @@ def subclone(
         if plan.scaling == "sqrt" and axis is not None and sliced.shape[axis] < source.shape[axis]:
             scales[name] = math.sqrt(source.shape[axis] / sliced.shape[axis])
             param.mul_(scales[name])
-    _copy_buffers(parent, plan, dest)
+    _copy_buffers(parent, plan, destination)
     if plan.scaling == "calibrated":
-        scales = _calibrate(parent, plan, dest, calibration_batches, calibration_batch_count)
-    dest.subclone_info = {"plan": plan.to_dict(), "scales": scales}
-    dest.subclone_processor = parent.processor
-    return dest
+        scales = _calibrate(parent, plan, destination, calibration_batches, calibration_batch_count)
+    destination.subclone_info = {"plan": plan.to_dict(), "scales": scales}
+    destination.subclone_processor = parent.processor
+    return destination
 
 
-def _copy_buffers(parent: "Parent", plan: "SubclonePlan", dest: nn.Module) -> None:
+def _copy_buffers(parent: "Parent", plan: "SubclonePlan", destination: nn.Module) -> None:
     """Buffers (rotary frequencies, position ids) depend on head size and positions, which never change;
     those the family derives from the widths (Gemma's embedding scale) are computed for the destination."""
     family = parent.family
     source_buffers = dict(parent.model.named_buffers())
-    derived = family.derived_buffers(dest)
-    for name, buffer in list(dest.named_buffers()):
+    derived = family.derived_buffers(destination)
+    for name, buffer in list(destination.named_buffers()):
         if name in derived:
             value = derived[name].to(device=buffer.device, dtype=buffer.dtype)
         else:
@@ -123,7 +123,7 @@ def _copy_buffers(parent: "Parent", plan: "SubclonePlan", dest: nn.Module) -> No
                 raise RuntimeError(f"no parent buffer of shape {tuple(buffer.shape)} for the destination's {name}")
             value = source.to(buffer.device, copy=True)
         owner, _, attr = name.rpartition(".")
-        setattr(dest.get_submodule(owner) if owner else dest, attr, value)
+        setattr(destination.get_submodule(owner) if owner else destination, attr, value)
 
 
 def _buffer_block(family: Family, name: str) -> int | None:
@@ -159,7 +159,11 @@ class _RunningStd:
 
 
 def _calibrate(
-    parent: "Parent", plan: "SubclonePlan", dest: nn.Module, batches: Iterable[dict[str, torch.Tensor]], count: int
+    parent: "Parent",
+    plan: "SubclonePlan",
+    destination: nn.Module,
+    batches: Iterable[dict[str, torch.Tensor]],
+    count: int,
 ) -> dict[str, float]:
     """Scale each linear layer so that its output std (over kept channels) matches the parent's.
 
@@ -175,7 +179,7 @@ def _calibrate(
     parent_shapes = {name: p.shape for name, p in parent.model.named_parameters()}
     kept: dict[str, list[int] | None] = {}  # destination module -> kept output channels of its parent module
     sources: dict[str, str] = {}  # destination module -> parent module
-    for name, param in dest.named_parameters():
+    for name, param in destination.named_parameters():
         info = family.param_info(name)
         if info.rule.fan_in_axis is None or param.dim() != 2:
             continue
@@ -207,21 +211,24 @@ def _calibrate(
 
     # The destination: its layers scaled one after the other, on all calibration tokens at once.
     joined = {key: torch.cat([p[key] for p in parts]) for key in parts[0]}
-    dest_std = {module: _RunningStd() for module in sources}
+    destination_std = {module: _RunningStd() for module in sources}
     scales: dict[str, float] = {}
 
     def scale_layer(module_name: str, module: nn.Module) -> float:
-        scale = parent_std[module_name].std / max(dest_std[module_name].std, 1e-12)
+        scale = parent_std[module_name].std / max(destination_std[module_name].std, 1e-12)
         scales[f"{module_name}.weight"] = scale
         module.weight.mul_(scale)
         if getattr(module, "bias", None) is not None:
             module.bias.mul_(scale)
         return scale
 
-    dest_modules = {module: dest.get_submodule(module) for module in sources}
+    destination_modules = {module: destination.get_submodule(module) for module in sources}
     batch = to_device(joined, parent.input_device)
     forward_until_seen(
-        lambda: family.logits(dest, batch), dest_modules, lambda name, rows: dest_std[name].add(rows), scale_layer,
+        lambda: family.logits(destination, batch),
+        destination_modules,
+        lambda name, rows: destination_std[name].add(rows),
+        scale_layer,
         mask=token_mask(joined),
     )
     return scales
