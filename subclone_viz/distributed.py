@@ -12,7 +12,7 @@ runs unchanged in N:
 * :func:`shard` gives each process a disjoint share of an iterable of batches (every P-th one);
   :func:`padded_shard` the same share padded so that every process runs as many forward passes (DDP, FSDP);
 * :func:`reduce_sum` adds a tensor of running sums over the processes (``torch.distributed`` all-reduce in
-  float64; gloo on CPUs, NCCL on GPUs), :func:`gather` collects one tensor per process;
+  float64; gloo on CPUs, NCCL on GPUs), :func:`gather_objects` collects one object per process;
 * :func:`on_main` runs a function (a save, a print) on the main process only; the others wait for it and get
   the same return value, or the same exception;
 * :func:`main_process_first` lets the main process fill a cache before the others read it.
@@ -133,17 +133,6 @@ def reduce_sum(values: torch.Tensor) -> torch.Tensor:
     buffer = values.detach().to(device=current.device, dtype=torch.float64).clone()
     torch.distributed.all_reduce(buffer, op=torch.distributed.ReduceOp.SUM)
     return buffer.to(values.device)
-
-
-def gather(values: torch.Tensor) -> torch.Tensor:
-    """One ``values`` per process, stacked in rank order: (P, *values.shape), on every process."""
-    current = state()
-    if current.num_processes == 1:
-        return values.unsqueeze(0)
-    local = values.detach().to(current.device).contiguous()
-    parts = [torch.empty_like(local) for _ in range(current.num_processes)]
-    torch.distributed.all_gather(parts, local)
-    return torch.stack(parts).to(values.device)
 
 
 def barrier() -> None:
