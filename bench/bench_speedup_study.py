@@ -14,8 +14,10 @@ reaches. The defaults (24 steps of 2 x 64 tokens per run, 14 runs) were the most
 hour on this 2-core CPU shared with other jobs: thousands of times below the paper's budget, so read the
 figures as what a few thousand tokens show, not as the paper's regime.
 
-Writes ``--out``/results.json (every history, the sweeps, the table) and ``--out``/speedup_by_size.png
-(:func:`subclone_viz.plots.speedup_by_size`), and prints a Markdown table.
+The study itself is :func:`subclone_viz.study.speedup_study`; this script sets the budget, writes
+``--out``/results.json (a :class:`~subclone_viz.study.SpeedupStudy`: every history, the sweeps, the table) and
+``--out``/speedup_by_size.png (:func:`subclone_viz.plots.speedup_by_size`), and prints a Markdown table.
+``--merge A.json B.json`` combines studies of other sizes run as separate jobs into ``--out``.
 
     OMP_NUM_THREADS=1 .venv/bin/python bench/bench_speedup_study.py --out bench/results/speedup_study
     # on a GPU: --device cuda --steps 2000 --batch-size 32 --seq-len 256
@@ -24,39 +26,38 @@ Writes ``--out``/results.json (every history, the sweeps, the table) and ``--out
 from __future__ import annotations
 
 import argparse
-import json
 import time
 from pathlib import Path
 
 import subclone_viz as sv
-from subclone_viz.compare import INITS, compare, speedup
-from subclone_viz.train import History
+from subclone_viz import plots
+from subclone_viz.compare import INITS
+from subclone_viz.study import SpeedupStudy, speedup_study
 
 
-def size_arg(text: str) -> tuple[int, int]:
+def size_arg(text: str) -> sv.DestinationSpec:
     """``LAYERSxHIDDEN``, e.g. ``20x384``."""
     try:
         layers, hidden = (int(part) for part in text.lower().split("x"))
     except ValueError:
         raise argparse.ArgumentTypeError(f"{text!r} is not a size: write LAYERSxHIDDEN, e.g. 20x384") from None
-    return layers, hidden
+    return sv.DestinationSpec(layers=layers, hidden=hidden)
 
 
 def floats_arg(text: str) -> list[float]:
     try:
-        values = [float(part) for part in text.split(",") if part.strip()]
+        return [float(part) for part in text.split(",") if part.strip()]
     except ValueError:
         raise argparse.ArgumentTypeError(f"{text!r} is not a comma list of numbers such as 1e-3,3e-3") from None
-    if not values or any(not value > 0 for value in values):
-        raise argparse.ArgumentTypeError(f"{text!r}: give at least one learning rate, each > 0")
-    return values
 
 
 def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sizes", type=lambda t: [size_arg(s) for s in t.split(",")],
-                        default=[(24, 480), (20, 384), (8, 288)], help="comma list of LAYERSxHIDDEN, mild to harsh")
-    parser.add_argument("--distill-size", type=size_arg, default=(20, 384), help="the size also trained with a teacher")
+                        default=[size_arg(s) for s in ("24x480", "20x384", "8x288")],
+                        help="comma list of LAYERSxHIDDEN, mild to harsh")
+    parser.add_argument("--distill-size", type=size_arg, default=size_arg("20x384"),
+                        help="the size also trained with a teacher")
     parser.add_argument("--distill-inits", default="subclone+distill,random+distill",
                         help="comma list of +distill inits for --distill-size ('' for none)")
     parser.add_argument("--distill-alpha", type=float, default=None, help="default: TrainSettings' default")
@@ -72,6 +73,8 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--profile-tokens", type=int, default=4096)
     parser.add_argument("--device", default="auto")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--merge", type=Path, nargs="+", default=None,
+                        help="merge these saved studies into --out instead of running one")
     parser.add_argument("--out", type=Path, default=Path("bench/results/speedup_study"))
     args = parser.parse_args()
     args.distill_inits = [name for name in args.distill_inits.split(",") if name]
@@ -79,100 +82,55 @@ def parse_args() -> argparse.Namespace:
     if unknown:
         valid = ", ".join(name for name, init in INITS.items() if init.distill)
         parser.error(f"--distill-inits {unknown}: not distilled inits; choose from {valid}")
-    if args.distill_size not in args.sizes and args.distill_inits:
+    if args.distill_inits and args.distill_size not in args.sizes:
         parser.error(f"--distill-size {args.distill_size} is not among --sizes {args.sizes}")
     return args
 
 
-def main() -> None:
-    args = parse_args()
-    started = time.perf_counter()
+def run(args: argparse.Namespace) -> SpeedupStudy:
     parent = sv.load_parent("smollm2-135m", device=args.device)
     batches = dict(seq_len=args.seq_len, batch_size=args.batch_size)
     train = sv.text_batches("builtin", parent.tokenizer, shuffle=True, seed=args.seed, **batches)
     heldout = sv.text_batches("builtin", parent.tokenizer, split="heldout", max_batches=args.eval_batches, **batches)
     prof = sv.profile(parent, sv.text_batches("builtin", parent.tokenizer, seq_len=256, batch_size=8),
                       max_tokens=args.profile_tokens, progress=False)
-    distill_options = {name: getattr(args, name) for name in ("distill_alpha", "distill_temperature")
-                       if getattr(args, name) is not None}
+    distill = {name: getattr(args, name) for name in ("distill_alpha", "distill_temperature")
+               if getattr(args, name) is not None}
     print(f"{parent.description}; {args.steps} steps of {args.batch_size} x {args.seq_len} tokens per run, "
           f"held-out loss every {args.eval_every} steps on {heldout.description}, on {parent.input_device}",
           flush=True)
+    return speedup_study(parent, args.sizes, train, heldout, profile=prof, random_lrs=args.random_lrs,
+                         subclone_lrs=args.subclone_lrs, distill_sizes=[args.distill_size] if args.distill_inits else [],
+                         distill_inits=args.distill_inits, steps=args.steps, eval_every=args.eval_every,
+                         seed=args.seed, progress=False, log=lambda line: print(" ", line, flush=True), **distill)
 
-    def run(spec: sv.DestinationSpec, init: str, lr: float) -> History:
-        began = time.perf_counter()
-        result = compare(parent, spec, train, inits=[init], steps=args.steps, eval_batches=heldout, profile=prof,
-                         lrs={init: lr}, eval_every=args.eval_every, seed=args.seed, progress=False,
-                         **(distill_options if INITS[init].distill else {}))
-        history = result.histories[init]
-        print(f"  {spec.layers} x {spec.hidden} {init} lr={lr:g}: held-out {history.evals[0].loss:.3f} -> "
-              f"{history.evals[-1].loss:.3f} ({time.perf_counter() - began:.0f} s wall, "
-              f"{history.steps[-1].time:.0f} s training)", flush=True)
-        return history
 
+def main() -> None:
+    args = parse_args()
+    started = time.perf_counter()
+    study = SpeedupStudy.merge([SpeedupStudy.load(path) for path in args.merge]) if args.merge else run(args)
     args.out.mkdir(parents=True, exist_ok=True)
-    config = {key: (str(value) if isinstance(value, Path) else value) for key, value in vars(args).items()}
-    config.update(parent=parent.description, device=str(parent.input_device), data=train.description,
-                  heldout=heldout.description)
-
-    def save(sizes: list[dict]) -> None:
-        """results.json so far: a run cut short keeps the sizes it finished."""
-        wall = time.perf_counter() - started
-        (args.out / "results.json").write_text(json.dumps({"config": {**config, "wall_seconds": wall},
-                                                           "sizes": sizes}, indent=1))
-
-    sizes = []
-    for layers, hidden in args.sizes:
-        spec = sv.DestinationSpec(layers=layers, hidden=hidden)
-        dims = spec.resolve(parent.dims, parent.family.heads_follow_hidden)
-        shape = sv.plan(parent, None, spec, width="first", scaling="none")
-        parameters = sum(p.numel() for p in parent.family.build(
-            parent.model, shape.destination_dims, shape.layers, device="meta").parameters())
-        sweeps = {"random": {lr: run(spec, "random", lr) for lr in args.random_lrs},
-                  "subclone": {lr: run(spec, "subclone", lr) for lr in args.subclone_lrs}}
-        best = {init: min(runs, key=lambda lr: runs[lr].evals[-1].loss) for init, runs in sweeps.items()}
-        if (layers, hidden) == args.distill_size:
-            for init in args.distill_inits:
-                start = "random" if INITS[init].strategies is None else "subclone"
-                sweeps[init] = {best[start]: run(spec, init, best[start])}
-                best[init] = best[start]
-        reference = sweeps["random"][best["random"]]
-        sizes.append({
-            "label": f"{layers} x {hidden}",
-            "dims": dims.to_dict(),
-            "parameters": parameters,
-            "best_lr": best,
-            "speedups": {init: speedup(reference, sweeps[init][lr]).to_dict() for init, lr in best.items()},
-            "final_loss": {init: sweeps[init][lr].evals[-1].loss for init, lr in best.items()},
-            "initial_loss": {init: sweeps[init][lr].evals[0].loss for init, lr in best.items()},
-            "runs": {init: {str(lr): h.to_dict() for lr, h in runs.items()} for init, runs in sweeps.items()},
-        })
-        save(sizes)
-
+    study.save(args.out / "results.json", overwrite=True)
     print("\n| destination | parameters | init | best lr | held-out loss at 0 | final | speedup per step "
           "| per second |")
     print("|---|---|---|---|---|---|---|---|")
-    for size in sizes:
-        for init, gain in size["speedups"].items():
-            print(f"| {size['label']} | {size['parameters'] / 1e6:.1f}M | {init} | {size['best_lr'][init]:g} | "
-                  f"{size['initial_loss'][init]:.3f} | {size['final_loss'][init]:.3f} | "
-                  f"{shown(gain, 'speedup')} | {shown(gain, 'speedup_per_second')} |")
-    print(f"\nwall time {(time.perf_counter() - started) / 60:.1f} min")
-    save(sizes)
-    from subclone_viz import plots
-
-    figure = plots.speedup_by_size(sizes, backend="matplotlib")
+    for row in study.table():
+        print(f"| {row['destination']} | {row['parameters'] / 1e6:.1f}M | {row['init']} | {row['best_lr']:g} | "
+              f"{row['initial_loss']:.3f} | {row['final_loss']:.3f} | {shown(row, 'speedup')} | "
+              f"{shown(row, 'speedup_per_second')} |")
+    figure = plots.speedup_by_size(study.sizes, backend="matplotlib")
     figure.savefig(args.out / "speedup_by_size.png", dpi=120, bbox_inches="tight")
-    print(f"wrote {args.out / 'results.json'} and {args.out / 'speedup_by_size.png'}")
+    print(f"\nwall time {(time.perf_counter() - started) / 60:.1f} min; wrote {args.out / 'results.json'} and "
+          f"{args.out / 'speedup_by_size.png'}")
 
 
-def shown(gain: dict, key: str) -> str:
-    value = gain[key]
+def shown(row: dict, key: str) -> str:
+    value = row[key]
     if value is None:
         return "n/a"
-    if gain["speedup_lower_bound"]:
+    if row["speedup_lower_bound"]:
         return f"more than {value:.1f}x"
-    if not gain["reached"]:
+    if not row["reached"]:
         return f"not reached ({value:.2f}x at most)"
     return f"{value:.1f}x"
 

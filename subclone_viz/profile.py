@@ -48,7 +48,7 @@ import zipfile
 import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Iterable, Sequence
+from typing import TYPE_CHECKING, Any, Iterable, Iterator, Sequence
 
 import numpy as np
 import torch
@@ -580,6 +580,66 @@ class _ShardedSums:
         return {"tokens": self.tokens.copy(), **{name: value.cpu().numpy() for name, value in self.sums.items()}}
 
 
+class _Dealer:
+    """Deals a stream of batches to the processes of a distributed job and counts every process's tokens.
+
+    Batches go out in rounds of N, batch j of a round to process j. Every process reads every round, so each
+    knows all token counts (its own measured, the others' counted without running them) and stops after the
+    same batch a single process would stop after (``max_tokens``). Batch g of the stream lands in shard
+    g % S on every process, so per-shard sums match one process too.
+    """
+
+    def __init__(self, parent: "Parent", batches: Iterable[dict[str, torch.Tensor]], max_tokens: int | None):
+        self.parent = parent
+        self.stream = iter(batches)
+        self.max_tokens = max_tokens
+        self.processes, self.rank = distributed.num_processes(), distributed.process_index()
+        self.total = 0  # counted tokens over every process
+        self.tokens_per_image: int | None = None
+        if self.processes > 1:
+            # Measured before any capture hook is installed, on the first image, so it adds to no statistic.
+            first = next(self.stream, None)
+            if first is not None:
+                if "pixel_values" in first:
+                    from .sizing import _tokens_per_sequence
+
+                    with torch.no_grad():
+                        self.tokens_per_image = _tokens_per_sequence(parent, first)
+                self.stream = itertools.chain([first], self.stream)
+
+    def _done(self) -> bool:
+        return self.max_tokens is not None and self.total >= self.max_tokens
+
+    def __iter__(self) -> Iterator[tuple[int, dict[str, torch.Tensor], bool]]:
+        """(position in the stream, batch, whether this process runs it), until ``max_tokens`` are counted."""
+        index = 0
+        while not self._done():
+            round_ = list(itertools.islice(self.stream, self.processes))
+            if not round_:
+                return
+            for j, batch in enumerate(round_):
+                if self._done():
+                    return
+                yield index, batch, j == self.rank
+                index += 1
+
+    def count(self, tokens: int) -> None:
+        self.total += tokens
+
+    def tokens_elsewhere(self, batch: dict[str, torch.Tensor]) -> int:
+        """The tokens another process counts for ``batch``: its non-padding tokens, or for images every
+        image's patches and prefix tokens."""
+        if "input_ids" in batch:
+            mask = token_mask(batch)
+            return int(batch["input_ids"].numel()) if mask is None else int(mask.sum())
+        return int(batch["pixel_values"].shape[0]) * self.tokens_per_image
+
+
+def _sum_shares(shares: list[dict[str, np.ndarray]]) -> dict[str, np.ndarray]:
+    """Per-process dictionaries of sums added key by key, in rank order (the same result on every process)."""
+    return {name: sum(share[name] for share in shares) for name in shares[0]}
+
+
 @torch.no_grad()
 def profile(
     parent: "Parent",
@@ -613,13 +673,8 @@ def profile(
     acc = _Accumulator(parent)
     estimator = _EstimatorSums(parent, acc)
     sharded = _ShardedSums(int(shards))
-    # Under N processes the batches go out in rounds of N, batch j of a round to process j. Every process reads
-    # every round, so each knows all token counts and stops after the same batch a single process would.
-    processes, rank = distributed.num_processes(), distributed.process_index()
-    total = 0  # counted tokens over every process
+    dealer = _Dealer(parent, batches, max_tokens)
     own = 0  # counted tokens this process profiled
-    index = 0  # the batch's position in the stream: it goes to shard index % shards in every process
-    tokens_per_image: list[int] = []  # patches and prefix tokens of one image, measured once
 
     def on_ffn(i: int, activation: torch.Tensor) -> None:
         acc.on_ffn(i, activation)
@@ -629,44 +684,22 @@ def profile(
         acc.on_attention(i, per_head)
         estimator.on_attention(i, per_head)
 
-    def counted_without_running(batch: dict[str, torch.Tensor]) -> int:
-        """The tokens profiling another process's ``batch`` counts: non-padding tokens, or for images every
-        image's patches and prefix tokens (measured once on one image; its sums are thrown away)."""
-        if "input_ids" in batch:
-            mask = token_mask(batch)
-            return int(batch["input_ids"].numel()) if mask is None else int(mask.sum())
-        if not tokens_per_image:
-            from .sizing import _tokens_per_sequence
-
-            acc.mask = None
-            tokens_per_image.append(_tokens_per_sequence(parent, batch))
-            acc.take_sums(), estimator.take_sums()  # the measuring forward ran through the capture hooks
-        return int(batch["pixel_values"].shape[0]) * tokens_per_image[0]
-
     try:
         with capture_blocks(parent.family, model, on_block=acc.on_block, on_ffn=on_ffn, on_attention=on_attention), \
                 capture_modules(estimator.modules, estimator.on_module):
             bar = tqdm(total=max_tokens, unit="tok", desc="profile", disable=not distributed.show_progress(progress),
                        leave=False)
-            stream = iter(batches)
-            while max_tokens is None or total < max_tokens:
-                round_ = list(itertools.islice(stream, processes))
-                if not round_:
-                    break
-                for j, batch in enumerate(round_):
-                    if max_tokens is not None and total >= max_tokens:
-                        break
-                    if j == rank:
-                        acc.mask = token_mask(batch)
-                        parent.family.logits(model, to_device(batch, parent.input_device))
-                        counted = acc.batch_tokens
-                        sharded.add({**acc.take_sums(), **estimator.take_sums()}, counted, index)
-                        own += counted
-                    else:
-                        counted = counted_without_running(batch)
-                    total += counted
-                    index += 1
-                    bar.update(counted)
+            for index, batch, mine in dealer:
+                if mine:
+                    acc.mask = token_mask(batch)
+                    parent.family.logits(model, to_device(batch, parent.input_device))
+                    counted = acc.batch_tokens
+                    sharded.add({**acc.take_sums(), **estimator.take_sums()}, counted, index)
+                    own += counted
+                else:
+                    counted = dealer.tokens_elsewhere(batch)
+                dealer.count(counted)
+                bar.update(counted)
             bar.close()
     finally:
         model.train(was_training)
@@ -702,6 +735,8 @@ def add_taylor(
     the signed sum over counted tokens of activation x dLoss/dactivation (the first-order change of the loss
     when that activation is zeroed). Signed sums add across batches and shards; the estimator takes their
     absolute value. Costs about one training step per batch (no optimizer, no parameter gradients kept).
+    Under ``accelerate launch`` the batches are dealt to the processes as :func:`profile` deals them, and
+    every process ends with the sums one process would compute.
 
     Args:
         profile: the parent's profile (its shards get the Taylor sums too, batch b in shard b % S).
@@ -728,14 +763,21 @@ def add_taylor(
         keep("residual", step.index + 1, layers + 1, step.output)
 
     sharded = _ShardedSums(profile.num_shards or 1)
+    dealer = _Dealer(parent, batches, max_tokens)
+    own = 0  # counted tokens this process ran
     was_training = model.training
     model.eval()
-    tokens = 0
     try:
         with capture_blocks(family, model, on_block=on_block, on_ffn=lambda i, a: keep("ffn", i, layers, a),
                             on_attention=lambda i, a: keep("attn", i, layers, a)):
-            bar = tqdm(total=max_tokens, unit="tok", desc="taylor", disable=not progress, leave=False)
-            for batch_index, batch in enumerate(batches):
+            bar = tqdm(total=max_tokens, unit="tok", desc="taylor", disable=not distributed.show_progress(progress),
+                       leave=False)
+            for batch_index, batch, mine in dealer:
+                if not mine:
+                    counted = dealer.tokens_elsewhere(batch)
+                    dealer.count(counted)
+                    bar.update(counted)
+                    continue
                 batch = to_device(batch, parent.input_device)
                 mask = token_mask(batch)
                 captured.clear()
@@ -750,22 +792,27 @@ def add_taylor(
                     product = a.detach() * (g if g is not None else torch.zeros_like(a))  # (B, T, X)
                     rows = counted_rows(product, mask)  # (counted tokens, X)
                     sums[kind].append(rows.double().sum(0).to(activations[0].device))
-                batch_tokens = rows.shape[0]
+                counted = rows.shape[0]
                 captured.clear()
-                sharded.add({f"taylor_{kind}": torch.stack(values) for kind, values in sums.items()}, batch_tokens,
+                sharded.add({f"taylor_{kind}": torch.stack(values) for kind, values in sums.items()}, counted,
                             batch_index)
-                tokens += batch_tokens
-                bar.update(batch_tokens)
-                if max_tokens is not None and tokens >= max_tokens:
-                    break
+                own += counted
+                dealer.count(counted)
+                bar.update(counted)
             bar.close()
     finally:
         model.train(was_training)
-    if tokens == 0:
+    # Every process adds the shares in rank order, so all of them end with the same sums.
+    shares = [share for share in distributed.gather_objects(sharded.per_shard() if own else None)
+              if share is not None]
+    if not shares:
         raise ValueError("the batches held no counted tokens: no Taylor statistics were measured")
-    stats = {**profile.stats, **sharded.totals(), "taylor_tokens": np.array(float(tokens))}
+    per_shard = _sum_shares(shares)
+    tokens = int(per_shard["tokens"].sum())
+    stats = {**profile.stats, **{name: value.sum(0) for name, value in per_shard.items() if name != "tokens"},
+             "taylor_tokens": np.array(float(tokens))}
     shards = dict(profile.shards)
     if profile.num_shards:
-        shards.update({name: value for name, value in sharded.per_shard().items() if name != "tokens"})
-        shards["taylor_tokens"] = sharded.per_shard()["tokens"].astype(np.float64)
+        shards.update({name: value for name, value in per_shard.items() if name != "tokens"})
+        shards["taylor_tokens"] = per_shard["tokens"].astype(np.float64)
     return dataclasses.replace(profile, stats=stats, shards=shards, extra={**profile.extra, "taylor_tokens": tokens})

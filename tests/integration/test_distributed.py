@@ -84,6 +84,7 @@ import subclone_viz as sv
 from subclone_viz import distributed
 
 parent_dir, corpus, out = sys.argv[1:4]
+TAYLOR = ("taylor_residual", "taylor_ffn", "taylor_attn", "taylor_tokens")
 parent = sv.load_parent(parent_dir, device="cpu")
 batches = sv.text_batches(corpus, parent.tokenizer, seq_len=16, batch_size=2, split="train", max_batches=5)
 heldout = sv.text_batches(corpus, parent.tokenizer, seq_len=16, batch_size=2, split="heldout", max_batches=3)
@@ -93,10 +94,12 @@ logits = parent.family.logits
 parent.family.logits = lambda model, batch: forwards.append(batch["input_ids"].tolist()) or logits(model, batch)
 prof = sv.profile(parent, batches, max_tokens=100, progress=False)
 parent.family.logits = logits
+taylor = sv.add_taylor(prof, parent, batches, max_tokens=100, progress=False)
 from tiny import tiny_batches, tiny_model
 
 vit = sv.load_parent(tiny_model("vit"), device="cpu")
 vit_profile = sv.profile(vit, tiny_batches("vit", count=5), max_tokens=100, progress=False)  # 17 tokens an image
+vit_taylor = sv.add_taylor(vit_profile, vit, tiny_batches("vit", count=5), max_tokens=100, progress=False)
 evaluation = sv.evaluate(parent.model, parent.family, heldout)
 ablation = sv.block_ablation(parent, heldout, progress=False)
 path = prof.save(Path(out) / "profile.npz")
@@ -140,6 +143,9 @@ record = {
     "vit_tokens": vit_profile.tokens, "vit_residual": vit_profile.residual_abs_sums.tolist(),
     "train_processes": full.config["num_processes"], "stopped": first.stopped_early,
     "comparison": comparison.to_dict()["histories"], "saved_comparison": str(saved_comparison),
+    "taylor": {name: taylor.stats[name].tolist() for name in TAYLOR},
+    "taylor_shard_tokens": taylor.shards["taylor_tokens"].tolist(),
+    "vit_taylor": {name: vit_taylor.stats[name].tolist() for name in TAYLOR},
 }
 (Path(out) / f"rank{rank}.json").write_text(json.dumps(record))
 '''
@@ -212,6 +218,24 @@ def test_an_image_parent_profiles_the_same_images_as_one_process(ranks):
     for record in records:
         assert record["vit_tokens"] == expected.tokens
         np.testing.assert_allclose(record["vit_residual"], expected.residual_abs_sums, rtol=1e-5, atol=1e-8)
+
+
+def test_taylor_sums_under_two_processes_equal_one_process_on_every_rank(ranks, files):
+    records, _ = ranks
+    parent = sv.load_parent(files["llama"], device="cpu")
+    batches = sv.text_batches(files["corpus"], parent.tokenizer, seq_len=SEQ_LEN, batch_size=BATCH_SIZE,
+                              split="train", max_batches=5)
+    expected = sv.add_taylor(sv.profile(parent, batches, max_tokens=100, progress=False), parent, batches,
+                             max_tokens=100, progress=False)
+    vit = sv.load_parent(tiny_model("vit"), device="cpu")
+    vit_expected = sv.add_taylor(sv.profile(vit, tiny_batches("vit", count=5), max_tokens=100, progress=False), vit,
+                                 tiny_batches("vit", count=5), max_tokens=100, progress=False)
+    assert float(expected.stats["taylor_tokens"]) == 128 and float(vit_expected.stats["taylor_tokens"]) == 102
+    for record in records:
+        for name in ("taylor_residual", "taylor_ffn", "taylor_attn", "taylor_tokens"):
+            np.testing.assert_allclose(record["taylor"][name], expected.stats[name], rtol=1e-5, atol=1e-9)
+            np.testing.assert_allclose(record["vit_taylor"][name], vit_expected.stats[name], rtol=1e-5, atol=1e-9)
+        assert record["taylor_shard_tokens"] == expected.shards["taylor_tokens"].tolist()
 
 
 def test_profile_save_writes_one_file_and_every_rank_returns_its_path(ranks, single):

@@ -1,0 +1,280 @@
+"""The speedup study: how much faster than random init does a destination train, from mild to harsh cuts?
+
+:func:`compare` answers for one destination shape at given learning rates. Choosing a size needs the answer
+across sizes, and a fair one: a speedup measured against a random init trained at a poor learning rate is
+no speedup. :func:`speedup_study` does, for each destination size:
+
+* random init and the paper's subclone each train at every learning rate of a small sweep (same batches in
+  the same order: :func:`~subclone_viz.compare.compare`'s guarantee) and keep their best, the lowest final
+  held-out loss;
+* for the sizes in ``distill_sizes``, the ``+distill`` inits (the parent as teacher) train at their start's
+  best learning rate, so that the gain of the start and the gain of the teacher separate;
+* every init's :func:`~subclone_viz.compare.speedup` over the best random run: the steps random needs to
+  reach its own final held-out loss over the steps the other needs, and the same in seconds of training.
+
+The result, a :class:`SpeedupStudy`, is plain data: it saves to one JSON file, reads back validated (a damaged
+file raises an error naming it), merges with studies of other sizes (run each size in its own job, then
+``SpeedupStudy.merge``), and plots with :func:`subclone_viz.plots.speedup_by_size`; the report shows it
+(``subclone-viz report --speedup-study FILE``). ``bench/bench_speedup_study.py`` runs it on SmolLM2-135M.
+
+Example::
+
+    >>> import subclone_viz as sv
+    >>> from subclone_viz.study import SpeedupStudy, speedup_study
+    >>> parent = sv.load_parent("smollm2-135m")
+    >>> train = sv.text_batches("builtin", parent.tokenizer, seq_len=32, batch_size=2, shuffle=True)
+    >>> heldout = sv.text_batches("builtin", parent.tokenizer, seq_len=32, batch_size=2, split="heldout",
+    ...                           max_batches=1)
+    >>> prof = sv.profile(parent, heldout, progress=False)
+    >>> study = speedup_study(parent, [sv.DestinationSpec(layers=2, hidden=192)], train, heldout, profile=prof,
+    ...                       random_lrs=[3e-3], subclone_lrs=[1e-3], steps=2, eval_every=1, progress=False)
+    >>> [row["init"] for row in study.table()]
+    ['random', 'subclone']
+    >>> path = study.save("speedup_study.json")
+    >>> SpeedupStudy.load(path).sizes[0]["label"]
+    '2 x 192'
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import time
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from . import distributed
+from ._atomic import DamagedFileError, read_json, write_file
+from .compare import INITS, REFERENCE_INIT, compare, speedup
+from .train import History
+
+if TYPE_CHECKING:
+    import torch
+
+    from .parent import Parent
+    from .plan import DestinationSpec
+    from .profile import Profile
+
+__all__ = ["SpeedupStudy", "speedup_study"]
+
+FORMAT = "subclone_viz.speedup_study"
+VERSION = 1
+SWEPT_INITS = (REFERENCE_INIT, "subclone")  # each at its best learning rate from its own sweep
+_SPEEDUP_KEYS = ("speedup", "speedup_per_second", "speedup_lower_bound", "reached")
+
+
+@dataclass
+class SpeedupStudy:
+    """Speedups over random init for several destination sizes; plain data that round-trips through JSON.
+
+    ``sizes``: one record per destination size, mild to harsh as run: ``label`` ("20 x 384"), ``dims``,
+    ``parameters``, per init its ``best_lr``, ``initial_loss``, ``final_loss`` and ``speedups`` (a
+    :class:`~subclone_viz.compare.Speedup` as a dict), and ``runs``: every history of the sweeps, by init and
+    learning rate. ``config``: the parent, the data and the budget the sizes were measured with.
+    """
+
+    config: dict[str, Any]
+    sizes: list[dict[str, Any]] = field(default_factory=list)
+
+    def table(self) -> list[dict[str, Any]]:
+        """One row per size and init: parameters, best learning rate, held-out loss before and after training,
+        speedup per step and per second of training (with its lower-bound / not-reached flags)."""
+        rows = []
+        for size in self.sizes:
+            for init, gain in size["speedups"].items():
+                rows.append({
+                    "destination": size["label"], "parameters": size["parameters"], "init": init,
+                    "best_lr": size["best_lr"][init], "initial_loss": size["initial_loss"][init],
+                    "final_loss": size["final_loss"][init],
+                    **{key: gain[key] for key in _SPEEDUP_KEYS},
+                })
+        return rows
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"format": FORMAT, "version": VERSION, "config": self.config, "sizes": self.sizes}
+
+    def save(self, path: str | os.PathLike, overwrite: bool = False) -> Path:
+        """Write the study as one JSON file, atomically; an existing file is kept unless ``overwrite``. Under
+        several processes only the main one writes; every process returns the path."""
+        return distributed.on_main(write_file, path, json.dumps(self.to_dict(), indent=1), overwrite=overwrite)
+
+    @classmethod
+    def load(cls, path: str | os.PathLike) -> "SpeedupStudy":
+        """Read back a file written by :meth:`save`; a missing, damaged or hand-edited file raises
+        :class:`~subclone_viz._atomic.DamagedFileError` naming it and what is wrong."""
+        path = Path(path).expanduser()
+        data = read_json(path, dict)
+        if data.get("format") != FORMAT:
+            raise DamagedFileError(f"{path} is not a speedup study (its 'format' is {data.get('format')!r}, "
+                                   f"expected {FORMAT!r})")
+        if data.get("version") != VERSION:
+            raise DamagedFileError(f"{path}: speedup-study version {data.get('version')!r} is not {VERSION}, the "
+                                   f"one this subclone_viz reads")
+        if not isinstance(data.get("config"), dict) or not isinstance(data.get("sizes"), list):
+            raise DamagedFileError(f"{path} needs a 'config' object and a 'sizes' list")
+        for index, size in enumerate(data["sizes"]):
+            problem = _size_problem(size)
+            if problem:
+                raise DamagedFileError(f"{path}: size record {index} {problem}")
+        return cls(config=data["config"], sizes=data["sizes"])
+
+    @classmethod
+    def merge(cls, studies: Sequence["SpeedupStudy"]) -> "SpeedupStudy":
+        """One study of every size of ``studies`` (each size once), ordered by parameters, largest first: for
+        sizes measured in separate jobs. They must share the parent and the training budget."""
+        if not studies:
+            raise ValueError("merge needs at least one study")
+        budget = ("parent", "steps", "tokens_per_run", "eval_every", "heldout", "data")
+        first = studies[0].config
+        for study in studies[1:]:
+            differing = [key for key in budget if study.config.get(key) != first.get(key)]
+            if differing:
+                raise ValueError(f"these studies differ in {', '.join(differing)}: their speedups are not "
+                                 f"comparable on one figure")
+        sizes = [size for study in studies for size in study.sizes]
+        labels = [size["label"] for size in sizes]
+        repeated = sorted({label for label in labels if labels.count(label) > 1})
+        if repeated:
+            raise ValueError(f"sizes {repeated} appear in more than one study: keep one of each")
+        config = dict(first, wall_seconds=sum(float(s.config.get("wall_seconds", 0.0)) for s in studies))
+        return cls(config=config, sizes=sorted(sizes, key=lambda size: -size["parameters"]))
+
+
+def _size_problem(size: Any) -> str | None:
+    """What makes ``size`` no size record of a study, or None."""
+    if not isinstance(size, dict):
+        return f"is a {type(size).__name__}, not an object"
+    missing = [key for key in ("label", "parameters", "best_lr", "initial_loss", "final_loss", "speedups")
+               if key not in size]
+    if missing:
+        return f"lacks {', '.join(missing)}"
+    if not isinstance(size["label"], str) or not isinstance(size["parameters"], int) or size["parameters"] < 1:
+        return "needs a text 'label' and a positive whole 'parameters'"
+    inits = set(size["speedups"]) if isinstance(size["speedups"], dict) else None
+    if not inits or REFERENCE_INIT not in inits:
+        return f"needs 'speedups' by init, {REFERENCE_INIT!r} among them"
+    for key in ("best_lr", "initial_loss", "final_loss"):
+        values = size[key]
+        if not isinstance(values, dict) or set(values) != inits:
+            return f"needs {key!r} for exactly the inits {sorted(inits)}"
+        if not all(isinstance(v, (int, float)) and math.isfinite(v) for v in values.values()):
+            return f"has a {key!r} that is not a finite number"
+    for init, gain in size["speedups"].items():
+        if not isinstance(gain, dict) or any(key not in gain for key in _SPEEDUP_KEYS):
+            return f"has a speedup for {init!r} without {', '.join(_SPEEDUP_KEYS)}"
+        value = gain["speedup"]
+        if value is not None and not (isinstance(value, (int, float)) and value > 0 and math.isfinite(value)):
+            return f"has a speedup for {init!r} that is not a positive number ({value!r})"
+    return None
+
+
+def _check_lrs(name: str, values: Sequence[float]) -> list[float]:
+    values = list(values)
+    if not values or any(not isinstance(v, (int, float)) or not v > 0 or not math.isfinite(v) for v in values):
+        raise ValueError(f"{name}={values!r}: give at least one learning rate, each a finite number > 0")
+    return values
+
+
+def speedup_study(
+    parent: "Parent",
+    specs: Sequence["DestinationSpec"],
+    batches: Iterable[dict[str, "torch.Tensor"]],
+    eval_batches: Iterable[dict[str, "torch.Tensor"]],
+    *,
+    profile: "Profile | None" = None,
+    random_lrs: Sequence[float] = (1e-3, 3e-3),
+    subclone_lrs: Sequence[float] = (3e-4, 1e-3),
+    distill_sizes: Sequence["DestinationSpec"] = (),
+    distill_inits: Sequence[str] = ("subclone+distill", "random+distill"),
+    progress: bool = True,
+    log: Callable[[str], None] | None = None,
+    **settings: Any,
+) -> SpeedupStudy:
+    """Train every size of ``specs`` from random init and from the subclone, each at its best learning rate.
+
+    Args:
+        parent: the loaded parent.
+        specs: destination sizes, mild to harsh.
+        batches: training batches, the same for every run.
+        eval_batches: held-out batches (keep them bounded: every evaluation scores all of them).
+        profile: the parent's profile for the subclones (computed by :func:`compare` when None).
+        random_lrs, subclone_lrs: the learning-rate sweeps of random init and of the subclone.
+        distill_sizes: sizes of ``specs`` also trained with the parent as teacher.
+        distill_inits: which ``+distill`` inits; each trains at its start's best learning rate.
+        progress: progress bars.
+        log: called with one line per finished run (default: nothing).
+        **settings: :class:`~subclone_viz.train.TrainSettings` fields for every run (``steps=150,
+            eval_every=5, seed=0, distill_alpha=0.5``).
+    """
+    random_lrs, subclone_lrs = _check_lrs("random_lrs", random_lrs), _check_lrs("subclone_lrs", subclone_lrs)
+    specs, distill_sizes = list(specs), list(distill_sizes)
+    if not specs:
+        raise ValueError("specs is empty: give at least one destination size")
+    not_distilled = [name for name in distill_inits if name not in INITS or not INITS[name].distill]
+    if not_distilled:
+        valid = ", ".join(name for name, init in INITS.items() if init.distill)
+        raise ValueError(f"distill_inits {not_distilled} are not distilled inits; choose from {valid}")
+    resolved = [spec.resolve(parent.dims, parent.family.heads_follow_hidden) for spec in specs]  # SpecError early
+    missing = [spec for spec in distill_sizes if spec not in specs]
+    if missing:
+        raise ValueError(f"distill_sizes {missing} are not among specs")
+    started = time.perf_counter()
+    say = log or (lambda line: None)
+
+    def run(spec: "DestinationSpec", init: str, lr: float) -> History:
+        result = compare(parent, spec, batches, inits=[init], eval_batches=eval_batches, profile=profile,
+                         lrs={init: lr}, progress=progress, **settings)
+        history = result.histories[init]
+        say(f"{spec.layers} x {spec.hidden} {init} lr={lr:g}: held-out {history.evals[0].loss:.3f} -> "
+            f"{history.evals[-1].loss:.3f} ({history.steps[-1].time:.0f} s training)")
+        return history
+
+    sizes = []
+    for spec, dims in zip(specs, resolved):
+        shape_plan = _shape(parent, spec)
+        parameters = sum(p.numel() for p in parent.family.build(
+            parent.model, shape_plan.destination_dims, shape_plan.layers, device="meta").parameters())
+        sweeps = {REFERENCE_INIT: {lr: run(spec, REFERENCE_INIT, lr) for lr in random_lrs},
+                  "subclone": {lr: run(spec, "subclone", lr) for lr in subclone_lrs}}
+        best = {init: min(runs, key=lambda lr: runs[lr].evals[-1].loss) for init, runs in sweeps.items()}
+        if spec in distill_sizes:
+            for init in distill_inits:
+                start = REFERENCE_INIT if INITS[init].strategies is None else "subclone"
+                sweeps[init] = {best[start]: run(spec, init, best[start])}
+                best[init] = best[start]
+        reference = sweeps[REFERENCE_INIT][best[REFERENCE_INIT]]
+        chosen = {init: sweeps[init][lr] for init, lr in best.items()}
+        sizes.append({
+            "label": f"{dims.layers} x {dims.hidden}",
+            "dims": dims.to_dict(),
+            "parameters": int(parameters),
+            "best_lr": best,
+            "initial_loss": {init: h.evals[0].loss for init, h in chosen.items()},
+            "final_loss": {init: h.evals[-1].loss for init, h in chosen.items()},
+            "speedups": {init: speedup(reference, h).to_dict() for init, h in chosen.items()},
+            "runs": {init: {str(lr): h.to_dict() for lr, h in runs.items()} for init, runs in sweeps.items()},
+        })
+    reference_run = next(iter(sizes[0]["runs"][REFERENCE_INIT].values()))
+    first = reference_run["config"]
+    config = {
+        "parent": {"name": parent.name, "description": parent.description, "dims": parent.dims.to_dict()},
+        "device": str(parent.input_device),
+        "data": getattr(batches, "description", None),
+        "heldout": getattr(eval_batches, "description", None),
+        "profile": {"source": profile.source, "tokens": profile.tokens} if profile is not None else None,
+        "random_lrs": random_lrs, "subclone_lrs": subclone_lrs,
+        "distill_sizes": [f"{s.layers} x {s.hidden}" for s in distill_sizes], "distill_inits": list(distill_inits),
+        **{key: first.get(key) for key in ("steps", "eval_every", "seed", "distill_alpha", "distill_temperature")},
+        "tokens_per_run": reference_run["steps"][-1]["seen"] if reference_run["steps"] else 0,
+        "wall_seconds": time.perf_counter() - started,
+    }
+    return SpeedupStudy(config=config, sizes=sizes)
+
+
+def _shape(parent: "Parent", spec: "DestinationSpec"):
+    from .plan import plan
+
+    return plan(parent, None, spec, width="first", scaling="none")

@@ -1,0 +1,133 @@
+"""The speedup study: best learning rate per init, speedups against the best random run, and its file."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+import subclone_viz as sv
+from subclone_viz._atomic import DamagedFileError, OutputExistsError
+from subclone_viz.compare import compare, speedup
+from subclone_viz.study import SpeedupStudy, speedup_study
+from tiny import tiny_batches, tiny_model
+
+SIZES = [sv.DestinationSpec(layers=3, hidden=24), sv.DestinationSpec(layers=2, hidden=16)]
+SETTINGS = dict(steps=3, eval_every=1, seed=0)
+
+
+@pytest.fixture(scope="module")
+def parent():
+    return sv.load_parent(tiny_model("gpt2"), device="cpu")
+
+
+@pytest.fixture(scope="module")
+def data(parent):
+    batches, heldout = tiny_batches("gpt2", count=3, seed=2), tiny_batches("gpt2", count=2, seed=4)
+    return batches, heldout, sv.profile(parent, batches, progress=False)
+
+
+@pytest.fixture(scope="module")
+def study(parent, data) -> SpeedupStudy:
+    batches, heldout, prof = data
+    return speedup_study(parent, SIZES, batches, heldout, profile=prof, random_lrs=[1e-3, 1e-2],
+                         subclone_lrs=[1e-3], distill_sizes=[SIZES[1]], distill_inits=["subclone+distill"],
+                         progress=False, **SETTINGS)
+
+
+def test_each_init_keeps_its_best_learning_rate_and_speedups_are_over_the_best_random_run(parent, data, study):
+    batches, heldout, prof = data
+    assert [size["label"] for size in study.sizes] == ["3 x 24", "2 x 16"]
+    for spec, size in zip(SIZES, study.sizes):
+        runs = {lr: compare(parent, spec, batches, inits=["random"], eval_batches=heldout, profile=prof,
+                            lrs={"random": lr}, progress=False, **SETTINGS).histories["random"]
+                for lr in (1e-3, 1e-2)}
+        best = min(runs, key=lambda lr: runs[lr].evals[-1].loss)
+        assert size["best_lr"]["random"] == best
+        assert size["final_loss"]["random"] == runs[best].evals[-1].loss  # the same batches, the same run
+        subclone = compare(parent, spec, batches, inits=["subclone"], eval_batches=heldout, profile=prof,
+                           lrs={"subclone": 1e-3}, progress=False, **SETTINGS).histories["subclone"]
+        assert size["speedups"]["subclone"]["speedup"] == speedup(runs[best], subclone).speedup
+        assert size["speedups"]["random"]["speedup"] == speedup(runs[best], runs[best]).speedup
+        assert set(size["runs"]["random"]) == {"0.001", "0.01"}
+    # The teacher trains at its start's best learning rate, on the distilled size only.
+    assert "subclone+distill" not in study.sizes[0]["speedups"]
+    assert study.sizes[1]["best_lr"]["subclone+distill"] == study.sizes[1]["best_lr"]["subclone"]
+    assert study.config["steps"] == 3 and study.config["tokens_per_run"] > 0
+    rows = study.table()
+    assert [(row["destination"], row["init"]) for row in rows] == [
+        ("3 x 24", "random"), ("3 x 24", "subclone"), ("2 x 16", "random"), ("2 x 16", "subclone"),
+        ("2 x 16", "subclone+distill")]
+
+
+def test_a_study_round_trips_through_its_file_and_is_never_replaced_unasked(study, tmp_path):
+    path = study.save(tmp_path / "study.json")
+    loaded = SpeedupStudy.load(path)
+    assert loaded.to_dict() == json.loads(json.dumps(study.to_dict()))
+    with pytest.raises(OutputExistsError):
+        study.save(path)
+    assert study.save(path, overwrite=True) == path
+    from subclone_viz import plots
+
+    figure = plots.speedup_by_size(loaded.sizes)
+    assert {trace.name for trace in figure.data} >= {"subclone, per optimizer step",
+                                                     "subclone+distill, per second of training"}
+
+
+def _damaged(study: SpeedupStudy, edit) -> dict:
+    data = json.loads(json.dumps(study.to_dict()))
+    edit(data)
+    return data
+
+
+@pytest.mark.parametrize("edit, message", [
+    (lambda d: d.update(format="something else"), "is not a speedup study"),
+    (lambda d: d.update(version=99), "version 99"),
+    (lambda d: d.pop("sizes"), "'sizes' list"),
+    (lambda d: d["sizes"][0].pop("speedups"), "size record 0 lacks speedups"),
+    (lambda d: d["sizes"][1]["final_loss"].pop("subclone"), "size record 1 needs 'final_loss' for exactly"),
+    (lambda d: d["sizes"][0]["speedups"]["subclone"].update(speedup=-2.0), "not a positive number"),
+    (lambda d: d["sizes"][0]["initial_loss"].update(random=float("nan")), "not a finite number"),
+    (lambda d: d["sizes"][0].update(parameters="many"), "positive whole 'parameters'"),
+])
+def test_a_damaged_or_hand_edited_study_file_is_named_with_what_is_wrong(study, tmp_path, edit, message):
+    path = tmp_path / "study.json"
+    path.write_text(json.dumps(_damaged(study, edit)))
+    with pytest.raises(DamagedFileError, match=message) as error:
+        SpeedupStudy.load(path)
+    assert str(path) in str(error.value)
+
+
+def test_a_truncated_study_file_is_named(study, tmp_path):
+    path = tmp_path / "study.json"
+    path.write_text(json.dumps(study.to_dict())[:200])
+    with pytest.raises(DamagedFileError, match="not valid JSON"):
+        SpeedupStudy.load(path)
+
+
+def test_studies_of_other_sizes_merge_largest_first_and_only_when_comparable(study):
+    first = SpeedupStudy(study.config, study.sizes[1:])
+    second = SpeedupStudy(study.config, study.sizes[:1])
+    merged = SpeedupStudy.merge([first, second])
+    assert [size["label"] for size in merged.sizes] == ["3 x 24", "2 x 16"]
+    with pytest.raises(ValueError, match=r"sizes \['2 x 16'\] appear in more than one study"):
+        SpeedupStudy.merge([first, first])
+    other_budget = SpeedupStudy(dict(study.config, steps=300), study.sizes[:1])
+    with pytest.raises(ValueError, match="differ in steps"):
+        SpeedupStudy.merge([first, other_budget])
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    (dict(random_lrs=[]), "random_lrs=\\[\\]: give at least one learning rate"),
+    (dict(subclone_lrs=[0.0]), "subclone_lrs=\\[0.0\\]"),
+    (dict(distill_inits=["subclone"]), "distill_inits \\['subclone'\\] are not distilled inits"),
+    (dict(distill_sizes=[sv.DestinationSpec(layers=1, hidden=8)]), "are not among specs"),
+    (dict(specs=[sv.DestinationSpec(layers=2, hidden=17)]), "hidden"),
+    (dict(specs=[]), "specs is empty"),
+])
+def test_bad_study_arguments_are_named_before_any_training(parent, data, kwargs, message):
+    batches, heldout, prof = data
+    arguments = dict(specs=SIZES, random_lrs=[1e-3], subclone_lrs=[1e-3], profile=prof, progress=False, steps=1)
+    arguments.update(kwargs)
+    with pytest.raises(ValueError, match=message):
+        speedup_study(parent, batches=batches, eval_batches=heldout, **arguments)
