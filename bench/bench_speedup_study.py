@@ -31,7 +31,7 @@ from pathlib import Path
 
 import subclone_viz as sv
 from subclone_viz import plots
-from subclone_viz.compare import INITS
+from subclone_viz.compare import INITS, speedup_text
 from subclone_viz.study import SpeedupStudy, speedup_study
 
 
@@ -116,23 +116,12 @@ def main() -> None:
     print("|---|---|---|---|---|---|---|---|")
     for row in study.table():
         print(f"| {row['destination']} | {row['parameters'] / 1e6:.1f}M | {row['init']} | {row['best_lr']:g} | "
-              f"{row['initial_loss']:.3f} | {row['final_loss']:.3f} | {shown(row, 'speedup')} | "
-              f"{shown(row, 'speedup_per_second')} |")
+              f"{row['initial_loss']:.3f} | {row['final_loss']:.3f} | {speedup_text(row)} | "
+              f"{speedup_text(row, 'speedup_per_second')} |")
     figure = plots.speedup_by_size(study.sizes, backend="matplotlib")
     figure.savefig(args.out / "speedup_by_size.png", dpi=120, bbox_inches="tight")
     print(f"\nwall time {(time.perf_counter() - started) / 60:.1f} min; wrote {args.out / 'results.json'} and "
           f"{args.out / 'speedup_by_size.png'}")
-
-
-def shown(row: dict, key: str) -> str:
-    value = row[key]
-    if value is None:
-        return "n/a"
-    if row["speedup_lower_bound"]:
-        return f"more than {value:.1f}x"
-    if not row["reached"]:
-        return f"not reached ({value:.2f}x at most)"
-    return f"{value:.1f}x"
 
 
 if __name__ == "__main__":

@@ -78,6 +78,7 @@ from .plan import DEPTH_STRATEGIES, SCALINGS, WIDTH_STRATEGIES, DestinationSpec,
 from .profile import BLOCK_METRIC_LABELS, BLOCK_METRICS, Profile, ProfileMismatchError, add_taylor, profile
 from .subclone import subclone
 from .compare import INITS, Comparison, compare
+from .study import SpeedupStudy
 from .train import SCHEDULES, TrainSettings
 from .workflow import has_loss, parent_batches, quick_mode
 
@@ -347,6 +348,9 @@ def build_parser() -> argparse.ArgumentParser:
     report.add_argument("--steps", type=non_negative_int,
                         help="training steps per init in the comparison (0 skips it; default 24; --quick 2)")
     _add_spec_arguments(report, hidden_required=False)
+    report.add_argument("--speedup-study", type=Path, metavar="FILE",
+                        help="a saved speedup study (bench/bench_speedup_study.py's results.json) to show as the "
+                             "speedup-by-size section")
     report.add_argument("--overwrite", action="store_true", help="replace an existing --out")
     return parser
 
@@ -760,6 +764,7 @@ def run_report(args: argparse.Namespace) -> Outcome:
     from .report import run_report as write_report
 
     _check_new_file(args.out, (".html", ".htm"), args.overwrite)
+    study = SpeedupStudy.load(args.speedup_study) if args.speedup_study is not None else None
     parent = _load(args)
     destination = None
     if args.layers is not None or args.hidden is not None:
@@ -769,7 +774,8 @@ def run_report(args: argparse.Namespace) -> Outcome:
         parent_batches(parent, "heldout", args.data, max_batches=1)  # a bad --data (or no tokenizer) fails now
     quick = quick_mode(args.quick or None)
     path = write_report(parent, out=args.out, tokens=args.tokens, steps=args.steps, quick=quick,
-                        overwrite=args.overwrite, data=args.data, destination=destination, seed=args.seed)
+                        overwrite=args.overwrite, data=args.data, destination=destination, seed=args.seed,
+                        study=study)
     document = {"parent": parent.name, "output": str(path), "bytes": path.stat().st_size, "quick": quick}
     return Outcome(document, f"wrote {path} ({path.stat().st_size / 1e6:.1f} MB): open it in a browser, no network needed")
 

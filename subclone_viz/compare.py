@@ -61,7 +61,7 @@ if TYPE_CHECKING:
     from .plan import DestinationSpec, SubclonePlan
     from .profile import Profile
 
-__all__ = ["INITS", "Comparison", "Speedup", "compare", "default_hyperparameters", "speedup"]
+__all__ = ["INITS", "Comparison", "Speedup", "compare", "default_hyperparameters", "speedup", "speedup_text"]
 
 PROFILE_TOKENS = 4096
 REFERENCE_INIT = "random"
@@ -127,6 +127,18 @@ class Speedup:
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
+
+
+def speedup_text(row: Mapping[str, Any], key: str = "speedup") -> str:
+    """A speedup over random init (a :class:`Speedup` as a dict, or a summary row; per step, or
+    ``key="speedup_per_second"``) as a reader would say it: ``4.1x``, ``more than 8x``, ``0.5x (never
+    reached random's final loss)``."""
+    value = row.get(key)
+    if value is None:
+        return "n/a"
+    if row.get("speedup_lower_bound"):
+        return f"more than {value:.2g}x"
+    return f"{value:.2g}x" + ("" if row.get("reached", True) else " (never reached random's final loss)")
 
 
 def _position(record: EvalRecord, axis: str) -> float:

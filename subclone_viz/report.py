@@ -45,6 +45,7 @@ from plotly.offline import get_plotlyjs
 
 from . import __version__, distributed, plots
 from ._atomic import check_new_file, write_file
+from .compare import speedup_text
 from .profile import BLOCK_METRIC_LABELS, BLOCK_METRICS, Profile
 
 if TYPE_CHECKING:
@@ -53,6 +54,7 @@ if TYPE_CHECKING:
     from .plan import DestinationSpec, SubclonePlan
     from .sizing import SizeGrid
     from .stability import Stability
+    from .study import SpeedupStudy
     from .trace import TokenTrace
 
 _PLOTLY_CONFIG = {"displaylogo": False, "responsive": True}
@@ -327,6 +329,36 @@ def _comparison_section(comparison: Any) -> str:
     return _section("comparison", "7. Training: random initialization against subcloning", parts)
 
 
+def _study_section(study: "SpeedupStudy", parent_name: str) -> str:
+    config = study.config
+    measured_on = config.get("parent", {})
+    budget = (f"{config.get('steps')} optimizer steps ({config.get('tokens_per_run', 0):,} training tokens) per run "
+              f"on {config.get('data')}, held-out loss every {config.get('eval_every')} steps on "
+              f"{config.get('heldout')}, on {config.get('device')}")
+    parts = [_paragraph(
+        f"Measured on {measured_on.get('description', measured_on.get('name', 'an unrecorded parent'))}: "
+        f"{budget}. Random init swept learning rates {config.get('random_lrs')}, the subclone "
+        f"{config.get('subclone_lrs')}; each keeps its best (lowest final held-out loss), so no speedup comes from "
+        f"a poorly tuned baseline. Speedup: the steps (or training seconds) the best random run needs to reach its "
+        f"own final held-out loss over the steps the other needs. A budget this short measures the start of "
+        f"training, not the paper's regime."
+    )]
+    if measured_on.get("name") not in (None, parent_name):
+        warning = (f"This study was measured on {measured_on.get('name')}, not on {parent_name}, the parent of the "
+                   f"rest of this page.")
+        parts.append(f'<div class="note">{_escape(warning)}</div>')
+    parts.append(_figure(plots.speedup_by_size(study.sizes), "speedup-by-size",
+                         "Speedup over random init against the destination's parameter count. Solid: per optimizer "
+                         "step; dotted: per second of training (a teacher's forward makes a distilled step dearer). "
+                         "Triangles up: lower bounds; down: never reached random's final loss."))
+    rows = [[row["destination"], row["parameters"], row["init"], row["best_lr"], row["initial_loss"],
+             row["final_loss"], speedup_text(row), speedup_text(row, "speedup_per_second")]
+            for row in study.table()]
+    parts.append(_table(["destination", "parameters", "init", "best lr", "held-out loss at 0", "final",
+                         "speedup per step", "per second"], rows))
+    return _section("speedup", "8. Speedup by destination size", parts)
+
+
 # --------------------------------------------------------------------------------------------------------
 # The page
 
@@ -351,6 +383,7 @@ def build_report(
     trace: "TokenTrace | None" = None,
     notes: Sequence[str] = (),
     stability: "Stability | None" = None,
+    study: "SpeedupStudy | None" = None,
 ) -> Path:
     """Write one self-contained HTML page of everything given, and return its path.
 
@@ -368,6 +401,7 @@ def build_report(
         notes: sentences shown in a highlighted box at the top (what was skipped and why).
         stability: a :func:`~subclone_viz.stability` result: selection frequencies and the loss spread across
             resamples of the calibration sample.
+        study: a :class:`~subclone_viz.study.SpeedupStudy`: speedup over random init by destination size.
     """
     path = _check_out(out, overwrite)
     name = parent.name if parent is not None else profile.parent["name"]
@@ -387,6 +421,9 @@ def build_report(
     if comparison is not None:
         sections.append(_comparison_section(comparison))
         anchors.append(("comparison", "training"))
+    if study is not None:
+        sections.append(_study_section(study, name))
+        anchors.append(("speedup", "speedup by size"))
     nav = "".join(f'<a href="#{anchor}">{_escape(label)}</a>' for anchor, label in anchors)
     note_box = "".join(f'<div class="note">{_escape(note)}</div>' for note in notes)
     stamp = datetime.datetime.now().strftime("%Y-%m-%d %H:%M")
@@ -419,6 +456,7 @@ def run_report(
     destination: "DestinationSpec | None" = None,
     seed: int = 0,
     progress: bool = True,
+    study: "SpeedupStudy | str | os.PathLike | None" = None,
 ) -> Path:
     """Load the parent, measure it (:func:`subclone_viz.workflow.report_records`) and write the report.
 
@@ -428,11 +466,16 @@ def run_report(
         tokens, steps, quick, data, destination, seed, progress: as for
             :func:`~subclone_viz.workflow.report_records` (``quick=None``: ``SUBCLONE_VIZ_QUICK``).
         overwrite: replace an existing report.
+        study: a :class:`~subclone_viz.study.SpeedupStudy`, or the file one was saved to (read and validated
+            before any work), shown as the page's last section.
     """
     from .parent import Parent, load_parent
+    from .study import SpeedupStudy
     from .workflow import Progress, report_records
 
     path = _check_out(out, overwrite)  # fail before minutes of work, not after
+    if study is not None and not isinstance(study, SpeedupStudy):
+        study = SpeedupStudy.load(study)
     log = Progress("report")
     if isinstance(parent_source, Parent):
         parent = parent_source
@@ -442,6 +485,6 @@ def run_report(
     log(f"parent: {parent.description}")
     records = report_records(parent, tokens=tokens, steps=steps, quick=quick, data=data, destination=destination,
                              seed=seed, progress=progress, log=log)
-    written = build_report(**records.as_kwargs(), out=path, overwrite=overwrite)
+    written = build_report(**records.as_kwargs(), out=path, overwrite=overwrite, study=study)
     log(f"wrote {written} ({written.stat().st_size / 1e6:.1f} MB)")
     return written

@@ -68,7 +68,7 @@ from .sizing import QUANTITIES, SizeGrid, size_grid
 from .stability import METHODS, Stability, stability
 from .subclone import subclone
 from .trace import TokenTrace, token_trace
-from .compare import INITS, Comparison, compare
+from .compare import INITS, Comparison, compare, speedup_text
 from .train import History
 from .workflow import default_destination, has_loss
 
@@ -690,7 +690,7 @@ class SubcloneStudio(_App):
                    "speedup_per_second"]
         if self.parent.family.task == "image-classification":
             columns[6:6] = ["initial_accuracy", "final_accuracy"]
-        rows = [{**row, "speedup": _speedup_text(row), "speedup_per_second": _speedup_text(row, "speedup_per_second")}
+        rows = [{**row, "speedup": speedup_text(row), "speedup_per_second": speedup_text(row, "speedup_per_second")}
                 for row in self.comparison.summary_table()]
         self.summary.value = _table(rows, columns)
 
@@ -707,17 +707,6 @@ class SubcloneStudio(_App):
         histories = dict(self.live_histories)
         for metric, figure in self.curve_figures.items():
             _refresh(figure, plots.loss_curves(histories, metric=metric))
-
-
-def _speedup_text(row: dict[str, Any], key: str = "speedup") -> str:
-    """A summary row's speedup over random init (per step, or ``key="speedup_per_second"``) as a reader would
-    say it."""
-    value = row.get(key)
-    if value is None:
-        return "n/a"
-    if row.get("speedup_lower_bound"):
-        return f"more than {value:.2g}x"
-    return f"{value:.2g}x" + ("" if row.get("reached", True) else " (never reached random's final loss)")
 
 
 def _ranges(blocks: Sequence[int]) -> str:

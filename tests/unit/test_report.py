@@ -153,3 +153,48 @@ def test_run_report_refuses_an_existing_file_before_any_work(records, tmp_path, 
     with pytest.raises(FileExistsError):
         run_report(records["parent"], out=out, quick=True)
     assert out.read_text() == "keep me"
+
+
+def hand_made_study(parent_name: str) -> "SpeedupStudy":
+    from subclone_viz.study import SpeedupStudy
+
+    def gain(value, lower_bound=False, reached=True):
+        return {"speedup": value, "speedup_per_second": value, "speedup_lower_bound": lower_bound,
+                "reached": reached}
+
+    def size(label, parameters, subclone):
+        inits = {"random": 1e-3, "subclone": 3e-4}
+        return {"label": label, "parameters": parameters, "best_lr": inits,
+                "initial_loss": {"random": 10.9, "subclone": 6.5}, "final_loss": {"random": 7.0, "subclone": 5.0},
+                "speedups": {"random": gain(1.0), "subclone": subclone}}
+
+    config = {"parent": {"name": parent_name, "description": f"{parent_name} for the test"}, "steps": 150,
+              "tokens_per_run": 76800, "eval_every": 5, "data": "train text", "heldout": "held-out text",
+              "device": "cpu", "random_lrs": [1e-3], "subclone_lrs": [3e-4]}
+    return SpeedupStudy(config, [size("24 x 480", 70_000_000, gain(8.0, lower_bound=True)),
+                                 size("8 x 288", 20_000_000, gain(0.5, reached=False))])
+
+
+def test_a_speedup_study_gets_its_own_section_with_the_figure_and_the_table(records, tmp_path):
+    name = records["parent"].name
+    page = build_report(records["parent"], records["profile"], study=hand_made_study(name),
+                        out=tmp_path / "r.html").read_text(encoding="utf-8")
+    assert page.count('id="figure-speedup-by-size"') == 1 and 'href="#speedup"' in page
+    assert "more than 8x" in page and "never reached random" in page
+    assert "76,800 training tokens" in page and f"{name} for the test" in page
+    assert "was measured on" not in page  # the same parent: no warning
+    other = build_report(records["parent"], records["profile"], study=hand_made_study("another-model"),
+                         out=tmp_path / "other.html").read_text(encoding="utf-8")
+    assert f"This study was measured on another-model, not on {name}" in other
+
+
+def test_run_report_reads_and_checks_a_study_file_before_any_work(records, tmp_path, monkeypatch):
+    from subclone_viz._atomic import DamagedFileError
+
+    profile_module = importlib.import_module("subclone_viz.profile")
+    monkeypatch.setattr(profile_module, "profile", lambda *a, **k: (_ for _ in ()).throw(AssertionError("ran")))
+    damaged = tmp_path / "study.json"
+    damaged.write_text('{"format": "subclone_viz.speedup_study", "version": 1, "config": {}, "sizes": [{}]}')
+    with pytest.raises(DamagedFileError, match=f"{damaged}: size record 0 lacks label"):
+        run_report(records["parent"], out=tmp_path / "demo.html", quick=True, study=damaged)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["study.json"]
