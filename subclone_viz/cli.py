@@ -5,8 +5,9 @@ Subcommands: ``info`` (the parent and its valid destination specs), ``profile`` 
 and rank consistency, saved as ``.npz``), ``subclone`` (plan, slice, score on held-out text, save a
 checkpoint), ``ablate`` (held-out loss with each block removed or duplicated), ``compare`` (train one
 destination from several initializations, ``+distill`` ones with the parent as teacher; speedups per step
-and per second of training; histories as CSV and JSON, a PNG and a self-contained HTML plot)
-and ``report`` (the main job behind ``make demo``).
+and per second of training; histories as CSV and JSON, a PNG and a self-contained HTML plot), ``study``
+(the speedup study: several destination sizes, random init and subclone each at its best learning rate of a
+sweep; ``--merge`` combines studies of other sizes) and ``report`` (the main job behind ``make demo``).
 
 Every subcommand checks all of its arguments (the destination spec included, against the loaded parent)
 before it profiles, trains or writes anything. A mistake exits with status 2 and one line on stderr that
@@ -40,7 +41,9 @@ The same from a shell::
         --inits random,subclone,no-scaling --lr random=3e-4 --out runs/smollm2-8x288
     subclone-viz compare --parent smollm2-135m --layers 20 --hidden 384 --steps 300 \
         --inits random,subclone,subclone+distill --distill-alpha 0.5 --out runs/smollm2-20x384
-    subclone-viz report --out report.html
+    subclone-viz study --parent smollm2-135m --sizes 24x480,20x384,8x288 --distill-sizes 20x384 --steps 60 \
+        --out runs/study
+    subclone-viz report --out report.html --speedup-study runs/study/study.json
 """
 
 from __future__ import annotations
@@ -78,7 +81,7 @@ from .plan import DEPTH_STRATEGIES, SCALINGS, WIDTH_STRATEGIES, DestinationSpec,
 from .profile import BLOCK_METRIC_LABELS, BLOCK_METRICS, Profile, ProfileMismatchError, add_taylor, profile
 from .subclone import subclone
 from .compare import INITS, Comparison, compare
-from .study import SpeedupStudy
+from .study import SpeedupStudy, speedup_study
 from .train import SCHEDULES, TrainSettings
 from .workflow import has_loss, parent_batches, quick_mode
 
@@ -241,6 +244,40 @@ def _number(text: str, valid: Callable[[float], bool], rule: str) -> float:
     return value
 
 
+def sizes_arg(text: str) -> list[tuple[int, int]]:
+    """A comma list of destination sizes ``LAYERSxHIDDEN`` (``24x480,20x384``), each once."""
+    sizes = []
+    for part in (p.strip() for p in text.split(",") if p.strip()):
+        layers, _, hidden = part.lower().partition("x")
+        if not (layers.isdigit() and hidden.isdigit() and int(layers) > 0 and int(hidden) > 0):
+            raise argparse.ArgumentTypeError(f"{part!r} is not a size: write LAYERSxHIDDEN with whole numbers > 0, "
+                                             f"e.g. 20x384")
+        sizes.append((int(layers), int(hidden)))
+    if not sizes or len(set(sizes)) != len(sizes):
+        raise argparse.ArgumentTypeError(f"{text!r}: give at least one size, each once (e.g. 24x480,20x384)")
+    return sizes
+
+
+def optional_sizes_arg(text: str) -> list[tuple[int, int]]:
+    """Like :func:`sizes_arg`, and ``''`` for none."""
+    return sizes_arg(text) if text.strip() else []
+
+
+def lrs_arg(text: str) -> list[float]:
+    """A comma list of learning rates, each a finite number > 0."""
+    return [positive_float(part.strip()) for part in text.split(",") if part.strip()] or [positive_float(text)]
+
+
+def distill_inits_arg(text: str) -> list[str]:
+    """A comma list of inits trained with the parent as teacher ('' for none)."""
+    names = [name.strip() for name in text.split(",") if name.strip()]
+    valid = [name for name, init in INITS.items() if init.distill]
+    wrong = [name for name in names if name not in valid]
+    if wrong or len(set(names)) != len(names):
+        raise argparse.ArgumentTypeError(f"{text!r}: choose each at most once from {', '.join(valid)}")
+    return names
+
+
 def fraction_arg(text: str) -> float:
     return _number(text, lambda value: 0 <= value <= 1, "a number from 0 to 1")
 
@@ -337,6 +374,31 @@ def build_parser() -> argparse.ArgumentParser:
                            f"(default {distill.distill_temperature:g})")
     comp.add_argument("--out", type=Path, required=True, help="directory for histories, summary and plots")
     comp.add_argument("--overwrite", action="store_true", help="replace a non-empty --out")
+
+    study = commands.add_parser("study", parents=[common],
+                                help="speedup over random init for several destination sizes, each init at its best "
+                                     "learning rate")
+    study.set_defaults(run=run_study)
+    _add_data_arguments(study, seq_len=128)
+    study.add_argument("--sizes", type=sizes_arg, help="comma list of LAYERSxHIDDEN, mild to harsh (e.g. "
+                                                      "24x480,20x384,8x288); FFN and heads follow the width")
+    study.add_argument("--distill-sizes", type=optional_sizes_arg, default=[],
+                       help="those of --sizes also trained with the parent as teacher")
+    study.add_argument("--distill-inits", type=distill_inits_arg, default=["subclone+distill", "random+distill"],
+                       help="the teacher's inits for --distill-sizes (default subclone+distill,random+distill)")
+    study.add_argument("--random-lrs", type=lrs_arg, default=[1e-3, 3e-3],
+                       help="learning-rate sweep of random init (default 1e-3,3e-3)")
+    study.add_argument("--subclone-lrs", type=lrs_arg, default=[3e-4, 1e-3],
+                       help="learning-rate sweep of the subclone (default 3e-4,1e-3)")
+    study.add_argument("--profile", type=Path, help="a saved profile (.npz); default: profile the training data")
+    study.add_argument("--steps", type=positive_int, default=60, help="optimizer steps per run (default 60)")
+    study.add_argument("--eval-every", type=positive_int, default=5, help="steps between evaluations (default 5)")
+    study.add_argument("--eval-tokens", type=positive_int, default=1024, help="held-out tokens (default 1024)")
+    study.add_argument("--merge", type=Path, nargs="+", metavar="STUDY",
+                       help="instead of training: merge these saved studies (study.json) of other sizes into --out")
+    study.add_argument("--out", type=Path, required=True,
+                       help="directory for study.json, speedup_by_size.png and speedup_by_size.html")
+    study.add_argument("--overwrite", action="store_true", help="replace a non-empty --out")
 
     report = commands.add_parser("report", parents=[common],
                                  help="the main job: profile, ablate, subclone, size, train; one HTML page")
@@ -757,6 +819,82 @@ def _write_comparison(comparison: Comparison, directory: Path, overwrite: bool) 
         (staging / "loss_curves.html").write_text(page, encoding="utf-8")
         files = sorted(path.name for path in staging.iterdir())
     return files
+
+
+def run_study(args: argparse.Namespace) -> Outcome:
+    """Train every size from random init and from the subclone at their best learning rates (or merge saved
+    studies); save the study, a PNG and a self-contained HTML figure of speedup against size."""
+    check_new_directory(args.out, args.overwrite)
+    if args.merge:
+        if args.sizes is not None:
+            raise UsageError("--merge combines saved studies: give it without --sizes")
+        with _blame_user():
+            study = SpeedupStudy.merge([SpeedupStudy.load(path) for path in args.merge])
+        parent_name = study.config.get("parent", {}).get("name")
+    else:
+        if args.sizes is None:
+            raise UsageError("--sizes is missing: give destination sizes such as 24x480,20x384,8x288 (or --merge)")
+        extra = [size for size in args.distill_sizes if size not in args.sizes]
+        if extra:
+            raise UsageError(f"--distill-sizes {','.join(f'{l}x{h}' for l, h in extra)} are not among --sizes")
+        if args.profile is not None and not args.profile.is_file():
+            raise UsageError(f"--profile {args.profile}: no such file")
+        parent = _load(args)
+        if not has_loss(parent):
+            raise UsageError(f"parent {args.parent!r} is an encoder without a language-model head: it has no loss "
+                             f"to train on; use a causal LM, a masked LM or an image classifier")
+        specs = {size: DestinationSpec(layers=size[0], hidden=size[1]) for size in args.sizes}
+        for spec in specs.values():
+            _check_plan(parent, spec, "middle", "none")
+        saved_profile = None
+        if args.profile is not None:
+            with _blame_user():
+                saved_profile = Profile.load(args.profile)
+            saved_profile.check_parent(parent)
+        train = _batches(parent, args, "train", None, shuffle=True)
+        heldout = _batches(parent, args, "heldout", args.eval_tokens)
+        runs = len(args.sizes) * (len(args.random_lrs) + len(args.subclone_lrs))
+        runs += len(args.distill_sizes) * len(args.distill_inits)
+        _note(f"training {runs} runs of {args.steps} steps on {train.description} ...")
+        study = speedup_study(
+            parent, list(specs.values()), train, heldout, profile=saved_profile, random_lrs=args.random_lrs,
+            subclone_lrs=args.subclone_lrs, distill_sizes=[specs[size] for size in args.distill_sizes],
+            distill_inits=args.distill_inits if args.distill_sizes else [], steps=args.steps,
+            eval_every=args.eval_every, seed=args.seed, log=_note,
+        )
+        parent_name = parent.name
+    files = distributed.on_main(_write_study, study, args.out, args.overwrite)
+    table = study.table()
+    rows = [[row["destination"], f"{row['parameters'] / 1e6:.1f}M", row["init"], f"{row['best_lr']:g}",
+             row["initial_loss"], row["final_loss"], _speedup_text(row), _speedup_text(row, "speedup_per_second")]
+            for row in table]
+    text = "\n".join([
+        f"{parent_name}: {study.config.get('steps')} steps per run; speedup: steps the best random run needs to reach "
+        f"its final held-out loss over the steps each init needs (speedup/s: in seconds of training)",
+        "",
+        _table(["destination", "params", "init", "best lr", "initial loss", "final loss", "speedup", "speedup/s"],
+               rows),
+        "",
+        f"saved to {args.out}: {', '.join(files)}",
+    ])
+    document = {"parent": parent_name, "config": study.config, "table": table, "output": str(args.out),
+                "files": files}
+    return Outcome(document, text)
+
+
+def _write_study(study: SpeedupStudy, directory: Path, overwrite: bool) -> list[str]:
+    """study.json, speedup_by_size.png and a self-contained speedup_by_size.html, all at once (staged)."""
+    from . import plots
+
+    static = plots.speedup_by_size(study.sizes, backend="matplotlib")
+    png = io.BytesIO()
+    static.savefig(png, format="png", dpi=120, bbox_inches="tight")
+    page = plots.speedup_by_size(study.sizes).to_html(full_html=True, include_plotlyjs=True)
+    with staged_directory(directory, overwrite) as staging:
+        (staging / "study.json").write_text(study.to_json())
+        (staging / "speedup_by_size.png").write_bytes(png.getvalue())
+        (staging / "speedup_by_size.html").write_text(page, encoding="utf-8")
+        return sorted(path.name for path in staging.iterdir())
 
 
 def run_report(args: argparse.Namespace) -> Outcome:

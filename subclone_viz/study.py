@@ -48,7 +48,7 @@ from typing import TYPE_CHECKING, Any
 
 from . import distributed
 from ._atomic import DamagedFileError, read_json, write_file
-from .compare import INITS, REFERENCE_INIT, compare, speedup
+from .compare import INITS, PROFILE_TOKENS, REFERENCE_INIT, compare, speedup
 from .train import History
 
 if TYPE_CHECKING:
@@ -96,10 +96,14 @@ class SpeedupStudy:
     def to_dict(self) -> dict[str, Any]:
         return {"format": FORMAT, "version": VERSION, "config": self.config, "sizes": self.sizes}
 
+    def to_json(self) -> str:
+        """The text :meth:`save` writes and :meth:`load` reads."""
+        return json.dumps(self.to_dict(), indent=1)
+
     def save(self, path: str | os.PathLike, overwrite: bool = False) -> Path:
         """Write the study as one JSON file, atomically; an existing file is kept unless ``overwrite``. Under
         several processes only the main one writes; every process returns the path."""
-        return distributed.on_main(write_file, path, json.dumps(self.to_dict(), indent=1), overwrite=overwrite)
+        return distributed.on_main(write_file, path, self.to_json(), overwrite=overwrite)
 
     @classmethod
     def load(cls, path: str | os.PathLike) -> "SpeedupStudy":
@@ -200,7 +204,7 @@ def speedup_study(
         specs: destination sizes, mild to harsh.
         batches: training batches, the same for every run.
         eval_batches: held-out batches (keep them bounded: every evaluation scores all of them).
-        profile: the parent's profile for the subclones (computed by :func:`compare` when None).
+        profile: the parent's profile for the subclones (None: profiled once on ``batches``, 4,096 tokens).
         random_lrs, subclone_lrs: the learning-rate sweeps of random init and of the subclone.
         distill_sizes: sizes of ``specs`` also trained with the parent as teacher.
         distill_inits: which ``+distill`` inits; each trains at its start's best learning rate.
@@ -223,6 +227,10 @@ def speedup_study(
         raise ValueError(f"distill_sizes {missing} are not among specs")
     started = time.perf_counter()
     say = log or (lambda line: None)
+    if profile is None:
+        from .profile import profile as profile_parent
+
+        profile = profile_parent(parent, batches, max_tokens=PROFILE_TOKENS, progress=progress)
 
     def run(spec: "DestinationSpec", init: str, lr: float) -> History:
         result = compare(parent, spec, batches, inits=[init], eval_batches=eval_batches, profile=profile,

@@ -464,3 +464,68 @@ def test_report_bad_arguments_write_nothing(files, tmp_path, capsys, extra, frag
     code, out, err = run(capsys, *arguments)
     assert_one_line_error(code, out, err, *fragments)
     assert list(tmp_path.iterdir()) == []
+
+
+# ------------------------------------------------------------------------------------------------ study
+
+
+def study_args(files: dict[str, Path], out: Path, *extra: str) -> list[str]:
+    return ["study", *text_args(files), "--sizes", "3x30,2x24", "--random-lrs", "1e-3,1e-2", "--subclone-lrs",
+            "1e-3", "--steps", "2", "--eval-every", "1", "--eval-tokens", "32", "--out", str(out), *extra]
+
+
+def test_study_saves_the_study_and_its_figures_and_merges_studies_of_other_sizes(files, tmp_path, capsys):
+    from subclone_viz.study import SpeedupStudy
+
+    out_dir = tmp_path / "study"
+    code, out, _ = run(capsys, *study_args(files, out_dir, "--distill-sizes", "2x24", "--distill-inits",
+                                           "subclone+distill", "--json"))
+    assert code == 0
+    document = json.loads(out)
+    assert document["files"] == sorted(p.name for p in out_dir.iterdir()) == [
+        "speedup_by_size.html", "speedup_by_size.png", "study.json"]
+    assert [(row["destination"], row["init"]) for row in document["table"]] == [
+        ("3 x 30", "random"), ("3 x 30", "subclone"), ("2 x 24", "random"), ("2 x 24", "subclone"),
+        ("2 x 24", "subclone+distill")]
+    assert {row["best_lr"] for row in document["table"] if row["init"] == "subclone"} == {1e-3}
+    study = SpeedupStudy.load(out_dir / "study.json")
+    assert study.table() == document["table"] and study.config["steps"] == 2
+    assert "<script src=" not in (out_dir / "speedup_by_size.html").read_text()
+
+    halves = []
+    for size in ("3x30", "2x24"):
+        half = tmp_path / size
+        assert run(capsys, *study_args(files, half, "--sizes", size))[0] == 0
+        halves.append(str(half / "study.json"))
+    merged = tmp_path / "merged"
+    code, out, _ = run(capsys, "study", "--merge", *halves, "--out", str(merged))
+    assert code == 0 and "3 x 30" in out and "2 x 24" in out
+    assert [size["label"] for size in SpeedupStudy.load(merged / "study.json").sizes] == ["3 x 30", "2 x 24"]
+
+
+@pytest.mark.parametrize(
+    "extra, fragments",
+    [
+        (["--sizes", "3x"], ["'3x' is not a size", "LAYERSxHIDDEN"]),
+        (["--sizes", "2x24,2x24"], ["each once"]),
+        (["--sizes", "2x50"], ["hidden=50", "<= 48"]),
+        (["--distill-sizes", "4x24"], ["--distill-sizes 4x24 are not among --sizes"]),
+        (["--distill-inits", "subclone"], ["'subclone'", "subclone+distill"]),
+        (["--random-lrs", "1e-3,-1"], ["-1 is out of range"]),
+        (["--merge", "{tmp}/missing.json"], ["--merge combines saved studies"]),
+        (["--profile", "{tmp}/missing.npz"], ["missing.npz: no such file"]),
+    ],
+)
+def test_study_bad_arguments_exit_2_before_training(files, tmp_path, capsys, extra, fragments):
+    extra = [argument.replace("{tmp}", str(tmp_path)) for argument in extra]
+    code, out, err = run(capsys, *study_args(files, tmp_path / "study"), *extra)
+    assert_one_line_error(code, out, err, *fragments)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_study_merge_names_a_damaged_study_and_writes_nothing(tmp_path, capsys):
+    damaged = tmp_path / "a.json"
+    damaged.write_text('{"format": "subclone_viz.speedup_study", "version": 1}')
+    code, out, err = run(capsys, "study", "--merge", str(damaged), "--out", str(tmp_path / "merged"))
+    assert_one_line_error(code, out, err, str(damaged), "'config' object")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a.json"]
