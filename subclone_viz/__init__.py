@@ -33,6 +33,7 @@ from .vision import vit_digits_parent  # noqa: E402
 from .sizing import SizeGrid, default_grid_axes, size_grid  # noqa: E402
 from .trace import TokenTrace, token_trace  # noqa: E402
 from .stability import Stability, stability  # noqa: E402
+from .study import SpeedupStudy, speedup_study  # noqa: E402
 from .workflow import default_destination, parent_batches, quick_mode, random_init  # noqa: E402
 
 __all__ = [
@@ -41,6 +42,8 @@ __all__ = [
     "add_taylor",
     "Importance",
     "Stability",
+    "SpeedupStudy",
+    "speedup_study",
     "estimate_importance",
     "stability",
     "BlockAblation",
