@@ -590,7 +590,6 @@ class _Dealer:
     """
 
     def __init__(self, parent: "Parent", batches: Iterable[dict[str, torch.Tensor]], max_tokens: int | None):
-        self.parent = parent
         self.stream = iter(batches)
         self.max_tokens = max_tokens
         self.processes, self.rank = distributed.num_processes(), distributed.process_index()

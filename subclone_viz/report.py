@@ -340,8 +340,7 @@ def _study_section(study: "SpeedupStudy", parent_name: str) -> str:
         f"{budget}. Random init swept learning rates {config.get('random_lrs')}, the subclone "
         f"{config.get('subclone_lrs')}; each keeps its best (lowest final held-out loss), so no speedup comes from "
         f"a poorly tuned baseline. Speedup: the steps (or training seconds) the best random run needs to reach its "
-        f"own final held-out loss over the steps the other needs. A budget this short measures the start of "
-        f"training, not the paper's regime."
+        f"own final held-out loss over the steps the other needs."
     )]
     if measured_on.get("name") not in (None, parent_name):
         warning = (f"This study was measured on {measured_on.get('name')}, not on {parent_name}, the parent of the "

@@ -49,7 +49,7 @@ from typing import TYPE_CHECKING, Any
 from . import distributed
 from ._atomic import DamagedFileError, read_json, write_file
 from .compare import INITS, PROFILE_TOKENS, REFERENCE_INIT, compare, speedup
-from .train import History
+from .train import History, TrainSettings
 
 if TYPE_CHECKING:
     import torch
@@ -119,6 +119,9 @@ class SpeedupStudy:
                                    f"one this subclone_viz reads")
         if not isinstance(data.get("config"), dict) or not isinstance(data.get("sizes"), list):
             raise DamagedFileError(f"{path} needs a 'config' object and a 'sizes' list")
+        measured_on = data["config"].get("parent")
+        if not isinstance(measured_on, dict) or not isinstance(measured_on.get("name"), str):
+            raise DamagedFileError(f"{path}: its config lacks the parent it was measured on (an object with a 'name')")
         for index, size in enumerate(data["sizes"]):
             problem = _size_problem(size)
             if problem:
@@ -214,6 +217,7 @@ def speedup_study(
             eval_every=5, seed=0, distill_alpha=0.5``).
     """
     random_lrs, subclone_lrs = _check_lrs("random_lrs", random_lrs), _check_lrs("subclone_lrs", subclone_lrs)
+    TrainSettings.of(None, **settings)  # an unknown or invalid setting fails now, not after the first runs
     specs, distill_sizes = list(specs), list(distill_sizes)
     if not specs:
         raise ValueError("specs is empty: give at least one destination size")

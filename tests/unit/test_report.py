@@ -194,7 +194,8 @@ def test_run_report_reads_and_checks_a_study_file_before_any_work(records, tmp_p
     profile_module = importlib.import_module("subclone_viz.profile")
     monkeypatch.setattr(profile_module, "profile", lambda *a, **k: (_ for _ in ()).throw(AssertionError("ran")))
     damaged = tmp_path / "study.json"
-    damaged.write_text('{"format": "subclone_viz.speedup_study", "version": 1, "config": {}, "sizes": [{}]}')
+    damaged.write_text('{"format": "subclone_viz.speedup_study", "version": 1, "config": {"parent": {"name": "p"}}, '
+                       '"sizes": [{}]}')
     with pytest.raises(DamagedFileError, match=f"{damaged}: size record 0 lacks label"):
         run_report(records["parent"], out=tmp_path / "demo.html", quick=True, study=damaged)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["study.json"]

@@ -84,6 +84,7 @@ def _damaged(study: SpeedupStudy, edit) -> dict:
     (lambda d: d.update(format="something else"), "is not a speedup study"),
     (lambda d: d.update(version=99), "version 99"),
     (lambda d: d.pop("sizes"), "'sizes' list"),
+    (lambda d: d["config"].update(parent="smollm2"), "lacks the parent it was measured on"),
     (lambda d: d["sizes"][0].pop("speedups"), "size record 0 lacks speedups"),
     (lambda d: d["sizes"][1]["final_loss"].pop("subclone"), "size record 1 needs 'final_loss' for exactly"),
     (lambda d: d["sizes"][0]["speedups"]["subclone"].update(speedup=-2.0), "not a positive number"),
@@ -124,10 +125,12 @@ def test_studies_of_other_sizes_merge_largest_first_and_only_when_comparable(stu
     (dict(distill_sizes=[sv.DestinationSpec(layers=1, hidden=8)]), "are not among specs"),
     (dict(specs=[sv.DestinationSpec(layers=2, hidden=17)]), "hidden"),
     (dict(specs=[]), "specs is empty"),
+    (dict(steps=0), "steps"),
+    (dict(warmpu=3), "warmpu"),
 ])
 def test_bad_study_arguments_are_named_before_any_training(parent, data, kwargs, message):
     batches, heldout, prof = data
     arguments = dict(specs=SIZES, random_lrs=[1e-3], subclone_lrs=[1e-3], profile=prof, progress=False, steps=1)
     arguments.update(kwargs)
-    with pytest.raises(ValueError, match=message):
+    with pytest.raises((ValueError, TypeError), match=message):  # TypeError: an unknown keyword, as in compare
         speedup_study(parent, batches=batches, eval_batches=heldout, **arguments)
