@@ -19,7 +19,7 @@ first documents) to show how much the choice of calibration sample moves the res
 bootstraps the first draw's shards for the loss spread one profile implies.
 
 Then the ``--train-top`` estimators with the lowest mean loss before training (over both texts and the
-shuffled draws) train for ``--train-steps`` steps from every shuffled draw's destination (the same batches in
+shuffled draws), and those named by ``--train-also``, train for ``--train-steps`` steps from every shuffled draw's destination (the same batches in
 the same order for all), and both texts are scored again: does the ranking before training survive training?
 
 Prints Markdown tables; writes every number to ``--out`` (default
@@ -70,6 +70,8 @@ def main() -> None:
     parser.add_argument("--eval-rows", type=int, default=4, help="rows of 256 tokens per held-out batch")
     parser.add_argument("--train-steps", type=int, default=0, help="steps of the after-training comparison (0: none)")
     parser.add_argument("--train-top", type=int, default=2, help="how many of the best estimators train")
+    parser.add_argument("--train-also", default="", help="comma list of estimators that train besides the best ones "
+                                                         "(e.g. paper, the default, as the reference)")
     parser.add_argument("--train-lr", type=float, default=1e-3, help="peak learning rate of those runs")
     parser.add_argument("--out", type=Path, default=None, help="default bench/results/estimators/<parent>.json")
     args = parser.parse_args()
@@ -77,6 +79,10 @@ def main() -> None:
         raise SystemExit(f"{OUT_OF_DOMAIN} is missing: this benchmark's out-of-domain text is Debian's copy of the GPL")
     if args.draws < 2:
         parser.error(f"--draws {args.draws}: at least 2 draws, to measure a spread")
+    also = [name.strip() for name in args.train_also.split(",") if name.strip()]
+    unknown = [name for name in also if name not in sv.ESTIMATORS]
+    if unknown:
+        parser.error(f"--train-also {unknown}: not estimators; choose from {', '.join(sv.ESTIMATORS)}")
     out = args.out or RESULTS / f"{args.parent}.json"
     spec = SPECS[args.parent]
     torch.manual_seed(0)
@@ -152,7 +158,7 @@ def main() -> None:
 
     if args.train_steps > 0:
         ranked = sorted(sv.ESTIMATORS, key=lambda e: np.mean([summary[e][n]["mean"] for n in names]))
-        chosen = ranked[: args.train_top]
+        chosen = list(dict.fromkeys(ranked[: args.train_top] + also))
         train = sv.text_batches("builtin", parent.tokenizer, seq_len=128, batch_size=4, split="train", shuffle=True,
                                 seed=100)  # another sample than every calibration draw
         trained: dict = {"estimators": chosen, "steps": args.train_steps, "lr": args.train_lr,
