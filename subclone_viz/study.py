@@ -217,7 +217,7 @@ def speedup_study(
             eval_every=5, seed=0, distill_alpha=0.5``).
     """
     random_lrs, subclone_lrs = _check_lrs("random_lrs", random_lrs), _check_lrs("subclone_lrs", subclone_lrs)
-    TrainSettings.of(None, **settings)  # an unknown or invalid setting fails now, not after the first runs
+    run_settings = TrainSettings.of(None, **settings)  # an unknown or invalid setting fails now, not after runs
     specs, distill_sizes = list(specs), list(distill_sizes)
     if not specs:
         raise ValueError("specs is empty: give at least one destination size")
@@ -278,8 +278,11 @@ def speedup_study(
         "heldout": getattr(eval_batches, "description", None),
         "profile": {"source": profile.source, "tokens": profile.tokens} if profile is not None else None,
         "random_lrs": random_lrs, "subclone_lrs": subclone_lrs,
-        "distill_sizes": [f"{s.layers} x {s.hidden}" for s in distill_sizes], "distill_inits": list(distill_inits),
-        **{key: first.get(key) for key in ("steps", "eval_every", "seed", "distill_alpha", "distill_temperature")},
+        "distill_sizes": [f"{s.layers} x {s.hidden}" for s in distill_sizes],
+        "distill_inits": list(distill_inits) if distill_sizes else [],
+        "distill": ({"alpha": run_settings.distill_alpha, "temperature": run_settings.distill_temperature}
+                    if distill_sizes else None),
+        **{key: first.get(key) for key in ("steps", "eval_every", "seed")},
         "tokens_per_run": reference_run["steps"][-1]["seen"] if reference_run["steps"] else 0,
         "wall_seconds": time.perf_counter() - started,
     }
