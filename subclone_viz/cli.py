@@ -458,6 +458,25 @@ def _load(args: argparse.Namespace) -> Parent:
                            offload_folder=args.offload_folder)
 
 
+def _load_trainable(args: argparse.Namespace) -> Parent:
+    """The parent, which must have a loss to train a destination on."""
+    parent = _load(args)
+    if not has_loss(parent):
+        raise UsageError(f"parent {args.parent!r} is an encoder without a language-model head: it has no loss to "
+                         f"train on; use a causal LM, a masked LM or an image classifier")
+    return parent
+
+
+def _saved_profile(args: argparse.Namespace, parent: Parent) -> Profile | None:
+    """``--profile`` read back and checked against the parent (None when not given)."""
+    if args.profile is None:
+        return None
+    with _blame_user():
+        saved = Profile.load(args.profile)
+    saved.check_parent(parent)
+    return saved
+
+
 def _batches(
     parent: Parent, args: argparse.Namespace, split: str, tokens: int | None, shuffle: bool = False
 ) -> TextBatches | ImageBatches:
@@ -609,11 +628,7 @@ def run_subclone(args: argparse.Namespace) -> Outcome:
     spec = _spec(args)
     _check_plan(parent, spec, args.depth, args.scaling)
     needs_profile = args.width == "importance" or args.depth == "metric"
-    saved_profile = None
-    if args.profile is not None:
-        with _blame_user():
-            saved_profile = Profile.load(args.profile)
-        saved_profile.check_parent(parent)
+    saved_profile = _saved_profile(args, parent)
     needs_taylor = args.width == "importance" and args.importance == "taylor" and (
         saved_profile is None or "taylor_ffn" not in saved_profile.stats)
     train = _batches(parent, args, "train", args.profile_tokens, shuffle=True) if (
@@ -740,17 +755,10 @@ def run_compare(args: argparse.Namespace) -> Outcome:
         with_teacher = ", ".join(init for init in INITS if INITS[init].distill)
         raise UsageError(f"{given} only apply to inits trained with the parent as teacher ({with_teacher}); "
                          f"--inits {','.join(args.inits)} has none")
-    parent = _load(args)
-    if not has_loss(parent):
-        raise UsageError(f"parent {args.parent!r} is an encoder without a language-model head: it has no loss to "
-                         f"train on; use a causal LM, a masked LM or an image classifier")
+    parent = _load_trainable(args)
     spec = _spec(args)
     _check_plan(parent, spec, "middle", "none")
-    saved_profile = None
-    if args.profile is not None:
-        with _blame_user():
-            saved_profile = Profile.load(args.profile)
-        saved_profile.check_parent(parent)
+    saved_profile = _saved_profile(args, parent)
     train = _batches(parent, args, "train", None, shuffle=True)
     heldout = _batches(parent, args, "heldout", args.eval_tokens)
 
@@ -839,18 +847,11 @@ def run_study(args: argparse.Namespace) -> Outcome:
             raise UsageError(f"--distill-sizes {','.join(f'{l}x{h}' for l, h in extra)} are not among --sizes")
         if args.profile is not None and not args.profile.is_file():
             raise UsageError(f"--profile {args.profile}: no such file")
-        parent = _load(args)
-        if not has_loss(parent):
-            raise UsageError(f"parent {args.parent!r} is an encoder without a language-model head: it has no loss "
-                             f"to train on; use a causal LM, a masked LM or an image classifier")
+        parent = _load_trainable(args)
         specs = {size: DestinationSpec(layers=size[0], hidden=size[1]) for size in args.sizes}
         for spec in specs.values():
             _check_plan(parent, spec, "middle", "none")
-        saved_profile = None
-        if args.profile is not None:
-            with _blame_user():
-                saved_profile = Profile.load(args.profile)
-            saved_profile.check_parent(parent)
+        saved_profile = _saved_profile(args, parent)
         train = _batches(parent, args, "train", None, shuffle=True)
         heldout = _batches(parent, args, "heldout", args.eval_tokens)
         runs = len(args.sizes) * (len(args.random_lrs) + len(args.subclone_lrs))
