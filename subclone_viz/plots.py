@@ -848,8 +848,16 @@ def speedup_by_size(sizes: Sequence[Mapping[str, Any]], backend: str = "plotly")
     symbols = {"reached": ("circle", "o"), "lower bound": ("triangle-up", "^"), "not reached": ("triangle-down", "v")}
     if backend == "plotly":
         fig = _plotly_figure(title, xlabel, ylabel)
-        fig.update_yaxes(type="log")
-        fig.add_hline(y=1.0, line=dict(color=REMOVED_COLOR, dash="dash"), annotation_text="random init")
+        # Speedups double from tick to tick, as in the matplotlib version; plotly's own log ticks label 20 as "2".
+        values = [1.0] + [p[1] for init in inits for key in _SPEEDUP_AXES for p in _speedup_points(sizes, init, key)]
+        ticks = [2.0 ** k for k in range(math.floor(math.log2(min(values))), math.ceil(math.log2(max(values))) + 1)]
+        fig.update_yaxes(type="log", tickvals=ticks, ticktext=[f"{tick:g}x" for tick in ticks])
+        fig.add_hline(y=1.0, line=dict(color=REMOVED_COLOR, dash="dash"))
+        # On a log axis an annotation's y is the exponent: 0 puts the label on the 1x line.
+        fig.add_annotation(text="random init", x=1.0, xref="paper", xanchor="right", y=0.0, yref="y",
+                           yanchor="bottom", showarrow=False, font=dict(color=REMOVED_COLOR))
+        # Six entries do not fit one line above the plot without running into the title: a column on the right.
+        fig.update_layout(legend=dict(orientation="v", y=0.5, yanchor="middle", x=1.02, xanchor="left"))
         for k, init in enumerate(inits):
             color = SERIES_COLORS[k % len(SERIES_COLORS)]
             for key, (axis_name, dash) in _SPEEDUP_AXES.items():

@@ -485,6 +485,9 @@ def test_speedup_by_size_draws_each_init_per_step_and_per_second_by_parameters(b
         assert list(lines["subclone, per second of training"].marker.symbol) == ["triangle-down-open", "circle-open"]
         assert list(lines["subclone+distill, per second of training"].y) == [3.0]
         assert fig.layout.yaxis.type == "log"
+        assert list(fig.layout.yaxis.ticktext) == ["0.25x", "0.5x", "1x", "2x", "4x", "8x"]  # speedups double
+        label = next(a for a in fig.layout.annotations if a.text == "random init")
+        assert label.y == 0.0  # log10(1): on the 1x line, not at 10x
     else:
         labels = [line.get_label() for line in fig.axes[0].lines if not line.get_label().startswith("_")]
         assert "subclone+distill, per second of training" in labels
