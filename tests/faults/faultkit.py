@@ -27,6 +27,12 @@ def compare_args(parents: dict[str, Path], out: Path, *extra: str) -> list[str]:
             "--inits", "random", "--steps", "2", "--eval-tokens", "32", "--out", str(out), *extra]
 
 
+def study_args(parents: dict[str, Path], out: Path, *extra: str) -> list[str]:
+    """A speedup study of one size, one learning rate per init, two steps: seconds."""
+    return ["study", *text_args(parents), "--sizes", "2x24", "--random-lrs", "1e-3", "--subclone-lrs", "1e-3",
+            "--steps", "2", "--eval-every", "1", "--eval-tokens", "32", "--out", str(out), *extra]
+
+
 def run_cli_subprocess(*argv: str, fault: str | None = None, target: str = "", cache: Path | None = None,
                        timeout: float = 240) -> subprocess.CompletedProcess:
     """``python -m subclone_viz ARGV`` in a fresh process running this checkout, optionally with an injected fault

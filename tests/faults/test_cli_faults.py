@@ -27,6 +27,7 @@ from faultkit import (
     compare_args,
     leftovers,
     run_cli_subprocess,
+    study_args,
     subclone_args,
     text_args,
 )
@@ -59,12 +60,14 @@ def no_work(monkeypatch):
 # ------------------------------------------------------------------------------------------------ outputs
 
 
-@pytest.mark.parametrize("command", ["subclone", "profile", "compare", "report"])
+@pytest.mark.parametrize("command", ["subclone", "profile", "compare", "study", "report"])
 def test_a_read_only_output_is_refused_before_any_work(parents, read_only_dir, no_work, capsys, command):
     if command == "subclone":
         argv = subclone_args(parents, read_only_dir / "X")
     elif command == "compare":
         argv = compare_args(parents, read_only_dir / "X")
+    elif command == "study":
+        argv = study_args(parents, read_only_dir / "X")
     elif command == "profile":
         argv = ["profile", *text_args(parents), "--out", str(read_only_dir / "p.npz")]
     else:
@@ -110,7 +113,7 @@ def test_a_full_disk_while_saving_is_one_line_and_leaves_nothing(parents, tmp_pa
 # ------------------------------------------------------------------------------------------------ kill -9
 
 
-@pytest.mark.parametrize("command", ["subclone", "profile", "compare", "report"])
+@pytest.mark.parametrize("command", ["subclone", "profile", "compare", "study", "report"])
 def test_a_run_killed_while_writing_leaves_nothing_visible_and_the_next_run_recovers(
     parents, tmp_path, capsys, caplog, command
 ):
@@ -120,6 +123,8 @@ def test_a_run_killed_while_writing_leaves_nothing_visible_and_the_next_run_reco
         out, argv, point = out_dir / "X", subclone_args(parents, out_dir / "X"), "staged"
     elif command == "compare":
         out, argv, point = out_dir / "X", compare_args(parents, out_dir / "X"), "staged"
+    elif command == "study":
+        out, argv, point = out_dir / "X", study_args(parents, out_dir / "X"), "staged"
     elif command == "profile":
         out, point = out_dir / "p.npz", "staged"
         argv = ["profile", *text_args(parents), "--tokens", "32", "--out", str(out)]
