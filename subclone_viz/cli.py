@@ -411,7 +411,7 @@ def build_parser() -> argparse.ArgumentParser:
                         help="training steps per init in the comparison (0 skips it; default 24; --quick 2)")
     _add_spec_arguments(report, hidden_required=False)
     report.add_argument("--speedup-study", type=Path, metavar="FILE",
-                        help="a saved speedup study (bench/bench_speedup_study.py's results.json) to show as the "
+                        help="a saved speedup study (the study.json of `subclone-viz study`) to show as the "
                              "speedup-by-size section")
     report.add_argument("--overwrite", action="store_true", help="replace an existing --out")
     return parser
