@@ -19,14 +19,16 @@ first documents) to show how much the choice of calibration sample moves the res
 bootstraps the first draw's shards for the loss spread one profile implies.
 
 Then the ``--train-top`` estimators with the lowest mean loss before training (over both texts and the
-shuffled draws), and those named by ``--train-also``, train for ``--train-steps`` steps from every shuffled draw's destination (the same batches in
-the same order for all), and both texts are scored again: does the ranking before training survive training?
+shuffled draws), and those named by ``--train-also``, train for ``--train-steps`` steps from every shuffled
+draw's destination (the same batches in the same order for all), and both texts are scored again: does the
+ranking before training survive training?
 
 Prints Markdown tables; writes every number to ``--out`` (default
 ``bench/results/estimators/<parent>.json``) through the library's atomic writer.
 
-    SUBCLONE_VIZ_CACHE=/work/cache OMP_NUM_THREADS=1 .venv/bin/python bench/bench_estimators.py \
-        --parent smollm2-135m --train-steps 60
+    OMP_NUM_THREADS=1 .venv/bin/python bench/bench_estimators.py --parent smollm2-135m --train-steps 60
+    OMP_NUM_THREADS=1 .venv/bin/python bench/bench_estimators.py --parent gemma3-270m --tokens 1024 \
+        --eval-batches 1 --eval-rows 2 --train-steps 30 --train-also paper
 """
 
 from __future__ import annotations

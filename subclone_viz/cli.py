@@ -265,7 +265,10 @@ def optional_sizes_arg(text: str) -> list[tuple[int, int]]:
 
 def lrs_arg(text: str) -> list[float]:
     """A comma list of learning rates, each a finite number > 0."""
-    return [positive_float(part.strip()) for part in text.split(",") if part.strip()] or [positive_float(text)]
+    values = [positive_float(part.strip()) for part in text.split(",") if part.strip()]
+    if not values:
+        raise argparse.ArgumentTypeError(f"{text!r}: give at least one learning rate, e.g. 1e-3,3e-3")
+    return values
 
 
 def distill_inits_arg(text: str) -> list[str]:
@@ -838,7 +841,7 @@ def run_study(args: argparse.Namespace) -> Outcome:
             raise UsageError("--merge combines saved studies: give it without --sizes")
         with _blame_user():
             study = SpeedupStudy.merge([SpeedupStudy.load(path) for path in args.merge])
-        parent_name = study.config.get("parent", {}).get("name")
+        parent_name = study.config["parent"]["name"]  # SpeedupStudy.load checked it is there
     else:
         if args.sizes is None:
             raise UsageError("--sizes is missing: give destination sizes such as 24x480,20x384,8x288 (or --merge)")

@@ -62,7 +62,6 @@ __all__ = ["SpeedupStudy", "speedup_study"]
 
 FORMAT = "subclone_viz.speedup_study"
 VERSION = 1
-SWEPT_INITS = (REFERENCE_INIT, "subclone")  # each at its best learning rate from its own sweep
 _SPEEDUP_KEYS = ("speedup", "speedup_per_second", "speedup_lower_bound", "reached")
 
 
