@@ -61,6 +61,8 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Iterator
 
+from .errors import UserError
+
 log = logging.getLogger("subclone_viz")
 
 MANIFEST = ".subclone_viz-manifest.json"
@@ -74,19 +76,19 @@ _PLACE_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES
 _STAGING = re.compile(r"^\.(?P<name>.+)\.(?P<kind>tmp|old)-(?P<pid>\d+)-[0-9a-f]+$")
 
 
-class OutputExistsError(FileExistsError):
+class OutputExistsError(UserError, FileExistsError):
     """The output exists (or another process wrote it first) and ``overwrite`` was not asked for."""
 
 
-class OutputLocationError(PermissionError):
+class OutputLocationError(UserError, PermissionError):
     """The output cannot be written where it was asked for: not writable, or a place that must not be replaced."""
 
 
-class WriteFailedError(OSError):
+class WriteFailedError(UserError, OSError):
     """Writing failed part way (a full disk, a location made read-only); nothing was published."""
 
 
-class DamagedFileError(ValueError):
+class DamagedFileError(UserError, ValueError):
     """A file read back is not what it must be (truncated, damaged, hand-edited, or of another kind)."""
 
 

@@ -63,22 +63,15 @@ import numpy as np
 import torch
 
 from . import distributed
-from ._atomic import (
-    DamagedFileError,
-    OutputLocationError,
-    WriteFailedError,
-    check_new_directory,
-    check_new_file,
-    staged_directory,
-)
+from ._atomic import check_new_directory, check_new_file, staged_directory
 from .data import ImageBatches, TextBatches
+from .errors import UserError
 from .evaluate import block_ablation, evaluate
 from .export import save_destination
-from .families import UnsupportedArchitectureError
 from .importance import DEFAULT_ESTIMATOR, ESTIMATORS
-from .parent import DEVICE_MAP_STRATEGIES, EMBEDDED_ALIASES, Parent, ParentLoadError, load_parent
-from .plan import DEPTH_STRATEGIES, SCALINGS, WIDTH_STRATEGIES, DestinationSpec, SpecError, plan, spec_choices
-from .profile import BLOCK_METRIC_LABELS, BLOCK_METRICS, Profile, ProfileMismatchError, add_taylor, profile
+from .parent import DEVICE_MAP_STRATEGIES, EMBEDDED_ALIASES, Parent, load_parent
+from .plan import DEPTH_STRATEGIES, SCALINGS, WIDTH_STRATEGIES, DestinationSpec, plan, spec_choices
+from .profile import BLOCK_METRIC_LABELS, BLOCK_METRICS, Profile, add_taylor, profile
 from .subclone import subclone
 from .compare import INITS, Comparison, compare
 from .study import SpeedupStudy, speedup_study
@@ -90,15 +83,9 @@ DTYPES = ("float32", "bfloat16", "float16")
 DEFAULT_PARENT = "smollm2-135m"
 
 
-class UsageError(Exception):
+class UsageError(UserError):
     """A mistake in what the user asked for: reported as one line on stderr, exit status 2."""
 
-
-# Raised anywhere in a command, these are the user's mistakes or their machine's state, never bugs: the library
-# raises them only for bad specs, unloadable parents, mismatched profiles, outputs that already exist or cannot
-# be written, writes that failed (a full disk) and damaged files.
-USER_ERRORS = (UsageError, SpecError, ParentLoadError, ProfileMismatchError, UnsupportedArchitectureError,
-               FileExistsError, OutputLocationError, WriteFailedError, DamagedFileError)
 
 
 @contextlib.contextmanager
@@ -943,7 +930,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         # Anything a library prints goes to stderr, so that --json output stays one document.
         with contextlib.redirect_stdout(sys.stderr) if args.json else contextlib.nullcontext():
             outcome = run(args)
-    except USER_ERRORS as error:
+    except UserError as error:  # the library raises these for what the user can fix; never bugs
         if distributed.is_main_process():
             print(f"{PROG}: error: {_one_line(error)}", file=sys.stderr)
         return 2

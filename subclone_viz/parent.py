@@ -50,6 +50,7 @@ from torch import nn
 from . import distributed
 from ._atomic import file_lock, note_rebuild, staged_directory, verify_manifest
 from .data import cache_dir
+from .errors import UserError
 from .families import Dims, Family, auto_class_name, family_of
 
 EMBEDDED_ALIASES = {
@@ -66,7 +67,7 @@ DEVICE_MAP_STRATEGIES = ("auto", "balanced", "balanced_low_0", "sequential")
 PROVENANCE_KEYS = ("base_model", "license", "license_terms", "package", "gguf_file", "quantization", "weights")
 
 
-class ParentLoadError(ValueError):
+class ParentLoadError(UserError, ValueError):
     pass
 
 

@@ -41,6 +41,7 @@ from typing import TYPE_CHECKING, Any, Sequence
 import numpy as np
 
 from . import __version__
+from .errors import UserError
 from .families import Dims
 from .importance import DEFAULT_ESTIMATOR, ESTIMATORS, estimate_importance
 
@@ -53,7 +54,7 @@ WIDTH_STRATEGIES = ("importance", "uniform", "first")
 SCALINGS = ("sqrt", "none", "calibrated")
 
 
-class SpecError(ValueError):
+class SpecError(UserError, ValueError):
     """A destination spec the parent cannot give; the message names the valid choices."""
 
 

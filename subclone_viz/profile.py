@@ -56,6 +56,7 @@ import torch
 from . import __version__, distributed
 from ._atomic import DamagedFileError, staged_file
 from .capture import BlockStep, capture_blocks, capture_modules, counted_rows, to_device, token_mask
+from .errors import UserError
 from .parent import readable_parameters
 
 if TYPE_CHECKING:
@@ -71,7 +72,7 @@ BLOCK_METRIC_LABELS = {
 }
 
 
-class ProfileMismatchError(ValueError):
+class ProfileMismatchError(UserError, ValueError):
     pass
 
 

@@ -27,6 +27,7 @@ from __future__ import annotations
 
 from torch import nn
 
+from ..errors import UserError
 from .axes import AXES, axis_indices
 from .base import CausalLMFamily, Dims, Family, ImageClassifierFamily, ParamInfo, ParamRule, UnsupportedParameterError
 from .bert import BertFamily
@@ -45,7 +46,7 @@ FAMILIES: tuple[type[Family], ...] = (
 )
 
 
-class UnsupportedArchitectureError(ValueError):
+class UnsupportedArchitectureError(UserError, ValueError):
     pass
 
 

@@ -41,6 +41,7 @@ from typing import Any, Literal
 import torch
 from torch import nn
 
+from ..errors import SubcloneVizError
 from ._hf import build_model, resized_config
 from .axes import Axis
 
@@ -95,7 +96,7 @@ class ParamInfo:
     block: int | None
 
 
-class UnsupportedParameterError(ValueError):
+class UnsupportedParameterError(SubcloneVizError, ValueError):
     pass
 
 
