@@ -39,6 +39,7 @@ import importlib
 import importlib.util
 import json
 import os
+import re
 import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -496,12 +497,17 @@ def _load_hf(source: str, dtype, dispatch: dict[str, Any], trust_remote_code: bo
     from safetensors import SafetensorError
 
     try:
-        model = _auto_class(config).from_pretrained(source, dtype=dtype, **_dispatch_kwargs(dispatch), **common)
+        model, loading = _auto_class(config).from_pretrained(
+            source, dtype=dtype, output_loading_info=True, ignore_mismatched_sizes=True, **_dispatch_kwargs(dispatch),
+            **common,
+        )
     except (SafetensorError, OSError, EOFError) as error:  # truncated or damaged weight files
         raise ParentLoadError(
             f"could not read the weights of {source} ({type(error).__name__}: {error}); the files may be truncated "
             f"or damaged"
         ) from error
+    if Path(source).is_dir():
+        _check_weights_match(source, model, loading)
     try:
         tokenizer = AutoTokenizer.from_pretrained(source, **common)
     except Exception as error:  # the tokenizers library reports a damaged tokenizer.json as a bare Exception
@@ -513,6 +519,27 @@ def _load_hf(source: str, dtype, dispatch: dict[str, Any], trust_remote_code: bo
             raise
         tokenizer = None
     return model, tokenizer
+
+
+def _check_weights_match(source: str, model: nn.Module, loading: dict[str, Any]) -> None:
+    """Refuse a local model whose weights and config disagree, which transformers would load with some weights
+    newly initialized at random: weights missing or of another shape, or weights of the model's own kinds at
+    indices its config does not have (a layer count edited or damaged). Other unexpected weights (a pretraining
+    head the task class does not use) are normal."""
+    def kind(name: str) -> str:
+        return re.sub(r"\.\d+\.", ".N.", name)
+
+    own = {kind(name) for name in model.state_dict()}
+    problems = {
+        "missing": sorted(loading.get("missing_keys", [])),
+        "of another shape": sorted(str(entry[0]) for entry in loading.get("mismatched_keys", [])),
+        "beyond its config": sorted(key for key in loading.get("unexpected_keys", []) if kind(key) in own),
+    }
+    found = "; ".join(f"{what}: {', '.join(names[:4])}{' ...' if len(names) > 4 else ''}"
+                      for what, names in problems.items() if names)
+    if found:
+        raise ParentLoadError(f"the weights of {source} do not match its config ({found}); the files may be damaged "
+                              f"or edited")
 
 
 def _dispatch_kwargs(dispatch: dict[str, Any]) -> dict[str, Any]:
