@@ -388,8 +388,10 @@ def _check_gguf(path: Path) -> None:
         reader = GGUFReader(path)
         architecture = reader.fields["general.architecture"].contents()
     except Exception as error:  # the gguf parser reports damage as whatever it hits: struct.error, IndexError...
-        raise ParentLoadError(f"{path} is not a GGUF model: it is truncated or damaged ({type(error).__name__}: "
-                              f"{error})") from error
+        kind = type(error).__name__
+        if type(error).__module__ != "builtins":  # struct.error reads better than "error"
+            kind = f"{type(error).__module__}.{kind}"
+        raise ParentLoadError(f"{path} is not a GGUF model: it is truncated or damaged ({kind}: {error})") from error
     if not isinstance(architecture, str) or not reader.tensors:
         raise ParentLoadError(f"{path} is not a GGUF model: it names no architecture or holds no tensors")
 
