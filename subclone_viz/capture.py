@@ -406,6 +406,19 @@ class _LiveTensorBytes(TorchDispatchMode):
         return out
 
 
+def tokens_per_sequence(family: Family, model: nn.Module, batch: dict[str, torch.Tensor],
+                        device: torch.device | str) -> int:
+    """How many tokens the blocks see per sequence: the text length, or (images) patches plus prefix tokens,
+    found by running one image to the first block."""
+    if "input_ids" in batch:
+        return int(batch["input_ids"].shape[1])
+    steps: list[BlockStep] = []
+    one = to_device({k: v[:1] if isinstance(v, torch.Tensor) else v for k, v in batch.items()}, device)
+    with capture_blocks(family, model, on_block=steps.append):
+        family.logits(model, one)
+    return steps[0].input.shape[1]
+
+
 def forward_peak_bytes(run: Callable[[], Any], device: torch.device) -> int:
     """The peak memory that a forward (``run()``) allocates beyond what was allocated before it, in bytes.
 

@@ -40,10 +40,11 @@ from typing import TYPE_CHECKING, Any, Sequence
 
 import numpy as np
 
-from . import __version__
+from ._version import __version__
 from .errors import UserError
 from .families import Dims
 from .importance import DEFAULT_ESTIMATOR, ESTIMATORS, estimate_importance
+from .parent import parent_fingerprint
 
 if TYPE_CHECKING:
     from .parent import Parent
@@ -270,8 +271,6 @@ def plan(
         scaling: ``"sqrt"``, ``"none"`` or ``"calibrated"``.
         importance: the estimator ``width="importance"`` ranks by (:data:`~subclone_viz.importance.ESTIMATORS`).
     """
-    from .profile import parent_fingerprint
-
     if isinstance(width, str) and width not in WIDTH_STRATEGIES:
         raise SpecError(f"width={width!r} is not a width strategy: choose one of {', '.join(WIDTH_STRATEGIES)}")
     if scaling not in SCALINGS:

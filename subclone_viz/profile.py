@@ -53,11 +53,15 @@ from typing import TYPE_CHECKING, Any, Iterable, Iterator, Sequence
 import numpy as np
 import torch
 
-from . import __version__, distributed
+from . import distributed
+from ._version import __version__
 from ._atomic import DamagedFileError, staged_file
-from .capture import BlockStep, capture_blocks, capture_modules, counted_rows, to_device, token_mask
+from .capture import (
+    BlockStep, capture_blocks, capture_modules, counted_rows, to_device, token_mask, tokens_per_sequence,
+)
 from .errors import UserError
-from .parent import readable_parameters
+from .importance import linear_readers
+from .parent import parent_fingerprint, same_parent
 
 if TYPE_CHECKING:
     from .parent import Parent
@@ -308,32 +312,6 @@ class Profile:
         }
 
 
-def parent_fingerprint(parent: "Parent") -> dict[str, Any]:
-    """What identifies a parent: its name, family, shape and a sample of its first block's weights, and where its
-    weights came from (``Parent.provenance``)."""
-    block = parent.family.blocks(parent.model)[0]
-    checksum = [round(float(v), 6) for _, p in readable_parameters(block) for v in p.detach().flatten()[:4].float().cpu()]
-    return {
-        "name": parent.name,
-        "family": parent.family.name,
-        "class": type(parent.model).__name__,
-        "dims": parent.dims.to_dict(),
-        "description": parent.description,
-        "checksum": checksum,
-        "provenance": parent.provenance,  # base_model, license, GGUF origin: carried to the saved model card
-    }
-
-
-def same_parent(a: dict[str, Any], b: dict[str, Any]) -> bool:
-    # The tolerance absorbs the same weights held in another dtype (bf16 on GPU, fp32 on CPU).
-    return (
-        a["family"] == b["family"]
-        and a["dims"] == b["dims"]
-        and len(a["checksum"]) == len(b["checksum"])
-        and bool(np.allclose(a["checksum"], b["checksum"], rtol=1e-2, atol=1e-3))
-    )
-
-
 def _profile_meta(path: Path, text: str) -> dict[str, Any]:
     """The metadata of a saved profile, checked field by field."""
     def bad(problem: str) -> DamagedFileError:
@@ -491,8 +469,6 @@ class _EstimatorSums:
     """
 
     def __init__(self, parent: "Parent", accumulator: _Accumulator):
-        from .importance import linear_readers
-
         self.acc = accumulator  # its mask says which rows count
         model, family = parent.model, parent.family
         self.heads = parent.dims.heads
@@ -601,10 +577,9 @@ class _Dealer:
             first = next(self.stream, None)
             if first is not None:
                 if "pixel_values" in first:
-                    from .sizing import _tokens_per_sequence
-
                     with torch.no_grad():
-                        self.tokens_per_image = _tokens_per_sequence(parent, first)
+                        self.tokens_per_image = tokens_per_sequence(parent.family, parent.model, first,
+                                                                    parent.input_device)
                 self.stream = itertools.chain([first], self.stream)
 
     def _done(self) -> bool:

@@ -31,6 +31,7 @@ from __future__ import annotations
 import difflib
 import logging
 from collections.abc import Callable, Iterator, Mapping
+from importlib.metadata import entry_points
 from typing import Generic, TypeVar
 
 from .errors import ConfigurationError, UnknownNameError
@@ -81,8 +82,6 @@ class Registry(Mapping[str, T], Generic[T]):
         if self._plugins_loaded:
             return
         self._plugins_loaded = True
-        from importlib.metadata import entry_points
-
         for point in entry_points(group=self.entry_point_group):
             try:
                 loaded = point.load()

@@ -27,18 +27,15 @@ Example::
 from __future__ import annotations
 
 import math
-from typing import TYPE_CHECKING, Iterable
+from typing import Iterable
 
 import torch
 from torch import nn
 
 from .capture import forward_until_seen, to_device, token_mask
 from .families import Family, axis_indices
-from .parent import read_parameter
-
-if TYPE_CHECKING:
-    from .parent import Parent
-    from .plan import SubclonePlan
+from .parent import Parent, parent_fingerprint, read_parameter, same_parent
+from .plan import DestinationSpec, SubclonePlan, plan
 
 DEFAULT_CALIBRATION_BATCHES = 4
 
@@ -72,8 +69,6 @@ def subclone(
     Returns a model of the parent's class, in eval mode, on the parent's (first) device and dtype, with a
     ``subclone_info`` dict (the plan and the scale factors applied).
     """
-    from .profile import parent_fingerprint, same_parent
-
     family = parent.family
     if plan.family != family.name or not same_parent(plan.parent, parent_fingerprint(parent)):
         raise ValueError(
@@ -232,3 +227,28 @@ def _calibrate(
         mask=token_mask(joined),
     )
     return scales
+
+
+def random_init(
+    parent: Parent,
+    shape: SubclonePlan | DestinationSpec,
+    seed: int | None = None,
+    device: str | torch.device | None = None,
+) -> nn.Module:
+    """A destination of ``shape`` with the architecture's own random initialization: the subclone's baseline.
+
+    Args:
+        parent: the loaded parent (its class and config are the destination's).
+        shape: a plan (its dims and kept blocks: per-layer settings such as sliding-window layer types follow
+            them) or a spec (planned without data: the blocks ``depth="middle"`` keeps).
+        seed: seeds torch before the weights are drawn (None: the current random state).
+        device: where to build it (default: the parent's input device).
+    """
+    if isinstance(shape, DestinationSpec):
+        shape = plan(parent, None, shape, width="first", scaling="none")
+    elif not isinstance(shape, SubclonePlan):
+        raise TypeError(f"shape must be a SubclonePlan or a DestinationSpec, not {type(shape).__name__}")
+    if seed is not None:
+        torch.manual_seed(seed)
+    return parent.family.build(parent.model, shape.destination_dims, shape.layers,
+                               device=parent.input_device if device is None else device)
