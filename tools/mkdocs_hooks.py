@@ -1,0 +1,32 @@
+"""mkdocs hooks (``hooks:`` in mkdocs.yml): the results page and its images join the site at build time.
+
+``results.md`` is generated from ``bench/results/`` by :mod:`results_page` and never written into ``docs/``,
+so it cannot go stale; the PNGs that figure files name are served from where they lie, under ``results/``.
+A figure file without its command, machine, date or headline fails the build with the file's name.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+from mkdocs.config.defaults import MkDocsConfig
+from mkdocs.exceptions import PluginError
+from mkdocs.structure.files import File, Files
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+import results_page  # noqa: E402  (a sibling script, importable once its folder is on the path)
+
+
+def on_files(files: Files, config: MkDocsConfig) -> Files:
+    try:
+        entries = results_page.collect(results_page.RESULTS)
+    except results_page.ResultsFileError as error:
+        raise PluginError(f"results page: {error}") from error
+    files.append(File.generated(config, "results.md", content=results_page.render(entries, "results/")))
+    for entry in entries:
+        for image in entry.images:
+            src_uri = f"results/{(entry.path.parent / image.name).as_posix()}"
+            files.append(File.generated(config, src_uri, abs_src_path=str(image)))
+    return files
