@@ -3,6 +3,16 @@
 ``results.md`` is generated from ``bench/results/`` by :mod:`results_page` and never written into ``docs/``,
 so it cannot go stale; the PNGs that figure files name are served from where they lie, under ``results/``.
 A figure file without its command, machine, date or headline fails the build with the file's name.
+
+Example::
+
+    >>> from mkdocs.config import load_config
+    >>> config = load_config(str(results_page.ROOT / "mkdocs.yml"))
+    >>> files = config.plugins.on_files(Files([]), config=config)   # every plugin's on_files, this hook's too
+    >>> files.get_file_from_path("results.md").content_string.splitlines()[0]
+    '# Results'
+    >>> files.get_file_from_path("results/speedup_study/speedup_by_size.png") is not None
+    True
 """
 
 from __future__ import annotations

@@ -3,6 +3,7 @@ its provenance fails the build), into a temporary directory, and holds every pag
 
 from __future__ import annotations
 
+import doctest
 import os
 import shutil
 import subprocess
@@ -13,6 +14,9 @@ import pytest
 import yaml
 
 ROOT = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(ROOT / "tools"))
+
+import mkdocs_hooks  # noqa: E402
 
 
 def build(config: Path, site: Path) -> subprocess.CompletedProcess[str]:
@@ -66,3 +70,8 @@ def test_a_broken_link_or_a_missing_page_fails_the_build(tmp_path: Path, break_i
     done = build(strict_copy(tmp_path, break_it), tmp_path / "site")
     assert done.returncode != 0
     assert complaint in done.stdout + done.stderr
+
+
+def test_the_hook_example_runs() -> None:
+    failed, attempted = doctest.testmod(mkdocs_hooks)
+    assert attempted > 0 and failed == 0
