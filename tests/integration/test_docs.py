@@ -45,6 +45,7 @@ def test_the_site_builds_strictly_with_every_page(tmp_path: Path) -> None:
     assert (tmp_path / "site" / "results" / "speedup_study" / "speedup_by_size.png").is_file()
     api = (tmp_path / "site" / "api" / "index.html").read_text()
     assert "subclone_viz.profile" in api and "DestinationSpec" in api
+    assert mkdocs_hooks.ROLE.search(api) is None, "a Sphinx role was left on the API page"
 
 
 def strict_copy(tmp_path: Path, break_it) -> Path:
