@@ -49,11 +49,12 @@ from typing import TYPE_CHECKING, Callable
 import numpy as np
 import torch
 
+from .choices import DEFAULT_ESTIMATOR
+
 if TYPE_CHECKING:
     from .parent import Parent
     from .profile import Profile
 
-DEFAULT_ESTIMATOR = "paper"
 
 
 @dataclass(frozen=True)

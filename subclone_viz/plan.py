@@ -41,6 +41,7 @@ from typing import TYPE_CHECKING, Any, Sequence
 import numpy as np
 
 from . import __version__
+from .choices import DEPTH_STRATEGIES, SCALINGS, WIDTH_STRATEGIES
 from .errors import UserError
 from .families import Dims
 from .importance import DEFAULT_ESTIMATOR, ESTIMATORS, estimate_importance
@@ -49,9 +50,6 @@ if TYPE_CHECKING:
     from .parent import Parent
     from .profile import Profile
 
-DEPTH_STRATEGIES = ("middle", "first", "last", "metric")
-WIDTH_STRATEGIES = ("importance", "uniform", "first")
-SCALINGS = ("sqrt", "none", "calibrated")
 
 
 class SpecError(UserError, ValueError):
