@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from subclone_viz import cli
+from subclone_viz import cli_commands
 from subclone_viz.cli import main
 from subclone_viz.parent import load_parent
 from subclone_viz.profile import Profile
@@ -213,19 +213,19 @@ def test_bugs_keep_their_traceback(files, capsys, monkeypatch):
     def broken(*args, **kwargs):
         raise RuntimeError("a bug, not a user mistake")
 
-    monkeypatch.setattr(cli, "profile", broken)
+    monkeypatch.setattr(cli_commands, "profile", broken)
     with pytest.raises(RuntimeError, match="a bug"):
         main(["profile", *text_args(files), "--tokens", "32"])
 
 
 def test_json_stdout_stays_pure_when_a_library_prints(files, capsys, monkeypatch):
-    real_profile = cli.profile
+    real_profile = cli_commands.profile
 
     def chatty(*args, **kwargs):
         print("chatter from a library")
         return real_profile(*args, **kwargs)
 
-    monkeypatch.setattr(cli, "profile", chatty)
+    monkeypatch.setattr(cli_commands, "profile", chatty)
     code, out, err = run(capsys, "profile", *text_args(files), "--tokens", "32", "--json")
     assert code == 0
     assert json.loads(out)["tokens"] == 32
@@ -354,7 +354,8 @@ def test_compare_saves_histories_summary_and_offline_plots(files, saved_profile,
     document = json.loads(out)
     table = {row["init"]: row for row in document["table"]}
     assert list(table) == ["random", "subclone", "no-scaling"]
-    assert table["random"]["lr"] == 1e-3 and table["subclone"]["lr"] == 1e-4  # the paper's default where not set
+    assert table["random"]["lr"] == 1e-3 and table["subclone"]["lr"] == 1e-3  # the tuned default where not set
+    assert document["lr_preset"] == "tuned" and document["learning_rates"]["random"]["source"] == "set by the caller"
     assert {row["weight_decay"] for row in table.values()} == {0.01}
     assert all(row["steps"] == 4 and math.isfinite(row["final_loss"]) for row in table.values())
     assert table["random"]["speedup"] == 1.0
