@@ -380,8 +380,23 @@ def test_compare_prints_the_summary_table(files, saved_profile, tmp_path, capsys
                               "train", "s"]
     rows = [line.split() for line in out.splitlines() if line.strip().startswith(("random", "subclone"))]
     assert [row[:3] for row in rows] == [["random", "0.0003", "0.1"], ["subclone", "0.0003", "0.001"]]
-    assert rows[0][-3:-1] == ["1.00x", "1.00x"]
+    assert [cell.rstrip("*") for cell in rows[0][-3:-1]] == ["1.00x", "1.00x"]
+    starred = rows[0][-3].endswith("*")  # random init still falling after 4 steps: the footnote says so
+    assert starred == ("* at this budget only: random init had not converged" in out)
+    assert "learning rates: random 0.0003, subclone 0.0003 (set by the caller)" in out
     assert f"saved to {out_dir}: histories.json" in out
+
+
+def test_compare_names_the_tuned_rates_and_the_paper_preset(files, saved_profile, tmp_path, capsys):
+    code, out, _ = run(capsys, *compare_args(files, saved_profile, tmp_path / "tuned"))
+    assert code == 0
+    assert "learning rates: random 0.003, subclone 0.001 (tuned: best of the sweep in bench/results/speedup_study" in out
+    code, out, _ = run(capsys, *compare_args(files, saved_profile, tmp_path / "paper", "--lr-preset", "paper", "--json"))
+    assert code == 0
+    document = json.loads(out)
+    assert [row["lr"] for row in document["table"]] == [1e-4, 1e-4]
+    assert document["lr_preset"] == "paper"
+    assert "Table 1" in document["learning_rates"]["random"]["source"]
 
 
 @pytest.mark.parametrize(
