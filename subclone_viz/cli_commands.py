@@ -13,7 +13,9 @@ Example::
     >>> from subclone_viz.cli_commands import execute
     >>> args = build_parser().parse_args(["subclone", "--parent", "smollm2-135m", "--layers", "7", "--hidden",
     ...                                   "1000", "--out", "child"])
-    >>> execute(args)                      # refused from the config alone: no weights load
+    >>> import contextlib, sys
+    >>> with contextlib.redirect_stderr(sys.stdout):  # the error goes to stderr; shown here
+    ...     execute(args)                               # refused from the config alone: no weights load
     subclone-viz: error: hidden=1000 is out of range: choose 1 <= hidden <= 576 (the parent's)
     2
 """
