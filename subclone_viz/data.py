@@ -79,6 +79,7 @@ import torch
 import torch.nn.functional as F
 
 from ._atomic import DamagedFileError, file_lock, note_rebuild, read_cache_file, write_cache_file
+from .readers import register_reader
 
 if TYPE_CHECKING:
     from transformers import PreTrainedTokenizerBase
@@ -784,3 +785,6 @@ def image_batches(
         else:
             images = _folder_images(path, split, rgb_size, rgb_mean, rgb_std)
     return ImageBatches(images, batch_size, max_batches, shuffle, seed, split)
+
+
+register_reader("token-cache", read_token_cache, "a corpus's cached token ids (cache_dir()/tokens)", cache=True)

@@ -43,10 +43,12 @@ from typing import Any
 import yaml
 from torch import nn
 
-from . import __version__, distributed
+from . import distributed
 from ._atomic import DamagedFileError, read_json, staged_directory
+from ._version import __version__
 from .families import family_of
 from .plan import SubclonePlan
+from .readers import register_reader
 
 # timm's pretrained_cfg fields that describe how a checkpoint was pretrained. A destination saved with the parent's
 # would claim that pretraining as its own (timm names a checkpoint "architecture.tag"), so they are dropped; the
@@ -186,3 +188,7 @@ It has not been trained after subcloning: train it (with a lower learning rate t
 
 Load it with `{load}`.
 """
+
+
+register_reader("subclone-record", read_subclone_record, "a saved destination's subclone.json: the parent, the "
+                "plan and the scales it was made with (save_destination)")

@@ -16,16 +16,17 @@ import random
 import shutil
 import tempfile
 import traceback
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any
 
 import numpy as np
 import pytest
 import torch
+from fuzzkit import FUZZ, Damage, WarningLines, apply, copy_valid, damages, files_of, write_tiny_gguf
 from hypothesis import given, settings
-from hypothesis import strategies as st
 
 import subclone_viz as sv
 from subclone_viz import parent as parent_module
@@ -36,7 +37,6 @@ from subclone_viz.export import read_subclone_record
 from subclone_viz.plan import DestinationSpec, SubclonePlan
 from subclone_viz.readers import READERS, register_reader
 from subclone_viz.records import RECORDS
-from fuzzkit import FUZZ, Damage, WarningLines, apply, copy_valid, damages, files_of, write_tiny_gguf
 from faultkit import assert_one_line_error
 from tiny import WORDS, tiny_batches, tiny_model, word_tokenizer
 
