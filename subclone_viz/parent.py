@@ -447,7 +447,7 @@ SourceResolver = Callable[[SourceRequest], "LoadedSource | None"]
 
 # Parent sources, tried in registration order (``"hub"``, which claims any string, last); a plugin package
 # adds one under the entry-point group ``subclone_viz.sources``.
-SOURCES: Registry[SourceResolver] = Registry("parent source", "subclone_viz.sources")
+SOURCES: Registry[SourceResolver] = Registry("parent source", "subclone_viz.sources", builtins=("subclone_viz.vision",))
 _LAST_SOURCE = "hub"
 
 

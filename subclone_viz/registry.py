@@ -29,6 +29,7 @@ Example::
 from __future__ import annotations
 
 import difflib
+import importlib
 import logging
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from importlib.metadata import entry_points
@@ -47,14 +48,19 @@ class Registry(Mapping[str, T], Generic[T]):
         kind: what an entry is, for messages ("family", "importance estimator").
         entry_point_group: the entry-point group plugins register under; None for none.
         check: called on every object registered; raises ``TypeError``/``ValueError`` to refuse it.
+        builtins: modules of this package that register built-in entries but sit above the registry's own
+            module (the scalings live with the slicing in ``subclone_viz.subclone``, the digits ViT source with
+            its trainer); imported on the first lookup, so that a lazily imported package still lists them.
     """
 
-    def __init__(self, kind: str, entry_point_group: str | None, check: Callable[[str, T], None] | None = None):
+    def __init__(self, kind: str, entry_point_group: str | None, check: Callable[[str, T], None] | None = None,
+                 builtins: tuple[str, ...] = ()):
         self.kind = kind
         self.entry_point_group = entry_point_group
         self._check = check
         self._entries: dict[str, T] = {}
-        self._plugins_loaded = entry_point_group is None
+        self._builtins = builtins
+        self._plugins_loaded = entry_point_group is None and not builtins
 
     def register(self, name: str, obj: T, replace: bool = False) -> T:
         """Add ``obj`` under ``name`` and return it; a name taken is refused unless ``replace``."""
@@ -82,6 +88,10 @@ class Registry(Mapping[str, T], Generic[T]):
         if self._plugins_loaded:
             return
         self._plugins_loaded = True
+        for module in self._builtins:
+            importlib.import_module(module)
+        if self.entry_point_group is None:
+            return
         for point in entry_points(group=self.entry_point_group):
             try:
                 loaded = point.load()
