@@ -94,7 +94,8 @@ class Record:
         found = data.get("format")
         if found is not None and found != cls.FORMAT:
             raise DamagedFileError(f"{shown} is a {found!r} file, not a {cls.FORMAT!r} one")
-        version = data.get("version", 0 if found is None else None)
+        # A document without a format was written before records were versioned, whatever else it says.
+        version = 0 if found is None else data.get("version")
         if found is None and 0 not in cls.READS:
             raise DamagedFileError(f"{shown} is not a {cls.FORMAT!r} file (it has no 'format' field)")
         if version != cls.VERSION and version not in cls.READS:

@@ -67,6 +67,7 @@ from . import distributed
 from ._atomic import DamagedFileError, publish_directory, read_json, write_file
 from .evaluate import evaluate
 from .families import Family, family_of
+from .records import Record, register_record
 
 __all__ = ["EvalRecord", "History", "StepRecord", "TrainSettings", "distillation_loss", "train"]
 
@@ -178,9 +179,14 @@ class EvalRecord:
     time: float  # seconds spent in training steps before this evaluation (evaluations themselves not counted)
 
 
+@register_record
 @dataclass
-class History:
-    """Everything one training run recorded; plain data that round-trips through JSON."""
+class History(Record):
+    """Everything one training run recorded; plain data that round-trips through JSON (``save``/``load``)."""
+
+    FORMAT = "subclone_viz.history"
+    VERSION = 1
+    READS = (0,)  # histories written before records were versioned (no format field)
 
     label: str = ""
     unit: str = "tokens"  # what ``seen`` counts: "tokens" (non-padding) or "images"
@@ -199,27 +205,18 @@ class History:
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> "History":
+        """A history from :meth:`to_dict`'s data (a document's ``format`` and ``version`` are ignored)."""
         known = {f.name for f in fields(cls)}
-        unknown = set(data) - known
+        values = {key: value for key, value in data.items() if key not in ("format", "version")}
+        unknown = set(values) - known
         if unknown:
-            raise ValueError(f"not a History: unknown keys {sorted(unknown)}; expected {sorted(known)}")
-        values = dict(data)
-        values["steps"] = [StepRecord(**r) for r in data.get("steps", [])]
-        values["evals"] = [EvalRecord(**r) for r in data.get("evals", [])]
-        return cls(**values)
-
-    def save_json(self, path: str | os.PathLike, overwrite: bool = False) -> Path:
-        return write_file(path, json.dumps(self.to_dict(), indent=1), overwrite)
-
-    @classmethod
-    def load_json(cls, path: str | os.PathLike) -> "History":
-        """Read a history written by :meth:`save_json`; a damaged or hand-edited file raises
-        :class:`~subclone_viz._atomic.DamagedFileError` naming it."""
-        data = read_json(path, dict)
+            raise ValueError(f"not a training history: unknown keys {sorted(unknown)}; expected {sorted(known)}")
         try:
-            return cls.from_dict(data)
-        except (TypeError, ValueError, AttributeError) as error:
-            raise DamagedFileError(f"{path} is not a training history ({error})") from error
+            values["steps"] = [StepRecord(**r) for r in values.get("steps", [])]
+            values["evals"] = [EvalRecord(**r) for r in values.get("evals", [])]
+        except TypeError as error:
+            raise ValueError(f"not a training history: {error}") from error
+        return cls(**values)
 
     def to_csv(self, path: str | os.PathLike, overwrite: bool = False) -> Path:
         """One row per step number; the eval columns are filled where an evaluation happened."""
@@ -363,7 +360,7 @@ def _save_checkpoint(accelerator, directory: Path, step: int, history: History) 
     finally:
         shared_tensor_log.setLevel(level)
     if accelerator.is_main_process:
-        (staging / _HISTORY_FILE).write_text(json.dumps(history.to_dict()))
+        (staging / _HISTORY_FILE).write_text(history.to_json())
         (staging / _TRAINER_STATE).write_text(json.dumps({"step": step}))
         publish_directory(staging, final, overwrite=True)
         for old in _checkpoints(directory):
@@ -374,7 +371,7 @@ def _save_checkpoint(accelerator, directory: Path, step: int, history: History) 
 
 def _read_checkpoint(checkpoint: Path) -> tuple[History, int]:
     """The history and step saved in a checkpoint, checked; a damaged one raises an error naming its file."""
-    saved = History.load_json(checkpoint / _HISTORY_FILE)
+    saved = History.load(checkpoint / _HISTORY_FILE)
     step = read_json(checkpoint / _TRAINER_STATE, dict).get("step")
     if not isinstance(step, int) or step < 0:
         raise DamagedFileError(f"{checkpoint / _TRAINER_STATE} holds step={step!r}, not a step count")

@@ -57,14 +57,15 @@ def _history(label: str) -> History:
 
 
 def test_a_damaged_history_file_is_named(tmp_path):
-    path = _history("a").save_json(tmp_path / "history.json")
-    assert History.load_json(path).evals[0].loss == 2.5
+    path = _history("a").save(tmp_path / "history.json")
+    assert History.load(path).evals[0].loss == 2.5
     for text, fragment in [("{\"steps\": [", "not valid JSON"), ("[1]", "JSON list"),
                            ('{"steps": [{"step": 1}]}', "not a training history"),
-                           ('{"colour": 1}', "not a training history")]:
+                           ('{"colour": 1}', "not a training history"),
+                           ('{"format": "subclone_viz.history", "version": 7}', "version 7")]:
         path.write_text(text)
         with pytest.raises(DamagedFileError, match=fragment) as raised:
-            History.load_json(path)
+            History.load(path)
         assert str(path) in str(raised.value)
 
 
