@@ -29,12 +29,13 @@ Example::
     [0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 20, 21, 22, 23, 24, 25, 26, 27, 28, 29]
     >>> p.summary()
     '20 layers (parent blocks [0, ..., 29]), hidden 384, FFN 1024, 6 heads / 2 KV; depth=middle, width=importance...'
-    >>> text = p.to_json()                  # every kept index, for saving beside the destination
+    >>> path = p.save("plan.json")          # every kept index; sv.SubclonePlan.load(path) reads it back, checked
+    >>> sv.SubclonePlan.load(path) == p
+    True
 """
 
 from __future__ import annotations
 
-import json
 from dataclasses import MISSING, asdict, dataclass, field, fields
 from typing import TYPE_CHECKING, Any, Callable, Sequence
 
@@ -45,6 +46,7 @@ from .errors import UserError
 from .families import Dims
 from .importance import DEFAULT_ESTIMATOR, ESTIMATORS, estimate_importance
 from .parent import parent_fingerprint
+from .records import Record, register_record
 from .registry import Registry
 
 if TYPE_CHECKING:
@@ -222,9 +224,18 @@ def spec_choices(parent: "Parent") -> dict[str, list[int]]:
     }
 
 
+@register_record
 @dataclass
-class SubclonePlan:
-    """Exactly what a destination keeps. Per-layer lists are indexed by destination layer."""
+class SubclonePlan(Record):
+    """Exactly what a destination keeps. Per-layer lists are indexed by destination layer.
+
+    Saved with ``save(path)`` and read back, checked, with ``load(path)``; ``version`` is the subclone_viz
+    release that made it (``library_version`` in the file, whose ``version`` is the record layout's).
+    """
+
+    FORMAT = "subclone_viz.plan"
+    VERSION = 1
+    READS = (0,)  # plans written before records were versioned: no format, ``version`` the library's
 
     parent: dict[str, Any]
     family: str
@@ -249,10 +260,9 @@ class SubclonePlan:
         return Dims(**self.dims)
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
-    def to_json(self, indent: int | None = None) -> str:
-        return json.dumps(self.to_dict(), indent=indent)
+        data = asdict(self)
+        data["library_version"] = data.pop("version")
+        return data
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> "SubclonePlan":
@@ -260,6 +270,10 @@ class SubclonePlan:
         one index list per destination block, of the destination's widths, within the parent's."""
         if not isinstance(data, dict):
             raise ValueError(f"a plan is a JSON object, not a {type(data).__name__}")
+        data = {key: value for key, value in data.items() if key != "format"}
+        layout = data.pop("version", None)  # the record layout's number, or (older plans) the library's version
+        data.setdefault("library_version", layout if isinstance(layout, str) else __version__)
+        data["version"] = data.pop("library_version")
         known = {f.name for f in fields(cls)}
         required = {f.name for f in fields(cls) if f.default is MISSING and f.default_factory is MISSING}
         missing, unknown = sorted(required - set(data)), sorted(set(data) - known)
@@ -285,10 +299,6 @@ class SubclonePlan:
         if problems:
             raise ValueError(f"inconsistent subclone plan: {'; '.join(problems)}")
         return plan
-
-    @classmethod
-    def from_json(cls, text: str) -> "SubclonePlan":
-        return cls.from_dict(json.loads(text))
 
     def summary(self) -> str:
         d = self.destination_dims

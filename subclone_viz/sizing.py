@@ -60,7 +60,7 @@ import math
 import platform
 import sys
 import time
-from dataclasses import dataclass, field
+from dataclasses import MISSING, dataclass, field, fields
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Iterable, Sequence
 
@@ -77,6 +77,7 @@ from .capture import (
 from .data import cache_dir
 from .families import Family
 from .parent import parent_fingerprint
+from .records import Record, register_record
 from .plan import DEPTH_STRATEGIES, SCALINGS, WIDTH_STRATEGIES, DestinationSpec, SpecError, plan, spec_choices
 from .subclone import subclone
 
@@ -94,10 +95,16 @@ _WIDTH_FRACTIONS = (1 / 3, 1 / 2, 2 / 3, 5 / 6, 1)
 _TIMED_RUNS = 2  # forwards timed per cell (the fastest counts), after one that measures memory
 
 
+@register_record
 @dataclass
-class SizeGrid:
+class SizeGrid(Record):
     """Per (layers[i], hidden[j]) destination: parameters, forward FLOPs per token, untrained held-out loss, and
-    the measured forward latency per token and peak memory on ``device``."""
+    the measured forward latency per token and peak memory on ``device``. Saved with ``save``, read back checked
+    with ``load``."""
+
+    FORMAT = "subclone_viz.size_grid"
+    VERSION = 1
+    READS = (0,)  # grids written as to_dict() before records were versioned
 
     parent: str
     layers: list[int]
@@ -183,15 +190,34 @@ class SizeGrid:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> "SizeGrid":
-        arrays = {
-            name: np.array([[np.nan if v is None else v for v in row] for row in data[name]], dtype=float).reshape(
-                len(data["layers"]), len(data["hidden"])
-            )
-            for name in QUANTITIES
-            if name in data  # grids written before latency and memory were measured lack them
-        }
-        rest = {k: v for k, v in data.items() if k not in QUANTITIES}
-        return cls(**arrays, **rest)
+        """A grid from :meth:`to_dict`'s data, checked: every field there, every array and per-cell list of the
+        grid's shape. Grids written before latency and memory were measured lack them (NaN)."""
+        data = {key: value for key, value in data.items() if key not in ("format", "version")}
+        known = {f.name for f in fields(cls)}
+        required = {f.name for f in fields(cls) if f.default is MISSING and f.default_factory is MISSING}
+        missing, unknown = sorted(required - set(data)), sorted(set(data) - known)
+        if missing or unknown:
+            raise ValueError(f"not a size grid: missing {missing}, unknown {unknown}")
+        if not all(isinstance(data[axis], list) and data[axis] and all(isinstance(v, int) for v in data[axis])
+                   for axis in ("layers", "hidden")):
+            raise ValueError("'layers' and 'hidden' must be non-empty lists of whole numbers")
+        shape = (len(data["layers"]), len(data["hidden"]))
+        arrays = {name: _grid_array(name, data.pop(name), shape) for name in QUANTITIES if name in data}
+        for name in ("reasons", "dims"):
+            if not isinstance(data[name], list) or [len(row) for row in data[name]] != [shape[1]] * shape[0]:
+                raise ValueError(f"{name!r} must be {shape[0]} rows of {shape[1]} cells")
+        return cls(**arrays, **data)
+
+
+def _grid_array(name: str, rows: Any, shape: tuple[int, int]) -> np.ndarray:
+    """A grid quantity from nested lists with None for NaN, of ``shape``."""
+    try:
+        array = np.array([[np.nan if v is None else v for v in row] for row in rows], dtype=float)
+    except (TypeError, ValueError) as error:
+        raise ValueError(f"{name!r} is not a grid of numbers ({error})") from error
+    if array.shape != shape:
+        raise ValueError(f"{name!r} has shape {array.shape}, the grid is {shape[0]} x {shape[1]}")
+    return array
 
 
 def default_grid_axes(parent: "Parent") -> tuple[list[int], list[int]]:
