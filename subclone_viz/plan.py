@@ -17,6 +17,10 @@ Strategies (method.md, sections 2 and 3):
   (:mod:`subclone_viz.importance`: ``"paper"``, ``"layer_normalized"``, ``"norm_input"``, ``"norm_output"``,
   ``"weight_aware"``, ``"taylor"``).
 
+Each strategy is a :class:`Strategy` (a named callable) in an open registry, :data:`DEPTHS`, :data:`WIDTHS` or
+:data:`SCALING_METHODS`; :func:`register_strategy` adds one, and the name tuples ``DEPTH_STRATEGIES``,
+``WIDTH_STRATEGIES`` and ``SCALINGS`` follow the registries.
+
 Example::
 
     >>> import subclone_viz as sv
