@@ -16,7 +16,7 @@ Example::
     PosixPath('smollm2-6x192')
 """
 
-from ._version import __version__
+from ._version import __version__  # noqa: F401  (the package version, read by the CLI and the wheel test)
 
 from .data import cache_dir, image_batches, text_batches  # noqa: E402
 from .families import Dims, UnsupportedArchitectureError, family_of, supported_families  # noqa: E402

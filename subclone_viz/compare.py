@@ -56,8 +56,8 @@ from . import distributed
 from ._atomic import read_json, staged_directory
 from .plan import plan
 from .profile import profile as profile_parent
-from .subclone import random_init, subclone
 from .records import Record, register_record
+from .subclone import random_init, subclone
 from .train import EvalRecord, History, StepRecord, StopSignal, TrainSettings, train
 
 if TYPE_CHECKING:

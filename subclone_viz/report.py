@@ -44,8 +44,8 @@ import plotly.graph_objects as go
 from plotly.offline import get_plotlyjs
 
 from . import distributed, plots
-from ._version import __version__
 from ._atomic import check_new_file, write_file
+from ._version import __version__
 from .compare import speedup_text
 from .parent import Parent, load_parent
 from .profile import BLOCK_METRIC_LABELS, BLOCK_METRICS, Profile

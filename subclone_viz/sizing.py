@@ -60,25 +60,31 @@ import math
 import platform
 import sys
 import time
+from collections.abc import Iterable, Sequence
 from dataclasses import MISSING, dataclass, field, fields
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Iterable, Sequence
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
 from torch import nn
 
 from . import distributed
-from ._version import __version__
 from ._atomic import DamagedFileError, note_rebuild, read_cache_file, write_cache_file
+from ._version import __version__
 from .capture import (
-    ResidualStream, forward_peak_bytes, record_stream, resumed, to_device, tokens_per_sequence,
+    ResidualStream,
+    forward_peak_bytes,
+    record_stream,
+    resumed,
+    to_device,
+    tokens_per_sequence,
 )
 from .data import cache_dir
 from .families import Family
 from .parent import parent_fingerprint
-from .records import Record, register_record
 from .plan import DEPTH_STRATEGIES, SCALINGS, WIDTH_STRATEGIES, DestinationSpec, SpecError, plan, spec_choices
+from .records import Record, register_record
 from .subclone import subclone
 
 if TYPE_CHECKING:
@@ -202,11 +208,13 @@ class SizeGrid(Record):
                    for axis in ("layers", "hidden")):
             raise ValueError("'layers' and 'hidden' must be non-empty lists of whole numbers")
         shape = (len(data["layers"]), len(data["hidden"]))
-        arrays = {name: _grid_array(name, data.pop(name), shape) for name in QUANTITIES if name in data}
+        for name in QUANTITIES:
+            if name in data:
+                data[name] = _grid_array(name, data[name], shape)
         for name in ("reasons", "dims"):
             if not isinstance(data[name], list) or [len(row) for row in data[name]] != [shape[1]] * shape[0]:
                 raise ValueError(f"{name!r} must be {shape[0]} rows of {shape[1]} cells")
-        return cls(**arrays, **data)
+        return cls(**data)
 
 
 def _grid_array(name: str, rows: Any, shape: tuple[int, int]) -> np.ndarray:
