@@ -29,7 +29,7 @@ LAZY_IMPORTS = {
     "tqdm": "tqdm.auto probes for a notebook when imported; imported where a progress bar is shown",
 }
 # The command-line front end keeps `--help` free of torch: it may import the package's own modules late.
-FRONT_END = ("subclone_viz.cli", "subclone_viz.__main__")
+FRONT_END = ("subclone_viz.cli", "subclone_viz.cli_commands", "subclone_viz.__main__")
 # Only these modules draw or show widgets.
 DRAWING_MODULES = ("subclone_viz.plots", "subclone_viz.report", "subclone_viz.widgets", *FRONT_END)
 DRAWING_PACKAGES = ("plotly", "ipywidgets", "anywidget")
