@@ -452,7 +452,8 @@ SourceResolver = Callable[[SourceRequest], "LoadedSource | None"]
 
 # Parent sources, tried in registration order (``"hub"``, which claims any string, last); a plugin package
 # adds one under the entry-point group ``subclone_viz.sources``.
-SOURCES: Registry[SourceResolver] = Registry("parent source", "subclone_viz.sources")
+SOURCES: Registry[SourceResolver] = Registry("parent source", "subclone_viz.sources",
+                                             declared={"vit-digits": "subclone_viz.vision:vit_digits_source"})
 _LAST_SOURCE = "hub"
 
 

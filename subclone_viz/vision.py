@@ -67,6 +67,7 @@ __all__ = [
     "vit_digits_dir",
     "vit_digits_history",
     "vit_digits_parent",
+    "vit_digits_source",
 ]
 
 VIT_DIGITS = "vit-digits"
@@ -181,7 +182,7 @@ def vit_digits_parent(device: str | torch.device = "auto", retrain: bool = False
 
 @register_source(VIT_DIGITS, embedded="a small timm ViT (1.2M) trained here on scikit-learn's digits; no pretrained "
                  "ViT is offline")
-def _vit_digits_source(request: SourceRequest) -> LoadedSource | None:
+def vit_digits_source(request: SourceRequest) -> LoadedSource | None:
     """``load_parent("vit-digits")``: the cached digits ViT, trained first when it is missing."""
     if request.source != VIT_DIGITS:
         return None

