@@ -105,7 +105,11 @@ def _check_strategy(name: str, strategy: object) -> None:
 # The strategies by name, open to plugins: register_strategy(DEPTHS, Strategy("my-depth", function)).
 DEPTHS: Registry[Strategy] = Registry("depth strategy", "subclone_viz.depth_strategies", check=_check_strategy)
 WIDTHS: Registry[Strategy] = Registry("width strategy", "subclone_viz.width_strategies", check=_check_strategy)
-SCALING_METHODS: Registry[Strategy] = Registry("scaling", "subclone_viz.scalings", check=_check_strategy)
+SCALING_METHODS: Registry[Strategy] = Registry(
+    "scaling", "subclone_viz.scalings", check=_check_strategy,
+    declared={name: f"subclone_viz.subclone:{attribute}" for name, attribute in
+              (("sqrt", "SQRT_SCALING"), ("none", "NO_SCALING"), ("calibrated", "CALIBRATED_SCALING"))},
+)
 # Their names, following later registrations (choices for the command line and the widgets).
 DEPTH_STRATEGIES = DEPTHS.names()
 WIDTH_STRATEGIES = WIDTHS.names()
