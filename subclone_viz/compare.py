@@ -63,6 +63,7 @@ from .inits import DEFAULT_LR_PRESET, INITS, default_hyperparameters, hyperparam
 from .plan import plan
 from .profile import profile as profile_parent
 from .records import Record, register_record
+from .settings import ProfileSettings
 from .subclone import random_init, subclone
 from .train import EvalRecord, History, StepRecord, StopSignal, TrainSettings, train
 
@@ -74,7 +75,7 @@ if TYPE_CHECKING:
 __all__ = ["INITS", "Comparison", "Speedup", "compare", "default_hyperparameters", "learning_rate_note",
            "reference_converged", "speedup", "speedup_text"]
 
-PROFILE_TOKENS = 4096
+PROFILE_TOKENS = ProfileSettings().subclone_tokens
 REFERENCE_INIT = "random"
 # The reference counts as converged when the second half of its run brought at most this share of its whole
 # drop in held-out loss. The tuned random runs of the speedup study brought 4-7% (bench/results/speedup_study);

@@ -53,6 +53,7 @@ from .importance import DEFAULT_ESTIMATOR, ESTIMATORS, estimate_importance
 from .parent import parent_fingerprint
 from .records import Record, register_record
 from .registry import Registry
+from .settings import PlanStrategy
 
 if TYPE_CHECKING:
     from .parent import Parent
@@ -114,6 +115,9 @@ SCALING_METHODS: Registry[Strategy] = Registry(
 DEPTH_STRATEGIES = DEPTHS.names()
 WIDTH_STRATEGIES = WIDTHS.names()
 SCALINGS = SCALING_METHODS.names()
+
+
+_DEFAULTS = PlanStrategy()  # the strategies a plan uses unless told otherwise
 
 
 def register_strategy(registry: Registry[Strategy], strategy: Strategy, replace: bool = False) -> Strategy:
@@ -325,10 +329,10 @@ def plan(
     parent: "Parent",
     profile: "Profile | None",
     spec: DestinationSpec,
-    depth: str | Sequence[int] = "middle",
-    width: str = "importance",
-    scaling: str = "sqrt",
-    importance: str = DEFAULT_ESTIMATOR,
+    depth: str | Sequence[int] = _DEFAULTS.depth,
+    width: str = _DEFAULTS.width,
+    scaling: str = _DEFAULTS.scaling,
+    importance: str = _DEFAULTS.importance,
 ) -> SubclonePlan:
     """Choose the blocks and indices a destination keeps.
 

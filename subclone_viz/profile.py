@@ -71,6 +71,7 @@ from .errors import UserError
 from .importance import ESTIMATORS, sums_collected_for
 from .parent import parent_fingerprint, same_parent
 from .records import Record, register_record
+from .settings import ProfileSettings
 
 if TYPE_CHECKING:
     from .parent import Parent
@@ -630,7 +631,7 @@ def profile(
     max_tokens: int | None = None,
     progress: bool = True,
     source: str | None = None,
-    shards: int = 8,
+    shards: int = ProfileSettings().shards,
 ) -> Profile:
     """Profile ``parent`` in one streaming pass over ``batches``.
 

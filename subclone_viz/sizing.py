@@ -85,6 +85,7 @@ from .families import Family
 from .parent import parent_fingerprint
 from .plan import DEPTH_STRATEGIES, SCALINGS, WIDTH_STRATEGIES, DestinationSpec, SpecError, plan, spec_choices
 from .records import Record, register_record
+from .settings import PlanStrategy
 from .subclone import subclone
 
 if TYPE_CHECKING:
@@ -413,9 +414,9 @@ def size_grid(
     layers: Sequence[int] | None = None,
     hidden: Sequence[int] | None = None,
     eval_batches: Iterable[dict[str, torch.Tensor]] | None = None,
-    depth: str = "middle",
-    width: str = "importance",
-    scaling: str = "sqrt",
+    depth: str = PlanStrategy().depth,
+    width: str = PlanStrategy().width,
+    scaling: str = PlanStrategy().scaling,
     seq_len: int | None = None,
     cache: bool = True,
     progress: bool = True,

@@ -55,7 +55,7 @@ import shutil
 import time
 import warnings
 from collections.abc import Callable, Iterable, Iterator, Mapping
-from dataclasses import asdict, dataclass, field, fields, replace
+from dataclasses import asdict, dataclass, field, fields
 from functools import partial
 from pathlib import Path
 from typing import Any, Protocol
@@ -65,16 +65,13 @@ from torch import nn
 
 from . import distributed
 from ._atomic import DamagedFileError, publish_directory, read_json, write_file
-from .choices import DISTILL_ALPHA, DISTILL_TEMPERATURE, SCHEDULES
 from .evaluate import evaluate
 from .families import Family, family_of
 from .records import Record, register_record
+from .settings import TrainSettings
 
 __all__ = ["EvalRecord", "History", "StepRecord", "TrainSettings", "distillation_loss", "train"]
 
-MIXED_PRECISIONS = ("auto", "no", "bf16", "fp16")
-DEFAULT_WARMUP_FRACTION = 0.05
-DEFAULT_EVALUATIONS = 10
 _CHECKPOINT_PREFIX = "step-"
 _TRAINER_STATE = "trainer_state.json"
 _HISTORY_FILE = "history.json"
@@ -82,70 +79,6 @@ _HISTORY_FILE = "history.json"
 # The process count too: the batch stream a resumed run picks up depends on it.
 _RESUME_KEYS = ("steps", "lr", "weight_decay", "warmup", "schedule", "seed", "max_grad_norm", "eval_every",
                 "distill_alpha", "distill_temperature", "teacher", "num_processes")
-
-
-@dataclass(frozen=True)
-class TrainSettings:
-    """Everything that shapes one training run; the one place its defaults live.
-
-    ``lr`` and ``weight_decay`` may stay None for :func:`~subclone_viz.compare.compare`, which then uses the
-    paper's values for each initialization; :func:`train` needs them set.
-    """
-
-    steps: int = 200  # optimizer steps (under ``accelerate launch`` each step takes one batch per process)
-    lr: float | None = None  # peak learning rate of AdamW
-    weight_decay: float | None = None  # AdamW weight decay, applied to weight matrices only
-    warmup: int | None = None  # linear warmup steps (None: 5% of ``steps``)
-    schedule: str = "cosine"  # after warmup: "cosine", "linear" (both towards 0) or "constant"
-    eval_every: int | None = None  # steps between evaluations (None: steps // 10); also one before and one at the end
-    seed: int = 0  # seeds Python, NumPy and torch (random init, dropout): equal seeds give equal histories
-    mixed_precision: str = "auto"  # "auto" (bf16 on a GPU that supports it, else fp32), "no", "bf16", "fp16"
-    max_grad_norm: float | None = 1.0  # clip the gradient norm to this (None: no clipping)
-    # With a teacher: loss = (1 - distill_alpha) * task loss + distill_alpha * T^2 * KL(teacher || student) at T.
-    distill_alpha: float = DISTILL_ALPHA
-    distill_temperature: float = DISTILL_TEMPERATURE
-
-    def __post_init__(self) -> None:
-        if isinstance(self.steps, bool) or not isinstance(self.steps, int) or self.steps < 1:
-            raise ValueError(f"steps={self.steps!r} must be a positive integer")
-        if self.lr is not None and not self.lr > 0:
-            raise ValueError(f"lr={self.lr!r} must be positive")
-        if self.weight_decay is not None and not self.weight_decay >= 0:
-            raise ValueError(f"weight_decay={self.weight_decay!r} must be >= 0")
-        if self.schedule not in SCHEDULES:
-            raise ValueError(f"schedule={self.schedule!r} is not a schedule; choose one of {', '.join(SCHEDULES)}")
-        if self.warmup is not None and not 0 <= self.warmup <= self.steps:
-            raise ValueError(f"warmup={self.warmup!r} must be between 0 and steps={self.steps}")
-        if self.eval_every is not None and self.eval_every < 1:
-            raise ValueError(f"eval_every={self.eval_every!r} must be a positive number of steps")
-        if self.mixed_precision not in MIXED_PRECISIONS:
-            choices = ", ".join(MIXED_PRECISIONS)
-            raise ValueError(f"mixed_precision={self.mixed_precision!r} is not valid; choose one of {choices}")
-        if self.max_grad_norm is not None and not self.max_grad_norm > 0:
-            raise ValueError(f"max_grad_norm={self.max_grad_norm!r} must be positive, or None for no clipping")
-        if not 0.0 <= self.distill_alpha <= 1.0:
-            raise ValueError(f"distill_alpha={self.distill_alpha!r} must be between 0 (no distillation) and 1 "
-                             f"(the teacher's distribution only)")
-        if not self.distill_temperature > 0:
-            raise ValueError(f"distill_temperature={self.distill_temperature!r} must be positive (1: the plain "
-                             f"distributions; higher: softer ones)")
-
-    @classmethod
-    def of(cls, settings: "TrainSettings | None" = None, **overrides: Any) -> "TrainSettings":
-        """``settings`` (default: the defaults) with ``overrides`` replacing some fields, by name."""
-        valid = [f.name for f in fields(cls)]
-        unknown = sorted(set(overrides) - set(valid))
-        if unknown:
-            raise TypeError(f"unknown training setting(s) {unknown}; valid ones: {', '.join(valid)}")
-        return replace(settings or cls(), **overrides)
-
-    @property
-    def resolved_warmup(self) -> int:
-        return round(DEFAULT_WARMUP_FRACTION * self.steps) if self.warmup is None else self.warmup
-
-    @property
-    def resolved_eval_every(self) -> int:
-        return max(1, self.steps // DEFAULT_EVALUATIONS) if self.eval_every is None else self.eval_every
 
 
 class StopSignal(Protocol):
