@@ -447,12 +447,7 @@ def train(
     from accelerate.utils import set_seed
     from tqdm.auto import tqdm
 
-    settings = TrainSettings.of(settings, **overrides)
-    for name in ("lr", "weight_decay"):
-        if getattr(settings, name) is None:
-            raise ValueError(f"{name} is not set: pass {name}=... (compare() picks the paper's value per init)")
-    if resume and checkpoint_dir is None:
-        raise ValueError("resume=True needs the checkpoint_dir to resume from")
+    settings = _checked_settings(settings, overrides, resume, checkpoint_dir)
     steps, warmup, eval_every = settings.steps, settings.resolved_warmup, settings.resolved_eval_every
     precision = _resolve_mixed_precision(settings.mixed_precision)
     family = family or family_of(model)
@@ -460,35 +455,15 @@ def train(
 
     set_seed(settings.seed)
     accelerator = _accelerator(precision)
-    if teacher is not None:
-        teacher_device = next(teacher.parameters()).device
-        if teacher_device.type != accelerator.device.type:
-            raise ValueError(f"the teacher is on {teacher_device} but training runs on {accelerator.device}: "
-                             f"move it there first (teacher.to({str(accelerator.device)!r}))")
+    _check_teacher_device(teacher, accelerator.device)
     optimizer = torch.optim.AdamW(_param_groups(model, settings.weight_decay), lr=settings.lr)
     scheduler = torch.optim.lr_scheduler.LambdaLR(
         optimizer, partial(_lr_factor, warmup=warmup, total=steps, schedule=settings.schedule)
     )
     model.train()
     prepared, optimizer, scheduler = accelerator.prepare(model, optimizer, scheduler)
-
-    config = dict(
-        asdict(settings), warmup=warmup, eval_every=eval_every, mixed_precision=precision,
-        teacher=type(teacher).__name__ if teacher is not None else None,
-        num_processes=accelerator.num_processes, device=str(accelerator.device),
-        batches=getattr(batches, "description", None), eval_batches=getattr(eval_batches, "description", None),
-    )
-    if teacher is None:  # the distillation settings play no part in this run: do not record them as if they did
-        config.update(distill_alpha=None, distill_temperature=None)
-    unit = "images" if family.task == "image-classification" else "tokens"
-    history = History(label=label, unit=unit, config=config)
-    start = 0
-    latest = _checkpoints(checkpoint_dir)[-1:] if resume else []
-    if latest:
-        saved, start = _read_checkpoint(latest[0])
-        _check_resumable(saved.config, config, latest[0])
-        accelerator.load_state(str(latest[0]))
-        history = History(label=label or saved.label, unit=unit, config=config, steps=saved.steps, evals=saved.evals)
+    config = _run_config(settings, precision, teacher, accelerator, batches, eval_batches)
+    history, start = _start_history(accelerator, config, family, label, checkpoint_dir if resume else None)
     # The clock counts training steps only (a teacher's forward included): evaluations, checkpoints and
     # callbacks cost every run the same and would blur a speedup per second.
     trained_seconds = max([r.time for r in history.steps + history.evals] + [0.0])
@@ -511,7 +486,6 @@ def train(
     bar = tqdm(total=steps, initial=start, desc=label or "train", unit="step", leave=False,
                disable=not progress or not accelerator.is_main_process)
     distiller = _Teacher(model, teacher, accelerator.autocast) if teacher is not None else None
-    alpha = settings.distill_alpha
     try:
         if start == 0:
             run_eval(0)
@@ -521,25 +495,13 @@ def train(
                 break
             step_began = time.perf_counter()
             batch = {k: v.to(accelerator.device) for k, v in next(stream).items()}
-            optimizer.zero_grad(set_to_none=True)
-            loss = family.loss(prepared, batch)
-            distill_loss = distiller.loss(settings.distill_temperature) if distiller is not None else None
-            objective = loss if distill_loss is None else (1.0 - alpha) * loss + alpha * distill_loss
-            accelerator.backward(objective)
-            if settings.max_grad_norm is not None:
-                accelerator.clip_grad_norm_(prepared.parameters(), settings.max_grad_norm)
-            used_lr = scheduler.get_last_lr()[0]
-            optimizer.step()
-            scheduler.step()
-            values = [loss.item(), _counted(batch), distill_loss.item() if distill_loss is not None else 0.0]
-            totals = torch.tensor(values, dtype=torch.float64, device=accelerator.device)
-            if processes > 1:
-                totals = accelerator.reduce(totals, reduction="sum")
+            totals, used_lr = _optimizer_step(accelerator, prepared, family, optimizer, scheduler, distiller,
+                                              settings, batch)
             trained_seconds += time.perf_counter() - step_began
             seen += int(totals[1])
             record = StepRecord(
                 step=step, seen=seen, loss=float(totals[0]) / processes, lr=used_lr, time=trained_seconds,
-                distill_loss=float(totals[2]) / processes if distill_loss is not None else None,
+                distill_loss=float(totals[2]) / processes if distiller is not None else None,
             )
             history.steps.append(record)
             bar.update(1)
@@ -557,3 +519,74 @@ def train(
         accelerator.unwrap_model(prepared, keep_fp32_wrapper=False).eval()
         accelerator.free_memory()
     return history
+
+
+def _checked_settings(settings: TrainSettings | None, overrides: dict[str, Any], resume: bool,
+                      checkpoint_dir: str | os.PathLike | None) -> TrainSettings:
+    """The run's settings, refused before any work when train() cannot run them."""
+    settings = TrainSettings.of(settings, **overrides)
+    for name in ("lr", "weight_decay"):
+        if getattr(settings, name) is None:
+            raise ValueError(f"{name} is not set: pass {name}=... (compare() picks the paper's value per init)")
+    if resume and checkpoint_dir is None:
+        raise ValueError("resume=True needs the checkpoint_dir to resume from")
+    return settings
+
+
+def _check_teacher_device(teacher: nn.Module | None, device: torch.device) -> None:
+    if teacher is None:
+        return
+    teacher_device = next(teacher.parameters()).device
+    if teacher_device.type != device.type:
+        raise ValueError(f"the teacher is on {teacher_device} but training runs on {device}: "
+                         f"move it there first (teacher.to({str(device)!r}))")
+
+
+def _run_config(settings: TrainSettings, precision: str, teacher: nn.Module | None, accelerator: Any,
+                batches: Iterable[dict[str, torch.Tensor]], eval_batches: Any) -> dict[str, Any]:
+    """What the history records about the run (and a resumed run must share with its checkpoint)."""
+    config = dict(
+        asdict(settings), warmup=settings.resolved_warmup, eval_every=settings.resolved_eval_every,
+        mixed_precision=precision, teacher=type(teacher).__name__ if teacher is not None else None,
+        num_processes=accelerator.num_processes, device=str(accelerator.device),
+        batches=getattr(batches, "description", None), eval_batches=getattr(eval_batches, "description", None),
+    )
+    if teacher is None:  # the distillation settings play no part in this run: do not record them as if they did
+        config.update(distill_alpha=None, distill_temperature=None)
+    return config
+
+
+def _start_history(accelerator: Any, config: dict[str, Any], family: Family, label: str,
+                   checkpoint_dir: Path | None) -> tuple[History, int]:
+    """A fresh history at step 0, or (with ``checkpoint_dir``) the latest checkpoint's, its state loaded."""
+    unit = "images" if family.task == "image-classification" else "tokens"
+    latest = _checkpoints(checkpoint_dir)[-1:] if checkpoint_dir is not None else []
+    if not latest:
+        return History(label=label, unit=unit, config=config), 0
+    saved, start = _read_checkpoint(latest[0])
+    _check_resumable(saved.config, config, latest[0])
+    accelerator.load_state(str(latest[0]))
+    return History(label=label or saved.label, unit=unit, config=config, steps=saved.steps, evals=saved.evals), start
+
+
+def _optimizer_step(accelerator: Any, prepared: nn.Module, family: Family, optimizer: Any, scheduler: Any,
+                    distiller: "_Teacher | None", settings: TrainSettings,
+                    batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, float]:
+    """One optimizer step on ``batch``: the (task loss, counted tokens, distillation loss) summed over the
+    processes, and the learning rate the step used."""
+    optimizer.zero_grad(set_to_none=True)
+    loss = family.loss(prepared, batch)
+    distill_loss = distiller.loss(settings.distill_temperature) if distiller is not None else None
+    alpha = settings.distill_alpha
+    objective = loss if distill_loss is None else (1.0 - alpha) * loss + alpha * distill_loss
+    accelerator.backward(objective)
+    if settings.max_grad_norm is not None:
+        accelerator.clip_grad_norm_(prepared.parameters(), settings.max_grad_norm)
+    used_lr = scheduler.get_last_lr()[0]
+    optimizer.step()
+    scheduler.step()
+    values = [loss.item(), _counted(batch), distill_loss.item() if distill_loss is not None else 0.0]
+    totals = torch.tensor(values, dtype=torch.float64, device=accelerator.device)
+    if accelerator.num_processes > 1:
+        totals = accelerator.reduce(totals, reduction="sum")
+    return totals, used_lr
