@@ -62,8 +62,9 @@ from typing import Any
 import numpy as np
 import torch
 
-from . import __version__, distributed
+from . import distributed
 from ._atomic import check_new_directory, check_new_file, staged_directory
+from ._version import __version__
 from .compare import INITS, Comparison, compare
 from .data import ImageBatches, TextBatches
 from .errors import UserError
