@@ -59,11 +59,11 @@ import json
 import math
 import textwrap
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from types import ModuleType
 from typing import Any
 
+from ._version import __version__
 from .choices import (
     DEFAULT_ESTIMATOR,
     DEPTH_STRATEGIES,
@@ -76,26 +76,12 @@ from .choices import (
     SCHEDULES,
     WIDTH_STRATEGIES,
 )
-from .errors import UserError
 from .inits import DEFAULT_LR_PRESET, INITS, LR_PRESETS
 
 PROG = "subclone-viz"
 DTYPES = ("float32", "bfloat16", "float16")
 DEFAULT_PARENT = "smollm2-135m"
 HELP_WIDTH = 78  # a subcommand's description and example, wrapped as argparse wraps the rest of its help
-
-
-class UsageError(UserError):
-    """A mistake in what the user asked for: reported as one line on stderr, exit status 2."""
-
-
-@dataclass
-class Outcome:
-    """What a subcommand reports: the JSON document for ``--json`` and the same facts as text for people."""
-
-    document: dict[str, Any]
-    text: str
-
 
 
 # --------------------------------------------------------------------------------------------------------
@@ -141,8 +127,9 @@ def layers_arg(text: str) -> int | list[int]:
 
 
 def depth_arg(text: str) -> str | list[int]:
-    """A depth strategy name or a comma list of parent block indices."""
-    if text in DEPTH_STRATEGIES:
+    """A depth strategy name (checked against the registered strategies when the command runs: plugins may add
+    some) or a comma list of parent block indices."""
+    if text in DEPTH_STRATEGIES or not (text[:1].isdigit() or "," in text):
         return text
     try:
         return _block_list(text)
@@ -282,6 +269,7 @@ def build_parser() -> argparse.ArgumentParser:
     common.add_argument("--json", action="store_true", help="print one JSON document on stdout, nothing else")
 
     parser = _Parser(prog=PROG, description="Weight subcloning of transformers (Samragh et al., 2023).")
+    parser.add_argument("--version", action="version", version=f"{PROG} {__version__}")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     info = commands.add_parser("info", parents=[common], help="describe a parent and its valid destination specs")
@@ -303,8 +291,10 @@ def build_parser() -> argparse.ArgumentParser:
     _add_spec_arguments(sub, hidden_required=True)
     sub.add_argument("--depth", type=depth_arg, default="middle",
                      help=f"{' | '.join(DEPTH_STRATEGIES)} | a comma list of parent blocks (default middle)")
-    sub.add_argument("--width", choices=WIDTH_STRATEGIES, default="importance", help="default importance")
-    sub.add_argument("--scaling", choices=SCALINGS, default="sqrt", help="default sqrt")
+    sub.add_argument("--width", default="importance", metavar="NAME",
+                     help=f"{' | '.join(WIDTH_STRATEGIES)} or a plugin's (default importance)")
+    sub.add_argument("--scaling", default="sqrt", metavar="NAME",
+                     help=f"{' | '.join(SCALINGS)} or a plugin's (default sqrt)")
     sub.add_argument("--importance", default=DEFAULT_ESTIMATOR, metavar="NAME",
                      help=f"the importance estimator --width importance ranks by: {', '.join(ESTIMATOR_NAMES)} or a "
                           f"plugin's (default {DEFAULT_ESTIMATOR})")
@@ -498,7 +488,7 @@ class _Command:
     def __init__(self, name: str) -> None:
         self.__name__ = name
 
-    def __call__(self, args: argparse.Namespace) -> Outcome:
+    def __call__(self, args: argparse.Namespace) -> Any:
         return getattr(_commands(), self.__name__)(args)
 
     def __repr__(self) -> str:
@@ -521,4 +511,4 @@ def main(argv: Sequence[str] | None = None) -> int:
         args = parser.parse_args(argv)
     except SystemExit as exit_:  # argparse's help (0) and errors (2)
         return exit_.code if isinstance(exit_.code, int) else 0
-    return _commands().execute(args)
+    return _commands().execute(args, PROG)
