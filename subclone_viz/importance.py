@@ -52,10 +52,9 @@ import torch
 from torch import nn
 
 from .capture import RunningSums
+from .choices import DEFAULT_ESTIMATOR
 from .errors import ConfigurationError
 from .registry import Registry
-
-from .choices import DEFAULT_ESTIMATOR
 
 if TYPE_CHECKING:
     from .parent import Parent

@@ -41,11 +41,11 @@ import json
 import os
 import shutil
 import socket
-from urllib.parse import urlparse
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlparse
 
 import numpy as np
 import torch

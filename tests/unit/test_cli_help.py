@@ -23,15 +23,15 @@ from tiny import tiny_model, word_tokenizer
 ROOT = Path(__file__).resolve().parents[2]
 HEAVY = ("torch", "transformers", "numpy")
 # Runs ``python -m subclone_viz ARGS`` as the console script does, then reports which heavy modules it imported.
-RUN_MAIN_AND_LIST_HEAVY = """
+RUN_MAIN_AND_LIST_HEAVY = f"""
 import runpy, sys
 sys.argv = ["subclone-viz", *sys.argv[1:]]
 try:
     runpy.run_module("subclone_viz", run_name="__main__", alter_sys=True)
 except SystemExit as exit_:
     assert exit_.code in (0, None), exit_.code
-print("HEAVY", *sorted(name for name in {heavy!r} if name in sys.modules))
-""".format(heavy=HEAVY)
+print("HEAVY", *sorted(name for name in {HEAVY!r} if name in sys.modules))
+"""
 
 
 def heavy_modules_after(*argv: str) -> list[str]:
@@ -64,7 +64,7 @@ def test_a_subcommands_help_imports_no_torch(command):
 
 def test_importing_the_package_imports_no_torch():
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    code = "import sys, subclone_viz as sv; sv.__version__; print(sorted(m for m in %r if m in sys.modules))" % (HEAVY,)
+    code = f"import sys, subclone_viz as sv; sv.__version__; print(sorted(m for m in {HEAVY!r} if m in sys.modules))"
     done = subprocess.run([sys.executable, "-c", code], env=env, cwd=ROOT, capture_output=True, text=True, check=True,
                           timeout=120)
     assert done.stdout.strip() == "[]"
@@ -98,12 +98,13 @@ def test_every_subcommand_has_a_description_and_an_example():
 
 
 def test_the_parsers_names_are_the_registered_builtin_ones():
-    from subclone_viz import choices, plan
+    from subclone_viz import choices
+    from subclone_viz.plan import DEPTHS, SCALING_METHODS, WIDTHS
 
     assert choices.ESTIMATOR_NAMES == tuple(ESTIMATORS)[: len(choices.ESTIMATOR_NAMES)]
-    assert choices.DEPTH_STRATEGIES == tuple(plan.DEPTHS)[: len(choices.DEPTH_STRATEGIES)]
-    assert choices.WIDTH_STRATEGIES == tuple(plan.WIDTHS)[: len(choices.WIDTH_STRATEGIES)]
-    assert choices.SCALINGS == tuple(plan.SCALING_METHODS)[: len(choices.SCALINGS)]
+    assert choices.DEPTH_STRATEGIES == tuple(DEPTHS)[: len(choices.DEPTH_STRATEGIES)]
+    assert choices.WIDTH_STRATEGIES == tuple(WIDTHS)[: len(choices.WIDTH_STRATEGIES)]
+    assert choices.SCALINGS == tuple(SCALING_METHODS)[: len(choices.SCALINGS)]
 
 
 def test_importance_help_lists_every_builtin_estimator():
