@@ -311,8 +311,8 @@ def run_subclone(args: argparse.Namespace) -> Outcome:
     check_new_directory(args.out, args.overwrite)
     if args.profile is not None and not args.profile.is_file():
         raise UsageError(f"--profile {args.profile}: no such file")
-    spec = _spec(args)
     _check_names(args)
+    spec = _spec(args)
     _check_before_loading(args, [spec], args.depth)
     parent = _load(args)
     _check_plan(parent, spec, args.depth)

@@ -49,6 +49,7 @@ from urllib.parse import urlparse
 
 import numpy as np
 import torch
+from huggingface_hub import constants
 from torch import nn
 
 from . import distributed
@@ -587,16 +588,12 @@ def _refuse_misspelt_alias(source: str, path: Path) -> None:
 
 
 def _in_hub_cache(repo_id: str) -> bool:
-    from huggingface_hub import constants
-
     return (Path(constants.HF_HUB_CACHE) / f"models--{repo_id.replace('/', '--')}").is_dir()
 
 
 def _hub_unreachable() -> str | None:
     """Why the Hugging Face hub cannot be reached from here (offline mode, or no connection to it within a few
     seconds), or None when it can (or a proxy decides). One quick check instead of the hub client's retries."""
-    from huggingface_hub import constants
-
     if constants.HF_HUB_OFFLINE:
         return "HF_HUB_OFFLINE is set"
     if any(os.environ.get(name) for name in ("HTTPS_PROXY", "https_proxy", "ALL_PROXY", "all_proxy")):
