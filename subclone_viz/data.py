@@ -787,4 +787,7 @@ def image_batches(
     return ImageBatches(images, batch_size, max_batches, shuffle, seed, split)
 
 
-register_reader("token-cache", read_token_cache, "a corpus's cached token ids (cache_dir()/tokens)", cache=True)
+TOKEN_CACHE_READER = register_reader(
+    "token-cache", read_token_cache,
+    "a corpus's cached token ids (cache_dir()/tokens)", cache=True,
+)

@@ -190,5 +190,7 @@ Load it with `{load}`.
 """
 
 
-register_reader("subclone-record", read_subclone_record, "a saved destination's subclone.json: the parent, the "
-                "plan and the scales it was made with (save_destination)")
+SUBCLONE_RECORD_READER = register_reader(
+    "subclone-record", read_subclone_record,
+    "a saved destination's subclone.json: the parent, the plan and the scales it was made with (save_destination)",
+)

@@ -9,13 +9,13 @@ rebuilds the cache.
 
 :data:`READERS` maps a file kind's name to its :class:`Reader`: the function that reads it from a path, a
 description, whether it is a directory and whether it is a cache. Each module registers the kinds it reads,
-next to their reader, with :func:`register_reader`; the records of :data:`~subclone_viz.records.RECORDS` (read by
+next to their reader, with :func:`register_reader` (and the package declares them in ``_PACKAGE_READERS``, as
+it declares its records); the records of :data:`~subclone_viz.records.RECORDS` (read by
 their class's ``load``) are the other half of the list. A kind registered without a case in the fuzz suite
 (tests/faults/test_fuzz_readers.py) fails the test suite.
 
 Example::
 
-    >>> import subclone_viz
     >>> from subclone_viz.readers import READERS
     >>> READERS["checkpoint"].directory, READERS["token-cache"].cache
     (True, True)
@@ -58,7 +58,21 @@ def _check_reader(name: str, reader: Reader) -> None:
         raise TypeError(f"{name!r}: a file reader is a Reader with a callable read, got {reader!r}")
 
 
-READERS: Registry[Reader] = Registry("file reader", "subclone_viz.readers", check=_check_reader)
+# The package's own readers, declared by module (as records are), so that the list holds them before their modules
+# are imported; each module registers its own next to the function that reads the file.
+_PACKAGE_READERS = {
+    "gguf": "subclone_viz.parent:GGUF_READER",
+    "model-directory": "subclone_viz.parent:MODEL_DIRECTORY_READER",
+    "model-card": "subclone_viz.parent:MODEL_CARD_READER",
+    "parent-cache": "subclone_viz.parent:PARENT_CACHE_READER",
+    "vit-digits-cache": "subclone_viz.vision:VIT_DIGITS_READER",
+    "subclone-record": "subclone_viz.export:SUBCLONE_RECORD_READER",
+    "token-cache": "subclone_viz.data:TOKEN_CACHE_READER",
+    "size-grid-cell": "subclone_viz.sizing:GRID_CELL_READER",
+    "checkpoint": "subclone_viz.train:CHECKPOINT_READER",
+}
+READERS: Registry[Reader] = Registry("file reader", "subclone_viz.readers", check=_check_reader,
+                                     declared=_PACKAGE_READERS)
 
 
 def register_reader(name: str, read: Callable[[Path], Any], description: str, directory: bool = False,

@@ -86,6 +86,10 @@ def cache_at(directory: Path, kit: Kit) -> Iterator[None]:
 # ------------------------------------------------------------------------------------------- valid files
 
 
+def _plan(kit: Kit) -> SubclonePlan:
+    return sv.plan(kit.parent(), None, DestinationSpec(layers=2, hidden=24, heads=3, kv_heads=1), width="uniform")
+
+
 def _make_destination(kit: Kit, directory: Path) -> Path:
     parent = kit.parent()
     parent.info.update(base_model="tiny/llama", license="apache-2.0")  # the card then states a provenance
@@ -236,11 +240,14 @@ CASES: dict[str, Case] = {
                        _whole_card),
     "subclone-record": Case(lambda kit, d: copy_valid(_make_destination(kit, d) / "subclone.json",
                                                       d / "subclone.json"), _whole_record),
-    "profile": Case(lambda kit, d: sv.profile(kit.parent(), kit.batches(), progress=False).save(d / "profile.npz"),
-                    _is(sv.Profile), examples=25),
-    "history": Case(lambda kit, d: _train(kit).save_json(d / "history.json"), _is(sv.History)),
-    "comparison": Case(_make_comparison, _is(sv.Comparison)),
-    "speedup-study": Case(_make_study, _is(sv.SpeedupStudy)),
+    "subclone_viz.profile": Case(
+        lambda kit, d: sv.profile(kit.parent(), kit.batches(), progress=False).save(d / "profile.npz"),
+        _is(sv.Profile), examples=25),
+    "subclone_viz.plan": Case(lambda kit, d: _plan(kit).save(d / "plan.json"), _is(SubclonePlan)),
+    "subclone_viz.history": Case(lambda kit, d: _train(kit).save(d / "history.json"), _is(sv.History)),
+    "subclone_viz.comparison": Case(_make_comparison, _is(sv.Comparison)),
+    "subclone_viz.size_grid": Case(lambda kit, d: _grid(kit).save(d / "grid.json"), _is(sv.SizeGrid)),
+    "subclone_viz.speedup_study": Case(_make_study, _is(sv.SpeedupStudy)),
     "size-grid-cell": Case(_make_grid_cell, _equal, use=_grid,
                            same=lambda a, b: _equal(a.loss.tolist(), b.loss.tolist())),
     "token-cache": Case(_make_token_cache, _equal, use=_token_ids, same=_equal),
@@ -300,7 +307,8 @@ def valid(kind: str, kit: Kit) -> Valid:
 def other_files(kit: Kit, kind: str) -> dict[str, Path]:
     """One file of every other kind made so far (a directory kind's largest file), to put in a file's place."""
     found = {}
-    for name in ("gguf", "profile", "history", "subclone-record", "token-cache", "speedup-study"):
+    for name in ("gguf", "subclone_viz.profile", "subclone_viz.history", "subclone-record", "token-cache",
+                 "subclone_viz.speedup_study"):
         if name != kind:
             path = valid(name, kit).path
             found[name] = path if path.is_file() else max(path.rglob("*"), key=lambda p: p.stat().st_size)
@@ -385,11 +393,11 @@ def test_a_reader_registered_without_a_fuzz_case_is_noticed():
 CLI_KINDS = {
     "gguf": lambda path, out: ["info", "--parent", str(path)],
     "model-directory": lambda path, out: ["info", "--parent", str(path)],
-    "profile": lambda path, out: ["subclone", "--parent", str(out.parent / "llama"), "--data", str(out.parent / "c.txt"),
+    "subclone_viz.profile": lambda path, out: ["subclone", "--parent", str(out.parent / "llama"), "--data", str(out.parent / "c.txt"),
                                   "--seq-len", "16", "--batch-size", "2", "--layers", "2", "--hidden", "24",
                                   "--heads", "3", "--kv-heads", "1", "--width", "importance", "--eval-tokens", "0",
                                   "--profile", str(path), "--out", str(out)],
-    "speedup-study": lambda path, out: ["study", "--merge", str(path), "--out", str(out)],
+    "subclone_viz.speedup_study": lambda path, out: ["study", "--merge", str(path), "--out", str(out)],
 }
 # Damage that no reader can take for a valid file: the CLI must end in exit status 2 and one line naming it.
 _SURE_DAMAGE = ("truncate", "empty", "other-kind", "directory", "whole-as-file", "whole-emptied")
