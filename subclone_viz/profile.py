@@ -288,8 +288,12 @@ class Profile(Record):
         """Read a profile written by :meth:`save`; a file that is not one, or is damaged, raises
         :class:`~subclone_viz._atomic.DamagedFileError` naming it and what is wrong."""
         path = Path(path)
+        if path.is_dir():
+            raise DamagedFileError(f"profile {path} is a directory, not a saved profile")
         if not path.is_file():
             raise FileNotFoundError(f"no profile at {path}")
+        if not zipfile.is_zipfile(path):  # np.load would read a bare .npy array, or a pickle, as something else
+            raise DamagedFileError(f"profile {path} is damaged or not a saved profile (it is not an .npz archive)")
         try:
             with np.load(path, allow_pickle=False) as data:
                 missing = [name for name in ("meta", *_ARRAYS) if name not in data.files]

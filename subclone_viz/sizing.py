@@ -57,6 +57,7 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+import os
 import platform
 import sys
 import time
@@ -94,6 +95,7 @@ from .plan import (
     plan,
     spec_choices,
 )
+from .readers import register_reader
 from .records import Record, register_record
 from .settings import PlanStrategy
 from .subclone import subclone
@@ -294,19 +296,28 @@ def _profile_key(profile: "Profile | None") -> dict[str, Any] | None:
     return {"source": profile.source, "tokens": profile.tokens, "sums": hasher.hexdigest()[:24]}
 
 
-@torch.no_grad()
+def read_grid_cell(path: str | os.PathLike) -> dict[str, Any] | None:
+    """A cell's cached record, or None when there is none; a damaged one raises
+    :class:`~subclone_viz._atomic.DamagedFileError` naming it."""
+    path = Path(path)
+    payload = read_cache_file(path)
+    if payload is None:
+        return None
+    try:
+        record = json.loads(payload)
+    except ValueError as error:
+        raise DamagedFileError(f"{path} is not a size-grid cell record ({error})") from error
+    if not isinstance(record, dict) or any(name not in record for name in ("key", "dims", *QUANTITIES)):
+        raise DamagedFileError(f"{path} is not a size-grid cell record")
+    return record
+
+
 def _read_cache(path: Path) -> dict[str, Any] | None:
     """A cell's cached record, or None when there is none or it is damaged (said in one warning line)."""
     try:
-        payload = read_cache_file(path)
-        if payload is None:
-            return None
-        record = json.loads(payload)
-        if not isinstance(record, dict) or any(name not in record for name in ("key", "dims", *QUANTITIES)):
-            raise DamagedFileError(f"{path} is not a size-grid cell record")
-        return record
-    except (DamagedFileError, ValueError) as error:
-        note_rebuild("size-grid cell", str(error) if isinstance(error, DamagedFileError) else f"{path}: {error}")
+        return read_grid_cell(path)
+    except DamagedFileError as error:
+        note_rebuild("size-grid cell", str(error))
         return None
 
 
@@ -539,3 +550,9 @@ def _cell_record(parent: "Parent", destination_plan: "SubclonePlan", key: dict[s
     if cache:
         distributed.on_main(write_cache_file, path, json.dumps(record).encode())
     return record, False
+
+
+GRID_CELL_READER = register_reader(
+    "size-grid-cell", read_grid_cell,
+    "one cached cell of a size grid (cache_dir()/size_grid)", cache=True,
+)
