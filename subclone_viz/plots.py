@@ -16,7 +16,8 @@ without pyplot so nothing global changes). No model runs here.
 * :func:`loss_curves`: training histories, one line per initialization;
 * :func:`size_grid`: parameters, FLOPs per token, latency, memory or untrained loss over a grid of
   destination sizes; :func:`size_pareto`: loss against one cost, the Pareto front highlighted;
-* :func:`speedup_by_size`: the speedup study, speedup over random init against destination size.
+* :func:`speedup_by_size`: the speedup study, speedup over random init against destination size;
+* :func:`placeholder`: a titled figure that says what will be drawn once there is data.
 
 Heat maps put residual layer 0 (the embedding output) or block 0 at the bottom, so depth grows upward.
 
@@ -125,6 +126,34 @@ def _style_plotly(fig: go.Figure, title: str, height: int) -> None:
         legend=dict(orientation="h", yanchor="bottom", y=1.0, xanchor="right", x=1.0),
         hoverlabel=dict(namelength=-1),
     )
+
+
+def _note(fig: go.Figure, text: str) -> None:
+    """A grey sentence across the middle of ``fig``, its axes hidden: what is drawn here once there is data."""
+    fig.update_xaxes(visible=False)
+    fig.update_yaxes(visible=False)
+    fig.add_annotation(text=text, x=0.5, y=0.5, xref="paper", yref="paper", showarrow=False,
+                       font=dict(size=15, color="#777777"))
+
+
+def placeholder(title: str, message: str, height: int = PLOTLY_HEIGHT, backend: str = "plotly") -> Figure:
+    """A figure with nothing to show yet: ``title``, and ``message`` where the data will be (no empty axes).
+
+    >>> placeholder("Training loss", "press Train to start").layout.annotations[0].text
+    'press Train to start'
+    """
+    _check_backend(backend)
+    if backend == "plotly":
+        fig = go.Figure()
+        _style_plotly(fig, title, height)
+        _note(fig, message)
+        return fig
+    fig = MatplotlibFigure(figsize=MATPLOTLIB_SIZE, layout="constrained")
+    ax = fig.add_subplot()
+    ax.set_axis_off()
+    ax.text(0.5, 0.5, message, ha="center", va="center", color="#777777", transform=ax.transAxes)
+    fig.suptitle(title, x=0.01, ha="left", fontsize=12)
+    return fig
 
 
 def _matplotlib_figure(title: str, xlabel: str, ylabel: str, size: tuple[float, float] = MATPLOTLIB_SIZE):
@@ -669,12 +698,21 @@ def loss_curves(
     title = {"eval_loss": "Held-out loss during training", "train_loss": "Training loss",
              "eval_accuracy": "Held-out accuracy during training"}[metric]
     mode = "lines" if metric == "train_loss" else "lines+markers"
+    empty = not any(len(xs) for _, xs, _, _ in series)
+    waiting = "no training yet: the curves appear here as it runs" if not series else "waiting for the first point..."
     if backend == "plotly":
         fig = _plotly_figure(title, xlabel, HISTORY_METRICS[metric])
         for k, (label, xs, ys, _) in enumerate(series):
             fig.add_trace(go.Scatter(x=xs, y=ys, mode=mode, name=label,
                                      line=dict(color=SERIES_COLORS[k % len(SERIES_COLORS)], width=2)))
+        if empty:  # before training: a sentence, not axes running over an arbitrary range
+            _note(fig, waiting)
+        else:  # named either way, so that a live figure's axes come back when its first points arrive
+            fig.update_xaxes(visible=True)
+            fig.update_yaxes(visible=True)
         return fig
+    if empty:
+        return placeholder(title, waiting, backend=backend)
     fig, ax = _matplotlib_figure(title, xlabel, HISTORY_METRICS[metric])
     for k, (label, xs, ys, _) in enumerate(series):
         ax.plot(xs, ys, marker="o" if mode != "lines" else None, ms=3, lw=2, label=label,

@@ -60,6 +60,7 @@ from IPython.display import display
 
 from . import plots
 from .evaluate import BlockAblation, evaluate
+from .errors import UserError
 from .export import save_destination
 from .importance import DEFAULT_ESTIMATOR, available_estimators
 from .plan import DEPTH_STRATEGIES, SCALINGS, WIDTH_STRATEGIES, DestinationSpec, SpecError, SubclonePlan, plan, spec_choices
@@ -67,7 +68,7 @@ from .profile import BLOCK_METRIC_LABELS, BLOCK_METRICS, Profile
 from .sizing import QUANTITIES, SizeGrid, size_grid
 from .stability import METHODS, Stability, stability
 from .subclone import subclone
-from .trace import TokenTrace, token_trace
+from .trace import TokenTrace, token_trace, token_traces
 from .compare import INITS, Comparison, compare, speedup_text
 from .train import History
 from .workflow import default_destination, has_loss
@@ -86,6 +87,10 @@ DEFAULT_TEXT = "Weight subcloning starts a small transformer from the weights of
 DEFAULT_SAVE_DIR = "subclones"
 DEFAULT_INITS = ("random", "subclone")
 LIVE_REFRESH_SECONDS = 0.5  # at most this often a running training redraws its curves
+# The token picker traces at most this many tokens (a paragraph): one forward pass of SmolLM2 over them takes
+# well under a second on a laptop core, and a longer text would make a dropdown nobody can use.
+MAX_TRACE_TOKENS = 256
+CACHED_TEXTS = 8  # texts whose traces the token picker keeps: going back to one redraws without the model
 # Pixels. A FigureWidget's front end draws at a fixed size (it does not follow its box), so every figure gets
 # one; rows of figures wrap on screens too narrow for them side by side.
 FULL_WIDTH = 1150
@@ -171,13 +176,53 @@ def _has_tokenizer(parent: "Parent") -> bool:
     return callable(parent.tokenizer)
 
 
+def _one_line(error: BaseException) -> str:
+    """An exception as one line for a view: the user's mistakes (:class:`UserError`, ``ValueError``) as their
+    message, anything else with its type, since it is a bug the message alone would not explain."""
+    text = " ".join(str(error).split()) or "(no message)"
+    if isinstance(error, (UserError, ValueError, OSError)):  # OSError: a folder that cannot be written
+        return text
+    return f"{type(error).__name__}: {text} (a bug: the log has the traceback)"
+
+
 class _App:
-    """An explorer: ``.widget`` is its root container, shown when the explorer is a cell's last value."""
+    """An explorer: ``.widget`` is its root container, shown when the explorer is a cell's last value.
+
+    A control's callback has no caller to raise to: :meth:`_guard` wraps each one so that any error shows as one
+    line in the explorer (``target``) and lands in ``.last_error`` (None after a callback that succeeds).
+    """
 
     widget: w.Widget
+    last_error: str | None = None
+    _callbacks_running = 0  # a callback's own control changes fire callbacks inside it
 
     def _ipython_display_(self) -> None:
         display(self.widget)
+
+    def _guard(self, callback: Any, target: w.HTML, on_error: Any = None) -> Any:
+        """``callback`` that shows its errors in ``target`` instead of raising; ``on_error()`` then resets the
+        view so that it shows nothing the error left half-done."""
+
+        def guarded(*args: Any) -> None:
+            outermost = self._callbacks_running == 0
+            if outermost:
+                self.last_error = None
+            self._callbacks_running += 1
+            try:
+                callback(*args)
+                if outermost and self.last_error is None and 'class="widget-error"' in target.value:
+                    target.value = ""  # the error an earlier call showed is gone
+            except Exception as error:  # noqa: BLE001 - shown in the view; the traceback goes to the log
+                if not isinstance(error, (UserError, ValueError)):
+                    log.exception("a widget callback failed")
+                self.last_error = _one_line(error)
+                target.value = _message(self.last_error, error=True, css_class="widget-error")
+                if on_error is not None:
+                    on_error()
+            finally:
+                self._callbacks_running -= 1
+
+        return guarded
 
 
 # --------------------------------------------------------------------------------------------------------
@@ -210,7 +255,8 @@ class ResidualExplorer(_App):
             value="f_over_sum", description="metric", style=_LABEL_STYLE,
         )
         self.residual_figure = _figure(plots.residual_ratio(profile, self.metric.value), HALF_WIDTH)
-        self.metric.observe(self._show_metric, names="value")
+        self.metric_message = w.HTML()
+        self.metric.observe(self._guard(self._show_metric, self.metric_message), names="value")
         if ablation is not None:
             self.ablation_figure: go.FigureWidget | None = _figure(plots.block_ablation(ablation), HALF_WIDTH)
             right: w.Widget = self.ablation_figure
@@ -223,12 +269,16 @@ class ResidualExplorer(_App):
             )
 
         self.trace: TokenTrace | None = None
+        self.trace_message = w.HTML()  # the trace's errors and busy sign
         self._repicking = False
+        self._traces: dict[Any, dict[int, TokenTrace]] = {}  # text (or image) -> position -> trace
         self.text: w.Text | None = None
         if _has_tokenizer(parent):
             self.text = w.Text(value=text, description="text", continuous_update=False,
-                               layout=w.Layout(width=f"{FULL_WIDTH}px"), style=_LABEL_STYLE)
-            self.text.observe(self._retokenize, names="value")
+                               placeholder=f"type a sentence (at most {MAX_TRACE_TOKENS} tokens) and press Enter",
+                               layout=w.Layout(width="100%", max_width=f"{FULL_WIDTH}px"), style=_LABEL_STYLE)
+            self.text.observe(self._guard(self._retokenize, self.trace_message, self._clear_trace),
+                              names="value")
             self.token = w.Dropdown(description="token", options=[], style=_LABEL_STYLE)
         elif batch is not None:
             labels = batch.get("labels")
@@ -243,20 +293,20 @@ class ResidualExplorer(_App):
         self.layer = w.IntSlider(value=profile.num_layers // 2, min=0, max=profile.num_layers,
                                  description="residual layer", style=_LABEL_STYLE, layout=w.Layout(width="60%"))
         self.layer_readout = w.HTML()
-        self.trace_message = w.HTML()
-        self.trace_figure = _figure(go.Figure(), FULL_WIDTH)
-        self.token.observe(self._show_trace, names="value")
-        self.layer.observe(self._show_layer, names="value")
+        self.trace_figure = _figure(plots.placeholder("One token through depth", "no text traced yet"), FULL_WIDTH)
+        self.token.observe(self._guard(self._show_trace, self.trace_message, self._clear_trace), names="value")
+        self.layer.observe(self._guard(self._show_layer, self.trace_message), names="value")
         if self.text is not None:
-            self._retokenize()
+            self._guard(self._retokenize, self.trace_message, self._clear_trace)()
         elif batch is not None:
-            self._show_trace()
+            self._guard(self._show_trace, self.trace_message, self._clear_trace)()
 
         picker = [c for c in (self.text, self.token) if c is not None]
         self.widget = w.VBox(
             [
                 _heading("The additive residual property: y = x + f(x), with f(x) small"),
                 self.metric,
+                self.metric_message,
                 _row(self.residual_figure, right),
                 _heading("One token through depth", 4),
                 *picker,
@@ -270,15 +320,36 @@ class ResidualExplorer(_App):
     def _show_metric(self, change: Any = None) -> None:
         _refresh(self.residual_figure, plots.residual_ratio(self.profile, self.metric.value))
 
+    def _checked_text(self) -> str:
+        """The text box's text, refused up front when it is empty or longer than :data:`MAX_TRACE_TOKENS`."""
+        text = self.text.value
+        if not text.strip():
+            raise UserError("the text box is empty: type a sentence to trace, then press Enter")
+        # Counting tokens is quick; a pasted book is refused before even that.
+        count = len(text) // 16 if len(text) > 16 * MAX_TRACE_TOKENS else len(self.parent.tokenizer(text)["input_ids"])
+        if count > MAX_TRACE_TOKENS:
+            raise UserError(f"the text is {'over ' if len(text) > 16 * MAX_TRACE_TOKENS else ''}{count} tokens "
+                            f"long ({len(text):,} characters): the picker traces at most {MAX_TRACE_TOKENS}; "
+                            f"shorten it to a sentence or a paragraph")
+        return text
+
+    def _traces_of(self, key: Any, compute: Any) -> dict[int, TokenTrace]:
+        """Every position's trace of ``key`` (a text or an image index), from the cache or one forward pass."""
+        if key not in self._traces:
+            self.trace_message.value = _message("running the model...", css_class="trace-busy")
+            traces = {trace.token_index: trace for trace in compute()}
+            if len(self._traces) >= CACHED_TEXTS:
+                self._traces.pop(next(iter(self._traces)))
+            self._traces[key] = traces
+        return self._traces[key]
+
     def _retokenize(self, change: Any = None) -> None:
-        """Trace the last token of the new text, and offer every token of it in the picker."""
-        try:
-            trace = token_trace(self.parent, self.text.value, token_index=-1)
-        except ValueError as error:
-            self.trace_message.value = _message(str(error), error=True)
-            return
+        """Trace every token of the new text (one forward pass), offer them in the picker, show the last one."""
+        text = self._checked_text()
+        traces = self._traces_of(text, lambda: token_traces(self.parent, text))
+        trace = traces[max(traces)]
         self.trace_message.value = ""
-        options = [(f"{i}: {token!r}", i) for i, token in enumerate(trace.tokens or [])]
+        options = [(_token_label(trace, i), i) for i in traces]
         self.trace = trace
         self._repicking = True  # new options select their first token: not a choice to trace
         try:
@@ -286,22 +357,35 @@ class ResidualExplorer(_App):
             self.token.value = trace.token_index
         finally:
             self._repicking = False
+        self.last_error = None
         self._draw_trace()
 
     def _show_trace(self, change: Any = None) -> None:
         if self._repicking or self.token.value is None:
             return
-        try:
-            if self.text is not None:
-                trace = token_trace(self.parent, self.text.value, token_index=self.token.value)
-            else:
-                trace = token_trace(self.parent, self.batch, token_index=0, sequence_index=self.token.value)
-        except ValueError as error:
-            self.trace_message.value = _message(str(error), error=True)
-            return
+        if self.text is not None:
+            text = self._checked_text()
+            trace = self._traces_of(text, lambda: token_traces(self.parent, text))[self.token.value]
+        else:
+            index = self.token.value
+            trace = self._traces_of(index, lambda: [token_trace(self.parent, self.batch, token_index=0,
+                                                                sequence_index=index)])[0]
         self.trace_message.value = ""
         self.trace = trace
+        self.last_error = None
         self._draw_trace()
+
+    def _clear_trace(self) -> None:
+        """After an error: no token, no trace, a placeholder where the trace was (nothing left from an old text)."""
+        self.trace = None
+        if self.text is not None:
+            self._repicking = True
+            try:
+                self.token.options = []
+            finally:
+                self._repicking = False
+        self.layer_readout.value = ""
+        _refresh(self.trace_figure, plots.placeholder("One token through depth", "nothing traced: see the message above"))
 
     def _show_layer(self, change: Any = None) -> None:
         self._draw_trace()
@@ -330,34 +414,36 @@ class ImportanceExplorer(_App):
 
     def __init__(self, profile: Profile):
         self.profile = profile
+        self.message = w.HTML()
         width = profile.residual_importance.shape[1]
         self.log = w.Checkbox(value=True, description="log colour scale", indent=False)
         self.channel_figure = _figure(plots.channel_heatmap(profile, log=True), FULL_WIDTH)
-        self.log.observe(self._show_channels, names="value")
+        self.log.observe(self._guard(self._show_channels, self.message), names="value")
 
         self.massive_count = w.IntSlider(value=min(8, width), min=1, max=min(16, width), description="channels",
                                          continuous_update=False, style=_LABEL_STYLE)
         self.massive_figure = _figure(plots.massive_activations(profile, self.massive_count.value), HALF_WIDTH)
-        self.massive_count.observe(self._show_massive, names="value")
+        self.massive_count.observe(self._guard(self._show_massive, self.message), names="value")
 
         self.kind = w.ToggleButtons(options=[("Spearman", "spearman"), ("top-k overlap", "topk")],
                                     value="spearman", style={"button_width": "110px"})
         self.k = w.IntSlider(value=max(1, width // 4), min=1, max=width, description="k", continuous_update=False,
                              disabled=True, style=_LABEL_STYLE)
         self.consistency_figure = _figure(plots.rank_consistency(profile, self.k.value, self.kind.value), HALF_WIDTH)
-        self.kind.observe(self._show_consistency, names="value")
-        self.k.observe(self._show_consistency, names="value")
+        self.kind.observe(self._guard(self._show_consistency, self.message), names="value")
+        self.k.observe(self._guard(self._show_consistency, self.message), names="value")
 
         self.ffn_layer = w.IntSlider(value=0, min=0, max=profile.num_layers - 1, description="block",
                                      continuous_update=False, style=_LABEL_STYLE)
         self.ffn_figure = _figure(plots.ffn_importance(profile, self.ffn_layer.value), HALF_WIDTH)
-        self.ffn_layer.observe(self._show_ffn, names="value")
+        self.ffn_layer.observe(self._guard(self._show_ffn, self.message), names="value")
 
         self.head_figure = _figure(plots.head_importance(profile), HALF_WIDTH)
 
         self.widget = w.VBox(
             [
                 _heading("Residual channels: one ranking for every layer"),
+                self.message,
                 self.log,
                 self.channel_figure,
                 _row(w.VBox([self.massive_count, self.massive_figure]),
@@ -488,13 +574,13 @@ class SubcloneStudio(_App):
         self.curve_figures = {metric: _figure(plots.loss_curves({}, metric=metric), curve_width) for metric in curves}
         self.summary = w.HTML()
 
-        self.hidden.observe(self._follow_hidden, names="value")
+        self.hidden.observe(self._guard(self._follow_hidden, self.plan_summary), names="value")
         for control in (self.layers, self.depth, self.hidden, self.ffn, self.heads, self.width, self.scaling,
                         self.importance):
-            control.observe(self._replan, names="value")
+            control.observe(self._guard(self._replan, self.plan_summary, self._forget_plan), names="value")
         self.subclone_button.on_click(self._subclone_clicked)
-        self.train_button.on_click(lambda _: self.train())
-        self.stop_button.on_click(lambda _: self.stop())
+        self.train_button.on_click(self._guard(lambda _: self.train(), self.train_status))
+        self.stop_button.on_click(self._guard(lambda _: self.stop(), self.train_status))
         self._follow_hidden()
         self._replan()
 
@@ -574,7 +660,7 @@ class SubcloneStudio(_App):
             self.plan, self.plan_error = None, str(error)
             self.plan_summary.value = _message(str(error), error=True)
             return
-        self.plan_error = None
+        self.plan_error = self.last_error = None
         d = self.plan.destination_dims
         removed = sorted(set(range(self.parent.dims.layers)) - set(self.plan.layers))
         self.plan_summary.value = _message(
@@ -583,6 +669,10 @@ class SubcloneStudio(_App):
             + (f"\nremoves {_ranges(removed)}" if removed else "")
         )
         _refresh(self.residual_figure, plots.residual_ratio(self.profile, kept_layers=self.plan.layers))
+
+    def _forget_plan(self) -> None:
+        """After an unexpected planning error: no plan, so Subclone and Train say so instead of using a stale one."""
+        self.plan, self.plan_error = None, self.last_error
 
     def destination_path(self) -> Path:
         """Where the Subclone button saves the current destination."""
@@ -596,6 +686,10 @@ class SubcloneStudio(_App):
         if self.plan is None:
             self._fail(self.result, self.plan_error or "no valid destination chosen")
             return None
+        problem = self._save_problem()
+        if problem is not None:  # before any work: the slicing and scoring take seconds
+            self._fail(self.result, problem)
+            return None
         self.subclone_button.disabled = True
         self.result.value = _message("subcloning...")
         start = time.perf_counter()
@@ -605,8 +699,11 @@ class SubcloneStudio(_App):
             model = subclone(self.parent, chosen, calibration_batches=calibration)
             evaluation = evaluate(model, self.parent.family, self.eval_batches) if self.has_loss else None
             path = save_destination(model, chosen, self.destination_path(), overwrite=self.overwrite.value)
-        except (ValueError, FileExistsError, OSError) as error:
-            self._fail(self.result, str(error))
+        except FileExistsError:  # made meanwhile (another click, another notebook)
+            self._fail(self.result, self._exists_message())
+            return None
+        except (ValueError, OSError) as error:
+            self._fail(self.result, _one_line(error))
             return None
         finally:
             self.subclone_button.disabled = False
@@ -619,13 +716,30 @@ class SubcloneStudio(_App):
         self.result.value = self._describe(self.last_result)
         return self.last_result
 
+    def _save_problem(self) -> str | None:
+        """Why the Subclone button cannot save where the 'save under' box says, phrased for the box; or None."""
+        folder = self.save_dir.value
+        if not folder.strip():
+            return "the 'save under' box is empty: type a folder to save destinations in (for example 'subclones')"
+        if any(ord(c) < 32 or ord(c) == 127 for c in folder):
+            return f"the 'save under' box holds a control character ({folder!r}): type a plain folder name"
+        try:
+            exists = self.destination_path().exists()
+        except OSError as error:  # a name too long, a folder that cannot be read
+            return f"cannot save under {_shortened(folder)!r}: {error.strerror}; type another folder in 'save under'"
+        return self._exists_message() if exists and not self.overwrite.value else None
+
+    def _exists_message(self) -> str:
+        return (f"{_shortened(str(self.destination_path()))} already holds this destination: tick 'overwrite' to "
+                "replace it, or type another folder in 'save under'")
+
     def _subclone_clicked(self, button: w.Button) -> None:
         # A click has no caller to raise to: an unexpected error is shown where the result would be, and logged.
         try:
             self.subclone()
         except Exception as error:  # noqa: BLE001
             log.exception("subcloning failed")
-            self._fail(self.result, f"subcloning failed: {type(error).__name__}: {error}")
+            self._fail(self.result, f"subcloning failed: {_one_line(error)}")
 
     def _describe(self, result: SubcloneResult) -> str:
         lines = [f"<b>{result.params / 1e6:.2f}M parameters</b> ({result.plan.summary()})"]
@@ -709,6 +823,19 @@ class SubcloneStudio(_App):
             _refresh(figure, plots.loss_curves(histories, metric=metric))
 
 
+def _shortened(text: str, limit: int = 90) -> str:
+    """``text`` with its middle cut out when it is longer than ``limit``, so a message stays one line."""
+    return text if len(text) <= limit else f"{text[: limit // 2 - 2]}...{text[-(limit // 2 - 1):]}"
+
+
+def _token_label(trace: TokenTrace, index: int) -> str:
+    """A picker entry: the position and the token's text, with the text it stands for when that differs (the
+    bytes of an emoji split over two tokens)."""
+    token = trace.tokens[index] if trace.tokens else ""
+    span = trace.spans[index] if trace.spans else token
+    return f"{index}: {token!r}" + (f" (part of {span.strip()!r})" if span.strip() and span not in (token, token.strip()) else "")
+
+
 def _ranges(blocks: Sequence[int]) -> str:
     """[0, 1, 2, 5, 5, 7] -> '0-2, 5, 5, 7': compact, and repeats (duplicated blocks) stay visible."""
     parts: list[list[int]] = []
@@ -775,11 +902,15 @@ class SizeGridExplorer(_App):
 
     def _clicked(self, trace: Any, points: Any, state: Any) -> None:
         if points.xs and points.ys:
-            self.select(int(points.ys[0]), int(points.xs[0]))
+            self._guard(self.select, self.cell_info)(int(points.ys[0]), int(points.xs[0]))
 
     def select(self, i: int, j: int) -> DestinationSpec | None:
         """Choose cell (layers[i], hidden[j]): outline it and send it to the linked studio."""
         grid = self.grid
+        rows, columns = len(grid.layers), len(grid.hidden)
+        if not (0 <= i < rows and 0 <= j < columns):
+            raise UserError(f"cell ({i}, {j}) is outside the grid: choose i in 0..{rows - 1} (blocks) and j in "
+                            f"0..{columns - 1} (widths)")
         spec = grid.spec(i, j)
         reason = grid.reasons[i][j]
         if reason is not None:
@@ -841,8 +972,8 @@ class StabilityExplorer(_App):
         self.summary = w.HTML()
         self.figures: dict[str, go.FigureWidget] = {}
         for control in (self.hidden, self.importance, self.method, self.resamples):
-            control.observe(lambda change: self.measure(), names="value")
-        self.loss_button.on_click(lambda _: self.measure(with_losses=True))
+            control.observe(self._guard(lambda change: self.measure(), self.summary, self._forget), names="value")
+        self.loss_button.on_click(self._guard(lambda _: self.measure(with_losses=True), self.summary, self._forget))
         self.measure()
         widths = {"residual": FULL_WIDTH, "ffn": HALF_WIDTH, "heads": HALF_WIDTH}
         if self.stability is not None:  # else the profile cannot be resampled, and the message says why
@@ -865,6 +996,9 @@ class StabilityExplorer(_App):
 
     def spec(self) -> DestinationSpec:
         return DestinationSpec(layers=self.parent.dims.layers, hidden=self.hidden.value)
+
+    def _forget(self) -> None:
+        self.stability, self.error = None, self.last_error
 
     def measure(self, with_losses: bool = False) -> Stability | None:
         """Resample and re-plan (and, ``with_losses``, score a few destinations); redraw."""
