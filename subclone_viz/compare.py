@@ -131,14 +131,17 @@ class Speedup:
 
 def speedup_text(row: Mapping[str, Any], key: str = "speedup") -> str:
     """A speedup over random init (a :class:`Speedup` as a dict, or a summary row; per step, or
-    ``key="speedup_per_second"``) as a reader would say it: ``4.1x``, ``more than 8x``, ``0.5x (never
-    reached random's final loss)``."""
+    ``key="speedup_per_second"``) as a reader would say it: ``4.1x``, ``more than 8x``, ``less than 1x (never
+    reached random's final loss)``: an init that never reached the target would need more than all it trained,
+    so its ratio is an upper bound, per step and per second alike."""
     value = row.get(key)
     if value is None:
         return "n/a"
     if row.get("speedup_lower_bound"):
         return f"more than {value:.2g}x"
-    return f"{value:.2g}x" + ("" if row.get("reached", True) else " (never reached random's final loss)")
+    if not row.get("reached", True):
+        return f"less than {value:.2g}x (never reached random's final loss)"
+    return f"{value:.2g}x"
 
 
 def _position(record: EvalRecord, axis: str) -> float:

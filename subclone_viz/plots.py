@@ -173,6 +173,47 @@ def _style_axes(ax, xlabel: str, ylabel: str) -> None:
     ax.xaxis.set_major_locator(MaxNLocator(integer=True))
 
 
+def log_ticks(values: Any) -> list[float]:
+    """Where a log axis over ``values`` puts its labels: 1 to 9 in each decade when the data spans less than
+    one, 1, 2 and 5 up to three decades, one per decade (or every few) beyond. Plotly's own log axis labels
+    its minor ticks too ("9 8 7 ... 0.1 9 8"), which crowd a small figure.
+
+    >>> log_ticks([0.22, 0.35])
+    [0.2, 0.3, 0.4]
+    >>> log_ticks([0.01, 0.5])
+    [0.01, 0.02, 0.05, 0.1, 0.2, 0.5]
+    >>> log_ticks([1e-3, 1e4])
+    [0.001, 0.1, 10.0, 1000.0]
+    """
+    data = np.asarray(values, dtype=float).ravel()
+    data = data[np.isfinite(data) & (data > 0)]
+    if data.size == 0:
+        return []
+    low, high = float(data.min()), float(data.max())
+    first, last = math.floor(math.log10(low)), math.ceil(math.log10(high))
+    span = math.log10(high / low)
+    mantissas = range(1, 10) if span < 1 else (1, 2, 5) if span <= 3 else (1,)
+    stride = max(1, math.ceil((last - first) / 6)) if span > 3 else 1
+    ticks = [float(f"{m * 10.0**e:.6g}") for e in range(first, last + 1, stride) for m in mantissas]
+    # One tick on either side of the data, so that a narrow range still gets a labelled bracket.
+    below = [t for t in ticks if t <= low][-1:]
+    above = [t for t in ticks if t >= high][:1]
+    return below + [t for t in ticks if low < t < high] + above
+
+
+def _log_axis(fig: go.Figure, values: Any, **where: Any) -> None:
+    """Make ``fig``'s y axis logarithmic, labelled at :func:`log_ticks` of ``values`` only."""
+    ticks = log_ticks(values)
+    fig.update_yaxes(type="log", tickvals=ticks, ticktext=[f"{t:g}" for t in ticks], **where)
+
+
+def _block_axis(fig: go.Figure, count: int, **where: Any) -> None:
+    """An x axis of ``count`` blocks or layers: exactly their range (not -2 to 31), upright labels every 1, 2
+    or 5 so that 30 of them fit a half-width figure."""
+    step = 1 if count <= 12 else 2 if count <= 24 else 5
+    fig.update_xaxes(range=[-0.5, count - 0.5], tick0=0, dtick=step, tickangle=0, **where)
+
+
 def _log10(values: np.ndarray) -> np.ndarray:
     """log10 with zeros (a channel that never fired) floored at the smallest positive value."""
     positive = values[values > 0]
@@ -302,9 +343,9 @@ def residual_ratio(
                     hovertemplate="block %{x}: %{y:.4f} (%{customdata})<extra>%{fullData.name}</extra>",
                 )
             )
-        fig.update_xaxes(dtick=1 if num_layers <= 32 else None)
+        _block_axis(fig, num_layers)
         if log_y:
-            fig.update_yaxes(type="log")
+            _log_axis(fig, drawn)
         return fig
 
     fig, ax = _matplotlib_figure(title, "block", ylabel)
@@ -351,7 +392,7 @@ def block_ablation(ablation: Any, backend: str = "plotly") -> Figure:
             go.Scatter(x=[-0.5, len(blocks) - 0.5], y=[baseline, baseline], mode="lines", name=baseline_name,
                        line=dict(color="#444444", dash="dash", width=1.5), hoverinfo="y")
         )
-        fig.update_xaxes(dtick=1 if len(blocks) <= 32 else None)
+        _block_axis(fig, len(blocks))
         return fig
     fig, ax = _matplotlib_figure(title, "block", ylabel)
     for name, values, color in series:
@@ -450,7 +491,8 @@ def massive_activations(profile: Profile, n: int = 8, backend: str = "plotly") -
             go.Scatter(x=layers, y=massive.median, mode="lines", name="median channel",
                        line=dict(color="#444444", dash="dash"))
         )
-        fig.update_yaxes(type="log")
+        _log_axis(fig, np.concatenate([massive.magnitude.ravel(), massive.median.ravel()]))
+        _block_axis(fig, len(layers))
         fig.update_layout(legend=dict(orientation="v", y=0.5, yanchor="middle", x=1.02, xanchor="left"))
         return fig
     fig, ax = _matplotlib_figure(title, RESIDUAL_LAYER_AXIS, ylabel)
@@ -521,7 +563,7 @@ def ffn_importance(
             fig = _plotly_figure(title, xlabel, ylabel)
             fig.add_trace(go.Scatter(x=ranks, y=ranked[layer], mode="lines", name=f"block {layer}",
                                      line=dict(color=SERIES_COLORS[0], width=2)))
-            fig.update_yaxes(type="log")
+            _log_axis(fig, ranked[layer])
         else:
             fig, ax = _matplotlib_figure(title, xlabel, ylabel)
             ax.plot(ranks, ranked[layer], color=SERIES_COLORS[0], lw=2)
@@ -626,6 +668,10 @@ def token_trace(trace: "TokenTrace", backend: str = "plotly") -> Figure:
         fig.update_yaxes(title_text="norm", row=1, col=1)
         fig.update_yaxes(title_text="cosine / ratio", row=2, col=1)
         fig.update_xaxes(title_text=RESIDUAL_LAYER_AXIS, row=2, col=1)
+        _block_axis(fig, num_layers + 1)
+        # Below the plot, the four long legend entries wrap within the figure's width instead of running off it.
+        fig.update_layout(legend=dict(orientation="h", yanchor="top", y=-0.14, xanchor="left", x=0.0),
+                          margin=dict(b=110))
         return fig
     fig = MatplotlibFigure(figsize=(MATPLOTLIB_SIZE[0], MATPLOTLIB_SIZE[1] * 1.4), layout="constrained")
     top, bottom = fig.subplots(2, 1, sharex=True, height_ratios=[0.45, 0.55])

@@ -86,6 +86,11 @@ Batches = Iterable[dict[str, "torch.Tensor"]]
 DEFAULT_TEXT = "Weight subcloning starts a small transformer from the weights of a larger pretrained one."
 DEFAULT_SAVE_DIR = "subclones"
 DEFAULT_INITS = ("random", "subclone")
+# A lesson's run: on SmolLM2 with the notebooks' lesson batches (4 x 64 tokens) two initializations of the default
+# destination train this many steps in about three minutes on one busy laptop core (bench/bench_studio_lesson.py).
+LESSON_STEPS = 40
+LONGER_RUN = 5  # the longer run the studio offers: this many times the lesson's steps
+LESSON_BATCHES = {"seq_len": 64, "batch_size": 4}  # text_batches(...) arguments of the lesson's training batches
 LIVE_REFRESH_SECONDS = 0.5  # at most this often a running training redraws its curves
 # The token picker traces at most this many tokens (a paragraph): one forward pass of SmolLM2 over them takes
 # well under a second on a laptop core, and a longer text would make a dropdown nobody can use.
@@ -96,6 +101,7 @@ CACHED_TEXTS = 8  # texts whose traces the token picker keeps: going back to one
 FULL_WIDTH = 1150
 HALF_WIDTH = 570
 THIRD_WIDTH = 380
+TRACE_WIDTH = 900  # the token trace fits JupyterLab's notebook area with the file browser open on a laptop
 _LABEL_STYLE = {"description_width": "initial"}
 
 
@@ -276,7 +282,7 @@ class ResidualExplorer(_App):
         if _has_tokenizer(parent):
             self.text = w.Text(value=text, description="text", continuous_update=False,
                                placeholder=f"type a sentence (at most {MAX_TRACE_TOKENS} tokens) and press Enter",
-                               layout=w.Layout(width="100%", max_width=f"{FULL_WIDTH}px"), style=_LABEL_STYLE)
+                               layout=w.Layout(width="100%", max_width=f"{TRACE_WIDTH}px"), style=_LABEL_STYLE)
             self.text.observe(self._guard(self._retokenize, self.trace_message, self._clear_trace),
                               names="value")
             self.token = w.Dropdown(description="token", options=[], style=_LABEL_STYLE)
@@ -293,7 +299,7 @@ class ResidualExplorer(_App):
         self.layer = w.IntSlider(value=profile.num_layers // 2, min=0, max=profile.num_layers,
                                  description="residual layer", style=_LABEL_STYLE, layout=w.Layout(width="60%"))
         self.layer_readout = w.HTML()
-        self.trace_figure = _figure(plots.placeholder("One token through depth", "no text traced yet"), FULL_WIDTH)
+        self.trace_figure = _figure(plots.placeholder("One token through depth", "no text traced yet"), TRACE_WIDTH)
         self.token.observe(self._guard(self._show_trace, self.trace_message, self._clear_trace), names="value")
         self.layer.observe(self._guard(self._show_layer, self.trace_message), names="value")
         if self.text is not None:
@@ -498,7 +504,8 @@ class SubcloneStudio(_App):
         batches: training batches (also the calibration data of ``scaling="calibrated"``).
         eval_batches: held-out batches for the loss after subcloning and the loss curves (default ``batches``).
         save_dir: the directory destinations are saved under, one subdirectory each (editable in the widget).
-        steps: training steps per initialization (editable in the widget).
+        steps: training steps per initialization of the lesson-sized run (editable in the widget).
+        longer_steps: the longer run offered beside it (default ``LONGER_RUN`` times ``steps``).
         inits: the initializations selected at first (any of :data:`~subclone_viz.compare.INITS`).
         train_options: passed on to :func:`~subclone_viz.compare.compare` (e.g. ``eval_every``, ``lrs``).
     """
@@ -510,8 +517,9 @@ class SubcloneStudio(_App):
         batches: Batches,
         eval_batches: Batches | None = None,
         save_dir: str | Path = DEFAULT_SAVE_DIR,
-        steps: int = 100,
+        steps: int = LESSON_STEPS,
         inits: Sequence[str] = DEFAULT_INITS,
+        longer_steps: int | None = None,
         **train_options: Any,
     ):
         self.parent, self.profile = parent, profile
@@ -563,6 +571,13 @@ class SubcloneStudio(_App):
                                       rows=min(len(INITS), 6), style=_LABEL_STYLE)
         self.steps = w.BoundedIntText(value=steps, min=1, max=1_000_000, description="steps", style=_LABEL_STYLE,
                                       layout=w.Layout(width="180px"))
+        longer = longer_steps or LONGER_RUN * steps
+        self.run_length = w.ToggleButtons(options=[(f"lesson ({steps} steps)", steps), (f"longer ({longer})", longer)],
+                                          value=steps, style={"button_width": "120px"},
+                                          tooltips=["sized to end within minutes", "closer to the paper's claim"])
+        self.run_length.observe(lambda change: setattr(self.steps, "value", change["new"]), names="value")
+        self._progress: dict[str, list[float]] = {}  # init -> [start, end or nan] in time.monotonic() seconds
+        self._inits, self._steps = list(self.inits.value), steps
         self.train_button = w.Button(description="Train", button_style="success", icon="play",
                                      disabled=not self.has_loss)
         self.stop_button = w.Button(description="Stop", button_style="danger", icon="stop", disabled=True)
@@ -602,7 +617,8 @@ class SubcloneStudio(_App):
                          "<code>subclone</code> is the paper's (middle depth, importance width, sqrt scaling), the "
                          "others its ablations and baselines; the depth, width and scaling menus apply to the "
                          "Subclone button only."),
-                w.HBox([self.inits, w.VBox([self.steps, w.HBox([self.train_button, self.stop_button])])]),
+                w.HBox([self.inits, w.VBox([self.run_length, self.steps,
+                                            w.HBox([self.train_button, self.stop_button])])]),
                 self.train_status,
                 _row(*self.curve_figures.values()),
                 self.summary,
@@ -769,6 +785,8 @@ class SubcloneStudio(_App):
         spec, inits, steps = self.spec(), list(self.inits.value), self.steps.value
         self.stop_event = threading.Event()
         self.comparison, self.live_histories = None, {}
+        self._progress, self._inits, self._steps = {}, inits, steps
+        self._progress[inits[0]] = [time.monotonic(), math.nan]
         self.train_button.disabled, self.stop_button.disabled = True, False
         self.train_status.value = _message(f"training {', '.join(inits)} for {steps} steps each...",
                                            css_class="train-status")
@@ -798,8 +816,10 @@ class SubcloneStudio(_App):
             self.train_button.disabled, self.stop_button.disabled = not self.has_loss, True
         self.live_histories = dict(self.comparison.histories)
         self._draw_curves()
+        for span in self._progress.values():
+            span[1] = span[1] if not math.isnan(span[1]) else time.monotonic()
         state = "stopped early" if self.comparison.stopped_early else "done"
-        self.train_status.value = _message(f"training {state}", css_class="train-status")
+        self.train_status.value = _message(f"training {state}: {self.progress_text()}", css_class="train-status")
         columns = ["init", "lr", "weight_decay", "steps", "initial_loss", "final_loss", "speedup",
                    "speedup_per_second"]
         if self.parent.family.task == "image-classification":
@@ -811,16 +831,55 @@ class SubcloneStudio(_App):
     def _on_record(self, history: History, record: Any) -> None:
         self.live_histories[history.label] = history
         now = time.monotonic()
+        if history.label not in self._progress:  # the previous init is done: this one started when it ended
+            previous = self._inits[self._inits.index(history.label) - 1]
+            self._progress[previous][1] = now
+            self._progress[history.label] = [now, math.nan]
         if now - self._last_draw >= LIVE_REFRESH_SECONDS:
             self._last_draw = now
             self._draw_curves()
-            self.train_status.value = _message(f"training {history.label}: step {history.last_step}",
-                                               css_class="train-status")
+            self.train_status.value = _message(self.progress_text(), css_class="train-status")
+
+    def progress_text(self, now: float | None = None) -> str:
+        """Each initialization's progress: step i of N, elapsed time and an estimate of what remains."""
+        now = time.monotonic() if now is None else now
+        parts, per_init, remaining = [], None, 0.0
+        for init in self._inits:
+            if init not in self._progress:
+                continue
+            start, end = self._progress[init]
+            history = self.live_histories.get(init)
+            step = history.last_step if history is not None else 0
+            if not math.isnan(end):
+                per_init = end - start
+                parts.append(f"{init}: done, {step} steps in {_clock(per_init)}")
+                continue
+            elapsed = now - start
+            left = elapsed / step * (self._steps - step) if step else math.nan
+            per_init = elapsed + left if step else per_init
+            remaining += 0.0 if math.isnan(left) else left
+            parts.append(f"{init}: step {step} of {self._steps}, {_clock(elapsed)} elapsed"
+                         + (f", about {_clock(left)} left" if step else ""))
+        waiting = [init for init in self._inits if init not in self._progress]
+        if waiting:
+            parts.append(f"then {', '.join(waiting)}" + (f" (about {_clock(per_init)} each)" if per_init else ""))
+            remaining += per_init * len(waiting) if per_init else math.nan
+        if remaining > 0 and any(math.isnan(end) for _, end in self._progress.values()):
+            parts.append(f"about {_clock(remaining)} left in all")
+        return " | ".join(parts)
 
     def _draw_curves(self) -> None:
         histories = dict(self.live_histories)
         for metric, figure in self.curve_figures.items():
             _refresh(figure, plots.loss_curves(histories, metric=metric))
+
+
+def _clock(seconds: float) -> str:
+    """3.2 -> '0:03', 754 -> '12:34'; a time not known yet -> '?'."""
+    if seconds is None or math.isnan(seconds):
+        return "?"
+    minutes, seconds = divmod(int(round(seconds)), 60)
+    return f"{minutes}:{seconds:02d}"
 
 
 def _shortened(text: str, limit: int = 90) -> str:
@@ -1057,7 +1116,7 @@ class Explorer(_App):
         grid_layers: Sequence[int] | None = None,
         grid_hidden: Sequence[int] | None = None,
         save_dir: str | Path = DEFAULT_SAVE_DIR,
-        steps: int = 100,
+        steps: int = LESSON_STEPS,
     ):
         eval_batches = eval_batches if eval_batches is not None else batches
         # Parents without a tokenizer (images) trace the images of a held-out batch instead of typed text.

@@ -228,3 +228,37 @@ def test_stability_controls_rapidly(llama) -> None:
         explorer.resamples.value = explorer.resamples.min if k % 2 else 5
         explorer.method.value = widgets.METHODS[k % len(widgets.METHODS)]
     assert explorer.last_error is None and explorer.stability is not None
+
+
+# ------------------------------------------------------------------------------------------------ progress
+
+
+def test_training_status_says_step_i_of_n_elapsed_and_left_for_each_init(studio) -> None:
+    assert studio.run_length.options[1][1] == widgets.LONGER_RUN * studio.steps.value
+    studio.run_length.value = studio.run_length.options[1][1]
+    assert studio.steps.value == widgets.LONGER_RUN * 2
+    studio.run_length.value = studio.run_length.options[0][1]
+    seen = []
+    original = studio._on_record
+
+    def record(history, record):
+        original(history, record)
+        seen.append(studio.progress_text())
+
+    studio._on_record = record
+    studio.inits.value = ("random", "subclone")
+    studio.train_button.click()
+    studio.training_thread.join(timeout=120)
+    assert any(text.startswith("random: step 1 of 2, 0:0") and "left" in text and "then subclone (about" in text
+               for text in seen), seen
+    assert any(text.startswith("random: done, 2 steps in") and "subclone: step" in text for text in seen), seen
+    final = studio.train_status.value
+    assert "training done" in final and "random: done, 2 steps" in final and "subclone: done, 2 steps" in final
+
+
+def test_progress_estimates_from_the_pace_so_far(studio) -> None:
+    studio._inits, studio._steps = ["random", "subclone"], 10
+    studio._progress = {"random": [100.0, float("nan")]}
+    studio.live_histories = {"random": type("H", (), {"last_step": 4})()}
+    assert studio.progress_text(now=108.0) == ("random: step 4 of 10, 0:08 elapsed, about 0:12 left | "
+                                               "then subclone (about 0:20 each) | about 0:32 left in all")
