@@ -816,6 +816,10 @@ def size_grid(
             raise ValueError(f"selected={selected} is outside the {rows} x {cols} grid")
     text = [[_format_quantity(v, quantity) for v in row] for row in grid.quantity(quantity)]
     notes = [[grid.reasons[i][j] or text[i][j] for j in range(cols)] for i in range(rows)]
+    if quantity == "latency":  # a measured time is shown with how much it moved between repeats
+        spread = grid.spread("latency") * GRID_UNITS["latency"]
+        notes = [[note if grid.reasons[i][j] or not spread[i, j] else f"{note} ± {spread[i, j]:.2g} ms"
+                  for j, note in enumerate(row)] for i, row in enumerate(notes)]
     title = f"{GRID_TITLES[quantity]} of each subclone of {grid.parent}"
     xlabel, ylabel = "hidden width d'", "blocks"
     if backend == "plotly":
@@ -852,7 +856,8 @@ def size_grid(
 
 def size_pareto(grid: SizeGrid | Mapping[str, Any], cost: str = "latency", backend: str = "plotly") -> Figure:
     """Held-out loss before training against one cost, one point per valid cell; the Pareto front (the
-    cells no other cell beats on both) is highlighted and joined, each point labelled ``blocks x width``."""
+    cells no other cell beats on both) is highlighted and joined, each point labelled ``blocks x width``.
+    A measured latency carries its spread as a horizontal error bar: points whose bars overlap are not ranked."""
     _check_backend(backend)
     if isinstance(grid, Mapping):
         grid = SizeGrid.from_dict(grid)
@@ -860,6 +865,7 @@ def size_pareto(grid: SizeGrid | Mapping[str, Any], cost: str = "latency", backe
         raise ValueError(f"cost={cost!r} is not a cost of the grid: choose one of {', '.join(COSTS)}")
     front = grid.pareto_front(cost)
     costs = grid.quantity(cost) * GRID_UNITS.get(cost, 1)
+    spreads = grid.spread(cost) * GRID_UNITS.get(cost, 1)
     valid = np.isfinite(costs) & np.isfinite(grid.loss)
     cells = sorted(zip(*np.nonzero(valid)), key=lambda ij: costs[ij])
     labels = {ij: f"{grid.layers[ij[0]]} x {grid.hidden[ij[1]]}" for ij in cells}
@@ -876,6 +882,8 @@ def size_pareto(grid: SizeGrid | Mapping[str, Any], cost: str = "latency", backe
                     mode="lines+markers+text" if on_front else "markers", text=[labels[ij] for ij in members],
                     textposition="top right", line=dict(color=FRONT_COLOR, width=2),
                     marker=dict(size=10 if on_front else 7, color=FRONT_COLOR if on_front else REMOVED_COLOR),
+                    error_x=dict(type="data", array=[spreads[ij] for ij in members], visible=bool(spreads.any()),
+                                 color=FRONT_COLOR if on_front else REMOVED_COLOR, thickness=1.5),
                     hovertemplate="%{text}: %{x:.3g}, loss %{y:.2f}<extra></extra>",
                 )
             )
@@ -886,6 +894,9 @@ def size_pareto(grid: SizeGrid | Mapping[str, Any], cost: str = "latency", backe
         xs, ys = [costs[ij] for ij in members], [grid.loss[ij] for ij in members]
         ax.plot(xs, ys, marker="o", ls="-" if on_front else "none", label=name, ms=7 if on_front else 5,
                 color=FRONT_COLOR if on_front else REMOVED_COLOR, lw=2)
+        if spreads.any():
+            ax.errorbar(xs, ys, xerr=[spreads[ij] for ij in members], fmt="none", lw=1,
+                        ecolor=FRONT_COLOR if on_front else REMOVED_COLOR)
         if on_front:
             for x, y, ij in zip(xs, ys, members):
                 ax.annotate(labels[ij], (x, y), textcoords="offset points", xytext=(4, 4), fontsize=8)
