@@ -87,11 +87,6 @@ class TraceInputError(UserError, ValueError):
     """A text or position :func:`token_trace` cannot follow: empty, with no tokens, or out of range."""
 
 
-def _cosine(a: np.ndarray, b: np.ndarray) -> float:
-    denominator = np.linalg.norm(a) * np.linalg.norm(b)
-    return float(a @ b / denominator) if denominator > 0 else float("nan")
-
-
 def _as_batch(parent: "Parent", batch_or_text: str | dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     if isinstance(batch_or_text, str):
         if parent.tokenizer is None or not callable(parent.tokenizer):
@@ -183,6 +178,26 @@ class _Pass:
     def length(self) -> int:
         return self.inputs[0].shape[0]
 
+    def measures(self) -> dict[str, np.ndarray]:
+        """Every position's measures at once: norms and cos_to_final (L+1, T), cos_to_previous and f_over_sum
+        (L, T). A zero vector's cosine or ratio is NaN."""
+        states = np.stack([self.inputs[0], *self.outputs])  # (L+1, T, d)
+        norms = np.linalg.norm(states, axis=-1)  # (L+1, T)
+        inputs, totals = np.stack(self.inputs), np.stack(self.totals)  # (L, T, d)
+        total_norms = np.linalg.norm(totals, axis=-1)  # (L, T)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            return {
+                "norms": norms,
+                "cos_to_previous": _nan_where_zero(np.einsum("ltd,ltd->lt", states[:-1], states[1:]),
+                                                   norms[:-1] * norms[1:]),
+                "cos_to_final": _nan_where_zero(np.einsum("ltd,td->lt", states, states[-1]), norms * norms[-1]),
+                "f_over_sum": _nan_where_zero(np.linalg.norm(totals - inputs, axis=-1), total_norms),
+            }
+
+
+def _nan_where_zero(numerator: np.ndarray, denominator: np.ndarray) -> np.ndarray:
+    return np.where(denominator > 0, numerator / np.where(denominator > 0, denominator, 1.0), np.nan)
+
 
 def _forward(parent: "Parent", batch_or_text: str | dict[str, torch.Tensor], sequence_index: int) -> tuple[_Pass, int]:
     """Run one sequence of the batch through ``parent`` with block hooks; (its states, the sequence index)."""
@@ -215,8 +230,8 @@ def _forward(parent: "Parent", batch_or_text: str | dict[str, torch.Tensor], seq
                  [states(s.output) for s in steps], batch), sequence_index
 
 
-def _trace_at(parent: "Parent", run: _Pass, token_index: int, sequence_index: int,
-              tokens: list[str] | None, spans: list[str] | None) -> TokenTrace:
+def _trace_at(parent: "Parent", run: _Pass, measures: dict[str, np.ndarray], token_index: int,
+              sequence_index: int, tokens: list[str] | None, spans: list[str] | None) -> TokenTrace:
     length = run.length  # tokens the blocks see (for images: patches and prefix tokens)
     if not -length <= token_index < length:
         raise TraceInputError(f"token_index={token_index} is out of range: choose 0 to {length - 1} "
@@ -226,21 +241,12 @@ def _trace_at(parent: "Parent", run: _Pass, token_index: int, sequence_index: in
     if mask is not None and mask.shape[-1] == length and not bool(mask[0, token_index]):
         raise TraceInputError(f"token_index={token_index} is a padding position (attention_mask 0); pick a real token")
 
-    states = [run.inputs[0][token_index]] + [o[token_index] for o in run.outputs]  # L+1 vectors of (d,)
-    f_over_sum = []
-    for x_all, total_all in zip(run.inputs, run.totals):
-        x, total = x_all[token_index], total_all[token_index]  # x + f(x): the pre-norm sum for post-norm blocks
-        total_norm = np.linalg.norm(total)
-        f_over_sum.append(np.linalg.norm(total - x) / total_norm if total_norm > 0 else float("nan"))
     return TokenTrace(
         parent=parent.name,
         sequence_index=sequence_index,
         token_index=token_index,
         tokens=tokens,
-        norms=np.array([np.linalg.norm(h) for h in states]),
-        cos_to_previous=np.array([_cosine(a, b) for a, b in zip(states[:-1], states[1:])]),
-        cos_to_final=np.array([_cosine(h, states[-1]) for h in states]),
-        f_over_sum=np.array(f_over_sum),
+        **{name: values[:, token_index].copy() for name, values in measures.items()},
         spans=spans,
     )
 
@@ -269,7 +275,7 @@ def token_trace(
     """
     run, sequence_index = _forward(parent, batch_or_text, sequence_index)
     tokens, spans = _tokens_of(parent, run, batch_or_text)
-    return _trace_at(parent, run, token_index, sequence_index, tokens, spans)
+    return _trace_at(parent, run, run.measures(), token_index, sequence_index, tokens, spans)
 
 
 @torch.no_grad()
@@ -285,4 +291,5 @@ def token_traces(
     mask = run.batch.get("attention_mask")
     positions = [i for i in range(run.length)
                  if mask is None or mask.shape[-1] != run.length or bool(mask[0, i])]
-    return [_trace_at(parent, run, i, sequence_index, tokens, spans) for i in positions]
+    measures = run.measures()
+    return [_trace_at(parent, run, measures, i, sequence_index, tokens, spans) for i in positions]

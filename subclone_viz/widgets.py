@@ -296,8 +296,10 @@ class ResidualExplorer(_App):
             )
         else:
             self.token = w.Dropdown(description="token", options=[], disabled=True)
+        # Redrawn when the drag ends: while dragging, every position passed would queue a redraw of its own.
         self.layer = w.IntSlider(value=profile.num_layers // 2, min=0, max=profile.num_layers,
-                                 description="residual layer", style=_LABEL_STYLE, layout=w.Layout(width="60%"))
+                                 description="residual layer", continuous_update=False, style=_LABEL_STYLE,
+                                 layout=w.Layout(width="60%"))
         self.layer_readout = w.HTML()
         self.trace_figure = _figure(plots.placeholder("One token through depth", "no text traced yet"), TRACE_WIDTH)
         self.token.observe(self._guard(self._show_trace, self.trace_message, self._clear_trace), names="value")
