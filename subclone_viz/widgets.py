@@ -96,6 +96,7 @@ LIVE_REFRESH_SECONDS = 0.5  # at most this often a running training redraws its 
 # well under a second on a laptop core, and a longer text would make a dropdown nobody can use.
 MAX_TRACE_TOKENS = 256
 CACHED_TEXTS = 8  # texts whose traces the token picker keeps: going back to one redraws without the model
+FIGURE_CACHE = 64  # figures an explorer keeps per control value (a few hundred kB each at most)
 # Pixels. A FigureWidget's front end draws at a fixed size (it does not follow its box), so every figure gets
 # one; rows of figures wrap on screens too narrow for them side by side.
 FULL_WIDTH = 1150
@@ -205,6 +206,16 @@ class _App:
     def _ipython_display_(self) -> None:
         display(self.widget)
 
+    def _figure_for(self, key: Any, make: Any) -> go.Figure:
+        """The figure ``make()`` draws for ``key``, drawn once: a control set back to a value it had redraws
+        without recomputing (the records behind the figures never change under an explorer)."""
+        cache = self.__dict__.setdefault("_figures", {})
+        if key not in cache:
+            if len(cache) >= FIGURE_CACHE:
+                cache.pop(next(iter(cache)))
+            cache[key] = make()
+        return cache[key]
+
     def _guard(self, callback: Any, target: w.HTML, on_error: Any = None) -> Any:
         """``callback`` that shows its errors in ``target`` instead of raising; ``on_error()`` then resets the
         view so that it shows nothing the error left half-done."""
@@ -275,6 +286,7 @@ class ResidualExplorer(_App):
             )
 
         self.trace: TokenTrace | None = None
+        self._drawn_trace: TokenTrace | None = None  # the trace the figure shows now
         self.trace_message = w.HTML()  # the trace's errors and busy sign
         self._repicking = False
         self._traces: dict[Any, dict[int, TokenTrace]] = {}  # text (or image) -> position -> trace
@@ -326,7 +338,9 @@ class ResidualExplorer(_App):
         )
 
     def _show_metric(self, change: Any = None) -> None:
-        _refresh(self.residual_figure, plots.residual_ratio(self.profile, self.metric.value))
+        metric = self.metric.value
+        _refresh(self.residual_figure, self._figure_for(("metric", metric),
+                                                        lambda: plots.residual_ratio(self.profile, metric)))
 
     def _checked_text(self) -> str:
         """The text box's text, refused up front when it is empty or longer than :data:`MAX_TRACE_TOKENS`."""
@@ -393,6 +407,7 @@ class ResidualExplorer(_App):
             finally:
                 self._repicking = False
         self.layer_readout.value = ""
+        self._drawn_trace = None
         _refresh(self.trace_figure, plots.placeholder("One token through depth", "nothing traced: see the message above"))
 
     def _show_layer(self, change: Any = None) -> None:
@@ -402,9 +417,13 @@ class ResidualExplorer(_App):
         trace, layer = self.trace, self.layer.value
         if trace is None:
             return
-        figure = plots.token_trace(trace)
-        figure.add_vline(x=layer, line=dict(color=plots.SELECTED_COLOR, width=2, dash="dot"))
-        _refresh(self.trace_figure, figure)
+        if trace is not self._drawn_trace:  # a new token: new curves; a new layer only moves the marker
+            _refresh(self.trace_figure, plots.token_trace(trace))
+            self._drawn_trace = trace
+        marker = dict(type="line", x0=layer, x1=layer, y0=0, y1=1, line=dict(color=plots.SELECTED_COLOR, width=2,
+                                                                            dash="dot"))
+        self.trace_figure.layout.shapes = [{**marker, "xref": x, "yref": f"{y} domain"} for x, y in (("x", "y"),
+                                                                                                  ("x2", "y2"))]
         parts = [f"residual layer {layer}: ||h|| = {trace.norms[layer]:.3g}",
                  f"cos to the last layer = {trace.cos_to_final[layer]:.3f}"]
         if layer > 0:
@@ -462,18 +481,26 @@ class ImportanceExplorer(_App):
         )
 
     def _show_channels(self, change: Any = None) -> None:
-        _refresh(self.channel_figure, plots.channel_heatmap(self.profile, log=self.log.value))
+        log = self.log.value
+        _refresh(self.channel_figure, self._figure_for(("channels", log),
+                                                       lambda: plots.channel_heatmap(self.profile, log=log)))
 
     def _show_massive(self, change: Any = None) -> None:
-        _refresh(self.massive_figure, plots.massive_activations(self.profile, self.massive_count.value))
+        count = self.massive_count.value
+        _refresh(self.massive_figure, self._figure_for(("massive", count),
+                                                       lambda: plots.massive_activations(self.profile, count)))
 
     def _show_consistency(self, change: Any = None) -> None:
         # k only changes the top-k overlap; the Spearman matrix ranks every channel.
-        self.k.disabled = self.kind.value == "spearman"
-        _refresh(self.consistency_figure, plots.rank_consistency(self.profile, self.k.value, self.kind.value))
+        kind, k = self.kind.value, self.k.value
+        self.k.disabled = kind == "spearman"
+        key = ("consistency", kind, k if kind == "topk" else None)
+        _refresh(self.consistency_figure,
+                 self._figure_for(key, lambda: plots.rank_consistency(self.profile, k, kind)))
 
     def _show_ffn(self, change: Any = None) -> None:
-        _refresh(self.ffn_figure, plots.ffn_importance(self.profile, self.ffn_layer.value))
+        block = self.ffn_layer.value
+        _refresh(self.ffn_figure, self._figure_for(("ffn", block), lambda: plots.ffn_importance(self.profile, block)))
 
 
 # --------------------------------------------------------------------------------------------------------
@@ -686,7 +713,9 @@ class SubcloneStudio(_App):
             f"keeps parent blocks {_ranges(self.plan.layers)}"
             + (f"\nremoves {_ranges(removed)}" if removed else "")
         )
-        _refresh(self.residual_figure, plots.residual_ratio(self.profile, kept_layers=self.plan.layers))
+        kept = tuple(self.plan.layers)
+        _refresh(self.residual_figure, self._figure_for(("kept", kept), lambda: plots.residual_ratio(
+            self.profile, kept_layers=list(kept))))
 
     def _forget_plan(self) -> None:
         """After an unexpected planning error: no plan, so Subclone and Train say so instead of using a stale one."""
