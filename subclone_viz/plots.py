@@ -645,13 +645,19 @@ def selection_stability(st: "Stability", kind: str = "residual", backend: str = 
 # One token
 
 
+def token_trace_title(trace: "TokenTrace") -> str:
+    """The title :func:`token_trace` gives ``trace``'s figure (a widget that swaps only the curves sets it)."""
+    token = f" {trace.token!r}" if trace.token is not None else ""
+    return f"Token {trace.token_index}{token} through the depth of {trace.parent}"
+
+
 def token_trace(trace: "TokenTrace", backend: str = "plotly") -> Figure:
-    """One token through depth: its norm (top), and how its direction changes (bottom)."""
+    """One token through depth: its norm (top), and how its direction changes (bottom): the traces
+    ||h[l]||, cos(h[l-1], h[l]), cos(h[l], h[L]) and ||f(x)|| / ||x + f(x)||, in that order."""
     _check_backend(backend)
     num_layers = trace.num_layers
     layers = np.arange(num_layers + 1)
-    token = f" {trace.token!r}" if trace.token is not None else ""
-    title = f"Token {trace.token_index}{token} through the depth of {trace.parent}"
+    title = token_trace_title(trace)
     lower = (
         ("cos(h[l-1], h[l]): block input vs output", layers[1:], trace.cos_to_previous, SERIES_COLORS[0], "solid"),
         ("cos(h[l], h[L]): vs the last layer", layers, trace.cos_to_final, SERIES_COLORS[2], "solid"),

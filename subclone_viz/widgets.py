@@ -417,9 +417,17 @@ class ResidualExplorer(_App):
         trace, layer = self.trace, self.layer.value
         if trace is None:
             return
-        if trace is not self._drawn_trace:  # a new token: new curves; a new layer only moves the marker
+        shown = self._drawn_trace
+        if shown is not None and shown is not trace and shown.num_layers == trace.num_layers:
+            # Another token: the same figure with new curves (building a new one costs a redraw's time).
+            with self.trace_figure.batch_update():
+                for curve, values in zip(self.trace_figure.data, (trace.norms, trace.cos_to_previous,
+                                                                  trace.cos_to_final, trace.f_over_sum)):
+                    curve.y = values
+                self.trace_figure.layout.title.text = plots.token_trace_title(trace)
+        elif shown is not trace:
             _refresh(self.trace_figure, plots.token_trace(trace))
-            self._drawn_trace = trace
+        self._drawn_trace = trace  # a new layer only moves the marker
         marker = dict(type="line", x0=layer, x1=layer, y0=0, y1=1, line=dict(color=plots.SELECTED_COLOR, width=2,
                                                                             dash="dot"))
         self.trace_figure.layout.shapes = [{**marker, "xref": x, "yref": f"{y} domain"} for x, y in (("x", "y"),
