@@ -1031,7 +1031,7 @@ class SizeGridExplorer(_App):
         self.cell_info.value = _message(
             f"{spec.layers} blocks x {spec.hidden} wide: {grid.params[i, j] / 1e6:.2f}M parameters, "
             f"{grid.flops_per_token[i, j] / 1e6:.3g} MFLOPs per token, {grid.latency[i, j] * 1e3:.3g} "
-            f"± {grid.spread('latency')[i, j] * 1e3:.2g} ms per token "
+            + (f"± {spread * 1e3:.2g} " if (spread := grid.spread("latency")[i, j]) else "") + "ms per token "
             f"and {grid.memory[i, j] / 2**20:.0f} MiB measured on {html.escape(grid.device)}{loss}"
             + ("; sent to the subclone studio" if self.studio is not None else ""),
             css_class="size-grid-selection",
