@@ -76,6 +76,7 @@ from .plan import (
     spec_choices,
 )
 from .profile import BLOCK_METRIC_LABELS, BLOCK_METRICS, Profile
+from .settings import INTERACTIVE_STEPS, PlanStrategy
 from .sizing import QUANTITIES, SizeGrid, size_grid
 from .stability import METHODS, Stability, stability
 from .subclone import subclone
@@ -96,9 +97,7 @@ Batches = Iterable[dict[str, "torch.Tensor"]]
 DEFAULT_TEXT = "Weight subcloning starts a small transformer from the weights of a larger pretrained one."
 DEFAULT_SAVE_DIR = "subclones"
 DEFAULT_INITS = ("random", "subclone")
-# A lesson's run: on SmolLM2 with the notebooks' lesson batches (4 x 64 tokens) two initializations of the default
-# destination train this many steps in about three minutes on one busy laptop core (bench/bench_studio_lesson.py).
-LESSON_STEPS = 40
+LESSON_STEPS = INTERACTIVE_STEPS  # a lesson's run: about three minutes of a laptop core (settings.INTERACTIVE_STEPS)
 LONGER_RUN = 5  # the longer run the studio offers: this many times the lesson's steps
 LESSON_BATCHES = {"seq_len": 64, "batch_size": 4}  # text_batches(...) arguments of the lesson's training batches
 LIVE_REFRESH_SECONDS = 0.5  # at most this often a running training redraws its curves
@@ -591,7 +590,7 @@ class SubcloneStudio(_App):
         self.layers = w.IntSlider(value=start.layers, min=min(choices["layers"]),
                                   max=max(choices["layers"]), description="blocks", continuous_update=False,
                                   style=_LABEL_STYLE, layout=wide)
-        self.depth = w.Dropdown(options=DEPTH_STRATEGIES, value="middle", description="depth strategy",
+        self.depth = w.Dropdown(options=DEPTH_STRATEGIES, value=PlanStrategy().depth, description="depth strategy",
                                 style=_LABEL_STYLE)
         self.hidden = w.SelectionSlider(options=choices["hidden"], value=start.hidden,
                                         description="hidden d'", continuous_update=False, style=_LABEL_STYLE,
@@ -601,9 +600,9 @@ class SubcloneStudio(_App):
         self.heads = w.SelectionSlider(options=choices["heads"], value=choices["heads"][-1], description="heads",
                                        continuous_update=False, style=_LABEL_STYLE, layout=wide,
                                        disabled=parent.family.heads_follow_hidden)
-        self.width = w.Dropdown(options=WIDTH_STRATEGIES, value="importance", description="width strategy",
+        self.width = w.Dropdown(options=WIDTH_STRATEGIES, value=PlanStrategy().width, description="width strategy",
                                 style=_LABEL_STYLE)
-        self.scaling = w.Dropdown(options=SCALINGS, value="sqrt", description="scaling", style=_LABEL_STYLE)
+        self.scaling = w.Dropdown(options=SCALINGS, value=PlanStrategy().scaling, description="scaling", style=_LABEL_STYLE)
         self.importance = w.Dropdown(options=available_estimators(profile), value=DEFAULT_ESTIMATOR,
                                      description="importance", style=_LABEL_STYLE)
         self.plan_summary = w.HTML()
