@@ -20,7 +20,6 @@ import torch
 
 import subclone_viz as sv
 from subclone_viz import widgets
-
 from _results import save_results
 
 TARGET_SECONDS = 180

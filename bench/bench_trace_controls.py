@@ -23,7 +23,6 @@ import time
 
 import subclone_viz as sv
 from subclone_viz import widgets
-
 from _results import save_results
 
 SENTENCES = [

@@ -61,8 +61,8 @@ from IPython.display import display
 
 from . import plots
 from .compare import INITS, Comparison, compare, speedup_text
-from .evaluate import BlockAblation, evaluate
 from .errors import UserError
+from .evaluate import BlockAblation, evaluate
 from .export import save_destination
 from .importance import DEFAULT_ESTIMATOR, available_estimators
 from .plan import (

@@ -29,7 +29,7 @@ def byte_tokenizer() -> PreTrainedTokenizerFast:
     """A byte-level BPE without merges over a few bytes: every byte one token, as GPT-2-style vocabularies split
     a character they have no token for. Ids stay below the tiny models' VOCAB."""
     stand_in = {byte: char for char, byte in _byte_decoder().items()}
-    chars = sorted({stand_in[b] for b in "w0123456789 \t\r\n\x00\x1b[".encode()} | {stand_in[b] for b in "😀".encode()})
+    chars = sorted({stand_in[b] for b in b"w0123456789 \t\r\n\x00\x1b["} | {stand_in[b] for b in "😀".encode()})
     vocab = {"[UNK]": 0, **{c: i + 1 for i, c in enumerate(chars)}}
     assert len(vocab) < VOCAB
     backend = Tokenizer(models.BPE(vocab=vocab, merges=[], unk_token="[UNK]"))
