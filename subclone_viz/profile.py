@@ -55,7 +55,7 @@ import torch
 
 from . import __version__, distributed
 from ._atomic import DamagedFileError, staged_file
-from .capture import BlockStep, capture_blocks, capture_modules, counted_rows, to_device, token_mask
+from .capture import BlockStep, capture_blocks, capture_modules, counted_rows, forward_before, to_device, token_mask
 from .errors import UserError
 from .parent import readable_parameters
 
@@ -686,13 +686,15 @@ def profile(
 
     try:
         with capture_blocks(parent.family, model, on_block=acc.on_block, on_ffn=on_ffn, on_attention=on_attention), \
-                capture_modules(estimator.modules, estimator.on_module):
+                capture_modules(estimator.modules, estimator.on_module, inputs_only=estimator.readers):
             bar = tqdm(total=max_tokens, unit="tok", desc="profile", disable=not distributed.show_progress(progress),
                        leave=False)
             for index, batch, mine in dealer:
                 if mine:
                     acc.mask = token_mask(batch)
-                    parent.family.logits(model, to_device(batch, parent.input_device))
+                    # No statistic reads the output layer's result: stop as it is called (a big LM head).
+                    forward_before(lambda: parent.family.logits(model, to_device(batch, parent.input_device)),
+                                   parent.family.output_module(model))
                     counted = acc.batch_tokens
                     sharded.add({**acc.take_sums(), **estimator.take_sums()}, counted, index)
                     own += counted

@@ -61,6 +61,15 @@ class BertFamily(Family):
         self.block_list = f"{self.prefix}encoder.layer"
         self.task = "masked-lm" if hasattr(model, "cls") else "encoder"
         self.auto_class = "AutoModelForMaskedLM" if self.task == "masked-lm" else "AutoModel"
+        pooler = getattr(model, "pooler", None)
+        self.output_layer = "cls.predictions.decoder" if self.task == "masked-lm" else (
+            "pooler.dense" if pooler is not None else None)
+
+    def readout(self, model: nn.Module, hidden: torch.Tensor) -> torch.Tensor:
+        """Post-norm blocks end normalized, so the masked-LM head reads a hidden state as it is."""
+        if self.task != "masked-lm":
+            return super().readout(model, hidden)
+        return model.cls(hidden)
 
     def logits(self, model: nn.Module, batch: dict[str, torch.Tensor]) -> torch.Tensor:
         out = model(input_ids=batch["input_ids"], attention_mask=batch.get("attention_mask"))

@@ -32,6 +32,8 @@ class HFViTFamily(ImageClassifierFamily):
     auto_class = "AutoModelForImageClassification"
     head = "classifier"
     block_list = "vit.layers"
+    final_norm = "vit.layernorm"
+    output_layer = "classifier"
     ffn_activation = "mlp.fc2"
     attention_output = "attention.o_proj"
     config_fields = dict(layers="num_hidden_layers", hidden="hidden_size", ffn="intermediate_size",
@@ -55,3 +57,7 @@ class HFViTFamily(ImageClassifierFamily):
 
     def logits(self, model: nn.Module, batch: dict[str, torch.Tensor]) -> torch.Tensor:
         return model(pixel_values=batch["pixel_values"]).logits
+
+    def readout(self, model: nn.Module, hidden: torch.Tensor) -> torch.Tensor:
+        """The final LayerNorm, then the classifier on the class token."""
+        return model.classifier(model.vit.layernorm(hidden)[:, 0, :])

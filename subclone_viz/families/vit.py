@@ -32,6 +32,8 @@ class TimmViTFamily(ImageClassifierFamily):
     description = "Vision Transformer (timm)"
     library = "timm"
     block_list = "blocks"
+    final_norm = "norm"
+    output_layer = "head"
     ffn_activation = "mlp.fc2"
     attention_output = "attn.proj"
     rules = (
@@ -102,6 +104,10 @@ class TimmViTFamily(ImageClassifierFamily):
 
     def logits(self, model: nn.Module, batch: dict[str, torch.Tensor]) -> torch.Tensor:
         return model(batch["pixel_values"])
+
+    def readout(self, model: nn.Module, hidden: torch.Tensor) -> torch.Tensor:
+        """The final norm, then timm's own head: its pooling (the class token or the mean), fc_norm, classifier."""
+        return model.forward_head(model.norm(hidden))
 
     def save(self, model: nn.Module, directory: str, processor: Any = None) -> None:
         """model.safetensors and a config.json that ``timm.create_model("local-dir:DIR")`` reads."""
