@@ -35,6 +35,10 @@ from .trace import TokenTrace, token_trace  # noqa: E402
 from .stability import Stability, stability  # noqa: E402
 from .study import SpeedupStudy, speedup_study  # noqa: E402
 from .workflow import default_destination, parent_batches, quick_mode, random_init  # noqa: E402
+from .cut import NoTokenizerError, PlanMismatchError  # noqa: E402
+from .lens import LogitLens, logit_lens  # noqa: E402
+from .similarity import LayerSimilarity, layer_similarity  # noqa: E402
+from .outputs import GenerationError, Generations, TokenLosses, generate, token_losses  # noqa: E402
 
 __all__ = [
     "DestinationSpec",
@@ -87,4 +91,15 @@ __all__ = [
     "parent_batches",
     "quick_mode",
     "random_init",
+    "NoTokenizerError",
+    "PlanMismatchError",
+    "LogitLens",
+    "logit_lens",
+    "LayerSimilarity",
+    "layer_similarity",
+    "GenerationError",
+    "Generations",
+    "TokenLosses",
+    "generate",
+    "token_losses",
 ]
