@@ -19,7 +19,7 @@ Example::
     >>> parent = sv.load_parent("smollm2-135m")
     >>> out = sv.generate({"parent": parent}, "The capital of France is", max_new_tokens=4)
     >>> out.texts["parent"]
-    ' Paris. It is'
+    ' Paris...'
     >>> batch = dict(parent.tokenizer(["The capital of France is Paris."], return_tensors="pt"))
     >>> losses = sv.token_losses({"parent": parent}, batch)
     >>> losses.losses["parent"].shape            # (sequences, positions); position 0 predicts nothing
