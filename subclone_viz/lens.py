@@ -264,3 +264,35 @@ def logit_lens(
         top_probs=top_probs, target_rank=ranks, target_prob=probs,
         id_texts=_texts(text_tokenizer, ids, family, module),
     )
+
+
+def through_depth(
+    parent: LogitLens, destination: LogitLens | None, sequence: int = 0, position: int = 0
+) -> list[dict[str, Any]]:
+    """Rows for a "predictions through depth" view: per parent residual layer, its top-k (text, probability)
+    and the destination's at the layer that came from it, or None where the plan removed the block.
+
+    A destination layer that repeats a parent block (a grown destination) shows its last copy.
+    """
+    if destination is not None and destination.top_ids.shape[1:3] != parent.top_ids.shape[1:3]:
+        raise ValueError("the two lenses were not read on the same batch: their (sequences, positions) differ")
+    if not 0 <= sequence < parent.top_ids.shape[1] or not 0 <= position < parent.top_ids.shape[2]:
+        raise ValueError(f"(sequence, position) = ({sequence}, {position}) is outside the batch "
+                         f"{parent.top_ids.shape[1:3]}")
+    by_source: dict[Any, int] = {}
+    if destination is not None:
+        for j, source in enumerate(destination.sources):
+            by_source[source] = j
+    rows = []
+    for i, (label, source) in enumerate(zip(parent.labels, parent.sources)):
+        j = by_source.get(source)
+        rows.append({
+            "layer": label,
+            "source": source,
+            "parent": parent.predictions(i, sequence, position),
+            "parent_rank": int(parent.target_rank[i, sequence, position]),
+            "destination": None if j is None else destination.predictions(j, sequence, position),
+            "destination_rank": None if j is None else int(destination.target_rank[j, sequence, position]),
+            "destination_layer": None if j is None else destination.labels[j],
+        })
+    return rows
