@@ -372,6 +372,7 @@ def compare(
     resume: bool = False,
     progress: bool = True,
     stop: StopSignal | None = None,
+    trained: dict[str, "torch.nn.Module"] | None = None,
     **overrides: Any,
 ) -> Comparison:
     """Train one destination of shape ``spec`` per initialization, on the same batches in the same order.
@@ -393,6 +394,8 @@ def compare(
         callback: ``callback(history, record)`` during every run; ``history.label`` names the init.
         checkpoint_dir: checkpoints of each run in its own subdirectory ``checkpoint_dir/<init>``.
         resume: continue each run from its latest checkpoint.
+        trained: a dict filled with each init's trained model as it finishes (kept in memory; by default each
+            is freed once its run ends), for views that generate with them.
         progress: progress bars.
         stop: stops the current run at the next step and skips the remaining ones.
         **overrides: :class:`~subclone_viz.train.TrainSettings` fields replacing those of ``settings``
@@ -438,6 +441,8 @@ def compare(
             progress=progress, stop=stop, label=init,
         )
         histories[init] = history
+        if trained is not None:
+            trained[init] = model.eval()
         del model
         if history.stopped_early:
             stopped = True
