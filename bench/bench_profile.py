@@ -8,7 +8,7 @@ set sampled every 2 ms; CUDA: ``torch.cuda.max_memory_allocated``), each mode in
 memory one mode freed to the allocator cannot hide another's growth.
 
     .venv/bin/python bench/bench_profile.py [--parent gemma3-270m] [--device cuda --dtype bfloat16] [--batches 4]
-        [--repeats 3] [--no-memory]
+        [--repeats 3] [--batch-size 8 --seq-len 256] [--no-memory]
 
 Figures go to bench/results/profile/<parent>-<device>.json.
 """
@@ -35,7 +35,7 @@ MODES = ("forward", "forward_without_head", "profile", "hidden_states")
 
 def load(args):
     parent = sv.load_parent(args.parent, device=args.device, dtype=args.dtype)
-    batches = sv.text_batches("builtin", parent.tokenizer, seq_len=256, batch_size=8, split="heldout",
+    batches = sv.text_batches("builtin", parent.tokenizer, seq_len=args.seq_len, batch_size=args.batch_size, split="heldout",
                               max_batches=args.batches)
     return parent, [{k: v.to(parent.input_device) for k, v in b.items()} for b in batches]
 
@@ -94,6 +94,8 @@ def main():
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--dtype", default=None)
     parser.add_argument("--batches", type=int, default=4)
+    parser.add_argument("--batch-size", type=int, default=8)
+    parser.add_argument("--seq-len", type=int, default=256)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--no-memory", action="store_true", help="time only (each memory mode reloads the parent)")
     parser.add_argument("--memory-mode", help=argparse.SUPPRESS)
@@ -104,9 +106,9 @@ def main():
         print(json.dumps(peak_memory(parent, batches, args.memory_mode)))
         return
     median, parent, batches = timings(args)
-    tokens = args.batches * 8 * 256
+    tokens = args.batches * args.batch_size * args.seq_len
     memory = {} if args.no_memory else {mode: measure_memory(args, mode) for mode in MODES}
-    title = (f"{args.parent} on {parent.input_device} ({parent.dtype}), {args.batches} batches of 8 x 256 = {tokens} "
+    title = (f"{args.parent} on {parent.input_device} ({parent.dtype}), {args.batches} batches of {args.batch_size} x {args.seq_len} = {tokens} "
              f"tokens, median of {args.repeats}")
     print(title)
     print(f"{'mode':<22}{'seconds':>10}{'x forward':>11}{'x no head':>11}{'peak MiB over model':>22}")
@@ -129,7 +131,7 @@ def main():
 
 def measure_memory(args, mode):
     command = [sys.executable, __file__, "--parent", args.parent, "--memory-mode", mode, "--device", args.device,
-               "--batches", str(args.batches)]
+               "--batches", str(args.batches), "--batch-size", str(args.batch_size), "--seq-len", str(args.seq_len)]
     command += ["--dtype", args.dtype] if args.dtype else []
     output = subprocess.run(command, capture_output=True, text=True, check=True).stdout
     return json.loads(output.strip().splitlines()[-1])
