@@ -24,10 +24,10 @@ import sys
 import time
 
 import torch
-from _memory import peak_growth_mib
-from _results import save_results
 
 import subclone_viz as sv
+from _memory import peak_growth_mib
+from _results import save_results
 from subclone_viz.capture import forward_before
 
 MODES = ("forward", "forward_without_head", "profile", "hidden_states")

@@ -62,8 +62,9 @@ from typing import Any
 import numpy as np
 import torch
 
-from . import distributed
+from . import __version__, distributed
 from ._atomic import check_new_directory, check_new_file, staged_directory
+from .compare import INITS, Comparison, compare
 from .data import ImageBatches, TextBatches
 from .errors import UserError
 from .evaluate import block_ablation, evaluate
@@ -72,9 +73,8 @@ from .importance import DEFAULT_ESTIMATOR, ESTIMATORS
 from .parent import DEVICE_MAP_STRATEGIES, EMBEDDED_ALIASES, Parent, load_parent
 from .plan import DEPTH_STRATEGIES, SCALINGS, WIDTH_STRATEGIES, DestinationSpec, plan, spec_choices
 from .profile import BLOCK_METRIC_LABELS, BLOCK_METRICS, Profile, add_taylor, profile
-from .subclone import subclone
-from .compare import INITS, Comparison, compare
 from .study import SpeedupStudy, speedup_study
+from .subclone import subclone
 from .train import SCHEDULES, TrainSettings
 from .workflow import has_loss, parent_batches, quick_mode
 
@@ -299,6 +299,7 @@ def build_parser() -> argparse.ArgumentParser:
     common.add_argument("--json", action="store_true", help="print one JSON document on stdout, nothing else")
 
     parser = _Parser(prog=PROG, description="Weight subcloning of transformers (Samragh et al., 2023).")
+    parser.add_argument("--version", action="version", version=f"{PROG} {__version__}")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     info = commands.add_parser("info", parents=[common], help="describe a parent and its valid destination specs")
