@@ -17,9 +17,9 @@ import statistics
 import time
 
 import torch
-from _results import save_results
 
 import subclone_viz as sv
+from _results import save_results
 
 
 def sync(device):

@@ -26,9 +26,9 @@ import time
 import torch
 
 import subclone_viz as sv
+from subclone_viz.capture import forward_before
 from _memory import peak_growth_mib
 from _results import save_results
-from subclone_viz.capture import forward_before
 
 MODES = ("forward", "forward_without_head", "profile", "hidden_states")
 

@@ -26,8 +26,9 @@ Example::
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Mapping, Sequence
+from typing import TYPE_CHECKING, Any
 
 from torch import nn
 
@@ -107,8 +108,8 @@ def check_plan(plan: "SubclonePlan", model: nn.Module, family: Family, name: str
 
 def check_parent(plan: "SubclonePlan", parent: "Subject") -> None:
     """Refuse a plan made for another parent than ``parent`` (compared by fingerprint where one is known)."""
-    from .profile import parent_fingerprint, same_parent
     from .parent import Parent
+    from .profile import parent_fingerprint, same_parent
 
     dims = parent.family.dims(parent.module)
     if plan.family != parent.family.name or plan.parent_dims != dims.to_dict():

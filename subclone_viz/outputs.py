@@ -29,8 +29,9 @@ Example::
 from __future__ import annotations
 
 import math
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Callable, Mapping, Sequence
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -44,7 +45,7 @@ from .records import Record, register_record
 if TYPE_CHECKING:
     from .parent import Parent
 
-Models = "Mapping[str, Parent | nn.Module] | Sequence[Parent | nn.Module] | Parent | nn.Module"
+    Models = Mapping[str, Parent | nn.Module] | Sequence[Parent | nn.Module] | Parent | nn.Module
 
 
 class GenerationError(UserError, ValueError):

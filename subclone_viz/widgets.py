@@ -64,6 +64,7 @@ from .compare import INITS, Comparison, compare, speedup_text
 from .evaluate import BlockAblation, evaluate
 from .export import save_destination
 from .importance import DEFAULT_ESTIMATOR, available_estimators
+from .lens import READABLE_TASKS
 from .plan import (
     DEPTH_STRATEGIES,
     SCALINGS,
@@ -81,7 +82,6 @@ from .subclone import subclone
 from .trace import TokenTrace, token_trace
 from .train import History
 from .workflow import default_destination, has_loss
-from .lens import READABLE_TASKS
 
 if TYPE_CHECKING:
     import torch

@@ -6,11 +6,11 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
+from test_widgets import word_tokenizer
 
 import subclone_viz as sv
 from subclone_viz import widgets
 from tiny import tiny_batches, tiny_model
-from test_widgets import word_tokenizer
 
 TEXT = "w3 w14 w15 w92 w65"
 

@@ -1,11 +1,12 @@
 """The profile stops before the output layer (an LM head, a classifier) and its results stay identical."""
 
+import importlib
+
 import numpy as np
 import pytest
 import torch
 
 import subclone_viz as sv
-import importlib
 from subclone_viz.capture import forward_before
 from tiny import TINY_FAMILIES, tiny_batches, tiny_model
 
