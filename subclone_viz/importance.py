@@ -52,6 +52,7 @@ import torch
 from torch import nn
 
 from .capture import RunningSums
+from .choices import DEFAULT_ESTIMATOR
 from .errors import ConfigurationError
 from .registry import Registry
 
@@ -59,7 +60,6 @@ if TYPE_CHECKING:
     from .parent import Parent
     from .profile import Profile
 
-DEFAULT_ESTIMATOR = "paper"
 
 
 @dataclass(frozen=True)
