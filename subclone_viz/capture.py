@@ -186,7 +186,7 @@ def capture_blocks(
 @contextmanager
 def capture_modules(
     modules: dict[str, nn.Module],
-    on_call: Callable[[str, torch.Tensor, torch.Tensor | None], None],
+    on_call: Callable[[str, torch.Tensor, Any], None],
     inputs_only: Collection[str] = (),
 ) -> Iterator[None]:
     """Within the ``with``, every call of one of ``modules`` reports ``(name, its input, its output)``.

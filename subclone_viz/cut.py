@@ -28,7 +28,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 from torch import nn
 
@@ -161,8 +161,11 @@ def subjects(models: "Mapping[str, Parent | nn.Module] | Sequence[Parent | nn.Mo
         items = [subject(model, name=str(name)) for name, model in models.items()]
     elif isinstance(models, (list, tuple)):
         items = [subject(model) for model in models]
+    elif isinstance(models, nn.Module) or hasattr(models, "family"):
+        items = [subject(cast(Any, models))]
     else:
-        items = [subject(models)]
+        raise TypeError(f"models must be a model, a list of models or a dict of name -> model, not "
+                        f"{type(models).__name__}")
     if not items:
         raise ValueError("no models given: pass one model, a list, or a dict of name -> model")
     names = [s.name for s in items]

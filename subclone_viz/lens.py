@@ -103,7 +103,8 @@ class LogitLens(Record):
             "model": self.model, "task": self.task, "labels": self.labels, "sources": self.sources,
             "tokens": self.tokens, "targets": self.targets.tolist(), "top_ids": self.top_ids.tolist(),
             "top_probs": self.top_probs.tolist(), "target_rank": self.target_rank.tolist(),
-            "target_prob": np.where(np.isnan(self.target_prob), None, self.target_prob).tolist(),
+            "target_prob": [[[None if np.isnan(p) else float(p) for p in row] for row in layer]
+                            for layer in self.target_prob],
             "id_texts": {str(k): v for k, v in self.id_texts.items()}, "loss": self.loss.tolist(),
         }
 
@@ -194,7 +195,8 @@ def output_width(family: Family, model: nn.Module) -> int:
     head = family.output_module(model)
     if head is None or not hasattr(head, "out_features"):
         raise NoReadoutError(f"{family.description}: the output layer {family.output_layer!r} is not a linear layer")
-    return int(head.out_features)
+    width: Any = head.out_features
+    return int(width)
 
 
 def _texts(tokenizer: Any, ids: Sequence[int], family: Family, model: nn.Module) -> dict[int, str]:
@@ -232,6 +234,8 @@ def logit_lens(
     if batch is None and isinstance(family, Mapping):  # logit_lens(parent, batch)
         batch, family = family, None
     item = subject(model, family, plan, name, tokenizer)
+    if batch is None:
+        raise ValueError("no batch given: pass the batch to read (input_ids or pixel_values)")
     module, family = item.module, item.family
     check_readable(family, module, item.name)
     check_batch(family, batch, item.name)
@@ -250,7 +254,11 @@ def logit_lens(
         device_batch = to_device(dict(batch), next(module.parameters()).device)
         with record_stream(family, module) as stream:
             forward_before(lambda: family.logits(module, device_batch), family.output_module(module))
-        readings = [_layer_readings(family, module, stream.states[i], targets, int(top_k), width) for i in chosen]
+        states = [stream.states[i] for i in chosen]
+        if any(state is None for state in states):
+            raise RuntimeError(f"a hook never fired: {item.name}'s forward skipped a block")
+        readings = [_layer_readings(family, module, state, targets, int(top_k), width)
+                    for state in states if state is not None]
     finally:
         module.train(was_training)
     top_ids, top_probs, ranks, probs = (np.stack([r[n] for r in readings]) for n in range(4))
@@ -284,16 +292,16 @@ def through_depth(
     if destination is not None:
         for j, source in enumerate(destination.sources):
             by_source[source] = j
+    other = destination
     rows = []
     for i, (label, source) in enumerate(zip(parent.labels, parent.sources)):
-        j = by_source.get(source)
-        rows.append({
-            "layer": label,
-            "source": source,
-            "parent": parent.predictions(i, sequence, position),
-            "parent_rank": int(parent.target_rank[i, sequence, position]),
-            "destination": None if j is None else destination.predictions(j, sequence, position),
-            "destination_rank": None if j is None else int(destination.target_rank[j, sequence, position]),
-            "destination_layer": None if j is None else destination.labels[j],
-        })
+        match = by_source.get(source)
+        row: dict[str, Any] = {"layer": label, "source": source, "parent": parent.predictions(i, sequence, position),
+                               "parent_rank": int(parent.target_rank[i, sequence, position]),
+                               "destination": None, "destination_rank": None, "destination_layer": None}
+        if match is not None and other is not None:
+            row.update(destination=other.predictions(match, sequence, position),
+                       destination_rank=int(other.target_rank[match, sequence, position]),
+                       destination_layer=other.labels[match])
+        rows.append(row)
     return rows

@@ -105,6 +105,14 @@ class _Streamer:
                 self.emit(piece)
 
 
+def _emitter(on_token: Callable[[str, str], None] | None, name: str) -> Callable[[str], None] | None:
+    """``on_token`` bound to one model's name."""
+    if on_token is None:
+        return None
+    callback = on_token
+    return lambda piece: callback(name, piece)
+
+
 def _check_generation(items: list[Subject], prompt: Any, max_new_tokens: Any, tokenizer: Any) -> list[Any]:
     if not isinstance(prompt, str) or not prompt.strip():
         raise GenerationError(f"prompt={prompt!r} is empty: give some text to continue")
@@ -171,11 +179,12 @@ def generate(
         module = item.module
         device = next(module.parameters()).device
         encoded = tok(prompt, return_tensors="pt")
-        streamer = _Streamer(tok, None if on_token is None else (lambda piece, name=item.name: on_token(name, piece)))
+        streamer = _Streamer(tok, _emitter(on_token, item.name))
         pad = tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id
         with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
             torch.manual_seed(int(seed))
-            output = module.generate(
+            generating: Any = module  # a transformers model (its generate is not typed as a module's)
+            output = generating.generate(
                 input_ids=encoded["input_ids"].to(device), attention_mask=encoded["attention_mask"].to(device),
                 max_new_tokens=int(max_new_tokens), pad_token_id=pad, streamer=streamer, **settings,
             )
@@ -218,7 +227,7 @@ class TokenLosses(Record):
     def to_dict(self) -> dict[str, Any]:
         return {
             "task": self.task, "tokens": self.tokens,
-            "losses": {k: np.where(np.isnan(v), None, v).tolist() for k, v in self.losses.items()},
+            "losses": {k: [[None if np.isnan(x) else float(x) for x in row] for row in v] for k, v in self.losses.items()},
         }
 
     @classmethod
@@ -240,7 +249,8 @@ def _per_token_loss(item: Subject, batch: Mapping[str, torch.Tensor]) -> np.ndar
         return nn.functional.cross_entropy(logits, batch["labels"], reduction="none")[:, None].cpu().numpy()
     input_ids = batch["input_ids"]  # (B, T)
     if family.task == "masked-lm":
-        masked, attention_mask, labels = family.masked_inputs(module, batch)
+        masker: Any = family  # a masked-LM family (BertFamily) masks the fixed, seeded tokens
+        masked, attention_mask, labels = masker.masked_inputs(module, batch)
         logits = module(input_ids=masked, attention_mask=attention_mask).logits.float()  # (B, T, V)
     else:
         logits = family.logits(module, batch)[:, :-1].float()  # (B, T-1, V): position t predicts t+1

@@ -912,7 +912,7 @@ def _lens_x(lens: "LogitLens") -> np.ndarray:
     return np.array([0 if source is None else source + 1 for source in lens.sources], dtype=float)
 
 
-def lens_loss(lenses: "Mapping[str, LogitLens]", backend: str = "plotly") -> Figure:
+def lens_loss(lenses: "Mapping[str, LogitLens]", backend: str = "plotly") -> "go.Figure | MatplotlibFigure":
     """Loss of the logit lens through depth, one line per model, on the parent's depth axis: a destination's
     layers sit at the parent block they came from, so removed blocks show as a jump over the gap."""
     _check_backend(backend)
@@ -966,12 +966,14 @@ def predictions_through_depth(
     return fig
 
 
-def similarity_heatmap(similarity: "LayerSimilarity", backend: str = "plotly") -> Figure:
+def similarity_heatmap(
+    similarity: "LayerSimilarity", backend: str = "plotly", title: str | None = None
+) -> "go.Figure | MatplotlibFigure":
     """Cosine on the kept channels of every parent residual layer (rows) against every destination layer
     (columns), the layers each destination layer came from outlined; hover shows CKA on those."""
     _check_backend(backend)
     z = similarity.cosine_matrix  # (L_p + 1, L_d + 1)
-    title = f"Hidden states of {similarity.destination} against {similarity.parent}"
+    title = title or f"Hidden states of {similarity.destination} against {similarity.parent}"
     xlabel, ylabel = "destination residual layer (0 = embedding)", "parent residual layer (0 = embedding)"
     cka = np.full(z.shape, np.nan)
     for j, m in enumerate(similarity.matches):
@@ -991,7 +993,9 @@ def similarity_heatmap(similarity: "LayerSimilarity", backend: str = "plotly") -
     return fig
 
 
-def similarity_by_layer(similarities: "Mapping[str, LayerSimilarity]", backend: str = "plotly") -> Figure:
+def similarity_by_layer(
+    similarities: "Mapping[str, LayerSimilarity]", backend: str = "plotly"
+) -> "go.Figure | MatplotlibFigure":
     """Linear CKA (solid) and kept-channel cosine (dotted) of each destination layer against the parent layer it
     came from, one colour per record (e.g. before and after training)."""
     _check_backend(backend)

@@ -103,24 +103,21 @@ class _CKASums:
     """Running sums for the linear CKA of one (parent layer, destination layer) pair, in float64."""
 
     def __init__(self) -> None:
-        self.xx = self.yy = self.xy = self.sx = self.sy = None
+        self.parts: list[torch.Tensor] = []  # X^T X, Y^T Y, X^T Y, sum X, sum Y
         self.n = 0
 
     def add(self, x: torch.Tensor, y: torch.Tensor) -> None:
         x, y = x.double(), y.double()  # (N, d_p), (N, d_d)
-        parts = (x.T @ x, y.T @ y, x.T @ y, x.sum(0), y.sum(0))
-        if self.xx is None:
-            self.xx, self.yy, self.xy, self.sx, self.sy = parts
-        else:
-            for name, part in zip(("xx", "yy", "xy", "sx", "sy"), parts):
-                setattr(self, name, getattr(self, name) + part)
+        parts = [x.T @ x, y.T @ y, x.T @ y, x.sum(0), y.sum(0)]
+        self.parts = parts if not self.parts else [total + part for total, part in zip(self.parts, parts)]
         self.n += x.shape[0]
 
     def cka(self) -> float:
-        mx, my = self.sx / self.n, self.sy / self.n
-        cxx = self.xx - self.n * torch.outer(mx, mx)
-        cyy = self.yy - self.n * torch.outer(my, my)
-        cxy = self.xy - self.n * torch.outer(mx, my)
+        xx, yy, xy, sx, sy = self.parts
+        mx, my = sx / self.n, sy / self.n
+        cxx = xx - self.n * torch.outer(mx, mx)
+        cyy = yy - self.n * torch.outer(my, my)
+        cxy = xy - self.n * torch.outer(mx, my)
         denominator = torch.linalg.norm(cxx) * torch.linalg.norm(cyy)
         return float(torch.linalg.norm(cxy) ** 2 / denominator) if denominator > 0 else float("nan")
 
@@ -128,7 +125,7 @@ class _CKASums:
 def _residual_rows(item: Subject, batch: Mapping[str, torch.Tensor]) -> list[torch.Tensor]:
     """The counted rows (N, d) of every residual layer of one forward, fp32, without running the head."""
     states: list[torch.Tensor | None] = [None] * len(item.sources)
-    mask = token_mask(batch)
+    mask = token_mask(dict(batch))
 
     def keep(step: BlockStep) -> None:
         if step.index == 0:
@@ -139,9 +136,10 @@ def _residual_rows(item: Subject, batch: Mapping[str, torch.Tensor]) -> list[tor
     device_batch = to_device(dict(batch), next(module.parameters()).device)
     with capture_blocks(item.family, module, on_block=keep):
         forward_before(lambda: item.family.logits(module, device_batch), item.family.output_module(module))
-    if any(state is None for state in states):
+    taken = [state for state in states if state is not None]
+    if len(taken) != len(states):
         raise RuntimeError(f"a hook never fired: {item.name}'s forward skipped a block")
-    return states
+    return taken
 
 
 def _unit(rows: torch.Tensor) -> torch.Tensor:

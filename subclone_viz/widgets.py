@@ -1070,8 +1070,8 @@ class CompareOutputs(_App):
     def __init__(self, parent: "Parent", models: "Any", heldout: dict[str, "torch.Tensor"] | None = None,
                  prompt: str = "The most important thing about", max_new_tokens: int = 24):
         self.parent, self.models, self.heldout = parent, models, heldout
-        self.generations = None
-        self.losses = None
+        self.generations: Any = None  # the last Generations
+        self.losses: Any = None  # the last TokenLosses
         self.thread: threading.Thread | None = None
         self.prompt = w.Textarea(value=prompt, description="prompt", style=_LABEL_STYLE,
                                  layout=w.Layout(width="60%", height="4em"))
@@ -1210,8 +1210,8 @@ class SimilarityView(_App):
             self.message.value = _message(str(error), error=True)
             return {}
         self.message.value = ""
-        heat = [_figure(plots.similarity_heatmap(s).update_layout(title_text=f"{name}: cosine, kept channels"),
-                        HALF_WIDTH) for name, s in self.similarities.items()]
+        heat = [_figure(plots.similarity_heatmap(s, title=f"{name}: cosine, kept channels"), HALF_WIDTH)
+                for name, s in self.similarities.items()]
         self.figures.children = [*heat, _figure(plots.similarity_by_layer(self.similarities), HALF_WIDTH)]
         return self.similarities
 

@@ -267,7 +267,8 @@ class CausalLMFamily(Family):
     output_layer = "lm_head"
 
     def readout(self, model: nn.Module, hidden: torch.Tensor) -> torch.Tensor:
-        logits = model.get_submodule(self.output_layer)(model.get_submodule(self.final_norm)(hidden))
+        norm = model.get_submodule(self.final_norm or "")
+        logits: torch.Tensor = model.get_submodule(self.output_layer or "")(norm(hidden))
         cap = getattr(model.config, "final_logit_softcapping", None)  # Gemma 2 bounds its logits
         return logits if cap is None else torch.tanh(logits / cap) * cap
 

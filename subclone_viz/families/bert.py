@@ -74,7 +74,8 @@ class BertFamily(Family):
         """Post-norm blocks end normalized, so the masked-LM head reads a hidden state as it is."""
         if self.task != "masked-lm":
             return super().readout(model, hidden)
-        return model.cls(hidden)
+        result: torch.Tensor = model.get_submodule("cls")(hidden)
+        return result
 
     def logits(self, model: nn.Module, batch: dict[str, torch.Tensor]) -> torch.Tensor:
         out = model(input_ids=batch["input_ids"], attention_mask=batch.get("attention_mask"))

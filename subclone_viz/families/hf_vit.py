@@ -64,7 +64,9 @@ class HFViTFamily(ImageClassifierFamily):
 
     def readout(self, model: nn.Module, hidden: torch.Tensor) -> torch.Tensor:
         """The final LayerNorm, then the classifier on the class token."""
-        return model.classifier(model.vit.layernorm(hidden)[:, 0, :])
+        norm, classifier = model.get_submodule("vit.layernorm"), model.get_submodule("classifier")
+        result: torch.Tensor = classifier(norm(hidden)[:, 0, :])
+        return result
 
     @classmethod
     def tiny_models(cls) -> dict[str, Callable[[], nn.Module]]:

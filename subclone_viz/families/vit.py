@@ -110,7 +110,9 @@ class TimmViTFamily(ImageClassifierFamily):
 
     def readout(self, model: nn.Module, hidden: torch.Tensor) -> torch.Tensor:
         """The final norm, then timm's own head: its pooling (the class token or the mean), fc_norm, classifier."""
-        return model.forward_head(model.norm(hidden))
+        head: Any = model  # a timm VisionTransformer (its methods are not typed as modules)
+        result: torch.Tensor = head.forward_head(head.norm(hidden))
+        return result
 
     def save(self, model: nn.Module, directory: str, processor: Any = None) -> None:
         """model.safetensors and a config.json that ``timm.create_model("local-dir:DIR")`` reads."""
