@@ -58,3 +58,19 @@ def test_image_predictions_title_each_model():
     fig = plots.image_predictions({"parent": lens, "copy": lens}, batch["pixel_values"].numpy(), count=2)
     assert len(fig.data) == 2
     assert "parent: " in fig.layout.annotations[0].text and "copy: " in fig.layout.annotations[0].text
+
+
+def test_report_shows_what_the_cut_loses(cut, tmp_path):
+    from subclone_viz.report import build_report
+
+    parent, batches, plan, child = cut
+    prof = sv.profile(parent, batches, progress=False)
+    lenses = {"parent": sv.logit_lens(parent, None, batches[0]), "subclone": sv.logit_lens(child, None, batches[0])}
+    similarity = sv.layer_similarity(parent, child, plan, batches)
+    page = build_report(parent, prof, plan, lenses=lenses, similarities={"before training": similarity},
+                        out=tmp_path / "report.html").read_text()
+    assert '<section id="cut">' in page and 'href="#cut"' in page
+    assert 'id="figure-lens-loss"' in page and 'id="figure-similarity-0"' in page
+    assert f"{lenses['subclone'].loss[-1]:.4g}" in page
+    plain = build_report(parent, prof, plan, out=tmp_path / "plain.html").read_text()
+    assert '<section id="cut">' not in plain
