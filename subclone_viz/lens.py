@@ -16,7 +16,7 @@ For a destination, each layer is labelled with the parent block it came from (it
 the plan removed are the parent layers no destination layer names.
 
 Cost: one forward without the head, then one head application per residual layer (L + 1 of them). A large
-vocabulary makes the head dear (SmolLM2's 49,152 x 576 head costs about a fifth of its forward per token), so
+vocabulary makes the head dear (SmolLM2's 49,152 x 576 head is about a sixth of its forward on the CPU), so
 the lens costs several forwards; ``layers=`` reads only some layers.
 
 Example::
