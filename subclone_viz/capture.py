@@ -18,7 +18,8 @@ this module never names a model class:
   stand-ins that cost nothing, so only the suffix runs. The model's own forward still computes the
   arguments each block takes (rotary position embeddings, the attention mask of each layer type), so a
   resumed block receives exactly what it receives in a full pass, at the same position in the block list;
-* :func:`forward_until_seen` runs a forward only as far as a set of layers and streams their outputs (the
+* :func:`forward_before` runs a forward that stops as a module (the output layer) is called, and
+  :func:`forward_until_seen` runs a forward only as far as a set of layers and streams their outputs (the
   last one in chunks), for statistics such as calibrated scaling's; :func:`forward_peak_bytes` measures
   the memory a forward allocates (the CPU keeps no allocator statistics, so there it follows the tensors).
 
@@ -52,7 +53,7 @@ Example::
 from __future__ import annotations
 
 import weakref
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Collection, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
@@ -184,13 +185,16 @@ def capture_blocks(
 
 @contextmanager
 def capture_modules(
-    modules: dict[str, nn.Module], on_call: Callable[[str, torch.Tensor, torch.Tensor], None]
+    modules: dict[str, nn.Module],
+    on_call: Callable[[str, torch.Tensor, Any], None],
+    inputs_only: Collection[str] = (),
 ) -> Iterator[None]:
     """Within the ``with``, every call of one of ``modules`` reports ``(name, its input, its output)``.
 
     For modules the block roles do not name: the norms on the residual stream and the linear layers that
     read it (the profile's importance statistics). The input is the first positional argument; a tuple output
-    reports its first element.
+    reports its first element. The modules named in ``inputs_only`` report ``(name, input, None)`` as they are
+    called, so that a forward stopped there (:func:`forward_before`) still reports them.
     """
     def report(name: str):
         def hook(module, args, output):
@@ -198,7 +202,17 @@ def capture_modules(
 
         return hook
 
-    handles = [module.register_forward_hook(report(name)) for name, module in modules.items()]
+    def report_input(name: str):
+        def hook(module, args):
+            on_call(name, args[0], None)
+
+        return hook
+
+    handles = [
+        module.register_forward_pre_hook(report_input(name)) if name in inputs_only
+        else module.register_forward_hook(report(name))
+        for name, module in modules.items()
+    ]
     try:
         yield
     finally:
@@ -357,6 +371,31 @@ def resumed(
 
 class _SeenAll(Exception):
     """Raised by a hook of :func:`forward_until_seen` once nothing more of the forward is needed."""
+
+
+def forward_before(run: Callable[[], Any], module: nn.Module | None) -> bool:
+    """Run a forward (``run()``) that stops as ``module`` is called: neither it nor anything after it runs.
+
+    For passes that read only what comes before a model's output layer (the profile's statistics, the hidden
+    states of the logit lens and of layer similarity): a language model's head is the largest single layer.
+    Hooks registered on ``module`` before this call still see its input. Returns whether the forward stopped
+    there (False when ``module`` is None or the forward never called it, and then it ran whole).
+    """
+    if module is None:
+        run()
+        return False
+
+    def stop(module, args):
+        raise _SeenAll
+
+    handle = module.register_forward_pre_hook(stop)
+    try:
+        run()
+    except _SeenAll:
+        return True
+    finally:
+        handle.remove()
+    return False
 
 
 def forward_until_seen(

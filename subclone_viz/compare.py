@@ -430,6 +430,7 @@ def compare(
     progress: bool = True,
     stop: StopSignal | None = None,
     lr_preset: str = DEFAULT_LR_PRESET,
+    trained: dict[str, "torch.nn.Module"] | None = None,
     **overrides: Any,
 ) -> Comparison:
     """Train one destination of shape ``spec`` per initialization, on the same batches in the same order.
@@ -451,6 +452,8 @@ def compare(
         callback: ``callback(history, record)`` during every run; ``history.label`` names the init.
         checkpoint_dir: checkpoints of each run in its own subdirectory ``checkpoint_dir/<init>``.
         resume: continue each run from its latest checkpoint.
+        trained: a dict filled with each init's trained model as it finishes (kept in memory; by default each
+            is freed once its run ends), for views that generate with them.
         progress: progress bars.
         stop: stops the current run at the next step and skips the remaining ones.
         lr_preset: the defaults where neither ``lrs`` nor ``settings`` set a rate: ``"tuned"`` (each init at
@@ -490,6 +493,8 @@ def compare(
             progress=progress, stop=stop, label=init,
         )
         histories[init] = history
+        if trained is not None:
+            trained[init] = model.eval()
         del model
         if history.stopped_early:
             stopped = True

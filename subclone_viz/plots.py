@@ -18,6 +18,10 @@ without pyplot so nothing global changes). No model runs here.
   destination sizes; :func:`size_pareto`: loss against one cost, the Pareto front highlighted;
 * :func:`speedup_by_size`: the speedup study, speedup over random init against destination size;
 * :func:`placeholder`: a titled figure that says what will be drawn once there is data.
+* :func:`lens_loss`, :func:`predictions_through_depth`: the logit lens of a parent and its destinations;
+  :func:`similarity_heatmap`, :func:`similarity_by_layer`: where a destination's hidden states part from the
+  parent's; :func:`token_loss_html`: text coloured by per-token loss difference; :func:`image_predictions`:
+  predicted class and confidence of each model on a few images.
 
 Heat maps put residual layer 0 (the embedding output) or block 0 at the bottom, so depth grows upward.
 
@@ -53,6 +57,9 @@ from .profile import BLOCK_METRIC_LABELS, BLOCK_METRICS, Profile
 from .sizing import COSTS, QUANTITIES, SizeGrid
 
 if TYPE_CHECKING:
+    from .lens import LogitLens
+    from .outputs import TokenLosses
+    from .similarity import LayerSimilarity
     from .stability import Stability
     from .trace import TokenTrace
 
@@ -993,4 +1000,180 @@ def speedup_by_size(sizes: Sequence[Mapping[str, Any]], backend: str = "plotly")
                     textcoords="offset points", xytext=(0, 4), ha="center", fontsize=8, color="#555555")
     if inits:
         ax.legend(frameon=False, fontsize=8)
+    return fig
+
+
+# --------------------------------------------------------------------------------------------------------
+# What a cut loses: the logit lens, layer similarity, per-token losses, image predictions
+# (records from subclone_viz.lens, .similarity and .outputs; plotly only where a table or text is the figure)
+
+
+def _lens_x(lens: "LogitLens") -> np.ndarray:
+    """Each lens layer's position on the parent's depth axis: 0 for the embedding, parent block + 1 after it."""
+    return np.array([0 if source is None else source + 1 for source in lens.sources], dtype=float)
+
+
+def lens_loss(lenses: "Mapping[str, LogitLens]", backend: str = "plotly") -> "go.Figure | MatplotlibFigure":
+    """Loss of the logit lens through depth, one line per model, on the parent's depth axis: a destination's
+    layers sit at the parent block they came from, so removed blocks show as a jump over the gap."""
+    _check_backend(backend)
+    title = "Predictions through depth: the logit lens's loss"
+    xlabel, ylabel = "parent residual layer (0 = embedding output)", "next-token loss read at the layer (nats)"
+    if backend == "plotly":
+        fig = _plotly_figure(title, xlabel, ylabel)
+        for k, (name, lens) in enumerate(lenses.items()):
+            fig.add_trace(go.Scatter(
+                x=_lens_x(lens), y=lens.loss, mode="lines+markers", name=name, customdata=lens.labels,
+                line=dict(color=SERIES_COLORS[k % len(SERIES_COLORS)], width=2),
+                hovertemplate="%{customdata}: %{y:.3f} nats<extra>" + name + "</extra>",
+            ))
+        return fig
+    fig, ax = _matplotlib_figure(title, xlabel, ylabel)
+    for k, (name, lens) in enumerate(lenses.items()):
+        ax.plot(_lens_x(lens), lens.loss, marker="o", ms=3, color=SERIES_COLORS[k % len(SERIES_COLORS)], label=name)
+    ax.legend(frameon=False)
+    return fig
+
+
+def _predictions_cell(predictions: list[tuple[str, float]] | None, rank: int | None) -> str:
+    if predictions is None:
+        return "skipped (block removed)"
+    shown = ", ".join(f"{text!r} {p:.2f}" for text, p in predictions)
+    return shown + ("" if rank is None or rank < 0 else f"  [target rank {rank}]")
+
+
+def predictions_through_depth(
+    parent: "LogitLens", destination: "LogitLens | None" = None, sequence: int = 0, position: int = 0
+) -> go.Figure:
+    """A table: per parent residual layer (depth grows downward), the parent's top-k next tokens and the
+    destination's at the layer that came from it; blocks the plan removed read "skipped"."""
+    from .lens import through_depth
+
+    rows = through_depth(parent, destination, sequence, position)
+    token = None if parent.tokens is None else parent.tokens[sequence][position]
+    title = "Predictions through depth" + (f" after {token!r} (position {position})" if token is not None else "")
+    columns = ["layer", parent.model] + ([destination.model] if destination is not None else [])
+    cells = [[row["layer"] for row in rows], [_predictions_cell(row["parent"], row["parent_rank"]) for row in rows]]
+    fill = [["white"] * len(rows), ["white"] * len(rows)]
+    if destination is not None:
+        cells.append([_predictions_cell(row["destination"], row["destination_rank"]) for row in rows])
+        fill.append(["#eeeeee" if row["destination"] is None else "white" for row in rows])
+    fig = go.Figure(go.Table(
+        columnwidth=[1.2] + [4] * (len(columns) - 1),
+        header=dict(values=columns, align="left", font=dict(size=13)),
+        cells=dict(values=cells, align="left", fill_color=fill, font=dict(size=12), height=24),
+    ))
+    _style_plotly(fig, title, max(PLOTLY_HEIGHT, 90 + 25 * len(rows)))
+    return fig
+
+
+def similarity_heatmap(
+    similarity: "LayerSimilarity", backend: str = "plotly", title: str | None = None
+) -> "go.Figure | MatplotlibFigure":
+    """Cosine on the kept channels of every parent residual layer (rows) against every destination layer
+    (columns), the layers each destination layer came from outlined; hover shows CKA on those."""
+    _check_backend(backend)
+    z = similarity.cosine_matrix  # (L_p + 1, L_d + 1)
+    title = title or f"Hidden states of {similarity.destination} against {similarity.parent}"
+    xlabel, ylabel = "destination residual layer (0 = embedding)", "parent residual layer (0 = embedding)"
+    cka = np.full(z.shape, np.nan)
+    for j, m in enumerate(similarity.matches):
+        cka[m, j] = similarity.cka[j]
+    fig = _heatmap(z, title, xlabel, ylabel, "mean cosine, kept channels", backend, zmin=-1.0, zmax=1.0,
+                   colorscale=DIVERGING, customdata=cka,
+                   hovertemplate="parent layer %{y}, destination layer %{x}: cosine %{z:.3f}, CKA %{customdata:.3f}"
+                                 "<extra></extra>")
+    if backend == "plotly":
+        fig.add_trace(go.Scatter(
+            x=np.arange(len(similarity.matches)), y=similarity.matches, mode="markers", name="came from",
+            marker=dict(symbol="square-open", size=12, color="black"), hoverinfo="skip",
+        ))
+        return fig
+    ax = fig.axes[0]
+    ax.plot(np.arange(len(similarity.matches)), similarity.matches, "s", mfc="none", mec="black", ms=8)
+    return fig
+
+
+def similarity_by_layer(
+    similarities: "Mapping[str, LayerSimilarity]", backend: str = "plotly"
+) -> "go.Figure | MatplotlibFigure":
+    """Linear CKA (solid) and kept-channel cosine (dotted) of each destination layer against the parent layer it
+    came from, one colour per record (e.g. before and after training)."""
+    _check_backend(backend)
+    title = "Where the destination parts from its parent"
+    xlabel, ylabel = "destination residual layer (0 = embedding)", "similarity to the parent layer it came from"
+    if backend == "plotly":
+        fig = _plotly_figure(title, xlabel, ylabel)
+        fig.update_yaxes(range=[min(0.0, *(float(np.nanmin(s.cosine)) for s in similarities.values())), 1.02])
+        for k, (name, sim) in enumerate(similarities.items()):
+            color = SERIES_COLORS[k % len(SERIES_COLORS)]
+            x = np.arange(len(sim.cka))
+            fig.add_trace(go.Scatter(x=x, y=sim.cka, mode="lines+markers", name=f"{name}: CKA", customdata=sim.destination_labels,
+                                     line=dict(color=color, width=2), hovertemplate="%{customdata}: CKA %{y:.3f}<extra></extra>"))
+            fig.add_trace(go.Scatter(x=x, y=sim.cosine, mode="lines", name=f"{name}: cosine", customdata=sim.destination_labels,
+                                     line=dict(color=color, width=2, dash="dot"),
+                                     hovertemplate="%{customdata}: cosine %{y:.3f}<extra></extra>"))
+        return fig
+    fig, ax = _matplotlib_figure(title, xlabel, ylabel)
+    for k, (name, sim) in enumerate(similarities.items()):
+        color = SERIES_COLORS[k % len(SERIES_COLORS)]
+        ax.plot(sim.cka, color=color, marker="o", ms=3, label=f"{name}: CKA")
+        ax.plot(sim.cosine, color=color, ls=":", label=f"{name}: cosine")
+    ax.legend(frameon=False, fontsize=8)
+    return fig
+
+
+def token_loss_html(losses: "TokenLosses", name: str, reference: str | None = None, sequence: int = 0,
+                    limit: float = 2.0) -> str:
+    """The sequence's text, each token's background coloured by ``name``'s loss minus the reference's (red:
+    worse than the reference, blue: better, saturating at +-``limit`` nats); hovering shows both losses."""
+    import html
+
+    if losses.tokens is None:
+        raise ValueError("these losses carry no token texts (images, or no tokenizer): nothing to colour")
+    reference = reference or losses.names[0]
+    difference = losses.difference(name, reference)[sequence]
+    mine, theirs = losses.losses[name][sequence], losses.losses[reference][sequence]
+    spans = []
+    for token, delta, a, b in zip(losses.tokens[sequence], difference, mine, theirs):
+        if np.isnan(delta):
+            spans.append(f"<span>{html.escape(token)}</span>")
+            continue
+        strength = min(abs(float(delta)) / limit, 1.0)
+        rgb = (214, 39, 40) if delta > 0 else (31, 119, 180)
+        tip = f"{name}: {a:.2f} nats, {reference}: {b:.2f} nats, difference {delta:+.2f}"
+        spans.append(f'<span title="{html.escape(tip)}" style="background: rgba({rgb[0]}, {rgb[1]}, {rgb[2]}, '
+                     f'{0.8 * strength:.2f})">{html.escape(token)}</span>')
+    return ('<div style="white-space: pre-wrap; font-family: monospace; line-height: 1.6">' + "".join(spans)
+            + "</div>")
+
+
+def image_predictions(lenses: "Mapping[str, LogitLens]", images: np.ndarray, count: int = 6) -> go.Figure:
+    """A few held-out images, each titled with every model's predicted class and confidence (its last lens
+    layer, the model's own output) and the true label.
+
+    Args:
+        lenses: per model, a logit lens of an image classifier on the same batch.
+        images: the batch's pixel values (B, C, H, W), shown in grey (the first channel).
+        count: how many images.
+    """
+    first = next(iter(lenses.values()))
+    if first.task != "image-classification":
+        raise ValueError(f"image_predictions reads image classifiers' lenses, not {first.task!r}")
+    count = min(count, images.shape[0])
+    titles = []
+    for i in range(count):
+        lines = [f"label {first.text(first.targets[i, 0])}" if first.targets[i, 0] >= 0 else "no label"]
+        for name, lens in lenses.items():
+            lines.append(f"{name}: {lens.text(lens.top_ids[-1, i, 0, 0])} ({lens.top_probs[-1, i, 0, 0]:.0%})")
+        titles.append("<br>".join(lines))
+    fig = make_subplots(rows=1, cols=count, subplot_titles=titles)
+    for i in range(count):
+        fig.add_trace(go.Heatmap(z=np.asarray(images[i, 0])[::-1], colorscale="Greys", showscale=False,
+                                 hoverinfo="skip"), row=1, col=i + 1)
+    fig.update_xaxes(visible=False)
+    fig.update_yaxes(visible=False, scaleanchor="x")
+    _style_plotly(fig, "Predicted class and confidence", 200 + 20 * len(lenses))
+    fig.update_layout(margin=dict(t=70 + 18 * len(lenses)))
+    fig.update_annotations(font=dict(size=11))
     return fig

@@ -65,6 +65,7 @@ from .errors import UserError
 from .evaluate import BlockAblation, evaluate
 from .export import save_destination
 from .importance import DEFAULT_ESTIMATOR, available_estimators
+from .lens import READABLE_TASKS
 from .plan import (
     DEPTH_STRATEGIES,
     SCALINGS,
@@ -331,6 +332,8 @@ class ResidualExplorer(_App):
             self._guard(self._show_trace, self.trace_message, self._clear_trace)()
 
         picker = [c for c in (self.text, self.token) if c is not None]
+        readable = parent.family.task in READABLE_TASKS and (self.text is not None or batch is not None)
+        self.depth = PredictionsThroughDepth(parent, text, batch) if readable else None
         self.widget = w.VBox(
             [
                 _heading("The additive residual property: y = x + f(x), with f(x) small"),
@@ -343,6 +346,7 @@ class ResidualExplorer(_App):
                 self.layer_readout,
                 self.trace_message,
                 self.trace_figure,
+                *([self.depth.widget] if self.depth is not None else []),
             ]
         )
 
@@ -650,6 +654,9 @@ class SubcloneStudio(_App):
              self.plan_summary],
             layout=w.Layout(width="430px"),
         )
+        self.subclone_listeners: list[Any] = []  # called with each SubcloneResult (the explorer's lens panel)
+        self.trained_models: dict[str, "nn.Module"] = {}
+        self.views = CutViews(self)
         self.widget = w.VBox(
             [
                 _heading("Choose a destination"),
@@ -668,6 +675,7 @@ class SubcloneStudio(_App):
                 self.train_status,
                 _row(*self.curve_figures.values()),
                 self.summary,
+                self.views.widget,
             ]
         )
 
@@ -778,6 +786,8 @@ class SubcloneStudio(_App):
             path=path, seconds=time.perf_counter() - start,
         )
         self.result.value = self._describe(self.last_result)
+        for listener in self.subclone_listeners:
+            listener(self.last_result)
         return self.last_result
 
     def _save_problem(self) -> str | None:
@@ -853,7 +863,7 @@ class SubcloneStudio(_App):
         try:
             self.comparison = compare(
                 self.parent, spec, self.batches, inits=inits, steps=steps, eval_batches=self.eval_batches,
-                profile=self.profile, callback=self._on_record, stop=self.stop_event,
+                profile=self.profile, callback=self._on_record, stop=self.stop_event, trained=self.trained_models,
                 **{"progress": False, **self.train_options},
             )
         except Exception as error:  # noqa: BLE001 - a worker thread has no caller to raise to: show it
@@ -1176,8 +1186,327 @@ class Explorer(_App):
         self.sizes = SizeGridExplorer(parent, profile, eval_batches, studio=self.studio, layers=grid_layers,
                                       hidden=grid_hidden, grid=grid)
         self.stability = StabilityExplorer(parent, profile, eval_batches)
+        if self.residual.depth is not None:
+            self.studio.subclone_listeners.append(lambda result: self.residual.depth.show_destination(result.model,
+                                                                                                      result.plan))
         self.widget = w.Tab(children=[self.residual.widget, self.importance.widget, self.studio.widget,
                                       self.sizes.widget, self.stability.widget])
         for index, title in enumerate(("Residual property", "Neuron importance", "Subclone and train", "Sizes",
                                        "Calibration")):
             self.widget.set_title(index, title)
+
+
+# --------------------------------------------------------------------------------------------------------
+# What a cut loses: predictions through depth, generations, per-token losses, layer similarity
+
+
+class PredictionsThroughDepth(_App):
+    """Pick a token: per residual layer, the parent's top-5 next tokens beside the current destination's.
+
+    The lenses run once per text (one forward per model, plus a head per layer); picking a token only redraws.
+    Blocks the plan removed read "skipped". Without a destination the parent's column stands alone;
+    :meth:`show_destination` brings one in (the studio does after each Subclone).
+
+    Args:
+        parent: the parent (a text parent with a tokenizer, or an image classifier with ``batch``).
+        text: the starting text; batch: for image parents, a batch whose images the picker offers.
+    """
+
+    def __init__(self, parent: "Parent", text: str = DEFAULT_TEXT, batch: dict[str, "torch.Tensor"] | None = None):
+        self.parent, self.batch = parent, batch
+        self.destination: "nn.Module | None" = None
+        self.destination_plan: SubclonePlan | None = None
+        self.lenses: dict[str, Any] = {}
+        self.message = w.HTML()
+        self.text = w.Text(value=text, description="text", continuous_update=False,
+                           layout=w.Layout(width=f"{FULL_WIDTH}px"), style=_LABEL_STYLE)
+        self.token = w.Dropdown(description="token", options=[], style=_LABEL_STYLE)
+        self.table_figure = _figure(go.Figure(), FULL_WIDTH)
+        self.loss_figure = _figure(go.Figure(), HALF_WIDTH)
+        self._repicking = False
+        self.text.observe(self._read, names="value")
+        self.token.observe(self._draw, names="value")
+        self.widget = w.VBox([
+            _heading("Predictions through depth", 4),
+            _caption("The logit lens: each layer's hidden state read through the final norm and the head, as if the "
+                     "later blocks were not there. The destination's layers sit beside the parent block they came "
+                     "from."),
+            self.text if _has_tokenizer(parent) else w.HTML(), self.token, self.message,
+            _row(self.table_figure, self.loss_figure),
+        ])
+        self._read()
+
+    def _batch(self) -> dict[str, "torch.Tensor"]:
+        if _has_tokenizer(self.parent):
+            return dict(self.parent.tokenizer(self.text.value, return_tensors="pt"))
+        if self.batch is None:
+            raise ValueError("an image parent needs a batch of images to read (batch=...)")
+        return self.batch
+
+    def show_destination(self, model: "nn.Module | None", plan: SubclonePlan | None = None) -> None:
+        """Compare against ``model`` (cut by ``plan``; None: the one it carries) from now on; None removes it."""
+        self.destination, self.destination_plan = model, plan
+        self._read()
+
+    def _read(self, change: Any = None) -> None:
+        from .lens import logit_lens
+
+        try:
+            if _has_tokenizer(self.parent) and not self.text.value.strip():
+                raise ValueError("the text is empty: type something to read through depth")
+            batch = self._batch()
+            lenses = {"parent": logit_lens(self.parent, None, batch, name="parent")}
+            if self.destination is not None:
+                lenses["destination"] = logit_lens(self.destination, None, batch, plan=self.destination_plan,
+                                                   name="destination")
+        except (ValueError, TypeError) as error:
+            self.message.value = _message(str(error), error=True)
+            return
+        self.message.value = ""
+        self.lenses = lenses
+        first = lenses["parent"]
+        if first.tokens is not None:
+            options = [(f"{i}: {token!r}", i) for i, token in enumerate(first.tokens[0])]
+        else:
+            options = [(f"image {i}", i) for i in range(first.targets.shape[0])]
+        self._repicking = True
+        try:
+            self.token.options = options
+            self.token.value = options[-1][1] if first.tokens is not None else 0
+        finally:
+            self._repicking = False
+        _refresh(self.loss_figure, plots.lens_loss(lenses))
+        self._draw()
+
+    def _draw(self, change: Any = None) -> None:
+        if self._repicking or not self.lenses or self.token.value is None:
+            return
+        parent, destination = self.lenses["parent"], self.lenses.get("destination")
+        image = parent.tokens is None
+        sequence, position = (self.token.value, 0) if image else (0, self.token.value)
+        _refresh(self.table_figure, plots.predictions_through_depth(parent, destination, sequence, position))
+
+
+class CompareOutputs(_App):
+    """The generations of several models for one prompt, streamed as they are produced, and a held-out text
+    coloured by each model's per-token loss against the parent's.
+
+    Args:
+        parent: the parent (its tokenizer serves models that came without one).
+        models: a callable returning the models to compare, by name, at the time of each click (the studio's
+            subclone and trained initializations change as it runs); the parent is always first.
+        heldout: a held-out batch for the per-token losses.
+        prompt: the starting prompt; max_new_tokens: the starting length.
+    """
+
+    def __init__(self, parent: "Parent", models: "Any", heldout: dict[str, "torch.Tensor"] | None = None,
+                 prompt: str = "The most important thing about", max_new_tokens: int = 24):
+        self.parent, self.models, self.heldout = parent, models, heldout
+        self.generations: Any = None  # the last Generations
+        self.losses: Any = None  # the last TokenLosses
+        self.thread: threading.Thread | None = None
+        self.prompt = w.Textarea(value=prompt, description="prompt", style=_LABEL_STYLE,
+                                 layout=w.Layout(width="60%", height="4em"))
+        self.max_new_tokens = w.BoundedIntText(value=max_new_tokens, min=1, max=4096, description="new tokens",
+                                               style=_LABEL_STYLE, layout=w.Layout(width="180px"))
+        self.sample = w.Checkbox(value=False, description="sample (seeded)", indent=False)
+        self.seed = w.IntText(value=0, description="seed", style=_LABEL_STYLE, layout=w.Layout(width="140px"))
+        self.button = w.Button(description="Generate", button_style="primary", icon="play")
+        self.message = w.HTML()
+        self.outputs = w.VBox()
+        self.loss_model = w.Dropdown(description="colour by", options=[], style=_LABEL_STYLE)
+        self.loss_text = w.HTML()
+        self.button.on_click(lambda _: self.start())
+        self.loss_model.observe(self._draw_losses, names="value")
+        self.widget = w.VBox([
+            _heading("Compare outputs", 4),
+            w.HBox([self.prompt, w.VBox([self.max_new_tokens, self.sample, self.seed, self.button])]),
+            self.message, self.outputs,
+            _heading("Where each model is worse than the parent", 4),
+            _caption("Held-out text, each token coloured by the model's loss minus the parent's (red: worse, blue: "
+                     "better); hover for the values."),
+            self.loss_model, self.loss_text,
+        ])
+
+    def _current(self) -> dict[str, Any]:
+        return {"parent": self.parent, **dict(self.models())}
+
+    def generate(self) -> Any:
+        """Generate with every model now, streaming into the view; returns the Generations (or None on an error)."""
+        from .outputs import generate
+
+        models = self._current()
+        boxes = {name: w.HTML(layout=w.Layout(width="95%")) for name in models}
+        texts = {name: "" for name in models}
+        self.outputs.children = list(boxes.values())
+
+        def show(name: str, piece: str) -> None:
+            texts[name] += piece
+            boxes[name].value = (f"<b>{html.escape(name)}</b>: <span style='white-space:pre-wrap'>"
+                                 f"{html.escape(texts[name])}</span>")
+
+        for name in models:
+            show(name, "")
+        try:
+            self.generations = generate(models, self.prompt.value, self.max_new_tokens.value,
+                                        do_sample=self.sample.value, seed=self.seed.value, on_token=show,
+                                        tokenizer=self.parent.tokenizer)
+        except (ValueError, TypeError) as error:
+            self.message.value = _message(str(error), error=True)
+            return None
+        self.message.value = ""
+        self.score()
+        return self.generations
+
+    def start(self) -> threading.Thread:
+        """Generate in a background thread (the button), so tokens show as they come."""
+        if self.thread is not None and self.thread.is_alive():
+            return self.thread
+        self.thread = threading.Thread(target=self._run, daemon=True, name="subclone-viz-generate")
+        self.thread.start()
+        return self.thread
+
+    def _run(self) -> None:
+        self.button.disabled = True
+        try:
+            self.generate()
+        except Exception as error:  # noqa: BLE001 - a worker thread has no caller to raise to: show it
+            log.exception("generation failed")
+            self.message.value = _message(f"generation failed: {type(error).__name__}: {error}", error=True)
+        finally:
+            self.button.disabled = False
+
+    def score(self) -> Any:
+        """Per-token losses of every model on the held-out batch's first sequence."""
+        from .outputs import token_losses
+
+        if self.heldout is None:
+            return None
+        batch = {k: v[:1] for k, v in self.heldout.items()}
+        self.losses = token_losses(self._current(), batch)
+        others = [name for name in self.losses.names if name != "parent"]
+        self.loss_model.options = others
+        if others and self.loss_model.value not in others:
+            self.loss_model.value = others[0]
+        self._draw_losses()
+        return self.losses
+
+    def _draw_losses(self, change: Any = None) -> None:
+        if self.losses is None or not self.loss_model.value:
+            self.loss_text.value = ""
+            return
+        self.loss_text.value = plots.token_loss_html(self.losses, self.loss_model.value, "parent")
+
+
+class SimilarityView(_App):
+    """Where the studio's destination parts from the parent: cosine of every parent layer against every
+    destination layer, before training (the Subclone button's model) and after (the trained ``subclone``
+    initialization), and CKA per layer for both.
+
+    Args:
+        studio: the studio whose subclone and trained models it measures.
+        max_batches: held-out batches to stream through parent and destinations.
+    """
+
+    def __init__(self, studio: "SubcloneStudio", max_batches: int = 2):
+        self.studio, self.max_batches = studio, max_batches
+        self.similarities: dict[str, Any] = {}
+        self.button = w.Button(description="Measure similarity", icon="th")
+        self.message = w.HTML()
+        self.figures = w.HBox(layout=w.Layout(flex_flow="row wrap"))
+        self.button.on_click(lambda _: self.measure())
+        self.widget = w.VBox([
+            _caption("Linear CKA and cosine on the kept channels, against the parent block each destination layer "
+                     "came from; Subclone first, and train the <code>subclone</code> initialization for the "
+                     "after-training view."),
+            self.button, self.message, self.figures,
+        ])
+
+    def measure(self) -> dict[str, Any]:
+        """Measure every model there is (before and after training); returns the LayerSimilarity records."""
+        from .similarity import layer_similarity
+
+        models = {}
+        if self.studio.last_result is not None:
+            models["before training"] = self.studio.last_result.model
+        if "subclone" in self.studio.trained_models:
+            models["after training"] = self.studio.trained_models["subclone"]
+        if not models:
+            self.message.value = _message("nothing to measure yet: press Subclone (and Train) first", error=True)
+            return {}
+        try:
+            self.similarities = {name: layer_similarity(self.studio.parent, model, None, self.studio.eval_batches,
+                                                        max_batches=self.max_batches)
+                                 for name, model in models.items()}
+        except ValueError as error:
+            self.message.value = _message(str(error), error=True)
+            return {}
+        self.message.value = ""
+        heat = [_figure(plots.similarity_heatmap(s, title=f"{name}: cosine, kept channels"), HALF_WIDTH)
+                for name, s in self.similarities.items()]
+        self.figures.children = [*heat, _figure(plots.similarity_by_layer(self.similarities), HALF_WIDTH)]
+        return self.similarities
+
+
+class CutViews(_App):
+    """The studio's tabs on what its cut loses: compare outputs (text parents that generate) and similarity."""
+
+    def __init__(self, studio: "SubcloneStudio"):
+        parent = studio.parent
+        children, titles = [], []
+        self.outputs: CompareOutputs | None = None
+        if parent.family.task == "causal-lm" and _has_tokenizer(parent):
+            heldout = next(iter(studio.eval_batches), None)
+            self.outputs = CompareOutputs(parent, lambda: self._models(studio), heldout=heldout)
+            children.append(self.outputs.widget)
+            titles.append("Compare outputs")
+        self.images: ImagePredictions | None = None
+        if parent.family.task == "image-classification":
+            self.images = ImagePredictions(parent, lambda: self._models(studio), next(iter(studio.eval_batches)))
+            children.append(self.images.widget)
+            titles.append("Predictions")
+        self.similarity = SimilarityView(studio)
+        children.append(self.similarity.widget)
+        titles.append("Similarity to the parent")
+        self.widget = w.Tab(children=children)
+        for index, title in enumerate(titles):
+            self.widget.set_title(index, title)
+
+    @staticmethod
+    def _models(studio: "SubcloneStudio") -> dict[str, Any]:
+        models = {}
+        if studio.last_result is not None:
+            models["subclone (untrained)"] = studio.last_result.model
+        models.update({f"{init} (trained)": model for init, model in studio.trained_models.items()})
+        return models
+
+
+class ImagePredictions(_App):
+    """Each model's predicted class and confidence on a few held-out images (image classifiers).
+
+    Args:
+        parent: the parent; models: a callable returning the other models by name; batch: held-out images.
+        count: how many images.
+    """
+
+    def __init__(self, parent: "Parent", models: Any, batch: dict[str, "torch.Tensor"], count: int = 6):
+        self.parent, self.models, self.batch, self.count = parent, models, batch, count
+        self.button = w.Button(description="Predict", icon="eye")
+        self.message = w.HTML()
+        self.figure = _figure(go.Figure(), FULL_WIDTH)
+        self.button.on_click(lambda _: self.predict())
+        self.widget = w.VBox([self.button, self.message, self.figure])
+
+    def predict(self) -> dict[str, Any]:
+        from .lens import logit_lens
+
+        batch = {k: v[:self.count] for k, v in self.batch.items()}
+        try:
+            lenses = {name: logit_lens(model, None, batch, layers=[-1], name=name)
+                      for name, model in {"parent": self.parent, **dict(self.models())}.items()}
+        except ValueError as error:
+            self.message.value = _message(str(error), error=True)
+            return {}
+        self.message.value = ""
+        _refresh(self.figure, plots.image_predictions(lenses, batch["pixel_values"].float().cpu().numpy(), self.count))
+        return lenses

@@ -42,7 +42,7 @@ from typing import Any, Literal
 import torch
 from torch import nn
 
-from ..errors import SubcloneVizError
+from ..errors import SubcloneVizError, UserError
 from ._hf import build_model, resized_config
 from .axes import Axis
 
@@ -101,6 +101,10 @@ class UnsupportedParameterError(SubcloneVizError, ValueError):
     pass
 
 
+class NoReadoutError(UserError, ValueError):
+    """A model without an output head (a bare encoder) asked for what only a head can say."""
+
+
 # The vocabulary of every family's tiny models; test batches draw token ids below it.
 TINY_VOCAB = 97
 
@@ -124,6 +128,11 @@ class Family(ABC):
     # True when head_dim is hidden / heads (GPT-2, BERT, ViT, GPT-NeoX): the hidden width fixes the head count.
     # False when head_dim is its own config field, written into the destination's config.
     heads_follow_hidden: bool = True
+    # The norm applied after the last block (None for post-norm encoders) and the last linear layer, whose output
+    # is the model's (an LM head, an MLM decoder, a classifier): the logit lens reads a hidden state through
+    # them, and a profile stops the forward as the output layer is called.
+    final_norm: str | None = None
+    output_layer: str | None = None
 
     def __init__(self, model: nn.Module):
         """Adapters that depend on the model's layout (a task head's prefix, say) read it here."""
@@ -189,6 +198,18 @@ class Family(ABC):
         """Post-norm blocks: the norm whose input is the pre-norm sum x + f(x). None for pre-norm."""
         return None if self.residual_sum is None else block.get_submodule(self.residual_sum)
 
+    def output_module(self, model: nn.Module) -> nn.Module | None:
+        """The last linear layer (``output_layer``), None when the family names none."""
+        return None if self.output_layer is None else model.get_submodule(self.output_layer)
+
+    def readout(self, model: nn.Module, hidden: torch.Tensor) -> torch.Tensor:
+        """What the model would output if its blocks ended at ``hidden`` (B, T, d): the final norm and the
+        output head applied to it (the logit lens). At the last block's output it equals :meth:`logits`."""
+        raise NoReadoutError(
+            f"{type(model).__name__} ({self.description}) has no output head to read a hidden state through; "
+            f"the logit lens needs a causal LM, a masked LM (BertForMaskedLM) or an image classifier"
+        )
+
     @abstractmethod
     def logits(self, model: nn.Module, batch: dict[str, torch.Tensor]) -> torch.Tensor:
         """Run the model on a batch and return its output logits (or hidden states for bare encoders)."""
@@ -243,6 +264,13 @@ class CausalLMFamily(Family):
     task = "causal-lm"
     auto_class = "AutoModelForCausalLM"
     head = "lm_head"
+    output_layer = "lm_head"
+
+    def readout(self, model: nn.Module, hidden: torch.Tensor) -> torch.Tensor:
+        norm = model.get_submodule(self.final_norm or "")
+        logits: torch.Tensor = model.get_submodule(self.output_layer or "")(norm(hidden))
+        cap = getattr(model.config, "final_logit_softcapping", None)  # Gemma 2 bounds its logits
+        return logits if cap is None else torch.tanh(logits / cap) * cap
 
     def logits(self, model: nn.Module, batch: dict[str, torch.Tensor]) -> torch.Tensor:
         return model(

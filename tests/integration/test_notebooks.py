@@ -43,6 +43,15 @@ assert (studio.layers.value, studio.hidden.value) == (spec.layers, spec.hidden) 
 assert sizes.selected == (0, 1)
 assert figure is not None and [size["label"] for size in study.sizes] == ["24 x 480", "20 x 384", "8 x 288"]
 """,
+    "06_what_the_cut_loses": """
+depth_plan = cuts["depth cut"][0]
+front = next(j for j, block in enumerate(depth_plan.layers) if block != j)  # destination layers before the gap
+assert abs(similarities["depth cut"].cka[:front + 1] - 1).max() < 1e-3
+assert abs(lenses["depth cut"].loss[:front + 1] - lenses["parent"].loss[:front + 1]).max() < 1e-3
+assert similarities["width cut"].cka[0] < 0.999
+assert list(outputs.texts) == ["parent", "width cut", "both, trained"] and history.last_step == 2
+assert explorer.residual.depth is not None and explorer.studio.views.outputs is not None
+""",
     "05_vision": """
 assert parent.family.task == "image-classification" and list(result.histories) == ["random", "subclone"]
 assert studio.plan.destination_dims.hidden == 64 and "eval_accuracy" in studio.curve_figures
