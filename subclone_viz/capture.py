@@ -127,7 +127,8 @@ def capture_blocks(
         family: the model's adapter (it says where the blocks and their module roles are).
         model: the model to hook.
         on_block: called after block i ran, with its :class:`BlockStep`.
-        on_ffn: called with (i, FFN hidden activation (B, T, ffn)) as block i computes it.
+        on_ffn: called with (i, FFN hidden activation (B, T, ffn)) as block i computes it (not for the blocks
+            whose ``family.ffn_activation_module`` is None: mixture-of-experts layers).
         on_attention: called with (i, per-head attention output (B, T, heads * head_dim)) before the output
             projection of block i.
     """
@@ -168,8 +169,9 @@ def capture_blocks(
                 sum_module = family.residual_sum_module(block)
                 if sum_module is not None:
                     handles.append(sum_module.register_forward_pre_hook(remember_sum(i)))
-            if on_ffn is not None:
-                handles.append(family.ffn_activation_module(block).register_forward_pre_hook(report_input(on_ffn, i)))
+            ffn_module = family.ffn_activation_module(block) if on_ffn is not None else None
+            if ffn_module is not None:  # None: a mixture-of-experts layer without a dense FFN
+                handles.append(ffn_module.register_forward_pre_hook(report_input(on_ffn, i)))
             if on_attention is not None:
                 module = family.attention_output_module(block)
                 handles.append(module.register_forward_pre_hook(report_input(on_attention, i)))

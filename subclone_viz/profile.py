@@ -40,6 +40,7 @@ Example::
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import itertools
 import json
@@ -57,6 +58,7 @@ from . import __version__, distributed
 from ._atomic import DamagedFileError, staged_file
 from .capture import BlockStep, capture_blocks, capture_modules, counted_rows, to_device, token_mask
 from .errors import UserError
+from .experts import ExpertSums, is_moe
 from .parent import readable_parameters
 
 if TYPE_CHECKING:
@@ -672,6 +674,7 @@ def profile(
     model.eval()
     acc = _Accumulator(parent)
     estimator = _EstimatorSums(parent, acc)
+    experts = ExpertSums(parent, acc) if is_moe(parent) else None  # routers and fused experts (experts.py)
     sharded = _ShardedSums(int(shards))
     dealer = _Dealer(parent, batches, max_tokens)
     own = 0  # counted tokens this process profiled
@@ -686,7 +689,8 @@ def profile(
 
     try:
         with capture_blocks(parent.family, model, on_block=acc.on_block, on_ffn=on_ffn, on_attention=on_attention), \
-                capture_modules(estimator.modules, estimator.on_module):
+                capture_modules(estimator.modules, estimator.on_module), \
+                (experts.capture() if experts is not None else contextlib.nullcontext()):
             bar = tqdm(total=max_tokens, unit="tok", desc="profile", disable=not distributed.show_progress(progress),
                        leave=False)
             for index, batch, mine in dealer:
@@ -694,7 +698,10 @@ def profile(
                     acc.mask = token_mask(batch)
                     parent.family.logits(model, to_device(batch, parent.input_device))
                     counted = acc.batch_tokens
-                    sharded.add({**acc.take_sums(), **estimator.take_sums()}, counted, index)
+                    expert_sums = {} if experts is None else experts.take_sums()
+                    if experts is not None:
+                        experts.fill_absent_ffn(acc, estimator)
+                    sharded.add({**acc.take_sums(), **estimator.take_sums(), **expert_sums}, counted, index)
                     own += counted
                 else:
                     counted = dealer.tokens_elsewhere(batch)
@@ -783,15 +790,20 @@ def add_taylor(
                 captured.clear()
                 with torch.enable_grad():
                     loss = family.loss(model, batch)
-                    names = [(kind, j) for kind in ("residual", "ffn", "attn") for j in range(len(captured[kind]))]
+                    # MoE layers without a dense FFN report none: their Taylor FFN sums stay zero.
+                    names = [(kind, j) for kind in ("residual", "ffn", "attn")
+                             for j, a in enumerate(captured.get(kind, [])) if a is not None]
                     activations = [captured[kind][j] for kind, j in names]
                     # Gradients of the activations only: no parameter's .grad is written.
                     grads = torch.autograd.grad(loss, activations, allow_unused=True)
-                sums: dict[str, list] = {"residual": [], "ffn": [], "attn": []}
-                for (kind, _), a, g in zip(names, activations, grads):
+                sums: dict[str, list] = {"residual": [None] * (layers + 1), "ffn": [None] * layers,
+                                         "attn": [None] * layers}
+                for (kind, j), a, g in zip(names, activations, grads):
                     product = a.detach() * (g if g is not None else torch.zeros_like(a))  # (B, T, X)
                     rows = counted_rows(product, mask)  # (counted tokens, X)
-                    sums[kind].append(rows.double().sum(0).to(activations[0].device))
+                    sums[kind][j] = rows.double().sum(0).to(activations[0].device)
+                sums["ffn"] = [torch.zeros(parent.dims.ffn, dtype=torch.float64, device=activations[0].device)
+                               if v is None else v for v in sums["ffn"]]
                 counted = rows.shape[0]
                 captured.clear()
                 sharded.add({f"taylor_{kind}": torch.stack(values) for kind, values in sums.items()}, counted,
