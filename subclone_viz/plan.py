@@ -426,7 +426,7 @@ def plan(
 def _check_family_spec(parent: "Parent", spec: DestinationSpec, dims: Dims) -> Dims:
     """What the family adds to a resolved spec: one width for FFN and experts where the config stores one,
     MLA ranks kept whole, expert counts its router can route (DeepSeek-V3's groups)."""
-    family, parent_dims, config = parent.family, parent.dims, parent.model.config
+    family, parent_dims, config = parent.family, parent.dims, getattr(parent.model, "config", None)
     for key in ("q_lora_rank", "kv_lora_rank"):
         value, kept = getattr(spec, key), getattr(config, key, None)
         if value is not None and value != kept:
