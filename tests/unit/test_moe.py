@@ -182,3 +182,37 @@ def test_grouped_routing_keeps_experts_in_their_groups():
     child = sv.subclone(parent, p)
     bias = parent.model.model.layers[1].mlp.gate.e_score_correction_bias
     torch.testing.assert_close(child.model.layers[1].mlp.gate.e_score_correction_bias, bias[p.experts[1]])
+
+
+@pytest.mark.parametrize("name", [n for n in MOE_MODELS if n != "deepseek_v3"])
+def test_moe_to_dense_computes_the_mean_gate_weighted_sum_of_the_kept_experts(name):
+    from subclone_viz.moe_dense import moe_to_dense
+
+    parent = sv.load_parent(tiny_model(name), device="cpu")
+    batches = tiny_batches(name)
+    prof = sv.profile(parent, batches, progress=False)
+    d = parent.dims
+    dense = moe_to_dense(parent, prof, sv.DestinationSpec(layers=d.layers, hidden=d.hidden, experts=3), scaling="none")
+    got = parent.family.dims(dense)
+    assert (got.experts, got.experts_per_tok, got.expert_ffn) == (1, 1, 3 * d.expert_ffn)
+    info = dense.subclone_info["moe_to_dense"]
+    family = parent.family
+    block = next(i for i, b in enumerate(family.blocks(parent.model)) if family.moe_parts(b))
+    x = torch.randn(5, d.hidden)
+    parent_experts = family.moe_parts(family.blocks(parent.model)[block])[1]
+    expected = sum(g * family.expert_forward(parent_experts, e, x)[1]
+                   for e, g in zip(info["experts"][block], info["mean_gate"][block]))
+    dense_experts = family.moe_parts(family.blocks(dense)[block])[1]
+    order = dense.subclone_info["plan"]["residual"]  # the destination's residual channels, in the plan's order
+    with torch.no_grad():
+        torch.testing.assert_close(family.expert_forward(dense_experts, 0, x[:, order])[1], expected[:, order],
+                                   atol=1e-5, rtol=1e-4)
+        assert torch.isfinite(family.loss(dense, batches[0]))
+
+
+def test_deepseek_has_no_dense_form():
+    from subclone_viz.moe_dense import moe_to_dense
+
+    parent = sv.load_parent(tiny_model("deepseek_v3"), device="cpu")
+    with pytest.raises(SpecError, match="expert groups"):
+        moe_to_dense(parent, None, sv.DestinationSpec(layers=2, hidden=32))
