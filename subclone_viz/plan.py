@@ -45,7 +45,8 @@ from . import __version__
 from .errors import UserError
 from .families import Dims
 from .experts import (
-    DEFAULT_EXPERT_ESTIMATOR, EXPERT_ESTIMATORS, expert_neuron_importance, expert_scores, shared_neuron_importance,
+    DEFAULT_EXPERT_ESTIMATOR, EXPERT_ESTIMATORS, expert_neuron_importance, expert_scores, select_experts,
+    shared_neuron_importance,
 )
 from .importance import DEFAULT_ESTIMATOR, ESTIMATORS, estimate_importance
 
@@ -470,7 +471,7 @@ def _plan_experts(parent: "Parent", profile: "Profile | None", dims: Dims, layer
             raise SpecError(str(error)) from error
         neurons = expert_neuron_importance(profile)  # (L, E, F)
         shared = shared_neuron_importance(profile) if dims.shared_ffn else None
-        experts = [_select_experts(scores[b], dims.experts, groups) for b in layers]
+        experts = [select_experts(scores[b], dims.experts, groups) for b in layers]
         expert_ffn = [[np.argsort(-neurons[b, e], kind="stable")[: dims.expert_ffn] for e in kept]
                       for b, kept in zip(layers, experts)]
         shared_ffn = [np.argsort(-shared[b], kind="stable")[: dims.shared_ffn] for b in layers] if dims.shared_ffn else []
@@ -487,17 +488,6 @@ def _plan_experts(parent: "Parent", profile: "Profile | None", dims: Dims, layer
         shared_ffn=[_ints(n) for n in shared_ffn],
         experts_by=experts_by if width == "importance" else None,
     )
-
-
-def _select_experts(scores: np.ndarray, keep: int, groups: int) -> list[int]:
-    """The ``keep`` highest-scoring experts, the same number from each of the router's ``groups`` (experts stay
-    in their group's block of indices, groups in order), highest first within a group."""
-    per_group = len(scores) // groups
-    kept = []
-    for g in range(groups):
-        members = np.arange(g * per_group, (g + 1) * per_group)
-        kept.extend(members[np.argsort(-scores[members], kind="stable")][: keep // groups])
-    return kept
 
 
 def select_layers(parent_layers: int, layers: int, depth: str, profile: "Profile | None" = None) -> list[int]:

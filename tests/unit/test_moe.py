@@ -216,3 +216,16 @@ def test_deepseek_has_no_dense_form():
     parent = sv.load_parent(tiny_model("deepseek_v3"), device="cpu")
     with pytest.raises(SpecError, match="expert groups"):
         moe_to_dense(parent, None, sv.DestinationSpec(layers=2, hidden=32))
+
+
+def test_expert_selection_stability_resamples_the_shards():
+    from subclone_viz.experts import expert_stability
+
+    parent = sv.load_parent(tiny_model("mixtral"), device="cpu")
+    prof = sv.profile(parent, tiny_batches("mixtral", count=8), progress=False, shards=4)
+    st = expert_stability(prof, keep=3, estimator="frequency", resamples=6)
+    assert st.frequency.shape == (4, 6) and st.jaccard.shape == (6,)
+    np.testing.assert_allclose(st.frequency.sum(1), 3.0)  # every resample keeps 3 experts in every layer
+    assert ((0 <= st.jaccard) & (st.jaccard <= 1)).all()
+    whole = expert_stability(prof, keep=6, resamples=2)  # keeping every expert cannot change
+    np.testing.assert_allclose(whole.jaccard, 1.0)
