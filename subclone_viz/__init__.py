@@ -16,7 +16,7 @@ Example::
     PosixPath('smollm2-6x192')
 """
 
-__version__ = "0.1.0"
+from ._version import __version__
 
 from .data import cache_dir, image_batches, text_batches  # noqa: E402
 from .families import Dims, UnsupportedArchitectureError, family_of, supported_families  # noqa: E402
@@ -24,7 +24,7 @@ from .parent import Parent, ParentLoadError, load_parent  # noqa: E402
 from .profile import Profile, ProfileMismatchError, RankConsistency, add_taylor, profile  # noqa: E402
 from .importance import ESTIMATORS, Importance, estimate_importance  # noqa: E402
 from .plan import DestinationSpec, SpecError, SubclonePlan, plan, spec_choices  # noqa: E402
-from .subclone import subclone  # noqa: E402
+from .subclone import random_init, subclone  # noqa: E402
 from .evaluate import BlockAblation, Evaluation, block_ablation, evaluate  # noqa: E402
 from .export import save_destination  # noqa: E402
 from .train import History, TrainSettings, train  # noqa: E402
@@ -34,7 +34,7 @@ from .sizing import SizeGrid, default_grid_axes, size_grid  # noqa: E402
 from .trace import TokenTrace, token_trace  # noqa: E402
 from .stability import Stability, stability  # noqa: E402
 from .study import SpeedupStudy, speedup_study  # noqa: E402
-from .workflow import default_destination, parent_batches, quick_mode, random_init  # noqa: E402
+from .workflow import default_destination, parent_batches, quick_mode  # noqa: E402
 
 __all__ = [
     "DestinationSpec",

@@ -127,8 +127,9 @@ def capture_blocks(
         family: the model's adapter (it says where the blocks and their module roles are).
         model: the model to hook.
         on_block: called after block i ran, with its :class:`BlockStep`.
-        on_ffn: called with (i, FFN hidden activation (B, T, ffn)) as block i computes it (not for the blocks
-            whose ``family.ffn_activation_module`` is None: mixture-of-experts layers).
+        on_ffn: called with (i, FFN hidden activation (B, T, ffn)) as block i computes it; with zeros after a
+            block whose ``family.ffn_activation_module`` is None (a mixture-of-experts layer without a dense FFN,
+            whose experts :mod:`subclone_viz.experts` reads).
         on_attention: called with (i, per-head attention output (B, T, heads * head_dim)) before the output
             projection of block i.
     """
@@ -161,6 +162,13 @@ def capture_blocks(
 
         return hook
 
+    def report_no_ffn(i: int, width: int):
+        def hook(module, args, output):
+            y = hidden_of(output)
+            on_ffn(i, y.new_zeros(*y.shape[:-1], width))
+
+        return hook
+
     try:
         for i, block in enumerate(family.blocks(model)):
             if on_block is not None:
@@ -170,8 +178,10 @@ def capture_blocks(
                 if sum_module is not None:
                     handles.append(sum_module.register_forward_pre_hook(remember_sum(i)))
             ffn_module = family.ffn_activation_module(block) if on_ffn is not None else None
-            if ffn_module is not None:  # None: a mixture-of-experts layer without a dense FFN
+            if ffn_module is not None:
                 handles.append(ffn_module.register_forward_pre_hook(report_input(on_ffn, i)))
+            elif on_ffn is not None:  # a mixture-of-experts layer: no dense FFN, so every FFN statistic adds 0
+                handles.append(block.register_forward_hook(report_no_ffn(i, family.dims(model).ffn)))
             if on_attention is not None:
                 module = family.attention_output_module(block)
                 handles.append(module.register_forward_pre_hook(report_input(on_attention, i)))
@@ -205,6 +215,54 @@ def capture_modules(
     finally:
         for handle in handles:
             handle.remove()
+
+
+class RunningSums:
+    """Per-layer running sums fed by the capture hooks, taken once per batch (fp64, on the first layer's device).
+
+    A subclass names its sums in ``stores`` (name -> one slot per layer, module or norm), adds to them from the
+    callbacks it overrides and says which further modules it watches in ``modules`` (their calls reach
+    :meth:`on_module`). ``rows`` turns a (B, T, X) activation into the (counted tokens, X) rows that count.
+    """
+
+    def __init__(self, rows: Callable[[torch.Tensor], torch.Tensor]):
+        self.rows = rows
+        self.stores: dict[str, list[torch.Tensor | None]] = {}
+        self.modules: dict[str, nn.Module] = {}
+
+    def add(self, name: str, index: int, value: torch.Tensor) -> None:
+        """Add ``value`` (in fp64) to slot ``index`` of the sum ``name``."""
+        store = self.stores[name]
+        value = value.double()
+        store[index] = value if store[index] is None else store[index] + value
+
+    def on_block(self, step: BlockStep) -> None:
+        """After block ``step.index`` ran."""
+
+    def on_ffn(self, i: int, activation: torch.Tensor) -> None:
+        """Block ``i``'s FFN hidden activation, (B, T, ffn)."""
+
+    def on_attention(self, i: int, per_head: torch.Tensor) -> None:
+        """Block ``i``'s per-head attention output, (B, T, heads * head_dim)."""
+
+    def on_module(self, name: str, x: torch.Tensor, y: torch.Tensor) -> None:
+        """A call of the watched module ``name`` with input ``x`` and output ``y``."""
+
+    def metadata(self) -> dict[str, Any]:
+        """What a profile records beside the sums to read them later (which modules the slots are)."""
+        return {}
+
+    def take_sums(self) -> dict[str, torch.Tensor]:
+        """The sums since the last call, stacked per name; resets them. Every slot must have been filled."""
+        if any(v is None for store in self.stores.values() for v in store):
+            raise RuntimeError(f"{type(self).__name__}: a capture hook never fired: the model's forward skipped a "
+                               f"block, a norm or a linear layer")
+        device = next((v.device for store in self.stores.values() for v in store), torch.device("cpu"))
+        taken = {name: torch.stack([v.to(device) for v in store]) if store else torch.zeros(0, dtype=torch.float64)
+                 for name, store in self.stores.items()}
+        for store in self.stores.values():
+            store[:] = [None] * len(store)
+        return taken
 
 
 @dataclass
@@ -406,6 +464,19 @@ class _LiveTensorBytes(TorchDispatchMode):
             self.holders[address] += 1
             weakref.finalize(tensor, self._release, address, nbytes)
         return out
+
+
+def tokens_per_sequence(family: Family, model: nn.Module, batch: dict[str, torch.Tensor],
+                        device: torch.device | str) -> int:
+    """How many tokens the blocks see per sequence: the text length, or (images) patches plus prefix tokens,
+    found by running one image to the first block."""
+    if "input_ids" in batch:
+        return int(batch["input_ids"].shape[1])
+    steps: list[BlockStep] = []
+    one = to_device({k: v[:1] if isinstance(v, torch.Tensor) else v for k, v in batch.items()}, device)
+    with capture_blocks(family, model, on_block=steps.append):
+        family.logits(model, one)
+    return steps[0].input.shape[1]
 
 
 def forward_peak_bytes(run: Callable[[], Any], device: torch.device) -> int:

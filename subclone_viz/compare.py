@@ -54,6 +54,9 @@ from torch import nn
 
 from . import distributed
 from ._atomic import DamagedFileError, read_json, staged_directory
+from .plan import plan
+from .profile import profile as profile_parent
+from .subclone import random_init, subclone
 from .train import EvalRecord, History, StepRecord, StopSignal, TrainSettings, train
 
 if TYPE_CHECKING:
@@ -343,10 +346,6 @@ def _destination(
 ) -> tuple[nn.Module, "SubclonePlan | None"]:
     """The destination an initialization starts from, in fp32 (mixed precision autocasts, it never trains
     half-precision weights), and the plan it was sliced by (None for random init)."""
-    from .plan import plan
-    from .subclone import subclone
-    from .workflow import random_init
-
     recipe = INITS[init].strategies
     if recipe is None:
         # The shape the subclone would have; random init ignores which indices a plan keeps.
@@ -398,8 +397,6 @@ def compare(
         **overrides: :class:`~subclone_viz.train.TrainSettings` fields replacing those of ``settings``
             (``steps=300, eval_every=30, seed=1``).
     """
-    from .profile import profile as profile_parent
-
     settings = TrainSettings.of(settings, **overrides)
     lrs, weight_decays = dict(lrs or {}), dict(weight_decays or {})
     inits = _check_inits(inits, {"lrs": lrs, "weight_decays": weight_decays})

@@ -75,9 +75,7 @@ class ExpertSums:
         self.family = parent.family
         dims = parent.dims
         self.layers, self.experts, self.width, self.shared = dims.layers, dims.experts, dims.expert_ffn, dims.shared_ffn
-        self.ffn_width = dims.ffn
         self.parts = [self.family.moe_parts(block) for block in self.family.blocks(parent.model)]
-        self.dense_ffn = [self.family.ffn_activation_module(block) is not None for block in self.family.blocks(parent.model)]
         self.sums: list[dict[str, torch.Tensor]] = [{} for _ in range(self.layers)]
 
     def _add(self, layer: int, name: str, value: torch.Tensor) -> None:
@@ -143,15 +141,6 @@ class ExpertSums:
             taken[name] = torch.stack(rows)
         self.sums = [{} for _ in range(self.layers)]
         return taken
-
-    def fill_absent_ffn(self, accumulator, estimator) -> None:
-        """Zeros for the dense-FFN sums of MoE layers that have no dense FFN (their experts are read here)."""
-        for store in (accumulator.ffn, estimator.stores["ffn_in_sq"]):
-            present = next((v for v in store if v is not None), None)
-            device = present.device if present is not None else torch.device("cpu")
-            for layer, has_ffn in enumerate(self.dense_ffn):
-                if not has_ffn and store[layer] is None:
-                    store[layer] = torch.zeros(self.ffn_width, dtype=torch.float64, device=device)
 
     @contextmanager
     def capture(self) -> Iterator[None]:

@@ -43,7 +43,8 @@ from typing import Any
 import yaml
 from torch import nn
 
-from . import __version__, distributed
+from . import distributed
+from ._version import __version__
 from ._atomic import staged_directory
 from .families import family_of
 from .plan import SubclonePlan

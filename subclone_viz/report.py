@@ -43,18 +43,20 @@ import numpy as np
 import plotly.graph_objects as go
 from plotly.offline import get_plotlyjs
 
-from . import __version__, distributed, plots
+from . import distributed, plots
+from ._version import __version__
 from ._atomic import check_new_file, write_file
 from .compare import speedup_text
+from .parent import Parent, load_parent
 from .profile import BLOCK_METRIC_LABELS, BLOCK_METRICS, Profile
+from .study import SpeedupStudy
+from .workflow import Progress, report_records
 
 if TYPE_CHECKING:
     from .evaluate import BlockAblation
-    from .parent import Parent
     from .plan import DestinationSpec, SubclonePlan
     from .sizing import SizeGrid
     from .stability import Stability
-    from .study import SpeedupStudy
     from .trace import TokenTrace
 
 _PLOTLY_CONFIG = {"displaylogo": False, "responsive": True}
@@ -468,10 +470,6 @@ def run_report(
         study: a :class:`~subclone_viz.study.SpeedupStudy`, or the file one was saved to (read and validated
             before any work), shown as the page's last section.
     """
-    from .parent import Parent, load_parent
-    from .study import SpeedupStudy
-    from .workflow import Progress, report_records
-
     path = _check_out(out, overwrite)  # fail before minutes of work, not after
     if study is not None and not isinstance(study, SpeedupStudy):
         study = SpeedupStudy.load(study)
