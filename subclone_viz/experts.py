@@ -38,6 +38,9 @@ Example::
     ['frequency', 'router_mass', 'reap', 'mean_norm', 'summed_norm']
     >>> expert_scores(prof, "reap").shape
     (4, 6)
+    >>> counts = parameter_counts(parent.model, parent.family)   # top-2 of 6 experts: a third of them active
+    >>> counts["active"] < counts["total"]
+    True
 """
 
 from __future__ import annotations
@@ -286,3 +289,15 @@ def expert_stability(profile: "Profile", keep: int, estimator: str = DEFAULT_EXP
             overlaps.append(len(kept & reference[b]) / len(kept | reference[b]))
         jaccard.append(float(np.mean(overlaps)))
     return ExpertStability(estimator, keep, counts_kept / resamples, np.asarray(jaccard))
+
+
+def parameter_counts(model: torch.nn.Module, family) -> dict[str, int]:
+    """Total parameters, and the parameters one token uses (active): the routed experts count
+    ``experts_per_tok / experts`` of their size, everything else whole (tied tensors once)."""
+    dims = family.dims(model)
+    total = sum(p.numel() for p in model.parameters())
+    if not dims.experts:
+        return {"total": total, "active": total}
+    routed = sum(p.numel() for block in family.blocks(model) if family.moe_parts(block) is not None
+                 for p in family.moe_parts(block)[1].parameters())
+    return {"total": total, "active": total - routed + routed * dims.experts_per_tok // dims.experts}

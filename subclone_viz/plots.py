@@ -16,7 +16,9 @@ without pyplot so nothing global changes). No model runs here.
 * :func:`loss_curves`: training histories, one line per initialization;
 * :func:`size_grid`: parameters, FLOPs per token, latency, memory or untrained loss over a grid of
   destination sizes; :func:`size_pareto`: loss against one cost, the Pareto front highlighted;
-* :func:`speedup_by_size`: the speedup study, speedup over random init against destination size.
+* :func:`speedup_by_size`: the speedup study, speedup over random init against destination size;
+* :func:`expert_load_heatmap`, :func:`expert_neuron_curves`: a mixture of experts' routing load per layer and
+  expert, and each expert's neuron importance.
 
 Heat maps put residual layer 0 (the embedding output) or block 0 at the bottom, so depth grows upward.
 
@@ -892,4 +894,46 @@ def speedup_by_size(sizes: Sequence[Mapping[str, Any]], backend: str = "plotly")
                     textcoords="offset points", xytext=(0, 4), ha="center", fontsize=8, color="#555555")
     if inits:
         ax.legend(frameon=False, fontsize=8)
+    return fig
+
+
+def expert_load_heatmap(profile: Profile, backend: str = "plotly") -> Figure:
+    """A mixture of experts' routing: the share of each layer's routed tokens that each expert took, layers x
+    experts (dense layers are rows of zeros). Uniform routing is 1 / experts everywhere."""
+    from .experts import expert_load, router_entropy
+
+    _check_backend(backend)
+    if "expert_tokens" not in profile.stats:
+        raise ValueError("this profile holds no expert statistics: it is not the profile of a mixture of experts")
+    load = expert_load(profile)  # (L, E)
+    entropy = np.repeat(router_entropy(profile)[:, None], load.shape[1], axis=1)
+    return _heatmap(load, "Expert load (share of routed tokens)", "expert", "block", "load share", backend,
+                    customdata=entropy,
+                    hovertemplate="block %{y}, expert %{x}: %{z:.3f} (router entropy %{customdata:.2f} nats)"
+                                  "<extra></extra>")
+
+
+def expert_neuron_curves(profile: Profile, layer: int, backend: str = "plotly") -> Figure:
+    """One block's experts: each expert's FFN neuron importance (mean |activation| on its routed tokens),
+    sorted, one line per expert."""
+    from .experts import expert_neuron_importance
+
+    _check_backend(backend)
+    importance = expert_neuron_importance(profile)  # (L, E, F)
+    if not 0 <= layer < importance.shape[0]:
+        raise ValueError(f"layer={layer} is out of range: the parent has blocks 0 to {importance.shape[0] - 1}")
+    ranked = -np.sort(-importance[layer], axis=1)  # (E, F)
+    title, xlabel, ylabel = f"Expert neuron importance in block {layer}", "neuron, most important first", \
+        "mean |activation| on routed tokens"
+    ranks = np.arange(ranked.shape[1])
+    if backend == "plotly":
+        fig = _plotly_figure(title, xlabel, ylabel)
+        for e, curve in enumerate(ranked):
+            fig.add_trace(go.Scatter(x=ranks, y=curve, mode="lines", name=f"expert {e}",
+                                     line=dict(color=SERIES_COLORS[e % len(SERIES_COLORS)], width=1.5)))
+        return fig
+    fig, ax = _matplotlib_figure(title, xlabel, ylabel)
+    for e, curve in enumerate(ranked):
+        ax.plot(ranks, curve, color=SERIES_COLORS[e % len(SERIES_COLORS)], lw=1.5, label=f"expert {e}")
+    ax.legend(frameon=False, fontsize=8, ncol=2)
     return fig

@@ -229,3 +229,33 @@ def test_expert_selection_stability_resamples_the_shards():
     assert ((0 <= st.jaccard) & (st.jaccard <= 1)).all()
     whole = expert_stability(prof, keep=6, resamples=2)  # keeping every expert cannot change
     np.testing.assert_allclose(whole.jaccard, 1.0)
+
+
+@pytest.mark.parametrize("backend", ["plotly", "matplotlib"])
+def test_expert_views(backend):
+    from subclone_viz import plots
+
+    parent = sv.load_parent(tiny_model("qwen2_moe"), device="cpu")  # block 1 is dense
+    prof = sv.profile(parent, tiny_batches("qwen2_moe"), progress=False)
+    load = plots.expert_load_heatmap(prof, backend=backend)
+    curves = plots.expert_neuron_curves(prof, layer=0, backend=backend)
+    if backend == "plotly":
+        z = np.asarray(load.data[0].z)
+        np.testing.assert_allclose(z.sum(1), [1, 0, 1, 1])  # each MoE block's shares sum to 1; the dense one is 0
+        assert len(curves.data) == parent.dims.experts
+    else:
+        assert len(curves.axes[0].lines) == parent.dims.experts
+    dense = sv.load_parent(tiny_model("llama"), device="cpu")
+    with pytest.raises(ValueError, match="no expert statistics"):
+        plots.expert_load_heatmap(sv.profile(dense, tiny_batches("llama"), progress=False))
+
+
+def test_active_parameters_count_top_k_of_the_routed_experts():
+    from subclone_viz.experts import parameter_counts
+
+    parent = sv.load_parent(tiny_model("mixtral"), device="cpu")  # 4 MoE blocks, 6 experts of (48 + 24) x 32, top-2
+    counts = parameter_counts(parent.model, parent.family)
+    routed = 4 * 6 * (48 * 32 + 32 * 24)
+    assert counts["total"] - counts["active"] == routed - routed * 2 // 6
+    dense = sv.load_parent(tiny_model("llama"), device="cpu")
+    assert len(set(parameter_counts(dense.model, dense.family).values())) == 1
