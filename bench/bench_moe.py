@@ -2,7 +2,8 @@
 
 A tiny OLMoE-class parent (``--experts`` experts, top-2, ``norm_topk_prob=False`` as OLMoE and Qwen2-MoE ship, so
 the routing renormalisation question is live) is trained for ``--parent-steps`` steps on the embedded corpus
-(Python's documentation, SmolLM2's tokenizer) so that routing is not random, then profiled on a shuffled
+(Python's documentation, SmolLM2's tokenizer cut to its ``--vocab`` most frequent tokens, the rest one unknown
+token, so that a step is cheap on one core) so that routing is not random, then profiled on a shuffled
 calibration sample. At 25, 50 and 75% of experts removed (the same number in every layer, every other width
 kept), each expert-selection estimator (``sv.EXPERT_ESTIMATORS``) and a random choice pick the experts; beside
 them, MoE-to-dense (the most-loaded expert, and the two most loaded folded into one FFN of twice the width:
@@ -40,6 +41,7 @@ from subclone_viz.moe_dense import moe_to_dense  # noqa: E402
 def arguments() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--experts", type=int, default=8)
+    parser.add_argument("--vocab", type=int, default=2048)
     parser.add_argument("--parent-steps", type=int, default=300)
     parser.add_argument("--recovery-steps", type=int, default=40)
     parser.add_argument("--seq-len", type=int, default=64)
@@ -58,6 +60,21 @@ def build_parent(vocab: int, experts: int) -> torch.nn.Module:
         vocab_size=vocab, hidden_size=64, num_hidden_layers=4, num_attention_heads=4, num_key_value_heads=2,
         intermediate_size=96, num_experts=experts, num_experts_per_tok=2, norm_topk_prob=False,
         max_position_embeddings=128, tie_word_embeddings=True, pad_token_id=0, bos_token_id=0, eos_token_id=0))
+
+
+def small_vocabulary(batches, size: int) -> torch.Tensor:
+    """A lookup from SmolLM2 token ids to the ``size - 1`` most frequent ones in the training split (id 1 up),
+    every other token to 0: a small vocabulary keeps the LM head from dominating a step on one core."""
+    counts = torch.zeros(49_152, dtype=torch.long)
+    for batch in batches:
+        counts += torch.bincount(batch["input_ids"].flatten(), minlength=counts.numel())[: counts.numel()]
+    lookup = torch.zeros_like(counts)
+    lookup[counts.argsort(descending=True)[: size - 1]] = torch.arange(1, size)
+    return lookup
+
+
+def remap(batch: dict[str, torch.Tensor], lookup: torch.Tensor) -> dict[str, torch.Tensor]:
+    return {**batch, "input_ids": lookup[batch["input_ids"]]}
 
 
 @torch.no_grad()
@@ -98,15 +115,19 @@ def main() -> None:
     args = arguments()
     start = time.time()
     tokenizer = sv.load_parent("smollm2-135m").tokenizer
-    train = sv.text_batches("builtin", tokenizer, seq_len=args.seq_len, batch_size=args.batch_size, shuffle=True)
-    heldout = list(sv.text_batches("builtin", tokenizer, seq_len=args.seq_len, batch_size=args.batch_size,
-                                   split="heldout", max_batches=args.eval_batches))
-    model = build_parent(len(tokenizer), args.experts)
+    stream = sv.text_batches("builtin", tokenizer, seq_len=args.seq_len, batch_size=args.batch_size, shuffle=True)
+    vocab = small_vocabulary(stream, args.vocab)
+    train = [remap(batch, vocab) for batch in stream]
+    heldout = [remap(batch, vocab) for batch in sv.text_batches(
+        "builtin", tokenizer, seq_len=args.seq_len, batch_size=args.batch_size, split="heldout",
+        max_batches=args.eval_batches)]
+    model = build_parent(args.vocab, args.experts)
     sv.train(model, train, steps=args.parent_steps, lr=3e-3, weight_decay=0.0, progress=False, mixed_precision="no")
     parent = sv.load_parent(model.eval(), device="cpu")
     family = parent.family
-    calibration = sv.text_batches("builtin", tokenizer, seq_len=args.seq_len, batch_size=args.batch_size,
-                                  shuffle=True, seed=1)
+    calibration = [remap(batch, vocab) for batch in sv.text_batches(
+        "builtin", tokenizer, seq_len=args.seq_len, batch_size=args.batch_size, shuffle=True, seed=1,
+        max_batches=args.calibration_tokens // (args.seq_len * args.batch_size) + 1)]
     prof = sv.profile(parent, calibration, max_tokens=args.calibration_tokens, progress=False)
     parent_loss = heldout_loss(family, parent.model, heldout)
     load = expert_load(prof)
@@ -167,7 +188,8 @@ def _report(args, parent_loss, prof, rows, renorm, seconds) -> None:
     dense2 = next(r for r in rows if r["method"].startswith("moe_to_dense (top 2"))
     half = {r["method"]: r for r in rows if r["removed"] == 0.5}
     headline = [
-        f"Parent (OLMoE class, 4 x 64, {args.experts} experts top-2, norm_topk_prob=False) trained "
+        f"Parent (OLMoE class, 4 x 64, {args.experts} experts top-2, norm_topk_prob=False, vocabulary {args.vocab}) "
+        f"trained "
         f"{args.parent_steps} steps: held-out {parent_loss:.3f} nats.",
         *[f"{int(k * 100)}% of experts removed: best before training {b['method']} at {b['before']:.3f} nats, "
           f"random choice {next(r for r in rows if r['removed'] == k and r['method'] == 'random')['before']:.3f}."

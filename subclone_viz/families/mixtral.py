@@ -9,8 +9,8 @@ and ``ffn``.
 
 Example::
 
-    >>> from subclone_viz.families import FAMILIES
-    >>> family = FAMILIES["mixtral"]
+    >>> from subclone_viz.families import FAMILIES, family_of
+    >>> family = family_of(FAMILIES["mixtral"].tiny_models()["mixtral"]())
     >>> family.rule_for("model.layers.0.mlp.experts.down_proj").axes
     ('experts', 'residual', 'expert_ffn')
     >>> family.rule_for("model.layers.0.mlp.gate.weight").axes    # the router's rows follow the kept experts
