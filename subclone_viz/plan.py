@@ -259,13 +259,19 @@ def spec_choices(parent: "Parent") -> dict[str, list[int]]:
     else:
         hidden = [h for h in range(1, dims.hidden + 1) if _llama_heads(dims, h)]
     heads = list(range(ratio, dims.heads + 1, ratio))
-    return {
+    choices = {
         "layers": list(range(1, 2 * dims.layers + 1)),
         "hidden": hidden,
         "ffn": list(range(1, dims.ffn + 1)),
         "heads": heads,
         "kv_heads": [h // ratio for h in heads],
     }
+    if dims.experts:  # mixtures of experts: expert counts the router can route (DeepSeek-V3: whole groups)
+        groups = family.expert_groups(parent.model)
+        choices["experts"] = [e for e in range(1, dims.experts + 1) if e % groups == 0 and (groups == 1 or e >= 2 * groups)]
+        choices["experts_per_tok"] = list(range(1, dims.experts + 1))
+        choices["expert_ffn"] = list(range(1, dims.expert_ffn + 1))
+    return choices
 
 
 @dataclass

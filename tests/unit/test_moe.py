@@ -259,3 +259,19 @@ def test_active_parameters_count_top_k_of_the_routed_experts():
     assert counts["total"] - counts["active"] == routed - routed * 2 // 6
     dense = sv.load_parent(tiny_model("llama"), device="cpu")
     assert len(set(parameter_counts(dense.model, dense.family).values())) == 1
+
+
+def test_importance_explorer_and_studio_show_experts():
+    from subclone_viz import widgets
+
+    parent = sv.load_parent(tiny_model("qwen2_moe"), device="cpu")  # block 1 is dense
+    batches = tiny_batches("qwen2_moe")
+    prof = sv.profile(parent, batches, progress=False)
+    explorer = widgets.ImportanceExplorer(prof)
+    assert list(explorer.expert_layer.options) == [0, 2, 3]
+    explorer.expert_layer.value = 2
+    assert len(explorer.expert_neuron_figure.data) == parent.dims.experts
+    studio = widgets.SubcloneStudio(parent, prof, batches)
+    assert list(studio.experts.options) == list(range(1, 7))
+    studio.experts.value = 3
+    assert studio.spec().experts == 3 and studio.plan.destination_dims.experts == 3
