@@ -35,23 +35,23 @@ from __future__ import annotations
 import argparse
 import copy
 import json
-import os
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
 import traceback
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import subclone_viz as sv  # noqa: E402
-from subclone_viz import distributed  # noqa: E402
-from subclone_viz.parent import resolve_device  # noqa: E402
+from subclone_viz import distributed  # noqa: E402, F401  (used by the launched script as gpu_check.distributed)
+from subclone_viz.parent import resolve_device  # noqa: E402, F401  (likewise gpu_check.resolve_device)
 from subclone_viz.workflow import default_destination  # noqa: E402
 from _results import save_results  # noqa: E402
 

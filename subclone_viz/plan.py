@@ -36,8 +36,9 @@ from __future__ import annotations
 
 import dataclasses
 import json
+from collections.abc import Callable, Sequence
 from dataclasses import MISSING, asdict, dataclass, field, fields
-from typing import TYPE_CHECKING, Any, Callable, Sequence
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -55,6 +56,8 @@ from .registry import Registry
 if TYPE_CHECKING:
     from .parent import Parent
     from .profile import Profile
+
+
 
 class SpecError(UserError, ValueError):
     """A destination spec the parent cannot give; the message names the valid choices."""
@@ -410,12 +413,7 @@ def plan(
     if profile is not None:
         profile.check_parent(parent)
     parent_dims = parent.dims
-    if not isinstance(depth, str):
-        if isinstance(spec.layers, (list, tuple)):
-            raise SpecError("give explicit blocks either as spec.layers or as depth, not both")
-        if spec.layers != len(depth):
-            raise SpecError(f"depth lists {len(depth)} blocks but spec.layers={spec.layers}; make them agree")
-        spec = dataclasses.replace(spec, layers=list(depth))
+    spec = _with_depth_blocks(spec, depth)
     dims = _check_family_spec(parent, spec, spec.resolve(parent_dims, parent.family.heads_follow_hidden))
     if isinstance(spec.layers, (list, tuple)):
         layers, depth_name = [int(i) for i in spec.layers], "explicit"
@@ -535,6 +533,34 @@ def _check_strategies(profile: "Profile | None", depth: str | Sequence[int], wid
             f"{' and '.join(ranking)} rank by a profile: pass profile=sv.profile(parent, batches), or use "
             f"{' and '.join(free)}"
         )
+def _with_depth_blocks(spec: DestinationSpec, depth: str | Sequence[int]) -> DestinationSpec:
+    """``spec`` with the explicit blocks of a ``depth`` list as its layers (checked to agree with it)."""
+    if isinstance(depth, str):
+        return spec
+    if isinstance(spec.layers, (list, tuple)):
+        raise SpecError("give explicit blocks either as spec.layers or as depth, not both")
+    if spec.layers != len(depth):
+        raise SpecError(f"depth lists {len(depth)} blocks but spec.layers={spec.layers}; make them agree")
+    return dataclasses.replace(spec, layers=list(depth))
+
+
+def check_spec(parent: "Parent", spec: DestinationSpec, depth: str | Sequence[int] = "middle") -> Dims:
+    """The destination's dims, or the :class:`SpecError` :func:`plan` would raise for this spec and depth.
+
+    Reads only the parent's shape, never its weights or a profile, so a
+    :func:`~subclone_viz.parent.parent_skeleton` (the architecture from the config alone) will do: a spec that
+    cannot fit fails before any weights load. ``"metric"`` depth is checked as ``"first"``, which refuses the
+    same shapes (deeper than the parent) with the same advice.
+    """
+    spec = _with_depth_blocks(spec, depth)
+    dims = _check_family_spec(parent, spec, spec.resolve(parent.dims, parent.family.heads_follow_hidden))
+    layers = list(spec.layers) if isinstance(spec.layers, (list, tuple)) else None
+    if isinstance(depth, str) and layers is None:
+        layers = select_layers(parent.dims.layers, dims.layers, "first" if depth == "metric" else depth)
+    problem = parent.family.check_layer_sources(parent.model, layers) if dims.experts else None
+    if problem:
+        raise SpecError(problem)
+    return dims
 
 
 def select_layers(parent_layers: int, layers: int, depth: str, profile: "Profile | None" = None) -> list[int]:

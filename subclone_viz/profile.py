@@ -47,18 +47,25 @@ import json
 import os
 import zipfile
 import zlib
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Iterable, Iterator, Sequence
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
 
 from . import distributed
-from ._version import __version__
 from ._atomic import DamagedFileError, staged_file
+from ._version import __version__
 from .capture import (
-    BlockStep, RunningSums, capture_blocks, capture_modules, counted_rows, to_device, token_mask,
+    BlockStep,
+    RunningSums,
+    capture_blocks,
+    capture_modules,
+    counted_rows,
+    to_device,
+    token_mask,
     tokens_per_sequence,
 )
 from .errors import UserError

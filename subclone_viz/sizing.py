@@ -60,19 +60,25 @@ import math
 import platform
 import sys
 import time
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Iterable, Sequence
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
 from torch import nn
 
 from . import distributed
-from ._version import __version__
 from ._atomic import DamagedFileError, note_rebuild, read_cache_file, write_cache_file
+from ._version import __version__
 from .capture import (
-    ResidualStream, forward_peak_bytes, record_stream, resumed, to_device, tokens_per_sequence,
+    ResidualStream,
+    forward_peak_bytes,
+    record_stream,
+    resumed,
+    to_device,
+    tokens_per_sequence,
 )
 from .data import cache_dir
 from .families import Family

@@ -91,6 +91,7 @@ class SpeedupStudy:
                     "best_lr": size["best_lr"][init], "initial_loss": size["initial_loss"][init],
                     "final_loss": size["final_loss"][init],
                     **{key: gain[key] for key in _SPEEDUP_KEYS},
+                    "reference_converged": gain.get("reference_converged"),  # None in studies saved before it
                 })
         return rows
 

@@ -47,11 +47,10 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import torch
 
 from . import distributed
-from .data import BUILTIN_TEXT, DIGITS, ImageBatches, TextBatches, image_batches, text_batches
 from .compare import compare
+from .data import BUILTIN_TEXT, DIGITS, ImageBatches, TextBatches, image_batches, text_batches
 from .evaluate import block_ablation, evaluate
 from .plan import DestinationSpec, SubclonePlan, plan, spec_choices
 from .profile import profile as profile_parent
@@ -61,7 +60,6 @@ from .subclone import subclone
 from .trace import token_trace
 
 if TYPE_CHECKING:
-    from torch import nn
 
     from .evaluate import BlockAblation
     from .parent import Parent

@@ -9,7 +9,7 @@ The family tests fail for a family or a claimed model_type that has no tiny mode
 
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 import torch
 from torch import nn

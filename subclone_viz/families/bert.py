@@ -18,12 +18,13 @@ Example::
 
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
+from typing import Any
 
 import torch
 from torch import nn
 
-from .base import Family, ParamRule, TINY_VOCAB
+from .base import TINY_VOCAB, Family, ParamRule
 from .registry import register_family
 
 _P = r"(?:bert\.)?"
@@ -102,7 +103,7 @@ class BertFamily(Family):
     def tiny_models(cls) -> dict[str, Callable[[], nn.Module]]:
         from transformers import BertConfig, BertForMaskedLM, BertModel
 
-        config = dict(hidden_size=32, num_hidden_layers=4, num_attention_heads=4, intermediate_size=64,
+        config: dict[str, Any] = dict(hidden_size=32, num_hidden_layers=4, num_attention_heads=4, intermediate_size=64,
                       vocab_size=TINY_VOCAB, max_position_embeddings=64)
         return {"bert": lambda: BertModel(BertConfig(**config)),
                 "bert-mlm": lambda: BertForMaskedLM(BertConfig(**config))}

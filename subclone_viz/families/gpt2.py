@@ -15,14 +15,13 @@ Example::
 
 from __future__ import annotations
 
-from typing import Callable
-
 import dataclasses
+from collections.abc import Callable
 
 import torch
 from torch import nn
 
-from .base import CausalLMFamily, Dims, ParamRule, TINY_VOCAB
+from .base import TINY_VOCAB, CausalLMFamily, Dims, ParamRule
 from .registry import register_family
 
 _BLOCK = r"transformer\.h\.(?P<block>\d+)\."

@@ -17,12 +17,12 @@ Example::
 
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 import torch
 from torch import nn
 
-from .base import ImageClassifierFamily, ParamRule, TINY_VOCAB
+from .base import ImageClassifierFamily, ParamRule
 from .registry import register_family
 
 _BLOCK = r"vit\.layers\.(?P<block>\d+)\."

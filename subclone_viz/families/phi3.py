@@ -18,11 +18,11 @@ Example::
 
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 from torch import nn
 
-from .base import CausalLMFamily, ParamRule, TINY_VOCAB
+from .base import TINY_VOCAB, CausalLMFamily, ParamRule
 from .registry import register_family
 
 _BLOCK = r"model\.layers\.(?P<block>\d+)\."

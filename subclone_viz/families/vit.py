@@ -17,12 +17,13 @@ Example::
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import torch
 from torch import nn
 
-from .base import Dims, ImageClassifierFamily, ParamRule, TINY_VOCAB
+from .base import Dims, ImageClassifierFamily, ParamRule
 from .registry import register_family
 
 _BLOCK = r"blocks\.(?P<block>\d+)\."
