@@ -33,9 +33,9 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import subclone_viz as sv  # noqa: E402
-from _results import save_results  # noqa: E402
 from subclone_viz.experts import EXPERT_ESTIMATORS, expert_load, router_entropy  # noqa: E402
 from subclone_viz.moe_dense import moe_to_dense  # noqa: E402
+from _results import save_results  # noqa: E402
 
 
 def arguments() -> argparse.Namespace:

@@ -44,11 +44,15 @@ import numpy as np
 
 from ._version import __version__
 from .errors import UserError
-from .families import Dims
 from .experts import (
-    DEFAULT_EXPERT_ESTIMATOR, EXPERT_ESTIMATORS, expert_neuron_importance, expert_scores, select_experts,
+    DEFAULT_EXPERT_ESTIMATOR,
+    EXPERT_ESTIMATORS,
+    expert_neuron_importance,
+    expert_scores,
+    select_experts,
     shared_neuron_importance,
 )
+from .families import Dims
 from .importance import DEFAULT_ESTIMATOR, ESTIMATORS, estimate_importance
 from .parent import parent_fingerprint
 from .registry import Registry

@@ -50,6 +50,7 @@ from matplotlib.patches import Rectangle
 from matplotlib.ticker import AutoLocator, FuncFormatter, LogLocator, MaxNLocator, NullFormatter
 from plotly.subplots import make_subplots
 
+from .experts import expert_load, expert_neuron_importance, router_entropy
 from .profile import BLOCK_METRIC_LABELS, BLOCK_METRICS, Profile
 from .sizing import COSTS, QUANTITIES, SizeGrid
 
@@ -900,8 +901,6 @@ def speedup_by_size(sizes: Sequence[Mapping[str, Any]], backend: str = "plotly")
 def expert_load_heatmap(profile: Profile, backend: str = "plotly") -> Figure:
     """A mixture of experts' routing: the share of each layer's routed tokens that each expert took, layers x
     experts (dense layers are rows of zeros). Uniform routing is 1 / experts everywhere."""
-    from .experts import expert_load, router_entropy
-
     _check_backend(backend)
     if "expert_tokens" not in profile.stats:
         raise ValueError("this profile holds no expert statistics: it is not the profile of a mixture of experts")
@@ -916,8 +915,6 @@ def expert_load_heatmap(profile: Profile, backend: str = "plotly") -> Figure:
 def expert_neuron_curves(profile: Profile, layer: int, backend: str = "plotly") -> Figure:
     """One block's experts: each expert's FFN neuron importance (mean |activation| on its routed tokens),
     sorted, one line per expert."""
-    from .experts import expert_neuron_importance
-
     _check_backend(backend)
     importance = expert_neuron_importance(profile)  # (L, E, F)
     if not 0 <= layer < importance.shape[0]:

@@ -31,11 +31,11 @@ Example::
 
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 from torch import nn
 
-from .base import HF_CONFIG_FIELDS, Dims, ParamRule, TINY_VOCAB
+from .base import HF_CONFIG_FIELDS, TINY_VOCAB, Dims, ParamRule
 from .mixtral import expert_rules
 from .moe import MoEFamily, dense_layers_for, moe_block_indices
 from .qwen_moe import SHARED_EXPERT_RULES

@@ -19,11 +19,11 @@ Example::
 
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 from torch import nn
 
-from .base import HF_CONFIG_FIELDS, ParamRule, TINY_VOCAB
+from .base import HF_CONFIG_FIELDS, TINY_VOCAB, ParamRule
 from .llama import LLAMA_RULES
 from .moe import MoEFamily
 from .registry import register_family

@@ -36,8 +36,8 @@ from typing import Literal
 import torch
 from torch import nn
 
-from .base import HF_CONFIG_FIELDS, CausalLMFamily, Dims
 from ._hf import build_model, resized_config
+from .base import HF_CONFIG_FIELDS, CausalLMFamily, Dims
 
 Routing = Literal["softmax", "topk_softmax", "sigmoid"]
 
