@@ -179,7 +179,7 @@ def capture_blocks(
                 if sum_module is not None:
                     handles.append(sum_module.register_forward_pre_hook(remember_sum(i)))
             ffn_module = family.ffn_activation_module(block) if on_ffn is not None else None
-            if ffn_module is not None:
+            if ffn_module is not None and on_ffn is not None:
                 handles.append(ffn_module.register_forward_pre_hook(report_input(on_ffn, i)))
             elif on_ffn is not None:  # a mixture-of-experts layer: no dense FFN, so every FFN statistic adds 0
                 handles.append(block.register_forward_hook(report_no_ffn(i, family.dims(model).ffn)))

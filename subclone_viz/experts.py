@@ -48,12 +48,13 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, cast
 
 import numpy as np
 import torch
 
 from .capture import counted_rows
+from .families.moe import MoEFamily
 from .registry import Registry
 
 if TYPE_CHECKING:
@@ -76,7 +77,7 @@ class ExpertSums:
 
     def __init__(self, parent: "Parent", accumulator):
         self.acc = accumulator
-        self.family = parent.family
+        self.family = cast(MoEFamily, parent.family)
         dims = parent.dims
         self.layers, self.experts, self.width, self.shared = dims.layers, dims.experts, dims.expert_ffn, dims.shared_ffn
         self.parts = [self.family.moe_parts(block) for block in self.family.blocks(parent.model)]
@@ -240,7 +241,7 @@ def select_experts(scores: np.ndarray, keep: int, groups: int = 1) -> list[int]:
     """The ``keep`` highest of one layer's expert ``scores``, the same number from each of the router's ``groups``
     (experts stay in their group's block of indices, groups in order), highest first within a group."""
     per_group = len(scores) // groups
-    kept = []
+    kept: list[int] = []
     for g in range(groups):
         members = np.arange(g * per_group, (g + 1) * per_group)
         kept.extend(int(e) for e in members[np.argsort(-scores[members], kind="stable")][: keep // groups])

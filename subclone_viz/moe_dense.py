@@ -28,12 +28,13 @@ Example::
 from __future__ import annotations
 
 import dataclasses
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, cast
 
 import numpy as np
 import torch
 from torch import nn
 
+from .families.moe import MoEFamily
 from .plan import SpecError, plan
 from .subclone import subclone
 
@@ -55,7 +56,7 @@ def moe_to_dense(parent: "Parent", profile: "Profile", spec: "DestinationSpec", 
         experts_by: the expert-selection estimator that picks them.
         plan_options: ``depth``, ``width``, ``scaling``, ``importance`` as for :func:`~subclone_viz.plan`.
     """
-    family = parent.family
+    family = cast(MoEFamily, parent.family)
     if not parent.dims.experts:
         raise SpecError(f"{parent.name} is dense already: moe_to_dense needs a mixture-of-experts parent")
     if family.expert_groups(parent.model) > 1:

@@ -38,7 +38,7 @@ import dataclasses
 import json
 from collections.abc import Callable, Sequence
 from dataclasses import MISSING, asdict, dataclass, field, fields
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 import numpy as np
 
@@ -53,6 +53,7 @@ from .experts import (
     shared_neuron_importance,
 )
 from .families import Dims
+from .families.moe import MoEFamily
 from .importance import DEFAULT_ESTIMATOR, ESTIMATORS, estimate_importance
 from .parent import parent_fingerprint
 from .registry import Registry
@@ -274,7 +275,7 @@ def spec_choices(parent: "Parent") -> dict[str, list[int]]:
         "kv_heads": [h // ratio for h in heads],
     }
     if dims.experts:  # mixtures of experts: expert counts the router can route (DeepSeek-V3: whole groups)
-        groups = family.expert_groups(parent.model)
+        groups = _moe(parent).expert_groups(parent.model)
         choices["experts"] = [e for e in range(1, dims.experts + 1) if e % groups == 0 and (groups == 1 or e >= 2 * groups)]
         choices["experts_per_tok"] = list(range(1, dims.experts + 1))
         choices["expert_ffn"] = list(range(1, dims.expert_ffn + 1))
@@ -424,7 +425,7 @@ def plan(
     else:
         layers, depth_name = select_layers(parent_dims.layers, dims.layers, depth, profile), depth
     kept = WIDTHS[width].function(parent, profile, dims, layers, importance)
-    problem = parent.family.check_layer_sources(parent.model, layers) if dims.experts else None
+    problem = _moe(parent).check_layer_sources(parent.model, layers) if dims.experts else None
     if problem:
         raise SpecError(problem)
     moe = _plan_experts(parent, profile, dims, layers, width, experts_by) if dims.experts else {}
@@ -446,6 +447,11 @@ def plan(
         importance=importance,
         **moe,
     )
+
+
+def _moe(parent: "Parent") -> MoEFamily:
+    """The parent's adapter as a mixture-of-experts one (callers check ``dims.experts`` first)."""
+    return cast(MoEFamily, parent.family)
 
 
 def _check_family_spec(parent: "Parent", spec: DestinationSpec, dims: Dims) -> Dims:
@@ -470,14 +476,14 @@ def _check_family_spec(parent: "Parent", spec: DestinationSpec, dims: Dims) -> D
         if not 1 <= width <= parent_dims.expert_ffn:
             raise SpecError(f"expert_ffn={width!r} is out of range: choose 1 <= expert_ffn <= {parent_dims.expert_ffn}")
         dims = dataclasses.replace(dims, ffn=width, expert_ffn=width)
-    tied = family.tied_shared_width(parent.model, dims) if dims.experts else None
+    tied = _moe(parent).tied_shared_width(parent.model, dims) if dims.experts else None
     if tied is not None:
         if spec.shared_ffn is not None and spec.shared_ffn != tied:
             raise SpecError(f"shared_ffn={spec.shared_ffn} does not follow expert_ffn={dims.expert_ffn}: {family.name} "
                             f"derives the shared experts' width from the experts' ({tied}); leave shared_ffn unset")
         dims = dataclasses.replace(dims, shared_ffn=tied)
     if dims.experts:
-        problem = family.check_experts(parent_dims, dims, parent.model)
+        problem = _moe(parent).check_experts(parent_dims, dims, parent.model)
         if problem:
             raise SpecError(problem)
     return dims
@@ -487,7 +493,7 @@ def _plan_experts(parent: "Parent", profile: "Profile | None", dims: Dims, layer
                   experts_by: str) -> dict[str, Any]:
     """The kept experts of every destination layer, each one's neurons, and the shared expert's neurons."""
     parent_dims = parent.dims
-    groups = parent.family.expert_groups(parent.model)
+    groups = _moe(parent).expert_groups(parent.model)
     if width == "importance":
         try:
             scores = expert_scores(profile, experts_by)  # (L, E)
@@ -561,7 +567,7 @@ def check_spec(parent: "Parent", spec: DestinationSpec, depth: str | Sequence[in
     layers = list(spec.layers) if isinstance(spec.layers, (list, tuple)) else None
     if isinstance(depth, str) and layers is None:
         layers = select_layers(parent.dims.layers, dims.layers, "first" if depth == "metric" else depth)
-    problem = parent.family.check_layer_sources(parent.model, layers) if dims.experts else None
+    problem = _moe(parent).check_layer_sources(parent.model, layers) if dims.experts else None
     if problem:
         raise SpecError(problem)
     return dims

@@ -85,7 +85,7 @@ def _expert_gate_up_interleaved(plan: "SubclonePlan", layer: int) -> list[list[i
 
 
 # Block axes take the destination layer; "keep" and "residual" are the same everywhere.
-BLOCK_AXES: dict[str, Callable[["SubclonePlan", int], list[int]]] = {
+BLOCK_AXES: dict[str, Callable[["SubclonePlan", int], list[int] | list[list[int]]]] = {
     "ffn": lambda plan, layer: plan.ffn[layer],
     "gate_up": _gate_up,
     "q_heads": lambda plan, layer: _channels(plan.heads[layer], plan.parent_dims["head_dim"]),

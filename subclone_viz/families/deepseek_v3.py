@@ -32,6 +32,7 @@ Example::
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Any
 
 from torch import nn
 
@@ -76,22 +77,22 @@ class DeepseekV3Family(MoEFamily):
     buffer_rules = (ParamRule(_BLOCK + r"mlp\.gate\.e_score_correction_bias", ("experts",)),)
 
     def shared_width(self, model: nn.Module) -> int:
-        return model.config.moe_intermediate_size * model.config.n_shared_experts
+        return _config(model).moe_intermediate_size * _config(model).n_shared_experts
 
     def tied_shared_width(self, model: nn.Module, dims: Dims) -> int | None:
-        return dims.expert_ffn * model.config.n_shared_experts
+        return dims.expert_ffn * _config(model).n_shared_experts
 
     def extra_dims(self, model: nn.Module) -> dict[str, int]:
-        c = model.config
+        c = _config(model)
         # The per-head attention output (o_proj's input) is v_head_dim wide; config.head_dim is the rope width.
         return dict(head_dim=c.v_head_dim, mla_q_dim=c.qk_nope_head_dim + c.qk_rope_head_dim,
                     mla_kv_dim=c.qk_nope_head_dim + c.v_head_dim)
 
     def expert_groups(self, model: nn.Module) -> int:
-        return model.config.n_group or 1
+        return _config(model).n_group or 1
 
     def check_experts(self, parent: Dims, dims: Dims, model: nn.Module) -> str | None:
-        groups, topk_group = self.expert_groups(model), model.config.topk_group or 1
+        groups, topk_group = self.expert_groups(model), _config(model).topk_group or 1
         if dims.experts % groups or dims.experts // groups < 2:
             valid = list(range(2 * groups, parent.experts + 1, groups))
             return (f"experts={dims.experts} cannot be routed by DeepSeek-V3's {groups} expert groups: keep a multiple "
@@ -103,7 +104,7 @@ class DeepseekV3Family(MoEFamily):
         return None
 
     def check_layer_sources(self, model: nn.Module, layer_sources: list[int]) -> str | None:
-        dense = set(range(model.config.num_hidden_layers)) - set(moe_block_indices(self, model))
+        dense = set(range(_config(model).num_hidden_layers)) - set(moe_block_indices(self, model))
         positions = dense_layers_for(layer_sources, dense)
         if positions != list(range(len(positions))):
             return (f"blocks {layer_sources} put DeepSeek-V3's dense blocks {sorted(dense)} at positions {positions}: "
@@ -111,9 +112,9 @@ class DeepseekV3Family(MoEFamily):
         return None
 
     def layer_changes(self, model: nn.Module, dims: Dims, layer_sources: list[int]) -> dict:
-        dense = set(range(model.config.num_hidden_layers)) - set(moe_block_indices(self, model))
-        return {"head_dim": model.config.head_dim, "first_k_dense_replace": len(dense_layers_for(layer_sources, dense)),
-                "n_shared_experts": model.config.n_shared_experts}
+        dense = set(range(_config(model).num_hidden_layers)) - set(moe_block_indices(self, model))
+        return {"head_dim": _config(model).head_dim, "first_k_dense_replace": len(dense_layers_for(layer_sources, dense)),
+                "n_shared_experts": _config(model).n_shared_experts}
 
     @classmethod
     def tiny_models(cls) -> dict[str, Callable[[], nn.Module]]:
@@ -125,3 +126,8 @@ class DeepseekV3Family(MoEFamily):
             max_position_embeddings=64, intermediate_size=40, moe_intermediate_size=8, n_routed_experts=8, n_group=2,
             topk_group=1, num_experts_per_tok=2, first_k_dense_replace=1, n_shared_experts=1, q_lora_rank=16,
             kv_lora_rank=12, qk_rope_head_dim=4, qk_nope_head_dim=6, v_head_dim=8, pad_token_id=0))}
+
+
+def _config(model: nn.Module) -> Any:
+    """The model's config (typed loosely: transformers configs are dynamic)."""
+    return model.config

@@ -18,6 +18,7 @@ Example::
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Any
 
 import torch
 from torch import nn
@@ -55,7 +56,7 @@ class GptOssFamily(MoEFamily):
         ParamRule(_BLOCK + r"mlp\.experts\.down_proj_bias", ("experts", "residual")),
     )
 
-    def expert_forward(self, experts: nn.Module, expert: int, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def expert_forward(self, experts: Any, expert: int, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         gate_up = x @ experts.gate_up_proj[expert] + experts.gate_up_proj_bias[expert]  # (n, 2F) interleaved
         activation = experts._apply_gate(gate_up)  # (n, F)
         return activation, activation @ experts.down_proj[expert] + experts.down_proj_bias[expert]

@@ -20,6 +20,7 @@ Example::
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Any
 
 from torch import nn
 
@@ -46,7 +47,7 @@ MOE_LLAMA_RULES = LLAMA_RULES + expert_rules() + (
 )
 
 # The small attention of every MoE family's tiny models: grouped-query, 4 blocks, hidden 32.
-TINY_ATTENTION = dict(hidden_size=32, num_hidden_layers=4, num_attention_heads=4, num_key_value_heads=2,
+TINY_ATTENTION: dict[str, Any] = dict(hidden_size=32, num_hidden_layers=4, num_attention_heads=4, num_key_value_heads=2,
                       vocab_size=TINY_VOCAB, max_position_embeddings=64)
 
 

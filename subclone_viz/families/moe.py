@@ -31,7 +31,7 @@ Example::
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Any, Literal
 
 import torch
 from torch import nn
@@ -135,7 +135,7 @@ class MoEFamily(CausalLMFamily):
             return scores / scores.sum(-1, keepdim=True)
         return logits.softmax(-1)
 
-    def expert_forward(self, experts: nn.Module, expert: int, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def expert_forward(self, experts: Any, expert: int, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Expert ``expert`` on token states x (n, d): its hidden activation (n, F) and its output f(x) (n, d),
         before the router weight. The [gate | up] layout of Mixtral, Qwen, OLMoE and DeepSeek."""
         gate, up = nn.functional.linear(x, experts.gate_up_proj[expert]).chunk(2, dim=-1)

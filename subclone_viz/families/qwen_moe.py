@@ -75,4 +75,4 @@ class QwenMoEFamily(MoEFamily):
 
 
 def dims_layers(model: nn.Module) -> int:
-    return model.config.num_hidden_layers
+    return int(model.get_submodule("").config.num_hidden_layers)
