@@ -48,7 +48,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, cast
+from typing import TYPE_CHECKING, Any, cast
 
 import numpy as np
 import torch
@@ -155,13 +155,14 @@ class ExpertSums:
             if parts is None:
                 continue
             router, experts, shared = parts
+            shared_down: Any = shared.down_proj if shared is not None else None
             handles.append(router.register_forward_hook(
                 lambda m, a, out, layer=layer: self.on_router(layer, out[0] if isinstance(out, tuple) else out)))
             handles.append(experts.register_forward_pre_hook(
                 lambda m, args, kwargs, layer=layer: self.on_experts(layer, m, *_experts_args(args, kwargs)),
                 with_kwargs=True))
-            if shared is not None:
-                handles.append(shared.down_proj.register_forward_pre_hook(
+            if shared_down is not None:
+                handles.append(shared_down.register_forward_pre_hook(
                     lambda m, args, layer=layer: self.on_shared(layer, args[0])))
         try:
             yield

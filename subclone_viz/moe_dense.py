@@ -28,7 +28,7 @@ Example::
 from __future__ import annotations
 
 import dataclasses
-from typing import TYPE_CHECKING, cast
+from typing import TYPE_CHECKING, Any, cast
 
 import numpy as np
 import torch
@@ -74,20 +74,22 @@ def moe_to_dense(parent: "Parent", profile: "Profile", spec: "DestinationSpec", 
     dense = dense.to(parent.dtype).eval()
     if hasattr(dense, "tie_weights"):
         dense.tie_weights()
-    source = dict(sparse.named_parameters())
+    source: dict[str, torch.Tensor] = dict(sparse.named_parameters())
     for name, param in dense.named_parameters():
         info = family.param_info(name)
         value = source[name]
-        if "experts" in info.rule.axes:
-            weights = mean_gate[p.layers[info.block], p.experts[info.block]]  # (k,) for the kept experts
+        if "experts" in info.rule.axes and info.block is not None:
+            kept = p.experts[info.block]
+            weights = mean_gate[p.layers[info.block]][kept]  # (k,) for the kept experts
             value = _fold(name, value, info.rule.axes, weights, family.router)
         param.copy_(value)
     buffers = dict(sparse.named_buffers())
     for name, _ in list(dense.named_buffers()):  # rotary frequencies: the same in both
         owner, _, attr = name.rpartition(".")
         setattr(dense.get_submodule(owner) if owner else dense, attr, buffers[name].clone())
-    dense.subclone_info = {**sparse.subclone_info, "moe_to_dense": {"experts": p.experts, "mean_gate": [
-        [float(g) for g in mean_gate[b, kept]] for b, kept in zip(p.layers, p.experts)]}}
+    info_before: dict[str, Any] = sparse.subclone_info
+    dense.subclone_info = {**info_before, "moe_to_dense": {"experts": p.experts, "mean_gate": [
+        [float(g) for g in mean_gate[b][kept]] for b, kept in zip(p.layers, p.experts)]}}
     dense.subclone_processor = parent.processor
     return dense
 

@@ -22,6 +22,7 @@ Example::
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Any
 
 from torch import nn
 
@@ -69,10 +70,11 @@ class QwenMoEFamily(MoEFamily):
                 **TINY_ATTENTION, intermediate_size=40, moe_intermediate_size=16, shared_expert_intermediate_size=24,
                 num_experts=6, num_experts_per_tok=2, mlp_only_layers=[1])),
             "qwen3_moe": lambda: tf.Qwen3MoeForCausalLM(tf.Qwen3MoeConfig(
-                **TINY_ATTENTION, head_dim=8, intermediate_size=40, moe_intermediate_size=16, num_experts=6,
+                **{**TINY_ATTENTION, "head_dim": 8}, intermediate_size=40, moe_intermediate_size=16, num_experts=6,
                 num_experts_per_tok=2, norm_topk_prob=True)),
         }
 
 
 def dims_layers(model: nn.Module) -> int:
-    return int(model.get_submodule("").config.num_hidden_layers)
+    config: Any = model.config
+    return int(config.num_hidden_layers)

@@ -275,3 +275,13 @@ def test_importance_explorer_and_studio_show_experts():
     assert list(studio.experts.options) == list(range(1, 7))
     studio.experts.value = 3
     assert studio.spec().experts == 3 and studio.plan.destination_dims.experts == 3
+
+
+def test_report_has_an_experts_section(tmp_path):
+    from subclone_viz.report import build_report
+
+    parent = sv.load_parent(tiny_model("mixtral"), device="cpu")
+    prof = sv.profile(parent, tiny_batches("mixtral"), progress=False)
+    p = sv.plan(parent, prof, sv.DestinationSpec(layers=3, hidden=32, experts=3))
+    page = build_report(parent, prof, plan=p, out=tmp_path / "report.html").read_text()
+    assert 'id="experts"' in page and f"block {p.layers[-1]}: {p.experts[-1]}" in page
