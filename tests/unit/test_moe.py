@@ -29,11 +29,15 @@ def brute_force_experts(parent, batches):
     family = parent.family
     parts = [family.moe_parts(block) for block in family.blocks(parent.model)]
     seen = {i: [] for i, p in enumerate(parts) if p is not None}
+    shared = {}
     handles = []
     for i in seen:
         router, experts, _ = parts[i]
         handles.append(experts.register_forward_hook(
             lambda m, a, out, i=i: seen[i].append((a[0].detach().clone(), out.detach().clone()))))
+        if parts[i][2] is not None:  # the shared expert's activation, every token
+            handles.append(parts[i][2].down_proj.register_forward_pre_hook(
+                lambda m, a, i=i: shared.setdefault(i, []).append(a[0].detach().clone())))
     masks = []
     with torch.no_grad():
         for batch in batches:
@@ -67,6 +71,11 @@ def brute_force_experts(parent, batches):
                     stats["expert_reap"][i, e] += float((g.double()[counted] * norm).sum())
                     stats["expert_ffn_abs"][i, e] += activation.double().abs()[counted].sum(0).numpy()
                 torch.testing.assert_close(recomputed, returned, atol=1e-5, rtol=1e-4)
+    if d.shared_ffn:
+        stats["shared_ffn_abs"] = np.zeros((d.layers, d.shared_ffn))
+        for i, calls in shared.items():
+            for activation, mask in zip(calls, masks):
+                stats["shared_ffn_abs"][i] += activation.reshape(-1, d.shared_ffn).double().abs()[mask].sum(0).numpy()
     return stats
 
 
