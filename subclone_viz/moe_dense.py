@@ -87,7 +87,7 @@ def moe_to_dense(parent: "Parent", profile: "Profile", spec: "DestinationSpec", 
     for name, _ in list(dense.named_buffers()):  # rotary frequencies: the same in both
         owner, _, attr = name.rpartition(".")
         setattr(dense.get_submodule(owner) if owner else dense, attr, buffers[name].clone())
-    info_before: dict[str, Any] = sparse.subclone_info
+    info_before = cast("dict[str, Any]", sparse.subclone_info)
     dense.subclone_info = {**info_before, "moe_to_dense": {"experts": p.experts, "mean_gate": [
         [float(g) for g in mean_gate[b][kept]] for b, kept in zip(p.layers, p.experts)]}}
     dense.subclone_processor = parent.processor

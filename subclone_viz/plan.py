@@ -479,7 +479,8 @@ def _moe(parent: "Parent") -> MoEFamily:
 def _check_family_spec(parent: "Parent", spec: DestinationSpec, dims: Dims) -> Dims:
     """What the family adds to a resolved spec: one width for FFN and experts where the config stores one,
     MLA ranks kept whole, expert counts its router can route (DeepSeek-V3's groups)."""
-    family, parent_dims, config = parent.family, parent.dims, getattr(parent.model, "config", None)
+    family, parent_dims = parent.family, parent.dims
+    config: Any = getattr(parent.model, "config", None)
     for key in ("q_lora_rank", "kv_lora_rank"):
         value, kept = getattr(spec, key), getattr(config, key, None)
         if value is not None and value != kept:
@@ -517,12 +518,13 @@ def _plan_experts(parent: "Parent", profile: "Profile | None", dims: Dims, layer
     parent_dims = parent.dims
     groups = _moe(parent).expert_groups(parent.model)
     if width == "importance":
+        profile = cast("Profile", profile)  # checked by _check_strategies: importance needs a profile
         try:
             scores = expert_scores(profile, experts_by)  # (L, E)
         except ValueError as error:
             raise SpecError(str(error)) from error
         neurons = expert_neuron_importance(profile)  # (L, E, F)
-        shared = shared_neuron_importance(profile) if dims.shared_ffn else None
+        shared = shared_neuron_importance(profile) if dims.shared_ffn else np.zeros((parent_dims.layers, 0))
         experts = [select_experts(scores[b], dims.experts, groups) for b in layers]
         expert_ffn = [[np.argsort(-neurons[b, e], kind="stable")[: dims.expert_ffn] for e in kept]
                       for b, kept in zip(layers, experts)]
@@ -536,8 +538,8 @@ def _plan_experts(parent: "Parent", profile: "Profile | None", dims: Dims, layer
         shared_ffn = [pick(parent_dims.shared_ffn, dims.shared_ffn) for _ in layers] if dims.shared_ffn else []
     return dict(
         experts=[_ints(e) for e in experts],
-        expert_ffn=[[_ints(n) for n in layer] for layer in expert_ffn],
-        shared_ffn=[_ints(n) for n in shared_ffn],
+        expert_ffn=[[[int(i) for i in n] for n in layer] for layer in expert_ffn],
+        shared_ffn=[[int(i) for i in n] for n in shared_ffn],
         experts_by=experts_by if width == "importance" else None,
     )
 
@@ -589,7 +591,7 @@ def check_spec(parent: "Parent", spec: DestinationSpec, depth: str | Sequence[in
     layers = list(spec.layers) if isinstance(spec.layers, (list, tuple)) else None
     if isinstance(depth, str) and layers is None:
         layers = select_layers(parent.dims.layers, dims.layers, "first" if depth == "metric" else depth)
-    problem = _moe(parent).check_layer_sources(parent.model, layers) if dims.experts else None
+    problem = _moe(parent).check_layer_sources(parent.model, layers or []) if dims.experts else None
     if problem:
         raise SpecError(problem)
     return dims
