@@ -187,6 +187,10 @@ class DestinationSpec:
                     f"hidden={hidden} is not a multiple of the head size {parent.head_dim}: choose one of {_choices(valid)}"
                 )
             heads = hidden // parent.head_dim
+            if heads % ratio:  # grouped-query attention with heads that follow the width (OLMoE): whole groups
+                whole = [h * parent.head_dim for h in range(ratio, parent.heads + 1, ratio)]
+                raise SpecError(f"hidden={hidden} gives {heads} heads, not a multiple of the parent's {ratio} queries per "
+                                f"KV head: choose one of {_choices(whole)}")
             if self.heads is not None and self.heads != heads:
                 raise SpecError(
                     f"heads={self.heads} disagrees with hidden={hidden}: in this family heads = hidden / head size "

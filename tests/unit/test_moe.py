@@ -161,13 +161,14 @@ def test_width_depth_and_experts_cut_saves_reloads_and_trains(name, tmp_path):
         ("deepseek_v3", dict(q_lora_rank=8), "q_lora_rank=8 cuts an MLA rank"),
         ("deepseek_v3", dict(kv_lora_rank=6), "kv_lora_rank=6 cuts an MLA rank"),
         ("deepseek_v3", dict(layers=[1, 0, 3]), "only allows them first"),
+        ("olmoe", dict(hidden=24), "hidden=24 gives 3 heads, not a multiple of the parent's 2 queries per KV head"),
         ("llama", dict(experts=2), "this parent is dense"),
         ("llama", dict(q_lora_rank=4), "no multi-head latent attention"),
     ],
 )
 def test_bad_expert_specs_are_refused_before_any_work(name, spec, message):
     parent = sv.load_parent(tiny_model(name), device="cpu")
-    spec = {"layers": 3, "hidden": parent.dims.hidden, **spec}
+    spec = {"layers": 3, "hidden": parent.dims.hidden, **spec}  # hidden may be overridden
     with pytest.raises(SpecError, match=re_escape(message)):
         sv.plan(parent, None, sv.DestinationSpec(**spec), width="first")
 
