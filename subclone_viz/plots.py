@@ -22,6 +22,8 @@ without pyplot so nothing global changes). No model runs here.
   :func:`similarity_heatmap`, :func:`similarity_by_layer`: where a destination's hidden states part from the
   parent's; :func:`token_loss_html`: text coloured by per-token loss difference; :func:`image_predictions`:
   predicted class and confidence of each model on a few images.
+* :func:`expert_load_heatmap`, :func:`expert_neuron_curves`: a mixture of experts' routing load per layer and
+  expert, and each expert's neuron importance.
 
 Heat maps put residual layer 0 (the embedding output) or block 0 at the bottom, so depth grows upward.
 
@@ -53,6 +55,7 @@ from matplotlib.patches import Rectangle
 from matplotlib.ticker import AutoLocator, FuncFormatter, LogLocator, MaxNLocator, NullFormatter
 from plotly.subplots import make_subplots
 
+from .experts import expert_load, expert_neuron_importance, router_entropy
 from .profile import BLOCK_METRIC_LABELS, BLOCK_METRICS, Profile
 from .sizing import COSTS, QUANTITIES, SizeGrid
 
@@ -1176,4 +1179,39 @@ def image_predictions(lenses: "Mapping[str, LogitLens]", images: np.ndarray, cou
     _style_plotly(fig, "Predicted class and confidence", 200 + 20 * len(lenses))
     fig.update_layout(margin=dict(t=70 + 18 * len(lenses)))
     fig.update_annotations(font=dict(size=11))
+def expert_load_heatmap(profile: Profile, backend: str = "plotly") -> Figure:
+    """A mixture of experts' routing: the share of each layer's routed tokens that each expert took, layers x
+    experts (dense layers are rows of zeros). Uniform routing is 1 / experts everywhere."""
+    _check_backend(backend)
+    if "expert_tokens" not in profile.stats:
+        raise ValueError("this profile holds no expert statistics: it is not the profile of a mixture of experts")
+    load = expert_load(profile)  # (L, E)
+    entropy = np.repeat(router_entropy(profile)[:, None], load.shape[1], axis=1)
+    return _heatmap(load, "Expert load (share of routed tokens)", "expert", "block", "load share", backend,
+                    customdata=entropy,
+                    hovertemplate="block %{y}, expert %{x}: %{z:.3f} (router entropy %{customdata:.2f} nats)"
+                                  "<extra></extra>")
+
+
+def expert_neuron_curves(profile: Profile, layer: int, backend: str = "plotly") -> Figure:
+    """One block's experts: each expert's FFN neuron importance (mean |activation| on its routed tokens),
+    sorted, one line per expert."""
+    _check_backend(backend)
+    importance = expert_neuron_importance(profile)  # (L, E, F)
+    if not 0 <= layer < importance.shape[0]:
+        raise ValueError(f"layer={layer} is out of range: the parent has blocks 0 to {importance.shape[0] - 1}")
+    ranked = -np.sort(-importance[layer], axis=1)  # (E, F)
+    title, xlabel, ylabel = f"Expert neuron importance in block {layer}", "neuron, most important first", \
+        "mean |activation| on routed tokens"
+    ranks = np.arange(ranked.shape[1])
+    if backend == "plotly":
+        fig = _plotly_figure(title, xlabel, ylabel)
+        for e, curve in enumerate(ranked):
+            fig.add_trace(go.Scatter(x=ranks, y=curve, mode="lines", name=f"expert {e}",
+                                     line=dict(color=SERIES_COLORS[e % len(SERIES_COLORS)], width=1.5)))
+        return fig
+    fig, ax = _matplotlib_figure(title, xlabel, ylabel)
+    for e, curve in enumerate(ranked):
+        ax.plot(ranks, curve, color=SERIES_COLORS[e % len(SERIES_COLORS)], lw=1.5, label=f"expert {e}")
+    ax.legend(frameon=False, fontsize=8, ncol=2)
     return fig

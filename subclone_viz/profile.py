@@ -40,6 +40,7 @@ Example::
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import itertools
 import json
@@ -69,6 +70,7 @@ from .capture import (
     tokens_per_sequence,
 )
 from .errors import UserError
+from .experts import ExpertSums, is_moe
 from .importance import ESTIMATORS, sums_collected_for
 from .parent import parent_fingerprint, same_parent
 from .records import Record, register_record
@@ -673,6 +675,7 @@ def profile(
     sums = _Collectors(parent)
     acc = sums.acc
     head, head_watchers = _head_to_skip(parent, sums)
+    experts = ExpertSums(parent, acc) if is_moe(parent) else None  # routers and fused experts (experts.py)
     sharded = _ShardedSums(int(shards))
     dealer = _Dealer(parent, batches, max_tokens)
     own = 0  # counted tokens this process profiled
@@ -680,7 +683,8 @@ def profile(
     try:
         with capture_blocks(parent.family, model, on_block=sums.on_block, on_ffn=sums.on_ffn,
                             on_attention=sums.on_attention), \
-                capture_modules(sums.modules, sums.on_module, inputs_only=head_watchers):
+                capture_modules(sums.modules, sums.on_module, inputs_only=head_watchers), \
+                (experts.capture() if experts is not None else contextlib.nullcontext()):
             bar = tqdm(total=max_tokens, unit="tok", desc="profile", disable=not distributed.show_progress(progress),
                        leave=False)
             for index, batch, mine in dealer:
@@ -689,7 +693,8 @@ def profile(
                     # No statistic reads the output layer's result: stop as it is called (a big LM head).
                     forward_before(lambda: parent.family.logits(model, to_device(batch, parent.input_device)), head)
                     counted = acc.batch_tokens
-                    sharded.add(sums.take_sums(), counted, index)
+                    sharded.add({**sums.take_sums(), **(experts.take_sums() if experts is not None else {})}, counted,
+                                index)
                     own += counted
                 else:
                     counted = dealer.tokens_elsewhere(batch)

@@ -498,8 +498,24 @@ class ImportanceExplorer(_App):
                      w.VBox([w.HBox([self.kind, self.k]), self.consistency_figure])),
                 _heading("Off the residual stream: FFN neurons and heads, ranked per block"),
                 _row(w.VBox([self.ffn_layer, self.ffn_figure]), self.head_figure),
+                *self._expert_section(profile),
             ]
         )
+
+    def _expert_section(self, profile: Profile) -> list[w.Widget]:
+        """A mixture of experts' routing: the layer x expert load, and one block's experts' neuron curves."""
+        if "expert_tokens" not in profile.stats:
+            return []
+        moe_blocks = [b for b, tokens in enumerate(profile.stats["router_tokens"]) if tokens > 0]
+        self.expert_layer = w.SelectionSlider(options=moe_blocks, value=moe_blocks[0], description="block",
+                                              continuous_update=False, style=_LABEL_STYLE)
+        self.expert_load_figure = _figure(plots.expert_load_heatmap(profile), HALF_WIDTH)
+        self.expert_neuron_figure = _figure(plots.expert_neuron_curves(profile, moe_blocks[0]), HALF_WIDTH)
+        self.expert_layer.observe(lambda change: _refresh(
+            self.expert_neuron_figure, plots.expert_neuron_curves(self.profile, self.expert_layer.value)),
+            names="value")
+        return [_heading("Experts: routing load per block, and each expert's neurons on its routed tokens"),
+                _row(self.expert_load_figure, w.VBox([self.expert_layer, self.expert_neuron_figure]))]
 
     def _show_channels(self, change: Any = None) -> None:
         log = self.log.value
@@ -604,6 +620,11 @@ class SubcloneStudio(_App):
         self.heads = w.SelectionSlider(options=choices["heads"], value=choices["heads"][-1], description="heads",
                                        continuous_update=False, style=_LABEL_STYLE, layout=wide,
                                        disabled=parent.family.heads_follow_hidden)
+        # Mixtures of experts: routed experts kept per layer (hidden for dense parents).
+        experts = choices.get("experts", [0])
+        self.experts = w.SelectionSlider(options=experts, value=experts[-1], description="experts",
+                                         continuous_update=False, style=_LABEL_STYLE, layout=wide if
+                                         parent.dims.experts else w.Layout(display="none"))
         self.width = w.Dropdown(options=WIDTH_STRATEGIES, value=PlanStrategy().width, description="width strategy",
                                 style=_LABEL_STYLE)
         self.scaling = w.Dropdown(options=SCALINGS, value=PlanStrategy().scaling, description="scaling", style=_LABEL_STYLE)
@@ -640,8 +661,8 @@ class SubcloneStudio(_App):
         self.summary = w.HTML()
 
         self.hidden.observe(self._guard(self._follow_hidden, self.plan_summary), names="value")
-        for control in (self.layers, self.depth, self.hidden, self.ffn, self.heads, self.width, self.scaling,
-                        self.importance):
+        for control in (self.layers, self.depth, self.hidden, self.ffn, self.heads, self.experts, self.width,
+                        self.scaling, self.importance):
             control.observe(self._guard(self._replan, self.plan_summary, self._forget_plan), names="value")
         self.subclone_button.on_click(self._subclone_clicked)
         self.train_button.on_click(self._guard(lambda _: self.train(), self.train_status))
@@ -650,8 +671,8 @@ class SubcloneStudio(_App):
         self._replan()
 
         controls = w.VBox(
-            [self.layers, self.depth, self.hidden, self.ffn, self.heads, self.width, self.importance, self.scaling,
-             self.plan_summary],
+            [self.layers, self.depth, self.hidden, self.ffn, self.heads, self.experts, self.width, self.importance,
+             self.scaling, self.plan_summary],
             layout=w.Layout(width="430px"),
         )
         self.subclone_listeners: list[Any] = []  # called with each SubcloneResult (the explorer's lens panel)
@@ -683,7 +704,9 @@ class SubcloneStudio(_App):
     def spec(self) -> DestinationSpec:
         """The destination the controls describe."""
         heads = None if self.parent.family.heads_follow_hidden else self.heads.value
-        return DestinationSpec(layers=self.layers.value, hidden=self.hidden.value, ffn=self.ffn.value, heads=heads)
+        experts = self.experts.value if self.parent.dims.experts else None
+        return DestinationSpec(layers=self.layers.value, hidden=self.hidden.value, ffn=self.ffn.value, heads=heads,
+                               experts=experts)
 
     def show_spec(self, spec: DestinationSpec, depth: str | None = None, width: str | None = None,
                   scaling: str | None = None) -> None:
