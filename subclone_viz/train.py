@@ -70,7 +70,7 @@ from .families import Family, family_of
 
 __all__ = ["EvalRecord", "History", "StepRecord", "TrainSettings", "distillation_loss", "train"]
 
-SCHEDULES = ("cosine", "linear", "constant")
+SCHEDULES = ("cosine", "linear", "constant", "wsd")
 MIXED_PRECISIONS = ("auto", "no", "bf16", "fp16")
 DEFAULT_WARMUP_FRACTION = 0.05
 DEFAULT_EVALUATIONS = 10
@@ -79,7 +79,7 @@ _TRAINER_STATE = "trainer_state.json"
 _HISTORY_FILE = "history.json"
 # Settings a resumed run must share with the checkpoint it continues, or its history would not be one run.
 # The process count too: the batch stream a resumed run picks up depends on it.
-_RESUME_KEYS = ("steps", "lr", "weight_decay", "warmup", "schedule", "seed", "max_grad_norm", "eval_every",
+_RESUME_KEYS = ("steps", "lr", "weight_decay", "warmup", "schedule", "final_lr_ratio", "decay_fraction", "seed", "max_grad_norm", "eval_every",
                 "distill_alpha", "distill_temperature", "teacher", "num_processes")
 
 
@@ -95,7 +95,9 @@ class TrainSettings:
     lr: float | None = None  # peak learning rate of AdamW
     weight_decay: float | None = None  # AdamW weight decay, applied to weight matrices only
     warmup: int | None = None  # linear warmup steps (None: 5% of ``steps``)
-    schedule: str = "cosine"  # after warmup: "cosine", "linear" (both towards 0) or "constant"
+    schedule: str = "cosine"  # after warmup: "cosine", "linear", "constant" or "wsd" (warmup-stable-decay)
+    final_lr_ratio: float = 0.0  # cosine, linear and wsd decay towards lr * this (0.1: the usual LM recipe)
+    decay_fraction: float = 0.2  # wsd: the share of the steps after warmup spent in the final linear decay
     eval_every: int | None = None  # steps between evaluations (None: steps // 10); also one before and one at the end
     seed: int = 0  # seeds Python, NumPy and torch (random init, dropout): equal seeds give equal histories
     mixed_precision: str = "auto"  # "auto" (bf16 on a GPU that supports it, else fp32), "no", "bf16", "fp16"
@@ -113,6 +115,10 @@ class TrainSettings:
             raise ValueError(f"weight_decay={self.weight_decay!r} must be >= 0")
         if self.schedule not in SCHEDULES:
             raise ValueError(f"schedule={self.schedule!r} is not a schedule; choose one of {', '.join(SCHEDULES)}")
+        if not 0.0 <= self.final_lr_ratio <= 1.0:
+            raise ValueError(f"final_lr_ratio={self.final_lr_ratio!r} must be between 0 and 1 (a fraction of lr)")
+        if not 0.0 < self.decay_fraction <= 1.0:
+            raise ValueError(f"decay_fraction={self.decay_fraction!r} must be in (0, 1] (a share of the steps)")
         if self.warmup is not None and not 0 <= self.warmup <= self.steps:
             raise ValueError(f"warmup={self.warmup!r} must be between 0 and steps={self.steps}")
         if self.eval_every is not None and self.eval_every < 1:
@@ -145,6 +151,13 @@ class TrainSettings:
     @property
     def resolved_eval_every(self) -> int:
         return max(1, self.steps // DEFAULT_EVALUATIONS) if self.eval_every is None else self.eval_every
+
+    def learning_rates(self) -> list[float]:
+        """The learning rate of every optimizer step of the run, in order (what a loss forecast reads)."""
+        if self.lr is None:
+            raise ValueError("lr is not set: the schedule needs a peak learning rate")
+        return [self.lr * _lr_factor(i, self.resolved_warmup, self.steps, self.schedule, self.final_lr_ratio,
+                                     self.decay_fraction) for i in range(self.steps)]
 
 
 class StopSignal(Protocol):
@@ -196,6 +209,13 @@ class History:
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
+
+    def curve(self, parameters: int | None = None):
+        """The run's held-out losses and its whole schedule as a :class:`~subclone_viz.forecast.LearningCurve`
+        (``parameters``: the model's, for horizons in FLOPs)."""
+        from .forecast import LearningCurve
+
+        return LearningCurve.from_history(self, parameters=parameters)
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> "History":
@@ -250,21 +270,27 @@ class History:
 # Training
 
 
-def _lr_factor(step: int, warmup: int, total: int, schedule: str) -> float:
+def _lr_factor(step: int, warmup: int, total: int, schedule: str, final: float = 0.0, decay: float = 0.2) -> float:
     """Learning-rate multiplier for the optimizer step with index ``step`` (0-based).
 
     Warmup ramps linearly over ``warmup`` steps, its first step already above 0, reaching 1 at step
-    ``warmup``; then cosine or linear decay towards 0, never reaching it on the last step (a zero learning
-    rate would waste that step).
+    ``warmup``; then cosine or linear decay towards ``final``, never reaching it on the last step (a zero
+    learning rate would waste that step). ``"wsd"`` holds 1 until the last ``decay`` share of the steps after
+    warmup, then decays linearly towards ``final``.
     """
     if step < warmup:
         return (step + 1) / (warmup + 1)
     if schedule == "constant":
         return 1.0
+    if schedule == "wsd":
+        stable_end = total - max(1, round(decay * (total - warmup)))
+        if step < stable_end:
+            return 1.0
+        return final + (1.0 - final) * (1.0 - (step - stable_end) / max(total - stable_end, 1))
     progress = (step - warmup) / max(total - warmup, 1)
     if schedule == "linear":
-        return 1.0 - progress
-    return 0.5 * (1.0 + math.cos(math.pi * progress))
+        return final + (1.0 - final) * (1.0 - progress)
+    return final + (1.0 - final) * 0.5 * (1.0 + math.cos(math.pi * progress))
 
 
 def _param_groups(model: nn.Module, weight_decay: float) -> list[dict[str, Any]]:
@@ -537,7 +563,8 @@ def train(
                              f"move it there first (teacher.to({str(accelerator.device)!r}))")
     optimizer = torch.optim.AdamW(_param_groups(model, settings.weight_decay), lr=settings.lr)
     scheduler = torch.optim.lr_scheduler.LambdaLR(
-        optimizer, partial(_lr_factor, warmup=warmup, total=steps, schedule=settings.schedule)
+        optimizer, partial(_lr_factor, warmup=warmup, total=steps, schedule=settings.schedule,
+                           final=settings.final_lr_ratio, decay=settings.decay_fraction)
     )
     model.train()
     prepared, optimizer, scheduler = accelerator.prepare(model, optimizer, scheduler)
