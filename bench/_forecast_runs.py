@@ -17,7 +17,7 @@ import torch
 import subclone_viz as sv
 from subclone_viz.compare import INITS
 
-SIZES = ((4, 192), (6, 256), (8, 288), (12, 320), (16, 384))
+SIZES = ((4, 192), (6, 240), (8, 288), (12, 336), (16, 384))  # hidden: a multiple of 3 heads
 LRS = {"random": 3e-3, "subclone": 1e-3}  # each init's best of the speedup study's sweep
 WEIGHT_DECAY = {"random": 0.1, "subclone": 0.001}  # the paper's Table 1
 

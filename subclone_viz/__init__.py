@@ -34,6 +34,7 @@ from .sizing import SizeGrid, default_grid_axes, size_grid  # noqa: E402
 from .trace import TokenTrace, token_trace  # noqa: E402
 from .stability import Stability, stability  # noqa: E402
 from .study import SpeedupStudy, speedup_study  # noqa: E402
+from .forecast import Forecast, ForecastPrior, LearningCurve, forecast  # noqa: E402
 from .workflow import default_destination, parent_batches, quick_mode, random_init  # noqa: E402
 
 __all__ = [
@@ -87,4 +88,8 @@ __all__ = [
     "parent_batches",
     "quick_mode",
     "random_init",
+    "Forecast",
+    "ForecastPrior",
+    "LearningCurve",
+    "forecast",
 ]

@@ -520,17 +520,23 @@ def _horizon(curve: LearningCurve, steps: int | None, tokens: float | None, flop
     return int(steps)
 
 
-def _fit_early(s1: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """For every alpha of the grid: the least-squares (L0, A >= 0) of y = L0 + A * s1^-alpha, and the SSE.
-    Returns (L0s, As, SSEs), each (G,)."""
-    x = s1[None, :] ** -_ALPHAS[:, None]  # (G, n)
-    x_mean, y_mean = x.mean(axis=1), y.mean()
-    centred = x - x_mean[:, None]
-    slope = (centred @ (y - y_mean)) / np.maximum((centred**2).sum(axis=1), 1e-300)  # (G,)
-    slope = np.maximum(slope, 0.0)
-    intercept = y_mean - slope * x_mean
-    sse = ((intercept[:, None] + slope[:, None] * x - y[None, :]) ** 2).sum(axis=1)
-    return intercept, slope, sse
+def _fit_early(s1: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """For every alpha of the grid, refined around the best: the least-squares (L0, A >= 0) of
+    y = L0 + A * s1^-alpha, and the SSE. Returns (alphas, L0s, As, SSEs), each (G,)."""
+    alphas = _ALPHAS
+    for _ in range(2):  # the coarse grid, then a fine one around its best
+        x = s1[None, :] ** -alphas[:, None]  # (G, n)
+        x_mean, y_mean = x.mean(axis=1), y.mean()
+        centred = x - x_mean[:, None]
+        slope = np.maximum((centred @ (y - y_mean)) / np.maximum((centred**2).sum(axis=1), 1e-300), 0.0)  # (G,)
+        intercept = y_mean - slope * x_mean
+        sse = ((intercept[:, None] + slope[:, None] * x - y[None, :]) ** 2).sum(axis=1)
+        if alphas is not _ALPHAS:
+            break
+        best = int(np.argmin(sse))
+        fine = np.linspace(_ALPHAS[max(best - 1, 0)], _ALPHAS[min(best + 1, len(_ALPHAS) - 1)], 81)
+        alphas = np.sort(np.concatenate([_ALPHAS, fine]))
+    return alphas, intercept, slope, sse
 
 
 def forecast(curve_or_history: "LearningCurve | History", steps: int | None = None, tokens: float | None = None,
@@ -549,21 +555,21 @@ def forecast(curve_or_history: "LearningCurve | History", steps: int | None = No
     horizon = _horizon(curve, steps, tokens, flops)
     fit_steps, losses = curve.points_after(prior.burn_in)
     s1, s2 = schedule_areas(curve.lrs, prior.decay)
-    intercepts, slopes, sse = _fit_early(s1[fit_steps], losses + prior.C * s2[fit_steps])
+    alphas, intercepts, slopes, sse = _fit_early(s1[fit_steps], losses + prior.C * s2[fit_steps])
     best = int(np.argmin(sse))
     n = len(fit_steps)
     # Alphas the points do not rule out: n * log(SSE / SSE_min) within the chi-square threshold.
     floor = max(sse[best], 1e-12 * n)
     plausible = n * np.log(np.maximum(sse, floor) / floor) <= _CHI2_1[prior.level]
     path = np.unique(np.concatenate([np.linspace(fit_steps[0], horizon, 60).round().astype(int), [horizon]]))
-    x_path = s1[path][None, :] ** -_ALPHAS[plausible][:, None]  # (P, m)
+    x_path = s1[path][None, :] ** -alphas[plausible][:, None]  # (P, m)
     paths = intercepts[plausible][:, None] + slopes[plausible][:, None] * x_path - prior.C * s2[path][None, :]
-    centre = intercepts[best] + slopes[best] * s1[path] ** -_ALPHAS[best] - prior.C * s2[path]
+    centre = intercepts[best] + slopes[best] * s1[path] ** -alphas[best] - prior.C * s2[path]
     noise = math.sqrt(sse[best] / max(n - 3, 1))
     form = (paths.max(axis=0) - paths.min(axis=0)) / 2.0
     annealing = prior.C_spread * np.maximum(s2[path] - s2[fit_steps[-1]], 0.0)
     half = prior.scale * np.sqrt(noise**2 + form**2 + annealing**2)
-    params = {"L0": float(intercepts[best]), "A": float(slopes[best]), "alpha": float(_ALPHAS[best]),
+    params = {"L0": float(intercepts[best]), "A": float(slopes[best]), "alpha": float(alphas[best]),
               "C": prior.C, "decay": prior.decay}
     tokens_at = horizon * curve.tokens_per_step if curve.tokens_per_step else None
     return Forecast(loss=float(centre[-1]), low=float(centre[-1] - half[-1]), high=float(centre[-1] + half[-1]),
