@@ -35,6 +35,7 @@ from .trace import TokenTrace, token_trace  # noqa: E402
 from .stability import Stability, stability  # noqa: E402
 from .study import SpeedupStudy, speedup_study  # noqa: E402
 from .forecast import Forecast, ForecastPrior, LearningCurve, forecast  # noqa: E402
+from .budget import BudgetGrid, budget_grid  # noqa: E402
 from .workflow import default_destination, parent_batches, quick_mode, random_init  # noqa: E402
 
 __all__ = [
@@ -92,4 +93,6 @@ __all__ = [
     "ForecastPrior",
     "LearningCurve",
     "forecast",
+    "BudgetGrid",
+    "budget_grid",
 ]
