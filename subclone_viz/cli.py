@@ -404,7 +404,38 @@ def build_parser() -> argparse.ArgumentParser:
                         help="a saved speedup study (the study.json of `subclone-viz study`) to show as the "
                              "speedup-by-size section")
     report.add_argument("--overwrite", action="store_true", help="replace an existing --out")
+    _add_forecast_parser(commands)
     return parser
+
+
+def _add_forecast_parser(commands: Any) -> None:
+    fc = commands.add_parser("forecast", help="forecast a run's held-out loss at a horizon, with an interval, from a "
+                                              "saved history (.json) or any trainer's CSV log")
+    fc.set_defaults(run=run_forecast)
+    fc.add_argument("run_file", type=Path, metavar="RUN", help="a training history .json (History.save_json, "
+                                                               "`compare --out`) or a .csv log")
+    horizon = fc.add_mutually_exclusive_group()
+    horizon.add_argument("--steps", type=positive_int, help="horizon in optimizer steps (default: the run's end)")
+    horizon.add_argument("--tokens", type=positive_float, help="horizon in training tokens")
+    horizon.add_argument("--flops", type=positive_float, help="horizon in FLOPs (6 x parameters x tokens)")
+    fc.add_argument("--fit-until", type=positive_int, metavar="STEP", help="use the evaluations up to STEP only")
+    fc.add_argument("--prior", type=Path, help="a saved ForecastPrior .json (default: the library's)")
+    fc.add_argument("--step-column", default="step", help="CSV: the step column (default step)")
+    fc.add_argument("--loss-column", default="loss", help="CSV: the held-out loss column (default loss)")
+    fc.add_argument("--lr-column", help="CSV: the learning rate of every step (or give --schedule)")
+    fc.add_argument("--schedule", choices=SCHEDULES, help="CSV: the named schedule of the whole run")
+    fc.add_argument("--total-steps", type=positive_int, help="CSV with --schedule: the run's planned length")
+    fc.add_argument("--warmup", type=non_negative_int, default=0, help="CSV with --schedule: warmup steps")
+    fc.add_argument("--peak-lr", type=positive_float, default=1.0, help="CSV with --schedule: the peak rate")
+    fc.add_argument("--final-ratio", type=float, default=0.0, help="CSV with --schedule: final rate / peak")
+    fc.add_argument("--decay-fraction", type=float, default=0.2, help="CSV with --schedule wsd: decay share")
+    fc.add_argument("--where", action="append", default=[], metavar="COLUMN=VALUE",
+                    help="CSV: keep the rows whose COLUMN holds VALUE (one run of a file of several); repeatable")
+    fc.add_argument("--tokens-per-step", type=positive_float, help="CSV: tokens per step (for --tokens/--flops)")
+    fc.add_argument("--parameters", type=positive_int, help="the model's parameters (for --flops)")
+    fc.add_argument("--out", type=Path, help="save the Forecast record (.json)")
+    fc.add_argument("--overwrite", action="store_true", help="replace an existing --out")
+    fc.add_argument("--json", action="store_true", help="print one JSON document on stdout, nothing else")
 
 
 def _add_data_arguments(parser: argparse.ArgumentParser, seq_len: int = 256) -> None:
@@ -907,6 +938,53 @@ def run_report(args: argparse.Namespace) -> Outcome:
                         study=study)
     document = {"parent": parent.name, "output": str(path), "bytes": path.stat().st_size, "quick": quick}
     return Outcome(document, f"wrote {path} ({path.stat().st_size / 1e6:.1f} MB): open it in a browser, no network needed")
+
+
+def _forecast_curve(args: argparse.Namespace) -> Any:
+    """The run's LearningCurve from a history .json or a .csv log, every argument checked first."""
+    from .forecast import LearningCurve
+    from .train import History
+
+    path = args.run_file.expanduser()
+    suffix = path.suffix.lower()
+    if suffix not in (".json", ".csv"):
+        raise UsageError(f"RUN={path}: give a training history .json or a .csv log")
+    if not path.is_file():
+        raise UsageError(f"RUN={path}: no such file")
+    if suffix == ".json":
+        extra = [f for f in ("lr_column", "schedule", "total_steps", "tokens_per_step") if getattr(args, f)]
+        if extra:
+            raise UsageError(f"--{extra[0].replace('_', '-')} is for .csv logs; a history carries its own schedule")
+        return History.load_json(path).curve(parameters=args.parameters)
+    if (args.lr_column is None) == (args.schedule is None):
+        raise UsageError("a .csv log needs --lr-column (the rate of every step) or --schedule with --total-steps")
+    if args.schedule is not None and args.total_steps is None:
+        raise UsageError(f"--schedule {args.schedule} needs --total-steps (the run's planned length)")
+    bad = [w for w in args.where if "=" not in w or not w.split("=", 1)[0]]
+    if bad:
+        raise UsageError(f"--where {bad[0]!r}: give COLUMN=VALUE")
+    return LearningCurve.from_csv(path, step_column=args.step_column, loss_column=args.loss_column,
+                                  lr_column=args.lr_column, schedule=args.schedule, total_steps=args.total_steps,
+                                  warmup=args.warmup, peak=args.peak_lr, final_ratio=args.final_ratio,
+                                  decay_fraction=args.decay_fraction, tokens_per_step=args.tokens_per_step,
+                                  where=dict(w.split("=", 1) for w in args.where) or None,
+                                  parameters=args.parameters)
+
+
+def run_forecast(args: argparse.Namespace) -> Outcome:
+    from .forecast import ForecastPrior, forecast
+
+    if args.out is not None and args.out.exists() and not args.overwrite:
+        raise UsageError(f"--out {args.out} exists: pass --overwrite to replace it")
+    prior = ForecastPrior.load(args.prior) if args.prior is not None else None
+    curve = _forecast_curve(args)
+    if args.fit_until is not None:
+        curve = curve.head(args.fit_until)
+    result = forecast(curve, steps=args.steps, tokens=args.tokens, flops=args.flops, prior=prior)
+    document = result.to_document()
+    if args.out is not None:
+        document["output"] = str(result.save(args.out, overwrite=args.overwrite))
+    return Outcome(document, result.summary())
 
 
 # --------------------------------------------------------------------------------------------------------

@@ -135,7 +135,8 @@ class LearningCurve:
             raise NonFiniteLossError(f"the loss at step {bad[0][0]} is {bad[0][1]}: a forecast needs finite losses "
                                      f"(a diverged run cannot be extrapolated)")
         if any(b <= a for a, b in zip(self.steps, self.steps[1:])) or any(s < 0 for s in self.steps):
-            raise ForecastError(f"steps {list(self.steps)[:8]}... must be increasing and >= 0")
+            raise ForecastError(f"steps {list(self.steps)[:8]}... must be increasing and >= 0 (a log of several "
+                                f"runs? keep one with where=)")
         if not self.lrs or not all(math.isfinite(v) and v >= 0 for v in self.lrs) or max(self.lrs) <= 0:
             raise ForecastError("lrs must give a finite, non-negative learning rate for every step of the run, "
                                 "and not all zero")

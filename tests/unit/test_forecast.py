@@ -241,3 +241,33 @@ def test_forecast_and_prior_round_trip_and_damaged_files_name_themselves(tmp_pat
 
 def test_public_names():
     assert sv.forecast is forecast and sv.LearningCurve is LearningCurve and sv.ForecastPrior is ForecastPrior
+
+
+# ---------------------------------------------------------------------------------------------- the CLI
+
+
+def test_cli_forecasts_a_history_or_a_csv_log_and_refuses_bad_arguments(tmp_path, capsys):
+    from subclone_viz.cli import main
+
+    settings = TrainSettings(steps=50, lr=1e-3, schedule="cosine", final_lr_ratio=0.1, weight_decay=0.0)
+    history = fake_history(settings)
+    saved = history.save_json(tmp_path / "run.json")
+    assert main(["forecast", str(saved), "--json", "--out", str(tmp_path / "f.json")]) == 0
+    document = json.loads(capsys.readouterr().out)
+    assert document["horizon"] == 50 and Forecast.load(tmp_path / "f.json").loss == document["loss"]
+    log = tmp_path / "log.csv"
+    history.to_csv(log)
+    assert main(["forecast", str(log), "--loss-column", "eval_loss", "--schedule", "cosine", "--total-steps",
+                 "100", "--final-ratio", "0.1", "--steps", "80"]) == 0
+    assert "at step 80" in capsys.readouterr().out
+    for argv, message in ((["forecast", str(tmp_path / "nope.csv"), "--lr-column", "lr"], "no such file"),
+                          (["forecast", str(log)], "--lr-column"),
+                          (["forecast", str(log), "--schedule", "wsd"], "--total-steps"),
+                          (["forecast", str(saved), "--schedule", "wsd"], "for .csv logs"),
+                          (["forecast", str(saved), "--out", str(tmp_path / "f.json")], "--overwrite"),
+                          (["forecast", str(saved), "--steps", "60"], "stop at step 50"),
+                          (["forecast", str(saved), "--fit-until", "20"], "at least 4"),
+                          (["forecast", str(log), "--lr-column", "lr", "--where", "run"], "COLUMN=VALUE")):
+        assert main(argv) == 2
+        err = capsys.readouterr().err
+        assert message in err and len(err.strip().splitlines()) == 1, (argv, err)
