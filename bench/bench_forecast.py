@@ -9,9 +9,9 @@ Two sets of runs, each scored the same way:
   ``bench/_forecast_runs.py`` (one History JSON per run; ``--own DIR``).
 
 Every run is forecast from the evaluations in its first quarter (4x extrapolation) with a
-``ForecastPrior`` fitted on the *other* fold of a 2-fold split (runs alternate between folds in a fixed
-order; own runs split by seed, so that a run's own other seed never calibrates it), so no scored run
-calibrates its own prior. Reported per set: mean absolute and mean signed error (nats), how often the 80%
+``ForecastPrior`` fitted on the *other* fold of a 2-fold split (published runs alternate between folds in file order; own runs
+split by seed when every size has both seeds, else by size, alternating), so no scored run calibrates its
+own prior. Reported per set: mean absolute and mean signed error (nats), how often the 80%
 interval holds the final loss, and over the candidates (the published runs; own sizes x inits within a seed)
 the Spearman correlation, the share of pairs in the right order and the top-1 regret, for the forecast and
 for the loss before training (the baseline the chooser replaces).
@@ -27,17 +27,17 @@ import argparse
 import csv
 import itertools
 import sys
-from dataclasses import replace
 from collections.abc import Sequence
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench._results import save_results  # noqa: E402
-from subclone_viz.forecast import MIN_POINTS, ForecastPrior, LearningCurve, forecast  # noqa: E402
-from subclone_viz.train import History  # noqa: E402
+from bench._results import save_results
+from subclone_viz.forecast import MIN_POINTS, ForecastPrior, LearningCurve, forecast
+from subclone_viz.train import History
 
 DATA = Path(__file__).parent / "data"
 FRACTION = 0.25
@@ -141,14 +141,25 @@ def main() -> None:
     figures["published"] = {"source": "bench/data/modded_nanogpt_*.csv (KellerJordan/modded-nanogpt, MIT)",
                             "summary": summary(rows, {"all": list(range(len(rows)))}), "runs": rows}
     lines.append(headline("modded-nanogpt", figures["published"]["summary"]))
+    full = ForecastPrior.fit(published, FRACTION, source="ForecastPrior.fit on the 28 modded-nanogpt runs of "
+                                                        "bench/data (bench/bench_forecast.py)")
+    figures["published"]["prior_all_runs"] = full.to_dict()
     if args.own is not None:
         own = own_curves(args.own)
         seeds = [int(c.label.rsplit("seed", 1)[1]) for c in own]
-        rows = score(own, seeds)
+        sizes = [c.label.split("-")[0] for c in own]
+        both = all(seeds.count(s) == seeds.count(seeds[0]) for s in set(seeds)) and len(set(seeds)) > 1
+        # Folds by seed when every size has both (no run calibrates its twin); else by size, alternating.
+        order = sorted(set(sizes), key=lambda label: [int(v) for v in label.split("x")])
+        rows = score(own, seeds if both else [order.index(size) % 2 for size in sizes])
         groups = {f"seed {s}": [i for i, r in enumerate(rows) if r["run"].endswith(f"seed{s}")] for s in set(seeds)}
-        figures["own"] = {"source": str(args.own), "config": History.load_json(
+        figures["own"] = {"source": str(args.own), "folds": "by seed" if both else "by size, alternating",
+                          "config": History.load_json(
             next(args.own.glob("*.json"))).config, "summary": summary(rows, groups), "runs": rows}
         lines.append(headline("SmolLM2 destinations", figures["own"]["summary"]))
+        figures["own"]["prior_all_runs"] = ForecastPrior.fit(
+            own, FRACTION, source=f"ForecastPrior.fit on {len(own)} SmolLM2-135M destination runs "
+                                  f"(bench/bench_forecast.py)").to_dict()
     for line in lines:
         print(line)
     print(save_results(args.out, figures, lines))

@@ -47,14 +47,20 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any
 
-import numpy as np
-
 from . import __version__
 from ._atomic import DamagedFileError, note_rebuild, read_cache_file, write_cache_file
 from .errors import UserError
 from .forecast import DEFAULT_PRIOR, ForecastPrior, LearningCurve, forecast
 from .records import Record, register_record
-from .sizing import COSTS, _batches_digest, _digest, _json_ready, _profile_key, device_name, size_grid
+from .sizing import (
+    COSTS,
+    _batches_digest,
+    _digest,
+    _json_ready,
+    _profile_key,
+    device_name,
+    size_grid,
+)
 from .train import History, TrainSettings
 
 if TYPE_CHECKING:

@@ -481,10 +481,13 @@ class Forecast(Record):
 _FORECAST_FIELDS = ("loss", "low", "high", "level", "horizon", "fitted_until", "params", "label", "tokens",
                     "flops", "curve_steps", "curve_loss", "curve_low", "curve_high", "prior")
 
-# From ForecastPrior.fit on the 20 SmolLM2-135M runs of bench/bench_forecast.py (5 sizes x subclone/random x 2
-# seeds, 96 steps of 128 tokens, cosine to 10% of the peak; see docs/forecast.md). Refit for another setup.
-DEFAULT_PRIOR = ForecastPrior(C=0.0, decay=0.99, C_spread=0.0, scale=1.0, level=NOMINAL_LEVEL, runs=0,
-                              source="placeholder")
+# ForecastPrior.fit on the 28 published modded-nanogpt runs of bench/data (GPT-2-style models of 12 x 768 to
+# 52 x 1536, 1,875 to 20,344 steps, trapezoidal schedule; KellerJordan/modded-nanogpt, MIT), rounded; printed
+# by bench/bench_forecast.py as "prior_all_runs". The library's own CPU runs were too short and noisy to
+# calibrate a better one (docs/forecast.md); calibrate your own setup with ForecastPrior.fit.
+DEFAULT_PRIOR = ForecastPrior(C=0.0230, decay=0.8, C_spread=0.00245, burn_in=0.05, scale=3.44, level=NOMINAL_LEVEL,
+                              fit_fraction=0.25, runs=28,
+                              source="ForecastPrior.fit on 28 modded-nanogpt runs (bench/bench_forecast.py)")
 
 
 # --------------------------------------------------------------------------------------------------------
