@@ -114,3 +114,18 @@ def test_budget_and_forecast_plots(llama, backend):
     if backend == "plotly":
         assert [t.name for t in band.data] == ["80% interval", "forecast", "evaluated"]
         assert len(band.data[2].x) == 6
+
+
+def test_budget_explorer_reforecasts_from_the_pilots(llama):
+    from subclone_viz.widgets import BudgetExplorer
+
+    grid = grid_of(llama, inits=("subclone", "random"))
+    explorer = BudgetExplorer(grid)
+    assert "forecast best" in explorer.info.value and len(explorer.figure.data) == 3
+    explorer.budget.value = grid.tokens * 4
+    assert all(c["steps"] == 4 * 48 for c in explorer.grid.cells)
+    assert explorer.grid.cells[0]["pilot"] == grid.cells[0]["pilot"]
+    explorer.cost.value = "latency"
+    assert "latency" in explorer.figure.layout.xaxis.title.text
+    explorer.show(grid.tokens / 100, "params")  # below the pilots' length: one line in the view
+    assert "fewer than its pilot" in explorer.info.value
