@@ -27,6 +27,7 @@ import argparse
 import csv
 import itertools
 import sys
+import time
 from collections.abc import Sequence
 from dataclasses import replace
 from pathlib import Path
@@ -121,6 +122,35 @@ def summary(rows: list[dict], groups: dict[str, list[int]]) -> dict:
     return out
 
 
+def slider_seconds(curves: Sequence[LearningCurve], repeats: int = 5) -> list[float]:
+    """Seconds per move of notebook 4's budget slider (BudgetExplorer.show: re-forecast every cell from its pilot
+    and redraw), over a BudgetGrid whose pilots are the first quarters of ``curves`` (SmolLM2 runs)."""
+    from subclone_viz.budget import BudgetGrid
+    from subclone_viz.forecast import DEFAULT_PRIOR
+    from subclone_viz.widgets import BudgetExplorer
+
+    cells = []
+    for curve in curves:
+        head = curve.head(_cut(curve))
+        size, init, _ = curve.label.split("-")
+        layers, hidden = (int(v) for v in size.split("x"))
+        cells.append({"layers": layers, "hidden": hidden, "init": init, "params": curve.parameters,
+                      "flops_per_token": float("nan"), "latency": float("nan"), "memory": float("nan"),
+                      "steps": curve.total_steps, "pilot_steps": head.steps[-1],
+                      "pilot": {"steps": list(head.steps), "losses": list(head.losses)}, "forecast": {}})
+    tokens = curves[0].total_steps * curves[0].tokens_per_step
+    grid = BudgetGrid(parent="smollm2-135m", tokens=tokens, flops=None, tokens_per_step=int(curves[0].tokens_per_step),
+                      settings={"schedule": "cosine", "final_lr_ratio": 0.1}, lrs={"subclone": 1e-3, "random": 3e-3},
+                      prior=DEFAULT_PRIOR.to_dict(), cells=cells).at(tokens=tokens)
+    explorer = BudgetExplorer(grid)
+    seconds = []
+    for k in range(repeats):
+        began = time.perf_counter()
+        explorer.show(tokens * (1.5 + k), "params")
+        seconds.append(time.perf_counter() - began)
+    return seconds
+
+
 def headline(name: str, s: dict) -> str:
     f, b = s["ranking_forecast"], s["ranking_initial_loss"]
     return (f"{name}: {s['runs']} runs forecast from their first quarter, MAE {s['mae']:.3f} nats, mean signed "
@@ -157,6 +187,11 @@ def main() -> None:
                           "config": History.load_json(
             next(args.own.glob("*.json"))).config, "summary": summary(rows, groups), "runs": rows}
         lines.append(headline("SmolLM2 destinations", figures["own"]["summary"]))
+        seconds = slider_seconds(own)
+        figures["budget_slider_seconds"] = {"cells": len(own), "each": [round(v, 4) for v in seconds],
+                                            "median": round(float(np.median(seconds)), 4), "target": 0.1}
+        lines.append(f"notebook 4's budget slider: {np.median(seconds) * 1e3:.0f} ms median, "
+                     f"{max(seconds) * 1e3:.0f} ms at most, to re-forecast {len(own)} cells and redraw (target 100)")
         figures["own"]["prior_all_runs"] = ForecastPrior.fit(
             own, FRACTION, source=f"ForecastPrior.fit on {len(own)} SmolLM2-135M destination runs "
                                   f"(bench/bench_forecast.py)").to_dict()
