@@ -18,7 +18,7 @@ BROWSER_DIR := tests/integration/browser
 
 .DEFAULT_GOAL := help
 
-.PHONY: help .venv demo test test-unit test-faults browser-deps lab bench clean strip-notebooks
+.PHONY: help .venv demo test test-unit test-faults browser-deps lab bench clean strip-notebooks docs
 
 help:
 	@echo "make .venv            create/update the virtualenv (.venv) from pyproject.toml"
@@ -30,6 +30,7 @@ help:
 	@echo "make lab              JupyterLab on notebooks/"
 	@echo "make bench            run bench/bench_*.py"
 	@echo "make strip-notebooks  clear outputs of notebooks/*.ipynb"
+	@echo "make docs             build the documentation site into site/ (mkdocs build --strict)"
 	@echo "make clean            remove build caches (keeps .venv)"
 
 # ---------------------------------------------------------------------------
@@ -104,6 +105,9 @@ bench: .venv
 
 strip-notebooks: .venv
 	$(VPY) tools/strip_notebooks.py notebooks/*.ipynb
+
+docs: .venv
+	$(VPY) -m mkdocs build --strict --site-dir site
 
 clean:
 	find . -path ./$(VENV) -prune -o -path ./.git -prune -o -path '*/node_modules' -prune -o \

@@ -5,7 +5,8 @@ from __future__ import annotations
 import resource
 import threading
 import time
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 
 def resident_mib() -> float:

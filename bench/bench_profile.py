@@ -20,9 +20,9 @@ import sys
 import time
 
 import torch
-from _memory import peak_growth_mib
 
 import subclone_viz as sv
+from _memory import peak_growth_mib
 
 
 def load(args):

@@ -19,9 +19,9 @@ import statistics
 import time
 
 import torch
-from _memory import peak_growth_mib
 
 import subclone_viz as sv
+from _memory import peak_growth_mib
 
 SPECS = {
     "20x576": sv.DestinationSpec(layers=20, hidden=576),

@@ -89,7 +89,8 @@ def main() -> None:
         "k slider (top-k overlap)": [setter(importance.k, 32 + 48 * n) for n in range(repeats)],
         "block slider (FFN neurons)": [setter(importance.ffn_layer, (5 * n + 1) % layers) for n in range(repeats)],
         "size-grid click (+ studio)": [
-            (lambda cell=cells[(4 * n + 1) % len(cells)]: sizes.select(*cell)) for n in range(repeats)
+            (lambda cell=cells[(4 * n + 1) % len(cells)]: sizes.select(*cell))  # noqa: B008 (binds n now)
+            for n in range(repeats)
         ],
     }
     print(f"\nSmolLM2-135M, {repeats} changes per control; milliseconds per callback (target < {TARGET_SECONDS * 1e3:.0f})")

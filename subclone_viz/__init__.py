@@ -16,27 +16,105 @@ Example::
     PosixPath('smollm2-6x192')
 """
 
-__version__ = "0.1.0"
+import importlib
+import sys
+import types
+from typing import Any
 
-from .data import cache_dir, image_batches, text_batches  # noqa: E402
-from .families import Dims, UnsupportedArchitectureError, family_of, supported_families  # noqa: E402
-from .parent import Parent, ParentLoadError, load_parent  # noqa: E402
-from .profile import Profile, ProfileMismatchError, RankConsistency, add_taylor, profile  # noqa: E402
-from .importance import ESTIMATORS, Importance, estimate_importance  # noqa: E402
-from .plan import DestinationSpec, SpecError, SubclonePlan, plan, spec_choices  # noqa: E402
-from .subclone import subclone  # noqa: E402
-from .evaluate import BlockAblation, Evaluation, block_ablation, evaluate  # noqa: E402
-from .export import save_destination  # noqa: E402
-from .train import History, TrainSettings, train  # noqa: E402
-from .compare import Comparison, Speedup, compare, speedup  # noqa: E402
-from .vision import vit_digits_parent  # noqa: E402
-from .sizing import SizeGrid, default_grid_axes, size_grid  # noqa: E402
-from .trace import TokenTrace, token_trace  # noqa: E402
-from .stability import Stability, stability  # noqa: E402
-from .study import SpeedupStudy, speedup_study  # noqa: E402
-from .forecast import Forecast, ForecastPrior, LearningCurve, forecast  # noqa: E402
-from .budget import BudgetGrid, budget_grid  # noqa: E402
-from .workflow import default_destination, parent_batches, quick_mode, random_init  # noqa: E402
+from ._version import __version__  # noqa: F401  (the package version, read by the CLI and the wheel test)
+
+# Where each public name lives. Importing the package imports none of these modules (most import torch, which
+# takes seconds): ``sv.load_parent`` imports :mod:`subclone_viz.parent` on first use, so that the command
+# line's --help and ``import subclone_viz`` answer at once.
+_LAZY = {
+    "cache_dir": "data",
+    "image_batches": "data",
+    "text_batches": "data",
+    "Dims": "families",
+    "UnsupportedArchitectureError": "families",
+    "family_of": "families",
+    "supported_families": "families",
+    "Parent": "parent",
+    "ParentLoadError": "parent",
+    "load_parent": "parent",
+    "Profile": "profile",
+    "ProfileMismatchError": "profile",
+    "RankConsistency": "profile",
+    "add_taylor": "profile",
+    "profile": "profile",
+    "ESTIMATORS": "importance",
+    "Importance": "importance",
+    "estimate_importance": "importance",
+    "DestinationSpec": "plan",
+    "SpecError": "plan",
+    "SubclonePlan": "plan",
+    "plan": "plan",
+    "spec_choices": "plan",
+    "subclone": "subclone",
+    "BlockAblation": "evaluate",
+    "Evaluation": "evaluate",
+    "block_ablation": "evaluate",
+    "evaluate": "evaluate",
+    "save_destination": "export",
+    "History": "train",
+    "TrainSettings": "train",
+    "train": "train",
+    "Comparison": "compare",
+    "Speedup": "compare",
+    "compare": "compare",
+    "speedup": "compare",
+    "vit_digits_parent": "vision",
+    "SizeGrid": "sizing",
+    "default_grid_axes": "sizing",
+    "size_grid": "sizing",
+    "TokenTrace": "trace",
+    "token_trace": "trace",
+    "Stability": "stability",
+    "stability": "stability",
+    "SpeedupStudy": "study",
+    "speedup_study": "study",
+    "default_destination": "workflow",
+    "parent_batches": "workflow",
+    "quick_mode": "workflow",
+    "random_init": "subclone",
+    "Forecast": "forecast",
+    "ForecastPrior": "forecast",
+    "LearningCurve": "forecast",
+    "forecast": "forecast",
+    "BudgetGrid": "budget",
+    "budget_grid": "budget",
+}
+
+
+def __getattr__(name: str) -> Any:
+    """Import the module that defines ``name`` on first access, and keep the name here."""
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'subclone_viz' has no attribute {name!r}")
+    value = getattr(importlib.import_module(f".{module}", __name__), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *_LAZY})
+
+
+class _Package(types.ModuleType):
+    """The package's module type: a public function keeps its name when its module of the same name loads.
+
+    Importing ``subclone_viz.plan`` binds the module to ``subclone_viz.plan``; ``sv.plan``, ``sv.profile``,
+    ``sv.compare``... must stay the functions, as they were when this file imported everything at once.
+    """
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        if isinstance(value, types.ModuleType) and _LAZY.get(name) == name:
+            value = getattr(value, name)
+        super().__setattr__(name, value)
+
+
+sys.modules[__name__].__class__ = _Package
+
 
 __all__ = [
     "DestinationSpec",

@@ -52,9 +52,10 @@ Example::
 from __future__ import annotations
 
 import weakref
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Any, Callable, Iterator, Sequence
+from typing import Any
 
 import torch
 from torch import nn
@@ -203,6 +204,54 @@ def capture_modules(
     finally:
         for handle in handles:
             handle.remove()
+
+
+class RunningSums:
+    """Per-layer running sums fed by the capture hooks, taken once per batch (fp64, on the first layer's device).
+
+    A subclass names its sums in ``stores`` (name -> one slot per layer, module or norm), adds to them from the
+    callbacks it overrides and says which further modules it watches in ``modules`` (their calls reach
+    :meth:`on_module`). ``rows`` turns a (B, T, X) activation into the (counted tokens, X) rows that count.
+    """
+
+    def __init__(self, rows: Callable[[torch.Tensor], torch.Tensor]):
+        self.rows = rows
+        self.stores: dict[str, list[torch.Tensor | None]] = {}
+        self.modules: dict[str, nn.Module] = {}
+
+    def add(self, name: str, index: int, value: torch.Tensor) -> None:
+        """Add ``value`` (in fp64) to slot ``index`` of the sum ``name``."""
+        store = self.stores[name]
+        value = value.double()
+        store[index] = value if store[index] is None else store[index] + value
+
+    def on_block(self, step: BlockStep) -> None:
+        """After block ``step.index`` ran."""
+
+    def on_ffn(self, i: int, activation: torch.Tensor) -> None:
+        """Block ``i``'s FFN hidden activation, (B, T, ffn)."""
+
+    def on_attention(self, i: int, per_head: torch.Tensor) -> None:
+        """Block ``i``'s per-head attention output, (B, T, heads * head_dim)."""
+
+    def on_module(self, name: str, x: torch.Tensor, y: torch.Tensor) -> None:
+        """A call of the watched module ``name`` with input ``x`` and output ``y``."""
+
+    def metadata(self) -> dict[str, Any]:
+        """What a profile records beside the sums to read them later (which modules the slots are)."""
+        return {}
+
+    def take_sums(self) -> dict[str, torch.Tensor]:
+        """The sums since the last call, stacked per name; resets them. Every slot must have been filled."""
+        if any(v is None for store in self.stores.values() for v in store):
+            raise RuntimeError(f"{type(self).__name__}: a capture hook never fired: the model's forward skipped a "
+                               f"block, a norm or a linear layer")
+        device = next((v.device for store in self.stores.values() for v in store), torch.device("cpu"))
+        taken = {name: torch.stack([v.to(device) for v in store]) if store else torch.zeros(0, dtype=torch.float64)
+                 for name, store in self.stores.items()}
+        for store in self.stores.values():
+            store[:] = [None] * len(store)
+        return taken
 
 
 @dataclass
@@ -404,6 +453,19 @@ class _LiveTensorBytes(TorchDispatchMode):
             self.holders[address] += 1
             weakref.finalize(tensor, self._release, address, nbytes)
         return out
+
+
+def tokens_per_sequence(family: Family, model: nn.Module, batch: dict[str, torch.Tensor],
+                        device: torch.device | str) -> int:
+    """How many tokens the blocks see per sequence: the text length, or (images) patches plus prefix tokens,
+    found by running one image to the first block."""
+    if "input_ids" in batch:
+        return int(batch["input_ids"].shape[1])
+    steps: list[BlockStep] = []
+    one = to_device({k: v[:1] if isinstance(v, torch.Tensor) else v for k, v in batch.items()}, device)
+    with capture_blocks(family, model, on_block=steps.append):
+        family.logits(model, one)
+    return steps[0].input.shape[1]
 
 
 def forward_peak_bytes(run: Callable[[], Any], device: torch.device) -> int:

@@ -9,13 +9,19 @@ and per second of training; histories as CSV and JSON, a PNG and a self-containe
 (the speedup study: several destination sizes, random init and subclone each at its best learning rate of a
 sweep; ``--merge`` combines studies of other sizes) and ``report`` (the main job behind ``make demo``).
 
-Every subcommand checks all of its arguments (the destination spec included, against the loaded parent)
-before it profiles, trains or writes anything. A mistake exits with status 2 and one line on stderr that
+Every subcommand checks all of its arguments (the destination spec included, against the parent's config
+before its weights load) before it profiles, trains or writes anything. A mistake exits with status 2 and one line on stderr that
 names the bad value and the valid choices; a bug still raises with its traceback. ``--json`` prints one
 JSON document on stdout and nothing else there: progress bars and notes go to stderr. Outputs are never
 replaced without ``--overwrite``. Under ``accelerate launch`` every subcommand runs in every process (profiles
 and evaluations sharded over them), and only the main process prints and writes: one output, exit 0 on every
 rank.
+
+This module only knows the arguments: their names, defaults, checks and help, with a description and an
+example per subcommand; it imports no torch, so ``--help`` answers at once. The subcommands run in
+:mod:`subclone_viz.cli_commands`, imported when one runs. Defaults shared with the library (the strategies,
+the initializations and their learning rates) come from :mod:`subclone_viz.choices` and
+:mod:`subclone_viz.inits`.
 
 Common options: ``--parent`` (an embedded alias: ``smollm2-135m`` (the default), ``gemma3-270m``, ``minilm-l6``,
 ``vit-digits``; a hub id or a local model directory), ``--device`` (``auto``: CUDA when present), ``--dtype`` and ``--seed``.
@@ -49,56 +55,39 @@ The same from a shell::
 from __future__ import annotations
 
 import argparse
-import contextlib
-import io
 import json
 import math
-import sys
-from collections.abc import Callable, Iterator, Sequence
+import textwrap
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from types import ModuleType
 from typing import Any
 
-import numpy as np
-import torch
-
-from . import distributed
-from ._atomic import check_new_directory, check_new_file, staged_directory
-from .data import ImageBatches, TextBatches
+from ._version import __version__
+from .choices import (
+    DEFAULT_ESTIMATOR,
+    DEPTH_STRATEGIES,
+    DEVICE_MAP_STRATEGIES,
+    DISTILL_ALPHA,
+    DISTILL_TEMPERATURE,
+    EMBEDDED_ALIASES,
+    ESTIMATOR_NAMES,
+    SCALINGS,
+    SCHEDULES,
+    WIDTH_STRATEGIES,
+)
 from .errors import UserError
-from .evaluate import block_ablation, evaluate
-from .export import save_destination
-from .importance import DEFAULT_ESTIMATOR, ESTIMATORS
-from .parent import DEVICE_MAP_STRATEGIES, EMBEDDED_ALIASES, Parent, load_parent
-from .plan import DEPTH_STRATEGIES, SCALINGS, WIDTH_STRATEGIES, DestinationSpec, plan, spec_choices
-from .profile import BLOCK_METRIC_LABELS, BLOCK_METRICS, Profile, add_taylor, profile
-from .subclone import subclone
-from .compare import INITS, Comparison, compare
-from .study import SpeedupStudy, speedup_study
-from .train import SCHEDULES, TrainSettings
-from .workflow import has_loss, parent_batches, quick_mode
+from .inits import DEFAULT_LR_PRESET, INITS, LR_PRESETS
 
 PROG = "subclone-viz"
 DTYPES = ("float32", "bfloat16", "float16")
 DEFAULT_PARENT = "smollm2-135m"
+HELP_WIDTH = 78  # a subcommand's description and example, wrapped as argparse wraps the rest of its help
 
 
 class UsageError(UserError):
     """A mistake in what the user asked for: reported as one line on stderr, exit status 2."""
-
-
-
-@contextlib.contextmanager
-def _blame_user(*extra: type[BaseException]) -> Iterator[None]:
-    """Treat ValueError and OSError (and ``extra``) raised while reading what the user named as their mistake.
-
-    Only wrapped around loading their parent, data and files: elsewhere a ValueError is a bug and keeps its
-    traceback.
-    """
-    try:
-        yield
-    except (ValueError, OSError, *extra) as error:
-        raise UsageError(str(error)) from error
 
 
 @dataclass
@@ -108,11 +97,6 @@ class Outcome:
     document: dict[str, Any]
     text: str
 
-
-def _note(message: str) -> None:
-    """A progress note for people; stderr, so that ``--json`` output stays one document. Main process only."""
-    if distributed.is_main_process():
-        print(message, file=sys.stderr, flush=True)
 
 
 # --------------------------------------------------------------------------------------------------------
@@ -299,6 +283,7 @@ def build_parser() -> argparse.ArgumentParser:
     common.add_argument("--json", action="store_true", help="print one JSON document on stdout, nothing else")
 
     parser = _Parser(prog=PROG, description="Weight subcloning of transformers (Samragh et al., 2023).")
+    parser.add_argument("--version", action="version", version=f"{PROG} {__version__}")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     info = commands.add_parser("info", parents=[common], help="describe a parent and its valid destination specs")
@@ -322,8 +307,9 @@ def build_parser() -> argparse.ArgumentParser:
                      help=f"{' | '.join(DEPTH_STRATEGIES)} | a comma list of parent blocks (default middle)")
     sub.add_argument("--width", choices=WIDTH_STRATEGIES, default="importance", help="default importance")
     sub.add_argument("--scaling", choices=SCALINGS, default="sqrt", help="default sqrt")
-    sub.add_argument("--importance", choices=list(ESTIMATORS), default=DEFAULT_ESTIMATOR,
-                     help=f"the importance estimator --width importance ranks by (default {DEFAULT_ESTIMATOR})")
+    sub.add_argument("--importance", default=DEFAULT_ESTIMATOR, metavar="NAME",
+                     help=f"the importance estimator --width importance ranks by: {', '.join(ESTIMATOR_NAMES)} or a "
+                          f"plugin's (default {DEFAULT_ESTIMATOR})")
     sub.add_argument("--eval-tokens", type=non_negative_int, default=4096,
                      help="held-out tokens to score parent and destination on (0: skip; default 4096)")
     sub.add_argument("--out", type=Path, required=True, help="destination directory")
@@ -347,21 +333,24 @@ def build_parser() -> argparse.ArgumentParser:
     comp.add_argument("--steps", type=positive_int, default=300, help="optimizer steps per init (default 300)")
     comp.add_argument("--lr", type=per_init_lr, action="append", default=[], metavar="[INIT=]VALUE",
                       help="learning rate for one init (repeatable) or, without INIT=, for all "
-                           "(default: the paper's, 1e-4 for language models)")
+                           "(default: each init's rate of --lr-preset)")
     comp.add_argument("--weight-decay", "--wd", type=per_init_number, action="append", default=[],
                       metavar="[INIT=]VALUE", help="weight decay, like --lr (default: the paper's, 0.1 from "
                                                    "random, 0.001 inherited)")
+    comp.add_argument("--lr-preset", choices=LR_PRESETS, default=DEFAULT_LR_PRESET,
+                      help="default learning rates where --lr sets none: 'tuned' (each init at the best rate of this "
+                           "project's sweeps: 3e-3 from random, 1e-3 inherited for language models) or 'paper' (the "
+                           f"paper's Table 1: 1e-4 for both) (default {DEFAULT_LR_PRESET})")
     comp.add_argument("--warmup", type=non_negative_int, help="warmup steps (default 5%% of --steps)")
     comp.add_argument("--schedule", choices=SCHEDULES, default="cosine", help="after warmup (default cosine)")
     comp.add_argument("--eval-every", type=positive_int, help="steps between evaluations (default steps / 10)")
     comp.add_argument("--eval-tokens", type=positive_int, default=4096, help="held-out tokens (default 4096)")
-    distill = TrainSettings()
     comp.add_argument("--distill-alpha", type=fraction_arg,
                       help=f"for the +distill inits: weight a of the teacher's KL term in (1-a) * next-token loss + "
-                           f"a * KL (default {distill.distill_alpha:g})")
+                           f"a * KL (default {DISTILL_ALPHA:g})")
     comp.add_argument("--distill-temperature", type=positive_float,
                       help=f"for the +distill inits: softmax temperature T of the KL term, scaled by T^2 "
-                           f"(default {distill.distill_temperature:g})")
+                           f"(default {DISTILL_TEMPERATURE:g})")
     comp.add_argument("--out", type=Path, required=True, help="directory for histories, summary and plots")
     comp.add_argument("--overwrite", action="store_true", help="replace a non-empty --out")
 
@@ -405,6 +394,7 @@ def build_parser() -> argparse.ArgumentParser:
                              "speedup-by-size section")
     report.add_argument("--overwrite", action="store_true", help="replace an existing --out")
     _add_forecast_parser(commands)
+    _describe(commands.choices)
     return parser
 
 
@@ -438,6 +428,81 @@ def _add_forecast_parser(commands: Any) -> None:
     fc.add_argument("--json", action="store_true", help="print one JSON document on stdout, nothing else")
 
 
+def subcommand_parsers(parser: argparse.ArgumentParser) -> dict[str, argparse.ArgumentParser]:
+    """The parser of every subcommand of ``parser`` (:func:`build_parser`'s), by name, in its order."""
+    found = [action for action in parser._actions if isinstance(action, argparse._SubParsersAction)]
+    return dict(found[0].choices) if found else {}
+
+
+# What each subcommand does and one example, shown by ``subclone-viz COMMAND --help``.
+SUBCOMMAND_HELP: dict[str, tuple[str, str]] = {
+    "info": ("Describe a parent (family, dimensions, parameters) and list the valid value of every destination "
+             "spec option for it. Reads the parent only; writes nothing.",
+             "subclone-viz info --parent smollm2-135m"),
+    "profile": ("Run the parent on --tokens tokens of --data with streaming hooks and print per-block residual "
+                "metrics and the rank consistency of channel importance; --out saves the profile (.npz) for "
+                "subclone, compare and study.",
+                "subclone-viz profile --parent smollm2-135m --tokens 8192 --out profile.npz"),
+    "subclone": ("Plan which blocks, channels, neurons and heads to keep, slice them out of the parent, score the "
+                 "destination on held-out text and save it as an ordinary checkpoint. The spec is checked against "
+                 "the parent's config before any weights load.",
+                 "subclone-viz subclone --parent smollm2-135m --profile profile.npz --layers 20 --hidden 384 "
+                 "--out smollm2-20x384"),
+    "ablate": ("The parent's held-out loss with each single block removed, and duplicated: which blocks a "
+               "shallower destination can spare.",
+               "subclone-viz ablate --parent smollm2-135m --tokens 2048 --json"),
+    "compare": ("Train one destination shape from several initializations on the same batches in the same order, "
+                "each at its own learning rate (--lr-preset tuned: the best of this project's sweeps; paper: the "
+                "paper's), and report the speedup over random init per step and per second, with the rates behind "
+                "it. A speedup against a random init that was still improving is marked as holding at this budget "
+                "only.",
+                "subclone-viz compare --parent smollm2-135m --layers 8 --hidden 288 --steps 300 "
+                "--inits random,subclone --out runs/smollm2-8x288"),
+    "study": ("The speedup study: for each destination size, random init and the subclone each train at every "
+              "rate of a small learning-rate sweep and keep their best, so that no speedup comes from a poorly "
+              "tuned baseline; --merge combines studies of other sizes.",
+              "subclone-viz study --parent smollm2-135m --sizes 24x480,20x384,8x288 --steps 60 --out runs/study"),
+    "report": ("The main job: profile, ablate, subclone, size and briefly train, then write one self-contained "
+               "HTML page that opens without a network.",
+               "subclone-viz report --parent smollm2-135m --out report.html --quick"),
+    "forecast": ("Forecast a run's held-out loss at a horizon (default: the end of its planned schedule), with an "
+                 "80% interval, from its evaluations so far and the learning rate of every step: a training "
+                 "history .json, or any trainer's .csv log with an lr column or a named schedule.",
+                 "subclone-viz forecast log.csv --loss-column val_loss --schedule cosine --total-steps 20000 "
+                 "--final-ratio 0.1"),
+}
+
+
+def _shell_lines(command: str) -> str:
+    """A shell command broken before its options (`` \\`` continuations) to fit :data:`HELP_WIDTH`."""
+    words = command.split(" ")
+    parts = [" ".join(words[:2])]
+    for word in words[2:]:  # an option and its value stay on one line
+        if word.startswith("--") or len(parts) == 1:
+            parts.append(word)
+        else:
+            parts[-1] += " " + word
+    lines = ["  " + parts[0]]
+    for part in parts[1:]:
+        if len(lines[-1]) + len(part) + 3 > HELP_WIDTH:
+            lines[-1] += " \\"
+            lines.append("      " + part)
+        else:
+            lines[-1] += " " + part
+    return "\n".join(lines)
+
+
+def _describe(subparsers: dict[str, argparse.ArgumentParser]) -> None:
+    """Give every subcommand its description and example (an argparse epilog), kept as written."""
+    for name, command in subparsers.items():
+        if name not in SUBCOMMAND_HELP:
+            continue  # tests/unit/test_cli_help.py fails for a subcommand without its description and example
+        description, example = SUBCOMMAND_HELP[name]
+        command.description = textwrap.fill(description, HELP_WIDTH)
+        command.epilog = "example:\n" + _shell_lines(example)
+        command.formatter_class = argparse.RawDescriptionHelpFormatter
+
+
 def _add_data_arguments(parser: argparse.ArgumentParser, seq_len: int = 256) -> None:
     parser.add_argument("--data", help="text: 'builtin' (Python's docs, default) or a .txt/.jsonl file or folder; "
                                        "images: 'digits' (default) or a root/<class>/<images> folder")
@@ -455,544 +520,37 @@ def _add_spec_arguments(parser: argparse.ArgumentParser, hidden_required: bool) 
 
 
 # --------------------------------------------------------------------------------------------------------
-# Shared steps
+# Entry point: the subcommands run in subclone_viz.cli_commands, which imports torch; --help never does
 
 
-@contextlib.contextmanager
-def _quiet_transformers() -> Iterator[None]:
-    """No "Loading weights" bar: before the arguments are all checked, an error must be stderr's only line."""
-    from transformers.utils import logging as hf_logging
+def _commands() -> ModuleType:
+    """The module that runs the subcommands, imported when one runs (the one import inside a function here)."""
+    from . import cli_commands
 
-    was_enabled = hf_logging.is_progress_bar_enabled()
-    hf_logging.disable_progress_bar()
-    try:
-        yield
-    finally:
-        if was_enabled:
-            hf_logging.enable_progress_bar()
+    return cli_commands
 
 
-def _load(args: argparse.Namespace) -> Parent:
-    torch.manual_seed(args.seed)
-    with _blame_user(), _quiet_transformers():
-        return load_parent(args.parent, device=args.device, dtype=args.dtype, device_map=args.device_map,
-                           offload_folder=args.offload_folder)
+class _Command:
+    """A subcommand's runner, named here and looked up in :mod:`subclone_viz.cli_commands` when it runs."""
 
+    def __init__(self, name: str) -> None:
+        self.__name__ = name
 
-def _load_trainable(args: argparse.Namespace) -> Parent:
-    """The parent, which must have a loss to train a destination on."""
-    parent = _load(args)
-    if not has_loss(parent):
-        raise UsageError(f"parent {args.parent!r} is an encoder without a language-model head: it has no loss to "
-                         f"train on; use a causal LM, a masked LM or an image classifier")
-    return parent
+    def __call__(self, args: argparse.Namespace) -> Outcome:
+        return getattr(_commands(), self.__name__)(args)
 
+    def __repr__(self) -> str:
+        return f"<subcommand runner cli_commands.{self.__name__}>"
 
-def _saved_profile(args: argparse.Namespace, parent: Parent) -> Profile | None:
-    """``--profile`` read back and checked against the parent (None when not given)."""
-    if args.profile is None:
-        return None
-    with _blame_user():
-        saved = Profile.load(args.profile)
-    saved.check_parent(parent)
-    return saved
 
-
-def _batches(
-    parent: Parent, args: argparse.Namespace, split: str, tokens: int | None, shuffle: bool = False
-) -> TextBatches | ImageBatches:
-    """``--data`` batches of ``split`` for this parent (:func:`~subclone_viz.workflow.parent_batches`): text
-    enough for ``tokens`` tokens (None: all of it), images the whole split."""
-    with _blame_user(ImportError):
-        return parent_batches(parent, split, args.data, seq_len=args.seq_len, batch_size=args.batch_size,
-                              tokens=tokens, shuffle=shuffle, seed=args.seed)
-
-
-def _check_new_file(path: Path, suffixes: tuple[str, ...], overwrite: bool) -> None:
-    if path.suffix.lower() not in suffixes:
-        raise UsageError(f"--out {path} must end in {' or '.join(suffixes)}")
-    if path.exists() and not path.is_file():
-        raise UsageError(f"--out {path} exists and is not a file")
-    if path.exists() and not overwrite:
-        raise UsageError(f"--out {path} exists; pass --overwrite to replace it")
-    check_new_file(path, overwrite)  # a place where no file can be created
-
-
-def _numbers(values: Sequence[int]) -> str:
-    """Compact text for a sorted list of valid integers: ``1-576``, ``64, 128, ..., 576 (step 64)``, ``3, 6, 9``."""
-    values = list(values)
-    steps = set(np.diff(values).tolist())
-    if len(values) > 4 and steps == {1}:
-        return f"{values[0]}-{values[-1]}"
-    if len(values) > 6 and len(steps) == 1:
-        return f"{values[0]}, {values[1]}, ..., {values[-1]} (step {steps.pop()})"
-    return ", ".join(map(str, values))
-
-
-def _table(header: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
-    """Right-aligned columns; floats with 4 decimals."""
-    cells = [[f"{v:.4f}" if isinstance(v, float) else str(v) for v in row] for row in rows]
-    widths = [max([len(h), *(len(r[i]) for r in cells)]) for i, h in enumerate(header)]
-    lines = ["  ".join(h.rjust(w) for h, w in zip(header, widths))]
-    lines += ["  ".join(c.rjust(w) for c, w in zip(row, widths)) for row in cells]
-    return "\n".join(lines)
-
-
-# --------------------------------------------------------------------------------------------------------
-# Subcommands
-
-
-def run_info(args: argparse.Namespace) -> Outcome:
-    """The parent's description and the valid value of every destination spec field."""
-    parent = _load(args)
-    dims = parent.dims
-    choices = spec_choices(parent)
-    document = {
-        "parent": parent.name,
-        "description": parent.description,
-        "family": parent.family.name,
-        "task": parent.family.task,
-        "dims": dims.to_dict(),
-        "parameters": sum(p.numel() for p in parent.model.parameters()),
-        "choices": choices,
-        "depth": list(DEPTH_STRATEGIES),
-        "width": list(WIDTH_STRATEGIES),
-        "scaling": list(SCALINGS),
-    }
-    heads_note = (
-        f" (heads = hidden / {dims.head_dim} in this family)" if parent.family.heads_follow_hidden
-        else f" (multiples of its {dims.queries_per_kv} queries per KV head)" if dims.queries_per_kv > 1 else ""
-    )
-    text = "\n".join([
-        f"{parent.name}: {parent.description}",
-        f"task: {parent.family.task}",
-        "valid destination specs:",
-        f"  --layers    {_numbers(choices['layers'])} (more than {dims.layers} duplicates middle blocks), "
-        f"or a comma list of parent blocks 0-{dims.layers - 1}",
-        f"  --hidden    {_numbers(choices['hidden'])}",
-        f"  --ffn       {_numbers(choices['ffn'])}",
-        f"  --heads     {_numbers(choices['heads'])}{heads_note}",
-        f"  --kv-heads  {_numbers(choices['kv_heads'])}",
-        f"  --depth     {' | '.join(DEPTH_STRATEGIES)} | a comma list of parent blocks",
-        f"  --width     {' | '.join(WIDTH_STRATEGIES)}",
-        f"  --scaling   {' | '.join(SCALINGS)}",
-    ])
-    return Outcome(document, text)
-
-
-def run_profile(args: argparse.Namespace) -> Outcome:
-    """Profile the parent on ``--data`` and print the per-block metrics and the rank consistency."""
-    if args.out is not None:
-        _check_new_file(args.out, (".npz",), args.overwrite)
-    parent = _load(args)
-    batches = _batches(parent, args, args.split, args.tokens, shuffle=True)  # document-diverse, seeded by --seed
-    _note(f"profiling on {batches.description} ...")
-    result = profile(parent, batches, max_tokens=args.tokens)
-    if args.out is not None:
-        result.save(args.out, overwrite=args.overwrite)
-    document = {**result.summary(), "output": str(args.out) if args.out is not None else None}
-    return Outcome(document, _profile_text(result, args.out))
-
-
-def _profile_text(result: Profile, out: Path | None) -> str:
-    metrics = result.block_metrics
-    rows = [[block, *(float(metrics[name][block]) for name in BLOCK_METRICS)] for block in range(result.num_layers)]
-    consistency = result.rank_consistency()
-    adjacent = consistency.adjacent_spearman()  # (L,): block i's input against its output
-    overlap = np.diag(consistency.topk_overlap, 1)  # (L,)
-    best, worst = int(np.argmax(adjacent)), int(np.argmin(adjacent))
-    width = result.residual_importance.shape[1]
-    lines = [
-        f"{result.parent['name']}: {result.parent.get('description', '')}",
-        f"profiled on {result.tokens:,} tokens of {result.source}",
-        "",
-        _table(["block", *(BLOCK_METRIC_LABELS[name] for name in BLOCK_METRICS)], rows),
-        "",
-        f"rank consistency of residual-channel importance (top-k: {consistency.k} of {width} channels):",
-        f"  median adjacent-layer Spearman {np.median(adjacent):.4f}, median adjacent top-k overlap "
-        f"{np.median(overlap):.4f}",
-        f"  most consistent: block {best} (its input vs its output: Spearman {adjacent[best]:.4f}, "
-        f"top-k overlap {overlap[best]:.4f})",
-        f"  least consistent: block {worst} (Spearman {adjacent[worst]:.4f}, top-k overlap {overlap[worst]:.4f})",
-    ]
-    if out is not None:
-        lines.append(f"saved to {out}")
-    return "\n".join(lines)
-
-
-def _spec(args: argparse.Namespace) -> DestinationSpec:
-    layers, depth = args.layers, getattr(args, "depth", "middle")
-    if layers is None:
-        if isinstance(depth, str):
-            raise UsageError("--layers is missing: give a block count or a comma list of parent blocks")
-        layers = len(depth)
-    if args.hidden is None:
-        raise UsageError("--hidden is missing: give the destination's residual width with --layers")
-    return DestinationSpec(layers=layers, hidden=args.hidden, ffn=args.ffn, heads=args.heads, kv_heads=args.kv_heads)
-
-
-def _check_plan(parent: Parent, spec: DestinationSpec, depth: str | list[int], scaling: str) -> None:
-    """Raise the SpecError that ``plan`` would, before any profiling: a data-free plan checks the same spec.
-
-    ``"metric"`` depth needs a profile only to rank blocks; ``"first"`` rejects the same shapes (deeper than
-    the parent) with the same advice.
-    """
-    plan(parent, None, spec, depth="first" if depth == "metric" else depth, width="first", scaling=scaling)
-
-
-def run_subclone(args: argparse.Namespace) -> Outcome:
-    """Plan, subclone, score on held-out data and save a destination."""
-    check_new_directory(args.out, args.overwrite)
-    if args.profile is not None and not args.profile.is_file():
-        raise UsageError(f"--profile {args.profile}: no such file")
-    parent = _load(args)
-    spec = _spec(args)
-    _check_plan(parent, spec, args.depth, args.scaling)
-    needs_profile = args.width == "importance" or args.depth == "metric"
-    saved_profile = _saved_profile(args, parent)
-    needs_taylor = args.width == "importance" and args.importance == "taylor" and (
-        saved_profile is None or "taylor_ffn" not in saved_profile.stats)
-    train = _batches(parent, args, "train", args.profile_tokens, shuffle=True) if (
-        (needs_profile and saved_profile is None) or args.scaling == "calibrated" or needs_taylor
-    ) else None
-    heldout = _batches(parent, args, "heldout", args.eval_tokens) if args.eval_tokens and has_loss(parent) else None
-
-    measured = saved_profile
-    if measured is None and needs_profile:
-        _note(f"profiling on {train.description} ...")
-        measured = profile(parent, train, max_tokens=args.profile_tokens)
-    if needs_taylor:
-        _note(f"gradient pass for the Taylor importance on {train.description} ...")
-        measured = add_taylor(measured, parent, train, max_tokens=args.profile_tokens)
-    destination_plan = plan(parent, measured, spec, depth=args.depth, width=args.width, scaling=args.scaling,
-                            importance=args.importance)
-    destination = subclone(parent, destination_plan, calibration_batches=train)
-    scores = None
-    if heldout is not None:
-        _note(f"scoring on {heldout.description} ...")
-        scores = {
-            "data": heldout.description,
-            "parent_loss": evaluate(parent.model, parent.family, heldout).loss,
-            "destination_loss": evaluate(destination, parent.family, heldout).loss,
-        }
-    path = save_destination(destination, destination_plan, args.out, overwrite=args.overwrite)
-
-    parameters = sum(p.numel() for p in destination.parameters())
-    parent_parameters = sum(p.numel() for p in parent.model.parameters())
-    document = {
-        "parent": parent.name,
-        "plan": destination_plan.summary(),
-        "dims": destination_plan.dims,
-        "layers": destination_plan.layers,
-        "depth": destination_plan.depth,
-        "width": destination_plan.width,
-        "importance": destination_plan.importance,
-        "scaling": destination_plan.scaling,
-        "parameters": parameters,
-        "parent_parameters": parent_parameters,
-        "profile": None if measured is None else {
-            "source": measured.source, "tokens": measured.tokens,
-            "path": str(args.profile) if args.profile is not None else None,
-        },
-        "heldout": scores,
-        "output": str(path),
-    }
-    lines = [
-        f"plan: {destination_plan.summary()}",
-        f"parameters: {parameters / 1e6:.2f}M ({parameters / parent_parameters:.1%} of the parent's "
-        f"{parent_parameters / 1e6:.2f}M)",
-        "profile: " + ("none (data-free plan)" if measured is None
-                       else f"{measured.tokens:,} tokens of {measured.source}"
-                       + (f" ({args.profile})" if args.profile is not None else "")),
-    ]
-    if scores is not None:
-        lines.append(
-            f"held-out loss before training: {scores['destination_loss']:.4f} (parent {scores['parent_loss']:.4f}) "
-            f"on {scores['data']}"
-        )
-    elif not has_loss(parent):
-        lines.append("held-out loss: not scored (the parent is an encoder without a language-model head)")
-    lines.append(f"saved to {path}")
-    return Outcome(document, "\n".join(lines))
-
-
-def run_ablate(args: argparse.Namespace) -> Outcome:
-    """The parent's held-out loss with each single block removed, and duplicated (paper Fig. 2, bottom)."""
-    parent = _load(args)
-    if not has_loss(parent):
-        raise UsageError(
-            f"parent {args.parent!r} is an encoder without a language-model head, so it has no loss to ablate; "
-            f"use a causal LM, a masked LM or an image classifier"
-        )
-    heldout = _batches(parent, args, "heldout", args.tokens)
-    _note(f"ablating {parent.dims.layers} blocks on {heldout.description} ...")
-    result = block_ablation(parent, heldout)
-    document = {"parent": parent.name, "data": heldout.description, **result.to_dict()}
-    rows = [
-        [block, removed, removed - result.baseline, duplicated, duplicated - result.baseline]
-        for block, (removed, duplicated) in enumerate(zip(result.removed, result.duplicated))
-    ]
-    text = "\n".join([
-        f"{parent.name}: held-out loss {result.baseline:.4f} on {heldout.description}",
-        "",
-        _table(["block", "removed", "change", "duplicated", "change"], rows),
-    ])
-    return Outcome(document, text)
-
-
-def _per_init(values: list[tuple[str | None, float]], inits: list[str], option: str) -> dict[str, float]:
-    """``--lr``/``--weight-decay`` values as {init: value}; a bare VALUE applies to every init."""
-    chosen: dict[str, float] = {}
-    for init, value in values:
-        if init is not None and init not in inits:
-            raise UsageError(f"{option} {init}={value:g} names an init that is not in --inits {','.join(inits)}")
-        chosen.update({init: value} if init is not None else dict.fromkeys(inits, value))
-    return chosen
-
-
-def _speedup_text(row: dict[str, Any], key: str = "speedup") -> str:
-    """``4.00x``; ``>=4.00x`` when it was already there at its first evaluation; ``<0.50x`` when it never got there."""
-    value = row.get(key)
-    if value is None:
-        return "n/a"
-    prefix = ">=" if row.get("speedup_lower_bound") else "<" if row.get("reached") is False else ""
-    return f"{prefix}{value:.2f}x"
-
-
-def run_compare(args: argparse.Namespace) -> Outcome:
-    """Train the same destination from each ``--inits`` initialization; save histories, summary and plots."""
-    check_new_directory(args.out, args.overwrite)
-    if args.profile is not None and not args.profile.is_file():
-        raise UsageError(f"--profile {args.profile}: no such file")
-    if args.warmup is not None and args.warmup > args.steps:
-        raise UsageError(f"--warmup {args.warmup} is out of range: choose 0 <= warmup <= --steps {args.steps}")
-    lrs = _per_init(args.lr, args.inits, "--lr")
-    weight_decays = _per_init(args.weight_decay, args.inits, "--weight-decay")
-    distill_options = {name: getattr(args, name) for name in ("distill_alpha", "distill_temperature")
-                       if getattr(args, name) is not None}
-    distilled = [init for init in args.inits if INITS[init].distill]
-    if distill_options and not distilled:
-        given = " and ".join(f"--{name.replace('_', '-')}" for name in distill_options)
-        with_teacher = ", ".join(init for init in INITS if INITS[init].distill)
-        raise UsageError(f"{given} only apply to inits trained with the parent as teacher ({with_teacher}); "
-                         f"--inits {','.join(args.inits)} has none")
-    parent = _load_trainable(args)
-    spec = _spec(args)
-    _check_plan(parent, spec, "middle", "none")
-    saved_profile = _saved_profile(args, parent)
-    train = _batches(parent, args, "train", None, shuffle=True)
-    heldout = _batches(parent, args, "heldout", args.eval_tokens)
-
-    _note(f"training {', '.join(args.inits)} for {args.steps} steps each on {train.description} ...")
-    comparison = compare(
-        parent, spec, train, inits=args.inits, steps=args.steps, eval_batches=heldout, profile=saved_profile,
-        lrs=lrs, weight_decays=weight_decays, seed=args.seed, warmup=args.warmup, schedule=args.schedule,
-        eval_every=args.eval_every, **distill_options,
-    )
-    files = _save_comparison(comparison, args.out, args.overwrite)
-
-    table = comparison.summary_table()
-    rows = [
-        [row["init"], f"{row['lr']:g}", f"{row['weight_decay']:g}", row["steps"], row["initial_loss"],
-         row["final_loss"], _speedup_text(row), _speedup_text(row, "speedup_per_second"),
-         f"{row['train_seconds']:.1f}"]
-        for row in table
-    ]
-    destination = comparison.config["destination"]
-    shape = f"{destination['layers']} layers x hidden {destination['hidden']}, FFN {destination['ffn']}"
-    lines = [
-        f"{parent.name} -> {shape}: {args.steps} steps per init on {train.description}",
-        f"held-out loss on {heldout.description}; speedup: steps random needs to reach its final held-out loss "
-        f"over the steps each init needs; speedup/s: the same in seconds of training (a teacher costs time)",
-        "",
-        _table(["init", "lr", "wd", "steps", "initial loss", "final loss", "speedup", "speedup/s", "train s"], rows),
-        "",
-        f"saved to {args.out}: {', '.join(files)}",
-    ]
-    if comparison.stopped_early:
-        lines.insert(0, "stopped early: the table shows the runs so far")
-    document = {
-        "parent": parent.name,
-        "destination": destination,
-        "steps": args.steps,
-        "data": train.description,
-        "heldout": heldout.description,
-        "table": table,
-        "stopped_early": comparison.stopped_early,
-        "output": str(args.out),
-        "files": files,
-    }
-    return Outcome(document, "\n".join(lines))
-
-
-def _save_comparison(comparison: Comparison, directory: Path, overwrite: bool) -> list[str]:
-    """Histories (CSV + JSON), summary, a PNG and a self-contained HTML plot of the held-out loss, all at once.
-
-    The figures are drawn before anything is written, and everything goes into a staging directory that is
-    renamed into place, so a failure leaves no half-written run. Under several processes the main one writes.
-    """
-    return distributed.on_main(_write_comparison, comparison, directory, overwrite)
-
-
-def _write_comparison(comparison: Comparison, directory: Path, overwrite: bool) -> list[str]:
-    from . import plots
-
-    static = plots.loss_curves(comparison.histories, backend="matplotlib")
-    png = io.BytesIO()
-    static.savefig(png, format="png", dpi=120, bbox_inches="tight")
-    page = plots.loss_curves(comparison.histories, backend="plotly").to_html(full_html=True, include_plotlyjs=True)
-
-    with staged_directory(directory, overwrite) as staging:
-        comparison.write_files(staging)
-        (staging / "loss_curves.png").write_bytes(png.getvalue())
-        (staging / "loss_curves.html").write_text(page, encoding="utf-8")
-        files = sorted(path.name for path in staging.iterdir())
-    return files
-
-
-def run_study(args: argparse.Namespace) -> Outcome:
-    """Train every size from random init and from the subclone at their best learning rates (or merge saved
-    studies); save the study, a PNG and a self-contained HTML figure of speedup against size."""
-    check_new_directory(args.out, args.overwrite)
-    if args.merge:
-        if args.sizes is not None:
-            raise UsageError("--merge combines saved studies: give it without --sizes")
-        with _blame_user():
-            study = SpeedupStudy.merge([SpeedupStudy.load(path) for path in args.merge])
-        parent_name = study.config["parent"]["name"]  # SpeedupStudy.load checked it is there
-    else:
-        if args.sizes is None:
-            raise UsageError("--sizes is missing: give destination sizes such as 24x480,20x384,8x288 (or --merge)")
-        extra = [size for size in args.distill_sizes if size not in args.sizes]
-        if extra:
-            raise UsageError(f"--distill-sizes {','.join(f'{l}x{h}' for l, h in extra)} are not among --sizes")
-        if args.profile is not None and not args.profile.is_file():
-            raise UsageError(f"--profile {args.profile}: no such file")
-        parent = _load_trainable(args)
-        specs = {size: DestinationSpec(layers=size[0], hidden=size[1]) for size in args.sizes}
-        for spec in specs.values():
-            _check_plan(parent, spec, "middle", "none")
-        saved_profile = _saved_profile(args, parent)
-        train = _batches(parent, args, "train", None, shuffle=True)
-        heldout = _batches(parent, args, "heldout", args.eval_tokens)
-        runs = len(args.sizes) * (len(args.random_lrs) + len(args.subclone_lrs))
-        runs += len(args.distill_sizes) * len(args.distill_inits)
-        _note(f"training {runs} runs of {args.steps} steps on {train.description} ...")
-        study = speedup_study(
-            parent, list(specs.values()), train, heldout, profile=saved_profile, random_lrs=args.random_lrs,
-            subclone_lrs=args.subclone_lrs, distill_sizes=[specs[size] for size in args.distill_sizes],
-            distill_inits=args.distill_inits if args.distill_sizes else [], steps=args.steps,
-            eval_every=args.eval_every, seed=args.seed, log=_note,
-        )
-        parent_name = parent.name
-    files = distributed.on_main(_write_study, study, args.out, args.overwrite)
-    table = study.table()
-    rows = [[row["destination"], f"{row['parameters'] / 1e6:.1f}M", row["init"], f"{row['best_lr']:g}",
-             row["initial_loss"], row["final_loss"], _speedup_text(row), _speedup_text(row, "speedup_per_second")]
-            for row in table]
-    text = "\n".join([
-        f"{parent_name}: {study.config.get('steps')} steps per run; speedup: steps the best random run needs to reach "
-        f"its final held-out loss over the steps each init needs (speedup/s: in seconds of training)",
-        "",
-        _table(["destination", "params", "init", "best lr", "initial loss", "final loss", "speedup", "speedup/s"],
-               rows),
-        "",
-        f"saved to {args.out}: {', '.join(files)}",
-    ])
-    document = {"parent": parent_name, "config": study.config, "table": table, "output": str(args.out),
-                "files": files}
-    return Outcome(document, text)
-
-
-def _write_study(study: SpeedupStudy, directory: Path, overwrite: bool) -> list[str]:
-    """study.json, speedup_by_size.png and a self-contained speedup_by_size.html, all at once (staged)."""
-    from . import plots
-
-    static = plots.speedup_by_size(study.sizes, backend="matplotlib")
-    png = io.BytesIO()
-    static.savefig(png, format="png", dpi=120, bbox_inches="tight")
-    page = plots.speedup_by_size(study.sizes).to_html(full_html=True, include_plotlyjs=True)
-    with staged_directory(directory, overwrite) as staging:
-        (staging / "study.json").write_text(study.to_json())
-        (staging / "speedup_by_size.png").write_bytes(png.getvalue())
-        (staging / "speedup_by_size.html").write_text(page, encoding="utf-8")
-        return sorted(path.name for path in staging.iterdir())
-
-
-def run_report(args: argparse.Namespace) -> Outcome:
-    """The main job: one self-contained HTML page (:func:`subclone_viz.report.run_report`)."""
-    from .report import run_report as write_report
-
-    _check_new_file(args.out, (".html", ".htm"), args.overwrite)
-    study = SpeedupStudy.load(args.speedup_study) if args.speedup_study is not None else None
-    parent = _load(args)
-    destination = None
-    if args.layers is not None or args.hidden is not None:
-        destination = _spec(args)
-        _check_plan(parent, destination, "middle", "sqrt")
-    with _blame_user(ImportError):
-        parent_batches(parent, "heldout", args.data, max_batches=1)  # a bad --data (or no tokenizer) fails now
-    quick = quick_mode(args.quick or None)
-    path = write_report(parent, out=args.out, tokens=args.tokens, steps=args.steps, quick=quick,
-                        overwrite=args.overwrite, data=args.data, destination=destination, seed=args.seed,
-                        study=study)
-    document = {"parent": parent.name, "output": str(path), "bytes": path.stat().st_size, "quick": quick}
-    return Outcome(document, f"wrote {path} ({path.stat().st_size / 1e6:.1f} MB): open it in a browser, no network needed")
-
-
-def _forecast_curve(args: argparse.Namespace) -> Any:
-    """The run's LearningCurve from a history .json or a .csv log, every argument checked first."""
-    from .forecast import LearningCurve
-    from .train import History
-
-    path = args.run_file.expanduser()
-    suffix = path.suffix.lower()
-    if suffix not in (".json", ".csv"):
-        raise UsageError(f"RUN={path}: give a training history .json or a .csv log")
-    if not path.is_file():
-        raise UsageError(f"RUN={path}: no such file")
-    if suffix == ".json":
-        extra = [f for f in ("lr_column", "schedule", "total_steps", "tokens_per_step") if getattr(args, f)]
-        if extra:
-            raise UsageError(f"--{extra[0].replace('_', '-')} is for .csv logs; a history carries its own schedule")
-        return History.load_json(path).curve(parameters=args.parameters)
-    if (args.lr_column is None) == (args.schedule is None):
-        raise UsageError("a .csv log needs --lr-column (the rate of every step) or --schedule with --total-steps")
-    if args.schedule is not None and args.total_steps is None:
-        raise UsageError(f"--schedule {args.schedule} needs --total-steps (the run's planned length)")
-    bad = [w for w in args.where if "=" not in w or not w.split("=", 1)[0]]
-    if bad:
-        raise UsageError(f"--where {bad[0]!r}: give COLUMN=VALUE")
-    return LearningCurve.from_csv(path, step_column=args.step_column, loss_column=args.loss_column,
-                                  lr_column=args.lr_column, schedule=args.schedule, total_steps=args.total_steps,
-                                  warmup=args.warmup, peak=args.peak_lr, final_ratio=args.final_ratio,
-                                  decay_fraction=args.decay_fraction, tokens_per_step=args.tokens_per_step,
-                                  where=dict(w.split("=", 1) for w in args.where) or None,
-                                  parameters=args.parameters)
-
-
-def run_forecast(args: argparse.Namespace) -> Outcome:
-    from .forecast import ForecastPrior, forecast
-
-    if args.out is not None and args.out.exists() and not args.overwrite:
-        raise UsageError(f"--out {args.out} exists: pass --overwrite to replace it")
-    prior = ForecastPrior.load(args.prior) if args.prior is not None else None
-    curve = _forecast_curve(args)
-    if args.fit_until is not None:
-        curve = curve.head(args.fit_until)
-    result = forecast(curve, steps=args.steps, tokens=args.tokens, flops=args.flops, prior=prior)
-    document = result.to_document()
-    if args.out is not None:
-        document["output"] = str(result.save(args.out, overwrite=args.overwrite))
-    return Outcome(document, result.summary())
-
-
-# --------------------------------------------------------------------------------------------------------
-# Entry point
-
-
-def _one_line(error: BaseException) -> str:
-    return " ".join(str(error).split())
+run_info = _Command("run_info")
+run_profile = _Command("run_profile")
+run_subclone = _Command("run_subclone")
+run_ablate = _Command("run_ablate")
+run_compare = _Command("run_compare")
+run_study = _Command("run_study")
+run_report = _Command("run_report")
+run_forecast = _Command("run_forecast")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -1002,17 +560,4 @@ def main(argv: Sequence[str] | None = None) -> int:
         args = parser.parse_args(argv)
     except SystemExit as exit_:  # argparse's help (0) and errors (2)
         return exit_.code if isinstance(exit_.code, int) else 0
-    stdout = sys.stdout
-    run: Callable[[argparse.Namespace], Outcome] = args.run
-    try:
-        # Anything a library prints goes to stderr, so that --json output stays one document.
-        with contextlib.redirect_stdout(sys.stderr) if args.json else contextlib.nullcontext():
-            outcome = run(args)
-    except UserError as error:  # the library raises these for what the user can fix; never bugs
-        if distributed.is_main_process():
-            print(f"{PROG}: error: {_one_line(error)}", file=sys.stderr)
-        return 2
-    # Under accelerate launch every process ran the command; the main one reports it.
-    if distributed.is_main_process():
-        print(json.dumps(outcome.document, indent=2) if args.json else outcome.text, file=stdout, flush=True)
-    return 0
+    return _commands().execute(args)

@@ -13,12 +13,15 @@ per initialization with :func:`~subclone_viz.train.train`, on identical batches 
   with the parent as teacher (:func:`~subclone_viz.train.distillation_loss`; ``distill_alpha`` and
   ``distill_temperature`` in the settings), so that the gain of the start and of the teacher separate.
 
-The learning rate and weight decay default to the paper's (Table 1): for language models 1e-4 / 0.1 from
-random and 1e-4 / 0.001 for every inherited initialization; for vision 0.002 / 0.2 and 1e-4 / 0.005. The
-:class:`Comparison` holds the histories, the plans and, per initialization, the initial and final held-out
+Each initialization trains at its own tuned learning rate (:mod:`subclone_viz.inits`: for language models
+3e-3 from random and 1e-3 inherited, the best of this project's sweeps, so that random init is not a slowed-down
+baseline); ``lr_preset="paper"`` gives the paper's Table 1 instead (1e-4 for both). The :class:`Comparison`
+records each init's rates and their source (:meth:`Comparison.lr_note`) and holds the histories, the plans and, per initialization, the initial and final held-out
 loss (and accuracy) and the :func:`speedup` over random: the steps random needs to reach its own final
 held-out loss divided by the steps the other needs to reach that same loss, and the same ratio in seconds
-of training (a teacher's forward makes a step dearer, so the two differ for the ``+distill`` inits).
+of training (a teacher's forward makes a step dearer, so the two differ for the ``+distill`` inits). A
+speedup measured against a random init that was still improving at its end is marked as holding at this
+budget only (:func:`reference_converged`).
 
 Example::
 
@@ -30,8 +33,10 @@ Example::
     >>> prof = sv.profile(parent, heldout, progress=False)
     >>> result = sv.compare(parent, sv.DestinationSpec(layers=4, hidden=192), train, profile=prof, steps=4,
     ...                     inits=["random", "subclone", "subclone+distill"], eval_batches=heldout, progress=False)
-    >>> [(row["init"], row["lr"], row["steps"]) for row in result.summary_table()]   # the paper's learning rates
-    [('random', 0.0001, 4), ('subclone', 0.0001, 4), ('subclone+distill', 0.0001, 4)]
+    >>> [(row["init"], row["lr"], row["steps"]) for row in result.summary_table()]   # each at its tuned rate
+    [('random', 0.003, 4), ('subclone', 0.001, 4), ('subclone+distill', 0.001, 4)]
+    >>> result.lr_note()
+    'learning rates: random 0.003, subclone 0.001, subclone+distill 0.001 (tuned: best of the sweep in ...)'
     >>> sorted(result.metrics["subclone"])[-4:]     # per step and per second of training, over random init
     ['speedup_lower_bound', 'speedup_per_second', 'steps', 'target_loss']
     >>> result.save("runs/smollm2-4x192")
@@ -54,6 +59,10 @@ from torch import nn
 
 from . import distributed
 from ._atomic import DamagedFileError, read_json, staged_directory
+from .inits import DEFAULT_LR_PRESET, INITS, default_hyperparameters, hyperparameter_source
+from .plan import plan
+from .profile import profile as profile_parent
+from .subclone import random_init, subclone
 from .train import EvalRecord, History, StepRecord, StopSignal, TrainSettings, train
 
 if TYPE_CHECKING:
@@ -61,40 +70,15 @@ if TYPE_CHECKING:
     from .plan import DestinationSpec, SubclonePlan
     from .profile import Profile
 
-__all__ = ["INITS", "Comparison", "Speedup", "compare", "default_hyperparameters", "speedup", "speedup_text"]
+__all__ = ["INITS", "Comparison", "Speedup", "compare", "default_hyperparameters", "learning_rate_note",
+           "reference_converged", "speedup", "speedup_text"]
 
 PROFILE_TOKENS = 4096
 REFERENCE_INIT = "random"
-
-
-
-@dataclass(frozen=True)
-class Init:
-    """How a destination starts, and whether it also learns from the parent as its teacher."""
-
-    strategies: Mapping[str, str] | None  # plan(depth=, width=, scaling=); None: the architecture's random init
-    distill: bool = False  # train with the parent as teacher (TrainSettings.distill_alpha, distill_temperature)
-
-
-_PAPER = dict(depth="middle", width="importance", scaling="sqrt")
-
-# Every initialization compare() knows, by name.
-INITS: dict[str, Init] = {
-    "random": Init(None),
-    "subclone": Init(_PAPER),
-    "subclone-calibrated": Init(dict(_PAPER, scaling="calibrated")),
-    "no-scaling": Init(dict(_PAPER, scaling="none")),
-    "no-reorder": Init(dict(_PAPER, width="first")),
-    "uniform": Init(dict(_PAPER, width="uniform", scaling="none")),
-    "subclone+distill": Init(_PAPER, distill=True),
-    "random+distill": Init(None, distill=True),
-}
-
-# The paper's Table 1: (learning rate, weight decay) from random init and from subcloning.
-_PAPER_HYPERPARAMETERS = {
-    "language": {"random": (1e-4, 0.1), "inherited": (1e-4, 0.001)},
-    "vision": {"random": (2e-3, 0.2), "inherited": (1e-4, 0.005)},
-}
+# The reference counts as converged when the second half of its run brought at most this share of its whole
+# drop in held-out loss. The tuned random runs of the speedup study brought 4-7% (bench/results/speedup_study);
+# a run cut short while still falling brings a third or more.
+CONVERGED_SECOND_HALF_SHARE = 0.25
 
 
 # --------------------------------------------------------------------------------------------------------
@@ -112,7 +96,9 @@ class Speedup:
     ``other`` trained, an upper bound below 1. ``speedup`` is None when it cannot be defined (the
     reference never improved on its first evaluation, or ``other`` has no evaluation after its first).
     ``speedup_per_second`` is the same rule on the training clock (:attr:`EvalRecord.time`: seconds spent
-    in training steps, evaluations not counted), with the same two flags.
+    in training steps, evaluations not counted), with the same two flags. ``reference_converged`` False: the
+    reference was still improving when its run ended (:func:`reference_converged`), so the speedup holds at the
+    loss it reached in this budget only, a bound of this budget rather than of training to the end.
     """
 
     speedup: float | None
@@ -124,6 +110,7 @@ class Speedup:
     speedup_per_second: float | None = None
     reference_seconds: float | None = None  # training seconds the reference needs to reach target_loss
     seconds: float | None = None  # training seconds ``other`` needs (None when not reached)
+    reference_converged: bool | None = None  # None: too few evaluations to tell (:func:`reference_converged`)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -132,13 +119,30 @@ class Speedup:
 def speedup_text(row: Mapping[str, Any], key: str = "speedup") -> str:
     """A speedup over random init (a :class:`Speedup` as a dict, or a summary row; per step, or
     ``key="speedup_per_second"``) as a reader would say it: ``4.1x``, ``more than 8x``, ``0.5x (never
-    reached random's final loss)``."""
+    reached random's final loss)``, and ``... (at this budget: random init not converged)`` when the
+    reference was still improving at its end."""
     value = row.get(key)
     if value is None:
         return "n/a"
     if row.get("speedup_lower_bound"):
-        return f"more than {value:.2g}x"
-    return f"{value:.2g}x" + ("" if row.get("reached", True) else " (never reached random's final loss)")
+        text = f"more than {value:.2g}x"
+    else:
+        text = f"{value:.2g}x" + ("" if row.get("reached", True) else " (never reached random's final loss)")
+    return text + (" (at this budget: random init not converged)" if row.get("reference_converged") is False else "")
+
+
+def reference_converged(evals: list[EvalRecord]) -> bool | None:
+    """Whether a run had settled by its end: the second half of its steps brought at most
+    :data:`CONVERGED_SECOND_HALF_SHARE` of its whole drop in held-out loss. None with fewer than three
+    evaluations (no midpoint to judge by); False when the loss never fell."""
+    if len(evals) < 3:
+        return None
+    first, last = evals[0], evals[-1]
+    middle = [record for record in evals if record.step <= last.step / 2][-1]
+    drop = first.loss - last.loss
+    if drop <= 0:
+        return False
+    return (middle.loss - last.loss) <= CONVERGED_SECOND_HALF_SHARE * drop
 
 
 def _position(record: EvalRecord, axis: str) -> float:
@@ -188,17 +192,12 @@ def speedup(reference: History, other: History) -> Speedup:
         speedup=per_step, speedup_lower_bound=lower_bound, reached=reached, target_loss=target,
         reference_steps=reference_steps, steps=steps if reached else None, speedup_per_second=per_second,
         reference_seconds=reference_seconds, seconds=seconds if reached else None,
+        reference_converged=reference_converged(reference.evals),
     )
 
 
 # --------------------------------------------------------------------------------------------------------
 # Comparing initializations
-
-
-def default_hyperparameters(task: str, init: str) -> tuple[float, float]:
-    """(learning rate, weight decay) of the paper's Table 1 for a family task and an initialization."""
-    kind = "vision" if task == "image-classification" else "language"
-    return _PAPER_HYPERPARAMETERS[kind]["random" if INITS[init].strategies is None else "inherited"]
 
 
 @dataclass
@@ -231,12 +230,21 @@ class Comparison:
                     "speedup_per_second": metric.get("speedup_per_second"),
                     "speedup_lower_bound": metric.get("speedup_lower_bound"),
                     "reached": metric.get("reached"),
+                    "reference_converged": metric.get("reference_converged"),
                     "train_seconds": history.steps[-1].time if history.steps else 0.0,
                     "distill_alpha": history.config.get("distill_alpha"),
                     "stopped_early": history.stopped_early,
                 }
             )
         return rows
+
+    def lr_note(self) -> str:
+        """The learning rates behind this comparison's speedups and their source (:func:`learning_rate_note`);
+        from the histories alone for a comparison saved before the sources were recorded."""
+        rates = self.config.get("learning_rates") or {
+            init: {"lr": history.config.get("lr"), "source": None} for init, history in self.histories.items()
+        }
+        return learning_rate_note(rates)
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -343,16 +351,44 @@ def _destination(
 ) -> tuple[nn.Module, "SubclonePlan | None"]:
     """The destination an initialization starts from, in fp32 (mixed precision autocasts, it never trains
     half-precision weights), and the plan it was sliced by (None for random init)."""
-    from .plan import plan
-    from .subclone import subclone
-    from .workflow import random_init
-
     recipe = INITS[init].strategies
     if recipe is None:
         # The shape the subclone would have; random init ignores which indices a plan keeps.
         return random_init(parent, spec, seed=seed).float(), None
     chosen = plan(parent, profile, spec, **recipe)
     return subclone(parent, chosen, calibration_batches=calibration_batches).float(), chosen
+
+
+def _learning_rates(
+    task: str,
+    inits: list[str],
+    settings: TrainSettings,
+    lrs: Mapping[str, float],
+    weight_decays: Mapping[str, float],
+    preset: str,
+) -> dict[str, dict[str, Any]]:
+    """Each init's learning rate and weight decay, and where the learning rate came from: ``lrs``, then
+    ``settings``, then the preset's default for the init (:func:`~subclone_viz.inits.hyperparameters`)."""
+    rates = {}
+    for init in inits:
+        default_lr, default_wd = default_hyperparameters(task, init, preset)
+        if init in lrs or settings.lr is not None:
+            lr, source = lrs.get(init, settings.lr), "set by the caller"
+        else:
+            lr, source = default_lr, hyperparameter_source(task, init, preset)
+        weight_decay = weight_decays.get(init, settings.weight_decay if settings.weight_decay is not None
+                                         else default_wd)
+        rates[init] = {"lr": lr, "weight_decay": weight_decay, "source": source}
+    return rates
+
+
+def learning_rate_note(learning_rates: Mapping[str, Mapping[str, Any]]) -> str:
+    """One sentence naming the learning rate behind every run and where it came from, for a table's caption:
+    ``learning rates: random 0.003, subclone 0.001 (tuned: best of the sweep in ...)``."""
+    by_source: dict[str, list[str]] = {}
+    for init, rate in learning_rates.items():
+        by_source.setdefault(rate.get("source") or "source not recorded", []).append(f"{init} {rate['lr']:g}")
+    return "learning rates: " + "; ".join(f"{', '.join(runs)} ({source})" for source, runs in by_source.items())
 
 
 def compare(
@@ -372,6 +408,7 @@ def compare(
     resume: bool = False,
     progress: bool = True,
     stop: StopSignal | None = None,
+    lr_preset: str = DEFAULT_LR_PRESET,
     **overrides: Any,
 ) -> Comparison:
     """Train one destination of shape ``spec`` per initialization, on the same batches in the same order.
@@ -383,23 +420,24 @@ def compare(
         inits: names from :data:`INITS`, trained in this order.
         settings: the :class:`~subclone_viz.train.TrainSettings` of every run (one seed for all: random init
             and dropout). Its ``lr``/``weight_decay``, when set, apply to every init; when None, each init
-            gets the paper's (:func:`default_hyperparameters`). Its ``distill_alpha`` and
+            gets its own default of ``lr_preset`` (:mod:`subclone_viz.inits`). Its ``distill_alpha`` and
             ``distill_temperature`` apply to the ``+distill`` inits, whose teacher is ``parent.model``.
         eval_batches: held-out batches for the loss curves and the speedup; without them the first few
             training batches are used (with a warning: that measures fitting, not generalization).
         profile: the parent's profile; computed from ``batches`` (a few thousand tokens) when an init needs it.
-        lrs, weight_decays: per-init values, overriding ``settings`` and the paper's defaults.
+        lrs, weight_decays: per-init values, overriding ``settings`` and the defaults.
         calibration_batches: for ``"subclone-calibrated"`` (default ``batches``).
         callback: ``callback(history, record)`` during every run; ``history.label`` names the init.
         checkpoint_dir: checkpoints of each run in its own subdirectory ``checkpoint_dir/<init>``.
         resume: continue each run from its latest checkpoint.
         progress: progress bars.
         stop: stops the current run at the next step and skips the remaining ones.
+        lr_preset: the defaults where neither ``lrs`` nor ``settings`` set a rate: ``"tuned"`` (each init at
+            the best rate of this project's sweeps) or ``"paper"`` (the paper's Table 1). The comparison's
+            ``config["learning_rates"]`` records each init's rates and where they came from.
         **overrides: :class:`~subclone_viz.train.TrainSettings` fields replacing those of ``settings``
             (``steps=300, eval_every=30, seed=1``).
     """
-    from .profile import profile as profile_parent
-
     settings = TrainSettings.of(settings, **overrides)
     lrs, weight_decays = dict(lrs or {}), dict(weight_decays or {})
     inits = _check_inits(inits, {"lrs": lrs, "weight_decays": weight_decays})
@@ -415,19 +453,12 @@ def compare(
     if profile is None and needs_profile:
         profile = profile_parent(parent, batches, max_tokens=PROFILE_TOKENS, progress=progress)
 
-    task = parent.family.task
+    rates = _learning_rates(parent.family.task, inits, settings, lrs, weight_decays, lr_preset)
     histories: dict[str, History] = {}
     plans: dict[str, dict[str, Any] | None] = {}
     stopped = False
     for init in inits:
-        default_lr, default_wd = default_hyperparameters(task, init)
-        run_settings = replace(
-            settings,
-            lr=lrs.get(init, settings.lr if settings.lr is not None else default_lr),
-            weight_decay=weight_decays.get(
-                init, settings.weight_decay if settings.weight_decay is not None else default_wd
-            ),
-        )
+        run_settings = replace(settings, lr=rates[init]["lr"], weight_decay=rates[init]["weight_decay"])
         model, chosen = _destination(parent, spec, init, profile, calibration_batches or batches, settings.seed)
         plans[init] = chosen.to_dict() if chosen is not None else None
         teacher = parent.model if INITS[init].distill else None
@@ -457,5 +488,7 @@ def compare(
         "eval_batches": eval_source,
         "profile": {"source": profile.source, "tokens": profile.tokens} if profile is not None else None,
         "reference": REFERENCE_INIT if REFERENCE_INIT in histories else None,
+        "lr_preset": lr_preset,
+        "learning_rates": rates,
     }
     return Comparison(histories, plans, comparison_metrics(histories), config, stopped_early=stopped)

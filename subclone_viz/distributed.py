@@ -46,7 +46,8 @@ from __future__ import annotations
 import contextlib
 import itertools
 import pickle
-from typing import Any, Callable, Iterable, Iterator, TypeVar
+from collections.abc import Callable, Iterable, Iterator
+from typing import Any, TypeVar
 
 import torch
 

@@ -20,8 +20,9 @@ Example::
 from __future__ import annotations
 
 import itertools
+from collections.abc import Iterable, Sized
 from dataclasses import asdict, dataclass
-from typing import TYPE_CHECKING, Iterable, Sized
+from typing import TYPE_CHECKING
 
 import torch
 from torch import nn

@@ -43,8 +43,9 @@ from typing import Any
 import yaml
 from torch import nn
 
-from . import __version__, distributed
+from . import distributed
 from ._atomic import staged_directory
+from ._version import __version__
 from .families import family_of
 from .plan import SubclonePlan
 

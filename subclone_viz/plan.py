@@ -35,27 +35,80 @@ Example::
 from __future__ import annotations
 
 import json
+from collections.abc import Callable, Sequence
 from dataclasses import MISSING, asdict, dataclass, field, fields
-from typing import TYPE_CHECKING, Any, Sequence
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from . import __version__
+from ._version import __version__
 from .errors import UserError
 from .families import Dims
 from .importance import DEFAULT_ESTIMATOR, ESTIMATORS, estimate_importance
+from .parent import parent_fingerprint
+from .registry import Registry
 
 if TYPE_CHECKING:
     from .parent import Parent
     from .profile import Profile
 
-DEPTH_STRATEGIES = ("middle", "first", "last", "metric")
-WIDTH_STRATEGIES = ("importance", "uniform", "first")
-SCALINGS = ("sqrt", "none", "calibrated")
 
 
 class SpecError(UserError, ValueError):
     """A destination spec the parent cannot give; the message names the valid choices."""
+
+
+@dataclass(frozen=True)
+class Strategy:
+    """A named planning strategy.
+
+    Attributes:
+        name: what ``plan(..., depth=/width=/scaling=NAME)`` calls it.
+        function: a depth strategy is ``(parent_layers, layers, profile) -> parent block indices``; a width
+            strategy ``(parent, profile, dims, layers, importance) -> WidthChoice``; a scaling
+            ``(parent, plan, destination, calibration_batches, batch_count) -> {parameter: factor}``, applied
+            in place to the freshly sliced destination.
+        needs_profile: it ranks by a profile (``plan`` then refuses ``profile=None``).
+        needs_batches: a scaling that runs calibration batches (``subclone`` then refuses none).
+        description: one line for listings.
+    """
+
+    name: str
+    function: Callable[..., Any]
+    needs_profile: bool = False
+    needs_batches: bool = False
+    description: str = ""
+
+
+@dataclass
+class WidthChoice:
+    """The indices a width strategy keeps: residual channels, and per destination block FFN neurons, query
+    heads and KV heads."""
+
+    residual: list[int]
+    ffn: list[list[int]]
+    heads: list[list[int]]
+    kv_heads: list[list[int]]
+
+
+def _check_strategy(name: str, strategy: object) -> None:
+    if not isinstance(strategy, Strategy) or strategy.name != name or not callable(strategy.function):
+        raise TypeError(f"{name!r}: expected a plan.Strategy named {name!r} with a callable function, got {strategy!r}")
+
+
+# The strategies by name, open to plugins: register_strategy(DEPTHS, Strategy("my-depth", function)).
+DEPTHS: Registry[Strategy] = Registry("depth strategy", "subclone_viz.depth_strategies", check=_check_strategy)
+WIDTHS: Registry[Strategy] = Registry("width strategy", "subclone_viz.width_strategies", check=_check_strategy)
+SCALING_METHODS: Registry[Strategy] = Registry("scaling", "subclone_viz.scalings", check=_check_strategy)
+# Their names, following later registrations (choices for the command line and the widgets).
+DEPTH_STRATEGIES = DEPTHS.names()
+WIDTH_STRATEGIES = WIDTHS.names()
+SCALINGS = SCALING_METHODS.names()
+
+
+def register_strategy(registry: Registry[Strategy], strategy: Strategy, replace: bool = False) -> Strategy:
+    """Add ``strategy`` to one of :data:`DEPTHS`, :data:`WIDTHS` or :data:`SCALING_METHODS`."""
+    return registry.register(strategy.name, strategy, replace=replace)
 
 
 def _choices(values: Sequence[int], limit: int = 12) -> str:
@@ -265,72 +318,33 @@ def plan(
         parent: the loaded parent.
         profile: its profile; needed by ``width="importance"`` and ``depth="metric"``, checked against the parent.
         spec: the destination's layers and widths.
-        depth: ``"middle"``, ``"first"``, ``"last"``, ``"metric"``, or a list of parent block indices.
-        width: ``"importance"``, ``"uniform"`` or ``"first"``.
-        scaling: ``"sqrt"``, ``"none"`` or ``"calibrated"``.
+        depth: ``"middle"``, ``"first"``, ``"last"``, ``"metric"``, or a list of parent block indices
+            (:data:`DEPTHS`).
+        width: ``"importance"``, ``"uniform"`` or ``"first"`` (:data:`WIDTHS`).
+        scaling: ``"sqrt"``, ``"none"`` or ``"calibrated"`` (:data:`SCALING_METHODS`).
         importance: the estimator ``width="importance"`` ranks by (:data:`~subclone_viz.importance.ESTIMATORS`).
     """
-    from .profile import parent_fingerprint
-
-    if isinstance(width, str) and width not in WIDTH_STRATEGIES:
-        raise SpecError(f"width={width!r} is not a width strategy: choose one of {', '.join(WIDTH_STRATEGIES)}")
-    if scaling not in SCALINGS:
-        raise SpecError(f"scaling={scaling!r} is not a scaling: choose one of {', '.join(SCALINGS)}")
-    if importance not in ESTIMATORS:
-        raise SpecError(
-            f"importance={importance!r} is not an importance estimator: choose one of {', '.join(ESTIMATORS)}"
-        )
-    if isinstance(depth, str) and depth not in DEPTH_STRATEGIES:
-        raise SpecError(
-            f"depth={depth!r} is not a depth strategy: choose one of {', '.join(DEPTH_STRATEGIES)} or a list of blocks"
-        )
-    needs_profile = width == "importance" or depth == "metric"
-    if profile is None and needs_profile:
-        raise SpecError(
-            "width='importance' and depth='metric' rank by a profile: pass profile=sv.profile(parent, batches), or "
-            "use width='uniform' / 'first' and depth='middle' / 'first' / 'last'"
-        )
+    _check_strategies(profile, depth, width, scaling, importance)
     if profile is not None:
         profile.check_parent(parent)
     parent_dims = parent.dims
-    if not isinstance(depth, str):
-        if isinstance(spec.layers, (list, tuple)):
-            raise SpecError("give explicit blocks either as spec.layers or as depth, not both")
-        if spec.layers != len(depth):
-            raise SpecError(f"depth lists {len(depth)} blocks but spec.layers={spec.layers}; make them agree")
-        spec = DestinationSpec(list(depth), spec.hidden, spec.ffn, spec.heads, spec.kv_heads)
+    spec = _with_depth_blocks(spec, depth)
     dims = spec.resolve(parent_dims, parent.family.heads_follow_hidden)
-
     if isinstance(spec.layers, (list, tuple)):
         layers, depth_name = [int(i) for i in spec.layers], "explicit"
     else:
         layers, depth_name = select_layers(parent_dims.layers, dims.layers, depth, profile), depth
-
-    if width == "importance":
-        try:
-            scores = estimate_importance(profile, parent, importance)
-        except ValueError as error:  # statistics the profile lacks: a usage error, named as such
-            raise SpecError(str(error)) from error
-        residual = np.argsort(-scores.residual, kind="stable")[: dims.hidden]
-        ffn = [np.argsort(-scores.ffn[b], kind="stable")[: dims.ffn] for b in layers]
-        heads_kv = [_select_heads(scores.heads[b], parent_dims, dims) for b in layers]
-    else:
-        pick = _evenly_spaced if width == "uniform" else _leading
-        residual = pick(parent_dims.hidden, dims.hidden)
-        ffn = [pick(parent_dims.ffn, dims.ffn) for _ in layers]
-        groups = pick(parent_dims.kv_heads, dims.kv_heads)
-        heads_kv = [(_heads_of_groups(groups, parent_dims.queries_per_kv), groups) for _ in layers]
-
+    kept = WIDTHS[width].function(parent, profile, dims, layers, importance)
     return SubclonePlan(
         parent=parent_fingerprint(parent),
         family=parent.family.name,
         parent_dims=parent_dims.to_dict(),
         dims=dims.to_dict(),
         layers=layers,
-        residual=_ints(residual),
-        ffn=[_ints(f) for f in ffn],
-        heads=[_ints(h) for h, _ in heads_kv],
-        kv_heads=[_ints(g) for _, g in heads_kv],
+        residual=_ints(kept.residual),
+        ffn=[_ints(f) for f in kept.ffn],
+        heads=[_ints(h) for h in kept.heads],
+        kv_heads=[_ints(g) for g in kept.kv_heads],
         depth=depth_name,
         width=width,
         scaling=scaling,
@@ -340,26 +354,121 @@ def plan(
     )
 
 
+def _check_strategies(profile: "Profile | None", depth: str | Sequence[int], width: str, scaling: str,
+                      importance: str) -> None:
+    """Refuse unknown strategy names, and a missing profile for a strategy that ranks by one, before any work."""
+    if not isinstance(width, str) or width not in WIDTHS:
+        raise SpecError(f"width={width!r} is not a width strategy: choose one of {', '.join(WIDTHS)}")
+    if not isinstance(scaling, str) or scaling not in SCALING_METHODS:
+        raise SpecError(f"scaling={scaling!r} is not a scaling: choose one of {', '.join(SCALING_METHODS)}")
+    if importance not in ESTIMATORS:
+        raise SpecError(
+            f"importance={importance!r} is not an importance estimator: choose one of {', '.join(ESTIMATORS)}"
+        )
+    if isinstance(depth, str) and depth not in DEPTHS:
+        raise SpecError(
+            f"depth={depth!r} is not a depth strategy: choose one of {', '.join(DEPTHS)} or a list of blocks"
+        )
+    kinds = (("width", width, WIDTHS), ("depth", depth, DEPTHS))
+    ranking = [f"{kind}={name!r}" for kind, name, known in kinds if isinstance(name, str) and known[name].needs_profile]
+    if profile is None and ranking:
+        free = [f"{kind} {' / '.join(repr(n) for n in known if not known[n].needs_profile)}" for kind, _, known in kinds]
+        raise SpecError(
+            f"{' and '.join(ranking)} rank by a profile: pass profile=sv.profile(parent, batches), or use "
+            f"{' and '.join(free)}"
+        )
+def _with_depth_blocks(spec: DestinationSpec, depth: str | Sequence[int]) -> DestinationSpec:
+    """``spec`` with the explicit blocks of a ``depth`` list as its layers (checked to agree with it)."""
+    if isinstance(depth, str):
+        return spec
+    if isinstance(spec.layers, (list, tuple)):
+        raise SpecError("give explicit blocks either as spec.layers or as depth, not both")
+    if spec.layers != len(depth):
+        raise SpecError(f"depth lists {len(depth)} blocks but spec.layers={spec.layers}; make them agree")
+    return DestinationSpec(list(depth), spec.hidden, spec.ffn, spec.heads, spec.kv_heads)
+
+
+def check_spec(parent: "Parent", spec: DestinationSpec, depth: str | Sequence[int] = "middle") -> Dims:
+    """The destination's dims, or the :class:`SpecError` :func:`plan` would raise for this spec and depth.
+
+    Reads only the parent's shape, never its weights or a profile, so a
+    :func:`~subclone_viz.parent.parent_skeleton` (the architecture from the config alone) will do: a spec that
+    cannot fit fails before any weights load. ``"metric"`` depth is checked as ``"first"``, which refuses the
+    same shapes (deeper than the parent) with the same advice.
+    """
+    spec = _with_depth_blocks(spec, depth)
+    dims = spec.resolve(parent.dims, parent.family.heads_follow_hidden)
+    if isinstance(depth, str) and not isinstance(spec.layers, (list, tuple)):
+        select_layers(parent.dims.layers, dims.layers, "first" if depth == "metric" else depth)
+    return dims
+
+
 def select_layers(parent_layers: int, layers: int, depth: str, profile: "Profile | None" = None) -> list[int]:
-    """The parent blocks a destination of ``layers`` blocks keeps, in order."""
-    n = parent_layers
+    """The parent blocks a destination of ``layers`` blocks keeps, in order, by the depth strategy ``depth``."""
+    return DEPTHS[depth].function(parent_layers, layers, profile)
+
+
+def _no_growth(parent_layers: int, layers: int) -> None:
+    if layers > parent_layers:
+        raise SpecError(
+            f"layers={layers} is deeper than the parent's {parent_layers}: growing depth duplicates middle blocks, "
+            f"so use depth='middle' (or an explicit list of blocks)"
+        )
+
+
+def _depth_middle(n: int, layers: int, profile: "Profile | None") -> list[int]:
     if layers > n:
-        if depth != "middle":
-            raise SpecError(
-                f"layers={layers} is deeper than the parent's {n}: growing depth duplicates middle blocks, so use "
-                f"depth='middle' (or an explicit list of blocks)"
-            )
         return _grow_middle(n, layers)
-    if depth == "middle":
-        front = (layers + 1) // 2
-        return list(range(front)) + list(range(n - (layers - front), n))
-    if depth == "first":
-        return list(range(layers))
-    if depth == "last":
-        return list(range(n - layers, n))
+    front = (layers + 1) // 2
+    return list(range(front)) + list(range(n - (layers - front), n))
+
+
+def _depth_first(n: int, layers: int, profile: "Profile | None") -> list[int]:
+    _no_growth(n, layers)
+    return list(range(layers))
+
+
+def _depth_last(n: int, layers: int, profile: "Profile | None") -> list[int]:
+    _no_growth(n, layers)
+    return list(range(n - layers, n))
+
+
+def _depth_metric(n: int, layers: int, profile: "Profile | None") -> list[int]:
+    _no_growth(n, layers)
     scores = profile.block_metrics["f_over_sum"]
-    keep = np.sort(np.argsort(-scores, kind="stable")[:layers])
-    return _ints(keep)
+    return _ints(np.sort(np.argsort(-scores, kind="stable")[:layers]))
+
+
+def _width_importance(parent: "Parent", profile: "Profile | None", dims: Dims, layers: list[int],
+                      importance: str) -> WidthChoice:
+    try:
+        scores = estimate_importance(profile, parent, importance)
+    except ValueError as error:  # statistics the profile lacks: a usage error, named as such
+        raise SpecError(str(error)) from error
+    heads_kv = [_select_heads(scores.heads[b], parent.dims, dims) for b in layers]
+    return WidthChoice(
+        residual=np.argsort(-scores.residual, kind="stable")[: dims.hidden],
+        ffn=[np.argsort(-scores.ffn[b], kind="stable")[: dims.ffn] for b in layers],
+        heads=[h for h, _ in heads_kv],
+        kv_heads=[g for _, g in heads_kv],
+    )
+
+
+def _width_picking(pick: Callable[[int, int], np.ndarray]):
+    """A data-free width strategy keeping ``pick(parent width, kept width)`` of every axis, the same in every
+    block (whole KV groups, with their query heads)."""
+
+    def width(parent: "Parent", profile: "Profile | None", dims: Dims, layers: list[int], importance: str):
+        parent_dims = parent.dims
+        groups = pick(parent_dims.kv_heads, dims.kv_heads)
+        return WidthChoice(
+            residual=pick(parent_dims.hidden, dims.hidden),
+            ffn=[pick(parent_dims.ffn, dims.ffn) for _ in layers],
+            heads=[_heads_of_groups(groups, parent_dims.queries_per_kv) for _ in layers],
+            kv_heads=[groups for _ in layers],
+        )
+
+    return width
 
 
 def _llama_heads(parent: Dims, hidden: int) -> list[int]:
@@ -405,3 +514,18 @@ def _leading(n: int, k: int) -> np.ndarray:
 
 def _ints(values: Sequence[int]) -> list[int]:
     return [int(v) for v in values]
+
+
+for _registry, _strategy in (
+    (DEPTHS, Strategy("middle", _depth_middle, description="the paper: keep the first and last blocks, drop a "
+                      "contiguous middle run (growing depth duplicates middle blocks)")),
+    (DEPTHS, Strategy("first", _depth_first, description="the first N' blocks")),
+    (DEPTHS, Strategy("last", _depth_last, description="the last N' blocks")),
+    (DEPTHS, Strategy("metric", _depth_metric, needs_profile=True,
+                      description="drop the blocks with the lowest ||f(x)|| / ||x + f(x)||")),
+    (WIDTHS, Strategy("importance", _width_importance, needs_profile=True,
+                      description="the paper: rank by an importance estimator")),
+    (WIDTHS, Strategy("uniform", _width_picking(_evenly_spaced), description="evenly spaced indices, no data")),
+    (WIDTHS, Strategy("first", _width_picking(_leading), description="leading indices, no reordering")),
+):
+    register_strategy(_registry, _strategy)

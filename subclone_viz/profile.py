@@ -46,18 +46,30 @@ import json
 import os
 import zipfile
 import zlib
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Iterable, Iterator, Sequence
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
 
-from . import __version__, distributed
+from . import distributed
 from ._atomic import DamagedFileError, staged_file
-from .capture import BlockStep, capture_blocks, capture_modules, counted_rows, to_device, token_mask
+from ._version import __version__
+from .capture import (
+    BlockStep,
+    RunningSums,
+    capture_blocks,
+    capture_modules,
+    counted_rows,
+    to_device,
+    token_mask,
+    tokens_per_sequence,
+)
 from .errors import UserError
-from .parent import readable_parameters
+from .importance import ESTIMATORS, sums_collected_for
+from .parent import parent_fingerprint, same_parent
 
 if TYPE_CHECKING:
     from .parent import Parent
@@ -308,32 +320,6 @@ class Profile:
         }
 
 
-def parent_fingerprint(parent: "Parent") -> dict[str, Any]:
-    """What identifies a parent: its name, family, shape and a sample of its first block's weights, and where its
-    weights came from (``Parent.provenance``)."""
-    block = parent.family.blocks(parent.model)[0]
-    checksum = [round(float(v), 6) for _, p in readable_parameters(block) for v in p.detach().flatten()[:4].float().cpu()]
-    return {
-        "name": parent.name,
-        "family": parent.family.name,
-        "class": type(parent.model).__name__,
-        "dims": parent.dims.to_dict(),
-        "description": parent.description,
-        "checksum": checksum,
-        "provenance": parent.provenance,  # base_model, license, GGUF origin: carried to the saved model card
-    }
-
-
-def same_parent(a: dict[str, Any], b: dict[str, Any]) -> bool:
-    # The tolerance absorbs the same weights held in another dtype (bf16 on GPU, fp32 on CPU).
-    return (
-        a["family"] == b["family"]
-        and a["dims"] == b["dims"]
-        and len(a["checksum"]) == len(b["checksum"])
-        and bool(np.allclose(a["checksum"], b["checksum"], rtol=1e-2, atol=1e-3))
-    )
-
-
 def _profile_meta(path: Path, text: str) -> dict[str, Any]:
     """The metadata of a saved profile, checked field by field."""
     def bad(problem: str) -> DamagedFileError:
@@ -410,41 +396,26 @@ def _check_stats_and_shards(path: Path, arrays: dict[str, np.ndarray], stats: di
             raise DamagedFileError(f"profile {path}: the {count} shards of {name} do not add up to its total")
 
 
-class _Accumulator:
-    """The running sums of one profiling pass (on the device of each block), fed by the capture layer."""
+class _Accumulator(RunningSums):
+    """The profile's own running sums (block metrics, residual, FFN and attention |activation|), fed by the
+    capture layer on the device of each block. Its ``mask`` says which rows count, for every collector."""
 
     def __init__(self, parent: "Parent"):
-        dims = parent.dims
-        self.block_sums = [None] * dims.layers
-        self.residual = [None] * (dims.layers + 1)
-        self.ffn = [None] * dims.layers
-        self.attn = [None] * dims.layers
+        super().__init__(lambda t: counted_rows(t, self.mask))
+        layers = parent.dims.layers
+        self.stores = {"block_sums": [None] * layers, "residual_abs_sums": [None] * (layers + 1),
+                       "ffn_abs_sums": [None] * layers, "attn_abs_sums": [None] * layers}
         self.mask: torch.Tensor | None = None  # (B*T,) bool, None when every token counts
         self.batch_tokens = 0  # tokens counted in the current batch (images: patches and cls tokens)
 
-    def take_sums(self) -> dict[str, torch.Tensor]:
-        """The sums since the last call, stacked per statistic (fp64, on the first block's device); resets them."""
-        stores = {"block_sums": self.block_sums, "residual_abs_sums": self.residual,
-                  "ffn_abs_sums": self.ffn, "attn_abs_sums": self.attn}
-        return _take(stores, "a profiling hook never fired: the model's forward skipped a block")
-
-    def _rows(self, t: torch.Tensor) -> torch.Tensor:
-        """(B, T, X) -> (counted tokens, X) in fp32."""
-        return counted_rows(t, self.mask)
-
-    @staticmethod
-    def _add(store: list, index: int, value: torch.Tensor) -> None:
-        value = value.double()
-        store[index] = value if store[index] is None else store[index] + value
-
     def on_block(self, step: BlockStep) -> None:
         i = step.index
-        total = self._rows(step.total)  # x + f(x), pre-norm sum for post-norm blocks
+        total = self.rows(step.total)  # x + f(x), pre-norm sum for post-norm blocks
         # A block dispatched to another device (device_map) got its input on the previous block's device.
-        x = self._rows(step.input).to(total.device)
+        x = self.rows(step.input).to(total.device)
         if i == 0:
             self.batch_tokens = x.shape[0]
-            self._add(self.residual, 0, x.abs().sum(0))
+            self.add("residual_abs_sums", 0, x.abs().sum(0))
         f = total - x
         f_norm, total_norm, x_norm = f.norm(dim=-1), total.norm(dim=-1), x.norm(dim=-1)
         eps = torch.finfo(torch.float32).tiny
@@ -456,106 +427,61 @@ class _Accumulator:
                 (1 - cos).sum(),
             ]
         )
-        self._add(self.block_sums, i, metrics)
-        self._add(self.residual, i + 1, self._rows(step.output).abs().sum(0))
+        self.add("block_sums", i, metrics)
+        self.add("residual_abs_sums", i + 1, self.rows(step.output).abs().sum(0))
 
     def on_ffn(self, i: int, activation: torch.Tensor) -> None:
-        self._add(self.ffn, i, self._rows(activation).abs().sum(0))
+        self.add("ffn_abs_sums", i, self.rows(activation).abs().sum(0))
 
     def on_attention(self, i: int, per_head: torch.Tensor) -> None:
-        self._add(self.attn, i, self._rows(per_head).abs().sum(0))
+        self.add("attn_abs_sums", i, self.rows(per_head).abs().sum(0))
 
 
-def _take(stores: dict[str, list], error: str) -> dict[str, torch.Tensor]:
-    """Stack each store's per-layer sums (onto the first one's device) and empty the stores."""
-    if not stores or any(v is None for store in stores.values() for v in store):
-        raise RuntimeError(error)
-    device = next(iter(stores.values()))[0].device
-    taken = {name: torch.stack([v.to(device) for v in store]) for name, store in stores.items()}
-    for store in stores.values():
-        store[:] = [None] * len(store)
-    return taken
+class _Collectors:
+    """The profile's own sums and those every registered estimator declares (``Estimator.collects``), fed
+    from one set of capture hooks."""
 
+    def __init__(self, parent: "Parent"):
+        self.acc = _Accumulator(parent)
+        self.all: list[RunningSums] = [self.acc] + [
+            factory(parent, self.acc.rows) for factory in sums_collected_for(ESTIMATORS.values())
+        ]
+        self.owners: dict[str, list[RunningSums]] = {}  # watched module name -> the collectors watching it
+        for collector in self.all:
+            for name in collector.modules:
+                self.owners.setdefault(name, []).append(collector)
+        self.modules = {name: module for c in self.all for name, module in c.modules.items()}
 
-class _EstimatorSums:
-    """The further running sums that the importance estimators read (subclone_viz.importance), per batch:
+    def on_block(self, step: BlockStep) -> None:
+        for collector in self.all:
+            collector.on_block(step)
 
-    * ``norm_in_abs`` / ``norm_out_abs`` (N, d): sums of |input| and |output| of every norm on the residual stream;
-    * ``residual_in_sq`` (M, d) and ``residual_in_rows`` (M,): squared inputs of every linear layer whose fan-in
-      is the residual stream, and how many rows it read (a classifier head reads one row per image);
-    * ``ffn_in_sq`` (L, ffn), ``attn_in_sq`` (L, heads * head_dim): squared FFN activations and head outputs;
-    * ``head_norm`` (L, heads): per-token L2 norm of each head's output.
+    def on_ffn(self, i: int, activation: torch.Tensor) -> None:
+        for collector in self.all:
+            collector.on_ffn(i, activation)
 
-    Fed by the capture layer: :func:`~subclone_viz.capture.capture_modules` for the norms and linear layers,
-    the block roles' FFN and attention callbacks for the rest.
-    """
-
-    def __init__(self, parent: "Parent", accumulator: _Accumulator):
-        from .importance import linear_readers
-
-        self.acc = accumulator  # its mask says which rows count
-        model, family = parent.model, parent.family
-        self.heads = parent.dims.heads
-        self.norms = [name for name, module in model.named_modules() if _is_residual_norm(family, name, module)]
-        self.readers = [r.module for r in linear_readers(parent, "residual")]
-        self.modules = {name: model.get_submodule(name) for name in self.norms + self.readers}
-        self._norm_index = {name: n for n, name in enumerate(self.norms)}
-        self._reader_index = {name: m for m, name in enumerate(self.readers)}
-        layers = parent.dims.layers
-        self.stores: dict[str, list] = {
-            "norm_in_abs": [None] * len(self.norms), "norm_out_abs": [None] * len(self.norms),
-            "residual_in_sq": [None] * len(self.readers), "residual_in_rows": [None] * len(self.readers),
-            "ffn_in_sq": [None] * layers, "attn_in_sq": [None] * layers, "head_norm": [None] * layers,
-        }
-        self._last_input: tuple[torch.Tensor, torch.Tensor, int] | None = None  # q, k and v read one tensor
-
-    def _add(self, name: str, index: int, value: torch.Tensor) -> None:
-        store = self.stores[name]
-        value = value.double()
-        store[index] = value if store[index] is None else store[index] + value
-
-    def _rows(self, t: torch.Tensor) -> torch.Tensor:
-        return counted_rows(t, self.acc.mask)
+    def on_attention(self, i: int, per_head: torch.Tensor) -> None:
+        for collector in self.all:
+            collector.on_attention(i, per_head)
 
     def on_module(self, name: str, x: torch.Tensor, y: torch.Tensor) -> None:
-        if name in self._norm_index:
-            n = self._norm_index[name]
-            self._add("norm_in_abs", n, self._rows(x).abs().sum(0))
-            self._add("norm_out_abs", n, self._rows(y).abs().sum(0))
-            return
-        if self._last_input is not None and self._last_input[0] is x:
-            sq, rows = self._last_input[1:]
-        else:
-            counted = self._rows(x)
-            sq, rows = counted.square().sum(0), counted.shape[0]
-            self._last_input = (x, sq, rows)
-        m = self._reader_index[name]
-        self._add("residual_in_sq", m, sq)
-        self._add("residual_in_rows", m, torch.tensor(float(rows), device=sq.device))
-
-    def on_ffn(self, i: int, activation: torch.Tensor) -> None:
-        self._add("ffn_in_sq", i, self._rows(activation).square().sum(0))
-
-    def on_attention(self, i: int, per_head: torch.Tensor) -> None:
-        counted = self._rows(per_head)  # (N, heads * head_dim)
-        self._add("attn_in_sq", i, counted.square().sum(0))
-        self._add("head_norm", i, counted.reshape(counted.shape[0], self.heads, -1).norm(dim=-1).sum(0))  # (heads,)
+        for collector in self.owners[name]:
+            collector.on_module(name, x, y)
 
     def take_sums(self) -> dict[str, torch.Tensor]:
-        """This batch's sums stacked per statistic; resets them."""
-        self._last_input = None
-        return _take(self.stores, "an estimator hook never fired: the model's forward skipped a norm or a linear layer")
+        """This batch's sums of every collector, by name; resets them."""
+        taken: dict[str, torch.Tensor] = {}
+        for collector in self.all:
+            sums = collector.take_sums()
+            clash = taken.keys() & sums.keys()
+            if clash:
+                raise ValueError(f"{type(collector).__name__} collects {sorted(clash)}, which another collector "
+                                 f"already collects: give its sums other names")
+            taken.update(sums)
+        return taken
 
-
-def _is_residual_norm(family, name: str, module: torch.nn.Module) -> bool:
-    """A norm module whose weight lives on the residual stream (LayerNorm, RMSNorm and their kin)."""
-    weight = getattr(module, "weight", None)
-    if "norm" not in type(module).__name__.lower() or not isinstance(weight, torch.nn.Parameter):
-        return False
-    try:
-        return family.rule_for(f"{name}.weight").axes == ("residual",)
-    except ValueError:  # a norm the adapter does not slice (per-head q/k norms have their own rule)
-        return False
+    def metadata(self) -> dict[str, Any]:
+        return {key: value for c in self.all for key, value in c.metadata().items()}
 
 
 class _ShardedSums:
@@ -601,10 +527,9 @@ class _Dealer:
             first = next(self.stream, None)
             if first is not None:
                 if "pixel_values" in first:
-                    from .sizing import _tokens_per_sequence
-
                     with torch.no_grad():
-                        self.tokens_per_image = _tokens_per_sequence(parent, first)
+                        self.tokens_per_image = tokens_per_sequence(parent.family, parent.model, first,
+                                                                    parent.input_device)
                 self.stream = itertools.chain([first], self.stream)
 
     def _done(self) -> bool:
@@ -670,23 +595,15 @@ def profile(
     model = parent.model
     was_training = model.training
     model.eval()
-    acc = _Accumulator(parent)
-    estimator = _EstimatorSums(parent, acc)
+    sums = _Collectors(parent)
+    acc = sums.acc
     sharded = _ShardedSums(int(shards))
     dealer = _Dealer(parent, batches, max_tokens)
     own = 0  # counted tokens this process profiled
 
-    def on_ffn(i: int, activation: torch.Tensor) -> None:
-        acc.on_ffn(i, activation)
-        estimator.on_ffn(i, activation)
-
-    def on_attention(i: int, per_head: torch.Tensor) -> None:
-        acc.on_attention(i, per_head)
-        estimator.on_attention(i, per_head)
-
     try:
-        with capture_blocks(parent.family, model, on_block=acc.on_block, on_ffn=on_ffn, on_attention=on_attention), \
-                capture_modules(estimator.modules, estimator.on_module):
+        with capture_blocks(parent.family, model, on_block=sums.on_block, on_ffn=sums.on_ffn,
+                            on_attention=sums.on_attention), capture_modules(sums.modules, sums.on_module):
             bar = tqdm(total=max_tokens, unit="tok", desc="profile", disable=not distributed.show_progress(progress),
                        leave=False)
             for index, batch, mine in dealer:
@@ -694,7 +611,7 @@ def profile(
                     acc.mask = token_mask(batch)
                     parent.family.logits(model, to_device(batch, parent.input_device))
                     counted = acc.batch_tokens
-                    sharded.add({**acc.take_sums(), **estimator.take_sums()}, counted, index)
+                    sharded.add(sums.take_sums(), counted, index)
                     own += counted
                 else:
                     counted = dealer.tokens_elsewhere(batch)
@@ -710,7 +627,7 @@ def profile(
             parent=parent_fingerprint(parent),
             source=source or getattr(batches, "description", type(batches).__name__),
             tokens=own,
-            extra={"norms": estimator.norms, "residual_readers": estimator.readers},
+            extra=sums.metadata(),
             **{name: totals.pop(name) for name in _ARRAYS},
             stats=totals,
             shards=sharded.per_shard(),

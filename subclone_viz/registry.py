@@ -30,7 +30,8 @@ from __future__ import annotations
 
 import difflib
 import logging
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from importlib.metadata import entry_points
 from typing import Generic, TypeVar
 
 from .errors import ConfigurationError, UnknownNameError
@@ -81,8 +82,6 @@ class Registry(Mapping[str, T], Generic[T]):
         if self._plugins_loaded:
             return
         self._plugins_loaded = True
-        from importlib.metadata import entry_points
-
         for point in entry_points(group=self.entry_point_group):
             try:
                 loaded = point.load()
@@ -119,5 +118,25 @@ class Registry(Mapping[str, T], Generic[T]):
     def __repr__(self) -> str:
         return f"Registry({self.kind!r}: {', '.join(self._entries)})"
 
+    def names(self) -> "Names":
+        """A live, read-only sequence of the registered names (for choices lists that must see plugins)."""
+        return Names(self)
 
-__all__ = ["Registry"]
+
+class Names(Sequence[str]):
+    """The names of a :class:`Registry`, as a sequence that follows later registrations."""
+
+    def __init__(self, registry: Registry):
+        self._registry = registry
+
+    def __getitem__(self, index):  # type: ignore[override]
+        return list(self._registry)[index]
+
+    def __len__(self) -> int:
+        return len(self._registry)
+
+    def __repr__(self) -> str:
+        return repr(tuple(self._registry))
+
+
+__all__ = ["Names", "Registry"]

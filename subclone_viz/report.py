@@ -43,18 +43,20 @@ import numpy as np
 import plotly.graph_objects as go
 from plotly.offline import get_plotlyjs
 
-from . import __version__, distributed, plots
+from . import distributed, plots
 from ._atomic import check_new_file, write_file
-from .compare import speedup_text
+from ._version import __version__
+from .compare import CONVERGED_SECOND_HALF_SHARE, speedup_text
+from .parent import Parent, load_parent
 from .profile import BLOCK_METRIC_LABELS, BLOCK_METRICS, Profile
+from .study import SpeedupStudy
+from .workflow import Progress, report_records
 
 if TYPE_CHECKING:
     from .evaluate import BlockAblation
-    from .parent import Parent
     from .plan import DestinationSpec, SubclonePlan
     from .sizing import SizeGrid
     from .stability import Stability
-    from .study import SpeedupStudy
     from .trace import TokenTrace
 
 _PLOTLY_CONFIG = {"displaylogo": False, "responsive": True}
@@ -313,6 +315,14 @@ def _comparison_section(comparison: Any) -> str:
     rows = comparison.summary_table()
     columns = list(dict.fromkeys(key for row in rows for key in row))
     parts = [_table(columns, [[row.get(c) for c in columns] for row in rows])]
+    if hasattr(comparison, "lr_note"):  # the rates behind every speedup, and where they came from
+        note = comparison.lr_note()
+        parts.append(_paragraph(note[0].upper() + note[1:] + "."))
+    if any(row.get("reference_converged") is False for row in rows):
+        parts.append(_paragraph(f"Random init had not converged by the end of its run (its second half still brought "
+                                f"more than {CONVERGED_SECOND_HALF_SHARE:.0%} of its drop in held-out loss): the "
+                                f"speedups hold at the loss it reached in this budget only, and a longer run may "
+                                f"give others."))
     histories = getattr(comparison, "histories", None)
     if histories:
         has_accuracy = any(row.get("final_accuracy") is not None for row in rows)
@@ -468,10 +478,6 @@ def run_report(
         study: a :class:`~subclone_viz.study.SpeedupStudy`, or the file one was saved to (read and validated
             before any work), shown as the page's last section.
     """
-    from .parent import Parent, load_parent
-    from .study import SpeedupStudy
-    from .workflow import Progress, report_records
-
     path = _check_out(out, overwrite)  # fail before minutes of work, not after
     if study is not None and not isinstance(study, SpeedupStudy):
         study = SpeedupStudy.load(study)

@@ -60,20 +60,31 @@ import math
 import platform
 import sys
 import time
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Iterable, Sequence
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
 from torch import nn
 
-from . import __version__, distributed
+from . import distributed
 from ._atomic import DamagedFileError, note_rebuild, read_cache_file, write_cache_file
-from .capture import BlockStep, ResidualStream, capture_blocks, forward_peak_bytes, record_stream, resumed, to_device
+from ._version import __version__
+from .capture import (
+    ResidualStream,
+    forward_peak_bytes,
+    record_stream,
+    resumed,
+    to_device,
+    tokens_per_sequence,
+)
 from .data import cache_dir
 from .families import Family
+from .parent import parent_fingerprint
 from .plan import DEPTH_STRATEGIES, SCALINGS, WIDTH_STRATEGIES, DestinationSpec, SpecError, plan, spec_choices
+from .subclone import subclone
 
 if TYPE_CHECKING:
     from .parent import Parent
@@ -245,17 +256,6 @@ def _profile_key(profile: "Profile | None") -> dict[str, Any] | None:
 
 
 @torch.no_grad()
-def _tokens_per_sequence(parent: "Parent", batch: dict[str, torch.Tensor]) -> int:
-    """How many tokens the blocks see per sequence: the text length, or (images) patches plus prefix tokens."""
-    if "input_ids" in batch:
-        return int(batch["input_ids"].shape[1])
-    steps: list[BlockStep] = []
-    one = to_device({k: v[:1] if isinstance(v, torch.Tensor) else v for k, v in batch.items()}, parent.input_device)
-    with capture_blocks(parent.family, parent.model, on_block=steps.append):
-        parent.family.logits(parent.model, one)
-    return steps[0].input.shape[1]
-
-
 def _read_cache(path: Path) -> dict[str, Any] | None:
     """A cell's cached record, or None when there is none or it is damaged (said in one warning line)."""
     try:
@@ -359,8 +359,6 @@ def _latency_and_memory(family: Family, model: nn.Module, batch: dict[str, torch
 def _measure_cell(
     parent: "Parent", destination_plan: "SubclonePlan", batches: list, seq_len: int, prefix: _WidthPrefix
 ) -> dict[str, Any]:
-    from .subclone import subclone
-
     calibration = batches if destination_plan.scaling == "calibrated" else None
     model = subclone(parent, destination_plan, calibration_batches=calibration)
     dims = destination_plan.destination_dims
@@ -410,8 +408,6 @@ def size_grid(
     """
     from tqdm.auto import tqdm
 
-    from .profile import parent_fingerprint
-
     default_layers, default_hidden = default_grid_axes(parent)
     layers = list(default_layers if layers is None else layers)
     hidden = list(default_hidden if hidden is None else hidden)
@@ -429,7 +425,7 @@ def size_grid(
         raise ValueError("eval_batches is empty: pass a few held-out batches to measure each subclone's loss on")
     if profile is not None:
         profile.check_parent(parent)
-    seq_len = _tokens_per_sequence(parent, batches[0]) if seq_len is None else seq_len
+    seq_len = tokens_per_sequence(parent.family, parent.model, batches[0], parent.input_device) if seq_len is None else seq_len
     device = device_name(parent.input_device)
     strategies = dict(depth=depth, width=width, scaling=scaling)
     count = len(batches)

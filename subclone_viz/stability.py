@@ -29,14 +29,17 @@ Example::
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass, field
-from typing import TYPE_CHECKING, Any, Iterable, Sequence
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
 
+from .evaluate import evaluate
 from .importance import DEFAULT_ESTIMATOR
 from .plan import DestinationSpec, plan
+from .subclone import subclone
 
 if TYPE_CHECKING:
     from .parent import Parent
@@ -161,9 +164,6 @@ def stability(
         depth, scaling: the plan's depth and scaling for the scored destinations.
         calibration_batches: needed by ``scaling="calibrated"``.
     """
-    from .evaluate import evaluate
-    from .subclone import subclone
-
     if method not in METHODS:
         raise ValueError(f"method={method!r} is not a resampling method: choose one of {', '.join(METHODS)}")
     if not isinstance(resamples, (int, np.integer)) or resamples < 2:

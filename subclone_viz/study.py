@@ -49,6 +49,8 @@ from typing import TYPE_CHECKING, Any
 from . import distributed
 from ._atomic import DamagedFileError, read_json, write_file
 from .compare import INITS, PROFILE_TOKENS, REFERENCE_INIT, compare, speedup
+from .plan import plan
+from .profile import profile as profile_parent
 from .train import History, TrainSettings
 
 if TYPE_CHECKING:
@@ -89,6 +91,7 @@ class SpeedupStudy:
                     "best_lr": size["best_lr"][init], "initial_loss": size["initial_loss"][init],
                     "final_loss": size["final_loss"][init],
                     **{key: gain[key] for key in _SPEEDUP_KEYS},
+                    "reference_converged": gain.get("reference_converged"),  # None in studies saved before it
                 })
         return rows
 
@@ -231,8 +234,6 @@ def speedup_study(
     started = time.perf_counter()
     say = log or (lambda line: None)
     if profile is None:
-        from .profile import profile as profile_parent
-
         profile = profile_parent(parent, batches, max_tokens=PROFILE_TOKENS, progress=progress)
 
     def run(spec: "DestinationSpec", init: str, lr: float) -> History:
@@ -289,6 +290,4 @@ def speedup_study(
 
 
 def _shape(parent: "Parent", spec: "DestinationSpec"):
-    from .plan import plan
-
     return plan(parent, None, spec, width="first", scaling="none")

@@ -27,18 +27,15 @@ Example::
 from __future__ import annotations
 
 import math
-from typing import TYPE_CHECKING, Iterable
+from collections.abc import Iterable
 
 import torch
 from torch import nn
 
 from .capture import forward_until_seen, to_device, token_mask
 from .families import Family, axis_indices
-from .parent import read_parameter
-
-if TYPE_CHECKING:
-    from .parent import Parent
-    from .plan import SubclonePlan
+from .parent import Parent, parent_fingerprint, read_parameter, same_parent
+from .plan import SCALING_METHODS, DestinationSpec, Strategy, SubclonePlan, plan, register_strategy
 
 DEFAULT_CALIBRATION_BATCHES = 4
 
@@ -72,21 +69,19 @@ def subclone(
     Returns a model of the parent's class, in eval mode, on the parent's (first) device and dtype, with a
     ``subclone_info`` dict (the plan and the scale factors applied).
     """
-    from .profile import parent_fingerprint, same_parent
-
     family = parent.family
     if plan.family != family.name or not same_parent(plan.parent, parent_fingerprint(parent)):
         raise ValueError(
             f"this plan was made for {plan.parent['name']!r} ({plan.parent_dims}), not for {parent.name!r}; "
             f"plan again with this parent"
         )
-    if plan.scaling == "calibrated" and calibration_batches is None:
-        raise ValueError("scaling='calibrated' needs calibration_batches (a few batches of the parent's data)")
+    scaling = SCALING_METHODS[plan.scaling]
+    if scaling.needs_batches and calibration_batches is None:
+        raise ValueError(f"scaling={plan.scaling!r} needs calibration_batches (a few batches of the parent's data)")
     destination = family.build(parent.model, plan.destination_dims, plan.layers)
     destination = destination.to_empty(device=parent.input_device).to(parent.dtype).eval()
     if hasattr(destination, "tie_weights"):
         destination.tie_weights()  # before filling, so that a tied head is one tensor with the embedding
-    scales: dict[str, float] = {}
     for name, param in destination.named_parameters():
         info = family.param_info(name)
         # Read one parent tensor at a time: offloaded (device_map) ones come from CPU or disk on demand.
@@ -95,13 +90,8 @@ def subclone(
         if sliced.shape != param.shape:
             raise RuntimeError(f"slicing {name} gave {tuple(sliced.shape)}, the destination wants {tuple(param.shape)}")
         param.copy_(sliced)
-        axis = info.rule.fan_in_axis
-        if plan.scaling == "sqrt" and axis is not None and sliced.shape[axis] < source.shape[axis]:
-            scales[name] = math.sqrt(source.shape[axis] / sliced.shape[axis])
-            param.mul_(scales[name])
     _copy_buffers(parent, plan, destination)
-    if plan.scaling == "calibrated":
-        scales = _calibrate(parent, plan, destination, calibration_batches, calibration_batch_count)
+    scales = scaling.function(parent, plan, destination, calibration_batches, calibration_batch_count)
     destination.subclone_info = {"plan": plan.to_dict(), "scales": scales}
     destination.subclone_processor = parent.processor
     return destination
@@ -232,3 +222,58 @@ def _calibrate(
         mask=token_mask(joined),
     )
     return scales
+
+
+def _scale_none(parent: Parent, plan: SubclonePlan, destination: nn.Module, batches, count: int) -> dict[str, float]:
+    return {}
+
+
+def _scale_sqrt(parent: Parent, plan: SubclonePlan, destination: nn.Module, batches, count: int) -> dict[str, float]:
+    """The paper's scaling: every weight whose fan-in shrank from n to n' times sqrt(n / n')."""
+    family = parent.family
+    parent_shapes = {name: p.shape for name, p in parent.model.named_parameters(remove_duplicate=False)}
+    scales: dict[str, float] = {}
+    for name, param in destination.named_parameters():
+        info = family.param_info(name)
+        axis = info.rule.fan_in_axis
+        full = parent_shapes[_source_name(family, plan, name, info.block)]
+        if axis is not None and param.shape[axis] < full[axis]:
+            scales[name] = math.sqrt(full[axis] / param.shape[axis])
+            param.mul_(scales[name])
+    return scales
+
+
+for _strategy in (
+    Strategy("sqrt", _scale_sqrt, description="the paper: each weight whose fan-in shrank from n to n' times "
+             "sqrt(n / n')"),
+    Strategy("none", _scale_none, description="the sliced weights as they are"),
+    Strategy("calibrated", _calibrate, needs_batches=True,
+             description="scale each linear layer so that its output std matches the parent's, on calibration "
+             "batches"),
+):
+    register_strategy(SCALING_METHODS, _strategy)
+
+
+def random_init(
+    parent: Parent,
+    shape: SubclonePlan | DestinationSpec,
+    seed: int | None = None,
+    device: str | torch.device | None = None,
+) -> nn.Module:
+    """A destination of ``shape`` with the architecture's own random initialization: the subclone's baseline.
+
+    Args:
+        parent: the loaded parent (its class and config are the destination's).
+        shape: a plan (its dims and kept blocks: per-layer settings such as sliding-window layer types follow
+            them) or a spec (planned without data: the blocks ``depth="middle"`` keeps).
+        seed: seeds torch before the weights are drawn (None: the current random state).
+        device: where to build it (default: the parent's input device).
+    """
+    if isinstance(shape, DestinationSpec):
+        shape = plan(parent, None, shape, width="first", scaling="none")
+    elif not isinstance(shape, SubclonePlan):
+        raise TypeError(f"shape must be a SubclonePlan or a DestinationSpec, not {type(shape).__name__}")
+    if seed is not None:
+        torch.manual_seed(seed)
+    return parent.family.build(parent.model, shape.destination_dims, shape.layers,
+                               device=parent.input_device if device is None else device)

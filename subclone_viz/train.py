@@ -65,12 +65,12 @@ from torch import nn
 
 from . import distributed
 from ._atomic import DamagedFileError, publish_directory, read_json, write_file
+from .choices import DISTILL_ALPHA, DISTILL_TEMPERATURE, SCHEDULES
 from .evaluate import evaluate
 from .families import Family, family_of
 
 __all__ = ["EvalRecord", "History", "StepRecord", "TrainSettings", "distillation_loss", "train"]
 
-SCHEDULES = ("cosine", "linear", "constant", "wsd")
 MIXED_PRECISIONS = ("auto", "no", "bf16", "fp16")
 DEFAULT_WARMUP_FRACTION = 0.05
 DEFAULT_EVALUATIONS = 10
@@ -103,8 +103,8 @@ class TrainSettings:
     mixed_precision: str = "auto"  # "auto" (bf16 on a GPU that supports it, else fp32), "no", "bf16", "fp16"
     max_grad_norm: float | None = 1.0  # clip the gradient norm to this (None: no clipping)
     # With a teacher: loss = (1 - distill_alpha) * task loss + distill_alpha * T^2 * KL(teacher || student) at T.
-    distill_alpha: float = 0.5
-    distill_temperature: float = 1.0
+    distill_alpha: float = DISTILL_ALPHA
+    distill_temperature: float = DISTILL_TEMPERATURE
 
     def __post_init__(self) -> None:
         if isinstance(self.steps, bool) or not isinstance(self.steps, int) or self.steps < 1:

@@ -49,16 +49,15 @@ import json
 import os
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import torch
 from torch import nn
 
 from ._atomic import file_lock, note_rebuild, staged_directory, verify_manifest
 from .data import cache_dir, image_batches
-
-if TYPE_CHECKING:
-    from .parent import Parent
+from .parent import LoadedSource, Parent, SourceRequest, load_parent, load_timm, register_source
+from .train import train
 
 __all__ = [
     "VIT_DIGITS",
@@ -109,8 +108,6 @@ def train_vit_digits(directory: str | os.PathLike | None = None, progress: bool 
     import timm
     from timm.models import save_for_hf
 
-    from .train import train
-
     directory = Path(directory).expanduser() if directory is not None else vit_digits_dir()
     train_batches = image_batches("digits", batch_size=_RECIPE["batch_size"], shuffle=True, seed=_RECIPE["seed"])
     heldout = image_batches("digits", batch_size=512, split="heldout")
@@ -155,8 +152,6 @@ def load_vit_digits(progress: bool = True) -> tuple[nn.Module, dict[str, Any], d
 
     This is what ``load_parent("vit-digits")`` calls.
     """
-    from .parent import _load_timm
-
     directory = vit_digits_dir()
     with file_lock(directory):
         problem = verify_manifest(directory)
@@ -164,13 +159,13 @@ def load_vit_digits(progress: bool = True) -> tuple[nn.Module, dict[str, Any], d
             if problem != "missing":
                 note_rebuild("digits ViT", f"{directory}: {problem}")
             train_vit_digits(directory, progress=progress)
-    model, data_config = _load_timm(f"local-dir:{directory}", pretrained=True)
+    model, data_config = load_timm(f"local-dir:{directory}", pretrained=True)
     training = json.loads((directory / _TRAINING_FILE).read_text())
     info = {"source": "embedded", "note": VIT_DIGITS_NOTE, "path": str(directory), "training": training}
     return model, data_config, info
 
 
-def vit_digits_parent(device: str | torch.device = "auto", retrain: bool = False, progress: bool = True) -> "Parent":
+def vit_digits_parent(device: str | torch.device = "auto", retrain: bool = False, progress: bool = True) -> Parent:
     """The digits ViT as a :class:`~subclone_viz.Parent` (``load_parent("vit-digits")``).
 
     Args:
@@ -178,12 +173,20 @@ def vit_digits_parent(device: str | torch.device = "auto", retrain: bool = False
         retrain: train it again (same recipe) and replace the cached one.
         progress: show the training progress bar when it trains.
     """
-    from .parent import load_parent
-
     if retrain:
         with file_lock(vit_digits_dir()):
             train_vit_digits(progress=progress)
     return load_parent(VIT_DIGITS, device=device)
+
+
+@register_source(VIT_DIGITS, embedded="a small timm ViT (1.2M) trained here on scikit-learn's digits; no pretrained "
+                 "ViT is offline")
+def _vit_digits_source(request: SourceRequest) -> LoadedSource | None:
+    """``load_parent("vit-digits")``: the cached digits ViT, trained first when it is missing."""
+    if request.source != VIT_DIGITS:
+        return None
+    model, data_config, info = load_vit_digits()
+    return LoadedSource(model, data_config, VIT_DIGITS, info)
 
 
 def vit_digits_history() -> dict[str, Any]:

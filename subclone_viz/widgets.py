@@ -52,25 +52,35 @@ import math
 import re
 import threading
 import time
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Iterable, Iterator, Sequence
+from typing import TYPE_CHECKING, Any
 
 import ipywidgets as w
 import plotly.graph_objects as go
 from IPython.display import display
 
 from . import plots
+from .compare import INITS, Comparison, compare, speedup_text
 from .evaluate import BlockAblation, evaluate
 from .export import save_destination
 from .importance import DEFAULT_ESTIMATOR, available_estimators
-from .plan import DEPTH_STRATEGIES, SCALINGS, WIDTH_STRATEGIES, DestinationSpec, SpecError, SubclonePlan, plan, spec_choices
+from .plan import (
+    DEPTH_STRATEGIES,
+    SCALINGS,
+    WIDTH_STRATEGIES,
+    DestinationSpec,
+    SpecError,
+    SubclonePlan,
+    plan,
+    spec_choices,
+)
 from .profile import BLOCK_METRIC_LABELS, BLOCK_METRICS, Profile
 from .sizing import QUANTITIES, SizeGrid, size_grid
 from .stability import METHODS, Stability, stability
 from .subclone import subclone
 from .trace import TokenTrace, token_trace
-from .compare import INITS, Comparison, compare, speedup_text
 from .train import History
 from .workflow import default_destination, has_loss
 

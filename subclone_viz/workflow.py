@@ -9,8 +9,8 @@ notebooks share, written once here instead of in each of them.
 * :func:`default_destination`: the destination a caller starts from when none is asked for: two thirds of
   the parent's depth and width (SmolLM2-135M, 30 x 576: 20 blocks x 384), snapped to a width the parent's
   heads allow;
-* :func:`random_init`: the baseline a subclone is measured against: a destination of the same shape (the
-  same blocks, widths and per-layer settings) with the architecture's own random initialization;
+* :func:`~subclone_viz.subclone.random_init` (beside :func:`~subclone_viz.subclone.subclone`, whose baseline it
+  is): a destination of the same shape with the architecture's own random initialization;
 * :func:`has_loss`, :func:`reads_text`: what a parent can be scored on and what it reads;
 * :func:`report_records`: the main job's pipeline (profile on a shuffled, document-diverse sample of the
   training split, block ablation, token trace, plan, untrained loss, calibration stability, size grid,
@@ -47,14 +47,19 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import torch
 
 from . import distributed
+from .compare import compare
 from .data import BUILTIN_TEXT, DIGITS, ImageBatches, TextBatches, image_batches, text_batches
+from .evaluate import block_ablation, evaluate
 from .plan import DestinationSpec, SubclonePlan, plan, spec_choices
+from .profile import profile as profile_parent
+from .sizing import default_grid_axes, size_grid
+from .stability import stability
+from .subclone import subclone
+from .trace import token_trace
 
 if TYPE_CHECKING:
-    from torch import nn
 
     from .evaluate import BlockAblation
     from .parent import Parent
@@ -200,31 +205,6 @@ def default_destination(parent: "Parent") -> DestinationSpec:
     return DestinationSpec(layers=max(1, round(dims.layers * 2 / 3)), hidden=hidden)
 
 
-def random_init(
-    parent: "Parent",
-    shape: SubclonePlan | DestinationSpec,
-    seed: int | None = None,
-    device: str | torch.device | None = None,
-) -> "nn.Module":
-    """A destination of ``shape`` with the architecture's own random initialization: the subclone's baseline.
-
-    Args:
-        parent: the loaded parent (its class and config are the destination's).
-        shape: a plan (its dims and kept blocks: per-layer settings such as sliding-window layer types follow
-            them) or a spec (planned without data: the blocks ``depth="middle"`` keeps).
-        seed: seeds torch before the weights are drawn (None: the current random state).
-        device: where to build it (default: the parent's input device).
-    """
-    if isinstance(shape, DestinationSpec):
-        shape = plan(parent, None, shape, width="first", scaling="none")
-    elif not isinstance(shape, SubclonePlan):
-        raise TypeError(f"shape must be a SubclonePlan or a DestinationSpec, not {type(shape).__name__}")
-    if seed is not None:
-        torch.manual_seed(seed)
-    return parent.family.build(parent.model, shape.destination_dims, shape.layers,
-                               device=parent.input_device if device is None else device)
-
-
 # --------------------------------------------------------------------------------------------------------
 # The report's pipeline
 
@@ -293,13 +273,6 @@ def report_records(
         progress: progress bars.
         log: receives one line per stage (default: :class:`Progress` on stderr).
     """
-    from .evaluate import block_ablation, evaluate
-    from .profile import profile as profile_parent
-    from .sizing import default_grid_axes, size_grid
-    from .stability import stability
-    from .subclone import subclone
-    from .trace import token_trace
-
     sizes = budget(quick)
     profile_tokens = sizes.profile_tokens if tokens is None else tokens
     steps = sizes.steps if steps is None else steps
@@ -352,8 +325,6 @@ def report_records(
 
     comparison = None
     if steps > 0:
-        from .compare import compare
-
         log(f"training comparison: random vs subclone, {steps} steps each")
         comparison = compare(
             parent, spec, train_batches, inits=("random", "subclone"), steps=steps, eval_batches=eval_batches,

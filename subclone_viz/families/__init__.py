@@ -18,9 +18,13 @@ Adding a family (one file and one tiny config):
    * ``derived_buffers`` for buffers computed from the widths; override ``dims``/``build``/``logits``/``loss``
      only when the data cannot say it.
 
-2. Add the class to ``FAMILIES`` below and the README's families table.
-3. ``tests/tiny.py``: a tiny random model for every model_type claimed. The family battery in
-   ``tests/unit/test_subclone.py`` and ``test_profile.py`` then runs on it (and fails until it exists).
+   * ``tiny_models()``: tiny random models of every claimed model_type (the one tiny config). The family
+     battery in ``tests/unit/test_subclone.py``, ``test_profile.py`` and ``test_capture.py`` runs on every
+     registered family's tiny models and fails for a family without them.
+
+2. Decorate the class with ``@register_family`` and import its module in this package's ``__init__`` (a
+   plugin package registers from its own module or through the ``subclone_viz.families`` entry point), and
+   add it to the docs' families table.
 """
 
 from __future__ import annotations
@@ -29,21 +33,12 @@ from torch import nn
 
 from ..errors import UserError
 from .axes import AXES, axis_indices
-from .base import CausalLMFamily, Dims, Family, ImageClassifierFamily, ParamInfo, ParamRule, UnsupportedParameterError
-from .bert import BertFamily
-from .gemma import GemmaFamily
-from .gpt2 import GPT2Family
-from .gpt_neox import GPTNeoXFamily
-from .hf_vit import HFViTFamily
-from .llama import LlamaFamily
-from .olmo2 import Olmo2Family
-from .phi3 import Phi3Family
-from .vit import TimmViTFamily
-
-FAMILIES: tuple[type[Family], ...] = (
-    GPT2Family, LlamaFamily, GemmaFamily, Phi3Family, Olmo2Family, GPTNeoXFamily, BertFamily, TimmViTFamily,
-    HFViTFamily,
+from .base import (
+    TINY_VOCAB, CausalLMFamily, Dims, Family, ImageClassifierFamily, ParamInfo, ParamRule, UnsupportedParameterError,
 )
+# Importing each family module registers it; this order is the order family_of tries them in.
+from . import gpt2, llama, gemma, phi3, olmo2, gpt_neox, bert, vit, hf_vit  # noqa: E401, F401, I001
+from .registry import FAMILIES, register_family
 
 
 class UnsupportedArchitectureError(UserError, ValueError):
@@ -51,12 +46,12 @@ class UnsupportedArchitectureError(UserError, ValueError):
 
 
 def supported_families() -> str:
-    return ", ".join(f"{f.name} ({f.description})" for f in FAMILIES)
+    return ", ".join(f"{f.name} ({f.description})" for f in FAMILIES.values())
 
 
 def auto_class_name(model_type: str) -> str | None:
     """The transformers Auto class that loads a model of this ``model_type``, None when no family claims it."""
-    for family in FAMILIES:
+    for family in FAMILIES.values():
         if model_type in family.model_types:
             return family.auto_class
     return None
@@ -64,7 +59,7 @@ def auto_class_name(model_type: str) -> str | None:
 
 def family_of(model: nn.Module) -> Family:
     """The adapter for ``model``; raises :class:`UnsupportedArchitectureError` naming the supported families."""
-    for family in FAMILIES:
+    for family in FAMILIES.values():
         if family.matches(model):
             return family(model)
     model_type = getattr(getattr(model, "config", None), "model_type", None)
@@ -78,6 +73,7 @@ def family_of(model: nn.Module) -> Family:
 __all__ = [
     "AXES",
     "FAMILIES",
+    "TINY_VOCAB",
     "CausalLMFamily",
     "Dims",
     "Family",
@@ -89,5 +85,6 @@ __all__ = [
     "auto_class_name",
     "axis_indices",
     "family_of",
+    "register_family",
     "supported_families",
 ]

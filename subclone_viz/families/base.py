@@ -35,6 +35,7 @@ from __future__ import annotations
 import dataclasses
 import re
 from abc import ABC, abstractmethod
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -100,6 +101,10 @@ class UnsupportedParameterError(SubcloneVizError, ValueError):
     pass
 
 
+# The vocabulary of every family's tiny models; test batches draw token ids below it.
+TINY_VOCAB = 97
+
+
 class Family(ABC):
     """One architecture family: class attributes say everything; subclasses add ``logits`` and ``loss``."""
 
@@ -122,6 +127,13 @@ class Family(ABC):
 
     def __init__(self, model: nn.Module):
         """Adapters that depend on the model's layout (a task head's prefix, say) read it here."""
+
+    @classmethod
+    def tiny_models(cls) -> dict[str, Callable[[], nn.Module]]:
+        """Tiny randomly initialized models, at least one for every ``model_type`` this family claims, named for
+        the test battery (vocabulary :data:`TINY_VOCAB`, images 1 x 16 x 16 with 10 classes). The registry-bound
+        tests build them and fail for a family that has none."""
+        raise NotImplementedError(f"family {cls.name!r} declares no tiny models (Family.tiny_models)")
 
     @classmethod
     def matches(cls, model: nn.Module) -> bool:

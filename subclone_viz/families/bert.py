@@ -18,10 +18,14 @@ Example::
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import Any
+
 import torch
 from torch import nn
 
-from .base import Family, ParamRule
+from .base import TINY_VOCAB, Family, ParamRule
+from .registry import register_family
 
 _P = r"(?:bert\.)?"
 _BLOCK = _P + r"encoder\.layer\.(?P<block>\d+)\."
@@ -29,6 +33,7 @@ MLM_MASK_FRACTION = 0.15
 BERT_WORDPIECE_MASK_ID = 103
 
 
+@register_family
 class BertFamily(Family):
     name = "bert"
     description = "BERT encoder"
@@ -93,3 +98,12 @@ class BertFamily(Family):
         return nn.functional.cross_entropy(
             logits.reshape(-1, logits.shape[-1]).float(), labels.reshape(-1), ignore_index=-100
         )
+
+    @classmethod
+    def tiny_models(cls) -> dict[str, Callable[[], nn.Module]]:
+        from transformers import BertConfig, BertForMaskedLM, BertModel
+
+        config: dict[str, Any] = dict(hidden_size=32, num_hidden_layers=4, num_attention_heads=4, intermediate_size=64,
+                      vocab_size=TINY_VOCAB, max_position_embeddings=64)
+        return {"bert": lambda: BertModel(BertConfig(**config)),
+                "bert-mlm": lambda: BertForMaskedLM(BertConfig(**config))}

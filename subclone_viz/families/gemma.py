@@ -25,15 +25,20 @@ Example::
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import Any
+
 import torch
 from torch import nn
 
-from .base import CausalLMFamily, ParamRule
+from .base import TINY_VOCAB, CausalLMFamily, ParamRule
 from .llama import LLAMA_RULES
+from .registry import register_family
 
 _BLOCK = r"model\.layers\.(?P<block>\d+)\."
 
 
+@register_family
 class GemmaFamily(CausalLMFamily):
     name = "gemma"
     description = "Gemma"
@@ -49,3 +54,19 @@ class GemmaFamily(CausalLMFamily):
 
     def derived_buffers(self, model: nn.Module) -> dict[str, torch.Tensor]:
         return {"model.embed_tokens.embed_scale": torch.tensor(model.config.hidden_size**0.5)}
+
+    @classmethod
+    def tiny_models(cls) -> dict[str, Callable[[], nn.Module]]:
+        import transformers as tf
+
+        # Gemma 3 270M's proportions, shrunk: 4 query heads on 1 KV head, head_dim wider than hidden / heads,
+        # sliding-window layer types narrower than the test batches.
+        small: dict[str, Any] = dict(hidden_size=32, intermediate_size=64, num_hidden_layers=4, num_attention_heads=4,
+                     num_key_value_heads=1, head_dim=16, vocab_size=TINY_VOCAB, max_position_embeddings=64,
+                     pad_token_id=0)
+        sliding: dict[str, Any] = dict(sliding_window=4, layer_types=["sliding_attention", "full_attention"] * 2)
+        return {
+            "gemma": lambda: tf.GemmaForCausalLM(tf.GemmaConfig(**small)),
+            "gemma2": lambda: tf.Gemma2ForCausalLM(tf.Gemma2Config(**small, **sliding)),
+            "gemma3": lambda: tf.Gemma3ForCausalLM(tf.Gemma3TextConfig(**small, **sliding)),
+        }

@@ -16,15 +16,18 @@ Example::
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Callable
 
 import torch
 from torch import nn
 
-from .base import CausalLMFamily, Dims, ParamRule
+from .base import TINY_VOCAB, CausalLMFamily, Dims, ParamRule
+from .registry import register_family
 
 _BLOCK = r"transformer\.h\.(?P<block>\d+)\."
 
 
+@register_family
 class GPT2Family(CausalLMFamily):
     name = "gpt2"
     description = "GPT-2"
@@ -64,3 +67,10 @@ class GPT2Family(CausalLMFamily):
                 f"0 to N-1 (depth='first')"
             )
         return super().build(model, dims, layer_sources, device)
+
+    @classmethod
+    def tiny_models(cls) -> dict[str, Callable[[], nn.Module]]:
+        from transformers import GPT2Config, GPT2LMHeadModel
+
+        return {"gpt2": lambda: GPT2LMHeadModel(GPT2Config(
+            n_layer=4, n_embd=32, n_head=4, n_positions=64, vocab_size=TINY_VOCAB, bos_token_id=1, eos_token_id=1))}

@@ -18,11 +18,17 @@ Example::
 
 from __future__ import annotations
 
-from .base import CausalLMFamily, ParamRule
+from collections.abc import Callable
+
+from torch import nn
+
+from .base import TINY_VOCAB, CausalLMFamily, ParamRule
+from .registry import register_family
 
 _BLOCK = r"gpt_neox\.layers\.(?P<block>\d+)\."
 
 
+@register_family
 class GPTNeoXFamily(CausalLMFamily):
     name = "gpt_neox"
     description = "GPT-NeoX / Pythia"
@@ -45,3 +51,13 @@ class GPTNeoXFamily(CausalLMFamily):
         ParamRule(r"gpt_neox\.final_layer_norm\.(weight|bias)", ("residual",)),
         ParamRule(r"lm_head\.weight", ("keep", "residual"), fan_in_axis=1),
     )
+
+    @classmethod
+    def tiny_models(cls) -> dict[str, Callable[[], nn.Module]]:
+        from transformers import GPTNeoXConfig, GPTNeoXForCausalLM
+
+        # Pythia's partial rotary (a quarter of each head), parallel residual and untied head.
+        return {"gpt_neox": lambda: GPTNeoXForCausalLM(GPTNeoXConfig(
+            hidden_size=32, intermediate_size=64, num_hidden_layers=4, num_attention_heads=4, vocab_size=TINY_VOCAB,
+            max_position_embeddings=64, rotary_pct=0.25, use_parallel_residual=True, bos_token_id=1,
+            eos_token_id=1))}

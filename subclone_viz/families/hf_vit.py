@@ -17,14 +17,18 @@ Example::
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
 from torch import nn
 
 from .base import ImageClassifierFamily, ParamRule
+from .registry import register_family
 
 _BLOCK = r"vit\.layers\.(?P<block>\d+)\."
 
 
+@register_family
 class HFViTFamily(ImageClassifierFamily):
     name = "hf-vit"
     description = "Vision Transformer (Hugging Face)"
@@ -55,3 +59,11 @@ class HFViTFamily(ImageClassifierFamily):
 
     def logits(self, model: nn.Module, batch: dict[str, torch.Tensor]) -> torch.Tensor:
         return model(pixel_values=batch["pixel_values"]).logits
+
+    @classmethod
+    def tiny_models(cls) -> dict[str, Callable[[], nn.Module]]:
+        from transformers import ViTConfig, ViTForImageClassification
+
+        return {"hf-vit": lambda: ViTForImageClassification(ViTConfig(
+            hidden_size=32, intermediate_size=64, num_hidden_layers=4, num_attention_heads=4, image_size=16,
+            patch_size=4, num_channels=1, num_labels=10))}

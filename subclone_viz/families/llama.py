@@ -18,7 +18,13 @@ Example::
 
 from __future__ import annotations
 
-from .base import CausalLMFamily, ParamRule
+from collections.abc import Callable
+from typing import Any
+
+from torch import nn
+
+from .base import TINY_VOCAB, CausalLMFamily, ParamRule
+from .registry import register_family
 
 _BLOCK = r"model\.layers\.(?P<block>\d+)\."
 
@@ -40,6 +46,7 @@ LLAMA_RULES = (
 )
 
 
+@register_family
 class LlamaFamily(CausalLMFamily):
     name = "llama"
     description = "Llama family"
@@ -52,3 +59,20 @@ class LlamaFamily(CausalLMFamily):
         ParamRule(_BLOCK + r"(input|post_attention)_layernorm\.weight", ("residual",)),
         ParamRule(_BLOCK + r"self_attn\.[qk]_norm\.weight", ("keep",)),
     )
+
+    @classmethod
+    def tiny_models(cls) -> dict[str, Callable[[], nn.Module]]:
+        import transformers as tf
+
+        # Grouped-query attention with a head_dim of its own, tied and untied heads, q/k/v biases (Qwen2),
+        # per-head q/k norms (Qwen3), a sliding window (Mistral).
+        small: dict[str, Any] = dict(hidden_size=32, intermediate_size=64, num_hidden_layers=4, num_attention_heads=4,
+                     num_key_value_heads=2, vocab_size=TINY_VOCAB, max_position_embeddings=64)
+        llama: dict[str, Any] = dict(small, hidden_size=48, intermediate_size=80, num_attention_heads=6, head_dim=8)
+        return {
+            "llama": lambda: tf.LlamaForCausalLM(tf.LlamaConfig(**llama, tie_word_embeddings=True)),
+            "llama-untied": lambda: tf.LlamaForCausalLM(tf.LlamaConfig(**llama, tie_word_embeddings=False)),
+            "mistral": lambda: tf.MistralForCausalLM(tf.MistralConfig(**small, sliding_window=16)),
+            "qwen2": lambda: tf.Qwen2ForCausalLM(tf.Qwen2Config(**small, tie_word_embeddings=True)),
+            "qwen3": lambda: tf.Qwen3ForCausalLM(tf.Qwen3Config(**small, head_dim=8)),
+        }

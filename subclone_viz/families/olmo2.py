@@ -19,12 +19,18 @@ Example::
 
 from __future__ import annotations
 
-from .base import CausalLMFamily, ParamRule
+from collections.abc import Callable
+
+from torch import nn
+
+from .base import TINY_VOCAB, CausalLMFamily, ParamRule
 from .llama import LLAMA_RULES
+from .registry import register_family
 
 _BLOCK = r"model\.layers\.(?P<block>\d+)\."
 
 
+@register_family
 class Olmo2Family(CausalLMFamily):
     name = "olmo2"
     description = "OLMo-2"
@@ -38,3 +44,11 @@ class Olmo2Family(CausalLMFamily):
         ParamRule(_BLOCK + r"self_attn\.q_norm\.weight", ("q_heads",)),
         ParamRule(_BLOCK + r"self_attn\.k_norm\.weight", ("kv_heads",)),
     )
+
+    @classmethod
+    def tiny_models(cls) -> dict[str, Callable[[], nn.Module]]:
+        from transformers import Olmo2Config, Olmo2ForCausalLM
+
+        return {"olmo2": lambda: Olmo2ForCausalLM(Olmo2Config(
+            hidden_size=32, intermediate_size=64, num_hidden_layers=4, num_attention_heads=4, num_key_value_heads=2,
+            vocab_size=TINY_VOCAB, max_position_embeddings=64, pad_token_id=0, bos_token_id=1, eos_token_id=1))}

@@ -18,11 +18,17 @@ Example::
 
 from __future__ import annotations
 
-from .base import CausalLMFamily, ParamRule
+from collections.abc import Callable
+
+from torch import nn
+
+from .base import TINY_VOCAB, CausalLMFamily, ParamRule
+from .registry import register_family
 
 _BLOCK = r"model\.layers\.(?P<block>\d+)\."
 
 
+@register_family
 class Phi3Family(CausalLMFamily):
     name = "phi3"
     description = "Phi-3"
@@ -41,3 +47,11 @@ class Phi3Family(CausalLMFamily):
         ParamRule(r"model\.norm\.weight", ("residual",)),
         ParamRule(r"lm_head\.weight", ("keep", "residual"), fan_in_axis=1),
     )
+
+    @classmethod
+    def tiny_models(cls) -> dict[str, Callable[[], nn.Module]]:
+        from transformers import Phi3Config, Phi3ForCausalLM
+
+        return {"phi3": lambda: Phi3ForCausalLM(Phi3Config(
+            hidden_size=32, intermediate_size=64, num_hidden_layers=4, num_attention_heads=4, num_key_value_heads=2,
+            vocab_size=TINY_VOCAB, max_position_embeddings=64, pad_token_id=0, bos_token_id=1, eos_token_id=1))}

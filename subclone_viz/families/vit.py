@@ -17,16 +17,19 @@ Example::
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import torch
 from torch import nn
 
 from .base import Dims, ImageClassifierFamily, ParamRule
+from .registry import register_family
 
 _BLOCK = r"blocks\.(?P<block>\d+)\."
 
 
+@register_family
 class TimmViTFamily(ImageClassifierFamily):
     name = "vit"
     description = "Vision Transformer (timm)"
@@ -111,3 +114,11 @@ class TimmViTFamily(ImageClassifierFamily):
 
     def extra_state(self, model: nn.Module) -> dict[str, Any]:
         return {"architecture": self.architecture(model), "model_args": self.model_args(model)}
+
+    @classmethod
+    def tiny_models(cls) -> dict[str, Callable[[], nn.Module]]:
+        import timm
+
+        return {"vit": lambda: timm.create_model(
+            "vit_tiny_patch16_224", pretrained=False, img_size=16, patch_size=4, in_chans=1, depth=4, embed_dim=32,
+            num_heads=4, num_classes=10)}

@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from subclone_viz import cli
+from subclone_viz import cli_commands
 from subclone_viz.cli import main
 from subclone_viz.profile import Profile
 from faultkit import (
@@ -54,7 +54,7 @@ def no_work(monkeypatch):
     def refuse(*args, **kwargs):
         raise AssertionError("the parent was loaded before the output location was checked")
 
-    monkeypatch.setattr(cli, "load_parent", refuse)
+    monkeypatch.setattr(cli_commands, "load_parent", refuse)
 
 
 # ------------------------------------------------------------------------------------------------ outputs

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from subclone_viz import cli
+from subclone_viz import cli_commands
 from subclone_viz.cli import main
 from subclone_viz.parent import load_parent
 from subclone_viz.profile import Profile
@@ -213,19 +213,19 @@ def test_bugs_keep_their_traceback(files, capsys, monkeypatch):
     def broken(*args, **kwargs):
         raise RuntimeError("a bug, not a user mistake")
 
-    monkeypatch.setattr(cli, "profile", broken)
+    monkeypatch.setattr(cli_commands, "profile", broken)
     with pytest.raises(RuntimeError, match="a bug"):
         main(["profile", *text_args(files), "--tokens", "32"])
 
 
 def test_json_stdout_stays_pure_when_a_library_prints(files, capsys, monkeypatch):
-    real_profile = cli.profile
+    real_profile = cli_commands.profile
 
     def chatty(*args, **kwargs):
         print("chatter from a library")
         return real_profile(*args, **kwargs)
 
-    monkeypatch.setattr(cli, "profile", chatty)
+    monkeypatch.setattr(cli_commands, "profile", chatty)
     code, out, err = run(capsys, "profile", *text_args(files), "--tokens", "32", "--json")
     assert code == 0
     assert json.loads(out)["tokens"] == 32
@@ -354,7 +354,8 @@ def test_compare_saves_histories_summary_and_offline_plots(files, saved_profile,
     document = json.loads(out)
     table = {row["init"]: row for row in document["table"]}
     assert list(table) == ["random", "subclone", "no-scaling"]
-    assert table["random"]["lr"] == 1e-3 and table["subclone"]["lr"] == 1e-4  # the paper's default where not set
+    assert table["random"]["lr"] == 1e-3 and table["subclone"]["lr"] == 1e-3  # the tuned default where not set
+    assert document["lr_preset"] == "tuned" and document["learning_rates"]["random"]["source"] == "set by the caller"
     assert {row["weight_decay"] for row in table.values()} == {0.01}
     assert all(row["steps"] == 4 and math.isfinite(row["final_loss"]) for row in table.values())
     assert table["random"]["speedup"] == 1.0
@@ -379,8 +380,23 @@ def test_compare_prints_the_summary_table(files, saved_profile, tmp_path, capsys
                               "train", "s"]
     rows = [line.split() for line in out.splitlines() if line.strip().startswith(("random", "subclone"))]
     assert [row[:3] for row in rows] == [["random", "0.0003", "0.1"], ["subclone", "0.0003", "0.001"]]
-    assert rows[0][-3:-1] == ["1.00x", "1.00x"]
+    assert [cell.rstrip("*") for cell in rows[0][-3:-1]] == ["1.00x", "1.00x"]
+    starred = rows[0][-3].endswith("*")  # random init still falling after 4 steps: the footnote says so
+    assert starred == ("* at this budget only: random init had not converged" in out)
+    assert "learning rates: random 0.0003, subclone 0.0003 (set by the caller)" in out
     assert f"saved to {out_dir}: histories.json" in out
+
+
+def test_compare_names_the_tuned_rates_and_the_paper_preset(files, saved_profile, tmp_path, capsys):
+    code, out, _ = run(capsys, *compare_args(files, saved_profile, tmp_path / "tuned"))
+    assert code == 0
+    assert "learning rates: random 0.003, subclone 0.001 (tuned: best of the sweep in bench/results/speedup_study" in out
+    code, out, _ = run(capsys, *compare_args(files, saved_profile, tmp_path / "paper", "--lr-preset", "paper", "--json"))
+    assert code == 0
+    document = json.loads(out)
+    assert [row["lr"] for row in document["table"]] == [1e-4, 1e-4]
+    assert document["lr_preset"] == "paper"
+    assert "Table 1" in document["learning_rates"]["random"]["source"]
 
 
 @pytest.mark.parametrize(

@@ -155,7 +155,7 @@ def test_run_report_refuses_an_existing_file_before_any_work(records, tmp_path, 
     assert out.read_text() == "keep me"
 
 
-def hand_made_study(parent_name: str) -> "SpeedupStudy":
+def hand_made_study(parent_name: str) -> sv.SpeedupStudy:
     from subclone_viz.study import SpeedupStudy
 
     def gain(value, lower_bound=False, reached=True):

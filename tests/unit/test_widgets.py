@@ -295,7 +295,7 @@ def test_selecting_a_cell_sets_the_studio(studio: widgets.SubcloneStudio, llama)
 def test_clicking_a_heatmap_cell_selects_it(studio: widgets.SubcloneStudio, llama) -> None:
     parent, profile, batches = llama
     explorer = widgets.SizeGridExplorer(parent, profile, batches, studio=studio, layers=[2, 3], hidden=[12, 24])
-    for clicks, (i, j) in enumerate([(0, 1), (1, 0)]):  # the second click lands on redrawn traces
+    for i, j in [(0, 1), (1, 0)]:  # the second click lands on redrawn traces
         heatmap = explorer.figures["params"].data[0]
         heatmap._dispatch_on_click(Points(point_inds=[[i, j]], xs=[j], ys=[i], trace_name="", trace_index=0), None)
         assert explorer.selected == (i, j)
