@@ -5,8 +5,9 @@ Two sets of runs, each scored the same way:
 * **published**: 28 record runs of modded-nanogpt (GPT-2-style models, 1,875 to 20,344 steps, trapezoidal
   schedule), from ``bench/data/modded_nanogpt_*.csv`` (see ``bench/data/README.md``), each read through
   ``LearningCurve.from_csv`` with its named schedule;
-* **own**: SmolLM2-135M destinations of 5 sizes, subclone and random init, 2 seeds, trained on this machine by
-  ``bench/_forecast_runs.py`` (one History JSON per run; ``--own DIR``).
+* **own**: SmolLM2-135M destinations (4 x 192 to 16 x 384), subclone and random init, trained on this machine
+  by ``bench/_forecast_runs.py`` (one History JSON per run, resumable; ``--own DIR`` scores whatever runs are
+  there: on the shared 2-core CPU, seed 0 of the sizes up to 12 x 336 (and 16 x 384's subclone) was what fit).
 
 Every run is forecast from the evaluations in its first quarter (4x extrapolation) with a
 ``ForecastPrior`` fitted on the *other* fold of a 2-fold split (published runs alternate between folds in file order; own runs
