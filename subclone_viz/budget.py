@@ -119,6 +119,12 @@ class BudgetGrid(Record):
         ForecastPrior.from_dict(values["prior"])
         if not isinstance(values["cells"], list) or not all(isinstance(c, dict) for c in values["cells"]):
             raise ValueError("'cells' must be a list of objects")
+        if not isinstance(values["settings"], dict) or not isinstance(values["lrs"], dict):
+            raise ValueError("'settings' and 'lrs' must be objects")
+        if not (isinstance(values["tokens_per_step"], int) and values["tokens_per_step"] > 0):
+            raise ValueError(f"tokens_per_step={values['tokens_per_step']!r} must be a positive integer")
+        for cell in values["cells"]:
+            _check_cell(cell, values["lrs"])
         return cls(**values)
 
     @property
@@ -157,6 +163,26 @@ class BudgetGrid(Record):
         """One row per cell: size, init, steps, loss before training and the forecast with its interval."""
         return [{"size": f"{c['layers']} x {c['hidden']}", "init": c["init"], "params": c["params"],
                  "steps": c["steps"], "initial_loss": c.get("initial_loss"), **c["forecast"]} for c in self.cells]
+
+
+def _number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def _check_cell(cell: dict[str, Any], lrs: dict[str, Any]) -> None:
+    """A cell read back: its init has a rate, its counts are counts, its pilot and forecast are numbers."""
+    where = f"cell {cell.get('layers')!r} x {cell.get('hidden')!r}"
+    if cell.get("init") not in lrs or not _number(lrs[cell["init"]]):
+        raise ValueError(f"{where}: init {cell.get('init')!r} has no learning rate in 'lrs'")
+    for name in ("layers", "hidden", "params", "steps", "pilot_steps"):
+        if not isinstance(cell.get(name), int) or isinstance(cell.get(name), bool) or cell[name] < 1:
+            raise ValueError(f"{where}: {name}={cell.get(name)!r} must be a positive integer")
+    pilot, result = cell.get("pilot"), cell.get("forecast")
+    if (not isinstance(pilot, dict) or not isinstance(pilot.get("steps"), list) or not isinstance(pilot.get("losses"), list)
+            or len(pilot["steps"]) != len(pilot["losses"]) or not all(map(_number, pilot["steps"] + pilot["losses"]))):
+        raise ValueError(f"{where}: 'pilot' must hold equally long lists of numbers 'steps' and 'losses'")
+    if not isinstance(result, dict) or not all(_number(result.get(k)) for k in ("loss", "low", "high")):
+        raise ValueError(f"{where}: 'forecast' must hold the numbers loss, low and high")
 
 
 def _check_budget(tokens: float | None, flops: float | None) -> None:

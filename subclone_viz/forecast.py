@@ -453,9 +453,17 @@ class Forecast(Record):
             raise ValueError(f"horizon={self.horizon!r} and fitted_until={self.fitted_until!r} must be step counts")
         if set(self.params) != {"L0", "A", "alpha", "C", "decay"}:
             raise ValueError(f"params {sorted(self.params)} must be L0, A, alpha, C, decay")
+        for name, value in self.params.items():
+            _check_number(f"params[{name!r}]", value, -math.inf)
         lengths = {len(self.curve_steps), len(self.curve_loss), len(self.curve_low), len(self.curve_high)}
         if len(lengths) != 1:
             raise ValueError("curve_steps, curve_loss, curve_low and curve_high must have one value per step")
+        for name in ("curve_steps", "curve_loss", "curve_low", "curve_high"):
+            for value in getattr(self, name):
+                _check_number(name, value, -math.inf)
+        for name in ("tokens", "flops"):
+            if getattr(self, name) is not None:
+                _check_number(name, getattr(self, name), 0.0)
 
     def to_dict(self) -> dict[str, Any]:
         return {k: getattr(self, k) for k in _FORECAST_FIELDS}

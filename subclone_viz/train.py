@@ -79,8 +79,8 @@ _TRAINER_STATE = "trainer_state.json"
 _HISTORY_FILE = "history.json"
 # Settings a resumed run must share with the checkpoint it continues, or its history would not be one run.
 # The process count too: the batch stream a resumed run picks up depends on it.
-_RESUME_KEYS = ("steps", "lr", "weight_decay", "warmup", "schedule", "final_lr_ratio", "decay_fraction", "seed", "max_grad_norm", "eval_every",
-                "distill_alpha", "distill_temperature", "teacher", "num_processes")
+_RESUME_KEYS = ("steps", "lr", "weight_decay", "warmup", "schedule", "final_lr_ratio", "decay_fraction", "seed",
+                "max_grad_norm", "eval_every", "distill_alpha", "distill_temperature", "teacher", "num_processes")
 
 
 @dataclass(frozen=True)
