@@ -60,7 +60,7 @@ def main() -> None:
                 history = sv.train(model, batches, settings, eval_batches=heldout, progress=False,
                                    label=f"{layers} x {hidden} {init} seed {seed}")
                 history.config["parameters"] = sum(p.numel() for p in model.parameters())
-                history.save_json(path)
+                history.save(path)
                 print(f"{path.name}: {history.evals[0].loss:.3f} -> {history.evals[-1].loss:.3f} "
                       f"({time.perf_counter() - began:.0f} s so far)", flush=True)
 

@@ -60,7 +60,7 @@ def published_curves() -> list[LearningCurve]:
 
 def own_curves(directory: Path) -> list[LearningCurve]:
     """The SmolLM2 runs written by bench/_forecast_runs.py, labelled 'LxH-init-seedN'."""
-    return [replace(History.load_json(path).curve(), label=path.stem) for path in sorted(directory.glob("*.json"))]
+    return [replace(History.load(path).curve(), label=path.stem) for path in sorted(directory.glob("*.json"))]
 
 
 def _cut(curve: LearningCurve) -> int:
@@ -185,7 +185,7 @@ def main() -> None:
         rows = score(own, seeds if both else [order.index(size) % 2 for size in sizes])
         groups = {f"seed {s}": [i for i, r in enumerate(rows) if r["run"].endswith(f"seed{s}")] for s in set(seeds)}
         figures["own"] = {"source": str(args.own), "folds": "by seed" if both else "by size, alternating",
-                          "config": History.load_json(
+                          "config": History.load(
             next(args.own.glob("*.json"))).config, "summary": summary(rows, groups), "runs": rows}
         lines.append(headline("SmolLM2 destinations", figures["own"]["summary"]))
         seconds = slider_seconds(own)

@@ -50,6 +50,7 @@ _LAZY = {
     "SubclonePlan": "plan",
     "plan": "plan",
     "spec_choices": "plan",
+    "random_init": "subclone",
     "subclone": "subclone",
     "BlockAblation": "evaluate",
     "Evaluation": "evaluate",
@@ -57,7 +58,9 @@ _LAZY = {
     "evaluate": "evaluate",
     "save_destination": "export",
     "History": "train",
-    "TrainSettings": "train",
+    "TrainSettings": "settings",
+    "ProfileSettings": "settings",
+    "PlanStrategy": "settings",
     "train": "train",
     "Comparison": "compare",
     "Speedup": "compare",
@@ -76,7 +79,6 @@ _LAZY = {
     "default_destination": "workflow",
     "parent_batches": "workflow",
     "quick_mode": "workflow",
-    "random_init": "subclone",
     "Forecast": "forecast",
     "ForecastPrior": "forecast",
     "LearningCurve": "forecast",
@@ -86,11 +88,18 @@ _LAZY = {
 }
 
 
+# Modules that register a parent source with subclone_viz.parent from a layer above it (the digits ViT):
+# imported with the first public name, so that sv.load_parent("vit-digits") finds its source.
+_REGISTERING = ("vision",)
+
+
 def __getattr__(name: str) -> Any:
     """Import the module that defines ``name`` on first access, and keep the name here."""
     module = _LAZY.get(name)
     if module is None:
         raise AttributeError(f"module 'subclone_viz' has no attribute {name!r}")
+    for registering in _REGISTERING:
+        importlib.import_module(f".{registering}", __name__)
     value = getattr(importlib.import_module(f".{module}", __name__), name)
     globals()[name] = value
     return value
@@ -133,8 +142,10 @@ __all__ = [
     "History",
     "Parent",
     "ParentLoadError",
+    "PlanStrategy",
     "Profile",
     "ProfileMismatchError",
+    "ProfileSettings",
     "RankConsistency",
     "SpecError",
     "Speedup",

@@ -59,7 +59,6 @@ import json
 import math
 import textwrap
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from types import ModuleType
 from typing import Any
@@ -77,26 +76,14 @@ from .choices import (
     SCHEDULES,
     WIDTH_STRATEGIES,
 )
-from .errors import UserError
 from .inits import DEFAULT_LR_PRESET, INITS, LR_PRESETS
+from .settings import STUDY_STEPS, PlanStrategy, ProfileSettings, TrainSettings
 
 PROG = "subclone-viz"
 DTYPES = ("float32", "bfloat16", "float16")
 DEFAULT_PARENT = "smollm2-135m"
+_PROFILE, _PLAN, _TRAIN = ProfileSettings(), PlanStrategy(), TrainSettings()  # the defaults the options use
 HELP_WIDTH = 78  # a subcommand's description and example, wrapped as argparse wraps the rest of its help
-
-
-class UsageError(UserError):
-    """A mistake in what the user asked for: reported as one line on stderr, exit status 2."""
-
-
-@dataclass
-class Outcome:
-    """What a subcommand reports: the JSON document for ``--json`` and the same facts as text for people."""
-
-    document: dict[str, Any]
-    text: str
-
 
 
 # --------------------------------------------------------------------------------------------------------
@@ -142,8 +129,9 @@ def layers_arg(text: str) -> int | list[int]:
 
 
 def depth_arg(text: str) -> str | list[int]:
-    """A depth strategy name or a comma list of parent block indices."""
-    if text in DEPTH_STRATEGIES:
+    """A depth strategy name (checked against the registered strategies when the command runs: plugins may add
+    some) or a comma list of parent block indices."""
+    if text in DEPTH_STRATEGIES or not (text[:1].isdigit() or "," in text):
         return text
     try:
         return _block_list(text)
@@ -291,7 +279,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     prof = commands.add_parser("profile", parents=[common], help="profile a parent's blocks and neurons")
     _add_data_arguments(prof)
-    prof.add_argument("--tokens", type=positive_int, default=8192, help="tokens to profile (default 8192)")
+    prof.add_argument("--tokens", type=positive_int, default=_PROFILE.tokens,
+                      help=f"tokens to profile (default {_PROFILE.tokens})")
     prof.add_argument("--split", choices=("train", "heldout"), default="train", help="data split (default train)")
     prof.add_argument("--out", type=Path, help="save the profile here (.npz); default: do not save")
     prof.add_argument("--overwrite", action="store_true", help="replace an existing --out")
@@ -300,18 +289,20 @@ def build_parser() -> argparse.ArgumentParser:
     sub = commands.add_parser("subclone", parents=[common], help="subclone a destination and save it")
     _add_data_arguments(sub)
     sub.add_argument("--profile", type=Path, help="a saved profile (.npz); default: profile --data first")
-    sub.add_argument("--profile-tokens", type=positive_int, default=4096,
-                     help="tokens to profile when no --profile is given (train split; default 4096)")
+    sub.add_argument("--profile-tokens", type=positive_int, default=_PROFILE.subclone_tokens,
+                     help=f"tokens to profile when no --profile is given (train split; default {_PROFILE.subclone_tokens})")
     _add_spec_arguments(sub, hidden_required=True)
-    sub.add_argument("--depth", type=depth_arg, default="middle",
-                     help=f"{' | '.join(DEPTH_STRATEGIES)} | a comma list of parent blocks (default middle)")
-    sub.add_argument("--width", choices=WIDTH_STRATEGIES, default="importance", help="default importance")
-    sub.add_argument("--scaling", choices=SCALINGS, default="sqrt", help="default sqrt")
+    sub.add_argument("--depth", type=depth_arg, default=_PLAN.depth,
+                     help=f"{' | '.join(DEPTH_STRATEGIES)} | a comma list of parent blocks (default {_PLAN.depth})")
+    sub.add_argument("--width", default=_PLAN.width, metavar="NAME",
+                     help=f"{' | '.join(WIDTH_STRATEGIES)} or a plugin's (default {_PLAN.width})")
+    sub.add_argument("--scaling", default=_PLAN.scaling, metavar="NAME",
+                     help=f"{' | '.join(SCALINGS)} or a plugin's (default {_PLAN.scaling})")
     sub.add_argument("--importance", default=DEFAULT_ESTIMATOR, metavar="NAME",
                      help=f"the importance estimator --width importance ranks by: {', '.join(ESTIMATOR_NAMES)} or a "
                           f"plugin's (default {DEFAULT_ESTIMATOR})")
-    sub.add_argument("--eval-tokens", type=non_negative_int, default=4096,
-                     help="held-out tokens to score parent and destination on (0: skip; default 4096)")
+    sub.add_argument("--eval-tokens", type=non_negative_int, default=_PROFILE.eval_tokens,
+                     help=f"held-out tokens to score parent and destination on (0: skip; default {_PROFILE.eval_tokens})")
     sub.add_argument("--out", type=Path, required=True, help="destination directory")
     sub.add_argument("--overwrite", action="store_true", help="replace a non-empty --out")
     sub.set_defaults(run=run_subclone)
@@ -319,7 +310,8 @@ def build_parser() -> argparse.ArgumentParser:
     ablate = commands.add_parser("ablate", parents=[common],
                                  help="held-out loss with each single block removed or duplicated")
     _add_data_arguments(ablate)
-    ablate.add_argument("--tokens", type=positive_int, default=2048, help="held-out tokens (default 2048)")
+    ablate.add_argument("--tokens", type=positive_int, default=_PROFILE.ablation_tokens,
+                        help=f"held-out tokens (default {_PROFILE.ablation_tokens})")
     ablate.set_defaults(run=run_ablate)
 
     comp = commands.add_parser("compare", parents=[common],
@@ -330,7 +322,8 @@ def build_parser() -> argparse.ArgumentParser:
     _add_spec_arguments(comp, hidden_required=True)
     comp.add_argument("--inits", type=inits_arg, default=["random", "subclone"],
                       help=f"comma list of {', '.join(INITS)} (default random,subclone)")
-    comp.add_argument("--steps", type=positive_int, default=300, help="optimizer steps per init (default 300)")
+    comp.add_argument("--steps", type=positive_int, default=_TRAIN.steps,
+                      help=f"optimizer steps per init (default {_TRAIN.steps})")
     comp.add_argument("--lr", type=per_init_lr, action="append", default=[], metavar="[INIT=]VALUE",
                       help="learning rate for one init (repeatable) or, without INIT=, for all "
                            "(default: each init's rate of --lr-preset)")
@@ -344,7 +337,8 @@ def build_parser() -> argparse.ArgumentParser:
     comp.add_argument("--warmup", type=non_negative_int, help="warmup steps (default 5%% of --steps)")
     comp.add_argument("--schedule", choices=SCHEDULES, default="cosine", help="after warmup (default cosine)")
     comp.add_argument("--eval-every", type=positive_int, help="steps between evaluations (default steps / 10)")
-    comp.add_argument("--eval-tokens", type=positive_int, default=4096, help="held-out tokens (default 4096)")
+    comp.add_argument("--eval-tokens", type=positive_int, default=_PROFILE.eval_tokens,
+                      help=f"held-out tokens (default {_PROFILE.eval_tokens})")
     comp.add_argument("--distill-alpha", type=fraction_arg,
                       help=f"for the +distill inits: weight a of the teacher's KL term in (1-a) * next-token loss + "
                            f"a * KL (default {DISTILL_ALPHA:g})")
@@ -370,7 +364,8 @@ def build_parser() -> argparse.ArgumentParser:
     study.add_argument("--subclone-lrs", type=lrs_arg, default=[3e-4, 1e-3],
                        help="learning-rate sweep of the subclone (default 3e-4,1e-3)")
     study.add_argument("--profile", type=Path, help="a saved profile (.npz); default: profile the training data")
-    study.add_argument("--steps", type=positive_int, default=60, help="optimizer steps per run (default 60)")
+    study.add_argument("--steps", type=positive_int, default=STUDY_STEPS,
+                       help=f"optimizer steps per run (default {STUDY_STEPS})")
     study.add_argument("--eval-every", type=positive_int, default=5, help="steps between evaluations (default 5)")
     study.add_argument("--eval-tokens", type=positive_int, default=1024, help="held-out tokens (default 1024)")
     study.add_argument("--merge", type=Path, nargs="+", metavar="STUDY",
@@ -385,7 +380,7 @@ def build_parser() -> argparse.ArgumentParser:
     report.add_argument("--out", type=Path, default=Path("report.html"), help="the .html file (default report.html)")
     report.add_argument("--quick", action="store_true", help="shrink every stage to seconds (a smoke test; also SUBCLONE_VIZ_QUICK=1)")
     report.add_argument("--data", default="builtin", help="'builtin' (Python's docs) or a .txt/.jsonl path")
-    report.add_argument("--tokens", type=positive_int, help="tokens to profile (default 8192; --quick 256)")
+    report.add_argument("--tokens", type=positive_int, help=f"tokens to profile (default {_PROFILE.tokens}; --quick 256)")
     report.add_argument("--steps", type=non_negative_int,
                         help="training steps per init in the comparison (0 skips it; default 24; --quick 2)")
     _add_spec_arguments(report, hidden_required=False)
@@ -402,7 +397,7 @@ def _add_forecast_parser(commands: Any) -> None:
     fc = commands.add_parser("forecast", help="forecast a run's held-out loss at a horizon, with an interval, from a "
                                               "saved history (.json) or any trainer's CSV log")
     fc.set_defaults(run=run_forecast)
-    fc.add_argument("run_file", type=Path, metavar="RUN", help="a training history .json (History.save_json, "
+    fc.add_argument("run_file", type=Path, metavar="RUN", help="a training history .json (History.save, "
                                                                "`compare --out`) or a .csv log")
     horizon = fc.add_mutually_exclusive_group()
     horizon.add_argument("--steps", type=positive_int, help="horizon in optimizer steps (default: the run's end)")
@@ -536,7 +531,7 @@ class _Command:
     def __init__(self, name: str) -> None:
         self.__name__ = name
 
-    def __call__(self, args: argparse.Namespace) -> Outcome:
+    def __call__(self, args: argparse.Namespace) -> Any:
         return getattr(_commands(), self.__name__)(args)
 
     def __repr__(self) -> str:
@@ -560,4 +555,4 @@ def main(argv: Sequence[str] | None = None) -> int:
         args = parser.parse_args(argv)
     except SystemExit as exit_:  # argparse's help (0) and errors (2)
         return exit_.code if isinstance(exit_.code, int) else 0
-    return _commands().execute(args)
+    return _commands().execute(args, PROG)

@@ -58,10 +58,12 @@ import torch
 from torch import nn
 
 from . import distributed
-from ._atomic import DamagedFileError, read_json, staged_directory
+from ._atomic import read_json, staged_directory
 from .inits import DEFAULT_LR_PRESET, INITS, default_hyperparameters, hyperparameter_source
 from .plan import plan
 from .profile import profile as profile_parent
+from .records import Record, register_record
+from .settings import ProfileSettings
 from .subclone import random_init, subclone
 from .train import EvalRecord, History, StepRecord, StopSignal, TrainSettings, train
 
@@ -73,7 +75,7 @@ if TYPE_CHECKING:
 __all__ = ["INITS", "Comparison", "Speedup", "compare", "default_hyperparameters", "learning_rate_note",
            "reference_converged", "speedup", "speedup_text"]
 
-PROFILE_TOKENS = 4096
+PROFILE_TOKENS = ProfileSettings().subclone_tokens
 REFERENCE_INIT = "random"
 # The reference counts as converged when the second half of its run brought at most this share of its whole
 # drop in held-out loss. The tuned random runs of the speedup study brought 4-7% (bench/results/speedup_study);
@@ -200,9 +202,16 @@ def speedup(reference: History, other: History) -> Speedup:
 # Comparing initializations
 
 
+@register_record
 @dataclass
-class Comparison:
-    """Histories, plans and metrics of one destination shape trained from several initializations."""
+class Comparison(Record):
+    """Histories, plans and metrics of one destination shape trained from several initializations.
+
+    A record stored as a directory (``save``/``load``): ``summary.json`` carries its format and version."""
+
+    FORMAT = "subclone_viz.comparison"
+    VERSION = 1
+    READS = (0,)  # directories written before records were versioned
 
     histories: dict[str, History]
     plans: dict[str, dict[str, Any] | None]  # the SubclonePlan of each init as a dict; None for random
@@ -255,6 +264,25 @@ class Comparison:
             "stopped_early": self.stopped_early,
         }
 
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> "Comparison":
+        """A comparison from :meth:`to_dict`'s data, each history checked."""
+        missing = [key for key in ("histories", "plans", "metrics", "config", "stopped_early") if key not in data]
+        if missing:
+            raise ValueError(f"a comparison lacks {', '.join(missing)}")
+        if not isinstance(data["histories"], dict) or not all(isinstance(h, dict) for h in data["histories"].values()):
+            raise ValueError("'histories' must map each initialization to a training history")
+        for key in ("plans", "metrics", "config"):
+            if not isinstance(data[key], dict):
+                raise ValueError(f"{key!r} must be an object, not a {type(data[key]).__name__}")
+        return cls(
+            histories={init: History.from_dict(h) for init, h in data["histories"].items()},
+            plans=data["plans"],
+            metrics=data["metrics"],
+            config=data["config"],
+            stopped_early=bool(data["stopped_early"]),
+        )
+
     def save(self, directory: str | os.PathLike, overwrite: bool = False) -> Path:
         """Write ``histories.json``, ``<init>.csv`` per initialization and ``summary.json`` (config, plans,
         metrics, table) into ``directory``, all at once: a staging directory renamed into place. Under several
@@ -274,6 +302,8 @@ class Comparison:
         for init, history in self.histories.items():
             (directory / f"{init}.csv").write_text(history.csv_text())
         summary = {
+            "format": self.FORMAT,
+            "version": self.VERSION,
             "config": self.config,
             "stopped_early": self.stopped_early,
             "metrics": self.metrics,
@@ -289,20 +319,8 @@ class Comparison:
         directory = Path(directory).expanduser()
         histories = read_json(directory / "histories.json", dict)
         summary = read_json(directory / "summary.json", dict)
-        missing = [key for key in ("plans", "metrics", "config", "stopped_early") if key not in summary]
-        if missing:
-            raise DamagedFileError(f"{directory / 'summary.json'} lacks {', '.join(missing)}")
-        try:
-            runs = {k: History.from_dict(h) for k, h in histories.items()}
-        except (TypeError, ValueError, AttributeError) as error:
-            raise DamagedFileError(f"{directory / 'histories.json'} does not hold training histories ({error})") from error
-        return cls(
-            histories=runs,
-            plans=summary["plans"],
-            metrics=summary["metrics"],
-            config=summary["config"],
-            stopped_early=summary["stopped_early"],
-        )
+        summary.pop("table", None)  # derived from the rest, for readers of the file
+        return cls.from_document({**summary, "histories": histories}, directory / "summary.json")
 
 
 def comparison_metrics(histories: Mapping[str, History]) -> dict[str, dict[str, Any]]:

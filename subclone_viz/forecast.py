@@ -59,8 +59,10 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from ._atomic import DamagedFileError
+from .choices import SCHEDULES
 from .errors import UserError
 from .records import Record, register_record
+from .settings import TrainSettings
 
 if TYPE_CHECKING:
     from .train import History
@@ -196,8 +198,6 @@ class LearningCurve:
     @classmethod
     def from_history(cls, history: "History", parameters: int | None = None) -> "LearningCurve":
         """A run of :func:`~subclone_viz.train.train`: its held-out losses and its settings' schedule."""
-        from .train import TrainSettings
-
         config = history.config
         if not history.evals:
             raise ForecastError(f"the run {history.label!r} has no held-out evaluations: train with eval_batches")
@@ -258,8 +258,6 @@ def _csv_rows(path: Path, columns: Sequence[str]) -> list[dict[str, str]]:
 
 
 def _schedule_rates(kind: str, total: int | None, warmup: int, peak: float, final: float, decay: float) -> list:
-    from .train import SCHEDULES, TrainSettings
-
     if kind not in SCHEDULES:
         raise ForecastError(f"schedule={kind!r} is not one of {', '.join(SCHEDULES)}")
     if not isinstance(total, int) or total < 1:

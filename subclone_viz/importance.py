@@ -27,6 +27,11 @@ mean |activation|; other work scores them differently. Each estimator here is a 
 All but ``taylor`` read statistics that :func:`~subclone_viz.profile.profile` collects in its one streaming
 pass. Every estimator is deterministic: the same profile gives the same rankings.
 
+:data:`ESTIMATORS` is an open registry: :func:`register_estimator` adds an :class:`Estimator` (a plugin package
+declares it under the entry-point group ``subclone_viz.estimators``). An estimator declares the running sums
+it needs (``collects``: :class:`~subclone_viz.capture.RunningSums` subclasses such as :class:`NormSums`), and
+the profiler collects what the registered estimators declare without knowing any of them by name.
+
 Example::
 
     >>> import subclone_viz as sv

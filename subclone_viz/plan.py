@@ -17,6 +17,10 @@ Strategies (method.md, sections 2 and 3):
   (:mod:`subclone_viz.importance`: ``"paper"``, ``"layer_normalized"``, ``"norm_input"``, ``"norm_output"``,
   ``"weight_aware"``, ``"taylor"``).
 
+Each strategy is a :class:`Strategy` (a named callable) in an open registry, :data:`DEPTHS`, :data:`WIDTHS` or
+:data:`SCALING_METHODS`; :func:`register_strategy` adds one, and the name tuples ``DEPTH_STRATEGIES``,
+``WIDTH_STRATEGIES`` and ``SCALINGS`` follow the registries.
+
 Example::
 
     >>> import subclone_viz as sv
@@ -29,12 +33,13 @@ Example::
     [0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 20, 21, 22, 23, 24, 25, 26, 27, 28, 29]
     >>> p.summary()
     '20 layers (parent blocks [0, ..., 29]), hidden 384, FFN 1024, 6 heads / 2 KV; depth=middle, width=importance...'
-    >>> text = p.to_json()                  # every kept index, for saving beside the destination
+    >>> path = p.save("plan.json")          # every kept index; sv.SubclonePlan.load(path) reads it back, checked
+    >>> sv.SubclonePlan.load(path) == p
+    True
 """
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable, Sequence
 from dataclasses import MISSING, asdict, dataclass, field, fields
 from typing import TYPE_CHECKING, Any
@@ -46,7 +51,9 @@ from .errors import UserError
 from .families import Dims
 from .importance import DEFAULT_ESTIMATOR, ESTIMATORS, estimate_importance
 from .parent import parent_fingerprint
+from .records import Record, register_record
 from .registry import Registry
+from .settings import PlanStrategy
 
 if TYPE_CHECKING:
     from .parent import Parent
@@ -99,11 +106,18 @@ def _check_strategy(name: str, strategy: object) -> None:
 # The strategies by name, open to plugins: register_strategy(DEPTHS, Strategy("my-depth", function)).
 DEPTHS: Registry[Strategy] = Registry("depth strategy", "subclone_viz.depth_strategies", check=_check_strategy)
 WIDTHS: Registry[Strategy] = Registry("width strategy", "subclone_viz.width_strategies", check=_check_strategy)
-SCALING_METHODS: Registry[Strategy] = Registry("scaling", "subclone_viz.scalings", check=_check_strategy)
+SCALING_METHODS: Registry[Strategy] = Registry(
+    "scaling", "subclone_viz.scalings", check=_check_strategy,
+    declared={name: f"subclone_viz.subclone:{attribute}" for name, attribute in
+              (("sqrt", "SQRT_SCALING"), ("none", "NO_SCALING"), ("calibrated", "CALIBRATED_SCALING"))},
+)
 # Their names, following later registrations (choices for the command line and the widgets).
 DEPTH_STRATEGIES = DEPTHS.names()
 WIDTH_STRATEGIES = WIDTHS.names()
 SCALINGS = SCALING_METHODS.names()
+
+
+_DEFAULTS = PlanStrategy()  # the strategies a plan uses unless told otherwise
 
 
 def register_strategy(registry: Registry[Strategy], strategy: Strategy, replace: bool = False) -> Strategy:
@@ -225,9 +239,18 @@ def spec_choices(parent: "Parent") -> dict[str, list[int]]:
     }
 
 
+@register_record
 @dataclass
-class SubclonePlan:
-    """Exactly what a destination keeps. Per-layer lists are indexed by destination layer."""
+class SubclonePlan(Record):
+    """Exactly what a destination keeps. Per-layer lists are indexed by destination layer.
+
+    Saved with ``save(path)`` and read back, checked, with ``load(path)``; ``version`` is the subclone_viz
+    release that made it (``library_version`` in the file, whose ``version`` is the record layout's).
+    """
+
+    FORMAT = "subclone_viz.plan"
+    VERSION = 1
+    READS = (0,)  # plans written before records were versioned: no format, ``version`` the library's
 
     parent: dict[str, Any]
     family: str
@@ -252,10 +275,9 @@ class SubclonePlan:
         return Dims(**self.dims)
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
-    def to_json(self, indent: int | None = None) -> str:
-        return json.dumps(self.to_dict(), indent=indent)
+        data = asdict(self)
+        data["library_version"] = data.pop("version")
+        return data
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> "SubclonePlan":
@@ -263,6 +285,10 @@ class SubclonePlan:
         one index list per destination block, of the destination's widths, within the parent's."""
         if not isinstance(data, dict):
             raise ValueError(f"a plan is a JSON object, not a {type(data).__name__}")
+        data = {key: value for key, value in data.items() if key != "format"}
+        layout = data.pop("version", None)  # the record layout's number, or (older plans) the library's version
+        data.setdefault("library_version", layout if isinstance(layout, str) else __version__)
+        data["version"] = data.pop("library_version")
         known = {f.name for f in fields(cls)}
         required = {f.name for f in fields(cls) if f.default is MISSING and f.default_factory is MISSING}
         missing, unknown = sorted(required - set(data)), sorted(set(data) - known)
@@ -289,10 +315,6 @@ class SubclonePlan:
             raise ValueError(f"inconsistent subclone plan: {'; '.join(problems)}")
         return plan
 
-    @classmethod
-    def from_json(cls, text: str) -> "SubclonePlan":
-        return cls.from_dict(json.loads(text))
-
     def summary(self) -> str:
         d = self.destination_dims
         return (
@@ -307,10 +329,10 @@ def plan(
     parent: "Parent",
     profile: "Profile | None",
     spec: DestinationSpec,
-    depth: str | Sequence[int] = "middle",
-    width: str = "importance",
-    scaling: str = "sqrt",
-    importance: str = DEFAULT_ESTIMATOR,
+    depth: str | Sequence[int] = _DEFAULTS.depth,
+    width: str = _DEFAULTS.width,
+    scaling: str = _DEFAULTS.scaling,
+    importance: str = _DEFAULTS.importance,
 ) -> SubclonePlan:
     """Choose the blocks and indices a destination keeps.
 

@@ -70,11 +70,12 @@ from .capture import (
 from .errors import UserError
 from .importance import ESTIMATORS, sums_collected_for
 from .parent import parent_fingerprint, same_parent
+from .records import Record, register_record
+from .settings import ProfileSettings
 
 if TYPE_CHECKING:
     from .parent import Parent
 
-PROFILE_FORMAT = 1  # the layout of a saved .npz; bump when it changes
 _ARRAYS = ("block_sums", "residual_abs_sums", "ffn_abs_sums", "attn_abs_sums")
 BLOCK_METRICS = ("f_over_sum", "f_over_x", "one_minus_cos")
 BLOCK_METRIC_LABELS = {
@@ -101,9 +102,18 @@ class RankConsistency:
         return np.diag(self.spearman, 1)
 
 
+@register_record
 @dataclass
-class Profile:
-    """Running sums from one or more profiling passes, and the statistics derived from them."""
+class Profile(Record):
+    """Running sums from one or more profiling passes, and the statistics derived from them.
+
+    A record stored as one ``.npz`` (``save``/``load``): the sums as arrays, the rest as a JSON string with
+    the format and version; ``to_dict`` gives the same as plain JSON data (arrays as nested lists).
+    """
+
+    FORMAT = "subclone_viz.profile"
+    VERSION = 2
+    READS = (0, 1)  # 1: an integer ``format`` and the library's ``version``; 0: neither
 
     parent: dict[str, Any]
     source: str
@@ -265,8 +275,7 @@ class Profile:
     def _write(self, path: Path, overwrite: bool) -> Path:
         if path.suffix != ".npz":
             raise ValueError(f"profile path {str(path)!r} must end in .npz")
-        meta = dict(parent=self.parent, source=self.source, tokens=self.tokens, version=self.version, extra=self.extra,
-                    format=PROFILE_FORMAT)
+        meta = {"format": self.FORMAT, "version": self.VERSION, **self._meta()}
         arrays = {name: getattr(self, name) for name in _ARRAYS}
         arrays.update({f"stat_{name}": value for name, value in self.stats.items()})
         arrays.update({f"shard_{name}": value for name, value in self.shards.items()})
@@ -285,7 +294,7 @@ class Profile:
             with np.load(path, allow_pickle=False) as data:
                 missing = [name for name in ("meta", *_ARRAYS) if name not in data.files]
                 if missing:
-                    raise DamagedFileError(f"profile {path} lacks {', '.join(missing)}: it is not a saved profile")
+                    raise DamagedFileError(f"{path} lacks {', '.join(missing)}: it is not a saved profile")
                 meta_text = str(data["meta"])
                 arrays = {name: data[name] for name in _ARRAYS}
                 stats = {name[len("stat_"):]: data[name] for name in data.files if name.startswith("stat_")}
@@ -296,12 +305,45 @@ class Profile:
             raise DamagedFileError(
                 f"profile {path} is damaged or not a saved profile ({type(error).__name__}: {error})"
             ) from error
-        meta = _profile_meta(path, meta_text)
-        _check_profile_arrays(path, meta, arrays)
-        _check_stats_and_shards(path, arrays, stats, shards)
+        try:
+            meta = _profile_meta(meta_text)
+        except ValueError as error:
+            raise DamagedFileError(f"{path}: {error}") from error
+        return cls.from_document({**meta, "arrays": arrays, "stats": stats, "shards": shards}, path)
+
+    def _meta(self) -> dict[str, Any]:
+        return {"parent": self.parent, "source": self.source, "tokens": self.tokens, "library_version": self.version,
+                "extra": self.extra}
+
+    def to_dict(self) -> dict[str, Any]:
+        """The profile as plain JSON data: its metadata and every sum as nested lists."""
+        def plain(arrays: dict[str, np.ndarray]) -> dict[str, list]:
+            return {name: np.asarray(value).tolist() for name, value in arrays.items()}
+
+        return {**self._meta(), "arrays": plain({name: getattr(self, name) for name in _ARRAYS}),
+                "stats": plain(self.stats), "shards": plain(self.shards)}
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> "Profile":
+        """A profile from :meth:`to_dict`'s data (or a saved file's), checked: its metadata field by field, every
+        sum of the shape its parent's dims give, finite and (sums of magnitudes) non-negative, shards adding
+        up to the totals."""
+        _check_meta(data)
+        groups = {}
+        for group in ("arrays", "stats", "shards"):
+            if not isinstance(data.get(group, {}), dict):
+                raise ValueError(f"{group!r} must map names to arrays")
+            groups[group] = {name: _float_array(name, value) for name, value in data.get(group, {}).items()}
+        arrays = groups["arrays"]
+        missing = [name for name in _ARRAYS if name not in arrays]
+        if missing:
+            raise ValueError(f"lacks {', '.join(missing)}: it is not a saved profile")
+        _check_profile_arrays(data, arrays)
+        _check_stats_and_shards(arrays, groups["stats"], groups["shards"])
         return cls(
-            parent=meta["parent"], source=meta["source"], tokens=meta["tokens"], version=meta["version"],
-            extra=meta.get("extra", {}), stats=stats, shards=shards, **arrays,
+            parent=data["parent"], source=data["source"], tokens=data["tokens"],
+            version=data.get("library_version", __version__), extra=data.get("extra", {}), stats=groups["stats"],
+            shards=groups["shards"], **{name: arrays[name] for name in _ARRAYS},
         )
 
     def summary(self) -> dict[str, Any]:
@@ -320,22 +362,31 @@ class Profile:
         }
 
 
-def _profile_meta(path: Path, text: str) -> dict[str, Any]:
-    """The metadata of a saved profile, checked field by field."""
-    def bad(problem: str) -> DamagedFileError:
-        return DamagedFileError(f"profile {path} has bad metadata: {problem}")
-
+def _profile_meta(text: str) -> dict[str, Any]:
+    """A saved profile's metadata in today's layout: the files of version 1 (an integer ``format``, the library's
+    ``version``) and 0 (no ``format``) are renamed to it."""
     try:
         meta = json.loads(text)
     except ValueError as error:
-        raise bad(f"not JSON ({error})") from error
+        raise ValueError(f"bad metadata: not JSON ({error})") from error
     if not isinstance(meta, dict):
-        raise bad(f"a JSON {type(meta).__name__}, not an object")
-    missing = [key for key in ("parent", "source", "tokens", "version") if key not in meta]
+        raise ValueError(f"bad metadata: a JSON {type(meta).__name__}, not an object")
+    if isinstance(meta.get("format"), str):
+        return meta
+    old = {key: value for key, value in meta.items() if key not in ("format", "version")}
+    if "version" in meta:
+        old["library_version"] = meta["version"]
+    return {"format": Profile.FORMAT, "version": meta["format"], **old} if "format" in meta else old
+
+
+def _check_meta(meta: dict[str, Any]) -> None:
+    """The metadata of a profile, checked field by field."""
+    def bad(problem: str) -> ValueError:
+        return ValueError(f"bad metadata: {problem}")
+
+    missing = [key for key in ("parent", "source", "tokens") if key not in meta]
     if missing:
         raise bad(f"no {', '.join(missing)}")
-    if meta.get("format", PROFILE_FORMAT) != PROFILE_FORMAT:
-        raise bad(f"format {meta['format']!r}, this version reads format {PROFILE_FORMAT} (upgrade subclone_viz)")
     parent = meta["parent"]
     if not isinstance(parent, dict) or any(key not in parent for key in ("name", "family", "dims", "checksum")):
         raise bad("'parent' must be an object with name, family, dims and checksum")
@@ -350,10 +401,19 @@ def _profile_meta(path: Path, text: str) -> dict[str, Any]:
         raise bad(f"tokens={meta['tokens']!r}, not a positive count")
     if not isinstance(meta["source"], str) or not isinstance(meta.get("extra", {}), dict):
         raise bad("'source' must be text and 'extra' an object")
-    return meta
 
 
-def _check_profile_arrays(path: Path, meta: dict[str, Any], arrays: dict[str, np.ndarray]) -> None:
+def _float_array(name: str, value: Any) -> np.ndarray:
+    try:
+        array = np.asarray(value, dtype=np.float64) if isinstance(value, list) else np.asarray(value)
+    except (TypeError, ValueError) as error:
+        raise ValueError(f"{name} is not an array of numbers ({error})") from error
+    if array.dtype.kind not in "fiu":
+        raise ValueError(f"{name} is a {array.dtype} array, not numbers")
+    return array
+
+
+def _check_profile_arrays(meta: dict[str, Any], arrays: dict[str, np.ndarray]) -> None:
     """Each array has the shape its parent's dims give, finite non-negative values (sums of norms and |.|)."""
     dims = meta["parent"]["dims"]
     layers = dims["layers"]
@@ -366,34 +426,33 @@ def _check_profile_arrays(path: Path, meta: dict[str, Any], arrays: dict[str, np
     for name, shape in expected.items():
         array = arrays[name]
         if array.shape != shape or array.dtype.kind != "f":
-            raise DamagedFileError(
-                f"profile {path}: {name} is {array.dtype} {array.shape}, expected floats of shape {shape} for its "
-                f"parent's dims {dims}"
+            raise ValueError(
+                f"{name} is {array.dtype} {array.shape}, expected floats of shape {shape} for its parent's dims {dims}"
             )
         if not np.isfinite(array).all():
-            raise DamagedFileError(f"profile {path}: {name} holds NaN or infinite values")
+            raise ValueError(f"{name} holds NaN or infinite values")
         if (array < 0).any():
-            raise DamagedFileError(f"profile {path}: {name} holds negative values, impossible for sums of magnitudes")
+            raise ValueError(f"{name} holds negative values, impossible for sums of magnitudes")
 
 
-def _check_stats_and_shards(path: Path, arrays: dict[str, np.ndarray], stats: dict[str, np.ndarray],
+def _check_stats_and_shards(arrays: dict[str, np.ndarray], stats: dict[str, np.ndarray],
                             shards: dict[str, np.ndarray]) -> None:
     """Further sums are finite; per-shard sums, when present, cover every sum and add up to it."""
     for name, array in stats.items():
         if array.dtype.kind != "f" or not np.isfinite(array).all():
-            raise DamagedFileError(f"profile {path}: statistic {name} is not a finite float array")
+            raise ValueError(f"statistic {name} is not a finite float array")
     if not shards:
         return
     totals = {**arrays, **stats}
     if "tokens" not in shards or shards.keys() - {"tokens"} != totals.keys():
-        raise DamagedFileError(f"profile {path}: its shards ({sorted(shards)}) do not match its sums ({sorted(totals)})")
+        raise ValueError(f"its shards ({sorted(shards)}) do not match its sums ({sorted(totals)})")
     count = len(shards["tokens"])
     for name, shard in shards.items():
         if name == "tokens":
             continue
         if shard.shape != (count, *totals[name].shape) or not np.allclose(shard.sum(0), totals[name], rtol=1e-6,
                                                                           atol=1e-9):
-            raise DamagedFileError(f"profile {path}: the {count} shards of {name} do not add up to its total")
+            raise ValueError(f"the {count} shards of {name} do not add up to its total")
 
 
 class _Accumulator(RunningSums):
@@ -572,7 +631,7 @@ def profile(
     max_tokens: int | None = None,
     progress: bool = True,
     source: str | None = None,
-    shards: int = 8,
+    shards: int = ProfileSettings().shards,
 ) -> Profile:
     """Profile ``parent`` in one streaming pass over ``batches``.
 

@@ -94,7 +94,8 @@ class Record:
         found = data.get("format")
         if found is not None and found != cls.FORMAT:
             raise DamagedFileError(f"{shown} is a {found!r} file, not a {cls.FORMAT!r} one")
-        version = data.get("version", 0 if found is None else None)
+        # A document without a format was written before records were versioned, whatever else it says.
+        version = 0 if found is None else data.get("version")
         if found is None and 0 not in cls.READS:
             raise DamagedFileError(f"{shown} is not a {cls.FORMAT!r} file (it has no 'format' field)")
         if version != cls.VERSION and version not in cls.READS:
@@ -137,7 +138,18 @@ def _check_record(name: str, cls: type) -> None:
         raise TypeError(f"{cls.__name__} must declare FORMAT = {name!r} and an integer VERSION")
 
 
-RECORDS: Registry[type[Record]] = Registry("record format", "subclone_viz.records", check=_check_record)
+# The package's own records are declared by module, so that load_record and the list find them before their
+# modules are imported (importing subclone_viz imports none of them).
+_PACKAGE_RECORDS = {
+    "subclone_viz.profile": "subclone_viz.profile:Profile",
+    "subclone_viz.plan": "subclone_viz.plan:SubclonePlan",
+    "subclone_viz.history": "subclone_viz.train:History",
+    "subclone_viz.comparison": "subclone_viz.compare:Comparison",
+    "subclone_viz.size_grid": "subclone_viz.sizing:SizeGrid",
+    "subclone_viz.speedup_study": "subclone_viz.study:SpeedupStudy",
+}
+RECORDS: Registry[type[Record]] = Registry("record format", "subclone_viz.records", check=_check_record,
+                                           declared=_PACKAGE_RECORDS)
 
 
 def register_record(cls: type[R]) -> type[R]:

@@ -31,7 +31,7 @@ from __future__ import annotations
 import difflib
 import logging
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from importlib.metadata import entry_points
+from importlib.metadata import EntryPoint, entry_points
 from typing import Generic, TypeVar
 
 from .errors import ConfigurationError, UnknownNameError
@@ -47,14 +47,19 @@ class Registry(Mapping[str, T], Generic[T]):
         kind: what an entry is, for messages ("family", "importance estimator").
         entry_point_group: the entry-point group plugins register under; None for none.
         check: called on every object registered; raises ``TypeError``/``ValueError`` to refuse it.
+        declared: entries of the package itself that live in a higher layer, as name -> ``"module:attribute"``:
+            loaded on the first lookup like entry points, so that the registry's module never imports theirs
+            (the digits ViT's parent source lives above the trainer it needs).
     """
 
-    def __init__(self, kind: str, entry_point_group: str | None, check: Callable[[str, T], None] | None = None):
+    def __init__(self, kind: str, entry_point_group: str | None, check: Callable[[str, T], None] | None = None,
+                 declared: Mapping[str, str] | None = None):
         self.kind = kind
         self.entry_point_group = entry_point_group
         self._check = check
         self._entries: dict[str, T] = {}
-        self._plugins_loaded = entry_point_group is None
+        self._declared = [EntryPoint(name, value, entry_point_group or "") for name, value in (declared or {}).items()]
+        self._plugins_loaded = entry_point_group is None and not self._declared
 
     def register(self, name: str, obj: T, replace: bool = False) -> T:
         """Add ``obj`` under ``name`` and return it; a name taken is refused unless ``replace``."""
@@ -82,7 +87,8 @@ class Registry(Mapping[str, T], Generic[T]):
         if self._plugins_loaded:
             return
         self._plugins_loaded = True
-        for point in entry_points(group=self.entry_point_group):
+        installed = entry_points(group=self.entry_point_group) if self.entry_point_group else ()
+        for point in [*self._declared, *installed]:
             try:
                 loaded = point.load()
                 if point.name not in self._entries:

@@ -61,7 +61,7 @@ import platform
 import sys
 import time
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import MISSING, dataclass, field, fields
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -83,7 +83,19 @@ from .capture import (
 from .data import cache_dir
 from .families import Family
 from .parent import parent_fingerprint
-from .plan import DEPTH_STRATEGIES, SCALINGS, WIDTH_STRATEGIES, DestinationSpec, SpecError, plan, spec_choices
+from .plan import (
+    DEPTH_STRATEGIES,
+    DEPTHS,
+    SCALINGS,
+    WIDTH_STRATEGIES,
+    WIDTHS,
+    DestinationSpec,
+    SpecError,
+    plan,
+    spec_choices,
+)
+from .records import Record, register_record
+from .settings import PlanStrategy
 from .subclone import subclone
 
 if TYPE_CHECKING:
@@ -100,10 +112,16 @@ _WIDTH_FRACTIONS = (1 / 3, 1 / 2, 2 / 3, 5 / 6, 1)
 _TIMED_RUNS = 2  # forwards timed per cell (the fastest counts), after one that measures memory
 
 
+@register_record
 @dataclass
-class SizeGrid:
+class SizeGrid(Record):
     """Per (layers[i], hidden[j]) destination: parameters, forward FLOPs per token, untrained held-out loss, and
-    the measured forward latency per token and peak memory on ``device``."""
+    the measured forward latency per token and peak memory on ``device``. Saved with ``save``, read back checked
+    with ``load``."""
+
+    FORMAT = "subclone_viz.size_grid"
+    VERSION = 1
+    READS = (0,)  # grids written as to_dict() before records were versioned
 
     parent: str
     layers: list[int]
@@ -189,15 +207,36 @@ class SizeGrid:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> "SizeGrid":
-        arrays = {
-            name: np.array([[np.nan if v is None else v for v in row] for row in data[name]], dtype=float).reshape(
-                len(data["layers"]), len(data["hidden"])
-            )
-            for name in QUANTITIES
-            if name in data  # grids written before latency and memory were measured lack them
-        }
-        rest = {k: v for k, v in data.items() if k not in QUANTITIES}
-        return cls(**arrays, **rest)
+        """A grid from :meth:`to_dict`'s data, checked: every field there, every array and per-cell list of the
+        grid's shape. Grids written before latency and memory were measured lack them (NaN)."""
+        data = {key: value for key, value in data.items() if key not in ("format", "version")}
+        known = {f.name for f in fields(cls)}
+        required = {f.name for f in fields(cls) if f.default is MISSING and f.default_factory is MISSING}
+        missing, unknown = sorted(required - set(data)), sorted(set(data) - known)
+        if missing or unknown:
+            raise ValueError(f"not a size grid: missing {missing}, unknown {unknown}")
+        if not all(isinstance(data[axis], list) and data[axis] and all(isinstance(v, int) for v in data[axis])
+                   for axis in ("layers", "hidden")):
+            raise ValueError("'layers' and 'hidden' must be non-empty lists of whole numbers")
+        shape = (len(data["layers"]), len(data["hidden"]))
+        for name in QUANTITIES:
+            if name in data:
+                data[name] = _grid_array(name, data[name], shape)
+        for name in ("reasons", "dims"):
+            if not isinstance(data[name], list) or [len(row) for row in data[name]] != [shape[1]] * shape[0]:
+                raise ValueError(f"{name!r} must be {shape[0]} rows of {shape[1]} cells")
+        return cls(**data)
+
+
+def _grid_array(name: str, rows: Any, shape: tuple[int, int]) -> np.ndarray:
+    """A grid quantity from nested lists with None for NaN, of ``shape``."""
+    try:
+        array = np.array([[np.nan if v is None else v for v in row] for row in rows], dtype=float)
+    except (TypeError, ValueError) as error:
+        raise ValueError(f"{name!r} is not a grid of numbers ({error})") from error
+    if array.shape != shape:
+        raise ValueError(f"{name!r} has shape {array.shape}, the grid is {shape[0]} x {shape[1]}")
+    return array
 
 
 def default_grid_axes(parent: "Parent") -> tuple[list[int], list[int]]:
@@ -385,9 +424,9 @@ def size_grid(
     layers: Sequence[int] | None = None,
     hidden: Sequence[int] | None = None,
     eval_batches: Iterable[dict[str, torch.Tensor]] | None = None,
-    depth: str = "middle",
-    width: str = "importance",
-    scaling: str = "sqrt",
+    depth: str = PlanStrategy().depth,
+    width: str = PlanStrategy().width,
+    scaling: str = PlanStrategy().scaling,
     seq_len: int | None = None,
     cache: bool = True,
     progress: bool = True,
@@ -408,23 +447,7 @@ def size_grid(
     """
     from tqdm.auto import tqdm
 
-    default_layers, default_hidden = default_grid_axes(parent)
-    layers = list(default_layers if layers is None else layers)
-    hidden = list(default_hidden if hidden is None else hidden)
-    if not layers or not hidden:
-        raise ValueError(f"the grid needs at least one layer count and one width; got layers={layers}, hidden={hidden}")
-    # Strategy mistakes are the caller's, not a cell's: raise them before any cell is marked invalid.
-    for name, value, choices in (("depth", depth, DEPTH_STRATEGIES), ("width", width, WIDTH_STRATEGIES),
-                                 ("scaling", scaling, SCALINGS)):
-        if not isinstance(value, str) or value not in choices:
-            raise SpecError(f"{name}={value!r} is not valid for a size grid: choose one of {', '.join(choices)}")
-    if profile is None and (width == "importance" or depth == "metric"):
-        raise SpecError("width='importance' and depth='metric' need a profile: pass sv.profile(parent, batches)")
-    batches = list(eval_batches or [])
-    if not batches:
-        raise ValueError("eval_batches is empty: pass a few held-out batches to measure each subclone's loss on")
-    if profile is not None:
-        profile.check_parent(parent)
+    layers, hidden, batches = _checked_grid(parent, profile, layers, hidden, eval_batches, depth, width, scaling)
     seq_len = tokens_per_sequence(parent.family, parent.model, batches[0], parent.input_device) if seq_len is None else seq_len
     device = device_name(parent.input_device)
     strategies = dict(depth=depth, width=width, scaling=scaling)
@@ -455,18 +478,11 @@ def size_grid(
         except SpecError as error:
             reasons[i][j] = str(error)
             continue
+        if prefix_width != j:
+            prefix, prefix_width = _WidthPrefix(), j
         key = {**common_key, "spec": {"layers": int(spec.layers), "hidden": int(spec.hidden)}}
-        path = cache_dir() / "size_grid" / f"{_digest(key)}.json"
-        # The main process reads and writes the cache, so every process makes the same hit-or-measure decision.
-        record = distributed.on_main(_read_cache, path) if cache else None
-        if record is not None and record.get("key") == key:
-            cache_hits += 1
-        else:
-            if prefix_width != j:
-                prefix, prefix_width = _WidthPrefix(), j
-            record = {"key": key, **_measure_cell(parent, destination_plan, batches, seq_len, prefix)}
-            if cache:
-                distributed.on_main(write_cache_file, path, json.dumps(record).encode())
+        record, hit = _cell_record(parent, destination_plan, key, batches, seq_len, prefix, cache)
+        cache_hits += hit
         for name in QUANTITIES:
             results[name][i, j] = record[name]
         cell_dims[i][j] = record["dims"]
@@ -485,3 +501,41 @@ def size_grid(
         cache_hits=cache_hits,
         **results,
     )
+
+
+def _checked_grid(parent: "Parent", profile: "Profile | None", layers: Sequence[int] | None,
+                  hidden: Sequence[int] | None, eval_batches: Iterable[dict[str, torch.Tensor]] | None, depth: str,
+                  width: str, scaling: str) -> tuple[list[int], list[int], list[dict[str, torch.Tensor]]]:
+    """The grid's axes and held-out batches; the caller's mistakes are refused before any cell is measured
+    (and marked invalid for them)."""
+    default_layers, default_hidden = default_grid_axes(parent)
+    layers = list(default_layers if layers is None else layers)
+    hidden = list(default_hidden if hidden is None else hidden)
+    if not layers or not hidden:
+        raise ValueError(f"the grid needs at least one layer count and one width; got layers={layers}, hidden={hidden}")
+    for name, value, choices in (("depth", depth, DEPTH_STRATEGIES), ("width", width, WIDTH_STRATEGIES),
+                                 ("scaling", scaling, SCALINGS)):
+        if not isinstance(value, str) or value not in choices:
+            raise SpecError(f"{name}={value!r} is not valid for a size grid: choose one of {', '.join(choices)}")
+    if profile is None and (WIDTHS[width].needs_profile or DEPTHS[depth].needs_profile):
+        raise SpecError(f"width={width!r} and depth={depth!r} need a profile: pass sv.profile(parent, batches)")
+    batches = list(eval_batches or [])
+    if not batches:
+        raise ValueError("eval_batches is empty: pass a few held-out batches to measure each subclone's loss on")
+    if profile is not None:
+        profile.check_parent(parent)
+    return layers, hidden, batches
+
+
+def _cell_record(parent: "Parent", destination_plan: "SubclonePlan", key: dict[str, Any], batches: list,
+                 seq_len: int, prefix: "_WidthPrefix", cache: bool) -> tuple[dict[str, Any], bool]:
+    """One cell's figures, from the cache when it holds them for ``key`` (then True), else measured."""
+    path = cache_dir() / "size_grid" / f"{_digest(key)}.json"
+    # The main process reads and writes the cache, so every process makes the same hit-or-measure decision.
+    record = distributed.on_main(_read_cache, path) if cache else None
+    if record is not None and record.get("key") == key:
+        return record, True
+    record = {"key": key, **_measure_cell(parent, destination_plan, batches, seq_len, prefix)}
+    if cache:
+        distributed.on_main(write_cache_file, path, json.dumps(record).encode())
+    return record, False

@@ -37,20 +37,16 @@ Example::
 
 from __future__ import annotations
 
-import json
 import math
-import os
 import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from . import distributed
-from ._atomic import DamagedFileError, read_json, write_file
 from .compare import INITS, PROFILE_TOKENS, REFERENCE_INIT, compare, speedup
 from .plan import plan
 from .profile import profile as profile_parent
+from .records import Record, register_record
 from .train import History, TrainSettings
 
 if TYPE_CHECKING:
@@ -62,13 +58,12 @@ if TYPE_CHECKING:
 
 __all__ = ["SpeedupStudy", "speedup_study"]
 
-FORMAT = "subclone_viz.speedup_study"
-VERSION = 1
 _SPEEDUP_KEYS = ("speedup", "speedup_per_second", "speedup_lower_bound", "reached")
 
 
+@register_record
 @dataclass
-class SpeedupStudy:
+class SpeedupStudy(Record):
     """Speedups over random init for several destination sizes; plain data that round-trips through JSON.
 
     ``sizes``: one record per destination size, mild to harsh as run: ``label`` ("20 x 384"), ``dims``,
@@ -76,6 +71,9 @@ class SpeedupStudy:
     :class:`~subclone_viz.compare.Speedup` as a dict), and ``runs``: every history of the sweeps, by init and
     learning rate. ``config``: the parent, the data and the budget the sizes were measured with.
     """
+
+    FORMAT = "subclone_viz.speedup_study"
+    VERSION = 1
 
     config: dict[str, Any]
     sizes: list[dict[str, Any]] = field(default_factory=list)
@@ -96,38 +94,20 @@ class SpeedupStudy:
         return rows
 
     def to_dict(self) -> dict[str, Any]:
-        return {"format": FORMAT, "version": VERSION, "config": self.config, "sizes": self.sizes}
-
-    def to_json(self) -> str:
-        """The text :meth:`save` writes and :meth:`load` reads."""
-        return json.dumps(self.to_dict(), indent=1)
-
-    def save(self, path: str | os.PathLike, overwrite: bool = False) -> Path:
-        """Write the study as one JSON file, atomically; an existing file is kept unless ``overwrite``. Under
-        several processes only the main one writes; every process returns the path."""
-        return distributed.on_main(write_file, path, self.to_json(), overwrite=overwrite)
+        return {"config": self.config, "sizes": self.sizes}
 
     @classmethod
-    def load(cls, path: str | os.PathLike) -> "SpeedupStudy":
-        """Read back a file written by :meth:`save`; a missing, damaged or hand-edited file raises
-        :class:`~subclone_viz._atomic.DamagedFileError` naming it and what is wrong."""
-        path = Path(path).expanduser()
-        data = read_json(path, dict)
-        if data.get("format") != FORMAT:
-            raise DamagedFileError(f"{path} is not a speedup study (its 'format' is {data.get('format')!r}, "
-                                   f"expected {FORMAT!r})")
-        if data.get("version") != VERSION:
-            raise DamagedFileError(f"{path}: speedup-study version {data.get('version')!r} is not {VERSION}, the "
-                                   f"one this subclone_viz reads")
+    def from_dict(cls, data: dict[str, Any]) -> "SpeedupStudy":
+        """A study from :meth:`to_dict`'s data, every size record checked; ``ValueError`` says what is wrong."""
         if not isinstance(data.get("config"), dict) or not isinstance(data.get("sizes"), list):
-            raise DamagedFileError(f"{path} needs a 'config' object and a 'sizes' list")
+            raise ValueError("a speedup study needs a 'config' object and a 'sizes' list")
         measured_on = data["config"].get("parent")
         if not isinstance(measured_on, dict) or not isinstance(measured_on.get("name"), str):
-            raise DamagedFileError(f"{path}: its config lacks the parent it was measured on (an object with a 'name')")
+            raise ValueError("its config lacks the parent it was measured on (an object with a 'name')")
         for index, size in enumerate(data["sizes"]):
             problem = _size_problem(size)
             if problem:
-                raise DamagedFileError(f"{path}: size record {index} {problem}")
+                raise ValueError(f"size record {index} {problem}")
         return cls(config=data["config"], sizes=data["sizes"])
 
     @classmethod

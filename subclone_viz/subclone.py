@@ -243,14 +243,14 @@ def _scale_sqrt(parent: Parent, plan: SubclonePlan, destination: nn.Module, batc
     return scales
 
 
-for _strategy in (
-    Strategy("sqrt", _scale_sqrt, description="the paper: each weight whose fan-in shrank from n to n' times "
-             "sqrt(n / n')"),
-    Strategy("none", _scale_none, description="the sliced weights as they are"),
-    Strategy("calibrated", _calibrate, needs_batches=True,
-             description="scale each linear layer so that its output std matches the parent's, on calibration "
-             "batches"),
-):
+# The scalings of plan.SCALING_METHODS (declared there, so that a plan finds them before this module is imported).
+SQRT_SCALING = Strategy("sqrt", _scale_sqrt, description="the paper: each weight whose fan-in shrank from n to n' "
+                        "times sqrt(n / n')")
+NO_SCALING = Strategy("none", _scale_none, description="the sliced weights as they are")
+CALIBRATED_SCALING = Strategy("calibrated", _calibrate, needs_batches=True,
+                              description="scale each linear layer so that its output std matches the parent's, "
+                              "on calibration batches")
+for _strategy in (SQRT_SCALING, NO_SCALING, CALIBRATED_SCALING):
     register_strategy(SCALING_METHODS, _strategy)
 
 

@@ -49,13 +49,12 @@ import io
 import itertools
 import json
 import logging
-import math
 import os
 import shutil
 import time
 import warnings
 from collections.abc import Callable, Iterable, Iterator, Mapping
-from dataclasses import asdict, dataclass, field, fields, replace
+from dataclasses import asdict, dataclass, field, fields
 from functools import partial
 from pathlib import Path
 from typing import Any, Protocol
@@ -65,15 +64,13 @@ from torch import nn
 
 from . import distributed
 from ._atomic import DamagedFileError, publish_directory, read_json, write_file
-from .choices import DISTILL_ALPHA, DISTILL_TEMPERATURE, SCHEDULES
 from .evaluate import evaluate
 from .families import Family, family_of
+from .records import Record, register_record
+from .settings import TrainSettings, lr_factor
 
 __all__ = ["EvalRecord", "History", "StepRecord", "TrainSettings", "distillation_loss", "train"]
 
-MIXED_PRECISIONS = ("auto", "no", "bf16", "fp16")
-DEFAULT_WARMUP_FRACTION = 0.05
-DEFAULT_EVALUATIONS = 10
 _CHECKPOINT_PREFIX = "step-"
 _TRAINER_STATE = "trainer_state.json"
 _HISTORY_FILE = "history.json"
@@ -81,83 +78,6 @@ _HISTORY_FILE = "history.json"
 # The process count too: the batch stream a resumed run picks up depends on it.
 _RESUME_KEYS = ("steps", "lr", "weight_decay", "warmup", "schedule", "final_lr_ratio", "decay_fraction", "seed",
                 "max_grad_norm", "eval_every", "distill_alpha", "distill_temperature", "teacher", "num_processes")
-
-
-@dataclass(frozen=True)
-class TrainSettings:
-    """Everything that shapes one training run; the one place its defaults live.
-
-    ``lr`` and ``weight_decay`` may stay None for :func:`~subclone_viz.compare.compare`, which then uses the
-    paper's values for each initialization; :func:`train` needs them set.
-    """
-
-    steps: int = 200  # optimizer steps (under ``accelerate launch`` each step takes one batch per process)
-    lr: float | None = None  # peak learning rate of AdamW
-    weight_decay: float | None = None  # AdamW weight decay, applied to weight matrices only
-    warmup: int | None = None  # linear warmup steps (None: 5% of ``steps``)
-    schedule: str = "cosine"  # after warmup: "cosine", "linear", "constant" or "wsd" (warmup-stable-decay)
-    final_lr_ratio: float = 0.0  # cosine, linear and wsd decay towards lr * this (0.1: the usual LM recipe)
-    decay_fraction: float = 0.2  # wsd: the share of the steps after warmup spent in the final linear decay
-    eval_every: int | None = None  # steps between evaluations (None: steps // 10); also one before and one at the end
-    seed: int = 0  # seeds Python, NumPy and torch (random init, dropout): equal seeds give equal histories
-    mixed_precision: str = "auto"  # "auto" (bf16 on a GPU that supports it, else fp32), "no", "bf16", "fp16"
-    max_grad_norm: float | None = 1.0  # clip the gradient norm to this (None: no clipping)
-    # With a teacher: loss = (1 - distill_alpha) * task loss + distill_alpha * T^2 * KL(teacher || student) at T.
-    distill_alpha: float = DISTILL_ALPHA
-    distill_temperature: float = DISTILL_TEMPERATURE
-
-    def __post_init__(self) -> None:
-        if isinstance(self.steps, bool) or not isinstance(self.steps, int) or self.steps < 1:
-            raise ValueError(f"steps={self.steps!r} must be a positive integer")
-        if self.lr is not None and not self.lr > 0:
-            raise ValueError(f"lr={self.lr!r} must be positive")
-        if self.weight_decay is not None and not self.weight_decay >= 0:
-            raise ValueError(f"weight_decay={self.weight_decay!r} must be >= 0")
-        if self.schedule not in SCHEDULES:
-            raise ValueError(f"schedule={self.schedule!r} is not a schedule; choose one of {', '.join(SCHEDULES)}")
-        if not 0.0 <= self.final_lr_ratio <= 1.0:
-            raise ValueError(f"final_lr_ratio={self.final_lr_ratio!r} must be between 0 and 1 (a fraction of lr)")
-        if not 0.0 < self.decay_fraction <= 1.0:
-            raise ValueError(f"decay_fraction={self.decay_fraction!r} must be in (0, 1] (a share of the steps)")
-        if self.warmup is not None and not 0 <= self.warmup <= self.steps:
-            raise ValueError(f"warmup={self.warmup!r} must be between 0 and steps={self.steps}")
-        if self.eval_every is not None and self.eval_every < 1:
-            raise ValueError(f"eval_every={self.eval_every!r} must be a positive number of steps")
-        if self.mixed_precision not in MIXED_PRECISIONS:
-            choices = ", ".join(MIXED_PRECISIONS)
-            raise ValueError(f"mixed_precision={self.mixed_precision!r} is not valid; choose one of {choices}")
-        if self.max_grad_norm is not None and not self.max_grad_norm > 0:
-            raise ValueError(f"max_grad_norm={self.max_grad_norm!r} must be positive, or None for no clipping")
-        if not 0.0 <= self.distill_alpha <= 1.0:
-            raise ValueError(f"distill_alpha={self.distill_alpha!r} must be between 0 (no distillation) and 1 "
-                             f"(the teacher's distribution only)")
-        if not self.distill_temperature > 0:
-            raise ValueError(f"distill_temperature={self.distill_temperature!r} must be positive (1: the plain "
-                             f"distributions; higher: softer ones)")
-
-    @classmethod
-    def of(cls, settings: "TrainSettings | None" = None, **overrides: Any) -> "TrainSettings":
-        """``settings`` (default: the defaults) with ``overrides`` replacing some fields, by name."""
-        valid = [f.name for f in fields(cls)]
-        unknown = sorted(set(overrides) - set(valid))
-        if unknown:
-            raise TypeError(f"unknown training setting(s) {unknown}; valid ones: {', '.join(valid)}")
-        return replace(settings or cls(), **overrides)
-
-    @property
-    def resolved_warmup(self) -> int:
-        return round(DEFAULT_WARMUP_FRACTION * self.steps) if self.warmup is None else self.warmup
-
-    @property
-    def resolved_eval_every(self) -> int:
-        return max(1, self.steps // DEFAULT_EVALUATIONS) if self.eval_every is None else self.eval_every
-
-    def learning_rates(self) -> list[float]:
-        """The learning rate of every optimizer step of the run, in order (what a loss forecast reads)."""
-        if self.lr is None:
-            raise ValueError("lr is not set: the schedule needs a peak learning rate")
-        return [self.lr * _lr_factor(i, self.resolved_warmup, self.steps, self.schedule, self.final_lr_ratio,
-                                     self.decay_fraction) for i in range(self.steps)]
 
 
 class StopSignal(Protocol):
@@ -191,9 +111,14 @@ class EvalRecord:
     time: float  # seconds spent in training steps before this evaluation (evaluations themselves not counted)
 
 
+@register_record
 @dataclass
-class History:
-    """Everything one training run recorded; plain data that round-trips through JSON."""
+class History(Record):
+    """Everything one training run recorded; plain data that round-trips through JSON (``save``/``load``)."""
+
+    FORMAT = "subclone_viz.history"
+    VERSION = 1
+    READS = (0,)  # histories written before records were versioned (no format field)
 
     label: str = ""
     unit: str = "tokens"  # what ``seen`` counts: "tokens" (non-padding) or "images"
@@ -219,27 +144,18 @@ class History:
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> "History":
+        """A history from :meth:`to_dict`'s data (a document's ``format`` and ``version`` are ignored)."""
         known = {f.name for f in fields(cls)}
-        unknown = set(data) - known
+        values = {key: value for key, value in data.items() if key not in ("format", "version")}
+        unknown = set(values) - known
         if unknown:
-            raise ValueError(f"not a History: unknown keys {sorted(unknown)}; expected {sorted(known)}")
-        values = dict(data)
-        values["steps"] = [StepRecord(**r) for r in data.get("steps", [])]
-        values["evals"] = [EvalRecord(**r) for r in data.get("evals", [])]
-        return cls(**values)
-
-    def save_json(self, path: str | os.PathLike, overwrite: bool = False) -> Path:
-        return write_file(path, json.dumps(self.to_dict(), indent=1), overwrite)
-
-    @classmethod
-    def load_json(cls, path: str | os.PathLike) -> "History":
-        """Read a history written by :meth:`save_json`; a damaged or hand-edited file raises
-        :class:`~subclone_viz._atomic.DamagedFileError` naming it."""
-        data = read_json(path, dict)
+            raise ValueError(f"not a training history: unknown keys {sorted(unknown)}; expected {sorted(known)}")
         try:
-            return cls.from_dict(data)
-        except (TypeError, ValueError, AttributeError) as error:
-            raise DamagedFileError(f"{path} is not a training history ({error})") from error
+            values["steps"] = [StepRecord(**r) for r in values.get("steps", [])]
+            values["evals"] = [EvalRecord(**r) for r in values.get("evals", [])]
+        except TypeError as error:
+            raise ValueError(f"not a training history: {error}") from error
+        return cls(**values)
 
     def to_csv(self, path: str | os.PathLike, overwrite: bool = False) -> Path:
         """One row per step number; the eval columns are filled where an evaluation happened."""
@@ -268,29 +184,6 @@ class History:
 
 # --------------------------------------------------------------------------------------------------------
 # Training
-
-
-def _lr_factor(step: int, warmup: int, total: int, schedule: str, final: float = 0.0, decay: float = 0.2) -> float:
-    """Learning-rate multiplier for the optimizer step with index ``step`` (0-based).
-
-    Warmup ramps linearly over ``warmup`` steps, its first step already above 0, reaching 1 at step
-    ``warmup``; then cosine or linear decay towards ``final``, never reaching it on the last step (a zero
-    learning rate would waste that step). ``"wsd"`` holds 1 until the last ``decay`` share of the steps after
-    warmup, then decays linearly towards ``final``.
-    """
-    if step < warmup:
-        return (step + 1) / (warmup + 1)
-    if schedule == "constant":
-        return 1.0
-    if schedule == "wsd":
-        stable_end = total - max(1, round(decay * (total - warmup)))
-        if step < stable_end:
-            return 1.0
-        return final + (1.0 - final) * (1.0 - (step - stable_end) / max(total - stable_end, 1))
-    progress = (step - warmup) / max(total - warmup, 1)
-    if schedule == "linear":
-        return final + (1.0 - final) * (1.0 - progress)
-    return final + (1.0 - final) * 0.5 * (1.0 + math.cos(math.pi * progress))
 
 
 def _param_groups(model: nn.Module, weight_decay: float) -> list[dict[str, Any]]:
@@ -389,7 +282,7 @@ def _save_checkpoint(accelerator, directory: Path, step: int, history: History) 
     finally:
         shared_tensor_log.setLevel(level)
     if accelerator.is_main_process:
-        (staging / _HISTORY_FILE).write_text(json.dumps(history.to_dict()))
+        (staging / _HISTORY_FILE).write_text(history.to_json())
         (staging / _TRAINER_STATE).write_text(json.dumps({"step": step}))
         publish_directory(staging, final, overwrite=True)
         for old in _checkpoints(directory):
@@ -400,7 +293,7 @@ def _save_checkpoint(accelerator, directory: Path, step: int, history: History) 
 
 def _read_checkpoint(checkpoint: Path) -> tuple[History, int]:
     """The history and step saved in a checkpoint, checked; a damaged one raises an error naming its file."""
-    saved = History.load_json(checkpoint / _HISTORY_FILE)
+    saved = History.load(checkpoint / _HISTORY_FILE)
     step = read_json(checkpoint / _TRAINER_STATE, dict).get("step")
     if not isinstance(step, int) or step < 0:
         raise DamagedFileError(f"{checkpoint / _TRAINER_STATE} holds step={step!r}, not a step count")
@@ -543,12 +436,7 @@ def train(
     from accelerate.utils import set_seed
     from tqdm.auto import tqdm
 
-    settings = TrainSettings.of(settings, **overrides)
-    for name in ("lr", "weight_decay"):
-        if getattr(settings, name) is None:
-            raise ValueError(f"{name} is not set: pass {name}=... (compare() picks the paper's value per init)")
-    if resume and checkpoint_dir is None:
-        raise ValueError("resume=True needs the checkpoint_dir to resume from")
+    settings = _checked_settings(settings, overrides, resume, checkpoint_dir)
     steps, warmup, eval_every = settings.steps, settings.resolved_warmup, settings.resolved_eval_every
     precision = _resolve_mixed_precision(settings.mixed_precision)
     family = family or family_of(model)
@@ -556,36 +444,16 @@ def train(
 
     set_seed(settings.seed)
     accelerator = _accelerator(precision)
-    if teacher is not None:
-        teacher_device = next(teacher.parameters()).device
-        if teacher_device.type != accelerator.device.type:
-            raise ValueError(f"the teacher is on {teacher_device} but training runs on {accelerator.device}: "
-                             f"move it there first (teacher.to({str(accelerator.device)!r}))")
+    _check_teacher_device(teacher, accelerator.device)
     optimizer = torch.optim.AdamW(_param_groups(model, settings.weight_decay), lr=settings.lr)
     scheduler = torch.optim.lr_scheduler.LambdaLR(
-        optimizer, partial(_lr_factor, warmup=warmup, total=steps, schedule=settings.schedule,
+        optimizer, partial(lr_factor, warmup=warmup, total=steps, schedule=settings.schedule,
                            final=settings.final_lr_ratio, decay=settings.decay_fraction)
     )
     model.train()
     prepared, optimizer, scheduler = accelerator.prepare(model, optimizer, scheduler)
-
-    config = dict(
-        asdict(settings), warmup=warmup, eval_every=eval_every, mixed_precision=precision,
-        teacher=type(teacher).__name__ if teacher is not None else None,
-        num_processes=accelerator.num_processes, device=str(accelerator.device),
-        batches=getattr(batches, "description", None), eval_batches=getattr(eval_batches, "description", None),
-    )
-    if teacher is None:  # the distillation settings play no part in this run: do not record them as if they did
-        config.update(distill_alpha=None, distill_temperature=None)
-    unit = "images" if family.task == "image-classification" else "tokens"
-    history = History(label=label, unit=unit, config=config)
-    start = 0
-    latest = _checkpoints(checkpoint_dir)[-1:] if resume else []
-    if latest:
-        saved, start = _read_checkpoint(latest[0])
-        _check_resumable(saved.config, config, latest[0])
-        accelerator.load_state(str(latest[0]))
-        history = History(label=label or saved.label, unit=unit, config=config, steps=saved.steps, evals=saved.evals)
+    config = _run_config(settings, precision, teacher, accelerator, batches, eval_batches)
+    history, start = _start_history(accelerator, config, family, label, checkpoint_dir if resume else None)
     # The clock counts training steps only (a teacher's forward included): evaluations, checkpoints and
     # callbacks cost every run the same and would blur a speedup per second.
     trained_seconds = max([r.time for r in history.steps + history.evals] + [0.0])
@@ -608,7 +476,6 @@ def train(
     bar = tqdm(total=steps, initial=start, desc=label or "train", unit="step", leave=False,
                disable=not progress or not accelerator.is_main_process)
     distiller = _Teacher(model, teacher, accelerator.autocast) if teacher is not None else None
-    alpha = settings.distill_alpha
     try:
         if start == 0:
             run_eval(0)
@@ -618,25 +485,13 @@ def train(
                 break
             step_began = time.perf_counter()
             batch = {k: v.to(accelerator.device) for k, v in next(stream).items()}
-            optimizer.zero_grad(set_to_none=True)
-            loss = family.loss(prepared, batch)
-            distill_loss = distiller.loss(settings.distill_temperature) if distiller is not None else None
-            objective = loss if distill_loss is None else (1.0 - alpha) * loss + alpha * distill_loss
-            accelerator.backward(objective)
-            if settings.max_grad_norm is not None:
-                accelerator.clip_grad_norm_(prepared.parameters(), settings.max_grad_norm)
-            used_lr = scheduler.get_last_lr()[0]
-            optimizer.step()
-            scheduler.step()
-            values = [loss.item(), _counted(batch), distill_loss.item() if distill_loss is not None else 0.0]
-            totals = torch.tensor(values, dtype=torch.float64, device=accelerator.device)
-            if processes > 1:
-                totals = accelerator.reduce(totals, reduction="sum")
+            totals, used_lr = _optimizer_step(accelerator, prepared, family, optimizer, scheduler, distiller,
+                                              settings, batch)
             trained_seconds += time.perf_counter() - step_began
             seen += int(totals[1])
             record = StepRecord(
                 step=step, seen=seen, loss=float(totals[0]) / processes, lr=used_lr, time=trained_seconds,
-                distill_loss=float(totals[2]) / processes if distill_loss is not None else None,
+                distill_loss=float(totals[2]) / processes if distiller is not None else None,
             )
             history.steps.append(record)
             bar.update(1)
@@ -654,3 +509,74 @@ def train(
         accelerator.unwrap_model(prepared, keep_fp32_wrapper=False).eval()
         accelerator.free_memory()
     return history
+
+
+def _checked_settings(settings: TrainSettings | None, overrides: dict[str, Any], resume: bool,
+                      checkpoint_dir: str | os.PathLike | None) -> TrainSettings:
+    """The run's settings, refused before any work when train() cannot run them."""
+    settings = TrainSettings.of(settings, **overrides)
+    for name in ("lr", "weight_decay"):
+        if getattr(settings, name) is None:
+            raise ValueError(f"{name} is not set: pass {name}=... (compare() picks the paper's value per init)")
+    if resume and checkpoint_dir is None:
+        raise ValueError("resume=True needs the checkpoint_dir to resume from")
+    return settings
+
+
+def _check_teacher_device(teacher: nn.Module | None, device: torch.device) -> None:
+    if teacher is None:
+        return
+    teacher_device = next(teacher.parameters()).device
+    if teacher_device.type != device.type:
+        raise ValueError(f"the teacher is on {teacher_device} but training runs on {device}: "
+                         f"move it there first (teacher.to({str(device)!r}))")
+
+
+def _run_config(settings: TrainSettings, precision: str, teacher: nn.Module | None, accelerator: Any,
+                batches: Iterable[dict[str, torch.Tensor]], eval_batches: Any) -> dict[str, Any]:
+    """What the history records about the run (and a resumed run must share with its checkpoint)."""
+    config = dict(
+        asdict(settings), warmup=settings.resolved_warmup, eval_every=settings.resolved_eval_every,
+        mixed_precision=precision, teacher=type(teacher).__name__ if teacher is not None else None,
+        num_processes=accelerator.num_processes, device=str(accelerator.device),
+        batches=getattr(batches, "description", None), eval_batches=getattr(eval_batches, "description", None),
+    )
+    if teacher is None:  # the distillation settings play no part in this run: do not record them as if they did
+        config.update(distill_alpha=None, distill_temperature=None)
+    return config
+
+
+def _start_history(accelerator: Any, config: dict[str, Any], family: Family, label: str,
+                   checkpoint_dir: Path | None) -> tuple[History, int]:
+    """A fresh history at step 0, or (with ``checkpoint_dir``) the latest checkpoint's, its state loaded."""
+    unit = "images" if family.task == "image-classification" else "tokens"
+    latest = _checkpoints(checkpoint_dir)[-1:] if checkpoint_dir is not None else []
+    if not latest:
+        return History(label=label, unit=unit, config=config), 0
+    saved, start = _read_checkpoint(latest[0])
+    _check_resumable(saved.config, config, latest[0])
+    accelerator.load_state(str(latest[0]))
+    return History(label=label or saved.label, unit=unit, config=config, steps=saved.steps, evals=saved.evals), start
+
+
+def _optimizer_step(accelerator: Any, prepared: nn.Module, family: Family, optimizer: Any, scheduler: Any,
+                    distiller: "_Teacher | None", settings: TrainSettings,
+                    batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, float]:
+    """One optimizer step on ``batch``: the (task loss, counted tokens, distillation loss) summed over the
+    processes, and the learning rate the step used."""
+    optimizer.zero_grad(set_to_none=True)
+    loss = family.loss(prepared, batch)
+    distill_loss = distiller.loss(settings.distill_temperature) if distiller is not None else None
+    alpha = settings.distill_alpha
+    objective = loss if distill_loss is None else (1.0 - alpha) * loss + alpha * distill_loss
+    accelerator.backward(objective)
+    if settings.max_grad_norm is not None:
+        accelerator.clip_grad_norm_(prepared.parameters(), settings.max_grad_norm)
+    used_lr = scheduler.get_last_lr()[0]
+    optimizer.step()
+    scheduler.step()
+    values = [loss.item(), _counted(batch), distill_loss.item() if distill_loss is not None else 0.0]
+    totals = torch.tensor(values, dtype=torch.float64, device=accelerator.device)
+    if accelerator.num_processes > 1:
+        totals = accelerator.reduce(totals, reduction="sum")
+    return totals, used_lr

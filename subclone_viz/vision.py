@@ -57,7 +57,7 @@ from torch import nn
 from ._atomic import file_lock, note_rebuild, staged_directory, verify_manifest
 from .data import cache_dir, image_batches
 from .parent import LoadedSource, Parent, SourceRequest, load_parent, load_timm, register_source
-from .train import train
+from .train import History, train
 
 __all__ = [
     "VIT_DIGITS",
@@ -67,6 +67,7 @@ __all__ = [
     "vit_digits_dir",
     "vit_digits_history",
     "vit_digits_parent",
+    "vit_digits_source",
 ]
 
 VIT_DIGITS = "vit-digits"
@@ -143,7 +144,7 @@ def train_vit_digits(directory: str | os.PathLike | None = None, progress: bool 
             model_config={"label_names": [str(digit) for digit in range(10)], "description": VIT_DIGITS_NOTE},
         )
         (staging / _TRAINING_FILE).write_text(json.dumps(record, indent=1))
-        (staging / _HISTORY_FILE).write_text(json.dumps(history.to_dict()))
+        (staging / _HISTORY_FILE).write_text(history.to_json())
     return record
 
 
@@ -181,7 +182,7 @@ def vit_digits_parent(device: str | torch.device = "auto", retrain: bool = False
 
 @register_source(VIT_DIGITS, embedded="a small timm ViT (1.2M) trained here on scikit-learn's digits; no pretrained "
                  "ViT is offline")
-def _vit_digits_source(request: SourceRequest) -> LoadedSource | None:
+def vit_digits_source(request: SourceRequest) -> LoadedSource | None:
     """``load_parent("vit-digits")``: the cached digits ViT, trained first when it is missing."""
     if request.source != VIT_DIGITS:
         return None
@@ -194,4 +195,4 @@ def vit_digits_history() -> dict[str, Any]:
     path = vit_digits_dir() / _HISTORY_FILE
     if not path.is_file():
         raise FileNotFoundError(f"no trained digits ViT at {path.parent}; call vit_digits_parent() first")
-    return json.loads(path.read_text())
+    return History.load(path).to_dict()

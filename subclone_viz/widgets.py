@@ -77,6 +77,7 @@ from .plan import (
     spec_choices,
 )
 from .profile import BLOCK_METRIC_LABELS, BLOCK_METRICS, Profile
+from .settings import INTERACTIVE_STEPS, PlanStrategy
 from .sizing import QUANTITIES, SizeGrid, size_grid
 from .stability import METHODS, Stability, stability
 from .subclone import subclone
@@ -436,7 +437,7 @@ class SubcloneStudio(_App):
         batches: Batches,
         eval_batches: Batches | None = None,
         save_dir: str | Path = DEFAULT_SAVE_DIR,
-        steps: int = 100,
+        steps: int = INTERACTIVE_STEPS,
         inits: Sequence[str] = DEFAULT_INITS,
         **train_options: Any,
     ):
@@ -462,7 +463,7 @@ class SubcloneStudio(_App):
         self.layers = w.IntSlider(value=start.layers, min=min(choices["layers"]),
                                   max=max(choices["layers"]), description="blocks", continuous_update=False,
                                   style=_LABEL_STYLE, layout=wide)
-        self.depth = w.Dropdown(options=DEPTH_STRATEGIES, value="middle", description="depth strategy",
+        self.depth = w.Dropdown(options=DEPTH_STRATEGIES, value=PlanStrategy().depth, description="depth strategy",
                                 style=_LABEL_STYLE)
         self.hidden = w.SelectionSlider(options=choices["hidden"], value=start.hidden,
                                         description="hidden d'", continuous_update=False, style=_LABEL_STYLE,
@@ -472,9 +473,9 @@ class SubcloneStudio(_App):
         self.heads = w.SelectionSlider(options=choices["heads"], value=choices["heads"][-1], description="heads",
                                        continuous_update=False, style=_LABEL_STYLE, layout=wide,
                                        disabled=parent.family.heads_follow_hidden)
-        self.width = w.Dropdown(options=WIDTH_STRATEGIES, value="importance", description="width strategy",
+        self.width = w.Dropdown(options=WIDTH_STRATEGIES, value=PlanStrategy().width, description="width strategy",
                                 style=_LABEL_STYLE)
-        self.scaling = w.Dropdown(options=SCALINGS, value="sqrt", description="scaling", style=_LABEL_STYLE)
+        self.scaling = w.Dropdown(options=SCALINGS, value=PlanStrategy().scaling, description="scaling", style=_LABEL_STYLE)
         self.importance = w.Dropdown(options=available_estimators(profile), value=DEFAULT_ESTIMATOR,
                                      description="importance", style=_LABEL_STYLE)
         self.plan_summary = w.HTML()
@@ -935,7 +936,7 @@ class Explorer(_App):
         grid_layers: Sequence[int] | None = None,
         grid_hidden: Sequence[int] | None = None,
         save_dir: str | Path = DEFAULT_SAVE_DIR,
-        steps: int = 100,
+        steps: int = INTERACTIVE_STEPS,
     ):
         eval_batches = eval_batches if eval_batches is not None else batches
         # Parents without a tokenizer (images) trace the images of a held-out batch instead of typed text.

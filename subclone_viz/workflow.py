@@ -54,6 +54,7 @@ from .data import BUILTIN_TEXT, DIGITS, ImageBatches, TextBatches, image_batches
 from .evaluate import block_ablation, evaluate
 from .plan import DestinationSpec, SubclonePlan, plan, spec_choices
 from .profile import profile as profile_parent
+from .settings import ProfileSettings
 from .sizing import default_grid_axes, size_grid
 from .stability import stability
 from .subclone import subclone
@@ -93,7 +94,8 @@ class Budget:
 
 
 DEFAULT_BUDGET = Budget(
-    seq_len=128, batch_size=4, images_per_batch=64, profile_tokens=8192, ablation_batches=1, eval_batches=2,
+    seq_len=128, batch_size=4, images_per_batch=64, profile_tokens=ProfileSettings().tokens, ablation_batches=1,
+    eval_batches=2,
     grid_size=None, steps=24,
 )
 QUICK_BUDGET = Budget(

@@ -187,7 +187,7 @@ HAND_EDITS = {
     "meta is a list": (lambda meta, arrays: arrays.update(meta=np.array("[1, 2]")), "a JSON list"),
     "meta not JSON": (lambda meta, arrays: arrays.update(meta=np.array("{oops")), "not JSON"),
     "tokens negative": (_set("tokens", -5), "tokens=-5"),
-    "newer format": (_set("format", 99), "format 99"),
+    "newer format": (_set("version", 99), "version 99"),
     "ffn of the wrong shape": (_array("ffn_abs_sums", lambda a: a[:, :-1]), "ffn_abs_sums"),
     "residual of the wrong rank": (_array("residual_abs_sums", lambda a: a.ravel()), "residual_abs_sums"),
     "full of NaN": (_array("block_sums", lambda a: np.full_like(a, np.nan)), "NaN"),

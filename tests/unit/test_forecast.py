@@ -9,6 +9,7 @@ import pytest
 
 import subclone_viz as sv
 from subclone_viz._atomic import DamagedFileError
+from subclone_viz.choices import SCHEDULES
 from subclone_viz.errors import UserError
 from subclone_viz.forecast import (
     MIN_POINTS,
@@ -22,7 +23,7 @@ from subclone_viz.forecast import (
     schedule_areas,
 )
 from subclone_viz.records import load_record
-from subclone_viz.train import SCHEDULES, EvalRecord, History, StepRecord, TrainSettings
+from subclone_viz.train import EvalRecord, History, StepRecord, TrainSettings
 
 
 def rates(steps=400, **settings):
@@ -251,7 +252,7 @@ def test_cli_forecasts_a_history_or_a_csv_log_and_refuses_bad_arguments(tmp_path
 
     settings = TrainSettings(steps=50, lr=1e-3, schedule="cosine", final_lr_ratio=0.1, weight_decay=0.0)
     history = fake_history(settings)
-    saved = history.save_json(tmp_path / "run.json")
+    saved = history.save(tmp_path / "run.json")
     assert main(["forecast", str(saved), "--json", "--out", str(tmp_path / "f.json")]) == 0
     document = json.loads(capsys.readouterr().out)
     assert document["horizon"] == 50 and Forecast.load(tmp_path / "f.json").loss == document["loss"]

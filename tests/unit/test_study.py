@@ -75,13 +75,13 @@ def test_a_study_round_trips_through_its_file_and_is_never_replaced_unasked(stud
 
 
 def _damaged(study: SpeedupStudy, edit) -> dict:
-    data = json.loads(json.dumps(study.to_dict()))
+    data = json.loads(json.dumps(study.to_document()))
     edit(data)
     return data
 
 
 @pytest.mark.parametrize("edit, message", [
-    (lambda d: d.update(format="something else"), "is not a speedup study"),
+    (lambda d: d.update(format="something else"), "not a .subclone_viz.speedup_study. one"),
     (lambda d: d.update(version=99), "version 99"),
     (lambda d: d.pop("sizes"), "'sizes' list"),
     (lambda d: d["config"].update(parent="smollm2"), "lacks the parent it was measured on"),
@@ -101,7 +101,7 @@ def test_a_damaged_or_hand_edited_study_file_is_named_with_what_is_wrong(study, 
 
 def test_a_truncated_study_file_is_named(study, tmp_path):
     path = tmp_path / "study.json"
-    path.write_text(json.dumps(study.to_dict())[:200])
+    path.write_text(json.dumps(study.to_document())[:200])
     with pytest.raises(DamagedFileError, match="not valid JSON"):
         SpeedupStudy.load(path)
 

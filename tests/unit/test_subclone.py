@@ -141,7 +141,7 @@ def test_strategies_give_valid_plans(setup, width, depth):
     assert len(p.layers) == 2 and len(set(p.residual)) == len(p.residual) == parent.dims.hidden // 2
     assert p == sv.plan(parent, prof, sv.DestinationSpec(layers=2, hidden=parent.dims.hidden // 2), depth=depth,
                         width=width), "the same inputs must give the same plan"
-    assert sv.SubclonePlan.from_json(p.to_json()) == p
+    assert sv.SubclonePlan.from_dict(json.loads(json.dumps(p.to_document()))) == p
     sv.subclone(parent, p)
 
 

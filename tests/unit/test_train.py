@@ -335,10 +335,10 @@ def test_history_round_trips_through_json_and_csv(tmp_path):
     batches = tiny_batches("vit", count=2)
     history = quick(tiny_model("vit"), batches, steps=3, eval_batches=batches, eval_every=2, label="vit")
     assert History.from_dict(json.loads(json.dumps(history.to_dict()))) == history
-    path = history.save_json(tmp_path / "h.json")
-    assert History.load_json(path) == history
+    path = history.save(tmp_path / "h.json")
+    assert History.load(path) == history
     with pytest.raises(FileExistsError, match="overwrite=True"):
-        history.save_json(path)
+        history.save(path)
     rows = history.to_csv(tmp_path / "h.csv").read_text().splitlines()
     assert rows[0] == "step,seen,train_loss,lr,train_time,eval_loss,eval_accuracy,eval_time,distill_loss"
     assert [row.split(",")[0] for row in rows[1:]] == ["0", "1", "2", "3"]
