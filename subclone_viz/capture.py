@@ -129,7 +129,9 @@ def capture_blocks(
         family: the model's adapter (it says where the blocks and their module roles are).
         model: the model to hook.
         on_block: called after block i ran, with its :class:`BlockStep`.
-        on_ffn: called with (i, FFN hidden activation (B, T, ffn)) as block i computes it.
+        on_ffn: called with (i, FFN hidden activation (B, T, ffn)) as block i computes it; with zeros after a
+            block whose ``family.ffn_activation_module`` is None (a mixture-of-experts layer without a dense FFN,
+            whose experts :mod:`subclone_viz.experts` reads).
         on_attention: called with (i, per-head attention output (B, T, heads * head_dim)) before the output
             projection of block i.
     """
@@ -162,6 +164,13 @@ def capture_blocks(
 
         return hook
 
+    def report_no_ffn(i: int, width: int):
+        def hook(module, args, output):
+            y = hidden_of(output)
+            on_ffn(i, y.new_zeros(*y.shape[:-1], width))
+
+        return hook
+
     try:
         for i, block in enumerate(family.blocks(model)):
             if on_block is not None:
@@ -170,8 +179,11 @@ def capture_blocks(
                 sum_module = family.residual_sum_module(block)
                 if sum_module is not None:
                     handles.append(sum_module.register_forward_pre_hook(remember_sum(i)))
-            if on_ffn is not None:
-                handles.append(family.ffn_activation_module(block).register_forward_pre_hook(report_input(on_ffn, i)))
+            ffn_module = family.ffn_activation_module(block) if on_ffn is not None else None
+            if ffn_module is not None and on_ffn is not None:
+                handles.append(ffn_module.register_forward_pre_hook(report_input(on_ffn, i)))
+            elif on_ffn is not None:  # a mixture-of-experts layer: no dense FFN, so every FFN statistic adds 0
+                handles.append(block.register_forward_hook(report_no_ffn(i, family.dims(model).ffn)))
             if on_attention is not None:
                 module = family.attention_output_module(block)
                 handles.append(module.register_forward_pre_hook(report_input(on_attention, i)))

@@ -120,16 +120,19 @@ class Speedup:
 
 def speedup_text(row: Mapping[str, Any], key: str = "speedup") -> str:
     """A speedup over random init (a :class:`Speedup` as a dict, or a summary row; per step, or
-    ``key="speedup_per_second"``) as a reader would say it: ``4.1x``, ``more than 8x``, ``0.5x (never
-    reached random's final loss)``, and ``... (at this budget: random init not converged)`` when the
-    reference was still improving at its end."""
+    ``key="speedup_per_second"``) as a reader would say it: ``4.1x``, ``more than 8x``, ``less than 1x (never
+    reached random's final loss)`` (an init that never reached the target would need more than all it trained,
+    so its ratio is an upper bound, per step and per second alike), and ``... (at this budget: random init not
+    converged)`` when the reference was still improving at its end."""
     value = row.get(key)
     if value is None:
         return "n/a"
     if row.get("speedup_lower_bound"):
         text = f"more than {value:.2g}x"
+    elif not row.get("reached", True):
+        text = f"less than {value:.2g}x (never reached random's final loss)"
     else:
-        text = f"{value:.2g}x" + ("" if row.get("reached", True) else " (never reached random's final loss)")
+        text = f"{value:.2g}x"
     return text + (" (at this budget: random init not converged)" if row.get("reference_converged") is False else "")
 
 

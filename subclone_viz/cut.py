@@ -28,16 +28,14 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, cast
+from typing import Any, cast
 
 from torch import nn
 
 from .errors import UserError
 from .families import Family, family_of
-
-if TYPE_CHECKING:
-    from .parent import Parent
-    from .plan import SubclonePlan
+from .parent import Parent, parent_fingerprint, same_parent
+from .plan import SubclonePlan
 
 
 class PlanMismatchError(UserError, ValueError):
@@ -83,7 +81,6 @@ def layer_labels(sources: Sequence[int | None], destination: bool) -> list[str]:
 
 def plan_of(model: nn.Module, plan: "SubclonePlan | Mapping[str, Any] | None" = None) -> "SubclonePlan | None":
     """The plan given, else the one a destination made by :func:`~subclone_viz.subclone` carries, else None."""
-    from .plan import SubclonePlan
 
     if plan is None:
         plan = getattr(model, "subclone_info", {}).get("plan")
@@ -108,8 +105,6 @@ def check_plan(plan: "SubclonePlan", model: nn.Module, family: Family, name: str
 
 def check_parent(plan: "SubclonePlan", parent: "Subject") -> None:
     """Refuse a plan made for another parent than ``parent`` (compared by fingerprint where one is known)."""
-    from .parent import Parent
-    from .profile import parent_fingerprint, same_parent
 
     dims = parent.family.dims(parent.module)
     if plan.family != parent.family.name or plan.parent_dims != dims.to_dict():
@@ -133,7 +128,6 @@ def subject(
     tokenizer: Any = None,
 ) -> Subject:
     """``model`` (a Parent, a destination or any supported model) as a :class:`Subject`, its plan checked."""
-    from .parent import Parent
 
     if isinstance(model, Parent):
         module, family, tokenizer = model.model, family or model.family, tokenizer or model.tokenizer

@@ -17,10 +17,13 @@ without pyplot so nothing global changes). No model runs here.
 * :func:`size_grid`: parameters, FLOPs per token, latency, memory or untrained loss over a grid of
   destination sizes; :func:`size_pareto`: loss against one cost, the Pareto front highlighted;
 * :func:`speedup_by_size`: the speedup study, speedup over random init against destination size;
+* :func:`placeholder`: a titled figure that says what will be drawn once there is data.
 * :func:`lens_loss`, :func:`predictions_through_depth`: the logit lens of a parent and its destinations;
   :func:`similarity_heatmap`, :func:`similarity_by_layer`: where a destination's hidden states part from the
   parent's; :func:`token_loss_html`: text coloured by per-token loss difference; :func:`image_predictions`:
   predicted class and confidence of each model on a few images.
+* :func:`expert_load_heatmap`, :func:`expert_neuron_curves`: a mixture of experts' routing load per layer and
+  expert, and each expert's neuron importance.
 
 Heat maps put residual layer 0 (the embedding output) or block 0 at the bottom, so depth grows upward.
 
@@ -52,6 +55,7 @@ from matplotlib.patches import Rectangle
 from matplotlib.ticker import AutoLocator, FuncFormatter, LogLocator, MaxNLocator, NullFormatter
 from plotly.subplots import make_subplots
 
+from .experts import expert_load, expert_neuron_importance, router_entropy
 from .profile import BLOCK_METRIC_LABELS, BLOCK_METRICS, Profile
 from .sizing import COSTS, QUANTITIES, SizeGrid
 
@@ -134,6 +138,34 @@ def _style_plotly(fig: go.Figure, title: str, height: int) -> None:
     )
 
 
+def _note(fig: go.Figure, text: str) -> None:
+    """A grey sentence across the middle of ``fig``, its axes hidden: what is drawn here once there is data."""
+    fig.update_xaxes(visible=False)
+    fig.update_yaxes(visible=False)
+    fig.add_annotation(text=text, x=0.5, y=0.5, xref="paper", yref="paper", showarrow=False,
+                       font=dict(size=15, color="#777777"))
+
+
+def placeholder(title: str, message: str, height: int = PLOTLY_HEIGHT, backend: str = "plotly") -> Figure:
+    """A figure with nothing to show yet: ``title``, and ``message`` where the data will be (no empty axes).
+
+    >>> placeholder("Training loss", "press Train to start").layout.annotations[0].text
+    'press Train to start'
+    """
+    _check_backend(backend)
+    if backend == "plotly":
+        fig = go.Figure()
+        _style_plotly(fig, title, height)
+        _note(fig, message)
+        return fig
+    fig = MatplotlibFigure(figsize=MATPLOTLIB_SIZE, layout="constrained")
+    ax = fig.add_subplot()
+    ax.set_axis_off()
+    ax.text(0.5, 0.5, message, ha="center", va="center", color="#777777", transform=ax.transAxes)
+    fig.suptitle(title, x=0.01, ha="left", fontsize=12)
+    return fig
+
+
 def _matplotlib_figure(title: str, xlabel: str, ylabel: str, size: tuple[float, float] = MATPLOTLIB_SIZE):
     fig = MatplotlibFigure(figsize=size, layout="constrained")
     ax = fig.add_subplot()
@@ -149,6 +181,47 @@ def _style_axes(ax, xlabel: str, ylabel: str) -> None:
     ax.spines[["top", "right"]].set_visible(False)
     # Blocks, layers, steps, heads and ranks are counts: no tick at 0.5.
     ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+
+
+def log_ticks(values: Any) -> list[float]:
+    """Where a log axis over ``values`` puts its labels: 1 to 9 in each decade when the data spans less than
+    one, 1, 2 and 5 up to three decades, one per decade (or every few) beyond. Plotly's own log axis labels
+    its minor ticks too ("9 8 7 ... 0.1 9 8"), which crowd a small figure.
+
+    >>> log_ticks([0.22, 0.35])
+    [0.2, 0.3, 0.4]
+    >>> log_ticks([0.01, 0.5])
+    [0.01, 0.02, 0.05, 0.1, 0.2, 0.5]
+    >>> log_ticks([1e-3, 1e4])
+    [0.001, 0.1, 10.0, 1000.0]
+    """
+    data = np.asarray(values, dtype=float).ravel()
+    data = data[np.isfinite(data) & (data > 0)]
+    if data.size == 0:
+        return []
+    low, high = float(data.min()), float(data.max())
+    first, last = math.floor(math.log10(low)), math.ceil(math.log10(high))
+    span = math.log10(high / low)
+    mantissas = range(1, 10) if span < 1 else (1, 2, 5) if span <= 3 else (1,)
+    stride = max(1, math.ceil((last - first) / 6)) if span > 3 else 1
+    ticks = [float(f"{m * 10.0**e:.6g}") for e in range(first, last + 1, stride) for m in mantissas]
+    # One tick on either side of the data, so that a narrow range still gets a labelled bracket.
+    below = [t for t in ticks if t <= low][-1:]
+    above = [t for t in ticks if t >= high][:1]
+    return below + [t for t in ticks if low < t < high] + above
+
+
+def _log_axis(fig: go.Figure, values: Any, **where: Any) -> None:
+    """Make ``fig``'s y axis logarithmic, labelled at :func:`log_ticks` of ``values`` only."""
+    ticks = log_ticks(values)
+    fig.update_yaxes(type="log", tickvals=ticks, ticktext=[f"{t:g}" for t in ticks], **where)
+
+
+def _block_axis(fig: go.Figure, count: int, **where: Any) -> None:
+    """An x axis of ``count`` blocks or layers: exactly their range (not -2 to 31), upright labels every 1, 2
+    or 5 so that 30 of them fit a half-width figure."""
+    step = 1 if count <= 12 else 2 if count <= 24 else 5
+    fig.update_xaxes(range=[-0.5, count - 0.5], tick0=0, dtick=step, tickangle=0, **where)
 
 
 def _log10(values: np.ndarray) -> np.ndarray:
@@ -280,9 +353,9 @@ def residual_ratio(
                     hovertemplate="block %{x}: %{y:.4f} (%{customdata})<extra>%{fullData.name}</extra>",
                 )
             )
-        fig.update_xaxes(dtick=1 if num_layers <= 32 else None)
+        _block_axis(fig, num_layers)
         if log_y:
-            fig.update_yaxes(type="log")
+            _log_axis(fig, drawn)
         return fig
 
     fig, ax = _matplotlib_figure(title, "block", ylabel)
@@ -329,7 +402,7 @@ def block_ablation(ablation: Any, backend: str = "plotly") -> Figure:
             go.Scatter(x=[-0.5, len(blocks) - 0.5], y=[baseline, baseline], mode="lines", name=baseline_name,
                        line=dict(color="#444444", dash="dash", width=1.5), hoverinfo="y")
         )
-        fig.update_xaxes(dtick=1 if len(blocks) <= 32 else None)
+        _block_axis(fig, len(blocks))
         return fig
     fig, ax = _matplotlib_figure(title, "block", ylabel)
     for name, values, color in series:
@@ -428,7 +501,8 @@ def massive_activations(profile: Profile, n: int = 8, backend: str = "plotly") -
             go.Scatter(x=layers, y=massive.median, mode="lines", name="median channel",
                        line=dict(color="#444444", dash="dash"))
         )
-        fig.update_yaxes(type="log")
+        _log_axis(fig, np.concatenate([massive.magnitude.ravel(), massive.median.ravel()]))
+        _block_axis(fig, len(layers))
         fig.update_layout(legend=dict(orientation="v", y=0.5, yanchor="middle", x=1.02, xanchor="left"))
         return fig
     fig, ax = _matplotlib_figure(title, RESIDUAL_LAYER_AXIS, ylabel)
@@ -499,7 +573,7 @@ def ffn_importance(
             fig = _plotly_figure(title, xlabel, ylabel)
             fig.add_trace(go.Scatter(x=ranks, y=ranked[layer], mode="lines", name=f"block {layer}",
                                      line=dict(color=SERIES_COLORS[0], width=2)))
-            fig.update_yaxes(type="log")
+            _log_axis(fig, ranked[layer])
         else:
             fig, ax = _matplotlib_figure(title, xlabel, ylabel)
             ax.plot(ranks, ranked[layer], color=SERIES_COLORS[0], lw=2)
@@ -581,13 +655,19 @@ def selection_stability(st: "Stability", kind: str = "residual", backend: str = 
 # One token
 
 
+def token_trace_title(trace: "TokenTrace") -> str:
+    """The title :func:`token_trace` gives ``trace``'s figure (a widget that swaps only the curves sets it)."""
+    token = f" {trace.token!r}" if trace.token is not None else ""
+    return f"Token {trace.token_index}{token} through the depth of {trace.parent}"
+
+
 def token_trace(trace: "TokenTrace", backend: str = "plotly") -> Figure:
-    """One token through depth: its norm (top), and how its direction changes (bottom)."""
+    """One token through depth: its norm (top), and how its direction changes (bottom): the traces
+    ||h[l]||, cos(h[l-1], h[l]), cos(h[l], h[L]) and ||f(x)|| / ||x + f(x)||, in that order."""
     _check_backend(backend)
     num_layers = trace.num_layers
     layers = np.arange(num_layers + 1)
-    token = f" {trace.token!r}" if trace.token is not None else ""
-    title = f"Token {trace.token_index}{token} through the depth of {trace.parent}"
+    title = token_trace_title(trace)
     lower = (
         ("cos(h[l-1], h[l]): block input vs output", layers[1:], trace.cos_to_previous, SERIES_COLORS[0], "solid"),
         ("cos(h[l], h[L]): vs the last layer", layers, trace.cos_to_final, SERIES_COLORS[2], "solid"),
@@ -604,6 +684,10 @@ def token_trace(trace: "TokenTrace", backend: str = "plotly") -> Figure:
         fig.update_yaxes(title_text="norm", row=1, col=1)
         fig.update_yaxes(title_text="cosine / ratio", row=2, col=1)
         fig.update_xaxes(title_text=RESIDUAL_LAYER_AXIS, row=2, col=1)
+        _block_axis(fig, num_layers + 1)
+        # Below the plot, the four long legend entries wrap within the figure's width instead of running off it.
+        fig.update_layout(legend=dict(orientation="h", yanchor="top", y=-0.14, xanchor="left", x=0.0),
+                          margin=dict(b=110))
         return fig
     fig = MatplotlibFigure(figsize=(MATPLOTLIB_SIZE[0], MATPLOTLIB_SIZE[1] * 1.4), layout="constrained")
     top, bottom = fig.subplots(2, 1, sharex=True, height_ratios=[0.45, 0.55])
@@ -676,12 +760,21 @@ def loss_curves(
     title = {"eval_loss": "Held-out loss during training", "train_loss": "Training loss",
              "eval_accuracy": "Held-out accuracy during training"}[metric]
     mode = "lines" if metric == "train_loss" else "lines+markers"
+    empty = not any(len(xs) for _, xs, _, _ in series)
+    waiting = "no training yet: the curves appear here as it runs" if not series else "waiting for the first point..."
     if backend == "plotly":
         fig = _plotly_figure(title, xlabel, HISTORY_METRICS[metric])
         for k, (label, xs, ys, _) in enumerate(series):
             fig.add_trace(go.Scatter(x=xs, y=ys, mode=mode, name=label,
                                      line=dict(color=SERIES_COLORS[k % len(SERIES_COLORS)], width=2)))
+        if empty:  # before training: a sentence, not axes running over an arbitrary range
+            _note(fig, waiting)
+        else:  # named either way, so that a live figure's axes come back when its first points arrive
+            fig.update_xaxes(visible=True)
+            fig.update_yaxes(visible=True)
         return fig
+    if empty:
+        return placeholder(title, waiting, backend=backend)
     fig, ax = _matplotlib_figure(title, xlabel, HISTORY_METRICS[metric])
     for k, (label, xs, ys, _) in enumerate(series):
         ax.plot(xs, ys, marker="o" if mode != "lines" else None, ms=3, lw=2, label=label,
@@ -739,6 +832,10 @@ def size_grid(
             raise ValueError(f"selected={selected} is outside the {rows} x {cols} grid")
     text = [[_format_quantity(v, quantity) for v in row] for row in grid.quantity(quantity)]
     notes = [[grid.reasons[i][j] or text[i][j] for j in range(cols)] for i in range(rows)]
+    if quantity == "latency":  # a measured time is shown with how much it moved between repeats
+        spread = grid.spread("latency") * GRID_UNITS["latency"]
+        notes = [[note if grid.reasons[i][j] or not spread[i, j] else f"{note} ± {spread[i, j]:.2g} ms"
+                  for j, note in enumerate(row)] for i, row in enumerate(notes)]
     title = f"{GRID_TITLES[quantity]} of each subclone of {grid.parent}"
     xlabel, ylabel = "hidden width d'", "blocks"
     if backend == "plotly":
@@ -775,7 +872,8 @@ def size_grid(
 
 def size_pareto(grid: SizeGrid | Mapping[str, Any], cost: str = "latency", backend: str = "plotly") -> Figure:
     """Held-out loss before training against one cost, one point per valid cell; the Pareto front (the
-    cells no other cell beats on both) is highlighted and joined, each point labelled ``blocks x width``."""
+    cells no other cell beats on both) is highlighted and joined, each point labelled ``blocks x width``.
+    A measured latency carries its spread as a horizontal error bar: points whose bars overlap are not ranked."""
     _check_backend(backend)
     if isinstance(grid, Mapping):
         grid = SizeGrid.from_dict(grid)
@@ -783,6 +881,7 @@ def size_pareto(grid: SizeGrid | Mapping[str, Any], cost: str = "latency", backe
         raise ValueError(f"cost={cost!r} is not a cost of the grid: choose one of {', '.join(COSTS)}")
     front = grid.pareto_front(cost)
     costs = grid.quantity(cost) * GRID_UNITS.get(cost, 1)
+    spreads = grid.spread(cost) * GRID_UNITS.get(cost, 1)
     valid = np.isfinite(costs) & np.isfinite(grid.loss)
     cells = sorted(zip(*np.nonzero(valid)), key=lambda ij: costs[ij])
     labels = {ij: f"{grid.layers[ij[0]]} x {grid.hidden[ij[1]]}" for ij in cells}
@@ -799,6 +898,8 @@ def size_pareto(grid: SizeGrid | Mapping[str, Any], cost: str = "latency", backe
                     mode="lines+markers+text" if on_front else "markers", text=[labels[ij] for ij in members],
                     textposition="top right", line=dict(color=FRONT_COLOR, width=2),
                     marker=dict(size=10 if on_front else 7, color=FRONT_COLOR if on_front else REMOVED_COLOR),
+                    error_x=dict(type="data", array=[spreads[ij] for ij in members], visible=bool(spreads.any()),
+                                 color=FRONT_COLOR if on_front else REMOVED_COLOR, thickness=1.5),
                     hovertemplate="%{text}: %{x:.3g}, loss %{y:.2f}<extra></extra>",
                 )
             )
@@ -809,6 +910,9 @@ def size_pareto(grid: SizeGrid | Mapping[str, Any], cost: str = "latency", backe
         xs, ys = [costs[ij] for ij in members], [grid.loss[ij] for ij in members]
         ax.plot(xs, ys, marker="o", ls="-" if on_front else "none", label=name, ms=7 if on_front else 5,
                 color=FRONT_COLOR if on_front else REMOVED_COLOR, lw=2)
+        if spreads.any():
+            ax.errorbar(xs, ys, xerr=[spreads[ij] for ij in members], fmt="none", lw=1,
+                        ecolor=FRONT_COLOR if on_front else REMOVED_COLOR)
         if on_front:
             for x, y, ij in zip(xs, ys, members):
                 ax.annotate(labels[ij], (x, y), textcoords="offset points", xytext=(4, 4), fontsize=8)
@@ -1075,4 +1179,39 @@ def image_predictions(lenses: "Mapping[str, LogitLens]", images: np.ndarray, cou
     _style_plotly(fig, "Predicted class and confidence", 200 + 20 * len(lenses))
     fig.update_layout(margin=dict(t=70 + 18 * len(lenses)))
     fig.update_annotations(font=dict(size=11))
+def expert_load_heatmap(profile: Profile, backend: str = "plotly") -> Figure:
+    """A mixture of experts' routing: the share of each layer's routed tokens that each expert took, layers x
+    experts (dense layers are rows of zeros). Uniform routing is 1 / experts everywhere."""
+    _check_backend(backend)
+    if "expert_tokens" not in profile.stats:
+        raise ValueError("this profile holds no expert statistics: it is not the profile of a mixture of experts")
+    load = expert_load(profile)  # (L, E)
+    entropy = np.repeat(router_entropy(profile)[:, None], load.shape[1], axis=1)
+    return _heatmap(load, "Expert load (share of routed tokens)", "expert", "block", "load share", backend,
+                    customdata=entropy,
+                    hovertemplate="block %{y}, expert %{x}: %{z:.3f} (router entropy %{customdata:.2f} nats)"
+                                  "<extra></extra>")
+
+
+def expert_neuron_curves(profile: Profile, layer: int, backend: str = "plotly") -> Figure:
+    """One block's experts: each expert's FFN neuron importance (mean |activation| on its routed tokens),
+    sorted, one line per expert."""
+    _check_backend(backend)
+    importance = expert_neuron_importance(profile)  # (L, E, F)
+    if not 0 <= layer < importance.shape[0]:
+        raise ValueError(f"layer={layer} is out of range: the parent has blocks 0 to {importance.shape[0] - 1}")
+    ranked = -np.sort(-importance[layer], axis=1)  # (E, F)
+    title, xlabel, ylabel = f"Expert neuron importance in block {layer}", "neuron, most important first", \
+        "mean |activation| on routed tokens"
+    ranks = np.arange(ranked.shape[1])
+    if backend == "plotly":
+        fig = _plotly_figure(title, xlabel, ylabel)
+        for e, curve in enumerate(ranked):
+            fig.add_trace(go.Scatter(x=ranks, y=curve, mode="lines", name=f"expert {e}",
+                                     line=dict(color=SERIES_COLORS[e % len(SERIES_COLORS)], width=1.5)))
+        return fig
+    fig, ax = _matplotlib_figure(title, xlabel, ylabel)
+    for e, curve in enumerate(ranked):
+        ax.plot(ranks, curve, color=SERIES_COLORS[e % len(SERIES_COLORS)], lw=1.5, label=f"expert {e}")
+    ax.legend(frameon=False, fontsize=8, ncol=2)
     return fig

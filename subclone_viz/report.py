@@ -241,6 +241,23 @@ def _rankings_section(profile: Profile, plan: "SubclonePlan | None") -> str:
     )
 
 
+def _experts_section(profile: Profile, plan: "SubclonePlan | None") -> str:
+    entropy = profile.stats["router_entropy"] / np.maximum(profile.stats["router_tokens"], 1.0)
+    experts = profile.stats["expert_tokens"].shape[1]
+    parts = [
+        _figure(plots.expert_load_heatmap(profile), "expert-load",
+                f"Share of each block's routed tokens that each of its {experts} experts took (uniform routing: "
+                f"{1 / experts:.3f} everywhere); dense blocks are empty rows."),
+        _paragraph(f"Mean router entropy per MoE block, in nats (uniform: {np.log(experts):.2f}): "
+                   + ", ".join(f"block {b}: {e:.2f}" for b, e in enumerate(entropy) if e > 0) + "."),
+    ]
+    if plan is not None and plan.experts:
+        parts.append(_paragraph(f"The destination keeps {len(plan.experts[0])} experts per block"
+                                + (f", chosen by {plan.experts_by}" if plan.experts_by else "") + ": "
+                                + "; ".join(f"block {b}: {kept}" for b, kept in zip(plan.layers, plan.experts)) + "."))
+    return _section("experts", "3b. Experts: routing load per block", parts)
+
+
 def _plan_section(plan: "SubclonePlan") -> str:
     dims, parent_dims = plan.dims, plan.parent_dims
     rows = [[name, parent_dims[name], dims[name]] for name in ("layers", "hidden", "ffn", "heads", "kv_heads")]
@@ -449,6 +466,9 @@ def build_report(
     sections = [_profile_section(profile, plan, ablation, trace), _channels_section(profile),
                 _rankings_section(profile, plan)]
     anchors = [("profile", "residual property"), ("channels", "channels"), ("rankings", "neurons and heads")]
+    if "expert_tokens" in profile.stats:  # a mixture of experts
+        sections.append(_experts_section(profile, plan))
+        anchors.append(("experts", "experts"))
     if plan is not None:
         sections.append(_plan_section(plan))
         anchors.append(("plan", "destination"))

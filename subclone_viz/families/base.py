@@ -65,13 +65,29 @@ class Dims:
     heads: int
     kv_heads: int
     head_dim: int
+    # Mixtures of experts (0 in dense models): routed experts per MoE layer, experts each token is routed to,
+    # one expert's FFN width, the shared experts' width; MLA's rows per head in q_b_proj and kv_b_proj.
+    experts: int = 0
+    experts_per_tok: int = 0
+    expert_ffn: int = 0
+    shared_ffn: int = 0
+    mla_q_dim: int = 0
+    mla_kv_dim: int = 0
 
     @property
     def queries_per_kv(self) -> int:
         return self.heads // self.kv_heads
 
     def to_dict(self) -> dict[str, int]:
-        return dataclasses.asdict(self)
+        """Every field, less the mixture-of-experts ones a dense model leaves at 0 (so that a dense parent's
+        fingerprint, plans and profiles read the same as before those fields existed)."""
+        return {k: v for k, v in dataclasses.asdict(self).items() if k in _DENSE_DIMS or v}
+
+    def __repr__(self) -> str:
+        return f"Dims({', '.join(f'{k}={v}' for k, v in self.to_dict().items())})"
+
+
+_DENSE_DIMS = ("layers", "hidden", "ffn", "heads", "kv_heads", "head_dim")
 
 
 @dataclass(frozen=True)
@@ -124,6 +140,7 @@ class Family(ABC):
     attention_output: str
     residual_sum: str | None = None
     rules: tuple[ParamRule, ...]
+    buffer_rules: tuple[ParamRule, ...] = ()  # buffers sliced like parameters (a router's correction bias)
     config_fields: dict[str, str] = HF_CONFIG_FIELDS
     # True when head_dim is hidden / heads (GPT-2, BERT, ViT, GPT-NeoX): the hidden width fixes the head count.
     # False when head_dim is its own config field, written into the destination's config.
@@ -186,8 +203,9 @@ class Family(ABC):
     def blocks(self, model: nn.Module) -> nn.ModuleList:
         return model.get_submodule(self.block_list)
 
-    def ffn_activation_module(self, block: nn.Module) -> nn.Module:
-        """The module whose input is the FFN hidden activation (B, T, ffn)."""
+    def ffn_activation_module(self, block: nn.Module) -> nn.Module | None:
+        """The module whose input is the FFN hidden activation (B, T, ffn); None for a block without a dense FFN
+        (a mixture-of-experts layer, whose experts the profile reads through :mod:`.moe`)."""
         return block.get_submodule(self.ffn_activation)
 
     def attention_output_module(self, block: nn.Module) -> nn.Module:
