@@ -50,6 +50,7 @@ _LAZY = {
     "SubclonePlan": "plan",
     "plan": "plan",
     "spec_choices": "plan",
+    "random_init": "subclone",
     "subclone": "subclone",
     "BlockAblation": "evaluate",
     "Evaluation": "evaluate",
@@ -78,8 +79,12 @@ _LAZY = {
     "default_destination": "workflow",
     "parent_batches": "workflow",
     "quick_mode": "workflow",
-    "random_init": "subclone",
 }
+
+
+# Modules that register a parent source with subclone_viz.parent from a layer above it (the digits ViT):
+# imported with the first public name, so that sv.load_parent("vit-digits") finds its source.
+_REGISTERING = ("vision",)
 
 
 def __getattr__(name: str) -> Any:
@@ -87,6 +92,8 @@ def __getattr__(name: str) -> Any:
     module = _LAZY.get(name)
     if module is None:
         raise AttributeError(f"module 'subclone_viz' has no attribute {name!r}")
+    for registering in _REGISTERING:
+        importlib.import_module(f".{registering}", __name__)
     value = getattr(importlib.import_module(f".{module}", __name__), name)
     globals()[name] = value
     return value

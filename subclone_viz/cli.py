@@ -59,7 +59,6 @@ import json
 import math
 import textwrap
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from types import ModuleType
 from typing import Any
@@ -77,7 +76,6 @@ from .choices import (
     SCHEDULES,
     WIDTH_STRATEGIES,
 )
-from .errors import UserError
 from .inits import DEFAULT_LR_PRESET, INITS, LR_PRESETS
 from .settings import STUDY_STEPS, PlanStrategy, ProfileSettings, TrainSettings
 
@@ -86,19 +84,6 @@ DTYPES = ("float32", "bfloat16", "float16")
 DEFAULT_PARENT = "smollm2-135m"
 _PROFILE, _PLAN, _TRAIN = ProfileSettings(), PlanStrategy(), TrainSettings()  # the defaults the options use
 HELP_WIDTH = 78  # a subcommand's description and example, wrapped as argparse wraps the rest of its help
-
-
-class UsageError(UserError):
-    """A mistake in what the user asked for: reported as one line on stderr, exit status 2."""
-
-
-@dataclass
-class Outcome:
-    """What a subcommand reports: the JSON document for ``--json`` and the same facts as text for people."""
-
-    document: dict[str, Any]
-    text: str
-
 
 
 # --------------------------------------------------------------------------------------------------------
@@ -144,8 +129,9 @@ def layers_arg(text: str) -> int | list[int]:
 
 
 def depth_arg(text: str) -> str | list[int]:
-    """A depth strategy name or a comma list of parent block indices."""
-    if text in DEPTH_STRATEGIES:
+    """A depth strategy name (checked against the registered strategies when the command runs: plugins may add
+    some) or a comma list of parent block indices."""
+    if text in DEPTH_STRATEGIES or not (text[:1].isdigit() or "," in text):
         return text
     try:
         return _block_list(text)
@@ -308,8 +294,10 @@ def build_parser() -> argparse.ArgumentParser:
     _add_spec_arguments(sub, hidden_required=True)
     sub.add_argument("--depth", type=depth_arg, default=_PLAN.depth,
                      help=f"{' | '.join(DEPTH_STRATEGIES)} | a comma list of parent blocks (default {_PLAN.depth})")
-    sub.add_argument("--width", choices=WIDTH_STRATEGIES, default=_PLAN.width, help=f"default {_PLAN.width}")
-    sub.add_argument("--scaling", choices=SCALINGS, default=_PLAN.scaling, help=f"default {_PLAN.scaling}")
+    sub.add_argument("--width", default=_PLAN.width, metavar="NAME",
+                     help=f"{' | '.join(WIDTH_STRATEGIES)} or a plugin's (default {_PLAN.width})")
+    sub.add_argument("--scaling", default=_PLAN.scaling, metavar="NAME",
+                     help=f"{' | '.join(SCALINGS)} or a plugin's (default {_PLAN.scaling})")
     sub.add_argument("--importance", default=DEFAULT_ESTIMATOR, metavar="NAME",
                      help=f"the importance estimator --width importance ranks by: {', '.join(ESTIMATOR_NAMES)} or a "
                           f"plugin's (default {DEFAULT_ESTIMATOR})")
@@ -507,7 +495,7 @@ class _Command:
     def __init__(self, name: str) -> None:
         self.__name__ = name
 
-    def __call__(self, args: argparse.Namespace) -> Outcome:
+    def __call__(self, args: argparse.Namespace) -> Any:
         return getattr(_commands(), self.__name__)(args)
 
     def __repr__(self) -> str:
@@ -530,4 +518,4 @@ def main(argv: Sequence[str] | None = None) -> int:
         args = parser.parse_args(argv)
     except SystemExit as exit_:  # argparse's help (0) and errors (2)
         return exit_.code if isinstance(exit_.code, int) else 0
-    return _commands().execute(args)
+    return _commands().execute(args, PROG)

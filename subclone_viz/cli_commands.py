@@ -15,7 +15,7 @@ Example::
     ...                                   "1000", "--out", "child"])
     >>> import contextlib, sys
     >>> with contextlib.redirect_stderr(sys.stdout):  # the error goes to stderr; shown here
-    ...     execute(args)                               # refused from the config alone: no weights load
+    ...     execute(args, "subclone-viz")               # refused from the config alone: no weights load
     subclone-viz: error: hidden=1000 is out of range: choose 1 <= hidden <= 576 (the parent's)
     2
 """
@@ -29,6 +29,7 @@ import io
 import json
 import sys
 from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -37,7 +38,6 @@ import torch
 
 from . import distributed
 from ._atomic import check_new_directory, check_new_file, staged_directory
-from .cli import PROG, Outcome, UsageError
 from .compare import CONVERGED_SECOND_HALF_SHARE, INITS, Comparison, compare
 from .data import ImageBatches, TextBatches
 from .errors import UserError
@@ -45,11 +45,36 @@ from .evaluate import block_ablation, evaluate
 from .export import save_destination
 from .importance import ESTIMATORS
 from .parent import Parent, load_parent, parent_skeleton
-from .plan import DEPTH_STRATEGIES, SCALINGS, WIDTH_STRATEGIES, DestinationSpec, check_spec, plan, spec_choices
+from .plan import (
+    DEPTH_STRATEGIES,
+    DEPTHS,
+    SCALING_METHODS,
+    SCALINGS,
+    WIDTH_STRATEGIES,
+    WIDTHS,
+    DestinationSpec,
+    check_spec,
+    plan,
+    spec_choices,
+)
 from .profile import BLOCK_METRIC_LABELS, BLOCK_METRICS, Profile, add_taylor, profile
 from .study import SpeedupStudy, speedup_study
 from .subclone import subclone
+from .vision import VIT_DIGITS  # noqa: F401  (importing vision registers the vit-digits parent source)
 from .workflow import has_loss, parent_batches, quick_mode
+
+
+class UsageError(UserError):
+    """A mistake in what the user asked for: reported as one line on stderr, exit status 2."""
+
+
+@dataclass
+class Outcome:
+    """What a subcommand reports: the JSON document for ``--json`` and the same facts as text for people."""
+
+    document: dict[str, Any]
+    text: str
+
 
 
 @contextlib.contextmanager
@@ -267,13 +292,18 @@ def _check_before_loading(args: argparse.Namespace, specs: Sequence[DestinationS
             _check_plan(skeleton, spec, depth)
 
 
-def _check_estimator(name: str) -> None:
-    """``--importance`` names a registered estimator (a plugin's too: the parser lists only the built-in ones)."""
-    if name not in ESTIMATORS:
-        close = difflib.get_close_matches(name, list(ESTIMATORS), n=1)
-        hint = f" (did you mean {close[0]!r}?)" if close else ""
-        raise UsageError(f"argument --importance: invalid choice: {name!r}{hint}; choose from "
-                         f"{', '.join(map(repr, ESTIMATORS))}")
+def _check_names(args: argparse.Namespace) -> None:
+    """``--depth``, ``--width``, ``--scaling`` and ``--importance`` name registered strategies and estimators
+    (plugins' too: the parser lists only the built-in ones)."""
+    named = [("--depth", args.depth, DEPTHS), ("--width", args.width, WIDTHS),
+             ("--scaling", args.scaling, SCALING_METHODS), ("--importance", args.importance, ESTIMATORS)]
+    for option, name, registry in named:
+        if isinstance(name, str) and name not in registry:
+            close = difflib.get_close_matches(name, list(registry), n=1)
+            hint = f" (did you mean {close[0]!r}?)" if close else ""
+            raise UsageError(f"argument {option}: invalid choice: {name!r}{hint}; choose from "
+                             f"{', '.join(map(repr, registry))}" + (" or a comma list of parent blocks"
+                                                                    if option == "--depth" else ""))
 
 
 def run_subclone(args: argparse.Namespace) -> Outcome:
@@ -281,8 +311,8 @@ def run_subclone(args: argparse.Namespace) -> Outcome:
     check_new_directory(args.out, args.overwrite)
     if args.profile is not None and not args.profile.is_file():
         raise UsageError(f"--profile {args.profile}: no such file")
+    _check_names(args)
     spec = _spec(args)
-    _check_estimator(args.importance)
     _check_before_loading(args, [spec], args.depth)
     parent = _load(args)
     _check_plan(parent, spec, args.depth)
@@ -604,8 +634,9 @@ def _one_line(error: BaseException) -> str:
     return " ".join(str(error).split())
 
 
-def execute(args: argparse.Namespace) -> int:
-    """Run the subcommand ``args`` was parsed for (its runner is ``args.run``) and report it; the exit status."""
+def execute(args: argparse.Namespace, prog: str) -> int:
+    """Run the subcommand ``args`` was parsed for (its runner is ``args.run``) and report it as the program
+    ``prog``; the exit status."""
     stdout = sys.stdout
     run: Callable[[argparse.Namespace], Outcome] = args.run
     try:
@@ -614,7 +645,7 @@ def execute(args: argparse.Namespace) -> int:
             outcome = run(args)
     except UserError as error:  # the library raises these for what the user can fix; never bugs
         if distributed.is_main_process():
-            print(f"{PROG}: error: {_one_line(error)}", file=sys.stderr)
+            print(f"{prog}: error: {_one_line(error)}", file=sys.stderr)
         return 2
     # Under accelerate launch every process ran the command; the main one reports it.
     if distributed.is_main_process():

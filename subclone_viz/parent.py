@@ -54,6 +54,7 @@ from urllib.parse import urlparse
 
 import numpy as np
 import torch
+from huggingface_hub import constants
 from torch import nn
 
 from . import distributed
@@ -360,7 +361,7 @@ def _config_only(source: str, trust_remote_code: bool) -> Any:
         if package is None or package.origin is None:
             return None
         path = Path(package.origin).parent / "model"
-    elif source == "vit-digits" or (path.is_dir() and _is_timm_dir(path)):
+    elif source in EMBEDDED_ALIASES or (path.is_dir() and _is_timm_dir(path)):
         return None
     elif path.suffix == ".gguf":
         path, gguf_file = path.parent, path.name
@@ -487,6 +488,9 @@ def _load_source(request: SourceRequest) -> LoadedSource:
         loaded = SOURCES[name](request)
         if loaded is not None:
             return loaded
+    if request.source in EMBEDDED_ALIASES:  # an alias whose source registers when its module is imported
+        raise ParentLoadError(f"the embedded parent {request.source!r} is registered by the module that provides it "
+                              f"(vit-digits: subclone_viz.vision): load it with sv.load_parent, which imports it")
     raise ParentLoadError(f"no parent source loads {request.source!r}; sources: {', '.join(SOURCES)}")
 
 
@@ -591,16 +595,12 @@ def _refuse_misspelt_alias(source: str, path: Path) -> None:
 
 
 def _in_hub_cache(repo_id: str) -> bool:
-    from huggingface_hub import constants
-
     return (Path(constants.HF_HUB_CACHE) / f"models--{repo_id.replace('/', '--')}").is_dir()
 
 
 def _hub_unreachable() -> str | None:
     """Why the Hugging Face hub cannot be reached from here (offline mode, or no connection to it within a few
     seconds), or None when it can (or a proxy decides). One quick check instead of the hub client's retries."""
-    from huggingface_hub import constants
-
     if constants.HF_HUB_OFFLINE:
         return "HF_HUB_OFFLINE is set"
     if any(os.environ.get(name) for name in ("HTTPS_PROXY", "https_proxy", "ALL_PROXY", "all_proxy")):

@@ -14,7 +14,7 @@ import pytest
 
 import subclone_viz as sv
 from subclone_viz import parent as parent_module
-from subclone_viz.choices import ESTIMATOR_NAMES, closest_alias
+from subclone_viz.choices import closest_alias
 from subclone_viz.cli import SUBCOMMAND_HELP, build_parser, main, subcommand_parsers
 from subclone_viz.importance import ESTIMATORS
 from subclone_viz.parent import ParentLoadError, parent_skeleton
@@ -97,8 +97,17 @@ def test_every_subcommand_has_a_description_and_an_example():
         assert " ".join(text.split("example:")[1].replace("\\", " ").split()) == example, name
 
 
+def test_the_parsers_names_are_the_registered_builtin_ones():
+    from subclone_viz import choices
+    from subclone_viz.plan import DEPTHS, SCALING_METHODS, WIDTHS
+
+    assert choices.ESTIMATOR_NAMES == tuple(ESTIMATORS)[: len(choices.ESTIMATOR_NAMES)]
+    assert choices.DEPTH_STRATEGIES == tuple(DEPTHS)[: len(choices.DEPTH_STRATEGIES)]
+    assert choices.WIDTH_STRATEGIES == tuple(WIDTHS)[: len(choices.WIDTH_STRATEGIES)]
+    assert choices.SCALINGS == tuple(SCALING_METHODS)[: len(choices.SCALINGS)]
+
+
 def test_importance_help_lists_every_builtin_estimator():
-    assert ESTIMATOR_NAMES == tuple(ESTIMATORS)
     help_text = " ".join(subcommand_parsers(build_parser())["subclone"].format_help().split())
     assert all(name in help_text for name in ESTIMATORS)
 
