@@ -122,17 +122,23 @@ def main() -> None:
     roots = {"this": ROOT, **({"baseline": args.baseline.resolve()} if args.baseline else {})}
     helps = help_cases()
     results = measure(roots, helps, args.repeats)
+    torch_on_import = {name: imports_torch(root) for name, root in roots.items()}
+    save(args, helps, results, torch_on_import, failures=False)  # the help figures stand even if the rest stops
     if args.failures:
         scratch = ROOT / "bench" / "results" / "cli"
         mistakes = {case: ["-m", "subclone_viz", *(a.replace("{tmp}", str(scratch)) for a in argv)]
                     for case, argv in MISTAKES.items()}
         for name, figures in measure(roots, mistakes, args.failure_repeats).items():
             results[name].update(figures)
-    torch_on_import = {name: imports_torch(root) for name, root in roots.items()}
+        save(args, helps, results, torch_on_import, failures=True)
+
+
+def save(args: argparse.Namespace, helps: dict[str, list[str]], results: dict[str, dict[str, Any]],
+         torch_on_import: dict[str, bool], failures: bool) -> None:
     lines = headline(results, [case for case in helps if case.endswith("--help")])
     for line in lines:
         print(line)
-    save_results(args.out, {"repeats": args.repeats, "failure_repeats": args.failure_repeats if args.failures else 0,
+    save_results(args.out, {"repeats": args.repeats, "failure_repeats": args.failure_repeats if failures else 0,
                             "target_s": TARGET_SECONDS, "import_subclone_viz_imports_torch": torch_on_import,
                             "results": results}, headline=lines)
 

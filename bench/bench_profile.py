@@ -1,12 +1,16 @@
-"""Profiling overhead on the embedded SmolLM2 parent: time and peak memory against a plain forward.
+"""Profiling overhead on the embedded language parents: time and peak memory against a plain forward.
 
-Times, side by side in one process on the same 8 x 256-token batches: a plain no-grad forward, the streaming
+Times, side by side in one process on the same 8 x 256-token batches: a plain no-grad forward, the same
+forward stopped before the output layer (the LM head, which the profile no longer runs), the streaming
 profile, and a forward that captures every hidden state (``output_hidden_states=True``) and keeps them, as
-an activation cache does. Peak memory is the growth during each mode over the loaded model (CPU: the resident
+an activation cache does. The profile's target is at most 1.05x the forward without the head. Peak memory is the growth during each mode over the loaded model (CPU: the resident
 set sampled every 2 ms; CUDA: ``torch.cuda.max_memory_allocated``), each mode in a fresh subprocess so that
 memory one mode freed to the allocator cannot hide another's growth.
 
-    .venv/bin/python bench/bench_profile.py [--device cuda --dtype bfloat16] [--batches 4] [--repeats 3]
+    .venv/bin/python bench/bench_profile.py [--parent gemma3-270m] [--device cuda --dtype bfloat16] [--batches 4]
+        [--repeats 3] [--batch-size 8 --seq-len 256] [--no-memory]
+
+Figures go to bench/results/profile/<parent>-<device>.json.
 """
 
 from __future__ import annotations
@@ -22,12 +26,16 @@ import time
 import torch
 
 import subclone_viz as sv
+from subclone_viz.capture import forward_before
 from _memory import peak_growth_mib
+from _results import save_results
+
+MODES = ("forward", "forward_without_head", "profile", "hidden_states")
 
 
 def load(args):
-    parent = sv.load_parent("smollm2-135m", device=args.device, dtype=args.dtype)
-    batches = sv.text_batches("builtin", parent.tokenizer, seq_len=256, batch_size=8, split="heldout",
+    parent = sv.load_parent(args.parent, device=args.device, dtype=args.dtype)
+    batches = sv.text_batches("builtin", parent.tokenizer, seq_len=args.seq_len, batch_size=args.batch_size, split="heldout",
                               max_batches=args.batches)
     return parent, [{k: v.to(parent.input_device) for k, v in b.items()} for b in batches]
 
@@ -42,6 +50,10 @@ def run_mode(parent, batches, mode):
     if mode == "forward":
         for b in batches:
             parent.model(**b, use_cache=False)
+    elif mode == "forward_without_head":
+        head = parent.family.output_module(parent.model)
+        for b in batches:
+            forward_before(lambda: parent.model(**b, use_cache=False), head)
     elif mode == "hidden_states":
         kept = [parent.model(**b, use_cache=False, output_hidden_states=True).hidden_states for b in batches]
         return kept
@@ -52,7 +64,7 @@ def run_mode(parent, batches, mode):
 def timings(args):
     parent, batches = load(args)
     run_mode(parent, batches[:1], "forward")  # warm-up
-    times = {m: [] for m in ("forward", "profile", "hidden_states")}
+    times = {m: [] for m in MODES}
     for _ in range(args.repeats):
         for mode in times:
             sync(parent)
@@ -78,10 +90,14 @@ def peak_memory(parent, batches, mode):
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--parent", default="smollm2-135m", choices=["smollm2-135m", "gemma3-270m"])
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--dtype", default=None)
     parser.add_argument("--batches", type=int, default=4)
+    parser.add_argument("--batch-size", type=int, default=8)
+    parser.add_argument("--seq-len", type=int, default=256)
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--no-memory", action="store_true", help="time only (each memory mode reloads the parent)")
     parser.add_argument("--memory-mode", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.memory_mode:
@@ -90,18 +106,35 @@ def main():
         print(json.dumps(peak_memory(parent, batches, args.memory_mode)))
         return
     median, parent, batches = timings(args)
-    tokens = args.batches * 8 * 256
-    memory = {}
-    for mode in ("forward", "profile", "hidden_states"):
-        command = [sys.executable, __file__, "--memory-mode", mode, "--device", args.device, "--batches", str(args.batches)]
-        command += ["--dtype", args.dtype] if args.dtype else []
-        output = subprocess.run(command, capture_output=True, text=True, check=True).stdout
-        memory[mode] = json.loads(output.strip().splitlines()[-1])
-    print(f"SmolLM2-135M on {parent.input_device} ({parent.dtype}), {args.batches} batches of 8 x 256 = {tokens} tokens, "
-          f"median of {args.repeats}")
-    print(f"{'mode':<16}{'seconds':>10}{'x forward':>11}{'peak MiB over model':>22}")
-    for mode in ("forward", "profile", "hidden_states"):
-        print(f"{mode:<16}{median[mode]:>10.3f}{median[mode] / median['forward']:>11.3f}{memory[mode]:>22.0f}")
+    tokens = args.batches * args.batch_size * args.seq_len
+    memory = {} if args.no_memory else {mode: measure_memory(args, mode) for mode in MODES}
+    title = (f"{args.parent} on {parent.input_device} ({parent.dtype}), {args.batches} batches of {args.batch_size} x {args.seq_len} = {tokens} "
+             f"tokens, median of {args.repeats}")
+    print(title)
+    print(f"{'mode':<22}{'seconds':>10}{'x forward':>11}{'x no head':>11}{'peak MiB over model':>22}")
+    for mode in MODES:
+        print(f"{mode:<22}{median[mode]:>10.3f}{median[mode] / median['forward']:>11.3f}"
+              f"{median[mode] / median['forward_without_head']:>11.3f}{memory.get(mode, float('nan')):>22.0f}")
+    over_headless = median["profile"] / median["forward_without_head"]
+    over_forward = median["profile"] / median["forward"]
+    head_share = 1 - median["forward_without_head"] / median["forward"]
+    save_results(
+        f"profile/{args.parent}-{parent.input_device.type}.json",
+        {"parent": args.parent, "device": str(parent.input_device), "dtype": str(parent.dtype), "tokens": tokens,
+         "repeats": args.repeats, "seconds": median, "peak_mib_over_model": memory,
+         "profile_over_forward_without_head": over_headless, "profile_over_forward": over_forward,
+         "head_share_of_forward": head_share},
+        headline=[f"{title}: the profile takes {over_headless:.3f}x a forward without the head (target <= 1.05x) "
+                  f"and {over_forward:.3f}x the whole forward; the head is {head_share:.0%} of the forward."],
+    )
+
+
+def measure_memory(args, mode):
+    command = [sys.executable, __file__, "--parent", args.parent, "--memory-mode", mode, "--device", args.device,
+               "--batches", str(args.batches), "--batch-size", str(args.batch_size), "--seq-len", str(args.seq_len)]
+    command += ["--dtype", args.dtype] if args.dtype else []
+    output = subprocess.run(command, capture_output=True, text=True, check=True).stdout
+    return json.loads(output.strip().splitlines()[-1])
 
 
 if __name__ == "__main__":

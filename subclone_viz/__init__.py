@@ -79,6 +79,17 @@ _LAZY = {
     "default_destination": "workflow",
     "parent_batches": "workflow",
     "quick_mode": "workflow",
+    "NoTokenizerError": "cut",
+    "PlanMismatchError": "cut",
+    "LogitLens": "lens",
+    "logit_lens": "lens",
+    "LayerSimilarity": "similarity",
+    "layer_similarity": "similarity",
+    "GenerationError": "outputs",
+    "Generations": "outputs",
+    "TokenLosses": "outputs",
+    "generate": "outputs",
+    "token_losses": "outputs",
 }
 
 
@@ -172,4 +183,15 @@ __all__ = [
     "parent_batches",
     "quick_mode",
     "random_init",
+    "NoTokenizerError",
+    "PlanMismatchError",
+    "LogitLens",
+    "logit_lens",
+    "LayerSimilarity",
+    "layer_similarity",
+    "GenerationError",
+    "Generations",
+    "TokenLosses",
+    "generate",
+    "token_losses",
 ]

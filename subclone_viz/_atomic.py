@@ -396,6 +396,8 @@ def read_json(path: str | os.PathLike, kind: type = dict) -> Any:
         value = json.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError as error:
         raise DamagedFileError(f"{path} is missing") from error
+    except OSError as error:  # a directory in its place, or a file where its directory should be
+        raise DamagedFileError(f"{path} cannot be read as a file ({error.strerror})") from error
     except (UnicodeDecodeError, ValueError) as error:
         raise DamagedFileError(f"{path} is not valid JSON ({error})") from error
     if not isinstance(value, kind):
@@ -488,6 +490,8 @@ def read_cache_file(path: str | os.PathLike) -> bytes | None:
         data = path.read_bytes()
     except FileNotFoundError:
         return None
+    except OSError as error:  # a directory in its place
+        raise DamagedFileError(f"{path} cannot be read as a file ({error.strerror})") from error
     if len(data) < _CACHE_TRAILER.size:
         raise DamagedFileError(f"{path} is truncated ({len(data)} bytes)")
     magic, size, crc = _CACHE_TRAILER.unpack(data[-_CACHE_TRAILER.size:])

@@ -18,7 +18,8 @@ this module never names a model class:
   stand-ins that cost nothing, so only the suffix runs. The model's own forward still computes the
   arguments each block takes (rotary position embeddings, the attention mask of each layer type), so a
   resumed block receives exactly what it receives in a full pass, at the same position in the block list;
-* :func:`forward_until_seen` runs a forward only as far as a set of layers and streams their outputs (the
+* :func:`forward_before` runs a forward that stops as a module (the output layer) is called, and
+  :func:`forward_until_seen` runs a forward only as far as a set of layers and streams their outputs (the
   last one in chunks), for statistics such as calibrated scaling's; :func:`forward_peak_bytes` measures
   the memory a forward allocates (the CPU keeps no allocator statistics, so there it follows the tensors).
 
@@ -52,7 +53,7 @@ Example::
 from __future__ import annotations
 
 import weakref
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Collection, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
@@ -128,7 +129,9 @@ def capture_blocks(
         family: the model's adapter (it says where the blocks and their module roles are).
         model: the model to hook.
         on_block: called after block i ran, with its :class:`BlockStep`.
-        on_ffn: called with (i, FFN hidden activation (B, T, ffn)) as block i computes it.
+        on_ffn: called with (i, FFN hidden activation (B, T, ffn)) as block i computes it; with zeros after a
+            block whose ``family.ffn_activation_module`` is None (a mixture-of-experts layer without a dense FFN,
+            whose experts :mod:`subclone_viz.experts` reads).
         on_attention: called with (i, per-head attention output (B, T, heads * head_dim)) before the output
             projection of block i.
     """
@@ -161,6 +164,13 @@ def capture_blocks(
 
         return hook
 
+    def report_no_ffn(i: int, width: int):
+        def hook(module, args, output):
+            y = hidden_of(output)
+            on_ffn(i, y.new_zeros(*y.shape[:-1], width))
+
+        return hook
+
     try:
         for i, block in enumerate(family.blocks(model)):
             if on_block is not None:
@@ -169,8 +179,11 @@ def capture_blocks(
                 sum_module = family.residual_sum_module(block)
                 if sum_module is not None:
                     handles.append(sum_module.register_forward_pre_hook(remember_sum(i)))
-            if on_ffn is not None:
-                handles.append(family.ffn_activation_module(block).register_forward_pre_hook(report_input(on_ffn, i)))
+            ffn_module = family.ffn_activation_module(block) if on_ffn is not None else None
+            if ffn_module is not None and on_ffn is not None:
+                handles.append(ffn_module.register_forward_pre_hook(report_input(on_ffn, i)))
+            elif on_ffn is not None:  # a mixture-of-experts layer: no dense FFN, so every FFN statistic adds 0
+                handles.append(block.register_forward_hook(report_no_ffn(i, family.dims(model).ffn)))
             if on_attention is not None:
                 module = family.attention_output_module(block)
                 handles.append(module.register_forward_pre_hook(report_input(on_attention, i)))
@@ -184,13 +197,16 @@ def capture_blocks(
 
 @contextmanager
 def capture_modules(
-    modules: dict[str, nn.Module], on_call: Callable[[str, torch.Tensor, torch.Tensor], None]
+    modules: dict[str, nn.Module],
+    on_call: Callable[[str, torch.Tensor, Any], None],
+    inputs_only: Collection[str] = (),
 ) -> Iterator[None]:
     """Within the ``with``, every call of one of ``modules`` reports ``(name, its input, its output)``.
 
     For modules the block roles do not name: the norms on the residual stream and the linear layers that
     read it (the profile's importance statistics). The input is the first positional argument; a tuple output
-    reports its first element.
+    reports its first element. The modules named in ``inputs_only`` report ``(name, input, None)`` as they are
+    called, so that a forward stopped there (:func:`forward_before`) still reports them.
     """
     def report(name: str):
         def hook(module, args, output):
@@ -198,7 +214,17 @@ def capture_modules(
 
         return hook
 
-    handles = [module.register_forward_hook(report(name)) for name, module in modules.items()]
+    def report_input(name: str):
+        def hook(module, args):
+            on_call(name, args[0], None)
+
+        return hook
+
+    handles = [
+        module.register_forward_pre_hook(report_input(name)) if name in inputs_only
+        else module.register_forward_hook(report(name))
+        for name, module in modules.items()
+    ]
     try:
         yield
     finally:
@@ -357,6 +383,31 @@ def resumed(
 
 class _SeenAll(Exception):
     """Raised by a hook of :func:`forward_until_seen` once nothing more of the forward is needed."""
+
+
+def forward_before(run: Callable[[], Any], module: nn.Module | None) -> bool:
+    """Run a forward (``run()``) that stops as ``module`` is called: neither it nor anything after it runs.
+
+    For passes that read only what comes before a model's output layer (the profile's statistics, the hidden
+    states of the logit lens and of layer similarity): a language model's head is the largest single layer.
+    Hooks registered on ``module`` before this call still see its input. Returns whether the forward stopped
+    there (False when ``module`` is None or the forward never called it, and then it ran whole).
+    """
+    if module is None:
+        run()
+        return False
+
+    def stop(module, args):
+        raise _SeenAll
+
+    handle = module.register_forward_pre_hook(stop)
+    try:
+        run()
+    except _SeenAll:
+        return True
+    finally:
+        handle.remove()
+    return False
 
 
 def forward_until_seen(

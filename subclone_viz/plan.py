@@ -40,15 +40,25 @@ Example::
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable, Sequence
 from dataclasses import MISSING, asdict, dataclass, field, fields
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 import numpy as np
 
 from ._version import __version__
 from .errors import UserError
+from .experts import (
+    DEFAULT_EXPERT_ESTIMATOR,
+    EXPERT_ESTIMATORS,
+    expert_neuron_importance,
+    expert_scores,
+    select_experts,
+    shared_neuron_importance,
+)
 from .families import Dims
+from .families.moe import MoEFamily
 from .importance import DEFAULT_ESTIMATOR, ESTIMATORS, estimate_importance
 from .parent import parent_fingerprint
 from .records import Record, register_record
@@ -142,6 +152,13 @@ class DestinationSpec:
         ffn: FFN hidden width (default: the parent's FFN/hidden ratio times ``hidden``).
         heads: query heads (default: follows ``hidden``).
         kv_heads: key/value heads of grouped-query models (default: keeps the parent's queries per KV head).
+        experts: routed experts kept in every MoE layer (default: all of the parent's).
+        experts_per_tok: experts each token is routed to (default: the parent's, capped at ``experts``).
+        expert_ffn: each expert's FFN width (default: the parent's expert width times hidden / parent hidden;
+            Mixtral, OLMoE and gpt-oss store one width for both, so there it follows ``ffn``).
+        shared_ffn: the shared expert's FFN width (Qwen2-MoE, DeepSeek-V3; default: proportional to hidden).
+        q_lora_rank, kv_lora_rank: DeepSeek-V3's MLA ranks; they are kept whole, so only the parent's values
+            are accepted (given to say so explicitly).
     """
 
     layers: int | tuple[int, ...] | list[int]
@@ -149,6 +166,12 @@ class DestinationSpec:
     ffn: int | None = None
     heads: int | None = None
     kv_heads: int | None = None
+    experts: int | None = None
+    experts_per_tok: int | None = None
+    expert_ffn: int | None = None
+    shared_ffn: int | None = None
+    q_lora_rank: int | None = None
+    kv_lora_rank: int | None = None
 
     def resolve(self, parent: Dims, heads_follow_hidden: bool) -> Dims:
         """The destination's full dims, or a :class:`SpecError` naming the valid range."""
@@ -164,6 +187,10 @@ class DestinationSpec:
                     f"hidden={hidden} is not a multiple of the head size {parent.head_dim}: choose one of {_choices(valid)}"
                 )
             heads = hidden // parent.head_dim
+            if heads % ratio:  # grouped-query attention with heads that follow the width (OLMoE): whole groups
+                whole = [h * parent.head_dim for h in range(ratio, parent.heads + 1, ratio)]
+                raise SpecError(f"hidden={hidden} gives {heads} heads, not a multiple of the parent's {ratio} queries per "
+                                f"KV head: choose one of {_choices(whole)}")
             if self.heads is not None and self.heads != heads:
                 raise SpecError(
                     f"heads={self.heads} disagrees with hidden={hidden}: in this family heads = hidden / head size "
@@ -200,8 +227,36 @@ class DestinationSpec:
         ffn = self.ffn if self.ffn is not None else max(1, int(round(parent.ffn * hidden / parent.hidden)))
         if not isinstance(ffn, (int, np.integer)) or not 1 <= ffn <= parent.ffn:
             raise SpecError(f"ffn={ffn!r} is out of range: choose 1 <= ffn <= {parent.ffn} (the parent's)")
-        return Dims(layers=layers, hidden=int(hidden), ffn=int(ffn), heads=heads, kv_heads=kv_heads,
+        dims = Dims(layers=layers, hidden=int(hidden), ffn=int(ffn), heads=heads, kv_heads=kv_heads,
                     head_dim=parent.head_dim)
+        return self._resolve_experts(parent, dims)
+
+    def _resolve_experts(self, parent: Dims, dims: Dims) -> Dims:
+        """``dims`` with the expert counts and widths, checked against the parent's (dense parents: unchanged)."""
+        given = {k: getattr(self, k) for k in ("experts", "experts_per_tok", "expert_ffn", "shared_ffn")}
+        if not parent.experts:
+            named = [f"{k}={v}" for k, v in given.items() if v is not None]
+            if named:
+                raise SpecError(f"{', '.join(named)}: this parent is dense, it has no experts to keep")
+            return dims
+        experts = parent.experts if self.experts is None else self.experts
+        if not isinstance(experts, (int, np.integer)) or not 1 <= experts <= parent.experts:
+            raise SpecError(f"experts={experts!r} is out of range: choose 1 <= experts <= {parent.experts} (the "
+                            f"parent's routed experts per layer)")
+        top_k = min(parent.experts_per_tok, experts) if self.experts_per_tok is None else self.experts_per_tok
+        if not isinstance(top_k, (int, np.integer)) or not 1 <= top_k <= experts:
+            raise SpecError(f"experts_per_tok={top_k!r} is above the {experts} experts kept (or below 1): choose "
+                            f"1 <= experts_per_tok <= {experts}")
+        widths = {}
+        for key, parent_width in (("expert_ffn", parent.expert_ffn), ("shared_ffn", parent.shared_ffn)):
+            width = given[key]
+            if width is None:
+                width = max(1, int(round(parent_width * dims.hidden / parent.hidden))) if parent_width else 0
+            elif not isinstance(width, (int, np.integer)) or not 1 <= width <= parent_width:
+                raise SpecError(f"{key}={width!r} is out of range: choose 1 <= {key} <= {parent_width} (the parent's)")
+            widths[key] = int(width)
+        return dataclasses.replace(dims, experts=int(experts), experts_per_tok=int(top_k), mla_q_dim=parent.mla_q_dim,
+                                   mla_kv_dim=parent.mla_kv_dim, **widths)
 
     def _layer_count(self, parent: Dims) -> int:
         if isinstance(self.layers, (list, tuple)):
@@ -230,13 +285,19 @@ def spec_choices(parent: "Parent") -> dict[str, list[int]]:
     else:
         hidden = [h for h in range(1, dims.hidden + 1) if _llama_heads(dims, h)]
     heads = list(range(ratio, dims.heads + 1, ratio))
-    return {
+    choices = {
         "layers": list(range(1, 2 * dims.layers + 1)),
         "hidden": hidden,
         "ffn": list(range(1, dims.ffn + 1)),
         "heads": heads,
         "kv_heads": [h // ratio for h in heads],
     }
+    if dims.experts:  # mixtures of experts: expert counts the router can route (DeepSeek-V3: whole groups)
+        groups = _moe(parent).expert_groups(parent.model)
+        choices["experts"] = [e for e in range(1, dims.experts + 1) if e % groups == 0 and (groups == 1 or e >= 2 * groups)]
+        choices["experts_per_tok"] = list(range(1, dims.experts + 1))
+        choices["expert_ffn"] = list(range(1, dims.expert_ffn + 1))
+    return choices
 
 
 @register_record
@@ -269,6 +330,12 @@ class SubclonePlan(Record):
     version: str = __version__
     notes: dict[str, Any] = field(default_factory=dict)
     importance: str = DEFAULT_ESTIMATOR
+    # Mixtures of experts (empty for dense parents): per destination layer, the parent experts kept, in the
+    # destination's order; each kept expert's FFN neurons; the shared expert's neurons.
+    experts: list[list[int]] = field(default_factory=list)
+    expert_ffn: list[list[list[int]]] = field(default_factory=list)
+    shared_ffn: list[list[int]] = field(default_factory=list)
+    experts_by: str | None = None
 
     @property
     def destination_dims(self) -> Dims:
@@ -311,6 +378,7 @@ class SubclonePlan(Record):
                 len(kept) != width or not all(0 <= i < parent_width for i in kept) for kept in lists
             ):
                 problems.append(f"{name} indices are not {dims.layers} lists of {width} below {parent_width}")
+        problems += _expert_problems(plan, dims, parent)
         if problems:
             raise ValueError(f"inconsistent subclone plan: {'; '.join(problems)}")
         return plan
@@ -322,7 +390,27 @@ class SubclonePlan(Record):
             f"{d.heads} heads / {d.kv_heads} KV; depth={self.depth}, width={self.width}"
             + (f" ({self.importance})" if self.width == "importance" else "")
             + f", scaling={self.scaling}"
+            + (f"; {d.experts} of {self.parent_dims['experts']} experts (top-{d.experts_per_tok}, width "
+               f"{d.expert_ffn}{', by ' + self.experts_by if self.experts_by else ''})" if d.experts else "")
         )
+
+
+def _expert_problems(plan: SubclonePlan, dims: Dims, parent: Dims) -> list[str]:
+    """What is wrong with a read-back plan's expert lists (nothing for a dense plan)."""
+    if not dims.experts:
+        return [] if not (plan.experts or plan.expert_ffn) else ["expert lists in a plan without experts"]
+    problems = []
+    if len(plan.experts) != dims.layers or any(
+            len(kept) != dims.experts or not all(0 <= e < parent.experts for e in kept) for kept in plan.experts):
+        problems.append(f"experts are not {dims.layers} lists of {dims.experts} below {parent.experts}")
+    if len(plan.expert_ffn) != dims.layers or any(
+            len(layer) != dims.experts or any(len(n) != dims.expert_ffn or not all(0 <= i < parent.expert_ffn for i in n)
+                                              for n in layer) for layer in plan.expert_ffn):
+        problems.append(f"expert_ffn is not {dims.layers} x {dims.experts} lists of {dims.expert_ffn} neurons")
+    if dims.shared_ffn and (len(plan.shared_ffn) != dims.layers or any(
+            len(n) != dims.shared_ffn or not all(0 <= i < parent.shared_ffn for i in n) for n in plan.shared_ffn)):
+        problems.append(f"shared_ffn is not {dims.layers} lists of {dims.shared_ffn} neurons")
+    return problems
 
 
 def plan(
@@ -333,6 +421,7 @@ def plan(
     width: str = _DEFAULTS.width,
     scaling: str = _DEFAULTS.scaling,
     importance: str = _DEFAULTS.importance,
+    experts_by: str = DEFAULT_EXPERT_ESTIMATOR,
 ) -> SubclonePlan:
     """Choose the blocks and indices a destination keeps.
 
@@ -345,18 +434,27 @@ def plan(
         width: ``"importance"``, ``"uniform"`` or ``"first"`` (:data:`WIDTHS`).
         scaling: ``"sqrt"``, ``"none"`` or ``"calibrated"`` (:data:`SCALING_METHODS`).
         importance: the estimator ``width="importance"`` ranks by (:data:`~subclone_viz.importance.ESTIMATORS`).
+        experts_by: for mixture-of-experts parents, the expert-selection estimator ``width="importance"`` keeps
+            the highest-scoring experts of each layer by (:data:`~subclone_viz.experts.EXPERT_ESTIMATORS`).
     """
     _check_strategies(profile, depth, width, scaling, importance)
+    if experts_by not in EXPERT_ESTIMATORS:
+        raise SpecError(f"experts_by={experts_by!r} is not an expert estimator: choose one of "
+                        f"{', '.join(EXPERT_ESTIMATORS)}")
     if profile is not None:
         profile.check_parent(parent)
     parent_dims = parent.dims
     spec = _with_depth_blocks(spec, depth)
-    dims = spec.resolve(parent_dims, parent.family.heads_follow_hidden)
+    dims = _check_family_spec(parent, spec, spec.resolve(parent_dims, parent.family.heads_follow_hidden))
     if isinstance(spec.layers, (list, tuple)):
         layers, depth_name = [int(i) for i in spec.layers], "explicit"
     else:
         layers, depth_name = select_layers(parent_dims.layers, dims.layers, depth, profile), depth
     kept = WIDTHS[width].function(parent, profile, dims, layers, importance)
+    problem = _moe(parent).check_layer_sources(parent.model, layers) if dims.experts else None
+    if problem:
+        raise SpecError(problem)
+    moe = _plan_experts(parent, profile, dims, layers, width, experts_by) if dims.experts else {}
     return SubclonePlan(
         parent=parent_fingerprint(parent),
         family=parent.family.name,
@@ -373,6 +471,80 @@ def plan(
         profile_source=profile.source if profile is not None else None,
         profile_tokens=profile.tokens if profile is not None else None,
         importance=importance,
+        **moe,
+    )
+
+
+def _moe(parent: "Parent") -> MoEFamily:
+    """The parent's adapter as a mixture-of-experts one (callers check ``dims.experts`` first)."""
+    return cast(MoEFamily, parent.family)
+
+
+def _check_family_spec(parent: "Parent", spec: DestinationSpec, dims: Dims) -> Dims:
+    """What the family adds to a resolved spec: one width for FFN and experts where the config stores one,
+    MLA ranks kept whole, expert counts its router can route (DeepSeek-V3's groups)."""
+    family, parent_dims = parent.family, parent.dims
+    config: Any = getattr(parent.model, "config", None)
+    for key in ("q_lora_rank", "kv_lora_rank"):
+        value, kept = getattr(spec, key), getattr(config, key, None)
+        if value is not None and value != kept:
+            raise SpecError(
+                f"{key}={value!r} cuts an MLA rank: "
+                + (f"the parent's ranks are kept whole (q_lora_rank={config.q_lora_rank}, kv_lora_rank="
+                   f"{config.kv_lora_rank}) because the latent is shared by every head and normalized as a whole; "
+                   f"leave {key} unset" if kept is not None else "this parent has no multi-head latent attention")
+            )
+    fields = getattr(family, "config_fields", {})
+    if dims.experts and fields.get("expert_ffn") == fields.get("ffn"):  # one config value for both widths
+        if spec.ffn is not None and spec.expert_ffn is not None and spec.ffn != spec.expert_ffn:
+            raise SpecError(f"ffn={spec.ffn} and expert_ffn={spec.expert_ffn} differ, but {family.name} stores one "
+                            f"width ({fields['ffn']}) for its experts: give one of them")
+        width = spec.expert_ffn if spec.expert_ffn is not None else dims.ffn
+        if not 1 <= width <= parent_dims.expert_ffn:
+            raise SpecError(f"expert_ffn={width!r} is out of range: choose 1 <= expert_ffn <= {parent_dims.expert_ffn}")
+        dims = dataclasses.replace(dims, ffn=width, expert_ffn=width)
+    tied = _moe(parent).tied_shared_width(parent.model, dims) if dims.experts else None
+    if tied is not None:
+        if spec.shared_ffn is not None and spec.shared_ffn != tied:
+            raise SpecError(f"shared_ffn={spec.shared_ffn} does not follow expert_ffn={dims.expert_ffn}: {family.name} "
+                            f"derives the shared experts' width from the experts' ({tied}); leave shared_ffn unset")
+        dims = dataclasses.replace(dims, shared_ffn=tied)
+    if dims.experts:
+        problem = _moe(parent).check_experts(parent_dims, dims, parent.model)
+        if problem:
+            raise SpecError(problem)
+    return dims
+
+
+def _plan_experts(parent: "Parent", profile: "Profile | None", dims: Dims, layers: list[int], width: str,
+                  experts_by: str) -> dict[str, Any]:
+    """The kept experts of every destination layer, each one's neurons, and the shared expert's neurons."""
+    parent_dims = parent.dims
+    groups = _moe(parent).expert_groups(parent.model)
+    if width == "importance":
+        profile = cast("Profile", profile)  # checked by _check_strategies: importance needs a profile
+        try:
+            scores = expert_scores(profile, experts_by)  # (L, E)
+        except ValueError as error:
+            raise SpecError(str(error)) from error
+        neurons = expert_neuron_importance(profile)  # (L, E, F)
+        shared = shared_neuron_importance(profile) if dims.shared_ffn else np.zeros((parent_dims.layers, 0))
+        experts = [select_experts(scores[b], dims.experts, groups) for b in layers]
+        expert_ffn = [[np.argsort(-neurons[b, e], kind="stable")[: dims.expert_ffn] for e in kept]
+                      for b, kept in zip(layers, experts)]
+        shared_ffn = [np.argsort(-shared[b], kind="stable")[: dims.shared_ffn] for b in layers] if dims.shared_ffn else []
+    else:
+        pick = _evenly_spaced if width == "uniform" else _leading
+        per_group = parent_dims.experts // groups
+        kept = [g * per_group + int(i) for g in range(groups) for i in pick(per_group, dims.experts // groups)]
+        experts = [kept for _ in layers]
+        expert_ffn = [[pick(parent_dims.expert_ffn, dims.expert_ffn) for _ in kept] for _ in layers]
+        shared_ffn = [pick(parent_dims.shared_ffn, dims.shared_ffn) for _ in layers] if dims.shared_ffn else []
+    return dict(
+        experts=[_ints(e) for e in experts],
+        expert_ffn=[[[int(i) for i in n] for n in layer] for layer in expert_ffn],
+        shared_ffn=[[int(i) for i in n] for n in shared_ffn],
+        experts_by=experts_by if width == "importance" else None,
     )
 
 
@@ -407,7 +579,7 @@ def _with_depth_blocks(spec: DestinationSpec, depth: str | Sequence[int]) -> Des
         raise SpecError("give explicit blocks either as spec.layers or as depth, not both")
     if spec.layers != len(depth):
         raise SpecError(f"depth lists {len(depth)} blocks but spec.layers={spec.layers}; make them agree")
-    return DestinationSpec(list(depth), spec.hidden, spec.ffn, spec.heads, spec.kv_heads)
+    return dataclasses.replace(spec, layers=list(depth))
 
 
 def check_spec(parent: "Parent", spec: DestinationSpec, depth: str | Sequence[int] = "middle") -> Dims:
@@ -419,9 +591,13 @@ def check_spec(parent: "Parent", spec: DestinationSpec, depth: str | Sequence[in
     same shapes (deeper than the parent) with the same advice.
     """
     spec = _with_depth_blocks(spec, depth)
-    dims = spec.resolve(parent.dims, parent.family.heads_follow_hidden)
-    if isinstance(depth, str) and not isinstance(spec.layers, (list, tuple)):
-        select_layers(parent.dims.layers, dims.layers, "first" if depth == "metric" else depth)
+    dims = _check_family_spec(parent, spec, spec.resolve(parent.dims, parent.family.heads_follow_hidden))
+    layers = list(spec.layers) if isinstance(spec.layers, (list, tuple)) else None
+    if isinstance(depth, str) and layers is None:
+        layers = select_layers(parent.dims.layers, dims.layers, "first" if depth == "metric" else depth)
+    problem = _moe(parent).check_layer_sources(parent.model, layers or []) if dims.experts else None
+    if problem:
+        raise SpecError(problem)
     return dims
 
 

@@ -16,7 +16,14 @@ without pyplot so nothing global changes). No model runs here.
 * :func:`loss_curves`: training histories, one line per initialization;
 * :func:`size_grid`: parameters, FLOPs per token, latency, memory or untrained loss over a grid of
   destination sizes; :func:`size_pareto`: loss against one cost, the Pareto front highlighted;
-* :func:`speedup_by_size`: the speedup study, speedup over random init against destination size.
+* :func:`speedup_by_size`: the speedup study, speedup over random init against destination size;
+* :func:`placeholder`: a titled figure that says what will be drawn once there is data.
+* :func:`lens_loss`, :func:`predictions_through_depth`: the logit lens of a parent and its destinations;
+  :func:`similarity_heatmap`, :func:`similarity_by_layer`: where a destination's hidden states part from the
+  parent's; :func:`token_loss_html`: text coloured by per-token loss difference; :func:`image_predictions`:
+  predicted class and confidence of each model on a few images.
+* :func:`expert_load_heatmap`, :func:`expert_neuron_curves`: a mixture of experts' routing load per layer and
+  expert, and each expert's neuron importance.
 
 Heat maps put residual layer 0 (the embedding output) or block 0 at the bottom, so depth grows upward.
 
@@ -48,10 +55,14 @@ from matplotlib.patches import Rectangle
 from matplotlib.ticker import AutoLocator, FuncFormatter, LogLocator, MaxNLocator, NullFormatter
 from plotly.subplots import make_subplots
 
+from .experts import expert_load, expert_neuron_importance, router_entropy
 from .profile import BLOCK_METRIC_LABELS, BLOCK_METRICS, Profile
 from .sizing import COSTS, QUANTITIES, SizeGrid
 
 if TYPE_CHECKING:
+    from .lens import LogitLens
+    from .outputs import TokenLosses
+    from .similarity import LayerSimilarity
     from .stability import Stability
     from .trace import TokenTrace
 
@@ -127,6 +138,34 @@ def _style_plotly(fig: go.Figure, title: str, height: int) -> None:
     )
 
 
+def _note(fig: go.Figure, text: str) -> None:
+    """A grey sentence across the middle of ``fig``, its axes hidden: what is drawn here once there is data."""
+    fig.update_xaxes(visible=False)
+    fig.update_yaxes(visible=False)
+    fig.add_annotation(text=text, x=0.5, y=0.5, xref="paper", yref="paper", showarrow=False,
+                       font=dict(size=15, color="#777777"))
+
+
+def placeholder(title: str, message: str, height: int = PLOTLY_HEIGHT, backend: str = "plotly") -> Figure:
+    """A figure with nothing to show yet: ``title``, and ``message`` where the data will be (no empty axes).
+
+    >>> placeholder("Training loss", "press Train to start").layout.annotations[0].text
+    'press Train to start'
+    """
+    _check_backend(backend)
+    if backend == "plotly":
+        fig = go.Figure()
+        _style_plotly(fig, title, height)
+        _note(fig, message)
+        return fig
+    fig = MatplotlibFigure(figsize=MATPLOTLIB_SIZE, layout="constrained")
+    ax = fig.add_subplot()
+    ax.set_axis_off()
+    ax.text(0.5, 0.5, message, ha="center", va="center", color="#777777", transform=ax.transAxes)
+    fig.suptitle(title, x=0.01, ha="left", fontsize=12)
+    return fig
+
+
 def _matplotlib_figure(title: str, xlabel: str, ylabel: str, size: tuple[float, float] = MATPLOTLIB_SIZE):
     fig = MatplotlibFigure(figsize=size, layout="constrained")
     ax = fig.add_subplot()
@@ -142,6 +181,47 @@ def _style_axes(ax, xlabel: str, ylabel: str) -> None:
     ax.spines[["top", "right"]].set_visible(False)
     # Blocks, layers, steps, heads and ranks are counts: no tick at 0.5.
     ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+
+
+def log_ticks(values: Any) -> list[float]:
+    """Where a log axis over ``values`` puts its labels: 1 to 9 in each decade when the data spans less than
+    one, 1, 2 and 5 up to three decades, one per decade (or every few) beyond. Plotly's own log axis labels
+    its minor ticks too ("9 8 7 ... 0.1 9 8"), which crowd a small figure.
+
+    >>> log_ticks([0.22, 0.35])
+    [0.2, 0.3, 0.4]
+    >>> log_ticks([0.01, 0.5])
+    [0.01, 0.02, 0.05, 0.1, 0.2, 0.5]
+    >>> log_ticks([1e-3, 1e4])
+    [0.001, 0.1, 10.0, 1000.0]
+    """
+    data = np.asarray(values, dtype=float).ravel()
+    data = data[np.isfinite(data) & (data > 0)]
+    if data.size == 0:
+        return []
+    low, high = float(data.min()), float(data.max())
+    first, last = math.floor(math.log10(low)), math.ceil(math.log10(high))
+    span = math.log10(high / low)
+    mantissas = range(1, 10) if span < 1 else (1, 2, 5) if span <= 3 else (1,)
+    stride = max(1, math.ceil((last - first) / 6)) if span > 3 else 1
+    ticks = [float(f"{m * 10.0**e:.6g}") for e in range(first, last + 1, stride) for m in mantissas]
+    # One tick on either side of the data, so that a narrow range still gets a labelled bracket.
+    below = [t for t in ticks if t <= low][-1:]
+    above = [t for t in ticks if t >= high][:1]
+    return below + [t for t in ticks if low < t < high] + above
+
+
+def _log_axis(fig: go.Figure, values: Any, **where: Any) -> None:
+    """Make ``fig``'s y axis logarithmic, labelled at :func:`log_ticks` of ``values`` only."""
+    ticks = log_ticks(values)
+    fig.update_yaxes(type="log", tickvals=ticks, ticktext=[f"{t:g}" for t in ticks], **where)
+
+
+def _block_axis(fig: go.Figure, count: int, **where: Any) -> None:
+    """An x axis of ``count`` blocks or layers: exactly their range (not -2 to 31), upright labels every 1, 2
+    or 5 so that 30 of them fit a half-width figure."""
+    step = 1 if count <= 12 else 2 if count <= 24 else 5
+    fig.update_xaxes(range=[-0.5, count - 0.5], tick0=0, dtick=step, tickangle=0, **where)
 
 
 def _log10(values: np.ndarray) -> np.ndarray:
@@ -273,9 +353,9 @@ def residual_ratio(
                     hovertemplate="block %{x}: %{y:.4f} (%{customdata})<extra>%{fullData.name}</extra>",
                 )
             )
-        fig.update_xaxes(dtick=1 if num_layers <= 32 else None)
+        _block_axis(fig, num_layers)
         if log_y:
-            fig.update_yaxes(type="log")
+            _log_axis(fig, drawn)
         return fig
 
     fig, ax = _matplotlib_figure(title, "block", ylabel)
@@ -322,7 +402,7 @@ def block_ablation(ablation: Any, backend: str = "plotly") -> Figure:
             go.Scatter(x=[-0.5, len(blocks) - 0.5], y=[baseline, baseline], mode="lines", name=baseline_name,
                        line=dict(color="#444444", dash="dash", width=1.5), hoverinfo="y")
         )
-        fig.update_xaxes(dtick=1 if len(blocks) <= 32 else None)
+        _block_axis(fig, len(blocks))
         return fig
     fig, ax = _matplotlib_figure(title, "block", ylabel)
     for name, values, color in series:
@@ -421,7 +501,8 @@ def massive_activations(profile: Profile, n: int = 8, backend: str = "plotly") -
             go.Scatter(x=layers, y=massive.median, mode="lines", name="median channel",
                        line=dict(color="#444444", dash="dash"))
         )
-        fig.update_yaxes(type="log")
+        _log_axis(fig, np.concatenate([massive.magnitude.ravel(), massive.median.ravel()]))
+        _block_axis(fig, len(layers))
         fig.update_layout(legend=dict(orientation="v", y=0.5, yanchor="middle", x=1.02, xanchor="left"))
         return fig
     fig, ax = _matplotlib_figure(title, RESIDUAL_LAYER_AXIS, ylabel)
@@ -492,7 +573,7 @@ def ffn_importance(
             fig = _plotly_figure(title, xlabel, ylabel)
             fig.add_trace(go.Scatter(x=ranks, y=ranked[layer], mode="lines", name=f"block {layer}",
                                      line=dict(color=SERIES_COLORS[0], width=2)))
-            fig.update_yaxes(type="log")
+            _log_axis(fig, ranked[layer])
         else:
             fig, ax = _matplotlib_figure(title, xlabel, ylabel)
             ax.plot(ranks, ranked[layer], color=SERIES_COLORS[0], lw=2)
@@ -574,13 +655,19 @@ def selection_stability(st: "Stability", kind: str = "residual", backend: str = 
 # One token
 
 
+def token_trace_title(trace: "TokenTrace") -> str:
+    """The title :func:`token_trace` gives ``trace``'s figure (a widget that swaps only the curves sets it)."""
+    token = f" {trace.token!r}" if trace.token is not None else ""
+    return f"Token {trace.token_index}{token} through the depth of {trace.parent}"
+
+
 def token_trace(trace: "TokenTrace", backend: str = "plotly") -> Figure:
-    """One token through depth: its norm (top), and how its direction changes (bottom)."""
+    """One token through depth: its norm (top), and how its direction changes (bottom): the traces
+    ||h[l]||, cos(h[l-1], h[l]), cos(h[l], h[L]) and ||f(x)|| / ||x + f(x)||, in that order."""
     _check_backend(backend)
     num_layers = trace.num_layers
     layers = np.arange(num_layers + 1)
-    token = f" {trace.token!r}" if trace.token is not None else ""
-    title = f"Token {trace.token_index}{token} through the depth of {trace.parent}"
+    title = token_trace_title(trace)
     lower = (
         ("cos(h[l-1], h[l]): block input vs output", layers[1:], trace.cos_to_previous, SERIES_COLORS[0], "solid"),
         ("cos(h[l], h[L]): vs the last layer", layers, trace.cos_to_final, SERIES_COLORS[2], "solid"),
@@ -597,6 +684,10 @@ def token_trace(trace: "TokenTrace", backend: str = "plotly") -> Figure:
         fig.update_yaxes(title_text="norm", row=1, col=1)
         fig.update_yaxes(title_text="cosine / ratio", row=2, col=1)
         fig.update_xaxes(title_text=RESIDUAL_LAYER_AXIS, row=2, col=1)
+        _block_axis(fig, num_layers + 1)
+        # Below the plot, the four long legend entries wrap within the figure's width instead of running off it.
+        fig.update_layout(legend=dict(orientation="h", yanchor="top", y=-0.14, xanchor="left", x=0.0),
+                          margin=dict(b=110))
         return fig
     fig = MatplotlibFigure(figsize=(MATPLOTLIB_SIZE[0], MATPLOTLIB_SIZE[1] * 1.4), layout="constrained")
     top, bottom = fig.subplots(2, 1, sharex=True, height_ratios=[0.45, 0.55])
@@ -669,12 +760,21 @@ def loss_curves(
     title = {"eval_loss": "Held-out loss during training", "train_loss": "Training loss",
              "eval_accuracy": "Held-out accuracy during training"}[metric]
     mode = "lines" if metric == "train_loss" else "lines+markers"
+    empty = not any(len(xs) for _, xs, _, _ in series)
+    waiting = "no training yet: the curves appear here as it runs" if not series else "waiting for the first point..."
     if backend == "plotly":
         fig = _plotly_figure(title, xlabel, HISTORY_METRICS[metric])
         for k, (label, xs, ys, _) in enumerate(series):
             fig.add_trace(go.Scatter(x=xs, y=ys, mode=mode, name=label,
                                      line=dict(color=SERIES_COLORS[k % len(SERIES_COLORS)], width=2)))
+        if empty:  # before training: a sentence, not axes running over an arbitrary range
+            _note(fig, waiting)
+        else:  # named either way, so that a live figure's axes come back when its first points arrive
+            fig.update_xaxes(visible=True)
+            fig.update_yaxes(visible=True)
         return fig
+    if empty:
+        return placeholder(title, waiting, backend=backend)
     fig, ax = _matplotlib_figure(title, xlabel, HISTORY_METRICS[metric])
     for k, (label, xs, ys, _) in enumerate(series):
         ax.plot(xs, ys, marker="o" if mode != "lines" else None, ms=3, lw=2, label=label,
@@ -732,6 +832,10 @@ def size_grid(
             raise ValueError(f"selected={selected} is outside the {rows} x {cols} grid")
     text = [[_format_quantity(v, quantity) for v in row] for row in grid.quantity(quantity)]
     notes = [[grid.reasons[i][j] or text[i][j] for j in range(cols)] for i in range(rows)]
+    if quantity == "latency":  # a measured time is shown with how much it moved between repeats
+        spread = grid.spread("latency") * GRID_UNITS["latency"]
+        notes = [[note if grid.reasons[i][j] or not spread[i, j] else f"{note} ± {spread[i, j]:.2g} ms"
+                  for j, note in enumerate(row)] for i, row in enumerate(notes)]
     title = f"{GRID_TITLES[quantity]} of each subclone of {grid.parent}"
     xlabel, ylabel = "hidden width d'", "blocks"
     if backend == "plotly":
@@ -768,7 +872,8 @@ def size_grid(
 
 def size_pareto(grid: SizeGrid | Mapping[str, Any], cost: str = "latency", backend: str = "plotly") -> Figure:
     """Held-out loss before training against one cost, one point per valid cell; the Pareto front (the
-    cells no other cell beats on both) is highlighted and joined, each point labelled ``blocks x width``."""
+    cells no other cell beats on both) is highlighted and joined, each point labelled ``blocks x width``.
+    A measured latency carries its spread as a horizontal error bar: points whose bars overlap are not ranked."""
     _check_backend(backend)
     if isinstance(grid, Mapping):
         grid = SizeGrid.from_dict(grid)
@@ -776,6 +881,7 @@ def size_pareto(grid: SizeGrid | Mapping[str, Any], cost: str = "latency", backe
         raise ValueError(f"cost={cost!r} is not a cost of the grid: choose one of {', '.join(COSTS)}")
     front = grid.pareto_front(cost)
     costs = grid.quantity(cost) * GRID_UNITS.get(cost, 1)
+    spreads = grid.spread(cost) * GRID_UNITS.get(cost, 1)
     valid = np.isfinite(costs) & np.isfinite(grid.loss)
     cells = sorted(zip(*np.nonzero(valid)), key=lambda ij: costs[ij])
     labels = {ij: f"{grid.layers[ij[0]]} x {grid.hidden[ij[1]]}" for ij in cells}
@@ -792,6 +898,8 @@ def size_pareto(grid: SizeGrid | Mapping[str, Any], cost: str = "latency", backe
                     mode="lines+markers+text" if on_front else "markers", text=[labels[ij] for ij in members],
                     textposition="top right", line=dict(color=FRONT_COLOR, width=2),
                     marker=dict(size=10 if on_front else 7, color=FRONT_COLOR if on_front else REMOVED_COLOR),
+                    error_x=dict(type="data", array=[spreads[ij] for ij in members], visible=bool(spreads.any()),
+                                 color=FRONT_COLOR if on_front else REMOVED_COLOR, thickness=1.5),
                     hovertemplate="%{text}: %{x:.3g}, loss %{y:.2f}<extra></extra>",
                 )
             )
@@ -802,6 +910,9 @@ def size_pareto(grid: SizeGrid | Mapping[str, Any], cost: str = "latency", backe
         xs, ys = [costs[ij] for ij in members], [grid.loss[ij] for ij in members]
         ax.plot(xs, ys, marker="o", ls="-" if on_front else "none", label=name, ms=7 if on_front else 5,
                 color=FRONT_COLOR if on_front else REMOVED_COLOR, lw=2)
+        if spreads.any():
+            ax.errorbar(xs, ys, xerr=[spreads[ij] for ij in members], fmt="none", lw=1,
+                        ecolor=FRONT_COLOR if on_front else REMOVED_COLOR)
         if on_front:
             for x, y, ij in zip(xs, ys, members):
                 ax.annotate(labels[ij], (x, y), textcoords="offset points", xytext=(4, 4), fontsize=8)
@@ -892,4 +1003,215 @@ def speedup_by_size(sizes: Sequence[Mapping[str, Any]], backend: str = "plotly")
                     textcoords="offset points", xytext=(0, 4), ha="center", fontsize=8, color="#555555")
     if inits:
         ax.legend(frameon=False, fontsize=8)
+    return fig
+
+
+# --------------------------------------------------------------------------------------------------------
+# What a cut loses: the logit lens, layer similarity, per-token losses, image predictions
+# (records from subclone_viz.lens, .similarity and .outputs; plotly only where a table or text is the figure)
+
+
+def _lens_x(lens: "LogitLens") -> np.ndarray:
+    """Each lens layer's position on the parent's depth axis: 0 for the embedding, parent block + 1 after it."""
+    return np.array([0 if source is None else source + 1 for source in lens.sources], dtype=float)
+
+
+def lens_loss(lenses: "Mapping[str, LogitLens]", backend: str = "plotly") -> "go.Figure | MatplotlibFigure":
+    """Loss of the logit lens through depth, one line per model, on the parent's depth axis: a destination's
+    layers sit at the parent block they came from, so removed blocks show as a jump over the gap."""
+    _check_backend(backend)
+    title = "Predictions through depth: the logit lens's loss"
+    xlabel, ylabel = "parent residual layer (0 = embedding output)", "next-token loss read at the layer (nats)"
+    if backend == "plotly":
+        fig = _plotly_figure(title, xlabel, ylabel)
+        for k, (name, lens) in enumerate(lenses.items()):
+            fig.add_trace(go.Scatter(
+                x=_lens_x(lens), y=lens.loss, mode="lines+markers", name=name, customdata=lens.labels,
+                line=dict(color=SERIES_COLORS[k % len(SERIES_COLORS)], width=2),
+                hovertemplate="%{customdata}: %{y:.3f} nats<extra>" + name + "</extra>",
+            ))
+        return fig
+    fig, ax = _matplotlib_figure(title, xlabel, ylabel)
+    for k, (name, lens) in enumerate(lenses.items()):
+        ax.plot(_lens_x(lens), lens.loss, marker="o", ms=3, color=SERIES_COLORS[k % len(SERIES_COLORS)], label=name)
+    ax.legend(frameon=False)
+    return fig
+
+
+def _predictions_cell(predictions: list[tuple[str, float]] | None, rank: int | None) -> str:
+    if predictions is None:
+        return "skipped (block removed)"
+    shown = ", ".join(f"{text!r} {p:.2f}" for text, p in predictions)
+    return shown + ("" if rank is None or rank < 0 else f"  [target rank {rank}]")
+
+
+def predictions_through_depth(
+    parent: "LogitLens", destination: "LogitLens | None" = None, sequence: int = 0, position: int = 0
+) -> go.Figure:
+    """A table: per parent residual layer (depth grows downward), the parent's top-k next tokens and the
+    destination's at the layer that came from it; blocks the plan removed read "skipped"."""
+    from .lens import through_depth
+
+    rows = through_depth(parent, destination, sequence, position)
+    token = None if parent.tokens is None else parent.tokens[sequence][position]
+    title = "Predictions through depth" + (f" after {token!r} (position {position})" if token is not None else "")
+    columns = ["layer", parent.model] + ([destination.model] if destination is not None else [])
+    cells = [[row["layer"] for row in rows], [_predictions_cell(row["parent"], row["parent_rank"]) for row in rows]]
+    fill = [["white"] * len(rows), ["white"] * len(rows)]
+    if destination is not None:
+        cells.append([_predictions_cell(row["destination"], row["destination_rank"]) for row in rows])
+        fill.append(["#eeeeee" if row["destination"] is None else "white" for row in rows])
+    fig = go.Figure(go.Table(
+        columnwidth=[1.2] + [4] * (len(columns) - 1),
+        header=dict(values=columns, align="left", font=dict(size=13)),
+        cells=dict(values=cells, align="left", fill_color=fill, font=dict(size=12), height=24),
+    ))
+    _style_plotly(fig, title, max(PLOTLY_HEIGHT, 90 + 25 * len(rows)))
+    return fig
+
+
+def similarity_heatmap(
+    similarity: "LayerSimilarity", backend: str = "plotly", title: str | None = None
+) -> "go.Figure | MatplotlibFigure":
+    """Cosine on the kept channels of every parent residual layer (rows) against every destination layer
+    (columns), the layers each destination layer came from outlined; hover shows CKA on those."""
+    _check_backend(backend)
+    z = similarity.cosine_matrix  # (L_p + 1, L_d + 1)
+    title = title or f"Hidden states of {similarity.destination} against {similarity.parent}"
+    xlabel, ylabel = "destination residual layer (0 = embedding)", "parent residual layer (0 = embedding)"
+    cka = np.full(z.shape, np.nan)
+    for j, m in enumerate(similarity.matches):
+        cka[m, j] = similarity.cka[j]
+    fig = _heatmap(z, title, xlabel, ylabel, "mean cosine, kept channels", backend, zmin=-1.0, zmax=1.0,
+                   colorscale=DIVERGING, customdata=cka,
+                   hovertemplate="parent layer %{y}, destination layer %{x}: cosine %{z:.3f}, CKA %{customdata:.3f}"
+                                 "<extra></extra>")
+    if backend == "plotly":
+        fig.add_trace(go.Scatter(
+            x=np.arange(len(similarity.matches)), y=similarity.matches, mode="markers", name="came from",
+            marker=dict(symbol="square-open", size=12, color="black"), hoverinfo="skip",
+        ))
+        return fig
+    ax = fig.axes[0]
+    ax.plot(np.arange(len(similarity.matches)), similarity.matches, "s", mfc="none", mec="black", ms=8)
+    return fig
+
+
+def similarity_by_layer(
+    similarities: "Mapping[str, LayerSimilarity]", backend: str = "plotly"
+) -> "go.Figure | MatplotlibFigure":
+    """Linear CKA (solid) and kept-channel cosine (dotted) of each destination layer against the parent layer it
+    came from, one colour per record (e.g. before and after training)."""
+    _check_backend(backend)
+    title = "Where the destination parts from its parent"
+    xlabel, ylabel = "destination residual layer (0 = embedding)", "similarity to the parent layer it came from"
+    if backend == "plotly":
+        fig = _plotly_figure(title, xlabel, ylabel)
+        fig.update_yaxes(range=[min(0.0, *(float(np.nanmin(s.cosine)) for s in similarities.values())), 1.02])
+        for k, (name, sim) in enumerate(similarities.items()):
+            color = SERIES_COLORS[k % len(SERIES_COLORS)]
+            x = np.arange(len(sim.cka))
+            fig.add_trace(go.Scatter(x=x, y=sim.cka, mode="lines+markers", name=f"{name}: CKA", customdata=sim.destination_labels,
+                                     line=dict(color=color, width=2), hovertemplate="%{customdata}: CKA %{y:.3f}<extra></extra>"))
+            fig.add_trace(go.Scatter(x=x, y=sim.cosine, mode="lines", name=f"{name}: cosine", customdata=sim.destination_labels,
+                                     line=dict(color=color, width=2, dash="dot"),
+                                     hovertemplate="%{customdata}: cosine %{y:.3f}<extra></extra>"))
+        return fig
+    fig, ax = _matplotlib_figure(title, xlabel, ylabel)
+    for k, (name, sim) in enumerate(similarities.items()):
+        color = SERIES_COLORS[k % len(SERIES_COLORS)]
+        ax.plot(sim.cka, color=color, marker="o", ms=3, label=f"{name}: CKA")
+        ax.plot(sim.cosine, color=color, ls=":", label=f"{name}: cosine")
+    ax.legend(frameon=False, fontsize=8)
+    return fig
+
+
+def token_loss_html(losses: "TokenLosses", name: str, reference: str | None = None, sequence: int = 0,
+                    limit: float = 2.0) -> str:
+    """The sequence's text, each token's background coloured by ``name``'s loss minus the reference's (red:
+    worse than the reference, blue: better, saturating at +-``limit`` nats); hovering shows both losses."""
+    import html
+
+    if losses.tokens is None:
+        raise ValueError("these losses carry no token texts (images, or no tokenizer): nothing to colour")
+    reference = reference or losses.names[0]
+    difference = losses.difference(name, reference)[sequence]
+    mine, theirs = losses.losses[name][sequence], losses.losses[reference][sequence]
+    spans = []
+    for token, delta, a, b in zip(losses.tokens[sequence], difference, mine, theirs):
+        if np.isnan(delta):
+            spans.append(f"<span>{html.escape(token)}</span>")
+            continue
+        strength = min(abs(float(delta)) / limit, 1.0)
+        rgb = (214, 39, 40) if delta > 0 else (31, 119, 180)
+        tip = f"{name}: {a:.2f} nats, {reference}: {b:.2f} nats, difference {delta:+.2f}"
+        spans.append(f'<span title="{html.escape(tip)}" style="background: rgba({rgb[0]}, {rgb[1]}, {rgb[2]}, '
+                     f'{0.8 * strength:.2f})">{html.escape(token)}</span>')
+    return ('<div style="white-space: pre-wrap; font-family: monospace; line-height: 1.6">' + "".join(spans)
+            + "</div>")
+
+
+def image_predictions(lenses: "Mapping[str, LogitLens]", images: np.ndarray, count: int = 6) -> go.Figure:
+    """A few held-out images, each titled with every model's predicted class and confidence (its last lens
+    layer, the model's own output) and the true label.
+
+    Args:
+        lenses: per model, a logit lens of an image classifier on the same batch.
+        images: the batch's pixel values (B, C, H, W), shown in grey (the first channel).
+        count: how many images.
+    """
+    first = next(iter(lenses.values()))
+    if first.task != "image-classification":
+        raise ValueError(f"image_predictions reads image classifiers' lenses, not {first.task!r}")
+    count = min(count, images.shape[0])
+    titles = []
+    for i in range(count):
+        lines = [f"label {first.text(first.targets[i, 0])}" if first.targets[i, 0] >= 0 else "no label"]
+        for name, lens in lenses.items():
+            lines.append(f"{name}: {lens.text(lens.top_ids[-1, i, 0, 0])} ({lens.top_probs[-1, i, 0, 0]:.0%})")
+        titles.append("<br>".join(lines))
+    fig = make_subplots(rows=1, cols=count, subplot_titles=titles)
+    for i in range(count):
+        fig.add_trace(go.Heatmap(z=np.asarray(images[i, 0])[::-1], colorscale="Greys", showscale=False,
+                                 hoverinfo="skip"), row=1, col=i + 1)
+    fig.update_xaxes(visible=False)
+    fig.update_yaxes(visible=False, scaleanchor="x")
+    _style_plotly(fig, "Predicted class and confidence", 200 + 20 * len(lenses))
+    fig.update_layout(margin=dict(t=70 + 18 * len(lenses)))
+    fig.update_annotations(font=dict(size=11))
+def expert_load_heatmap(profile: Profile, backend: str = "plotly") -> Figure:
+    """A mixture of experts' routing: the share of each layer's routed tokens that each expert took, layers x
+    experts (dense layers are rows of zeros). Uniform routing is 1 / experts everywhere."""
+    _check_backend(backend)
+    if "expert_tokens" not in profile.stats:
+        raise ValueError("this profile holds no expert statistics: it is not the profile of a mixture of experts")
+    load = expert_load(profile)  # (L, E)
+    entropy = np.repeat(router_entropy(profile)[:, None], load.shape[1], axis=1)
+    return _heatmap(load, "Expert load (share of routed tokens)", "expert", "block", "load share", backend,
+                    customdata=entropy,
+                    hovertemplate="block %{y}, expert %{x}: %{z:.3f} (router entropy %{customdata:.2f} nats)"
+                                  "<extra></extra>")
+
+
+def expert_neuron_curves(profile: Profile, layer: int, backend: str = "plotly") -> Figure:
+    """One block's experts: each expert's FFN neuron importance (mean |activation| on its routed tokens),
+    sorted, one line per expert."""
+    _check_backend(backend)
+    importance = expert_neuron_importance(profile)  # (L, E, F)
+    if not 0 <= layer < importance.shape[0]:
+        raise ValueError(f"layer={layer} is out of range: the parent has blocks 0 to {importance.shape[0] - 1}")
+    ranked = -np.sort(-importance[layer], axis=1)  # (E, F)
+    title, xlabel, ylabel = f"Expert neuron importance in block {layer}", "neuron, most important first", \
+        "mean |activation| on routed tokens"
+    ranks = np.arange(ranked.shape[1])
+    if backend == "plotly":
+        fig = _plotly_figure(title, xlabel, ylabel)
+        for e, curve in enumerate(ranked):
+            fig.add_trace(go.Scatter(x=ranks, y=curve, mode="lines", name=f"expert {e}",
+                                     line=dict(color=SERIES_COLORS[e % len(SERIES_COLORS)], width=1.5)))
+        return fig
+    fig, ax = _matplotlib_figure(title, xlabel, ylabel)
+    for e, curve in enumerate(ranked):
+        ax.plot(ranks, curve, color=SERIES_COLORS[e % len(SERIES_COLORS)], lw=1.5, label=f"expert {e}")
+    ax.legend(frameon=False, fontsize=8, ncol=2)
     return fig

@@ -40,6 +40,7 @@ Example::
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import itertools
 import json
@@ -63,11 +64,13 @@ from .capture import (
     capture_blocks,
     capture_modules,
     counted_rows,
+    forward_before,
     to_device,
     token_mask,
     tokens_per_sequence,
 )
 from .errors import UserError
+from .experts import ExpertSums, is_moe
 from .importance import ESTIMATORS, sums_collected_for
 from .parent import parent_fingerprint, same_parent
 from .records import Record, register_record
@@ -288,8 +291,12 @@ class Profile(Record):
         """Read a profile written by :meth:`save`; a file that is not one, or is damaged, raises
         :class:`~subclone_viz._atomic.DamagedFileError` naming it and what is wrong."""
         path = Path(path)
+        if path.is_dir():
+            raise DamagedFileError(f"profile {path} is a directory, not a saved profile")
         if not path.is_file():
             raise FileNotFoundError(f"no profile at {path}")
+        if not zipfile.is_zipfile(path):  # np.load would read a bare .npy array, or a pickle, as something else
+            raise DamagedFileError(f"profile {path} is damaged or not a saved profile (it is not an .npz archive)")
         try:
             with np.load(path, allow_pickle=False) as data:
                 missing = [name for name in ("meta", *_ARRAYS) if name not in data.files]
@@ -543,6 +550,17 @@ class _Collectors:
         return {key: value for c in self.all for key, value in c.metadata().items()}
 
 
+def _head_to_skip(parent: "Parent", sums: _Collectors) -> tuple[torch.nn.Module | None, set[str]]:
+    """The output layer the profile's forward stops at (no sum reads its result), and the watched names it is
+    known by (their collectors get its input as it is called, and None for its output). None where a collector
+    watching it reads outputs (one without ``inputs_only = True``): then the forward runs whole."""
+    head = parent.family.output_module(parent.model)
+    names = {name for name, module in sums.modules.items() if module is head}
+    if head is None or any(not getattr(c, "inputs_only", False) for name in names for c in sums.owners[name]):
+        return None, set()
+    return head, names
+
+
 class _ShardedSums:
     """Running sums kept in a fixed number of shards: batch b adds into shard b % S (memory: S copies)."""
 
@@ -656,21 +674,27 @@ def profile(
     model.eval()
     sums = _Collectors(parent)
     acc = sums.acc
+    head, head_watchers = _head_to_skip(parent, sums)
+    experts = ExpertSums(parent, acc) if is_moe(parent) else None  # routers and fused experts (experts.py)
     sharded = _ShardedSums(int(shards))
     dealer = _Dealer(parent, batches, max_tokens)
     own = 0  # counted tokens this process profiled
 
     try:
         with capture_blocks(parent.family, model, on_block=sums.on_block, on_ffn=sums.on_ffn,
-                            on_attention=sums.on_attention), capture_modules(sums.modules, sums.on_module):
+                            on_attention=sums.on_attention), \
+                capture_modules(sums.modules, sums.on_module, inputs_only=head_watchers), \
+                (experts.capture() if experts is not None else contextlib.nullcontext()):
             bar = tqdm(total=max_tokens, unit="tok", desc="profile", disable=not distributed.show_progress(progress),
                        leave=False)
             for index, batch, mine in dealer:
                 if mine:
                     acc.mask = token_mask(batch)
-                    parent.family.logits(model, to_device(batch, parent.input_device))
+                    # No statistic reads the output layer's result: stop as it is called (a big LM head).
+                    forward_before(lambda: parent.family.logits(model, to_device(batch, parent.input_device)), head)
                     counted = acc.batch_tokens
-                    sharded.add(sums.take_sums(), counted, index)
+                    sharded.add({**sums.take_sums(), **(experts.take_sums() if experts is not None else {})}, counted,
+                                index)
                     own += counted
                 else:
                     counted = dealer.tokens_elsewhere(batch)

@@ -35,7 +35,7 @@ import datetime
 import html
 import math
 import os
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -54,7 +54,9 @@ from .workflow import Progress, report_records
 
 if TYPE_CHECKING:
     from .evaluate import BlockAblation
+    from .lens import LogitLens
     from .plan import DestinationSpec, SubclonePlan
+    from .similarity import LayerSimilarity
     from .sizing import SizeGrid
     from .stability import Stability
     from .trace import TokenTrace
@@ -239,6 +241,23 @@ def _rankings_section(profile: Profile, plan: "SubclonePlan | None") -> str:
     )
 
 
+def _experts_section(profile: Profile, plan: "SubclonePlan | None") -> str:
+    entropy = profile.stats["router_entropy"] / np.maximum(profile.stats["router_tokens"], 1.0)
+    experts = profile.stats["expert_tokens"].shape[1]
+    parts = [
+        _figure(plots.expert_load_heatmap(profile), "expert-load",
+                f"Share of each block's routed tokens that each of its {experts} experts took (uniform routing: "
+                f"{1 / experts:.3f} everywhere); dense blocks are empty rows."),
+        _paragraph(f"Mean router entropy per MoE block, in nats (uniform: {np.log(experts):.2f}): "
+                   + ", ".join(f"block {b}: {e:.2f}" for b, e in enumerate(entropy) if e > 0) + "."),
+    ]
+    if plan is not None and plan.experts:
+        parts.append(_paragraph(f"The destination keeps {len(plan.experts[0])} experts per block"
+                                + (f", chosen by {plan.experts_by}" if plan.experts_by else "") + ": "
+                                + "; ".join(f"block {b}: {kept}" for b, kept in zip(plan.layers, plan.experts)) + "."))
+    return _section("experts", "3b. Experts: routing load per block", parts)
+
+
 def _plan_section(plan: "SubclonePlan") -> str:
     dims, parent_dims = plan.dims, plan.parent_dims
     rows = [[name, parent_dims[name], dims[name]] for name in ("layers", "hidden", "ffn", "heads", "kv_heads")]
@@ -372,6 +391,31 @@ def _study_section(study: "SpeedupStudy", parent_name: str) -> str:
 # The page
 
 
+def _cut_section(lenses: "Mapping[str, LogitLens]", similarities: "Mapping[str, LayerSimilarity]") -> str:
+    parts = [_paragraph(
+        "The logit lens reads every residual layer through the final norm and the head, as if the later blocks were "
+        "not there; a destination's layers sit at the parent block they came from. Layer similarity compares each "
+        "destination layer's hidden states with the parent layer it came from: linear CKA (blind to rotations and "
+        "scale) and the cosine on the kept channels."
+    )]
+    if lenses:
+        parts.append(_figure(plots.lens_loss(lenses), "lens-loss",
+                             "Loss read at each residual layer, on the parent's depth axis: a depth cut follows the "
+                             "parent up to its gap, a width cut departs from the embedding on."))
+        rows = [[name, len(lens.labels), lens.loss[0], lens.loss[-1], lens.accuracy[-1]] for name, lens in lenses.items()]
+        parts.append(_table(["model", "layers read", "lens loss at the embedding", "at the last layer",
+                             "top-1 accuracy at the last layer"], rows))
+    for k, (name, similarity) in enumerate(similarities.items()):
+        parts.append(_figure(plots.similarity_heatmap(similarity, title=f"{name}: cosine on the kept channels"),
+                             f"similarity-{k}", f"{name}: every parent layer against every destination layer; "
+                             f"squares mark the layer each destination layer came from."))
+    if similarities:
+        parts.append(_figure(plots.similarity_by_layer(similarities), "similarity-by-layer",
+                             "CKA (solid) and kept-channel cosine (dotted) against the parent layer each destination "
+                             "layer came from."))
+    return _section("cut", "9. What the cut loses", parts)
+
+
 def _check_out(out: str | os.PathLike, overwrite: bool) -> Path:
     path = Path(out).expanduser()
     if path.suffix.lower() not in (".html", ".htm"):
@@ -393,6 +437,8 @@ def build_report(
     notes: Sequence[str] = (),
     stability: "Stability | None" = None,
     study: "SpeedupStudy | None" = None,
+    lenses: "Mapping[str, LogitLens] | None" = None,
+    similarities: "Mapping[str, LayerSimilarity] | None" = None,
 ) -> Path:
     """Write one self-contained HTML page of everything given, and return its path.
 
@@ -411,6 +457,8 @@ def build_report(
         stability: a :func:`~subclone_viz.stability` result: selection frequencies and the loss spread across
             resamples of the calibration sample.
         study: a :class:`~subclone_viz.study.SpeedupStudy`: speedup over random init by destination size.
+        lenses: :func:`~subclone_viz.logit_lens` records by model name (the parent first), on one batch.
+        similarities: :func:`~subclone_viz.layer_similarity` records by name (e.g. before and after training).
     """
     path = _check_out(out, overwrite)
     name = parent.name if parent is not None else profile.parent["name"]
@@ -418,6 +466,9 @@ def build_report(
     sections = [_profile_section(profile, plan, ablation, trace), _channels_section(profile),
                 _rankings_section(profile, plan)]
     anchors = [("profile", "residual property"), ("channels", "channels"), ("rankings", "neurons and heads")]
+    if "expert_tokens" in profile.stats:  # a mixture of experts
+        sections.append(_experts_section(profile, plan))
+        anchors.append(("experts", "experts"))
     if plan is not None:
         sections.append(_plan_section(plan))
         anchors.append(("plan", "destination"))
@@ -433,6 +484,9 @@ def build_report(
     if study is not None:
         sections.append(_study_section(study, name))
         anchors.append(("speedup", "speedup by size"))
+    if lenses or similarities:
+        sections.append(_cut_section(lenses or {}, similarities or {}))
+        anchors.append(("cut", "what the cut loses"))
     nav = "".join(f'<a href="#{anchor}">{_escape(label)}</a>' for anchor, label in anchors)
     note_box = "".join(f'<div class="note">{_escape(note)}</div>' for note in notes)
     stamp = datetime.datetime.now().strftime("%Y-%m-%d %H:%M")

@@ -50,8 +50,10 @@ DEFAULT_WARMUP_FRACTION = 0.05
 DEFAULT_EVALUATIONS = 10
 # A speedup study trains every size x initialization x learning rate: each run is short.
 STUDY_STEPS = 60
-# The widgets train while the user watches: a curve within a minute on a CPU.
-INTERACTIVE_STEPS = 100
+# The widgets train while the user watches: on SmolLM2 with the studio's lesson batches (4 x 64 tokens), two
+# initializations of the default destination train this many steps in about three minutes of one laptop core
+# (bench/bench_studio_lesson.py: 155 CPU seconds).
+INTERACTIVE_STEPS = 40
 
 
 def setting(default: Any, help: str, choices: Sequence[str] | None = None) -> Any:

@@ -18,12 +18,15 @@ depth, width and scaling strategies) and records:
   hidden state the previous cell of its width computed after the shared blocks, and runs only the rest
   (the numbers are those of a whole forward, bit for bit);
 * ``latency``: measured seconds per token (per image for image classifiers) of a forward over the first
-  eval batch on the parent's device, the fastest of two runs after a first one;
+  eval batch on the parent's device, the median of ``LATENCY_REPEATS`` runs after a first one, with
+  ``latency_spread``, half their interquartile range: on a busy machine two cells closer than their spreads
+  are not told apart;
 * ``memory``: measured peak bytes of that forward: the weights and buffers plus what the forward allocates
   (on CUDA the allocator's peak; on the CPU the tensors alive at once, followed op by op).
 
 ``SizeGrid.pareto_front(cost)`` marks the cells that no other cell beats on both that cost and the loss:
-the sizes worth choosing between.
+the sizes worth choosing between. For the measured latency a cell beats another only when it is faster by
+more than the two spreads together: a difference within the noise ranks neither.
 
 A cell whose spec the parent cannot give (a width that is not a multiple of the head size, depth growth with
 a strategy other than "middle"...) is NaN, with the reason in ``reasons``. Each computed cell is cached as
@@ -57,6 +60,7 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+import os
 import platform
 import sys
 import time
@@ -94,6 +98,7 @@ from .plan import (
     plan,
     spec_choices,
 )
+from .readers import register_reader
 from .records import Record, register_record
 from .settings import PlanStrategy
 from .subclone import subclone
@@ -109,7 +114,9 @@ QUANTITIES = ("loss", *COSTS)
 # Fractions of the parent's depth and width that the default grid axes sample.
 _DEPTH_FRACTIONS = (1 / 5, 1 / 3, 1 / 2, 2 / 3, 5 / 6, 1)
 _WIDTH_FRACTIONS = (1 / 3, 1 / 2, 2 / 3, 5 / 6, 1)
-_TIMED_RUNS = 2  # forwards timed per cell (the fastest counts), after one that measures memory
+# Forwards timed per cell, after one that measures memory: the median counts, the interquartile range says how
+# much a busy machine moved it. Seven keep a cell's latency under a second for the default grids on a laptop.
+LATENCY_REPEATS = 7
 
 
 @register_record
@@ -140,10 +147,11 @@ class SizeGrid(Record):
     memory: np.ndarray | None = None  # (len(layers), len(hidden)), peak bytes of weights and one batch's forward
     device: str = ""  # where latency and memory were measured
     cache_hits: int = 0
+    latency_spread: np.ndarray | None = None  # (len(layers), len(hidden)), half the interquartile range of latency
     extra: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
-        for name in ("latency", "memory"):
+        for name in ("latency", "memory", "latency_spread"):
             if getattr(self, name) is None:
                 setattr(self, name, np.full(self.shape, np.nan))
 
@@ -164,18 +172,29 @@ class SizeGrid(Record):
             raise ValueError(f"quantity={name!r} is not a grid quantity: choose one of {', '.join(QUANTITIES)}")
         return getattr(self, name)
 
+    def spread(self, cost: str) -> np.ndarray:
+        """How far a measured ``cost`` may move between runs (latency: half the interquartile range of its
+        repeats; 0 for the exact costs and for latencies cached before repeats were kept)."""
+        if cost == "latency":
+            return np.nan_to_num(self.latency_spread, nan=0.0)
+        return np.zeros(self.shape)
+
     def pareto_front(self, cost: str = "latency") -> np.ndarray:
         """(len(layers), len(hidden)) bool: the cells that no other cell beats on both ``cost`` and loss (no
-        other is at most as costly and at most as lossy, and better on one). Cells without both are never on it."""
+        other is at most as costly and at most as lossy, and better on one). A measured cost ranks two cells
+        only when they differ by more than their two spreads (:meth:`spread`): within the noise, neither beats
+        the other. Cells without both are never on it."""
         if cost not in COSTS:
             raise ValueError(f"cost={cost!r} is not a cost of the grid: choose one of {', '.join(COSTS)}")
-        costs, losses = self.quantity(cost).ravel(), self.loss.ravel()
+        costs, losses, spreads = self.quantity(cost).ravel(), self.loss.ravel(), self.spread(cost).ravel()
         valid = np.isfinite(costs) & np.isfinite(losses)
         front = np.zeros_like(valid)
         for k in np.flatnonzero(valid):
-            no_worse = valid & (costs <= costs[k]) & (losses <= losses[k])
-            better = (costs < costs[k]) | (losses < losses[k])
-            front[k] = not np.any(no_worse & better)
+            noise = spreads + spreads[k]
+            cheaper = costs < costs[k] - noise  # by more than the noise
+            equal = (costs == costs[k]) & (noise == 0)  # exactly as costly: then the loss decides
+            beats = valid & (losses <= losses[k]) & (cheaper | (equal & (losses < losses[k])))
+            front[k] = not np.any(beats)
         return front.reshape(self.shape)
 
     def to_dict(self) -> dict[str, Any]:
@@ -193,6 +212,7 @@ class SizeGrid(Record):
             "loss": plain(self.loss),
             "latency": plain(self.latency),
             "memory": plain(self.memory),
+            "latency_spread": plain(self.latency_spread),
             "device": self.device,
             "reasons": self.reasons,
             "dims": self.dims,
@@ -219,7 +239,7 @@ class SizeGrid(Record):
                    for axis in ("layers", "hidden")):
             raise ValueError("'layers' and 'hidden' must be non-empty lists of whole numbers")
         shape = (len(data["layers"]), len(data["hidden"]))
-        for name in QUANTITIES:
+        for name in (*QUANTITIES, "latency_spread"):  # grids written before the spread was measured lack it
             if name in data:
                 data[name] = _grid_array(name, data[name], shape)
         for name in ("reasons", "dims"):
@@ -294,19 +314,28 @@ def _profile_key(profile: "Profile | None") -> dict[str, Any] | None:
     return {"source": profile.source, "tokens": profile.tokens, "sums": hasher.hexdigest()[:24]}
 
 
-@torch.no_grad()
+def read_grid_cell(path: str | os.PathLike) -> dict[str, Any] | None:
+    """A cell's cached record, or None when there is none; a damaged one raises
+    :class:`~subclone_viz._atomic.DamagedFileError` naming it."""
+    path = Path(path)
+    payload = read_cache_file(path)
+    if payload is None:
+        return None
+    try:
+        record = json.loads(payload)
+    except ValueError as error:
+        raise DamagedFileError(f"{path} is not a size-grid cell record ({error})") from error
+    if not isinstance(record, dict) or any(name not in record for name in ("key", "dims", *QUANTITIES)):
+        raise DamagedFileError(f"{path} is not a size-grid cell record")
+    return record
+
+
 def _read_cache(path: Path) -> dict[str, Any] | None:
     """A cell's cached record, or None when there is none or it is damaged (said in one warning line)."""
     try:
-        payload = read_cache_file(path)
-        if payload is None:
-            return None
-        record = json.loads(payload)
-        if not isinstance(record, dict) or any(name not in record for name in ("key", "dims", *QUANTITIES)):
-            raise DamagedFileError(f"{path} is not a size-grid cell record")
-        return record
-    except (DamagedFileError, ValueError) as error:
-        note_rebuild("size-grid cell", str(error) if isinstance(error, DamagedFileError) else f"{path}: {error}")
+        return read_grid_cell(path)
+    except DamagedFileError as error:
+        note_rebuild("size-grid cell", str(error))
         return None
 
 
@@ -375,16 +404,17 @@ def device_name(device: torch.device) -> str:
 
 
 @torch.no_grad()
-def _latency_and_memory(family: Family, model: nn.Module, batch: dict[str, torch.Tensor]) -> tuple[float, float]:
-    """Seconds per token (per image for images) of a forward over ``batch``, the fastest of ``_TIMED_RUNS``
-    after a first run that measures the peak memory: the weights and buffers plus what the forward allocates."""
+def _latency_and_memory(family: Family, model: nn.Module, batch: dict[str, torch.Tensor]) -> tuple[float, float, float]:
+    """(seconds per token (per image for images) of a forward over ``batch``, the median of ``LATENCY_REPEATS``;
+    half their interquartile range; peak bytes), after a first run that measures the peak memory: the weights
+    and buffers plus what the forward allocates."""
     device = next(model.parameters()).device
     batch = to_device(batch, device)
     units = batch["input_ids"].numel() if "input_ids" in batch else batch["pixel_values"].shape[0]
     weights = sum(t.nbytes for t in {id(t): t for t in [*model.parameters(), *model.buffers()]}.values())
     peak = forward_peak_bytes(lambda: family.logits(model, batch), device)
     seconds = []
-    for _ in range(_TIMED_RUNS):
+    for _ in range(LATENCY_REPEATS):
         if device.type == "cuda":
             torch.cuda.synchronize(device)
         start = time.perf_counter()
@@ -392,7 +422,8 @@ def _latency_and_memory(family: Family, model: nn.Module, batch: dict[str, torch
         if device.type == "cuda":
             torch.cuda.synchronize(device)
         seconds.append(time.perf_counter() - start)
-    return min(seconds) / units, float(weights + peak)
+    low, median, high = np.percentile(seconds, [25, 50, 75])
+    return median / units, (high - low) / 2 / units, float(weights + peak)
 
 
 def _measure_cell(
@@ -402,11 +433,12 @@ def _measure_cell(
     model = subclone(parent, destination_plan, calibration_batches=calibration)
     dims = destination_plan.destination_dims
     # One process measures, so that every process records the same figures.
-    latency, memory = distributed.on_main(_latency_and_memory, parent.family, model, batches[0])
+    latency, spread, memory = distributed.on_main(_latency_and_memory, parent.family, model, batches[0])
     return {
         "params": sum(p.numel() for p in model.parameters()),
         "flops_per_token": flops_per_token(model, dims.layers, dims.heads, dims.head_dim, seq_len),
         "latency": latency,
+        "latency_spread": spread,
         "memory": memory,
         # A bare encoder (BertModel) has no loss to score; its size and compute still count.
         "loss": (
@@ -460,10 +492,11 @@ def size_grid(
         "seq_len": seq_len,
         "eval": {"description": eval_source, "contents": _batches_digest(batches)},
         "device": device,
+        "latency_repeats": LATENCY_REPEATS,  # cells cached with fewer timed runs have no spread: measure again
         "version": __version__,
     })
     shape = (len(layers), len(hidden))
-    results = {name: np.full(shape, np.nan) for name in QUANTITIES}
+    results = {name: np.full(shape, np.nan) for name in (*QUANTITIES, "latency_spread")}
     reasons: list[list[str | None]] = [[None] * shape[1] for _ in range(shape[0])]
     cell_dims: list[list[dict[str, int] | None]] = [[None] * shape[1] for _ in range(shape[0])]
     cache_hits = 0
@@ -483,7 +516,7 @@ def size_grid(
         key = {**common_key, "spec": {"layers": int(spec.layers), "hidden": int(spec.hidden)}}
         record, hit = _cell_record(parent, destination_plan, key, batches, seq_len, prefix, cache)
         cache_hits += hit
-        for name in QUANTITIES:
+        for name in results:
             results[name][i, j] = record[name]
         cell_dims[i][j] = record["dims"]
     return SizeGrid(
@@ -539,3 +572,9 @@ def _cell_record(parent: "Parent", destination_plan: "SubclonePlan", key: dict[s
     if cache:
         distributed.on_main(write_cache_file, path, json.dumps(record).encode())
     return record, False
+
+
+GRID_CELL_READER = register_reader(
+    "size-grid-cell", read_grid_cell,
+    "one cached cell of a size grid (cache_dir()/size_grid)", cache=True,
+)

@@ -27,6 +27,7 @@ Example::
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Iterable
 
 import torch
@@ -40,9 +41,18 @@ from .plan import SCALING_METHODS, DestinationSpec, Strategy, SubclonePlan, plan
 DEFAULT_CALIBRATION_BATCHES = 4
 
 
-def _slice(tensor: torch.Tensor, indices: list[list[int] | None]) -> torch.Tensor:
+def _slice(tensor: torch.Tensor, indices: list) -> torch.Tensor:
+    """Select ``indices[axis]`` along each axis; a list of lists selects per expert (axis 0 already cut to the
+    kept experts), each expert its own neurons."""
     for axis, index in enumerate(indices):
-        if index is not None:
+        if index is None:
+            continue
+        if index and isinstance(index[0], list):
+            tensor = torch.stack([
+                expert.index_select(axis - 1, torch.as_tensor(kept, device=tensor.device))
+                for expert, kept in zip(tensor, index)
+            ])
+        else:
             tensor = tensor.index_select(axis, torch.as_tensor(index, device=tensor.device))
     return tensor
 
@@ -106,6 +116,11 @@ def _copy_buffers(parent: "Parent", plan: "SubclonePlan", destination: nn.Module
     for name, buffer in list(destination.named_buffers()):
         if name in derived:
             value = derived[name].to(device=buffer.device, dtype=buffer.dtype)
+        elif _buffer_rule(family, name) is not None:  # sliced like a parameter (a router's correction bias)
+            block = _buffer_block(family, name)
+            source = source_buffers[_source_name(family, plan, name, block)]
+            axes = _buffer_rule(family, name).axes
+            value = _slice(source, [axis_indices(plan, axis, block) for axis in axes]).to(buffer.device, copy=True)
         else:
             info_block = _buffer_block(family, name)
             source = source_buffers.get(_source_name(family, plan, name, info_block))
@@ -114,6 +129,10 @@ def _copy_buffers(parent: "Parent", plan: "SubclonePlan", destination: nn.Module
             value = source.to(buffer.device, copy=True)
         owner, _, attr = name.rpartition(".")
         setattr(destination.get_submodule(owner) if owner else destination, attr, value)
+
+
+def _buffer_rule(family: Family, name: str):
+    return next((rule for rule in family.buffer_rules if re.fullmatch(rule.pattern, name)), None)
 
 
 def _buffer_block(family: Family, name: str) -> int | None:
@@ -171,8 +190,9 @@ def _calibrate(
     sources: dict[str, str] = {}  # destination module -> parent module
     for name, param in destination.named_parameters():
         info = family.param_info(name)
-        if info.rule.fan_in_axis is None or param.dim() != 2:
-            continue
+        router = getattr(family, "router", None)
+        if info.rule.fan_in_axis is None or param.dim() != 2 or (router and name.endswith(f".{router}.weight")):
+            continue  # fused experts (3-D) and routers (which return tuples) keep their sliced weights
         source_param = _source_name(family, plan, name, info.block)
         if param.shape[info.rule.fan_in_axis] == parent_shapes[source_param][info.rule.fan_in_axis]:
             continue  # like sqrt, calibration compensates for a cut fan-in; an uncut layer keeps its weights

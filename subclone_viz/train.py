@@ -64,9 +64,10 @@ import torch
 from torch import nn
 
 from . import distributed
-from ._atomic import DamagedFileError, publish_directory, read_json, write_file
+from ._atomic import DamagedFileError, publish_directory, read_json, verify_manifest, write_file, write_manifest
 from .evaluate import evaluate
 from .families import Family, family_of
+from .readers import register_reader
 from .records import Record, register_record
 from .settings import TrainSettings
 
@@ -268,7 +269,9 @@ def _checkpoints(directory: Path) -> list[Path]:
     """Finished checkpoints in ``directory``, oldest first."""
     if not directory.is_dir():
         return []
-    found = [p for p in directory.iterdir() if p.is_dir() and p.name.startswith(_CHECKPOINT_PREFIX)]
+    # A file of a checkpoint's name is kept in the list, so that resuming names it instead of starting afresh.
+    found = [p for p in directory.iterdir()
+             if p.name.startswith(_CHECKPOINT_PREFIX) and p.name[len(_CHECKPOINT_PREFIX):].isdigit()]
     return sorted(found, key=lambda p: int(p.name[len(_CHECKPOINT_PREFIX):]))
 
 
@@ -292,9 +295,11 @@ def _save_checkpoint(accelerator, directory: Path, step: int, history: History) 
         accelerator.save_state(str(staging), safe_serialization=True)
     finally:
         shared_tensor_log.setLevel(level)
+    accelerator.wait_for_everyone()  # every process's random states are in before the manifest lists them
     if accelerator.is_main_process:
         (staging / _HISTORY_FILE).write_text(history.to_json())
         (staging / _TRAINER_STATE).write_text(json.dumps({"step": step}))
+        write_manifest(staging)
         publish_directory(staging, final, overwrite=True)
         for old in _checkpoints(directory):
             if old != final:
@@ -302,8 +307,15 @@ def _save_checkpoint(accelerator, directory: Path, step: int, history: History) 
     accelerator.wait_for_everyone()
 
 
-def _read_checkpoint(checkpoint: Path) -> tuple[History, int]:
-    """The history and step saved in a checkpoint, checked; a damaged one raises an error naming its file."""
+def read_checkpoint(checkpoint: str | os.PathLike) -> tuple[History, int]:
+    """The history and step saved in a checkpoint, after checking every file against its manifest (the model,
+    optimizer and random states that ``accelerator.load_state`` reads next included); a damaged checkpoint raises
+    :class:`~subclone_viz._atomic.DamagedFileError` naming it and what is wrong."""
+    checkpoint = Path(checkpoint)
+    problem = verify_manifest(checkpoint)
+    if problem is not None:
+        raise DamagedFileError(f"the checkpoint {checkpoint} cannot be resumed: {problem}; delete it to train from "
+                               f"the start")
     saved = History.load(checkpoint / _HISTORY_FILE)
     step = read_json(checkpoint / _TRAINER_STATE, dict).get("step")
     if not isinstance(step, int) or step < 0:
@@ -563,7 +575,7 @@ def _start_history(accelerator: Any, config: dict[str, Any], family: Family, lab
     latest = _checkpoints(checkpoint_dir)[-1:] if checkpoint_dir is not None else []
     if not latest:
         return History(label=label, unit=unit, config=config), 0
-    saved, start = _read_checkpoint(latest[0])
+    saved, start = read_checkpoint(latest[0])
     _check_resumable(saved.config, config, latest[0])
     accelerator.load_state(str(latest[0]))
     return History(label=label or saved.label, unit=unit, config=config, steps=saved.steps, evals=saved.evals), start
@@ -590,3 +602,10 @@ def _optimizer_step(accelerator: Any, prepared: nn.Module, family: Family, optim
     if accelerator.num_processes > 1:
         totals = accelerator.reduce(totals, reduction="sum")
     return totals, used_lr
+
+
+CHECKPOINT_READER = register_reader(
+    "checkpoint", read_checkpoint,
+    "a training checkpoint, step-NNNNNNNN: model, optimizer, scheduler and random states, the history so far and a "
+    "manifest of checksums (train(checkpoint_dir=...))", directory=True,
+)

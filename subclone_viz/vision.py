@@ -54,9 +54,10 @@ from typing import Any
 import torch
 from torch import nn
 
-from ._atomic import file_lock, note_rebuild, staged_directory, verify_manifest
+from ._atomic import DamagedFileError, file_lock, note_rebuild, staged_directory, verify_manifest
 from .data import cache_dir, image_batches
 from .parent import LoadedSource, Parent, SourceRequest, load_parent, load_timm, register_source
+from .readers import register_reader
 from .train import History, train
 
 __all__ = [
@@ -160,6 +161,16 @@ def load_vit_digits(progress: bool = True) -> tuple[nn.Module, dict[str, Any], d
             if problem != "missing":
                 note_rebuild("digits ViT", f"{directory}: {problem}")
             train_vit_digits(directory, progress=progress)
+    return read_vit_digits(directory)
+
+
+def read_vit_digits(directory: str | os.PathLike) -> tuple[nn.Module, dict[str, Any], dict[str, Any]]:
+    """(model, timm data config, info) of a cached digits ViT, checked against its manifest first; a damaged
+    one raises :class:`~subclone_viz._atomic.DamagedFileError` naming it (the caller trains it again)."""
+    directory = Path(directory)
+    problem = verify_manifest(directory)
+    if problem is not None:
+        raise DamagedFileError(f"{directory}: {problem}")
     model, data_config = load_timm(f"local-dir:{directory}", pretrained=True)
     training = json.loads((directory / _TRAINING_FILE).read_text())
     info = {"source": "embedded", "note": VIT_DIGITS_NOTE, "path": str(directory), "training": training}
@@ -196,3 +207,9 @@ def vit_digits_history() -> dict[str, Any]:
     if not path.is_file():
         raise FileNotFoundError(f"no trained digits ViT at {path.parent}; call vit_digits_parent() first")
     return History.load(path).to_dict()
+
+
+VIT_DIGITS_READER = register_reader(
+    "vit-digits-cache", read_vit_digits,
+    "the embedded digits ViT, trained once and cached with a manifest of checksums (cache_dir()/parents/vit-digits)", directory=True, cache=True,
+)

@@ -61,9 +61,11 @@ from IPython.display import display
 
 from . import plots
 from .compare import INITS, Comparison, compare, speedup_text
+from .errors import UserError
 from .evaluate import BlockAblation, evaluate
 from .export import save_destination
 from .importance import DEFAULT_ESTIMATOR, available_estimators
+from .lens import READABLE_TASKS
 from .plan import (
     DEPTH_STRATEGIES,
     SCALINGS,
@@ -79,7 +81,7 @@ from .settings import INTERACTIVE_STEPS, PlanStrategy
 from .sizing import QUANTITIES, SizeGrid, size_grid
 from .stability import METHODS, Stability, stability
 from .subclone import subclone
-from .trace import TokenTrace, token_trace
+from .trace import TokenTrace, token_trace, token_traces
 from .train import History
 from .workflow import default_destination, has_loss
 
@@ -96,12 +98,21 @@ Batches = Iterable[dict[str, "torch.Tensor"]]
 DEFAULT_TEXT = "Weight subcloning starts a small transformer from the weights of a larger pretrained one."
 DEFAULT_SAVE_DIR = "subclones"
 DEFAULT_INITS = ("random", "subclone")
+LESSON_STEPS = INTERACTIVE_STEPS  # a lesson's run: about three minutes of a laptop core (settings.INTERACTIVE_STEPS)
+LONGER_RUN = 5  # the longer run the studio offers: this many times the lesson's steps
+LESSON_BATCHES = {"seq_len": 64, "batch_size": 4}  # text_batches(...) arguments of the lesson's training batches
 LIVE_REFRESH_SECONDS = 0.5  # at most this often a running training redraws its curves
+# The token picker traces at most this many tokens (a paragraph): one forward pass of SmolLM2 over them takes
+# well under a second on a laptop core, and a longer text would make a dropdown nobody can use.
+MAX_TRACE_TOKENS = 256
+CACHED_TEXTS = 8  # texts whose traces the token picker keeps: going back to one redraws without the model
+FIGURE_CACHE = 64  # figures an explorer keeps per control value (a few hundred kB each at most)
 # Pixels. A FigureWidget's front end draws at a fixed size (it does not follow its box), so every figure gets
 # one; rows of figures wrap on screens too narrow for them side by side.
 FULL_WIDTH = 1150
 HALF_WIDTH = 570
 THIRD_WIDTH = 380
+TRACE_WIDTH = 900  # the token trace fits JupyterLab's notebook area with the file browser open on a laptop
 _LABEL_STYLE = {"description_width": "initial"}
 
 
@@ -182,13 +193,63 @@ def _has_tokenizer(parent: "Parent") -> bool:
     return callable(parent.tokenizer)
 
 
+def _one_line(error: BaseException) -> str:
+    """An exception as one line for a view: the user's mistakes (:class:`UserError`, ``ValueError``) as their
+    message, anything else with its type, since it is a bug the message alone would not explain."""
+    text = " ".join(str(error).split()) or "(no message)"
+    if isinstance(error, (UserError, ValueError, OSError)):  # OSError: a folder that cannot be written
+        return text
+    return f"{type(error).__name__}: {text} (a bug: the log has the traceback)"
+
+
 class _App:
-    """An explorer: ``.widget`` is its root container, shown when the explorer is a cell's last value."""
+    """An explorer: ``.widget`` is its root container, shown when the explorer is a cell's last value.
+
+    A control's callback has no caller to raise to: :meth:`_guard` wraps each one so that any error shows as one
+    line in the explorer (``target``) and lands in ``.last_error`` (None after a callback that succeeds).
+    """
 
     widget: w.Widget
+    last_error: str | None = None
+    _callbacks_running = 0  # a callback's own control changes fire callbacks inside it
 
     def _ipython_display_(self) -> None:
         display(self.widget)
+
+    def _figure_for(self, key: Any, make: Any) -> go.Figure:
+        """The figure ``make()`` draws for ``key``, drawn once: a control set back to a value it had redraws
+        without recomputing (the records behind the figures never change under an explorer)."""
+        cache = self.__dict__.setdefault("_figures", {})
+        if key not in cache:
+            if len(cache) >= FIGURE_CACHE:
+                cache.pop(next(iter(cache)))
+            cache[key] = make()
+        return cache[key]
+
+    def _guard(self, callback: Any, target: w.HTML, on_error: Any = None) -> Any:
+        """``callback`` that shows its errors in ``target`` instead of raising; ``on_error()`` then resets the
+        view so that it shows nothing the error left half-done."""
+
+        def guarded(*args: Any) -> None:
+            outermost = self._callbacks_running == 0
+            if outermost:
+                self.last_error = None
+            self._callbacks_running += 1
+            try:
+                callback(*args)
+                if outermost and self.last_error is None and 'class="widget-error"' in target.value:
+                    target.value = ""  # the error an earlier call showed is gone
+            except Exception as error:  # noqa: BLE001 - shown in the view; the traceback goes to the log
+                if not isinstance(error, (UserError, ValueError)):
+                    log.exception("a widget callback failed")
+                self.last_error = _one_line(error)
+                target.value = _message(self.last_error, error=True, css_class="widget-error")
+                if on_error is not None:
+                    on_error()
+            finally:
+                self._callbacks_running -= 1
+
+        return guarded
 
 
 # --------------------------------------------------------------------------------------------------------
@@ -221,7 +282,8 @@ class ResidualExplorer(_App):
             value="f_over_sum", description="metric", style=_LABEL_STYLE,
         )
         self.residual_figure = _figure(plots.residual_ratio(profile, self.metric.value), HALF_WIDTH)
-        self.metric.observe(self._show_metric, names="value")
+        self.metric_message = w.HTML()
+        self.metric.observe(self._guard(self._show_metric, self.metric_message), names="value")
         if ablation is not None:
             self.ablation_figure: go.FigureWidget | None = _figure(plots.block_ablation(ablation), HALF_WIDTH)
             right: w.Widget = self.ablation_figure
@@ -234,12 +296,17 @@ class ResidualExplorer(_App):
             )
 
         self.trace: TokenTrace | None = None
+        self._drawn_trace: TokenTrace | None = None  # the trace the figure shows now
+        self.trace_message = w.HTML()  # the trace's errors and busy sign
         self._repicking = False
+        self._traces: dict[Any, dict[int, TokenTrace]] = {}  # text (or image) -> position -> trace
         self.text: w.Text | None = None
         if _has_tokenizer(parent):
             self.text = w.Text(value=text, description="text", continuous_update=False,
-                               layout=w.Layout(width=f"{FULL_WIDTH}px"), style=_LABEL_STYLE)
-            self.text.observe(self._retokenize, names="value")
+                               placeholder=f"type a sentence (at most {MAX_TRACE_TOKENS} tokens) and press Enter",
+                               layout=w.Layout(width="100%", max_width=f"{TRACE_WIDTH}px"), style=_LABEL_STYLE)
+            self.text.observe(self._guard(self._retokenize, self.trace_message, self._clear_trace),
+                              names="value")
             self.token = w.Dropdown(description="token", options=[], style=_LABEL_STYLE)
         elif batch is not None:
             labels = batch.get("labels")
@@ -251,23 +318,27 @@ class ResidualExplorer(_App):
             )
         else:
             self.token = w.Dropdown(description="token", options=[], disabled=True)
+        # Redrawn when the drag ends: while dragging, every position passed would queue a redraw of its own.
         self.layer = w.IntSlider(value=profile.num_layers // 2, min=0, max=profile.num_layers,
-                                 description="residual layer", style=_LABEL_STYLE, layout=w.Layout(width="60%"))
+                                 description="residual layer", continuous_update=False, style=_LABEL_STYLE,
+                                 layout=w.Layout(width="60%"))
         self.layer_readout = w.HTML()
-        self.trace_message = w.HTML()
-        self.trace_figure = _figure(go.Figure(), FULL_WIDTH)
-        self.token.observe(self._show_trace, names="value")
-        self.layer.observe(self._show_layer, names="value")
+        self.trace_figure = _figure(plots.placeholder("One token through depth", "no text traced yet"), TRACE_WIDTH)
+        self.token.observe(self._guard(self._show_trace, self.trace_message, self._clear_trace), names="value")
+        self.layer.observe(self._guard(self._show_layer, self.trace_message), names="value")
         if self.text is not None:
-            self._retokenize()
+            self._guard(self._retokenize, self.trace_message, self._clear_trace)()
         elif batch is not None:
-            self._show_trace()
+            self._guard(self._show_trace, self.trace_message, self._clear_trace)()
 
         picker = [c for c in (self.text, self.token) if c is not None]
+        readable = parent.family.task in READABLE_TASKS and (self.text is not None or batch is not None)
+        self.depth = PredictionsThroughDepth(parent, text, batch) if readable else None
         self.widget = w.VBox(
             [
                 _heading("The additive residual property: y = x + f(x), with f(x) small"),
                 self.metric,
+                self.metric_message,
                 _row(self.residual_figure, right),
                 _heading("One token through depth", 4),
                 *picker,
@@ -275,21 +346,45 @@ class ResidualExplorer(_App):
                 self.layer_readout,
                 self.trace_message,
                 self.trace_figure,
+                *([self.depth.widget] if self.depth is not None else []),
             ]
         )
 
     def _show_metric(self, change: Any = None) -> None:
-        _refresh(self.residual_figure, plots.residual_ratio(self.profile, self.metric.value))
+        metric = self.metric.value
+        _refresh(self.residual_figure, self._figure_for(("metric", metric),
+                                                        lambda: plots.residual_ratio(self.profile, metric)))
+
+    def _checked_text(self) -> str:
+        """The text box's text, refused up front when it is empty or longer than :data:`MAX_TRACE_TOKENS`."""
+        text = self.text.value
+        if not text.strip():
+            raise UserError("the text box is empty: type a sentence to trace, then press Enter")
+        # Counting tokens is quick; a pasted book is refused before even that.
+        count = len(text) // 16 if len(text) > 16 * MAX_TRACE_TOKENS else len(self.parent.tokenizer(text)["input_ids"])
+        if count > MAX_TRACE_TOKENS:
+            raise UserError(f"the text is {'over ' if len(text) > 16 * MAX_TRACE_TOKENS else ''}{count} tokens "
+                            f"long ({len(text):,} characters): the picker traces at most {MAX_TRACE_TOKENS}; "
+                            f"shorten it to a sentence or a paragraph")
+        return text
+
+    def _traces_of(self, key: Any, compute: Any) -> dict[int, TokenTrace]:
+        """Every position's trace of ``key`` (a text or an image index), from the cache or one forward pass."""
+        if key not in self._traces:
+            self.trace_message.value = _message("running the model...", css_class="trace-busy")
+            traces = {trace.token_index: trace for trace in compute()}
+            if len(self._traces) >= CACHED_TEXTS:
+                self._traces.pop(next(iter(self._traces)))
+            self._traces[key] = traces
+        return self._traces[key]
 
     def _retokenize(self, change: Any = None) -> None:
-        """Trace the last token of the new text, and offer every token of it in the picker."""
-        try:
-            trace = token_trace(self.parent, self.text.value, token_index=-1)
-        except ValueError as error:
-            self.trace_message.value = _message(str(error), error=True)
-            return
+        """Trace every token of the new text (one forward pass), offer them in the picker, show the last one."""
+        text = self._checked_text()
+        traces = self._traces_of(text, lambda: token_traces(self.parent, text))
+        trace = traces[max(traces)]
         self.trace_message.value = ""
-        options = [(f"{i}: {token!r}", i) for i, token in enumerate(trace.tokens or [])]
+        options = [(_token_label(trace, i), i) for i in traces]
         self.trace = trace
         self._repicking = True  # new options select their first token: not a choice to trace
         try:
@@ -297,22 +392,36 @@ class ResidualExplorer(_App):
             self.token.value = trace.token_index
         finally:
             self._repicking = False
+        self.last_error = None
         self._draw_trace()
 
     def _show_trace(self, change: Any = None) -> None:
         if self._repicking or self.token.value is None:
             return
-        try:
-            if self.text is not None:
-                trace = token_trace(self.parent, self.text.value, token_index=self.token.value)
-            else:
-                trace = token_trace(self.parent, self.batch, token_index=0, sequence_index=self.token.value)
-        except ValueError as error:
-            self.trace_message.value = _message(str(error), error=True)
-            return
+        if self.text is not None:
+            text = self._checked_text()
+            trace = self._traces_of(text, lambda: token_traces(self.parent, text))[self.token.value]
+        else:
+            index = self.token.value
+            trace = self._traces_of(index, lambda: [token_trace(self.parent, self.batch, token_index=0,
+                                                                sequence_index=index)])[0]
         self.trace_message.value = ""
         self.trace = trace
+        self.last_error = None
         self._draw_trace()
+
+    def _clear_trace(self) -> None:
+        """After an error: no token, no trace, a placeholder where the trace was (nothing left from an old text)."""
+        self.trace = None
+        if self.text is not None:
+            self._repicking = True
+            try:
+                self.token.options = []
+            finally:
+                self._repicking = False
+        self.layer_readout.value = ""
+        self._drawn_trace = None
+        _refresh(self.trace_figure, plots.placeholder("One token through depth", "nothing traced: see the message above"))
 
     def _show_layer(self, change: Any = None) -> None:
         self._draw_trace()
@@ -321,9 +430,21 @@ class ResidualExplorer(_App):
         trace, layer = self.trace, self.layer.value
         if trace is None:
             return
-        figure = plots.token_trace(trace)
-        figure.add_vline(x=layer, line=dict(color=plots.SELECTED_COLOR, width=2, dash="dot"))
-        _refresh(self.trace_figure, figure)
+        shown = self._drawn_trace
+        if shown is not None and shown is not trace and shown.num_layers == trace.num_layers:
+            # Another token: the same figure with new curves (building a new one costs a redraw's time).
+            with self.trace_figure.batch_update():
+                for curve, values in zip(self.trace_figure.data, (trace.norms, trace.cos_to_previous,
+                                                                  trace.cos_to_final, trace.f_over_sum)):
+                    curve.y = values
+                self.trace_figure.layout.title.text = plots.token_trace_title(trace)
+        elif shown is not trace:
+            _refresh(self.trace_figure, plots.token_trace(trace))
+        self._drawn_trace = trace  # a new layer only moves the marker
+        marker = dict(type="line", x0=layer, x1=layer, y0=0, y1=1, line=dict(color=plots.SELECTED_COLOR, width=2,
+                                                                            dash="dot"))
+        self.trace_figure.layout.shapes = [{**marker, "xref": x, "yref": f"{y} domain"} for x, y in (("x", "y"),
+                                                                                                  ("x2", "y2"))]
         parts = [f"residual layer {layer}: ||h|| = {trace.norms[layer]:.3g}",
                  f"cos to the last layer = {trace.cos_to_final[layer]:.3f}"]
         if layer > 0:
@@ -341,56 +462,82 @@ class ImportanceExplorer(_App):
 
     def __init__(self, profile: Profile):
         self.profile = profile
+        self.message = w.HTML()
         width = profile.residual_importance.shape[1]
         self.log = w.Checkbox(value=True, description="log colour scale", indent=False)
         self.channel_figure = _figure(plots.channel_heatmap(profile, log=True), FULL_WIDTH)
-        self.log.observe(self._show_channels, names="value")
+        self.log.observe(self._guard(self._show_channels, self.message), names="value")
 
         self.massive_count = w.IntSlider(value=min(8, width), min=1, max=min(16, width), description="channels",
                                          continuous_update=False, style=_LABEL_STYLE)
         self.massive_figure = _figure(plots.massive_activations(profile, self.massive_count.value), HALF_WIDTH)
-        self.massive_count.observe(self._show_massive, names="value")
+        self.massive_count.observe(self._guard(self._show_massive, self.message), names="value")
 
         self.kind = w.ToggleButtons(options=[("Spearman", "spearman"), ("top-k overlap", "topk")],
                                     value="spearman", style={"button_width": "110px"})
         self.k = w.IntSlider(value=max(1, width // 4), min=1, max=width, description="k", continuous_update=False,
                              disabled=True, style=_LABEL_STYLE)
         self.consistency_figure = _figure(plots.rank_consistency(profile, self.k.value, self.kind.value), HALF_WIDTH)
-        self.kind.observe(self._show_consistency, names="value")
-        self.k.observe(self._show_consistency, names="value")
+        self.kind.observe(self._guard(self._show_consistency, self.message), names="value")
+        self.k.observe(self._guard(self._show_consistency, self.message), names="value")
 
         self.ffn_layer = w.IntSlider(value=0, min=0, max=profile.num_layers - 1, description="block",
                                      continuous_update=False, style=_LABEL_STYLE)
         self.ffn_figure = _figure(plots.ffn_importance(profile, self.ffn_layer.value), HALF_WIDTH)
-        self.ffn_layer.observe(self._show_ffn, names="value")
+        self.ffn_layer.observe(self._guard(self._show_ffn, self.message), names="value")
 
         self.head_figure = _figure(plots.head_importance(profile), HALF_WIDTH)
 
         self.widget = w.VBox(
             [
                 _heading("Residual channels: one ranking for every layer"),
+                self.message,
                 self.log,
                 self.channel_figure,
                 _row(w.VBox([self.massive_count, self.massive_figure]),
                      w.VBox([w.HBox([self.kind, self.k]), self.consistency_figure])),
                 _heading("Off the residual stream: FFN neurons and heads, ranked per block"),
                 _row(w.VBox([self.ffn_layer, self.ffn_figure]), self.head_figure),
+                *self._expert_section(profile),
             ]
         )
 
+    def _expert_section(self, profile: Profile) -> list[w.Widget]:
+        """A mixture of experts' routing: the layer x expert load, and one block's experts' neuron curves."""
+        if "expert_tokens" not in profile.stats:
+            return []
+        moe_blocks = [b for b, tokens in enumerate(profile.stats["router_tokens"]) if tokens > 0]
+        self.expert_layer = w.SelectionSlider(options=moe_blocks, value=moe_blocks[0], description="block",
+                                              continuous_update=False, style=_LABEL_STYLE)
+        self.expert_load_figure = _figure(plots.expert_load_heatmap(profile), HALF_WIDTH)
+        self.expert_neuron_figure = _figure(plots.expert_neuron_curves(profile, moe_blocks[0]), HALF_WIDTH)
+        self.expert_layer.observe(lambda change: _refresh(
+            self.expert_neuron_figure, plots.expert_neuron_curves(self.profile, self.expert_layer.value)),
+            names="value")
+        return [_heading("Experts: routing load per block, and each expert's neurons on its routed tokens"),
+                _row(self.expert_load_figure, w.VBox([self.expert_layer, self.expert_neuron_figure]))]
+
     def _show_channels(self, change: Any = None) -> None:
-        _refresh(self.channel_figure, plots.channel_heatmap(self.profile, log=self.log.value))
+        log = self.log.value
+        _refresh(self.channel_figure, self._figure_for(("channels", log),
+                                                       lambda: plots.channel_heatmap(self.profile, log=log)))
 
     def _show_massive(self, change: Any = None) -> None:
-        _refresh(self.massive_figure, plots.massive_activations(self.profile, self.massive_count.value))
+        count = self.massive_count.value
+        _refresh(self.massive_figure, self._figure_for(("massive", count),
+                                                       lambda: plots.massive_activations(self.profile, count)))
 
     def _show_consistency(self, change: Any = None) -> None:
         # k only changes the top-k overlap; the Spearman matrix ranks every channel.
-        self.k.disabled = self.kind.value == "spearman"
-        _refresh(self.consistency_figure, plots.rank_consistency(self.profile, self.k.value, self.kind.value))
+        kind, k = self.kind.value, self.k.value
+        self.k.disabled = kind == "spearman"
+        key = ("consistency", kind, k if kind == "topk" else None)
+        _refresh(self.consistency_figure,
+                 self._figure_for(key, lambda: plots.rank_consistency(self.profile, k, kind)))
 
     def _show_ffn(self, change: Any = None) -> None:
-        _refresh(self.ffn_figure, plots.ffn_importance(self.profile, self.ffn_layer.value))
+        block = self.ffn_layer.value
+        _refresh(self.ffn_figure, self._figure_for(("ffn", block), lambda: plots.ffn_importance(self.profile, block)))
 
 
 # --------------------------------------------------------------------------------------------------------
@@ -423,7 +570,8 @@ class SubcloneStudio(_App):
         batches: training batches (also the calibration data of ``scaling="calibrated"``).
         eval_batches: held-out batches for the loss after subcloning and the loss curves (default ``batches``).
         save_dir: the directory destinations are saved under, one subdirectory each (editable in the widget).
-        steps: training steps per initialization (editable in the widget).
+        steps: training steps per initialization of the lesson-sized run (editable in the widget).
+        longer_steps: the longer run offered beside it (default ``LONGER_RUN`` times ``steps``).
         inits: the initializations selected at first (any of :data:`~subclone_viz.compare.INITS`).
         train_options: passed on to :func:`~subclone_viz.compare.compare` (e.g. ``eval_every``, ``lrs``).
     """
@@ -435,8 +583,9 @@ class SubcloneStudio(_App):
         batches: Batches,
         eval_batches: Batches | None = None,
         save_dir: str | Path = DEFAULT_SAVE_DIR,
-        steps: int = INTERACTIVE_STEPS,
+        steps: int = LESSON_STEPS,
         inits: Sequence[str] = DEFAULT_INITS,
+        longer_steps: int | None = None,
         **train_options: Any,
     ):
         self.parent, self.profile = parent, profile
@@ -471,6 +620,11 @@ class SubcloneStudio(_App):
         self.heads = w.SelectionSlider(options=choices["heads"], value=choices["heads"][-1], description="heads",
                                        continuous_update=False, style=_LABEL_STYLE, layout=wide,
                                        disabled=parent.family.heads_follow_hidden)
+        # Mixtures of experts: routed experts kept per layer (hidden for dense parents).
+        experts = choices.get("experts", [0])
+        self.experts = w.SelectionSlider(options=experts, value=experts[-1], description="experts",
+                                         continuous_update=False, style=_LABEL_STYLE, layout=wide if
+                                         parent.dims.experts else w.Layout(display="none"))
         self.width = w.Dropdown(options=WIDTH_STRATEGIES, value=PlanStrategy().width, description="width strategy",
                                 style=_LABEL_STYLE)
         self.scaling = w.Dropdown(options=SCALINGS, value=PlanStrategy().scaling, description="scaling", style=_LABEL_STYLE)
@@ -488,6 +642,13 @@ class SubcloneStudio(_App):
                                       rows=min(len(INITS), 6), style=_LABEL_STYLE)
         self.steps = w.BoundedIntText(value=steps, min=1, max=1_000_000, description="steps", style=_LABEL_STYLE,
                                       layout=w.Layout(width="180px"))
+        longer = longer_steps or LONGER_RUN * steps
+        self.run_length = w.ToggleButtons(options=[(f"lesson ({steps} steps)", steps), (f"longer ({longer})", longer)],
+                                          value=steps, style={"button_width": "120px"},
+                                          tooltips=["sized to end within minutes", "closer to the paper's claim"])
+        self.run_length.observe(lambda change: setattr(self.steps, "value", change["new"]), names="value")
+        self._progress: dict[str, list[float]] = {}  # init -> [start, end or nan] in time.monotonic() seconds
+        self._inits, self._steps = list(self.inits.value), steps
         self.train_button = w.Button(description="Train", button_style="success", icon="play",
                                      disabled=not self.has_loss)
         self.stop_button = w.Button(description="Stop", button_style="danger", icon="stop", disabled=True)
@@ -499,21 +660,24 @@ class SubcloneStudio(_App):
         self.curve_figures = {metric: _figure(plots.loss_curves({}, metric=metric), curve_width) for metric in curves}
         self.summary = w.HTML()
 
-        self.hidden.observe(self._follow_hidden, names="value")
-        for control in (self.layers, self.depth, self.hidden, self.ffn, self.heads, self.width, self.scaling,
-                        self.importance):
-            control.observe(self._replan, names="value")
+        self.hidden.observe(self._guard(self._follow_hidden, self.plan_summary), names="value")
+        for control in (self.layers, self.depth, self.hidden, self.ffn, self.heads, self.experts, self.width,
+                        self.scaling, self.importance):
+            control.observe(self._guard(self._replan, self.plan_summary, self._forget_plan), names="value")
         self.subclone_button.on_click(self._subclone_clicked)
-        self.train_button.on_click(lambda _: self.train())
-        self.stop_button.on_click(lambda _: self.stop())
+        self.train_button.on_click(self._guard(lambda _: self.train(), self.train_status))
+        self.stop_button.on_click(self._guard(lambda _: self.stop(), self.train_status))
         self._follow_hidden()
         self._replan()
 
         controls = w.VBox(
-            [self.layers, self.depth, self.hidden, self.ffn, self.heads, self.width, self.importance, self.scaling,
-             self.plan_summary],
+            [self.layers, self.depth, self.hidden, self.ffn, self.heads, self.experts, self.width, self.importance,
+             self.scaling, self.plan_summary],
             layout=w.Layout(width="430px"),
         )
+        self.subclone_listeners: list[Any] = []  # called with each SubcloneResult (the explorer's lens panel)
+        self.trained_models: dict[str, "nn.Module"] = {}
+        self.views = CutViews(self)
         self.widget = w.VBox(
             [
                 _heading("Choose a destination"),
@@ -527,10 +691,12 @@ class SubcloneStudio(_App):
                          "<code>subclone</code> is the paper's (middle depth, importance width, sqrt scaling), the "
                          "others its ablations and baselines; the depth, width and scaling menus apply to the "
                          "Subclone button only."),
-                w.HBox([self.inits, w.VBox([self.steps, w.HBox([self.train_button, self.stop_button])])]),
+                w.HBox([self.inits, w.VBox([self.run_length, self.steps,
+                                            w.HBox([self.train_button, self.stop_button])])]),
                 self.train_status,
                 _row(*self.curve_figures.values()),
                 self.summary,
+                self.views.widget,
             ]
         )
 
@@ -538,7 +704,9 @@ class SubcloneStudio(_App):
     def spec(self) -> DestinationSpec:
         """The destination the controls describe."""
         heads = None if self.parent.family.heads_follow_hidden else self.heads.value
-        return DestinationSpec(layers=self.layers.value, hidden=self.hidden.value, ffn=self.ffn.value, heads=heads)
+        experts = self.experts.value if self.parent.dims.experts else None
+        return DestinationSpec(layers=self.layers.value, hidden=self.hidden.value, ffn=self.ffn.value, heads=heads,
+                               experts=experts)
 
     def show_spec(self, spec: DestinationSpec, depth: str | None = None, width: str | None = None,
                   scaling: str | None = None) -> None:
@@ -585,7 +753,7 @@ class SubcloneStudio(_App):
             self.plan, self.plan_error = None, str(error)
             self.plan_summary.value = _message(str(error), error=True)
             return
-        self.plan_error = None
+        self.plan_error = self.last_error = None
         d = self.plan.destination_dims
         removed = sorted(set(range(self.parent.dims.layers)) - set(self.plan.layers))
         self.plan_summary.value = _message(
@@ -593,7 +761,13 @@ class SubcloneStudio(_App):
             f"keeps parent blocks {_ranges(self.plan.layers)}"
             + (f"\nremoves {_ranges(removed)}" if removed else "")
         )
-        _refresh(self.residual_figure, plots.residual_ratio(self.profile, kept_layers=self.plan.layers))
+        kept = tuple(self.plan.layers)
+        _refresh(self.residual_figure, self._figure_for(("kept", kept), lambda: plots.residual_ratio(
+            self.profile, kept_layers=list(kept))))
+
+    def _forget_plan(self) -> None:
+        """After an unexpected planning error: no plan, so Subclone and Train say so instead of using a stale one."""
+        self.plan, self.plan_error = None, self.last_error
 
     def destination_path(self) -> Path:
         """Where the Subclone button saves the current destination."""
@@ -607,6 +781,10 @@ class SubcloneStudio(_App):
         if self.plan is None:
             self._fail(self.result, self.plan_error or "no valid destination chosen")
             return None
+        problem = self._save_problem()
+        if problem is not None:  # before any work: the slicing and scoring take seconds
+            self._fail(self.result, problem)
+            return None
         self.subclone_button.disabled = True
         self.result.value = _message("subcloning...")
         start = time.perf_counter()
@@ -616,8 +794,11 @@ class SubcloneStudio(_App):
             model = subclone(self.parent, chosen, calibration_batches=calibration)
             evaluation = evaluate(model, self.parent.family, self.eval_batches) if self.has_loss else None
             path = save_destination(model, chosen, self.destination_path(), overwrite=self.overwrite.value)
-        except (ValueError, FileExistsError, OSError) as error:
-            self._fail(self.result, str(error))
+        except FileExistsError:  # made meanwhile (another click, another notebook)
+            self._fail(self.result, self._exists_message())
+            return None
+        except (ValueError, OSError) as error:
+            self._fail(self.result, _one_line(error))
             return None
         finally:
             self.subclone_button.disabled = False
@@ -628,7 +809,26 @@ class SubcloneStudio(_App):
             path=path, seconds=time.perf_counter() - start,
         )
         self.result.value = self._describe(self.last_result)
+        for listener in self.subclone_listeners:
+            listener(self.last_result)
         return self.last_result
+
+    def _save_problem(self) -> str | None:
+        """Why the Subclone button cannot save where the 'save under' box says, phrased for the box; or None."""
+        folder = self.save_dir.value
+        if not folder.strip():
+            return "the 'save under' box is empty: type a folder to save destinations in (for example 'subclones')"
+        if any(ord(c) < 32 or ord(c) == 127 for c in folder):
+            return f"the 'save under' box holds a control character ({folder!r}): type a plain folder name"
+        try:
+            exists = self.destination_path().exists()
+        except OSError as error:  # a name too long, a folder that cannot be read
+            return f"cannot save under {_shortened(folder)!r}: {error.strerror}; type another folder in 'save under'"
+        return self._exists_message() if exists and not self.overwrite.value else None
+
+    def _exists_message(self) -> str:
+        return (f"{_shortened(str(self.destination_path()))} already holds this destination: tick 'overwrite' to "
+                "replace it, or type another folder in 'save under'")
 
     def _subclone_clicked(self, button: w.Button) -> None:
         # A click has no caller to raise to: an unexpected error is shown where the result would be, and logged.
@@ -636,7 +836,7 @@ class SubcloneStudio(_App):
             self.subclone()
         except Exception as error:  # noqa: BLE001
             log.exception("subcloning failed")
-            self._fail(self.result, f"subcloning failed: {type(error).__name__}: {error}")
+            self._fail(self.result, f"subcloning failed: {_one_line(error)}")
 
     def _describe(self, result: SubcloneResult) -> str:
         lines = [f"<b>{result.params / 1e6:.2f}M parameters</b> ({result.plan.summary()})"]
@@ -666,6 +866,8 @@ class SubcloneStudio(_App):
         spec, inits, steps = self.spec(), list(self.inits.value), self.steps.value
         self.stop_event = threading.Event()
         self.comparison, self.live_histories = None, {}
+        self._progress, self._inits, self._steps = {}, inits, steps
+        self._progress[inits[0]] = [time.monotonic(), math.nan]
         self.train_button.disabled, self.stop_button.disabled = True, False
         self.train_status.value = _message(f"training {', '.join(inits)} for {steps} steps each...",
                                            css_class="train-status")
@@ -684,7 +886,7 @@ class SubcloneStudio(_App):
         try:
             self.comparison = compare(
                 self.parent, spec, self.batches, inits=inits, steps=steps, eval_batches=self.eval_batches,
-                profile=self.profile, callback=self._on_record, stop=self.stop_event,
+                profile=self.profile, callback=self._on_record, stop=self.stop_event, trained=self.trained_models,
                 **{"progress": False, **self.train_options},
             )
         except Exception as error:  # noqa: BLE001 - a worker thread has no caller to raise to: show it
@@ -695,8 +897,10 @@ class SubcloneStudio(_App):
             self.train_button.disabled, self.stop_button.disabled = not self.has_loss, True
         self.live_histories = dict(self.comparison.histories)
         self._draw_curves()
+        for span in self._progress.values():
+            span[1] = span[1] if not math.isnan(span[1]) else time.monotonic()
         state = "stopped early" if self.comparison.stopped_early else "done"
-        self.train_status.value = _message(f"training {state}", css_class="train-status")
+        self.train_status.value = _message(f"training {state}: {self.progress_text()}", css_class="train-status")
         columns = ["init", "lr", "weight_decay", "steps", "initial_loss", "final_loss", "speedup",
                    "speedup_per_second"]
         if self.parent.family.task == "image-classification":
@@ -708,16 +912,68 @@ class SubcloneStudio(_App):
     def _on_record(self, history: History, record: Any) -> None:
         self.live_histories[history.label] = history
         now = time.monotonic()
+        if history.label not in self._progress:  # the previous init is done: this one started when it ended
+            previous = self._inits[self._inits.index(history.label) - 1]
+            self._progress[previous][1] = now
+            self._progress[history.label] = [now, math.nan]
         if now - self._last_draw >= LIVE_REFRESH_SECONDS:
             self._last_draw = now
             self._draw_curves()
-            self.train_status.value = _message(f"training {history.label}: step {history.last_step}",
-                                               css_class="train-status")
+            self.train_status.value = _message(self.progress_text(), css_class="train-status")
+
+    def progress_text(self, now: float | None = None) -> str:
+        """Each initialization's progress: step i of N, elapsed time and an estimate of what remains."""
+        now = time.monotonic() if now is None else now
+        parts, per_init, remaining = [], None, 0.0
+        for init in self._inits:
+            if init not in self._progress:
+                continue
+            start, end = self._progress[init]
+            history = self.live_histories.get(init)
+            step = history.last_step if history is not None else 0
+            if not math.isnan(end):
+                per_init = end - start
+                parts.append(f"{init}: done, {step} steps in {_clock(per_init)}")
+                continue
+            elapsed = now - start
+            left = elapsed / step * (self._steps - step) if step else math.nan
+            per_init = elapsed + left if step else per_init
+            remaining += 0.0 if math.isnan(left) else left
+            parts.append(f"{init}: step {step} of {self._steps}, {_clock(elapsed)} elapsed"
+                         + (f", about {_clock(left)} left" if step else ""))
+        waiting = [init for init in self._inits if init not in self._progress]
+        if waiting:
+            parts.append(f"then {', '.join(waiting)}" + (f" (about {_clock(per_init)} each)" if per_init else ""))
+            remaining += per_init * len(waiting) if per_init else math.nan
+        if remaining > 0 and any(math.isnan(end) for _, end in self._progress.values()):
+            parts.append(f"about {_clock(remaining)} left in all")
+        return " | ".join(parts)
 
     def _draw_curves(self) -> None:
         histories = dict(self.live_histories)
         for metric, figure in self.curve_figures.items():
             _refresh(figure, plots.loss_curves(histories, metric=metric))
+
+
+def _clock(seconds: float) -> str:
+    """3.2 -> '0:03', 754 -> '12:34'; a time not known yet -> '?'."""
+    if seconds is None or math.isnan(seconds):
+        return "?"
+    minutes, seconds = divmod(int(round(seconds)), 60)
+    return f"{minutes}:{seconds:02d}"
+
+
+def _shortened(text: str, limit: int = 90) -> str:
+    """``text`` with its middle cut out when it is longer than ``limit``, so a message stays one line."""
+    return text if len(text) <= limit else f"{text[: limit // 2 - 2]}...{text[-(limit // 2 - 1):]}"
+
+
+def _token_label(trace: TokenTrace, index: int) -> str:
+    """A picker entry: the position and the token's text, with the text it stands for when that differs (the
+    bytes of an emoji split over two tokens)."""
+    token = trace.tokens[index] if trace.tokens else ""
+    span = trace.spans[index] if trace.spans else token
+    return f"{index}: {token!r}" + (f" (part of {span.strip()!r})" if span.strip() and span not in (token, token.strip()) else "")
 
 
 def _ranges(blocks: Sequence[int]) -> str:
@@ -786,11 +1042,15 @@ class SizeGridExplorer(_App):
 
     def _clicked(self, trace: Any, points: Any, state: Any) -> None:
         if points.xs and points.ys:
-            self.select(int(points.ys[0]), int(points.xs[0]))
+            self._guard(self.select, self.cell_info)(int(points.ys[0]), int(points.xs[0]))
 
     def select(self, i: int, j: int) -> DestinationSpec | None:
         """Choose cell (layers[i], hidden[j]): outline it and send it to the linked studio."""
         grid = self.grid
+        rows, columns = len(grid.layers), len(grid.hidden)
+        if not (0 <= i < rows and 0 <= j < columns):
+            raise UserError(f"cell ({i}, {j}) is outside the grid: choose i in 0..{rows - 1} (blocks) and j in "
+                            f"0..{columns - 1} (widths)")
         spec = grid.spec(i, j)
         reason = grid.reasons[i][j]
         if reason is not None:
@@ -802,7 +1062,8 @@ class SizeGridExplorer(_App):
         loss = "" if math.isnan(grid.loss[i, j]) else f", held-out loss before training {grid.loss[i, j]:.3f}"
         self.cell_info.value = _message(
             f"{spec.layers} blocks x {spec.hidden} wide: {grid.params[i, j] / 1e6:.2f}M parameters, "
-            f"{grid.flops_per_token[i, j] / 1e6:.3g} MFLOPs per token, {grid.latency[i, j] * 1e3:.3g} ms per token "
+            f"{grid.flops_per_token[i, j] / 1e6:.3g} MFLOPs per token, {grid.latency[i, j] * 1e3:.3g} "
+            + (f"± {spread * 1e3:.2g} " if (spread := grid.spread("latency")[i, j]) else "") + "ms per token "
             f"and {grid.memory[i, j] / 2**20:.0f} MiB measured on {html.escape(grid.device)}{loss}"
             + ("; sent to the subclone studio" if self.studio is not None else ""),
             css_class="size-grid-selection",
@@ -852,8 +1113,8 @@ class StabilityExplorer(_App):
         self.summary = w.HTML()
         self.figures: dict[str, go.FigureWidget] = {}
         for control in (self.hidden, self.importance, self.method, self.resamples):
-            control.observe(lambda change: self.measure(), names="value")
-        self.loss_button.on_click(lambda _: self.measure(with_losses=True))
+            control.observe(self._guard(lambda change: self.measure(), self.summary, self._forget), names="value")
+        self.loss_button.on_click(self._guard(lambda _: self.measure(with_losses=True), self.summary, self._forget))
         self.measure()
         widths = {"residual": FULL_WIDTH, "ffn": HALF_WIDTH, "heads": HALF_WIDTH}
         if self.stability is not None:  # else the profile cannot be resampled, and the message says why
@@ -876,6 +1137,9 @@ class StabilityExplorer(_App):
 
     def spec(self) -> DestinationSpec:
         return DestinationSpec(layers=self.parent.dims.layers, hidden=self.hidden.value)
+
+    def _forget(self) -> None:
+        self.stability, self.error = None, self.last_error
 
     def measure(self, with_losses: bool = False) -> Stability | None:
         """Resample and re-plan (and, ``with_losses``, score a few destinations); redraw."""
@@ -934,7 +1198,7 @@ class Explorer(_App):
         grid_layers: Sequence[int] | None = None,
         grid_hidden: Sequence[int] | None = None,
         save_dir: str | Path = DEFAULT_SAVE_DIR,
-        steps: int = INTERACTIVE_STEPS,
+        steps: int = LESSON_STEPS,
     ):
         eval_batches = eval_batches if eval_batches is not None else batches
         # Parents without a tokenizer (images) trace the images of a held-out batch instead of typed text.
@@ -945,8 +1209,327 @@ class Explorer(_App):
         self.sizes = SizeGridExplorer(parent, profile, eval_batches, studio=self.studio, layers=grid_layers,
                                       hidden=grid_hidden, grid=grid)
         self.stability = StabilityExplorer(parent, profile, eval_batches)
+        if self.residual.depth is not None:
+            self.studio.subclone_listeners.append(lambda result: self.residual.depth.show_destination(result.model,
+                                                                                                      result.plan))
         self.widget = w.Tab(children=[self.residual.widget, self.importance.widget, self.studio.widget,
                                       self.sizes.widget, self.stability.widget])
         for index, title in enumerate(("Residual property", "Neuron importance", "Subclone and train", "Sizes",
                                        "Calibration")):
             self.widget.set_title(index, title)
+
+
+# --------------------------------------------------------------------------------------------------------
+# What a cut loses: predictions through depth, generations, per-token losses, layer similarity
+
+
+class PredictionsThroughDepth(_App):
+    """Pick a token: per residual layer, the parent's top-5 next tokens beside the current destination's.
+
+    The lenses run once per text (one forward per model, plus a head per layer); picking a token only redraws.
+    Blocks the plan removed read "skipped". Without a destination the parent's column stands alone;
+    :meth:`show_destination` brings one in (the studio does after each Subclone).
+
+    Args:
+        parent: the parent (a text parent with a tokenizer, or an image classifier with ``batch``).
+        text: the starting text; batch: for image parents, a batch whose images the picker offers.
+    """
+
+    def __init__(self, parent: "Parent", text: str = DEFAULT_TEXT, batch: dict[str, "torch.Tensor"] | None = None):
+        self.parent, self.batch = parent, batch
+        self.destination: "nn.Module | None" = None
+        self.destination_plan: SubclonePlan | None = None
+        self.lenses: dict[str, Any] = {}
+        self.message = w.HTML()
+        self.text = w.Text(value=text, description="text", continuous_update=False,
+                           layout=w.Layout(width=f"{FULL_WIDTH}px"), style=_LABEL_STYLE)
+        self.token = w.Dropdown(description="token", options=[], style=_LABEL_STYLE)
+        self.table_figure = _figure(go.Figure(), FULL_WIDTH)
+        self.loss_figure = _figure(go.Figure(), HALF_WIDTH)
+        self._repicking = False
+        self.text.observe(self._read, names="value")
+        self.token.observe(self._draw, names="value")
+        self.widget = w.VBox([
+            _heading("Predictions through depth", 4),
+            _caption("The logit lens: each layer's hidden state read through the final norm and the head, as if the "
+                     "later blocks were not there. The destination's layers sit beside the parent block they came "
+                     "from."),
+            self.text if _has_tokenizer(parent) else w.HTML(), self.token, self.message,
+            _row(self.table_figure, self.loss_figure),
+        ])
+        self._read()
+
+    def _batch(self) -> dict[str, "torch.Tensor"]:
+        if _has_tokenizer(self.parent):
+            return dict(self.parent.tokenizer(self.text.value, return_tensors="pt"))
+        if self.batch is None:
+            raise ValueError("an image parent needs a batch of images to read (batch=...)")
+        return self.batch
+
+    def show_destination(self, model: "nn.Module | None", plan: SubclonePlan | None = None) -> None:
+        """Compare against ``model`` (cut by ``plan``; None: the one it carries) from now on; None removes it."""
+        self.destination, self.destination_plan = model, plan
+        self._read()
+
+    def _read(self, change: Any = None) -> None:
+        from .lens import logit_lens
+
+        try:
+            if _has_tokenizer(self.parent) and not self.text.value.strip():
+                raise ValueError("the text is empty: type something to read through depth")
+            batch = self._batch()
+            lenses = {"parent": logit_lens(self.parent, None, batch, name="parent")}
+            if self.destination is not None:
+                lenses["destination"] = logit_lens(self.destination, None, batch, plan=self.destination_plan,
+                                                   name="destination")
+        except (ValueError, TypeError) as error:
+            self.message.value = _message(str(error), error=True)
+            return
+        self.message.value = ""
+        self.lenses = lenses
+        first = lenses["parent"]
+        if first.tokens is not None:
+            options = [(f"{i}: {token!r}", i) for i, token in enumerate(first.tokens[0])]
+        else:
+            options = [(f"image {i}", i) for i in range(first.targets.shape[0])]
+        self._repicking = True
+        try:
+            self.token.options = options
+            self.token.value = options[-1][1] if first.tokens is not None else 0
+        finally:
+            self._repicking = False
+        _refresh(self.loss_figure, plots.lens_loss(lenses))
+        self._draw()
+
+    def _draw(self, change: Any = None) -> None:
+        if self._repicking or not self.lenses or self.token.value is None:
+            return
+        parent, destination = self.lenses["parent"], self.lenses.get("destination")
+        image = parent.tokens is None
+        sequence, position = (self.token.value, 0) if image else (0, self.token.value)
+        _refresh(self.table_figure, plots.predictions_through_depth(parent, destination, sequence, position))
+
+
+class CompareOutputs(_App):
+    """The generations of several models for one prompt, streamed as they are produced, and a held-out text
+    coloured by each model's per-token loss against the parent's.
+
+    Args:
+        parent: the parent (its tokenizer serves models that came without one).
+        models: a callable returning the models to compare, by name, at the time of each click (the studio's
+            subclone and trained initializations change as it runs); the parent is always first.
+        heldout: a held-out batch for the per-token losses.
+        prompt: the starting prompt; max_new_tokens: the starting length.
+    """
+
+    def __init__(self, parent: "Parent", models: "Any", heldout: dict[str, "torch.Tensor"] | None = None,
+                 prompt: str = "The most important thing about", max_new_tokens: int = 24):
+        self.parent, self.models, self.heldout = parent, models, heldout
+        self.generations: Any = None  # the last Generations
+        self.losses: Any = None  # the last TokenLosses
+        self.thread: threading.Thread | None = None
+        self.prompt = w.Textarea(value=prompt, description="prompt", style=_LABEL_STYLE,
+                                 layout=w.Layout(width="60%", height="4em"))
+        self.max_new_tokens = w.BoundedIntText(value=max_new_tokens, min=1, max=4096, description="new tokens",
+                                               style=_LABEL_STYLE, layout=w.Layout(width="180px"))
+        self.sample = w.Checkbox(value=False, description="sample (seeded)", indent=False)
+        self.seed = w.IntText(value=0, description="seed", style=_LABEL_STYLE, layout=w.Layout(width="140px"))
+        self.button = w.Button(description="Generate", button_style="primary", icon="play")
+        self.message = w.HTML()
+        self.outputs = w.VBox()
+        self.loss_model = w.Dropdown(description="colour by", options=[], style=_LABEL_STYLE)
+        self.loss_text = w.HTML()
+        self.button.on_click(lambda _: self.start())
+        self.loss_model.observe(self._draw_losses, names="value")
+        self.widget = w.VBox([
+            _heading("Compare outputs", 4),
+            w.HBox([self.prompt, w.VBox([self.max_new_tokens, self.sample, self.seed, self.button])]),
+            self.message, self.outputs,
+            _heading("Where each model is worse than the parent", 4),
+            _caption("Held-out text, each token coloured by the model's loss minus the parent's (red: worse, blue: "
+                     "better); hover for the values."),
+            self.loss_model, self.loss_text,
+        ])
+
+    def _current(self) -> dict[str, Any]:
+        return {"parent": self.parent, **dict(self.models())}
+
+    def generate(self) -> Any:
+        """Generate with every model now, streaming into the view; returns the Generations (or None on an error)."""
+        from .outputs import generate
+
+        models = self._current()
+        boxes = {name: w.HTML(layout=w.Layout(width="95%")) for name in models}
+        texts = {name: "" for name in models}
+        self.outputs.children = list(boxes.values())
+
+        def show(name: str, piece: str) -> None:
+            texts[name] += piece
+            boxes[name].value = (f"<b>{html.escape(name)}</b>: <span style='white-space:pre-wrap'>"
+                                 f"{html.escape(texts[name])}</span>")
+
+        for name in models:
+            show(name, "")
+        try:
+            self.generations = generate(models, self.prompt.value, self.max_new_tokens.value,
+                                        do_sample=self.sample.value, seed=self.seed.value, on_token=show,
+                                        tokenizer=self.parent.tokenizer)
+        except (ValueError, TypeError) as error:
+            self.message.value = _message(str(error), error=True)
+            return None
+        self.message.value = ""
+        self.score()
+        return self.generations
+
+    def start(self) -> threading.Thread:
+        """Generate in a background thread (the button), so tokens show as they come."""
+        if self.thread is not None and self.thread.is_alive():
+            return self.thread
+        self.thread = threading.Thread(target=self._run, daemon=True, name="subclone-viz-generate")
+        self.thread.start()
+        return self.thread
+
+    def _run(self) -> None:
+        self.button.disabled = True
+        try:
+            self.generate()
+        except Exception as error:  # noqa: BLE001 - a worker thread has no caller to raise to: show it
+            log.exception("generation failed")
+            self.message.value = _message(f"generation failed: {type(error).__name__}: {error}", error=True)
+        finally:
+            self.button.disabled = False
+
+    def score(self) -> Any:
+        """Per-token losses of every model on the held-out batch's first sequence."""
+        from .outputs import token_losses
+
+        if self.heldout is None:
+            return None
+        batch = {k: v[:1] for k, v in self.heldout.items()}
+        self.losses = token_losses(self._current(), batch)
+        others = [name for name in self.losses.names if name != "parent"]
+        self.loss_model.options = others
+        if others and self.loss_model.value not in others:
+            self.loss_model.value = others[0]
+        self._draw_losses()
+        return self.losses
+
+    def _draw_losses(self, change: Any = None) -> None:
+        if self.losses is None or not self.loss_model.value:
+            self.loss_text.value = ""
+            return
+        self.loss_text.value = plots.token_loss_html(self.losses, self.loss_model.value, "parent")
+
+
+class SimilarityView(_App):
+    """Where the studio's destination parts from the parent: cosine of every parent layer against every
+    destination layer, before training (the Subclone button's model) and after (the trained ``subclone``
+    initialization), and CKA per layer for both.
+
+    Args:
+        studio: the studio whose subclone and trained models it measures.
+        max_batches: held-out batches to stream through parent and destinations.
+    """
+
+    def __init__(self, studio: "SubcloneStudio", max_batches: int = 2):
+        self.studio, self.max_batches = studio, max_batches
+        self.similarities: dict[str, Any] = {}
+        self.button = w.Button(description="Measure similarity", icon="th")
+        self.message = w.HTML()
+        self.figures = w.HBox(layout=w.Layout(flex_flow="row wrap"))
+        self.button.on_click(lambda _: self.measure())
+        self.widget = w.VBox([
+            _caption("Linear CKA and cosine on the kept channels, against the parent block each destination layer "
+                     "came from; Subclone first, and train the <code>subclone</code> initialization for the "
+                     "after-training view."),
+            self.button, self.message, self.figures,
+        ])
+
+    def measure(self) -> dict[str, Any]:
+        """Measure every model there is (before and after training); returns the LayerSimilarity records."""
+        from .similarity import layer_similarity
+
+        models = {}
+        if self.studio.last_result is not None:
+            models["before training"] = self.studio.last_result.model
+        if "subclone" in self.studio.trained_models:
+            models["after training"] = self.studio.trained_models["subclone"]
+        if not models:
+            self.message.value = _message("nothing to measure yet: press Subclone (and Train) first", error=True)
+            return {}
+        try:
+            self.similarities = {name: layer_similarity(self.studio.parent, model, None, self.studio.eval_batches,
+                                                        max_batches=self.max_batches)
+                                 for name, model in models.items()}
+        except ValueError as error:
+            self.message.value = _message(str(error), error=True)
+            return {}
+        self.message.value = ""
+        heat = [_figure(plots.similarity_heatmap(s, title=f"{name}: cosine, kept channels"), HALF_WIDTH)
+                for name, s in self.similarities.items()]
+        self.figures.children = [*heat, _figure(plots.similarity_by_layer(self.similarities), HALF_WIDTH)]
+        return self.similarities
+
+
+class CutViews(_App):
+    """The studio's tabs on what its cut loses: compare outputs (text parents that generate) and similarity."""
+
+    def __init__(self, studio: "SubcloneStudio"):
+        parent = studio.parent
+        children, titles = [], []
+        self.outputs: CompareOutputs | None = None
+        if parent.family.task == "causal-lm" and _has_tokenizer(parent):
+            heldout = next(iter(studio.eval_batches), None)
+            self.outputs = CompareOutputs(parent, lambda: self._models(studio), heldout=heldout)
+            children.append(self.outputs.widget)
+            titles.append("Compare outputs")
+        self.images: ImagePredictions | None = None
+        if parent.family.task == "image-classification":
+            self.images = ImagePredictions(parent, lambda: self._models(studio), next(iter(studio.eval_batches)))
+            children.append(self.images.widget)
+            titles.append("Predictions")
+        self.similarity = SimilarityView(studio)
+        children.append(self.similarity.widget)
+        titles.append("Similarity to the parent")
+        self.widget = w.Tab(children=children)
+        for index, title in enumerate(titles):
+            self.widget.set_title(index, title)
+
+    @staticmethod
+    def _models(studio: "SubcloneStudio") -> dict[str, Any]:
+        models = {}
+        if studio.last_result is not None:
+            models["subclone (untrained)"] = studio.last_result.model
+        models.update({f"{init} (trained)": model for init, model in studio.trained_models.items()})
+        return models
+
+
+class ImagePredictions(_App):
+    """Each model's predicted class and confidence on a few held-out images (image classifiers).
+
+    Args:
+        parent: the parent; models: a callable returning the other models by name; batch: held-out images.
+        count: how many images.
+    """
+
+    def __init__(self, parent: "Parent", models: Any, batch: dict[str, "torch.Tensor"], count: int = 6):
+        self.parent, self.models, self.batch, self.count = parent, models, batch, count
+        self.button = w.Button(description="Predict", icon="eye")
+        self.message = w.HTML()
+        self.figure = _figure(go.Figure(), FULL_WIDTH)
+        self.button.on_click(lambda _: self.predict())
+        self.widget = w.VBox([self.button, self.message, self.figure])
+
+    def predict(self) -> dict[str, Any]:
+        from .lens import logit_lens
+
+        batch = {k: v[:self.count] for k, v in self.batch.items()}
+        try:
+            lenses = {name: logit_lens(model, None, batch, layers=[-1], name=name)
+                      for name, model in {"parent": self.parent, **dict(self.models())}.items()}
+        except ValueError as error:
+            self.message.value = _message(str(error), error=True)
+            return {}
+        self.message.value = ""
+        _refresh(self.figure, plots.image_predictions(lenses, batch["pixel_values"].float().cpu().numpy(), self.count))
+        return lenses

@@ -25,7 +25,8 @@ TINY_FAMILIES: dict[str, Callable[[], nn.Module]] = {
 IMAGE_MODELS = {
     name for family in FAMILIES.values() if issubclass(family, ImageClassifierFamily) for name in family.tiny_models()
 }
-NOISY_VECTORS = {"qwen2", "qwen3", "gemma", "gemma2", "gemma3", "phi3", "olmo2", "gpt_neox", "hf-vit"}
+NOISY_VECTORS = {"qwen2", "qwen3", "gemma", "gemma2", "gemma3", "phi3", "olmo2", "gpt_neox", "hf-vit", "mixtral",
+                 "qwen2_moe", "qwen3_moe", "olmoe", "gpt_oss", "deepseek_v3"}
 
 
 def tiny_model(name: str, seed: int = 0) -> nn.Module:
@@ -38,6 +39,9 @@ def tiny_model(name: str, seed: int = 0) -> nn.Module:
             for param in model.parameters():
                 if param.dim() == 1:
                     param.add_(torch.randn_like(param) * 0.1)
+            for name_, buffer in model.named_buffers():
+                if name_.endswith("e_score_correction_bias"):  # DeepSeek-V3's router bias starts at zero
+                    buffer.add_(torch.randn_like(buffer) * 0.1)
     return model
 
 

@@ -42,7 +42,7 @@ from typing import Any, Literal
 import torch
 from torch import nn
 
-from ..errors import SubcloneVizError
+from ..errors import SubcloneVizError, UserError
 from ._hf import build_model, resized_config
 from .axes import Axis
 
@@ -65,13 +65,29 @@ class Dims:
     heads: int
     kv_heads: int
     head_dim: int
+    # Mixtures of experts (0 in dense models): routed experts per MoE layer, experts each token is routed to,
+    # one expert's FFN width, the shared experts' width; MLA's rows per head in q_b_proj and kv_b_proj.
+    experts: int = 0
+    experts_per_tok: int = 0
+    expert_ffn: int = 0
+    shared_ffn: int = 0
+    mla_q_dim: int = 0
+    mla_kv_dim: int = 0
 
     @property
     def queries_per_kv(self) -> int:
         return self.heads // self.kv_heads
 
     def to_dict(self) -> dict[str, int]:
-        return dataclasses.asdict(self)
+        """Every field, less the mixture-of-experts ones a dense model leaves at 0 (so that a dense parent's
+        fingerprint, plans and profiles read the same as before those fields existed)."""
+        return {k: v for k, v in dataclasses.asdict(self).items() if k in _DENSE_DIMS or v}
+
+    def __repr__(self) -> str:
+        return f"Dims({', '.join(f'{k}={v}' for k, v in self.to_dict().items())})"
+
+
+_DENSE_DIMS = ("layers", "hidden", "ffn", "heads", "kv_heads", "head_dim")
 
 
 @dataclass(frozen=True)
@@ -101,6 +117,10 @@ class UnsupportedParameterError(SubcloneVizError, ValueError):
     pass
 
 
+class NoReadoutError(UserError, ValueError):
+    """A model without an output head (a bare encoder) asked for what only a head can say."""
+
+
 # The vocabulary of every family's tiny models; test batches draw token ids below it.
 TINY_VOCAB = 97
 
@@ -120,10 +140,16 @@ class Family(ABC):
     attention_output: str
     residual_sum: str | None = None
     rules: tuple[ParamRule, ...]
+    buffer_rules: tuple[ParamRule, ...] = ()  # buffers sliced like parameters (a router's correction bias)
     config_fields: dict[str, str] = HF_CONFIG_FIELDS
     # True when head_dim is hidden / heads (GPT-2, BERT, ViT, GPT-NeoX): the hidden width fixes the head count.
     # False when head_dim is its own config field, written into the destination's config.
     heads_follow_hidden: bool = True
+    # The norm applied after the last block (None for post-norm encoders) and the last linear layer, whose output
+    # is the model's (an LM head, an MLM decoder, a classifier): the logit lens reads a hidden state through
+    # them, and a profile stops the forward as the output layer is called.
+    final_norm: str | None = None
+    output_layer: str | None = None
 
     def __init__(self, model: nn.Module):
         """Adapters that depend on the model's layout (a task head's prefix, say) read it here."""
@@ -177,8 +203,9 @@ class Family(ABC):
     def blocks(self, model: nn.Module) -> nn.ModuleList:
         return model.get_submodule(self.block_list)
 
-    def ffn_activation_module(self, block: nn.Module) -> nn.Module:
-        """The module whose input is the FFN hidden activation (B, T, ffn)."""
+    def ffn_activation_module(self, block: nn.Module) -> nn.Module | None:
+        """The module whose input is the FFN hidden activation (B, T, ffn); None for a block without a dense FFN
+        (a mixture-of-experts layer, whose experts the profile reads through :mod:`.moe`)."""
         return block.get_submodule(self.ffn_activation)
 
     def attention_output_module(self, block: nn.Module) -> nn.Module:
@@ -188,6 +215,18 @@ class Family(ABC):
     def residual_sum_module(self, block: nn.Module) -> nn.Module | None:
         """Post-norm blocks: the norm whose input is the pre-norm sum x + f(x). None for pre-norm."""
         return None if self.residual_sum is None else block.get_submodule(self.residual_sum)
+
+    def output_module(self, model: nn.Module) -> nn.Module | None:
+        """The last linear layer (``output_layer``), None when the family names none."""
+        return None if self.output_layer is None else model.get_submodule(self.output_layer)
+
+    def readout(self, model: nn.Module, hidden: torch.Tensor) -> torch.Tensor:
+        """What the model would output if its blocks ended at ``hidden`` (B, T, d): the final norm and the
+        output head applied to it (the logit lens). At the last block's output it equals :meth:`logits`."""
+        raise NoReadoutError(
+            f"{type(model).__name__} ({self.description}) has no output head to read a hidden state through; "
+            f"the logit lens needs a causal LM, a masked LM (BertForMaskedLM) or an image classifier"
+        )
 
     @abstractmethod
     def logits(self, model: nn.Module, batch: dict[str, torch.Tensor]) -> torch.Tensor:
@@ -243,6 +282,13 @@ class CausalLMFamily(Family):
     task = "causal-lm"
     auto_class = "AutoModelForCausalLM"
     head = "lm_head"
+    output_layer = "lm_head"
+
+    def readout(self, model: nn.Module, hidden: torch.Tensor) -> torch.Tensor:
+        norm = model.get_submodule(self.final_norm or "")
+        logits: torch.Tensor = model.get_submodule(self.output_layer or "")(norm(hidden))
+        cap = getattr(model.config, "final_logit_softcapping", None)  # Gemma 2 bounds its logits
+        return logits if cap is None else torch.tanh(logits / cap) * cap
 
     def logits(self, model: nn.Module, batch: dict[str, torch.Tensor]) -> torch.Tensor:
         return model(

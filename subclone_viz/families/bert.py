@@ -66,6 +66,16 @@ class BertFamily(Family):
         self.block_list = f"{self.prefix}encoder.layer"
         self.task = "masked-lm" if hasattr(model, "cls") else "encoder"
         self.auto_class = "AutoModelForMaskedLM" if self.task == "masked-lm" else "AutoModel"
+        pooler = getattr(model, "pooler", None)
+        self.output_layer = "cls.predictions.decoder" if self.task == "masked-lm" else (
+            "pooler.dense" if pooler is not None else None)
+
+    def readout(self, model: nn.Module, hidden: torch.Tensor) -> torch.Tensor:
+        """Post-norm blocks end normalized, so the masked-LM head reads a hidden state as it is."""
+        if self.task != "masked-lm":
+            return super().readout(model, hidden)
+        result: torch.Tensor = model.get_submodule("cls")(hidden)
+        return result
 
     def logits(self, model: nn.Module, batch: dict[str, torch.Tensor]) -> torch.Tensor:
         out = model(input_ids=batch["input_ids"], attention_mask=batch.get("attention_mask"))
@@ -80,6 +90,19 @@ class BertFamily(Family):
             return configured
         return BERT_WORDPIECE_MASK_ID if model.config.vocab_size > BERT_WORDPIECE_MASK_ID else model.config.vocab_size - 1
 
+    def masked_inputs(
+        self, model: nn.Module, batch: dict[str, torch.Tensor]
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(masked input_ids, attention_mask, labels): a fixed, seeded 15% of the counted tokens replaced by
+        [MASK], labels -100 except there. The same masks for every model and every call."""
+        input_ids = batch["input_ids"]  # (B, T)
+        attention_mask = batch.get("attention_mask", torch.ones_like(input_ids))
+        generator = torch.Generator().manual_seed(0)
+        chosen = (torch.rand(input_ids.shape, generator=generator) < MLM_MASK_FRACTION).to(input_ids.device)
+        chosen &= attention_mask.bool()
+        masked_ids = input_ids.masked_fill(chosen, self.mask_token_id(model))
+        return masked_ids, attention_mask, input_ids.masked_fill(~chosen, -100)
+
     def loss(self, model: nn.Module, batch: dict[str, torch.Tensor]) -> torch.Tensor:
         """Masked-LM loss on a fixed, seeded 15% of the tokens, so that every model sees the same masks."""
         if self.task != "masked-lm":
@@ -87,13 +110,7 @@ class BertFamily(Family):
                 f"{type(model).__name__} has no language-model head, so it has no loss; load the parent as a "
                 f"BertForMaskedLM (AutoModelForMaskedLM) to train or score it"
             )
-        input_ids = batch["input_ids"]  # (B, T)
-        attention_mask = batch.get("attention_mask", torch.ones_like(input_ids))
-        generator = torch.Generator().manual_seed(0)
-        chosen = (torch.rand(input_ids.shape, generator=generator) < MLM_MASK_FRACTION).to(input_ids.device)
-        chosen &= attention_mask.bool()
-        masked_ids = input_ids.masked_fill(chosen, self.mask_token_id(model))
-        labels = input_ids.masked_fill(~chosen, -100)
+        masked_ids, attention_mask, labels = self.masked_inputs(model, batch)
         logits = model(input_ids=masked_ids, attention_mask=attention_mask).logits  # (B, T, V)
         return nn.functional.cross_entropy(
             logits.reshape(-1, logits.shape[-1]).float(), labels.reshape(-1), ignore_index=-100

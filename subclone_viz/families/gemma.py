@@ -44,6 +44,7 @@ class GemmaFamily(CausalLMFamily):
     description = "Gemma"
     model_types = ("gemma", "gemma2", "gemma3_text")
     block_list = "model.layers"
+    final_norm = "model.norm"
     ffn_activation = "mlp.down_proj"
     attention_output = "self_attn.o_proj"
     heads_follow_hidden = False

@@ -33,6 +33,7 @@ class GPT2Family(CausalLMFamily):
     description = "GPT-2"
     model_types = ("gpt2",)
     block_list = "transformer.h"
+    final_norm = "transformer.ln_f"
     ffn_activation = "mlp.c_proj"
     attention_output = "attn.c_proj"
     config_fields = dict(layers="n_layer", hidden="n_embd", ffn="n_inner", heads="n_head")

@@ -34,6 +34,7 @@ class GPTNeoXFamily(CausalLMFamily):
     description = "GPT-NeoX / Pythia"
     model_types = ("gpt_neox",)
     block_list = "gpt_neox.layers"
+    final_norm = "gpt_neox.final_layer_norm"
     ffn_activation = "mlp.dense_4h_to_h"
     attention_output = "attention.dense"
     config_fields = dict(layers="num_hidden_layers", hidden="hidden_size", ffn="intermediate_size",

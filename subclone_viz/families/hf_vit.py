@@ -36,6 +36,8 @@ class HFViTFamily(ImageClassifierFamily):
     auto_class = "AutoModelForImageClassification"
     head = "classifier"
     block_list = "vit.layers"
+    final_norm = "vit.layernorm"
+    output_layer = "classifier"
     ffn_activation = "mlp.fc2"
     attention_output = "attention.o_proj"
     config_fields = dict(layers="num_hidden_layers", hidden="hidden_size", ffn="intermediate_size",
@@ -59,6 +61,12 @@ class HFViTFamily(ImageClassifierFamily):
 
     def logits(self, model: nn.Module, batch: dict[str, torch.Tensor]) -> torch.Tensor:
         return model(pixel_values=batch["pixel_values"]).logits
+
+    def readout(self, model: nn.Module, hidden: torch.Tensor) -> torch.Tensor:
+        """The final LayerNorm, then the classifier on the class token."""
+        norm, classifier = model.get_submodule("vit.layernorm"), model.get_submodule("classifier")
+        result: torch.Tensor = classifier(norm(hidden)[:, 0, :])
+        return result
 
     @classmethod
     def tiny_models(cls) -> dict[str, Callable[[], nn.Module]]:

@@ -52,6 +52,7 @@ class LlamaFamily(CausalLMFamily):
     description = "Llama family"
     model_types = ("llama", "mistral", "qwen2", "qwen3")
     block_list = "model.layers"
+    final_norm = "model.norm"
     ffn_activation = "mlp.down_proj"
     attention_output = "self_attn.o_proj"
     heads_follow_hidden = False

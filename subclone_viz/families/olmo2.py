@@ -36,6 +36,7 @@ class Olmo2Family(CausalLMFamily):
     description = "OLMo-2"
     model_types = ("olmo2",)
     block_list = "model.layers"
+    final_norm = "model.norm"
     ffn_activation = "mlp.down_proj"
     attention_output = "self_attn.o_proj"
     heads_follow_hidden = False

@@ -34,6 +34,7 @@ class Phi3Family(CausalLMFamily):
     description = "Phi-3"
     model_types = ("phi3",)
     block_list = "model.layers"
+    final_norm = "model.norm"
     ffn_activation = "mlp.down_proj"
     attention_output = "self_attn.o_proj"
     heads_follow_hidden = False

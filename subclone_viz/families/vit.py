@@ -35,6 +35,8 @@ class TimmViTFamily(ImageClassifierFamily):
     description = "Vision Transformer (timm)"
     library = "timm"
     block_list = "blocks"
+    final_norm = "norm"
+    output_layer = "head"
     ffn_activation = "mlp.fc2"
     attention_output = "attn.proj"
     rules = (
@@ -105,6 +107,12 @@ class TimmViTFamily(ImageClassifierFamily):
 
     def logits(self, model: nn.Module, batch: dict[str, torch.Tensor]) -> torch.Tensor:
         return model(batch["pixel_values"])
+
+    def readout(self, model: nn.Module, hidden: torch.Tensor) -> torch.Tensor:
+        """The final norm, then timm's own head: its pooling (the class token or the mean), fc_norm, classifier."""
+        head: Any = model  # a timm VisionTransformer (its methods are not typed as modules)
+        result: torch.Tensor = head.forward_head(head.norm(hidden))
+        return result
 
     def save(self, model: nn.Module, directory: str, processor: Any = None) -> None:
         """model.safetensors and a config.json that ``timm.create_model("local-dir:DIR")`` reads."""

@@ -21,10 +21,14 @@ NOTEBOOKS = sorted(NOTEBOOK_DIR.glob("*.ipynb"))
 # Run after a notebook's own cells, in its kernel: an AssertionError fails the test.
 PROBES = {
     "01_residual_property": """
-assert prof.tokens >= 256 and len(prof.block_metrics["f_over_sum"]) == 30
+assert figures.profile.tokens == 8192 and len(figures.profile.block_metrics["f_over_sum"]) == 30  # shipped
 assert len(ablation.removed) == 30 and ablation.removed[0] > ablation.baseline + 1  # block 0 matters
+assert prof.tokens >= 256 and len(mine.removed) == 30  # measured again in quick mode
 """,
-    "02_neuron_importance": "assert prof.rank_consistency().spearman.shape == (31, 31)",
+    "02_neuron_importance": """
+assert prof.rank_consistency().spearman.shape == (31, 31) and prof is figures.profile
+assert mine.tokens >= 256 and mine.rank_consistency().spearman.shape == (31, 31)
+""",
     "03_subclone_and_train": """
 studio.layers.value = 6
 studio.subclone_button.click()
@@ -38,6 +42,15 @@ spec = sizes.select(0, 1)
 assert (studio.layers.value, studio.hidden.value) == (spec.layers, spec.hidden) == (grid.layers[0], grid.hidden[1])
 assert sizes.selected == (0, 1)
 assert figure is not None and [size["label"] for size in study.sizes] == ["24 x 480", "20 x 384", "8 x 288"]
+""",
+    "06_what_the_cut_loses": """
+depth_plan = cuts["depth cut"][0]
+front = next(j for j, block in enumerate(depth_plan.layers) if block != j)  # destination layers before the gap
+assert abs(similarities["depth cut"].cka[:front + 1] - 1).max() < 1e-3
+assert abs(lenses["depth cut"].loss[:front + 1] - lenses["parent"].loss[:front + 1]).max() < 1e-3
+assert similarities["width cut"].cka[0] < 0.999
+assert list(outputs.texts) == ["parent", "width cut", "both, trained"] and history.last_step == 2
+assert explorer.residual.depth is not None and explorer.studio.views.outputs is not None
 """,
     "05_vision": """
 assert parent.family.task == "image-classification" and list(result.histories) == ["random", "subclone"]

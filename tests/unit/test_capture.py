@@ -30,7 +30,9 @@ def test_every_block_reports_once_and_the_steps_chain(tiny):
     else:
         assert steps[0].total is steps[0].output
     tokens = steps[0].input.shape[:2]
-    assert ffn[0].shape == (*tokens, dims.ffn) and sorted(ffn) == list(range(dims.layers))
+    assert sorted(ffn) == list(range(dims.layers)) and all(a.shape == (*tokens, dims.ffn) for a in ffn.values())
+    for i, block in enumerate(family.blocks(model)):  # an MoE layer has no dense FFN: zeros (experts.py reads it)
+        assert (family.ffn_activation_module(block) is None) == (not ffn[i].any())
     assert attention[0].shape == (*tokens, dims.heads * dims.head_dim)
     assert not any(block._forward_hooks or block._forward_pre_hooks for block in family.blocks(model))
 

@@ -22,8 +22,9 @@ def brute_force(parent, batches):
         if family.residual_sum_module(block) is not None:
             handles.append(family.residual_sum_module(block).register_forward_pre_hook(
                 lambda m, a, i=i: captured["s"].setdefault(i, []).append(a[0])))
-        handles.append(family.ffn_activation_module(block).register_forward_pre_hook(
-            lambda m, a, i=i: captured["ffn"].setdefault(i, []).append(a[0])))
+        if family.ffn_activation_module(block) is not None:  # None: an MoE layer (tests/unit/test_moe.py)
+            handles.append(family.ffn_activation_module(block).register_forward_pre_hook(
+                lambda m, a, i=i: captured["ffn"].setdefault(i, []).append(a[0])))
         handles.append(family.attention_output_module(block).register_forward_pre_hook(
             lambda m, a, i=i: captured["attn"].setdefault(i, []).append(a[0])))
     masks = []
@@ -55,7 +56,8 @@ def brute_force(parent, batches):
             (1 - cos).mean(),
         ])
         residual.append(y.abs().mean(0))
-        ffn.append(rows(captured["ffn"][i]).abs().mean(0))
+        ffn.append(rows(captured["ffn"][i]).abs().mean(0) if i in captured["ffn"] else
+                   torch.zeros(parent.dims.ffn, dtype=torch.float64))
         attn.append(rows(captured["attn"][i]).abs().mean(0))
     return {
         "tokens": x.shape[0],
