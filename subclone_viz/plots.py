@@ -41,6 +41,7 @@ Example::
 
 from __future__ import annotations
 
+import html
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -56,6 +57,7 @@ from matplotlib.ticker import AutoLocator, FuncFormatter, LogLocator, MaxNLocato
 from plotly.subplots import make_subplots
 
 from .experts import expert_load, expert_neuron_importance, router_entropy
+from .lens import through_depth
 from .profile import BLOCK_METRIC_LABELS, BLOCK_METRICS, Profile
 from .sizing import COSTS, QUANTITIES, SizeGrid
 
@@ -1050,8 +1052,6 @@ def predictions_through_depth(
 ) -> go.Figure:
     """A table: per parent residual layer (depth grows downward), the parent's top-k next tokens and the
     destination's at the layer that came from it; blocks the plan removed read "skipped"."""
-    from .lens import through_depth
-
     rows = through_depth(parent, destination, sequence, position)
     token = None if parent.tokens is None else parent.tokens[sequence][position]
     title = "Predictions through depth" + (f" after {token!r} (position {position})" if token is not None else "")
@@ -1130,8 +1130,6 @@ def token_loss_html(losses: "TokenLosses", name: str, reference: str | None = No
                     limit: float = 2.0) -> str:
     """The sequence's text, each token's background coloured by ``name``'s loss minus the reference's (red:
     worse than the reference, blue: better, saturating at +-``limit`` nats); hovering shows both losses."""
-    import html
-
     if losses.tokens is None:
         raise ValueError("these losses carry no token texts (images, or no tokenizer): nothing to colour")
     reference = reference or losses.names[0]

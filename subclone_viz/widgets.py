@@ -65,7 +65,8 @@ from .errors import UserError
 from .evaluate import BlockAblation, evaluate
 from .export import save_destination
 from .importance import DEFAULT_ESTIMATOR, available_estimators
-from .lens import READABLE_TASKS
+from .lens import READABLE_TASKS, logit_lens
+from .outputs import generate, token_losses
 from .plan import (
     DEPTH_STRATEGIES,
     SCALINGS,
@@ -78,6 +79,7 @@ from .plan import (
 )
 from .profile import BLOCK_METRIC_LABELS, BLOCK_METRICS, Profile
 from .settings import INTERACTIVE_STEPS, PlanStrategy
+from .similarity import layer_similarity
 from .sizing import QUANTITIES, SizeGrid, size_grid
 from .stability import METHODS, Stability, stability
 from .subclone import subclone
@@ -1272,8 +1274,6 @@ class PredictionsThroughDepth(_App):
         self._read()
 
     def _read(self, change: Any = None) -> None:
-        from .lens import logit_lens
-
         try:
             if _has_tokenizer(self.parent) and not self.text.value.strip():
                 raise ValueError("the text is empty: type something to read through depth")
@@ -1356,8 +1356,6 @@ class CompareOutputs(_App):
 
     def generate(self) -> Any:
         """Generate with every model now, streaming into the view; returns the Generations (or None on an error)."""
-        from .outputs import generate
-
         models = self._current()
         boxes = {name: w.HTML(layout=w.Layout(width="95%")) for name in models}
         texts = {name: "" for name in models}
@@ -1401,8 +1399,6 @@ class CompareOutputs(_App):
 
     def score(self) -> Any:
         """Per-token losses of every model on the held-out batch's first sequence."""
-        from .outputs import token_losses
-
         if self.heldout is None:
             return None
         batch = {k: v[:1] for k, v in self.heldout.items()}
@@ -1447,8 +1443,6 @@ class SimilarityView(_App):
 
     def measure(self) -> dict[str, Any]:
         """Measure every model there is (before and after training); returns the LayerSimilarity records."""
-        from .similarity import layer_similarity
-
         models = {}
         if self.studio.last_result is not None:
             models["before training"] = self.studio.last_result.model
@@ -1521,8 +1515,6 @@ class ImagePredictions(_App):
         self.widget = w.VBox([self.button, self.message, self.figure])
 
     def predict(self) -> dict[str, Any]:
-        from .lens import logit_lens
-
         batch = {k: v[:self.count] for k, v in self.batch.items()}
         try:
             lenses = {name: logit_lens(model, None, batch, layers=[-1], name=name)
