@@ -1177,6 +1177,9 @@ def image_predictions(lenses: "Mapping[str, LogitLens]", images: np.ndarray, cou
     _style_plotly(fig, "Predicted class and confidence", 200 + 20 * len(lenses))
     fig.update_layout(margin=dict(t=70 + 18 * len(lenses)))
     fig.update_annotations(font=dict(size=11))
+    return fig
+
+
 def expert_load_heatmap(profile: Profile, backend: str = "plotly") -> Figure:
     """A mixture of experts' routing: the share of each layer's routed tokens that each expert took, layers x
     experts (dense layers are rows of zeros). Uniform routing is 1 / experts everywhere."""
