@@ -90,6 +90,12 @@ _LAZY = {
     "TokenLosses": "outputs",
     "generate": "outputs",
     "token_losses": "outputs",
+    "Forecast": "forecast",
+    "ForecastPrior": "forecast",
+    "LearningCurve": "forecast",
+    "forecast": "forecast",
+    "BudgetGrid": "budget",
+    "budget_grid": "budget",
 }
 
 
@@ -194,4 +200,10 @@ __all__ = [
     "TokenLosses",
     "generate",
     "token_losses",
+    "Forecast",
+    "ForecastPrior",
+    "LearningCurve",
+    "forecast",
+    "BudgetGrid",
+    "budget_grid",
 ]

@@ -45,7 +45,7 @@ DEFAULT_ESTIMATOR = "paper"
 
 # Training: learning-rate schedules after warmup, and the distillation loss's defaults
 # (loss = (1 - alpha) * task loss + alpha * T^2 * KL(teacher || student) at temperature T).
-SCHEDULES = ("cosine", "linear", "constant")
+SCHEDULES = ("cosine", "linear", "constant", "wsd")
 DISTILL_ALPHA = 0.5
 DISTILL_TEMPERATURE = 1.0
 

@@ -388,8 +388,39 @@ def build_parser() -> argparse.ArgumentParser:
                         help="a saved speedup study (the study.json of `subclone-viz study`) to show as the "
                              "speedup-by-size section")
     report.add_argument("--overwrite", action="store_true", help="replace an existing --out")
+    _add_forecast_parser(commands)
     _describe(commands.choices)
     return parser
+
+
+def _add_forecast_parser(commands: Any) -> None:
+    fc = commands.add_parser("forecast", help="forecast a run's held-out loss at a horizon, with an interval, from a "
+                                              "saved history (.json) or any trainer's CSV log")
+    fc.set_defaults(run=run_forecast)
+    fc.add_argument("run_file", type=Path, metavar="RUN", help="a training history .json (History.save, "
+                                                               "`compare --out`) or a .csv log")
+    horizon = fc.add_mutually_exclusive_group()
+    horizon.add_argument("--steps", type=positive_int, help="horizon in optimizer steps (default: the run's end)")
+    horizon.add_argument("--tokens", type=positive_float, help="horizon in training tokens")
+    horizon.add_argument("--flops", type=positive_float, help="horizon in FLOPs (6 x parameters x tokens)")
+    fc.add_argument("--fit-until", type=positive_int, metavar="STEP", help="use the evaluations up to STEP only")
+    fc.add_argument("--prior", type=Path, help="a saved ForecastPrior .json (default: the library's)")
+    fc.add_argument("--step-column", default="step", help="CSV: the step column (default step)")
+    fc.add_argument("--loss-column", default="loss", help="CSV: the held-out loss column (default loss)")
+    fc.add_argument("--lr-column", help="CSV: the learning rate of every step (or give --schedule)")
+    fc.add_argument("--schedule", choices=SCHEDULES, help="CSV: the named schedule of the whole run")
+    fc.add_argument("--total-steps", type=positive_int, help="CSV with --schedule: the run's planned length")
+    fc.add_argument("--warmup", type=non_negative_int, default=0, help="CSV with --schedule: warmup steps")
+    fc.add_argument("--peak-lr", type=positive_float, default=1.0, help="CSV with --schedule: the peak rate")
+    fc.add_argument("--final-ratio", type=float, default=0.0, help="CSV with --schedule: final rate / peak")
+    fc.add_argument("--decay-fraction", type=float, default=0.2, help="CSV with --schedule wsd: decay share")
+    fc.add_argument("--where", action="append", default=[], metavar="COLUMN=VALUE",
+                    help="CSV: keep the rows whose COLUMN holds VALUE (one run of a file of several); repeatable")
+    fc.add_argument("--tokens-per-step", type=positive_float, help="CSV: tokens per step (for --tokens/--flops)")
+    fc.add_argument("--parameters", type=positive_int, help="the model's parameters (for --flops)")
+    fc.add_argument("--out", type=Path, help="save the Forecast record (.json)")
+    fc.add_argument("--overwrite", action="store_true", help="replace an existing --out")
+    fc.add_argument("--json", action="store_true", help="print one JSON document on stdout, nothing else")
 
 
 def subcommand_parsers(parser: argparse.ArgumentParser) -> dict[str, argparse.ArgumentParser]:
@@ -429,6 +460,11 @@ SUBCOMMAND_HELP: dict[str, tuple[str, str]] = {
     "report": ("The main job: profile, ablate, subclone, size and briefly train, then write one self-contained "
                "HTML page that opens without a network.",
                "subclone-viz report --parent smollm2-135m --out report.html --quick"),
+    "forecast": ("Forecast a run's held-out loss at a horizon (default: the end of its planned schedule), with an "
+                 "80% interval, from its evaluations so far and the learning rate of every step: a training "
+                 "history .json, or any trainer's .csv log with an lr column or a named schedule.",
+                 "subclone-viz forecast log.csv --loss-column val_loss --schedule cosine --total-steps 20000 "
+                 "--final-ratio 0.1"),
 }
 
 
@@ -509,6 +545,7 @@ run_ablate = _Command("run_ablate")
 run_compare = _Command("run_compare")
 run_study = _Command("run_study")
 run_report = _Command("run_report")
+run_forecast = _Command("run_forecast")
 
 
 def main(argv: Sequence[str] | None = None) -> int:

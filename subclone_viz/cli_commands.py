@@ -43,6 +43,7 @@ from .data import ImageBatches, TextBatches
 from .errors import UserError
 from .evaluate import block_ablation, evaluate
 from .export import save_destination
+from .forecast import ForecastPrior, LearningCurve, forecast
 from .importance import ESTIMATORS
 from .parent import Parent, load_parent, parent_skeleton
 from .plan import (
@@ -60,6 +61,7 @@ from .plan import (
 from .profile import BLOCK_METRIC_LABELS, BLOCK_METRICS, Profile, add_taylor, profile
 from .study import SpeedupStudy, speedup_study
 from .subclone import subclone
+from .train import History
 from .vision import VIT_DIGITS  # noqa: F401  (importing vision registers the vit-digits parent source)
 from .workflow import has_loss, parent_batches, quick_mode
 
@@ -651,3 +653,45 @@ def execute(args: argparse.Namespace, prog: str) -> int:
     if distributed.is_main_process():
         print(json.dumps(outcome.document, indent=2) if args.json else outcome.text, file=stdout, flush=True)
     return 0
+
+
+def _forecast_curve(args: argparse.Namespace) -> Any:
+    """The run's LearningCurve from a history .json or a .csv log, every argument checked first."""
+    path = args.run_file.expanduser()
+    suffix = path.suffix.lower()
+    if suffix not in (".json", ".csv"):
+        raise UsageError(f"RUN={path}: give a training history .json or a .csv log")
+    if not path.is_file():
+        raise UsageError(f"RUN={path}: no such file")
+    if suffix == ".json":
+        extra = [f for f in ("lr_column", "schedule", "total_steps", "tokens_per_step") if getattr(args, f)]
+        if extra:
+            raise UsageError(f"--{extra[0].replace('_', '-')} is for .csv logs; a history carries its own schedule")
+        return History.load(path).curve(parameters=args.parameters)
+    if (args.lr_column is None) == (args.schedule is None):
+        raise UsageError("a .csv log needs --lr-column (the rate of every step) or --schedule with --total-steps")
+    if args.schedule is not None and args.total_steps is None:
+        raise UsageError(f"--schedule {args.schedule} needs --total-steps (the run's planned length)")
+    bad = [w for w in args.where if "=" not in w or not w.split("=", 1)[0]]
+    if bad:
+        raise UsageError(f"--where {bad[0]!r}: give COLUMN=VALUE")
+    return LearningCurve.from_csv(path, step_column=args.step_column, loss_column=args.loss_column,
+                                  lr_column=args.lr_column, schedule=args.schedule, total_steps=args.total_steps,
+                                  warmup=args.warmup, peak=args.peak_lr, final_ratio=args.final_ratio,
+                                  decay_fraction=args.decay_fraction, tokens_per_step=args.tokens_per_step,
+                                  where=dict(w.split("=", 1) for w in args.where) or None,
+                                  parameters=args.parameters)
+
+
+def run_forecast(args: argparse.Namespace) -> Outcome:
+    if args.out is not None and args.out.exists() and not args.overwrite:
+        raise UsageError(f"--out {args.out} exists: pass --overwrite to replace it")
+    prior = ForecastPrior.load(args.prior) if args.prior is not None else None
+    curve = _forecast_curve(args)
+    if args.fit_until is not None:
+        curve = curve.head(args.fit_until)
+    result = forecast(curve, steps=args.steps, tokens=args.tokens, flops=args.flops, prior=prior)
+    document = result.to_document()
+    if args.out is not None:
+        document["output"] = str(result.save(args.out, overwrite=args.overwrite))
+    return Outcome(document, result.summary())

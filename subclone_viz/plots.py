@@ -24,6 +24,8 @@ without pyplot so nothing global changes). No model runs here.
   predicted class and confidence of each model on a few images.
 * :func:`expert_load_heatmap`, :func:`expert_neuron_curves`: a mixture of experts' routing load per layer and
   expert, and each expert's neuron importance.
+* :func:`forecast_band`: a run's held-out losses and its loss forecast ahead, with the interval as a band;
+  :func:`budget_pareto`: forecast loss at a training budget against one inference cost, with error bars.
 
 Heat maps put residual layer 0 (the embedding output) or block 0 at the bottom, so depth grows upward.
 
@@ -1215,4 +1217,101 @@ def expert_neuron_curves(profile: Profile, layer: int, backend: str = "plotly") 
     for e, curve in enumerate(ranked):
         ax.plot(ranks, curve, color=SERIES_COLORS[e % len(SERIES_COLORS)], lw=1.5, label=f"expert {e}")
     ax.legend(frameon=False, fontsize=8, ncol=2)
+# Forecasts and the budget chooser
+
+BUDGET_LABELS = {**GRID_LABELS, "loss": "forecast held-out loss at the budget (nats)"}
+
+
+def _budget_points(grid: Any, cost: str) -> dict[str, list[dict[str, Any]]]:
+    """The cells of each init, cheapest first, with their cost in drawing units and a label."""
+    by_init: dict[str, list[dict[str, Any]]] = {}
+    for cell in grid.cells:
+        if math.isfinite(cell.get(cost, math.nan)):
+            by_init.setdefault(cell["init"], []).append(
+                {**cell, "x": cell[cost] * GRID_UNITS.get(cost, 1), "label": f"{cell['layers']} x {cell['hidden']}"})
+    return {init: sorted(cells, key=lambda c: c["x"]) for init, cells in by_init.items()}
+
+
+def budget_pareto(grid: Any, cost: str = "params", backend: str = "plotly") -> Figure:
+    """Forecast held-out loss at the budget against one inference cost, with the forecasts' intervals as error
+    bars, one series per initialization; the Pareto front (no cell both cheaper and better) joined in red.
+
+    Args:
+        grid: a :class:`~subclone_viz.budget.BudgetGrid` (or its ``to_dict()``).
+        cost: "params", "flops_per_token", "latency" or "memory".
+        backend: ``"plotly"`` or ``"matplotlib"``.
+    """
+    from .budget import BudgetGrid
+
+    _check_backend(backend)
+    grid = BudgetGrid.from_dict(grid) if isinstance(grid, Mapping) else grid
+    front = {(c["layers"], c["hidden"], c["init"]) for c in grid.pareto_front(cost)}
+    series = _budget_points(grid, cost)
+    budget = f"{grid.tokens:,.0f} tokens" if grid.tokens is not None else f"{grid.flops:.3g} FLOPs (iso-compute)"
+    title = f"Forecast loss at {budget} against {GRID_TITLES[cost].lower()}, {grid.parent}"
+    xlabel, ylabel = BUDGET_LABELS[cost], BUDGET_LABELS["loss"]
+    front_cells = sorted((c for cells in series.values() for c in cells
+                          if (c["layers"], c["hidden"], c["init"]) in front), key=lambda c: c["x"])
+    if backend == "plotly":
+        fig = _plotly_figure(title, xlabel, ylabel)
+        for k, (init, cells) in enumerate(series.items()):
+            fig.add_trace(go.Scatter(
+                x=[c["x"] for c in cells], y=[c["forecast"]["loss"] for c in cells], mode="markers", name=init,
+                marker=dict(size=9, color=SERIES_COLORS[k % len(SERIES_COLORS)]),
+                error_y=dict(type="data", symmetric=False,
+                             array=[c["forecast"]["high"] - c["forecast"]["loss"] for c in cells],
+                             arrayminus=[c["forecast"]["loss"] - c["forecast"]["low"] for c in cells]),
+                text=[f"{c['label']} {init}, {c['steps']:,} steps" for c in cells],
+                hovertemplate="%{text}: %{x:.3g}, forecast %{y:.3f}<extra></extra>"))
+        fig.add_trace(go.Scatter(x=[c["x"] for c in front_cells], y=[c["forecast"]["loss"] for c in front_cells],
+                                 mode="lines+text", name="Pareto front", line=dict(color=FRONT_COLOR, width=2),
+                                 text=[c["label"] for c in front_cells], textposition="top right",
+                                 hoverinfo="skip"))
+        return fig
+    fig, ax = _matplotlib_figure(title, xlabel, ylabel)
+    ax.xaxis.set_major_locator(AutoLocator())
+    for k, (init, cells) in enumerate(series.items()):
+        ys = np.array([c["forecast"]["loss"] for c in cells])
+        spread = np.array([[y - c["forecast"]["low"], c["forecast"]["high"] - y] for y, c in zip(ys, cells)]).T
+        ax.errorbar([c["x"] for c in cells], ys, yerr=spread.reshape(2, -1), fmt="o", capsize=3, label=init,
+                    color=SERIES_COLORS[k % len(SERIES_COLORS)])
+    ax.plot([c["x"] for c in front_cells], [c["forecast"]["loss"] for c in front_cells], color=FRONT_COLOR, lw=2,
+            label="Pareto front")
+    for c in front_cells:
+        ax.annotate(c["label"], (c["x"], c["forecast"]["loss"]), textcoords="offset points", xytext=(4, 4), fontsize=8)
+    ax.legend(frameon=False, fontsize=9)
+    return fig
+
+
+def forecast_band(curve: Any, result: Any, backend: str = "plotly") -> Figure:
+    """A run's evaluated held-out losses and its forecast ahead of them, with the interval as a band.
+
+    Args:
+        curve: the :class:`~subclone_viz.forecast.LearningCurve` (or a training history) that was forecast.
+        result: the :class:`~subclone_viz.forecast.Forecast`.
+        backend: ``"plotly"`` or ``"matplotlib"``.
+    """
+    _check_backend(backend)
+    points = list(zip(curve.steps, curve.losses)) if hasattr(curve, "lrs") else [(r.step, r.loss) for r in curve.evals]
+    points = [(s, v) for s, v in points if s > 0]  # before training the areas are 0: not on the forecast's scale
+    title = f"Forecast{' of ' + result.label if result.label else ''}: {result.loss:.3f} nats at step {result.horizon:,}"
+    xlabel, ylabel = "optimizer step", HISTORY_METRICS["eval_loss"]
+    xs, low, high = result.curve_steps, result.curve_low, result.curve_high
+    band = f"{result.level:.0%} interval"
+    if backend == "plotly":
+        fig = _plotly_figure(title, xlabel, ylabel)
+        fig.add_trace(go.Scatter(x=xs + xs[::-1], y=high + low[::-1], fill="toself", name=band, mode="lines",
+                                 line=dict(width=0), fillcolor="rgba(214,39,40,0.18)", hoverinfo="skip"))
+        fig.add_trace(go.Scatter(x=xs, y=result.curve_loss, name="forecast", mode="lines",
+                                 line=dict(color=SELECTED_COLOR, dash="dash", width=2)))
+        fig.add_trace(go.Scatter(x=[p[0] for p in points], y=[p[1] for p in points], name="evaluated",
+                                 mode="markers", marker=dict(color=SERIES_COLORS[0], size=7)))
+        fig.add_vline(x=result.fitted_until, line=dict(color=REMOVED_COLOR, dash="dot"))
+        return fig
+    fig, ax = _matplotlib_figure(title, xlabel, ylabel)
+    ax.fill_between(xs, low, high, color=SELECTED_COLOR, alpha=0.18, lw=0, label=band)
+    ax.plot(xs, result.curve_loss, color=SELECTED_COLOR, ls="--", lw=2, label="forecast")
+    ax.plot([p[0] for p in points], [p[1] for p in points], "o", color=SERIES_COLORS[0], ms=5, label="evaluated")
+    ax.axvline(result.fitted_until, color=REMOVED_COLOR, ls=":", lw=1)
+    ax.legend(frameon=False, fontsize=9)
     return fig

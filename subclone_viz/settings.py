@@ -30,6 +30,7 @@ Example::
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field, fields, replace
 from typing import Any
@@ -97,6 +98,29 @@ class PlanStrategy:
         return {f.name: getattr(self, f.name) for f in fields(self)}
 
 
+def lr_factor(step: int, warmup: int, total: int, schedule: str, final: float = 0.0, decay: float = 0.2) -> float:
+    """Learning-rate multiplier for the optimizer step with index ``step`` (0-based).
+
+    Warmup ramps linearly over ``warmup`` steps, its first step already above 0, reaching 1 at step
+    ``warmup``; then cosine or linear decay towards ``final``, never reaching it on the last step (a zero
+    learning rate would waste that step). ``"wsd"`` holds 1 until the last ``decay`` share of the steps after
+    warmup, then decays linearly towards ``final``.
+    """
+    if step < warmup:
+        return (step + 1) / (warmup + 1)
+    if schedule == "constant":
+        return 1.0
+    if schedule == "wsd":
+        stable_end = total - max(1, round(decay * (total - warmup)))
+        if step < stable_end:
+            return 1.0
+        return final + (1.0 - final) * (1.0 - (step - stable_end) / max(total - stable_end, 1))
+    progress = (step - warmup) / max(total - warmup, 1)
+    if schedule == "linear":
+        return final + (1.0 - final) * (1.0 - progress)
+    return final + (1.0 - final) * 0.5 * (1.0 + math.cos(math.pi * progress))
+
+
 @dataclass(frozen=True)
 class TrainSettings:
     """Everything that shapes one training run; the one place its defaults live.
@@ -109,7 +133,9 @@ class TrainSettings:
     lr: float | None = setting(None, "peak learning rate of AdamW")
     weight_decay: float | None = setting(None, "AdamW weight decay, applied to weight matrices only")
     warmup: int | None = setting(None, "linear warmup steps (None: 5% of steps)")
-    schedule: str = setting("cosine", "after warmup: towards 0 (cosine, linear) or constant", SCHEDULES)
+    schedule: str = setting("cosine", "after warmup: cosine, linear, constant or wsd (warmup-stable-decay)", SCHEDULES)
+    final_lr_ratio: float = setting(0.0, "cosine, linear and wsd decay towards lr * this (0.1: the usual LM recipe)")
+    decay_fraction: float = setting(0.2, "wsd: the share of the steps after warmup spent in the final linear decay")
     eval_every: int | None = setting(None, "steps between evaluations (None: steps // 10); also one before and "
                                      "one at the end")
     seed: int = setting(0, "seeds Python, NumPy and torch (random init, dropout): equal seeds give equal histories")
@@ -128,6 +154,10 @@ class TrainSettings:
             raise ValueError(f"weight_decay={self.weight_decay!r} must be >= 0")
         if self.schedule not in SCHEDULES:
             raise ValueError(f"schedule={self.schedule!r} is not a schedule; choose one of {', '.join(SCHEDULES)}")
+        if not 0.0 <= self.final_lr_ratio <= 1.0:
+            raise ValueError(f"final_lr_ratio={self.final_lr_ratio!r} must be between 0 and 1 (a fraction of lr)")
+        if not 0.0 < self.decay_fraction <= 1.0:
+            raise ValueError(f"decay_fraction={self.decay_fraction!r} must be in (0, 1] (a share of the steps)")
         if self.warmup is not None and not 0 <= self.warmup <= self.steps:
             raise ValueError(f"warmup={self.warmup!r} must be between 0 and steps={self.steps}")
         if self.eval_every is not None and self.eval_every < 1:
@@ -161,8 +191,15 @@ class TrainSettings:
     def resolved_eval_every(self) -> int:
         return max(1, self.steps // DEFAULT_EVALUATIONS) if self.eval_every is None else self.eval_every
 
+    def learning_rates(self) -> list[float]:
+        """The learning rate of every optimizer step of the run, in order (what a loss forecast reads)."""
+        if self.lr is None:
+            raise ValueError("lr is not set: the schedule needs a peak learning rate")
+        return [self.lr * lr_factor(i, self.resolved_warmup, self.steps, self.schedule, self.final_lr_ratio,
+                                    self.decay_fraction) for i in range(self.steps)]
+
 
 __all__ = [
     "DEFAULT_EVALUATIONS", "DEFAULT_WARMUP_FRACTION", "INTERACTIVE_STEPS", "MIXED_PRECISIONS", "STUDY_STEPS",
-    "PlanStrategy", "ProfileSettings", "TrainSettings", "setting",
+    "PlanStrategy", "ProfileSettings", "TrainSettings", "lr_factor", "setting",
 ]

@@ -49,7 +49,6 @@ import io
 import itertools
 import json
 import logging
-import math
 import os
 import shutil
 import time
@@ -67,9 +66,10 @@ from . import distributed
 from ._atomic import DamagedFileError, publish_directory, read_json, verify_manifest, write_file, write_manifest
 from .evaluate import evaluate
 from .families import Family, family_of
+from .forecast import LearningCurve
 from .readers import register_reader
 from .records import Record, register_record
-from .settings import TrainSettings
+from .settings import TrainSettings, lr_factor
 
 __all__ = ["EvalRecord", "History", "StepRecord", "TrainSettings", "distillation_loss", "train"]
 
@@ -78,8 +78,8 @@ _TRAINER_STATE = "trainer_state.json"
 _HISTORY_FILE = "history.json"
 # Settings a resumed run must share with the checkpoint it continues, or its history would not be one run.
 # The process count too: the batch stream a resumed run picks up depends on it.
-_RESUME_KEYS = ("steps", "lr", "weight_decay", "warmup", "schedule", "seed", "max_grad_norm", "eval_every",
-                "distill_alpha", "distill_temperature", "teacher", "num_processes")
+_RESUME_KEYS = ("steps", "lr", "weight_decay", "warmup", "schedule", "final_lr_ratio", "decay_fraction", "seed",
+                "max_grad_norm", "eval_every", "distill_alpha", "distill_temperature", "teacher", "num_processes")
 
 
 class StopSignal(Protocol):
@@ -137,6 +137,11 @@ class History(Record):
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
+    def curve(self, parameters: int | None = None) -> LearningCurve:
+        """The run's held-out losses and its whole schedule as a :class:`~subclone_viz.forecast.LearningCurve`
+        (``parameters``: the model's, for horizons in FLOPs)."""
+        return LearningCurve.from_history(self, parameters=parameters)
+
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> "History":
         """A history from :meth:`to_dict`'s data (a document's ``format`` and ``version`` are ignored)."""
@@ -179,23 +184,6 @@ class History(Record):
 
 # --------------------------------------------------------------------------------------------------------
 # Training
-
-
-def _lr_factor(step: int, warmup: int, total: int, schedule: str) -> float:
-    """Learning-rate multiplier for the optimizer step with index ``step`` (0-based).
-
-    Warmup ramps linearly over ``warmup`` steps, its first step already above 0, reaching 1 at step
-    ``warmup``; then cosine or linear decay towards 0, never reaching it on the last step (a zero learning
-    rate would waste that step).
-    """
-    if step < warmup:
-        return (step + 1) / (warmup + 1)
-    if schedule == "constant":
-        return 1.0
-    progress = (step - warmup) / max(total - warmup, 1)
-    if schedule == "linear":
-        return 1.0 - progress
-    return 0.5 * (1.0 + math.cos(math.pi * progress))
 
 
 def _param_groups(model: nn.Module, weight_decay: float) -> list[dict[str, Any]]:
@@ -470,7 +458,8 @@ def train(
     _check_teacher_device(teacher, accelerator.device)
     optimizer = torch.optim.AdamW(_param_groups(model, settings.weight_decay), lr=settings.lr)
     scheduler = torch.optim.lr_scheduler.LambdaLR(
-        optimizer, partial(_lr_factor, warmup=warmup, total=steps, schedule=settings.schedule)
+        optimizer, partial(lr_factor, warmup=warmup, total=steps, schedule=settings.schedule,
+                           final=settings.final_lr_ratio, decay=settings.decay_fraction)
     )
     model.train()
     prepared, optimizer, scheduler = accelerator.prepare(model, optimizer, scheduler)

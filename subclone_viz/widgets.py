@@ -16,7 +16,9 @@ loads from a CDN). Figures are updated in place, so the front end redraws withou
   a cell (or :meth:`SizeGridExplorer.select`) sends that size to a linked studio;
 * :class:`StabilityExplorer`: how often each residual channel, FFN neuron and head is kept across resamples
   of the calibration sample (:func:`~subclone_viz.stability.stability`), and the loss spread it implies;
-* :class:`Explorer`: all of the above in tabs.
+* :class:`Explorer`: all of the above in tabs;
+* :class:`BudgetExplorer`: forecast loss at a training budget against an inference cost, from a
+  :func:`~subclone_viz.budget.budget_grid`; the budget slider re-forecasts from the cached pilots.
 
 Every explorer exposes its root container as ``.widget`` (and displays itself as the last expression of
 a cell) and its controls and figures as attributes, so code and tests can drive it without a browser. The
@@ -1525,3 +1527,61 @@ class ImagePredictions(_App):
         self.message.value = ""
         _refresh(self.figure, plots.image_predictions(lenses, batch["pixel_values"].float().cpu().numpy(), self.count))
         return lenses
+# The budget chooser
+
+
+class BudgetExplorer(_App):
+    """Forecast loss at a training budget against an inference cost, from a :func:`~subclone_viz.budget_grid`'s
+    cached pilots: the budget slider and the cost menu only re-forecast (no training).
+
+    Args:
+        grid: a :class:`~subclone_viz.budget.BudgetGrid`.
+        cost: the first cost shown ("params", "flops_per_token", "latency", "memory").
+    """
+
+    def __init__(self, grid: Any, cost: str = "params"):
+        from .sizing import COSTS
+
+        self.base = self.grid = grid
+        unit = "tokens" if grid.tokens is not None else "flops"
+        budget = grid.tokens if grid.tokens is not None else grid.flops
+        # The smallest budget every pilot still fits in, as a multiple of the grid's own.
+        smallest = max(c["pilot"]["steps"][-1] / c["steps"] for c in grid.cells)
+        self.budget = w.FloatLogSlider(value=budget, base=10, min=math.log10(budget * smallest),
+                                       max=math.log10(budget * 16), step=0.05, description=f"budget ({unit})",
+                                       readout_format=".3g", continuous_update=False, style=_LABEL_STYLE,
+                                       layout=w.Layout(width="520px"))
+        self.cost = w.Dropdown(options=list(COSTS), value=cost, description="cost", style=_LABEL_STYLE)
+        self.info = w.HTML()
+        self.figure = _figure(plots.budget_pareto(grid, cost), FULL_WIDTH)
+        self.budget.observe(self._changed, names="value")
+        self.cost.observe(self._changed, names="value")
+        self._describe()
+        self.widget = w.VBox([_heading("Which size for my budget?"),
+                              _caption("Each point is a size forecast at the budget from its pilot, with an 80% "
+                                       "interval; the red line joins the sizes no other beats on both cost and "
+                                       "forecast loss."),
+                              _row(self.budget, self.cost), self.info, self.figure])
+
+    def _changed(self, change: Any) -> None:
+        self.show(self.budget.value, self.cost.value)
+
+    def show(self, budget: float, cost: str) -> None:
+        """Re-forecast at ``budget`` (the grid's unit) and redraw against ``cost``."""
+        from .errors import UserError
+
+        try:
+            unit = "tokens" if self.base.tokens is not None else "flops"
+            self.grid = self.base.at(**{unit: budget})
+        except UserError as error:  # a budget below a pilot's length: said in the view
+            self.info.value = _message(str(error), error=True)
+            return
+        _refresh(self.figure, plots.budget_pareto(self.grid, cost))
+        self._describe()
+
+    def _describe(self) -> None:
+        best = self.grid.best()
+        self.info.value = _message(
+            f"forecast best: {best['layers']} x {best['hidden']} ({best['init']}), {best['forecast']['loss']:.3f} "
+            f"nats [{best['forecast']['low']:.3f}, {best['forecast']['high']:.3f}] after {best['steps']:,} steps; "
+            f"the pilots cost {self.grid.pilot_cost:.0%} of training it", css_class="budget-best")
