@@ -58,6 +58,7 @@ from matplotlib.patches import Rectangle
 from matplotlib.ticker import AutoLocator, FuncFormatter, LogLocator, MaxNLocator, NullFormatter
 from plotly.subplots import make_subplots
 
+from .budget import BudgetGrid
 from .experts import expert_load, expert_neuron_importance, router_entropy
 from .lens import through_depth
 from .profile import BLOCK_METRIC_LABELS, BLOCK_METRICS, Profile
@@ -1241,8 +1242,6 @@ def budget_pareto(grid: Any, cost: str = "params", backend: str = "plotly") -> F
         cost: "params", "flops_per_token", "latency" or "memory".
         backend: ``"plotly"`` or ``"matplotlib"``.
     """
-    from .budget import BudgetGrid
-
     _check_backend(backend)
     grid = BudgetGrid.from_dict(grid) if isinstance(grid, Mapping) else grid
     front = {(c["layers"], c["hidden"], c["init"]) for c in grid.pareto_front(cost)}

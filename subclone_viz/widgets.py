@@ -82,7 +82,7 @@ from .plan import (
 from .profile import BLOCK_METRIC_LABELS, BLOCK_METRICS, Profile
 from .settings import INTERACTIVE_STEPS, PlanStrategy
 from .similarity import layer_similarity
-from .sizing import QUANTITIES, SizeGrid, size_grid
+from .sizing import COSTS, QUANTITIES, SizeGrid, size_grid
 from .stability import METHODS, Stability, stability
 from .subclone import subclone
 from .trace import TokenTrace, token_trace, token_traces
@@ -1540,8 +1540,6 @@ class BudgetExplorer(_App):
     """
 
     def __init__(self, grid: Any, cost: str = "params"):
-        from .sizing import COSTS
-
         self.base = self.grid = grid
         unit = "tokens" if grid.tokens is not None else "flops"
         budget = grid.tokens if grid.tokens is not None else grid.flops
@@ -1568,8 +1566,6 @@ class BudgetExplorer(_App):
 
     def show(self, budget: float, cost: str) -> None:
         """Re-forecast at ``budget`` (the grid's unit) and redraw against ``cost``."""
-        from .errors import UserError
-
         try:
             unit = "tokens" if self.base.tokens is not None else "flops"
             self.grid = self.base.at(**{unit: budget})
