@@ -47,9 +47,9 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any
 
-from . import __version__
 from ._atomic import DamagedFileError, note_rebuild, read_cache_file, write_cache_file
-from .compare import INITS, default_hyperparameters, destination
+from ._version import __version__
+from .compare import INITS, default_hyperparameters, initial_destination
 from .data import cache_dir
 from .errors import UserError
 from .forecast import DEFAULT_PRIOR, ForecastPrior, LearningCurve, forecast
@@ -58,8 +58,8 @@ from .records import Record, register_record
 from .sizing import (
     COSTS,
     batches_digest,
+    cache_digest,
     device_name,
-    digest,
     json_ready,
     profile_key,
     size_grid,
@@ -226,7 +226,7 @@ def _forecast_cell(cell: dict[str, Any], settings: Mapping[str, Any], lr: float,
 def _pilot(parent: "Parent", profile: "Profile | None", spec: Any, init: str, settings: TrainSettings,
            pilot_steps: int, batches: Any, eval_batches: list, key: dict[str, Any], cache: bool) -> tuple[History, bool]:
     """The pilot's history (read from the cache, or trained and cached) and whether it was a cache hit."""
-    path = cache_dir() / "budget_pilots" / f"{digest(key)}.json"
+    path = cache_dir() / "budget_pilots" / f"{cache_digest(key)}.json"
     if cache:
         try:
             payload = read_cache_file(path)
@@ -236,7 +236,7 @@ def _pilot(parent: "Parent", profile: "Profile | None", spec: Any, init: str, se
                     return History.from_dict(record["history"]), True
         except (DamagedFileError, ValueError, TypeError, KeyError, AttributeError) as error:
             note_rebuild("budget pilot", f"{path}: {error}")
-    model, _ = destination(parent, spec, init, profile, eval_batches, settings.seed)
+    model, _ = initial_destination(parent, spec, init, profile, eval_batches, settings.seed)
 
     class _AfterPilot:  # stops training once the pilot's steps are done; the schedule stays the whole run's
         done = False

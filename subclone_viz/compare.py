@@ -362,7 +362,7 @@ def _check_inits(inits: Iterable[str], overrides: Mapping[str, Mapping[str, floa
     return inits
 
 
-def destination(
+def initial_destination(
     parent: "Parent",
     spec: "DestinationSpec",
     init: str,
@@ -475,7 +475,7 @@ def compare(
     stopped = False
     for init in inits:
         run_settings = replace(settings, lr=rates[init]["lr"], weight_decay=rates[init]["weight_decay"])
-        model, chosen = destination(parent, spec, init, profile, calibration_batches or batches, settings.seed)
+        model, chosen = initial_destination(parent, spec, init, profile, calibration_batches or batches, settings.seed)
         plans[init] = chosen.to_dict() if chosen is not None else None
         teacher = parent.model if INITS[init].distill else None
         history = train(

@@ -289,11 +289,13 @@ def json_ready(value: Any) -> Any:
     return json.loads(json.dumps(value, default=str))
 
 
-def digest(value: Any) -> str:
+def cache_digest(value: Any) -> str:
+    """A short, stable hash of JSON-ready ``value``: the name of a cached result (size-grid cells, budget pilots)."""
     return hashlib.sha256(json.dumps(value, sort_keys=True, default=str).encode()).hexdigest()[:24]
 
 
 def batches_digest(batches: Sequence[dict[str, torch.Tensor]]) -> str:
+    """A hash of the batches' contents, so that a cached result is only reused on the same data."""
     hasher = hashlib.sha256()
     for batch in batches:
         for key in sorted(batch):
@@ -306,6 +308,7 @@ def batches_digest(batches: Sequence[dict[str, torch.Tensor]]) -> str:
 
 
 def profile_key(profile: "Profile | None") -> dict[str, Any] | None:
+    """What identifies a profile in a cache key (its source, token count and a digest of its sums)."""
     if profile is None:
         return None
     hasher = hashlib.sha256()
@@ -563,7 +566,7 @@ def _checked_grid(parent: "Parent", profile: "Profile | None", layers: Sequence[
 def _cell_record(parent: "Parent", destination_plan: "SubclonePlan", key: dict[str, Any], batches: list,
                  seq_len: int, prefix: "_WidthPrefix", cache: bool) -> tuple[dict[str, Any], bool]:
     """One cell's figures, from the cache when it holds them for ``key`` (then True), else measured."""
-    path = cache_dir() / "size_grid" / f"{digest(key)}.json"
+    path = cache_dir() / "size_grid" / f"{cache_digest(key)}.json"
     # The main process reads and writes the cache, so every process makes the same hit-or-measure decision.
     record = distributed.on_main(_read_cache, path) if cache else None
     if record is not None and record.get("key") == key:
