@@ -9,7 +9,7 @@ import pytest
 import torch
 
 import subclone_viz as sv
-from subclone_viz.compare import INITS, _destination, compare, speedup
+from subclone_viz.compare import INITS, compare, initial_destination, speedup
 from subclone_viz.train import EvalRecord, History, StepRecord, TrainSettings, distillation_loss, train
 from tiny import tiny_batches, tiny_model
 
@@ -490,14 +490,14 @@ def test_random_init_has_the_subclone_shape_and_its_own_init(vit_parent):
     spec = sv.DestinationSpec(layers=2, hidden=16)
     batches = tiny_batches("vit")
     prof = sv.profile(vit_parent, batches, progress=False)
-    random, none = _destination(vit_parent, spec, "random", prof, batches, seed=0)
-    subclone, plan = _destination(vit_parent, spec, "subclone", prof, batches, seed=0)
+    random, none = initial_destination(vit_parent, spec, "random", prof, batches, seed=0)
+    subclone, plan = initial_destination(vit_parent, spec, "subclone", prof, batches, seed=0)
     assert none is None and plan.scaling == "sqrt"
     shapes = {name: p.shape for name, p in subclone.named_parameters()}
     assert {name: p.shape for name, p in random.named_parameters()} == shapes
     assert all(p.dtype == torch.float32 for p in random.parameters())
     assert not torch.equal(random.blocks[0].attn.qkv.weight, subclone.blocks[0].attn.qkv.weight)
-    again, _ = _destination(vit_parent, spec, "random", prof, batches, seed=0)
+    again, _ = initial_destination(vit_parent, spec, "random", prof, batches, seed=0)
     torch.testing.assert_close(random.state_dict(), again.state_dict())
 
 
