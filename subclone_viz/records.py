@@ -118,7 +118,8 @@ class Record:
             raise
         except KeyError as error:
             raise DamagedFileError(f"{where}: the field {error.args[0]!r} is missing") from error
-        except (ValueError, TypeError, AttributeError, IndexError) as error:
+        except (ValueError, TypeError, AttributeError, IndexError, OverflowError) as error:
+            # OverflowError: a number too large for an integer field (1e400 reads as infinity)
             raise DamagedFileError(f"{where}: {error}") from error
 
     @classmethod
