@@ -49,22 +49,25 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from . import __version__
 from ._atomic import DamagedFileError, note_rebuild, read_cache_file, write_cache_file
+from ._version import __version__
+from .compare import INITS, default_hyperparameters, initial_destination
+from .data import cache_dir
 from .errors import UserError
 from .forecast import DEFAULT_PRIOR, ForecastPrior, LearningCurve, forecast
+from .parent import parent_fingerprint
 from .readers import register_reader
 from .records import Record, register_record
 from .sizing import (
     COSTS,
-    _batches_digest,
-    _digest,
-    _json_ready,
-    _profile_key,
+    batches_digest,
+    cache_digest,
     device_name,
+    json_ready,
+    profile_key,
     size_grid,
 )
-from .train import History, TrainSettings
+from .train import History, TrainSettings, train
 
 if TYPE_CHECKING:
     import torch
@@ -248,11 +251,7 @@ PILOT_READER = register_reader(
 def _pilot(parent: "Parent", profile: "Profile | None", spec: Any, init: str, settings: TrainSettings,
            pilot_steps: int, batches: Any, eval_batches: list, key: dict[str, Any], cache: bool) -> tuple[History, bool]:
     """The pilot's history (read from the cache, or trained and cached) and whether it was a cache hit."""
-    from .compare import _destination
-    from .data import cache_dir
-    from .train import train
-
-    path = cache_dir() / "budget_pilots" / f"{_digest(key)}.json"
+    path = cache_dir() / "budget_pilots" / f"{cache_digest(key)}.json"
     if cache:
         try:
             record = read_pilot(path)
@@ -261,7 +260,7 @@ def _pilot(parent: "Parent", profile: "Profile | None", spec: Any, init: str, se
             record = None
         if record is not None and record["key"] == key:
             return record["history"], True
-    model, _ = _destination(parent, spec, init, profile, eval_batches, settings.seed)
+    model, _ = initial_destination(parent, spec, init, profile, eval_batches, settings.seed)
 
     class _AfterPilot:  # stops training once the pilot's steps are done; the schedule stays the whole run's
         done = False
@@ -317,9 +316,6 @@ def budget_grid(
     """
     from tqdm.auto import tqdm
 
-    from .compare import INITS, default_hyperparameters
-    from .profile import parent_fingerprint
-
     _check_budget(tokens, flops)
     if not 0.0 < pilot_fraction <= 1.0:
         raise BudgetError(f"pilot_fraction={pilot_fraction!r} must be in (0, 1]: the share of each run piloted")
@@ -338,10 +334,10 @@ def budget_grid(
     first = next(iter(batches))
     tokens_per_step = int(first["attention_mask"].sum()) if "attention_mask" in first else int(first["input_ids"].numel())
     sizes = size_grid(parent, profile, layers, hidden, heldout, cache=cache, progress=False)
-    common = _json_ready({"parent": parent_fingerprint(parent), "profile": _profile_key(profile),
+    common = json_ready({"parent": parent_fingerprint(parent), "profile": profile_key(profile),
                           "train": {"description": getattr(batches, "description", None),
-                                    "first": _batches_digest([first])},
-                          "eval": _batches_digest(heldout), "device": device_name(parent.input_device),
+                                    "first": batches_digest([first])},
+                          "eval": batches_digest(heldout), "device": device_name(parent.input_device),
                           "version": __version__})
     cells, hits = [], 0
     jobs = [(i, j, init) for i in range(len(sizes.layers)) for j in range(len(sizes.hidden)) for init in inits
@@ -358,7 +354,7 @@ def budget_grid(
         weight_decay = shared["weight_decay"] if shared["weight_decay"] is not None else default_hyperparameters(
             parent.family.task, init)[1]
         run = replace(_run_settings({**shared, "weight_decay": weight_decay}, lrs[init], steps), eval_every=eval_every)
-        key = _json_ready({**common, "spec": [spec.layers, spec.hidden], "init": init, "settings": run.__dict__,
+        key = json_ready({**common, "spec": [spec.layers, spec.hidden], "init": init, "settings": run.__dict__,
                            "pilot_steps": pilot_steps})
         history, hit = _pilot(parent, profile, spec, init, run, pilot_steps, batches, heldout, key, cache)
         hits += hit

@@ -60,10 +60,10 @@ from torch import nn
 from . import distributed
 from ._atomic import read_json, staged_directory
 from .inits import DEFAULT_LR_PRESET, INITS, default_hyperparameters, hyperparameter_source
-from .plan import plan
+from .plan import DEPTHS, WIDTHS, plan
 from .profile import profile as profile_parent
 from .records import Record, register_record
-from .settings import ProfileSettings
+from .settings import PlanStrategy, ProfileSettings
 from .subclone import random_init, subclone
 from .train import EvalRecord, History, StepRecord, StopSignal, TrainSettings, train
 
@@ -362,7 +362,7 @@ def _check_inits(inits: Iterable[str], overrides: Mapping[str, Mapping[str, floa
     return inits
 
 
-def _destination(
+def initial_destination(
     parent: "Parent",
     spec: "DestinationSpec",
     init: str,
@@ -465,16 +465,8 @@ def compare(
     settings = TrainSettings.of(settings, **overrides)
     lrs, weight_decays = dict(lrs or {}), dict(weight_decays or {})
     inits = _check_inits(inits, {"lrs": lrs, "weight_decays": weight_decays})
-    eval_source = getattr(eval_batches, "description", "held-out batches")
-    if eval_batches is None:
-        warnings.warn(
-            "compare() without eval_batches evaluates on the first training batches: pass held-out batches to "
-            "measure generalization", stacklevel=2,
-        )
-        eval_batches = list(itertools.islice(batches, 4))
-        eval_source = "the first 4 training batches"
-    needs_profile = any((INITS[i].strategies or {}).get("width") == "importance" for i in inits)
-    if profile is None and needs_profile:
+    eval_batches, eval_source = _held_out(batches, eval_batches)
+    if profile is None and any(_ranks_by_profile(INITS[i].strategies) for i in inits):
         profile = profile_parent(parent, batches, max_tokens=PROFILE_TOKENS, progress=progress)
 
     rates = _learning_rates(parent.family.task, inits, settings, lrs, weight_decays, lr_preset)
@@ -483,7 +475,7 @@ def compare(
     stopped = False
     for init in inits:
         run_settings = replace(settings, lr=rates[init]["lr"], weight_decay=rates[init]["weight_decay"])
-        model, chosen = _destination(parent, spec, init, profile, calibration_batches or batches, settings.seed)
+        model, chosen = initial_destination(parent, spec, init, profile, calibration_batches or batches, settings.seed)
         plans[init] = chosen.to_dict() if chosen is not None else None
         teacher = parent.model if INITS[init].distill else None
         history = train(
@@ -499,8 +491,40 @@ def compare(
         if history.stopped_early:
             stopped = True
             break
+    run = {"inits": inits, "settings": settings, "eval_source": eval_source, "profile": profile,
+           "lr_preset": lr_preset, "learning_rates": rates}
+    config = _comparison_config(parent, spec, batches, histories, run)
+    return Comparison(histories, plans, comparison_metrics(histories), config, stopped_early=stopped)
+
+
+def _held_out(batches: Iterable[dict[str, torch.Tensor]],
+              eval_batches: Iterable[dict[str, torch.Tensor]] | None) -> tuple[Iterable[dict[str, torch.Tensor]], str]:
+    """The batches the runs are scored on, and what they are; the first training batches, with a warning,
+    when none are given."""
+    if eval_batches is not None:
+        return eval_batches, getattr(eval_batches, "description", "held-out batches")
+    warnings.warn(
+        "compare() without eval_batches evaluates on the first training batches: pass held-out batches to "
+        "measure generalization", stacklevel=3,
+    )
+    return list(itertools.islice(batches, 4)), "the first 4 training batches"
+
+
+def _ranks_by_profile(strategies: Mapping[str, Any] | None) -> bool:
+    """Whether an initialization's plan strategies rank by a profile (random init has none)."""
+    if not strategies:
+        return False
+    width, depth = strategies.get("width", PlanStrategy().width), strategies.get("depth", PlanStrategy().depth)
+    return WIDTHS[width].needs_profile or (isinstance(depth, str) and DEPTHS[depth].needs_profile)
+
+
+def _comparison_config(parent: "Parent", spec: "DestinationSpec", batches: Iterable[dict[str, torch.Tensor]],
+                       histories: dict[str, History], run: dict[str, Any]) -> dict[str, Any]:
+    """What a comparison records about how it was run (``run``: inits, settings, eval_source, profile,
+    lr_preset, learning_rates)."""
+    settings, inits, profile = run["settings"], run["inits"], run["profile"]
     dims = spec.resolve(parent.dims, parent.family.heads_follow_hidden)
-    config = {
+    return {
         "parent": {"name": parent.name, "description": parent.description, "dims": parent.dims.to_dict()},
         "destination": dims.to_dict(),
         "inits": inits,
@@ -511,10 +535,9 @@ def compare(
             if any(INITS[i].distill for i in inits) else None
         ),
         "batches": getattr(batches, "description", None),
-        "eval_batches": eval_source,
+        "eval_batches": run["eval_source"],
         "profile": {"source": profile.source, "tokens": profile.tokens} if profile is not None else None,
         "reference": REFERENCE_INIT if REFERENCE_INIT in histories else None,
-        "lr_preset": lr_preset,
-        "learning_rates": rates,
+        "lr_preset": run["lr_preset"],
+        "learning_rates": run["learning_rates"],
     }
-    return Comparison(histories, plans, comparison_metrics(histories), config, stopped_early=stopped)

@@ -43,6 +43,7 @@ Example::
 
 from __future__ import annotations
 
+import html
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -57,7 +58,9 @@ from matplotlib.patches import Rectangle
 from matplotlib.ticker import AutoLocator, FuncFormatter, LogLocator, MaxNLocator, NullFormatter
 from plotly.subplots import make_subplots
 
+from .budget import BudgetGrid
 from .experts import expert_load, expert_neuron_importance, router_entropy
+from .lens import through_depth
 from .profile import BLOCK_METRIC_LABELS, BLOCK_METRICS, Profile
 from .sizing import COSTS, QUANTITIES, SizeGrid
 
@@ -1052,8 +1055,6 @@ def predictions_through_depth(
 ) -> go.Figure:
     """A table: per parent residual layer (depth grows downward), the parent's top-k next tokens and the
     destination's at the layer that came from it; blocks the plan removed read "skipped"."""
-    from .lens import through_depth
-
     rows = through_depth(parent, destination, sequence, position)
     token = None if parent.tokens is None else parent.tokens[sequence][position]
     title = "Predictions through depth" + (f" after {token!r} (position {position})" if token is not None else "")
@@ -1132,8 +1133,6 @@ def token_loss_html(losses: "TokenLosses", name: str, reference: str | None = No
                     limit: float = 2.0) -> str:
     """The sequence's text, each token's background coloured by ``name``'s loss minus the reference's (red:
     worse than the reference, blue: better, saturating at +-``limit`` nats); hovering shows both losses."""
-    import html
-
     if losses.tokens is None:
         raise ValueError("these losses carry no token texts (images, or no tokenizer): nothing to colour")
     reference = reference or losses.names[0]
@@ -1181,6 +1180,9 @@ def image_predictions(lenses: "Mapping[str, LogitLens]", images: np.ndarray, cou
     _style_plotly(fig, "Predicted class and confidence", 200 + 20 * len(lenses))
     fig.update_layout(margin=dict(t=70 + 18 * len(lenses)))
     fig.update_annotations(font=dict(size=11))
+    return fig
+
+
 def expert_load_heatmap(profile: Profile, backend: str = "plotly") -> Figure:
     """A mixture of experts' routing: the share of each layer's routed tokens that each expert took, layers x
     experts (dense layers are rows of zeros). Uniform routing is 1 / experts everywhere."""
@@ -1240,8 +1242,6 @@ def budget_pareto(grid: Any, cost: str = "params", backend: str = "plotly") -> F
         cost: "params", "flops_per_token", "latency" or "memory".
         backend: ``"plotly"`` or ``"matplotlib"``.
     """
-    from .budget import BudgetGrid
-
     _check_backend(backend)
     grid = BudgetGrid.from_dict(grid) if isinstance(grid, Mapping) else grid
     front = {(c["layers"], c["hidden"], c["init"]) for c in grid.pareto_front(cost)}

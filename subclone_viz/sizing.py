@@ -284,16 +284,18 @@ def flops_per_token(model: nn.Module, layers: int, heads: int, head_dim: int, se
     return 2 * matmul_weights(model) + 4 * layers * seq_len * heads * head_dim
 
 
-def _json_ready(value: Any) -> Any:
+def json_ready(value: Any) -> Any:
     """``value`` as it reads back from JSON, so that a cached key compares equal to a fresh one."""
     return json.loads(json.dumps(value, default=str))
 
 
-def _digest(value: Any) -> str:
+def cache_digest(value: Any) -> str:
+    """A short, stable hash of JSON-ready ``value``: the name of a cached result (size-grid cells, budget pilots)."""
     return hashlib.sha256(json.dumps(value, sort_keys=True, default=str).encode()).hexdigest()[:24]
 
 
-def _batches_digest(batches: Sequence[dict[str, torch.Tensor]]) -> str:
+def batches_digest(batches: Sequence[dict[str, torch.Tensor]]) -> str:
+    """A hash of the batches' contents, so that a cached result is only reused on the same data."""
     hasher = hashlib.sha256()
     for batch in batches:
         for key in sorted(batch):
@@ -305,7 +307,8 @@ def _batches_digest(batches: Sequence[dict[str, torch.Tensor]]) -> str:
     return hasher.hexdigest()[:24]
 
 
-def _profile_key(profile: "Profile | None") -> dict[str, Any] | None:
+def profile_key(profile: "Profile | None") -> dict[str, Any] | None:
+    """What identifies a profile in a cache key (its source, token count and a digest of its sums)."""
     if profile is None:
         return None
     hasher = hashlib.sha256()
@@ -485,12 +488,12 @@ def size_grid(
     strategies = dict(depth=depth, width=width, scaling=scaling)
     count = len(batches)
     eval_source = getattr(eval_batches, "description", f"{count} held-out batch{'es' if count > 1 else ''}")
-    common_key = _json_ready({
+    common_key = json_ready({
         "parent": parent_fingerprint(parent),
-        "profile": _profile_key(profile),
+        "profile": profile_key(profile),
         "strategies": strategies,
         "seq_len": seq_len,
-        "eval": {"description": eval_source, "contents": _batches_digest(batches)},
+        "eval": {"description": eval_source, "contents": batches_digest(batches)},
         "device": device,
         "latency_repeats": LATENCY_REPEATS,  # cells cached with fewer timed runs have no spread: measure again
         "version": __version__,
@@ -563,7 +566,7 @@ def _checked_grid(parent: "Parent", profile: "Profile | None", layers: Sequence[
 def _cell_record(parent: "Parent", destination_plan: "SubclonePlan", key: dict[str, Any], batches: list,
                  seq_len: int, prefix: "_WidthPrefix", cache: bool) -> tuple[dict[str, Any], bool]:
     """One cell's figures, from the cache when it holds them for ``key`` (then True), else measured."""
-    path = cache_dir() / "size_grid" / f"{_digest(key)}.json"
+    path = cache_dir() / "size_grid" / f"{cache_digest(key)}.json"
     # The main process reads and writes the cache, so every process makes the same hit-or-measure decision.
     record = distributed.on_main(_read_cache, path) if cache else None
     if record is not None and record.get("key") == key:

@@ -67,7 +67,8 @@ from .errors import UserError
 from .evaluate import BlockAblation, evaluate
 from .export import save_destination
 from .importance import DEFAULT_ESTIMATOR, available_estimators
-from .lens import READABLE_TASKS
+from .lens import READABLE_TASKS, logit_lens
+from .outputs import generate, token_losses
 from .plan import (
     DEPTH_STRATEGIES,
     SCALINGS,
@@ -80,7 +81,8 @@ from .plan import (
 )
 from .profile import BLOCK_METRIC_LABELS, BLOCK_METRICS, Profile
 from .settings import INTERACTIVE_STEPS, PlanStrategy
-from .sizing import QUANTITIES, SizeGrid, size_grid
+from .similarity import layer_similarity
+from .sizing import COSTS, QUANTITIES, SizeGrid, size_grid
 from .stability import METHODS, Stability, stability
 from .subclone import subclone
 from .trace import TokenTrace, token_trace, token_traces
@@ -1274,8 +1276,6 @@ class PredictionsThroughDepth(_App):
         self._read()
 
     def _read(self, change: Any = None) -> None:
-        from .lens import logit_lens
-
         try:
             if _has_tokenizer(self.parent) and not self.text.value.strip():
                 raise ValueError("the text is empty: type something to read through depth")
@@ -1358,8 +1358,6 @@ class CompareOutputs(_App):
 
     def generate(self) -> Any:
         """Generate with every model now, streaming into the view; returns the Generations (or None on an error)."""
-        from .outputs import generate
-
         models = self._current()
         boxes = {name: w.HTML(layout=w.Layout(width="95%")) for name in models}
         texts = {name: "" for name in models}
@@ -1403,8 +1401,6 @@ class CompareOutputs(_App):
 
     def score(self) -> Any:
         """Per-token losses of every model on the held-out batch's first sequence."""
-        from .outputs import token_losses
-
         if self.heldout is None:
             return None
         batch = {k: v[:1] for k, v in self.heldout.items()}
@@ -1449,8 +1445,6 @@ class SimilarityView(_App):
 
     def measure(self) -> dict[str, Any]:
         """Measure every model there is (before and after training); returns the LayerSimilarity records."""
-        from .similarity import layer_similarity
-
         models = {}
         if self.studio.last_result is not None:
             models["before training"] = self.studio.last_result.model
@@ -1523,8 +1517,6 @@ class ImagePredictions(_App):
         self.widget = w.VBox([self.button, self.message, self.figure])
 
     def predict(self) -> dict[str, Any]:
-        from .lens import logit_lens
-
         batch = {k: v[:self.count] for k, v in self.batch.items()}
         try:
             lenses = {name: logit_lens(model, None, batch, layers=[-1], name=name)
@@ -1548,8 +1540,6 @@ class BudgetExplorer(_App):
     """
 
     def __init__(self, grid: Any, cost: str = "params"):
-        from .sizing import COSTS
-
         self.base = self.grid = grid
         unit = "tokens" if grid.tokens is not None else "flops"
         budget = grid.tokens if grid.tokens is not None else grid.flops
@@ -1576,8 +1566,6 @@ class BudgetExplorer(_App):
 
     def show(self, budget: float, cost: str) -> None:
         """Re-forecast at ``budget`` (the grid's unit) and redraw against ``cost``."""
-        from .errors import UserError
-
         try:
             unit = "tokens" if self.base.tokens is not None else "flops"
             self.grid = self.base.at(**{unit: budget})

@@ -285,7 +285,9 @@ class CausalLMFamily(Family):
     output_layer = "lm_head"
 
     def readout(self, model: nn.Module, hidden: torch.Tensor) -> torch.Tensor:
-        norm = model.get_submodule(self.final_norm or "")
+        if self.final_norm is None:
+            raise NoReadoutError(f"the {self.name} adapter names no final_norm, so the logit lens cannot read it")
+        norm = model.get_submodule(self.final_norm)
         logits: torch.Tensor = model.get_submodule(self.output_layer or "")(norm(hidden))
         cap = getattr(model.config, "final_logit_softcapping", None)  # Gemma 2 bounds its logits
         return logits if cap is None else torch.tanh(logits / cap) * cap

@@ -53,6 +53,7 @@ class MoEFamily(CausalLMFamily):
     routing: Routing = "softmax"
     renormalize_field: str | None = "norm_topk_prob"  # None: the kept top-k weights are always renormalized
     heads_follow_hidden = False
+    final_norm = "model.norm"  # every MoE decoder here ends its blocks with the Llama-style norm
     config_fields = dict(HF_CONFIG_FIELDS, experts="num_experts", experts_per_tok="num_experts_per_tok",
                          expert_ffn="moe_intermediate_size")
 
