@@ -52,9 +52,11 @@ from . import distributed
 from .compare import compare
 from .data import BUILTIN_TEXT, DIGITS, ImageBatches, TextBatches, image_batches, text_batches
 from .evaluate import block_ablation, evaluate
+from .parent import load_parent
 from .plan import DestinationSpec, SubclonePlan, plan, spec_choices
 from .profile import profile as profile_parent
 from .settings import ProfileSettings
+from .shipped import ShippedFigures, available, load_shipped
 from .sizing import default_grid_axes, size_grid
 from .stability import stability
 from .subclone import subclone
@@ -114,6 +116,32 @@ def quick_mode(quick: bool | None = None) -> bool:
 def budget(quick: bool | None = None) -> Budget:
     """:data:`QUICK_BUDGET` in quick mode (see :func:`quick_mode`), else :data:`DEFAULT_BUDGET`."""
     return QUICK_BUDGET if quick_mode(quick) else DEFAULT_BUDGET
+
+
+@dataclass
+class MeasuredFigures:
+    """A parent's profile and block ablation measured now, for a parent whose figures do not ship."""
+
+    parent: str
+    profile: "Profile"
+    ablation: "BlockAblation"
+
+    def describe(self) -> str:
+        return (f"measured now (no shipped figures for {self.parent}): profile of {self.profile.tokens:,} tokens of "
+                f"{self.profile.source}, block ablation of its {len(self.ablation.removed)} blocks on held-out text")
+
+
+def parent_figures(name: str, quick: bool | None = None) -> ShippedFigures | MeasuredFigures:
+    """The first figures of a notebook: the shipped profile and block ablation of ``name`` when they ship
+    (:func:`~subclone_viz.shipped.available`), else both measured now on the built-in text, which loads the parent
+    and takes minutes (its first load converts a GGUF file)."""
+    if name in available():
+        return load_shipped(name)
+    parent = load_parent(name)
+    work = budget(quick)
+    calibration = parent_batches(parent, "train", tokens=work.profile_tokens, quick=quick)
+    heldout = parent_batches(parent, "heldout", max_batches=work.ablation_batches, quick=quick)
+    return MeasuredFigures(name, profile_parent(parent, calibration), block_ablation(parent, heldout))
 
 
 # --------------------------------------------------------------------------------------------------------

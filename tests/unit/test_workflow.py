@@ -97,3 +97,16 @@ def test_random_init_of_a_spec_keeps_the_middle_depth_blocks(llama):
     assert all(torch.equal(a, b) for a, b in zip(from_spec.parameters(), from_plan.parameters()))
     with pytest.raises(TypeError, match="SubclonePlan or a DestinationSpec"):
         sv.random_init(llama, {"layers": 2})
+
+
+def test_parent_figures_are_the_shipped_ones_where_they_ship_and_measured_elsewhere(tmp_path):
+    shipped = workflow.parent_figures("smollm2-135m")
+    assert shipped.describe().startswith("shipped with subclone_viz")
+    assert shipped.profile.num_layers == len(shipped.ablation.removed) == 30
+    directory = tmp_path / "tiny-llama"
+    tiny_model("llama").save_pretrained(directory)
+    word_tokenizer().save_pretrained(directory)
+    measured = workflow.parent_figures(str(directory), quick=True)
+    assert isinstance(measured, workflow.MeasuredFigures)
+    assert measured.profile.tokens > 0 and measured.profile.num_layers == len(measured.ablation.removed) == 4
+    assert measured.describe().startswith(f"measured now (no shipped figures for {directory})")
