@@ -43,8 +43,10 @@ from __future__ import annotations
 
 import json
 import math
+import os
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ._atomic import DamagedFileError, note_rebuild, read_cache_file, write_cache_file
@@ -54,6 +56,7 @@ from .data import cache_dir
 from .errors import UserError
 from .forecast import DEFAULT_PRIOR, ForecastPrior, LearningCurve, forecast
 from .parent import parent_fingerprint
+from .readers import register_reader
 from .records import Record, register_record
 from .sizing import (
     COSTS,
@@ -72,7 +75,7 @@ if TYPE_CHECKING:
     from .parent import Parent
     from .profile import Profile
 
-__all__ = ["DEFAULT_LRS", "BudgetError", "BudgetGrid", "budget_grid"]
+__all__ = ["DEFAULT_LRS", "BudgetError", "BudgetGrid", "budget_grid", "read_pilot"]
 
 DEFAULT_LRS = {"subclone": 1e-3, "random": 3e-3}  # each init's best of the speedup study's sweep on SmolLM2
 PILOT_EVALUATIONS = 6  # held-out evaluations per pilot: MIN_POINTS and room for the burn-in
@@ -223,19 +226,40 @@ def _forecast_cell(cell: dict[str, Any], settings: Mapping[str, Any], lr: float,
     return cell
 
 
+def read_pilot(path: str | os.PathLike) -> dict[str, Any] | None:
+    """A cached pilot, ``{"key": ..., "history": History}``, or None when there is none; a damaged one raises
+    :class:`~subclone_viz._atomic.DamagedFileError` naming it."""
+    path = Path(path)
+    payload = read_cache_file(path)
+    if payload is None:
+        return None
+    try:
+        record = json.loads(payload)
+        if not isinstance(record, dict) or "key" not in record:
+            raise ValueError("it is not an object with a 'key'")
+        history = History.from_dict(record["history"])
+    except (ValueError, TypeError, KeyError, AttributeError) as error:
+        raise DamagedFileError(f"{path} is not a budget pilot record ({error})") from error
+    return {"key": record["key"], "history": history}
+
+
+PILOT_READER = register_reader(
+    "budget-pilot", read_pilot, "one cached pilot run of the budget chooser (cache_dir()/budget_pilots)", cache=True,
+)
+
+
 def _pilot(parent: "Parent", profile: "Profile | None", spec: Any, init: str, settings: TrainSettings,
            pilot_steps: int, batches: Any, eval_batches: list, key: dict[str, Any], cache: bool) -> tuple[History, bool]:
     """The pilot's history (read from the cache, or trained and cached) and whether it was a cache hit."""
     path = cache_dir() / "budget_pilots" / f"{cache_digest(key)}.json"
     if cache:
         try:
-            payload = read_cache_file(path)
-            if payload is not None:
-                record = json.loads(payload)
-                if record.get("key") == key:
-                    return History.from_dict(record["history"]), True
-        except (DamagedFileError, ValueError, TypeError, KeyError, AttributeError) as error:
-            note_rebuild("budget pilot", f"{path}: {error}")
+            record = read_pilot(path)
+        except DamagedFileError as error:
+            note_rebuild("budget pilot", str(error))
+            record = None
+        if record is not None and record["key"] == key:
+            return record["history"], True
     model, _ = initial_destination(parent, spec, init, profile, eval_batches, settings.seed)
 
     class _AfterPilot:  # stops training once the pilot's steps are done; the schedule stays the whole run's

@@ -69,6 +69,7 @@ _PACKAGE_READERS = {
     "subclone-record": "subclone_viz.export:SUBCLONE_RECORD_READER",
     "token-cache": "subclone_viz.data:TOKEN_CACHE_READER",
     "size-grid-cell": "subclone_viz.sizing:GRID_CELL_READER",
+    "budget-pilot": "subclone_viz.budget:PILOT_READER",
     "checkpoint": "subclone_viz.train:CHECKPOINT_READER",
 }
 READERS: Registry[Reader] = Registry("file reader", "subclone_viz.readers", check=_check_reader,

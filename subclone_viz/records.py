@@ -118,7 +118,8 @@ class Record:
             raise
         except KeyError as error:
             raise DamagedFileError(f"{where}: the field {error.args[0]!r} is missing") from error
-        except (ValueError, TypeError, AttributeError, IndexError) as error:
+        except (ValueError, TypeError, AttributeError, IndexError, OverflowError) as error:
+            # OverflowError: a number too large for an integer field (1e400 reads as infinity)
             raise DamagedFileError(f"{where}: {error}") from error
 
     @classmethod
@@ -147,6 +148,14 @@ _PACKAGE_RECORDS = {
     "subclone_viz.comparison": "subclone_viz.compare:Comparison",
     "subclone_viz.size_grid": "subclone_viz.sizing:SizeGrid",
     "subclone_viz.speedup_study": "subclone_viz.study:SpeedupStudy",
+    "subclone_viz.generations": "subclone_viz.outputs:Generations",
+    "subclone_viz.token_losses": "subclone_viz.outputs:TokenLosses",
+    "subclone_viz.logit_lens": "subclone_viz.lens:LogitLens",
+    "subclone_viz.layer_similarity": "subclone_viz.similarity:LayerSimilarity",
+    "subclone_viz.shipped_figures": "subclone_viz.shipped:ShippedFigures",
+    "subclone_viz.forecast": "subclone_viz.forecast:Forecast",
+    "subclone_viz.forecast_prior": "subclone_viz.forecast:ForecastPrior",
+    "subclone_viz.budget_grid": "subclone_viz.budget:BudgetGrid",
 }
 RECORDS: Registry[type[Record]] = Registry("record format", "subclone_viz.records", check=_check_record,
                                            declared=_PACKAGE_RECORDS)

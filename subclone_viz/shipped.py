@@ -134,7 +134,8 @@ def load_shipped(name: str, directory: str | Path = DATA) -> ShippedFigures:
     """
     directory = Path(directory)
     path = directory / f"{name}.json"
-    if not isinstance(name, str) or "/" in name or not path.is_file():
+    # Something else in the record's place (a directory) is named by ShippedFigures.load, not taken for no name.
+    if not isinstance(name, str) or "/" in name or not path.exists():
         names = sorted(p.stem for p in directory.glob("*.json"))
         close = difflib.get_close_matches(str(name), names, n=1)
         hint = f" (did you mean {close[0]!r}?)" if close else ""

@@ -11,6 +11,9 @@ replaced). Examples are drawn from a fixed seed, a fixed number per kind (fuzzki
 
 from __future__ import annotations
 
+import itertools
+import json
+import math
 import os
 import random
 import shutil
@@ -30,13 +33,15 @@ from hypothesis import given, settings
 
 import subclone_viz as sv
 from subclone_viz import parent as parent_module
-from subclone_viz import vision
+from subclone_viz import shipped, vision
+from subclone_viz.budget import BudgetGrid, budget_grid
 from subclone_viz.cli import main
 from subclone_viz.errors import UserError
 from subclone_viz.export import read_subclone_record
+from subclone_viz.forecast import DEFAULT_PRIOR, ForecastPrior
 from subclone_viz.plan import DestinationSpec, SubclonePlan
 from subclone_viz.readers import READERS, register_reader
-from subclone_viz.records import RECORDS
+from subclone_viz.records import RECORDS, Record
 from faultkit import assert_one_line_error
 from tiny import WORDS, tiny_batches, tiny_model, word_tokenizer
 
@@ -228,6 +233,69 @@ def _resume(kit: Kit) -> sv.History:
     return _train(kit, Path(os.environ["SUBCLONE_VIZ_CACHE"]) / "checkpoints", resume=True)
 
 
+def _make_similarity(kit: Kit, directory: Path) -> Path:
+    parent = kit.parent()
+    plan = _plan(kit)
+    return sv.layer_similarity(parent, sv.subclone(parent, plan), plan, kit.batches(1)).save(directory / "sim.json")
+
+
+def _shipped_parent() -> sv.Parent:
+    """A tiny Llama loaded from memory: its name is a plain one, as an embedded parent's is."""
+    return sv.load_parent(tiny_model("llama"), device="cpu")
+
+
+def _make_shipped(kit: Kit, directory: Path) -> Path:
+    parent = _shipped_parent()
+    batches = kit.batches()
+    made = {"command": "fuzz", "profile": "2 tiny batches", "ablation": "2 tiny batches"}
+    shipped.save_shipped(parent, sv.profile(parent, batches, progress=False),
+                         sv.block_ablation(parent, batches, progress=False), made, directory=directory)
+    return directory / f"{parent.name}.json"
+
+
+def _load_shipped(kit: Kit) -> shipped.ShippedFigures:
+    return shipped.load_shipped(_shipped_parent().name, Path(os.environ["SUBCLONE_VIZ_CACHE"]))
+
+
+def _curve() -> sv.LearningCurve:
+    """A synthetic run of 200 steps under a cosine schedule, evaluated every 10 steps for its first 60."""
+    lrs = [1e-3 * (0.55 + 0.45 * np.cos(np.pi * i / 200)) for i in range(200)]
+    steps = list(range(0, 70, 10))
+    return sv.LearningCurve(steps, [4.0 + 6.0 / (1 + s) ** 0.3 for s in steps], lrs)
+
+
+def _budget(kit: Kit) -> "BudgetGrid":
+    parent, batches = kit.parent(), kit.batches()
+    first = batches[0]
+    tokens_per_step = int(first["attention_mask"].sum()) if "attention_mask" in first else first["input_ids"].numel()
+    return budget_grid(parent, sv.profile(parent, batches, progress=False), [2], [24], batches, kit.batches(1), tokens=tokens_per_step * 24,
+                       prior=ForecastPrior(C=0.05, decay=0.9, C_spread=0.01, scale=1.5), progress=False)
+
+
+def _make_pilot(kit: Kit, directory: Path) -> Path:
+    _budget(kit)
+    return _only(directory / "budget_pilots", "*.json")
+
+
+def _same_pilots(result: Any, valid: Any) -> None:
+    [ours], [theirs] = result.cells, valid.cells
+    assert ours["pilot"]["losses"] == pytest.approx(theirs["pilot"]["losses"])
+
+
+def _whole_pilot(result: Any, valid: Any) -> None:
+    assert result.keys() == {"key", "history"} and isinstance(result["history"], sv.History)
+
+
+def _whole_shipped(result: Any, valid: Any) -> None:
+    assert isinstance(result, shipped.ShippedFigures) and len(result.ablation.removed) == len(valid.ablation.removed)
+
+
+def _same_shipped(result: Any, valid: Any) -> None:
+    """The figures with their profile: a flipped character of free text or of a loss reads as another whole record."""
+    _whole_shipped(result, valid)
+    assert result.profile is not None and result.profile.num_layers == valid.profile.num_layers
+
+
 # One case per registered file kind: a READERS name, or a record's FORMAT (read by its class's load).
 CASES: dict[str, Case] = {
     "gguf": Case(lambda kit, d: copy_valid(kit.gguf, d / "model.gguf"), _whole_parent, examples=30),
@@ -252,6 +320,25 @@ CASES: dict[str, Case] = {
                            same=lambda a, b: _equal(a.loss.tolist(), b.loss.tolist())),
     "token-cache": Case(_make_token_cache, _equal, use=_token_ids, same=_equal),
     "checkpoint": Case(_make_checkpoint, _whole_checkpoint, examples=12, use=_resume, same=_same_history),
+    "budget-pilot": Case(_make_pilot, _whole_pilot, examples=10, use=_budget, same=_same_pilots),
+    "subclone_viz.generations": Case(
+        lambda kit, d: sv.generate({"parent": kit.parent()}, "w1 w2", 4).save(d / "generations.json"),
+        _is(sv.Generations), examples=10),
+    "subclone_viz.token_losses": Case(
+        lambda kit, d: sv.token_losses({"parent": kit.parent()}, kit.batches(1)[0]).save(d / "losses.json"),
+        _is(sv.TokenLosses), examples=10),
+    "subclone_viz.logit_lens": Case(
+        lambda kit, d: sv.logit_lens(kit.parent(), None, kit.batches(1)[0], top_k=3).save(d / "lens.json"),
+        _is(sv.LogitLens), examples=10),
+    "subclone_viz.layer_similarity": Case(_make_similarity, _is(sv.LayerSimilarity), examples=10),
+    "subclone_viz.shipped_figures": Case(_make_shipped, _whole_shipped, examples=10, use=_load_shipped,
+                                         same=_same_shipped),
+    "subclone_viz.forecast": Case(lambda kit, d: sv.forecast(_curve(), steps=200).save(d / "forecast.json"),
+                                  _is(sv.Forecast), examples=10),
+    "subclone_viz.forecast_prior": Case(lambda kit, d: DEFAULT_PRIOR.save(d / "prior.json"), _is(ForecastPrior),
+                                        examples=10),
+    "subclone_viz.budget_grid": Case(lambda kit, d: _budget(kit).save(d / "budget.json"), _is(BudgetGrid),
+                                     examples=10),
 }
 
 
@@ -369,6 +456,44 @@ def fuzz_kind(kind: str, kit: Kit, examples: int) -> None:
 @pytest.mark.parametrize("kind", sorted(CASES))
 def test_a_damaged_file_is_read_whole_or_refused_naming_it(kind, kit):
     fuzz_kind(kind, kit, CASES[kind].examples)
+
+
+def _number_paths(data: Any, where: tuple = ()) -> Iterator[tuple]:
+    """Where a JSON document holds a number (booleans are not numbers here), depth first."""
+    if isinstance(data, dict):
+        for key, value in data.items():
+            yield from _number_paths(value, (*where, key))
+    elif isinstance(data, list):
+        for index, value in enumerate(data):
+            yield from _number_paths(value, (*where, index))
+    elif isinstance(data, (int, float)) and not isinstance(data, bool):
+        yield where
+
+
+def _replaced(data: Any, where: tuple, value: Any) -> Any:
+    if not where:
+        return value
+    copy = list(data) if isinstance(data, list) else dict(data)
+    copy[where[0]] = _replaced(data[where[0]], where[1:], value)
+    return copy
+
+
+JSON_RECORDS = sorted(kind for kind in CASES if kind in RECORDS and RECORDS[kind].load.__func__ is Record.load.__func__)
+
+
+@pytest.mark.parametrize("kind", JSON_RECORDS)
+def test_a_record_with_a_number_out_of_range_is_read_whole_or_refused_naming_it(kind, kit):
+    """A number too large for its field (1e400 reads as infinity), in each of a record's first 40 numbers: byte
+    damage seldom makes one, a hand edit or another writer may."""
+    good = valid(kind, kit)
+    data = json.loads(good.path.read_text())
+    for where in itertools.islice(_number_paths(data), 40):
+        with tempfile.TemporaryDirectory(dir=kit.root) as scratch:
+            target = Path(scratch) / good.path.name
+            target.write_text(json.dumps(_replaced(data, where, math.inf)))
+            status, result = _outcome(lambda: read_with(kind, target), target)
+            if status == "read":
+                CASES[kind].whole(result, good.read)
 
 
 def registered_kinds() -> set[str]:
