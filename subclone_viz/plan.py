@@ -173,6 +173,14 @@ class DestinationSpec:
     q_lora_rank: int | None = None
     kv_lora_rank: int | None = None
 
+    def __repr__(self) -> str:
+        # The mixture-of-experts fields show only when set, so that a dense spec reads as it always has.
+        dense = ("layers", "hidden", "ffn", "heads", "kv_heads")
+        shown = [f"{name}={getattr(self, name)!r}" for name in dense]
+        shown += [f"{f.name}={getattr(self, f.name)!r}" for f in fields(self)
+                  if f.name not in dense and getattr(self, f.name) is not None]
+        return f"DestinationSpec({', '.join(shown)})"
+
     def resolve(self, parent: Dims, heads_follow_hidden: bool) -> Dims:
         """The destination's full dims, or a :class:`SpecError` naming the valid range."""
         layers = self._layer_count(parent)

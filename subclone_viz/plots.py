@@ -1218,6 +1218,10 @@ def expert_neuron_curves(profile: Profile, layer: int, backend: str = "plotly") 
     for e, curve in enumerate(ranked):
         ax.plot(ranks, curve, color=SERIES_COLORS[e % len(SERIES_COLORS)], lw=1.5, label=f"expert {e}")
     ax.legend(frameon=False, fontsize=8, ncol=2)
+    return fig
+
+
+# --------------------------------------------------------------------------------------------------------
 # Forecasts and the budget chooser
 
 BUDGET_LABELS = {**GRID_LABELS, "loss": "forecast held-out loss at the budget (nats)"}

@@ -44,10 +44,12 @@ RUNS = [
             {"click": {"button": "Train"}, "expect": ".train-status", "text": "training done"},
         ],
     },
-    # A click at a quarter of the width and half the height of the loss map: in quick mode's 3 x 2 grid, the
-    # middle row's left cell (15 blocks x 192).
+    # Notebook 4's second widget is the size-grid explorer (the first is the budget chooser). A click at a quarter
+    # of the width and half the height of its loss map: in quick mode's 3 x 2 grid, the middle row's left cell
+    # (15 blocks x 192).
     {
         "notebook": "04_choosing_a_size.ipynb",
+        "widget": 1,
         "actions": [{"click": {"plot": 0, "at": [0.25, 0.5]}, "expect": ".size-grid-selection"}],
     },
 ]
