@@ -35,14 +35,21 @@ def main() -> None:
     args.out.mkdir(parents=True, exist_ok=True)
     torch.set_num_threads(1)
     parent = sv.load_parent("smollm2-135m")
-    heldout = sv.text_batches("builtin", parent.tokenizer, seq_len=args.seq_len, batch_size=args.batch_size,
-                              split="heldout", max_batches=args.eval_batches)
+    heldout = sv.text_batches(
+        "builtin",
+        parent.tokenizer,
+        seq_len=args.seq_len,
+        batch_size=args.batch_size,
+        split="heldout",
+        max_batches=args.eval_batches,
+    )
     calibration = sv.text_batches("builtin", parent.tokenizer, seq_len=128, batch_size=4, shuffle=True)
     prof = sv.profile(parent, calibration, max_tokens=4096, progress=False)
     began = time.perf_counter()
     for seed in args.seeds:
-        batches = sv.text_batches("builtin", parent.tokenizer, seq_len=args.seq_len, batch_size=args.batch_size,
-                                  shuffle=True, seed=seed)
+        batches = sv.text_batches(
+            "builtin", parent.tokenizer, seq_len=args.seq_len, batch_size=args.batch_size, shuffle=True, seed=seed
+        )
         for layers, hidden in SIZES:
             spec = sv.DestinationSpec(layers=layers, hidden=hidden)
             for init in ("subclone", "random"):
@@ -54,15 +61,30 @@ def main() -> None:
                 else:
                     chosen = sv.plan(parent, prof, spec, **INITS["subclone"].strategies)
                     model = sv.subclone(parent, chosen, calibration_batches=calibration).float()
-                settings = sv.TrainSettings(steps=args.steps, lr=LRS[init], weight_decay=WEIGHT_DECAY[init],
-                                            schedule="cosine", final_lr_ratio=0.1, eval_every=args.eval_every,
-                                            seed=seed)
-                history = sv.train(model, batches, settings, eval_batches=heldout, progress=False,
-                                   label=f"{layers} x {hidden} {init} seed {seed}")
+                settings = sv.TrainSettings(
+                    steps=args.steps,
+                    lr=LRS[init],
+                    weight_decay=WEIGHT_DECAY[init],
+                    schedule="cosine",
+                    final_lr_ratio=0.1,
+                    eval_every=args.eval_every,
+                    seed=seed,
+                )
+                history = sv.train(
+                    model,
+                    batches,
+                    settings,
+                    eval_batches=heldout,
+                    progress=False,
+                    label=f"{layers} x {hidden} {init} seed {seed}",
+                )
                 history.config["parameters"] = sum(p.numel() for p in model.parameters())
                 history.save(path)
-                print(f"{path.name}: {history.evals[0].loss:.3f} -> {history.evals[-1].loss:.3f} "
-                      f"({time.perf_counter() - began:.0f} s so far)", flush=True)
+                print(
+                    f"{path.name}: {history.evals[0].loss:.3f} -> {history.evals[-1].loss:.3f} "
+                    f"({time.perf_counter() - began:.0f} s so far)",
+                    flush=True,
+                )
 
 
 if __name__ == "__main__":

@@ -24,8 +24,12 @@ RESULTS = Path(__file__).parent / "results"
 
 def machine() -> dict[str, Any]:
     """What the figures were measured on: CPU count, load, Python, torch and the accelerator if any."""
-    info: dict[str, Any] = {"platform": platform.platform(), "python": platform.python_version(),
-                            "cpus": os.cpu_count(), "load_average": [round(x, 2) for x in os.getloadavg()]}
+    info: dict[str, Any] = {
+        "platform": platform.platform(),
+        "python": platform.python_version(),
+        "cpus": os.cpu_count(),
+        "load_average": [round(x, 2) for x in os.getloadavg()],
+    }
     try:
         import torch
 
@@ -47,14 +51,20 @@ def command_line() -> str:
     return shlex.join(["python", str(script), *sys.argv[1:]])
 
 
-def save_results(path: str | os.PathLike, figures: dict[str, Any], headline: list[str] | None = None,
-                 command: str | None = None) -> Path:
+def save_results(
+    path: str | os.PathLike, figures: dict[str, Any], headline: list[str] | None = None, command: str | None = None
+) -> Path:
     """Write ``figures`` to ``path`` (relative paths are under ``bench/results/``) with the command, machine and
     date; ``headline``: the few sentences the results page quotes. Replaces an earlier run's file."""
     path = Path(path)
     if not path.is_absolute():
         path = RESULTS / path
     path.parent.mkdir(parents=True, exist_ok=True)
-    document = {"command": command or command_line(), "machine": machine(),
-                "date": _dt.date.today().isoformat(), "headline": headline or [], **figures}
+    document = {
+        "command": command or command_line(),
+        "machine": machine(),
+        "date": _dt.date.today().isoformat(),
+        "headline": headline or [],
+        **figures,
+    }
     return write_file(path, json.dumps(document, indent=1, default=str) + "\n", overwrite=True)

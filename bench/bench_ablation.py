@@ -27,22 +27,36 @@ def main():
     parser.add_argument("--batches", type=int, default=1)
     args = parser.parse_args()
     parent = sv.load_parent("smollm2-135m", device="cpu")
-    batches = list(sv.text_batches("builtin", parent.tokenizer, seq_len=args.seq_len, batch_size=args.batch_size,
-                                   split="heldout", max_batches=args.batches))
+    batches = list(
+        sv.text_batches(
+            "builtin",
+            parent.tokenizer,
+            seq_len=args.seq_len,
+            batch_size=args.batch_size,
+            split="heldout",
+            max_batches=args.batches,
+        )
+    )
     results, seconds, cpu = {}, {}, {}
     for name, reuse in (("whole forward per variant", False), ("suffix reuse", True)):
         start, start_cpu = time.perf_counter(), time.process_time()
         results[name] = sv.block_ablation(parent, batches, progress=False, reuse_prefix=reuse)
         seconds[name], cpu[name] = time.perf_counter() - start, time.process_time() - start_cpu
     plain, reused = results.values()
-    difference = max(abs(a - b) for a, b in zip([plain.baseline, *plain.removed, *plain.duplicated],
-                                                [reused.baseline, *reused.removed, *reused.duplicated]))
+    difference = max(
+        abs(a - b)
+        for a, b in zip(
+            [plain.baseline, *plain.removed, *plain.duplicated], [reused.baseline, *reused.removed, *reused.duplicated]
+        )
+    )
     tokens = sum(int(b["attention_mask"].sum()) for b in batches)
     print(f"SmolLM2-135M block ablation on CPU ({torch.get_num_threads()} thread(s)), {tokens} held-out tokens")
     for name, t in seconds.items():
         print(f"{name:<28}{cpu[name]:>9.2f} s CPU{t:>9.2f} s wall")
-    print(f"ratio (suffix reuse / whole forward), CPU time: {cpu['suffix reuse'] / cpu['whole forward per variant']:.2f}; "
-          f"wall: {seconds['suffix reuse'] / seconds['whole forward per variant']:.2f}")
+    print(
+        f"ratio (suffix reuse / whole forward), CPU time: {cpu['suffix reuse'] / cpu['whole forward per variant']:.2f}; "
+        f"wall: {seconds['suffix reuse'] / seconds['whole forward per variant']:.2f}"
+    )
     print(f"largest difference between the two results: {difference:.3g} nats")
 
 

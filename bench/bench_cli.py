@@ -59,8 +59,11 @@ def timed(root: Path, argv: list[str]) -> tuple[float, int, str]:
 
 
 def summary(times: list[float]) -> dict[str, Any]:
-    return {"median_s": round(statistics.median(times), 3), "max_s": round(max(times), 3),
-            "times_s": [round(t, 3) for t in times]}
+    return {
+        "median_s": round(statistics.median(times), 3),
+        "max_s": round(max(times), 3),
+        "times_s": [round(t, 3) for t in times],
+    }
 
 
 def measure(roots: dict[str, Path], cases: dict[str, list[str]], repeats: int) -> dict[str, dict[str, Any]]:
@@ -75,8 +78,10 @@ def measure(roots: dict[str, Path], cases: dict[str, list[str]], repeats: int) -
                 results[name][case] = {"exit_status": code, "stderr_last_line": last}
         for name in roots:
             results[name][case].update(summary(times[name]))
-            print(f"{name:>9} {case:<32} median {results[name][case]['median_s']:6.2f} s  "
-                  f"max {results[name][case]['max_s']:6.2f} s  exit {results[name][case]['exit_status']}")
+            print(
+                f"{name:>9} {case:<32} median {results[name][case]['median_s']:6.2f} s  "
+                f"max {results[name][case]['max_s']:6.2f} s  exit {results[name][case]['exit_status']}"
+            )
     return results
 
 
@@ -89,24 +94,31 @@ def help_cases() -> dict[str, list[str]]:
 
 def imports_torch(root: Path) -> bool:
     env = {**os.environ, "PYTHONPATH": str(root)}
-    done = subprocess.run([sys.executable, "-c", IMPORTS_TORCH], cwd=root, env=env, capture_output=True, text=True,
-                          check=True)
+    done = subprocess.run(
+        [sys.executable, "-c", IMPORTS_TORCH], cwd=root, env=env, capture_output=True, text=True, check=True
+    )
     return done.stdout.strip() == "True"
 
 
 def headline(results: dict[str, dict[str, Any]], help_names: list[str]) -> list[str]:
     here = results["this"]
     slowest = max(help_names, key=lambda case: here[case]["max_s"])
-    lines = [f"Slowest help: `{slowest}`, median {here[slowest]['median_s']:.2f} s, max {here[slowest]['max_s']:.2f} s "
-             f"(target {TARGET_SECONDS:g} s); `import subclone_viz` median {here['import subclone_viz']['median_s']:.2f} s."]
+    lines = [
+        f"Slowest help: `{slowest}`, median {here[slowest]['median_s']:.2f} s, max {here[slowest]['max_s']:.2f} s "
+        f"(target {TARGET_SECONDS:g} s); `import subclone_viz` median {here['import subclone_viz']['median_s']:.2f} s."
+    ]
     if "baseline" in results:
         base = results["baseline"]
-        lines.append(f"`subclone-viz --help` median {here['--help']['median_s']:.2f} s against "
-                     f"{base['--help']['median_s']:.2f} s before, measured side by side.")
+        lines.append(
+            f"`subclone-viz --help` median {here['--help']['median_s']:.2f} s against "
+            f"{base['--help']['median_s']:.2f} s before, measured side by side."
+        )
         for case in MISTAKES:
             if case in here and case in base:
-                lines.append(f"{case}: fails in {here[case]['median_s']:.1f} s against {base[case]['median_s']:.1f} s "
-                             f"before (exit {here[case]['exit_status']}).")
+                lines.append(
+                    f"{case}: fails in {here[case]['median_s']:.1f} s against {base[case]['median_s']:.1f} s "
+                    f"before (exit {here[case]['exit_status']})."
+                )
     return lines
 
 
@@ -126,21 +138,36 @@ def main() -> None:
     save(args, helps, results, torch_on_import, failures=False)  # the help figures stand even if the rest stops
     if args.failures:
         scratch = ROOT / "bench" / "results" / "cli"
-        mistakes = {case: ["-m", "subclone_viz", *(a.replace("{tmp}", str(scratch)) for a in argv)]
-                    for case, argv in MISTAKES.items()}
+        mistakes = {
+            case: ["-m", "subclone_viz", *(a.replace("{tmp}", str(scratch)) for a in argv)]
+            for case, argv in MISTAKES.items()
+        }
         for name, figures in measure(roots, mistakes, args.failure_repeats).items():
             results[name].update(figures)
         save(args, helps, results, torch_on_import, failures=True)
 
 
-def save(args: argparse.Namespace, helps: dict[str, list[str]], results: dict[str, dict[str, Any]],
-         torch_on_import: dict[str, bool], failures: bool) -> None:
+def save(
+    args: argparse.Namespace,
+    helps: dict[str, list[str]],
+    results: dict[str, dict[str, Any]],
+    torch_on_import: dict[str, bool],
+    failures: bool,
+) -> None:
     lines = headline(results, [case for case in helps if case.endswith("--help")])
     for line in lines:
         print(line)
-    save_results(args.out, {"repeats": args.repeats, "failure_repeats": args.failure_repeats if failures else 0,
-                            "target_s": TARGET_SECONDS, "import_subclone_viz_imports_torch": torch_on_import,
-                            "results": results}, headline=lines)
+    save_results(
+        args.out,
+        {
+            "repeats": args.repeats,
+            "failure_repeats": args.failure_repeats if failures else 0,
+            "target_s": TARGET_SECONDS,
+            "import_subclone_viz_imports_torch": torch_on_import,
+            "results": results,
+        },
+        headline=lines,
+    )
 
 
 if __name__ == "__main__":

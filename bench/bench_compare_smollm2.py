@@ -30,12 +30,26 @@ ABLATIONS = ["no-scaling", "no-reorder"]
 
 def run(parent, spec, train, heldout, init, lr, args, prof) -> History:
     start = time.perf_counter()
-    result = compare(parent, spec, train, inits=[init], steps=args.steps, eval_batches=heldout, profile=prof,
-                     lrs={init: lr}, calibration_batches=train, eval_every=args.eval_every, progress=False,
-                     seed=args.seed)
+    result = compare(
+        parent,
+        spec,
+        train,
+        inits=[init],
+        steps=args.steps,
+        eval_batches=heldout,
+        profile=prof,
+        lrs={init: lr},
+        calibration_batches=train,
+        eval_every=args.eval_every,
+        progress=False,
+        seed=args.seed,
+    )
     history = result.histories[init]
-    print(f"  {init} lr={lr:g}: held-out {history.evals[0].loss:.3f} -> {history.evals[-1].loss:.3f} "
-          f"({time.perf_counter() - start:.0f} s)", flush=True)
+    print(
+        f"  {init} lr={lr:g}: held-out {history.evals[0].loss:.3f} -> {history.evals[-1].loss:.3f} "
+        f"({time.perf_counter() - start:.0f} s)",
+        flush=True,
+    )
     return history
 
 
@@ -51,13 +65,18 @@ def main():
     args = parser.parse_args()
     parent = sv.load_parent("smollm2-135m", device=args.device)
     spec = sv.DestinationSpec(layers=8, hidden=288)
-    train = sv.text_batches("builtin", parent.tokenizer, seq_len=128, batch_size=args.batch_size, shuffle=True,
-                            seed=args.seed)
-    heldout = sv.text_batches("builtin", parent.tokenizer, seq_len=128, batch_size=8, split="heldout",
-                              max_batches=args.eval_batches)
-    prof = sv.profile(parent, sv.text_batches("builtin", parent.tokenizer, seq_len=256, batch_size=8),
-                      max_tokens=8192, progress=False)
-    print(f"{parent.description} -> {spec}, {args.steps} steps of {args.batch_size} x 128 tokens on {parent.input_device}")
+    train = sv.text_batches(
+        "builtin", parent.tokenizer, seq_len=128, batch_size=args.batch_size, shuffle=True, seed=args.seed
+    )
+    heldout = sv.text_batches(
+        "builtin", parent.tokenizer, seq_len=128, batch_size=8, split="heldout", max_batches=args.eval_batches
+    )
+    prof = sv.profile(
+        parent, sv.text_batches("builtin", parent.tokenizer, seq_len=256, batch_size=8), max_tokens=8192, progress=False
+    )
+    print(
+        f"{parent.description} -> {spec}, {args.steps} steps of {args.batch_size} x 128 tokens on {parent.input_device}"
+    )
 
     runs: dict[str, dict[float, History]] = {}
     for init, lrs in SWEEP.items():
@@ -82,8 +101,9 @@ def main():
             shown = f"not reached ({gain.speedup:.2f}x at most)"
         else:
             shown = f"{gain.speedup:.1f}x"
-        table.append(dict(init=init, lr=lr, initial=history.evals[0].loss, final=history.evals[-1].loss,
-                          speedup=gain.to_dict()))
+        table.append(
+            dict(init=init, lr=lr, initial=history.evals[0].loss, final=history.evals[-1].loss, speedup=gain.to_dict())
+        )
         print(f"| {init} | {lr:g} | {history.evals[0].loss:.3f} | {history.evals[-1].loss:.3f} | {shown} |")
     print("\nSubclone learning-rate sweep (the paper's Fig. 14: lower is better for subcloning):")
     for lr, history in runs["subclone"].items():
@@ -94,15 +114,21 @@ def main():
 
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    (out / "results.json").write_text(json.dumps({
-        "config": {**vars(args), "spec": str(spec), "parent": parent.description},
-        "table": table,
-        "runs": {init: {str(lr): h.to_dict() for lr, h in r.items()} for init, r in runs.items()},
-    }, indent=1))
+    (out / "results.json").write_text(
+        json.dumps(
+            {
+                "config": {**vars(args), "spec": str(spec), "parent": parent.description},
+                "table": table,
+                "runs": {init: {str(lr): h.to_dict() for lr, h in r.items()} for init, r in runs.items()},
+            },
+            indent=1,
+        )
+    )
     from subclone_viz import plots
 
-    figure = plots.loss_curves({f"{init} (lr {lr:g})": runs[init][lr] for init, lr in best.items()},
-                               backend="matplotlib")
+    figure = plots.loss_curves(
+        {f"{init} (lr {lr:g})": runs[init][lr] for init, lr in best.items()}, backend="matplotlib"
+    )
     figure.savefig(out / "loss_curves.png", dpi=120, bbox_inches="tight")
     print(f"\nwrote {out / 'results.json'} and {out / 'loss_curves.png'}")
 

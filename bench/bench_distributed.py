@@ -42,8 +42,16 @@ def worker(args: argparse.Namespace) -> None:
 
     torch.set_num_threads(args.threads)
     parent = sv.load_parent(args.parent)
-    batches = list(sv.text_batches("builtin", parent.tokenizer, seq_len=args.seq_len, batch_size=args.batch_size,
-                                   split="heldout", max_batches=-(-args.tokens // (args.seq_len * args.batch_size))))
+    batches = list(
+        sv.text_batches(
+            "builtin",
+            parent.tokenizer,
+            seq_len=args.seq_len,
+            batch_size=args.batch_size,
+            split="heldout",
+            max_batches=-(-args.tokens // (args.seq_len * args.batch_size)),
+        )
+    )
     cuda = parent.input_device.type == "cuda"
     with torch.no_grad():
         parent.family.logits(parent.model, {k: v.to(parent.input_device) for k, v in batches[0].items()})
@@ -56,7 +64,9 @@ def worker(args: argparse.Namespace) -> None:
         torch.cuda.synchronize()
     distributed.barrier()
     seconds = time.perf_counter() - start
-    peak_mib = torch.cuda.max_memory_allocated() / 2**20 if cuda else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    peak_mib = (
+        torch.cuda.max_memory_allocated() / 2**20 if cuda else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    )
     peaks = distributed.gather_objects(round(peak_mib, 1))
     record = {
         "processes": distributed.num_processes(),
@@ -77,8 +87,22 @@ def _free_port() -> int:
 
 
 def run(args: argparse.Namespace, processes: int, out: Path) -> dict:
-    worker_args = [__file__, "--worker", "--out", str(out), "--parent", args.parent, "--tokens", str(args.tokens),
-                   "--seq-len", str(args.seq_len), "--batch-size", str(args.batch_size), "--threads", str(args.threads)]
+    worker_args = [
+        __file__,
+        "--worker",
+        "--out",
+        str(out),
+        "--parent",
+        args.parent,
+        "--tokens",
+        str(args.tokens),
+        "--seq-len",
+        str(args.seq_len),
+        "--batch-size",
+        str(args.batch_size),
+        "--threads",
+        str(args.threads),
+    ]
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")])}
     if processes == 1:
         command = [sys.executable, *worker_args]
@@ -87,9 +111,23 @@ def run(args: argparse.Namespace, processes: int, out: Path) -> dict:
 
         if torch.cuda.device_count() < processes:
             env["ACCELERATE_USE_CPU"] = "1"
-        command = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes",
-                   str(processes), "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no",
-                   "--main_process_port", str(_free_port()), *worker_args]
+        command = [
+            sys.executable,
+            "-m",
+            "accelerate.commands.launch",
+            "--multi_gpu",
+            "--num_processes",
+            str(processes),
+            "--num_machines",
+            "1",
+            "--mixed_precision",
+            "no",
+            "--dynamo_backend",
+            "no",
+            "--main_process_port",
+            str(_free_port()),
+            *worker_args,
+        ]
     subprocess.run(command, env=env, check=True)
     return json.loads(out.read_text())
 

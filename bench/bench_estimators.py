@@ -55,8 +55,12 @@ RESULTS = Path(__file__).parent / "results" / "estimators"
 
 def summarize(values: list[float]) -> dict[str, float]:
     array = np.array(values)
-    return {"mean": float(array.mean()), "std": float(array.std(ddof=1)) if len(array) > 1 else 0.0,
-            "min": float(array.min()), "max": float(array.max())}
+    return {
+        "mean": float(array.mean()),
+        "std": float(array.std(ddof=1)) if len(array) > 1 else 0.0,
+        "min": float(array.min()),
+        "max": float(array.max()),
+    }
 
 
 def cell(summary: dict[str, float]) -> str:
@@ -72,8 +76,11 @@ def main() -> None:
     parser.add_argument("--eval-rows", type=int, default=4, help="rows of 256 tokens per held-out batch")
     parser.add_argument("--train-steps", type=int, default=0, help="steps of the after-training comparison (0: none)")
     parser.add_argument("--train-top", type=int, default=2, help="how many of the best estimators train")
-    parser.add_argument("--train-also", default="", help="comma list of estimators that train besides the best ones "
-                                                         "(e.g. paper, the default, as the reference)")
+    parser.add_argument(
+        "--train-also",
+        default="",
+        help="comma list of estimators that train besides the best ones (e.g. paper, the default, as the reference)",
+    )
     parser.add_argument("--train-lr", type=float, default=1e-3, help="peak learning rate of those runs")
     parser.add_argument("--out", type=Path, default=None, help="default bench/results/estimators/<parent>.json")
     args = parser.parse_args()
@@ -92,23 +99,40 @@ def main() -> None:
     parent = sv.load_parent(args.parent, device="cpu")
     sources = {
         "in-domain (held-out Python docs)": sv.text_batches(
-            "builtin", parent.tokenizer, seq_len=256, batch_size=args.eval_rows, split="heldout",
-            max_batches=args.eval_batches),
+            "builtin",
+            parent.tokenizer,
+            seq_len=256,
+            batch_size=args.eval_rows,
+            split="heldout",
+            max_batches=args.eval_batches,
+        ),
     }
     with tempfile.TemporaryDirectory() as tmp:
         gpl = Path(tmp) / "gpl-3.txt"
         gpl.write_text(OUT_OF_DOMAIN.read_text())
         # One document: its first 90% is the "train" split; nothing here is ever profiled on.
         sources["out-of-domain (GPL-3 text)"] = sv.text_batches(
-            str(gpl), parent.tokenizer, seq_len=256, batch_size=args.eval_rows, split="train",
-            max_batches=args.eval_batches)
+            str(gpl),
+            parent.tokenizer,
+            seq_len=256,
+            batch_size=args.eval_rows,
+            split="train",
+            max_batches=args.eval_batches,
+        )
         texts = {name: list(batches) for name, batches in sources.items()}  # read before the file goes
-    results: dict = {"parent": parent.description, "spec": spec.__dict__, "tokens": args.tokens,
-                     "texts": {name: batches.description for name, batches in sources.items()}, "parent_loss": {},
-                     "draws": []}
+    results: dict = {
+        "parent": parent.description,
+        "spec": spec.__dict__,
+        "tokens": args.tokens,
+        "texts": {name: batches.description for name, batches in sources.items()},
+        "parent_loss": {},
+        "draws": [],
+    }
 
     def scores(model: torch.nn.Module) -> dict[str, float]:
-        return {name: sv.evaluate(model, parent.family, batches, progress=False).loss for name, batches in texts.items()}
+        return {
+            name: sv.evaluate(model, parent.family, batches, progress=False).loss for name, batches in texts.items()
+        }
 
     def save() -> None:
         results["seconds"] = time.perf_counter() - start
@@ -118,8 +142,15 @@ def main() -> None:
     print(f"{parent.description}\nparent loss: {results['parent_loss']}", flush=True)
 
     def calibration(seed: int | None):
-        return sv.text_batches("builtin", parent.tokenizer, seq_len=256, batch_size=2, split="train",
-                               shuffle=seed is not None, seed=seed or 0)
+        return sv.text_batches(
+            "builtin",
+            parent.tokenizer,
+            seq_len=256,
+            batch_size=2,
+            split="train",
+            shuffle=seed is not None,
+            seed=seed or 0,
+        )
 
     draws = [(f"shuffled seed {seed}", seed) for seed in range(args.draws)] + [("first documents (contiguous)", None)]
     profiles = {}
@@ -131,56 +162,83 @@ def main() -> None:
         losses = {}
         for estimator in sv.ESTIMATORS:
             losses[estimator] = scores(sv.subclone(parent, sv.plan(parent, prof, spec, importance=estimator)))
-            print(f"{label:30s} {estimator:18s} " + "  ".join(f"{v:.3f}" for v in losses[estimator].values())
-                  + f"   [{time.perf_counter() - start:.0f}s]", flush=True)
+            print(
+                f"{label:30s} {estimator:18s} "
+                + "  ".join(f"{v:.3f}" for v in losses[estimator].values())
+                + f"   [{time.perf_counter() - start:.0f}s]",
+                flush=True,
+            )
         results["draws"].append({"label": label, "seed": seed, "source": prof.source, "losses": losses})
         save()
 
     shuffled = [d for d in results["draws"] if d["seed"] is not None]
-    summary = {estimator: {name: summarize([d["losses"][estimator][name] for d in shuffled]) for name in texts}
-               for estimator in sv.ESTIMATORS}
+    summary = {
+        estimator: {name: summarize([d["losses"][estimator][name] for d in shuffled]) for name in texts}
+        for estimator in sv.ESTIMATORS
+    }
     results["summary"] = summary
 
     ood = texts["out-of-domain (GPL-3 text)"]
-    st = sv.stability(parent, profiles[0], spec, resamples=16, heldout=ood, loss_resamples=3,
-                      max_batches=args.eval_batches)
+    st = sv.stability(
+        parent, profiles[0], spec, resamples=16, heldout=ood, loss_resamples=3, max_batches=args.eval_batches
+    )
     results["stability_paper_seed0"] = st.summary()
     save()
 
     names = list(texts)
-    print(f"\n{spec}; calibration {args.tokens:,} tokens; mean ± std over {len(shuffled)} shuffled draws "
-          f"[min, max]; parent: " + ", ".join(f"{results['parent_loss'][n]:.2f}" for n in names) + "\n")
+    print(
+        f"\n{spec}; calibration {args.tokens:,} tokens; mean ± std over {len(shuffled)} shuffled draws "
+        f"[min, max]; parent: " + ", ".join(f"{results['parent_loss'][n]:.2f}" for n in names) + "\n"
+    )
     print("| estimator | " + " | ".join(names) + " | first documents: " + " | ".join(names) + " |")
     print("|---" * (1 + 2 * len(names)) + "|")
     contiguous = results["draws"][-1]["losses"]
     for estimator, by_text in summary.items():
-        print(f"| {estimator} | " + " | ".join(cell(s) for s in by_text.values()) + " | "
-              + " | ".join(f"{contiguous[estimator][n]:.2f}" for n in names) + " |")
+        print(
+            f"| {estimator} | "
+            + " | ".join(cell(s) for s in by_text.values())
+            + " | "
+            + " | ".join(f"{contiguous[estimator][n]:.2f}" for n in names)
+            + " |"
+        )
     print(f"\nstability (paper, seed 0, 16 bootstrap resamples of the shards): {json.dumps(st.summary())}")
 
     if args.train_steps > 0:
         ranked = sorted(sv.ESTIMATORS, key=lambda e: np.mean([summary[e][n]["mean"] for n in names]))
         chosen = list(dict.fromkeys(ranked[: args.train_top] + also))
-        train = sv.text_batches("builtin", parent.tokenizer, seq_len=128, batch_size=4, split="train", shuffle=True,
-                                seed=100)  # another sample than every calibration draw
-        trained: dict = {"estimators": chosen, "steps": args.train_steps, "lr": args.train_lr,
-                         "batches": "4 x 128 shuffled training tokens (seed 100)", "runs": []}
+        train = sv.text_batches(
+            "builtin", parent.tokenizer, seq_len=128, batch_size=4, split="train", shuffle=True, seed=100
+        )  # another sample than every calibration draw
+        trained: dict = {
+            "estimators": chosen,
+            "steps": args.train_steps,
+            "lr": args.train_lr,
+            "batches": "4 x 128 shuffled training tokens (seed 100)",
+            "runs": [],
+        }
         results["after_training"] = trained
         for seed in range(args.draws):
             for estimator in chosen:
                 began = time.perf_counter()
                 model = sv.subclone(parent, sv.plan(parent, profiles[seed], spec, importance=estimator))
-                history = sv.train(model, train, steps=args.train_steps, lr=args.train_lr, weight_decay=0.001,
-                                   progress=False, seed=0)
+                history = sv.train(
+                    model, train, steps=args.train_steps, lr=args.train_lr, weight_decay=0.001, progress=False, seed=0
+                )
                 after = scores(model)
-                trained["runs"].append({"estimator": estimator, "seed": seed, "losses": after,
-                                        "train_loss": history.steps[-1].loss})
-                print(f"trained {args.train_steps} steps: seed {seed} {estimator:18s} "
-                      + "  ".join(f"{v:.3f}" for v in after.values())
-                      + f"   ({time.perf_counter() - began:.0f} s)", flush=True)
+                trained["runs"].append(
+                    {"estimator": estimator, "seed": seed, "losses": after, "train_loss": history.steps[-1].loss}
+                )
+                print(
+                    f"trained {args.train_steps} steps: seed {seed} {estimator:18s} "
+                    + "  ".join(f"{v:.3f}" for v in after.values())
+                    + f"   ({time.perf_counter() - began:.0f} s)",
+                    flush=True,
+                )
                 save()
-        trained["summary"] = {e: {n: summarize([r["losses"][n] for r in trained["runs"] if r["estimator"] == e])
-                                  for n in names} for e in chosen}
+        trained["summary"] = {
+            e: {n: summarize([r["losses"][n] for r in trained["runs"] if r["estimator"] == e]) for n in names}
+            for e in chosen
+        }
         print(f"\nafter {args.train_steps} steps (lr {args.train_lr:g}), mean ± std over {args.draws} draws:")
         print("| estimator | " + " | ".join(names) + " |")
         print("|---" * (1 + len(names)) + "|")

@@ -34,21 +34,30 @@ def first_figures(name: str, drawing: tuple[int, ...]) -> tuple[list[float], flo
     (one torch thread: about the wall time on an idle core)."""
     notebook = nbformat.read(NOTEBOOKS / f"{name}.ipynb", as_version=4)
     code = [cell for cell in notebook.cells if cell.cell_type == "code"][: max(drawing) + 1]
-    probe = nbformat.v4.new_code_cell("import resource\nusage = resource.getrusage(resource.RUSAGE_SELF)\n"
-                                      "print(usage.ru_utime + usage.ru_stime)")
+    probe = nbformat.v4.new_code_cell(
+        "import resource\nusage = resource.getrusage(resource.RUSAGE_SELF)\nprint(usage.ru_utime + usage.ru_stime)"
+    )
     notebook.cells = [*code, probe]
     finished: list[float] = []
     with tempfile.TemporaryDirectory() as cache, tempfile.TemporaryDirectory() as work:
         os.environ["SUBCLONE_VIZ_CACHE"] = cache
         start = time.perf_counter()
-        client = NotebookClient(notebook, timeout=600, kernel_name="python3", resources={"metadata": {"path": work}},
-                                on_cell_executed=lambda cell, **_: finished.append(time.perf_counter() - start))
+        client = NotebookClient(
+            notebook,
+            timeout=600,
+            kernel_name="python3",
+            resources={"metadata": {"path": work}},
+            on_cell_executed=lambda cell, **_: finished.append(time.perf_counter() - start),
+        )
         client.execute()
     cpu = float(probe.outputs[0]["text"])
     for index, cell in enumerate(code):
         assert not [o for o in cell.outputs if o.output_type == "error"], cell.outputs
-        assert index not in drawing or any("application/vnd.plotly.v1+json" in o.get("data", {}) or
-                   "application/vnd.jupyter.widget-view+json" in o.get("data", {}) for o in cell.outputs), cell.source
+        assert index not in drawing or any(
+            "application/vnd.plotly.v1+json" in o.get("data", {})
+            or "application/vnd.jupyter.widget-view+json" in o.get("data", {})
+            for o in cell.outputs
+        ), cell.source
     return [round(t, 1) for t in finished[: len(code)]], round(cpu, 1)
 
 
@@ -58,17 +67,23 @@ def main() -> None:
     cpu = {name: seconds for name, (_, seconds) in measured.items()}
     load = os.getloadavg()[0]
     first = figures["01_residual_property"][0]
-    headline = [f"Notebook 1's first figure (the shipped profile) {first:.1f} s after Run All, kernel start included, "
-                f"with an empty cache ({'within' if first <= GOAL_SECONDS else 'over'} the {GOAL_SECONDS} s goal); "
-                f"its second (the shipped block ablation) at {figures['01_residual_property'][1]:.1f} s; notebook 2's "
-                f"importance explorer at {figures['02_neuron_importance'][1]:.1f} s. Load average {load:.1f} on "
-                f"{os.cpu_count()} cores; the browser's drawing is not included.",
-                f"The kernel spent {cpu['01_residual_property']:.1f} CPU seconds up to notebook 1's figures "
-                f"({cpu['02_neuron_importance']:.1f} for notebook 2's): about their wall time on an idle core "
-                f"({'within' if cpu['01_residual_property'] <= GOAL_SECONDS else 'over'} the goal)."]
-    print(save_results("widgets/first_figure.json", {"seconds_to_figure_cells": figures, "kernel_cpu_seconds": cpu,
-                                                     "goal_seconds": GOAL_SECONDS},
-                       headline))
+    headline = [
+        f"Notebook 1's first figure (the shipped profile) {first:.1f} s after Run All, kernel start included, "
+        f"with an empty cache ({'within' if first <= GOAL_SECONDS else 'over'} the {GOAL_SECONDS} s goal); "
+        f"its second (the shipped block ablation) at {figures['01_residual_property'][1]:.1f} s; notebook 2's "
+        f"importance explorer at {figures['02_neuron_importance'][1]:.1f} s. Load average {load:.1f} on "
+        f"{os.cpu_count()} cores; the browser's drawing is not included.",
+        f"The kernel spent {cpu['01_residual_property']:.1f} CPU seconds up to notebook 1's figures "
+        f"({cpu['02_neuron_importance']:.1f} for notebook 2's): about their wall time on an idle core "
+        f"({'within' if cpu['01_residual_property'] <= GOAL_SECONDS else 'over'} the goal).",
+    ]
+    print(
+        save_results(
+            "widgets/first_figure.json",
+            {"seconds_to_figure_cells": figures, "kernel_cpu_seconds": cpu, "goal_seconds": GOAL_SECONDS},
+            headline,
+        )
+    )
     print(headline[0])
 
 

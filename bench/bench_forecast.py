@@ -52,9 +52,17 @@ def published_curves() -> list[LearningCurve]:
     curves = []
     for run in runs:
         total, warmup, warmdown = int(run["total_steps"]), int(run["warmup"]), int(run["warmdown"])
-        curves.append(LearningCurve.from_csv(
-            DATA / "modded_nanogpt_val_loss.csv", where={"run": run["run"]}, schedule="wsd", total_steps=total,
-            warmup=warmup, decay_fraction=warmdown / (total - warmup), label=run["run"]))
+        curves.append(
+            LearningCurve.from_csv(
+                DATA / "modded_nanogpt_val_loss.csv",
+                where={"run": run["run"]},
+                schedule="wsd",
+                total_steps=total,
+                warmup=warmup,
+                decay_fraction=warmdown / (total - warmup),
+                label=run["run"],
+            )
+        )
     return curves
 
 
@@ -80,11 +88,23 @@ def score(curves: Sequence[LearningCurve], folds: Sequence[int]) -> list[dict]:
             if f != fold:
                 continue
             result = forecast(curve.head(_cut(curve)), steps=curve.steps[-1], prior=prior)
-            rows.append({"run": curve.label, "fold": fold, "fitted_until": result.fitted_until,
-                         "horizon": result.horizon, "initial": curve.initial_loss, "final": curve.losses[-1],
-                         "forecast": result.loss, "low": result.low, "high": result.high,
-                         "prior_C": prior.C, "prior_decay": prior.decay, "prior_scale": prior.scale,
-                         "alpha": result.params["alpha"]})
+            rows.append(
+                {
+                    "run": curve.label,
+                    "fold": fold,
+                    "fitted_until": result.fitted_until,
+                    "horizon": result.horizon,
+                    "initial": curve.initial_loss,
+                    "final": curve.losses[-1],
+                    "forecast": result.loss,
+                    "low": result.low,
+                    "high": result.high,
+                    "prior_C": prior.C,
+                    "prior_decay": prior.decay,
+                    "prior_scale": prior.scale,
+                    "alpha": result.params["alpha"],
+                }
+            )
     return rows
 
 
@@ -101,25 +121,38 @@ def ranking(predicted: Sequence[float], final: Sequence[float]) -> dict:
     pairs = list(itertools.combinations(range(len(final)), 2))
     right = sum((predicted[i] - predicted[j]) * (final[i] - final[j]) > 0 for i, j in pairs)
     regret = float(final[int(np.argmin(predicted))] - min(final))
-    return {"spearman": round(spearman, 3), "pairs_in_order": round(right / len(pairs), 3),
-            "top1_regret": round(regret, 4), "candidates": len(final)}
+    return {
+        "spearman": round(spearman, 3),
+        "pairs_in_order": round(right / len(pairs), 3),
+        "top1_regret": round(regret, 4),
+        "candidates": len(final),
+    }
 
 
 def summary(rows: list[dict], groups: dict[str, list[int]]) -> dict:
     """Errors and coverage over every run; ranking figures within each group of candidates, averaged."""
     errors = np.array([r["forecast"] - r["final"] for r in rows])
     inside = [r["low"] <= r["final"] <= r["high"] for r in rows]
-    out = {"runs": len(rows), "mae": round(float(np.abs(errors).mean()), 4),
-           "mean_signed_error": round(float(errors.mean()), 4), "max_abs_error": round(float(np.abs(errors).max()), 4),
-           "coverage": round(float(np.mean(inside)), 3), "nominal": 0.8,
-           "mean_interval_width": round(float(np.mean([r["high"] - r["low"] for r in rows])), 4)}
+    out = {
+        "runs": len(rows),
+        "mae": round(float(np.abs(errors).mean()), 4),
+        "mean_signed_error": round(float(errors.mean()), 4),
+        "max_abs_error": round(float(np.abs(errors).max()), 4),
+        "coverage": round(float(np.mean(inside)), 3),
+        "nominal": 0.8,
+        "mean_interval_width": round(float(np.mean([r["high"] - r["low"] for r in rows])), 4),
+    }
     for name, key in (("forecast", "forecast"), ("initial_loss", "initial")):
-        per_group = {g: ranking([rows[i][key] for i in idx], [rows[i]["final"] for i in idx])
-                     for g, idx in groups.items()}
+        per_group = {
+            g: ranking([rows[i][key] for i in idx], [rows[i]["final"] for i in idx]) for g, idx in groups.items()
+        }
         out[f"ranking_{name}"] = {
             "per_group": per_group,
-            **{k: round(float(np.mean([v[k] for v in per_group.values()])), 4)
-               for k in ("spearman", "pairs_in_order", "top1_regret")}}
+            **{
+                k: round(float(np.mean([v[k] for v in per_group.values()])), 4)
+                for k in ("spearman", "pairs_in_order", "top1_regret")
+            },
+        }
     return out
 
 
@@ -135,14 +168,32 @@ def slider_seconds(curves: Sequence[LearningCurve], repeats: int = 5) -> list[fl
         head = curve.head(_cut(curve))
         size, init, _ = curve.label.split("-")
         layers, hidden = (int(v) for v in size.split("x"))
-        cells.append({"layers": layers, "hidden": hidden, "init": init, "params": curve.parameters,
-                      "flops_per_token": float("nan"), "latency": float("nan"), "memory": float("nan"),
-                      "steps": curve.total_steps, "pilot_steps": head.steps[-1],
-                      "pilot": {"steps": list(head.steps), "losses": list(head.losses)}, "forecast": {}})
+        cells.append(
+            {
+                "layers": layers,
+                "hidden": hidden,
+                "init": init,
+                "params": curve.parameters,
+                "flops_per_token": float("nan"),
+                "latency": float("nan"),
+                "memory": float("nan"),
+                "steps": curve.total_steps,
+                "pilot_steps": head.steps[-1],
+                "pilot": {"steps": list(head.steps), "losses": list(head.losses)},
+                "forecast": {},
+            }
+        )
     tokens = curves[0].total_steps * curves[0].tokens_per_step
-    grid = BudgetGrid(parent="smollm2-135m", tokens=tokens, flops=None, tokens_per_step=int(curves[0].tokens_per_step),
-                      settings={"schedule": "cosine", "final_lr_ratio": 0.1}, lrs={"subclone": 1e-3, "random": 3e-3},
-                      prior=DEFAULT_PRIOR.to_dict(), cells=cells).at(tokens=tokens)
+    grid = BudgetGrid(
+        parent="smollm2-135m",
+        tokens=tokens,
+        flops=None,
+        tokens_per_step=int(curves[0].tokens_per_step),
+        settings={"schedule": "cosine", "final_lr_ratio": 0.1},
+        lrs={"subclone": 1e-3, "random": 3e-3},
+        prior=DEFAULT_PRIOR.to_dict(),
+        cells=cells,
+    ).at(tokens=tokens)
     explorer = BudgetExplorer(grid)
     seconds = []
     for k in range(repeats):
@@ -154,11 +205,13 @@ def slider_seconds(curves: Sequence[LearningCurve], repeats: int = 5) -> list[fl
 
 def headline(name: str, s: dict) -> str:
     f, b = s["ranking_forecast"], s["ranking_initial_loss"]
-    return (f"{name}: {s['runs']} runs forecast from their first quarter, MAE {s['mae']:.3f} nats, mean signed "
-            f"error {s['mean_signed_error']:+.3f}, 80% intervals hold {s['coverage']:.0%}; ranking: Spearman "
-            f"{f['spearman']:.2f} (loss before training {b['spearman']:.2f}), pairs in order "
-            f"{f['pairs_in_order']:.0%} ({b['pairs_in_order']:.0%}), top-1 regret {f['top1_regret']:.3f} nats "
-            f"({b['top1_regret']:.3f})")
+    return (
+        f"{name}: {s['runs']} runs forecast from their first quarter, MAE {s['mae']:.3f} nats, mean signed "
+        f"error {s['mean_signed_error']:+.3f}, 80% intervals hold {s['coverage']:.0%}; ranking: Spearman "
+        f"{f['spearman']:.2f} (loss before training {b['spearman']:.2f}), pairs in order "
+        f"{f['pairs_in_order']:.0%} ({b['pairs_in_order']:.0%}), top-1 regret {f['top1_regret']:.3f} nats "
+        f"({b['top1_regret']:.3f})"
+    )
 
 
 def main() -> None:
@@ -169,11 +222,17 @@ def main() -> None:
     figures, lines = {"fit_fraction": FRACTION}, []
     published = published_curves()
     rows = score(published, [i % 2 for i in range(len(published))])
-    figures["published"] = {"source": "bench/data/modded_nanogpt_*.csv (KellerJordan/modded-nanogpt, MIT)",
-                            "summary": summary(rows, {"all": list(range(len(rows)))}), "runs": rows}
+    figures["published"] = {
+        "source": "bench/data/modded_nanogpt_*.csv (KellerJordan/modded-nanogpt, MIT)",
+        "summary": summary(rows, {"all": list(range(len(rows)))}),
+        "runs": rows,
+    }
     lines.append(headline("modded-nanogpt", figures["published"]["summary"]))
-    full = ForecastPrior.fit(published, FRACTION, source="ForecastPrior.fit on the 28 modded-nanogpt runs of "
-                                                        "bench/data (bench/bench_forecast.py)")
+    full = ForecastPrior.fit(
+        published,
+        FRACTION,
+        source="ForecastPrior.fit on the 28 modded-nanogpt runs of bench/data (bench/bench_forecast.py)",
+    )
     figures["published"]["prior_all_runs"] = full.to_dict()
     if args.own is not None:
         own = own_curves(args.own)
@@ -184,18 +243,30 @@ def main() -> None:
         order = sorted(set(sizes), key=lambda label: [int(v) for v in label.split("x")])
         rows = score(own, seeds if both else [order.index(size) % 2 for size in sizes])
         groups = {f"seed {s}": [i for i, r in enumerate(rows) if r["run"].endswith(f"seed{s}")] for s in set(seeds)}
-        figures["own"] = {"source": str(args.own), "folds": "by seed" if both else "by size, alternating",
-                          "config": History.load(
-            next(args.own.glob("*.json"))).config, "summary": summary(rows, groups), "runs": rows}
+        figures["own"] = {
+            "source": str(args.own),
+            "folds": "by seed" if both else "by size, alternating",
+            "config": History.load(next(args.own.glob("*.json"))).config,
+            "summary": summary(rows, groups),
+            "runs": rows,
+        }
         lines.append(headline("SmolLM2 destinations", figures["own"]["summary"]))
         seconds = slider_seconds(own)
-        figures["budget_slider_seconds"] = {"cells": len(own), "each": [round(v, 4) for v in seconds],
-                                            "median": round(float(np.median(seconds)), 4), "target": 0.1}
-        lines.append(f"notebook 4's budget slider: {np.median(seconds) * 1e3:.0f} ms median, "
-                     f"{max(seconds) * 1e3:.0f} ms at most, to re-forecast {len(own)} cells and redraw (target 100)")
+        figures["budget_slider_seconds"] = {
+            "cells": len(own),
+            "each": [round(v, 4) for v in seconds],
+            "median": round(float(np.median(seconds)), 4),
+            "target": 0.1,
+        }
+        lines.append(
+            f"notebook 4's budget slider: {np.median(seconds) * 1e3:.0f} ms median, "
+            f"{max(seconds) * 1e3:.0f} ms at most, to re-forecast {len(own)} cells and redraw (target 100)"
+        )
         figures["own"]["prior_all_runs"] = ForecastPrior.fit(
-            own, FRACTION, source=f"ForecastPrior.fit on {len(own)} SmolLM2-135M destination runs "
-                                  f"(bench/bench_forecast.py)").to_dict()
+            own,
+            FRACTION,
+            source=f"ForecastPrior.fit on {len(own)} SmolLM2-135M destination runs (bench/bench_forecast.py)",
+        ).to_dict()
     for line in lines:
         print(line)
     print(save_results(args.out, figures, lines))

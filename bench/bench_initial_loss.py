@@ -39,8 +39,9 @@ def main():
     torch.manual_seed(0)
     parent = sv.load_parent("smollm2-135m", device="cpu")
     train = sv.text_batches("builtin", parent.tokenizer, seq_len=256, batch_size=8, split="train")
-    heldout = sv.text_batches("builtin", parent.tokenizer, seq_len=256, batch_size=8, split="heldout",
-                              max_batches=args.eval_batches)
+    heldout = sv.text_batches(
+        "builtin", parent.tokenizer, seq_len=256, batch_size=8, split="heldout", max_batches=args.eval_batches
+    )
     prof = sv.profile(parent, train, max_tokens=8192, progress=False)
     parent_loss = sv.evaluate(parent.model, parent.family, heldout).loss
     print(f"Parent: {parent.description}; held-out loss {parent_loss:.3f} nats on {heldout.description}\n")
@@ -51,7 +52,9 @@ def main():
             p = sv.plan(parent, prof, spec, **variant)
             child = sv.subclone(parent, p, calibration_batches=train)
             loss = sv.evaluate(child, parent.family, heldout).loss
-            print(f"| {label} | {variant['depth']} | {variant['width']} | {variant['scaling']} | {loss:.2f} |", flush=True)
+            print(
+                f"| {label} | {variant['depth']} | {variant['width']} | {variant['scaling']} | {loss:.2f} |", flush=True
+            )
         random = sv.random_init(parent, p, device="cpu")
         print(f"| {label} | random init | | | {sv.evaluate(random, parent.family, heldout).loss:.2f} |", flush=True)
 

@@ -43,8 +43,9 @@ def main():
     parser.add_argument("--lens-layers", type=int, default=4, help="the cheaper lens reads this many last layers")
     args = parser.parse_args()
     parent = sv.load_parent("smollm2-135m", device=args.device, dtype=args.dtype)
-    loaded = sv.text_batches("builtin", parent.tokenizer, seq_len=128, batch_size=4, split="heldout",
-                             max_batches=args.batches)
+    loaded = sv.text_batches(
+        "builtin", parent.tokenizer, seq_len=128, batch_size=4, split="heldout", max_batches=args.batches
+    )
     batches = [{k: v.to(parent.input_device) for k, v in b.items()} for b in loaded]
     prof = sv.profile(parent, batches, progress=False)
     plan = sv.plan(parent, prof, sv.default_destination(parent))
@@ -75,16 +76,26 @@ def main():
         "similarity": median["similarity"] / (median["forward_parent"] + median["forward_destination"]),
     }
     tokens = sum(int(b["attention_mask"].sum()) for b in batches)
-    title = (f"SmolLM2-135M and its {plan.destination_dims.layers} x {plan.destination_dims.hidden} subclone on "
-             f"{parent.input_device} ({parent.dtype}), {len(batches)} batches of 4 x 128 ({tokens} tokens), median of "
-             f"{args.repeats}")
+    title = (
+        f"SmolLM2-135M and its {plan.destination_dims.layers} x {plan.destination_dims.hidden} subclone on "
+        f"{parent.input_device} ({parent.dtype}), {len(batches)} batches of 4 x 128 ({tokens} tokens), median of "
+        f"{args.repeats}"
+    )
     print(title)
     for name, seconds in median.items():
         print(f"{name:<26}{seconds:>9.3f} s" + (f"{ratios[name]:>8.2f}x" if name in ratios else ""))
     save_results(
         f"lens/smollm2-135m-{parent.input_device.type}.json",
-        {"device": str(parent.input_device), "dtype": str(parent.dtype), "tokens": tokens, "repeats": args.repeats,
-         "destination": plan.summary(), "lens_last_layers": last, "seconds": median, "ratio_over_forwards": ratios},
+        {
+            "device": str(parent.input_device),
+            "dtype": str(parent.dtype),
+            "tokens": tokens,
+            "repeats": args.repeats,
+            "destination": plan.summary(),
+            "lens_last_layers": last,
+            "seconds": median,
+            "ratio_over_forwards": ratios,
+        },
         headline=[
             f"{title}: layer similarity takes {ratios['similarity']:.2f}x one forward of parent and destination "
             f"(target <= 1.3x).",

@@ -56,10 +56,24 @@ def build_parent(vocab: int, experts: int) -> torch.nn.Module:
     from transformers import OlmoeConfig, OlmoeForCausalLM
 
     torch.manual_seed(0)
-    return OlmoeForCausalLM(OlmoeConfig(
-        vocab_size=vocab, hidden_size=64, num_hidden_layers=4, num_attention_heads=4, num_key_value_heads=2,
-        intermediate_size=96, num_experts=experts, num_experts_per_tok=2, norm_topk_prob=False,
-        max_position_embeddings=128, tie_word_embeddings=True, pad_token_id=0, bos_token_id=0, eos_token_id=0))
+    return OlmoeForCausalLM(
+        OlmoeConfig(
+            vocab_size=vocab,
+            hidden_size=64,
+            num_hidden_layers=4,
+            num_attention_heads=4,
+            num_key_value_heads=2,
+            intermediate_size=96,
+            num_experts=experts,
+            num_experts_per_tok=2,
+            norm_topk_prob=False,
+            max_position_embeddings=128,
+            tie_word_embeddings=True,
+            pad_token_id=0,
+            bos_token_id=0,
+            eos_token_id=0,
+        )
+    )
 
 
 def small_vocabulary(batches, size: int) -> torch.Tensor:
@@ -85,8 +99,9 @@ def heldout_loss(family, model, batches) -> float:
 
 def recover(model, batches, steps: int, family) -> torch.nn.Module:
     model = copy.deepcopy(model)
-    sv.train(model, batches, steps=steps, lr=1e-3, weight_decay=0.0, progress=False, family=family,
-             mixed_precision="no")
+    sv.train(
+        model, batches, steps=steps, lr=1e-3, weight_decay=0.0, progress=False, family=family, mixed_precision="no"
+    )
     return model.eval()
 
 
@@ -118,22 +133,41 @@ def main() -> None:
     stream = sv.text_batches("builtin", tokenizer, seq_len=args.seq_len, batch_size=args.batch_size, shuffle=True)
     vocab = small_vocabulary(stream, args.vocab)
     train = [remap(batch, vocab) for batch in stream]
-    heldout = [remap(batch, vocab) for batch in sv.text_batches(
-        "builtin", tokenizer, seq_len=args.seq_len, batch_size=args.batch_size, split="heldout",
-        max_batches=args.eval_batches)]
+    heldout = [
+        remap(batch, vocab)
+        for batch in sv.text_batches(
+            "builtin",
+            tokenizer,
+            seq_len=args.seq_len,
+            batch_size=args.batch_size,
+            split="heldout",
+            max_batches=args.eval_batches,
+        )
+    ]
     model = build_parent(args.vocab, args.experts)
     sv.train(model, train, steps=args.parent_steps, lr=3e-3, weight_decay=0.0, progress=False, mixed_precision="no")
     parent = sv.load_parent(model.eval(), device="cpu")
     family = parent.family
-    calibration = [remap(batch, vocab) for batch in sv.text_batches(
-        "builtin", tokenizer, seq_len=args.seq_len, batch_size=args.batch_size, shuffle=True, seed=1,
-        max_batches=args.calibration_tokens // (args.seq_len * args.batch_size) + 1)]
+    calibration = [
+        remap(batch, vocab)
+        for batch in sv.text_batches(
+            "builtin",
+            tokenizer,
+            seq_len=args.seq_len,
+            batch_size=args.batch_size,
+            shuffle=True,
+            seed=1,
+            max_batches=args.calibration_tokens // (args.seq_len * args.batch_size) + 1,
+        )
+    ]
     prof = sv.profile(parent, calibration, max_tokens=args.calibration_tokens, progress=False)
     parent_loss = heldout_loss(family, parent.model, heldout)
     load = expert_load(prof)
-    print(f"parent: held-out {parent_loss:.3f} nats after {args.parent_steps} steps; router entropy "
-          f"{router_entropy(prof).round(3).tolist()} (uniform {np.log(args.experts):.3f}); max expert load "
-          f"{load.max(1).round(3).tolist()}")
+    print(
+        f"parent: held-out {parent_loss:.3f} nats after {args.parent_steps} steps; router entropy "
+        f"{router_entropy(prof).round(3).tolist()} (uniform {np.log(args.experts):.3f}); max expert load "
+        f"{load.max(1).round(3).tolist()}"
+    )
     d = parent.dims
     full = sv.DestinationSpec(layers=d.layers, hidden=d.hidden)
     rows, renorm = [], {}
@@ -142,30 +176,53 @@ def main() -> None:
         keep = d.experts - int(round(removed * d.experts))
         spec = dataclasses.replace(full, experts=keep)
         plans = {name: sv.plan(parent, prof, spec, experts_by=name) for name in EXPERT_ESTIMATORS}
-        plans["random"] = dataclasses.replace(plans["frequency"], experts=[
-            sorted(rng.choice(d.experts, keep, replace=False).tolist()) for _ in range(d.layers)])
+        plans["random"] = dataclasses.replace(
+            plans["frequency"],
+            experts=[sorted(rng.choice(d.experts, keep, replace=False).tolist()) for _ in range(d.layers)],
+        )
         plans["random"].expert_ffn = [[list(range(d.expert_ffn))] * keep for _ in range(d.layers)]
         renorm[removed] = renormalisation(parent, plans["frequency"], heldout)
         for name, p in plans.items():
             child = sv.subclone(parent, p)
             before = heldout_loss(family, child, heldout)
             renormalized = _with_topk_renormalisation(child, family)
-            rows.append(dict(removed=removed, kept=keep, method=name, before=before,
-                             before_renormalized=heldout_loss(family, renormalized, heldout),
-                             after=heldout_loss(family, recover(child, train, args.recovery_steps, family), heldout)))
+            rows.append(
+                dict(
+                    removed=removed,
+                    kept=keep,
+                    method=name,
+                    before=before,
+                    before_renormalized=heldout_loss(family, renormalized, heldout),
+                    after=heldout_loss(family, recover(child, train, args.recovery_steps, family), heldout),
+                )
+            )
             print(rows[-1])
     for folded in (1, 2):
         dense = moe_to_dense(parent, prof, dataclasses.replace(full, experts=folded))
-        rows.append(dict(removed=None, kept=folded, method=f"moe_to_dense (top {folded} folded)",
-                         before=heldout_loss(family, dense, heldout), before_renormalized=None,
-                         after=heldout_loss(family, recover(dense, train, args.recovery_steps, family), heldout)))
+        rows.append(
+            dict(
+                removed=None,
+                kept=folded,
+                method=f"moe_to_dense (top {folded} folded)",
+                before=heldout_loss(family, dense, heldout),
+                before_renormalized=None,
+                after=heldout_loss(family, recover(dense, train, args.recovery_steps, family), heldout),
+            )
+        )
         print(rows[-1])
     p_half = sv.plan(parent, prof, dataclasses.replace(full, experts=d.experts // 2))
     torch.manual_seed(0)
     scratch = family.build(parent.model, p_half.destination_dims, p_half.layers, device="cpu").eval()
-    rows.append(dict(removed=0.5, kept=d.experts // 2, method="random init", before=heldout_loss(family, scratch, heldout),
-                     before_renormalized=None,
-                     after=heldout_loss(family, recover(scratch, train, args.recovery_steps, family), heldout)))
+    rows.append(
+        dict(
+            removed=0.5,
+            kept=d.experts // 2,
+            method="random init",
+            before=heldout_loss(family, scratch, heldout),
+            before_renormalized=None,
+            after=heldout_loss(family, recover(scratch, train, args.recovery_steps, family), heldout),
+        )
+    )
     print(rows[-1])
     _report(args, parent_loss, prof, rows, renorm, time.time() - start)
 
@@ -191,23 +248,36 @@ def _report(args, parent_loss, prof, rows, renorm, seconds) -> None:
         f"Parent (OLMoE class, 4 x 64, {args.experts} experts top-2, norm_topk_prob=False, vocabulary {args.vocab}) "
         f"trained "
         f"{args.parent_steps} steps: held-out {parent_loss:.3f} nats.",
-        *[f"{int(k * 100)}% of experts removed: best before training {b['method']} at {b['before']:.3f} nats, "
-          f"random choice {next(r for r in rows if r['removed'] == k and r['method'] == 'random')['before']:.3f}."
-          for k, b in best.items()],
+        *[
+            f"{int(k * 100)}% of experts removed: best before training {b['method']} at {b['before']:.3f} nats, "
+            f"random choice {next(r for r in rows if r['removed'] == k and r['method'] == 'random')['before']:.3f}."
+            for k, b in best.items()
+        ],
         f"At 50% removed after {args.recovery_steps} recovery steps: frequency {half['frequency']['after']:.3f}, reap "
         f"{half['reap']['after']:.3f}, random choice {half['random']['after']:.3f}, random init "
         f"{half['random init']['after']:.3f}; MoE-to-dense (2 folded) {dense2['before']:.3f} before, "
         f"{dense2['after']:.3f} after.",
-        *[f"Without top-k renormalisation, {int(k * 100)}% removed multiplies kept weights by "
-          f"{v['mean']:.2f} on average (90th percentile {v['p90']:.2f})." for k, v in renorm.items()],
+        *[
+            f"Without top-k renormalisation, {int(k * 100)}% removed multiplies kept weights by "
+            f"{v['mean']:.2f} on average (90th percentile {v['p90']:.2f})."
+            for k, v in renorm.items()
+        ],
     ]
     print("\n".join(headline))
-    save_results(args.out, {
-        "parent_loss": parent_loss, "tokens_profiled": prof.tokens, "expert_load": expert_load(prof).tolist(),
-        "router_entropy": router_entropy(prof).tolist(), "rows": rows,
-        "renormalisation": {str(k): v for k, v in renorm.items()}, "seconds": seconds,
-        "settings": vars(args),
-    }, headline)
+    save_results(
+        args.out,
+        {
+            "parent_loss": parent_loss,
+            "tokens_profiled": prof.tokens,
+            "expert_load": expert_load(prof).tolist(),
+            "router_entropy": router_entropy(prof).tolist(),
+            "rows": rows,
+            "renormalisation": {str(k): v for k, v in renorm.items()},
+            "seconds": seconds,
+            "settings": vars(args),
+        },
+        headline,
+    )
 
 
 if __name__ == "__main__":

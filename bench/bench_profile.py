@@ -35,8 +35,14 @@ MODES = ("forward", "forward_without_head", "profile", "hidden_states")
 
 def load(args):
     parent = sv.load_parent(args.parent, device=args.device, dtype=args.dtype)
-    batches = sv.text_batches("builtin", parent.tokenizer, seq_len=args.seq_len, batch_size=args.batch_size, split="heldout",
-                              max_batches=args.batches)
+    batches = sv.text_batches(
+        "builtin",
+        parent.tokenizer,
+        seq_len=args.seq_len,
+        batch_size=args.batch_size,
+        split="heldout",
+        max_batches=args.batches,
+    )
     return parent, [{k: v.to(parent.input_device) for k, v in b.items()} for b in batches]
 
 
@@ -108,30 +114,58 @@ def main():
     median, parent, batches = timings(args)
     tokens = args.batches * args.batch_size * args.seq_len
     memory = {} if args.no_memory else {mode: measure_memory(args, mode) for mode in MODES}
-    title = (f"{args.parent} on {parent.input_device} ({parent.dtype}), {args.batches} batches of {args.batch_size} x {args.seq_len} = {tokens} "
-             f"tokens, median of {args.repeats}")
+    title = (
+        f"{args.parent} on {parent.input_device} ({parent.dtype}), {args.batches} batches of {args.batch_size} x {args.seq_len} = {tokens} "
+        f"tokens, median of {args.repeats}"
+    )
     print(title)
     print(f"{'mode':<22}{'seconds':>10}{'x forward':>11}{'x no head':>11}{'peak MiB over model':>22}")
     for mode in MODES:
-        print(f"{mode:<22}{median[mode]:>10.3f}{median[mode] / median['forward']:>11.3f}"
-              f"{median[mode] / median['forward_without_head']:>11.3f}{memory.get(mode, float('nan')):>22.0f}")
+        print(
+            f"{mode:<22}{median[mode]:>10.3f}{median[mode] / median['forward']:>11.3f}"
+            f"{median[mode] / median['forward_without_head']:>11.3f}{memory.get(mode, float('nan')):>22.0f}"
+        )
     over_headless = median["profile"] / median["forward_without_head"]
     over_forward = median["profile"] / median["forward"]
     head_share = 1 - median["forward_without_head"] / median["forward"]
     save_results(
         f"profile/{args.parent}-{parent.input_device.type}.json",
-        {"parent": args.parent, "device": str(parent.input_device), "dtype": str(parent.dtype), "tokens": tokens,
-         "repeats": args.repeats, "seconds": median, "peak_mib_over_model": memory,
-         "profile_over_forward_without_head": over_headless, "profile_over_forward": over_forward,
-         "head_share_of_forward": head_share},
-        headline=[f"{title}: the profile takes {over_headless:.3f}x a forward without the head (target <= 1.05x) "
-                  f"and {over_forward:.3f}x the whole forward; the head is {head_share:.0%} of the forward."],
+        {
+            "parent": args.parent,
+            "device": str(parent.input_device),
+            "dtype": str(parent.dtype),
+            "tokens": tokens,
+            "repeats": args.repeats,
+            "seconds": median,
+            "peak_mib_over_model": memory,
+            "profile_over_forward_without_head": over_headless,
+            "profile_over_forward": over_forward,
+            "head_share_of_forward": head_share,
+        },
+        headline=[
+            f"{title}: the profile takes {over_headless:.3f}x a forward without the head (target <= 1.05x) "
+            f"and {over_forward:.3f}x the whole forward; the head is {head_share:.0%} of the forward."
+        ],
     )
 
 
 def measure_memory(args, mode):
-    command = [sys.executable, __file__, "--parent", args.parent, "--memory-mode", mode, "--device", args.device,
-               "--batches", str(args.batches), "--batch-size", str(args.batch_size), "--seq-len", str(args.seq_len)]
+    command = [
+        sys.executable,
+        __file__,
+        "--parent",
+        args.parent,
+        "--memory-mode",
+        mode,
+        "--device",
+        args.device,
+        "--batches",
+        str(args.batches),
+        "--batch-size",
+        str(args.batch_size),
+        "--seq-len",
+        str(args.seq_len),
+    ]
     command += ["--dtype", args.dtype] if args.dtype else []
     output = subprocess.run(command, capture_output=True, text=True, check=True).stdout
     return json.loads(output.strip().splitlines()[-1])

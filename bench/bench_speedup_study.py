@@ -29,9 +29,29 @@ import sys
 from subclone_viz.cli import main
 
 PRESET = [
-    "study", "--parent", "smollm2-135m", "--sizes", "24x480,20x384,8x288", "--distill-sizes", "20x384",
-    "--random-lrs", "1e-3,3e-3", "--subclone-lrs", "3e-4,1e-3", "--steps", "60", "--eval-every", "5",
-    "--batch-size", "4", "--seq-len", "128", "--eval-tokens", "1024", "--out", "bench/results/speedup_study",
+    "study",
+    "--parent",
+    "smollm2-135m",
+    "--sizes",
+    "24x480,20x384,8x288",
+    "--distill-sizes",
+    "20x384",
+    "--random-lrs",
+    "1e-3,3e-3",
+    "--subclone-lrs",
+    "3e-4,1e-3",
+    "--steps",
+    "60",
+    "--eval-every",
+    "5",
+    "--batch-size",
+    "4",
+    "--seq-len",
+    "128",
+    "--eval-tokens",
+    "1024",
+    "--out",
+    "bench/results/speedup_study",
 ]
 
 if __name__ == "__main__":

@@ -46,21 +46,28 @@ def main() -> None:
     spans = {init: end - begin for init, (begin, end) in studio._progress.items()}
     rows = studio.comparison.summary_table()
     figures = {
-        "steps": args.steps, "inits": list(spans), "batches": train.description, "eval_batches": heldout.description,
-        "destination": studio.plan.summary(), "wall_seconds": round(wall, 1),
+        "steps": args.steps,
+        "inits": list(spans),
+        "batches": train.description,
+        "eval_batches": heldout.description,
+        "destination": studio.plan.summary(),
+        "wall_seconds": round(wall, 1),
         # CPU seconds of this process: with one torch thread, about what the run takes on an idle core.
         "cpu_seconds": round(cpu, 1),
         "seconds_per_init": {k: round(v, 1) for k, v in spans.items()},
-        "seconds_per_step": round(wall / (args.steps * len(spans)), 2), "target_seconds": TARGET_SECONDS,
+        "seconds_per_step": round(wall / (args.steps * len(spans)), 2),
+        "target_seconds": TARGET_SECONDS,
         "losses": {row["init"]: [row["initial_loss"], row["final_loss"]] for row in rows},
         "speedups": {row["init"]: widgets.speedup_text(row) for row in rows},
         "status_midway": statuses[len(statuses) // 3] if statuses else None,
         "status_final": studio.train_status.value,
     }
-    headline = [f"The studio's default run ({args.steps} steps of {', '.join(spans)} on "
-                f"{train.description}) took {wall:.0f} s from the click to the table at a load average of "
-                f"{os.getloadavg()[0]:.1f} on {os.cpu_count()} cores, and {cpu:.0f} CPU seconds: about that long on "
-                f"an idle core ({'within' if cpu <= TARGET_SECONDS else 'over'} the {TARGET_SECONDS} s goal)."]
+    headline = [
+        f"The studio's default run ({args.steps} steps of {', '.join(spans)} on "
+        f"{train.description}) took {wall:.0f} s from the click to the table at a load average of "
+        f"{os.getloadavg()[0]:.1f} on {os.cpu_count()} cores, and {cpu:.0f} CPU seconds: about that long on "
+        f"an idle core ({'within' if cpu <= TARGET_SECONDS else 'over'} the {TARGET_SECONDS} s goal)."
+    ]
     print(save_results("widgets/studio_lesson.json", figures, headline))
     print(headline[0])
     print(figures)

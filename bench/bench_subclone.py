@@ -32,8 +32,16 @@ CALIBRATION_BATCHES = 4
 
 def setup(seq_len: int, batch_size: int):
     parent = sv.load_parent("smollm2-135m", device="cpu")
-    calibration = list(sv.text_batches("builtin", parent.tokenizer, seq_len=seq_len, batch_size=batch_size,
-                                       split="train", max_batches=CALIBRATION_BATCHES))
+    calibration = list(
+        sv.text_batches(
+            "builtin",
+            parent.tokenizer,
+            seq_len=seq_len,
+            batch_size=batch_size,
+            split="train",
+            max_batches=CALIBRATION_BATCHES,
+        )
+    )
     prof = sv.profile(parent, calibration, progress=False)
     plans = {name: sv.plan(parent, prof, spec) for name, spec in SPECS.items()}
     plans["30x384 calibrated"] = sv.plan(parent, prof, SPECS["30x384"], scaling="calibrated")
@@ -76,8 +84,10 @@ def main():
     copy = statistics.median(seconds["copy state dict"])
     forward = statistics.median(seconds["forward parent + 30x384"])
     tokens = sum(int(b["attention_mask"].sum()) for b in calibration)
-    print(f"SmolLM2-135M on CPU ({torch.get_num_threads()} thread(s)), median of {args.repeats}; "
-          f"calibration: {CALIBRATION_BATCHES} batches, {tokens} tokens")
+    print(
+        f"SmolLM2-135M on CPU ({torch.get_num_threads()} thread(s)), median of {args.repeats}; "
+        f"calibration: {CALIBRATION_BATCHES} batches, {tokens} tokens"
+    )
     print(f"{'case':<26}{'CPU s':>9}{'x copy':>8}{'x forward':>11}{'peak MiB growth':>17}")
     for name in names:
         t = statistics.median(seconds[name])

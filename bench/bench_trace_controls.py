@@ -42,8 +42,12 @@ def timed(action) -> float:
 
 
 def summary(seconds: list[float]) -> dict[str, float]:
-    return {"median_ms": round(statistics.median(seconds) * 1e3, 1), "min_ms": round(min(seconds) * 1e3, 1),
-            "max_ms": round(max(seconds) * 1e3, 1), "n": len(seconds)}
+    return {
+        "median_ms": round(statistics.median(seconds) * 1e3, 1),
+        "min_ms": round(min(seconds) * 1e3, 1),
+        "max_ms": round(max(seconds) * 1e3, 1),
+        "n": len(seconds),
+    }
 
 
 def main() -> None:
@@ -57,18 +61,25 @@ def main() -> None:
     picks = [(k * 3) % count for k in range(1, args.repeats + 1)]
     results = {
         "token menu, as before (a forward pass per pick)": [
-            timed(lambda i=i: sv.token_trace(parent, explorer.text.value, token_index=i)) for i in picks],
+            timed(lambda i=i: sv.token_trace(parent, explorer.text.value, token_index=i)) for i in picks
+        ],
         "token menu, now (cached traces)": [timed(lambda i=i: setattr(explorer.token, "value", i)) for i in picks],
-        "layer slider": [timed(lambda k=k: setattr(explorer.layer, "value", k % 31)) for k in range(3, 3 + args.repeats)],
-        "a new sentence": [timed(lambda s=s: setattr(explorer.text, "value", s))
-                           for s in SENTENCES[1 : 1 + args.repeats]],
+        "layer slider": [
+            timed(lambda k=k: setattr(explorer.layer, "value", k % 31)) for k in range(3, 3 + args.repeats)
+        ],
+        "a new sentence": [
+            timed(lambda s=s: setattr(explorer.text, "value", s)) for s in SENTENCES[1 : 1 + args.repeats]
+        ],
     }
     assert explorer.last_error is None, explorer.last_error
     figures = {name: summary(seconds) for name, seconds in results.items()}
-    headline = [f"{name}: median {f['median_ms']:.0f} ms ({f['min_ms']:.0f}-{f['max_ms']:.0f})"
-                for name, f in figures.items()]
-    headline.append(f"kernel-side times on SmolLM2 at a load average of {os.getloadavg()[0]:.1f} on "
-                    f"{os.cpu_count()} cores; the browser's drawing is not included")
+    headline = [
+        f"{name}: median {f['median_ms']:.0f} ms ({f['min_ms']:.0f}-{f['max_ms']:.0f})" for name, f in figures.items()
+    ]
+    headline.append(
+        f"kernel-side times on SmolLM2 at a load average of {os.getloadavg()[0]:.1f} on "
+        f"{os.cpu_count()} cores; the browser's drawing is not included"
+    )
     print(save_results("widgets/trace_controls.json", {"controls": figures}, headline))
     print("\n".join(headline))
 

@@ -76,8 +76,10 @@ def main() -> None:
     importance = widgets.ImportanceExplorer(prof)
     studio = widgets.SubcloneStudio(parent, prof, heldout, heldout)
     sizes = widgets.SizeGridExplorer(parent, prof, heldout, studio=studio, grid=grid)
-    print(f"setup (parent, cached profile, {grid.cache_hits} of {len(GRID_LAYERS) * len(GRID_HIDDEN)} grid cells "
-          f"from the cache, explorers): {time.perf_counter() - start:.1f} s")
+    print(
+        f"setup (parent, cached profile, {grid.cache_hits} of {len(GRID_LAYERS) * len(GRID_HIDDEN)} grid cells "
+        f"from the cache, explorers): {time.perf_counter() - start:.1f} s"
+    )
 
     metrics = [value for _, value in residual.metric.options]
     layers = prof.num_layers
@@ -93,7 +95,9 @@ def main() -> None:
             for n in range(repeats)
         ],
     }
-    print(f"\nSmolLM2-135M, {repeats} changes per control; milliseconds per callback (target < {TARGET_SECONDS * 1e3:.0f})")
+    print(
+        f"\nSmolLM2-135M, {repeats} changes per control; milliseconds per callback (target < {TARGET_SECONDS * 1e3:.0f})"
+    )
     print(f"{'control':<30}{'median':>8}{'max':>8}  verdict")
     for name, changes in cases.items():
         seconds = timed(changes)

@@ -72,24 +72,74 @@ class Size:
     spec: dict[str, int]
 
 
-GPU_SIZE = Size(batch_size=16, seq_len=256, batches=8, train_steps=300, fsdp_steps=6,
-                spec=dict(layers=20, hidden=384, ffn=1024, heads=6, kv_heads=2))
-DRY_SIZE = Size(batch_size=2, seq_len=16, batches=3, train_steps=4, fsdp_steps=2,
-                spec=dict(layers=3, hidden=36, ffn=48, heads=3, kv_heads=1))
+GPU_SIZE = Size(
+    batch_size=16,
+    seq_len=256,
+    batches=8,
+    train_steps=300,
+    fsdp_steps=6,
+    spec=dict(layers=20, hidden=384, ffn=1024, heads=6, kv_heads=2),
+)
+DRY_SIZE = Size(
+    batch_size=2,
+    seq_len=16,
+    batches=3,
+    train_steps=4,
+    fsdp_steps=2,
+    spec=dict(layers=3, hidden=36, ffn=48, heads=3, kv_heads=1),
+)
 
 # The embedded parents' architectures, for --random-weights (read off their converted configs).
 RANDOM_CONFIGS: dict[str, tuple[str, str, dict[str, Any]]] = {
-    "smollm2-135m": ("LlamaConfig", "LlamaForCausalLM", dict(
-        hidden_size=576, intermediate_size=1536, num_hidden_layers=30, num_attention_heads=9, num_key_value_heads=3,
-        head_dim=64, vocab_size=49152, max_position_embeddings=8192, tie_word_embeddings=True, rope_theta=100000.0)),
-    "gemma3-270m": ("Gemma3TextConfig", "Gemma3ForCausalLM", dict(
-        hidden_size=640, intermediate_size=2048, num_hidden_layers=18, num_attention_heads=4, num_key_value_heads=1,
-        head_dim=256, vocab_size=262144, max_position_embeddings=32768, sliding_window=512,
-        layer_types=(["sliding_attention"] * 5 + ["full_attention"]) * 3, tie_word_embeddings=True)),
+    "smollm2-135m": (
+        "LlamaConfig",
+        "LlamaForCausalLM",
+        dict(
+            hidden_size=576,
+            intermediate_size=1536,
+            num_hidden_layers=30,
+            num_attention_heads=9,
+            num_key_value_heads=3,
+            head_dim=64,
+            vocab_size=49152,
+            max_position_embeddings=8192,
+            tie_word_embeddings=True,
+            rope_theta=100000.0,
+        ),
+    ),
+    "gemma3-270m": (
+        "Gemma3TextConfig",
+        "Gemma3ForCausalLM",
+        dict(
+            hidden_size=640,
+            intermediate_size=2048,
+            num_hidden_layers=18,
+            num_attention_heads=4,
+            num_key_value_heads=1,
+            head_dim=256,
+            vocab_size=262144,
+            max_position_embeddings=32768,
+            sliding_window=512,
+            layer_types=(["sliding_attention"] * 5 + ["full_attention"]) * 3,
+            tie_word_embeddings=True,
+        ),
+    ),
     # The dry run's stand-in: a tiny Llama with grouped-query attention.
-    "tiny-llama": ("LlamaConfig", "LlamaForCausalLM", dict(
-        hidden_size=48, intermediate_size=96, num_hidden_layers=4, num_attention_heads=6, num_key_value_heads=2,
-        head_dim=8, vocab_size=97, max_position_embeddings=64, tie_word_embeddings=True)),
+    "tiny-llama": (
+        "LlamaConfig",
+        "LlamaForCausalLM",
+        dict(
+            hidden_size=48,
+            intermediate_size=96,
+            num_hidden_layers=4,
+            num_attention_heads=6,
+            num_key_value_heads=2,
+            head_dim=8,
+            vocab_size=97,
+            max_position_embeddings=64,
+            tie_word_embeddings=True,
+        ),
+    ),
 }
 
 
@@ -109,9 +159,12 @@ class Check:
             figures = run()
             self.results[name] = {"status": "ok", "seconds": round(time.perf_counter() - began, 2), **figures}
         except Exception as error:  # a failing stage is a finding to report, not a reason to stop the others
-            self.results[name] = {"status": "failed", "seconds": round(time.perf_counter() - began, 2),
-                                  "error": f"{type(error).__name__}: {error}",
-                                  "traceback": traceback.format_exc()[-3000:]}
+            self.results[name] = {
+                "status": "failed",
+                "seconds": round(time.perf_counter() - began, 2),
+                "error": f"{type(error).__name__}: {error}",
+                "traceback": traceback.format_exc()[-3000:],
+            }
         print(f"[{name}] {json.dumps(self.results[name], default=str)[:400]}", flush=True)
         return self.results[name]
 
@@ -124,8 +177,10 @@ def synchronize(device: torch.device) -> None:
 def memory_mib(device: torch.device) -> dict[str, float]:
     if device.type != "cuda":
         return {}
-    return {"allocated_mib": round(torch.cuda.memory_allocated(device) / 2**20, 1),
-            "peak_mib": round(torch.cuda.max_memory_allocated(device) / 2**20, 1)}
+    return {
+        "allocated_mib": round(torch.cuda.memory_allocated(device) / 2**20, 1),
+        "peak_mib": round(torch.cuda.max_memory_allocated(device) / 2**20, 1),
+    }
 
 
 def random_parent(name: str, device: torch.device, dtype: torch.dtype) -> sv.Parent:
@@ -151,9 +206,13 @@ def token_batches(parent: sv.Parent, size: Size, seed: int) -> list[dict[str, to
     """Random token ids: timings and agreement checks do not depend on the text."""
     vocab = parent.model.config.vocab_size
     generator = torch.Generator().manual_seed(seed)
-    return [{"input_ids": torch.randint(3, vocab, (size.batch_size, size.seq_len), generator=generator),
-             "attention_mask": torch.ones(size.batch_size, size.seq_len, dtype=torch.long)}
-            for _ in range(size.batches)]
+    return [
+        {
+            "input_ids": torch.randint(3, vocab, (size.batch_size, size.seq_len), generator=generator),
+            "attention_mask": torch.ones(size.batch_size, size.seq_len, dtype=torch.long),
+        }
+        for _ in range(size.batches)
+    ]
 
 
 def timed(run: Callable[[], Any], device: torch.device, repeats: int = 3) -> float:
@@ -184,18 +243,24 @@ def stage_profile(parent: sv.Parent, batches: list[dict[str, torch.Tensor]]) -> 
     profiles: list[sv.Profile] = []
     profile_s = timed(lambda: profiles.append(sv.profile(parent, batches, progress=False)), device)
     ratio = profile_s / no_head
-    figures = {"forward_s": round(full, 4), "forward_without_head_s": round(no_head, 4),
-               "profile_s": round(profile_s, 4), "profile_over_forward": round(profile_s / full, 3),
-               "profile_over_forward_without_head": round(ratio, 3), "target": PROFILE_TARGET,
-               "meets_target": ratio <= PROFILE_TARGET, "tokens": profiles[-1].tokens, **memory_mib(device)}
+    figures = {
+        "forward_s": round(full, 4),
+        "forward_without_head_s": round(no_head, 4),
+        "profile_s": round(profile_s, 4),
+        "profile_over_forward": round(profile_s / full, 3),
+        "profile_over_forward_without_head": round(ratio, 3),
+        "target": PROFILE_TARGET,
+        "meets_target": ratio <= PROFILE_TARGET,
+        "tokens": profiles[-1].tokens,
+        **memory_mib(device),
+    }
     return figures, profiles[-1]
 
 
 def stage_subclone(parent: sv.Parent, prof: sv.Profile, spec: sv.DestinationSpec) -> dict[str, Any]:
     plan = sv.plan(parent, prof, spec)
     on_device = sv.subclone(parent, plan)
-    cpu_parent = sv.load_parent(copy.deepcopy(parent.model).to("cpu", torch.float32), device="cpu",
-                                dtype=torch.float32)
+    cpu_parent = sv.load_parent(copy.deepcopy(parent.model).to("cpu", torch.float32), device="cpu", dtype=torch.float32)
     on_cpu = sv.subclone(cpu_parent, plan)
     expected = on_cpu.state_dict()
     worst_name, worst = "", 0.0
@@ -203,30 +268,49 @@ def stage_subclone(parent: sv.Parent, prof: sv.Profile, spec: sv.DestinationSpec
         reference = expected[name].float()
         scale = reference.abs().max().clamp_min(1e-12)
         # bf16 keeps 8 bits of mantissa: a rounding error of one unit in the last place is 2^-8 of the scale.
-        ulps = ((value.detach().float().cpu() - reference).abs().max() / (scale * 2.0 ** -8)).item()
+        ulps = ((value.detach().float().cpu() - reference).abs().max() / (scale * 2.0**-8)).item()
         if ulps > worst:
             worst_name, worst = name, ulps
     del cpu_parent
-    return {"plan": plan.summary(), "device_dtype": str(next(on_device.parameters()).dtype),
-            "worst_tensor": worst_name, "worst_bf16_ulps": round(worst, 2), "agrees": worst <= 2.0,
-            "parameters": sum(p.numel() for p in on_device.parameters())}
+    return {
+        "plan": plan.summary(),
+        "device_dtype": str(next(on_device.parameters()).dtype),
+        "worst_tensor": worst_name,
+        "worst_bf16_ulps": round(worst, 2),
+        "agrees": worst <= 2.0,
+        "parameters": sum(p.numel() for p in on_device.parameters()),
+    }
 
 
-def stage_train(parent: sv.Parent, prof: sv.Profile, spec: sv.DestinationSpec, size: Size, batches, heldout,
-                real_weights: bool) -> dict[str, Any]:
+def stage_train(
+    parent: sv.Parent, prof: sv.Profile, spec: sv.DestinationSpec, size: Size, batches, heldout, real_weights: bool
+) -> dict[str, Any]:
     device = parent.input_device
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
-    result = sv.compare(parent, spec, batches, inits=["random", "subclone"], steps=size.train_steps,
-                        eval_every=max(1, size.train_steps // 10), eval_batches=heldout, profile=prof,
-                        progress=False, mixed_precision="auto")
+    result = sv.compare(
+        parent,
+        spec,
+        batches,
+        inits=["random", "subclone"],
+        steps=size.train_steps,
+        eval_every=max(1, size.train_steps // 10),
+        eval_batches=heldout,
+        profile=prof,
+        progress=False,
+        mixed_precision="auto",
+    )
     tokens = size.train_steps * size.batch_size * size.seq_len
     figures: dict[str, Any] = {"steps": size.train_steps, "tokens_per_run": tokens, **memory_mib(device)}
     for init, history in result.histories.items():
         trained = max(record.time for record in history.steps)
-        figures[init] = {"tokens_per_s": round(tokens / trained, 1), "trained_s": round(trained, 2),
-                         "initial_loss": history.evals[0].loss, "final_loss": history.evals[-1].loss,
-                         "precision": history.config.get("mixed_precision")}
+        figures[init] = {
+            "tokens_per_s": round(tokens / trained, 1),
+            "trained_s": round(trained, 2),
+            "initial_loss": history.evals[0].loss,
+            "final_loss": history.evals[-1].loss,
+            "precision": history.config.get("mixed_precision"),
+        }
     if real_weights:
         figures["speedup"] = sv.speedup(result.histories["random"], result.histories["subclone"]).to_dict()
     else:
@@ -268,8 +352,9 @@ def stage_fsdp(name: str, size: Size, dry: bool, scratch: Path) -> dict[str, Any
     launcher += ["--cpu"] if dry else ["--config_file", str(ROOT / "configs/accelerate/fsdp.yaml")]
     runs = {}
     for mode in ("first", "resume", "whole"):
-        done = subprocess.run([*launcher, str(worker), str(checkpoints), mode], capture_output=True,
-                              text=True, timeout=300, cwd=ROOT)
+        done = subprocess.run(
+            [*launcher, str(worker), str(checkpoints), mode], capture_output=True, text=True, timeout=300, cwd=ROOT
+        )
         if done.returncode != 0:
             raise RuntimeError(f"the {mode} launch exited {done.returncode}: {done.stderr[-2000:]}")
         line = [text for text in done.stdout.splitlines() if text.startswith("RESULT ")][-1]
@@ -277,8 +362,12 @@ def stage_fsdp(name: str, size: Size, dry: bool, scratch: Path) -> dict[str, Any
     # The resumed run must continue the checkpointed one: the same evaluations as a run never interrupted.
     resumed, whole = runs["resume"]["evals"], runs["whole"]["evals"]
     worst = max(abs(a[1] - b[1]) / abs(b[1]) for a, b in zip(resumed, whole))
-    return {"fsdp": not dry, "runs": runs, "resumed_equals_whole": [a[0] for a in resumed] == [b[0] for b in whole]
-            and worst < 1e-2, "worst_relative_loss_difference": worst}
+    return {
+        "fsdp": not dry,
+        "runs": runs,
+        "resumed_equals_whole": [a[0] for a in resumed] == [b[0] for b in whole] and worst < 1e-2,
+        "worst_relative_loss_difference": worst,
+    }
 
 
 def stage_widgets(parent: sv.Parent, prof: sv.Profile) -> dict[str, Any]:
@@ -289,10 +378,12 @@ def stage_widgets(parent: sv.Parent, prof: sv.Profile) -> dict[str, Any]:
     metrics = [value for _, value in residual.metric.options]
     importance.kind.value = "topk"
     changes = {
-        "metric menu": [lambda n=n: setattr(residual.metric, "value", metrics[(n + 1) % len(metrics)])
-                        for n in range(5)],
-        "layer slider": [lambda n=n: setattr(residual.layer, "value", (3 * n + 1) % (prof.num_layers + 1))
-                         for n in range(5)],
+        "metric menu": [
+            lambda n=n: setattr(residual.metric, "value", metrics[(n + 1) % len(metrics)]) for n in range(5)
+        ],
+        "layer slider": [
+            lambda n=n: setattr(residual.layer, "value", (3 * n + 1) % (prof.num_layers + 1)) for n in range(5)
+        ],
         "k slider": [lambda n=n: setattr(importance.k, "value", 8 + 8 * n) for n in range(5)],
     }
     figures = {}
@@ -304,8 +395,10 @@ def stage_widgets(parent: sv.Parent, prof: sv.Profile) -> dict[str, Any]:
             call()
             synchronize(parent.input_device)
             seconds.append(time.perf_counter() - began)
-        figures[control] = {"median_ms": round(statistics.median(seconds) * 1e3, 1),
-                            "max_ms": round(max(seconds) * 1e3, 1)}
+        figures[control] = {
+            "median_ms": round(statistics.median(seconds) * 1e3, 1),
+            "max_ms": round(max(seconds) * 1e3, 1),
+        }
     return figures
 
 
@@ -339,11 +432,17 @@ def stage_device_map(parent: sv.Parent, batches, prof: sv.Profile, scratch: Path
     dispatched = sv.load_parent(model, device_map=device_map, offload_folder=scratch / "offload")
     held = (torch.cuda.memory_allocated(device) - before) / 2**20 if device.type == "cuda" else None
     offloaded = sv.profile(dispatched, batches, progress=False)
-    worst = max(abs(a - b) / max(abs(b), 1e-12) for a, b in zip(offloaded.residual_abs_sums.ravel().tolist(),
-                                                                  prof.residual_abs_sums.ravel().tolist()))
-    return {"blocks_on_cpu": blocks - blocks // 2, "of_blocks": blocks,
-            "gpu_mib_held": None if held is None else round(held, 1), "worst_relative_difference": worst,
-            "agrees": worst < 2e-2}
+    worst = max(
+        abs(a - b) / max(abs(b), 1e-12)
+        for a, b in zip(offloaded.residual_abs_sums.ravel().tolist(), prof.residual_abs_sums.ravel().tolist())
+    )
+    return {
+        "blocks_on_cpu": blocks - blocks // 2,
+        "of_blocks": blocks,
+        "gpu_mib_held": None if held is None else round(held, 1),
+        "worst_relative_difference": worst,
+        "agrees": worst < 2e-2,
+    }
 
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
@@ -355,8 +454,12 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     dtype = torch.float32 if dry else torch.bfloat16
     names = ["tiny-llama"] if dry else args.parents
     check = Check(args.budget_s)
-    environment = {"torch": torch.__version__, "device": torch.cuda.get_device_name(0) if device.type == "cuda"
-                   else "cpu", "dtype": str(dtype), "dry_run": dry}
+    environment = {
+        "torch": torch.__version__,
+        "device": torch.cuda.get_device_name(0) if device.type == "cuda" else "cpu",
+        "dtype": str(dtype),
+        "dry_run": dry,
+    }
     scratch = Path(tempfile.mkdtemp(prefix="gpu_check-"))
     per_parent: dict[str, Any] = {}
     for index, name in enumerate(names):
@@ -368,8 +471,12 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                 torch.cuda.reset_peak_memory_stats(device)
             began = time.perf_counter()
             loaded["parent"], loaded["real"] = load(name, device, dtype, args.random_weights or dry)
-            return {"load_s": round(time.perf_counter() - began, 2), "real_weights": loaded["real"],
-                    "parameters": sum(p.numel() for p in loaded["parent"].model.parameters()), **memory_mib(device)}
+            return {
+                "load_s": round(time.perf_counter() - began, 2),
+                "real_weights": loaded["real"],
+                "parameters": sum(p.numel() for p in loaded["parent"].model.parameters()),
+                **memory_mib(device),
+            }
 
         if check.stage("load", load_stage) is None or "parent" not in loaded:
             per_parent[name] = check.results
@@ -377,8 +484,9 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         parent = loaded["parent"]
         batches = token_batches(parent, size, seed=1)
         heldout = token_batches(parent, size, seed=2)[:2]
-        spec = sv.DestinationSpec(**size.spec) if name in ("smollm2-135m", "tiny-llama") else \
-            default_destination(parent)
+        spec = (
+            sv.DestinationSpec(**size.spec) if name in ("smollm2-135m", "tiny-llama") else default_destination(parent)
+        )
         profiled: dict[str, sv.Profile] = {}
 
         def profile_stage() -> dict[str, Any]:
@@ -407,9 +515,11 @@ def headline(figures: dict[str, Any]) -> list[str]:
         failed = [stage for stage, result in stages.items() if result.get("status") != "ok"]
         profile = stages.get("profile", {})
         if profile.get("status") == "ok":
-            lines.append(f"{name} on {figures['environment']['device']}: profile "
-                         f"{profile['profile_over_forward_without_head']}x a forward without the head "
-                         f"({profile['profile_over_forward']}x the whole forward)")
+            lines.append(
+                f"{name} on {figures['environment']['device']}: profile "
+                f"{profile['profile_over_forward_without_head']}x a forward without the head "
+                f"({profile['profile_over_forward']}x the whole forward)"
+            )
         if failed:
             lines.append(f"{name}: stages not ok: {', '.join(failed)}")
     return lines
@@ -418,13 +528,24 @@ def headline(figures: dict[str, Any]) -> list[str]:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--cpu-dry-run", action="store_true", help="tiny models on the CPU: checks the script")
-    parser.add_argument("--parents", type=lambda text: text.split(","), default=["smollm2-135m", "gemma3-270m"],
-                        help="comma list of parents (default smollm2-135m,gemma3-270m)")
-    parser.add_argument("--random-weights", action="store_true",
-                        help="random weights of the parents' architectures (no embedded packages needed)")
+    parser.add_argument(
+        "--parents",
+        type=lambda text: text.split(","),
+        default=["smollm2-135m", "gemma3-270m"],
+        help="comma list of parents (default smollm2-135m,gemma3-270m)",
+    )
+    parser.add_argument(
+        "--random-weights",
+        action="store_true",
+        help="random weights of the parents' architectures (no embedded packages needed)",
+    )
     parser.add_argument("--budget-s", type=float, default=480.0, help="stages not started by then are skipped")
-    parser.add_argument("--out", type=Path, default=None,
-                        help="the JSON to write (default bench/results/gpu/gpu_check.json; dry run: required)")
+    parser.add_argument(
+        "--out",
+        type=Path,
+        default=None,
+        help="the JSON to write (default bench/results/gpu/gpu_check.json; dry run: required)",
+    )
     args = parser.parse_args(argv)
     unknown = [name for name in args.parents if name not in RANDOM_CONFIGS]
     if unknown:
@@ -435,8 +556,12 @@ def main(argv: list[str] | None = None) -> int:
     out = args.out or Path("gpu/gpu_check.json")
     path = save_results(out, figures, headline=headline(figures))
     print(f"wrote {path}")
-    failed = [f"{name}:{stage}" for name, stages in figures["parents"].items()
-              for stage, result in stages.items() if result.get("status") == "failed"]
+    failed = [
+        f"{name}:{stage}"
+        for name, stages in figures["parents"].items()
+        for stage, result in stages.items()
+        if result.get("status") == "failed"
+    ]
     return 1 if failed else 0
 
 

@@ -72,8 +72,7 @@ _CACHE_MAGIC = b"SVZCACHE1"
 _CACHE_TRAILER = struct.Struct("<9sQI")  # magic, payload size, payload CRC-32
 _CHUNK = 1 << 24
 # Errors of the place written to, not of the program: reported as one line naming the target.
-_PLACE_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM, errno.EIO,
-                           errno.EFBIG})
+_PLACE_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM, errno.EIO, errno.EFBIG})
 _STAGING = re.compile(r"^\.(?P<name>.+)\.(?P<kind>tmp|old)-(?P<pid>\d+)-[0-9a-f]+$")
 
 
@@ -311,8 +310,9 @@ def _publish_replacing(staging: Path, target: Path, shown: str | os.PathLike) ->
 
 
 @contextmanager
-def _staged(target: Path, shown: str | os.PathLike, overwrite: bool, directory: bool,
-            manifest: bool = False) -> Iterator[Path]:
+def _staged(
+    target: Path, shown: str | os.PathLike, overwrite: bool, directory: bool, manifest: bool = False
+) -> Iterator[Path]:
     clean_stale(target)
     staging = _staging_name(target, "tmp")
     try:
@@ -442,7 +442,9 @@ def write_manifest(directory: str | os.PathLike) -> None:
     for path in _listing(directory):
         stat = path.stat()
         files[path.relative_to(directory).as_posix()] = {
-            "size": stat.st_size, "mtime_ns": stat.st_mtime_ns, "crc32": _crc32(path),
+            "size": stat.st_size,
+            "mtime_ns": stat.st_mtime_ns,
+            "crc32": _crc32(path),
         }
     (directory / MANIFEST).write_text(json.dumps({"format": _MANIFEST_FORMAT, "files": files}, indent=1))
 
@@ -494,7 +496,7 @@ def read_cache_file(path: str | os.PathLike) -> bytes | None:
         raise DamagedFileError(f"{path} cannot be read as a file ({error.strerror})") from error
     if len(data) < _CACHE_TRAILER.size:
         raise DamagedFileError(f"{path} is truncated ({len(data)} bytes)")
-    magic, size, crc = _CACHE_TRAILER.unpack(data[-_CACHE_TRAILER.size:])
+    magic, size, crc = _CACHE_TRAILER.unpack(data[-_CACHE_TRAILER.size :])
     payload = data[: -_CACHE_TRAILER.size]
     if magic != _CACHE_MAGIC or size != len(payload):
         raise DamagedFileError(f"{path} is truncated or not a subclone_viz cache file")

@@ -115,13 +115,41 @@ class BudgetGrid(Record):
                 raise ValueError(f"a cell lacks {sorted(missing)}")
 
     def to_dict(self) -> dict[str, Any]:
-        return {k: getattr(self, k) for k in ("parent", "tokens", "flops", "tokens_per_step", "settings", "lrs",
-                                               "prior", "cells", "device", "cache_hits", "extra")}
+        return {
+            k: getattr(self, k)
+            for k in (
+                "parent",
+                "tokens",
+                "flops",
+                "tokens_per_step",
+                "settings",
+                "lrs",
+                "prior",
+                "cells",
+                "device",
+                "cache_hits",
+                "extra",
+            )
+        }
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> "BudgetGrid":
-        values = {k: data[k] for k in ("parent", "tokens", "flops", "tokens_per_step", "settings", "lrs", "prior",
-                                       "cells", "device", "cache_hits", "extra")}
+        values = {
+            k: data[k]
+            for k in (
+                "parent",
+                "tokens",
+                "flops",
+                "tokens_per_step",
+                "settings",
+                "lrs",
+                "prior",
+                "cells",
+                "device",
+                "cache_hits",
+                "extra",
+            )
+        }
         ForecastPrior.from_dict(values["prior"])
         if not isinstance(values["cells"], list) or not all(isinstance(c, dict) for c in values["cells"]):
             raise ValueError("'cells' must be a list of objects")
@@ -152,23 +180,41 @@ class BudgetGrid(Record):
         if cost not in COSTS:
             raise BudgetError(f"cost={cost!r} is not a cost: choose one of {', '.join(COSTS)}")
         cells = [c for c in self.cells if (init is None or c["init"] == init) and math.isfinite(c.get(cost, math.nan))]
-        front = [c for c in cells if not any(
-            o[cost] <= c[cost] and o["forecast"]["loss"] <= c["forecast"]["loss"]
-            and (o[cost] < c[cost] or o["forecast"]["loss"] < c["forecast"]["loss"]) for o in cells)]
+        front = [
+            c
+            for c in cells
+            if not any(
+                o[cost] <= c[cost]
+                and o["forecast"]["loss"] <= c["forecast"]["loss"]
+                and (o[cost] < c[cost] or o["forecast"]["loss"] < c["forecast"]["loss"])
+                for o in cells
+            )
+        ]
         return sorted(front, key=lambda c: c[cost])
 
     def at(self, tokens: float | None = None, flops: float | None = None) -> "BudgetGrid":
         """The same pilots forecast at another budget (no training)."""
         _check_budget(tokens, flops)
         prior = ForecastPrior.from_dict(self.prior)
-        cells = [_forecast_cell(dict(c), self.settings, self.lrs[c["init"]], self.tokens_per_step, tokens, flops,
-                                prior) for c in self.cells]
+        cells = [
+            _forecast_cell(dict(c), self.settings, self.lrs[c["init"]], self.tokens_per_step, tokens, flops, prior)
+            for c in self.cells
+        ]
         return replace(self, tokens=tokens, flops=flops, cells=cells)
 
     def table(self) -> list[dict[str, Any]]:
         """One row per cell: size, init, steps, loss before training and the forecast with its interval."""
-        return [{"size": f"{c['layers']} x {c['hidden']}", "init": c["init"], "params": c["params"],
-                 "steps": c["steps"], "initial_loss": c.get("initial_loss"), **c["forecast"]} for c in self.cells]
+        return [
+            {
+                "size": f"{c['layers']} x {c['hidden']}",
+                "init": c["init"],
+                "params": c["params"],
+                "steps": c["steps"],
+                "initial_loss": c.get("initial_loss"),
+                **c["forecast"],
+            }
+            for c in self.cells
+        ]
 
 
 def _number(value: Any) -> bool:
@@ -184,8 +230,13 @@ def _check_cell(cell: dict[str, Any], lrs: dict[str, Any]) -> None:
         if not isinstance(cell.get(name), int) or isinstance(cell.get(name), bool) or cell[name] < 1:
             raise ValueError(f"{where}: {name}={cell.get(name)!r} must be a positive integer")
     pilot, result = cell.get("pilot"), cell.get("forecast")
-    if (not isinstance(pilot, dict) or not isinstance(pilot.get("steps"), list) or not isinstance(pilot.get("losses"), list)
-            or len(pilot["steps"]) != len(pilot["losses"]) or not all(map(_number, pilot["steps"] + pilot["losses"]))):
+    if (
+        not isinstance(pilot, dict)
+        or not isinstance(pilot.get("steps"), list)
+        or not isinstance(pilot.get("losses"), list)
+        or len(pilot["steps"]) != len(pilot["losses"])
+        or not all(map(_number, pilot["steps"] + pilot["losses"]))
+    ):
         raise ValueError(f"{where}: 'pilot' must hold equally long lists of numbers 'steps' and 'losses'")
     if not isinstance(result, dict) or not all(_number(result.get(k)) for k in ("loss", "low", "high")):
         raise ValueError(f"{where}: 'forecast' must hold the numbers loss, low and high")
@@ -193,8 +244,10 @@ def _check_cell(cell: dict[str, Any], lrs: dict[str, Any]) -> None:
 
 def _check_budget(tokens: float | None, flops: float | None) -> None:
     if (tokens is None) == (flops is None):
-        raise BudgetError("give one budget: tokens=... (every size trains as many tokens) or flops=... "
-                          "(iso-compute: smaller sizes train more tokens)")
+        raise BudgetError(
+            "give one budget: tokens=... (every size trains as many tokens) or flops=... "
+            "(iso-compute: smaller sizes train more tokens)"
+        )
     value = tokens if tokens is not None else flops
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0 or not math.isfinite(value):
         raise BudgetError(f"budget {value!r} must be a positive number of {'tokens' if tokens else 'FLOPs'}")
@@ -210,17 +263,31 @@ def _cell_steps(params: int, tokens_per_step: int, tokens: float | None, flops: 
     return max(1, int(run_tokens // tokens_per_step))
 
 
-def _forecast_cell(cell: dict[str, Any], settings: Mapping[str, Any], lr: float, tokens_per_step: int,
-                   tokens: float | None, flops: float | None, prior: ForecastPrior) -> dict[str, Any]:
+def _forecast_cell(
+    cell: dict[str, Any],
+    settings: Mapping[str, Any],
+    lr: float,
+    tokens_per_step: int,
+    tokens: float | None,
+    flops: float | None,
+    prior: ForecastPrior,
+) -> dict[str, Any]:
     """The cell with its steps at the budget and its pilot forecast to them."""
     steps = _cell_steps(cell["params"], tokens_per_step, tokens, flops)
     pilot = cell["pilot"]
     cell["steps"] = steps
     if pilot["steps"][-1] > steps:
-        raise BudgetError(f"the budget gives {cell['layers']} x {cell['hidden']} {steps} steps, fewer than its "
-                          f"pilot's {pilot['steps'][-1]}: choose a larger budget or a new grid")
-    curve = LearningCurve(pilot["steps"], pilot["losses"], _run_settings(settings, lr, steps).learning_rates(),
-                          tokens_per_step=tokens_per_step, parameters=cell["params"])
+        raise BudgetError(
+            f"the budget gives {cell['layers']} x {cell['hidden']} {steps} steps, fewer than its "
+            f"pilot's {pilot['steps'][-1]}: choose a larger budget or a new grid"
+        )
+    curve = LearningCurve(
+        pilot["steps"],
+        pilot["losses"],
+        _run_settings(settings, lr, steps).learning_rates(),
+        tokens_per_step=tokens_per_step,
+        parameters=cell["params"],
+    )
     result = forecast(curve, steps=steps, prior=prior)
     cell["forecast"] = {"loss": result.loss, "low": result.low, "high": result.high}
     return cell
@@ -244,12 +311,25 @@ def read_pilot(path: str | os.PathLike) -> dict[str, Any] | None:
 
 
 PILOT_READER = register_reader(
-    "budget-pilot", read_pilot, "one cached pilot run of the budget chooser (cache_dir()/budget_pilots)", cache=True,
+    "budget-pilot",
+    read_pilot,
+    "one cached pilot run of the budget chooser (cache_dir()/budget_pilots)",
+    cache=True,
 )
 
 
-def _pilot(parent: "Parent", profile: "Profile | None", spec: Any, init: str, settings: TrainSettings,
-           pilot_steps: int, batches: Any, eval_batches: list, key: dict[str, Any], cache: bool) -> tuple[History, bool]:
+def _pilot(
+    parent: "Parent",
+    profile: "Profile | None",
+    spec: Any,
+    init: str,
+    settings: TrainSettings,
+    pilot_steps: int,
+    batches: Any,
+    eval_batches: list,
+    key: dict[str, Any],
+    cache: bool,
+) -> tuple[History, bool]:
     """The pilot's history (read from the cache, or trained and cached) and whether it was a cache hit."""
     path = cache_dir() / "budget_pilots" / f"{cache_digest(key)}.json"
     if cache:
@@ -273,8 +353,16 @@ def _pilot(parent: "Parent", profile: "Profile | None", spec: Any, init: str, se
     def count(history: History, record: Any) -> None:
         stop.done = stop.done or history.last_step >= pilot_steps
 
-    history = train(model, batches, settings, eval_batches=eval_batches, callback=count, stop=stop, progress=False,
-                    label=f"{spec.layers} x {spec.hidden} {init} pilot")
+    history = train(
+        model,
+        batches,
+        settings,
+        eval_batches=eval_batches,
+        callback=count,
+        stop=stop,
+        progress=False,
+        label=f"{spec.layers} x {spec.hidden} {init} pilot",
+    )
     if cache:
         write_cache_file(path, json.dumps({"key": key, "history": history.to_dict()}).encode())
     return history, False
@@ -332,16 +420,28 @@ def budget_grid(
     schedule = {k: v for k, v in shared.items() if k != "weight_decay"}  # what the forecast reads
     batches, heldout = train_batches, list(eval_batches)
     first = next(iter(batches))
-    tokens_per_step = int(first["attention_mask"].sum()) if "attention_mask" in first else int(first["input_ids"].numel())
+    tokens_per_step = (
+        int(first["attention_mask"].sum()) if "attention_mask" in first else int(first["input_ids"].numel())
+    )
     sizes = size_grid(parent, profile, layers, hidden, heldout, cache=cache, progress=False)
-    common = json_ready({"parent": parent_fingerprint(parent), "profile": profile_key(profile),
-                          "train": {"description": getattr(batches, "description", None),
-                                    "first": batches_digest([first])},
-                          "eval": batches_digest(heldout), "device": device_name(parent.input_device),
-                          "version": __version__})
+    common = json_ready(
+        {
+            "parent": parent_fingerprint(parent),
+            "profile": profile_key(profile),
+            "train": {"description": getattr(batches, "description", None), "first": batches_digest([first])},
+            "eval": batches_digest(heldout),
+            "device": device_name(parent.input_device),
+            "version": __version__,
+        }
+    )
     cells, hits = [], 0
-    jobs = [(i, j, init) for i in range(len(sizes.layers)) for j in range(len(sizes.hidden)) for init in inits
-            if not math.isnan(sizes.params[i, j])]
+    jobs = [
+        (i, j, init)
+        for i in range(len(sizes.layers))
+        for j in range(len(sizes.hidden))
+        for init in inits
+        if not math.isnan(sizes.params[i, j])
+    ]
     for i, j, init in tqdm(jobs, desc="pilots", disable=not progress, leave=False):
         spec = sizes.spec(i, j)
         params = int(sizes.params[i, j])
@@ -349,25 +449,54 @@ def budget_grid(
         eval_every = math.ceil(math.ceil(pilot_fraction * steps) / PILOT_EVALUATIONS)
         pilot_steps = eval_every * PILOT_EVALUATIONS  # the pilot ends on an evaluation
         if pilot_steps > steps:
-            raise BudgetError(f"the budget gives {spec.layers} x {spec.hidden} only {steps} steps: a pilot needs "
-                              f"{PILOT_EVALUATIONS}; give a larger budget")
-        weight_decay = shared["weight_decay"] if shared["weight_decay"] is not None else default_hyperparameters(
-            parent.family.task, init)[1]
+            raise BudgetError(
+                f"the budget gives {spec.layers} x {spec.hidden} only {steps} steps: a pilot needs "
+                f"{PILOT_EVALUATIONS}; give a larger budget"
+            )
+        weight_decay = (
+            shared["weight_decay"]
+            if shared["weight_decay"] is not None
+            else default_hyperparameters(parent.family.task, init)[1]
+        )
         run = replace(_run_settings({**shared, "weight_decay": weight_decay}, lrs[init], steps), eval_every=eval_every)
-        key = json_ready({**common, "spec": [spec.layers, spec.hidden], "init": init, "settings": run.__dict__,
-                           "pilot_steps": pilot_steps})
+        key = json_ready(
+            {
+                **common,
+                "spec": [spec.layers, spec.hidden],
+                "init": init,
+                "settings": run.__dict__,
+                "pilot_steps": pilot_steps,
+            }
+        )
         history, hit = _pilot(parent, profile, spec, init, run, pilot_steps, batches, heldout, key, cache)
         hits += hit
         pilot = {"steps": [r.step for r in history.evals], "losses": [r.loss for r in history.evals]}
-        cell = {"layers": spec.layers, "hidden": spec.hidden, "init": init, "params": params,
-                "flops_per_token": float(sizes.flops_per_token[i, j]), "latency": float(sizes.latency[i, j]),
-                "memory": float(sizes.memory[i, j]), "initial_loss": pilot["losses"][0], "pilot_steps": pilot_steps,
-                "pilot": pilot, "steps": steps, "forecast": {}}
+        cell = {
+            "layers": spec.layers,
+            "hidden": spec.hidden,
+            "init": init,
+            "params": params,
+            "flops_per_token": float(sizes.flops_per_token[i, j]),
+            "latency": float(sizes.latency[i, j]),
+            "memory": float(sizes.memory[i, j]),
+            "initial_loss": pilot["losses"][0],
+            "pilot_steps": pilot_steps,
+            "pilot": pilot,
+            "steps": steps,
+            "forecast": {},
+        }
         cells.append(_forecast_cell(cell, schedule, lrs[init], tokens_per_step, tokens, flops, prior))
     if not cells:
         raise BudgetError(f"no valid cell in layers={list(layers)} x hidden={list(hidden)}: {sizes.reasons}")
-    return BudgetGrid(parent=parent.name, tokens=tokens, flops=flops, tokens_per_step=tokens_per_step,
-                      settings=schedule,
-                      lrs={i: lrs[i] for i in inits}, prior=prior.to_dict(), cells=cells, device=sizes.device,
-                      cache_hits=hits)
-
+    return BudgetGrid(
+        parent=parent.name,
+        tokens=tokens,
+        flops=flops,
+        tokens_per_step=tokens_per_step,
+        settings=schedule,
+        lrs={i: lrs[i] for i in inits},
+        prior=prior.to_dict(),
+        cells=cells,
+        device=sizes.device,
+        cache_hits=hits,
+    )

@@ -208,6 +208,7 @@ def capture_modules(
     reports its first element. The modules named in ``inputs_only`` report ``(name, input, None)`` as they are
     called, so that a forward stopped there (:func:`forward_before`) still reports them.
     """
+
     def report(name: str):
         def hook(module, args, output):
             on_call(name, args[0], hidden_of(output))
@@ -221,7 +222,8 @@ def capture_modules(
         return hook
 
     handles = [
-        module.register_forward_pre_hook(report_input(name)) if name in inputs_only
+        module.register_forward_pre_hook(report_input(name))
+        if name in inputs_only
         else module.register_forward_hook(report(name))
         for name, module in modules.items()
     ]
@@ -270,11 +272,15 @@ class RunningSums:
     def take_sums(self) -> dict[str, torch.Tensor]:
         """The sums since the last call, stacked per name; resets them. Every slot must have been filled."""
         if any(v is None for store in self.stores.values() for v in store):
-            raise RuntimeError(f"{type(self).__name__}: a capture hook never fired: the model's forward skipped a "
-                               f"block, a norm or a linear layer")
+            raise RuntimeError(
+                f"{type(self).__name__}: a capture hook never fired: the model's forward skipped a "
+                f"block, a norm or a linear layer"
+            )
         device = next((v.device for store in self.stores.values() for v in store), torch.device("cpu"))
-        taken = {name: torch.stack([v.to(device) for v in store]) if store else torch.zeros(0, dtype=torch.float64)
-                 for name, store in self.stores.items()}
+        taken = {
+            name: torch.stack([v.to(device) for v in store]) if store else torch.zeros(0, dtype=torch.float64)
+            for name, store in self.stores.items()
+        }
         for store in self.stores.values():
             store[:] = [None] * len(store)
         return taken
@@ -506,8 +512,9 @@ class _LiveTensorBytes(TorchDispatchMode):
         return out
 
 
-def tokens_per_sequence(family: Family, model: nn.Module, batch: dict[str, torch.Tensor],
-                        device: torch.device | str) -> int:
+def tokens_per_sequence(
+    family: Family, model: nn.Module, batch: dict[str, torch.Tensor], device: torch.device | str
+) -> int:
     """How many tokens the blocks see per sequence: the text length, or (images) patches plus prefix tokens,
     found by running one image to the first block."""
     if "input_ids" in batch:

@@ -155,7 +155,9 @@ def device_map_arg(text: str) -> str | dict[str, Any]:
     except ValueError as error:
         raise argparse.ArgumentTypeError(f"{text}: not valid JSON ({error})") from None
     if not isinstance(mapping, dict) or not all(isinstance(v, (int, str)) for v in mapping.values()):
-        raise argparse.ArgumentTypeError(f"{text}: must hold one JSON object of module name -> device (0, 'cpu', 'disk')")
+        raise argparse.ArgumentTypeError(
+            f"{text}: must hold one JSON object of module name -> device (0, 'cpu', 'disk')"
+        )
     return mapping
 
 
@@ -209,8 +211,9 @@ def sizes_arg(text: str) -> list[tuple[int, int]]:
     for part in (p.strip() for p in text.split(",") if p.strip()):
         layers, _, hidden = part.lower().partition("x")
         if not (layers.isdigit() and hidden.isdigit() and int(layers) > 0 and int(hidden) > 0):
-            raise argparse.ArgumentTypeError(f"{part!r} is not a size: write LAYERSxHIDDEN with whole numbers > 0, "
-                                             f"e.g. 20x384")
+            raise argparse.ArgumentTypeError(
+                f"{part!r} is not a size: write LAYERSxHIDDEN with whole numbers > 0, e.g. 20x384"
+            )
         sizes.append((int(layers), int(hidden)))
     if not sizes or len(set(sizes)) != len(sizes):
         raise argparse.ArgumentTypeError(f"{text!r}: give at least one size, each once (e.g. 24x480,20x384)")
@@ -258,14 +261,21 @@ class _Parser(argparse.ArgumentParser):
 def build_parser() -> argparse.ArgumentParser:
     """The ``subclone-viz`` parser; each subcommand stores its runner in ``args.run``."""
     common = argparse.ArgumentParser(add_help=False)
-    common.add_argument("--parent", default=DEFAULT_PARENT,
-                        help=f"embedded alias ({', '.join(EMBEDDED_ALIASES)}), hub id or local model directory "
-                             f"(default {DEFAULT_PARENT})")
+    common.add_argument(
+        "--parent",
+        default=DEFAULT_PARENT,
+        help=f"embedded alias ({', '.join(EMBEDDED_ALIASES)}), hub id or local model directory "
+        f"(default {DEFAULT_PARENT})",
+    )
     common.add_argument("--device", default="auto", help="auto (CUDA when present), cpu, cuda, cuda:N")
     common.add_argument("--dtype", choices=DTYPES, help="parameter dtype (default fp32 on CPU, bf16 on GPU)")
-    common.add_argument("--device-map", type=device_map_arg, metavar="MAP",
-                        help=f"spread a parent too big for one device: {', '.join(DEVICE_MAP_STRATEGIES)}, or a "
-                             f".json file of module name -> device (0, cuda:1, cpu, disk); replaces --device")
+    common.add_argument(
+        "--device-map",
+        type=device_map_arg,
+        metavar="MAP",
+        help=f"spread a parent too big for one device: {', '.join(DEVICE_MAP_STRATEGIES)}, or a "
+        f".json file of module name -> device (0, cuda:1, cpu, disk); replaces --device",
+    )
     common.add_argument("--offload-folder", type=Path, help="where --device-map keeps modules mapped to disk")
     common.add_argument("--seed", type=non_negative_int, default=0, help="seed of torch and data shuffling (default 0)")
     common.add_argument("--json", action="store_true", help="print one JSON document on stdout, nothing else")
@@ -279,8 +289,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     prof = commands.add_parser("profile", parents=[common], help="profile a parent's blocks and neurons")
     _add_data_arguments(prof)
-    prof.add_argument("--tokens", type=positive_int, default=_PROFILE.tokens,
-                      help=f"tokens to profile (default {_PROFILE.tokens})")
+    prof.add_argument(
+        "--tokens", type=positive_int, default=_PROFILE.tokens, help=f"tokens to profile (default {_PROFILE.tokens})"
+    )
     prof.add_argument("--split", choices=("train", "heldout"), default="train", help="data split (default train)")
     prof.add_argument("--out", type=Path, help="save the profile here (.npz); default: do not save")
     prof.add_argument("--overwrite", action="store_true", help="replace an existing --out")
@@ -289,104 +300,204 @@ def build_parser() -> argparse.ArgumentParser:
     sub = commands.add_parser("subclone", parents=[common], help="subclone a destination and save it")
     _add_data_arguments(sub)
     sub.add_argument("--profile", type=Path, help="a saved profile (.npz); default: profile --data first")
-    sub.add_argument("--profile-tokens", type=positive_int, default=_PROFILE.subclone_tokens,
-                     help=f"tokens to profile when no --profile is given (train split; default {_PROFILE.subclone_tokens})")
+    sub.add_argument(
+        "--profile-tokens",
+        type=positive_int,
+        default=_PROFILE.subclone_tokens,
+        help=f"tokens to profile when no --profile is given (train split; default {_PROFILE.subclone_tokens})",
+    )
     _add_spec_arguments(sub, hidden_required=True)
-    sub.add_argument("--depth", type=depth_arg, default=_PLAN.depth,
-                     help=f"{' | '.join(DEPTH_STRATEGIES)} | a comma list of parent blocks (default {_PLAN.depth})")
-    sub.add_argument("--width", default=_PLAN.width, metavar="NAME",
-                     help=f"{' | '.join(WIDTH_STRATEGIES)} or a plugin's (default {_PLAN.width})")
-    sub.add_argument("--scaling", default=_PLAN.scaling, metavar="NAME",
-                     help=f"{' | '.join(SCALINGS)} or a plugin's (default {_PLAN.scaling})")
-    sub.add_argument("--importance", default=DEFAULT_ESTIMATOR, metavar="NAME",
-                     help=f"the importance estimator --width importance ranks by: {', '.join(ESTIMATOR_NAMES)} or a "
-                          f"plugin's (default {DEFAULT_ESTIMATOR})")
-    sub.add_argument("--eval-tokens", type=non_negative_int, default=_PROFILE.eval_tokens,
-                     help=f"held-out tokens to score parent and destination on (0: skip; default {_PROFILE.eval_tokens})")
+    sub.add_argument(
+        "--depth",
+        type=depth_arg,
+        default=_PLAN.depth,
+        help=f"{' | '.join(DEPTH_STRATEGIES)} | a comma list of parent blocks (default {_PLAN.depth})",
+    )
+    sub.add_argument(
+        "--width",
+        default=_PLAN.width,
+        metavar="NAME",
+        help=f"{' | '.join(WIDTH_STRATEGIES)} or a plugin's (default {_PLAN.width})",
+    )
+    sub.add_argument(
+        "--scaling",
+        default=_PLAN.scaling,
+        metavar="NAME",
+        help=f"{' | '.join(SCALINGS)} or a plugin's (default {_PLAN.scaling})",
+    )
+    sub.add_argument(
+        "--importance",
+        default=DEFAULT_ESTIMATOR,
+        metavar="NAME",
+        help=f"the importance estimator --width importance ranks by: {', '.join(ESTIMATOR_NAMES)} or a "
+        f"plugin's (default {DEFAULT_ESTIMATOR})",
+    )
+    sub.add_argument(
+        "--eval-tokens",
+        type=non_negative_int,
+        default=_PROFILE.eval_tokens,
+        help=f"held-out tokens to score parent and destination on (0: skip; default {_PROFILE.eval_tokens})",
+    )
     sub.add_argument("--out", type=Path, required=True, help="destination directory")
     sub.add_argument("--overwrite", action="store_true", help="replace a non-empty --out")
     sub.set_defaults(run=run_subclone)
 
-    ablate = commands.add_parser("ablate", parents=[common],
-                                 help="held-out loss with each single block removed or duplicated")
+    ablate = commands.add_parser(
+        "ablate", parents=[common], help="held-out loss with each single block removed or duplicated"
+    )
     _add_data_arguments(ablate)
-    ablate.add_argument("--tokens", type=positive_int, default=_PROFILE.ablation_tokens,
-                        help=f"held-out tokens (default {_PROFILE.ablation_tokens})")
+    ablate.add_argument(
+        "--tokens",
+        type=positive_int,
+        default=_PROFILE.ablation_tokens,
+        help=f"held-out tokens (default {_PROFILE.ablation_tokens})",
+    )
     ablate.set_defaults(run=run_ablate)
 
-    comp = commands.add_parser("compare", parents=[common],
-                               help="train one destination from several initializations and compare the curves")
+    comp = commands.add_parser(
+        "compare", parents=[common], help="train one destination from several initializations and compare the curves"
+    )
     comp.set_defaults(run=run_compare)
     _add_data_arguments(comp, seq_len=128)
     comp.add_argument("--profile", type=Path, help="a saved profile (.npz); default: profile the training data")
     _add_spec_arguments(comp, hidden_required=True)
-    comp.add_argument("--inits", type=inits_arg, default=["random", "subclone"],
-                      help=f"comma list of {', '.join(INITS)} (default random,subclone)")
-    comp.add_argument("--steps", type=positive_int, default=_TRAIN.steps,
-                      help=f"optimizer steps per init (default {_TRAIN.steps})")
-    comp.add_argument("--lr", type=per_init_lr, action="append", default=[], metavar="[INIT=]VALUE",
-                      help="learning rate for one init (repeatable) or, without INIT=, for all "
-                           "(default: each init's rate of --lr-preset)")
-    comp.add_argument("--weight-decay", "--wd", type=per_init_number, action="append", default=[],
-                      metavar="[INIT=]VALUE", help="weight decay, like --lr (default: the paper's, 0.1 from "
-                                                   "random, 0.001 inherited)")
-    comp.add_argument("--lr-preset", choices=LR_PRESETS, default=DEFAULT_LR_PRESET,
-                      help="default learning rates where --lr sets none: 'tuned' (each init at the best rate of this "
-                           "project's sweeps: 3e-3 from random, 1e-3 inherited for language models) or 'paper' (the "
-                           f"paper's Table 1: 1e-4 for both) (default {DEFAULT_LR_PRESET})")
+    comp.add_argument(
+        "--inits",
+        type=inits_arg,
+        default=["random", "subclone"],
+        help=f"comma list of {', '.join(INITS)} (default random,subclone)",
+    )
+    comp.add_argument(
+        "--steps", type=positive_int, default=_TRAIN.steps, help=f"optimizer steps per init (default {_TRAIN.steps})"
+    )
+    comp.add_argument(
+        "--lr",
+        type=per_init_lr,
+        action="append",
+        default=[],
+        metavar="[INIT=]VALUE",
+        help="learning rate for one init (repeatable) or, without INIT=, for all "
+        "(default: each init's rate of --lr-preset)",
+    )
+    comp.add_argument(
+        "--weight-decay",
+        "--wd",
+        type=per_init_number,
+        action="append",
+        default=[],
+        metavar="[INIT=]VALUE",
+        help="weight decay, like --lr (default: the paper's, 0.1 from random, 0.001 inherited)",
+    )
+    comp.add_argument(
+        "--lr-preset",
+        choices=LR_PRESETS,
+        default=DEFAULT_LR_PRESET,
+        help="default learning rates where --lr sets none: 'tuned' (each init at the best rate of this "
+        "project's sweeps: 3e-3 from random, 1e-3 inherited for language models) or 'paper' (the "
+        f"paper's Table 1: 1e-4 for both) (default {DEFAULT_LR_PRESET})",
+    )
     comp.add_argument("--warmup", type=non_negative_int, help="warmup steps (default 5%% of --steps)")
     comp.add_argument("--schedule", choices=SCHEDULES, default="cosine", help="after warmup (default cosine)")
     comp.add_argument("--eval-every", type=positive_int, help="steps between evaluations (default steps / 10)")
-    comp.add_argument("--eval-tokens", type=positive_int, default=_PROFILE.eval_tokens,
-                      help=f"held-out tokens (default {_PROFILE.eval_tokens})")
-    comp.add_argument("--distill-alpha", type=fraction_arg,
-                      help=f"for the +distill inits: weight a of the teacher's KL term in (1-a) * next-token loss + "
-                           f"a * KL (default {DISTILL_ALPHA:g})")
-    comp.add_argument("--distill-temperature", type=positive_float,
-                      help=f"for the +distill inits: softmax temperature T of the KL term, scaled by T^2 "
-                           f"(default {DISTILL_TEMPERATURE:g})")
+    comp.add_argument(
+        "--eval-tokens",
+        type=positive_int,
+        default=_PROFILE.eval_tokens,
+        help=f"held-out tokens (default {_PROFILE.eval_tokens})",
+    )
+    comp.add_argument(
+        "--distill-alpha",
+        type=fraction_arg,
+        help=f"for the +distill inits: weight a of the teacher's KL term in (1-a) * next-token loss + "
+        f"a * KL (default {DISTILL_ALPHA:g})",
+    )
+    comp.add_argument(
+        "--distill-temperature",
+        type=positive_float,
+        help=f"for the +distill inits: softmax temperature T of the KL term, scaled by T^2 "
+        f"(default {DISTILL_TEMPERATURE:g})",
+    )
     comp.add_argument("--out", type=Path, required=True, help="directory for histories, summary and plots")
     comp.add_argument("--overwrite", action="store_true", help="replace a non-empty --out")
 
-    study = commands.add_parser("study", parents=[common],
-                                help="speedup over random init for several destination sizes, each init at its best "
-                                     "learning rate")
+    study = commands.add_parser(
+        "study",
+        parents=[common],
+        help="speedup over random init for several destination sizes, each init at its best learning rate",
+    )
     study.set_defaults(run=run_study)
     _add_data_arguments(study, seq_len=128)
-    study.add_argument("--sizes", type=sizes_arg, help="comma list of LAYERSxHIDDEN, mild to harsh (e.g. "
-                                                      "24x480,20x384,8x288); FFN and heads follow the width")
-    study.add_argument("--distill-sizes", type=optional_sizes_arg, default=[],
-                       help="those of --sizes also trained with the parent as teacher")
-    study.add_argument("--distill-inits", type=distill_inits_arg, default=["subclone+distill", "random+distill"],
-                       help="the teacher's inits for --distill-sizes (default subclone+distill,random+distill)")
-    study.add_argument("--random-lrs", type=lrs_arg, default=[1e-3, 3e-3],
-                       help="learning-rate sweep of random init (default 1e-3,3e-3)")
-    study.add_argument("--subclone-lrs", type=lrs_arg, default=[3e-4, 1e-3],
-                       help="learning-rate sweep of the subclone (default 3e-4,1e-3)")
+    study.add_argument(
+        "--sizes",
+        type=sizes_arg,
+        help="comma list of LAYERSxHIDDEN, mild to harsh (e.g. 24x480,20x384,8x288); FFN and heads follow the width",
+    )
+    study.add_argument(
+        "--distill-sizes",
+        type=optional_sizes_arg,
+        default=[],
+        help="those of --sizes also trained with the parent as teacher",
+    )
+    study.add_argument(
+        "--distill-inits",
+        type=distill_inits_arg,
+        default=["subclone+distill", "random+distill"],
+        help="the teacher's inits for --distill-sizes (default subclone+distill,random+distill)",
+    )
+    study.add_argument(
+        "--random-lrs",
+        type=lrs_arg,
+        default=[1e-3, 3e-3],
+        help="learning-rate sweep of random init (default 1e-3,3e-3)",
+    )
+    study.add_argument(
+        "--subclone-lrs",
+        type=lrs_arg,
+        default=[3e-4, 1e-3],
+        help="learning-rate sweep of the subclone (default 3e-4,1e-3)",
+    )
     study.add_argument("--profile", type=Path, help="a saved profile (.npz); default: profile the training data")
-    study.add_argument("--steps", type=positive_int, default=STUDY_STEPS,
-                       help=f"optimizer steps per run (default {STUDY_STEPS})")
+    study.add_argument(
+        "--steps", type=positive_int, default=STUDY_STEPS, help=f"optimizer steps per run (default {STUDY_STEPS})"
+    )
     study.add_argument("--eval-every", type=positive_int, default=5, help="steps between evaluations (default 5)")
     study.add_argument("--eval-tokens", type=positive_int, default=1024, help="held-out tokens (default 1024)")
-    study.add_argument("--merge", type=Path, nargs="+", metavar="STUDY",
-                       help="instead of training: merge these saved studies (study.json) of other sizes into --out")
-    study.add_argument("--out", type=Path, required=True,
-                       help="directory for study.json, speedup_by_size.png and speedup_by_size.html")
+    study.add_argument(
+        "--merge",
+        type=Path,
+        nargs="+",
+        metavar="STUDY",
+        help="instead of training: merge these saved studies (study.json) of other sizes into --out",
+    )
+    study.add_argument(
+        "--out", type=Path, required=True, help="directory for study.json, speedup_by_size.png and speedup_by_size.html"
+    )
     study.add_argument("--overwrite", action="store_true", help="replace a non-empty --out")
 
-    report = commands.add_parser("report", parents=[common],
-                                 help="the main job: profile, ablate, subclone, size, train; one HTML page")
+    report = commands.add_parser(
+        "report", parents=[common], help="the main job: profile, ablate, subclone, size, train; one HTML page"
+    )
     report.set_defaults(run=run_report)
     report.add_argument("--out", type=Path, default=Path("report.html"), help="the .html file (default report.html)")
-    report.add_argument("--quick", action="store_true", help="shrink every stage to seconds (a smoke test; also SUBCLONE_VIZ_QUICK=1)")
+    report.add_argument(
+        "--quick", action="store_true", help="shrink every stage to seconds (a smoke test; also SUBCLONE_VIZ_QUICK=1)"
+    )
     report.add_argument("--data", default="builtin", help="'builtin' (Python's docs) or a .txt/.jsonl path")
-    report.add_argument("--tokens", type=positive_int, help=f"tokens to profile (default {_PROFILE.tokens}; --quick 256)")
-    report.add_argument("--steps", type=non_negative_int,
-                        help="training steps per init in the comparison (0 skips it; default 24; --quick 2)")
+    report.add_argument(
+        "--tokens", type=positive_int, help=f"tokens to profile (default {_PROFILE.tokens}; --quick 256)"
+    )
+    report.add_argument(
+        "--steps",
+        type=non_negative_int,
+        help="training steps per init in the comparison (0 skips it; default 24; --quick 2)",
+    )
     _add_spec_arguments(report, hidden_required=False)
-    report.add_argument("--speedup-study", type=Path, metavar="FILE",
-                        help="a saved speedup study (the study.json of `subclone-viz study`) to show as the "
-                             "speedup-by-size section")
+    report.add_argument(
+        "--speedup-study",
+        type=Path,
+        metavar="FILE",
+        help="a saved speedup study (the study.json of `subclone-viz study`) to show as the speedup-by-size section",
+    )
     report.add_argument("--overwrite", action="store_true", help="replace an existing --out")
     _add_forecast_parser(commands)
     _describe(commands.choices)
@@ -394,11 +505,18 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _add_forecast_parser(commands: Any) -> None:
-    fc = commands.add_parser("forecast", help="forecast a run's held-out loss at a horizon, with an interval, from a "
-                                              "saved history (.json) or any trainer's CSV log")
+    fc = commands.add_parser(
+        "forecast",
+        help="forecast a run's held-out loss at a horizon, with an interval, from a "
+        "saved history (.json) or any trainer's CSV log",
+    )
     fc.set_defaults(run=run_forecast)
-    fc.add_argument("run_file", type=Path, metavar="RUN", help="a training history .json (History.save, "
-                                                               "`compare --out`) or a .csv log")
+    fc.add_argument(
+        "run_file",
+        type=Path,
+        metavar="RUN",
+        help="a training history .json (History.save, `compare --out`) or a .csv log",
+    )
     horizon = fc.add_mutually_exclusive_group()
     horizon.add_argument("--steps", type=positive_int, help="horizon in optimizer steps (default: the run's end)")
     horizon.add_argument("--tokens", type=positive_float, help="horizon in training tokens")
@@ -414,8 +532,13 @@ def _add_forecast_parser(commands: Any) -> None:
     fc.add_argument("--peak-lr", type=positive_float, default=1.0, help="CSV with --schedule: the peak rate")
     fc.add_argument("--final-ratio", type=float, default=0.0, help="CSV with --schedule: final rate / peak")
     fc.add_argument("--decay-fraction", type=float, default=0.2, help="CSV with --schedule wsd: decay share")
-    fc.add_argument("--where", action="append", default=[], metavar="COLUMN=VALUE",
-                    help="CSV: keep the rows whose COLUMN holds VALUE (one run of a file of several); repeatable")
+    fc.add_argument(
+        "--where",
+        action="append",
+        default=[],
+        metavar="COLUMN=VALUE",
+        help="CSV: keep the rows whose COLUMN holds VALUE (one run of a file of several); repeatable",
+    )
     fc.add_argument("--tokens-per-step", type=positive_float, help="CSV: tokens per step (for --tokens/--flops)")
     fc.add_argument("--parameters", type=positive_int, help="the model's parameters (for --flops)")
     fc.add_argument("--out", type=Path, help="save the Forecast record (.json)")
@@ -431,40 +554,55 @@ def subcommand_parsers(parser: argparse.ArgumentParser) -> dict[str, argparse.Ar
 
 # What each subcommand does and one example, shown by ``subclone-viz COMMAND --help``.
 SUBCOMMAND_HELP: dict[str, tuple[str, str]] = {
-    "info": ("Describe a parent (family, dimensions, parameters) and list the valid value of every destination "
-             "spec option for it. Reads the parent only; writes nothing.",
-             "subclone-viz info --parent smollm2-135m"),
-    "profile": ("Run the parent on --tokens tokens of --data with streaming hooks and print per-block residual "
-                "metrics and the rank consistency of channel importance; --out saves the profile (.npz) for "
-                "subclone, compare and study.",
-                "subclone-viz profile --parent smollm2-135m --tokens 8192 --out profile.npz"),
-    "subclone": ("Plan which blocks, channels, neurons and heads to keep, slice them out of the parent, score the "
-                 "destination on held-out text and save it as an ordinary checkpoint. The spec is checked against "
-                 "the parent's config before any weights load.",
-                 "subclone-viz subclone --parent smollm2-135m --profile profile.npz --layers 20 --hidden 384 "
-                 "--out smollm2-20x384"),
-    "ablate": ("The parent's held-out loss with each single block removed, and duplicated: which blocks a "
-               "shallower destination can spare.",
-               "subclone-viz ablate --parent smollm2-135m --tokens 2048 --json"),
-    "compare": ("Train one destination shape from several initializations on the same batches in the same order, "
-                "each at its own learning rate (--lr-preset tuned: the best of this project's sweeps; paper: the "
-                "paper's), and report the speedup over random init per step and per second, with the rates behind "
-                "it. A speedup against a random init that was still improving is marked as holding at this budget "
-                "only.",
-                "subclone-viz compare --parent smollm2-135m --layers 8 --hidden 288 --steps 300 "
-                "--inits random,subclone --out runs/smollm2-8x288"),
-    "study": ("The speedup study: for each destination size, random init and the subclone each train at every "
-              "rate of a small learning-rate sweep and keep their best, so that no speedup comes from a poorly "
-              "tuned baseline; --merge combines studies of other sizes.",
-              "subclone-viz study --parent smollm2-135m --sizes 24x480,20x384,8x288 --steps 60 --out runs/study"),
-    "report": ("The main job: profile, ablate, subclone, size and briefly train, then write one self-contained "
-               "HTML page that opens without a network.",
-               "subclone-viz report --parent smollm2-135m --out report.html --quick"),
-    "forecast": ("Forecast a run's held-out loss at a horizon (default: the end of its planned schedule), with an "
-                 "80% interval, from its evaluations so far and the learning rate of every step: a training "
-                 "history .json, or any trainer's .csv log with an lr column or a named schedule.",
-                 "subclone-viz forecast log.csv --loss-column val_loss --schedule cosine --total-steps 20000 "
-                 "--final-ratio 0.1"),
+    "info": (
+        "Describe a parent (family, dimensions, parameters) and list the valid value of every destination "
+        "spec option for it. Reads the parent only; writes nothing.",
+        "subclone-viz info --parent smollm2-135m",
+    ),
+    "profile": (
+        "Run the parent on --tokens tokens of --data with streaming hooks and print per-block residual "
+        "metrics and the rank consistency of channel importance; --out saves the profile (.npz) for "
+        "subclone, compare and study.",
+        "subclone-viz profile --parent smollm2-135m --tokens 8192 --out profile.npz",
+    ),
+    "subclone": (
+        "Plan which blocks, channels, neurons and heads to keep, slice them out of the parent, score the "
+        "destination on held-out text and save it as an ordinary checkpoint. The spec is checked against "
+        "the parent's config before any weights load.",
+        "subclone-viz subclone --parent smollm2-135m --profile profile.npz --layers 20 --hidden 384 "
+        "--out smollm2-20x384",
+    ),
+    "ablate": (
+        "The parent's held-out loss with each single block removed, and duplicated: which blocks a "
+        "shallower destination can spare.",
+        "subclone-viz ablate --parent smollm2-135m --tokens 2048 --json",
+    ),
+    "compare": (
+        "Train one destination shape from several initializations on the same batches in the same order, "
+        "each at its own learning rate (--lr-preset tuned: the best of this project's sweeps; paper: the "
+        "paper's), and report the speedup over random init per step and per second, with the rates behind "
+        "it. A speedup against a random init that was still improving is marked as holding at this budget "
+        "only.",
+        "subclone-viz compare --parent smollm2-135m --layers 8 --hidden 288 --steps 300 "
+        "--inits random,subclone --out runs/smollm2-8x288",
+    ),
+    "study": (
+        "The speedup study: for each destination size, random init and the subclone each train at every "
+        "rate of a small learning-rate sweep and keep their best, so that no speedup comes from a poorly "
+        "tuned baseline; --merge combines studies of other sizes.",
+        "subclone-viz study --parent smollm2-135m --sizes 24x480,20x384,8x288 --steps 60 --out runs/study",
+    ),
+    "report": (
+        "The main job: profile, ablate, subclone, size and briefly train, then write one self-contained "
+        "HTML page that opens without a network.",
+        "subclone-viz report --parent smollm2-135m --out report.html --quick",
+    ),
+    "forecast": (
+        "Forecast a run's held-out loss at a horizon (default: the end of its planned schedule), with an "
+        "80% interval, from its evaluations so far and the learning rate of every step: a training "
+        "history .json, or any trainer's .csv log with an lr column or a named schedule.",
+        "subclone-viz forecast log.csv --loss-column val_loss --schedule cosine --total-steps 20000 --final-ratio 0.1",
+    ),
 }
 
 
@@ -499,15 +637,17 @@ def _describe(subparsers: dict[str, argparse.ArgumentParser]) -> None:
 
 
 def _add_data_arguments(parser: argparse.ArgumentParser, seq_len: int = 256) -> None:
-    parser.add_argument("--data", help="text: 'builtin' (Python's docs, default) or a .txt/.jsonl file or folder; "
-                                       "images: 'digits' (default) or a root/<class>/<images> folder")
+    parser.add_argument(
+        "--data",
+        help="text: 'builtin' (Python's docs, default) or a .txt/.jsonl file or folder; "
+        "images: 'digits' (default) or a root/<class>/<images> folder",
+    )
     parser.add_argument("--seq-len", type=positive_int, default=seq_len, help=f"tokens per row (default {seq_len})")
     parser.add_argument("--batch-size", type=positive_int, default=8, help="rows per batch (default 8)")
 
 
 def _add_spec_arguments(parser: argparse.ArgumentParser, hidden_required: bool) -> None:
-    parser.add_argument("--layers", type=layers_arg,
-                        help="destination block count, or a comma list of parent blocks")
+    parser.add_argument("--layers", type=layers_arg, help="destination block count, or a comma list of parent blocks")
     parser.add_argument("--hidden", type=positive_int, required=hidden_required, help="residual width")
     parser.add_argument("--ffn", type=positive_int, help="FFN width (default: the parent's ratio)")
     parser.add_argument("--heads", type=positive_int, help="query heads (default: follows --hidden)")

@@ -78,7 +78,6 @@ class Outcome:
     text: str
 
 
-
 @contextlib.contextmanager
 def _blame_user(*extra: type[BaseException]) -> Iterator[None]:
     """Treat ValueError and OSError (and ``extra``) raised while reading what the user named as their mistake.
@@ -92,12 +91,10 @@ def _blame_user(*extra: type[BaseException]) -> Iterator[None]:
         raise UsageError(str(error)) from error
 
 
-
 def _note(message: str) -> None:
     """A progress note for people; stderr, so that ``--json`` output stays one document. Main process only."""
     if distributed.is_main_process():
         print(message, file=sys.stderr, flush=True)
-
 
 
 # --------------------------------------------------------------------------------------------------------
@@ -121,16 +118,23 @@ def _quiet_transformers() -> Iterator[None]:
 def _load(args: argparse.Namespace) -> Parent:
     torch.manual_seed(args.seed)
     with _blame_user(), _quiet_transformers():
-        return load_parent(args.parent, device=args.device, dtype=args.dtype, device_map=args.device_map,
-                           offload_folder=args.offload_folder)
+        return load_parent(
+            args.parent,
+            device=args.device,
+            dtype=args.dtype,
+            device_map=args.device_map,
+            offload_folder=args.offload_folder,
+        )
 
 
 def _load_trainable(args: argparse.Namespace) -> Parent:
     """The parent, which must have a loss to train a destination on."""
     parent = _load(args)
     if not has_loss(parent):
-        raise UsageError(f"parent {args.parent!r} is an encoder without a language-model head: it has no loss to "
-                         f"train on; use a causal LM, a masked LM or an image classifier")
+        raise UsageError(
+            f"parent {args.parent!r} is an encoder without a language-model head: it has no loss to "
+            f"train on; use a causal LM, a masked LM or an image classifier"
+        )
     return parent
 
 
@@ -150,8 +154,16 @@ def _batches(
     """``--data`` batches of ``split`` for this parent (:func:`~subclone_viz.workflow.parent_batches`): text
     enough for ``tokens`` tokens (None: all of it), images the whole split."""
     with _blame_user(ImportError):
-        return parent_batches(parent, split, args.data, seq_len=args.seq_len, batch_size=args.batch_size,
-                              tokens=tokens, shuffle=shuffle, seed=args.seed)
+        return parent_batches(
+            parent,
+            split,
+            args.data,
+            seq_len=args.seq_len,
+            batch_size=args.batch_size,
+            tokens=tokens,
+            shuffle=shuffle,
+            seed=args.seed,
+        )
 
 
 def _check_new_file(path: Path, suffixes: tuple[str, ...], overwrite: bool) -> None:
@@ -206,23 +218,28 @@ def run_info(args: argparse.Namespace) -> Outcome:
         "scaling": list(SCALINGS),
     }
     heads_note = (
-        f" (heads = hidden / {dims.head_dim} in this family)" if parent.family.heads_follow_hidden
-        else f" (multiples of its {dims.queries_per_kv} queries per KV head)" if dims.queries_per_kv > 1 else ""
+        f" (heads = hidden / {dims.head_dim} in this family)"
+        if parent.family.heads_follow_hidden
+        else f" (multiples of its {dims.queries_per_kv} queries per KV head)"
+        if dims.queries_per_kv > 1
+        else ""
     )
-    text = "\n".join([
-        f"{parent.name}: {parent.description}",
-        f"task: {parent.family.task}",
-        "valid destination specs:",
-        f"  --layers    {_numbers(choices['layers'])} (more than {dims.layers} duplicates middle blocks), "
-        f"or a comma list of parent blocks 0-{dims.layers - 1}",
-        f"  --hidden    {_numbers(choices['hidden'])}",
-        f"  --ffn       {_numbers(choices['ffn'])}",
-        f"  --heads     {_numbers(choices['heads'])}{heads_note}",
-        f"  --kv-heads  {_numbers(choices['kv_heads'])}",
-        f"  --depth     {' | '.join(DEPTH_STRATEGIES)} | a comma list of parent blocks",
-        f"  --width     {' | '.join(WIDTH_STRATEGIES)}",
-        f"  --scaling   {' | '.join(SCALINGS)}",
-    ])
+    text = "\n".join(
+        [
+            f"{parent.name}: {parent.description}",
+            f"task: {parent.family.task}",
+            "valid destination specs:",
+            f"  --layers    {_numbers(choices['layers'])} (more than {dims.layers} duplicates middle blocks), "
+            f"or a comma list of parent blocks 0-{dims.layers - 1}",
+            f"  --hidden    {_numbers(choices['hidden'])}",
+            f"  --ffn       {_numbers(choices['ffn'])}",
+            f"  --heads     {_numbers(choices['heads'])}{heads_note}",
+            f"  --kv-heads  {_numbers(choices['kv_heads'])}",
+            f"  --depth     {' | '.join(DEPTH_STRATEGIES)} | a comma list of parent blocks",
+            f"  --width     {' | '.join(WIDTH_STRATEGIES)}",
+            f"  --scaling   {' | '.join(SCALINGS)}",
+        ]
+    )
     return Outcome(document, text)
 
 
@@ -297,15 +314,21 @@ def _check_before_loading(args: argparse.Namespace, specs: Sequence[DestinationS
 def _check_names(args: argparse.Namespace) -> None:
     """``--depth``, ``--width``, ``--scaling`` and ``--importance`` name registered strategies and estimators
     (plugins' too: the parser lists only the built-in ones)."""
-    named = [("--depth", args.depth, DEPTHS), ("--width", args.width, WIDTHS),
-             ("--scaling", args.scaling, SCALING_METHODS), ("--importance", args.importance, ESTIMATORS)]
+    named = [
+        ("--depth", args.depth, DEPTHS),
+        ("--width", args.width, WIDTHS),
+        ("--scaling", args.scaling, SCALING_METHODS),
+        ("--importance", args.importance, ESTIMATORS),
+    ]
     for option, name, registry in named:
         if isinstance(name, str) and name not in registry:
             close = difflib.get_close_matches(name, list(registry), n=1)
             hint = f" (did you mean {close[0]!r}?)" if close else ""
-            raise UsageError(f"argument {option}: invalid choice: {name!r}{hint}; choose from "
-                             f"{', '.join(map(repr, registry))}" + (" or a comma list of parent blocks"
-                                                                    if option == "--depth" else ""))
+            raise UsageError(
+                f"argument {option}: invalid choice: {name!r}{hint}; choose from "
+                f"{', '.join(map(repr, registry))}"
+                + (" or a comma list of parent blocks" if option == "--depth" else "")
+            )
 
 
 def run_subclone(args: argparse.Namespace) -> Outcome:
@@ -320,11 +343,16 @@ def run_subclone(args: argparse.Namespace) -> Outcome:
     _check_plan(parent, spec, args.depth)
     needs_profile = args.width == "importance" or args.depth == "metric"
     saved_profile = _saved_profile(args, parent)
-    needs_taylor = args.width == "importance" and args.importance == "taylor" and (
-        saved_profile is None or "taylor_ffn" not in saved_profile.stats)
-    train = _batches(parent, args, "train", args.profile_tokens, shuffle=True) if (
-        (needs_profile and saved_profile is None) or args.scaling == "calibrated" or needs_taylor
-    ) else None
+    needs_taylor = (
+        args.width == "importance"
+        and args.importance == "taylor"
+        and (saved_profile is None or "taylor_ffn" not in saved_profile.stats)
+    )
+    train = (
+        _batches(parent, args, "train", args.profile_tokens, shuffle=True)
+        if ((needs_profile and saved_profile is None) or args.scaling == "calibrated" or needs_taylor)
+        else None
+    )
     heldout = _batches(parent, args, "heldout", args.eval_tokens) if args.eval_tokens and has_loss(parent) else None
 
     measured = saved_profile
@@ -334,8 +362,9 @@ def run_subclone(args: argparse.Namespace) -> Outcome:
     if needs_taylor:
         _note(f"gradient pass for the Taylor importance on {train.description} ...")
         measured = add_taylor(measured, parent, train, max_tokens=args.profile_tokens)
-    destination_plan = plan(parent, measured, spec, depth=args.depth, width=args.width, scaling=args.scaling,
-                            importance=args.importance)
+    destination_plan = plan(
+        parent, measured, spec, depth=args.depth, width=args.width, scaling=args.scaling, importance=args.importance
+    )
     destination = subclone(parent, destination_plan, calibration_batches=train)
     scores = None
     if heldout is not None:
@@ -360,8 +389,11 @@ def run_subclone(args: argparse.Namespace) -> Outcome:
         "scaling": destination_plan.scaling,
         "parameters": parameters,
         "parent_parameters": parent_parameters,
-        "profile": None if measured is None else {
-            "source": measured.source, "tokens": measured.tokens,
+        "profile": None
+        if measured is None
+        else {
+            "source": measured.source,
+            "tokens": measured.tokens,
             "path": str(args.profile) if args.profile is not None else None,
         },
         "heldout": scores,
@@ -371,9 +403,13 @@ def run_subclone(args: argparse.Namespace) -> Outcome:
         f"plan: {destination_plan.summary()}",
         f"parameters: {parameters / 1e6:.2f}M ({parameters / parent_parameters:.1%} of the parent's "
         f"{parent_parameters / 1e6:.2f}M)",
-        "profile: " + ("none (data-free plan)" if measured is None
-                       else f"{measured.tokens:,} tokens of {measured.source}"
-                       + (f" ({args.profile})" if args.profile is not None else "")),
+        "profile: "
+        + (
+            "none (data-free plan)"
+            if measured is None
+            else f"{measured.tokens:,} tokens of {measured.source}"
+            + (f" ({args.profile})" if args.profile is not None else "")
+        ),
     ]
     if scores is not None:
         lines.append(
@@ -402,11 +438,13 @@ def run_ablate(args: argparse.Namespace) -> Outcome:
         [block, removed, removed - result.baseline, duplicated, duplicated - result.baseline]
         for block, (removed, duplicated) in enumerate(zip(result.removed, result.duplicated))
     ]
-    text = "\n".join([
-        f"{parent.name}: held-out loss {result.baseline:.4f} on {heldout.description}",
-        "",
-        _table(["block", "removed", "change", "duplicated", "change"], rows),
-    ])
+    text = "\n".join(
+        [
+            f"{parent.name}: held-out loss {result.baseline:.4f} on {heldout.description}",
+            "",
+            _table(["block", "removed", "change", "duplicated", "change"], rows),
+        ]
+    )
     return Outcome(document, text)
 
 
@@ -434,9 +472,11 @@ def _convergence_note(rows: Sequence[dict[str, Any]]) -> list[str]:
     """The footnote of the speedups marked ``*`` (none when random init had converged)."""
     if not any(row.get("reference_converged") is False for row in rows):
         return []
-    return [f"* at this budget only: random init had not converged (the second half of its run brought more than "
-            f"{CONVERGED_SECOND_HALF_SHARE:.0%} of its drop in held-out loss), so a longer run may give another "
-            f"speedup"]
+    return [
+        f"* at this budget only: random init had not converged (the second half of its run brought more than "
+        f"{CONVERGED_SECOND_HALF_SHARE:.0%} of its drop in held-out loss), so a longer run may give another "
+        f"speedup"
+    ]
 
 
 def run_compare(args: argparse.Namespace) -> Outcome:
@@ -448,14 +488,19 @@ def run_compare(args: argparse.Namespace) -> Outcome:
         raise UsageError(f"--warmup {args.warmup} is out of range: choose 0 <= warmup <= --steps {args.steps}")
     lrs = _per_init(args.lr, args.inits, "--lr")
     weight_decays = _per_init(args.weight_decay, args.inits, "--weight-decay")
-    distill_options = {name: getattr(args, name) for name in ("distill_alpha", "distill_temperature")
-                       if getattr(args, name) is not None}
+    distill_options = {
+        name: getattr(args, name)
+        for name in ("distill_alpha", "distill_temperature")
+        if getattr(args, name) is not None
+    }
     distilled = [init for init in args.inits if INITS[init].distill]
     if distill_options and not distilled:
         given = " and ".join(f"--{name.replace('_', '-')}" for name in distill_options)
         with_teacher = ", ".join(init for init in INITS if INITS[init].distill)
-        raise UsageError(f"{given} only apply to inits trained with the parent as teacher ({with_teacher}); "
-                         f"--inits {','.join(args.inits)} has none")
+        raise UsageError(
+            f"{given} only apply to inits trained with the parent as teacher ({with_teacher}); "
+            f"--inits {','.join(args.inits)} has none"
+        )
     spec = _spec(args)
     _check_before_loading(args, [spec], "middle")
     parent = _load_trainable(args)
@@ -466,17 +511,37 @@ def run_compare(args: argparse.Namespace) -> Outcome:
 
     _note(f"training {', '.join(args.inits)} for {args.steps} steps each on {train.description} ...")
     comparison = compare(
-        parent, spec, train, inits=args.inits, steps=args.steps, eval_batches=heldout, profile=saved_profile,
-        lrs=lrs, weight_decays=weight_decays, seed=args.seed, warmup=args.warmup, schedule=args.schedule,
-        eval_every=args.eval_every, lr_preset=args.lr_preset, **distill_options,
+        parent,
+        spec,
+        train,
+        inits=args.inits,
+        steps=args.steps,
+        eval_batches=heldout,
+        profile=saved_profile,
+        lrs=lrs,
+        weight_decays=weight_decays,
+        seed=args.seed,
+        warmup=args.warmup,
+        schedule=args.schedule,
+        eval_every=args.eval_every,
+        lr_preset=args.lr_preset,
+        **distill_options,
     )
     files = _save_comparison(comparison, args.out, args.overwrite)
 
     table = comparison.summary_table()
     rows = [
-        [row["init"], f"{row['lr']:g}", f"{row['weight_decay']:g}", row["steps"], row["initial_loss"],
-         row["final_loss"], _speedup_text(row), _speedup_text(row, "speedup_per_second"),
-         f"{row['train_seconds']:.1f}"]
+        [
+            row["init"],
+            f"{row['lr']:g}",
+            f"{row['weight_decay']:g}",
+            row["steps"],
+            row["initial_loss"],
+            row["final_loss"],
+            _speedup_text(row),
+            _speedup_text(row, "speedup_per_second"),
+            f"{row['train_seconds']:.1f}",
+        ]
         for row in table
     ]
     destination = comparison.config["destination"]
@@ -565,29 +630,50 @@ def run_study(args: argparse.Namespace) -> Outcome:
         runs += len(args.distill_sizes) * len(args.distill_inits)
         _note(f"training {runs} runs of {args.steps} steps on {train.description} ...")
         study = speedup_study(
-            parent, list(specs.values()), train, heldout, profile=saved_profile, random_lrs=args.random_lrs,
-            subclone_lrs=args.subclone_lrs, distill_sizes=[specs[size] for size in args.distill_sizes],
-            distill_inits=args.distill_inits if args.distill_sizes else [], steps=args.steps,
-            eval_every=args.eval_every, seed=args.seed, log=_note,
+            parent,
+            list(specs.values()),
+            train,
+            heldout,
+            profile=saved_profile,
+            random_lrs=args.random_lrs,
+            subclone_lrs=args.subclone_lrs,
+            distill_sizes=[specs[size] for size in args.distill_sizes],
+            distill_inits=args.distill_inits if args.distill_sizes else [],
+            steps=args.steps,
+            eval_every=args.eval_every,
+            seed=args.seed,
+            log=_note,
         )
         parent_name = parent.name
     files = distributed.on_main(_write_study, study, args.out, args.overwrite)
     table = study.table()
-    rows = [[row["destination"], f"{row['parameters'] / 1e6:.1f}M", row["init"], f"{row['best_lr']:g}",
-             row["initial_loss"], row["final_loss"], _speedup_text(row), _speedup_text(row, "speedup_per_second")]
-            for row in table]
-    text = "\n".join([
-        f"{parent_name}: {study.config.get('steps')} steps per run; speedup: steps the best random run needs to reach "
-        f"its final held-out loss over the steps each init needs (speedup/s: in seconds of training)",
-        "",
-        _table(["destination", "params", "init", "best lr", "initial loss", "final loss", "speedup", "speedup/s"],
-               rows),
-        *_convergence_note(table),
-        "",
-        f"saved to {args.out}: {', '.join(files)}",
-    ])
-    document = {"parent": parent_name, "config": study.config, "table": table, "output": str(args.out),
-                "files": files}
+    rows = [
+        [
+            row["destination"],
+            f"{row['parameters'] / 1e6:.1f}M",
+            row["init"],
+            f"{row['best_lr']:g}",
+            row["initial_loss"],
+            row["final_loss"],
+            _speedup_text(row),
+            _speedup_text(row, "speedup_per_second"),
+        ]
+        for row in table
+    ]
+    text = "\n".join(
+        [
+            f"{parent_name}: {study.config.get('steps')} steps per run; speedup: steps the best random run needs to reach "
+            f"its final held-out loss over the steps each init needs (speedup/s: in seconds of training)",
+            "",
+            _table(
+                ["destination", "params", "init", "best lr", "initial loss", "final loss", "speedup", "speedup/s"], rows
+            ),
+            *_convergence_note(table),
+            "",
+            f"saved to {args.out}: {', '.join(files)}",
+        ]
+    )
+    document = {"parent": parent_name, "config": study.config, "table": table, "output": str(args.out), "files": files}
     return Outcome(document, text)
 
 
@@ -621,11 +707,22 @@ def run_report(args: argparse.Namespace) -> Outcome:
     with _blame_user(ImportError):
         parent_batches(parent, "heldout", args.data, max_batches=1)  # a bad --data (or no tokenizer) fails now
     quick = quick_mode(args.quick or None)
-    path = write_report(parent, out=args.out, tokens=args.tokens, steps=args.steps, quick=quick,
-                        overwrite=args.overwrite, data=args.data, destination=destination, seed=args.seed,
-                        study=study)
+    path = write_report(
+        parent,
+        out=args.out,
+        tokens=args.tokens,
+        steps=args.steps,
+        quick=quick,
+        overwrite=args.overwrite,
+        data=args.data,
+        destination=destination,
+        seed=args.seed,
+        study=study,
+    )
     document = {"parent": parent.name, "output": str(path), "bytes": path.stat().st_size, "quick": quick}
-    return Outcome(document, f"wrote {path} ({path.stat().st_size / 1e6:.1f} MB): open it in a browser, no network needed")
+    return Outcome(
+        document, f"wrote {path} ({path.stat().st_size / 1e6:.1f} MB): open it in a browser, no network needed"
+    )
 
 
 # --------------------------------------------------------------------------------------------------------
@@ -675,12 +772,21 @@ def _forecast_curve(args: argparse.Namespace) -> Any:
     bad = [w for w in args.where if "=" not in w or not w.split("=", 1)[0]]
     if bad:
         raise UsageError(f"--where {bad[0]!r}: give COLUMN=VALUE")
-    return LearningCurve.from_csv(path, step_column=args.step_column, loss_column=args.loss_column,
-                                  lr_column=args.lr_column, schedule=args.schedule, total_steps=args.total_steps,
-                                  warmup=args.warmup, peak=args.peak_lr, final_ratio=args.final_ratio,
-                                  decay_fraction=args.decay_fraction, tokens_per_step=args.tokens_per_step,
-                                  where=dict(w.split("=", 1) for w in args.where) or None,
-                                  parameters=args.parameters)
+    return LearningCurve.from_csv(
+        path,
+        step_column=args.step_column,
+        loss_column=args.loss_column,
+        lr_column=args.lr_column,
+        schedule=args.schedule,
+        total_steps=args.total_steps,
+        warmup=args.warmup,
+        peak=args.peak_lr,
+        final_ratio=args.final_ratio,
+        decay_fraction=args.decay_fraction,
+        tokens_per_step=args.tokens_per_step,
+        where=dict(w.split("=", 1) for w in args.where) or None,
+        parameters=args.parameters,
+    )
 
 
 def run_forecast(args: argparse.Namespace) -> Outcome:

@@ -72,8 +72,17 @@ if TYPE_CHECKING:
     from .plan import DestinationSpec, SubclonePlan
     from .profile import Profile
 
-__all__ = ["INITS", "Comparison", "Speedup", "compare", "default_hyperparameters", "learning_rate_note",
-           "reference_converged", "speedup", "speedup_text"]
+__all__ = [
+    "INITS",
+    "Comparison",
+    "Speedup",
+    "compare",
+    "default_hyperparameters",
+    "learning_rate_note",
+    "reference_converged",
+    "speedup",
+    "speedup_text",
+]
 
 PROFILE_TOKENS = ProfileSettings().subclone_tokens
 REFERENCE_INIT = "random"
@@ -194,9 +203,15 @@ def speedup(reference: History, other: History) -> Speedup:
     per_step, lower_bound, reached, reference_steps, steps = _ratio(reference.evals, other.evals, target, "steps")
     per_second, _, _, reference_seconds, seconds = _ratio(reference.evals, other.evals, target, "seconds")
     return Speedup(
-        speedup=per_step, speedup_lower_bound=lower_bound, reached=reached, target_loss=target,
-        reference_steps=reference_steps, steps=steps if reached else None, speedup_per_second=per_second,
-        reference_seconds=reference_seconds, seconds=seconds if reached else None,
+        speedup=per_step,
+        speedup_lower_bound=lower_bound,
+        reached=reached,
+        target_loss=target,
+        reference_steps=reference_steps,
+        steps=steps if reached else None,
+        speedup_per_second=per_second,
+        reference_seconds=reference_seconds,
+        seconds=seconds if reached else None,
         reference_converged=reference_converged(reference.evals),
     )
 
@@ -397,8 +412,9 @@ def _learning_rates(
             lr, source = lrs.get(init, settings.lr), "set by the caller"
         else:
             lr, source = default_lr, hyperparameter_source(task, init, preset)
-        weight_decay = weight_decays.get(init, settings.weight_decay if settings.weight_decay is not None
-                                         else default_wd)
+        weight_decay = weight_decays.get(
+            init, settings.weight_decay if settings.weight_decay is not None else default_wd
+        )
         rates[init] = {"lr": lr, "weight_decay": weight_decay, "source": source}
     return rates
 
@@ -479,10 +495,18 @@ def compare(
         plans[init] = chosen.to_dict() if chosen is not None else None
         teacher = parent.model if INITS[init].distill else None
         history = train(
-            model, batches, run_settings, eval_batches=eval_batches, teacher=teacher, family=parent.family,
+            model,
+            batches,
+            run_settings,
+            eval_batches=eval_batches,
+            teacher=teacher,
+            family=parent.family,
             callback=callback,
-            checkpoint_dir=Path(checkpoint_dir) / init if checkpoint_dir is not None else None, resume=resume,
-            progress=progress, stop=stop, label=init,
+            checkpoint_dir=Path(checkpoint_dir) / init if checkpoint_dir is not None else None,
+            resume=resume,
+            progress=progress,
+            stop=stop,
+            label=init,
         )
         histories[init] = history
         if trained is not None:
@@ -491,21 +515,29 @@ def compare(
         if history.stopped_early:
             stopped = True
             break
-    run = {"inits": inits, "settings": settings, "eval_source": eval_source, "profile": profile,
-           "lr_preset": lr_preset, "learning_rates": rates}
+    run = {
+        "inits": inits,
+        "settings": settings,
+        "eval_source": eval_source,
+        "profile": profile,
+        "lr_preset": lr_preset,
+        "learning_rates": rates,
+    }
     config = _comparison_config(parent, spec, batches, histories, run)
     return Comparison(histories, plans, comparison_metrics(histories), config, stopped_early=stopped)
 
 
-def _held_out(batches: Iterable[dict[str, torch.Tensor]],
-              eval_batches: Iterable[dict[str, torch.Tensor]] | None) -> tuple[Iterable[dict[str, torch.Tensor]], str]:
+def _held_out(
+    batches: Iterable[dict[str, torch.Tensor]], eval_batches: Iterable[dict[str, torch.Tensor]] | None
+) -> tuple[Iterable[dict[str, torch.Tensor]], str]:
     """The batches the runs are scored on, and what they are; the first training batches, with a warning,
     when none are given."""
     if eval_batches is not None:
         return eval_batches, getattr(eval_batches, "description", "held-out batches")
     warnings.warn(
         "compare() without eval_batches evaluates on the first training batches: pass held-out batches to "
-        "measure generalization", stacklevel=3,
+        "measure generalization",
+        stacklevel=3,
     )
     return list(itertools.islice(batches, 4)), "the first 4 training batches"
 
@@ -518,8 +550,13 @@ def _ranks_by_profile(strategies: Mapping[str, Any] | None) -> bool:
     return WIDTHS[width].needs_profile or (isinstance(depth, str) and DEPTHS[depth].needs_profile)
 
 
-def _comparison_config(parent: "Parent", spec: "DestinationSpec", batches: Iterable[dict[str, torch.Tensor]],
-                       histories: dict[str, History], run: dict[str, Any]) -> dict[str, Any]:
+def _comparison_config(
+    parent: "Parent",
+    spec: "DestinationSpec",
+    batches: Iterable[dict[str, torch.Tensor]],
+    histories: dict[str, History],
+    run: dict[str, Any],
+) -> dict[str, Any]:
     """What a comparison records about how it was run (``run``: inits, settings, eval_source, profile,
     lr_preset, learning_rates)."""
     settings, inits, profile = run["settings"], run["inits"], run["profile"]
@@ -532,7 +569,8 @@ def _comparison_config(parent: "Parent", spec: "DestinationSpec", batches: Itera
         "seed": settings.seed,
         "distill": (
             {"alpha": settings.distill_alpha, "temperature": settings.distill_temperature}
-            if any(INITS[i].distill for i in inits) else None
+            if any(INITS[i].distill for i in inits)
+            else None
         ),
         "batches": getattr(batches, "description", None),
         "eval_batches": run["eval_source"],

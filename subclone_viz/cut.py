@@ -149,7 +149,9 @@ def subject(
     return Subject(module=module, family=family, tokenizer=tokenizer, name=name, plan=plan, sources=sources)
 
 
-def subjects(models: "Mapping[str, Parent | nn.Module] | Sequence[Parent | nn.Module] | Parent | nn.Module") -> list[Subject]:
+def subjects(
+    models: "Mapping[str, Parent | nn.Module] | Sequence[Parent | nn.Module] | Parent | nn.Module",
+) -> list[Subject]:
     """Several models by name (a mapping), or in order (names from each model); at least one."""
     if isinstance(models, Mapping):
         items = [subject(model, name=str(name)) for name, model in models.items()]
@@ -158,8 +160,9 @@ def subjects(models: "Mapping[str, Parent | nn.Module] | Sequence[Parent | nn.Mo
     elif isinstance(models, nn.Module) or hasattr(models, "family"):
         items = [subject(cast(Any, models))]
     else:
-        raise TypeError(f"models must be a model, a list of models or a dict of name -> model, not "
-                        f"{type(models).__name__}")
+        raise TypeError(
+            f"models must be a model, a list of models or a dict of name -> model, not {type(models).__name__}"
+        )
     if not items:
         raise ValueError("no models given: pass one model, a list, or a dict of name -> model")
     names = [s.name for s in items]

@@ -637,8 +637,7 @@ def _pil_to_pixels(images: Sequence[Any], image_size: int, mean: torch.Tensor, s
     from PIL import Image
 
     arrays = [
-        np.asarray(image.convert("RGB").resize((image_size, image_size), Image.Resampling.BILINEAR))
-        for image in images
+        np.asarray(image.convert("RGB").resize((image_size, image_size), Image.Resampling.BILINEAR)) for image in images
     ]  # each (H, W, 3) uint8
     pixels = torch.from_numpy(np.stack(arrays)).permute(0, 3, 1, 2).float() / 255.0  # (B, 3, H, W) in [0, 1]
     return (pixels - mean) / std
@@ -664,7 +663,10 @@ def _folder_images(root: Path, split: str, image_size: int, mean: Any, std: Any)
     if unreadable:
         shown = ", ".join(str(file.relative_to(root)) for file in unreadable[:5])
         log.warning(
-            "skipping %d unreadable image file(s) of %s (%s%s)", len(unreadable), root, shown,
+            "skipping %d unreadable image file(s) of %s (%s%s)",
+            len(unreadable),
+            root,
+            shown,
             ", ..." if len(unreadable) > 5 else "",
         )
     if not files:
@@ -788,6 +790,8 @@ def image_batches(
 
 
 TOKEN_CACHE_READER = register_reader(
-    "token-cache", read_token_cache,
-    "a corpus's cached token ids (cache_dir()/tokens)", cache=True,
+    "token-cache",
+    read_token_cache,
+    "a corpus's cached token ids (cache_dir()/tokens)",
+    cache=True,
 )

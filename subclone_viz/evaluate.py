@@ -75,8 +75,14 @@ def evaluate(
     total = len(batches) if isinstance(batches, Sized) else None
     if max_batches is not None:
         total = max_batches if total is None else min(total, max_batches)
-    bar = tqdm(total=total, desc="evaluate", unit="batch", leave=False,
-               disable=not distributed.show_progress(progress is not False), delay=0 if progress else PROGRESS_DELAY)
+    bar = tqdm(
+        total=total,
+        desc="evaluate",
+        unit="batch",
+        leave=False,
+        disable=not distributed.show_progress(progress is not False),
+        delay=0 if progress else PROGRESS_DELAY,
+    )
     try:
         # Padded: a DDP or FSDP model talks to the other processes in every forward, so all run as many.
         for batch, counts in distributed.padded_shard(chosen):
@@ -149,8 +155,12 @@ def block_ablation(
     totals = torch.zeros(2 * count + 2, dtype=torch.float64)
     was_training = model.training
     model.eval()
-    bar = tqdm(total=len(batches) * (2 * count + 1), desc="block ablation", leave=False,
-               disable=not distributed.show_progress(progress))
+    bar = tqdm(
+        total=len(batches) * (2 * count + 1),
+        desc="block ablation",
+        leave=False,
+        disable=not distributed.show_progress(progress),
+    )
     try:
         for batch in distributed.shard(batches):
             batch = to_device(batch, parent.input_device)
@@ -160,7 +170,7 @@ def block_ablation(
             states, form = stream.states, stream.output_like  # states[i] enters block i
             for i in range(count):
                 # Removed: block i passes its input on. Duplicated: block i runs again on its own output.
-                with resumed(family, model, i, states[i], [None, *blocks[i + 1:]], form):
+                with resumed(family, model, i, states[i], [None, *blocks[i + 1 :]], form):
                     losses[1 + i] = float(family.loss(model, batch))
                 with resumed(family, model, i, states[i + 1], blocks[i:], form):
                     losses[1 + count + i] = float(family.loss(model, batch))

@@ -62,8 +62,17 @@ if TYPE_CHECKING:
     from .profile import Profile
 
 DEFAULT_EXPERT_ESTIMATOR = "frequency"
-EXPERT_STATS = ("expert_tokens", "expert_prob", "expert_gate", "expert_norm", "expert_reap", "expert_ffn_abs",
-                "expert_coselect", "router_entropy", "router_tokens")
+EXPERT_STATS = (
+    "expert_tokens",
+    "expert_prob",
+    "expert_gate",
+    "expert_norm",
+    "expert_reap",
+    "expert_ffn_abs",
+    "expert_coselect",
+    "router_entropy",
+    "router_tokens",
+)
 
 
 def is_moe(parent: "Parent") -> bool:
@@ -116,8 +125,12 @@ class ExpertSums:
             g, output_norm = gates[token, slot], output.float().norm(dim=-1)
             norm[expert], reap[expert], gate[expert] = output_norm.sum(), (g * output_norm).sum(), g.sum()
             ffn[expert] = activation.float().abs().sum(0)
-        for name, value in (("expert_norm", norm), ("expert_reap", reap), ("expert_gate", gate),
-                            ("expert_ffn_abs", ffn)):
+        for name, value in (
+            ("expert_norm", norm),
+            ("expert_reap", reap),
+            ("expert_gate", gate),
+            ("expert_ffn_abs", ffn),
+        ):
             self._add(layer, name, value)
 
     def on_shared(self, layer: int, activation: torch.Tensor) -> None:
@@ -125,9 +138,17 @@ class ExpertSums:
 
     def _shapes(self) -> dict[str, tuple[int, ...]]:
         e = self.experts
-        shapes = {"expert_tokens": (e,), "expert_prob": (e,), "expert_gate": (e,), "expert_norm": (e,),
-                  "expert_reap": (e,), "expert_ffn_abs": (e, self.width), "expert_coselect": (e, e),
-                  "router_entropy": (), "router_tokens": ()}
+        shapes = {
+            "expert_tokens": (e,),
+            "expert_prob": (e,),
+            "expert_gate": (e,),
+            "expert_norm": (e,),
+            "expert_reap": (e,),
+            "expert_ffn_abs": (e, self.width),
+            "expert_coselect": (e, e),
+            "router_entropy": (),
+            "router_tokens": (),
+        }
         if self.shared:
             shapes["shared_ffn_abs"] = (self.shared,)
         return shapes
@@ -141,8 +162,9 @@ class ExpertSums:
             for layer, store in enumerate(self.sums):
                 if name not in store and self.parts[layer] is not None and name != "shared_ffn_abs":
                     raise RuntimeError(f"an expert hook never fired: layer {layer} computed no {name}")
-                rows.append(store[name].to(device) if name in store else torch.zeros(shape, dtype=torch.float64,
-                                                                                     device=device))
+                rows.append(
+                    store[name].to(device) if name in store else torch.zeros(shape, dtype=torch.float64, device=device)
+                )
             taken[name] = torch.stack(rows)
         self.sums = [{} for _ in range(self.layers)]
         return taken
@@ -156,14 +178,21 @@ class ExpertSums:
                 continue
             router, experts, shared = parts
             shared_down: Any = shared.down_proj if shared is not None else None
-            handles.append(router.register_forward_hook(
-                lambda m, a, out, layer=layer: self.on_router(layer, out[0] if isinstance(out, tuple) else out)))
-            handles.append(experts.register_forward_pre_hook(
-                lambda m, args, kwargs, layer=layer: self.on_experts(layer, m, *_experts_args(args, kwargs)),
-                with_kwargs=True))
+            handles.append(
+                router.register_forward_hook(
+                    lambda m, a, out, layer=layer: self.on_router(layer, out[0] if isinstance(out, tuple) else out)
+                )
+            )
+            handles.append(
+                experts.register_forward_pre_hook(
+                    lambda m, args, kwargs, layer=layer: self.on_experts(layer, m, *_experts_args(args, kwargs)),
+                    with_kwargs=True,
+                )
+            )
             if shared_down is not None:
-                handles.append(shared_down.register_forward_pre_hook(
-                    lambda m, args, layer=layer: self.on_shared(layer, args[0])))
+                handles.append(
+                    shared_down.register_forward_pre_hook(lambda m, args, layer=layer: self.on_shared(layer, args[0]))
+                )
         try:
             yield
         finally:
@@ -196,14 +225,24 @@ def _per_routed_token(profile: "Profile", name: str) -> np.ndarray:
 EXPERT_ESTIMATORS: Registry[ExpertEstimator] = Registry("expert estimator", "subclone_viz.expert_estimators")
 for _estimator in (
     ExpertEstimator("frequency", "tokens routed to the expert (its load)", lambda p: p.stats["expert_tokens"]),
-    ExpertEstimator("router_mass", "the router's probability for the expert, summed over every token",
-                    lambda p: p.stats["expert_prob"]),
-    ExpertEstimator("reap", "mean over routed tokens of router weight x ||expert output|| (REAP)",
-                    lambda p: _per_routed_token(p, "expert_reap")),
-    ExpertEstimator("mean_norm", "mean over routed tokens of ||expert output||", lambda p: _per_routed_token(
-        p, "expert_norm")),
-    ExpertEstimator("summed_norm", "sum over routed tokens of ||expert output|| (frequency x mean norm)",
-                    lambda p: p.stats["expert_norm"]),
+    ExpertEstimator(
+        "router_mass",
+        "the router's probability for the expert, summed over every token",
+        lambda p: p.stats["expert_prob"],
+    ),
+    ExpertEstimator(
+        "reap",
+        "mean over routed tokens of router weight x ||expert output|| (REAP)",
+        lambda p: _per_routed_token(p, "expert_reap"),
+    ),
+    ExpertEstimator(
+        "mean_norm", "mean over routed tokens of ||expert output||", lambda p: _per_routed_token(p, "expert_norm")
+    ),
+    ExpertEstimator(
+        "summed_norm",
+        "sum over routed tokens of ||expert output|| (frequency x mean norm)",
+        lambda p: p.stats["expert_norm"],
+    ),
 ):
     EXPERT_ESTIMATORS.register(_estimator.name, _estimator)
 
@@ -212,8 +251,10 @@ def expert_scores(profile: "Profile", estimator: str = DEFAULT_EXPERT_ESTIMATOR)
     """(L, E) scores of ``estimator`` (a name in :data:`EXPERT_ESTIMATORS`); dense layers score 0."""
     chosen = EXPERT_ESTIMATORS[estimator]
     if "expert_tokens" not in profile.stats:
-        raise ValueError("this profile holds no expert statistics: profile the MoE parent with this version's "
-                         "sv.profile(parent, batches)")
+        raise ValueError(
+            "this profile holds no expert statistics: profile the MoE parent with this version's "
+            "sv.profile(parent, batches)"
+        )
     return np.asarray(chosen.score(profile), dtype=np.float64)
 
 
@@ -259,8 +300,14 @@ class ExpertStability:
     jaccard: np.ndarray  # (R,) overlap of each resample's kept experts with the full profile's, mean over MoE layers
 
 
-def expert_stability(profile: "Profile", keep: int, estimator: str = DEFAULT_EXPERT_ESTIMATOR, resamples: int = 20,
-                     groups: int = 1, seed: int = 0) -> ExpertStability:
+def expert_stability(
+    profile: "Profile",
+    keep: int,
+    estimator: str = DEFAULT_EXPERT_ESTIMATOR,
+    resamples: int = 20,
+    groups: int = 1,
+    seed: int = 0,
+) -> ExpertStability:
     """Bootstrap the profile's shards (:meth:`Profile.resample`) and re-select ``keep`` experts per layer each time.
 
     Args:
@@ -301,6 +348,10 @@ def parameter_counts(model: torch.nn.Module, family) -> dict[str, int]:
     total = sum(p.numel() for p in model.parameters())
     if not dims.experts:
         return {"total": total, "active": total}
-    routed = sum(p.numel() for block in family.blocks(model) if family.moe_parts(block) is not None
-                 for p in family.moe_parts(block)[1].parameters())
+    routed = sum(
+        p.numel()
+        for block in family.blocks(model)
+        if family.moe_parts(block) is not None
+        for p in family.moe_parts(block)[1].parameters()
+    )
     return {"total": total, "active": total - routed + routed * dims.experts_per_tok // dims.experts}

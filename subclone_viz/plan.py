@@ -70,7 +70,6 @@ if TYPE_CHECKING:
     from .profile import Profile
 
 
-
 class SpecError(UserError, ValueError):
     """A destination spec the parent cannot give; the message names the valid choices."""
 
@@ -117,9 +116,13 @@ def _check_strategy(name: str, strategy: object) -> None:
 DEPTHS: Registry[Strategy] = Registry("depth strategy", "subclone_viz.depth_strategies", check=_check_strategy)
 WIDTHS: Registry[Strategy] = Registry("width strategy", "subclone_viz.width_strategies", check=_check_strategy)
 SCALING_METHODS: Registry[Strategy] = Registry(
-    "scaling", "subclone_viz.scalings", check=_check_strategy,
-    declared={name: f"subclone_viz.subclone:{attribute}" for name, attribute in
-              (("sqrt", "SQRT_SCALING"), ("none", "NO_SCALING"), ("calibrated", "CALIBRATED_SCALING"))},
+    "scaling",
+    "subclone_viz.scalings",
+    check=_check_strategy,
+    declared={
+        name: f"subclone_viz.subclone:{attribute}"
+        for name, attribute in (("sqrt", "SQRT_SCALING"), ("none", "NO_SCALING"), ("calibrated", "CALIBRATED_SCALING"))
+    },
 )
 # Their names, following later registrations (choices for the command line and the widgets).
 DEPTH_STRATEGIES = DEPTHS.names()
@@ -177,8 +180,11 @@ class DestinationSpec:
         # The mixture-of-experts fields show only when set, so that a dense spec reads as it always has.
         dense = ("layers", "hidden", "ffn", "heads", "kv_heads")
         shown = [f"{name}={getattr(self, name)!r}" for name in dense]
-        shown += [f"{f.name}={getattr(self, f.name)!r}" for f in fields(self)
-                  if f.name not in dense and getattr(self, f.name) is not None]
+        shown += [
+            f"{f.name}={getattr(self, f.name)!r}"
+            for f in fields(self)
+            if f.name not in dense and getattr(self, f.name) is not None
+        ]
         return f"DestinationSpec({', '.join(shown)})"
 
     def resolve(self, parent: Dims, heads_follow_hidden: bool) -> Dims:
@@ -197,8 +203,10 @@ class DestinationSpec:
             heads = hidden // parent.head_dim
             if heads % ratio:  # grouped-query attention with heads that follow the width (OLMoE): whole groups
                 whole = [h * parent.head_dim for h in range(ratio, parent.heads + 1, ratio)]
-                raise SpecError(f"hidden={hidden} gives {heads} heads, not a multiple of the parent's {ratio} queries per "
-                                f"KV head: choose one of {_choices(whole)}")
+                raise SpecError(
+                    f"hidden={hidden} gives {heads} heads, not a multiple of the parent's {ratio} queries per "
+                    f"KV head: choose one of {_choices(whole)}"
+                )
             if self.heads is not None and self.heads != heads:
                 raise SpecError(
                     f"heads={self.heads} disagrees with hidden={hidden}: in this family heads = hidden / head size "
@@ -235,8 +243,9 @@ class DestinationSpec:
         ffn = self.ffn if self.ffn is not None else max(1, int(round(parent.ffn * hidden / parent.hidden)))
         if not isinstance(ffn, (int, np.integer)) or not 1 <= ffn <= parent.ffn:
             raise SpecError(f"ffn={ffn!r} is out of range: choose 1 <= ffn <= {parent.ffn} (the parent's)")
-        dims = Dims(layers=layers, hidden=int(hidden), ffn=int(ffn), heads=heads, kv_heads=kv_heads,
-                    head_dim=parent.head_dim)
+        dims = Dims(
+            layers=layers, hidden=int(hidden), ffn=int(ffn), heads=heads, kv_heads=kv_heads, head_dim=parent.head_dim
+        )
         return self._resolve_experts(parent, dims)
 
     def _resolve_experts(self, parent: Dims, dims: Dims) -> Dims:
@@ -249,12 +258,16 @@ class DestinationSpec:
             return dims
         experts = parent.experts if self.experts is None else self.experts
         if not isinstance(experts, (int, np.integer)) or not 1 <= experts <= parent.experts:
-            raise SpecError(f"experts={experts!r} is out of range: choose 1 <= experts <= {parent.experts} (the "
-                            f"parent's routed experts per layer)")
+            raise SpecError(
+                f"experts={experts!r} is out of range: choose 1 <= experts <= {parent.experts} (the "
+                f"parent's routed experts per layer)"
+            )
         top_k = min(parent.experts_per_tok, experts) if self.experts_per_tok is None else self.experts_per_tok
         if not isinstance(top_k, (int, np.integer)) or not 1 <= top_k <= experts:
-            raise SpecError(f"experts_per_tok={top_k!r} is above the {experts} experts kept (or below 1): choose "
-                            f"1 <= experts_per_tok <= {experts}")
+            raise SpecError(
+                f"experts_per_tok={top_k!r} is above the {experts} experts kept (or below 1): choose "
+                f"1 <= experts_per_tok <= {experts}"
+            )
         widths = {}
         for key, parent_width in (("expert_ffn", parent.expert_ffn), ("shared_ffn", parent.shared_ffn)):
             width = given[key]
@@ -263,8 +276,14 @@ class DestinationSpec:
             elif not isinstance(width, (int, np.integer)) or not 1 <= width <= parent_width:
                 raise SpecError(f"{key}={width!r} is out of range: choose 1 <= {key} <= {parent_width} (the parent's)")
             widths[key] = int(width)
-        return dataclasses.replace(dims, experts=int(experts), experts_per_tok=int(top_k), mla_q_dim=parent.mla_q_dim,
-                                   mla_kv_dim=parent.mla_kv_dim, **widths)
+        return dataclasses.replace(
+            dims,
+            experts=int(experts),
+            experts_per_tok=int(top_k),
+            mla_q_dim=parent.mla_q_dim,
+            mla_kv_dim=parent.mla_kv_dim,
+            **widths,
+        )
 
     def _layer_count(self, parent: Dims) -> int:
         if isinstance(self.layers, (list, tuple)):
@@ -275,7 +294,9 @@ class DestinationSpec:
                 raise SpecError(f"layers contains {bad}: parent block indices run from 0 to {parent.layers - 1}")
             return len(self.layers)
         if not isinstance(self.layers, (int, np.integer)) or self.layers < 1:
-            raise SpecError(f"layers={self.layers!r} is not valid: give a count of at least 1, or a list of block indices")
+            raise SpecError(
+                f"layers={self.layers!r} is not valid: give a count of at least 1, or a list of block indices"
+            )
         if self.layers > 2 * parent.layers:
             raise SpecError(
                 f"layers={self.layers} is out of range: choose 1 <= layers <= {2 * parent.layers} (beyond the parent's "
@@ -302,7 +323,9 @@ def spec_choices(parent: "Parent") -> dict[str, list[int]]:
     }
     if dims.experts:  # mixtures of experts: expert counts the router can route (DeepSeek-V3: whole groups)
         groups = _moe(parent).expert_groups(parent.model)
-        choices["experts"] = [e for e in range(1, dims.experts + 1) if e % groups == 0 and (groups == 1 or e >= 2 * groups)]
+        choices["experts"] = [
+            e for e in range(1, dims.experts + 1) if e % groups == 0 and (groups == 1 or e >= 2 * groups)
+        ]
         choices["experts_per_tok"] = list(range(1, dims.experts + 1))
         choices["expert_ffn"] = list(range(1, dims.expert_ffn + 1))
     return choices
@@ -373,9 +396,14 @@ class SubclonePlan(Record):
         try:
             dims, parent = Dims(**plan.dims), Dims(**plan.parent_dims)
         except TypeError as error:
-            raise ValueError(f"plan dims {plan.dims} / parent_dims {plan.parent_dims} are incomplete ({error})") from None
-        per_block = {"ffn": (plan.ffn, dims.ffn, parent.ffn), "heads": (plan.heads, dims.heads, parent.heads),
-                     "kv_heads": (plan.kv_heads, dims.kv_heads, parent.kv_heads)}
+            raise ValueError(
+                f"plan dims {plan.dims} / parent_dims {plan.parent_dims} are incomplete ({error})"
+            ) from None
+        per_block = {
+            "ffn": (plan.ffn, dims.ffn, parent.ffn),
+            "heads": (plan.heads, dims.heads, parent.heads),
+            "kv_heads": (plan.kv_heads, dims.kv_heads, parent.kv_heads),
+        }
         problems = []
         if len(plan.layers) != dims.layers or not all(0 <= i < parent.layers for i in plan.layers):
             problems.append(f"layers {plan.layers} for {dims.layers} blocks of a {parent.layers}-block parent")
@@ -398,8 +426,12 @@ class SubclonePlan(Record):
             f"{d.heads} heads / {d.kv_heads} KV; depth={self.depth}, width={self.width}"
             + (f" ({self.importance})" if self.width == "importance" else "")
             + f", scaling={self.scaling}"
-            + (f"; {d.experts} of {self.parent_dims['experts']} experts (top-{d.experts_per_tok}, width "
-               f"{d.expert_ffn}{', by ' + self.experts_by if self.experts_by else ''})" if d.experts else "")
+            + (
+                f"; {d.experts} of {self.parent_dims['experts']} experts (top-{d.experts_per_tok}, width "
+                f"{d.expert_ffn}{', by ' + self.experts_by if self.experts_by else ''})"
+                if d.experts
+                else ""
+            )
         )
 
 
@@ -409,14 +441,19 @@ def _expert_problems(plan: SubclonePlan, dims: Dims, parent: Dims) -> list[str]:
         return [] if not (plan.experts or plan.expert_ffn) else ["expert lists in a plan without experts"]
     problems = []
     if len(plan.experts) != dims.layers or any(
-            len(kept) != dims.experts or not all(0 <= e < parent.experts for e in kept) for kept in plan.experts):
+        len(kept) != dims.experts or not all(0 <= e < parent.experts for e in kept) for kept in plan.experts
+    ):
         problems.append(f"experts are not {dims.layers} lists of {dims.experts} below {parent.experts}")
     if len(plan.expert_ffn) != dims.layers or any(
-            len(layer) != dims.experts or any(len(n) != dims.expert_ffn or not all(0 <= i < parent.expert_ffn for i in n)
-                                              for n in layer) for layer in plan.expert_ffn):
+        len(layer) != dims.experts
+        or any(len(n) != dims.expert_ffn or not all(0 <= i < parent.expert_ffn for i in n) for n in layer)
+        for layer in plan.expert_ffn
+    ):
         problems.append(f"expert_ffn is not {dims.layers} x {dims.experts} lists of {dims.expert_ffn} neurons")
-    if dims.shared_ffn and (len(plan.shared_ffn) != dims.layers or any(
-            len(n) != dims.shared_ffn or not all(0 <= i < parent.shared_ffn for i in n) for n in plan.shared_ffn)):
+    if dims.shared_ffn and (
+        len(plan.shared_ffn) != dims.layers
+        or any(len(n) != dims.shared_ffn or not all(0 <= i < parent.shared_ffn for i in n) for n in plan.shared_ffn)
+    ):
         problems.append(f"shared_ffn is not {dims.layers} lists of {dims.shared_ffn} neurons")
     return problems
 
@@ -447,8 +484,9 @@ def plan(
     """
     _check_strategies(profile, depth, width, scaling, importance)
     if experts_by not in EXPERT_ESTIMATORS:
-        raise SpecError(f"experts_by={experts_by!r} is not an expert estimator: choose one of "
-                        f"{', '.join(EXPERT_ESTIMATORS)}")
+        raise SpecError(
+            f"experts_by={experts_by!r} is not an expert estimator: choose one of {', '.join(EXPERT_ESTIMATORS)}"
+        )
     if profile is not None:
         profile.check_parent(parent)
     parent_dims = parent.dims
@@ -498,15 +536,21 @@ def _check_family_spec(parent: "Parent", spec: DestinationSpec, dims: Dims) -> D
         if value is not None and value != kept:
             raise SpecError(
                 f"{key}={value!r} cuts an MLA rank: "
-                + (f"the parent's ranks are kept whole (q_lora_rank={config.q_lora_rank}, kv_lora_rank="
-                   f"{config.kv_lora_rank}) because the latent is shared by every head and normalized as a whole; "
-                   f"leave {key} unset" if kept is not None else "this parent has no multi-head latent attention")
+                + (
+                    f"the parent's ranks are kept whole (q_lora_rank={config.q_lora_rank}, kv_lora_rank="
+                    f"{config.kv_lora_rank}) because the latent is shared by every head and normalized as a whole; "
+                    f"leave {key} unset"
+                    if kept is not None
+                    else "this parent has no multi-head latent attention"
+                )
             )
     fields = getattr(family, "config_fields", {})
     if dims.experts and fields.get("expert_ffn") == fields.get("ffn"):  # one config value for both widths
         if spec.ffn is not None and spec.expert_ffn is not None and spec.ffn != spec.expert_ffn:
-            raise SpecError(f"ffn={spec.ffn} and expert_ffn={spec.expert_ffn} differ, but {family.name} stores one "
-                            f"width ({fields['ffn']}) for its experts: give one of them")
+            raise SpecError(
+                f"ffn={spec.ffn} and expert_ffn={spec.expert_ffn} differ, but {family.name} stores one "
+                f"width ({fields['ffn']}) for its experts: give one of them"
+            )
         width = spec.expert_ffn if spec.expert_ffn is not None else dims.ffn
         if not 1 <= width <= parent_dims.expert_ffn:
             raise SpecError(f"expert_ffn={width!r} is out of range: choose 1 <= expert_ffn <= {parent_dims.expert_ffn}")
@@ -514,8 +558,10 @@ def _check_family_spec(parent: "Parent", spec: DestinationSpec, dims: Dims) -> D
     tied = _moe(parent).tied_shared_width(parent.model, dims) if dims.experts else None
     if tied is not None:
         if spec.shared_ffn is not None and spec.shared_ffn != tied:
-            raise SpecError(f"shared_ffn={spec.shared_ffn} does not follow expert_ffn={dims.expert_ffn}: {family.name} "
-                            f"derives the shared experts' width from the experts' ({tied}); leave shared_ffn unset")
+            raise SpecError(
+                f"shared_ffn={spec.shared_ffn} does not follow expert_ffn={dims.expert_ffn}: {family.name} "
+                f"derives the shared experts' width from the experts' ({tied}); leave shared_ffn unset"
+            )
         dims = dataclasses.replace(dims, shared_ffn=tied)
     if dims.experts:
         problem = _moe(parent).check_experts(parent_dims, dims, parent.model)
@@ -524,8 +570,9 @@ def _check_family_spec(parent: "Parent", spec: DestinationSpec, dims: Dims) -> D
     return dims
 
 
-def _plan_experts(parent: "Parent", profile: "Profile | None", dims: Dims, layers: list[int], width: str,
-                  experts_by: str) -> dict[str, Any]:
+def _plan_experts(
+    parent: "Parent", profile: "Profile | None", dims: Dims, layers: list[int], width: str, experts_by: str
+) -> dict[str, Any]:
     """The kept experts of every destination layer, each one's neurons, and the shared expert's neurons."""
     parent_dims = parent.dims
     groups = _moe(parent).expert_groups(parent.model)
@@ -538,9 +585,13 @@ def _plan_experts(parent: "Parent", profile: "Profile | None", dims: Dims, layer
         neurons = expert_neuron_importance(profile)  # (L, E, F)
         shared = shared_neuron_importance(profile) if dims.shared_ffn else np.zeros((parent_dims.layers, 0))
         experts = [select_experts(scores[b], dims.experts, groups) for b in layers]
-        expert_ffn = [[np.argsort(-neurons[b, e], kind="stable")[: dims.expert_ffn] for e in kept]
-                      for b, kept in zip(layers, experts)]
-        shared_ffn = [np.argsort(-shared[b], kind="stable")[: dims.shared_ffn] for b in layers] if dims.shared_ffn else []
+        expert_ffn = [
+            [np.argsort(-neurons[b, e], kind="stable")[: dims.expert_ffn] for e in kept]
+            for b, kept in zip(layers, experts)
+        ]
+        shared_ffn = (
+            [np.argsort(-shared[b], kind="stable")[: dims.shared_ffn] for b in layers] if dims.shared_ffn else []
+        )
     else:
         pick = _evenly_spaced if width == "uniform" else _leading
         per_group = parent_dims.experts // groups
@@ -556,8 +607,9 @@ def _plan_experts(parent: "Parent", profile: "Profile | None", dims: Dims, layer
     )
 
 
-def _check_strategies(profile: "Profile | None", depth: str | Sequence[int], width: str, scaling: str,
-                      importance: str) -> None:
+def _check_strategies(
+    profile: "Profile | None", depth: str | Sequence[int], width: str, scaling: str, importance: str
+) -> None:
     """Refuse unknown strategy names, and a missing profile for a strategy that ranks by one, before any work."""
     if not isinstance(width, str) or width not in WIDTHS:
         raise SpecError(f"width={width!r} is not a width strategy: choose one of {', '.join(WIDTHS)}")
@@ -574,11 +626,15 @@ def _check_strategies(profile: "Profile | None", depth: str | Sequence[int], wid
     kinds = (("width", width, WIDTHS), ("depth", depth, DEPTHS))
     ranking = [f"{kind}={name!r}" for kind, name, known in kinds if isinstance(name, str) and known[name].needs_profile]
     if profile is None and ranking:
-        free = [f"{kind} {' / '.join(repr(n) for n in known if not known[n].needs_profile)}" for kind, _, known in kinds]
+        free = [
+            f"{kind} {' / '.join(repr(n) for n in known if not known[n].needs_profile)}" for kind, _, known in kinds
+        ]
         raise SpecError(
             f"{' and '.join(ranking)} rank by a profile: pass profile=sv.profile(parent, batches), or use "
             f"{' and '.join(free)}"
         )
+
+
 def _with_depth_blocks(spec: DestinationSpec, depth: str | Sequence[int]) -> DestinationSpec:
     """``spec`` with the explicit blocks of a ``depth`` list as its layers (checked to agree with it)."""
     if isinstance(depth, str):
@@ -645,8 +701,9 @@ def _depth_metric(n: int, layers: int, profile: "Profile | None") -> list[int]:
     return _ints(np.sort(np.argsort(-scores, kind="stable")[:layers]))
 
 
-def _width_importance(parent: "Parent", profile: "Profile | None", dims: Dims, layers: list[int],
-                      importance: str) -> WidthChoice:
+def _width_importance(
+    parent: "Parent", profile: "Profile | None", dims: Dims, layers: list[int], importance: str
+) -> WidthChoice:
     try:
         scores = estimate_importance(profile, parent, importance)
     except ValueError as error:  # statistics the profile lacks: a usage error, named as such
@@ -723,14 +780,35 @@ def _ints(values: Sequence[int]) -> list[int]:
 
 
 for _registry, _strategy in (
-    (DEPTHS, Strategy("middle", _depth_middle, description="the paper: keep the first and last blocks, drop a "
-                      "contiguous middle run (growing depth duplicates middle blocks)")),
+    (
+        DEPTHS,
+        Strategy(
+            "middle",
+            _depth_middle,
+            description="the paper: keep the first and last blocks, drop a "
+            "contiguous middle run (growing depth duplicates middle blocks)",
+        ),
+    ),
     (DEPTHS, Strategy("first", _depth_first, description="the first N' blocks")),
     (DEPTHS, Strategy("last", _depth_last, description="the last N' blocks")),
-    (DEPTHS, Strategy("metric", _depth_metric, needs_profile=True,
-                      description="drop the blocks with the lowest ||f(x)|| / ||x + f(x)||")),
-    (WIDTHS, Strategy("importance", _width_importance, needs_profile=True,
-                      description="the paper: rank by an importance estimator")),
+    (
+        DEPTHS,
+        Strategy(
+            "metric",
+            _depth_metric,
+            needs_profile=True,
+            description="drop the blocks with the lowest ||f(x)|| / ||x + f(x)||",
+        ),
+    ),
+    (
+        WIDTHS,
+        Strategy(
+            "importance",
+            _width_importance,
+            needs_profile=True,
+            description="the paper: rank by an importance estimator",
+        ),
+    ),
     (WIDTHS, Strategy("uniform", _width_picking(_evenly_spaced), description="evenly spaced indices, no data")),
     (WIDTHS, Strategy("first", _width_picking(_leading), description="leading indices, no reordering")),
 ):

@@ -147,8 +147,9 @@ def _note(fig: go.Figure, text: str) -> None:
     """A grey sentence across the middle of ``fig``, its axes hidden: what is drawn here once there is data."""
     fig.update_xaxes(visible=False)
     fig.update_yaxes(visible=False)
-    fig.add_annotation(text=text, x=0.5, y=0.5, xref="paper", yref="paper", showarrow=False,
-                       font=dict(size=15, color="#777777"))
+    fig.add_annotation(
+        text=text, x=0.5, y=0.5, xref="paper", yref="paper", showarrow=False, font=dict(size=15, color="#777777")
+    )
 
 
 def placeholder(title: str, message: str, height: int = PLOTLY_HEIGHT, backend: str = "plotly") -> Figure:
@@ -256,9 +257,15 @@ def _heatmap(
         fig = _plotly_figure(title, xlabel, ylabel, height)
         fig.add_trace(
             go.Heatmap(
-                z=z, x=np.arange(cols), y=np.arange(rows), zmin=zmin, zmax=zmax, colorscale=colorscale,
+                z=z,
+                x=np.arange(cols),
+                y=np.arange(rows),
+                zmin=zmin,
+                zmax=zmax,
+                colorscale=colorscale,
                 colorbar=dict(title=dict(text=colorbar, side="right")),
-                customdata=customdata, hovertemplate=hovertemplate,
+                customdata=customdata,
+                hovertemplate=hovertemplate,
             )
         )
         # Rows and columns are layers, blocks or heads: a tick on each when there are few, else plotly's own.
@@ -267,8 +274,15 @@ def _heatmap(
         return fig
     fig, ax = _matplotlib_figure(title, xlabel, ylabel)
     ax.grid(False)
-    image = ax.imshow(z, origin="lower", aspect="auto", interpolation="nearest", vmin=zmin, vmax=zmax,
-                      cmap=MATPLOTLIB_COLORMAPS[colorscale])
+    image = ax.imshow(
+        z,
+        origin="lower",
+        aspect="auto",
+        interpolation="nearest",
+        vmin=zmin,
+        vmax=zmax,
+        cmap=MATPLOTLIB_COLORMAPS[colorscale],
+    )
     ax.yaxis.set_major_locator(MaxNLocator(integer=True))
     fig.colorbar(image, ax=ax, label=colorbar)
     return fig
@@ -340,14 +354,23 @@ def residual_ratio(
         fig = _plotly_figure(title, "block", ylabel)
         for n, (start, end) in enumerate(removed_runs):
             fig.add_vrect(
-                x0=start - 0.5, x1=end + 0.5, fillcolor=REMOVED_COLOR, opacity=0.25, line_width=0, layer="below",
-                annotation_text="removed" if n == 0 else None, annotation_position="top left",
+                x0=start - 0.5,
+                x1=end + 0.5,
+                fillcolor=REMOVED_COLOR,
+                opacity=0.25,
+                line_width=0,
+                layer="below",
+                annotation_text="removed" if n == 0 else None,
+                annotation_position="top left",
             )
         for name in names:
             color = METRIC_COLORS[name]
             fig.add_trace(
                 go.Scatter(
-                    x=blocks, y=profile.block_metrics[name], mode="lines+markers", name=BLOCK_METRIC_LABELS[name],
+                    x=blocks,
+                    y=profile.block_metrics[name],
+                    mode="lines+markers",
+                    name=BLOCK_METRIC_LABELS[name],
                     line=dict(color=color, width=2),
                     marker=dict(
                         color=[color if k else REMOVED_COLOR for k in kept],
@@ -373,8 +396,14 @@ def residual_ratio(
         ax.scatter(blocks[kept], values[kept], color=color, s=[30 if c == 1 else 70 for c in copies[kept]], zorder=3)
         if (~kept).any():
             ax.scatter(
-                blocks[~kept], values[~kept], color=REMOVED_COLOR, marker="x", s=45, zorder=4,
-                label="removed blocks" if n == 0 else None, gid="removed",
+                blocks[~kept],
+                values[~kept],
+                color=REMOVED_COLOR,
+                marker="x",
+                s=45,
+                zorder=4,
+                label="removed blocks" if n == 0 else None,
+                gid="removed",
             )
     if log_y:
         ax.set_yscale("log")
@@ -400,12 +429,24 @@ def block_ablation(ablation: Any, backend: str = "plotly") -> Figure:
         fig = _plotly_figure(title, "block", ylabel)
         for name, values, color in series:
             fig.add_trace(
-                go.Scatter(x=blocks, y=values, mode="lines+markers", name=name, line=dict(color=color, width=2),
-                           hovertemplate="block %{x}: %{y:.4f}<extra>" + name + "</extra>")
+                go.Scatter(
+                    x=blocks,
+                    y=values,
+                    mode="lines+markers",
+                    name=name,
+                    line=dict(color=color, width=2),
+                    hovertemplate="block %{x}: %{y:.4f}<extra>" + name + "</extra>",
+                )
             )
         fig.add_trace(
-            go.Scatter(x=[-0.5, len(blocks) - 0.5], y=[baseline, baseline], mode="lines", name=baseline_name,
-                       line=dict(color="#444444", dash="dash", width=1.5), hoverinfo="y")
+            go.Scatter(
+                x=[-0.5, len(blocks) - 0.5],
+                y=[baseline, baseline],
+                mode="lines",
+                name=baseline_name,
+                line=dict(color="#444444", dash="dash", width=1.5),
+                hoverinfo="y",
+            )
         )
         _block_axis(fig, len(blocks))
         return fig
@@ -458,8 +499,9 @@ def channel_heatmap(
         title += f" (top {top} of {width})"
     customdata = np.broadcast_to(channels, z.shape)
     hover = "layer %{y}, channel %{customdata}<br>" + colorbar + " %{z:.3f}<extra></extra>"
-    return _heatmap(z, title, xlabel, RESIDUAL_LAYER_AXIS, colorbar, backend, customdata=customdata,
-                    hovertemplate=hover)
+    return _heatmap(
+        z, title, xlabel, RESIDUAL_LAYER_AXIS, colorbar, backend, customdata=customdata, hovertemplate=hover
+    )
 
 
 @dataclass
@@ -499,12 +541,19 @@ def massive_activations(profile: Profile, n: int = 8, backend: str = "plotly") -
         fig = _plotly_figure(title, RESIDUAL_LAYER_AXIS, ylabel)
         for k, label in enumerate(labels):
             fig.add_trace(
-                go.Scatter(x=layers, y=massive.magnitude[:, k], mode="lines+markers", name=label,
-                           line=dict(color=SERIES_COLORS[k % len(SERIES_COLORS)]), marker=dict(size=5))
+                go.Scatter(
+                    x=layers,
+                    y=massive.magnitude[:, k],
+                    mode="lines+markers",
+                    name=label,
+                    line=dict(color=SERIES_COLORS[k % len(SERIES_COLORS)]),
+                    marker=dict(size=5),
+                )
             )
         fig.add_trace(
-            go.Scatter(x=layers, y=massive.median, mode="lines", name="median channel",
-                       line=dict(color="#444444", dash="dash"))
+            go.Scatter(
+                x=layers, y=massive.median, mode="lines", name="median channel", line=dict(color="#444444", dash="dash")
+            )
         )
         _log_axis(fig, np.concatenate([massive.magnitude.ravel(), massive.median.ravel()]))
         _block_axis(fig, len(layers))
@@ -512,8 +561,9 @@ def massive_activations(profile: Profile, n: int = 8, backend: str = "plotly") -
         return fig
     fig, ax = _matplotlib_figure(title, RESIDUAL_LAYER_AXIS, ylabel)
     for k, label in enumerate(labels):
-        ax.plot(layers, massive.magnitude[:, k], marker="o", ms=3, color=SERIES_COLORS[k % len(SERIES_COLORS)],
-                label=label)
+        ax.plot(
+            layers, massive.magnitude[:, k], marker="o", ms=3, color=SERIES_COLORS[k % len(SERIES_COLORS)], label=label
+        )
     ax.plot(layers, massive.median, color="#444444", ls="--", label="median channel")
     ax.set_yscale("log")
     ax.legend(frameon=False, fontsize=8, loc="center left", bbox_to_anchor=(1.0, 0.5))
@@ -537,8 +587,19 @@ def rank_consistency(profile: Profile, k: int | None = None, kind: str = "spearm
         z, zmin, zmax, scale = consistency.topk_overlap, 0.0, 1.0, SEQUENTIAL
         title, colorbar = f"Shared top-{consistency.k} channels between layers", f"top-{consistency.k} overlap"
     hover = "layers %{y} and %{x}: %{z:.3f}<extra></extra>"
-    fig = _heatmap(z, title, RESIDUAL_LAYER_AXIS, RESIDUAL_LAYER_AXIS, colorbar, backend, zmin=zmin, zmax=zmax,
-                   colorscale=scale, hovertemplate=hover, height=PLOTLY_HEIGHT + 60)
+    fig = _heatmap(
+        z,
+        title,
+        RESIDUAL_LAYER_AXIS,
+        RESIDUAL_LAYER_AXIS,
+        colorbar,
+        backend,
+        zmin=zmin,
+        zmax=zmax,
+        colorscale=scale,
+        hovertemplate=hover,
+        height=PLOTLY_HEIGHT + 60,
+    )
     if backend == "plotly":
         fig.update_xaxes(constrain="domain")
         fig.update_yaxes(scaleanchor="x", constrain="domain")
@@ -565,8 +626,15 @@ def ffn_importance(
     xlabel = "FFN neuron, most important first"
     if layer is None:
         title = "FFN neuron importance in every block (each row sorted)"
-        fig = _heatmap(_log10(ranked), title, xlabel, "block", "log10 mean |activation|", backend,
-                       hovertemplate="block %{y}, rank %{x}: %{z:.3f}<extra></extra>")
+        fig = _heatmap(
+            _log10(ranked),
+            title,
+            xlabel,
+            "block",
+            "log10 mean |activation|",
+            backend,
+            hovertemplate="block %{y}, rank %{x}: %{z:.3f}<extra></extra>",
+        )
     else:
         if not -num_layers <= layer < num_layers:
             raise ValueError(f"layer={layer} is out of range: the parent has blocks 0 to {num_layers - 1}")
@@ -576,8 +644,15 @@ def ffn_importance(
         ranks = np.arange(ffn)
         if backend == "plotly":
             fig = _plotly_figure(title, xlabel, ylabel)
-            fig.add_trace(go.Scatter(x=ranks, y=ranked[layer], mode="lines", name=f"block {layer}",
-                                     line=dict(color=SERIES_COLORS[0], width=2)))
+            fig.add_trace(
+                go.Scatter(
+                    x=ranks,
+                    y=ranked[layer],
+                    mode="lines",
+                    name=f"block {layer}",
+                    line=dict(color=SERIES_COLORS[0], width=2),
+                )
+            )
             _log_axis(fig, ranked[layer])
         else:
             fig, ax = _matplotlib_figure(title, xlabel, ylabel)
@@ -597,8 +672,15 @@ def head_importance(profile: Profile, backend: str = "plotly") -> Figure:
     """Mean |per-head attention output| of every query head in every block, a layers x heads heat map."""
     _check_backend(backend)
     z = profile.head_importance  # (L, heads)
-    return _heatmap(z, "Attention head importance", "query head", "block", "mean |head output|", backend,
-                    hovertemplate="block %{y}, head %{x}: %{z:.4f}<extra></extra>")
+    return _heatmap(
+        z,
+        "Attention head importance",
+        "query head",
+        "block",
+        "mean |head output|",
+        backend,
+        hovertemplate="block %{y}, head %{x}: %{z:.4f}<extra></extra>",
+    )
 
 
 STABILITY_KINDS = ("residual", "ffn", "heads")
@@ -631,8 +713,15 @@ def selection_stability(st: "Stability", kind: str = "residual", backend: str = 
         ranks = np.arange(len(frequency))
         if backend == "plotly":
             fig = _plotly_figure(title, xlabel, ylabel)
-            fig.add_trace(go.Bar(x=ranks, y=frequency[order], customdata=order, marker_color=SERIES_COLORS[0],
-                                 hovertemplate="channel %{customdata}: kept in %{y:.0%}<extra></extra>"))
+            fig.add_trace(
+                go.Bar(
+                    x=ranks,
+                    y=frequency[order],
+                    customdata=order,
+                    marker_color=SERIES_COLORS[0],
+                    hovertemplate="channel %{customdata}: kept in %{y:.0%}<extra></extra>",
+                )
+            )
             fig.add_vline(x=keep - 0.5, line=dict(color=SELECTED_COLOR, dash="dash"), annotation_text=f"keep {keep}")
             fig.update_yaxes(range=[0, 1.05])
             return fig
@@ -652,8 +741,9 @@ def selection_stability(st: "Stability", kind: str = "residual", backend: str = 
         xlabel, hover = "query head", "block %{y}, head %{x}: kept in %{z:.0%}<extra></extra>"
     if backend == "matplotlib":
         title = title.replace("<br><sup>", "\n").replace("</sup>", "")
-    return _heatmap(z, title, xlabel, "block", "fraction of resamples keeping it", backend, zmin=0, zmax=1,
-                    hovertemplate=hover)
+    return _heatmap(
+        z, title, xlabel, "block", "fraction of resamples keeping it", backend, zmin=0, zmax=1, hovertemplate=hover
+    )
 
 
 # --------------------------------------------------------------------------------------------------------
@@ -681,18 +771,23 @@ def token_trace(trace: "TokenTrace", backend: str = "plotly") -> Figure:
     if backend == "plotly":
         fig = make_subplots(rows=2, cols=1, shared_xaxes=True, vertical_spacing=0.08, row_heights=[0.45, 0.55])
         _style_plotly(fig, title, PLOTLY_HEIGHT + 120)
-        fig.add_trace(go.Scatter(x=layers, y=trace.norms, mode="lines+markers", name="||h[l]||",
-                                 line=dict(color="#444444")), row=1, col=1)
+        fig.add_trace(
+            go.Scatter(x=layers, y=trace.norms, mode="lines+markers", name="||h[l]||", line=dict(color="#444444")),
+            row=1,
+            col=1,
+        )
         for name, x, y, color, dash in lower:
-            fig.add_trace(go.Scatter(x=x, y=y, mode="lines+markers", name=name, line=dict(color=color, dash=dash)),
-                          row=2, col=1)
+            fig.add_trace(
+                go.Scatter(x=x, y=y, mode="lines+markers", name=name, line=dict(color=color, dash=dash)), row=2, col=1
+            )
         fig.update_yaxes(title_text="norm", row=1, col=1)
         fig.update_yaxes(title_text="cosine / ratio", row=2, col=1)
         fig.update_xaxes(title_text=RESIDUAL_LAYER_AXIS, row=2, col=1)
         _block_axis(fig, num_layers + 1)
         # Below the plot, the four long legend entries wrap within the figure's width instead of running off it.
-        fig.update_layout(legend=dict(orientation="h", yanchor="top", y=-0.14, xanchor="left", x=0.0),
-                          margin=dict(b=110))
+        fig.update_layout(
+            legend=dict(orientation="h", yanchor="top", y=-0.14, xanchor="left", x=0.0), margin=dict(b=110)
+        )
         return fig
     fig = MatplotlibFigure(figsize=(MATPLOTLIB_SIZE[0], MATPLOTLIB_SIZE[1] * 1.4), layout="constrained")
     top, bottom = fig.subplots(2, 1, sharex=True, height_ratios=[0.45, 0.55])
@@ -762,16 +857,22 @@ def loss_curves(
         series.append((label if label is not None else own_label, xs, ys, unit))
     unit = series[0][3] if series else "tokens"
     xlabel = "optimizer step" if x == "step" else f"{unit} seen"
-    title = {"eval_loss": "Held-out loss during training", "train_loss": "Training loss",
-             "eval_accuracy": "Held-out accuracy during training"}[metric]
+    title = {
+        "eval_loss": "Held-out loss during training",
+        "train_loss": "Training loss",
+        "eval_accuracy": "Held-out accuracy during training",
+    }[metric]
     mode = "lines" if metric == "train_loss" else "lines+markers"
     empty = not any(len(xs) for _, xs, _, _ in series)
     waiting = "no training yet: the curves appear here as it runs" if not series else "waiting for the first point..."
     if backend == "plotly":
         fig = _plotly_figure(title, xlabel, HISTORY_METRICS[metric])
         for k, (label, xs, ys, _) in enumerate(series):
-            fig.add_trace(go.Scatter(x=xs, y=ys, mode=mode, name=label,
-                                     line=dict(color=SERIES_COLORS[k % len(SERIES_COLORS)], width=2)))
+            fig.add_trace(
+                go.Scatter(
+                    x=xs, y=ys, mode=mode, name=label, line=dict(color=SERIES_COLORS[k % len(SERIES_COLORS)], width=2)
+                )
+            )
         if empty:  # before training: a sentence, not axes running over an arbitrary range
             _note(fig, waiting)
         else:  # named either way, so that a live figure's axes come back when its first points arrive
@@ -782,8 +883,15 @@ def loss_curves(
         return placeholder(title, waiting, backend=backend)
     fig, ax = _matplotlib_figure(title, xlabel, HISTORY_METRICS[metric])
     for k, (label, xs, ys, _) in enumerate(series):
-        ax.plot(xs, ys, marker="o" if mode != "lines" else None, ms=3, lw=2, label=label,
-                color=SERIES_COLORS[k % len(SERIES_COLORS)])
+        ax.plot(
+            xs,
+            ys,
+            marker="o" if mode != "lines" else None,
+            ms=3,
+            lw=2,
+            label=label,
+            color=SERIES_COLORS[k % len(SERIES_COLORS)],
+        )
     if series:
         ax.legend(frameon=False, fontsize=9)
     return fig
@@ -809,8 +917,15 @@ def _format_quantity(value: float, quantity: str) -> str:
 
 def cell_outline(i: int, j: int) -> dict[str, Any]:
     """The plotly shape outlining cell (i, j) of a :func:`size_grid` heat map (it sits at x = j, y = i)."""
-    return dict(type="rect", x0=j - 0.5, x1=j + 0.5, y0=i - 0.5, y1=i + 0.5, name="selected",
-                line=dict(color=SELECTED_COLOR, width=4))
+    return dict(
+        type="rect",
+        x0=j - 0.5,
+        x1=j + 0.5,
+        y0=i - 0.5,
+        y1=i + 0.5,
+        name="selected",
+        line=dict(color=SELECTED_COLOR, width=4),
+    )
 
 
 def size_grid(
@@ -839,16 +954,26 @@ def size_grid(
     notes = [[grid.reasons[i][j] or text[i][j] for j in range(cols)] for i in range(rows)]
     if quantity == "latency":  # a measured time is shown with how much it moved between repeats
         spread = grid.spread("latency") * GRID_UNITS["latency"]
-        notes = [[note if grid.reasons[i][j] or not spread[i, j] else f"{note} ± {spread[i, j]:.2g} ms"
-                  for j, note in enumerate(row)] for i, row in enumerate(notes)]
+        notes = [
+            [
+                note if grid.reasons[i][j] or not spread[i, j] else f"{note} ± {spread[i, j]:.2g} ms"
+                for j, note in enumerate(row)
+            ]
+            for i, row in enumerate(notes)
+        ]
     title = f"{GRID_TITLES[quantity]} of each subclone of {grid.parent}"
     xlabel, ylabel = "hidden width d'", "blocks"
     if backend == "plotly":
         fig = _plotly_figure(title, xlabel, ylabel)
         fig.add_trace(
             go.Heatmap(
-                z=z, x=np.arange(cols), y=np.arange(rows), colorscale=SEQUENTIAL,
-                text=text, texttemplate="%{text}", customdata=np.array(notes, dtype=object),
+                z=z,
+                x=np.arange(cols),
+                y=np.arange(rows),
+                colorscale=SEQUENTIAL,
+                text=text,
+                texttemplate="%{text}",
+                customdata=np.array(notes, dtype=object),
                 colorbar=dict(title=dict(text=GRID_LABELS[quantity], side="right")),
                 hovertemplate="%{customdata}<extra></extra>",
             )
@@ -899,12 +1024,21 @@ def size_pareto(grid: SizeGrid | Mapping[str, Any], cost: str = "latency", backe
             on_front = name == "Pareto front"
             fig.add_trace(
                 go.Scatter(
-                    x=[costs[ij] for ij in members], y=[grid.loss[ij] for ij in members], name=name,
-                    mode="lines+markers+text" if on_front else "markers", text=[labels[ij] for ij in members],
-                    textposition="top right", line=dict(color=FRONT_COLOR, width=2),
+                    x=[costs[ij] for ij in members],
+                    y=[grid.loss[ij] for ij in members],
+                    name=name,
+                    mode="lines+markers+text" if on_front else "markers",
+                    text=[labels[ij] for ij in members],
+                    textposition="top right",
+                    line=dict(color=FRONT_COLOR, width=2),
                     marker=dict(size=10 if on_front else 7, color=FRONT_COLOR if on_front else REMOVED_COLOR),
-                    error_x=dict(type="data", array=[spreads[ij] for ij in members], visible=bool(spreads.any()),
-                                 color=FRONT_COLOR if on_front else REMOVED_COLOR, thickness=1.5),
+                    error_x=dict(
+                        type="data",
+                        array=[spreads[ij] for ij in members],
+                        visible=bool(spreads.any()),
+                        color=FRONT_COLOR if on_front else REMOVED_COLOR,
+                        thickness=1.5,
+                    ),
                     hovertemplate="%{text}: %{x:.3g}, loss %{y:.2f}<extra></extra>",
                 )
             )
@@ -913,11 +1047,25 @@ def size_pareto(grid: SizeGrid | Mapping[str, Any], cost: str = "latency", backe
     for name, members in groups.items():
         on_front = name == "Pareto front"
         xs, ys = [costs[ij] for ij in members], [grid.loss[ij] for ij in members]
-        ax.plot(xs, ys, marker="o", ls="-" if on_front else "none", label=name, ms=7 if on_front else 5,
-                color=FRONT_COLOR if on_front else REMOVED_COLOR, lw=2)
+        ax.plot(
+            xs,
+            ys,
+            marker="o",
+            ls="-" if on_front else "none",
+            label=name,
+            ms=7 if on_front else 5,
+            color=FRONT_COLOR if on_front else REMOVED_COLOR,
+            lw=2,
+        )
         if spreads.any():
-            ax.errorbar(xs, ys, xerr=[spreads[ij] for ij in members], fmt="none", lw=1,
-                        ecolor=FRONT_COLOR if on_front else REMOVED_COLOR)
+            ax.errorbar(
+                xs,
+                ys,
+                xerr=[spreads[ij] for ij in members],
+                fmt="none",
+                lw=1,
+                ecolor=FRONT_COLOR if on_front else REMOVED_COLOR,
+            )
         if on_front:
             for x, y, ij in zip(xs, ys, members):
                 ax.annotate(labels[ij], (x, y), textcoords="offset points", xytext=(4, 4), fontsize=8)
@@ -966,26 +1114,41 @@ def speedup_by_size(sizes: Sequence[Mapping[str, Any]], backend: str = "plotly")
         fig = _plotly_figure(title, xlabel, ylabel)
         # Speedups double from tick to tick, as in the matplotlib version; plotly's own log ticks label 20 as "2".
         values = [1.0] + [p[1] for init in inits for key in _SPEEDUP_AXES for p in _speedup_points(sizes, init, key)]
-        ticks = [2.0 ** k for k in range(math.floor(math.log2(min(values))), math.ceil(math.log2(max(values))) + 1)]
+        ticks = [2.0**k for k in range(math.floor(math.log2(min(values))), math.ceil(math.log2(max(values))) + 1)]
         fig.update_yaxes(type="log", tickvals=ticks, ticktext=[f"{tick:g}x" for tick in ticks])
         fig.add_hline(y=1.0, line=dict(color=REMOVED_COLOR, dash="dash"))
         # On a log axis an annotation's y is the exponent: 0 puts the label on the 1x line.
-        fig.add_annotation(text="random init", x=1.0, xref="paper", xanchor="right", y=0.0, yref="y",
-                           yanchor="bottom", showarrow=False, font=dict(color=REMOVED_COLOR))
+        fig.add_annotation(
+            text="random init",
+            x=1.0,
+            xref="paper",
+            xanchor="right",
+            y=0.0,
+            yref="y",
+            yanchor="bottom",
+            showarrow=False,
+            font=dict(color=REMOVED_COLOR),
+        )
         # Six entries do not fit one line above the plot without running into the title: a column on the right.
         fig.update_layout(legend=dict(orientation="v", y=0.5, yanchor="middle", x=1.02, xanchor="left"))
         for k, init in enumerate(inits):
             color = SERIES_COLORS[k % len(SERIES_COLORS)]
             for key, (axis_name, dash) in _SPEEDUP_AXES.items():
                 points = _speedup_points(sizes, init, key)
-                fig.add_trace(go.Scatter(
-                    x=[p[0] for p in points], y=[p[1] for p in points], mode="lines+markers",
-                    name=f"{init}, {axis_name}", line=dict(color=color, dash=dash, width=2),
-                    marker=dict(symbol=[symbols[p[2]][0] + ("" if dash == "solid" else "-open") for p in points],
-                                size=10),
-                    customdata=[[p[3], p[2]] for p in points],
-                    hovertemplate="%{customdata[0]}: %{y:.2f}x (%{customdata[1]})<extra>" + init + "</extra>",
-                ))
+                fig.add_trace(
+                    go.Scatter(
+                        x=[p[0] for p in points],
+                        y=[p[1] for p in points],
+                        mode="lines+markers",
+                        name=f"{init}, {axis_name}",
+                        line=dict(color=color, dash=dash, width=2),
+                        marker=dict(
+                            symbol=[symbols[p[2]][0] + ("" if dash == "solid" else "-open") for p in points], size=10
+                        ),
+                        customdata=[[p[3], p[2]] for p in points],
+                        hovertemplate="%{customdata[0]}: %{y:.2f}x (%{customdata[1]})<extra>" + init + "</extra>",
+                    )
+                )
         return fig
     fig, ax = _matplotlib_figure(title, xlabel, ylabel)
     ax.set_yscale("log")
@@ -998,14 +1161,35 @@ def speedup_by_size(sizes: Sequence[Mapping[str, Any]], backend: str = "plotly")
         color = SERIES_COLORS[k % len(SERIES_COLORS)]
         for key, (axis_name, dash) in _SPEEDUP_AXES.items():
             points = _speedup_points(sizes, init, key)
-            ax.plot([p[0] for p in points], [p[1] for p in points], color=color, lw=2,
-                    ls="-" if dash == "solid" else ":", label=f"{init}, {axis_name}")
+            ax.plot(
+                [p[0] for p in points],
+                [p[1] for p in points],
+                color=color,
+                lw=2,
+                ls="-" if dash == "solid" else ":",
+                label=f"{init}, {axis_name}",
+            )
             for x, y, kind, _ in points:  # per second hollow, so the two stay apart where lines are single points
-                ax.plot([x], [y], marker=symbols[kind][1], color=color, ms=7, ls="none",
-                        markerfacecolor=color if dash == "solid" else "white")
+                ax.plot(
+                    [x],
+                    [y],
+                    marker=symbols[kind][1],
+                    color=color,
+                    ms=7,
+                    ls="none",
+                    markerfacecolor=color if dash == "solid" else "white",
+                )
     for size in sizes:
-        ax.annotate(size["label"], (size["parameters"] / 1e6, 0.0), xycoords=("data", "axes fraction"),
-                    textcoords="offset points", xytext=(0, 4), ha="center", fontsize=8, color="#555555")
+        ax.annotate(
+            size["label"],
+            (size["parameters"] / 1e6, 0.0),
+            xycoords=("data", "axes fraction"),
+            textcoords="offset points",
+            xytext=(0, 4),
+            ha="center",
+            fontsize=8,
+            color="#555555",
+        )
     if inits:
         ax.legend(frameon=False, fontsize=8)
     return fig
@@ -1030,11 +1214,17 @@ def lens_loss(lenses: "Mapping[str, LogitLens]", backend: str = "plotly") -> "go
     if backend == "plotly":
         fig = _plotly_figure(title, xlabel, ylabel)
         for k, (name, lens) in enumerate(lenses.items()):
-            fig.add_trace(go.Scatter(
-                x=_lens_x(lens), y=lens.loss, mode="lines+markers", name=name, customdata=lens.labels,
-                line=dict(color=SERIES_COLORS[k % len(SERIES_COLORS)], width=2),
-                hovertemplate="%{customdata}: %{y:.3f} nats<extra>" + name + "</extra>",
-            ))
+            fig.add_trace(
+                go.Scatter(
+                    x=_lens_x(lens),
+                    y=lens.loss,
+                    mode="lines+markers",
+                    name=name,
+                    customdata=lens.labels,
+                    line=dict(color=SERIES_COLORS[k % len(SERIES_COLORS)], width=2),
+                    hovertemplate="%{customdata}: %{y:.3f} nats<extra>" + name + "</extra>",
+                )
+            )
         return fig
     fig, ax = _matplotlib_figure(title, xlabel, ylabel)
     for k, (name, lens) in enumerate(lenses.items()):
@@ -1064,11 +1254,13 @@ def predictions_through_depth(
     if destination is not None:
         cells.append([_predictions_cell(row["destination"], row["destination_rank"]) for row in rows])
         fill.append(["#eeeeee" if row["destination"] is None else "white" for row in rows])
-    fig = go.Figure(go.Table(
-        columnwidth=[1.2] + [4] * (len(columns) - 1),
-        header=dict(values=columns, align="left", font=dict(size=13)),
-        cells=dict(values=cells, align="left", fill_color=fill, font=dict(size=12), height=24),
-    ))
+    fig = go.Figure(
+        go.Table(
+            columnwidth=[1.2] + [4] * (len(columns) - 1),
+            header=dict(values=columns, align="left", font=dict(size=13)),
+            cells=dict(values=cells, align="left", fill_color=fill, font=dict(size=12), height=24),
+        )
+    )
     _style_plotly(fig, title, max(PLOTLY_HEIGHT, 90 + 25 * len(rows)))
     return fig
 
@@ -1085,15 +1277,31 @@ def similarity_heatmap(
     cka = np.full(z.shape, np.nan)
     for j, m in enumerate(similarity.matches):
         cka[m, j] = similarity.cka[j]
-    fig = _heatmap(z, title, xlabel, ylabel, "mean cosine, kept channels", backend, zmin=-1.0, zmax=1.0,
-                   colorscale=DIVERGING, customdata=cka,
-                   hovertemplate="parent layer %{y}, destination layer %{x}: cosine %{z:.3f}, CKA %{customdata:.3f}"
-                                 "<extra></extra>")
+    fig = _heatmap(
+        z,
+        title,
+        xlabel,
+        ylabel,
+        "mean cosine, kept channels",
+        backend,
+        zmin=-1.0,
+        zmax=1.0,
+        colorscale=DIVERGING,
+        customdata=cka,
+        hovertemplate="parent layer %{y}, destination layer %{x}: cosine %{z:.3f}, CKA %{customdata:.3f}"
+        "<extra></extra>",
+    )
     if backend == "plotly":
-        fig.add_trace(go.Scatter(
-            x=np.arange(len(similarity.matches)), y=similarity.matches, mode="markers", name="came from",
-            marker=dict(symbol="square-open", size=12, color="black"), hoverinfo="skip",
-        ))
+        fig.add_trace(
+            go.Scatter(
+                x=np.arange(len(similarity.matches)),
+                y=similarity.matches,
+                mode="markers",
+                name="came from",
+                marker=dict(symbol="square-open", size=12, color="black"),
+                hoverinfo="skip",
+            )
+        )
         return fig
     ax = fig.axes[0]
     ax.plot(np.arange(len(similarity.matches)), similarity.matches, "s", mfc="none", mec="black", ms=8)
@@ -1114,11 +1322,28 @@ def similarity_by_layer(
         for k, (name, sim) in enumerate(similarities.items()):
             color = SERIES_COLORS[k % len(SERIES_COLORS)]
             x = np.arange(len(sim.cka))
-            fig.add_trace(go.Scatter(x=x, y=sim.cka, mode="lines+markers", name=f"{name}: CKA", customdata=sim.destination_labels,
-                                     line=dict(color=color, width=2), hovertemplate="%{customdata}: CKA %{y:.3f}<extra></extra>"))
-            fig.add_trace(go.Scatter(x=x, y=sim.cosine, mode="lines", name=f"{name}: cosine", customdata=sim.destination_labels,
-                                     line=dict(color=color, width=2, dash="dot"),
-                                     hovertemplate="%{customdata}: cosine %{y:.3f}<extra></extra>"))
+            fig.add_trace(
+                go.Scatter(
+                    x=x,
+                    y=sim.cka,
+                    mode="lines+markers",
+                    name=f"{name}: CKA",
+                    customdata=sim.destination_labels,
+                    line=dict(color=color, width=2),
+                    hovertemplate="%{customdata}: CKA %{y:.3f}<extra></extra>",
+                )
+            )
+            fig.add_trace(
+                go.Scatter(
+                    x=x,
+                    y=sim.cosine,
+                    mode="lines",
+                    name=f"{name}: cosine",
+                    customdata=sim.destination_labels,
+                    line=dict(color=color, width=2, dash="dot"),
+                    hovertemplate="%{customdata}: cosine %{y:.3f}<extra></extra>",
+                )
+            )
         return fig
     fig, ax = _matplotlib_figure(title, xlabel, ylabel)
     for k, (name, sim) in enumerate(similarities.items()):
@@ -1129,8 +1354,9 @@ def similarity_by_layer(
     return fig
 
 
-def token_loss_html(losses: "TokenLosses", name: str, reference: str | None = None, sequence: int = 0,
-                    limit: float = 2.0) -> str:
+def token_loss_html(
+    losses: "TokenLosses", name: str, reference: str | None = None, sequence: int = 0, limit: float = 2.0
+) -> str:
     """The sequence's text, each token's background coloured by ``name``'s loss minus the reference's (red:
     worse than the reference, blue: better, saturating at +-``limit`` nats); hovering shows both losses."""
     if losses.tokens is None:
@@ -1146,10 +1372,11 @@ def token_loss_html(losses: "TokenLosses", name: str, reference: str | None = No
         strength = min(abs(float(delta)) / limit, 1.0)
         rgb = (214, 39, 40) if delta > 0 else (31, 119, 180)
         tip = f"{name}: {a:.2f} nats, {reference}: {b:.2f} nats, difference {delta:+.2f}"
-        spans.append(f'<span title="{html.escape(tip)}" style="background: rgba({rgb[0]}, {rgb[1]}, {rgb[2]}, '
-                     f'{0.8 * strength:.2f})">{html.escape(token)}</span>')
-    return ('<div style="white-space: pre-wrap; font-family: monospace; line-height: 1.6">' + "".join(spans)
-            + "</div>")
+        spans.append(
+            f'<span title="{html.escape(tip)}" style="background: rgba({rgb[0]}, {rgb[1]}, {rgb[2]}, '
+            f'{0.8 * strength:.2f})">{html.escape(token)}</span>'
+        )
+    return '<div style="white-space: pre-wrap; font-family: monospace; line-height: 1.6">' + "".join(spans) + "</div>"
 
 
 def image_predictions(lenses: "Mapping[str, LogitLens]", images: np.ndarray, count: int = 6) -> go.Figure:
@@ -1173,8 +1400,11 @@ def image_predictions(lenses: "Mapping[str, LogitLens]", images: np.ndarray, cou
         titles.append("<br>".join(lines))
     fig = make_subplots(rows=1, cols=count, subplot_titles=titles)
     for i in range(count):
-        fig.add_trace(go.Heatmap(z=np.asarray(images[i, 0])[::-1], colorscale="Greys", showscale=False,
-                                 hoverinfo="skip"), row=1, col=i + 1)
+        fig.add_trace(
+            go.Heatmap(z=np.asarray(images[i, 0])[::-1], colorscale="Greys", showscale=False, hoverinfo="skip"),
+            row=1,
+            col=i + 1,
+        )
     fig.update_xaxes(visible=False)
     fig.update_yaxes(visible=False, scaleanchor="x")
     _style_plotly(fig, "Predicted class and confidence", 200 + 20 * len(lenses))
@@ -1191,10 +1421,16 @@ def expert_load_heatmap(profile: Profile, backend: str = "plotly") -> Figure:
         raise ValueError("this profile holds no expert statistics: it is not the profile of a mixture of experts")
     load = expert_load(profile)  # (L, E)
     entropy = np.repeat(router_entropy(profile)[:, None], load.shape[1], axis=1)
-    return _heatmap(load, "Expert load (share of routed tokens)", "expert", "block", "load share", backend,
-                    customdata=entropy,
-                    hovertemplate="block %{y}, expert %{x}: %{z:.3f} (router entropy %{customdata:.2f} nats)"
-                                  "<extra></extra>")
+    return _heatmap(
+        load,
+        "Expert load (share of routed tokens)",
+        "expert",
+        "block",
+        "load share",
+        backend,
+        customdata=entropy,
+        hovertemplate="block %{y}, expert %{x}: %{z:.3f} (router entropy %{customdata:.2f} nats)<extra></extra>",
+    )
 
 
 def expert_neuron_curves(profile: Profile, layer: int, backend: str = "plotly") -> Figure:
@@ -1205,14 +1441,24 @@ def expert_neuron_curves(profile: Profile, layer: int, backend: str = "plotly") 
     if not 0 <= layer < importance.shape[0]:
         raise ValueError(f"layer={layer} is out of range: the parent has blocks 0 to {importance.shape[0] - 1}")
     ranked = -np.sort(-importance[layer], axis=1)  # (E, F)
-    title, xlabel, ylabel = f"Expert neuron importance in block {layer}", "neuron, most important first", \
-        "mean |activation| on routed tokens"
+    title, xlabel, ylabel = (
+        f"Expert neuron importance in block {layer}",
+        "neuron, most important first",
+        "mean |activation| on routed tokens",
+    )
     ranks = np.arange(ranked.shape[1])
     if backend == "plotly":
         fig = _plotly_figure(title, xlabel, ylabel)
         for e, curve in enumerate(ranked):
-            fig.add_trace(go.Scatter(x=ranks, y=curve, mode="lines", name=f"expert {e}",
-                                     line=dict(color=SERIES_COLORS[e % len(SERIES_COLORS)], width=1.5)))
+            fig.add_trace(
+                go.Scatter(
+                    x=ranks,
+                    y=curve,
+                    mode="lines",
+                    name=f"expert {e}",
+                    line=dict(color=SERIES_COLORS[e % len(SERIES_COLORS)], width=1.5),
+                )
+            )
         return fig
     fig, ax = _matplotlib_figure(title, xlabel, ylabel)
     for e, curve in enumerate(ranked):
@@ -1233,7 +1479,8 @@ def _budget_points(grid: Any, cost: str) -> dict[str, list[dict[str, Any]]]:
     for cell in grid.cells:
         if math.isfinite(cell.get(cost, math.nan)):
             by_init.setdefault(cell["init"], []).append(
-                {**cell, "x": cell[cost] * GRID_UNITS.get(cost, 1), "label": f"{cell['layers']} x {cell['hidden']}"})
+                {**cell, "x": cell[cost] * GRID_UNITS.get(cost, 1), "label": f"{cell['layers']} x {cell['hidden']}"}
+            )
     return {init: sorted(cells, key=lambda c: c["x"]) for init, cells in by_init.items()}
 
 
@@ -1253,33 +1500,64 @@ def budget_pareto(grid: Any, cost: str = "params", backend: str = "plotly") -> F
     budget = f"{grid.tokens:,.0f} tokens" if grid.tokens is not None else f"{grid.flops:.3g} FLOPs (iso-compute)"
     title = f"Forecast loss at {budget} against {GRID_TITLES[cost].lower()}, {grid.parent}"
     xlabel, ylabel = BUDGET_LABELS[cost], BUDGET_LABELS["loss"]
-    front_cells = sorted((c for cells in series.values() for c in cells
-                          if (c["layers"], c["hidden"], c["init"]) in front), key=lambda c: c["x"])
+    front_cells = sorted(
+        (c for cells in series.values() for c in cells if (c["layers"], c["hidden"], c["init"]) in front),
+        key=lambda c: c["x"],
+    )
     if backend == "plotly":
         fig = _plotly_figure(title, xlabel, ylabel)
         for k, (init, cells) in enumerate(series.items()):
-            fig.add_trace(go.Scatter(
-                x=[c["x"] for c in cells], y=[c["forecast"]["loss"] for c in cells], mode="markers", name=init,
-                marker=dict(size=9, color=SERIES_COLORS[k % len(SERIES_COLORS)]),
-                error_y=dict(type="data", symmetric=False,
-                             array=[c["forecast"]["high"] - c["forecast"]["loss"] for c in cells],
-                             arrayminus=[c["forecast"]["loss"] - c["forecast"]["low"] for c in cells]),
-                text=[f"{c['label']} {init}, {c['steps']:,} steps" for c in cells],
-                hovertemplate="%{text}: %{x:.3g}, forecast %{y:.3f}<extra></extra>"))
-        fig.add_trace(go.Scatter(x=[c["x"] for c in front_cells], y=[c["forecast"]["loss"] for c in front_cells],
-                                 mode="lines+text", name="Pareto front", line=dict(color=FRONT_COLOR, width=2),
-                                 text=[c["label"] for c in front_cells], textposition="top right",
-                                 hoverinfo="skip"))
+            fig.add_trace(
+                go.Scatter(
+                    x=[c["x"] for c in cells],
+                    y=[c["forecast"]["loss"] for c in cells],
+                    mode="markers",
+                    name=init,
+                    marker=dict(size=9, color=SERIES_COLORS[k % len(SERIES_COLORS)]),
+                    error_y=dict(
+                        type="data",
+                        symmetric=False,
+                        array=[c["forecast"]["high"] - c["forecast"]["loss"] for c in cells],
+                        arrayminus=[c["forecast"]["loss"] - c["forecast"]["low"] for c in cells],
+                    ),
+                    text=[f"{c['label']} {init}, {c['steps']:,} steps" for c in cells],
+                    hovertemplate="%{text}: %{x:.3g}, forecast %{y:.3f}<extra></extra>",
+                )
+            )
+        fig.add_trace(
+            go.Scatter(
+                x=[c["x"] for c in front_cells],
+                y=[c["forecast"]["loss"] for c in front_cells],
+                mode="lines+text",
+                name="Pareto front",
+                line=dict(color=FRONT_COLOR, width=2),
+                text=[c["label"] for c in front_cells],
+                textposition="top right",
+                hoverinfo="skip",
+            )
+        )
         return fig
     fig, ax = _matplotlib_figure(title, xlabel, ylabel)
     ax.xaxis.set_major_locator(AutoLocator())
     for k, (init, cells) in enumerate(series.items()):
         ys = np.array([c["forecast"]["loss"] for c in cells])
         spread = np.array([[y - c["forecast"]["low"], c["forecast"]["high"] - y] for y, c in zip(ys, cells)]).T
-        ax.errorbar([c["x"] for c in cells], ys, yerr=spread.reshape(2, -1), fmt="o", capsize=3, label=init,
-                    color=SERIES_COLORS[k % len(SERIES_COLORS)])
-    ax.plot([c["x"] for c in front_cells], [c["forecast"]["loss"] for c in front_cells], color=FRONT_COLOR, lw=2,
-            label="Pareto front")
+        ax.errorbar(
+            [c["x"] for c in cells],
+            ys,
+            yerr=spread.reshape(2, -1),
+            fmt="o",
+            capsize=3,
+            label=init,
+            color=SERIES_COLORS[k % len(SERIES_COLORS)],
+        )
+    ax.plot(
+        [c["x"] for c in front_cells],
+        [c["forecast"]["loss"] for c in front_cells],
+        color=FRONT_COLOR,
+        lw=2,
+        label="Pareto front",
+    )
     for c in front_cells:
         ax.annotate(c["label"], (c["x"], c["forecast"]["loss"]), textcoords="offset points", xytext=(4, 4), fontsize=8)
     ax.legend(frameon=False, fontsize=9)
@@ -1297,18 +1575,44 @@ def forecast_band(curve: Any, result: Any, backend: str = "plotly") -> Figure:
     _check_backend(backend)
     points = list(zip(curve.steps, curve.losses)) if hasattr(curve, "lrs") else [(r.step, r.loss) for r in curve.evals]
     points = [(s, v) for s, v in points if s > 0]  # before training the areas are 0: not on the forecast's scale
-    title = f"Forecast{' of ' + result.label if result.label else ''}: {result.loss:.3f} nats at step {result.horizon:,}"
+    title = (
+        f"Forecast{' of ' + result.label if result.label else ''}: {result.loss:.3f} nats at step {result.horizon:,}"
+    )
     xlabel, ylabel = "optimizer step", HISTORY_METRICS["eval_loss"]
     xs, low, high = result.curve_steps, result.curve_low, result.curve_high
     band = f"{result.level:.0%} interval"
     if backend == "plotly":
         fig = _plotly_figure(title, xlabel, ylabel)
-        fig.add_trace(go.Scatter(x=xs + xs[::-1], y=high + low[::-1], fill="toself", name=band, mode="lines",
-                                 line=dict(width=0), fillcolor="rgba(214,39,40,0.18)", hoverinfo="skip"))
-        fig.add_trace(go.Scatter(x=xs, y=result.curve_loss, name="forecast", mode="lines",
-                                 line=dict(color=SELECTED_COLOR, dash="dash", width=2)))
-        fig.add_trace(go.Scatter(x=[p[0] for p in points], y=[p[1] for p in points], name="evaluated",
-                                 mode="markers", marker=dict(color=SERIES_COLORS[0], size=7)))
+        fig.add_trace(
+            go.Scatter(
+                x=xs + xs[::-1],
+                y=high + low[::-1],
+                fill="toself",
+                name=band,
+                mode="lines",
+                line=dict(width=0),
+                fillcolor="rgba(214,39,40,0.18)",
+                hoverinfo="skip",
+            )
+        )
+        fig.add_trace(
+            go.Scatter(
+                x=xs,
+                y=result.curve_loss,
+                name="forecast",
+                mode="lines",
+                line=dict(color=SELECTED_COLOR, dash="dash", width=2),
+            )
+        )
+        fig.add_trace(
+            go.Scatter(
+                x=[p[0] for p in points],
+                y=[p[1] for p in points],
+                name="evaluated",
+                mode="markers",
+                marker=dict(color=SERIES_COLORS[0], size=7),
+            )
+        )
         fig.add_vline(x=result.fitted_until, line=dict(color=REMOVED_COLOR, dash="dot"))
         return fig
     fig, ax = _matplotlib_figure(title, xlabel, ylabel)

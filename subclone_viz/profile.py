@@ -138,8 +138,13 @@ class Profile(Record):
 
     def sums(self) -> dict[str, np.ndarray]:
         """Every running sum by name: the four fields, then ``stats``."""
-        return {"block_sums": self.block_sums, "residual_abs_sums": self.residual_abs_sums,
-                "ffn_abs_sums": self.ffn_abs_sums, "attn_abs_sums": self.attn_abs_sums, **self.stats}
+        return {
+            "block_sums": self.block_sums,
+            "residual_abs_sums": self.residual_abs_sums,
+            "ffn_abs_sums": self.ffn_abs_sums,
+            "attn_abs_sums": self.attn_abs_sums,
+            **self.stats,
+        }
 
     def resample(self, counts: Sequence[int] | np.ndarray) -> "Profile":
         """The profile of a resample of the shards: shard s counted ``counts[s]`` times (0 leaves it out).
@@ -160,11 +165,17 @@ class Profile(Record):
         weighted = {name: np.tensordot(counts.astype(np.float64), shard, axes=1) for name, shard in self.shards.items()}
         tokens = int(weighted.pop("tokens"))
         if tokens == 0:
-            raise ValueError(f"counts={counts.tolist()} picks only empty shards (shard tokens {self.shards['tokens'].tolist()})")
+            raise ValueError(
+                f"counts={counts.tolist()} picks only empty shards (shard tokens {self.shards['tokens'].tolist()})"
+            )
         fields = ("block_sums", "residual_abs_sums", "ffn_abs_sums", "attn_abs_sums")
         return Profile(
-            parent=self.parent, source=f"{self.source} (shards resampled {counts.tolist()})", tokens=tokens,
-            version=self.version, extra=dict(self.extra), **{name: weighted.pop(name) for name in fields},
+            parent=self.parent,
+            source=f"{self.source} (shards resampled {counts.tolist()})",
+            tokens=tokens,
+            version=self.version,
+            extra=dict(self.extra),
+            **{name: weighted.pop(name) for name in fields},
             stats=weighted,
         )
 
@@ -304,8 +315,8 @@ class Profile(Record):
                     raise DamagedFileError(f"{path} lacks {', '.join(missing)}: it is not a saved profile")
                 meta_text = str(data["meta"])
                 arrays = {name: data[name] for name in _ARRAYS}
-                stats = {name[len("stat_"):]: data[name] for name in data.files if name.startswith("stat_")}
-                shards = {name[len("shard_"):]: data[name] for name in data.files if name.startswith("shard_")}
+                stats = {name[len("stat_") :]: data[name] for name in data.files if name.startswith("stat_")}
+                shards = {name[len("shard_") :]: data[name] for name in data.files if name.startswith("shard_")}
         except (OSError, ValueError, EOFError, zipfile.BadZipFile, zlib.error) as error:
             if isinstance(error, DamagedFileError):
                 raise
@@ -319,16 +330,26 @@ class Profile(Record):
         return cls.from_document({**meta, "arrays": arrays, "stats": stats, "shards": shards}, path)
 
     def _meta(self) -> dict[str, Any]:
-        return {"parent": self.parent, "source": self.source, "tokens": self.tokens, "library_version": self.version,
-                "extra": self.extra}
+        return {
+            "parent": self.parent,
+            "source": self.source,
+            "tokens": self.tokens,
+            "library_version": self.version,
+            "extra": self.extra,
+        }
 
     def to_dict(self) -> dict[str, Any]:
         """The profile as plain JSON data: its metadata and every sum as nested lists."""
+
         def plain(arrays: dict[str, np.ndarray]) -> dict[str, list]:
             return {name: np.asarray(value).tolist() for name, value in arrays.items()}
 
-        return {**self._meta(), "arrays": plain({name: getattr(self, name) for name in _ARRAYS}),
-                "stats": plain(self.stats), "shards": plain(self.shards)}
+        return {
+            **self._meta(),
+            "arrays": plain({name: getattr(self, name) for name in _ARRAYS}),
+            "stats": plain(self.stats),
+            "shards": plain(self.shards),
+        }
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> "Profile":
@@ -348,9 +369,14 @@ class Profile(Record):
         _check_profile_arrays(data, arrays)
         _check_stats_and_shards(arrays, groups["stats"], groups["shards"])
         return cls(
-            parent=data["parent"], source=data["source"], tokens=data["tokens"],
-            version=data.get("library_version", __version__), extra=data.get("extra", {}), stats=groups["stats"],
-            shards=groups["shards"], **{name: arrays[name] for name in _ARRAYS},
+            parent=data["parent"],
+            source=data["source"],
+            tokens=data["tokens"],
+            version=data.get("library_version", __version__),
+            extra=data.get("extra", {}),
+            stats=groups["stats"],
+            shards=groups["shards"],
+            **{name: arrays[name] for name in _ARRAYS},
         )
 
     def summary(self) -> dict[str, Any]:
@@ -388,6 +414,7 @@ def _profile_meta(text: str) -> dict[str, Any]:
 
 def _check_meta(meta: dict[str, Any]) -> None:
     """The metadata of a profile, checked field by field."""
+
     def bad(problem: str) -> ValueError:
         return ValueError(f"bad metadata: {problem}")
 
@@ -442,8 +469,9 @@ def _check_profile_arrays(meta: dict[str, Any], arrays: dict[str, np.ndarray]) -
             raise ValueError(f"{name} holds negative values, impossible for sums of magnitudes")
 
 
-def _check_stats_and_shards(arrays: dict[str, np.ndarray], stats: dict[str, np.ndarray],
-                            shards: dict[str, np.ndarray]) -> None:
+def _check_stats_and_shards(
+    arrays: dict[str, np.ndarray], stats: dict[str, np.ndarray], shards: dict[str, np.ndarray]
+) -> None:
     """Further sums are finite; per-shard sums, when present, cover every sum and add up to it."""
     for name, array in stats.items():
         if array.dtype.kind != "f" or not np.isfinite(array).all():
@@ -457,8 +485,9 @@ def _check_stats_and_shards(arrays: dict[str, np.ndarray], stats: dict[str, np.n
     for name, shard in shards.items():
         if name == "tokens":
             continue
-        if shard.shape != (count, *totals[name].shape) or not np.allclose(shard.sum(0), totals[name], rtol=1e-6,
-                                                                          atol=1e-9):
+        if shard.shape != (count, *totals[name].shape) or not np.allclose(
+            shard.sum(0), totals[name], rtol=1e-6, atol=1e-9
+        ):
             raise ValueError(f"the {count} shards of {name} do not add up to its total")
 
 
@@ -469,8 +498,12 @@ class _Accumulator(RunningSums):
     def __init__(self, parent: "Parent"):
         super().__init__(lambda t: counted_rows(t, self.mask))
         layers = parent.dims.layers
-        self.stores = {"block_sums": [None] * layers, "residual_abs_sums": [None] * (layers + 1),
-                       "ffn_abs_sums": [None] * layers, "attn_abs_sums": [None] * layers}
+        self.stores = {
+            "block_sums": [None] * layers,
+            "residual_abs_sums": [None] * (layers + 1),
+            "ffn_abs_sums": [None] * layers,
+            "attn_abs_sums": [None] * layers,
+        }
         self.mask: torch.Tensor | None = None  # (B*T,) bool, None when every token counts
         self.batch_tokens = 0  # tokens counted in the current batch (images: patches and cls tokens)
 
@@ -541,8 +574,10 @@ class _Collectors:
             sums = collector.take_sums()
             clash = taken.keys() & sums.keys()
             if clash:
-                raise ValueError(f"{type(collector).__name__} collects {sorted(clash)}, which another collector "
-                                 f"already collects: give its sums other names")
+                raise ValueError(
+                    f"{type(collector).__name__} collects {sorted(clash)}, which another collector "
+                    f"already collects: give its sums other names"
+                )
             taken.update(sums)
         return taken
 
@@ -605,8 +640,9 @@ class _Dealer:
             if first is not None:
                 if "pixel_values" in first:
                     with torch.no_grad():
-                        self.tokens_per_image = tokens_per_sequence(parent.family, parent.model, first,
-                                                                    parent.input_device)
+                        self.tokens_per_image = tokens_per_sequence(
+                            parent.family, parent.model, first, parent.input_device
+                        )
                 self.stream = itertools.chain([first], self.stream)
 
     def _done(self) -> bool:
@@ -681,20 +717,29 @@ def profile(
     own = 0  # counted tokens this process profiled
 
     try:
-        with capture_blocks(parent.family, model, on_block=sums.on_block, on_ffn=sums.on_ffn,
-                            on_attention=sums.on_attention), \
-                capture_modules(sums.modules, sums.on_module, inputs_only=head_watchers), \
-                (experts.capture() if experts is not None else contextlib.nullcontext()):
-            bar = tqdm(total=max_tokens, unit="tok", desc="profile", disable=not distributed.show_progress(progress),
-                       leave=False)
+        with (
+            capture_blocks(
+                parent.family, model, on_block=sums.on_block, on_ffn=sums.on_ffn, on_attention=sums.on_attention
+            ),
+            capture_modules(sums.modules, sums.on_module, inputs_only=head_watchers),
+            experts.capture() if experts is not None else contextlib.nullcontext(),
+        ):
+            bar = tqdm(
+                total=max_tokens,
+                unit="tok",
+                desc="profile",
+                disable=not distributed.show_progress(progress),
+                leave=False,
+            )
             for index, batch, mine in dealer:
                 if mine:
                     acc.mask = token_mask(batch)
                     # No statistic reads the output layer's result: stop as it is called (a big LM head).
                     forward_before(lambda: parent.family.logits(model, to_device(batch, parent.input_device)), head)
                     counted = acc.batch_tokens
-                    sharded.add({**sums.take_sums(), **(experts.take_sums() if experts is not None else {})}, counted,
-                                index)
+                    sharded.add(
+                        {**sums.take_sums(), **(experts.take_sums() if experts is not None else {})}, counted, index
+                    )
                     own += counted
                 else:
                     counted = dealer.tokens_elsewhere(batch)
@@ -768,10 +813,20 @@ def add_taylor(
     was_training = model.training
     model.eval()
     try:
-        with capture_blocks(family, model, on_block=on_block, on_ffn=lambda i, a: keep("ffn", i, layers, a),
-                            on_attention=lambda i, a: keep("attn", i, layers, a)):
-            bar = tqdm(total=max_tokens, unit="tok", desc="taylor", disable=not distributed.show_progress(progress),
-                       leave=False)
+        with capture_blocks(
+            family,
+            model,
+            on_block=on_block,
+            on_ffn=lambda i, a: keep("ffn", i, layers, a),
+            on_attention=lambda i, a: keep("attn", i, layers, a),
+        ):
+            bar = tqdm(
+                total=max_tokens,
+                unit="tok",
+                desc="taylor",
+                disable=not distributed.show_progress(progress),
+                leave=False,
+            )
             for batch_index, batch, mine in dealer:
                 if not mine:
                     counted = dealer.tokens_elsewhere(batch)
@@ -794,8 +849,9 @@ def add_taylor(
                     sums[kind].append(rows.double().sum(0).to(activations[0].device))
                 counted = rows.shape[0]
                 captured.clear()
-                sharded.add({f"taylor_{kind}": torch.stack(values) for kind, values in sums.items()}, counted,
-                            batch_index)
+                sharded.add(
+                    {f"taylor_{kind}": torch.stack(values) for kind, values in sums.items()}, counted, batch_index
+                )
                 own += counted
                 dealer.count(counted)
                 bar.update(counted)
@@ -803,14 +859,16 @@ def add_taylor(
     finally:
         model.train(was_training)
     # Every process adds the shares in rank order, so all of them end with the same sums.
-    shares = [share for share in distributed.gather_objects(sharded.per_shard() if own else None)
-              if share is not None]
+    shares = [share for share in distributed.gather_objects(sharded.per_shard() if own else None) if share is not None]
     if not shares:
         raise ValueError("the batches held no counted tokens: no Taylor statistics were measured")
     per_shard = _sum_shares(shares)
     tokens = int(per_shard["tokens"].sum())
-    stats = {**profile.stats, **{name: value.sum(0) for name, value in per_shard.items() if name != "tokens"},
-             "taylor_tokens": np.array(float(tokens))}
+    stats = {
+        **profile.stats,
+        **{name: value.sum(0) for name, value in per_shard.items() if name != "tokens"},
+        "taylor_tokens": np.array(float(tokens)),
+    }
     shards = dict(profile.shards)
     if profile.num_shards:
         shards.update({name: value for name, value in per_shard.items() if name != "tokens"})

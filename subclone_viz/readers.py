@@ -72,12 +72,14 @@ _PACKAGE_READERS = {
     "budget-pilot": "subclone_viz.budget:PILOT_READER",
     "checkpoint": "subclone_viz.train:CHECKPOINT_READER",
 }
-READERS: Registry[Reader] = Registry("file reader", "subclone_viz.readers", check=_check_reader,
-                                     declared=_PACKAGE_READERS)
+READERS: Registry[Reader] = Registry(
+    "file reader", "subclone_viz.readers", check=_check_reader, declared=_PACKAGE_READERS
+)
 
 
-def register_reader(name: str, read: Callable[[Path], Any], description: str, directory: bool = False,
-                    cache: bool = False) -> Reader:
+def register_reader(
+    name: str, read: Callable[[Path], Any], description: str, directory: bool = False, cache: bool = False
+) -> Reader:
     """Register the reader of a new kind of file under ``name`` (see :class:`Reader`) and return it."""
     return READERS.register(name, Reader(read, description, directory, cache))
 

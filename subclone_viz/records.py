@@ -157,8 +157,9 @@ _PACKAGE_RECORDS = {
     "subclone_viz.forecast_prior": "subclone_viz.forecast:ForecastPrior",
     "subclone_viz.budget_grid": "subclone_viz.budget:BudgetGrid",
 }
-RECORDS: Registry[type[Record]] = Registry("record format", "subclone_viz.records", check=_check_record,
-                                           declared=_PACKAGE_RECORDS)
+RECORDS: Registry[type[Record]] = Registry(
+    "record format", "subclone_viz.records", check=_check_record, declared=_PACKAGE_RECORDS
+)
 
 
 def register_record(cls: type[R]) -> type[R]:
@@ -173,8 +174,9 @@ def load_record(path: str | os.PathLike) -> Record:
     data = read_json(path, dict)
     found = data.get("format")
     if found not in RECORDS:
-        raise DamagedFileError(f"{path} declares format {found!r}, which is not a record this subclone_viz reads "
-                               f"({', '.join(RECORDS)})")
+        raise DamagedFileError(
+            f"{path} declares format {found!r}, which is not a record this subclone_viz reads ({', '.join(RECORDS)})"
+        )
     return RECORDS[found].from_document(data, path)
 
 

@@ -52,8 +52,13 @@ class Registry(Mapping[str, T], Generic[T]):
             (the digits ViT's parent source lives above the trainer it needs).
     """
 
-    def __init__(self, kind: str, entry_point_group: str | None, check: Callable[[str, T], None] | None = None,
-                 declared: Mapping[str, str] | None = None):
+    def __init__(
+        self,
+        kind: str,
+        entry_point_group: str | None,
+        check: Callable[[str, T], None] | None = None,
+        declared: Mapping[str, str] | None = None,
+    ):
         self.kind = kind
         self.entry_point_group = entry_point_group
         self._check = check
@@ -66,7 +71,9 @@ class Registry(Mapping[str, T], Generic[T]):
         if not isinstance(name, str) or not name:
             raise ConfigurationError(f"a {self.kind} needs a non-empty string name, got {name!r}")
         if name in self._entries and not replace and self._entries[name] is not obj:
-            raise ConfigurationError(f"a {self.kind} named {name!r} is already registered (pass replace=True to replace it)")
+            raise ConfigurationError(
+                f"a {self.kind} named {name!r} is already registered (pass replace=True to replace it)"
+            )
         if self._check is not None:
             self._check(name, obj)
         self._entries[name] = obj
@@ -94,7 +101,9 @@ class Registry(Mapping[str, T], Generic[T]):
                 if point.name not in self._entries:
                     self.register(point.name, loaded)
             except Exception as error:  # a broken plugin must not break the library: say which one and go on
-                log.warning("subclone_viz: skipped the %s plugin %r (%s): %s", self.kind, point.name, point.value, error)
+                log.warning(
+                    "subclone_viz: skipped the %s plugin %r (%s): %s", self.kind, point.name, point.value, error
+                )
 
     def _unknown(self, name: object) -> UnknownNameError:
         names = list(self._entries)

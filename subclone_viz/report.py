@@ -152,8 +152,9 @@ def _block_table(profile: Profile, plan: "SubclonePlan | None", ablation: "Block
     return _table(header, rows, classes)
 
 
-def _profile_section(profile: Profile, plan: "SubclonePlan | None", ablation: "BlockAblation | None",
-                     trace: "TokenTrace | None") -> str:
+def _profile_section(
+    profile: Profile, plan: "SubclonePlan | None", ablation: "BlockAblation | None", trace: "TokenTrace | None"
+) -> str:
     summary = profile.summary()
     parts = [
         _paragraph(
@@ -245,16 +246,28 @@ def _experts_section(profile: Profile, plan: "SubclonePlan | None") -> str:
     entropy = profile.stats["router_entropy"] / np.maximum(profile.stats["router_tokens"], 1.0)
     experts = profile.stats["expert_tokens"].shape[1]
     parts = [
-        _figure(plots.expert_load_heatmap(profile), "expert-load",
-                f"Share of each block's routed tokens that each of its {experts} experts took (uniform routing: "
-                f"{1 / experts:.3f} everywhere); dense blocks are empty rows."),
-        _paragraph(f"Mean router entropy per MoE block, in nats (uniform: {np.log(experts):.2f}): "
-                   + ", ".join(f"block {b}: {e:.2f}" for b, e in enumerate(entropy) if e > 0) + "."),
+        _figure(
+            plots.expert_load_heatmap(profile),
+            "expert-load",
+            f"Share of each block's routed tokens that each of its {experts} experts took (uniform routing: "
+            f"{1 / experts:.3f} everywhere); dense blocks are empty rows.",
+        ),
+        _paragraph(
+            f"Mean router entropy per MoE block, in nats (uniform: {np.log(experts):.2f}): "
+            + ", ".join(f"block {b}: {e:.2f}" for b, e in enumerate(entropy) if e > 0)
+            + "."
+        ),
     ]
     if plan is not None and plan.experts:
-        parts.append(_paragraph(f"The destination keeps {len(plan.experts[0])} experts per block"
-                                + (f", chosen by {plan.experts_by}" if plan.experts_by else "") + ": "
-                                + "; ".join(f"block {b}: {kept}" for b, kept in zip(plan.layers, plan.experts)) + "."))
+        parts.append(
+            _paragraph(
+                f"The destination keeps {len(plan.experts[0])} experts per block"
+                + (f", chosen by {plan.experts_by}" if plan.experts_by else "")
+                + ": "
+                + "; ".join(f"block {b}: {kept}" for b, kept in zip(plan.layers, plan.experts))
+                + "."
+            )
+        )
     return _section("experts", "3b. Experts: routing load per block", parts)
 
 
@@ -272,26 +285,32 @@ def _plan_section(plan: "SubclonePlan") -> str:
 def _stability_section(stability: "Stability") -> str:
     summary = stability.summary()
     shards = stability.shard_tokens
-    parts = [_paragraph(
-        f"The rankings above come from one calibration sample. Its sums are kept in {len(shards)} shards "
-        f"({min(shards):,}-{max(shards):,} tokens each); {summary['resamples']} {stability.method} resamples of the "
-        f"shards re-plan the destination width ({stability.spec['hidden']} channels, FFN {stability.spec['ffn']}, "
-        f"{stability.spec['heads']} heads; importance estimator '{stability.importance}') without a second pass. "
-        f"What a resample keeps that another does not is decided by the calibration text, not by the parent."
-    )]
-    rows = [[kind, summary["mean_jaccard_with_full"][kind], summary["mean_pairwise_jaccard"][kind]]
-            for kind in ("residual", "ffn", "heads")]
+    parts = [
+        _paragraph(
+            f"The rankings above come from one calibration sample. Its sums are kept in {len(shards)} shards "
+            f"({min(shards):,}-{max(shards):,} tokens each); {summary['resamples']} {stability.method} resamples of the "
+            f"shards re-plan the destination width ({stability.spec['hidden']} channels, FFN {stability.spec['ffn']}, "
+            f"{stability.spec['heads']} heads; importance estimator '{stability.importance}') without a second pass. "
+            f"What a resample keeps that another does not is decided by the calibration text, not by the parent."
+        )
+    ]
+    rows = [
+        [kind, summary["mean_jaccard_with_full"][kind], summary["mean_pairwise_jaccard"][kind]]
+        for kind in ("residual", "ffn", "heads")
+    ]
     parts.append(_table(["kept set", "mean Jaccard with the full sample", "mean Jaccard between resamples"], rows))
     if "loss" in summary:
         loss = summary["loss"]
-        parts.append(_paragraph(
-            f"Held-out loss before training of the destinations of {len(loss['values'])} resamples: "
-            f"{loss['mean']:.3f} ± {loss['std']:.3f} nats (min {loss['min']:.3f}, max {loss['max']:.3f}); "
-            f"the full sample's destination: {loss['full']:.3f}."
-        ))
+        parts.append(
+            _paragraph(
+                f"Held-out loss before training of the destinations of {len(loss['values'])} resamples: "
+                f"{loss['mean']:.3f} ± {loss['std']:.3f} nats (min {loss['min']:.3f}, max {loss['max']:.3f}); "
+                f"the full sample's destination: {loss['full']:.3f}."
+            )
+        )
     captions = {
         "residual": "Fraction of resamples that keep each residual channel, most often kept first; the dashed line "
-                    "is the destination's width.",
+        "is the destination's width.",
         "ffn": "Fraction of resamples that keep each FFN neuron, every block, each row sorted.",
         "heads": "Fraction of resamples that keep each query head, every block.",
     }
@@ -324,9 +343,14 @@ def _grid_section(grid: "SizeGrid", plan: "SubclonePlan | None") -> str:
     for quantity, caption in captions.items():
         parts.append(_figure(plots.size_grid(grid, quantity, selected=selected), f"grid-{quantity}", caption))
     if grid.pareto_front("latency").any():
-        parts.append(_figure(plots.size_pareto(grid, "latency"), "grid-pareto",
-                             "Loss before training against measured latency: the highlighted sizes are those no "
-                             "other size beats on both."))
+        parts.append(
+            _figure(
+                plots.size_pareto(grid, "latency"),
+                "grid-pareto",
+                "Loss before training against measured latency: the highlighted sizes are those no "
+                "other size beats on both.",
+            )
+        )
     return _section("sizes", "6. Destination sizes", parts)
 
 
@@ -338,10 +362,14 @@ def _comparison_section(comparison: Any) -> str:
         note = comparison.lr_note()
         parts.append(_paragraph(note[0].upper() + note[1:] + "."))
     if any(row.get("reference_converged") is False for row in rows):
-        parts.append(_paragraph(f"Random init had not converged by the end of its run (its second half still brought "
-                                f"more than {CONVERGED_SECOND_HALF_SHARE:.0%} of its drop in held-out loss): the "
-                                f"speedups hold at the loss it reached in this budget only, and a longer run may "
-                                f"give others."))
+        parts.append(
+            _paragraph(
+                f"Random init had not converged by the end of its run (its second half still brought "
+                f"more than {CONVERGED_SECOND_HALF_SHARE:.0%} of its drop in held-out loss): the "
+                f"speedups hold at the loss it reached in this budget only, and a longer run may "
+                f"give others."
+            )
+        )
     histories = getattr(comparison, "histories", None)
     if histories:
         has_accuracy = any(row.get("final_accuracy") is not None for row in rows)
@@ -361,29 +389,63 @@ def _comparison_section(comparison: Any) -> str:
 def _study_section(study: "SpeedupStudy", parent_name: str) -> str:
     config = study.config
     measured_on = config.get("parent", {})
-    budget = (f"{config.get('steps')} optimizer steps ({config.get('tokens_per_run', 0):,} training tokens) per run "
-              f"on {config.get('data')}, held-out loss every {config.get('eval_every')} steps on "
-              f"{config.get('heldout')}, on {config.get('device')}")
-    parts = [_paragraph(
-        f"Measured on {measured_on.get('description', measured_on.get('name', 'an unrecorded parent'))}: "
-        f"{budget}. Random init swept learning rates {config.get('random_lrs')}, the subclone "
-        f"{config.get('subclone_lrs')}; each keeps its best (lowest final held-out loss), so no speedup comes from "
-        f"a poorly tuned baseline. Speedup: the steps (or training seconds) the best random run needs to reach its "
-        f"own final held-out loss over the steps the other needs."
-    )]
+    budget = (
+        f"{config.get('steps')} optimizer steps ({config.get('tokens_per_run', 0):,} training tokens) per run "
+        f"on {config.get('data')}, held-out loss every {config.get('eval_every')} steps on "
+        f"{config.get('heldout')}, on {config.get('device')}"
+    )
+    parts = [
+        _paragraph(
+            f"Measured on {measured_on.get('description', measured_on.get('name', 'an unrecorded parent'))}: "
+            f"{budget}. Random init swept learning rates {config.get('random_lrs')}, the subclone "
+            f"{config.get('subclone_lrs')}; each keeps its best (lowest final held-out loss), so no speedup comes from "
+            f"a poorly tuned baseline. Speedup: the steps (or training seconds) the best random run needs to reach its "
+            f"own final held-out loss over the steps the other needs."
+        )
+    ]
     if measured_on.get("name") not in (None, parent_name):
-        warning = (f"This study was measured on {measured_on.get('name')}, not on {parent_name}, the parent of the "
-                   f"rest of this page.")
+        warning = (
+            f"This study was measured on {measured_on.get('name')}, not on {parent_name}, the parent of the "
+            f"rest of this page."
+        )
         parts.append(f'<div class="note">{_escape(warning)}</div>')
-    parts.append(_figure(plots.speedup_by_size(study.sizes), "speedup-by-size",
-                         "Speedup over random init against the destination's parameter count. Solid: per optimizer "
-                         "step; dotted: per second of training (a teacher's forward makes a distilled step dearer). "
-                         "Triangles up: lower bounds; down: never reached random's final loss."))
-    rows = [[row["destination"], row["parameters"], row["init"], row["best_lr"], row["initial_loss"],
-             row["final_loss"], speedup_text(row), speedup_text(row, "speedup_per_second")]
-            for row in study.table()]
-    parts.append(_table(["destination", "parameters", "init", "best lr", "held-out loss at 0", "final",
-                         "speedup per step", "per second"], rows))
+    parts.append(
+        _figure(
+            plots.speedup_by_size(study.sizes),
+            "speedup-by-size",
+            "Speedup over random init against the destination's parameter count. Solid: per optimizer "
+            "step; dotted: per second of training (a teacher's forward makes a distilled step dearer). "
+            "Triangles up: lower bounds; down: never reached random's final loss.",
+        )
+    )
+    rows = [
+        [
+            row["destination"],
+            row["parameters"],
+            row["init"],
+            row["best_lr"],
+            row["initial_loss"],
+            row["final_loss"],
+            speedup_text(row),
+            speedup_text(row, "speedup_per_second"),
+        ]
+        for row in study.table()
+    ]
+    parts.append(
+        _table(
+            [
+                "destination",
+                "parameters",
+                "init",
+                "best lr",
+                "held-out loss at 0",
+                "final",
+                "speedup per step",
+                "per second",
+            ],
+            rows,
+        )
+    )
     return _section("speedup", "8. Speedup by destination size", parts)
 
 
@@ -392,27 +454,56 @@ def _study_section(study: "SpeedupStudy", parent_name: str) -> str:
 
 
 def _cut_section(lenses: "Mapping[str, LogitLens]", similarities: "Mapping[str, LayerSimilarity]") -> str:
-    parts = [_paragraph(
-        "The logit lens reads every residual layer through the final norm and the head, as if the later blocks were "
-        "not there; a destination's layers sit at the parent block they came from. Layer similarity compares each "
-        "destination layer's hidden states with the parent layer it came from: linear CKA (blind to rotations and "
-        "scale) and the cosine on the kept channels."
-    )]
+    parts = [
+        _paragraph(
+            "The logit lens reads every residual layer through the final norm and the head, as if the later blocks were "
+            "not there; a destination's layers sit at the parent block they came from. Layer similarity compares each "
+            "destination layer's hidden states with the parent layer it came from: linear CKA (blind to rotations and "
+            "scale) and the cosine on the kept channels."
+        )
+    ]
     if lenses:
-        parts.append(_figure(plots.lens_loss(lenses), "lens-loss",
-                             "Loss read at each residual layer, on the parent's depth axis: a depth cut follows the "
-                             "parent up to its gap, a width cut departs from the embedding on."))
-        rows = [[name, len(lens.labels), lens.loss[0], lens.loss[-1], lens.accuracy[-1]] for name, lens in lenses.items()]
-        parts.append(_table(["model", "layers read", "lens loss at the embedding", "at the last layer",
-                             "top-1 accuracy at the last layer"], rows))
+        parts.append(
+            _figure(
+                plots.lens_loss(lenses),
+                "lens-loss",
+                "Loss read at each residual layer, on the parent's depth axis: a depth cut follows the "
+                "parent up to its gap, a width cut departs from the embedding on.",
+            )
+        )
+        rows = [
+            [name, len(lens.labels), lens.loss[0], lens.loss[-1], lens.accuracy[-1]] for name, lens in lenses.items()
+        ]
+        parts.append(
+            _table(
+                [
+                    "model",
+                    "layers read",
+                    "lens loss at the embedding",
+                    "at the last layer",
+                    "top-1 accuracy at the last layer",
+                ],
+                rows,
+            )
+        )
     for k, (name, similarity) in enumerate(similarities.items()):
-        parts.append(_figure(plots.similarity_heatmap(similarity, title=f"{name}: cosine on the kept channels"),
-                             f"similarity-{k}", f"{name}: every parent layer against every destination layer; "
-                             f"squares mark the layer each destination layer came from."))
+        parts.append(
+            _figure(
+                plots.similarity_heatmap(similarity, title=f"{name}: cosine on the kept channels"),
+                f"similarity-{k}",
+                f"{name}: every parent layer against every destination layer; "
+                f"squares mark the layer each destination layer came from.",
+            )
+        )
     if similarities:
-        parts.append(_figure(plots.similarity_by_layer(similarities), "similarity-by-layer",
-                             "CKA (solid) and kept-channel cosine (dotted) against the parent layer each destination "
-                             "layer came from."))
+        parts.append(
+            _figure(
+                plots.similarity_by_layer(similarities),
+                "similarity-by-layer",
+                "CKA (solid) and kept-channel cosine (dotted) against the parent layer each destination "
+                "layer came from.",
+            )
+        )
     return _section("cut", "9. What the cut loses", parts)
 
 
@@ -463,8 +554,11 @@ def build_report(
     path = _check_out(out, overwrite)
     name = parent.name if parent is not None else profile.parent["name"]
     description = parent.description if parent is not None else profile.parent.get("description", "")
-    sections = [_profile_section(profile, plan, ablation, trace), _channels_section(profile),
-                _rankings_section(profile, plan)]
+    sections = [
+        _profile_section(profile, plan, ablation, trace),
+        _channels_section(profile),
+        _rankings_section(profile, plan),
+    ]
     anchors = [("profile", "residual property"), ("channels", "channels"), ("rankings", "neurons and heads")]
     if "expert_tokens" in profile.stats:  # a mixture of experts
         sections.append(_experts_section(profile, plan))
@@ -491,7 +585,7 @@ def build_report(
     note_box = "".join(f'<div class="note">{_escape(note)}</div>' for note in notes)
     stamp = datetime.datetime.now().strftime("%Y-%m-%d %H:%M")
     page = (
-        "<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"
+        '<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'
         '<meta name="viewport" content="width=device-width, initial-scale=1">'
         f"<title>Subcloning report: {_escape(name)}</title><style>{_CSS}</style>"
         f'<script type="text/javascript">{get_plotlyjs()}</script></head>\n<body><main>'
@@ -542,8 +636,17 @@ def run_report(
         log(f"loading parent {parent_source}")
         parent = load_parent(parent_source)
     log(f"parent: {parent.description}")
-    records = report_records(parent, tokens=tokens, steps=steps, quick=quick, data=data, destination=destination,
-                             seed=seed, progress=progress, log=log)
+    records = report_records(
+        parent,
+        tokens=tokens,
+        steps=steps,
+        quick=quick,
+        data=data,
+        destination=destination,
+        seed=seed,
+        progress=progress,
+        log=log,
+    )
     written = build_report(**records.as_kwargs(), out=path, overwrite=overwrite, study=study)
     log(f"wrote {written} ({written.stat().st_size / 1e6:.1f} MB)")
     return written

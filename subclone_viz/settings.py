@@ -70,8 +70,9 @@ class ProfileSettings:
     """How much data the profiling stage reads."""
 
     tokens: int = setting(8192, "tokens to profile")
-    subclone_tokens: int = setting(4096, "tokens to profile (train split) when a subclone, comparison or study "
-                                   "is run without a saved profile")
+    subclone_tokens: int = setting(
+        4096, "tokens to profile (train split) when a subclone, comparison or study is run without a saved profile"
+    )
     eval_tokens: int = setting(4096, "held-out tokens to score parents and destinations on")
     ablation_tokens: int = setting(2048, "held-out tokens of a block ablation")
     shards: int = setting(8, "shards the profile's sums are kept in, for resampling (stability)")
@@ -136,8 +137,9 @@ class TrainSettings:
     schedule: str = setting("cosine", "after warmup: cosine, linear, constant or wsd (warmup-stable-decay)", SCHEDULES)
     final_lr_ratio: float = setting(0.0, "cosine, linear and wsd decay towards lr * this (0.1: the usual LM recipe)")
     decay_fraction: float = setting(0.2, "wsd: the share of the steps after warmup spent in the final linear decay")
-    eval_every: int | None = setting(None, "steps between evaluations (None: steps // 10); also one before and "
-                                     "one at the end")
+    eval_every: int | None = setting(
+        None, "steps between evaluations (None: steps // 10); also one before and one at the end"
+    )
     seed: int = setting(0, "seeds Python, NumPy and torch (random init, dropout): equal seeds give equal histories")
     mixed_precision: str = setting("auto", "auto: bf16 on a GPU that supports it, else fp32", MIXED_PRECISIONS)
     max_grad_norm: float | None = setting(1.0, "clip the gradient norm to this (None: no clipping)")
@@ -168,11 +170,15 @@ class TrainSettings:
         if self.max_grad_norm is not None and not self.max_grad_norm > 0:
             raise ValueError(f"max_grad_norm={self.max_grad_norm!r} must be positive, or None for no clipping")
         if not 0.0 <= self.distill_alpha <= 1.0:
-            raise ValueError(f"distill_alpha={self.distill_alpha!r} must be between 0 (no distillation) and 1 "
-                             f"(the teacher's distribution only)")
+            raise ValueError(
+                f"distill_alpha={self.distill_alpha!r} must be between 0 (no distillation) and 1 "
+                f"(the teacher's distribution only)"
+            )
         if not self.distill_temperature > 0:
-            raise ValueError(f"distill_temperature={self.distill_temperature!r} must be positive (1: the plain "
-                             f"distributions; higher: softer ones)")
+            raise ValueError(
+                f"distill_temperature={self.distill_temperature!r} must be positive (1: the plain "
+                f"distributions; higher: softer ones)"
+            )
 
     @classmethod
     def of(cls, settings: "TrainSettings | None" = None, **overrides: Any) -> "TrainSettings":
@@ -195,11 +201,22 @@ class TrainSettings:
         """The learning rate of every optimizer step of the run, in order (what a loss forecast reads)."""
         if self.lr is None:
             raise ValueError("lr is not set: the schedule needs a peak learning rate")
-        return [self.lr * lr_factor(i, self.resolved_warmup, self.steps, self.schedule, self.final_lr_ratio,
-                                    self.decay_fraction) for i in range(self.steps)]
+        return [
+            self.lr
+            * lr_factor(i, self.resolved_warmup, self.steps, self.schedule, self.final_lr_ratio, self.decay_fraction)
+            for i in range(self.steps)
+        ]
 
 
 __all__ = [
-    "DEFAULT_EVALUATIONS", "DEFAULT_WARMUP_FRACTION", "INTERACTIVE_STEPS", "MIXED_PRECISIONS", "STUDY_STEPS",
-    "PlanStrategy", "ProfileSettings", "TrainSettings", "lr_factor", "setting",
+    "DEFAULT_EVALUATIONS",
+    "DEFAULT_WARMUP_FRACTION",
+    "INTERACTIVE_STEPS",
+    "MIXED_PRECISIONS",
+    "STUDY_STEPS",
+    "PlanStrategy",
+    "ProfileSettings",
+    "TrainSettings",
+    "lr_factor",
+    "setting",
 ]

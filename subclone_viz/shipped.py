@@ -79,8 +79,13 @@ class ShippedFigures(Record):
     profile: Profile | None = field(default=None, compare=False)  # filled by load_shipped
 
     def to_dict(self) -> dict[str, Any]:
-        return {"parent": self.parent, "made": self.made, "ablation": self.ablation.to_dict(),
-                "profile_file": self.profile_file, "profile_sha256": self.profile_sha256}
+        return {
+            "parent": self.parent,
+            "made": self.made,
+            "ablation": self.ablation.to_dict(),
+            "profile_file": self.profile_file,
+            "profile_sha256": self.profile_sha256,
+        }
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> "ShippedFigures":
@@ -90,13 +95,17 @@ class ShippedFigures(Record):
         if not isinstance(ablation, dict):
             raise ValueError(f"'ablation' must be an object, not {type(ablation).__name__}")
         removed, duplicated = ablation["removed"], ablation["duplicated"]
-        values = [ablation["baseline"], *removed, *duplicated] if isinstance(removed, list) and isinstance(
-            duplicated, list) else None
+        values = (
+            [ablation["baseline"], *removed, *duplicated]
+            if isinstance(removed, list) and isinstance(duplicated, list)
+            else None
+        )
         if values is None or not all(isinstance(v, (int, float)) and math.isfinite(v) for v in values):
             raise ValueError("'ablation' needs a finite baseline and lists of finite 'removed' and 'duplicated' losses")
         if len(removed) != len(duplicated) or not removed:
-            raise ValueError(f"'ablation' has {len(removed)} removed and {len(duplicated)} duplicated losses: "
-                             "one of each per block")
+            raise ValueError(
+                f"'ablation' has {len(removed)} removed and {len(duplicated)} duplicated losses: one of each per block"
+            )
         name, digest = data["profile_file"], data["profile_sha256"]
         if not isinstance(name, str) or not re.fullmatch(r"[A-Za-z0-9._-]+\.npz", name):
             raise ValueError(f"'profile_file' must be a plain .npz file name beside the record, not {name!r}")
@@ -105,15 +114,23 @@ class ShippedFigures(Record):
         parent = data["parent"]
         if not isinstance(parent, str) or not parent:
             raise ValueError(f"'parent' must name the parent, not {parent!r}")
-        return cls(parent=parent, made=made, profile_file=name, profile_sha256=digest,
-                   ablation=BlockAblation(float(ablation["baseline"]), [float(v) for v in removed],
-                                          [float(v) for v in duplicated]))
+        return cls(
+            parent=parent,
+            made=made,
+            profile_file=name,
+            profile_sha256=digest,
+            ablation=BlockAblation(
+                float(ablation["baseline"]), [float(v) for v in removed], [float(v) for v in duplicated]
+            ),
+        )
 
     def describe(self) -> str:
         """One sentence for a notebook: what was measured, on what text, when and how to make it again."""
         made = self.made
-        return (f"shipped with subclone_viz: profile of {made['profile']}, block ablation on {made['ablation']}; "
-                f"made on {made['date']} by `{made['command']}` (subclone_viz {made['version']})")
+        return (
+            f"shipped with subclone_viz: profile of {made['profile']}, block ablation on {made['ablation']}; "
+            f"made on {made['date']} by `{made['command']}` (subclone_viz {made['version']})"
+        )
 
 
 def available() -> list[str]:
@@ -148,11 +165,13 @@ def load_shipped(name: str, directory: str | Path = DATA) -> ShippedFigures:
         raise DamagedFileError(f"{profile_path} does not match the digest {path} records: it was changed or damaged")
     profile = Profile.load(profile_path)
     if profile.parent["name"] != record.parent or record.parent != name:
-        raise DamagedFileError(f"{path} is for {record.parent!r}, its profile for {profile.parent['name']!r}, "
-                               f"asked for {name!r}")
+        raise DamagedFileError(
+            f"{path} is for {record.parent!r}, its profile for {profile.parent['name']!r}, asked for {name!r}"
+        )
     if len(record.ablation.removed) != profile.num_layers:
-        raise DamagedFileError(f"{path}: {len(record.ablation.removed)} ablated blocks, but the parent has "
-                               f"{profile.num_layers}")
+        raise DamagedFileError(
+            f"{path}: {len(record.ablation.removed)} ablated blocks, but the parent has {profile.num_layers}"
+        )
     return replace(record, profile=profile)
 
 
@@ -160,16 +179,27 @@ def _compact(profile: Profile) -> Profile:
     """``profile`` as it is when it fits the size budget; otherwise float32 sums without the per-shard copies
     (whose float64 sums must add up to the totals, which float32 rounding would break)."""
     arrays = ("block_sums", "residual_abs_sums", "ffn_abs_sums", "attn_abs_sums")
-    size = sum(a.nbytes for a in (*(getattr(profile, n) for n in arrays), *profile.stats.values(),
-                                  *profile.shards.values()))
+    size = sum(
+        a.nbytes for a in (*(getattr(profile, n) for n in arrays), *profile.stats.values(), *profile.shards.values())
+    )
     if size <= SIZE_BUDGET:
         return profile
-    return replace(profile, **{name: getattr(profile, name).astype(np.float32) for name in arrays},
-                   stats={name: value.astype(np.float32) for name, value in profile.stats.items()}, shards={})
+    return replace(
+        profile,
+        **{name: getattr(profile, name).astype(np.float32) for name in arrays},
+        stats={name: value.astype(np.float32) for name, value in profile.stats.items()},
+        shards={},
+    )
 
 
-def save_shipped(parent: "Parent", profile: Profile, ablation: BlockAblation, made: dict[str, Any],
-                 directory: str | Path = DATA, overwrite: bool = False) -> list[Path]:
+def save_shipped(
+    parent: "Parent",
+    profile: Profile,
+    ablation: BlockAblation,
+    made: dict[str, Any],
+    directory: str | Path = DATA,
+    overwrite: bool = False,
+) -> list[Path]:
     """Write ``parent``'s shipped figures (``tools/make_shipped.py`` calls this) and read them back through
     :func:`load_shipped`; ``made`` says how they were made (the date and version are added)."""
     profile.check_parent(parent)
@@ -177,7 +207,10 @@ def save_shipped(parent: "Parent", profile: Profile, ablation: BlockAblation, ma
     directory.mkdir(parents=True, exist_ok=True)
     profile_path = _compact(profile).save(directory / f"{parent.name}.profile.npz", overwrite=overwrite)
     record = ShippedFigures(
-        parent=parent.name, ablation=ablation, profile_file=profile_path.name, profile_sha256=_sha256(profile_path),
+        parent=parent.name,
+        ablation=ablation,
+        profile_file=profile_path.name,
+        profile_sha256=_sha256(profile_path),
         made={**made, "date": _dt.date.today().isoformat(), "version": __version__},
     )
     record_path = record.save(directory / f"{parent.name}.json", overwrite=overwrite)

@@ -76,20 +76,29 @@ class LayerSimilarity(Record):
 
     def to_dict(self) -> dict[str, Any]:
         return {
-            "parent": self.parent, "destination": self.destination, "parent_labels": self.parent_labels,
-            "destination_labels": self.destination_labels, "matches": self.matches, "cka": self.cka.tolist(),
-            "cosine": self.cosine.tolist(), "cosine_matrix": self.cosine_matrix.tolist(), "tokens": self.tokens,
+            "parent": self.parent,
+            "destination": self.destination,
+            "parent_labels": self.parent_labels,
+            "destination_labels": self.destination_labels,
+            "matches": self.matches,
+            "cka": self.cka.tolist(),
+            "cosine": self.cosine.tolist(),
+            "cosine_matrix": self.cosine_matrix.tolist(),
+            "tokens": self.tokens,
         }
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> "LayerSimilarity":
         record = cls(
-            parent=str(data["parent"]), destination=str(data["destination"]),
+            parent=str(data["parent"]),
+            destination=str(data["destination"]),
             parent_labels=[str(x) for x in data["parent_labels"]],
             destination_labels=[str(x) for x in data["destination_labels"]],
-            matches=[int(x) for x in data["matches"]], cka=np.asarray(data["cka"], dtype=np.float64),
+            matches=[int(x) for x in data["matches"]],
+            cka=np.asarray(data["cka"], dtype=np.float64),
             cosine=np.asarray(data["cosine"], dtype=np.float64),
-            cosine_matrix=np.asarray(data["cosine_matrix"], dtype=np.float64), tokens=int(data["tokens"]),
+            cosine_matrix=np.asarray(data["cosine_matrix"], dtype=np.float64),
+            tokens=int(data["tokens"]),
         )
         p, d = len(record.parent_labels), len(record.destination_labels)
         if record.cka.shape != (d,) or record.cosine.shape != (d,) or record.cosine_matrix.shape != (p, d):
@@ -205,7 +214,12 @@ def layer_similarity(
         raise ValueError("the batches held no counted tokens: nothing was compared")
     return LayerSimilarity(
         parent=p_item.name,
-        destination=d_item.name, parent_labels=p_item.labels, destination_labels=d_item.labels, matches=matches,
-        cka=np.array([s.cka() for s in sums]), cosine=(cosine / tokens).numpy(),
-        cosine_matrix=(matrix / tokens).numpy(), tokens=tokens,
+        destination=d_item.name,
+        parent_labels=p_item.labels,
+        destination_labels=d_item.labels,
+        matches=matches,
+        cka=np.array([s.cka() for s in sums]),
+        cosine=(cosine / tokens).numpy(),
+        cosine_matrix=(matrix / tokens).numpy(),
+        tokens=tokens,
     )

@@ -235,8 +235,10 @@ class SizeGrid(Record):
         missing, unknown = sorted(required - set(data)), sorted(set(data) - known)
         if missing or unknown:
             raise ValueError(f"not a size grid: missing {missing}, unknown {unknown}")
-        if not all(isinstance(data[axis], list) and data[axis] and all(isinstance(v, int) for v in data[axis])
-                   for axis in ("layers", "hidden")):
+        if not all(
+            isinstance(data[axis], list) and data[axis] and all(isinstance(v, int) for v in data[axis])
+            for axis in ("layers", "hidden")
+        ):
             raise ValueError("'layers' and 'hidden' must be non-empty lists of whole numbers")
         shape = (len(data["layers"]), len(data["hidden"]))
         for name in (*QUANTITIES, "latency_spread"):  # grids written before the spread was measured lack it
@@ -366,7 +368,9 @@ def _shared_blocks(a: "SubclonePlan", b: "SubclonePlan") -> int:
 
 
 @torch.no_grad()
-def _cell_loss(family: Family, model: nn.Module, cell_plan: "SubclonePlan", batches: list, prefix: _WidthPrefix) -> float:
+def _cell_loss(
+    family: Family, model: nn.Module, cell_plan: "SubclonePlan", batches: list, prefix: _WidthPrefix
+) -> float:
     """The cell's mean held-out loss, as :func:`~subclone_viz.evaluate` computes it, running on each batch only
     the blocks after those it shares with the previous cell of its width (same weights, same inputs: the same
     hidden states, bit for bit). Leaves this cell's hidden states in ``prefix`` for the next cell. Under several
@@ -483,21 +487,27 @@ def size_grid(
     from tqdm.auto import tqdm
 
     layers, hidden, batches = _checked_grid(parent, profile, layers, hidden, eval_batches, depth, width, scaling)
-    seq_len = tokens_per_sequence(parent.family, parent.model, batches[0], parent.input_device) if seq_len is None else seq_len
+    seq_len = (
+        tokens_per_sequence(parent.family, parent.model, batches[0], parent.input_device)
+        if seq_len is None
+        else seq_len
+    )
     device = device_name(parent.input_device)
     strategies = dict(depth=depth, width=width, scaling=scaling)
     count = len(batches)
     eval_source = getattr(eval_batches, "description", f"{count} held-out batch{'es' if count > 1 else ''}")
-    common_key = json_ready({
-        "parent": parent_fingerprint(parent),
-        "profile": profile_key(profile),
-        "strategies": strategies,
-        "seq_len": seq_len,
-        "eval": {"description": eval_source, "contents": batches_digest(batches)},
-        "device": device,
-        "latency_repeats": LATENCY_REPEATS,  # cells cached with fewer timed runs have no spread: measure again
-        "version": __version__,
-    })
+    common_key = json_ready(
+        {
+            "parent": parent_fingerprint(parent),
+            "profile": profile_key(profile),
+            "strategies": strategies,
+            "seq_len": seq_len,
+            "eval": {"description": eval_source, "contents": batches_digest(batches)},
+            "device": device,
+            "latency_repeats": LATENCY_REPEATS,  # cells cached with fewer timed runs have no spread: measure again
+            "version": __version__,
+        }
+    )
     shape = (len(layers), len(hidden))
     results = {name: np.full(shape, np.nan) for name in (*QUANTITIES, "latency_spread")}
     reasons: list[list[str | None]] = [[None] * shape[1] for _ in range(shape[0])]
@@ -539,9 +549,16 @@ def size_grid(
     )
 
 
-def _checked_grid(parent: "Parent", profile: "Profile | None", layers: Sequence[int] | None,
-                  hidden: Sequence[int] | None, eval_batches: Iterable[dict[str, torch.Tensor]] | None, depth: str,
-                  width: str, scaling: str) -> tuple[list[int], list[int], list[dict[str, torch.Tensor]]]:
+def _checked_grid(
+    parent: "Parent",
+    profile: "Profile | None",
+    layers: Sequence[int] | None,
+    hidden: Sequence[int] | None,
+    eval_batches: Iterable[dict[str, torch.Tensor]] | None,
+    depth: str,
+    width: str,
+    scaling: str,
+) -> tuple[list[int], list[int], list[dict[str, torch.Tensor]]]:
     """The grid's axes and held-out batches; the caller's mistakes are refused before any cell is measured
     (and marked invalid for them)."""
     default_layers, default_hidden = default_grid_axes(parent)
@@ -549,8 +566,11 @@ def _checked_grid(parent: "Parent", profile: "Profile | None", layers: Sequence[
     hidden = list(default_hidden if hidden is None else hidden)
     if not layers or not hidden:
         raise ValueError(f"the grid needs at least one layer count and one width; got layers={layers}, hidden={hidden}")
-    for name, value, choices in (("depth", depth, DEPTH_STRATEGIES), ("width", width, WIDTH_STRATEGIES),
-                                 ("scaling", scaling, SCALINGS)):
+    for name, value, choices in (
+        ("depth", depth, DEPTH_STRATEGIES),
+        ("width", width, WIDTH_STRATEGIES),
+        ("scaling", scaling, SCALINGS),
+    ):
         if not isinstance(value, str) or value not in choices:
             raise SpecError(f"{name}={value!r} is not valid for a size grid: choose one of {', '.join(choices)}")
     if profile is None and (WIDTHS[width].needs_profile or DEPTHS[depth].needs_profile):
@@ -563,8 +583,15 @@ def _checked_grid(parent: "Parent", profile: "Profile | None", layers: Sequence[
     return layers, hidden, batches
 
 
-def _cell_record(parent: "Parent", destination_plan: "SubclonePlan", key: dict[str, Any], batches: list,
-                 seq_len: int, prefix: "_WidthPrefix", cache: bool) -> tuple[dict[str, Any], bool]:
+def _cell_record(
+    parent: "Parent",
+    destination_plan: "SubclonePlan",
+    key: dict[str, Any],
+    batches: list,
+    seq_len: int,
+    prefix: "_WidthPrefix",
+    cache: bool,
+) -> tuple[dict[str, Any], bool]:
     """One cell's figures, from the cache when it holds them for ``key`` (then True), else measured."""
     path = cache_dir() / "size_grid" / f"{cache_digest(key)}.json"
     # The main process reads and writes the cache, so every process makes the same hit-or-measure decision.
@@ -578,6 +605,8 @@ def _cell_record(parent: "Parent", destination_plan: "SubclonePlan", key: dict[s
 
 
 GRID_CELL_READER = register_reader(
-    "size-grid-cell", read_grid_cell,
-    "one cached cell of a size grid (cache_dir()/size_grid)", cache=True,
+    "size-grid-cell",
+    read_grid_cell,
+    "one cached cell of a size grid (cache_dir()/size_grid)",
+    cache=True,
 )

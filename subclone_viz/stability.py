@@ -85,7 +85,9 @@ class Stability:
             },
             "mean_pairwise_jaccard": dict(self.pairwise_jaccard),
             "residual_channels_always_kept": int((self.residual_frequency == 1).sum()),
-            "residual_channels_sometimes_kept": int(((self.residual_frequency > 0) & (self.residual_frequency < 1)).sum()),
+            "residual_channels_sometimes_kept": int(
+                ((self.residual_frequency > 0) & (self.residual_frequency < 1)).sum()
+            ),
         }
         if len(self.losses):
             out["loss"] = {
@@ -215,6 +217,7 @@ def stability(
 
     losses, full_loss = [], None
     if heldout is not None and loss_resamples > 0:
+
         def loss_of(prof: "Profile") -> float:
             p = plan(parent, prof, spec, depth=depth, scaling=scaling, importance=importance)
             destination = subclone(parent, p, calibration_batches=calibration_batches)

@@ -84,13 +84,18 @@ class SpeedupStudy(Record):
         rows = []
         for size in self.sizes:
             for init, gain in size["speedups"].items():
-                rows.append({
-                    "destination": size["label"], "parameters": size["parameters"], "init": init,
-                    "best_lr": size["best_lr"][init], "initial_loss": size["initial_loss"][init],
-                    "final_loss": size["final_loss"][init],
-                    **{key: gain[key] for key in _SPEEDUP_KEYS},
-                    "reference_converged": gain.get("reference_converged"),  # None in studies saved before it
-                })
+                rows.append(
+                    {
+                        "destination": size["label"],
+                        "parameters": size["parameters"],
+                        "init": init,
+                        "best_lr": size["best_lr"][init],
+                        "initial_loss": size["initial_loss"][init],
+                        "final_loss": size["final_loss"][init],
+                        **{key: gain[key] for key in _SPEEDUP_KEYS},
+                        "reference_converged": gain.get("reference_converged"),  # None in studies saved before it
+                    }
+                )
         return rows
 
     def to_dict(self) -> dict[str, Any]:
@@ -121,8 +126,9 @@ class SpeedupStudy(Record):
         for study in studies[1:]:
             differing = [key for key in budget if study.config.get(key) != first.get(key)]
             if differing:
-                raise ValueError(f"these studies differ in {', '.join(differing)}: their speedups are not "
-                                 f"comparable on one figure")
+                raise ValueError(
+                    f"these studies differ in {', '.join(differing)}: their speedups are not comparable on one figure"
+                )
         sizes = [size for study in studies for size in study.sizes]
         labels = [size["label"] for size in sizes]
         repeated = sorted({label for label in labels if labels.count(label) > 1})
@@ -136,8 +142,9 @@ def _size_problem(size: Any) -> str | None:
     """What makes ``size`` no size record of a study, or None."""
     if not isinstance(size, dict):
         return f"is a {type(size).__name__}, not an object"
-    missing = [key for key in ("label", "parameters", "best_lr", "initial_loss", "final_loss", "speedups")
-               if key not in size]
+    missing = [
+        key for key in ("label", "parameters", "best_lr", "initial_loss", "final_loss", "speedups") if key not in size
+    ]
     if missing:
         return f"lacks {', '.join(missing)}"
     if not isinstance(size["label"], str) or not isinstance(size["parameters"], int) or size["parameters"] < 1:
@@ -217,20 +224,37 @@ def speedup_study(
         profile = profile_parent(parent, batches, max_tokens=PROFILE_TOKENS, progress=progress)
 
     def run(spec: "DestinationSpec", init: str, lr: float) -> History:
-        result = compare(parent, spec, batches, inits=[init], eval_batches=eval_batches, profile=profile,
-                         lrs={init: lr}, progress=progress, **settings)
+        result = compare(
+            parent,
+            spec,
+            batches,
+            inits=[init],
+            eval_batches=eval_batches,
+            profile=profile,
+            lrs={init: lr},
+            progress=progress,
+            **settings,
+        )
         history = result.histories[init]
-        say(f"{spec.layers} x {spec.hidden} {init} lr={lr:g}: held-out {history.evals[0].loss:.3f} -> "
-            f"{history.evals[-1].loss:.3f} ({history.steps[-1].time:.0f} s training)")
+        say(
+            f"{spec.layers} x {spec.hidden} {init} lr={lr:g}: held-out {history.evals[0].loss:.3f} -> "
+            f"{history.evals[-1].loss:.3f} ({history.steps[-1].time:.0f} s training)"
+        )
         return history
 
     sizes = []
     for spec, dims in zip(specs, resolved):
         shape_plan = _shape(parent, spec)
-        parameters = sum(p.numel() for p in parent.family.build(
-            parent.model, shape_plan.destination_dims, shape_plan.layers, device="meta").parameters())
-        sweeps = {REFERENCE_INIT: {lr: run(spec, REFERENCE_INIT, lr) for lr in random_lrs},
-                  "subclone": {lr: run(spec, "subclone", lr) for lr in subclone_lrs}}
+        parameters = sum(
+            p.numel()
+            for p in parent.family.build(
+                parent.model, shape_plan.destination_dims, shape_plan.layers, device="meta"
+            ).parameters()
+        )
+        sweeps = {
+            REFERENCE_INIT: {lr: run(spec, REFERENCE_INIT, lr) for lr in random_lrs},
+            "subclone": {lr: run(spec, "subclone", lr) for lr in subclone_lrs},
+        }
         best = {init: min(runs, key=lambda lr: runs[lr].evals[-1].loss) for init, runs in sweeps.items()}
         if spec in distill_sizes:
             for init in distill_inits:
@@ -239,16 +263,18 @@ def speedup_study(
                 best[init] = best[start]
         reference = sweeps[REFERENCE_INIT][best[REFERENCE_INIT]]
         chosen = {init: sweeps[init][lr] for init, lr in best.items()}
-        sizes.append({
-            "label": f"{dims.layers} x {dims.hidden}",
-            "dims": dims.to_dict(),
-            "parameters": int(parameters),
-            "best_lr": best,
-            "initial_loss": {init: h.evals[0].loss for init, h in chosen.items()},
-            "final_loss": {init: h.evals[-1].loss for init, h in chosen.items()},
-            "speedups": {init: speedup(reference, h).to_dict() for init, h in chosen.items()},
-            "runs": {init: {str(lr): h.to_dict() for lr, h in runs.items()} for init, runs in sweeps.items()},
-        })
+        sizes.append(
+            {
+                "label": f"{dims.layers} x {dims.hidden}",
+                "dims": dims.to_dict(),
+                "parameters": int(parameters),
+                "best_lr": best,
+                "initial_loss": {init: h.evals[0].loss for init, h in chosen.items()},
+                "final_loss": {init: h.evals[-1].loss for init, h in chosen.items()},
+                "speedups": {init: speedup(reference, h).to_dict() for init, h in chosen.items()},
+                "runs": {init: {str(lr): h.to_dict() for lr, h in runs.items()} for init, runs in sweeps.items()},
+            }
+        )
     reference_run = next(iter(sizes[0]["runs"][REFERENCE_INIT].values()))
     first = reference_run["config"]
     config = {
@@ -257,11 +283,15 @@ def speedup_study(
         "data": getattr(batches, "description", None),
         "heldout": getattr(eval_batches, "description", None),
         "profile": {"source": profile.source, "tokens": profile.tokens} if profile is not None else None,
-        "random_lrs": random_lrs, "subclone_lrs": subclone_lrs,
+        "random_lrs": random_lrs,
+        "subclone_lrs": subclone_lrs,
         "distill_sizes": [f"{s.layers} x {s.hidden}" for s in distill_sizes],
         "distill_inits": list(distill_inits) if distill_sizes else [],
-        "distill": ({"alpha": run_settings.distill_alpha, "temperature": run_settings.distill_temperature}
-                    if distill_sizes else None),
+        "distill": (
+            {"alpha": run_settings.distill_alpha, "temperature": run_settings.distill_temperature}
+            if distill_sizes
+            else None
+        ),
         **{key: first.get(key) for key in ("steps", "eval_every", "seed")},
         "tokens_per_run": reference_run["steps"][-1]["seen"] if reference_run["steps"] else 0,
         "wall_seconds": time.perf_counter() - started,

@@ -48,10 +48,12 @@ def _slice(tensor: torch.Tensor, indices: list) -> torch.Tensor:
         if index is None:
             continue
         if index and isinstance(index[0], list):
-            tensor = torch.stack([
-                expert.index_select(axis - 1, torch.as_tensor(kept, device=tensor.device))
-                for expert, kept in zip(tensor, index)
-            ])
+            tensor = torch.stack(
+                [
+                    expert.index_select(axis - 1, torch.as_tensor(kept, device=tensor.device))
+                    for expert, kept in zip(tensor, index)
+                ]
+            )
         else:
             tensor = tensor.index_select(axis, torch.as_tensor(index, device=tensor.device))
     return tensor
@@ -138,7 +140,7 @@ def _buffer_rule(family: Family, name: str):
 def _buffer_block(family: Family, name: str) -> int | None:
     prefix = family.block_list + "."
     if name.startswith(prefix):
-        return int(name[len(prefix):].split(".", 1)[0])
+        return int(name[len(prefix) :].split(".", 1)[0])
     return None
 
 
@@ -264,12 +266,16 @@ def _scale_sqrt(parent: Parent, plan: SubclonePlan, destination: nn.Module, batc
 
 
 # The scalings of plan.SCALING_METHODS (declared there, so that a plan finds them before this module is imported).
-SQRT_SCALING = Strategy("sqrt", _scale_sqrt, description="the paper: each weight whose fan-in shrank from n to n' "
-                        "times sqrt(n / n')")
+SQRT_SCALING = Strategy(
+    "sqrt", _scale_sqrt, description="the paper: each weight whose fan-in shrank from n to n' times sqrt(n / n')"
+)
 NO_SCALING = Strategy("none", _scale_none, description="the sliced weights as they are")
-CALIBRATED_SCALING = Strategy("calibrated", _calibrate, needs_batches=True,
-                              description="scale each linear layer so that its output std matches the parent's, "
-                              "on calibration batches")
+CALIBRATED_SCALING = Strategy(
+    "calibrated",
+    _calibrate,
+    needs_batches=True,
+    description="scale each linear layer so that its output std matches the parent's, on calibration batches",
+)
 for _strategy in (SQRT_SCALING, NO_SCALING, CALIBRATED_SCALING):
     register_strategy(SCALING_METHODS, _strategy)
 
@@ -295,5 +301,6 @@ def random_init(
         raise TypeError(f"shape must be a SubclonePlan or a DestinationSpec, not {type(shape).__name__}")
     if seed is not None:
         torch.manual_seed(seed)
-    return parent.family.build(parent.model, shape.destination_dims, shape.layers,
-                               device=parent.input_device if device is None else device)
+    return parent.family.build(
+        parent.model, shape.destination_dims, shape.layers, device=parent.input_device if device is None else device
+    )

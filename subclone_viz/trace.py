@@ -142,8 +142,10 @@ def readable_token(tokenizer: Any, token_id: int) -> str:
     if raw is None:
         return text
     # surrogateescape keeps every byte that is not part of a whole UTF-8 character as U+DC80..U+DCFF.
-    return "".join(f"<{ord(c) - 0xDC00:02X}>" if 0xDC80 <= ord(c) <= 0xDCFF else c
-                   for c in raw.decode("utf-8", errors="surrogateescape"))
+    return "".join(
+        f"<{ord(c) - 0xDC00:02X}>" if 0xDC80 <= ord(c) <= 0xDCFF else c
+        for c in raw.decode("utf-8", errors="surrogateescape")
+    )
 
 
 def _token_texts(parent: "Parent", input_ids: torch.Tensor | None) -> list[str] | None:
@@ -188,8 +190,9 @@ class _Pass:
         with np.errstate(divide="ignore", invalid="ignore"):
             return {
                 "norms": norms,
-                "cos_to_previous": _nan_where_zero(np.einsum("ltd,ltd->lt", states[:-1], states[1:]),
-                                                   norms[:-1] * norms[1:]),
+                "cos_to_previous": _nan_where_zero(
+                    np.einsum("ltd,ltd->lt", states[:-1], states[1:]), norms[:-1] * norms[1:]
+                ),
                 "cos_to_final": _nan_where_zero(np.einsum("ltd,td->lt", states, states[-1]), norms * norms[-1]),
                 "f_over_sum": _nan_where_zero(np.linalg.norm(totals - inputs, axis=-1), total_norms),
             }
@@ -226,16 +229,25 @@ def _forward(parent: "Parent", batch_or_text: str | dict[str, torch.Tensor], seq
     def states(t: torch.Tensor) -> np.ndarray:
         return t[0].double().cpu().numpy()  # (T, d)
 
-    return _Pass([states(s.input) for s in steps], [states(s.total) for s in steps],
-                 [states(s.output) for s in steps], batch), sequence_index
+    return _Pass(
+        [states(s.input) for s in steps], [states(s.total) for s in steps], [states(s.output) for s in steps], batch
+    ), sequence_index
 
 
-def _trace_at(parent: "Parent", run: _Pass, measures: dict[str, np.ndarray], token_index: int,
-              sequence_index: int, tokens: list[str] | None, spans: list[str] | None) -> TokenTrace:
+def _trace_at(
+    parent: "Parent",
+    run: _Pass,
+    measures: dict[str, np.ndarray],
+    token_index: int,
+    sequence_index: int,
+    tokens: list[str] | None,
+    spans: list[str] | None,
+) -> TokenTrace:
     length = run.length  # tokens the blocks see (for images: patches and prefix tokens)
     if not -length <= token_index < length:
-        raise TraceInputError(f"token_index={token_index} is out of range: choose 0 to {length - 1} "
-                              f"(or -{length} to -1)")
+        raise TraceInputError(
+            f"token_index={token_index} is out of range: choose 0 to {length - 1} (or -{length} to -1)"
+        )
     token_index %= length
     mask = run.batch.get("attention_mask")
     if mask is not None and mask.shape[-1] == length and not bool(mask[0, token_index]):
@@ -289,7 +301,6 @@ def token_traces(
     run, sequence_index = _forward(parent, batch_or_text, sequence_index)
     tokens, spans = _tokens_of(parent, run, batch_or_text)
     mask = run.batch.get("attention_mask")
-    positions = [i for i in range(run.length)
-                 if mask is None or mask.shape[-1] != run.length or bool(mask[0, i])]
+    positions = [i for i in range(run.length) if mask is None or mask.shape[-1] != run.length or bool(mask[0, i])]
     measures = run.measures()
     return [_trace_at(parent, run, measures, i, sequence_index, tokens, spans) for i in positions]

@@ -78,8 +78,22 @@ _TRAINER_STATE = "trainer_state.json"
 _HISTORY_FILE = "history.json"
 # Settings a resumed run must share with the checkpoint it continues, or its history would not be one run.
 # The process count too: the batch stream a resumed run picks up depends on it.
-_RESUME_KEYS = ("steps", "lr", "weight_decay", "warmup", "schedule", "final_lr_ratio", "decay_fraction", "seed",
-                "max_grad_norm", "eval_every", "distill_alpha", "distill_temperature", "teacher", "num_processes")
+_RESUME_KEYS = (
+    "steps",
+    "lr",
+    "weight_decay",
+    "warmup",
+    "schedule",
+    "final_lr_ratio",
+    "decay_fraction",
+    "seed",
+    "max_grad_norm",
+    "eval_every",
+    "distill_alpha",
+    "distill_temperature",
+    "teacher",
+    "num_processes",
+)
 
 
 class StopSignal(Protocol):
@@ -165,15 +179,25 @@ class History(Record):
         by_step: dict[int, dict[str, Any]] = {}
         for r in self.steps:
             row = by_step.setdefault(r.step, {})
-            row.update(step=r.step, seen=r.seen, train_loss=r.loss, lr=r.lr, train_time=r.time,
-                       distill_loss=r.distill_loss)
+            row.update(
+                step=r.step, seen=r.seen, train_loss=r.loss, lr=r.lr, train_time=r.time, distill_loss=r.distill_loss
+            )
         for r in self.evals:
             row = by_step.setdefault(r.step, {})
             row.setdefault("step", r.step)
             row.setdefault("seen", r.seen)
             row.update(eval_loss=r.loss, eval_accuracy=r.accuracy, eval_time=r.time)
-        columns = ["step", "seen", "train_loss", "lr", "train_time", "eval_loss", "eval_accuracy", "eval_time",
-                   "distill_loss"]
+        columns = [
+            "step",
+            "seen",
+            "train_loss",
+            "lr",
+            "train_time",
+            "eval_loss",
+            "eval_accuracy",
+            "eval_time",
+            "distill_loss",
+        ]
         out = io.StringIO()
         writer = csv.DictWriter(out, fieldnames=columns, lineterminator="\n")
         writer.writeheader()
@@ -258,9 +282,12 @@ def _checkpoints(directory: Path) -> list[Path]:
     if not directory.is_dir():
         return []
     # A file of a checkpoint's name is kept in the list, so that resuming names it instead of starting afresh.
-    found = [p for p in directory.iterdir()
-             if p.name.startswith(_CHECKPOINT_PREFIX) and p.name[len(_CHECKPOINT_PREFIX):].isdigit()]
-    return sorted(found, key=lambda p: int(p.name[len(_CHECKPOINT_PREFIX):]))
+    found = [
+        p
+        for p in directory.iterdir()
+        if p.name.startswith(_CHECKPOINT_PREFIX) and p.name[len(_CHECKPOINT_PREFIX) :].isdigit()
+    ]
+    return sorted(found, key=lambda p: int(p.name[len(_CHECKPOINT_PREFIX) :]))
 
 
 def _save_checkpoint(accelerator, directory: Path, step: int, history: History) -> None:
@@ -302,8 +329,9 @@ def read_checkpoint(checkpoint: str | os.PathLike) -> tuple[History, int]:
     checkpoint = Path(checkpoint)
     problem = verify_manifest(checkpoint)
     if problem is not None:
-        raise DamagedFileError(f"the checkpoint {checkpoint} cannot be resumed: {problem}; delete it to train from "
-                               f"the start")
+        raise DamagedFileError(
+            f"the checkpoint {checkpoint} cannot be resumed: {problem}; delete it to train from the start"
+        )
     saved = History.load(checkpoint / _HISTORY_FILE)
     step = read_json(checkpoint / _TRAINER_STATE, dict).get("step")
     if not isinstance(step, int) or step < 0:
@@ -349,8 +377,10 @@ def distillation_loss(
             f"match: distillation needs (batch, classes) or (batch, tokens, vocabulary) logits on the same inputs"
         )
     if student_logits.ndim == 2 and student_logits.shape[-1] != teacher_logits.shape[-1]:
-        raise ValueError(f"the student has {student_logits.shape[-1]} classes and the teacher "
-                         f"{teacher_logits.shape[-1]}: a classifier can only learn from a teacher of the same classes")
+        raise ValueError(
+            f"the student has {student_logits.shape[-1]} classes and the teacher "
+            f"{teacher_logits.shape[-1]}: a classifier can only learn from a teacher of the same classes"
+        )
     shared = min(student_logits.shape[-1], teacher_logits.shape[-1])
     student_log_probs = nn.functional.log_softmax(student_logits[..., :shared].float() / temperature, dim=-1)
     teacher_log_probs = nn.functional.log_softmax(teacher_logits[..., :shared].float() / temperature, dim=-1)
@@ -458,8 +488,15 @@ def train(
     _check_teacher_device(teacher, accelerator.device)
     optimizer = torch.optim.AdamW(_param_groups(model, settings.weight_decay), lr=settings.lr)
     scheduler = torch.optim.lr_scheduler.LambdaLR(
-        optimizer, partial(lr_factor, warmup=warmup, total=steps, schedule=settings.schedule,
-                           final=settings.final_lr_ratio, decay=settings.decay_fraction)
+        optimizer,
+        partial(
+            lr_factor,
+            warmup=warmup,
+            total=steps,
+            schedule=settings.schedule,
+            final=settings.final_lr_ratio,
+            decay=settings.decay_fraction,
+        ),
     )
     model.train()
     prepared, optimizer, scheduler = accelerator.prepare(model, optimizer, scheduler)
@@ -484,8 +521,14 @@ def train(
     # Each process takes every P-th batch: step s trains on batches s*P .. s*P + P-1 across the processes.
     processes, rank = accelerator.num_processes, accelerator.process_index
     stream = itertools.islice(_cycled(batches, start * processes), rank, None, processes)
-    bar = tqdm(total=steps, initial=start, desc=label or "train", unit="step", leave=False,
-               disable=not progress or not accelerator.is_main_process)
+    bar = tqdm(
+        total=steps,
+        initial=start,
+        desc=label or "train",
+        unit="step",
+        leave=False,
+        disable=not progress or not accelerator.is_main_process,
+    )
     distiller = _Teacher(model, teacher, accelerator.autocast) if teacher is not None else None
     try:
         if start == 0:
@@ -496,12 +539,17 @@ def train(
                 break
             step_began = time.perf_counter()
             batch = {k: v.to(accelerator.device) for k, v in next(stream).items()}
-            totals, used_lr = _optimizer_step(accelerator, prepared, family, optimizer, scheduler, distiller,
-                                              settings, batch)
+            totals, used_lr = _optimizer_step(
+                accelerator, prepared, family, optimizer, scheduler, distiller, settings, batch
+            )
             trained_seconds += time.perf_counter() - step_began
             seen += int(totals[1])
             record = StepRecord(
-                step=step, seen=seen, loss=float(totals[0]) / processes, lr=used_lr, time=trained_seconds,
+                step=step,
+                seen=seen,
+                loss=float(totals[0]) / processes,
+                lr=used_lr,
+                time=trained_seconds,
                 distill_loss=float(totals[2]) / processes if distiller is not None else None,
             )
             history.steps.append(record)
@@ -522,8 +570,9 @@ def train(
     return history
 
 
-def _checked_settings(settings: TrainSettings | None, overrides: dict[str, Any], resume: bool,
-                      checkpoint_dir: str | os.PathLike | None) -> TrainSettings:
+def _checked_settings(
+    settings: TrainSettings | None, overrides: dict[str, Any], resume: bool, checkpoint_dir: str | os.PathLike | None
+) -> TrainSettings:
     """The run's settings, refused before any work when train() cannot run them."""
     settings = TrainSettings.of(settings, **overrides)
     for name in ("lr", "weight_decay"):
@@ -539,26 +588,40 @@ def _check_teacher_device(teacher: nn.Module | None, device: torch.device) -> No
         return
     teacher_device = next(teacher.parameters()).device
     if teacher_device.type != device.type:
-        raise ValueError(f"the teacher is on {teacher_device} but training runs on {device}: "
-                         f"move it there first (teacher.to({str(device)!r}))")
+        raise ValueError(
+            f"the teacher is on {teacher_device} but training runs on {device}: "
+            f"move it there first (teacher.to({str(device)!r}))"
+        )
 
 
-def _run_config(settings: TrainSettings, precision: str, teacher: nn.Module | None, accelerator: Any,
-                batches: Iterable[dict[str, torch.Tensor]], eval_batches: Any) -> dict[str, Any]:
+def _run_config(
+    settings: TrainSettings,
+    precision: str,
+    teacher: nn.Module | None,
+    accelerator: Any,
+    batches: Iterable[dict[str, torch.Tensor]],
+    eval_batches: Any,
+) -> dict[str, Any]:
     """What the history records about the run (and a resumed run must share with its checkpoint)."""
     config = dict(
-        asdict(settings), warmup=settings.resolved_warmup, eval_every=settings.resolved_eval_every,
-        mixed_precision=precision, teacher=type(teacher).__name__ if teacher is not None else None,
-        num_processes=accelerator.num_processes, device=str(accelerator.device),
-        batches=getattr(batches, "description", None), eval_batches=getattr(eval_batches, "description", None),
+        asdict(settings),
+        warmup=settings.resolved_warmup,
+        eval_every=settings.resolved_eval_every,
+        mixed_precision=precision,
+        teacher=type(teacher).__name__ if teacher is not None else None,
+        num_processes=accelerator.num_processes,
+        device=str(accelerator.device),
+        batches=getattr(batches, "description", None),
+        eval_batches=getattr(eval_batches, "description", None),
     )
     if teacher is None:  # the distillation settings play no part in this run: do not record them as if they did
         config.update(distill_alpha=None, distill_temperature=None)
     return config
 
 
-def _start_history(accelerator: Any, config: dict[str, Any], family: Family, label: str,
-                   checkpoint_dir: Path | None) -> tuple[History, int]:
+def _start_history(
+    accelerator: Any, config: dict[str, Any], family: Family, label: str, checkpoint_dir: Path | None
+) -> tuple[History, int]:
     """A fresh history at step 0, or (with ``checkpoint_dir``) the latest checkpoint's, its state loaded."""
     unit = "images" if family.task == "image-classification" else "tokens"
     latest = _checkpoints(checkpoint_dir)[-1:] if checkpoint_dir is not None else []
@@ -570,9 +633,16 @@ def _start_history(accelerator: Any, config: dict[str, Any], family: Family, lab
     return History(label=label or saved.label, unit=unit, config=config, steps=saved.steps, evals=saved.evals), start
 
 
-def _optimizer_step(accelerator: Any, prepared: nn.Module, family: Family, optimizer: Any, scheduler: Any,
-                    distiller: "_Teacher | None", settings: TrainSettings,
-                    batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, float]:
+def _optimizer_step(
+    accelerator: Any,
+    prepared: nn.Module,
+    family: Family,
+    optimizer: Any,
+    scheduler: Any,
+    distiller: "_Teacher | None",
+    settings: TrainSettings,
+    batch: dict[str, torch.Tensor],
+) -> tuple[torch.Tensor, float]:
     """One optimizer step on ``batch``: the (task loss, counted tokens, distillation loss) summed over the
     processes, and the learning rate the step used."""
     optimizer.zero_grad(set_to_none=True)
@@ -594,7 +664,9 @@ def _optimizer_step(accelerator: Any, prepared: nn.Module, family: Family, optim
 
 
 CHECKPOINT_READER = register_reader(
-    "checkpoint", read_checkpoint,
+    "checkpoint",
+    read_checkpoint,
     "a training checkpoint, step-NNNNNNNN: model, optimizer, scheduler and random states, the history so far and a "
-    "manifest of checksums (train(checkpoint_dir=...))", directory=True,
+    "manifest of checksums (train(checkpoint_dir=...))",
+    directory=True,
 )

@@ -118,9 +118,17 @@ def train_vit_digits(directory: str | os.PathLike | None = None, progress: bool 
     began = time.perf_counter()
     with _torch_threads(_TRAINING_THREADS):
         history = train(
-            model, train_batches, steps=_RECIPE["steps"], lr=_RECIPE["lr"], weight_decay=_RECIPE["weight_decay"],
-            eval_batches=heldout, eval_every=_RECIPE["eval_every"], seed=_RECIPE["seed"], mixed_precision="no",
-            progress=progress, label=VIT_DIGITS,
+            model,
+            train_batches,
+            steps=_RECIPE["steps"],
+            lr=_RECIPE["lr"],
+            weight_decay=_RECIPE["weight_decay"],
+            eval_batches=heldout,
+            eval_every=_RECIPE["eval_every"],
+            seed=_RECIPE["seed"],
+            mixed_precision="no",
+            progress=progress,
+            label=VIT_DIGITS,
         )
     seconds = time.perf_counter() - began
     if history.stopped_early:
@@ -141,7 +149,10 @@ def train_vit_digits(directory: str | os.PathLike | None = None, progress: bool 
     }
     with staged_directory(directory, overwrite=True, manifest=True) as staging:
         save_for_hf(
-            model.cpu(), str(staging), safe_serialization=True, data_config=_DATA_CONFIG,
+            model.cpu(),
+            str(staging),
+            safe_serialization=True,
+            data_config=_DATA_CONFIG,
             model_config={"label_names": [str(digit) for digit in range(10)], "description": VIT_DIGITS_NOTE},
         )
         (staging / _TRAINING_FILE).write_text(json.dumps(record, indent=1))
@@ -191,8 +202,9 @@ def vit_digits_parent(device: str | torch.device = "auto", retrain: bool = False
     return load_parent(VIT_DIGITS, device=device)
 
 
-@register_source(VIT_DIGITS, embedded="a small timm ViT (1.2M) trained here on scikit-learn's digits; no pretrained "
-                 "ViT is offline")
+@register_source(
+    VIT_DIGITS, embedded="a small timm ViT (1.2M) trained here on scikit-learn's digits; no pretrained ViT is offline"
+)
 def vit_digits_source(request: SourceRequest) -> LoadedSource | None:
     """``load_parent("vit-digits")``: the cached digits ViT, trained first when it is missing."""
     if request.source != VIT_DIGITS:
@@ -210,6 +222,9 @@ def vit_digits_history() -> dict[str, Any]:
 
 
 VIT_DIGITS_READER = register_reader(
-    "vit-digits-cache", read_vit_digits,
-    "the embedded digits ViT, trained once and cached with a manifest of checksums (cache_dir()/parents/vit-digits)", directory=True, cache=True,
+    "vit-digits-cache",
+    read_vit_digits,
+    "the embedded digits ViT, trained once and cached with a manifest of checksums (cache_dir()/parents/vit-digits)",
+    directory=True,
+    cache=True,
 )

@@ -283,7 +283,9 @@ class ResidualExplorer(_App):
         self.parent, self.profile, self.ablation, self.batch = parent, profile, ablation, batch
         self.metric = w.Dropdown(
             options=[(BLOCK_METRIC_LABELS[name], name) for name in BLOCK_METRICS] + [("all three", "all")],
-            value="f_over_sum", description="metric", style=_LABEL_STYLE,
+            value="f_over_sum",
+            description="metric",
+            style=_LABEL_STYLE,
         )
         self.residual_figure = _figure(plots.residual_ratio(profile, self.metric.value), HALF_WIDTH)
         self.metric_message = w.HTML()
@@ -294,8 +296,12 @@ class ResidualExplorer(_App):
         else:
             self.ablation_figure = None
             right = w.Box(
-                [_caption("No block ablation was passed: compute one with <code>sv.block_ablation(parent, "
-                          "heldout_batches)</code> to see the loss with each block removed or duplicated.")],
+                [
+                    _caption(
+                        "No block ablation was passed: compute one with <code>sv.block_ablation(parent, "
+                        "heldout_batches)</code> to see the loss with each block removed or duplicated."
+                    )
+                ],
                 layout=w.Layout(width=f"{HALF_WIDTH}px", padding="3em 0 0 1em"),
             )
 
@@ -306,26 +312,39 @@ class ResidualExplorer(_App):
         self._traces: dict[Any, dict[int, TokenTrace]] = {}  # text (or image) -> position -> trace
         self.text: w.Text | None = None
         if _has_tokenizer(parent):
-            self.text = w.Text(value=text, description="text", continuous_update=False,
-                               placeholder=f"type a sentence (at most {MAX_TRACE_TOKENS} tokens) and press Enter",
-                               layout=w.Layout(width="100%", max_width=f"{TRACE_WIDTH}px"), style=_LABEL_STYLE)
-            self.text.observe(self._guard(self._retokenize, self.trace_message, self._clear_trace),
-                              names="value")
+            self.text = w.Text(
+                value=text,
+                description="text",
+                continuous_update=False,
+                placeholder=f"type a sentence (at most {MAX_TRACE_TOKENS} tokens) and press Enter",
+                layout=w.Layout(width="100%", max_width=f"{TRACE_WIDTH}px"),
+                style=_LABEL_STYLE,
+            )
+            self.text.observe(self._guard(self._retokenize, self.trace_message, self._clear_trace), names="value")
             self.token = w.Dropdown(description="token", options=[], style=_LABEL_STYLE)
         elif batch is not None:
             labels = batch.get("labels")
             count = len(next(v for v in batch.values() if hasattr(v, "shape")))
             self.token = w.Dropdown(
-                description="image", style=_LABEL_STYLE,
-                options=[(f"image {i}" + (f" (label {int(labels[i])})" if labels is not None else ""), i)
-                         for i in range(count)],
+                description="image",
+                style=_LABEL_STYLE,
+                options=[
+                    (f"image {i}" + (f" (label {int(labels[i])})" if labels is not None else ""), i)
+                    for i in range(count)
+                ],
             )
         else:
             self.token = w.Dropdown(description="token", options=[], disabled=True)
         # Redrawn when the drag ends: while dragging, every position passed would queue a redraw of its own.
-        self.layer = w.IntSlider(value=profile.num_layers // 2, min=0, max=profile.num_layers,
-                                 description="residual layer", continuous_update=False, style=_LABEL_STYLE,
-                                 layout=w.Layout(width="60%"))
+        self.layer = w.IntSlider(
+            value=profile.num_layers // 2,
+            min=0,
+            max=profile.num_layers,
+            description="residual layer",
+            continuous_update=False,
+            style=_LABEL_STYLE,
+            layout=w.Layout(width="60%"),
+        )
         self.layer_readout = w.HTML()
         self.trace_figure = _figure(plots.placeholder("One token through depth", "no text traced yet"), TRACE_WIDTH)
         self.token.observe(self._guard(self._show_trace, self.trace_message, self._clear_trace), names="value")
@@ -356,8 +375,10 @@ class ResidualExplorer(_App):
 
     def _show_metric(self, change: Any = None) -> None:
         metric = self.metric.value
-        _refresh(self.residual_figure, self._figure_for(("metric", metric),
-                                                        lambda: plots.residual_ratio(self.profile, metric)))
+        _refresh(
+            self.residual_figure,
+            self._figure_for(("metric", metric), lambda: plots.residual_ratio(self.profile, metric)),
+        )
 
     def _checked_text(self) -> str:
         """The text box's text, refused up front when it is empty or longer than :data:`MAX_TRACE_TOKENS`."""
@@ -367,9 +388,11 @@ class ResidualExplorer(_App):
         # Counting tokens is quick; a pasted book is refused before even that.
         count = len(text) // 16 if len(text) > 16 * MAX_TRACE_TOKENS else len(self.parent.tokenizer(text)["input_ids"])
         if count > MAX_TRACE_TOKENS:
-            raise UserError(f"the text is {'over ' if len(text) > 16 * MAX_TRACE_TOKENS else ''}{count} tokens "
-                            f"long ({len(text):,} characters): the picker traces at most {MAX_TRACE_TOKENS}; "
-                            f"shorten it to a sentence or a paragraph")
+            raise UserError(
+                f"the text is {'over ' if len(text) > 16 * MAX_TRACE_TOKENS else ''}{count} tokens "
+                f"long ({len(text):,} characters): the picker traces at most {MAX_TRACE_TOKENS}; "
+                f"shorten it to a sentence or a paragraph"
+            )
         return text
 
     def _traces_of(self, key: Any, compute: Any) -> dict[int, TokenTrace]:
@@ -407,8 +430,9 @@ class ResidualExplorer(_App):
             trace = self._traces_of(text, lambda: token_traces(self.parent, text))[self.token.value]
         else:
             index = self.token.value
-            trace = self._traces_of(index, lambda: [token_trace(self.parent, self.batch, token_index=0,
-                                                                sequence_index=index)])[0]
+            trace = self._traces_of(
+                index, lambda: [token_trace(self.parent, self.batch, token_index=0, sequence_index=index)]
+            )[0]
         self.trace_message.value = ""
         self.trace = trace
         self.last_error = None
@@ -425,7 +449,9 @@ class ResidualExplorer(_App):
                 self._repicking = False
         self.layer_readout.value = ""
         self._drawn_trace = None
-        _refresh(self.trace_figure, plots.placeholder("One token through depth", "nothing traced: see the message above"))
+        _refresh(
+            self.trace_figure, plots.placeholder("One token through depth", "nothing traced: see the message above")
+        )
 
     def _show_layer(self, change: Any = None) -> None:
         self._draw_trace()
@@ -438,22 +464,29 @@ class ResidualExplorer(_App):
         if shown is not None and shown is not trace and shown.num_layers == trace.num_layers:
             # Another token: the same figure with new curves (building a new one costs a redraw's time).
             with self.trace_figure.batch_update():
-                for curve, values in zip(self.trace_figure.data, (trace.norms, trace.cos_to_previous,
-                                                                  trace.cos_to_final, trace.f_over_sum)):
+                for curve, values in zip(
+                    self.trace_figure.data, (trace.norms, trace.cos_to_previous, trace.cos_to_final, trace.f_over_sum)
+                ):
                     curve.y = values
                 self.trace_figure.layout.title.text = plots.token_trace_title(trace)
         elif shown is not trace:
             _refresh(self.trace_figure, plots.token_trace(trace))
         self._drawn_trace = trace  # a new layer only moves the marker
-        marker = dict(type="line", x0=layer, x1=layer, y0=0, y1=1, line=dict(color=plots.SELECTED_COLOR, width=2,
-                                                                            dash="dot"))
-        self.trace_figure.layout.shapes = [{**marker, "xref": x, "yref": f"{y} domain"} for x, y in (("x", "y"),
-                                                                                                  ("x2", "y2"))]
-        parts = [f"residual layer {layer}: ||h|| = {trace.norms[layer]:.3g}",
-                 f"cos to the last layer = {trace.cos_to_final[layer]:.3f}"]
+        marker = dict(
+            type="line", x0=layer, x1=layer, y0=0, y1=1, line=dict(color=plots.SELECTED_COLOR, width=2, dash="dot")
+        )
+        self.trace_figure.layout.shapes = [
+            {**marker, "xref": x, "yref": f"{y} domain"} for x, y in (("x", "y"), ("x2", "y2"))
+        ]
+        parts = [
+            f"residual layer {layer}: ||h|| = {trace.norms[layer]:.3g}",
+            f"cos to the last layer = {trace.cos_to_final[layer]:.3f}",
+        ]
         if layer > 0:
-            parts.append(f"block {layer - 1}: cos(input, output) = {trace.cos_to_previous[layer - 1]:.3f}, "
-                         f"||f(x)|| / ||x + f(x)|| = {trace.f_over_sum[layer - 1]:.3f}")
+            parts.append(
+                f"block {layer - 1}: cos(input, output) = {trace.cos_to_previous[layer - 1]:.3f}, "
+                f"||f(x)|| / ||x + f(x)|| = {trace.f_over_sum[layer - 1]:.3f}"
+            )
         self.layer_readout.value = _message("; ".join(parts))
 
 
@@ -472,21 +505,38 @@ class ImportanceExplorer(_App):
         self.channel_figure = _figure(plots.channel_heatmap(profile, log=True), FULL_WIDTH)
         self.log.observe(self._guard(self._show_channels, self.message), names="value")
 
-        self.massive_count = w.IntSlider(value=min(8, width), min=1, max=min(16, width), description="channels",
-                                         continuous_update=False, style=_LABEL_STYLE)
+        self.massive_count = w.IntSlider(
+            value=min(8, width),
+            min=1,
+            max=min(16, width),
+            description="channels",
+            continuous_update=False,
+            style=_LABEL_STYLE,
+        )
         self.massive_figure = _figure(plots.massive_activations(profile, self.massive_count.value), HALF_WIDTH)
         self.massive_count.observe(self._guard(self._show_massive, self.message), names="value")
 
-        self.kind = w.ToggleButtons(options=[("Spearman", "spearman"), ("top-k overlap", "topk")],
-                                    value="spearman", style={"button_width": "110px"})
-        self.k = w.IntSlider(value=max(1, width // 4), min=1, max=width, description="k", continuous_update=False,
-                             disabled=True, style=_LABEL_STYLE)
+        self.kind = w.ToggleButtons(
+            options=[("Spearman", "spearman"), ("top-k overlap", "topk")],
+            value="spearman",
+            style={"button_width": "110px"},
+        )
+        self.k = w.IntSlider(
+            value=max(1, width // 4),
+            min=1,
+            max=width,
+            description="k",
+            continuous_update=False,
+            disabled=True,
+            style=_LABEL_STYLE,
+        )
         self.consistency_figure = _figure(plots.rank_consistency(profile, self.k.value, self.kind.value), HALF_WIDTH)
         self.kind.observe(self._guard(self._show_consistency, self.message), names="value")
         self.k.observe(self._guard(self._show_consistency, self.message), names="value")
 
-        self.ffn_layer = w.IntSlider(value=0, min=0, max=profile.num_layers - 1, description="block",
-                                     continuous_update=False, style=_LABEL_STYLE)
+        self.ffn_layer = w.IntSlider(
+            value=0, min=0, max=profile.num_layers - 1, description="block", continuous_update=False, style=_LABEL_STYLE
+        )
         self.ffn_figure = _figure(plots.ffn_importance(profile, self.ffn_layer.value), HALF_WIDTH)
         self.ffn_layer.observe(self._guard(self._show_ffn, self.message), names="value")
 
@@ -498,8 +548,10 @@ class ImportanceExplorer(_App):
                 self.message,
                 self.log,
                 self.channel_figure,
-                _row(w.VBox([self.massive_count, self.massive_figure]),
-                     w.VBox([w.HBox([self.kind, self.k]), self.consistency_figure])),
+                _row(
+                    w.VBox([self.massive_count, self.massive_figure]),
+                    w.VBox([w.HBox([self.kind, self.k]), self.consistency_figure]),
+                ),
                 _heading("Off the residual stream: FFN neurons and heads, ranked per block"),
                 _row(w.VBox([self.ffn_layer, self.ffn_figure]), self.head_figure),
                 *self._expert_section(profile),
@@ -511,33 +563,42 @@ class ImportanceExplorer(_App):
         if "expert_tokens" not in profile.stats:
             return []
         moe_blocks = [b for b, tokens in enumerate(profile.stats["router_tokens"]) if tokens > 0]
-        self.expert_layer = w.SelectionSlider(options=moe_blocks, value=moe_blocks[0], description="block",
-                                              continuous_update=False, style=_LABEL_STYLE)
+        self.expert_layer = w.SelectionSlider(
+            options=moe_blocks, value=moe_blocks[0], description="block", continuous_update=False, style=_LABEL_STYLE
+        )
         self.expert_load_figure = _figure(plots.expert_load_heatmap(profile), HALF_WIDTH)
         self.expert_neuron_figure = _figure(plots.expert_neuron_curves(profile, moe_blocks[0]), HALF_WIDTH)
-        self.expert_layer.observe(lambda change: _refresh(
-            self.expert_neuron_figure, plots.expert_neuron_curves(self.profile, self.expert_layer.value)),
-            names="value")
-        return [_heading("Experts: routing load per block, and each expert's neurons on its routed tokens"),
-                _row(self.expert_load_figure, w.VBox([self.expert_layer, self.expert_neuron_figure]))]
+        self.expert_layer.observe(
+            lambda change: _refresh(
+                self.expert_neuron_figure, plots.expert_neuron_curves(self.profile, self.expert_layer.value)
+            ),
+            names="value",
+        )
+        return [
+            _heading("Experts: routing load per block, and each expert's neurons on its routed tokens"),
+            _row(self.expert_load_figure, w.VBox([self.expert_layer, self.expert_neuron_figure])),
+        ]
 
     def _show_channels(self, change: Any = None) -> None:
         log = self.log.value
-        _refresh(self.channel_figure, self._figure_for(("channels", log),
-                                                       lambda: plots.channel_heatmap(self.profile, log=log)))
+        _refresh(
+            self.channel_figure,
+            self._figure_for(("channels", log), lambda: plots.channel_heatmap(self.profile, log=log)),
+        )
 
     def _show_massive(self, change: Any = None) -> None:
         count = self.massive_count.value
-        _refresh(self.massive_figure, self._figure_for(("massive", count),
-                                                       lambda: plots.massive_activations(self.profile, count)))
+        _refresh(
+            self.massive_figure,
+            self._figure_for(("massive", count), lambda: plots.massive_activations(self.profile, count)),
+        )
 
     def _show_consistency(self, change: Any = None) -> None:
         # k only changes the top-k overlap; the Spearman matrix ranks every channel.
         kind, k = self.kind.value, self.k.value
         self.k.disabled = kind == "spearman"
         key = ("consistency", kind, k if kind == "topk" else None)
-        _refresh(self.consistency_figure,
-                 self._figure_for(key, lambda: plots.rank_consistency(self.profile, k, kind)))
+        _refresh(self.consistency_figure, self._figure_for(key, lambda: plots.rank_consistency(self.profile, k, kind)))
 
     def _show_ffn(self, change: Any = None) -> None:
         block = self.ffn_layer.value
@@ -611,29 +672,62 @@ class SubcloneStudio(_App):
 
         wide = w.Layout(width="95%")
         start = default_destination(parent)
-        self.layers = w.IntSlider(value=start.layers, min=min(choices["layers"]),
-                                  max=max(choices["layers"]), description="blocks", continuous_update=False,
-                                  style=_LABEL_STYLE, layout=wide)
-        self.depth = w.Dropdown(options=DEPTH_STRATEGIES, value=PlanStrategy().depth, description="depth strategy",
-                                style=_LABEL_STYLE)
-        self.hidden = w.SelectionSlider(options=choices["hidden"], value=start.hidden,
-                                        description="hidden d'", continuous_update=False, style=_LABEL_STYLE,
-                                        layout=wide)
-        self.ffn = w.SelectionSlider(options=choices["ffn"], value=choices["ffn"][-1], description="FFN",
-                                     continuous_update=False, style=_LABEL_STYLE, layout=wide)
-        self.heads = w.SelectionSlider(options=choices["heads"], value=choices["heads"][-1], description="heads",
-                                       continuous_update=False, style=_LABEL_STYLE, layout=wide,
-                                       disabled=parent.family.heads_follow_hidden)
+        self.layers = w.IntSlider(
+            value=start.layers,
+            min=min(choices["layers"]),
+            max=max(choices["layers"]),
+            description="blocks",
+            continuous_update=False,
+            style=_LABEL_STYLE,
+            layout=wide,
+        )
+        self.depth = w.Dropdown(
+            options=DEPTH_STRATEGIES, value=PlanStrategy().depth, description="depth strategy", style=_LABEL_STYLE
+        )
+        self.hidden = w.SelectionSlider(
+            options=choices["hidden"],
+            value=start.hidden,
+            description="hidden d'",
+            continuous_update=False,
+            style=_LABEL_STYLE,
+            layout=wide,
+        )
+        self.ffn = w.SelectionSlider(
+            options=choices["ffn"],
+            value=choices["ffn"][-1],
+            description="FFN",
+            continuous_update=False,
+            style=_LABEL_STYLE,
+            layout=wide,
+        )
+        self.heads = w.SelectionSlider(
+            options=choices["heads"],
+            value=choices["heads"][-1],
+            description="heads",
+            continuous_update=False,
+            style=_LABEL_STYLE,
+            layout=wide,
+            disabled=parent.family.heads_follow_hidden,
+        )
         # Mixtures of experts: routed experts kept per layer (hidden for dense parents).
         experts = choices.get("experts", [0])
-        self.experts = w.SelectionSlider(options=experts, value=experts[-1], description="experts",
-                                         continuous_update=False, style=_LABEL_STYLE, layout=wide if
-                                         parent.dims.experts else w.Layout(display="none"))
-        self.width = w.Dropdown(options=WIDTH_STRATEGIES, value=PlanStrategy().width, description="width strategy",
-                                style=_LABEL_STYLE)
-        self.scaling = w.Dropdown(options=SCALINGS, value=PlanStrategy().scaling, description="scaling", style=_LABEL_STYLE)
-        self.importance = w.Dropdown(options=available_estimators(profile), value=DEFAULT_ESTIMATOR,
-                                     description="importance", style=_LABEL_STYLE)
+        self.experts = w.SelectionSlider(
+            options=experts,
+            value=experts[-1],
+            description="experts",
+            continuous_update=False,
+            style=_LABEL_STYLE,
+            layout=wide if parent.dims.experts else w.Layout(display="none"),
+        )
+        self.width = w.Dropdown(
+            options=WIDTH_STRATEGIES, value=PlanStrategy().width, description="width strategy", style=_LABEL_STYLE
+        )
+        self.scaling = w.Dropdown(
+            options=SCALINGS, value=PlanStrategy().scaling, description="scaling", style=_LABEL_STYLE
+        )
+        self.importance = w.Dropdown(
+            options=available_estimators(profile), value=DEFAULT_ESTIMATOR, description="importance", style=_LABEL_STYLE
+        )
         self.plan_summary = w.HTML()
         self.residual_figure = _figure(plots.residual_ratio(profile), FULL_WIDTH - 440)
 
@@ -642,19 +736,25 @@ class SubcloneStudio(_App):
         self.subclone_button = w.Button(description="Subclone", button_style="primary", icon="cut")
         self.result = w.HTML()
 
-        self.inits = w.SelectMultiple(options=list(INITS), value=tuple(inits), description="inits",
-                                      rows=min(len(INITS), 6), style=_LABEL_STYLE)
-        self.steps = w.BoundedIntText(value=steps, min=1, max=1_000_000, description="steps", style=_LABEL_STYLE,
-                                      layout=w.Layout(width="180px"))
+        self.inits = w.SelectMultiple(
+            options=list(INITS), value=tuple(inits), description="inits", rows=min(len(INITS), 6), style=_LABEL_STYLE
+        )
+        self.steps = w.BoundedIntText(
+            value=steps, min=1, max=1_000_000, description="steps", style=_LABEL_STYLE, layout=w.Layout(width="180px")
+        )
         longer = longer_steps or LONGER_RUN * steps
-        self.run_length = w.ToggleButtons(options=[(f"lesson ({steps} steps)", steps), (f"longer ({longer})", longer)],
-                                          value=steps, style={"button_width": "120px"},
-                                          tooltips=["sized to end within minutes", "closer to the paper's claim"])
+        self.run_length = w.ToggleButtons(
+            options=[(f"lesson ({steps} steps)", steps), (f"longer ({longer})", longer)],
+            value=steps,
+            style={"button_width": "120px"},
+            tooltips=["sized to end within minutes", "closer to the paper's claim"],
+        )
         self.run_length.observe(lambda change: setattr(self.steps, "value", change["new"]), names="value")
         self._progress: dict[str, list[float]] = {}  # init -> [start, end or nan] in time.monotonic() seconds
         self._inits, self._steps = list(self.inits.value), steps
-        self.train_button = w.Button(description="Train", button_style="success", icon="play",
-                                     disabled=not self.has_loss)
+        self.train_button = w.Button(
+            description="Train", button_style="success", icon="play", disabled=not self.has_loss
+        )
         self.stop_button = w.Button(description="Stop", button_style="danger", icon="stop", disabled=True)
         self.train_status = w.HTML()
         curves = ["train_loss", "eval_loss"]
@@ -665,8 +765,17 @@ class SubcloneStudio(_App):
         self.summary = w.HTML()
 
         self.hidden.observe(self._guard(self._follow_hidden, self.plan_summary), names="value")
-        for control in (self.layers, self.depth, self.hidden, self.ffn, self.heads, self.experts, self.width,
-                        self.scaling, self.importance):
+        for control in (
+            self.layers,
+            self.depth,
+            self.hidden,
+            self.ffn,
+            self.heads,
+            self.experts,
+            self.width,
+            self.scaling,
+            self.importance,
+        ):
             control.observe(self._guard(self._replan, self.plan_summary, self._forget_plan), names="value")
         self.subclone_button.on_click(self._subclone_clicked)
         self.train_button.on_click(self._guard(lambda _: self.train(), self.train_status))
@@ -675,8 +784,18 @@ class SubcloneStudio(_App):
         self._replan()
 
         controls = w.VBox(
-            [self.layers, self.depth, self.hidden, self.ffn, self.heads, self.experts, self.width, self.importance,
-             self.scaling, self.plan_summary],
+            [
+                self.layers,
+                self.depth,
+                self.hidden,
+                self.ffn,
+                self.heads,
+                self.experts,
+                self.width,
+                self.importance,
+                self.scaling,
+                self.plan_summary,
+            ],
             layout=w.Layout(width="430px"),
         )
         self.subclone_listeners: list[Any] = []  # called with each SubcloneResult (the explorer's lens panel)
@@ -690,13 +809,16 @@ class SubcloneStudio(_App):
                 w.HBox([self.save_dir, self.overwrite, self.subclone_button]),
                 self.result,
                 _heading("Train it against other initializations", 4),
-                _caption("Every initialization trains a destination of the shape above (blocks and widths) on the "
-                         "same batches, with the paper's learning rates. Each brings its own strategies: "
-                         "<code>subclone</code> is the paper's (middle depth, importance width, sqrt scaling), the "
-                         "others its ablations and baselines; the depth, width and scaling menus apply to the "
-                         "Subclone button only."),
-                w.HBox([self.inits, w.VBox([self.run_length, self.steps,
-                                            w.HBox([self.train_button, self.stop_button])])]),
+                _caption(
+                    "Every initialization trains a destination of the shape above (blocks and widths) on the "
+                    "same batches, with the paper's learning rates. Each brings its own strategies: "
+                    "<code>subclone</code> is the paper's (middle depth, importance width, sqrt scaling), the "
+                    "others its ablations and baselines; the depth, width and scaling menus apply to the "
+                    "Subclone button only."
+                ),
+                w.HBox(
+                    [self.inits, w.VBox([self.run_length, self.steps, w.HBox([self.train_button, self.stop_button])])]
+                ),
                 self.train_status,
                 _row(*self.curve_figures.values()),
                 self.summary,
@@ -709,11 +831,13 @@ class SubcloneStudio(_App):
         """The destination the controls describe."""
         heads = None if self.parent.family.heads_follow_hidden else self.heads.value
         experts = self.experts.value if self.parent.dims.experts else None
-        return DestinationSpec(layers=self.layers.value, hidden=self.hidden.value, ffn=self.ffn.value, heads=heads,
-                               experts=experts)
+        return DestinationSpec(
+            layers=self.layers.value, hidden=self.hidden.value, ffn=self.ffn.value, heads=heads, experts=experts
+        )
 
-    def show_spec(self, spec: DestinationSpec, depth: str | None = None, width: str | None = None,
-                  scaling: str | None = None) -> None:
+    def show_spec(
+        self, spec: DestinationSpec, depth: str | None = None, width: str | None = None, scaling: str | None = None
+    ) -> None:
         """Set the controls to ``spec`` (FFN and heads follow the width unless the spec gives them)."""
         with self._held():
             for control, value in ((self.depth, depth), (self.width, width), (self.scaling, scaling)):
@@ -751,8 +875,15 @@ class SubcloneStudio(_App):
             return
         self.importance.disabled = self.width.value != "importance"  # only the importance width ranks by it
         try:
-            self.plan = plan(self.parent, self.profile, self.spec(), depth=self.depth.value, width=self.width.value,
-                             scaling=self.scaling.value, importance=self.importance.value)
+            self.plan = plan(
+                self.parent,
+                self.profile,
+                self.spec(),
+                depth=self.depth.value,
+                width=self.width.value,
+                scaling=self.scaling.value,
+                importance=self.importance.value,
+            )
         except SpecError as error:
             self.plan, self.plan_error = None, str(error)
             self.plan_summary.value = _message(str(error), error=True)
@@ -762,12 +893,13 @@ class SubcloneStudio(_App):
         removed = sorted(set(range(self.parent.dims.layers)) - set(self.plan.layers))
         self.plan_summary.value = _message(
             f"{d.layers} blocks x {d.hidden} wide, FFN {d.ffn}, {d.heads} heads / {d.kv_heads} KV heads\n"
-            f"keeps parent blocks {_ranges(self.plan.layers)}"
-            + (f"\nremoves {_ranges(removed)}" if removed else "")
+            f"keeps parent blocks {_ranges(self.plan.layers)}" + (f"\nremoves {_ranges(removed)}" if removed else "")
         )
         kept = tuple(self.plan.layers)
-        _refresh(self.residual_figure, self._figure_for(("kept", kept), lambda: plots.residual_ratio(
-            self.profile, kept_layers=list(kept))))
+        _refresh(
+            self.residual_figure,
+            self._figure_for(("kept", kept), lambda: plots.residual_ratio(self.profile, kept_layers=list(kept))),
+        )
 
     def _forget_plan(self) -> None:
         """After an unexpected planning error: no plan, so Subclone and Train say so instead of using a stale one."""
@@ -808,9 +940,13 @@ class SubcloneStudio(_App):
             self.subclone_button.disabled = False
         self.last_error = None
         self.last_result = SubcloneResult(
-            plan=chosen, model=model, params=sum(p.numel() for p in model.parameters()),
-            loss=evaluation.loss if evaluation else None, accuracy=evaluation.accuracy if evaluation else None,
-            path=path, seconds=time.perf_counter() - start,
+            plan=chosen,
+            model=model,
+            params=sum(p.numel() for p in model.parameters()),
+            loss=evaluation.loss if evaluation else None,
+            accuracy=evaluation.accuracy if evaluation else None,
+            path=path,
+            seconds=time.perf_counter() - start,
         )
         self.result.value = self._describe(self.last_result)
         for listener in self.subclone_listeners:
@@ -831,8 +967,10 @@ class SubcloneStudio(_App):
         return self._exists_message() if exists and not self.overwrite.value else None
 
     def _exists_message(self) -> str:
-        return (f"{_shortened(str(self.destination_path()))} already holds this destination: tick 'overwrite' to "
-                "replace it, or type another folder in 'save under'")
+        return (
+            f"{_shortened(str(self.destination_path()))} already holds this destination: tick 'overwrite' to "
+            "replace it, or type another folder in 'save under'"
+        )
 
     def _subclone_clicked(self, button: w.Button) -> None:
         # A click has no caller to raise to: an unexpected error is shown where the result would be, and logged.
@@ -873,11 +1011,13 @@ class SubcloneStudio(_App):
         self._progress, self._inits, self._steps = {}, inits, steps
         self._progress[inits[0]] = [time.monotonic(), math.nan]
         self.train_button.disabled, self.stop_button.disabled = True, False
-        self.train_status.value = _message(f"training {', '.join(inits)} for {steps} steps each...",
-                                           css_class="train-status")
+        self.train_status.value = _message(
+            f"training {', '.join(inits)} for {steps} steps each...", css_class="train-status"
+        )
         self.summary.value = ""
-        self.training_thread = threading.Thread(target=self._run, args=(spec, inits, steps), daemon=True,
-                                                name="subclone-viz-train")
+        self.training_thread = threading.Thread(
+            target=self._run, args=(spec, inits, steps), daemon=True, name="subclone-viz-train"
+        )
         self.training_thread.start()
         return self.training_thread
 
@@ -889,8 +1029,16 @@ class SubcloneStudio(_App):
     def _run(self, spec: DestinationSpec, inits: list[str], steps: int) -> None:
         try:
             self.comparison = compare(
-                self.parent, spec, self.batches, inits=inits, steps=steps, eval_batches=self.eval_batches,
-                profile=self.profile, callback=self._on_record, stop=self.stop_event, trained=self.trained_models,
+                self.parent,
+                spec,
+                self.batches,
+                inits=inits,
+                steps=steps,
+                eval_batches=self.eval_batches,
+                profile=self.profile,
+                callback=self._on_record,
+                stop=self.stop_event,
+                trained=self.trained_models,
                 **{"progress": False, **self.train_options},
             )
         except Exception as error:  # noqa: BLE001 - a worker thread has no caller to raise to: show it
@@ -905,12 +1053,13 @@ class SubcloneStudio(_App):
             span[1] = span[1] if not math.isnan(span[1]) else time.monotonic()
         state = "stopped early" if self.comparison.stopped_early else "done"
         self.train_status.value = _message(f"training {state}: {self.progress_text()}", css_class="train-status")
-        columns = ["init", "lr", "weight_decay", "steps", "initial_loss", "final_loss", "speedup",
-                   "speedup_per_second"]
+        columns = ["init", "lr", "weight_decay", "steps", "initial_loss", "final_loss", "speedup", "speedup_per_second"]
         if self.parent.family.task == "image-classification":
             columns[6:6] = ["initial_accuracy", "final_accuracy"]
-        rows = [{**row, "speedup": speedup_text(row), "speedup_per_second": speedup_text(row, "speedup_per_second")}
-                for row in self.comparison.summary_table()]
+        rows = [
+            {**row, "speedup": speedup_text(row), "speedup_per_second": speedup_text(row, "speedup_per_second")}
+            for row in self.comparison.summary_table()
+        ]
         self.summary.value = _table(rows, columns)
 
     def _on_record(self, history: History, record: Any) -> None:
@@ -943,8 +1092,10 @@ class SubcloneStudio(_App):
             left = elapsed / step * (self._steps - step) if step else math.nan
             per_init = elapsed + left if step else per_init
             remaining += 0.0 if math.isnan(left) else left
-            parts.append(f"{init}: step {step} of {self._steps}, {_clock(elapsed)} elapsed"
-                         + (f", about {_clock(left)} left" if step else ""))
+            parts.append(
+                f"{init}: step {step} of {self._steps}, {_clock(elapsed)} elapsed"
+                + (f", about {_clock(left)} left" if step else "")
+            )
         waiting = [init for init in self._inits if init not in self._progress]
         if waiting:
             parts.append(f"then {', '.join(waiting)}" + (f" (about {_clock(per_init)} each)" if per_init else ""))
@@ -969,7 +1120,7 @@ def _clock(seconds: float) -> str:
 
 def _shortened(text: str, limit: int = 90) -> str:
     """``text`` with its middle cut out when it is longer than ``limit``, so a message stays one line."""
-    return text if len(text) <= limit else f"{text[: limit // 2 - 2]}...{text[-(limit // 2 - 1):]}"
+    return text if len(text) <= limit else f"{text[: limit // 2 - 2]}...{text[-(limit // 2 - 1) :]}"
 
 
 def _token_label(trace: TokenTrace, index: int) -> str:
@@ -977,7 +1128,9 @@ def _token_label(trace: TokenTrace, index: int) -> str:
     bytes of an emoji split over two tokens)."""
     token = trace.tokens[index] if trace.tokens else ""
     span = trace.spans[index] if trace.spans else token
-    return f"{index}: {token!r}" + (f" (part of {span.strip()!r})" if span.strip() and span not in (token, token.strip()) else "")
+    return f"{index}: {token!r}" + (
+        f" (part of {span.strip()!r})" if span.strip() and span not in (token, token.strip()) else ""
+    )
 
 
 def _ranges(blocks: Sequence[int]) -> str:
@@ -1018,13 +1171,20 @@ class SizeGridExplorer(_App):
         grid: SizeGrid | None = None,
     ):
         self.parent, self.profile, self.studio = parent, profile, studio
-        self.grid = grid if grid is not None else size_grid(parent, profile, layers, hidden, eval_batches,
-                                                            progress=False)
+        self.grid = (
+            grid if grid is not None else size_grid(parent, profile, layers, hidden, eval_batches, progress=False)
+        )
         self.selected: tuple[int, int] | None = None
-        widths = {"loss": FULL_WIDTH, "params": HALF_WIDTH, "flops_per_token": HALF_WIDTH, "latency": HALF_WIDTH,
-                  "memory": HALF_WIDTH}
-        self.figures = {quantity: _figure(plots.size_grid(self.grid, quantity), widths[quantity])
-                        for quantity in QUANTITIES}
+        widths = {
+            "loss": FULL_WIDTH,
+            "params": HALF_WIDTH,
+            "flops_per_token": HALF_WIDTH,
+            "latency": HALF_WIDTH,
+            "memory": HALF_WIDTH,
+        }
+        self.figures = {
+            quantity: _figure(plots.size_grid(self.grid, quantity), widths[quantity]) for quantity in QUANTITIES
+        }
         for figure in self.figures.values():  # a selection only moves an outline: the heat maps keep their handlers
             for trace in figure.data:
                 if isinstance(trace, go.Heatmap):
@@ -1033,10 +1193,12 @@ class SizeGridExplorer(_App):
         self.widget = w.VBox(
             [
                 _heading("How big a destination?"),
-                _caption(f"Every cell is a subclone ({html.escape(self.grid.depth)} depth, "
-                         f"{html.escape(self.grid.width)} width, {html.escape(self.grid.scaling)} scaling) "
-                         f"scored on {html.escape(self.grid.eval_source)} before any training. Click a cell"
-                         + (" to send it to the subclone studio." if studio is not None else ".")),
+                _caption(
+                    f"Every cell is a subclone ({html.escape(self.grid.depth)} depth, "
+                    f"{html.escape(self.grid.width)} width, {html.escape(self.grid.scaling)} scaling) "
+                    f"scored on {html.escape(self.grid.eval_source)} before any training. Click a cell"
+                    + (" to send it to the subclone studio." if studio is not None else ".")
+                ),
                 self.cell_info,
                 self.figures["loss"],
                 _row(self.figures["params"], self.figures["flops_per_token"]),
@@ -1053,8 +1215,10 @@ class SizeGridExplorer(_App):
         grid = self.grid
         rows, columns = len(grid.layers), len(grid.hidden)
         if not (0 <= i < rows and 0 <= j < columns):
-            raise UserError(f"cell ({i}, {j}) is outside the grid: choose i in 0..{rows - 1} (blocks) and j in "
-                            f"0..{columns - 1} (widths)")
+            raise UserError(
+                f"cell ({i}, {j}) is outside the grid: choose i in 0..{rows - 1} (blocks) and j in "
+                f"0..{columns - 1} (widths)"
+            )
         spec = grid.spec(i, j)
         reason = grid.reasons[i][j]
         if reason is not None:
@@ -1067,7 +1231,8 @@ class SizeGridExplorer(_App):
         self.cell_info.value = _message(
             f"{spec.layers} blocks x {spec.hidden} wide: {grid.params[i, j] / 1e6:.2f}M parameters, "
             f"{grid.flops_per_token[i, j] / 1e6:.3g} MFLOPs per token, {grid.latency[i, j] * 1e3:.3g} "
-            + (f"± {spread * 1e3:.2g} " if (spread := grid.spread("latency")[i, j]) else "") + "ms per token "
+            + (f"± {spread * 1e3:.2g} " if (spread := grid.spread("latency")[i, j]) else "")
+            + "ms per token "
             f"and {grid.memory[i, j] / 2**20:.0f} MiB measured on {html.escape(grid.device)}{loss}"
             + ("; sent to the subclone studio" if self.studio is not None else ""),
             css_class="size-grid-selection",
@@ -1096,24 +1261,46 @@ class StabilityExplorer(_App):
         max_batches: held-out batches per scored destination.
     """
 
-    def __init__(self, parent: "Parent", profile: Profile, eval_batches: Batches | None = None,
-                 resamples: int = 16, max_batches: int = 2):
+    def __init__(
+        self,
+        parent: "Parent",
+        profile: Profile,
+        eval_batches: Batches | None = None,
+        resamples: int = 16,
+        max_batches: int = 2,
+    ):
         self.parent, self.profile, self.eval_batches, self.max_batches = parent, profile, eval_batches, max_batches
         self.stability: Stability | None = None
         self.error: str | None = None
         hidden = spec_choices(parent)["hidden"]
-        self.hidden = w.SelectionSlider(options=hidden, value=default_destination(parent).hidden,
-                                        description="hidden d'", continuous_update=False, style=_LABEL_STYLE,
-                                        layout=w.Layout(width="420px"))
-        self.importance = w.Dropdown(options=available_estimators(profile), value=DEFAULT_ESTIMATOR,
-                                     description="importance", style=_LABEL_STYLE)
+        self.hidden = w.SelectionSlider(
+            options=hidden,
+            value=default_destination(parent).hidden,
+            description="hidden d'",
+            continuous_update=False,
+            style=_LABEL_STYLE,
+            layout=w.Layout(width="420px"),
+        )
+        self.importance = w.Dropdown(
+            options=available_estimators(profile), value=DEFAULT_ESTIMATOR, description="importance", style=_LABEL_STYLE
+        )
         self.method = w.ToggleButtons(options=METHODS, value="bootstrap", style={"button_width": "90px"})
-        self.resamples = w.IntSlider(value=resamples, min=2, max=64, description="resamples",
-                                     continuous_update=False, style=_LABEL_STYLE)
-        self.loss_resamples = w.BoundedIntText(value=3, min=1, max=16, description="destinations scored",
-                                               style=_LABEL_STYLE, layout=w.Layout(width="200px"))
-        self.loss_button = w.Button(description="Measure loss spread", icon="balance-scale",
-                                    disabled=eval_batches is None or parent.family.task == "encoder")
+        self.resamples = w.IntSlider(
+            value=resamples, min=2, max=64, description="resamples", continuous_update=False, style=_LABEL_STYLE
+        )
+        self.loss_resamples = w.BoundedIntText(
+            value=3,
+            min=1,
+            max=16,
+            description="destinations scored",
+            style=_LABEL_STYLE,
+            layout=w.Layout(width="200px"),
+        )
+        self.loss_button = w.Button(
+            description="Measure loss spread",
+            icon="balance-scale",
+            disabled=eval_batches is None or parent.family.task == "encoder",
+        )
         self.summary = w.HTML()
         self.figures: dict[str, go.FigureWidget] = {}
         for control in (self.hidden, self.importance, self.method, self.resamples):
@@ -1122,15 +1309,19 @@ class StabilityExplorer(_App):
         self.measure()
         widths = {"residual": FULL_WIDTH, "ffn": HALF_WIDTH, "heads": HALF_WIDTH}
         if self.stability is not None:  # else the profile cannot be resampled, and the message says why
-            self.figures = {kind: _figure(plots.selection_stability(self.stability, kind), widths[kind])
-                            for kind in plots.STABILITY_KINDS}
+            self.figures = {
+                kind: _figure(plots.selection_stability(self.stability, kind), widths[kind])
+                for kind in plots.STABILITY_KINDS
+            }
         figures = list(self.figures.values())
         self.widget = w.VBox(
             [
                 _heading("How much does the calibration sample decide?"),
-                _caption("The profile keeps its sums in shards; each resample of the shards is a calibration sample "
-                         "that could have been drawn instead. A channel, neuron or head kept by every resample is "
-                         "the parent's choice; one kept by some is the calibration text's."),
+                _caption(
+                    "The profile keeps its sums in shards; each resample of the shards is a calibration sample "
+                    "that could have been drawn instead. A channel, neuron or head kept by every resample is "
+                    "the parent's choice; one kept by some is the calibration text's."
+                ),
                 w.HBox([self.hidden, self.importance]),
                 w.HBox([self.method, self.resamples]),
                 w.HBox([self.loss_resamples, self.loss_button]),
@@ -1149,8 +1340,13 @@ class StabilityExplorer(_App):
         """Resample and re-plan (and, ``with_losses``, score a few destinations); redraw."""
         try:
             self.stability = stability(
-                self.parent, self.profile, self.spec(), importance=self.importance.value, resamples=self.resamples.value,
-                method=self.method.value, heldout=self.eval_batches if with_losses else None,
+                self.parent,
+                self.profile,
+                self.spec(),
+                importance=self.importance.value,
+                resamples=self.resamples.value,
+                method=self.method.value,
+                heldout=self.eval_batches if with_losses else None,
                 loss_resamples=min(self.loss_resamples.value, self.resamples.value) if with_losses else 0,
                 max_batches=self.max_batches,
             )
@@ -1160,14 +1356,21 @@ class StabilityExplorer(_App):
             return None
         self.error = None
         summary = self.stability.summary()
-        rows = [{"kept set": kind, "Jaccard with full sample": f"{summary['mean_jaccard_with_full'][kind]:.3f}",
-                 "Jaccard between resamples": f"{summary['mean_pairwise_jaccard'][kind]:.3f}"}
-                for kind in plots.STABILITY_KINDS]
+        rows = [
+            {
+                "kept set": kind,
+                "Jaccard with full sample": f"{summary['mean_jaccard_with_full'][kind]:.3f}",
+                "Jaccard between resamples": f"{summary['mean_pairwise_jaccard'][kind]:.3f}",
+            }
+            for kind in plots.STABILITY_KINDS
+        ]
         text = _table(rows, ["kept set", "Jaccard with full sample", "Jaccard between resamples"])
         if "loss" in summary:
             loss = summary["loss"]
-            text += _message(f"held-out loss before training: {loss['mean']:.3f} ± {loss['std']:.3f} nats over "
-                             f"{len(loss['values'])} resamples (full sample: {loss['full']:.3f})")
+            text += _message(
+                f"held-out loss before training: {loss['mean']:.3f} ± {loss['std']:.3f} nats over "
+                f"{len(loss['values'])} resamples (full sample: {loss['full']:.3f})"
+            )
         self.summary.value = text
         for kind, figure in self.figures.items():
             _refresh(figure, plots.selection_stability(self.stability, kind))
@@ -1210,16 +1413,26 @@ class Explorer(_App):
         self.residual = ResidualExplorer(parent, profile, ablation, batch=batch)
         self.importance = ImportanceExplorer(profile)
         self.studio = SubcloneStudio(parent, profile, batches, eval_batches, save_dir=save_dir, steps=steps)
-        self.sizes = SizeGridExplorer(parent, profile, eval_batches, studio=self.studio, layers=grid_layers,
-                                      hidden=grid_hidden, grid=grid)
+        self.sizes = SizeGridExplorer(
+            parent, profile, eval_batches, studio=self.studio, layers=grid_layers, hidden=grid_hidden, grid=grid
+        )
         self.stability = StabilityExplorer(parent, profile, eval_batches)
         if self.residual.depth is not None:
-            self.studio.subclone_listeners.append(lambda result: self.residual.depth.show_destination(result.model,
-                                                                                                      result.plan))
-        self.widget = w.Tab(children=[self.residual.widget, self.importance.widget, self.studio.widget,
-                                      self.sizes.widget, self.stability.widget])
-        for index, title in enumerate(("Residual property", "Neuron importance", "Subclone and train", "Sizes",
-                                       "Calibration")):
+            self.studio.subclone_listeners.append(
+                lambda result: self.residual.depth.show_destination(result.model, result.plan)
+            )
+        self.widget = w.Tab(
+            children=[
+                self.residual.widget,
+                self.importance.widget,
+                self.studio.widget,
+                self.sizes.widget,
+                self.stability.widget,
+            ]
+        )
+        for index, title in enumerate(
+            ("Residual property", "Neuron importance", "Subclone and train", "Sizes", "Calibration")
+        ):
             self.widget.set_title(index, title)
 
 
@@ -1245,22 +1458,33 @@ class PredictionsThroughDepth(_App):
         self.destination_plan: SubclonePlan | None = None
         self.lenses: dict[str, Any] = {}
         self.message = w.HTML()
-        self.text = w.Text(value=text, description="text", continuous_update=False,
-                           layout=w.Layout(width=f"{FULL_WIDTH}px"), style=_LABEL_STYLE)
+        self.text = w.Text(
+            value=text,
+            description="text",
+            continuous_update=False,
+            layout=w.Layout(width=f"{FULL_WIDTH}px"),
+            style=_LABEL_STYLE,
+        )
         self.token = w.Dropdown(description="token", options=[], style=_LABEL_STYLE)
         self.table_figure = _figure(go.Figure(), FULL_WIDTH)
         self.loss_figure = _figure(go.Figure(), HALF_WIDTH)
         self._repicking = False
         self.text.observe(self._read, names="value")
         self.token.observe(self._draw, names="value")
-        self.widget = w.VBox([
-            _heading("Predictions through depth", 4),
-            _caption("The logit lens: each layer's hidden state read through the final norm and the head, as if the "
-                     "later blocks were not there. The destination's layers sit beside the parent block they came "
-                     "from."),
-            self.text if _has_tokenizer(parent) else w.HTML(), self.token, self.message,
-            _row(self.table_figure, self.loss_figure),
-        ])
+        self.widget = w.VBox(
+            [
+                _heading("Predictions through depth", 4),
+                _caption(
+                    "The logit lens: each layer's hidden state read through the final norm and the head, as if the "
+                    "later blocks were not there. The destination's layers sit beside the parent block they came "
+                    "from."
+                ),
+                self.text if _has_tokenizer(parent) else w.HTML(),
+                self.token,
+                self.message,
+                _row(self.table_figure, self.loss_figure),
+            ]
+        )
         self._read()
 
     def _batch(self) -> dict[str, "torch.Tensor"]:
@@ -1282,8 +1506,9 @@ class PredictionsThroughDepth(_App):
             batch = self._batch()
             lenses = {"parent": logit_lens(self.parent, None, batch, name="parent")}
             if self.destination is not None:
-                lenses["destination"] = logit_lens(self.destination, None, batch, plan=self.destination_plan,
-                                                   name="destination")
+                lenses["destination"] = logit_lens(
+                    self.destination, None, batch, plan=self.destination_plan, name="destination"
+                )
         except (ValueError, TypeError) as error:
             self.message.value = _message(str(error), error=True)
             return
@@ -1324,16 +1549,29 @@ class CompareOutputs(_App):
         prompt: the starting prompt; max_new_tokens: the starting length.
     """
 
-    def __init__(self, parent: "Parent", models: "Any", heldout: dict[str, "torch.Tensor"] | None = None,
-                 prompt: str = "The most important thing about", max_new_tokens: int = 24):
+    def __init__(
+        self,
+        parent: "Parent",
+        models: "Any",
+        heldout: dict[str, "torch.Tensor"] | None = None,
+        prompt: str = "The most important thing about",
+        max_new_tokens: int = 24,
+    ):
         self.parent, self.models, self.heldout = parent, models, heldout
         self.generations: Any = None  # the last Generations
         self.losses: Any = None  # the last TokenLosses
         self.thread: threading.Thread | None = None
-        self.prompt = w.Textarea(value=prompt, description="prompt", style=_LABEL_STYLE,
-                                 layout=w.Layout(width="60%", height="4em"))
-        self.max_new_tokens = w.BoundedIntText(value=max_new_tokens, min=1, max=4096, description="new tokens",
-                                               style=_LABEL_STYLE, layout=w.Layout(width="180px"))
+        self.prompt = w.Textarea(
+            value=prompt, description="prompt", style=_LABEL_STYLE, layout=w.Layout(width="60%", height="4em")
+        )
+        self.max_new_tokens = w.BoundedIntText(
+            value=max_new_tokens,
+            min=1,
+            max=4096,
+            description="new tokens",
+            style=_LABEL_STYLE,
+            layout=w.Layout(width="180px"),
+        )
         self.sample = w.Checkbox(value=False, description="sample (seeded)", indent=False)
         self.seed = w.IntText(value=0, description="seed", style=_LABEL_STYLE, layout=w.Layout(width="140px"))
         self.button = w.Button(description="Generate", button_style="primary", icon="play")
@@ -1343,15 +1581,21 @@ class CompareOutputs(_App):
         self.loss_text = w.HTML()
         self.button.on_click(lambda _: self.start())
         self.loss_model.observe(self._draw_losses, names="value")
-        self.widget = w.VBox([
-            _heading("Compare outputs", 4),
-            w.HBox([self.prompt, w.VBox([self.max_new_tokens, self.sample, self.seed, self.button])]),
-            self.message, self.outputs,
-            _heading("Where each model is worse than the parent", 4),
-            _caption("Held-out text, each token coloured by the model's loss minus the parent's (red: worse, blue: "
-                     "better); hover for the values."),
-            self.loss_model, self.loss_text,
-        ])
+        self.widget = w.VBox(
+            [
+                _heading("Compare outputs", 4),
+                w.HBox([self.prompt, w.VBox([self.max_new_tokens, self.sample, self.seed, self.button])]),
+                self.message,
+                self.outputs,
+                _heading("Where each model is worse than the parent", 4),
+                _caption(
+                    "Held-out text, each token coloured by the model's loss minus the parent's (red: worse, blue: "
+                    "better); hover for the values."
+                ),
+                self.loss_model,
+                self.loss_text,
+            ]
+        )
 
     def _current(self) -> dict[str, Any]:
         return {"parent": self.parent, **dict(self.models())}
@@ -1365,15 +1609,22 @@ class CompareOutputs(_App):
 
         def show(name: str, piece: str) -> None:
             texts[name] += piece
-            boxes[name].value = (f"<b>{html.escape(name)}</b>: <span style='white-space:pre-wrap'>"
-                                 f"{html.escape(texts[name])}</span>")
+            boxes[name].value = (
+                f"<b>{html.escape(name)}</b>: <span style='white-space:pre-wrap'>{html.escape(texts[name])}</span>"
+            )
 
         for name in models:
             show(name, "")
         try:
-            self.generations = generate(models, self.prompt.value, self.max_new_tokens.value,
-                                        do_sample=self.sample.value, seed=self.seed.value, on_token=show,
-                                        tokenizer=self.parent.tokenizer)
+            self.generations = generate(
+                models,
+                self.prompt.value,
+                self.max_new_tokens.value,
+                do_sample=self.sample.value,
+                seed=self.seed.value,
+                on_token=show,
+                tokenizer=self.parent.tokenizer,
+            )
         except (ValueError, TypeError) as error:
             self.message.value = _message(str(error), error=True)
             return None
@@ -1436,12 +1687,18 @@ class SimilarityView(_App):
         self.message = w.HTML()
         self.figures = w.HBox(layout=w.Layout(flex_flow="row wrap"))
         self.button.on_click(lambda _: self.measure())
-        self.widget = w.VBox([
-            _caption("Linear CKA and cosine on the kept channels, against the parent block each destination layer "
-                     "came from; Subclone first, and train the <code>subclone</code> initialization for the "
-                     "after-training view."),
-            self.button, self.message, self.figures,
-        ])
+        self.widget = w.VBox(
+            [
+                _caption(
+                    "Linear CKA and cosine on the kept channels, against the parent block each destination layer "
+                    "came from; Subclone first, and train the <code>subclone</code> initialization for the "
+                    "after-training view."
+                ),
+                self.button,
+                self.message,
+                self.figures,
+            ]
+        )
 
     def measure(self) -> dict[str, Any]:
         """Measure every model there is (before and after training); returns the LayerSimilarity records."""
@@ -1454,15 +1711,20 @@ class SimilarityView(_App):
             self.message.value = _message("nothing to measure yet: press Subclone (and Train) first", error=True)
             return {}
         try:
-            self.similarities = {name: layer_similarity(self.studio.parent, model, None, self.studio.eval_batches,
-                                                        max_batches=self.max_batches)
-                                 for name, model in models.items()}
+            self.similarities = {
+                name: layer_similarity(
+                    self.studio.parent, model, None, self.studio.eval_batches, max_batches=self.max_batches
+                )
+                for name, model in models.items()
+            }
         except ValueError as error:
             self.message.value = _message(str(error), error=True)
             return {}
         self.message.value = ""
-        heat = [_figure(plots.similarity_heatmap(s, title=f"{name}: cosine, kept channels"), HALF_WIDTH)
-                for name, s in self.similarities.items()]
+        heat = [
+            _figure(plots.similarity_heatmap(s, title=f"{name}: cosine, kept channels"), HALF_WIDTH)
+            for name, s in self.similarities.items()
+        ]
         self.figures.children = [*heat, _figure(plots.similarity_by_layer(self.similarities), HALF_WIDTH)]
         return self.similarities
 
@@ -1517,16 +1779,20 @@ class ImagePredictions(_App):
         self.widget = w.VBox([self.button, self.message, self.figure])
 
     def predict(self) -> dict[str, Any]:
-        batch = {k: v[:self.count] for k, v in self.batch.items()}
+        batch = {k: v[: self.count] for k, v in self.batch.items()}
         try:
-            lenses = {name: logit_lens(model, None, batch, layers=[-1], name=name)
-                      for name, model in {"parent": self.parent, **dict(self.models())}.items()}
+            lenses = {
+                name: logit_lens(model, None, batch, layers=[-1], name=name)
+                for name, model in {"parent": self.parent, **dict(self.models())}.items()
+            }
         except ValueError as error:
             self.message.value = _message(str(error), error=True)
             return {}
         self.message.value = ""
         _refresh(self.figure, plots.image_predictions(lenses, batch["pixel_values"].float().cpu().numpy(), self.count))
         return lenses
+
+
 # The budget chooser
 
 
@@ -1545,21 +1811,37 @@ class BudgetExplorer(_App):
         budget = grid.tokens if grid.tokens is not None else grid.flops
         # The smallest budget every pilot still fits in, as a multiple of the grid's own.
         smallest = max(c["pilot"]["steps"][-1] / c["steps"] for c in grid.cells)
-        self.budget = w.FloatLogSlider(value=budget, base=10, min=math.log10(budget * smallest),
-                                       max=math.log10(budget * 16), step=0.05, description=f"budget ({unit})",
-                                       readout_format=".3g", continuous_update=False, style=_LABEL_STYLE,
-                                       layout=w.Layout(width="520px"))
+        self.budget = w.FloatLogSlider(
+            value=budget,
+            base=10,
+            min=math.log10(budget * smallest),
+            max=math.log10(budget * 16),
+            step=0.05,
+            description=f"budget ({unit})",
+            readout_format=".3g",
+            continuous_update=False,
+            style=_LABEL_STYLE,
+            layout=w.Layout(width="520px"),
+        )
         self.cost = w.Dropdown(options=list(COSTS), value=cost, description="cost", style=_LABEL_STYLE)
         self.info = w.HTML()
         self.figure = _figure(plots.budget_pareto(grid, cost), FULL_WIDTH)
         self.budget.observe(self._changed, names="value")
         self.cost.observe(self._changed, names="value")
         self._describe()
-        self.widget = w.VBox([_heading("Which size for my budget?"),
-                              _caption("Each point is a size forecast at the budget from its pilot, with an 80% "
-                                       "interval; the red line joins the sizes no other beats on both cost and "
-                                       "forecast loss."),
-                              _row(self.budget, self.cost), self.info, self.figure])
+        self.widget = w.VBox(
+            [
+                _heading("Which size for my budget?"),
+                _caption(
+                    "Each point is a size forecast at the budget from its pilot, with an 80% "
+                    "interval; the red line joins the sizes no other beats on both cost and "
+                    "forecast loss."
+                ),
+                _row(self.budget, self.cost),
+                self.info,
+                self.figure,
+            ]
+        )
 
     def _changed(self, change: Any) -> None:
         self.show(self.budget.value, self.cost.value)
@@ -1580,4 +1862,6 @@ class BudgetExplorer(_App):
         self.info.value = _message(
             f"forecast best: {best['layers']} x {best['hidden']} ({best['init']}), {best['forecast']['loss']:.3f} "
             f"nats [{best['forecast']['low']:.3f}, {best['forecast']['high']:.3f}] after {best['steps']:,} steps; "
-            f"the pilots cost {self.grid.pilot_cost:.0%} of training it", css_class="budget-best")
+            f"the pilots cost {self.grid.pilot_cost:.0%} of training it",
+            css_class="budget-best",
+        )

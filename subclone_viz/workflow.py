@@ -63,7 +63,6 @@ from .subclone import subclone
 from .trace import token_trace
 
 if TYPE_CHECKING:
-
     from .evaluate import BlockAblation
     from .parent import Parent
     from .profile import Profile
@@ -96,13 +95,26 @@ class Budget:
 
 
 DEFAULT_BUDGET = Budget(
-    seq_len=128, batch_size=4, images_per_batch=64, profile_tokens=ProfileSettings().tokens, ablation_batches=1,
+    seq_len=128,
+    batch_size=4,
+    images_per_batch=64,
+    profile_tokens=ProfileSettings().tokens,
+    ablation_batches=1,
     eval_batches=2,
-    grid_size=None, steps=24,
+    grid_size=None,
+    steps=24,
 )
 QUICK_BUDGET = Budget(
-    seq_len=32, batch_size=2, images_per_batch=16, profile_tokens=256, ablation_batches=1, eval_batches=1,
-    grid_size=2, steps=2, stability_resamples=4, stability_losses=1,
+    seq_len=32,
+    batch_size=2,
+    images_per_batch=16,
+    profile_tokens=256,
+    ablation_batches=1,
+    eval_batches=1,
+    grid_size=2,
+    steps=2,
+    stability_resamples=4,
+    stability_losses=1,
 )
 
 
@@ -127,8 +139,10 @@ class MeasuredFigures:
     ablation: "BlockAblation"
 
     def describe(self) -> str:
-        return (f"measured now (no shipped figures for {self.parent}): profile of {self.profile.tokens:,} tokens of "
-                f"{self.profile.source}, block ablation of its {len(self.ablation.removed)} blocks on held-out text")
+        return (
+            f"measured now (no shipped figures for {self.parent}): profile of {self.profile.tokens:,} tokens of "
+            f"{self.profile.source}, block ablation of its {len(self.ablation.removed)} blocks on held-out text"
+        )
 
 
 def parent_figures(name: str, quick: bool | None = None) -> ShippedFigures | MeasuredFigures:
@@ -196,9 +210,15 @@ def parent_batches(
     if not reads_text(parent):
         source = DIGITS if data is None or data == BUILTIN_TEXT else data
         input_size = parent.processor.get("input_size") if isinstance(parent.processor, Mapping) else None  # (C, H, W)
-        batches = image_batches(source, batch_size=batch_size or sizes.images_per_batch, split=split,
-                                image_size=input_size[-1] if input_size else None, max_batches=max_batches,
-                                shuffle=shuffle, seed=seed)
+        batches = image_batches(
+            source,
+            batch_size=batch_size or sizes.images_per_batch,
+            split=split,
+            image_size=input_size[-1] if input_size else None,
+            max_batches=max_batches,
+            shuffle=shuffle,
+            seed=seed,
+        )
         if input_size and batches.channels != input_size[0]:
             raise ValueError(
                 f"data {str(source)!r} has {batches.channels}-channel images but the parent takes {input_size[0]} "
@@ -213,13 +233,23 @@ def parent_batches(
             )
         return batches
     if parent.tokenizer is None:
-        raise ValueError(f"parent {parent.name!r} has no tokenizer to read text with; save one beside the model "
-                         f"or pass processor= to load_parent")
+        raise ValueError(
+            f"parent {parent.name!r} has no tokenizer to read text with; save one beside the model "
+            f"or pass processor= to load_parent"
+        )
     seq_len, batch_size = seq_len or sizes.seq_len, batch_size or sizes.batch_size
     if tokens is not None:
         max_batches = math.ceil(tokens / (batch_size * seq_len))
-    return text_batches(BUILTIN_TEXT if data is None else data, parent.tokenizer, seq_len=seq_len,
-                        batch_size=batch_size, split=split, max_batches=max_batches, shuffle=shuffle, seed=seed)
+    return text_batches(
+        BUILTIN_TEXT if data is None else data,
+        parent.tokenizer,
+        seq_len=seq_len,
+        batch_size=batch_size,
+        split=split,
+        max_batches=max_batches,
+        shuffle=shuffle,
+        seed=seed,
+    )
 
 
 # --------------------------------------------------------------------------------------------------------
@@ -338,13 +368,24 @@ def report_records(
 
     stable = None
     if (prof.shards["tokens"] > 0).sum() >= 2:
-        log(f"calibration stability: {sizes.stability_resamples} resamples of the profile's shards, "
-            f"{sizes.stability_losses} destinations scored")
-        stable = stability(parent, prof, spec, resamples=sizes.stability_resamples, seed=seed, heldout=eval_batches,
-                           loss_resamples=sizes.stability_losses)
+        log(
+            f"calibration stability: {sizes.stability_resamples} resamples of the profile's shards, "
+            f"{sizes.stability_losses} destinations scored"
+        )
+        stable = stability(
+            parent,
+            prof,
+            spec,
+            resamples=sizes.stability_resamples,
+            seed=seed,
+            heldout=eval_batches,
+            loss_resamples=sizes.stability_losses,
+        )
     else:
-        notes.append("The calibration stability section was skipped: the profile read a single batch, so there are "
-                     "no shards to resample (profile more tokens).")
+        notes.append(
+            "The calibration stability section was skipped: the profile read a single batch, so there are "
+            "no shards to resample (profile more tokens)."
+        )
 
     layers, hidden = default_grid_axes(parent)
     if sizes.grid_size is not None:
@@ -357,10 +398,27 @@ def report_records(
     if steps > 0:
         log(f"training comparison: random vs subclone, {steps} steps each")
         comparison = compare(
-            parent, spec, train_batches, inits=("random", "subclone"), steps=steps, eval_batches=eval_batches,
-            profile=prof, seed=seed, eval_every=max(1, steps // 4), progress=progress,
+            parent,
+            spec,
+            train_batches,
+            inits=("random", "subclone"),
+            steps=steps,
+            eval_batches=eval_batches,
+            profile=prof,
+            seed=seed,
+            eval_every=max(1, steps // 4),
+            progress=progress,
         )
     else:
         notes.append("The training comparison was skipped (steps=0).")
-    return ReportRecords(parent=parent, profile=prof, plan=destination_plan, ablation=ablation, trace=trace,
-                         grid=grid, comparison=comparison, notes=notes, stability=stable)
+    return ReportRecords(
+        parent=parent,
+        profile=prof,
+        plan=destination_plan,
+        ablation=ablation,
+        trace=trace,
+        grid=grid,
+        comparison=comparison,
+        notes=notes,
+        stability=stable,
+    )

@@ -25,8 +25,23 @@ TINY_FAMILIES: dict[str, Callable[[], nn.Module]] = {
 IMAGE_MODELS = {
     name for family in FAMILIES.values() if issubclass(family, ImageClassifierFamily) for name in family.tiny_models()
 }
-NOISY_VECTORS = {"qwen2", "qwen3", "gemma", "gemma2", "gemma3", "phi3", "olmo2", "gpt_neox", "hf-vit", "mixtral",
-                 "qwen2_moe", "qwen3_moe", "olmoe", "gpt_oss", "deepseek_v3"}
+NOISY_VECTORS = {
+    "qwen2",
+    "qwen3",
+    "gemma",
+    "gemma2",
+    "gemma3",
+    "phi3",
+    "olmo2",
+    "gpt_neox",
+    "hf-vit",
+    "mixtral",
+    "qwen2_moe",
+    "qwen3_moe",
+    "olmoe",
+    "gpt_oss",
+    "deepseek_v3",
+}
 
 
 def tiny_model(name: str, seed: int = 0) -> nn.Module:
@@ -61,8 +76,8 @@ def tiny_batches(name: str, count: int = 3, batch_size: int = 2, seq_len: int = 
         input_ids = torch.randint(3, VOCAB, (batch_size, seq_len), generator=generator)  # (B, T)
         attention_mask = torch.ones_like(input_ids)
         if pad:
-            attention_mask[0, seq_len - 4:] = 0
-            input_ids[0, seq_len - 4:] = 0
+            attention_mask[0, seq_len - 4 :] = 0
+            input_ids[0, seq_len - 4 :] = 0
         batches.append({"input_ids": input_ids, "attention_mask": attention_mask})
     return batches
 

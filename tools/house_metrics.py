@@ -31,8 +31,11 @@ def imported(name: str, path: Path, node: ast.Import | ast.ImportFrom, known: di
     for _ in range(max(node.level - 1, 0)):
         base = base.rsplit(".", 1)[0]
     target = (base + ("." + node.module if node.module else "")) if node.level else (node.module or "")
-    return [f"{target}.{a.name}" if f"{target}.{a.name}" in known else target
-            for a in node.names if f"{target}.{a.name}" in known or target in known]
+    return [
+        f"{target}.{a.name}" if f"{target}.{a.name}" in known else target
+        for a in node.names
+        if f"{target}.{a.name}" in known or target in known
+    ]
 
 
 def scan(root: Path):

@@ -88,7 +88,8 @@ def check_meta(path: Path, meta: dict[str, Any], where: Path) -> None:
         raise ResultsFileError(
             f"{where} lacks {', '.join(missing)} (every figure file records the command, machine, date and "
             f"headline: write it with bench/_results.save_results, or put them in a sidecar "
-            f"{path.name[:-len('.json')]}{SIDECAR})")
+            f"{path.name[: -len('.json')]}{SIDECAR})"
+        )
     if not isinstance(meta["command"], str) or not meta["command"].strip():
         raise ResultsFileError(f"{where}: 'command' must be the command line as a non-empty string")
     if not isinstance(meta["machine"], (str, dict)) or not meta["machine"]:
@@ -104,7 +105,7 @@ def check_meta(path: Path, meta: dict[str, Any], where: Path) -> None:
 
 def load_entry(path: Path, root: Path) -> Entry:
     """The entry of one figure file, its provenance from the file itself or else from its sidecar."""
-    sidecar = path.with_name(path.name[:-len(".json")] + SIDECAR)
+    sidecar = path.with_name(path.name[: -len(".json")] + SIDECAR)
     where = sidecar if sidecar.exists() else path
     meta = read_json(where)
     if where == path:  # the file's own fields; its figures are not parsed beyond them
@@ -123,9 +124,11 @@ def load_entry(path: Path, root: Path) -> Entry:
 def collect(root: Path = RESULTS) -> list[Entry]:
     """Every figure file under ``root`` (sidecars belong to their file), in path order."""
     paths = sorted(p for p in root.rglob("*.json") if not p.name.endswith(SIDECAR))
-    orphans = [p for p in root.rglob(f"*{SIDECAR}") if not p.with_name(p.name[:-len(SIDECAR)] + ".json").exists()]
+    orphans = [p for p in root.rglob(f"*{SIDECAR}") if not p.with_name(p.name[: -len(SIDECAR)] + ".json").exists()]
     if orphans:
-        raise ResultsFileError(f"{orphans[0]}: a sidecar without its figure file {orphans[0].name[:-len(SIDECAR)]}.json")
+        raise ResultsFileError(
+            f"{orphans[0]}: a sidecar without its figure file {orphans[0].name[: -len(SIDECAR)]}.json"
+        )
     return [load_entry(path, root) for path in paths]
 
 
@@ -172,8 +175,11 @@ def render_entry(entry: Entry, image_prefix: str) -> list[str]:
     lines += [str(note) for note in meta.get("notes", [])]
     lines += [""] if meta.get("notes") else []
     lines += ["```bash", meta["command"].strip(), "```", ""]
-    lines += [f"Measured on: {describe_machine(meta['machine'])}; {meta['date']}. "
-              f"File: `bench/results/{entry.path.as_posix()}`.", ""]
+    lines += [
+        f"Measured on: {describe_machine(meta['machine'])}; {meta['date']}. "
+        f"File: `bench/results/{entry.path.as_posix()}`.",
+        "",
+    ]
     return lines
 
 

@@ -5,6 +5,7 @@ Usage: python tools/strip_notebooks.py notebooks/*.ipynb
 
 Files are rewritten only when something changed; prints what it touched.
 """
+
 from __future__ import annotations
 
 import sys

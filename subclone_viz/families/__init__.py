@@ -34,8 +34,16 @@ from torch import nn
 from ..errors import UserError
 from .axes import AXES, axis_indices
 from .base import (
-    TINY_VOCAB, CausalLMFamily, Dims, Family, ImageClassifierFamily, ParamInfo, ParamRule, UnsupportedParameterError,
+    TINY_VOCAB,
+    CausalLMFamily,
+    Dims,
+    Family,
+    ImageClassifierFamily,
+    ParamInfo,
+    ParamRule,
+    UnsupportedParameterError,
 )
+
 # Importing each family module registers it; this order is the order family_of tries them in.
 from . import gpt2, llama, gemma, phi3, olmo2, gpt_neox, bert, vit, hf_vit  # noqa: E401, F401, I001
 from . import mixtral, qwen_moe, olmoe, gpt_oss, deepseek_v3  # noqa: E401, F401, I001

@@ -47,8 +47,24 @@ from typing import TYPE_CHECKING, Literal
 if TYPE_CHECKING:
     from ..plan import SubclonePlan
 
-Axis = Literal["keep", "residual", "ffn", "gate_up", "q_heads", "kv_heads", "qkv", "qkv_per_head", "head_index",
-               "mla_q", "mla_kv", "experts", "expert_ffn", "expert_gate_up", "expert_gate_up_il", "shared_ffn"]
+Axis = Literal[
+    "keep",
+    "residual",
+    "ffn",
+    "gate_up",
+    "q_heads",
+    "kv_heads",
+    "qkv",
+    "qkv_per_head",
+    "head_index",
+    "mla_q",
+    "mla_kv",
+    "experts",
+    "expert_ffn",
+    "expert_gate_up",
+    "expert_gate_up_il",
+    "shared_ffn",
+]
 # The kinds whose indices are one list per kept expert.
 PER_EXPERT_AXES = ("expert_ffn", "expert_gate_up", "expert_gate_up_il")
 

@@ -50,7 +50,10 @@ Task = Literal["causal-lm", "masked-lm", "encoder", "image-classification"]
 
 # Where Llama-style Hugging Face configs keep each Dims field.
 HF_CONFIG_FIELDS = dict(
-    layers="num_hidden_layers", hidden="hidden_size", ffn="intermediate_size", heads="num_attention_heads",
+    layers="num_hidden_layers",
+    hidden="hidden_size",
+    ffn="intermediate_size",
+    heads="num_attention_heads",
     kv_heads="num_key_value_heads",
 )
 
@@ -243,8 +246,7 @@ class Family(ABC):
                 block = match.groupdict().get("block")
                 return ParamInfo(name, rule, int(block) if block is not None else None)
         raise UnsupportedParameterError(
-            f"{self.name} adapter has no slicing rule for parameter {name!r}; this model variant is not "
-            f"supported yet"
+            f"{self.name} adapter has no slicing rule for parameter {name!r}; this model variant is not supported yet"
         )
 
     def rule_for(self, name: str) -> ParamRule:
@@ -253,7 +255,7 @@ class Family(ABC):
     def block_param_name(self, name: str, block: int) -> str:
         """``name`` with its block index replaced by ``block``."""
         prefix = f"{self.block_list}."
-        rest = name[len(prefix):]
+        rest = name[len(prefix) :]
         return f"{prefix}{block}.{rest.split('.', 1)[1]}"
 
     def describe(self, model: nn.Module) -> str:
@@ -293,9 +295,7 @@ class CausalLMFamily(Family):
         return logits if cap is None else torch.tanh(logits / cap) * cap
 
     def logits(self, model: nn.Module, batch: dict[str, torch.Tensor]) -> torch.Tensor:
-        return model(
-            input_ids=batch["input_ids"], attention_mask=batch.get("attention_mask"), use_cache=False
-        ).logits
+        return model(input_ids=batch["input_ids"], attention_mask=batch.get("attention_mask"), use_cache=False).logits
 
     def loss(self, model: nn.Module, batch: dict[str, torch.Tensor]) -> torch.Tensor:
         return causal_lm_loss(self.logits(model, batch), batch)

@@ -41,8 +41,9 @@ class BertFamily(Family):
     ffn_activation = "output.dense"
     attention_output = "attention.output.dense"
     residual_sum = "output.LayerNorm"
-    config_fields = dict(layers="num_hidden_layers", hidden="hidden_size", ffn="intermediate_size",
-                         heads="num_attention_heads")
+    config_fields = dict(
+        layers="num_hidden_layers", hidden="hidden_size", ffn="intermediate_size", heads="num_attention_heads"
+    )
     rules = (
         ParamRule(_P + r"embeddings\.(word|position|token_type)_embeddings\.weight", ("keep", "residual")),
         ParamRule(_P + r"embeddings\.LayerNorm\.(weight|bias)", ("residual",)),
@@ -67,8 +68,9 @@ class BertFamily(Family):
         self.task = "masked-lm" if hasattr(model, "cls") else "encoder"
         self.auto_class = "AutoModelForMaskedLM" if self.task == "masked-lm" else "AutoModel"
         pooler = getattr(model, "pooler", None)
-        self.output_layer = "cls.predictions.decoder" if self.task == "masked-lm" else (
-            "pooler.dense" if pooler is not None else None)
+        self.output_layer = (
+            "cls.predictions.decoder" if self.task == "masked-lm" else ("pooler.dense" if pooler is not None else None)
+        )
 
     def readout(self, model: nn.Module, hidden: torch.Tensor) -> torch.Tensor:
         """Post-norm blocks end normalized, so the masked-LM head reads a hidden state as it is."""
@@ -88,7 +90,9 @@ class BertFamily(Family):
         configured = getattr(model.config, "mask_token_id", None)
         if configured is not None:
             return configured
-        return BERT_WORDPIECE_MASK_ID if model.config.vocab_size > BERT_WORDPIECE_MASK_ID else model.config.vocab_size - 1
+        return (
+            BERT_WORDPIECE_MASK_ID if model.config.vocab_size > BERT_WORDPIECE_MASK_ID else model.config.vocab_size - 1
+        )
 
     def masked_inputs(
         self, model: nn.Module, batch: dict[str, torch.Tensor]
@@ -120,7 +124,15 @@ class BertFamily(Family):
     def tiny_models(cls) -> dict[str, Callable[[], nn.Module]]:
         from transformers import BertConfig, BertForMaskedLM, BertModel
 
-        config: dict[str, Any] = dict(hidden_size=32, num_hidden_layers=4, num_attention_heads=4, intermediate_size=64,
-                      vocab_size=TINY_VOCAB, max_position_embeddings=64)
-        return {"bert": lambda: BertModel(BertConfig(**config)),
-                "bert-mlm": lambda: BertForMaskedLM(BertConfig(**config))}
+        config: dict[str, Any] = dict(
+            hidden_size=32,
+            num_hidden_layers=4,
+            num_attention_heads=4,
+            intermediate_size=64,
+            vocab_size=TINY_VOCAB,
+            max_position_embeddings=64,
+        )
+        return {
+            "bert": lambda: BertModel(BertConfig(**config)),
+            "bert-mlm": lambda: BertForMaskedLM(BertConfig(**config)),
+        }

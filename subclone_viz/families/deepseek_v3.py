@@ -56,23 +56,31 @@ class DeepseekV3Family(MoEFamily):
     attention_output = "self_attn.o_proj"
     shared_expert = "mlp.shared_experts"
     routing = "sigmoid"
-    config_fields = dict(HF_CONFIG_FIELDS, experts="n_routed_experts", experts_per_tok="num_experts_per_tok",
-                         expert_ffn="moe_intermediate_size")
-    rules = expert_rules() + SHARED_EXPERT_RULES + (
-        ParamRule(r"model\.embed_tokens\.weight", ("keep", "residual")),
-        ParamRule(_ATTN + r"(q_a_proj|kv_a_proj_with_mqa)\.weight", ("keep", "residual"), fan_in_axis=1),
-        ParamRule(_ATTN + r"(q_a_proj|kv_a_proj_with_mqa)\.bias", ("keep",)),
-        ParamRule(_ATTN + r"(q_a|kv_a)_layernorm\.weight", ("keep",)),
-        ParamRule(_ATTN + r"q_b_proj\.weight", ("mla_q", "keep")),
-        ParamRule(_ATTN + r"q_proj\.weight", ("mla_q", "residual"), fan_in_axis=1),  # q_lora_rank=None
-        ParamRule(_ATTN + r"kv_b_proj\.weight", ("mla_kv", "keep")),
-        ParamRule(_ATTN + r"o_proj\.weight", ("residual", "q_heads"), fan_in_axis=1),
-        ParamRule(_ATTN + r"o_proj\.bias", ("residual",)),
-        ParamRule(_BLOCK + r"mlp\.(gate|up)_proj\.weight", ("ffn", "residual"), fan_in_axis=1),
-        ParamRule(_BLOCK + r"mlp\.down_proj\.weight", ("residual", "ffn"), fan_in_axis=1),
-        ParamRule(_BLOCK + r"(input|post_attention)_layernorm\.weight", ("residual",)),
-        ParamRule(r"model\.norm\.weight", ("residual",)),
-        ParamRule(r"lm_head\.weight", ("keep", "residual"), fan_in_axis=1),
+    config_fields = dict(
+        HF_CONFIG_FIELDS,
+        experts="n_routed_experts",
+        experts_per_tok="num_experts_per_tok",
+        expert_ffn="moe_intermediate_size",
+    )
+    rules = (
+        expert_rules()
+        + SHARED_EXPERT_RULES
+        + (
+            ParamRule(r"model\.embed_tokens\.weight", ("keep", "residual")),
+            ParamRule(_ATTN + r"(q_a_proj|kv_a_proj_with_mqa)\.weight", ("keep", "residual"), fan_in_axis=1),
+            ParamRule(_ATTN + r"(q_a_proj|kv_a_proj_with_mqa)\.bias", ("keep",)),
+            ParamRule(_ATTN + r"(q_a|kv_a)_layernorm\.weight", ("keep",)),
+            ParamRule(_ATTN + r"q_b_proj\.weight", ("mla_q", "keep")),
+            ParamRule(_ATTN + r"q_proj\.weight", ("mla_q", "residual"), fan_in_axis=1),  # q_lora_rank=None
+            ParamRule(_ATTN + r"kv_b_proj\.weight", ("mla_kv", "keep")),
+            ParamRule(_ATTN + r"o_proj\.weight", ("residual", "q_heads"), fan_in_axis=1),
+            ParamRule(_ATTN + r"o_proj\.bias", ("residual",)),
+            ParamRule(_BLOCK + r"mlp\.(gate|up)_proj\.weight", ("ffn", "residual"), fan_in_axis=1),
+            ParamRule(_BLOCK + r"mlp\.down_proj\.weight", ("residual", "ffn"), fan_in_axis=1),
+            ParamRule(_BLOCK + r"(input|post_attention)_layernorm\.weight", ("residual",)),
+            ParamRule(r"model\.norm\.weight", ("residual",)),
+            ParamRule(r"lm_head\.weight", ("keep", "residual"), fan_in_axis=1),
+        )
     )
     buffer_rules = (ParamRule(_BLOCK + r"mlp\.gate\.e_score_correction_bias", ("experts",)),)
 
@@ -85,8 +93,11 @@ class DeepseekV3Family(MoEFamily):
     def extra_dims(self, model: nn.Module) -> dict[str, int]:
         c = _config(model)
         # The per-head attention output (o_proj's input) is v_head_dim wide; config.head_dim is the rope width.
-        return dict(head_dim=c.v_head_dim, mla_q_dim=c.qk_nope_head_dim + c.qk_rope_head_dim,
-                    mla_kv_dim=c.qk_nope_head_dim + c.v_head_dim)
+        return dict(
+            head_dim=c.v_head_dim,
+            mla_q_dim=c.qk_nope_head_dim + c.qk_rope_head_dim,
+            mla_kv_dim=c.qk_nope_head_dim + c.v_head_dim,
+        )
 
     def expert_groups(self, model: nn.Module) -> int:
         return _config(model).n_group or 1
@@ -95,37 +106,67 @@ class DeepseekV3Family(MoEFamily):
         groups, topk_group = self.expert_groups(model), _config(model).topk_group or 1
         if dims.experts % groups or dims.experts // groups < 2:
             valid = list(range(2 * groups, parent.experts + 1, groups))
-            return (f"experts={dims.experts} cannot be routed by DeepSeek-V3's {groups} expert groups: keep a multiple "
-                    f"of n_group={groups} with at least two experts per group, one of {valid}")
+            return (
+                f"experts={dims.experts} cannot be routed by DeepSeek-V3's {groups} expert groups: keep a multiple "
+                f"of n_group={groups} with at least two experts per group, one of {valid}"
+            )
         reachable = topk_group * dims.experts // groups
         if dims.experts_per_tok > reachable:
-            return (f"experts_per_tok={dims.experts_per_tok} is more than the {reachable} experts a token can reach "
-                    f"(topk_group={topk_group} groups of {dims.experts // groups}): choose at most {reachable}")
+            return (
+                f"experts_per_tok={dims.experts_per_tok} is more than the {reachable} experts a token can reach "
+                f"(topk_group={topk_group} groups of {dims.experts // groups}): choose at most {reachable}"
+            )
         return None
 
     def check_layer_sources(self, model: nn.Module, layer_sources: list[int]) -> str | None:
         dense = set(range(_config(model).num_hidden_layers)) - set(moe_block_indices(self, model))
         positions = dense_layers_for(layer_sources, dense)
         if positions != list(range(len(positions))):
-            return (f"blocks {layer_sources} put DeepSeek-V3's dense blocks {sorted(dense)} at positions {positions}: "
-                    f"its config (first_k_dense_replace) only allows them first; keep them in front")
+            return (
+                f"blocks {layer_sources} put DeepSeek-V3's dense blocks {sorted(dense)} at positions {positions}: "
+                f"its config (first_k_dense_replace) only allows them first; keep them in front"
+            )
         return None
 
     def layer_changes(self, model: nn.Module, dims: Dims, layer_sources: list[int]) -> dict:
         dense = set(range(_config(model).num_hidden_layers)) - set(moe_block_indices(self, model))
-        return {"head_dim": _config(model).head_dim, "first_k_dense_replace": len(dense_layers_for(layer_sources, dense)),
-                "n_shared_experts": _config(model).n_shared_experts}
+        return {
+            "head_dim": _config(model).head_dim,
+            "first_k_dense_replace": len(dense_layers_for(layer_sources, dense)),
+            "n_shared_experts": _config(model).n_shared_experts,
+        }
 
     @classmethod
     def tiny_models(cls) -> dict[str, Callable[[], nn.Module]]:
         from transformers import DeepseekV3Config, DeepseekV3ForCausalLM
 
         # One dense block, two groups of four experts (each token reaches one group), MLA with both ranks.
-        return {"deepseek_v3": lambda: DeepseekV3ForCausalLM(DeepseekV3Config(
-            hidden_size=32, num_hidden_layers=4, num_attention_heads=4, num_key_value_heads=4, vocab_size=TINY_VOCAB,
-            max_position_embeddings=64, intermediate_size=40, moe_intermediate_size=8, n_routed_experts=8, n_group=2,
-            topk_group=1, num_experts_per_tok=2, first_k_dense_replace=1, n_shared_experts=1, q_lora_rank=16,
-            kv_lora_rank=12, qk_rope_head_dim=4, qk_nope_head_dim=6, v_head_dim=8, pad_token_id=0))}
+        return {
+            "deepseek_v3": lambda: DeepseekV3ForCausalLM(
+                DeepseekV3Config(
+                    hidden_size=32,
+                    num_hidden_layers=4,
+                    num_attention_heads=4,
+                    num_key_value_heads=4,
+                    vocab_size=TINY_VOCAB,
+                    max_position_embeddings=64,
+                    intermediate_size=40,
+                    moe_intermediate_size=8,
+                    n_routed_experts=8,
+                    n_group=2,
+                    topk_group=1,
+                    num_experts_per_tok=2,
+                    first_k_dense_replace=1,
+                    n_shared_experts=1,
+                    q_lora_rank=16,
+                    kv_lora_rank=12,
+                    qk_rope_head_dim=4,
+                    qk_nope_head_dim=6,
+                    v_head_dim=8,
+                    pad_token_id=0,
+                )
+            )
+        }
 
 
 def _config(model: nn.Module) -> Any:

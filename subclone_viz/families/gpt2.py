@@ -73,5 +73,16 @@ class GPT2Family(CausalLMFamily):
     def tiny_models(cls) -> dict[str, Callable[[], nn.Module]]:
         from transformers import GPT2Config, GPT2LMHeadModel
 
-        return {"gpt2": lambda: GPT2LMHeadModel(GPT2Config(
-            n_layer=4, n_embd=32, n_head=4, n_positions=64, vocab_size=TINY_VOCAB, bos_token_id=1, eos_token_id=1))}
+        return {
+            "gpt2": lambda: GPT2LMHeadModel(
+                GPT2Config(
+                    n_layer=4,
+                    n_embd=32,
+                    n_head=4,
+                    n_positions=64,
+                    vocab_size=TINY_VOCAB,
+                    bos_token_id=1,
+                    eos_token_id=1,
+                )
+            )
+        }

@@ -37,8 +37,9 @@ class GPTNeoXFamily(CausalLMFamily):
     final_norm = "gpt_neox.final_layer_norm"
     ffn_activation = "mlp.dense_4h_to_h"
     attention_output = "attention.dense"
-    config_fields = dict(layers="num_hidden_layers", hidden="hidden_size", ffn="intermediate_size",
-                         heads="num_attention_heads")
+    config_fields = dict(
+        layers="num_hidden_layers", hidden="hidden_size", ffn="intermediate_size", heads="num_attention_heads"
+    )
     rules = (
         ParamRule(r"gpt_neox\.embed_in\.weight", ("keep", "residual")),
         ParamRule(_BLOCK + r"(input|post_attention)_layernorm\.(weight|bias)", ("residual",)),
@@ -58,7 +59,19 @@ class GPTNeoXFamily(CausalLMFamily):
         from transformers import GPTNeoXConfig, GPTNeoXForCausalLM
 
         # Pythia's partial rotary (a quarter of each head), parallel residual and untied head.
-        return {"gpt_neox": lambda: GPTNeoXForCausalLM(GPTNeoXConfig(
-            hidden_size=32, intermediate_size=64, num_hidden_layers=4, num_attention_heads=4, vocab_size=TINY_VOCAB,
-            max_position_embeddings=64, rotary_pct=0.25, use_parallel_residual=True, bos_token_id=1,
-            eos_token_id=1))}
+        return {
+            "gpt_neox": lambda: GPTNeoXForCausalLM(
+                GPTNeoXConfig(
+                    hidden_size=32,
+                    intermediate_size=64,
+                    num_hidden_layers=4,
+                    num_attention_heads=4,
+                    vocab_size=TINY_VOCAB,
+                    max_position_embeddings=64,
+                    rotary_pct=0.25,
+                    use_parallel_residual=True,
+                    bos_token_id=1,
+                    eos_token_id=1,
+                )
+            )
+        }

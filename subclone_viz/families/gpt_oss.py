@@ -43,8 +43,12 @@ class GptOssFamily(MoEFamily):
     router = "mlp.router"
     routing = "topk_softmax"
     renormalize_field = None
-    config_fields = dict(HF_CONFIG_FIELDS, experts="num_local_experts", experts_per_tok="num_experts_per_tok",
-                         expert_ffn="intermediate_size")
+    config_fields = dict(
+        HF_CONFIG_FIELDS,
+        experts="num_local_experts",
+        experts_per_tok="num_experts_per_tok",
+        expert_ffn="intermediate_size",
+    )
     rules = LLAMA_RULES + (
         ParamRule(_BLOCK + r"(input|post_attention)_layernorm\.weight", ("residual",)),
         ParamRule(_BLOCK + r"self_attn\.sinks", ("head_index",)),
@@ -65,6 +69,16 @@ class GptOssFamily(MoEFamily):
     def tiny_models(cls) -> dict[str, Callable[[], nn.Module]]:
         from transformers import GptOssConfig, GptOssForCausalLM
 
-        return {"gpt_oss": lambda: GptOssForCausalLM(GptOssConfig(
-            **TINY_ATTENTION, head_dim=8, intermediate_size=16, num_local_experts=6, num_experts_per_tok=2,
-            sliding_window=8, rope_parameters={"rope_type": "default", "rope_theta": 10000.0}))}
+        return {
+            "gpt_oss": lambda: GptOssForCausalLM(
+                GptOssConfig(
+                    **TINY_ATTENTION,
+                    head_dim=8,
+                    intermediate_size=16,
+                    num_local_experts=6,
+                    num_experts_per_tok=2,
+                    sliding_window=8,
+                    rope_parameters={"rope_type": "default", "rope_theta": 10000.0},
+                )
+            )
+        }

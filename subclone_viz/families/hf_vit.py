@@ -40,8 +40,9 @@ class HFViTFamily(ImageClassifierFamily):
     output_layer = "classifier"
     ffn_activation = "mlp.fc2"
     attention_output = "attention.o_proj"
-    config_fields = dict(layers="num_hidden_layers", hidden="hidden_size", ffn="intermediate_size",
-                         heads="num_attention_heads")
+    config_fields = dict(
+        layers="num_hidden_layers", hidden="hidden_size", ffn="intermediate_size", heads="num_attention_heads"
+    )
     rules = (
         ParamRule(r"vit\.embeddings\.(cls_token|mask_token|position_embeddings)", ("keep", "keep", "residual")),
         ParamRule(r"vit\.embeddings\.patch_embeddings\.projection\.weight", ("residual", "keep", "keep", "keep")),
@@ -72,6 +73,17 @@ class HFViTFamily(ImageClassifierFamily):
     def tiny_models(cls) -> dict[str, Callable[[], nn.Module]]:
         from transformers import ViTConfig, ViTForImageClassification
 
-        return {"hf-vit": lambda: ViTForImageClassification(ViTConfig(
-            hidden_size=32, intermediate_size=64, num_hidden_layers=4, num_attention_heads=4, image_size=16,
-            patch_size=4, num_channels=1, num_labels=10))}
+        return {
+            "hf-vit": lambda: ViTForImageClassification(
+                ViTConfig(
+                    hidden_size=32,
+                    intermediate_size=64,
+                    num_hidden_layers=4,
+                    num_attention_heads=4,
+                    image_size=16,
+                    patch_size=4,
+                    num_channels=1,
+                    num_labels=10,
+                )
+            )
+        }

@@ -42,13 +42,19 @@ def expert_rules(router: str = r"mlp\.gate") -> tuple[ParamRule, ...]:
 
 
 # Mixtral-like MoE decoders: Llama's attention and norms, then the experts.
-MOE_LLAMA_RULES = LLAMA_RULES + expert_rules() + (
-    ParamRule(_BLOCK + r"(input|post_attention)_layernorm\.weight", ("residual",)),
+MOE_LLAMA_RULES = (
+    LLAMA_RULES + expert_rules() + (ParamRule(_BLOCK + r"(input|post_attention)_layernorm\.weight", ("residual",)),)
 )
 
 # The small attention of every MoE family's tiny models: grouped-query, 4 blocks, hidden 32.
-TINY_ATTENTION: dict[str, Any] = dict(hidden_size=32, num_hidden_layers=4, num_attention_heads=4, num_key_value_heads=2,
-                      vocab_size=TINY_VOCAB, max_position_embeddings=64)
+TINY_ATTENTION: dict[str, Any] = dict(
+    hidden_size=32,
+    num_hidden_layers=4,
+    num_attention_heads=4,
+    num_key_value_heads=2,
+    vocab_size=TINY_VOCAB,
+    max_position_embeddings=64,
+)
 
 
 @register_family
@@ -60,13 +66,22 @@ class MixtralFamily(MoEFamily):
     ffn_activation = "mlp.down_proj"  # no dense FFN: every block is a mixture of experts
     attention_output = "self_attn.o_proj"
     renormalize_field = None
-    config_fields = dict(HF_CONFIG_FIELDS, experts="num_local_experts", experts_per_tok="num_experts_per_tok",
-                         expert_ffn="intermediate_size")
+    config_fields = dict(
+        HF_CONFIG_FIELDS,
+        experts="num_local_experts",
+        experts_per_tok="num_experts_per_tok",
+        expert_ffn="intermediate_size",
+    )
     rules = MOE_LLAMA_RULES
 
     @classmethod
     def tiny_models(cls) -> dict[str, Callable[[], nn.Module]]:
         from transformers import MixtralConfig, MixtralForCausalLM
 
-        return {"mixtral": lambda: MixtralForCausalLM(MixtralConfig(
-            **TINY_ATTENTION, intermediate_size=24, num_local_experts=6, num_experts_per_tok=2, head_dim=8))}
+        return {
+            "mixtral": lambda: MixtralForCausalLM(
+                MixtralConfig(
+                    **TINY_ATTENTION, intermediate_size=24, num_local_experts=6, num_experts_per_tok=2, head_dim=8
+                )
+            )
+        }

@@ -54,14 +54,20 @@ class MoEFamily(CausalLMFamily):
     renormalize_field: str | None = "norm_topk_prob"  # None: the kept top-k weights are always renormalized
     heads_follow_hidden = False
     final_norm = "model.norm"  # every MoE decoder here ends its blocks with the Llama-style norm
-    config_fields = dict(HF_CONFIG_FIELDS, experts="num_experts", experts_per_tok="num_experts_per_tok",
-                         expert_ffn="moe_intermediate_size")
+    config_fields = dict(
+        HF_CONFIG_FIELDS,
+        experts="num_experts",
+        experts_per_tok="num_experts_per_tok",
+        expert_ffn="moe_intermediate_size",
+    )
 
     # ------------------------------------------------------------------ shape
     def dims(self, model: nn.Module) -> Dims:
         base = super().dims(model)
         c = model.config
-        moe = {key: int(getattr(c, self.config_fields[key], 0) or 0) for key in _MOE_FIELDS if key in self.config_fields}
+        moe = {
+            key: int(getattr(c, self.config_fields[key], 0) or 0) for key in _MOE_FIELDS if key in self.config_fields
+        }
         moe.setdefault("shared_ffn", self.shared_width(model))
         return Dims(**{**base.to_dict(), **moe, **self.extra_dims(model)})
 

@@ -37,8 +37,9 @@ class OlmoeFamily(MoEFamily):
     ffn_activation = "mlp.down_proj"  # no dense FFN: every block is a mixture of experts
     attention_output = "self_attn.o_proj"
     heads_follow_hidden = True  # q_norm is hidden_size wide: the query width must be the hidden width
-    config_fields = dict(HF_CONFIG_FIELDS, experts="num_experts", experts_per_tok="num_experts_per_tok",
-                         expert_ffn="intermediate_size")
+    config_fields = dict(
+        HF_CONFIG_FIELDS, experts="num_experts", experts_per_tok="num_experts_per_tok", expert_ffn="intermediate_size"
+    )
     rules = MOE_LLAMA_RULES + (
         ParamRule(_BLOCK + r"self_attn\.q_norm\.weight", ("q_heads",)),
         ParamRule(_BLOCK + r"self_attn\.k_norm\.weight", ("kv_heads",)),
@@ -48,6 +49,16 @@ class OlmoeFamily(MoEFamily):
     def tiny_models(cls) -> dict[str, Callable[[], nn.Module]]:
         from transformers import OlmoeConfig, OlmoeForCausalLM
 
-        return {"olmoe": lambda: OlmoeForCausalLM(OlmoeConfig(
-            **TINY_ATTENTION, intermediate_size=16, num_experts=6, num_experts_per_tok=2, pad_token_id=0,
-            bos_token_id=1, eos_token_id=1))}
+        return {
+            "olmoe": lambda: OlmoeForCausalLM(
+                OlmoeConfig(
+                    **TINY_ATTENTION,
+                    intermediate_size=16,
+                    num_experts=6,
+                    num_experts_per_tok=2,
+                    pad_token_id=0,
+                    bos_token_id=1,
+                    eos_token_id=1,
+                )
+            )
+        }

@@ -53,6 +53,19 @@ class Phi3Family(CausalLMFamily):
     def tiny_models(cls) -> dict[str, Callable[[], nn.Module]]:
         from transformers import Phi3Config, Phi3ForCausalLM
 
-        return {"phi3": lambda: Phi3ForCausalLM(Phi3Config(
-            hidden_size=32, intermediate_size=64, num_hidden_layers=4, num_attention_heads=4, num_key_value_heads=2,
-            vocab_size=TINY_VOCAB, max_position_embeddings=64, pad_token_id=0, bos_token_id=1, eos_token_id=1))}
+        return {
+            "phi3": lambda: Phi3ForCausalLM(
+                Phi3Config(
+                    hidden_size=32,
+                    intermediate_size=64,
+                    num_hidden_layers=4,
+                    num_attention_heads=4,
+                    num_key_value_heads=2,
+                    vocab_size=TINY_VOCAB,
+                    max_position_embeddings=64,
+                    pad_token_id=0,
+                    bos_token_id=1,
+                    eos_token_id=1,
+                )
+            )
+        }

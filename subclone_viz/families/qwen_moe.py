@@ -48,11 +48,20 @@ class QwenMoEFamily(MoEFamily):
     ffn_activation = "mlp.down_proj"  # the dense blocks'
     attention_output = "self_attn.o_proj"
     shared_expert = "mlp.shared_expert"
-    config_fields = dict(HF_CONFIG_FIELDS, experts="num_experts", experts_per_tok="num_experts_per_tok",
-                         expert_ffn="moe_intermediate_size", shared_ffn="shared_expert_intermediate_size")
-    rules = MOE_LLAMA_RULES + SHARED_EXPERT_RULES + (
-        ParamRule(_BLOCK + r"mlp\.shared_expert_gate\.weight", ("keep", "residual"), fan_in_axis=1),
-        ParamRule(_BLOCK + r"self_attn\.[qk]_norm\.weight", ("keep",)),
+    config_fields = dict(
+        HF_CONFIG_FIELDS,
+        experts="num_experts",
+        experts_per_tok="num_experts_per_tok",
+        expert_ffn="moe_intermediate_size",
+        shared_ffn="shared_expert_intermediate_size",
+    )
+    rules = (
+        MOE_LLAMA_RULES
+        + SHARED_EXPERT_RULES
+        + (
+            ParamRule(_BLOCK + r"mlp\.shared_expert_gate\.weight", ("keep", "residual"), fan_in_axis=1),
+            ParamRule(_BLOCK + r"self_attn\.[qk]_norm\.weight", ("keep",)),
+        )
     )
 
     def layer_changes(self, model: nn.Module, dims: Dims, layer_sources: list[int]) -> dict:
@@ -66,12 +75,27 @@ class QwenMoEFamily(MoEFamily):
         # Qwen2-MoE: a shared expert, q/k/v biases, a dense block, norm_topk_prob=False (its default);
         # Qwen3-MoE: per-head q/k norms, norm_topk_prob=True.
         return {
-            "qwen2_moe": lambda: tf.Qwen2MoeForCausalLM(tf.Qwen2MoeConfig(
-                **TINY_ATTENTION, intermediate_size=40, moe_intermediate_size=16, shared_expert_intermediate_size=24,
-                num_experts=6, num_experts_per_tok=2, mlp_only_layers=[1])),
-            "qwen3_moe": lambda: tf.Qwen3MoeForCausalLM(tf.Qwen3MoeConfig(
-                **{**TINY_ATTENTION, "head_dim": 8}, intermediate_size=40, moe_intermediate_size=16, num_experts=6,
-                num_experts_per_tok=2, norm_topk_prob=True)),
+            "qwen2_moe": lambda: tf.Qwen2MoeForCausalLM(
+                tf.Qwen2MoeConfig(
+                    **TINY_ATTENTION,
+                    intermediate_size=40,
+                    moe_intermediate_size=16,
+                    shared_expert_intermediate_size=24,
+                    num_experts=6,
+                    num_experts_per_tok=2,
+                    mlp_only_layers=[1],
+                )
+            ),
+            "qwen3_moe": lambda: tf.Qwen3MoeForCausalLM(
+                tf.Qwen3MoeConfig(
+                    **{**TINY_ATTENTION, "head_dim": 8},
+                    intermediate_size=40,
+                    moe_intermediate_size=16,
+                    num_experts=6,
+                    num_experts_per_tok=2,
+                    norm_topk_prob=True,
+                )
+            ),
         }
 
 

@@ -127,6 +127,16 @@ class TimmViTFamily(ImageClassifierFamily):
     def tiny_models(cls) -> dict[str, Callable[[], nn.Module]]:
         import timm
 
-        return {"vit": lambda: timm.create_model(
-            "vit_tiny_patch16_224", pretrained=False, img_size=16, patch_size=4, in_chans=1, depth=4, embed_dim=32,
-            num_heads=4, num_classes=10)}
+        return {
+            "vit": lambda: timm.create_model(
+                "vit_tiny_patch16_224",
+                pretrained=False,
+                img_size=16,
+                patch_size=4,
+                in_chans=1,
+                depth=4,
+                embed_dim=32,
+                num_heads=4,
+                num_classes=10,
+            )
+        }

@@ -28,8 +28,17 @@ def parents(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     tiny_model("llama").save_pretrained(llama)
     word_tokenizer().save_pretrained(llama)
     vit = root / "vit3"
-    model = timm.create_model("vit_tiny_patch16_224", pretrained=False, img_size=16, patch_size=8, in_chans=3,
-                              depth=2, embed_dim=32, num_heads=4, num_classes=3)
+    model = timm.create_model(
+        "vit_tiny_patch16_224",
+        pretrained=False,
+        img_size=16,
+        patch_size=8,
+        in_chans=3,
+        depth=2,
+        embed_dim=32,
+        num_heads=4,
+        num_classes=3,
+    )
     save_for_hf(model, vit, safe_serialization=True, data_config={"input_size": (3, 16, 16)})
     corpus = root / "corpus.txt"
     rng = random.Random(0)

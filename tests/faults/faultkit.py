@@ -12,29 +12,82 @@ REPO = Path(__file__).resolve().parents[2]
 
 
 def text_args(parents: dict[str, Path]) -> list[str]:
-    return ["--parent", str(parents["llama"]), "--data", str(parents["corpus"]), "--seq-len", "16",
-            "--batch-size", "2"]
+    return ["--parent", str(parents["llama"]), "--data", str(parents["corpus"]), "--seq-len", "16", "--batch-size", "2"]
 
 
 def subclone_args(parents: dict[str, Path], out: Path, *extra: str) -> list[str]:
     """A subclone that needs no profile and no scoring: seconds."""
-    return ["subclone", *text_args(parents), "--layers", "2", "--hidden", "24", "--heads", "3", "--kv-heads", "1",
-            "--width", "uniform", "--eval-tokens", "0", "--out", str(out), *extra]
+    return [
+        "subclone",
+        *text_args(parents),
+        "--layers",
+        "2",
+        "--hidden",
+        "24",
+        "--heads",
+        "3",
+        "--kv-heads",
+        "1",
+        "--width",
+        "uniform",
+        "--eval-tokens",
+        "0",
+        "--out",
+        str(out),
+        *extra,
+    ]
 
 
 def compare_args(parents: dict[str, Path], out: Path, *extra: str) -> list[str]:
-    return ["compare", *text_args(parents), "--layers", "2", "--hidden", "24", "--heads", "3", "--kv-heads", "1",
-            "--inits", "random", "--steps", "2", "--eval-tokens", "32", "--out", str(out), *extra]
+    return [
+        "compare",
+        *text_args(parents),
+        "--layers",
+        "2",
+        "--hidden",
+        "24",
+        "--heads",
+        "3",
+        "--kv-heads",
+        "1",
+        "--inits",
+        "random",
+        "--steps",
+        "2",
+        "--eval-tokens",
+        "32",
+        "--out",
+        str(out),
+        *extra,
+    ]
 
 
 def study_args(parents: dict[str, Path], out: Path, *extra: str) -> list[str]:
     """A speedup study of one size, one learning rate per init, two steps: seconds."""
-    return ["study", *text_args(parents), "--sizes", "2x24", "--random-lrs", "1e-3", "--subclone-lrs", "1e-3",
-            "--steps", "2", "--eval-every", "1", "--eval-tokens", "32", "--out", str(out), *extra]
+    return [
+        "study",
+        *text_args(parents),
+        "--sizes",
+        "2x24",
+        "--random-lrs",
+        "1e-3",
+        "--subclone-lrs",
+        "1e-3",
+        "--steps",
+        "2",
+        "--eval-every",
+        "1",
+        "--eval-tokens",
+        "32",
+        "--out",
+        str(out),
+        *extra,
+    ]
 
 
-def run_cli_subprocess(*argv: str, fault: str | None = None, target: str = "", cache: Path | None = None,
-                       timeout: float = 240) -> subprocess.CompletedProcess:
+def run_cli_subprocess(
+    *argv: str, fault: str | None = None, target: str = "", cache: Path | None = None, timeout: float = 240
+) -> subprocess.CompletedProcess:
     """``python -m subclone_viz ARGV`` in a fresh process running this checkout, optionally with an injected fault
     (``SUBCLONE_VIZ_FAULT``, see subclone_viz/_atomic.py)."""
     env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
@@ -46,8 +99,9 @@ def run_cli_subprocess(*argv: str, fault: str | None = None, target: str = "", c
         env["SUBCLONE_VIZ_FAULT_TARGET"] = target
     if cache is not None:
         env["SUBCLONE_VIZ_CACHE"] = str(cache)
-    return subprocess.run([sys.executable, "-m", "subclone_viz", *argv], env=env, capture_output=True, text=True,
-                          timeout=timeout)
+    return subprocess.run(
+        [sys.executable, "-m", "subclone_viz", *argv], env=env, capture_output=True, text=True, timeout=timeout
+    )
 
 
 def assert_one_line_error(code: int, out: str, err: str, *fragments: str) -> str:

@@ -20,7 +20,11 @@ from hypothesis import HealthCheck, settings
 
 # Every fuzz test runs a fixed number of examples from a fixed seed: the same cases on every run and machine.
 settings.register_profile(
-    "subclone_viz-fuzz", derandomize=True, deadline=None, database=None, print_blob=True,
+    "subclone_viz-fuzz",
+    derandomize=True,
+    deadline=None,
+    database=None,
+    print_blob=True,
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large, HealthCheck.filter_too_much],
 )
 FUZZ = settings.get_profile("subclone_viz-fuzz")
@@ -60,8 +64,9 @@ def damages(draw, files: dict[str, int], directory: bool, others: list[str]) -> 
         return Damage(how, member, at=draw(st.integers(0, size - 1)))
     if how == "flip" and size > 0:
         position = st.one_of(st.integers(0, min(size, _HEADER) - 1), st.integers(0, size - 1))
-        flips = draw(st.lists(st.tuples(position, st.integers(1, 255)), min_size=1, max_size=8,
-                              unique_by=lambda flip: flip[0]))
+        flips = draw(
+            st.lists(st.tuples(position, st.integers(1, 255)), min_size=1, max_size=8, unique_by=lambda flip: flip[0])
+        )
         return Damage(how, member, flips=tuple(flips))
     if how == "other-kind":
         return Damage(how, member, other=draw(st.sampled_from(others)))
@@ -89,7 +94,7 @@ def apply(damage: Damage, target: Path, other_files: dict[str, Path]) -> Path:
     else:
         data = bytearray(path.read_bytes())
         if damage.how == "truncate":
-            del data[damage.at:]
+            del data[damage.at :]
         elif damage.how == "empty":
             data.clear()
         for position, mask in damage.flips:
@@ -150,10 +155,17 @@ def write_tiny_gguf(model, tokens: list[str], path: Path) -> Path:
     writer.add_bos_token_id(1)
     writer.add_eos_token_id(2)
     writer.add_unk_token_id(0)
-    roles = [("self_attn.q_proj", "attn_q"), ("self_attn.k_proj", "attn_k"), ("self_attn.v_proj", "attn_v"),
-             ("self_attn.o_proj", "attn_output"), ("mlp.gate_proj", "ffn_gate"), ("mlp.up_proj", "ffn_up"),
-             ("mlp.down_proj", "ffn_down"), ("input_layernorm", "attn_norm"),
-             ("post_attention_layernorm", "ffn_norm")]
+    roles = [
+        ("self_attn.q_proj", "attn_q"),
+        ("self_attn.k_proj", "attn_k"),
+        ("self_attn.v_proj", "attn_v"),
+        ("self_attn.o_proj", "attn_output"),
+        ("mlp.gate_proj", "ffn_gate"),
+        ("mlp.up_proj", "ffn_up"),
+        ("mlp.down_proj", "ffn_down"),
+        ("input_layernorm", "attn_norm"),
+        ("post_attention_layernorm", "ffn_norm"),
+    ]
     names = {"model.embed_tokens.weight": "token_embd.weight", "model.norm.weight": "output_norm.weight"}
     for block in range(config.num_hidden_layers):
         names.update({f"model.layers.{block}.{ours}.weight": f"blk.{block}.{theirs}.weight" for ours, theirs in roles})

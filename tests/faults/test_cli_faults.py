@@ -51,6 +51,7 @@ def saved_profile(parents, tmp_path_factory) -> Path:
 @pytest.fixture
 def no_work(monkeypatch):
     """Fail the test if a command loads its parent: the refusal must come before any work."""
+
     def refuse(*args, **kwargs):
         raise AssertionError("the parent was loaded before the output location was checked")
 
@@ -130,8 +131,18 @@ def test_a_run_killed_while_writing_leaves_nothing_visible_and_the_next_run_reco
         argv = ["profile", *text_args(parents), "--tokens", "32", "--out", str(out)]
     else:
         out, point = out_dir / "r.html", "writing"  # half the page written
-        argv = ["report", "--parent", str(parents["llama"]), "--data", str(parents["corpus"]), "--quick",
-                "--steps", "0", "--out", str(out)]
+        argv = [
+            "report",
+            "--parent",
+            str(parents["llama"]),
+            "--data",
+            str(parents["corpus"]),
+            "--quick",
+            "--steps",
+            "0",
+            "--out",
+            str(out),
+        ]
     killed = run_cli_subprocess(*argv, fault=f"{point}:kill", target=out.name)
     assert killed.returncode == -9, killed.stderr[-2000:]
     assert not out.exists()  # nothing half-written is visible under the output's name
@@ -153,8 +164,10 @@ def _drop_source(meta, arrays):
 
 PROFILE_DAMAGE = {
     "truncated": (lambda data: data[: len(data) // 2], "damaged or not a saved profile"),
-    "byte-flipped": (lambda data: data[:200] + bytes(b ^ 0xFF for b in data[200:400]) + data[400:],
-                     "damaged or not a saved profile"),
+    "byte-flipped": (
+        lambda data: data[:200] + bytes(b ^ 0xFF for b in data[200:400]) + data[400:],
+        "damaged or not a saved profile",
+    ),
     "not a zip": (lambda data: b"hello", "damaged or not a saved profile"),
 }
 
@@ -173,12 +186,14 @@ def test_a_damaged_profile_file_is_one_line_naming_it(parents, saved_profile, tm
 def _set(key, value):
     def change(meta, arrays):
         meta[key] = value
+
     return change
 
 
 def _array(name, transform):
     def change(meta, arrays):
         arrays[name] = transform(arrays[name])
+
     return change
 
 
@@ -259,8 +274,9 @@ def test_smollm2_conversion_killed_then_recovered_then_damaged_then_rebuilt(tmp_
     from subclone_viz._atomic import verify_manifest
 
     cache = tmp_path / "cache"
-    killed = run_cli_subprocess("info", "--parent", "smollm2-135m", fault="staged:kill", target="smollm2-135m",
-                                cache=cache, timeout=600)
+    killed = run_cli_subprocess(
+        "info", "--parent", "smollm2-135m", fault="staged:kill", target="smollm2-135m", cache=cache, timeout=600
+    )
     assert killed.returncode == -9, killed.stderr[-2000:]
     parents_dir = cache / "parents"
     assert not (parents_dir / "smollm2-135m").exists() and len(leftovers(parents_dir)) == 1
@@ -302,8 +318,23 @@ def _image_folder(root: Path, classes: int, per_class: int = 12) -> Path:
 
 def test_an_image_folder_with_more_classes_than_the_parent_is_one_line(parents, tmp_path, capsys):
     folder = _image_folder(tmp_path / "five", 5)
-    argv = ["compare", "--parent", str(parents["vit3"]), "--data", str(folder), "--layers", "2", "--hidden", "16",
-            "--inits", "random", "--steps", "1", "--out", str(tmp_path / "X")]
+    argv = [
+        "compare",
+        "--parent",
+        str(parents["vit3"]),
+        "--data",
+        str(folder),
+        "--layers",
+        "2",
+        "--hidden",
+        "16",
+        "--inits",
+        "random",
+        "--steps",
+        "1",
+        "--out",
+        str(tmp_path / "X"),
+    ]
     assert_one_line_error(*run(capsys, *argv), "5 classes", "predicts 3")
 
 
@@ -312,8 +343,25 @@ def test_unreadable_images_are_skipped_with_one_warning_naming_them(parents, tmp
     for i in range(12):
         (folder / "class1" / f"broken{i}.png").write_bytes(b"not an image at all")
     caplog.set_level(logging.WARNING, logger="subclone_viz")
-    argv = ["compare", "--parent", str(parents["vit3"]), "--data", str(folder), "--layers", "2", "--hidden", "16",
-            "--inits", "random", "--steps", "1", "--batch-size", "4", "--out", str(tmp_path / "X")]
+    argv = [
+        "compare",
+        "--parent",
+        str(parents["vit3"]),
+        "--data",
+        str(folder),
+        "--layers",
+        "2",
+        "--hidden",
+        "16",
+        "--inits",
+        "random",
+        "--steps",
+        "1",
+        "--batch-size",
+        "4",
+        "--out",
+        str(tmp_path / "X"),
+    ]
     code, _, err = run(capsys, *argv)
     assert code == 0, err
     warnings = [r.getMessage() for r in caplog.records if "unreadable image" in r.getMessage()]
@@ -322,8 +370,9 @@ def test_unreadable_images_are_skipped_with_one_warning_naming_them(parents, tmp
 
 def test_layers_beyond_the_advertised_range_are_one_line(parents, tmp_path, no_work, capsys, monkeypatch):
     monkeypatch.undo()  # this one needs the parent to know its depth
-    assert_one_line_error(*run(capsys, *subclone_args(parents, tmp_path / "X", "--layers", "1000")),
-                          "layers=1000", "1 <= layers <= 8")
+    assert_one_line_error(
+        *run(capsys, *subclone_args(parents, tmp_path / "X", "--layers", "1000")), "layers=1000", "1 <= layers <= 8"
+    )
     assert not (tmp_path / "X").exists()
 
 
@@ -342,8 +391,9 @@ def test_non_utf8_data_names_the_file(parents, tmp_path, capsys, layout):
         data = tmp_path / "docs"
     else:
         bad = data = tmp_path / ("latin1.txt" if layout == "file" else "latin1.jsonl")
-    bad.write_bytes(("w1 w2 caf\xe9 " * 100).encode("latin-1") if layout != "jsonl"
-                    else '{"text": "caf\xe9"}\n'.encode("latin-1"))
+    bad.write_bytes(
+        ("w1 w2 caf\xe9 " * 100).encode("latin-1") if layout != "jsonl" else '{"text": "caf\xe9"}\n'.encode("latin-1")
+    )
     argv = ["profile", "--parent", str(parents["llama"]), "--data", str(data), "--seq-len", "4"]
     assert_one_line_error(*run(capsys, *argv), str(bad), "not UTF-8", "0xe9")
 

@@ -49,8 +49,9 @@ def test_a_pilot_killed_with_sigkill_leaves_whole_files_and_the_grid_resumes(tmp
     steps = 1200  # pilots of 300 steps: long enough to kill one in flight
     env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1", "SUBCLONE_VIZ_CACHE": str(cache)}
     script = GRID_SCRIPT.format(tests=str(REPO / "tests"), steps=steps)
-    process = subprocess.Popen([sys.executable, "-c", script], env=env, stdout=subprocess.DEVNULL,
-                               stderr=subprocess.PIPE)
+    process = subprocess.Popen(
+        [sys.executable, "-c", script], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
+    )
     deadline = time.monotonic() + 240
     while not _pilots(cache) and time.monotonic() < deadline and process.poll() is None:
         time.sleep(0.2)
@@ -64,8 +65,17 @@ def test_a_pilot_killed_with_sigkill_leaves_whole_files_and_the_grid_resumes(tmp
     monkeypatch.setenv("SUBCLONE_VIZ_CACHE", str(cache))
     parent = sv.load_parent(tiny_model("llama"), device="cpu")
     train, heldout = tiny_batches("llama", count=4, pad=False), tiny_batches("llama", count=2, pad=False, seed=5)
-    grid = budget_grid(parent, sv.profile(parent, train, progress=False), [2, 4], [24, 48], train, heldout,
-                       tokens=24 * steps, progress=False, prior=PRIOR)
+    grid = budget_grid(
+        parent,
+        sv.profile(parent, train, progress=False),
+        [2, 4],
+        [24, 48],
+        train,
+        heldout,
+        tokens=24 * steps,
+        progress=False,
+        prior=PRIOR,
+    )
     assert len(grid.cells) == 4 and grid.cache_hits == len(done) < 4
 
 
@@ -86,8 +96,9 @@ def test_a_flipped_byte_in_a_pilot_cache_is_retrained(tmp_path, monkeypatch, cap
 
 def _forecast() -> Forecast:
     lrs = sv.TrainSettings(steps=200, lr=1e-3, final_lr_ratio=0.1).learning_rates()
-    return forecast(LearningCurve.simulate(lrs, L0=2.0, A=3.0, alpha=0.5, C=0.05, decay=0.9, every=10).head(60),
-                    prior=PRIOR)
+    return forecast(
+        LearningCurve.simulate(lrs, L0=2.0, A=3.0, alpha=0.5, C=0.05, decay=0.9, every=10).head(60), prior=PRIOR
+    )
 
 
 def test_records_into_a_read_only_place_fail_with_one_error(read_only_dir):
@@ -106,13 +117,15 @@ def test_the_cli_forecast_into_a_read_only_place_and_from_a_damaged_file(tmp_pat
     assert_one_line_error(code_out_err.returncode, code_out_err.stdout, code_out_err.stderr, "run.json")
     log = tmp_path / "log.csv"
     log.write_text("step,loss\n" + "".join(f"{s},{3 + 10 / s}\n" for s in range(10, 110, 10)))
-    result = run_cli_subprocess("forecast", str(log), "--schedule", "cosine", "--total-steps", "400",
-                                "--out", str(read_only_dir / "f.json"))
+    result = run_cli_subprocess(
+        "forecast", str(log), "--schedule", "cosine", "--total-steps", "400", "--out", str(read_only_dir / "f.json")
+    )
     assert_one_line_error(result.returncode, result.stdout, result.stderr, "not writable")
     prior = tmp_path / "prior.json"
     prior.write_text(json.dumps({**PRIOR.to_document(), "scale": "wide"}))
-    result = run_cli_subprocess("forecast", str(log), "--schedule", "cosine", "--total-steps", "400",
-                                "--prior", str(prior))
+    result = run_cli_subprocess(
+        "forecast", str(log), "--schedule", "cosine", "--total-steps", "400", "--prior", str(prior)
+    )
     assert_one_line_error(result.returncode, result.stdout, result.stderr, "prior.json", "scale")
     with pytest.raises(DamagedFileError, match="prior.json"):
         ForecastPrior.load(prior)

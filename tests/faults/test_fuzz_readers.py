@@ -77,14 +77,25 @@ def cache_at(directory: Path, kit: Kit) -> Iterator[None]:
     with pytest.MonkeyPatch.context() as patch:
         patch.setenv("SUBCLONE_VIZ_CACHE", str(directory))
         patch.setenv("SUBCLONE_VIZ_FUZZ_GGUF", str(kit.gguf))
-        patch.setitem(parent_module.GGUF_PARENTS, ALIAS, _TinyEmbedded(
-            packages=("none",), gguf_file="model.gguf", base_model="tiny/llama", license="apache-2.0",
-            license_terms="-", quantization="F32"))
+        patch.setitem(
+            parent_module.GGUF_PARENTS,
+            ALIAS,
+            _TinyEmbedded(
+                packages=("none",),
+                gguf_file="model.gguf",
+                base_model="tiny/llama",
+                license="apache-2.0",
+                license_terms="-",
+                quantization="F32",
+            ),
+        )
         patch.setitem(parent_module.EMBEDDED_ALIASES, ALIAS, "the fuzz suite's tiny GGUF")
-        patch.setattr(vision, "_RECIPE", dict(steps=2, batch_size=16, lr=2e-3, weight_decay=0.05, seed=0,
-                                              eval_every=1))
-        patch.setattr(vision, "_MODEL_ARGS", dict(img_size=8, patch_size=4, in_chans=1, num_classes=10, embed_dim=16,
-                                                  depth=1, num_heads=2))
+        patch.setattr(vision, "_RECIPE", dict(steps=2, batch_size=16, lr=2e-3, weight_decay=0.05, seed=0, eval_every=1))
+        patch.setattr(
+            vision,
+            "_MODEL_ARGS",
+            dict(img_size=8, patch_size=4, in_chans=1, num_classes=10, embed_dim=16, depth=1, num_heads=2),
+        )
         yield
 
 
@@ -104,22 +115,44 @@ def _make_destination(kit: Kit, directory: Path) -> Path:
 
 def _train(kit: Kit, checkpoints: Path | None = None, resume: bool = False, steps: int = 2) -> sv.History:
     torch.manual_seed(0)
-    return sv.train(tiny_model("llama"), kit.batches(), steps=steps, lr=1e-3, weight_decay=0.0, eval_every=1,
-                    eval_batches=kit.batches(1), checkpoint_dir=checkpoints, resume=resume, progress=False,
-                    label="random")
+    return sv.train(
+        tiny_model("llama"),
+        kit.batches(),
+        steps=steps,
+        lr=1e-3,
+        weight_decay=0.0,
+        eval_every=1,
+        eval_batches=kit.batches(1),
+        checkpoint_dir=checkpoints,
+        resume=resume,
+        progress=False,
+        label="random",
+    )
 
 
 def _make_comparison(kit: Kit, directory: Path) -> Path:
     history = _train(kit)
-    comparison = sv.Comparison(histories={"random": history, "subclone": history}, plans={"random": None},
-                               metrics={"random": {"final_loss": history.evals[-1].loss}}, config={"steps": 2})
+    comparison = sv.Comparison(
+        histories={"random": history, "subclone": history},
+        plans={"random": None},
+        metrics={"random": {"final_loss": history.evals[-1].loss}},
+        config={"steps": 2},
+    )
     return comparison.save(directory / "comparison")
 
 
 def _make_study(kit: Kit, directory: Path) -> Path:
-    study = sv.speedup_study(kit.parent(), [DestinationSpec(layers=2, hidden=24, heads=3, kv_heads=1)],
-                             kit.batches(), kit.batches(1), random_lrs=[1e-3], subclone_lrs=[1e-3], steps=2,
-                             eval_every=1, progress=False)
+    study = sv.speedup_study(
+        kit.parent(),
+        [DestinationSpec(layers=2, hidden=24, heads=3, kv_heads=1)],
+        kit.batches(),
+        kit.batches(1),
+        random_lrs=[1e-3],
+        subclone_lrs=[1e-3],
+        steps=2,
+        eval_every=1,
+        progress=False,
+    )
     return study.save(directory / "study.json")
 
 
@@ -166,12 +199,14 @@ class Case:
 def _is(kind: type) -> Callable[[Any, Any], None]:
     def whole(result: Any, valid: Any) -> None:
         assert isinstance(result, kind), result
+
     return whole
 
 
 def _same_model(result: Any, valid: Any) -> None:
-    _same_weights(result[0] if isinstance(result, tuple) else result.model,
-                  valid[0] if isinstance(valid, tuple) else valid.model)
+    _same_weights(
+        result[0] if isinstance(result, tuple) else result.model, valid[0] if isinstance(valid, tuple) else valid.model
+    )
 
 
 def _equal(result: Any, valid: Any) -> None:
@@ -248,8 +283,13 @@ def _make_shipped(kit: Kit, directory: Path) -> Path:
     parent = _shipped_parent()
     batches = kit.batches()
     made = {"command": "fuzz", "profile": "2 tiny batches", "ablation": "2 tiny batches"}
-    shipped.save_shipped(parent, sv.profile(parent, batches, progress=False),
-                         sv.block_ablation(parent, batches, progress=False), made, directory=directory)
+    shipped.save_shipped(
+        parent,
+        sv.profile(parent, batches, progress=False),
+        sv.block_ablation(parent, batches, progress=False),
+        made,
+        directory=directory,
+    )
     return directory / f"{parent.name}.json"
 
 
@@ -268,8 +308,17 @@ def _budget(kit: Kit) -> "BudgetGrid":
     parent, batches = kit.parent(), kit.batches()
     first = batches[0]
     tokens_per_step = int(first["attention_mask"].sum()) if "attention_mask" in first else first["input_ids"].numel()
-    return budget_grid(parent, sv.profile(parent, batches, progress=False), [2], [24], batches, kit.batches(1), tokens=tokens_per_step * 24,
-                       prior=ForecastPrior(C=0.05, decay=0.9, C_spread=0.01, scale=1.5), progress=False)
+    return budget_grid(
+        parent,
+        sv.profile(parent, batches, progress=False),
+        [2],
+        [24],
+        batches,
+        kit.batches(1),
+        tokens=tokens_per_step * 24,
+        prior=ForecastPrior(C=0.05, decay=0.9, C_spread=0.01, scale=1.5),
+        progress=False,
+    )
 
 
 def _make_pilot(kit: Kit, directory: Path) -> Path:
@@ -299,46 +348,69 @@ def _same_shipped(result: Any, valid: Any) -> None:
 # One case per registered file kind: a READERS name, or a record's FORMAT (read by its class's load).
 CASES: dict[str, Case] = {
     "gguf": Case(lambda kit, d: copy_valid(kit.gguf, d / "model.gguf"), _whole_parent, examples=30),
-    "parent-cache": Case(_make_parent_cache, _same_model, examples=12,
-                         use=lambda kit: sv.load_parent(ALIAS, device="cpu"), same=_same_model),
-    "vit-digits-cache": Case(_make_vit_cache, _same_model, examples=10,
-                             use=lambda kit: vision.load_vit_digits(progress=False), same=_same_model),
+    "parent-cache": Case(
+        _make_parent_cache,
+        _same_model,
+        examples=12,
+        use=lambda kit: sv.load_parent(ALIAS, device="cpu"),
+        same=_same_model,
+    ),
+    "vit-digits-cache": Case(
+        _make_vit_cache,
+        _same_model,
+        examples=10,
+        use=lambda kit: vision.load_vit_digits(progress=False),
+        same=_same_model,
+    ),
     "model-directory": Case(_make_destination, _whole_parent, examples=25),
-    "model-card": Case(lambda kit, d: copy_valid(_make_destination(kit, d) / "README.md", d / "README.md"),
-                       _whole_card),
-    "subclone-record": Case(lambda kit, d: copy_valid(_make_destination(kit, d) / "subclone.json",
-                                                      d / "subclone.json"), _whole_record),
+    "model-card": Case(
+        lambda kit, d: copy_valid(_make_destination(kit, d) / "README.md", d / "README.md"), _whole_card
+    ),
+    "subclone-record": Case(
+        lambda kit, d: copy_valid(_make_destination(kit, d) / "subclone.json", d / "subclone.json"), _whole_record
+    ),
     "subclone_viz.profile": Case(
         lambda kit, d: sv.profile(kit.parent(), kit.batches(), progress=False).save(d / "profile.npz"),
-        _is(sv.Profile), examples=25),
+        _is(sv.Profile),
+        examples=25,
+    ),
     "subclone_viz.plan": Case(lambda kit, d: _plan(kit).save(d / "plan.json"), _is(SubclonePlan)),
     "subclone_viz.history": Case(lambda kit, d: _train(kit).save(d / "history.json"), _is(sv.History)),
     "subclone_viz.comparison": Case(_make_comparison, _is(sv.Comparison)),
     "subclone_viz.size_grid": Case(lambda kit, d: _grid(kit).save(d / "grid.json"), _is(sv.SizeGrid)),
     "subclone_viz.speedup_study": Case(_make_study, _is(sv.SpeedupStudy)),
-    "size-grid-cell": Case(_make_grid_cell, _equal, use=_grid,
-                           same=lambda a, b: _equal(a.loss.tolist(), b.loss.tolist())),
+    "size-grid-cell": Case(
+        _make_grid_cell, _equal, use=_grid, same=lambda a, b: _equal(a.loss.tolist(), b.loss.tolist())
+    ),
     "token-cache": Case(_make_token_cache, _equal, use=_token_ids, same=_equal),
     "checkpoint": Case(_make_checkpoint, _whole_checkpoint, examples=12, use=_resume, same=_same_history),
     "budget-pilot": Case(_make_pilot, _whole_pilot, examples=10, use=_budget, same=_same_pilots),
     "subclone_viz.generations": Case(
         lambda kit, d: sv.generate({"parent": kit.parent()}, "w1 w2", 4).save(d / "generations.json"),
-        _is(sv.Generations), examples=10),
+        _is(sv.Generations),
+        examples=10,
+    ),
     "subclone_viz.token_losses": Case(
         lambda kit, d: sv.token_losses({"parent": kit.parent()}, kit.batches(1)[0]).save(d / "losses.json"),
-        _is(sv.TokenLosses), examples=10),
+        _is(sv.TokenLosses),
+        examples=10,
+    ),
     "subclone_viz.logit_lens": Case(
         lambda kit, d: sv.logit_lens(kit.parent(), None, kit.batches(1)[0], top_k=3).save(d / "lens.json"),
-        _is(sv.LogitLens), examples=10),
+        _is(sv.LogitLens),
+        examples=10,
+    ),
     "subclone_viz.layer_similarity": Case(_make_similarity, _is(sv.LayerSimilarity), examples=10),
-    "subclone_viz.shipped_figures": Case(_make_shipped, _whole_shipped, examples=10, use=_load_shipped,
-                                         same=_same_shipped),
-    "subclone_viz.forecast": Case(lambda kit, d: sv.forecast(_curve(), steps=200).save(d / "forecast.json"),
-                                  _is(sv.Forecast), examples=10),
-    "subclone_viz.forecast_prior": Case(lambda kit, d: DEFAULT_PRIOR.save(d / "prior.json"), _is(ForecastPrior),
-                                        examples=10),
-    "subclone_viz.budget_grid": Case(lambda kit, d: _budget(kit).save(d / "budget.json"), _is(BudgetGrid),
-                                     examples=10),
+    "subclone_viz.shipped_figures": Case(
+        _make_shipped, _whole_shipped, examples=10, use=_load_shipped, same=_same_shipped
+    ),
+    "subclone_viz.forecast": Case(
+        lambda kit, d: sv.forecast(_curve(), steps=200).save(d / "forecast.json"), _is(sv.Forecast), examples=10
+    ),
+    "subclone_viz.forecast_prior": Case(
+        lambda kit, d: DEFAULT_PRIOR.save(d / "prior.json"), _is(ForecastPrior), examples=10
+    ),
+    "subclone_viz.budget_grid": Case(lambda kit, d: _budget(kit).save(d / "budget.json"), _is(BudgetGrid), examples=10),
 }
 
 
@@ -385,7 +457,10 @@ def valid(kind: str, kit: Kit) -> Valid:
             read = read_with(kind, path)
         used = None
         if case.use is not None:  # on a copy: resuming a checkpoint replaces it
-            with tempfile.TemporaryDirectory(dir=kit.root) as scratch, cache_at(copy_valid(home, Path(scratch) / "h"), kit):
+            with (
+                tempfile.TemporaryDirectory(dir=kit.root) as scratch,
+                cache_at(copy_valid(home, Path(scratch) / "h"), kit),
+            ):
                 used = case.use(kit)
         _VALID[kind] = Valid(home, path, read, used)
     return _VALID[kind]
@@ -394,8 +469,14 @@ def valid(kind: str, kit: Kit) -> Valid:
 def other_files(kit: Kit, kind: str) -> dict[str, Path]:
     """One file of every other kind made so far (a directory kind's largest file), to put in a file's place."""
     found = {}
-    for name in ("gguf", "subclone_viz.profile", "subclone_viz.history", "subclone-record", "token-cache",
-                 "subclone_viz.speedup_study"):
+    for name in (
+        "gguf",
+        "subclone_viz.profile",
+        "subclone_viz.history",
+        "subclone-record",
+        "token-cache",
+        "subclone_viz.speedup_study",
+    ):
         if name != kind:
             path = valid(name, kit).path
             found[name] = path if path.is_file() else max(path.rglob("*"), key=lambda p: p.stat().st_size)
@@ -518,10 +599,33 @@ def test_a_reader_registered_without_a_fuzz_case_is_noticed():
 CLI_KINDS = {
     "gguf": lambda path, out: ["info", "--parent", str(path)],
     "model-directory": lambda path, out: ["info", "--parent", str(path)],
-    "subclone_viz.profile": lambda path, out: ["subclone", "--parent", str(out.parent / "llama"), "--data", str(out.parent / "c.txt"),
-                                  "--seq-len", "16", "--batch-size", "2", "--layers", "2", "--hidden", "24",
-                                  "--heads", "3", "--kv-heads", "1", "--width", "importance", "--eval-tokens", "0",
-                                  "--profile", str(path), "--out", str(out)],
+    "subclone_viz.profile": lambda path, out: [
+        "subclone",
+        "--parent",
+        str(out.parent / "llama"),
+        "--data",
+        str(out.parent / "c.txt"),
+        "--seq-len",
+        "16",
+        "--batch-size",
+        "2",
+        "--layers",
+        "2",
+        "--hidden",
+        "24",
+        "--heads",
+        "3",
+        "--kv-heads",
+        "1",
+        "--width",
+        "importance",
+        "--eval-tokens",
+        "0",
+        "--profile",
+        str(path),
+        "--out",
+        str(out),
+    ],
     "subclone_viz.speedup_study": lambda path, out: ["study", "--merge", str(path), "--out", str(out)],
 }
 # Damage that no reader can take for a valid file: the CLI must end in exit status 2 and one line naming it.
@@ -531,10 +635,12 @@ _SURE_DAMAGE = ("truncate", "empty", "other-kind", "directory", "whole-as-file",
 @pytest.mark.parametrize("kind", sorted(CLI_KINDS))
 def test_the_cli_refuses_a_damaged_file_in_one_line(kind, kit, capsys):
     good = valid(kind, kit)
-    files = {name: size for name, size in files_of(good.path).items()
-             if name in ("", "config.json", "model.safetensors")}  # what a model directory cannot do without
+    files = {
+        name: size for name, size in files_of(good.path).items() if name in ("", "config.json", "model.safetensors")
+    }  # what a model directory cannot do without
     strategy = damages(files, good.path.is_dir(), sorted(other_files(kit, kind))).filter(
-        lambda damage: damage.how in _SURE_DAMAGE)
+        lambda damage: damage.how in _SURE_DAMAGE
+    )
 
     @settings(FUZZ, max_examples=6)
     @given(damage=strategy)

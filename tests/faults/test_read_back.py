@@ -52,17 +52,23 @@ def test_a_hand_edited_plan_is_refused_saying_what_is_wrong(llama, case):
 
 
 def _history(label: str) -> History:
-    return History(label=label, steps=[StepRecord(step=1, seen=16, loss=2.0, lr=1e-3, time=0.1)],
-                   evals=[EvalRecord(step=1, seen=16, loss=2.5, accuracy=None, time=0.1)])
+    return History(
+        label=label,
+        steps=[StepRecord(step=1, seen=16, loss=2.0, lr=1e-3, time=0.1)],
+        evals=[EvalRecord(step=1, seen=16, loss=2.5, accuracy=None, time=0.1)],
+    )
 
 
 def test_a_damaged_history_file_is_named(tmp_path):
     path = _history("a").save(tmp_path / "history.json")
     assert History.load(path).evals[0].loss == 2.5
-    for text, fragment in [("{\"steps\": [", "not valid JSON"), ("[1]", "JSON list"),
-                           ('{"steps": [{"step": 1}]}', "not a training history"),
-                           ('{"colour": 1}', "not a training history"),
-                           ('{"format": "subclone_viz.history", "version": 7}', "version 7")]:
+    for text, fragment in [
+        ('{"steps": [', "not valid JSON"),
+        ("[1]", "JSON list"),
+        ('{"steps": [{"step": 1}]}', "not a training history"),
+        ('{"colour": 1}', "not a training history"),
+        ('{"format": "subclone_viz.history", "version": 7}', "version 7"),
+    ]:
         path.write_text(text)
         with pytest.raises(DamagedFileError, match=fragment) as raised:
             History.load(path)
@@ -70,8 +76,9 @@ def test_a_damaged_history_file_is_named(tmp_path):
 
 
 def test_a_damaged_comparison_directory_is_named(tmp_path):
-    comparison = Comparison(histories={"random": _history("random")}, plans={}, metrics={}, config={},
-                            stopped_early=False)
+    comparison = Comparison(
+        histories={"random": _history("random")}, plans={}, metrics={}, config={}, stopped_early=False
+    )
     directory = comparison.save(tmp_path / "run")
     assert Comparison.load(directory).histories["random"].steps[0].loss == 2.0
     (directory / "summary.json").write_text('{"plans": {}}')

@@ -186,9 +186,13 @@ def test_an_injected_full_disk_fails_with_one_message_and_publishes_nothing(tmp_
 def tiny_tmpfs(tmp_path):
     mount = tmp_path / "full"
     mount.mkdir()
-    if shutil.which("mount") is None or subprocess.run(
-        ["mount", "-t", "tmpfs", "-o", "size=64k", "tmpfs", str(mount)], capture_output=True
-    ).returncode != 0:
+    if (
+        shutil.which("mount") is None
+        or subprocess.run(
+            ["mount", "-t", "tmpfs", "-o", "size=64k", "tmpfs", str(mount)], capture_output=True
+        ).returncode
+        != 0
+    ):
         pytest.skip("cannot mount a tmpfs here; the injected ENOSPC test covers a full disk")
     yield mount
     subprocess.run(["umount", str(mount)], check=True)

@@ -125,8 +125,16 @@ def jupyterlab(tmp_path_factory: pytest.TempPathFactory):
     notification.write_text(json.dumps({"fetchNews": "false", "checkForUpdates": False}))
     log = tmp_path / "jupyterlab.log"
     command = [
-        sys.executable, "-m", "jupyterlab", f"--port={port}", "--ip=127.0.0.1", "--no-browser", "--allow-root",
-        "--ServerApp.token=", "--ServerApp.password=", "--LabApp.expose_app_in_browser=True",
+        sys.executable,
+        "-m",
+        "jupyterlab",
+        f"--port={port}",
+        "--ip=127.0.0.1",
+        "--no-browser",
+        "--allow-root",
+        "--ServerApp.token=",
+        "--ServerApp.password=",
+        "--LabApp.expose_app_in_browser=True",
         f"--ServerApp.root_dir={notebooks}",
     ]
     with log.open("w") as log_file:
@@ -149,9 +157,23 @@ def _run_in_chromium(url: str, runs: list[dict]) -> list[dict]:
     """run_notebooks.js over ``runs``; its reports, one per notebook, after checking that every one rendered."""
     start = time.perf_counter()
     completed = subprocess.run(
-        ["node", str(BROWSER_DIR / "run_notebooks.js"), "--url", url, "--artifacts", str(ARTIFACTS),
-         "--screenshots", str(SCREENSHOTS), "--chromium", str(CHROMIUM), *map(json.dumps, runs)],
-        capture_output=True, text=True, timeout=RUN_SECONDS, cwd=BROWSER_DIR,
+        [
+            "node",
+            str(BROWSER_DIR / "run_notebooks.js"),
+            "--url",
+            url,
+            "--artifacts",
+            str(ARTIFACTS),
+            "--screenshots",
+            str(SCREENSHOTS),
+            "--chromium",
+            str(CHROMIUM),
+            *map(json.dumps, runs),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=RUN_SECONDS,
+        cwd=BROWSER_DIR,
     )
     print(f"browser run: {time.perf_counter() - start:.1f} s")
     reports = [json.loads(line) for line in completed.stdout.splitlines() if line.startswith("{")]

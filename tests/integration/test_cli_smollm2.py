@@ -20,21 +20,52 @@ from subclone_viz.parent import load_parent
 
 pytestmark = pytest.mark.slow
 
-README_SUBCLONE = ["subclone", "--parent", "smollm2-135m", "--layers", "20", "--hidden", "384", "--ffn", "1024",
-                   "--heads", "6", "--kv-heads", "2", "--depth", "middle", "--width", "importance", "--scaling", "sqrt"]
+README_SUBCLONE = [
+    "subclone",
+    "--parent",
+    "smollm2-135m",
+    "--layers",
+    "20",
+    "--hidden",
+    "384",
+    "--ffn",
+    "1024",
+    "--heads",
+    "6",
+    "--kv-heads",
+    "2",
+    "--depth",
+    "middle",
+    "--width",
+    "importance",
+    "--scaling",
+    "sqrt",
+]
 
 
 def subclone_viz(*argv: str, cwd: Path) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "subclone_viz", *argv], cwd=cwd, capture_output=True, text=True,
-                          timeout=1800)
+    return subprocess.run(
+        [sys.executable, "-m", "subclone_viz", *argv], cwd=cwd, capture_output=True, text=True, timeout=1800
+    )
 
 
 @pytest.fixture(scope="module")
 def profiled(tmp_path_factory) -> tuple[dict, Path]:
     """``subclone-viz profile --json`` on 4,096 tokens of the embedded corpus, saved for the subclone test."""
     directory = tmp_path_factory.mktemp("cli-smollm2")
-    result = subclone_viz("profile", "--parent", "smollm2-135m", "--data", "builtin", "--tokens", "4096",
-                          "--out", "profile.npz", "--json", cwd=directory)
+    result = subclone_viz(
+        "profile",
+        "--parent",
+        "smollm2-135m",
+        "--data",
+        "builtin",
+        "--tokens",
+        "4096",
+        "--out",
+        "profile.npz",
+        "--json",
+        cwd=directory,
+    )
     assert result.returncode == 0, result.stderr
     return json.loads(result.stdout), directory / "profile.npz"
 
@@ -70,8 +101,9 @@ def test_readme_subclone_command_saves_a_scored_destination(profiled, tmp_path):
 
 def test_invalid_spec_on_the_real_parent_writes_nothing(tmp_path):
     out_dir = tmp_path / "too-wide"
-    result = subclone_viz("subclone", "--parent", "smollm2-135m", "--layers", "20", "--hidden", "600", "--out",
-                          str(out_dir), cwd=tmp_path)
+    result = subclone_viz(
+        "subclone", "--parent", "smollm2-135m", "--layers", "20", "--hidden", "600", "--out", str(out_dir), cwd=tmp_path
+    )
     assert result.returncode == 2
     assert result.stdout == ""
     assert result.stderr.strip().splitlines() == [

@@ -49,9 +49,21 @@ def launch(*command: str, cwd: Path, timeout: int = 300) -> subprocess.Completed
         "PYTHONPATH": os.pathsep.join([str(REPO), str(REPO / "tests"), os.environ.get("PYTHONPATH", "")]),
     }
     argv = [
-        sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
-        "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no",
-        "--main_process_port", str(_free_port()), *command,
+        sys.executable,
+        "-m",
+        "accelerate.commands.launch",
+        "--multi_gpu",
+        "--num_processes",
+        "2",
+        "--num_machines",
+        "1",
+        "--mixed_precision",
+        "no",
+        "--dynamo_backend",
+        "no",
+        "--main_process_port",
+        str(_free_port()),
+        *command,
     ]
     return subprocess.run(argv, cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout)
 
@@ -69,11 +81,19 @@ def files(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
 
 
 def text_args(files: dict[str, Path]) -> list[str]:
-    return ["--parent", str(files["llama"]), "--data", str(files["corpus"]), "--seq-len", str(SEQ_LEN),
-            "--batch-size", str(BATCH_SIZE)]
+    return [
+        "--parent",
+        str(files["llama"]),
+        "--data",
+        str(files["corpus"]),
+        "--seq-len",
+        str(SEQ_LEN),
+        "--batch-size",
+        str(BATCH_SIZE),
+    ]
 
 
-RANK_SCRIPT = '''
+RANK_SCRIPT = """
 import json, sys
 from pathlib import Path
 from accelerate import PartialState
@@ -148,7 +168,7 @@ record = {
     "vit_taylor": {name: vit_taylor.stats[name].tolist() for name in TAYLOR},
 }
 (Path(out) / f"rank{rank}.json").write_text(json.dumps(record))
-'''
+"""
 
 
 @pytest.fixture(scope="module")
@@ -159,8 +179,7 @@ def ranks(files) -> tuple[list[dict], Path]:
     script = files["root"] / "rank_script.py"
     script.write_text(RANK_SCRIPT)
     checkpoints = files["root"] / "checkpoints"
-    done = launch(str(script), str(files["llama"]), str(files["corpus"]), str(out), str(checkpoints),
-                  cwd=files["root"])
+    done = launch(str(script), str(files["llama"]), str(files["corpus"]), str(out), str(checkpoints), cwd=files["root"])
     assert done.returncode == 0, done.stderr[-4000:]
     return [json.loads((out / f"rank{rank}.json").read_text()) for rank in range(2)], out
 
@@ -169,10 +188,12 @@ def ranks(files) -> tuple[list[dict], Path]:
 def single(files):
     """The same calls in this one process."""
     parent = sv.load_parent(files["llama"], device="cpu")
-    batches = sv.text_batches(files["corpus"], parent.tokenizer, seq_len=SEQ_LEN, batch_size=BATCH_SIZE,
-                              split="train", max_batches=5)
-    heldout = sv.text_batches(files["corpus"], parent.tokenizer, seq_len=SEQ_LEN, batch_size=BATCH_SIZE,
-                              split="heldout", max_batches=3)
+    batches = sv.text_batches(
+        files["corpus"], parent.tokenizer, seq_len=SEQ_LEN, batch_size=BATCH_SIZE, split="train", max_batches=5
+    )
+    heldout = sv.text_batches(
+        files["corpus"], parent.tokenizer, seq_len=SEQ_LEN, batch_size=BATCH_SIZE, split="heldout", max_batches=3
+    )
     return {
         "batches": [b["input_ids"].tolist() for b in batches],
         "profile": sv.profile(parent, batches, max_tokens=100, progress=False),
@@ -206,8 +227,9 @@ def test_every_rank_ends_with_the_single_process_profile(ranks, single):
         # The estimators' statistics and the per-shard sums (batch g in shard g % 8 on every rank) match too.
         np.testing.assert_allclose(record["norm_in_abs"], expected.stats["norm_in_abs"], rtol=1e-5, atol=1e-8)
         assert record["shard_tokens"] == expected.shards["tokens"].tolist()
-        np.testing.assert_allclose(record["shard_residual_abs_sums"], expected.shards["residual_abs_sums"],
-                                   rtol=1e-5, atol=1e-8)
+        np.testing.assert_allclose(
+            record["shard_residual_abs_sums"], expected.shards["residual_abs_sums"], rtol=1e-5, atol=1e-8
+        )
 
 
 def test_an_image_parent_profiles_the_same_images_as_one_process(ranks):
@@ -223,13 +245,20 @@ def test_an_image_parent_profiles_the_same_images_as_one_process(ranks):
 def test_taylor_sums_under_two_processes_equal_one_process_on_every_rank(ranks, files):
     records, _ = ranks
     parent = sv.load_parent(files["llama"], device="cpu")
-    batches = sv.text_batches(files["corpus"], parent.tokenizer, seq_len=SEQ_LEN, batch_size=BATCH_SIZE,
-                              split="train", max_batches=5)
-    expected = sv.add_taylor(sv.profile(parent, batches, max_tokens=100, progress=False), parent, batches,
-                             max_tokens=100, progress=False)
+    batches = sv.text_batches(
+        files["corpus"], parent.tokenizer, seq_len=SEQ_LEN, batch_size=BATCH_SIZE, split="train", max_batches=5
+    )
+    expected = sv.add_taylor(
+        sv.profile(parent, batches, max_tokens=100, progress=False), parent, batches, max_tokens=100, progress=False
+    )
     vit = sv.load_parent(tiny_model("vit"), device="cpu")
-    vit_expected = sv.add_taylor(sv.profile(vit, tiny_batches("vit", count=5), max_tokens=100, progress=False), vit,
-                                 tiny_batches("vit", count=5), max_tokens=100, progress=False)
+    vit_expected = sv.add_taylor(
+        sv.profile(vit, tiny_batches("vit", count=5), max_tokens=100, progress=False),
+        vit,
+        tiny_batches("vit", count=5),
+        max_tokens=100,
+        progress=False,
+    )
     assert float(expected.stats["taylor_tokens"]) == 128 and float(vit_expected.stats["taylor_tokens"]) == 102
     for record in records:
         for name in ("taylor_residual", "taylor_ffn", "taylor_attn", "taylor_tokens"):
@@ -289,10 +318,34 @@ def test_cli_compare_exits_0_on_every_rank_prints_one_document_and_writes_one_di
     profile_path = tmp_path / "p.npz"
     assert main(["profile", *text_args(files), "--tokens", "64", "--out", str(profile_path)]) == 0
     out = tmp_path / "runs"
-    done = launch("-m", "subclone_viz", "compare", *text_args(files), "--profile", str(profile_path),
-                  "--layers", "2", "--hidden", "24", "--ffn", "40", "--heads", "3", "--kv-heads", "1",
-                  "--steps", "2", "--eval-every", "1", "--eval-tokens", "96", "--out", str(out), "--json",
-                  cwd=tmp_path)
+    done = launch(
+        "-m",
+        "subclone_viz",
+        "compare",
+        *text_args(files),
+        "--profile",
+        str(profile_path),
+        "--layers",
+        "2",
+        "--hidden",
+        "24",
+        "--ffn",
+        "40",
+        "--heads",
+        "3",
+        "--kv-heads",
+        "1",
+        "--steps",
+        "2",
+        "--eval-every",
+        "1",
+        "--eval-tokens",
+        "96",
+        "--out",
+        str(out),
+        "--json",
+        cwd=tmp_path,
+    )
     assert done.returncode == 0, done.stderr[-4000:]  # the launcher fails if any rank exits non-zero
     document = json.loads(done.stdout)  # one document: only the main process printed
     assert document["output"] == str(out)
@@ -306,8 +359,18 @@ def test_cli_compare_exits_0_on_every_rank_prints_one_document_and_writes_one_di
 def test_cli_profile_writes_one_file_equal_to_one_process(files, tmp_path):
     out = tmp_path / "two"
     out.mkdir()
-    done = launch("-m", "subclone_viz", "profile", *text_args(files), "--tokens", "160", "--out",
-                  str(out / "p.npz"), "--json", cwd=tmp_path)
+    done = launch(
+        "-m",
+        "subclone_viz",
+        "profile",
+        *text_args(files),
+        "--tokens",
+        "160",
+        "--out",
+        str(out / "p.npz"),
+        "--json",
+        cwd=tmp_path,
+    )
     assert done.returncode == 0, done.stderr[-4000:]
     document = json.loads(done.stdout)  # one JSON document: only the main process printed
     assert document["output"] == str(out / "p.npz")
@@ -329,12 +392,15 @@ def test_profiles_of_shards_add_up_with_sum():
 
 
 @pytest.mark.slow
-def test_smollm2_with_a_device_map_offloads_blocks_and_profiles_and_subclones_like_the_whole_parent(
-    smollm2, tmp_path
-):
+def test_smollm2_with_a_device_map_offloads_blocks_and_profiles_and_subclones_like_the_whole_parent(smollm2, tmp_path):
     blocks = {f"model.layers.{i}": "disk" if 10 <= i < 20 else "cpu" for i in range(30)}
-    device_map = {"model.embed_tokens": "cpu", **blocks, "model.norm": "cpu", "model.rotary_emb": "cpu",
-                  "lm_head": "cpu"}
+    device_map = {
+        "model.embed_tokens": "cpu",
+        **blocks,
+        "model.norm": "cpu",
+        "model.rotary_emb": "cpu",
+        "lm_head": "cpu",
+    }
     dispatched = sv.load_parent("smollm2-135m", device_map=device_map, offload_folder=tmp_path / "offload")
     assert dispatched.model.hf_device_map == device_map  # the alias no longer drops the map
     assert dispatched.model.model.layers[15].mlp.up_proj.weight.device.type == "meta"

@@ -21,8 +21,14 @@ import mkdocs_hooks  # noqa: E402
 
 def build(config: Path, site: Path) -> subprocess.CompletedProcess[str]:
     env = {**os.environ, "NO_MKDOCS_2_WARNING": "1"}
-    return subprocess.run([sys.executable, "-m", "mkdocs", "build", "--strict", "--config-file", str(config),
-                           "--site-dir", str(site)], cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+    return subprocess.run(
+        [sys.executable, "-m", "mkdocs", "build", "--strict", "--config-file", str(config), "--site-dir", str(site)],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
 
 
 def nav_pages(nav: list) -> list[str]:
@@ -62,11 +68,18 @@ def strict_copy(tmp_path: Path, break_it) -> Path:
     return config
 
 
-@pytest.mark.parametrize("break_it, complaint", [
-    (lambda docs: (docs / "index.md").write_text((docs / "index.md").read_text() + "\n[gone](no_such_page.md)\n"),
-     "no_such_page.md"),
-    (lambda docs: (docs / "cli.md").unlink(), "cli.md"),
-])
+@pytest.mark.parametrize(
+    "break_it, complaint",
+    [
+        (
+            lambda docs: (docs / "index.md").write_text(
+                (docs / "index.md").read_text() + "\n[gone](no_such_page.md)\n"
+            ),
+            "no_such_page.md",
+        ),
+        (lambda docs: (docs / "cli.md").unlink(), "cli.md"),
+    ],
+)
 def test_a_broken_link_or_a_missing_page_fails_the_build(tmp_path: Path, break_it, complaint: str) -> None:
     done = build(strict_copy(tmp_path, break_it), tmp_path / "site")
     assert done.returncode != 0

@@ -18,8 +18,14 @@ ROOT = Path(__file__).resolve().parents[2]
 def dry_run(tmp_path_factory) -> dict:
     out = tmp_path_factory.mktemp("gpu_check") / "dry.json"
     env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=str(ROOT))
-    done = subprocess.run([sys.executable, "bench/gpu_check.py", "--cpu-dry-run", "--out", str(out)], cwd=ROOT,
-                          env=env, capture_output=True, text=True, timeout=900)
+    done = subprocess.run(
+        [sys.executable, "bench/gpu_check.py", "--cpu-dry-run", "--out", str(out)],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     return json.loads(out.read_text())
 
@@ -28,7 +34,8 @@ def dry_run(tmp_path_factory) -> dict:
 def test_every_stage_runs_on_the_cpu(dry_run):
     stages = dry_run["parents"]["tiny-llama"]
     assert {name: stage["status"] for name, stage in stages.items()} == {
-        name: "ok" for name in ("load", "profile", "subclone", "train", "fsdp", "widgets", "device_map")}
+        name: "ok" for name in ("load", "profile", "subclone", "train", "fsdp", "widgets", "device_map")
+    }
 
 
 @pytest.mark.slow
@@ -50,7 +57,13 @@ def test_the_figures_record_their_command_and_machine(dry_run):
 
 
 def test_bad_parents_are_refused_before_any_work():
-    done = subprocess.run([sys.executable, "bench/gpu_check.py", "--parents", "smollm3"], cwd=ROOT,
-                          capture_output=True, text=True, timeout=120, env=dict(os.environ, PYTHONPATH=str(ROOT)))
+    done = subprocess.run(
+        [sys.executable, "bench/gpu_check.py", "--parents", "smollm3"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env=dict(os.environ, PYTHONPATH=str(ROOT)),
+    )
     assert done.returncode == 2
     assert "--parents smollm3: choose from smollm2-135m, gemma3-270m" in done.stderr

@@ -63,8 +63,11 @@ def test_notebooks_are_committed_without_outputs() -> None:
     assert NOTEBOOKS, f"no notebooks in {NOTEBOOK_DIR}"
     for path in NOTEBOOKS:
         notebook = nbformat.read(path, as_version=4)
-        dirty = [i for i, cell in enumerate(notebook.cells)
-                 if cell.cell_type == "code" and (cell.outputs or cell.execution_count is not None)]
+        dirty = [
+            i
+            for i, cell in enumerate(notebook.cells)
+            if cell.cell_type == "code" and (cell.outputs or cell.execution_count is not None)
+        ]
         assert not dirty, f"{path.name}: cells {dirty} have outputs; run `make strip-notebooks`"
         assert "widgets" not in notebook.metadata, f"{path.name} holds saved widget state; run `make strip-notebooks`"
 
@@ -77,11 +80,17 @@ def test_notebook_runs_headless_in_quick_mode(path: Path, tmp_path: Path, monkey
     monkeypatch.setenv("OMP_NUM_THREADS", "1")
     notebook = nbformat.read(path, as_version=4)
     notebook.cells.append(new_code_cell(PROBES[path.stem]))
-    client = NotebookClient(notebook, timeout=300, kernel_name="python3",
-                            resources={"metadata": {"path": str(tmp_path)}})
+    client = NotebookClient(
+        notebook, timeout=300, kernel_name="python3", resources={"metadata": {"path": str(tmp_path)}}
+    )
     start = time.perf_counter()
     client.execute()  # raises CellExecutionError, with the cell and its traceback, when a cell fails
     print(f"{path.name}: {time.perf_counter() - start:.1f} s in quick mode")
-    errors = [output for cell in notebook.cells if cell.cell_type == "code" for output in cell.outputs
-              if output.output_type == "error"]
+    errors = [
+        output
+        for cell in notebook.cells
+        if cell.cell_type == "code"
+        for output in cell.outputs
+        if output.output_type == "error"
+    ]
     assert not errors

@@ -13,7 +13,7 @@ def test_profile_shows_the_additive_residual_pattern(smollm2, smollm2_profile):
     assert smollm2_profile.tokens >= 4096
     ratio = smollm2_profile.block_metrics["f_over_sum"]
     layers = len(ratio)
-    middle = ratio[layers // 4: 3 * layers // 4]
+    middle = ratio[layers // 4 : 3 * layers // 4]
     assert ratio[0] > middle.max(), f"first block {ratio[0]:.3f} vs middle blocks up to {middle.max():.3f}"
     adjacent = smollm2_profile.rank_consistency().adjacent_spearman()
     assert np.median(adjacent) > 0.8, f"median adjacent-layer Spearman {np.median(adjacent):.3f}"

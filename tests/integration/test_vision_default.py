@@ -14,7 +14,6 @@ pytestmark = pytest.mark.slow
 ONE_TORCH_THREAD = True  # a 1.2M-parameter ViT trains fastest on one thread
 
 
-
 @pytest.fixture(scope="module")
 def parent(tmp_path_factory):
     """Trained in the session's cache (the one tests/conftest.py gives every test), never the home cache."""
@@ -31,8 +30,10 @@ def heldout():
 
 def test_digits_vit_is_trained_here_and_good(parent, heldout):
     training = parent.info["training"]
-    print(f"\ndigits ViT: {training['seconds']} s, {training['steps']} steps, "
-          f"held-out accuracy {training['heldout_accuracy']:.3f}")
+    print(
+        f"\ndigits ViT: {training['seconds']} s, {training['steps']} steps, "
+        f"held-out accuracy {training['heldout_accuracy']:.3f}"
+    )
     assert training["heldout_accuracy"] > 0.9
     assert "trained here on scikit-learn's 8x8 digits" in parent.description
     assert parent.info["note"] == VIT_DIGITS_NOTE
@@ -58,9 +59,11 @@ def test_subclone_trains_next_to_random_init_with_accuracy_curves(parent, heldou
     spec = sv.DestinationSpec(layers=6, hidden=64)
     result = sv.compare(parent, spec, train_batches, steps=40, eval_batches=heldout, eval_every=10, progress=False)
     for row in result.summary_table():
-        print(f"\n{row['init']}: accuracy {row['initial_accuracy']:.3f} -> {row['final_accuracy']:.3f}, "
-              f"loss {row['initial_loss']:.3f} -> {row['final_loss']:.3f}, speedup {row['speedup']}"
-              f"{' (lower bound)' if row['speedup_lower_bound'] else ''}")
+        print(
+            f"\n{row['init']}: accuracy {row['initial_accuracy']:.3f} -> {row['final_accuracy']:.3f}, "
+            f"loss {row['initial_loss']:.3f} -> {row['final_loss']:.3f}, speedup {row['speedup']}"
+            f"{' (lower bound)' if row['speedup_lower_bound'] else ''}"
+        )
     random, subclone = result.histories["random"], result.histories["subclone"]
     for history in (random, subclone):
         assert [r.step for r in history.evals] == [0, 10, 20, 30, 40]

@@ -62,8 +62,9 @@ def _in(name: str, prefixes: tuple[str, ...]) -> bool:
 def _lint_imports(cwd: Path) -> subprocess.CompletedProcess:
     command = Path(sys.executable).with_name("lint-imports")
     environment = {**os.environ, "PYTHONPATH": str(cwd)}
-    return subprocess.run([str(command), "--no-cache"], cwd=cwd, env=environment, capture_output=True, text=True,
-                          timeout=120)
+    return subprocess.run(
+        [str(command), "--no-cache"], cwd=cwd, env=environment, capture_output=True, text=True, timeout=120
+    )
 
 
 def test_the_layer_contract_is_kept():
@@ -89,7 +90,9 @@ def test_imports_inside_functions_are_only_of_optional_heavy_dependencies():
         for node, module, in_function in _imports(tree)
         if in_function and module.split(".")[0] not in LAZY_IMPORTS and not _in(name, FRONT_END)
     ]
-    assert not wrong, "import these at the top of the module (or add a lazy dependency, saying why):\n" + "\n".join(wrong)
+    assert not wrong, "import these at the top of the module (or add a lazy dependency, saying why):\n" + "\n".join(
+        wrong
+    )
 
 
 def test_only_the_drawing_modules_import_plotting_and_widget_packages():

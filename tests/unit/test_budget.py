@@ -82,10 +82,14 @@ def test_reforecast_at_another_budget_needs_no_training(llama):
 
 def test_bad_budgets_are_refused_before_any_work(llama):
     parent, prof, train, heldout = llama
-    for kwargs, message in ((dict(), "one budget"), (dict(tokens=10, flops=10), "one budget"),
-                            (dict(tokens=-5), "positive"), (dict(tokens=100, pilot_fraction=0), "pilot_fraction"),
-                            (dict(tokens=100, inits=("warm",)), "choose from"),
-                            (dict(tokens=24 * 4), "a pilot needs")):
+    for kwargs, message in (
+        (dict(), "one budget"),
+        (dict(tokens=10, flops=10), "one budget"),
+        (dict(tokens=-5), "positive"),
+        (dict(tokens=100, pilot_fraction=0), "pilot_fraction"),
+        (dict(tokens=100, inits=("warm",)), "choose from"),
+        (dict(tokens=24 * 4), "a pilot needs"),
+    ):
         with pytest.raises(BudgetError, match=message):
             budget_grid(parent, prof, [2], [24], train, heldout, progress=False, **kwargs)
 

@@ -20,7 +20,9 @@ def test_every_block_reports_once_and_the_steps_chain(tiny):
     name, parent, batches = tiny
     family, model, dims = parent.family, parent.model, parent.dims
     steps, ffn, attention = [], {}, {}
-    with capture_blocks(family, model, on_block=steps.append, on_ffn=ffn.__setitem__, on_attention=attention.__setitem__):
+    with capture_blocks(
+        family, model, on_block=steps.append, on_ffn=ffn.__setitem__, on_attention=attention.__setitem__
+    ):
         family.logits(model, batches[0])
     assert [step.index for step in steps] == list(range(dims.layers))
     for before, after in zip(steps, steps[1:]):
@@ -68,14 +70,21 @@ def test_forward_until_seen_stops_after_the_last_module_and_chunks_its_output():
     mask = token_mask(batch)
     watched = {"up": model.model.layers[0].mlp.up_proj, "head": model.lm_head}
     expected = {}
-    hooks = [m.register_forward_hook(lambda mod, a, out, n=n: expected.__setitem__(n, counted_rows(out, mask)))
-             for n, m in watched.items()]
+    hooks = [
+        m.register_forward_hook(lambda mod, a, out, n=n: expected.__setitem__(n, counted_rows(out, mask)))
+        for n, m in watched.items()
+    ]
     parent.family.logits(model, batch)
     for hook in hooks:
         hook.remove()
     seen = {}
-    forward_until_seen(lambda: parent.family.logits(model, batch), watched,
-                       lambda name, rows: seen.setdefault(name, []).append(rows), mask=mask, chunk_elements=97 * 5)
+    forward_until_seen(
+        lambda: parent.family.logits(model, batch),
+        watched,
+        lambda name, rows: seen.setdefault(name, []).append(rows),
+        mask=mask,
+        chunk_elements=97 * 5,
+    )
     assert len(seen["up"]) == 1 and len(seen["head"]) == 4  # 20 counted tokens, 5 rows of 97 logits a chunk
     for name in watched:
         torch.testing.assert_close(torch.cat(seen[name]), expected[name])

@@ -141,8 +141,19 @@ def test_profile_refuses_to_overwrite_without_the_flag(files, tmp_path, capsys):
 
 
 def test_profile_of_a_vision_parent_reads_digits(files, capsys):
-    code, out, _ = run(capsys, "profile", "--parent", str(files["vit"]), "--data", "digits", "--batch-size", "4",
-                       "--tokens", "100", "--json")
+    code, out, _ = run(
+        capsys,
+        "profile",
+        "--parent",
+        str(files["vit"]),
+        "--data",
+        "digits",
+        "--batch-size",
+        "4",
+        "--tokens",
+        "100",
+        "--json",
+    )
     document = json.loads(out)
     assert code == 0
     assert document["tokens"] == 136  # 2 batches of 4 images x (16 patches + cls): the first batch past 100
@@ -164,25 +175,46 @@ def test_profile_of_a_vision_parent_reads_digits(files, capsys):
         ("profile", ["--data", "{tmp}/missing.txt"], ["missing.txt", "no such file"]),
         ("subclone", ["--layers", "3", "--hidden", "99", "--out", "{tmp}/out"], ["hidden=99", "<= 48"]),
         ("subclone", ["--layers", "3", "--hidden", "24", "--heads", "4", "--out", "{tmp}/out"], ["heads=4", "3, 6"]),
-        ("subclone", ["--layers", "3", "--hidden", "24", "--heads", "3", "--kv-heads", "2", "--out", "{tmp}/out"],
-         ["kv_heads=2", "kv_heads=1"]),
+        (
+            "subclone",
+            ["--layers", "3", "--hidden", "24", "--heads", "3", "--kv-heads", "2", "--out", "{tmp}/out"],
+            ["kv_heads=2", "kv_heads=1"],
+        ),
         ("subclone", ["--layers", "3", "--hidden", "24", "--ffn", "81", "--out", "{tmp}/out"], ["ffn=81", "<= 80"]),
-        ("subclone", ["--layers", "5", "--depth", "first", "--hidden", "24", "--out", "{tmp}/out"],
-         ["layers=5", "depth='middle'"]),
-        ("subclone", ["--layers", "5", "--depth", "metric", "--hidden", "24", "--out", "{tmp}/out"],
-         ["layers=5", "depth='middle'"]),
+        (
+            "subclone",
+            ["--layers", "5", "--depth", "first", "--hidden", "24", "--out", "{tmp}/out"],
+            ["layers=5", "depth='middle'"],
+        ),
+        (
+            "subclone",
+            ["--layers", "5", "--depth", "metric", "--hidden", "24", "--out", "{tmp}/out"],
+            ["layers=5", "depth='middle'"],
+        ),
         ("subclone", ["--layers", "0,1,4", "--hidden", "24", "--out", "{tmp}/out"], ["[4]", "0 to 3"]),
         ("subclone", ["--layers", "a,b", "--hidden", "24", "--out", "{tmp}/out"], ["'a,b'", "comma list"]),
-        ("subclone", ["--layers", "3", "--depth", "0,1", "--hidden", "24", "--out", "{tmp}/out"],
-         ["depth lists 2 blocks", "layers=3"]),
+        (
+            "subclone",
+            ["--layers", "3", "--depth", "0,1", "--hidden", "24", "--out", "{tmp}/out"],
+            ["depth lists 2 blocks", "layers=3"],
+        ),
         ("subclone", ["--depth", "sideways", "--hidden", "24", "--out", "{tmp}/out"], ["'sideways'", "middle"]),
         ("subclone", ["--hidden", "24", "--out", "{tmp}/out"], ["--layers is missing"]),
-        ("subclone", ["--layers", "3", "--hidden", "24", "--width", "best", "--out", "{tmp}/out"],
-         ["invalid choice: 'best'", "'importance'"]),
-        ("subclone", ["--layers", "3", "--hidden", "24", "--importance", "wanda", "--out", "{tmp}/out"],
-         ["invalid choice: 'wanda'", "'layer_normalized'", "'taylor'"]),
-        ("subclone", ["--layers", "3", "--hidden", "24", "--profile", "{tmp}/none.npz", "--out", "{tmp}/out"],
-         ["none.npz", "no such file"]),
+        (
+            "subclone",
+            ["--layers", "3", "--hidden", "24", "--width", "best", "--out", "{tmp}/out"],
+            ["invalid choice: 'best'", "'importance'"],
+        ),
+        (
+            "subclone",
+            ["--layers", "3", "--hidden", "24", "--importance", "wanda", "--out", "{tmp}/out"],
+            ["invalid choice: 'wanda'", "'layer_normalized'", "'taylor'"],
+        ),
+        (
+            "subclone",
+            ["--layers", "3", "--hidden", "24", "--profile", "{tmp}/none.npz", "--out", "{tmp}/out"],
+            ["none.npz", "no such file"],
+        ),
     ],
 )
 def test_bad_arguments_exit_2_with_one_line_and_write_nothing(files, tmp_path, capsys, command, extra, fragments):
@@ -203,8 +235,9 @@ def test_profile_of_another_parent_is_refused(files, tmp_path, capsys):
     other = tmp_path / "other.npz"
     assert run(capsys, "profile", *text_args(files, "other_llama"), "--tokens", "32", "--out", str(other))[0] == 0
     out_dir = tmp_path / "out"
-    code, out, err = run(capsys, "subclone", *text_args(files), "--profile", str(other), "--layers", "3",
-                         *spec_args(out_dir))
+    code, out, err = run(
+        capsys, "subclone", *text_args(files), "--profile", str(other), "--layers", "3", *spec_args(out_dir)
+    )
     assert_one_line_error(code, out, err, "profile the parent you subclone from")
     assert not out_dir.exists()
 
@@ -237,8 +270,18 @@ def test_json_stdout_stays_pure_when_a_library_prints(files, capsys, monkeypatch
 
 def test_subclone_saves_a_destination_that_loads(files, tmp_path, capsys):
     out_dir = tmp_path / "child"
-    code, out, _ = run(capsys, "subclone", *text_args(files), "--layers", "3", "--profile-tokens", "32",
-                       "--eval-tokens", "32", *spec_args(out_dir, "--json"))
+    code, out, _ = run(
+        capsys,
+        "subclone",
+        *text_args(files),
+        "--layers",
+        "3",
+        "--profile-tokens",
+        "32",
+        "--eval-tokens",
+        "32",
+        *spec_args(out_dir, "--json"),
+    )
     assert code == 0
     document = json.loads(out)
     assert document["dims"] == {"layers": 3, "hidden": 24, "ffn": 40, "heads": 3, "kv_heads": 1, "head_dim": 8}
@@ -257,8 +300,20 @@ def test_subclone_saves_a_destination_that_loads(files, tmp_path, capsys):
 @pytest.mark.parametrize("importance", ["layer_normalized", "taylor"])
 def test_subclone_ranks_by_the_chosen_importance_estimator(files, tmp_path, capsys, importance):
     out_dir = tmp_path / "child"
-    code, out, err = run(capsys, "subclone", *text_args(files), "--layers", "4", "--profile-tokens", "64",
-                         "--eval-tokens", "0", "--importance", importance, *spec_args(out_dir, "--json"))
+    code, out, err = run(
+        capsys,
+        "subclone",
+        *text_args(files),
+        "--layers",
+        "4",
+        "--profile-tokens",
+        "64",
+        "--eval-tokens",
+        "0",
+        "--importance",
+        importance,
+        *spec_args(out_dir, "--json"),
+    )
     assert code == 0, err
     document = json.loads(out)
     assert document["importance"] == importance
@@ -272,8 +327,18 @@ def test_subclone_text_names_plan_size_loss_and_place(files, tmp_path, capsys):
     profile_path = tmp_path / "profile.npz"
     assert run(capsys, "profile", *text_args(files), "--tokens", "32", "--out", str(profile_path))[0] == 0
     out_dir = tmp_path / "child"
-    code, out, _ = run(capsys, "subclone", *text_args(files), "--profile", str(profile_path), "--layers", "2",
-                       "--eval-tokens", "32", *spec_args(out_dir))
+    code, out, _ = run(
+        capsys,
+        "subclone",
+        *text_args(files),
+        "--profile",
+        str(profile_path),
+        "--layers",
+        "2",
+        "--eval-tokens",
+        "32",
+        *spec_args(out_dir),
+    )
     assert code == 0
     assert "plan: 2 layers (parent blocks [0, 3]), hidden 24, FFN 40, 3 heads / 1 KV" in out
     assert "parameters: " in out and "of the parent's" in out
@@ -284,8 +349,18 @@ def test_subclone_text_names_plan_size_loss_and_place(files, tmp_path, capsys):
 
 def test_subclone_takes_a_depth_list_without_layers_and_needs_no_profile(files, tmp_path, capsys):
     out_dir = tmp_path / "child"
-    code, out, _ = run(capsys, "subclone", *text_args(files), "--depth", "0,2,2,3", "--width", "uniform",
-                       "--eval-tokens", "0", *spec_args(out_dir, "--json"))
+    code, out, _ = run(
+        capsys,
+        "subclone",
+        *text_args(files),
+        "--depth",
+        "0,2,2,3",
+        "--width",
+        "uniform",
+        "--eval-tokens",
+        "0",
+        *spec_args(out_dir, "--json"),
+    )
     document = json.loads(out)
     assert code == 0
     assert document["layers"] == [0, 2, 2, 3] and document["depth"] == "explicit"
@@ -296,8 +371,17 @@ def test_subclone_refuses_a_non_empty_directory_without_overwrite(files, tmp_pat
     out_dir = tmp_path / "child"
     out_dir.mkdir()
     (out_dir / "notes.txt").write_text("mine")
-    arguments = ["subclone", *text_args(files), "--layers", "2", "--width", "first", "--eval-tokens", "0",
-                 *spec_args(out_dir)]
+    arguments = [
+        "subclone",
+        *text_args(files),
+        "--layers",
+        "2",
+        "--width",
+        "first",
+        "--eval-tokens",
+        "0",
+        *spec_args(out_dir),
+    ]
     code, out, err = run(capsys, *arguments)
     assert_one_line_error(code, out, err, str(out_dir), "--overwrite")
     assert [p.name for p in out_dir.iterdir()] == ["notes.txt"]
@@ -342,14 +426,41 @@ def saved_profile(files, tmp_path_factory) -> Path:
 
 
 def compare_args(files, saved_profile, out: Path, *extra: str) -> list[str]:
-    return ["compare", *text_args(files), "--profile", str(saved_profile), "--layers", "2", *spec_args(out),
-            "--steps", "4", "--eval-every", "2", "--eval-tokens", "32", *extra]
+    return [
+        "compare",
+        *text_args(files),
+        "--profile",
+        str(saved_profile),
+        "--layers",
+        "2",
+        *spec_args(out),
+        "--steps",
+        "4",
+        "--eval-every",
+        "2",
+        "--eval-tokens",
+        "32",
+        *extra,
+    ]
 
 
 def test_compare_saves_histories_summary_and_offline_plots(files, saved_profile, tmp_path, capsys):
     out_dir = tmp_path / "runs"
-    code, out, _ = run(capsys, *compare_args(files, saved_profile, out_dir, "--inits", "random,subclone,no-scaling",
-                                             "--lr", "random=1e-3", "--wd", "0.01", "--json"))
+    code, out, _ = run(
+        capsys,
+        *compare_args(
+            files,
+            saved_profile,
+            out_dir,
+            "--inits",
+            "random,subclone,no-scaling",
+            "--lr",
+            "random=1e-3",
+            "--wd",
+            "0.01",
+            "--json",
+        ),
+    )
     assert code == 0
     document = json.loads(out)
     table = {row["init"]: row for row in document["table"]}
@@ -359,10 +470,19 @@ def test_compare_saves_histories_summary_and_offline_plots(files, saved_profile,
     assert {row["weight_decay"] for row in table.values()} == {0.01}
     assert all(row["steps"] == 4 and math.isfinite(row["final_loss"]) for row in table.values())
     assert table["random"]["speedup"] == 1.0
-    assert sorted(document["files"]) == sorted(path.name for path in out_dir.iterdir()) == [
-        "histories.json", "loss_curves.html", "loss_curves.png", "no-scaling.csv", "random.csv", "subclone.csv",
-        "summary.json",
-    ]
+    assert (
+        sorted(document["files"])
+        == sorted(path.name for path in out_dir.iterdir())
+        == [
+            "histories.json",
+            "loss_curves.html",
+            "loss_curves.png",
+            "no-scaling.csv",
+            "random.csv",
+            "subclone.csv",
+            "summary.json",
+        ]
+    )
     csv_rows = (out_dir / "subclone.csv").read_text().splitlines()
     assert csv_rows[0].startswith("step,seen,train_loss") and len(csv_rows) == 1 + 5  # evaluation at 0, steps 1-4
     assert (out_dir / "loss_curves.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
@@ -376,8 +496,20 @@ def test_compare_prints_the_summary_table(files, saved_profile, tmp_path, capsys
     code, out, _ = run(capsys, *compare_args(files, saved_profile, out_dir, "--lr", "3e-4"))
     assert code == 0
     header = next(line for line in out.splitlines() if line.strip().startswith("init"))
-    assert header.split() == ["init", "lr", "wd", "steps", "initial", "loss", "final", "loss", "speedup", "speedup/s",
-                              "train", "s"]
+    assert header.split() == [
+        "init",
+        "lr",
+        "wd",
+        "steps",
+        "initial",
+        "loss",
+        "final",
+        "loss",
+        "speedup",
+        "speedup/s",
+        "train",
+        "s",
+    ]
     rows = [line.split() for line in out.splitlines() if line.strip().startswith(("random", "subclone"))]
     assert [row[:3] for row in rows] == [["random", "0.0003", "0.1"], ["subclone", "0.0003", "0.001"]]
     assert [cell.rstrip("*") for cell in rows[0][-3:-1]] == ["1.00x", "1.00x"]
@@ -390,8 +522,12 @@ def test_compare_prints_the_summary_table(files, saved_profile, tmp_path, capsys
 def test_compare_names_the_tuned_rates_and_the_paper_preset(files, saved_profile, tmp_path, capsys):
     code, out, _ = run(capsys, *compare_args(files, saved_profile, tmp_path / "tuned"))
     assert code == 0
-    assert "learning rates: random 0.003, subclone 0.001 (tuned: best of the sweep in bench/results/speedup_study" in out
-    code, out, _ = run(capsys, *compare_args(files, saved_profile, tmp_path / "paper", "--lr-preset", "paper", "--json"))
+    assert (
+        "learning rates: random 0.003, subclone 0.001 (tuned: best of the sweep in bench/results/speedup_study" in out
+    )
+    code, out, _ = run(
+        capsys, *compare_args(files, saved_profile, tmp_path / "paper", "--lr-preset", "paper", "--json")
+    )
     assert code == 0
     document = json.loads(out)
     assert [row["lr"] for row in document["table"]] == [1e-4, 1e-4]
@@ -411,10 +547,14 @@ def test_compare_names_the_tuned_rates_and_the_paper_preset(files, saved_profile
         (["--warmup", "10"], ["--warmup 10", "--steps 4"]),
         (["--schedule", "step"], ["invalid choice: 'step'", "'cosine'"]),
         (["--hidden", "96"], ["hidden=96", "<= 48"]),
-        (["--inits", "random,subclone+distill", "--distill-alpha", "2"],
-         ["--distill-alpha", "2 is out of range", "from 0 to 1"]),
-        (["--inits", "random,subclone+distill", "--distill-temperature", "0"],
-         ["--distill-temperature", "0 is out of range", "> 0"]),
+        (
+            ["--inits", "random,subclone+distill", "--distill-alpha", "2"],
+            ["--distill-alpha", "2 is out of range", "from 0 to 1"],
+        ),
+        (
+            ["--inits", "random,subclone+distill", "--distill-temperature", "0"],
+            ["--distill-temperature", "0 is out of range", "> 0"],
+        ),
         (["--distill-alpha", "0.3"], ["--distill-alpha only apply", "subclone+distill", "--inits random,subclone has"]),
     ],
 )
@@ -427,8 +567,21 @@ def test_compare_bad_arguments_exit_2_before_training(files, saved_profile, tmp_
 
 def test_compare_distills_with_the_given_settings(files, saved_profile, tmp_path, capsys):
     out_dir = tmp_path / "runs"
-    code, out, _ = run(capsys, *compare_args(files, saved_profile, out_dir, "--inits", "random,subclone+distill",
-                                             "--distill-alpha", "0.3", "--distill-temperature", "2", "--json"))
+    code, out, _ = run(
+        capsys,
+        *compare_args(
+            files,
+            saved_profile,
+            out_dir,
+            "--inits",
+            "random,subclone+distill",
+            "--distill-alpha",
+            "0.3",
+            "--distill-temperature",
+            "2",
+            "--json",
+        ),
+    )
     assert code == 0
     table = {row["init"]: row for row in json.loads(out)["table"]}
     assert (table["random"]["distill_alpha"], table["subclone+distill"]["distill_alpha"]) == (None, 0.3)
@@ -486,23 +639,48 @@ def test_report_bad_arguments_write_nothing(files, tmp_path, capsys, extra, frag
 
 
 def study_args(files: dict[str, Path], out: Path, *extra: str) -> list[str]:
-    return ["study", *text_args(files), "--sizes", "3x30,2x24", "--random-lrs", "1e-3,1e-2", "--subclone-lrs",
-            "1e-3", "--steps", "2", "--eval-every", "1", "--eval-tokens", "32", "--out", str(out), *extra]
+    return [
+        "study",
+        *text_args(files),
+        "--sizes",
+        "3x30,2x24",
+        "--random-lrs",
+        "1e-3,1e-2",
+        "--subclone-lrs",
+        "1e-3",
+        "--steps",
+        "2",
+        "--eval-every",
+        "1",
+        "--eval-tokens",
+        "32",
+        "--out",
+        str(out),
+        *extra,
+    ]
 
 
 def test_study_saves_the_study_and_its_figures_and_merges_studies_of_other_sizes(files, tmp_path, capsys):
     from subclone_viz.study import SpeedupStudy
 
     out_dir = tmp_path / "study"
-    code, out, _ = run(capsys, *study_args(files, out_dir, "--distill-sizes", "2x24", "--distill-inits",
-                                           "subclone+distill", "--json"))
+    code, out, _ = run(
+        capsys, *study_args(files, out_dir, "--distill-sizes", "2x24", "--distill-inits", "subclone+distill", "--json")
+    )
     assert code == 0
     document = json.loads(out)
-    assert document["files"] == sorted(p.name for p in out_dir.iterdir()) == [
-        "speedup_by_size.html", "speedup_by_size.png", "study.json"]
+    assert (
+        document["files"]
+        == sorted(p.name for p in out_dir.iterdir())
+        == ["speedup_by_size.html", "speedup_by_size.png", "study.json"]
+    )
     assert [(row["destination"], row["init"]) for row in document["table"]] == [
-        ("3 x 30", "random"), ("3 x 30", "subclone"), ("2 x 24", "random"), ("2 x 24", "subclone"),
-        ("2 x 24", "subclone+distill")]
+        ("3 x 30", "random"),
+        ("3 x 30", "subclone"),
+        ("2 x 24", "random"),
+        ("2 x 24", "subclone"),
+        ("2 x 24", "subclone+distill"),
+    ]
     assert {row["best_lr"] for row in document["table"] if row["init"] == "subclone"} == {1e-3}
     study = SpeedupStudy.load(out_dir / "study.json")
     assert study.table() == document["table"] and study.config["steps"] == 2

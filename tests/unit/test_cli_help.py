@@ -37,8 +37,15 @@ print("HEAVY", *sorted(name for name in {HEAVY!r} if name in sys.modules))
 def heavy_modules_after(*argv: str) -> list[str]:
     """The heavy modules a fresh interpreter has imported after ``python -m subclone_viz ARGV``."""
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    done = subprocess.run([sys.executable, "-c", RUN_MAIN_AND_LIST_HEAVY, *argv], env=env, cwd=ROOT,
-                          capture_output=True, text=True, check=True, timeout=120)
+    done = subprocess.run(
+        [sys.executable, "-c", RUN_MAIN_AND_LIST_HEAVY, *argv],
+        env=env,
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=120,
+    )
     assert "usage: subclone-viz" in done.stdout
     return done.stdout.strip().splitlines()[-1].split()[1:]
 
@@ -65,8 +72,9 @@ def test_a_subcommands_help_imports_no_torch(command):
 def test_importing_the_package_imports_no_torch():
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     code = f"import sys, subclone_viz as sv; sv.__version__; print(sorted(m for m in {HEAVY!r} if m in sys.modules))"
-    done = subprocess.run([sys.executable, "-c", code], env=env, cwd=ROOT, capture_output=True, text=True, check=True,
-                          timeout=120)
+    done = subprocess.run(
+        [sys.executable, "-c", code], env=env, cwd=ROOT, capture_output=True, text=True, check=True, timeout=120
+    )
     assert done.stdout.strip() == "[]"
 
 
@@ -144,8 +152,19 @@ def test_a_spec_that_cannot_fit_fails_from_the_config_alone(config_only_parent, 
 
 
 def test_the_damaged_weights_are_what_a_fitting_spec_then_meets(config_only_parent, tmp_path, capsys):
-    code = main(["subclone", "--parent", str(config_only_parent), "--layers", "2", "--hidden", "24", "--out",
-                 str(tmp_path / "out")])
+    code = main(
+        [
+            "subclone",
+            "--parent",
+            str(config_only_parent),
+            "--layers",
+            "2",
+            "--hidden",
+            "24",
+            "--out",
+            str(tmp_path / "out"),
+        ]
+    )
     captured = capsys.readouterr()
     assert_one_line_error(code, captured.out, captured.err, "could not read the weights")
 
@@ -175,8 +194,9 @@ def test_a_hub_id_that_is_not_downloaded_fails_at_once_offline(monkeypatch, caps
     monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)
     code = main(["info", "--parent", "some-org/not-downloaded"])
     captured = capsys.readouterr()
-    assert_one_line_error(code, captured.out, captured.err, "'some-org/not-downloaded'", "HF_HUB_OFFLINE is set",
-                          "smollm2-135m")
+    assert_one_line_error(
+        code, captured.out, captured.err, "'some-org/not-downloaded'", "HF_HUB_OFFLINE is set", "smollm2-135m"
+    )
 
 
 def test_an_unreachable_hub_is_found_with_one_quick_connection(monkeypatch):
@@ -194,12 +214,18 @@ def test_an_unreachable_hub_is_found_with_one_quick_connection(monkeypatch):
 @pytest.mark.parametrize(
     "argv, fragments",
     [
-        (["compare", "--layers", "2", "--hidden", "24", "--lr-preset", "fast", "--out", "x"],
-         ["--lr-preset", "invalid choice: 'fast'", "'tuned'", "'paper'"]),
-        (["subclone", "--layers", "2", "--hidden", "24", "--importance", "tayler", "--out", "x"],
-         ["invalid choice: 'tayler'", "did you mean 'taylor'?"]),
-        (["compare", "--layers", "2", "--hidden", "24", "--lr", "random=fast", "--out", "x"],
-         ["'fast' is not a number"]),
+        (
+            ["compare", "--layers", "2", "--hidden", "24", "--lr-preset", "fast", "--out", "x"],
+            ["--lr-preset", "invalid choice: 'fast'", "'tuned'", "'paper'"],
+        ),
+        (
+            ["subclone", "--layers", "2", "--hidden", "24", "--importance", "tayler", "--out", "x"],
+            ["invalid choice: 'tayler'", "did you mean 'taylor'?"],
+        ),
+        (
+            ["compare", "--layers", "2", "--hidden", "24", "--lr", "random=fast", "--out", "x"],
+            ["'fast' is not a number"],
+        ),
     ],
 )
 def test_bad_arguments_exit_2_with_one_line(config_only_parent, capsys, argv, fragments):

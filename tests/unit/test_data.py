@@ -489,8 +489,7 @@ def test_digits_split_is_a_stratified_partition() -> None:
 
     everything = load_digits()
     splits = {
-        split: all_batches(image_batches("digits", batch_size=1, split=split, mean=0, std=1))
-        for split in data.SPLITS
+        split: all_batches(image_batches("digits", batch_size=1, split=split, mean=0, std=1)) for split in data.SPLITS
     }
     assert (len(splits["train"]), len(splits["heldout"])) == (1438, 359)
     served = sorted(

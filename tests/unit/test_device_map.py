@@ -20,8 +20,14 @@ from tiny import tiny_batches, tiny_model, word_tokenizer
 # Blocks 1 and 3 on disk, the rest on the CPU. Without a GPU the CPU is accelerate's main device, so "cpu"
 # modules stay ordinary tensors and only the "disk" ones are offloaded (with a GPU, "cpu" ones would be too).
 LLAMA_MAP = {
-    "model.embed_tokens": "cpu", "model.layers.0": "cpu", "model.layers.1": "disk", "model.layers.2": "cpu",
-    "model.layers.3": "disk", "model.norm": "cpu", "model.rotary_emb": "cpu", "lm_head": "cpu",
+    "model.embed_tokens": "cpu",
+    "model.layers.0": "cpu",
+    "model.layers.1": "disk",
+    "model.layers.2": "cpu",
+    "model.layers.3": "disk",
+    "model.norm": "cpu",
+    "model.rotary_emb": "cpu",
+    "lm_head": "cpu",
 }
 
 
@@ -88,9 +94,16 @@ def test_subclone_reads_offloaded_weights_and_lands_on_one_device(dispatched, wh
 def test_a_model_object_is_dispatched_by_accelerate(tmp_path):
     model = tiny_model("gpt2")
     reference = tiny_model("gpt2")
-    device_map = {"transformer.wte": "cpu", "transformer.wpe": "cpu", "transformer.h.0": "cpu",
-                  "transformer.h.1": "disk", "transformer.h.2": "cpu", "transformer.h.3": "disk",
-                  "transformer.ln_f": "cpu", "lm_head": "cpu"}
+    device_map = {
+        "transformer.wte": "cpu",
+        "transformer.wpe": "cpu",
+        "transformer.h.0": "cpu",
+        "transformer.h.1": "disk",
+        "transformer.h.2": "cpu",
+        "transformer.h.3": "disk",
+        "transformer.ln_f": "cpu",
+        "lm_head": "cpu",
+    }
     parent = sv.load_parent(model, device_map=device_map, offload_folder=tmp_path)
     assert parent.model.hf_device_map == device_map
     batches = tiny_batches("gpt2", count=2)
@@ -126,10 +139,33 @@ def test_cli_profile_with_a_device_map_file_equals_the_whole_parent(parent_dir, 
     corpus.write_text(" ".join(random.Random(0).choice(WORDS[:20]) for _ in range(600)))
     map_file = tmp_path / "map.json"
     map_file.write_text(json.dumps(LLAMA_MAP))
-    common = ["profile", "--parent", str(parent_dir), "--data", str(corpus), "--seq-len", "16", "--batch-size", "2",
-              "--tokens", "64"]
-    assert main([*common, "--device-map", str(map_file), "--offload-folder", str(tmp_path / "off"),
-                 "--out", str(tmp_path / "mapped.npz")]) == 0
+    common = [
+        "profile",
+        "--parent",
+        str(parent_dir),
+        "--data",
+        str(corpus),
+        "--seq-len",
+        "16",
+        "--batch-size",
+        "2",
+        "--tokens",
+        "64",
+    ]
+    assert (
+        main(
+            [
+                *common,
+                "--device-map",
+                str(map_file),
+                "--offload-folder",
+                str(tmp_path / "off"),
+                "--out",
+                str(tmp_path / "mapped.npz"),
+            ]
+        )
+        == 0
+    )
     assert main([*common, "--out", str(tmp_path / "whole.npz")]) == 0
     mapped, whole = sv.Profile.load(tmp_path / "mapped.npz"), sv.Profile.load(tmp_path / "whole.npz")
     np.testing.assert_allclose(mapped.residual_abs_sums, whole.residual_abs_sums, rtol=1e-5)

@@ -19,7 +19,9 @@ import pytest
 import subclone_viz
 
 MODULES = sorted(
-    info.name for info in pkgutil.walk_packages(subclone_viz.__path__, "subclone_viz.") if info.name != "subclone_viz.__main__"
+    info.name
+    for info in pkgutil.walk_packages(subclone_viz.__path__, "subclone_viz.")
+    if info.name != "subclone_viz.__main__"
 )
 MODULES.insert(0, "subclone_viz")
 FLAGS = doctest.ELLIPSIS | doctest.NORMALIZE_WHITESPACE

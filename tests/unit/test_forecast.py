@@ -85,9 +85,10 @@ def test_the_annealing_term_is_what_a_schedule_blind_fit_misses():
 
 def test_prior_fit_recovers_the_shared_annealing_coefficient():
     lrs = rates(steps=600, schedule="cosine", final_lr_ratio=0.1, warmup=30)
-    curves = [LearningCurve.simulate(lrs, L0=l0, A=a, alpha=alpha, C=0.004, decay=0.9, every=20, noise=0.002,
-                                     seed=i)
-              for i, (l0, a, alpha) in enumerate([(2.0, 3.0, 0.4), (2.5, 5.0, 0.6), (3.0, 2.0, 0.3), (1.5, 4.0, 0.5)])]
+    curves = [
+        LearningCurve.simulate(lrs, L0=l0, A=a, alpha=alpha, C=0.004, decay=0.9, every=20, noise=0.002, seed=i)
+        for i, (l0, a, alpha) in enumerate([(2.0, 3.0, 0.4), (2.5, 5.0, 0.6), (3.0, 2.0, 0.3), (1.5, 4.0, 0.5)])
+    ]
     prior = ForecastPrior.fit(curves)
     assert prior.runs == 4 and 0.8 <= prior.decay <= 0.95
     # C and the momentum trade off (a longer lag, a larger area): the annealing gain they give must be right.
@@ -102,11 +103,25 @@ def test_intervals_hold_the_truth_near_their_nominal_level_on_held_out_synthetic
     def runs(count, seed):
         out = []
         for i in range(count):
-            lrs = rates(steps=int(rng.integers(300, 700)), schedule=str(rng.choice(["cosine", "wsd", "linear"])),
-                        final_lr_ratio=0.1, warmup=10)
-            out.append(LearningCurve.simulate(lrs, L0=rng.uniform(1.5, 3.5), A=rng.uniform(2, 6),
-                                              alpha=rng.uniform(0.3, 0.7), C=rng.uniform(0.2, 0.4), decay=0.0,
-                                              every=20, noise=0.01, seed=seed + i))
+            lrs = rates(
+                steps=int(rng.integers(300, 700)),
+                schedule=str(rng.choice(["cosine", "wsd", "linear"])),
+                final_lr_ratio=0.1,
+                warmup=10,
+            )
+            out.append(
+                LearningCurve.simulate(
+                    lrs,
+                    L0=rng.uniform(1.5, 3.5),
+                    A=rng.uniform(2, 6),
+                    alpha=rng.uniform(0.3, 0.7),
+                    C=rng.uniform(0.2, 0.4),
+                    decay=0.0,
+                    every=20,
+                    noise=0.01,
+                    seed=seed + i,
+                )
+            )
         return out
 
     prior = ForecastPrior.fit(runs(16, 0))
@@ -164,10 +179,11 @@ def test_refusals_come_before_any_fit_and_say_what_would_do():
 
 def fake_history(settings, evals=(0, 10, 20, 30, 40, 50), tokens_per_step=64):
     config = dict(settings.__dict__, warmup=settings.resolved_warmup, eval_every=10)
-    steps = [StepRecord(step=s, seen=s * tokens_per_step, loss=3.0, lr=0.0, time=0.0)
-             for s in range(1, max(evals) + 1)]
-    records = [EvalRecord(step=s, seen=s * tokens_per_step, loss=2.0 + 3.0 / (1 + s) ** 0.5, accuracy=None, time=0.0)
-               for s in evals]
+    steps = [StepRecord(step=s, seen=s * tokens_per_step, loss=3.0, lr=0.0, time=0.0) for s in range(1, max(evals) + 1)]
+    records = [
+        EvalRecord(step=s, seen=s * tokens_per_step, loss=2.0 + 3.0 / (1 + s) ** 0.5, accuracy=None, time=0.0)
+        for s in evals
+    ]
     return History(label="run", config=config, steps=steps, evals=records)
 
 
@@ -189,8 +205,15 @@ def test_from_csv_reads_a_log_with_an_lr_column_or_a_named_schedule(tmp_path):
     from_column = LearningCurve.from_csv(path, loss_column="eval_loss", lr_column="lr")
     assert from_column.lrs == pytest.approx(settings.learning_rates())
     assert from_column.steps == (0, 10, 20, 30, 40, 50)
-    named = LearningCurve.from_csv(path, loss_column="eval_loss", schedule="cosine", total_steps=50,
-                                   warmup=settings.resolved_warmup, peak=1e-3, final_ratio=0.1)
+    named = LearningCurve.from_csv(
+        path,
+        loss_column="eval_loss",
+        schedule="cosine",
+        total_steps=50,
+        warmup=settings.resolved_warmup,
+        peak=1e-3,
+        final_ratio=0.1,
+    )
     assert named.lrs == pytest.approx(from_column.lrs)
 
 
@@ -258,17 +281,36 @@ def test_cli_forecasts_a_history_or_a_csv_log_and_refuses_bad_arguments(tmp_path
     assert document["horizon"] == 50 and Forecast.load(tmp_path / "f.json").loss == document["loss"]
     log = tmp_path / "log.csv"
     history.to_csv(log)
-    assert main(["forecast", str(log), "--loss-column", "eval_loss", "--schedule", "cosine", "--total-steps",
-                 "100", "--final-ratio", "0.1", "--steps", "80"]) == 0
+    assert (
+        main(
+            [
+                "forecast",
+                str(log),
+                "--loss-column",
+                "eval_loss",
+                "--schedule",
+                "cosine",
+                "--total-steps",
+                "100",
+                "--final-ratio",
+                "0.1",
+                "--steps",
+                "80",
+            ]
+        )
+        == 0
+    )
     assert "at step 80" in capsys.readouterr().out
-    for argv, message in ((["forecast", str(tmp_path / "nope.csv"), "--lr-column", "lr"], "no such file"),
-                          (["forecast", str(log)], "--lr-column"),
-                          (["forecast", str(log), "--schedule", "wsd"], "--total-steps"),
-                          (["forecast", str(saved), "--schedule", "wsd"], "for .csv logs"),
-                          (["forecast", str(saved), "--out", str(tmp_path / "f.json")], "--overwrite"),
-                          (["forecast", str(saved), "--steps", "60"], "stop at step 50"),
-                          (["forecast", str(saved), "--fit-until", "20"], "at least 4"),
-                          (["forecast", str(log), "--lr-column", "lr", "--where", "run"], "COLUMN=VALUE")):
+    for argv, message in (
+        (["forecast", str(tmp_path / "nope.csv"), "--lr-column", "lr"], "no such file"),
+        (["forecast", str(log)], "--lr-column"),
+        (["forecast", str(log), "--schedule", "wsd"], "--total-steps"),
+        (["forecast", str(saved), "--schedule", "wsd"], "for .csv logs"),
+        (["forecast", str(saved), "--out", str(tmp_path / "f.json")], "--overwrite"),
+        (["forecast", str(saved), "--steps", "60"], "stop at step 50"),
+        (["forecast", str(saved), "--fit-until", "20"], "at least 4"),
+        (["forecast", str(log), "--lr-column", "lr", "--where", "run"], "COLUMN=VALUE"),
+    ):
         assert main(argv) == 2
         err = capsys.readouterr().err
         assert message in err and len(err.strip().splitlines()) == 1, (argv, err)

@@ -24,8 +24,10 @@ from tiny import tiny_batches, tiny_model
 
 
 def history(losses: list[float], every: int = 2, label: str = "run") -> History:
-    evals = [EvalRecord(step=i * every, seen=i * every * 10, loss=loss, accuracy=None, time=0.1 * i * every)
-             for i, loss in enumerate(losses)]
+    evals = [
+        EvalRecord(step=i * every, seen=i * every * 10, loss=loss, accuracy=None, time=0.1 * i * every)
+        for i, loss in enumerate(losses)
+    ]
     return History(config={}, evals=evals, label=label)
 
 
@@ -57,7 +59,8 @@ def test_the_paper_preset_gives_the_papers_rates():
         inherited = INITS[init].strategies is not None
         assert default_hyperparameters("causal-lm", init, "paper") == ((1e-4, 0.001) if inherited else (1e-4, 0.1))
         assert default_hyperparameters("image-classification", init, "paper") == (
-            (1e-4, 0.005) if inherited else (2e-3, 0.2))
+            (1e-4, 0.005) if inherited else (2e-3, 0.2)
+        )
     assert "Table 1" in hyperparameter_source("causal-lm", "random", "paper")
 
 
@@ -73,8 +76,9 @@ def test_an_unknown_preset_or_init_names_the_valid_ones():
 
 def test_compare_trains_each_init_at_its_tuned_rate_and_records_why(gpt2_parent):
     batches = tiny_batches("gpt2", count=2)
-    result = compare(gpt2_parent, sv.DestinationSpec(layers=2, hidden=16), batches, steps=2, eval_batches=batches,
-                     progress=False)
+    result = compare(
+        gpt2_parent, sv.DestinationSpec(layers=2, hidden=16), batches, steps=2, eval_batches=batches, progress=False
+    )
     rates = {init: h.config["lr"] for init, h in result.histories.items()}
     assert rates == {"random": 3e-3, "subclone": 1e-3}
     assert result.config["lr_preset"] == "tuned"
@@ -85,21 +89,32 @@ def test_compare_trains_each_init_at_its_tuned_rate_and_records_why(gpt2_parent)
 
 def test_compare_with_the_paper_preset_and_a_set_rate(gpt2_parent):
     batches = tiny_batches("gpt2", count=2)
-    result = compare(gpt2_parent, sv.DestinationSpec(layers=2, hidden=16), batches, steps=2, eval_batches=batches,
-                     inits=["random", "subclone", "no-scaling"], lrs={"no-scaling": 5e-4}, lr_preset="paper",
-                     progress=False)
+    result = compare(
+        gpt2_parent,
+        sv.DestinationSpec(layers=2, hidden=16),
+        batches,
+        steps=2,
+        eval_batches=batches,
+        inits=["random", "subclone", "no-scaling"],
+        lrs={"no-scaling": 5e-4},
+        lr_preset="paper",
+        progress=False,
+    )
     rates = {init: (h.config["lr"], h.config["weight_decay"]) for init, h in result.histories.items()}
     assert rates == {"random": (1e-4, 0.1), "subclone": (1e-4, 0.001), "no-scaling": (5e-4, 0.001)}
     sources = {init: rate["source"] for init, rate in result.config["learning_rates"].items()}
     assert sources["no-scaling"] == "set by the caller" and "Table 1" in sources["random"]
-    assert result.lr_note() == ("learning rates: random 0.0001, subclone 0.0001 (paper: Samragh et al. (2023), "
-                                "Table 1); no-scaling 0.0005 (set by the caller)")
+    assert result.lr_note() == (
+        "learning rates: random 0.0001, subclone 0.0001 (paper: Samragh et al. (2023), "
+        "Table 1); no-scaling 0.0005 (set by the caller)"
+    )
 
 
 def test_a_comparison_saved_before_the_sources_still_names_its_rates(gpt2_parent, tmp_path):
     batches = tiny_batches("gpt2", count=2)
-    result = compare(gpt2_parent, sv.DestinationSpec(layers=2, hidden=16), batches, steps=2, eval_batches=batches,
-                     progress=False)
+    result = compare(
+        gpt2_parent, sv.DestinationSpec(layers=2, hidden=16), batches, steps=2, eval_batches=batches, progress=False
+    )
     del result.config["learning_rates"]
     loaded = Comparison.load(result.save(tmp_path / "run"))
     assert loaded.lr_note() == "learning rates: random 0.003, subclone 0.001 (source not recorded)"
@@ -140,8 +155,9 @@ def test_the_cli_table_marks_and_explains_an_unconverged_baseline():
 
 def test_the_report_names_the_rates_and_the_bound(gpt2_parent):
     batches = tiny_batches("gpt2", count=2)
-    result = compare(gpt2_parent, sv.DestinationSpec(layers=2, hidden=16), batches, steps=2, eval_batches=batches,
-                     progress=False)
+    result = compare(
+        gpt2_parent, sv.DestinationSpec(layers=2, hidden=16), batches, steps=2, eval_batches=batches, progress=False
+    )
     result.metrics["subclone"]["reference_converged"] = False
     section = _comparison_section(result)
     assert "Learning rates: random 0.003, subclone 0.001 (tuned: " in section
@@ -149,6 +165,11 @@ def test_the_report_names_the_rates_and_the_bound(gpt2_parent):
 
 
 def test_learning_rate_note_groups_runs_by_source():
-    note = learning_rate_note({"random": {"lr": 3e-3, "source": "tuned"}, "subclone": {"lr": 1e-3, "source": "tuned"},
-                               "uniform": {"lr": 5e-4, "source": "set by the caller"}})
+    note = learning_rate_note(
+        {
+            "random": {"lr": 3e-3, "source": "tuned"},
+            "subclone": {"lr": 1e-3, "source": "tuned"},
+            "uniform": {"lr": 5e-4, "source": "set by the caller"},
+        }
+    )
     assert note == "learning rates: random 0.003, subclone 0.001 (tuned); uniform 0.0005 (set by the caller)"

@@ -70,9 +70,13 @@ def test_each_estimator_ranks_differently_from_the_paper(llama):
         if name == "paper":
             continue
         scores = sv.estimate_importance(prof, parent, name)
-        differs = [not np.array_equal(np.argsort(-getattr(scores, kind), axis=-1, kind="stable"),
-                                      np.argsort(-getattr(paper, kind), axis=-1, kind="stable"))
-                   for kind in ("residual", "ffn", "heads")]
+        differs = [
+            not np.array_equal(
+                np.argsort(-getattr(scores, kind), axis=-1, kind="stable"),
+                np.argsort(-getattr(paper, kind), axis=-1, kind="stable"),
+            )
+            for kind in ("residual", "ffn", "heads")
+        ]
         assert any(differs), f"{name} ranks exactly like the paper on the tiny Llama"
 
 
@@ -169,8 +173,9 @@ def test_weight_aware_scores_equal_a_hand_computation(llama):
     np.testing.assert_allclose(scores.residual, expected, rtol=1e-6)
     block = 1
     down = model.model.layers[block].mlp.down_proj.weight.detach().double().abs()  # (d, ffn)
-    np.testing.assert_allclose(scores.ffn[block], down.sum(0).numpy() * np.sqrt(prof.stats["ffn_in_sq"][block] / tokens),
-                               rtol=1e-6)
+    np.testing.assert_allclose(
+        scores.ffn[block], down.sum(0).numpy() * np.sqrt(prof.stats["ffn_in_sq"][block] / tokens), rtol=1e-6
+    )
 
 
 def test_taylor_sums_equal_autograd_on_the_activations(llama):
@@ -181,7 +186,8 @@ def test_taylor_sums_equal_autograd_on_the_activations(llama):
     for batch in batches:
         kept = {}
         handle = family.ffn_activation_module(family.blocks(model)[block]).register_forward_pre_hook(
-            lambda m, a: kept.setdefault("a", a[0]))
+            lambda m, a: kept.setdefault("a", a[0])
+        )
         loss = family.loss(model, batch)
         handle.remove()
         (grad,) = torch.autograd.grad(loss, [kept["a"]])
@@ -219,8 +225,9 @@ def test_shards_and_statistics_survive_save_load_and_merge(llama, tmp_path):
     assert loaded.stats.keys() == prof.stats.keys() and loaded.shards.keys() == prof.shards.keys()
     for name in prof.shards:
         np.testing.assert_array_equal(loaded.shards[name], prof.shards[name])
-    assert sv.plan(parent, loaded, LLAMA_SPEC, importance="weight_aware") == \
-        sv.plan(parent, prof, LLAMA_SPEC, importance="weight_aware")
+    assert sv.plan(parent, loaded, LLAMA_SPEC, importance="weight_aware") == sv.plan(
+        parent, prof, LLAMA_SPEC, importance="weight_aware"
+    )
     merged = prof + loaded
     assert merged.num_shards == 4 and merged.tokens == 2 * prof.tokens  # same shard count: added shard-wise
     np.testing.assert_allclose(merged.shards["ffn_abs_sums"], 2 * prof.shards["ffn_abs_sums"])
@@ -302,8 +309,11 @@ def test_selection_stability_figures(llama, backend):
         fig = plots.selection_stability(st, kind, backend=backend)
         if backend == "plotly":
             values = np.asarray(fig.data[0].y if kind == "residual" else fig.data[0].z)
-            expected = {"residual": np.sort(st.residual_frequency)[::-1], "ffn": -np.sort(-st.ffn_frequency, axis=1),
-                        "heads": st.head_frequency}[kind]
+            expected = {
+                "residual": np.sort(st.residual_frequency)[::-1],
+                "ffn": -np.sort(-st.ffn_frequency, axis=1),
+                "heads": st.head_frequency,
+            }[kind]
             np.testing.assert_allclose(values, expected)
             assert "loss before training" in fig.layout.title.text
         else:
@@ -331,7 +341,9 @@ def test_a_shuffled_stream_samples_many_documents_from_its_first_batch(tmp_path)
 
     assert documents_in_first_batch() <= 2
     assert documents_in_first_batch(shuffle=True, seed=0) >= 5
-    assert "rows shuffled with seed 4" in sv.text_batches(corpus, tokenizer, seq_len=8, shuffle=True, seed=4).description
+    assert (
+        "rows shuffled with seed 4" in sv.text_batches(corpus, tokenizer, seq_len=8, shuffle=True, seed=4).description
+    )
 
 
 def test_a_saved_profile_whose_shards_do_not_add_up_is_refused(llama, tmp_path):

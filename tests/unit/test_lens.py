@@ -15,8 +15,9 @@ CAUSAL = [n for n in TINY_FAMILIES if sv.family_of(tiny_model(n)).task == "causa
 
 
 def full_spec(dims):
-    return sv.DestinationSpec(layers=dims.layers, hidden=dims.hidden, ffn=dims.ffn, heads=dims.heads,
-                              kv_heads=dims.kv_heads)
+    return sv.DestinationSpec(
+        layers=dims.layers, hidden=dims.hidden, ffn=dims.ffn, heads=dims.heads, kv_heads=dims.kv_heads
+    )
 
 
 @pytest.fixture(params=list(TINY_FAMILIES), scope="module")
@@ -48,8 +49,9 @@ def test_lens_last_layer_is_the_models_own_output(reordered):
         np.testing.assert_allclose(lens.top_probs[-1], top.values.exp().numpy(), rtol=1e-5, atol=1e-7)
         assert len(lens.labels) == parent.dims.layers + 1 and lens.labels[0] == "embedding"
     if parent.family.task == "causal-lm":
-        torch.testing.assert_close(float(lens.loss[-1]), float(parent.family.loss(child, batches[0]).detach()), rtol=1e-5,
-                                   atol=1e-5)
+        torch.testing.assert_close(
+            float(lens.loss[-1]), float(parent.family.loss(child, batches[0]).detach()), rtol=1e-5, atol=1e-5
+        )
 
 
 def test_lens_labels_destination_layers_by_parent_block():
@@ -98,8 +100,12 @@ def test_similarity_of_a_cut_matches_a_brute_force_cka():
 def test_reorder_only_destination_writes_the_parents_greedy_text(name, reordered_generation):
     parent, child = reordered_generation(name)
     streamed = []
-    out = sv.generate({"parent": parent, "subclone": child}, " ".join(WORDS[:6]), max_new_tokens=8,
-                      on_token=lambda model, piece: streamed.append((model, piece)))
+    out = sv.generate(
+        {"parent": parent, "subclone": child},
+        " ".join(WORDS[:6]),
+        max_new_tokens=8,
+        on_token=lambda model, piece: streamed.append((model, piece)),
+    )
     assert out.token_ids["subclone"] == out.token_ids["parent"] and len(out.token_ids["parent"]) == 8
     assert "".join(p for m, p in streamed if m == "parent") == out.texts["parent"]
     sampled = [sv.generate({"subclone": child}, "w1 w2", 6, do_sample=True, seed=7, top_k=20) for _ in range(2)]

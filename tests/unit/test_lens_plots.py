@@ -67,8 +67,9 @@ def test_report_shows_what_the_cut_loses(cut, tmp_path):
     prof = sv.profile(parent, batches, progress=False)
     lenses = {"parent": sv.logit_lens(parent, None, batches[0]), "subclone": sv.logit_lens(child, None, batches[0])}
     similarity = sv.layer_similarity(parent, child, plan, batches)
-    page = build_report(parent, prof, plan, lenses=lenses, similarities={"before training": similarity},
-                        out=tmp_path / "report.html").read_text()
+    page = build_report(
+        parent, prof, plan, lenses=lenses, similarities={"before training": similarity}, out=tmp_path / "report.html"
+    ).read_text()
     assert '<section id="cut">' in page and 'href="#cut"' in page
     assert 'id="figure-lens-loss"' in page and 'id="figure-similarity-0"' in page
     assert f"{lenses['subclone'].loss[-1]:.4g}" in page

@@ -33,11 +33,17 @@ def brute_force_experts(parent, batches):
     handles = []
     for i in seen:
         router, experts, _ = parts[i]
-        handles.append(experts.register_forward_hook(
-            lambda m, a, out, i=i: seen[i].append((a[0].detach().clone(), out.detach().clone()))))
+        handles.append(
+            experts.register_forward_hook(
+                lambda m, a, out, i=i: seen[i].append((a[0].detach().clone(), out.detach().clone()))
+            )
+        )
         if parts[i][2] is not None:  # the shared expert's activation, every token
-            handles.append(parts[i][2].down_proj.register_forward_pre_hook(
-                lambda m, a, i=i: shared.setdefault(i, []).append(a[0].detach().clone())))
+            handles.append(
+                parts[i][2].down_proj.register_forward_pre_hook(
+                    lambda m, a, i=i: shared.setdefault(i, []).append(a[0].detach().clone())
+                )
+            )
     masks = []
     with torch.no_grad():
         for batch in batches:
@@ -46,8 +52,9 @@ def brute_force_experts(parent, batches):
     for h in handles:
         h.remove()
     d = parent.dims
-    stats = {name: np.zeros((d.layers, d.experts)) for name in ("expert_tokens", "expert_prob", "expert_reap",
-                                                                  "expert_norm")}
+    stats = {
+        name: np.zeros((d.layers, d.experts)) for name in ("expert_tokens", "expert_prob", "expert_reap", "expert_norm")
+    }
     stats["expert_ffn_abs"] = np.zeros((d.layers, d.experts, d.expert_ffn))
     stats["router_entropy"] = np.zeros(d.layers)
     with torch.no_grad():
@@ -103,7 +110,9 @@ def test_fewer_experts_keep_the_highest_scoring_and_route(name, tmp_path):
     d = parent.dims
     keep = d.experts // 2
     for estimator in EXPERT_ESTIMATORS:
-        p = sv.plan(parent, prof, sv.DestinationSpec(layers=d.layers, hidden=d.hidden, experts=keep), experts_by=estimator)
+        p = sv.plan(
+            parent, prof, sv.DestinationSpec(layers=d.layers, hidden=d.hidden, experts=keep), experts_by=estimator
+        )
         scores = expert_scores(prof, estimator)
         groups = parent.family.expert_groups(parent.model)
         per_group = d.experts // groups
@@ -129,19 +138,26 @@ def test_width_depth_and_experts_cut_saves_reloads_and_trains(name, tmp_path):
     batches = tiny_batches(name)
     prof = sv.profile(parent, batches, progress=False)
     d = parent.dims
-    spec = sv.DestinationSpec(layers=3, hidden=d.hidden // 2, experts=d.experts // 2, experts_per_tok=1,
-                              expert_ffn=d.expert_ffn // 2)
+    spec = sv.DestinationSpec(
+        layers=3, hidden=d.hidden // 2, experts=d.experts // 2, experts_per_tok=1, expert_ffn=d.expert_ffn // 2
+    )
     p = sv.plan(parent, prof, spec, experts_by="reap")
     child = sv.subclone(parent, p)
     path = sv.save_destination(child, p, tmp_path / "dest")
     reloaded = getattr(transformers, parent.family.auto_class).from_pretrained(path).eval()
     with torch.no_grad():
         for batch in batches:
-            torch.testing.assert_close(parent.family.logits(reloaded, batch), parent.family.logits(child, batch),
-                                       atol=0, rtol=0)
+            torch.testing.assert_close(
+                parent.family.logits(reloaded, batch), parent.family.logits(child, batch), atol=0, rtol=0
+            )
     got = parent.family.dims(reloaded)
     assert (got.layers, got.hidden, got.experts, got.experts_per_tok, got.expert_ffn) == (
-        3, d.hidden // 2, d.experts // 2, 1, d.expert_ffn // 2)
+        3,
+        d.hidden // 2,
+        d.experts // 2,
+        1,
+        d.expert_ffn // 2,
+    )
     child.train()
     loss = parent.family.loss(child, batches[0])
     loss.backward()
@@ -210,13 +226,16 @@ def test_moe_to_dense_computes_the_mean_gate_weighted_sum_of_the_kept_experts(na
     block = next(i for i, b in enumerate(family.blocks(parent.model)) if family.moe_parts(b))
     x = torch.randn(5, d.hidden)
     parent_experts = family.moe_parts(family.blocks(parent.model)[block])[1]
-    expected = sum(g * family.expert_forward(parent_experts, e, x)[1]
-                   for e, g in zip(info["experts"][block], info["mean_gate"][block]))
+    expected = sum(
+        g * family.expert_forward(parent_experts, e, x)[1]
+        for e, g in zip(info["experts"][block], info["mean_gate"][block])
+    )
     dense_experts = family.moe_parts(family.blocks(dense)[block])[1]
     order = dense.subclone_info["plan"]["residual"]  # the destination's residual channels, in the plan's order
     with torch.no_grad():
-        torch.testing.assert_close(family.expert_forward(dense_experts, 0, x[:, order])[1], expected[:, order],
-                                   atol=1e-5, rtol=1e-4)
+        torch.testing.assert_close(
+            family.expert_forward(dense_experts, 0, x[:, order])[1], expected[:, order], atol=1e-5, rtol=1e-4
+        )
         assert torch.isfinite(family.loss(dense, batches[0]))
 
 

@@ -28,10 +28,16 @@ def profile_of(blocks: int, spread: float) -> Profile:
     sums = rng.uniform(1, 2, (blocks, 3))
     sums[0, 1] *= spread
     return Profile(
-        parent={"name": "made-up", "family": "llama", "description": "made up",
-                "dims": {"layers": blocks, "hidden": 8, "ffn": 12, "heads": 2, "kv_heads": 1, "head_dim": 4},
-                "checksum": [0.0]},
-        source="made up", tokens=10, block_sums=sums,
+        parent={
+            "name": "made-up",
+            "family": "llama",
+            "description": "made up",
+            "dims": {"layers": blocks, "hidden": 8, "ffn": 12, "heads": 2, "kv_heads": 1, "head_dim": 4},
+            "checksum": [0.0],
+        },
+        source="made up",
+        tokens=10,
+        block_sums=sums,
         residual_abs_sums=rng.uniform(1, 2, (blocks + 1, 8)) * np.logspace(0, 2.5, 8),
         ffn_abs_sums=rng.uniform(0.5, 5, (blocks, 12)) * np.logspace(0, 1.5, 12),
         attn_abs_sums=rng.uniform(0.5, 5, (blocks, 8)),
@@ -68,8 +74,9 @@ def test_every_plotly_log_axis_labels_only_round_values() -> None:
 @pytest.mark.parametrize("blocks", [4, 18, BLOCKS])
 def test_block_axes_span_the_blocks_with_upright_labels(blocks: int) -> None:
     prof = profile_of(blocks, spread=2.0)
-    ablation = BlockAblation(baseline=3.0, removed=list(np.linspace(3, 9, blocks)),
-                             duplicated=list(np.linspace(3, 4, blocks)))
+    ablation = BlockAblation(
+        baseline=3.0, removed=list(np.linspace(3, 9, blocks)), duplicated=list(np.linspace(3, 4, blocks))
+    )
     for fig in (plots.residual_ratio(prof), plots.block_ablation(ablation)):
         axis = fig.layout.xaxis
         assert tuple(axis.range) == (-0.5, blocks - 0.5)
@@ -78,9 +85,16 @@ def test_block_axes_span_the_blocks_with_upright_labels(blocks: int) -> None:
 
 
 def test_token_trace_legend_wraps_below_the_plot() -> None:
-    trace = TokenTrace(parent="made-up", sequence_index=0, token_index=2, tokens=["a", "b", "c"],
-                       norms=np.arange(1.0, BLOCKS + 2), cos_to_previous=np.full(BLOCKS, 0.9),
-                       cos_to_final=np.full(BLOCKS + 1, 0.8), f_over_sum=np.full(BLOCKS, 0.2))
+    trace = TokenTrace(
+        parent="made-up",
+        sequence_index=0,
+        token_index=2,
+        tokens=["a", "b", "c"],
+        norms=np.arange(1.0, BLOCKS + 2),
+        cos_to_previous=np.full(BLOCKS, 0.9),
+        cos_to_final=np.full(BLOCKS + 1, 0.8),
+        f_over_sum=np.full(BLOCKS, 0.2),
+    )
     fig = plots.token_trace(trace)
     assert fig.layout.legend.y < 0 and fig.layout.legend.xanchor == "left"
     assert tuple(fig.layout.xaxis2.range) == (-0.5, BLOCKS + 0.5)

@@ -34,10 +34,20 @@ def synthetic_profile() -> Profile:
     residual = rng.uniform(1, 2, (LAYERS + 1, WIDTH))
     residual[1:, MASSIVE] = 300.0  # a massive activation from the first block on
     return Profile(
-        parent={"name": "synthetic", "family": "llama", "description": "a made-up parent",
-                "dims": {"layers": LAYERS, "hidden": WIDTH, "ffn": FFN, "heads": HEADS, "kv_heads": 1,
-                         "head_dim": HEAD_DIM},
-                "checksum": [0.0]},
+        parent={
+            "name": "synthetic",
+            "family": "llama",
+            "description": "a made-up parent",
+            "dims": {
+                "layers": LAYERS,
+                "hidden": WIDTH,
+                "ffn": FFN,
+                "heads": HEADS,
+                "kv_heads": 1,
+                "head_dim": HEAD_DIM,
+            },
+            "checksum": [0.0],
+        },
         source="synthetic",
         tokens=10,
         block_sums=rng.uniform(0, 10, (LAYERS, 3)),
@@ -55,14 +65,21 @@ def prof() -> Profile:
 def synthetic_grid() -> SizeGrid:
     loss = np.array([[5.0, 4.0], [4.5, np.nan]])
     return SizeGrid(
-        parent="synthetic", layers=[2, 4], hidden=[8, 16],
+        parent="synthetic",
+        layers=[2, 4],
+        hidden=[8, 16],
         params=np.array([[100.0, 200.0], [150.0, np.nan]]),
         flops_per_token=np.array([[1e3, 2e3], [1.5e3, np.nan]]),
         loss=loss,
         reasons=[[None, None], [None, "hidden=16 is not valid: a made-up reason"]],
         dims=[[None, None], [None, None]],
-        depth="middle", width="importance", scaling="sqrt", seq_len=8, eval_source="2 held-out batches",
-        latency=np.array([[1e-3, 2e-3], [3e-3, np.nan]]), memory=np.array([[2**20, 3 * 2**20], [2 * 2**20, np.nan]]),
+        depth="middle",
+        width="importance",
+        scaling="sqrt",
+        seq_len=8,
+        eval_source="2 held-out batches",
+        latency=np.array([[1e-3, 2e-3], [3e-3, np.nan]]),
+        memory=np.array([[2**20, 3 * 2**20], [2 * 2**20, np.nan]]),
         device="a test CPU",
     )
 
@@ -263,9 +280,14 @@ def test_head_importance_is_the_layers_by_heads_matrix(prof, backend):
 
 def made_up_trace() -> TokenTrace:
     return TokenTrace(
-        parent="synthetic", sequence_index=0, token_index=1, tokens=["a", "b", "c"],
-        norms=np.array([1.0, 2.0, 3.0]), cos_to_previous=np.array([0.9, 0.95]),
-        cos_to_final=np.array([0.5, 0.8, 1.0]), f_over_sum=np.array([0.3, 0.2]),
+        parent="synthetic",
+        sequence_index=0,
+        token_index=1,
+        tokens=["a", "b", "c"],
+        norms=np.array([1.0, 2.0, 3.0]),
+        cos_to_previous=np.array([0.9, 0.95]),
+        cos_to_final=np.array([0.5, 0.8, 1.0]),
+        f_over_sum=np.array([0.3, 0.2]),
     )
 
 
@@ -351,10 +373,14 @@ RECORDS_HISTORY = {
 TRAIN_LAYOUT_HISTORY = {  # the layout of subclone_viz.train.History.to_dict()
     "label": "subclone",
     "unit": "tokens",
-    "steps": [{"step": 1, "seen": 100, "loss": 4.0, "lr": 1e-4, "time": 1.0},
-              {"step": 2, "seen": 200, "loss": 3.9, "lr": 1e-4, "time": 2.0}],
-    "evals": [{"step": 0, "seen": 0, "loss": 4.2, "accuracy": None, "time": 0.0},
-              {"step": 2, "seen": 200, "loss": 3.8, "accuracy": None, "time": 2.0}],
+    "steps": [
+        {"step": 1, "seen": 100, "loss": 4.0, "lr": 1e-4, "time": 1.0},
+        {"step": 2, "seen": 200, "loss": 3.9, "lr": 1e-4, "time": 2.0},
+    ],
+    "evals": [
+        {"step": 0, "seen": 0, "loss": 4.2, "accuracy": None, "time": 0.0},
+        {"step": 2, "seen": 200, "loss": 3.8, "accuracy": None, "time": 2.0},
+    ],
 }
 
 
@@ -462,23 +488,43 @@ def test_size_pareto_highlights_the_cells_no_other_beats(backend):
 def speedup_record(label, parameters, **speedups):
     """A size record of the speedup study with hand-made speedups: init -> (per step, per second, kind)."""
     kinds = {"reached": (False, True), "lower bound": (True, True), "not reached": (False, False)}
-    return {"label": label, "parameters": parameters, "speedups": {
-        init: {"speedup": step, "speedup_per_second": second, "speedup_lower_bound": kinds[kind][0],
-               "reached": kinds[kind][1]}
-        for init, (step, second, kind) in speedups.items()}}
+    return {
+        "label": label,
+        "parameters": parameters,
+        "speedups": {
+            init: {
+                "speedup": step,
+                "speedup_per_second": second,
+                "speedup_lower_bound": kinds[kind][0],
+                "reached": kinds[kind][1],
+            }
+            for init, (step, second, kind) in speedups.items()
+        },
+    }
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
 def test_speedup_by_size_draws_each_init_per_step_and_per_second_by_parameters(backend):
-    sizes = [speedup_record("20 x 384", 40e6, random=(1.0, 1.0, "reached"), subclone=(4.0, 3.5, "reached"),
-                            **{"subclone+distill": (6.0, 3.0, "lower bound")}),
-             speedup_record("8 x 288", 20e6, random=(1.0, 1.0, "reached"), subclone=(0.5, 0.4, "not reached"))]
+    sizes = [
+        speedup_record(
+            "20 x 384",
+            40e6,
+            random=(1.0, 1.0, "reached"),
+            subclone=(4.0, 3.5, "reached"),
+            **{"subclone+distill": (6.0, 3.0, "lower bound")},
+        ),
+        speedup_record("8 x 288", 20e6, random=(1.0, 1.0, "reached"), subclone=(0.5, 0.4, "not reached")),
+    ]
     fig = plots.speedup_by_size(sizes, backend=backend)
     check_type(fig, backend)
     if backend == "plotly":
         lines = {trace.name: trace for trace in fig.data}
-        assert sorted(lines) == ["subclone+distill, per optimizer step", "subclone+distill, per second of training",
-                                 "subclone, per optimizer step", "subclone, per second of training"]
+        assert sorted(lines) == [
+            "subclone+distill, per optimizer step",
+            "subclone+distill, per second of training",
+            "subclone, per optimizer step",
+            "subclone, per second of training",
+        ]
         step = lines["subclone, per optimizer step"]
         assert list(step.x) == [20.0, 40.0] and list(step.y) == [0.5, 4.0]  # sorted by size
         assert list(step.marker.symbol) == ["triangle-down", "circle"]

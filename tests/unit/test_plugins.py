@@ -86,7 +86,7 @@ def tiny_source(request):
     return LoadedSource(model, None, "plugin-tiny", {"source": "plugin"})
 '''
 
-ENTRY_POINTS = '''
+ENTRY_POINTS = """
 [subclone_viz.families]
 plugin_llama = svplugin:PluginFamily
 
@@ -95,7 +95,7 @@ plugin_cube = svplugin:CUBE
 
 [subclone_viz.sources]
 plugin-tiny = svplugin:tiny_source
-'''
+"""
 
 
 def write_plugin(directory: Path) -> Path:
@@ -144,9 +144,22 @@ def test_the_family_battery_tests_a_plugin_family(tmp_path):
     built-in one (run in a fresh interpreter: the battery is parametrized at collection)."""
     environment = {**os.environ, "PYTHONPATH": os.pathsep.join([str(write_plugin(tmp_path)), str(ROOT)])}
     result = subprocess.run(
-        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "tests/unit/test_subclone.py",
-         "-k", "plugin_llama or every_family"],
-        cwd=ROOT, env=environment, capture_output=True, text=True, timeout=600,
+        [
+            sys.executable,
+            "-m",
+            "pytest",
+            "-q",
+            "-p",
+            "no:cacheprovider",
+            "tests/unit/test_subclone.py",
+            "-k",
+            "plugin_llama or every_family",
+        ],
+        cwd=ROOT,
+        env=environment,
+        capture_output=True,
+        text=True,
+        timeout=600,
     )
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     passed = int(result.stdout.strip().splitlines()[-1].split(" passed")[0].split()[-1])

@@ -14,19 +14,34 @@ def brute_force(parent, batches):
     captured = {"x": {}, "y": {}, "s": {}, "ffn": {}, "attn": {}}
     handles = []
     for i, block in enumerate(family.blocks(parent.model)):
-        handles.append(block.register_forward_pre_hook(
-            lambda m, a, k, i=i: captured["x"].setdefault(i, []).append(a[0] if a else k["hidden_states"]),
-            with_kwargs=True))
-        handles.append(block.register_forward_hook(
-            lambda m, a, o, i=i: captured["y"].setdefault(i, []).append(o[0] if isinstance(o, tuple) else o)))
+        handles.append(
+            block.register_forward_pre_hook(
+                lambda m, a, k, i=i: captured["x"].setdefault(i, []).append(a[0] if a else k["hidden_states"]),
+                with_kwargs=True,
+            )
+        )
+        handles.append(
+            block.register_forward_hook(
+                lambda m, a, o, i=i: captured["y"].setdefault(i, []).append(o[0] if isinstance(o, tuple) else o)
+            )
+        )
         if family.residual_sum_module(block) is not None:
-            handles.append(family.residual_sum_module(block).register_forward_pre_hook(
-                lambda m, a, i=i: captured["s"].setdefault(i, []).append(a[0])))
+            handles.append(
+                family.residual_sum_module(block).register_forward_pre_hook(
+                    lambda m, a, i=i: captured["s"].setdefault(i, []).append(a[0])
+                )
+            )
         if family.ffn_activation_module(block) is not None:  # None: an MoE layer (tests/unit/test_moe.py)
-            handles.append(family.ffn_activation_module(block).register_forward_pre_hook(
-                lambda m, a, i=i: captured["ffn"].setdefault(i, []).append(a[0])))
-        handles.append(family.attention_output_module(block).register_forward_pre_hook(
-            lambda m, a, i=i: captured["attn"].setdefault(i, []).append(a[0])))
+            handles.append(
+                family.ffn_activation_module(block).register_forward_pre_hook(
+                    lambda m, a, i=i: captured["ffn"].setdefault(i, []).append(a[0])
+                )
+            )
+        handles.append(
+            family.attention_output_module(block).register_forward_pre_hook(
+                lambda m, a, i=i: captured["attn"].setdefault(i, []).append(a[0])
+            )
+        )
     masks = []
     with torch.no_grad():
         for batch in batches:
@@ -50,14 +65,19 @@ def brute_force(parent, batches):
         total = rows(captured["s"][i]) if captured["s"] else y
         f = total - x
         cos = torch.nn.functional.cosine_similarity(x, total, dim=-1)
-        metrics.append([
-            (f.norm(dim=-1) / total.norm(dim=-1)).mean(),
-            (f.norm(dim=-1) / x.norm(dim=-1)).mean(),
-            (1 - cos).mean(),
-        ])
+        metrics.append(
+            [
+                (f.norm(dim=-1) / total.norm(dim=-1)).mean(),
+                (f.norm(dim=-1) / x.norm(dim=-1)).mean(),
+                (1 - cos).mean(),
+            ]
+        )
         residual.append(y.abs().mean(0))
-        ffn.append(rows(captured["ffn"][i]).abs().mean(0) if i in captured["ffn"] else
-                   torch.zeros(parent.dims.ffn, dtype=torch.float64))
+        ffn.append(
+            rows(captured["ffn"][i]).abs().mean(0)
+            if i in captured["ffn"]
+            else torch.zeros(parent.dims.ffn, dtype=torch.float64)
+        )
         attn.append(rows(captured["attn"][i]).abs().mean(0))
     return {
         "tokens": x.shape[0],

@@ -62,13 +62,15 @@ def test_a_record_round_trips_through_save_and_load(cls, tmp_path):
     assert json.dumps(again.to_dict(), sort_keys=True) == json.dumps(record.to_dict(), sort_keys=True)
     assert json.loads(json.dumps(again.to_document()))["version"] == cls.VERSION
     assert cls.from_dict(json.loads(json.dumps(record.to_document()))).to_dict() == json.loads(
-        json.dumps(record.to_dict()))
+        json.dumps(record.to_dict())
+    )
     if cls not in (Profile, Comparison):
         assert type(load_record(saved)) is cls
 
 
-@pytest.mark.parametrize("cls", [SubclonePlan, History, SizeGrid, SpeedupStudy, Comparison],
-                         ids=lambda cls: cls.__name__)
+@pytest.mark.parametrize(
+    "cls", [SubclonePlan, History, SizeGrid, SpeedupStudy, Comparison], ids=lambda cls: cls.__name__
+)
 def test_a_newer_version_is_refused_naming_the_file(cls, tmp_path):
     saved = cls.load(OLD_FILES[cls]).save(tmp_path / ("run" if cls is Comparison else "saved.json"))
     document = saved / "summary.json" if cls is Comparison else saved

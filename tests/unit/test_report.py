@@ -53,8 +53,14 @@ def external_scripts(page: str) -> list[str]:
 
 def test_the_page_is_self_contained_with_plotly_js_inlined_once(records, tmp_path):
     out = build_report(
-        records["parent"], records["profile"], plan=records["plan"], ablation=records["ablation"],
-        comparison=FakeComparison(), grid=records["grid"], trace=records["trace"], out=tmp_path / "report.html",
+        records["parent"],
+        records["profile"],
+        plan=records["plan"],
+        ablation=records["ablation"],
+        comparison=FakeComparison(),
+        grid=records["grid"],
+        trace=records["trace"],
+        out=tmp_path / "report.html",
     )
     page = out.read_text(encoding="utf-8")
     plotly_js = get_plotlyjs()
@@ -62,9 +68,24 @@ def test_the_page_is_self_contained_with_plotly_js_inlined_once(records, tmp_pat
     assert external_scripts(page) == []
     # plotly.js mentions its CDN in its own source (topojson); the page adds no other reference to it.
     assert page.count("cdn.plot.ly") == plotly_js.count("cdn.plot.ly")
-    for name in ("residual-ratio", "block-ablation", "token-trace", "channel-heatmap", "massive-activations",
-                 "rank-spearman", "rank-topk", "ffn-importance", "head-importance", "grid-loss", "grid-params",
-                 "grid-flops_per_token", "grid-latency", "grid-memory", "grid-pareto", "curves-eval_loss"):
+    for name in (
+        "residual-ratio",
+        "block-ablation",
+        "token-trace",
+        "channel-heatmap",
+        "massive-activations",
+        "rank-spearman",
+        "rank-topk",
+        "ffn-importance",
+        "head-importance",
+        "grid-loss",
+        "grid-params",
+        "grid-flops_per_token",
+        "grid-latency",
+        "grid-memory",
+        "grid-pareto",
+        "curves-eval_loss",
+    ):
         assert page.count(f'id="figure-{name}"') == 1, name
     assert records["parent"].description in page
     assert records["plan"].summary() in page
@@ -115,7 +136,9 @@ def test_the_trace_records_the_tokens_of_a_text(records):
 
 
 def test_default_destination_is_two_thirds_of_the_parent(records):
-    assert sv.default_destination(records["parent"]) == sv.DestinationSpec(layers=3, hidden=33)  # two thirds of 48, snapped to a width the 3 or 6 heads divide
+    assert sv.default_destination(records["parent"]) == sv.DestinationSpec(
+        layers=3, hidden=33
+    )  # two thirds of 48, snapped to a width the 3 or 6 heads divide
 
 
 @pytest.fixture
@@ -130,8 +153,15 @@ def test_run_report_quick_writes_every_section(records, corpus, tmp_path, capsys
     out = run_report(records["parent"], out=tmp_path / "demo.html", quick=True, data=str(corpus), progress=False)
     page = out.read_text(encoding="utf-8")
     assert page.count(get_plotlyjs()) == 1 and external_scripts(page) == []
-    for name in ("residual-ratio", "block-ablation", "token-trace", "grid-loss", "stability-residual",
-                 "stability-ffn", "stability-heads"):
+    for name in (
+        "residual-ratio",
+        "block-ablation",
+        "token-trace",
+        "grid-loss",
+        "stability-residual",
+        "stability-ffn",
+        "stability-heads",
+    ):
         assert f'id="figure-{name}"' in page, name
     assert "rows shuffled with seed 0" in page  # calibrated on a document-diverse sample of the training split
     if importlib.util.find_spec("subclone_viz.compare") is not None:
@@ -159,32 +189,51 @@ def hand_made_study(parent_name: str) -> sv.SpeedupStudy:
     from subclone_viz.study import SpeedupStudy
 
     def gain(value, lower_bound=False, reached=True):
-        return {"speedup": value, "speedup_per_second": value, "speedup_lower_bound": lower_bound,
-                "reached": reached}
+        return {"speedup": value, "speedup_per_second": value, "speedup_lower_bound": lower_bound, "reached": reached}
 
     def size(label, parameters, subclone):
         inits = {"random": 1e-3, "subclone": 3e-4}
-        return {"label": label, "parameters": parameters, "best_lr": inits,
-                "initial_loss": {"random": 10.9, "subclone": 6.5}, "final_loss": {"random": 7.0, "subclone": 5.0},
-                "speedups": {"random": gain(1.0), "subclone": subclone}}
+        return {
+            "label": label,
+            "parameters": parameters,
+            "best_lr": inits,
+            "initial_loss": {"random": 10.9, "subclone": 6.5},
+            "final_loss": {"random": 7.0, "subclone": 5.0},
+            "speedups": {"random": gain(1.0), "subclone": subclone},
+        }
 
-    config = {"parent": {"name": parent_name, "description": f"{parent_name} for the test"}, "steps": 150,
-              "tokens_per_run": 76800, "eval_every": 5, "data": "train text", "heldout": "held-out text",
-              "device": "cpu", "random_lrs": [1e-3], "subclone_lrs": [3e-4]}
-    return SpeedupStudy(config, [size("24 x 480", 70_000_000, gain(8.0, lower_bound=True)),
-                                 size("8 x 288", 20_000_000, gain(0.5, reached=False))])
+    config = {
+        "parent": {"name": parent_name, "description": f"{parent_name} for the test"},
+        "steps": 150,
+        "tokens_per_run": 76800,
+        "eval_every": 5,
+        "data": "train text",
+        "heldout": "held-out text",
+        "device": "cpu",
+        "random_lrs": [1e-3],
+        "subclone_lrs": [3e-4],
+    }
+    return SpeedupStudy(
+        config,
+        [
+            size("24 x 480", 70_000_000, gain(8.0, lower_bound=True)),
+            size("8 x 288", 20_000_000, gain(0.5, reached=False)),
+        ],
+    )
 
 
 def test_a_speedup_study_gets_its_own_section_with_the_figure_and_the_table(records, tmp_path):
     name = records["parent"].name
-    page = build_report(records["parent"], records["profile"], study=hand_made_study(name),
-                        out=tmp_path / "r.html").read_text(encoding="utf-8")
+    page = build_report(
+        records["parent"], records["profile"], study=hand_made_study(name), out=tmp_path / "r.html"
+    ).read_text(encoding="utf-8")
     assert page.count('id="figure-speedup-by-size"') == 1 and 'href="#speedup"' in page
     assert "more than 8x" in page and "never reached random" in page
     assert "76,800 training tokens" in page and f"{name} for the test" in page
     assert "was measured on" not in page  # the same parent: no warning
-    other = build_report(records["parent"], records["profile"], study=hand_made_study("another-model"),
-                         out=tmp_path / "other.html").read_text(encoding="utf-8")
+    other = build_report(
+        records["parent"], records["profile"], study=hand_made_study("another-model"), out=tmp_path / "other.html"
+    ).read_text(encoding="utf-8")
     assert f"This study was measured on another-model, not on {name}" in other
 
 
@@ -194,8 +243,9 @@ def test_run_report_reads_and_checks_a_study_file_before_any_work(records, tmp_p
     profile_module = importlib.import_module("subclone_viz.profile")
     monkeypatch.setattr(profile_module, "profile", lambda *a, **k: (_ for _ in ()).throw(AssertionError("ran")))
     damaged = tmp_path / "study.json"
-    damaged.write_text('{"format": "subclone_viz.speedup_study", "version": 1, "config": {"parent": {"name": "p"}}, '
-                       '"sizes": [{}]}')
+    damaged.write_text(
+        '{"format": "subclone_viz.speedup_study", "version": 1, "config": {"parent": {"name": "p"}}, "sizes": [{}]}'
+    )
     with pytest.raises(DamagedFileError, match=f"{damaged}: size record 0 lacks label"):
         run_report(records["parent"], out=tmp_path / "demo.html", quick=True, study=damaged)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["study.json"]

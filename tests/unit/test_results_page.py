@@ -18,8 +18,12 @@ import results_page  # noqa: E402
 from _results import save_results  # noqa: E402
 from results_page import ResultsFileError, collect, render  # noqa: E402
 
-META = {"command": "python bench/bench_x.py --fast", "machine": {"cpus": 2, "device": "cpu"}, "date": "2026-12-06",
-        "headline": ["X is 2.0x faster."]}
+META = {
+    "command": "python bench/bench_x.py --fast",
+    "machine": {"cpus": 2, "device": "cpu"},
+    "date": "2026-12-06",
+    "headline": ["X is 2.0x faster."],
+}
 
 
 def write(path: Path, document: dict) -> Path:
@@ -57,12 +61,15 @@ def test_a_sidecar_supplies_what_a_record_cannot_hold(tmp_path: Path) -> None:
     assert "## A study" in render([entry])
 
 
-@pytest.mark.parametrize("change, complaint", [
-    ({"date": "yesterday"}, "is not a YYYY-MM-DD date"),
-    ({"command": ""}, "'command' must be"),
-    ({"headline": "one sentence"}, "'headline' must be a list"),
-    ({"images": ["missing.png"]}, "names the image missing.png"),
-])
+@pytest.mark.parametrize(
+    "change, complaint",
+    [
+        ({"date": "yesterday"}, "is not a YYYY-MM-DD date"),
+        ({"command": ""}, "'command' must be"),
+        ({"headline": "one sentence"}, "'headline' must be a list"),
+        ({"images": ["missing.png"]}, "names the image missing.png"),
+    ],
+)
 def test_malformed_provenance_is_refused(tmp_path: Path, change: dict, complaint: str) -> None:
     write(tmp_path / "x.json", {**META, **change})
     with pytest.raises(ResultsFileError, match=complaint):
@@ -80,8 +87,12 @@ def test_damaged_json_and_orphan_sidecars_are_refused(tmp_path: Path) -> None:
 
 
 def test_a_file_written_by_save_results_is_picked_up(tmp_path: Path) -> None:
-    path = save_results(tmp_path / "new" / "figures.json", {"ratio": 1.5}, headline=["The ratio is 1.5."],
-                        command="python bench/bench_new.py")
+    path = save_results(
+        tmp_path / "new" / "figures.json",
+        {"ratio": 1.5},
+        headline=["The ratio is 1.5."],
+        command="python bench/bench_new.py",
+    )
     (entry,) = collect(tmp_path)
     assert entry.path == path.relative_to(tmp_path)
     page = render([entry])

@@ -46,7 +46,10 @@ def test_the_library_widgets_and_workflow_read_the_same_defaults():
     for function in (plan.plan, sizing.size_grid):
         parameters = inspect.signature(function).parameters
         assert [parameters[name].default for name in ("depth", "width", "scaling")] == [
-            strategy.depth, strategy.width, strategy.scaling]
+            strategy.depth,
+            strategy.width,
+            strategy.scaling,
+        ]
     assert inspect.signature(plan.plan).parameters["importance"].default == strategy.importance
     assert inspect.signature(profile.profile).parameters["shards"].default == ProfileSettings().shards
     assert workflow.DEFAULT_BUDGET.profile_tokens == ProfileSettings().tokens

@@ -60,16 +60,21 @@ def test_an_unknown_name_suggests_the_shipped_one(tiny, saved: Path) -> None:
         shipped.load_shipped(name[:-1], saved)
 
 
-@pytest.mark.parametrize("damage, expected", [
-    (lambda record, npz: npz.write_bytes(npz.read_bytes()[:-10] + b"0123456789"), "does not match the digest"),
-    (lambda record, npz: npz.unlink(), "is missing"),
-    (lambda record, npz: edit(record, ablation={"baseline": 1.0, "removed": [1.0], "duplicated": [1.0]}),
-     "ablated blocks"),
-    (lambda record, npz: edit(record, ablation={"baseline": "x", "removed": [], "duplicated": []}), "finite"),
-    (lambda record, npz: edit(record, profile_file="../elsewhere.npz"), "plain .npz file name"),
-    (lambda record, npz: edit(record, made={"command": "?"}), "'made' must say"),
-    (lambda record, npz: record.write_text("{not json"), "json|JSON"),
-])
+@pytest.mark.parametrize(
+    "damage, expected",
+    [
+        (lambda record, npz: npz.write_bytes(npz.read_bytes()[:-10] + b"0123456789"), "does not match the digest"),
+        (lambda record, npz: npz.unlink(), "is missing"),
+        (
+            lambda record, npz: edit(record, ablation={"baseline": 1.0, "removed": [1.0], "duplicated": [1.0]}),
+            "ablated blocks",
+        ),
+        (lambda record, npz: edit(record, ablation={"baseline": "x", "removed": [], "duplicated": []}), "finite"),
+        (lambda record, npz: edit(record, profile_file="../elsewhere.npz"), "plain .npz file name"),
+        (lambda record, npz: edit(record, made={"command": "?"}), "'made' must say"),
+        (lambda record, npz: record.write_text("{not json"), "json|JSON"),
+    ],
+)
 def test_damage_is_named(tiny, saved: Path, damage, expected: str) -> None:
     name = tiny[0].name
     damage(saved / f"{name}.json", saved / f"{name}.profile.npz")

@@ -170,8 +170,15 @@ def test_grid_records_round_trip_and_name_their_specs(llama):
 def test_default_axes_span_smollm2_shaped_parent():
     from transformers import LlamaConfig, LlamaForCausalLM
 
-    config = LlamaConfig(hidden_size=576, intermediate_size=1536, num_hidden_layers=30, num_attention_heads=9,
-                         num_key_value_heads=3, head_dim=64, vocab_size=VOCAB)
+    config = LlamaConfig(
+        hidden_size=576,
+        intermediate_size=1536,
+        num_hidden_layers=30,
+        num_attention_heads=9,
+        num_key_value_heads=3,
+        head_dim=64,
+        vocab_size=VOCAB,
+    )
     with torch.device("meta"):  # only the shape matters: no weights are made
         model = LlamaForCausalLM(config)
     parent = Parent(model=model, processor=None, family=family_of(model), name="smollm2-shaped")
@@ -191,8 +198,11 @@ def test_cells_of_one_width_resume_after_their_shared_blocks(llama, monkeypatch)
     parent, prof, batches = llama
     starts = []
     resumed = sizing.resumed
-    monkeypatch.setattr(sizing, "resumed", lambda family, model, start, *rest: starts.append(start) or
-                        resumed(family, model, start, *rest))
+    monkeypatch.setattr(
+        sizing,
+        "resumed",
+        lambda family, model, start, *rest: starts.append(start) or resumed(family, model, start, *rest),
+    )
     grid = sv.size_grid(parent, prof, [2, 3, 4], [24, 48], batches, progress=False)
     # Middle depth keeps blocks [0, 3], then [0, 1, 3] (resumes after block 0), then [0, 1, 2, 3] (after 0, 1).
     assert starts == [1] * len(batches) + [2] * len(batches) + [1] * len(batches) + [2] * len(batches)

@@ -20,11 +20,22 @@ def grid_of(latency, spread, loss) -> sv.SizeGrid:
     rows = len(loss)
     column = lambda values: np.array(values, dtype=float).reshape(rows, 1)  # noqa: E731
     return sv.SizeGrid(
-        parent="made-up", layers=[20 + 5 * i for i in range(rows)], hidden=[192],
-        params=column(range(1, rows + 1)) * 1e6, flops_per_token=column(range(1, rows + 1)) * 1e6,
-        loss=column(loss), reasons=[[None]] * rows, dims=[[None]] * rows, depth="middle", width="importance",
-        scaling="sqrt", seq_len=64, eval_source="made up", latency=column(latency) / 1e3,
-        latency_spread=column(spread) / 1e3, memory=column(range(1, rows + 1)) * 1e6,
+        parent="made-up",
+        layers=[20 + 5 * i for i in range(rows)],
+        hidden=[192],
+        params=column(range(1, rows + 1)) * 1e6,
+        flops_per_token=column(range(1, rows + 1)) * 1e6,
+        loss=column(loss),
+        reasons=[[None]] * rows,
+        dims=[[None]] * rows,
+        depth="middle",
+        width="importance",
+        scaling="sqrt",
+        seq_len=64,
+        eval_source="made up",
+        latency=column(latency) / 1e3,
+        latency_spread=column(spread) / 1e3,
+        memory=column(range(1, rows + 1)) * 1e6,
     )
 
 
@@ -46,7 +57,10 @@ def test_exact_costs_keep_the_plain_front() -> None:
     assert grid.pareto_front("latency").ravel().tolist() == [True, True, True]
     # ... but at 0.65 ms it is.
     assert grid_of([0.3, 0.3, 0.65], [0.1, 0.1, 0.1], [8.0, 7.0, 7.5]).pareto_front("latency").ravel().tolist() == [
-        True, True, False]
+        True,
+        True,
+        False,
+    ]
 
 
 def test_grids_without_a_spread_rank_as_before() -> None:
@@ -82,6 +96,7 @@ def test_latency_is_the_median_of_repeats_with_its_spread() -> None:
     latency, spread, memory = sizing._latency_and_memory(family, model, batches[0])
     assert len(calls) == sizing.LATENCY_REPEATS + 1  # one for memory, then the repeats
     assert latency > 0 and 0 <= spread < latency * 10 and memory > 0
-    grid = sv.size_grid(parent, sv.profile(parent, batches, progress=False), [2], [24], batches, cache=False,
-                        progress=False)
+    grid = sv.size_grid(
+        parent, sv.profile(parent, batches, progress=False), [2], [24], batches, cache=False, progress=False
+    )
     assert np.isfinite(grid.latency_spread).all() and (grid.latency_spread >= 0).all()

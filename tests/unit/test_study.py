@@ -30,23 +30,53 @@ def data(parent):
 @pytest.fixture(scope="module")
 def study(parent, data) -> SpeedupStudy:
     batches, heldout, prof = data
-    return speedup_study(parent, SIZES, batches, heldout, profile=prof, random_lrs=[1e-3, 1e-2],
-                         subclone_lrs=[1e-3], distill_sizes=[SIZES[1]], distill_inits=["subclone+distill"],
-                         progress=False, **SETTINGS)
+    return speedup_study(
+        parent,
+        SIZES,
+        batches,
+        heldout,
+        profile=prof,
+        random_lrs=[1e-3, 1e-2],
+        subclone_lrs=[1e-3],
+        distill_sizes=[SIZES[1]],
+        distill_inits=["subclone+distill"],
+        progress=False,
+        **SETTINGS,
+    )
 
 
 def test_each_init_keeps_its_best_learning_rate_and_speedups_are_over_the_best_random_run(parent, data, study):
     batches, heldout, prof = data
     assert [size["label"] for size in study.sizes] == ["3 x 24", "2 x 16"]
     for spec, size in zip(SIZES, study.sizes):
-        runs = {lr: compare(parent, spec, batches, inits=["random"], eval_batches=heldout, profile=prof,
-                            lrs={"random": lr}, progress=False, **SETTINGS).histories["random"]
-                for lr in (1e-3, 1e-2)}
+        runs = {
+            lr: compare(
+                parent,
+                spec,
+                batches,
+                inits=["random"],
+                eval_batches=heldout,
+                profile=prof,
+                lrs={"random": lr},
+                progress=False,
+                **SETTINGS,
+            ).histories["random"]
+            for lr in (1e-3, 1e-2)
+        }
         best = min(runs, key=lambda lr: runs[lr].evals[-1].loss)
         assert size["best_lr"]["random"] == best
         assert size["final_loss"]["random"] == runs[best].evals[-1].loss  # the same batches, the same run
-        subclone = compare(parent, spec, batches, inits=["subclone"], eval_batches=heldout, profile=prof,
-                           lrs={"subclone": 1e-3}, progress=False, **SETTINGS).histories["subclone"]
+        subclone = compare(
+            parent,
+            spec,
+            batches,
+            inits=["subclone"],
+            eval_batches=heldout,
+            profile=prof,
+            lrs={"subclone": 1e-3},
+            progress=False,
+            **SETTINGS,
+        ).histories["subclone"]
         assert size["speedups"]["subclone"]["speedup"] == speedup(runs[best], subclone).speedup
         assert size["speedups"]["random"]["speedup"] == speedup(runs[best], runs[best]).speedup
         assert set(size["runs"]["random"]) == {"0.001", "0.01"}
@@ -56,8 +86,12 @@ def test_each_init_keeps_its_best_learning_rate_and_speedups_are_over_the_best_r
     assert study.config["steps"] == 3 and study.config["tokens_per_run"] > 0
     rows = study.table()
     assert [(row["destination"], row["init"]) for row in rows] == [
-        ("3 x 24", "random"), ("3 x 24", "subclone"), ("2 x 16", "random"), ("2 x 16", "subclone"),
-        ("2 x 16", "subclone+distill")]
+        ("3 x 24", "random"),
+        ("3 x 24", "subclone"),
+        ("2 x 16", "random"),
+        ("2 x 16", "subclone"),
+        ("2 x 16", "subclone+distill"),
+    ]
 
 
 def test_a_study_round_trips_through_its_file_and_is_never_replaced_unasked(study, tmp_path):
@@ -70,8 +104,10 @@ def test_a_study_round_trips_through_its_file_and_is_never_replaced_unasked(stud
     from subclone_viz import plots
 
     figure = plots.speedup_by_size(loaded.sizes)
-    assert {trace.name for trace in figure.data} >= {"subclone, per optimizer step",
-                                                     "subclone+distill, per second of training"}
+    assert {trace.name for trace in figure.data} >= {
+        "subclone, per optimizer step",
+        "subclone+distill, per second of training",
+    }
 
 
 def _damaged(study: SpeedupStudy, edit) -> dict:
@@ -80,17 +116,20 @@ def _damaged(study: SpeedupStudy, edit) -> dict:
     return data
 
 
-@pytest.mark.parametrize("edit, message", [
-    (lambda d: d.update(format="something else"), "not a .subclone_viz.speedup_study. one"),
-    (lambda d: d.update(version=99), "version 99"),
-    (lambda d: d.pop("sizes"), "'sizes' list"),
-    (lambda d: d["config"].update(parent="smollm2"), "lacks the parent it was measured on"),
-    (lambda d: d["sizes"][0].pop("speedups"), "size record 0 lacks speedups"),
-    (lambda d: d["sizes"][1]["final_loss"].pop("subclone"), "size record 1 needs 'final_loss' for exactly"),
-    (lambda d: d["sizes"][0]["speedups"]["subclone"].update(speedup=-2.0), "not a positive number"),
-    (lambda d: d["sizes"][0]["initial_loss"].update(random=float("nan")), "not a finite number"),
-    (lambda d: d["sizes"][0].update(parameters="many"), "positive whole 'parameters'"),
-])
+@pytest.mark.parametrize(
+    "edit, message",
+    [
+        (lambda d: d.update(format="something else"), "not a .subclone_viz.speedup_study. one"),
+        (lambda d: d.update(version=99), "version 99"),
+        (lambda d: d.pop("sizes"), "'sizes' list"),
+        (lambda d: d["config"].update(parent="smollm2"), "lacks the parent it was measured on"),
+        (lambda d: d["sizes"][0].pop("speedups"), "size record 0 lacks speedups"),
+        (lambda d: d["sizes"][1]["final_loss"].pop("subclone"), "size record 1 needs 'final_loss' for exactly"),
+        (lambda d: d["sizes"][0]["speedups"]["subclone"].update(speedup=-2.0), "not a positive number"),
+        (lambda d: d["sizes"][0]["initial_loss"].update(random=float("nan")), "not a finite number"),
+        (lambda d: d["sizes"][0].update(parameters="many"), "positive whole 'parameters'"),
+    ],
+)
 def test_a_damaged_or_hand_edited_study_file_is_named_with_what_is_wrong(study, tmp_path, edit, message):
     path = tmp_path / "study.json"
     path.write_text(json.dumps(_damaged(study, edit)))
@@ -118,16 +157,19 @@ def test_studies_of_other_sizes_merge_largest_first_and_only_when_comparable(stu
         SpeedupStudy.merge([first, other_budget])
 
 
-@pytest.mark.parametrize("kwargs, message", [
-    (dict(random_lrs=[]), "random_lrs=\\[\\]: give at least one learning rate"),
-    (dict(subclone_lrs=[0.0]), "subclone_lrs=\\[0.0\\]"),
-    (dict(distill_inits=["subclone"]), "distill_inits \\['subclone'\\] are not distilled inits"),
-    (dict(distill_sizes=[sv.DestinationSpec(layers=1, hidden=8)]), "are not among specs"),
-    (dict(specs=[sv.DestinationSpec(layers=2, hidden=17)]), "hidden"),
-    (dict(specs=[]), "specs is empty"),
-    (dict(steps=0), "steps"),
-    (dict(warmpu=3), "warmpu"),
-])
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        (dict(random_lrs=[]), "random_lrs=\\[\\]: give at least one learning rate"),
+        (dict(subclone_lrs=[0.0]), "subclone_lrs=\\[0.0\\]"),
+        (dict(distill_inits=["subclone"]), "distill_inits \\['subclone'\\] are not distilled inits"),
+        (dict(distill_sizes=[sv.DestinationSpec(layers=1, hidden=8)]), "are not among specs"),
+        (dict(specs=[sv.DestinationSpec(layers=2, hidden=17)]), "hidden"),
+        (dict(specs=[]), "specs is empty"),
+        (dict(steps=0), "steps"),
+        (dict(warmpu=3), "warmpu"),
+    ],
+)
 def test_bad_study_arguments_are_named_before_any_training(parent, data, kwargs, message):
     batches, heldout, prof = data
     arguments = dict(specs=SIZES, random_lrs=[1e-3], subclone_lrs=[1e-3], profile=prof, progress=False, steps=1)

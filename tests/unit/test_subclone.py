@@ -22,7 +22,9 @@ def test_every_family_and_claimed_model_type_has_a_tiny_model():
     covered = {}
     for name in TINY_FAMILIES:
         model = tiny_model(name)
-        covered.setdefault(family_of(model).name, set()).add(getattr(getattr(model, "config", None), "model_type", None))
+        covered.setdefault(family_of(model).name, set()).add(
+            getattr(getattr(model, "config", None), "model_type", None)
+        )
     for family in FAMILIES.values():
         assert family.name in covered, f"family {family.name!r} has no tiny model in tests/tiny.py"
         missing = set(family.model_types) - covered[family.name]
@@ -69,8 +71,9 @@ def outputs(parent, model, batch):
 
 
 def full_spec(dims):
-    return sv.DestinationSpec(layers=dims.layers, hidden=dims.hidden, ffn=dims.ffn, heads=dims.heads,
-                              kv_heads=dims.kv_heads)
+    return sv.DestinationSpec(
+        layers=dims.layers, hidden=dims.hidden, ffn=dims.ffn, heads=dims.heads, kv_heads=dims.kv_heads
+    )
 
 
 def test_reorder_only_plan_reproduces_parent(setup):
@@ -144,8 +147,9 @@ def test_strategies_give_valid_plans(setup, width, depth):
     name, parent, batches, prof = setup
     p = sv.plan(parent, prof, sv.DestinationSpec(layers=2, hidden=parent.dims.hidden // 2), depth=depth, width=width)
     assert len(p.layers) == 2 and len(set(p.residual)) == len(p.residual) == parent.dims.hidden // 2
-    assert p == sv.plan(parent, prof, sv.DestinationSpec(layers=2, hidden=parent.dims.hidden // 2), depth=depth,
-                        width=width), "the same inputs must give the same plan"
+    assert p == sv.plan(
+        parent, prof, sv.DestinationSpec(layers=2, hidden=parent.dims.hidden // 2), depth=depth, width=width
+    ), "the same inputs must give the same plan"
     assert sv.SubclonePlan.from_dict(json.loads(json.dumps(p.to_document()))) == p
     sv.subclone(parent, p)
 
@@ -212,8 +216,13 @@ def test_heads_cut_keeps_parent_head_outputs():
             outputs(parent, model, batches[0])
             handle.remove()
         kept = axis_indices(p, "q_heads", 0)
-        torch.testing.assert_close(captured["child"], captured["parent"][..., kept], atol=1e-5, rtol=1e-5,
-                                   msg=f"{name}: kept heads' outputs differ from the parent's")
+        torch.testing.assert_close(
+            captured["child"],
+            captured["parent"][..., kept],
+            atol=1e-5,
+            rtol=1e-5,
+            msg=f"{name}: kept heads' outputs differ from the parent's",
+        )
 
 
 def test_per_layer_config_it_cannot_follow_is_refused():
@@ -289,8 +298,10 @@ def test_calibrated_scaling_matches_parent_std():
     p = sv.plan(parent, None, sv.DestinationSpec(layers=4, hidden=16), width="uniform", scaling="calibrated")
     child = sv.subclone(parent, p, calibration_batches=batches)
     stds = {}
-    hooks = [m.register_forward_hook(lambda mod, a, o, n=n: stds.setdefault(n, []).append(o))
-             for n, m in [("parent", parent.model.transformer.h[0].mlp.c_fc), ("child", child.transformer.h[0].mlp.c_fc)]]
+    hooks = [
+        m.register_forward_hook(lambda mod, a, o, n=n: stds.setdefault(n, []).append(o))
+        for n, m in [("parent", parent.model.transformer.h[0].mlp.c_fc), ("child", child.transformer.h[0].mlp.c_fc)]
+    ]
     joined = {k: torch.cat([b[k] for b in batches]) for k in batches[0]}
     outputs(parent, parent.model, joined)
     outputs(parent, child, joined)
@@ -321,18 +332,27 @@ def scales_of_one_joined_forward(parent, p, batches):
     for name, param in dest.named_parameters():
         info = family.param_info(name)
         axis = info.rule.fan_in_axis
-        if axis is None or param.dim() != 2 or param.shape[axis] == shapes[_source_name(family, p, name, info.block)][axis]:
+        if (
+            axis is None
+            or param.dim() != 2
+            or param.shape[axis] == shapes[_source_name(family, p, name, info.block)][axis]
+        ):
             continue
         if getattr(family, "router", None) and name.endswith(f".{family.router}.weight"):
             continue  # routers return tuples: calibration leaves them as sliced
         module = name.rsplit(".", 1)[0]
-        linears.append((module, _source_name(family, p, module, info.block),
-                        axis_indices(p, info.rule.axes[1 - axis], info.block)))
+        linears.append(
+            (module, _source_name(family, p, module, info.block), axis_indices(p, info.rule.axes[1 - axis], info.block))
+        )
     parent_std, scales = {}, {}
-    hooks = [parent.model.get_submodule(source).register_forward_hook(
-        lambda m, a, out, source=source, kept=kept: parent_std.__setitem__(
-            source, float((rows(out) if kept is None else rows(out)[:, kept]).std())))
-        for _, source, kept in linears]
+    hooks = [
+        parent.model.get_submodule(source).register_forward_hook(
+            lambda m, a, out, source=source, kept=kept: parent_std.__setitem__(
+                source, float((rows(out) if kept is None else rows(out)[:, kept]).std())
+            )
+        )
+        for _, source, kept in linears
+    ]
     outputs(parent, parent.model, batch)
 
     def dest_hook(module, args, out, name, source):
@@ -343,8 +363,12 @@ def scales_of_one_joined_forward(parent, p, batches):
             module.bias.mul_(scale)
         return out * scale
 
-    hooks += [dest.get_submodule(name).register_forward_hook(
-        lambda m, a, out, name=name, source=source: dest_hook(m, a, out, name, source)) for name, source, _ in linears]
+    hooks += [
+        dest.get_submodule(name).register_forward_hook(
+            lambda m, a, out, name=name, source=source: dest_hook(m, a, out, name, source)
+        )
+        for name, source, _ in linears
+    ]
     outputs(parent, dest, batch)
     for hook in hooks:
         hook.remove()

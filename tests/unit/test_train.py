@@ -30,8 +30,9 @@ def losses(history):
 
 def quick(model, batches, steps=6, **kwargs):
     kwargs.setdefault("progress", False)
-    return train(model, batches, steps=steps, lr=kwargs.pop("lr", 1e-3), weight_decay=kwargs.pop("weight_decay", 0.01),
-                 **kwargs)
+    return train(
+        model, batches, steps=steps, lr=kwargs.pop("lr", 1e-3), weight_decay=kwargs.pop("weight_decay", 0.01), **kwargs
+    )
 
 
 # ---------------------------------------------------------------------------------------------------- train
@@ -127,8 +128,9 @@ def test_resume_gives_the_uninterrupted_history(tmp_path):
         if isinstance(record, StepRecord) and record.step == 5:
             stop.set()
 
-    interrupted = quick(tiny_model("gpt2"), batches, checkpoint_dir=tmp_path, stop=stop,
-                        callback=stop_after_step_5, **settings)
+    interrupted = quick(
+        tiny_model("gpt2"), batches, checkpoint_dir=tmp_path, stop=stop, callback=stop_after_step_5, **settings
+    )
     assert interrupted.stopped_early and interrupted.last_step == 5
     assert sorted(p.name for p in tmp_path.iterdir()) == ["step-00000004"]
 
@@ -150,8 +152,16 @@ def test_resume_refuses_other_settings(tmp_path):
     batches = tiny_batches("gpt2")
     quick(tiny_model("gpt2"), batches, steps=4, eval_batches=batches, eval_every=2, checkpoint_dir=tmp_path)
     with pytest.raises(ValueError, match="lr: checkpoint 0.001 vs now 0.002"):
-        quick(tiny_model("gpt2"), batches, steps=4, lr=2e-3, eval_batches=batches, eval_every=2,
-              checkpoint_dir=tmp_path, resume=True)
+        quick(
+            tiny_model("gpt2"),
+            batches,
+            steps=4,
+            lr=2e-3,
+            eval_batches=batches,
+            eval_every=2,
+            checkpoint_dir=tmp_path,
+            resume=True,
+        )
 
 
 def test_resume_without_a_checkpoint_starts_afresh(tmp_path):
@@ -184,10 +194,23 @@ def test_ctrl_c_stops_cleanly_with_the_history_so_far():
 def test_callback_sees_steps_and_evaluations_in_order():
     seen = []
     batches = tiny_batches("gpt2")
-    quick(tiny_model("gpt2"), batches, steps=4, eval_batches=batches, eval_every=2,
-          callback=lambda history, record: seen.append((type(record).__name__, record.step)))
-    assert seen == [("EvalRecord", 0), ("StepRecord", 1), ("StepRecord", 2), ("EvalRecord", 2),
-                    ("StepRecord", 3), ("StepRecord", 4), ("EvalRecord", 4)]
+    quick(
+        tiny_model("gpt2"),
+        batches,
+        steps=4,
+        eval_batches=batches,
+        eval_every=2,
+        callback=lambda history, record: seen.append((type(record).__name__, record.step)),
+    )
+    assert seen == [
+        ("EvalRecord", 0),
+        ("StepRecord", 1),
+        ("StepRecord", 2),
+        ("EvalRecord", 2),
+        ("StepRecord", 3),
+        ("StepRecord", 4),
+        ("EvalRecord", 4),
+    ]
 
 
 @pytest.mark.parametrize(
@@ -214,8 +237,14 @@ def test_settings_and_keyword_overrides_are_one_run():
     settings = TrainSettings(steps=3, lr=1e-3, weight_decay=0.01, seed=2)
     by_settings = train(tiny_model("gpt2"), batches, settings, progress=False)
     by_keywords = quick(tiny_model("gpt2"), batches, steps=3, seed=2)
-    overridden = train(tiny_model("gpt2"), batches, TrainSettings(steps=9, lr=5.0, weight_decay=0.01, seed=2),
-                       steps=3, lr=1e-3, progress=False)
+    overridden = train(
+        tiny_model("gpt2"),
+        batches,
+        TrainSettings(steps=9, lr=5.0, weight_decay=0.01, seed=2),
+        steps=3,
+        lr=1e-3,
+        progress=False,
+    )
     assert losses(by_settings) == losses(by_keywords) == losses(overridden)
     assert by_settings.config["lr"] == 1e-3 and by_settings.config["max_grad_norm"] == 1.0
 
@@ -275,8 +304,15 @@ def test_alpha_zero_trains_exactly_like_no_teacher():
     batches = tiny_batches("gpt2")
     plain = quick(tiny_model("gpt2"), batches, steps=4, eval_batches=batches, eval_every=2)
     student = tiny_model("gpt2")
-    zero = quick(student, batches, steps=4, eval_batches=batches, eval_every=2, teacher=tiny_model("gpt2", seed=5),
-                 distill_alpha=0.0)
+    zero = quick(
+        student,
+        batches,
+        steps=4,
+        eval_batches=batches,
+        eval_every=2,
+        teacher=tiny_model("gpt2", seed=5),
+        distill_alpha=0.0,
+    )
     assert losses(zero) == losses(plain)
     assert [r.loss for r in zero.evals] == [r.loss for r in plain.evals]
     assert all(r.distill_loss > 0 for r in zero.steps) and all(r.distill_loss is None for r in plain.steps)
@@ -355,8 +391,9 @@ def test_history_rejects_unknown_keys():
 
 
 def history_of(*points, seconds_per_step=0.0):
-    return History(evals=[EvalRecord(step=s, seen=s, loss=l, accuracy=None, time=s * seconds_per_step)
-                          for s, l in points])
+    return History(
+        evals=[EvalRecord(step=s, seen=s, loss=l, accuracy=None, time=s * seconds_per_step) for s, l in points]
+    )
 
 
 def test_speedup_interpolates_between_evaluations():
@@ -466,8 +503,17 @@ def test_compare_same_seed_same_comparison(gpt2_parent):
 def test_every_init_on_a_vision_parent(vit_parent):
     batches = tiny_batches("vit", count=2, batch_size=4)
     spec = sv.DestinationSpec(layers=2, hidden=16)
-    result = compare(vit_parent, spec, batches, inits=list(INITS), steps=2, eval_batches=batches,
-                     lrs={"uniform": 5e-4}, weight_decays={"random": 0.3}, progress=False)
+    result = compare(
+        vit_parent,
+        spec,
+        batches,
+        inits=list(INITS),
+        steps=2,
+        eval_batches=batches,
+        lrs={"uniform": 5e-4},
+        weight_decays={"random": 0.3},
+        progress=False,
+    )
     assert list(result.histories) == list(INITS)
     for init, recipe in INITS.items():
         history, plan = result.histories[init], result.plans[init]
@@ -519,8 +565,16 @@ def test_compare_stop_skips_the_remaining_inits(gpt2_parent):
             stop.set()
 
     batches = tiny_batches("gpt2")
-    result = compare(gpt2_parent, sv.DestinationSpec(layers=2, hidden=16), batches, steps=5, eval_batches=batches,
-                     callback=stop_during_the_first_run, stop=stop, progress=False)
+    result = compare(
+        gpt2_parent,
+        sv.DestinationSpec(layers=2, hidden=16),
+        batches,
+        steps=5,
+        eval_batches=batches,
+        callback=stop_during_the_first_run,
+        stop=stop,
+        progress=False,
+    )
     assert result.stopped_early
     assert list(result.histories) == ["random"] and result.histories["random"].last_step == 1
 
@@ -534,16 +588,24 @@ def test_compare_without_heldout_batches_warns(gpt2_parent):
 
 def test_compare_checkpoints_each_init_separately(gpt2_parent, tmp_path):
     batches = tiny_batches("gpt2")
-    compare(gpt2_parent, sv.DestinationSpec(layers=2, hidden=16), batches, steps=2, eval_batches=batches,
-            checkpoint_dir=tmp_path, progress=False)
+    compare(
+        gpt2_parent,
+        sv.DestinationSpec(layers=2, hidden=16),
+        batches,
+        steps=2,
+        eval_batches=batches,
+        checkpoint_dir=tmp_path,
+        progress=False,
+    )
     assert sorted(p.name for p in tmp_path.iterdir()) == ["random", "subclone"]
     assert [p.name for p in (tmp_path / "subclone").iterdir()] == ["step-00000002"]
 
 
 def test_comparison_save_writes_everything_and_refuses_a_non_empty_dir(gpt2_parent, tmp_path):
     batches = tiny_batches("gpt2")
-    result = compare(gpt2_parent, sv.DestinationSpec(layers=2, hidden=16), batches, steps=2,
-                     eval_batches=batches, progress=False)
+    result = compare(
+        gpt2_parent, sv.DestinationSpec(layers=2, hidden=16), batches, steps=2, eval_batches=batches, progress=False
+    )
     target = tmp_path / "run"
     result.save(target)
     assert sorted(p.name for p in target.iterdir()) == ["histories.json", "random.csv", "subclone.csv", "summary.json"]

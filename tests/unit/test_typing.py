@@ -34,4 +34,5 @@ def run_mypy() -> tuple[int, str]:
 def test_mypy_errors_do_not_go_up() -> None:
     count, output = run_mypy()
     assert count <= MYPY_ERRORS, (
-        f"mypy found {count} errors, more than the {MYPY_ERRORS} recorded; fix the new ones:\n{output[-6000:]}")
+        f"mypy found {count} errors, more than the {MYPY_ERRORS} recorded; fix the new ones:\n{output[-6000:]}"
+    )

@@ -89,8 +89,12 @@ def test_bad_texts_show_one_line_and_clear_the_old_trace(llama) -> None:
     parent, profile, _ = llama
     explorer = widgets.ResidualExplorer(parent, profile, text="w1 w2")
     huge = "w1 " * 6000  # 18,000 characters
-    for bad, expected in (("", "empty"), ("  \t ", "empty"), (huge, f"at most {widgets.MAX_TRACE_TOKENS}"),
-                          ("w1 " * (widgets.MAX_TRACE_TOKENS // 2 + 1), f"at most {widgets.MAX_TRACE_TOKENS}")):
+    for bad, expected in (
+        ("", "empty"),
+        ("  \t ", "empty"),
+        (huge, f"at most {widgets.MAX_TRACE_TOKENS}"),
+        ("w1 " * (widgets.MAX_TRACE_TOKENS // 2 + 1), f"at most {widgets.MAX_TRACE_TOKENS}"),
+    ):
         explorer.text.value = "w3 w4"
         assert explorer.trace is not None and explorer.last_error is None
         explorer.text.value = bad
@@ -155,8 +159,11 @@ def test_importance_controls_at_their_limits(llama) -> None:
 def test_an_empty_or_odd_save_folder_is_refused_before_any_work(studio, monkeypatch) -> None:
     calls = []
     monkeypatch.setattr(widgets, "subclone", lambda *a, **k: calls.append(1) or pytest.fail("subcloned"))
-    for folder, expected in (("", "'save under' box is empty"), ("   ", "'save under' box is empty"),
-                             ("runs\x00x", "control character")):
+    for folder, expected in (
+        ("", "'save under' box is empty"),
+        ("   ", "'save under' box is empty"),
+        ("runs\x00x", "control character"),
+    ):
         studio.save_dir.value = folder
         studio.subclone_button.click()
         assert expected in studio.last_error and one_line(studio.last_error)
@@ -249,8 +256,10 @@ def test_training_status_says_step_i_of_n_elapsed_and_left_for_each_init(studio)
     studio.inits.value = ("random", "subclone")
     studio.train_button.click()
     studio.training_thread.join(timeout=120)
-    assert any(text.startswith("random: step 1 of 2, 0:0") and "left" in text and "then subclone (about" in text
-               for text in seen), seen
+    assert any(
+        text.startswith("random: step 1 of 2, 0:0") and "left" in text and "then subclone (about" in text
+        for text in seen
+    ), seen
     assert any(text.startswith("random: done, 2 steps in") and "subclone: step" in text for text in seen), seen
     final = studio.train_status.value
     assert "training done" in final and "random: done, 2 steps" in final and "subclone: done, 2 steps" in final
@@ -260,5 +269,6 @@ def test_progress_estimates_from_the_pace_so_far(studio) -> None:
     studio._inits, studio._steps = ["random", "subclone"], 10
     studio._progress = {"random": [100.0, float("nan")]}
     studio.live_histories = {"random": type("H", (), {"last_step": 4})()}
-    assert studio.progress_text(now=108.0) == ("random: step 4 of 10, 0:08 elapsed, about 0:12 left | "
-                                               "then subclone (about 0:20 each) | about 0:32 left in all")
+    assert studio.progress_text(now=108.0) == (
+        "random: step 4 of 10, 0:08 elapsed, about 0:12 left | then subclone (about 0:20 each) | about 0:32 left in all"
+    )

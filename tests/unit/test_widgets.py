@@ -36,7 +36,6 @@ def word_tokenizer() -> PreTrainedTokenizerFast:
     return PreTrainedTokenizerFast(tokenizer_object=backend, unk_token="[UNK]", eos_token="</s>")
 
 
-
 @pytest.fixture(scope="module")
 def llama():
     """A tiny grouped-query Llama parent (4 blocks, 48 wide, 6 heads / 2 KV) with its profile and batches."""
@@ -114,8 +113,9 @@ def test_image_parent_picks_images_of_a_batch() -> None:
     assert [value for _, value in explorer.token.options] == [0, 1, 2]
     explorer.token.value = 2
     assert explorer.trace.sequence_index == 2
-    np.testing.assert_allclose(explorer.trace_figure.data[0].y,
-                               sv.token_trace(parent, batches[0], 0, sequence_index=2).norms)
+    np.testing.assert_allclose(
+        explorer.trace_figure.data[0].y, sv.token_trace(parent, batches[0], 0, sequence_index=2).norms
+    )
 
 
 # ------------------------------------------------------------------------------------------------ importance
