@@ -13,14 +13,9 @@ Skips, saying why, without chromium, node or playwright-core (``make browser-dep
 from __future__ import annotations
 
 import json
-import os
-import shutil
-import signal
-import socket
 import subprocess
 import sys
 import time
-import urllib.request
 from pathlib import Path
 
 import pytest
@@ -31,7 +26,11 @@ ROOT = Path(__file__).resolve().parents[2]
 BROWSER_DIR = ROOT / "tests" / "integration" / "browser"
 ARTIFACTS = ROOT / "tests" / "artifacts"
 SCREENSHOTS = ROOT / "docs" / "screenshots"
-CHROMIUM = Path("/usr/bin/chromium")
+sys.path.insert(0, str(BROWSER_DIR))
+
+import lab  # noqa: E402  (tests/integration/browser/lab.py: the server, shared with bench_browser_latency.py)
+
+CHROMIUM = lab.CHROMIUM
 # What run_notebooks.js does with each notebook: run all cells, then click and wait for each result in turn.
 RUNS = [
     {"notebook": "01_residual_property.ipynb"},
@@ -65,92 +64,20 @@ VISION_RUN = {
         {"press": {"slider": "blocks", "keys": ["ArrowRight", "ArrowRight"]}, "shapes": {**REMOVED_BANDS, "count": 0}},
     ],
 }
-SERVER_START_SECONDS = 90
 RUN_SECONDS = 900
-
-
-def _missing_tools() -> str | None:
-    if not CHROMIUM.exists():
-        return f"{CHROMIUM} is missing (Debian's chromium: `make browser-deps` or apt-get install chromium)"
-    if shutil.which("node") is None:
-        return "node is not installed"
-    if not (BROWSER_DIR / "node_modules" / "playwright-core" / "package.json").is_file():
-        return f"playwright-core is not installed in {BROWSER_DIR} (`make browser-deps` or npm install there)"
-    return None
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _wait_for_server(url: str, server: subprocess.Popen, log: Path) -> None:
-    deadline = time.monotonic() + SERVER_START_SECONDS
-    while time.monotonic() < deadline:
-        if server.poll() is not None:
-            pytest.fail(f"JupyterLab exited with {server.returncode}:\n{log.read_text()[-3000:]}")
-        try:
-            with urllib.request.urlopen(f"{url}/api/status", timeout=2) as response:
-                if response.status == 200:
-                    return
-        except OSError:
-            time.sleep(0.5)
-    pytest.fail(f"JupyterLab did not answer on {url} within {SERVER_START_SECONDS} s:\n{log.read_text()[-3000:]}")
 
 
 @pytest.fixture(scope="module")
 def jupyterlab(tmp_path_factory: pytest.TempPathFactory):
     """A JupyterLab server over a copy of the notebooks, in quick mode; yields its URL."""
-    missing = _missing_tools()
+    missing = lab.missing_tools(CHROMIUM)
     if missing:
         pytest.skip(f"real-browser test skipped: {missing}")
-    tmp_path = tmp_path_factory.mktemp("jupyterlab")
-    notebooks = tmp_path / "notebooks"
-    shutil.copytree(ROOT / "notebooks", notebooks, ignore=shutil.ignore_patterns(".ipynb_checkpoints", "subclones"))
-    port = _free_port()
-    env = {
-        **os.environ,
-        "SUBCLONE_VIZ_QUICK": "1",
-        # One thread per kernel: on a small shared machine two threads mostly wait for each other.
-        "OMP_NUM_THREADS": "1",
-        # Keep JupyterLab's settings, workspaces and runtime files out of the home directory.
-        "JUPYTER_RUNTIME_DIR": str(tmp_path / "runtime"),
-        "JUPYTERLAB_SETTINGS_DIR": str(tmp_path / "settings"),
-        "JUPYTERLAB_WORKSPACES_DIR": str(tmp_path / "workspaces"),
-    }
-    # No news or update checks: they would try the network and cover the page with a notification.
-    notification = tmp_path / "settings" / "@jupyterlab" / "apputils-extension" / "notification.jupyterlab-settings"
-    notification.parent.mkdir(parents=True)
-    notification.write_text(json.dumps({"fetchNews": "false", "checkForUpdates": False}))
-    log = tmp_path / "jupyterlab.log"
-    command = [
-        sys.executable,
-        "-m",
-        "jupyterlab",
-        f"--port={port}",
-        "--ip=127.0.0.1",
-        "--no-browser",
-        "--allow-root",
-        "--ServerApp.token=",
-        "--ServerApp.password=",
-        "--LabApp.expose_app_in_browser=True",
-        f"--ServerApp.root_dir={notebooks}",
-    ]
-    with log.open("w") as log_file:
-        server = subprocess.Popen(command, env=env, stdout=log_file, stderr=subprocess.STDOUT, start_new_session=True)
-    url = f"http://127.0.0.1:{port}"
     try:
-        _wait_for_server(url, server, log)
-        yield url
-    finally:
-        # The server and the kernels it started share its session: stop them all.
-        os.killpg(server.pid, signal.SIGTERM)
-        try:
-            server.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            os.killpg(server.pid, signal.SIGKILL)
-            server.wait()
+        with lab.jupyterlab(tmp_path_factory.mktemp("jupyterlab")) as url:
+            yield url
+    except lab.LabError as error:
+        pytest.fail(str(error))
 
 
 def _run_in_chromium(url: str, runs: list[dict]) -> list[dict]:

@@ -9,7 +9,9 @@
 // where RUN is a JSON object {"notebook": "03_x.ipynb", "widget": 0, "actions": [ACTION, ...]}: "widget" picks
 // the notebook's n-th widget output (default 0, the first), "actions" are optional. Each ACTION does at most
 // one thing, then waits for one result:
-//   {"click": {"button": "Subclone"}, "expect": ".subclone-result"}            a widget button, by its text;
+//   {"click": {"button": "Subclone"}, "expect": ".subclone-result"}            a widget button (a toggle button
+//                                                                              too), by its text;
+//   {"click": {"tab": "Sizes"}, "expect": ".x"}                                a tab of a widget's tab bar;
 //   {"click": {"plot": 0, "at": [0.25, 0.5]}, "expect": ".x", "text": "..."}   plot 0 of the widget, at fractions
 //                                                                              of its plot area;
 //   {"press": {"slider": "blocks", "keys": ["ArrowLeft"]}}                     keys on a slider's handle (by its
@@ -17,8 +19,8 @@
 //   {"shapes": {"plot": 0, "fill": "rgb(184, 184, 184)", "count": 0}}          wait until plot 0 of the widget
 //                                                                              draws exactly `count` shapes of
 //                                                                              that fill colour (DOM, not state).
-// Prints one JSON line per notebook ({notebook, ok, seconds, cells, plots, results, screenshot, error}) and
-// exits 1 when any notebook failed.
+// Prints one JSON line per notebook ({notebook, ok, seconds, cells, plots, results, screenshot, figures, error})
+// and exits 1 when any notebook failed.
 
 'use strict';
 
@@ -97,7 +99,11 @@ async function runAllCells(page, timeoutMs) {
 
 async function click(page, output, action) {
   if (action.button) {
-    await output.locator('button.widget-button', { hasText: action.button }).first().click();
+    await output.locator('button', { hasText: action.button }).first().click();
+    return;
+  }
+  if (action.tab) {
+    await output.locator('.lm-TabBar-tab', { hasText: action.tab }).first().click();
     return;
   }
   // Plotly reports a click on the point under the mouse in its drag layer, which covers the plot area.
@@ -161,22 +167,73 @@ async function screenshot(page, target, files) {
   }
 }
 
+// Every plotly figure the notebook shows (those in hidden tabs aside), then every widget output, one PNG each.
+async function screenshotFigures(page, folder) {
+  fs.rmSync(folder, { recursive: true, force: true });
+  const files = [];
+  const targets = [
+    ['figure', page.locator(`${PANEL} .js-plotly-plot`)],
+    ['widget', page.locator(`${PANEL} .jp-OutputArea-output:has(.widget-vbox, .widget-tab)`)],
+  ];
+  for (const [kind, all] of targets) {
+    const count = await all.count();
+    for (let i = 0; i < count; i++) {
+      const target = all.nth(i);
+      if (!(await target.isVisible())) continue;
+      const file = path.join(folder, `${kind}-${String(i + 1).padStart(2, '0')}.png`);
+      await screenshot(page, target, [file]);
+      files.push(file);
+    }
+  }
+  return files;
+}
+
+async function openNotebook(page, options, notebook) {
+  await page.goto(`${options.url}/lab/tree/${notebook}?reset`, { waitUntil: 'domcontentloaded' });
+  await page.waitForFunction(() => window.jupyterapp && window.jupyterapp.shell.currentWidget &&
+    window.jupyterapp.shell.currentWidget.content, null, { timeout: options.timeoutMs });
+  // The file browser and other side panels take width the widgets need.
+  await page.evaluate(() => window.jupyterapp.shell.collapseLeft());
+  await waitForKernel(page, options.timeoutMs);
+  const cells = await runAllCells(page, options.timeoutMs);
+  await page.locator(`${PANEL} .js-plotly-plot`).first().waitFor({ timeout: 60000 });
+  return cells;
+}
+
+function widgetOutput(page, widget) {
+  return page.locator(`${PANEL} .jp-OutputArea-output:has(.widget-vbox, .widget-tab)`).nth(widget);
+}
+
+async function shutDown(page) {
+  // Shut the kernel down so the next notebook does not compete with it for the CPU.
+  await page.evaluate(() => window.jupyterapp.shell.currentWidget.sessionContext.shutdown()).catch(() => {});
+  await page.close();
+}
+
+async function launch(options) {
+  const userDataDir = fs.mkdtempSync(path.join(os.tmpdir(), 'subclone-viz-chromium-'));
+  const context = await chromium.launchPersistentContext(userDataDir, {
+    executablePath: options.chromium,
+    headless: true,
+    args: CHROMIUM_ARGS,
+    viewport: { width: 1500, height: 2400 }, // tall enough that each widget fits in one screenshot
+  });
+  const close = async () => {
+    await context.close();
+    fs.rmSync(userDataDir, { recursive: true, force: true });
+  };
+  return { context, close };
+}
+
 async function checkNotebook(context, options, { notebook, widget = 0, actions = [] }) {
   const start = Date.now();
   const name = path.basename(notebook, '.ipynb');
   const report = { notebook, ok: false };
   const page = await context.newPage();
   try {
-    await page.goto(`${options.url}/lab/tree/${notebook}?reset`, { waitUntil: 'domcontentloaded' });
-    await page.waitForFunction(() => window.jupyterapp && window.jupyterapp.shell.currentWidget &&
-      window.jupyterapp.shell.currentWidget.content, null, { timeout: options.timeoutMs });
-    // The file browser and other side panels take width the widgets need.
-    await page.evaluate(() => window.jupyterapp.shell.collapseLeft());
-    await waitForKernel(page, options.timeoutMs);
-    report.cells = await runAllCells(page, options.timeoutMs);
-    await page.locator(`${PANEL} .js-plotly-plot`).first().waitFor({ timeout: 60000 });
+    report.cells = await openNotebook(page, options, notebook);
     report.plots = await page.locator(`${PANEL} .js-plotly-plot`).count();
-    const output = page.locator(`${PANEL} .jp-OutputArea-output:has(.widget-vbox, .widget-tab)`).nth(widget);
+    const output = widgetOutput(page, widget);
     report.results = [];
     for (const action of actions) {
       report.results.push(await act(page, output, action, options.timeoutMs));
@@ -185,6 +242,7 @@ async function checkNotebook(context, options, { notebook, widget = 0, actions =
     if (options.screenshots) files.push(path.join(options.screenshots, `${name}.png`));
     await screenshot(page, output, files);
     report.screenshot = files;
+    report.figures = await screenshotFigures(page, path.join(options.artifacts, 'figures', name));
     report.ok = true;
   } catch (error) {
     report.error = String(error && error.message ? error.message : error).split('\n')[0];
@@ -193,9 +251,7 @@ async function checkNotebook(context, options, { notebook, widget = 0, actions =
     await page.screenshot({ path: failure }).catch(() => {});
     report.failure_screenshot = failure;
   } finally {
-    // Shut the kernel down so the next notebook does not compete with it for the CPU.
-    await page.evaluate(() => window.jupyterapp.shell.currentWidget.sessionContext.shutdown()).catch(() => {});
-    await page.close();
+    await shutDown(page);
   }
   report.seconds = (Date.now() - start) / 1000;
   return report;
@@ -203,13 +259,7 @@ async function checkNotebook(context, options, { notebook, widget = 0, actions =
 
 async function main() {
   const options = parseArgs(process.argv.slice(2));
-  const userDataDir = fs.mkdtempSync(path.join(os.tmpdir(), 'subclone-viz-chromium-'));
-  const context = await chromium.launchPersistentContext(userDataDir, {
-    executablePath: options.chromium,
-    headless: true,
-    args: CHROMIUM_ARGS,
-    viewport: { width: 1500, height: 2400 }, // tall enough that each widget fits in one screenshot
-  });
+  const { context, close } = await launch(options);
   let failed = false;
   try {
     for (const notebook of options.notebooks) {
@@ -218,13 +268,16 @@ async function main() {
       console.log(JSON.stringify(report));
     }
   } finally {
-    await context.close();
-    fs.rmSync(userDataDir, { recursive: true, force: true });
+    await close();
   }
   process.exit(failed ? 1 : 0);
 }
 
-main().catch((error) => {
-  console.error(error);
-  process.exit(2);
-});
+module.exports = { PANEL, parseArgs, launch, openNotebook, widgetOutput, waitForKernel, shutDown, click, press };
+
+if (require.main === module) {
+  main().catch((error) => {
+    console.error(error);
+    process.exit(2);
+  });
+}
