@@ -19,7 +19,9 @@
 //   {"name": "...", "click": {"plot": 0, "at": [[fx, fy], ...]}}  click plot 0 of the widget at each point in turn;
 //   "tab": "Sizes" (optional, any control) clicks that tab of the widget first (not timed); "widget": N (optional)
 //   moves the notebook's N-th widget output instead of the run's.
-// Prints one JSON line per notebook: {notebook, ok, controls: [{name, ms: [...]}], error}.
+// Prints one JSON line per notebook: {notebook, ok, controls: [{name, ms: [...], first_plot_ms: [...]}], error}
+// (first_plot_ms: to the first change inside a plotly figure). LATENCY_LOG=1 prints each move's mutations to
+// stderr, grouped by millisecond ([ms, count, class of the first target]): how many redraws a move caused.
 
 'use strict';
 
@@ -67,7 +69,7 @@ async function prepare(page, output, control, repeat) {
 
 // In the page: the start (first trigger event) and the last output mutation, plotly's hover layer aside.
 function arm(trigger) {
-  const state = { start: null, last: null, plot: false };
+  const state = { start: null, last: null, plot: false, firstPlot: null, log: [] };
   window.__latency = state;
   const onTrigger = () => {
     if (state.start === null) state.start = performance.now();
@@ -81,7 +83,13 @@ function arm(trigger) {
       if (!target || !target.closest('.jp-OutputArea-output') || target.closest('.hoverlayer')) continue;
       if (state.start === null) continue;
       state.last = now;
-      if (target.closest('.js-plotly-plot')) state.plot = true;
+      const plot = target.closest('.js-plotly-plot');
+      if (plot && !state.plot) state.firstPlot = now;
+      if (plot) state.plot = true;
+      const t = Math.round(now - state.start);
+      const last = state.log[state.log.length - 1];
+      if (last && last[0] === t) last[1] += 1;
+      else state.log.push([t, 1, String(target.className.baseVal ?? target.className).slice(0, 30)]);
     }
   });
   observer.observe(notebook, { subtree: true, childList: true, attributes: true, characterData: true });
@@ -93,11 +101,12 @@ async function settled(page, timeoutMs) {
   for (;;) {
     const state = await page.evaluate(() => {
       const s = window.__latency;
-      return { start: s.start, last: s.last, plot: s.plot, now: performance.now() };
+      return { start: s.start, last: s.last, plot: s.plot, firstPlot: s.firstPlot, log: s.log, now: performance.now() };
     });
     if (state.start !== null && state.plot && state.now - state.last >= QUIET_MS) {
       await page.evaluate(() => window.__latency.stop());
-      return state.last - state.start;
+      if (process.env.LATENCY_LOG) console.error(JSON.stringify(state.log));
+      return [state.last - state.start, state.firstPlot - state.start];
     }
     if (Date.now() > deadline) {
       await page.evaluate(() => window.__latency.stop());
@@ -110,6 +119,7 @@ async function settled(page, timeoutMs) {
 async function timeControl(page, output, control, repeats, timeoutMs) {
   if (control.tab) await click(page, output, { tab: control.tab });
   const ms = [];
+  const firstMs = [];
   for (let repeat = 0; repeat < repeats; repeat++) {
     await waitForKernel(page, timeoutMs);
     await page.waitForTimeout(PAUSE_MS);
@@ -117,9 +127,11 @@ async function timeControl(page, output, control, repeats, timeoutMs) {
     const trigger = TRIGGERS[Object.keys(TRIGGERS).find((kind) => control[kind])];
     await page.evaluate(arm, trigger);
     await move();
-    ms.push(Math.round(await settled(page, timeoutMs)));
+    const [settledMs, firstPlotMs] = await settled(page, timeoutMs);
+    ms.push(Math.round(settledMs));
+    firstMs.push(Math.round(firstPlotMs));
   }
-  return ms;
+  return { ms, first_plot_ms: firstMs };
 }
 
 async function timeNotebook(context, options, { notebook, widget = 0, repeats = 5, controls }) {
@@ -129,8 +141,8 @@ async function timeNotebook(context, options, { notebook, widget = 0, repeats = 
     report.cells = await openNotebook(page, options, notebook);
     for (const control of controls) {
       const output = widgetOutput(page, control.widget === undefined ? widget : control.widget);
-      const ms = await timeControl(page, output, control, repeats, options.timeoutMs);
-      report.controls.push({ name: control.name, ms });
+      const times = await timeControl(page, output, control, repeats, options.timeoutMs);
+      report.controls.push({ name: control.name, ...times });
     }
     report.ok = true;
   } catch (error) {
