@@ -1,5 +1,12 @@
-"""mkdocs hooks (``hooks:`` in mkdocs.yml): the results page and its images join the site at build time, and
-the docstrings' Sphinx roles read as plain code on the API page.
+"""mkdocs hooks (``hooks:`` in mkdocs.yml): the results page and its images join the site at build time, the
+notebooks' pages show their executed copies when there are current ones, and the docstrings' Sphinx roles read
+as plain code on the API page.
+
+The notebooks are committed without outputs. ``python tools/execute_notebooks.py`` (``make docs`` runs it) writes
+executed copies, their plotly figures inlined, to ``build/executed_notebooks/`` (git-ignored); a notebook's page
+renders its copy instead of the notebook while the copy's recorded checksum matches the notebook, and the
+notebook itself (code and narrative, no outputs) otherwise; plotly.js joins the site once, for every copy. ``SUBCLONE_VIZ_EXECUTED_NOTEBOOKS`` names another
+folder of copies.
 
 ``results.md`` is generated from ``bench/results/`` by :mod:`results_page` and never written into ``docs/``,
 so it cannot go stale; the PNGs that figure files name are served from where they lie, under ``results/``.
@@ -22,6 +29,8 @@ Example::
 
 from __future__ import annotations
 
+import json
+import os
 import re
 import sys
 from pathlib import Path
@@ -33,7 +42,9 @@ from mkdocs.structure.pages import Page
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-import results_page  # noqa: E402  (a sibling script, importable once its folder is on the path)
+import execute_notebooks  # noqa: E402  (sibling scripts, importable once their folder is on the path)
+
+import results_page  # noqa: E402
 
 
 def on_files(files: Files, config: MkDocsConfig) -> Files:
@@ -46,7 +57,37 @@ def on_files(files: Files, config: MkDocsConfig) -> Files:
         for image in entry.images:
             src_uri = f"results/{(entry.path.parent / image.name).as_posix()}"
             files.append(File.generated(config, src_uri, abs_src_path=str(image)))
+    if executed_notebooks(files):
+        from plotly.offline import get_plotlyjs
+
+        files.append(File.generated(config, execute_notebooks.PLOTLY_JS, content=get_plotlyjs()))
     return files
+
+
+def executed_notebooks(files: Files) -> list[str]:
+    """Point each notebook page whose executed copy is current at that copy; returns the notebooks it did."""
+    folder = Path(os.environ.get("SUBCLONE_VIZ_EXECUTED_NOTEBOOKS", execute_notebooks.OUT))
+    shown = []
+    for file in files:
+        if not (file.src_uri.startswith("notebooks/") and file.src_uri.endswith(".ipynb")):
+            continue
+        source = getattr(file, "file", file)  # mkdocs-jupyter wraps the File of each notebook it renders
+        copy = folder / Path(file.src_uri).name
+        if copy.is_file() and _current(copy, Path(source.abs_src_path)):
+            # Both: the wrapper's own attribute is what mkdocs-jupyter reads, the File's what mkdocs copies.
+            source.abs_src_path = file.abs_src_path = str(copy)
+            shown.append(file.src_uri)
+    return shown
+
+
+def _current(copy: Path, notebook: Path) -> bool:
+    try:
+        recorded = json.loads(copy.read_text())["metadata"]["subclone_viz"][execute_notebooks.SOURCE_KEY]
+    except (OSError, ValueError, KeyError, TypeError) as error:
+        raise PluginError(
+            f"executed notebook {copy} is damaged ({error}): run tools/execute_notebooks.py again"
+        ) from error
+    return recorded == execute_notebooks.source_sha256(notebook)
 
 
 # ":func:<code>~a.b</code>" as mkdocstrings renders a Sphinx role; the "~" shortens the path to its last part

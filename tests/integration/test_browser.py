@@ -3,8 +3,9 @@
 Starts JupyterLab on 127.0.0.1 (a free port, no token) over a temporary copy of notebooks/, in quick mode, and
 runs tests/integration/browser/run_notebooks.js (Node + playwright-core, with Debian's chromium): it opens each
 notebook, runs all cells, checks that plotly figures rendered, clicks the Subclone and Train buttons of notebook
-3 and a size-grid cell of notebook 4 and waits for their results, and saves screenshots to tests/artifacts/ and
-docs/screenshots/ (the README's). Notebook 5's studio, with every block kept, must draw no grey "removed" band
+3 and a size-grid cell of notebook 4, moves notebook 6's layer slider, and waits for their results, and saves a
+screenshot of each notebook's widget to tests/artifacts/ and docs/screenshots/ (the docs' Notebooks page), and
+one of every figure and widget output to tests/artifacts/figures/NOTEBOOK/ (git-ignored, for review). Notebook 5's studio, with every block kept, must draw no grey "removed" band
 (counted in the DOM), also after its blocks slider goes down and back up with the keyboard.
 
 Skips, saying why, without chromium, node or playwright-core (``make browser-deps`` installs them).
@@ -50,6 +51,18 @@ RUNS = [
         "notebook": "04_choosing_a_size.ipynb",
         "widget": 1,
         "actions": [{"click": {"plot": 0, "at": [0.25, 0.5]}, "expect": ".size-grid-selection"}],
+    },
+    # Notebook 6's explorer opens on its residual tab, the token trace at residual layer 15 of SmolLM2's 30: one
+    # arrow key on the layer slider moves the marker and the readout to layer 16 (a round trip to the kernel).
+    {
+        "notebook": "06_what_the_cut_loses.ipynb",
+        "actions": [
+            {
+                "press": {"slider": "residual layer", "keys": ["ArrowRight"]},
+                "expect": ".widget-html",
+                "text": "residual layer 16:",
+            }
+        ],
     },
 ]
 # Notebook 5 shows the studio (its second widget) with all 6 blocks kept: its residual plot (plot 0) must draw no
@@ -121,6 +134,14 @@ def test_notebooks_render_and_run_in_chromium(jupyterlab: str) -> None:
     assert "parameters" in subcloned and "held-out loss before training" in subcloned and "saved to" in subcloned
     assert trained.startswith("training done: "), trained  # then each run: "random: done, 8 steps in 0:26 | ..."
     assert "15 blocks x 192 wide" in selected and "sent to the subclone studio" in selected
+    (moved,) = reports[4]["results"]
+    assert moved.startswith("residual layer 16: ||h|| = ") and "block 15: cos(input, output) = " in moved, moved
+    # Every figure of every notebook, one screenshot each, for review (git-ignored under tests/artifacts/figures/).
+    for report in reports:
+        shots = [Path(f) for f in report["figures"]]
+        assert len([f for f in shots if f.name.startswith("figure-")]) >= 1, report["notebook"]
+        assert all(f.parent == ARTIFACTS / "figures" / Path(report["notebook"]).stem for f in shots)
+        assert all(f.stat().st_size > 2_000 for f in shots), [(f.name, f.stat().st_size) for f in shots]
 
 
 def test_vision_studio_draws_no_removed_band_with_every_block_kept(jupyterlab: str) -> None:
