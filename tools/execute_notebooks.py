@@ -1,13 +1,13 @@
 #!/usr/bin/env python3
 """Execute the notebooks in quick mode into a git-ignored folder, so that the docs site shows their figures.
 
-Usage: python tools/execute_notebooks.py [notebooks/01_residual_property.ipynb ...] [--out build/executed_notebooks]
+Usage: python tools/execute_notebooks.py [notebooks/01_residual_property.ipynb ...] [--out build/docs/notebooks]
        [--timeout 600]
 
 The notebooks in the repository stay without outputs. This runs each one top to bottom in a headless kernel
 (nbclient, ``SUBCLONE_VIZ_QUICK=1``, one thread, in a temporary working directory) with a per-cell time limit,
 fails naming the notebook and cell when a cell raises, and writes the executed copy to ``--out`` (by default
-``build/executed_notebooks/``, ignored by git) through the atomic writer. Each plotly figure's output becomes an
+``build/docs/notebooks/``, ignored by git) through the atomic writer. Each plotly figure's output becomes an
 HTML div, the first preceded by a script tag loading the site's own copy of plotly.js (:data:`PLOTLY_JS`, which
 the docs hook adds to the site: no require.js, no CDN, and no 3 MB script inlined into each page, whose strings
 the strict build would read as broken links), and the copy records the
@@ -42,7 +42,7 @@ import nbformat
 
 ROOT = Path(__file__).resolve().parents[1]
 NOTEBOOKS = ROOT / "notebooks"
-OUT = ROOT / "build" / "executed_notebooks"
+OUT = ROOT / "build" / "docs" / "notebooks"  # named notebooks/: mkdocs-jupyter renders what matches notebooks/*.ipynb
 PLOTLY = "application/vnd.plotly.v1+json"
 SOURCE_KEY = "source_sha256"  # in the copy's metadata["subclone_viz"]
 PLOTLY_JS = "assets/plotly.min.js"  # on the site; a notebook's page is two folders down (notebooks/NAME/)

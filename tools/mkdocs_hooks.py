@@ -3,7 +3,7 @@ notebooks' pages show their executed copies when there are current ones, and the
 as plain code on the API page.
 
 The notebooks are committed without outputs. ``python tools/execute_notebooks.py`` (``make docs`` runs it) writes
-executed copies, their plotly figures inlined, to ``build/executed_notebooks/`` (git-ignored); a notebook's page
+executed copies, their plotly figures inlined, to ``build/docs/notebooks/`` (git-ignored); a notebook's page
 renders its copy instead of the notebook while the copy's recorded checksum matches the notebook, and the
 notebook itself (code and narrative, no outputs) otherwise; plotly.js joins the site once, for every copy. ``SUBCLONE_VIZ_EXECUTED_NOTEBOOKS`` names another
 folder of copies.

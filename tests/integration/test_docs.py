@@ -10,11 +10,15 @@ import subprocess
 import sys
 from pathlib import Path
 
+import nbformat
+import plotly.graph_objects as go
 import pytest
 import yaml
 
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT / "tools"))
+
+import execute_notebooks  # noqa: E402
 
 import mkdocs_hooks  # noqa: E402
 
@@ -88,4 +92,35 @@ def test_a_broken_link_or_a_missing_page_fails_the_build(tmp_path: Path, break_i
 
 def test_the_hook_example_runs() -> None:
     failed, attempted = doctest.testmod(mkdocs_hooks)
+    assert attempted > 0 and failed == 0
+
+
+def test_executed_notebooks_show_their_plotly_figures(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A notebook's page renders its executed copy (tools/execute_notebooks.py) while the copy is current: the
+    plotly div with its data, and the site's own plotly.js; a stale copy (another checksum) is not shown."""
+    executed = tmp_path / "notebooks"  # mkdocs-jupyter renders files matching notebooks/*.ipynb
+    executed.mkdir()
+    for name, current in (("01_residual_property.ipynb", True), ("02_neuron_importance.ipynb", False)):
+        source = ROOT / "notebooks" / name
+        copy = nbformat.read(source, as_version=4)
+        cell = next(c for c in copy.cells if c.cell_type == "code")
+        figure = go.Figure(go.Bar(y=[3.25, 1.5, 7.75])).to_plotly_json()
+        cell.outputs = [nbformat.v4.new_output("display_data", {execute_notebooks.PLOTLY: figure})]
+        assert execute_notebooks.inline_plotly(copy) == 1
+        checksum = execute_notebooks.source_sha256(source) if current else "0" * 64
+        copy.metadata["subclone_viz"] = {execute_notebooks.SOURCE_KEY: checksum}
+        nbformat.write(copy, executed / name)
+    monkeypatch.setenv("SUBCLONE_VIZ_EXECUTED_NOTEBOOKS", str(executed))
+    done = build(strict_copy(tmp_path, lambda docs: None), tmp_path / "site")
+    assert done.returncode == 0, done.stdout + done.stderr
+    shown = (tmp_path / "site" / "notebooks" / "01_residual_property" / "index.html").read_text()
+    assert 'class="plotly-graph-div"' in shown and "Plotly.newPlot" in shown and '"y":[3.25,1.5,7.75]' in shown
+    assert f'src="../../{execute_notebooks.PLOTLY_JS}"' in shown
+    assert (tmp_path / "site" / execute_notebooks.PLOTLY_JS).stat().st_size > 1_000_000
+    stale = (tmp_path / "site" / "notebooks" / "02_neuron_importance" / "index.html").read_text()
+    assert "plotly-graph-div" not in stale
+
+
+def test_the_notebook_tool_example_runs() -> None:
+    failed, attempted = doctest.testmod(execute_notebooks)
     assert attempted > 0 and failed == 0
