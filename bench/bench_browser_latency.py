@@ -88,18 +88,20 @@ RUNS = {
 
 
 def drive(url: str, runs: list[dict], artifacts: Path) -> list[dict]:
-    """latency.js over ``runs``: one report per notebook."""
-    completed = subprocess.run(
-        ["node", str(BROWSER_DIR / "latency.js"), "--url", url, "--artifacts", str(artifacts), *map(json.dumps, runs)],
-        capture_output=True,
-        text=True,
-        cwd=BROWSER_DIR,
-        timeout=3600,
-    )
-    reports = [json.loads(line) for line in completed.stdout.splitlines() if line.startswith("{")]
+    """latency.js over ``runs``: one report per notebook, each printed as it comes."""
+    command = ["node", str(BROWSER_DIR / "latency.js"), "--url", url, "--artifacts", str(artifacts)]
+    with subprocess.Popen(
+        [*command, *map(json.dumps, runs)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=BROWSER_DIR
+    ) as node:
+        reports = []
+        for line in node.stdout:
+            if line.startswith("{"):
+                reports.append(json.loads(line))
+                print(line.strip(), flush=True)
+        errors = node.stderr.read()
     failed = [r for r in reports if not r["ok"]]
-    if completed.returncode != 0 or failed:
-        sys.exit(f"latency.js failed: {failed or completed.stderr[-3000:]}")
+    if node.returncode != 0 or failed:
+        sys.exit(f"latency.js failed: {failed or errors[-3000:]}")
     return reports
 
 

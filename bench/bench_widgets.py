@@ -11,7 +11,20 @@ times each control that only redraws what is already computed, as a person would
 * the top-k overlap's k slider (``ImportanceExplorer.k``: a 31 x 31 overlap matrix of 576 channels);
 * the FFN neuron block slider (``ImportanceExplorer.ffn_layer``: 1,536 sorted importances);
 * a size-grid click (``SizeGridExplorer.select``: three heat maps outlined, and the linked studio set to that
-  size, re-planned and its residual plot redrawn, as in notebook 4).
+  size, re-planned and its residual plot redrawn, as in notebook 4);
+
+and the newer controls (``--newer``, separate functions below):
+
+* predictions through depth's token menu (``ResidualExplorer.depth.token``: the parent's and a destination's
+  lenses already read, one table redrawn);
+* CompareOutputs' "colour by" menu (``loss_model``: the held-out text coloured by another model's per-token
+  losses, already scored);
+* SimilarityView's Measure button (``measure``: not a redraw, it streams one held-out batch through the parent
+  and the studio's destination; timed for scale);
+* BudgetExplorer's budget slider (``budget``: every size re-forecast from its cached pilot, the Pareto plot
+  redrawn), over a 2 x 1 budget grid of short pilots;
+* the mixture-of-experts section of ImportanceExplorer (``expert_layer``: one block's experts' neuron curves),
+  on a tiny random OLMoE-class parent (tests/tiny.py: 8 experts), since no MoE parent is embedded.
 
 Each time covers the whole callback in the kernel, the serialization of the messages to the front end included
 (ipywidgets serializes a widget's state whether or not a browser is attached); the browser's own drawing is
@@ -22,8 +35,10 @@ from __future__ import annotations
 
 import argparse
 import statistics
+import sys
 import time
 from collections.abc import Callable
+from pathlib import Path
 
 import subclone_viz as sv
 from subclone_viz import widgets
@@ -61,11 +76,95 @@ def setter(control, value) -> Callable[[], None]:
     return change
 
 
+def depth_and_outputs_cases(parent: sv.Parent, residual: widgets.ResidualExplorer, repeats: int) -> dict:
+    """Predictions through depth's token menu (a destination beside the parent) and CompareOutputs' colour menu."""
+    heldout = next(iter(sv.parent_batches(parent, "heldout", seq_len=64, batch_size=1, max_batches=1)))
+    prof = residual.profile
+    models = {
+        f"{layers} x {hidden}": sv.subclone(
+            parent, sv.plan(parent, prof, sv.DestinationSpec(layers=layers, hidden=hidden))
+        )
+        for layers, hidden in ((20, 384), (10, 192))
+    }
+    depth = residual.depth
+    first = next(iter(models.values()))
+    depth.show_destination(first)  # the lenses of both models read once, here
+    tokens = len(depth.token.options)
+    outputs = widgets.CompareOutputs(parent, lambda: models, heldout=heldout)
+    outputs.score()  # every model's per-token losses, once
+    names = list(outputs.loss_model.options)
+    return {
+        "predictions through depth: token menu": [setter(depth.token, (3 * n + 1) % tokens) for n in range(repeats)],
+        "compare outputs: colour-by menu": [
+            setter(outputs.loss_model, names[(n + 1) % len(names)]) for n in range(repeats)
+        ],
+    }
+
+
+def similarity_and_budget_cases(parent: sv.Parent, prof: sv.Profile, repeats: int) -> dict:
+    """SimilarityView's Measure (after a Subclone) and BudgetExplorer's budget slider over cached pilots."""
+    train = sv.parent_batches(parent, "train", seq_len=64, batch_size=2)
+    heldout = sv.parent_batches(parent, "heldout", seq_len=64, batch_size=2, max_batches=1)
+    studio = widgets.SubcloneStudio(parent, prof, train, heldout)
+    studio.layers.value = 15
+    studio.subclone()
+    similarity = widgets.SimilarityView(studio, max_batches=1)
+    budget = sv.budget_grid(parent, prof, [6, 15], [192], train, heldout, tokens=24 * 128, progress=False)
+    explorer = widgets.BudgetExplorer(budget)
+    low, high = explorer.budget.min, explorer.budget.max
+    exponents = [low + (high - low) * ((0.3 + 0.17 * n) % 1) for n in range(repeats)]
+    return {
+        "similarity: Measure (runs the models)": [similarity.measure for _ in range(repeats)],
+        "budget slider (re-forecast)": [setter(explorer.budget, 10**e) for e in exponents],
+    }
+
+
+def expert_cases(repeats: int) -> dict:
+    """The MoE expert block slider of ImportanceExplorer, on a tiny random OLMoE-class parent."""
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+    from tiny import tiny_batches, tiny_model
+
+    parent = sv.load_parent(tiny_model("olmoe"), device="cpu")
+    prof = sv.profile(parent, tiny_batches("olmoe"), progress=False)
+    explorer = widgets.ImportanceExplorer(prof)
+    blocks = list(explorer.expert_layer.options)
+    return {
+        f"MoE expert block slider ({parent.dims.experts} experts)": [
+            setter(explorer.expert_layer, blocks[(n + 1) % len(blocks)]) for n in range(repeats)
+        ]
+    }
+
+
+def report(cases: dict, repeats: int) -> None:
+    """Time each control's changes and print median, max and the verdict."""
+    print(f"\n{repeats} changes per control; milliseconds per callback (target < {TARGET_SECONDS * 1e3:.0f})")
+    print(f"{'control':<42}{'median':>8}{'max':>8}  verdict")
+    for name, changes in cases.items():
+        seconds = timed(changes)
+        median = statistics.median(seconds)
+        verdict = "ok" if median < TARGET_SECONDS else "MISSES"
+        print(f"{name:<42}{median * 1e3:>8.1f}{max(seconds) * 1e3:>8.1f}  {verdict}", flush=True)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeats", type=int, default=5, help="value changes timed per control (default 5)")
+    parser.add_argument("--newer", action="store_true", help="time only the newer controls (listed above)")
     args = parser.parse_args()
     repeats = args.repeats
+    if args.newer:
+        parent = sv.load_parent("smollm2-135m", device="cpu")
+        prof = cached_profile(parent)
+        residual = widgets.ResidualExplorer(parent, prof)
+        report(
+            {
+                **depth_and_outputs_cases(parent, residual, repeats),
+                **similarity_and_budget_cases(parent, prof, repeats),
+                **expert_cases(repeats),
+            },
+            repeats,
+        )
+        return
 
     start = time.perf_counter()
     parent = sv.load_parent("smollm2-135m", device="cpu")
