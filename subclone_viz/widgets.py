@@ -58,7 +58,6 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import ipywidgets as w
-import numpy as np
 import plotly.graph_objects as go
 from IPython.display import display
 
@@ -140,11 +139,7 @@ def _refresh(widget: go.FigureWidget, figure: go.Figure) -> None:
     current, wanted = widget.layout, figure.layout
     shown, wanted_keys = current.to_plotly_json(), wanted.to_plotly_json().keys()
     with widget.batch_update():
-        if _same_traces(widget.data, figure.data):  # a moved marker or outline leaves the traces as they are
-            pass
-        elif _same_kinds(widget.data, figure.data):
-            _restyle(widget.data, figure.data)
-        else:
+        if not _same_traces(widget.data, figure.data):  # a moved marker or outline leaves the traces as they are
             widget.data = ()
             widget.add_traces(figure.data)
         for key in shown.keys() - wanted_keys:
@@ -153,35 +148,6 @@ def _refresh(widget: go.FigureWidget, figure: go.Figure) -> None:
         for key in wanted_keys:
             if key not in shown or current[key] != wanted[key]:
                 current[key] = wanted[key]
-
-
-def _same_kinds(shown: tuple, wanted: tuple) -> bool:
-    """Whether ``wanted`` has as many traces as ``shown``, of the same types, in order (then they are restyled in
-    place: inside ``batch_update`` that is one message and one redraw in the browser, where replacing the traces
-    sends a delete and an add message and plotly.js redraws the whole figure after each)."""
-    return len(shown) == len(wanted) > 0 and all(old.type == new.type for old, new in zip(shown, wanted))
-
-
-def _restyle(shown: tuple, wanted: tuple) -> None:
-    """Bring each shown trace to its wanted one: changed properties assigned, properties it lacks cleared."""
-    for old, new in zip(shown, wanted):
-        current, target = old.to_plotly_json(), new.to_plotly_json()
-        for key in current.keys() - target.keys() - {"uid", "type"}:
-            old[key] = None
-        for key in target.keys() - {"uid", "type"}:
-            if key not in current or not _unchanged(old[key], new[key]):
-                old[key] = new[key]
-
-
-def _unchanged(shown: Any, wanted: Any) -> bool:
-    """Whether a trace property's value is the same (arrays compared element by element; values that cannot be
-    compared count as changed)."""
-    try:
-        if isinstance(shown, np.ndarray) or isinstance(wanted, np.ndarray):
-            return bool(np.array_equal(shown, wanted))
-        return bool(shown == wanted)
-    except (ValueError, TypeError):
-        return False
 
 
 def _same_traces(shown: tuple, wanted: tuple) -> bool:
@@ -1643,9 +1609,7 @@ class CompareOutputs(_App):
 
         def show(name: str, piece: str) -> None:
             texts[name] += piece
-            boxes[
-                name
-            ].value = (
+            boxes[name].value = (
                 f"<b>{html.escape(name)}</b>: <span style='white-space:pre-wrap'>{html.escape(texts[name])}</span>"
             )
 
