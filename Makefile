@@ -106,7 +106,9 @@ bench: .venv
 strip-notebooks: .venv
 	$(VPY) tools/strip_notebooks.py notebooks/*.ipynb
 
+# The notebooks executed in quick mode into build/docs/notebooks/ (git-ignored), so that their pages show figures.
 docs: .venv
+	$(VPY) tools/execute_notebooks.py
 	$(VPY) -m mkdocs build --strict --site-dir site
 
 clean:
