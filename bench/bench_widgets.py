@@ -24,7 +24,9 @@ and the newer controls (``--newer``, separate functions below):
 * BudgetExplorer's budget slider (``budget``: every size re-forecast from its cached pilot, the Pareto plot
   redrawn), over a 2 x 1 budget grid of short pilots;
 * the mixture-of-experts section of ImportanceExplorer (``expert_layer``: one block's experts' neuron curves),
-  on a tiny random OLMoE-class parent (tests/tiny.py: 8 experts), since no MoE parent is embedded.
+  on a tiny random OLMoE-class parent (tests/tiny.py), since no MoE parent is embedded.
+
+With ``--newer`` the figures go to ``bench/results/widgets/newer_controls.json`` (median and spread, the load).
 
 Each time covers the whole callback in the kernel, the serialization of the messages to the front end included
 (ipywidgets serializes a widget's state whether or not a browser is attached); the browser's own drawing is
@@ -34,14 +36,17 @@ not included. Target: under 100 ms each (issue 11).
 from __future__ import annotations
 
 import argparse
+import os
 import statistics
 import sys
+import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
 
 import subclone_viz as sv
 from subclone_viz import widgets
+from _results import save_results
 
 TARGET_SECONDS = 0.1
 PROFILE_TOKENS = 4096
@@ -105,9 +110,10 @@ def similarity_and_budget_cases(parent: sv.Parent, prof: sv.Profile, repeats: in
     """SimilarityView's Measure (after a Subclone) and BudgetExplorer's budget slider over cached pilots."""
     train = sv.parent_batches(parent, "train", seq_len=64, batch_size=2)
     heldout = sv.parent_batches(parent, "heldout", seq_len=64, batch_size=2, max_batches=1)
-    studio = widgets.SubcloneStudio(parent, prof, train, heldout)
+    studio = widgets.SubcloneStudio(parent, prof, train, heldout, save_dir=tempfile.mkdtemp(prefix="bench-widgets-"))
     studio.layers.value = 15
     studio.subclone()
+    assert studio.last_result is not None, studio.last_error  # Measure needs a destination to measure
     similarity = widgets.SimilarityView(studio, max_batches=1)
     budget = sv.budget_grid(parent, prof, [6, 15], [192], train, heldout, tokens=24 * 128, progress=False)
     explorer = widgets.BudgetExplorer(budget)
@@ -135,15 +141,40 @@ def expert_cases(repeats: int) -> dict:
     }
 
 
-def report(cases: dict, repeats: int) -> None:
-    """Time each control's changes and print median, max and the verdict."""
+def report(cases: dict, repeats: int) -> list[list]:
+    """Time each control's changes and print median, max and the verdict; returns the rows."""
     print(f"\n{repeats} changes per control; milliseconds per callback (target < {TARGET_SECONDS * 1e3:.0f})")
     print(f"{'control':<42}{'median':>8}{'max':>8}  verdict")
+    rows = []
     for name, changes in cases.items():
         seconds = timed(changes)
         median = statistics.median(seconds)
         verdict = "ok" if median < TARGET_SECONDS else "MISSES"
         print(f"{name:<42}{median * 1e3:>8.1f}{max(seconds) * 1e3:>8.1f}  {verdict}", flush=True)
+        rows.append([name, round(median * 1e3, 1), round(min(seconds) * 1e3, 1), round(max(seconds) * 1e3, 1), verdict])
+    return rows
+
+
+def save_newer(rows: list[list], repeats: int) -> None:
+    """The newer controls' figures, with the machine's load, to bench/results/widgets/newer_controls.json."""
+    headline = [
+        f"{name}: median {median:.0f} ms ({low:.0f}-{high:.0f}), {verdict}" for name, median, low, high, verdict in rows
+    ]
+    headline.append(
+        f"kernel-side callbacks (messages serialized, the browser's drawing not included), {repeats} changes each, "
+        f"load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores; target under {TARGET_SECONDS * 1e3:.0f} ms"
+        " for the redraws (Measure runs the models)"
+    )
+    table = {
+        "title": "Milliseconds per callback",
+        "columns": ["control", "median", "min", "max", "verdict"],
+        "rows": rows,
+    }
+    print(
+        save_results(
+            "widgets/newer_controls.json", {"title": "Newer widget controls (kernel side)", "tables": [table]}, headline
+        )
+    )
 
 
 def main() -> None:
@@ -156,7 +187,7 @@ def main() -> None:
         parent = sv.load_parent("smollm2-135m", device="cpu")
         prof = cached_profile(parent)
         residual = widgets.ResidualExplorer(parent, prof)
-        report(
+        rows = report(
             {
                 **depth_and_outputs_cases(parent, residual, repeats),
                 **similarity_and_budget_cases(parent, prof, repeats),
@@ -164,6 +195,7 @@ def main() -> None:
             },
             repeats,
         )
+        save_newer(rows, repeats)
         return
 
     start = time.perf_counter()
