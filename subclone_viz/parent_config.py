@@ -94,7 +94,8 @@ def _first(config: Mapping[str, Any], names: Sequence[str]) -> int | None:
 
 def dims_from_config(config: Mapping[str, Any]) -> ParentDims | None:
     """The dimensions in a transformers ``config.json`` (a multimodal one's ``text_config``); None if unread."""
-    config = config.get("text_config") or config
+    text = config.get("text_config")
+    config = text if isinstance(text, dict) and text else config
     found = {key: _first(config, names) for key, names in _NAMES.items()}
     if found["layers"] is None or found["hidden"] is None:
         return None
