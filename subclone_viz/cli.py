@@ -56,6 +56,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import functools
 import json
 import math
 import os
@@ -63,7 +64,6 @@ import sys
 import textwrap
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from importlib.metadata import entry_points
 from pathlib import Path
 from types import ModuleType
 from typing import Any
@@ -300,10 +300,34 @@ class Flag:
     type: Callable[[str], Any] | None = None
 
 
+@functools.lru_cache(maxsize=1)
+def _plugin_entry_points() -> dict[str, tuple[str, ...]]:
+    """Every ``subclone_viz.*`` entry-point group's names, read from the ``entry_points.txt`` of the packages on
+    ``sys.path`` (what :mod:`importlib.metadata` reads, without the quarter second its import takes)."""
+    found: dict[str, set[str]] = {}
+    for folder in {Path(entry or ".") for entry in sys.path}:
+        try:
+            infos = [path for path in folder.iterdir() if path.suffix in (".dist-info", ".egg-info")]
+        except OSError:
+            continue
+        for info in infos:
+            try:
+                text = (info / "entry_points.txt").read_text(encoding="utf-8")
+            except (OSError, ValueError):
+                continue
+            group = ""
+            for line in (line.strip() for line in text.splitlines()):
+                if line.startswith("[") and line.endswith("]"):
+                    group = line[1:-1].strip()
+                elif group.startswith("subclone_viz.") and "=" in line and not line.startswith(("#", ";")):
+                    found.setdefault(group, set()).add(line.split("=", 1)[0].strip())
+    return {group: tuple(sorted(names)) for group, names in found.items()}
+
+
 def plugin_names(group: str) -> tuple[str, ...]:
     """The names plugins register under the entry-point ``group``, read from the installed packages' metadata:
     no plugin (and no torch) is imported."""
-    return tuple(sorted({point.name for point in entry_points(group=group)}))
+    return _plugin_entry_points().get(group, ())
 
 
 def field_choices(field: dataclasses.Field) -> tuple[str, ...]:
