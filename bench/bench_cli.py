@@ -7,10 +7,11 @@ waits for it, timed ``--repeats`` times (median and max): ``--help``, then ``COM
 subcommand the parser knows, and ``python -c "import subclone_viz"``. Whether that import pulled in torch is
 recorded too. Target: every help within 1 s.
 
-``--failures`` also times two mistakes that should fail before any work: a destination that cannot fit
-(``subclone --layers 7 --hidden 1000``: checked against the parent's config, no weights loaded) and a misspelt
-parent (``info --parent smolm2-135m``: "did you mean", no hub retries). Both import torch, so on a busy machine
-their time is mostly that import.
+``--failures`` also times two mistakes that should fail before any work (``--mistake NAME`` picks one): a
+destination that cannot fit (``subclone --layers 7 --hidden 1000``: checked against the parent's config.json
+without importing torch, :mod:`subclone_viz.parent_config`) and a misspelt parent (``info --parent
+smolm2-135m``: "did you mean", no hub retries; it still imports torch, so on a busy machine its time is mostly
+that import).
 
 ``--baseline DIR`` times the same commands on another checkout of the package (e.g. ``git archive main | tar
 -x -C /tmp/base``) in the same run, alternating the two, so that their ratio is measured side by side. Figures
@@ -127,6 +128,12 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=7, help="runs of each help (default 7)")
     parser.add_argument("--failures", action="store_true", help="also time the two mistakes")
     parser.add_argument("--failure-repeats", type=int, default=2, help="runs of each mistake (default 2)")
+    parser.add_argument(
+        "--mistake",
+        action="append",
+        choices=list(MISTAKES),
+        help="with --failures: time only this mistake (repeatable; default both)",
+    )
     parser.add_argument("--baseline", type=Path, help="another checkout of the package, timed alongside")
     parser.add_argument("--out", default="cli/cli_times.json", help="under bench/results/")
     args = parser.parse_args()
@@ -141,6 +148,7 @@ def main() -> None:
         mistakes = {
             case: ["-m", "subclone_viz", *(a.replace("{tmp}", str(scratch)) for a in argv)]
             for case, argv in MISTAKES.items()
+            if args.mistake is None or case in args.mistake
         }
         for name, figures in measure(roots, mistakes, args.failure_repeats).items():
             results[name].update(figures)
