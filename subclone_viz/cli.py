@@ -62,7 +62,7 @@ import math
 import os
 import sys
 import textwrap
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from types import ModuleType
@@ -396,9 +396,9 @@ class _Parser(argparse.ArgumentParser):
         self.exit(2, f"{self.prog}: error: {message}\n")
 
 
-def _common_parser() -> argparse.ArgumentParser:
+def _common_parser() -> _Parser:
     """The options every subcommand that loads a parent takes."""
-    common = argparse.ArgumentParser(add_help=False)
+    common = _Parser(add_help=False)
     common.add_argument(
         "--parent",
         default=DEFAULT_PARENT,
@@ -496,7 +496,7 @@ def _add_per_init(parser: argparse.ArgumentParser) -> None:
         help=f"comma list of {', '.join(INITS)} (default random,subclone)",
     )
     add_fields(parser, _TRAIN, Flag("steps", help="optimizer steps per init (default {default})"))
-    per_init = {"action": "append", "default": [], "metavar": "[INIT=]VALUE"}
+    per_init: dict[str, Any] = {"action": "append", "default": [], "metavar": "[INIT=]VALUE"}
     parser.add_argument(
         "--lr",
         type=per_init_lr,
@@ -826,7 +826,7 @@ def _shell_lines(command: str) -> str:
     return "\n".join(lines)
 
 
-def _describe(subparsers: dict[str, argparse.ArgumentParser]) -> None:
+def _describe(subparsers: Mapping[str, argparse.ArgumentParser]) -> None:
     """Give every subcommand its description and example (an argparse epilog), kept as written."""
     for name, command in subparsers.items():
         if name not in SUBCOMMAND_HELP:

@@ -524,7 +524,7 @@ def run_compare(args: argparse.Namespace) -> Outcome:
     return _compare_outcome(args, parent.name, comparison, train.description, heldout.description, files)
 
 
-def _compare_options(args: argparse.Namespace) -> tuple[dict[str, float], dict[str, float], dict[str, float]]:
+def _compare_options(args: argparse.Namespace) -> tuple[dict[str, float], dict[str, float], dict[str, Any]]:
     """``compare``'s checks that need no parent, and its per-init rates, weight decays and distillation options."""
     check_new_directory(args.out, args.overwrite)
     if args.profile is not None and not args.profile.is_file():
@@ -533,7 +533,7 @@ def _compare_options(args: argparse.Namespace) -> tuple[dict[str, float], dict[s
         raise UsageError(f"--warmup {args.warmup} is out of range: choose 0 <= warmup <= --steps {args.steps}")
     lrs = _per_init(args.lr, args.inits, "--lr")
     weight_decays = _per_init(args.weight_decay, args.inits, "--weight-decay")
-    distill_options = {
+    distill_options: dict[str, Any] = {
         name: getattr(args, name)
         for name in ("distill_alpha", "distill_temperature")
         if getattr(args, name) is not None
@@ -844,10 +844,11 @@ def _write_grid(grid: Any, directory: Path, overwrite: bool) -> list[str]:
 
     budgeted = isinstance(grid, BudgetGrid)
     name, draw = ("budget", plots.budget_pareto) if budgeted else ("size", plots.size_pareto)
-    static = draw(grid, backend="matplotlib")
+    static: Any = draw(grid, backend="matplotlib")
     png = io.BytesIO()
     static.savefig(png, format="png", dpi=120, bbox_inches="tight")
-    page = draw(grid).to_html(full_html=True, include_plotlyjs=True)
+    interactive: Any = draw(grid)
+    page = interactive.to_html(full_html=True, include_plotlyjs=True)
     with staged_directory(directory, overwrite) as staging:
         (staging / f"{name}_grid.json").write_text(grid.to_json())
         (staging / f"{name}_pareto.png").write_bytes(png.getvalue())
