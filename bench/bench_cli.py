@@ -19,7 +19,7 @@ go to ``bench/results/cli/cli_times.json``.
 
 ``--cut-stage`` instead times what ``report`` (``make demo``) now adds by default: the "what the cut loses"
 records (the destination subcloned again, the logit lens of parent and destination and their layer similarity,
-on one held-out batch), on the embedded SmolLM2 with the report's default destination planned from the shipped
+on one held-out row, the similarity on one batch), on the embedded SmolLM2 with the report's default destination planned from the shipped
 profile, median of ``--repeats`` in one process; figures go to ``bench/results/cli/report_cut_stage.json``.
 """
 

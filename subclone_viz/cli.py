@@ -626,8 +626,8 @@ def _add_report(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--no-cut",
         action="store_true",
-        help="skip the 'what the cut loses' section (the logit lens of parent and destination and their "
-        "layer similarity, on one held-out batch)",
+        help="skip the 'what the cut loses' section (the logit lens of parent and destination on one held-out "
+        "row, their layer similarity on one batch)",
     )
     parser.add_argument("--overwrite", action="store_true", help="replace an existing --out")
 

@@ -767,17 +767,19 @@ def _cut_records(
     parent: Parent, records: ReportRecords, data: str, quick: bool, log: Callable[[str], None]
 ) -> dict[str, Any]:
     """The report's "what the cut loses" records: the logit lens of the parent and of its untrained destination
-    (the report's plan) on one held-out batch, and their layer similarity on it. A parent without a head to
+    (the report's plan) on one held-out row, and their layer similarity on its batch. A parent without a head to
     read the lens through gets a note instead."""
     if not has_loss(parent):
         records.notes.append("The 'what the cut loses' section was skipped: the parent has no head to read through.")
         return {}
     batch = next(iter(parent_batches(parent, "heldout", data, quick=quick, max_batches=1)))
-    log("what the cut loses: logit lens of parent and destination, layer similarity, on one held-out batch")
+    # The lens projects every layer onto the whole vocabulary: one row of the batch keeps it to seconds.
+    row = {key: value[:1] for key, value in batch.items()}
+    log("what the cut loses: logit lens of parent and destination (one row), layer similarity (one batch)")
     destination = subclone(parent, records.plan)
     lenses = {
-        "parent": logit_lens(parent, None, batch, name="parent"),
-        "destination": logit_lens(destination, None, batch, plan=records.plan, name="destination"),
+        "parent": logit_lens(parent, None, row, name="parent"),
+        "destination": logit_lens(destination, None, row, plan=records.plan, name="destination"),
     }
     similarity = layer_similarity(parent, destination, records.plan, [batch])
     return {"lenses": lenses, "similarities": {"untrained destination": similarity}}
