@@ -28,6 +28,11 @@ from .llama import LLAMA_RULES
 from .registry import register_family
 
 _BLOCK = r"model\.layers\.(?P<block>\d+)\."
+# OLMo's q/k RMSNorms span all heads (not one head_dim), so they follow the head axes; OLMoE shares them.
+OLMO_QK_NORM_RULES = (
+    ParamRule(_BLOCK + r"self_attn\.q_norm\.weight", ("q_heads",)),
+    ParamRule(_BLOCK + r"self_attn\.k_norm\.weight", ("kv_heads",)),
+)
 
 
 @register_family
@@ -42,8 +47,7 @@ class Olmo2Family(CausalLMFamily):
     heads_follow_hidden = False
     rules = LLAMA_RULES + (
         ParamRule(_BLOCK + r"(post_attention|post_feedforward)_layernorm\.weight", ("residual",)),
-        ParamRule(_BLOCK + r"self_attn\.q_norm\.weight", ("q_heads",)),
-        ParamRule(_BLOCK + r"self_attn\.k_norm\.weight", ("kv_heads",)),
+        *OLMO_QK_NORM_RULES,
     )
 
     @classmethod
