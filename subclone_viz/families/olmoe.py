@@ -20,8 +20,8 @@ from collections.abc import Callable
 
 from torch import nn
 
-from .base import HF_CONFIG_FIELDS
-from .mixtral import MOE_LLAMA_RULES, TINY_ATTENTION
+from .base import HF_CONFIG_FIELDS, TINY_DECODER
+from .mixtral import MOE_LLAMA_RULES
 from .moe import MoEFamily
 from .olmo2 import OLMO_QK_NORM_RULES
 from .registry import register_family
@@ -48,7 +48,7 @@ class OlmoeFamily(MoEFamily):
         return {
             "olmoe": lambda: OlmoeForCausalLM(
                 OlmoeConfig(
-                    **TINY_ATTENTION,
+                    **TINY_DECODER,
                     intermediate_size=16,
                     num_experts=6,
                     num_experts_per_tok=2,
