@@ -12,8 +12,9 @@ times each control that only redraws what is already computed, as a person would
 * the FFN neuron block slider (``ImportanceExplorer.ffn_layer``: 1,536 sorted importances);
 * a size-grid click (``SizeGridExplorer.select``: three heat maps outlined, and the linked studio set to that
   size, re-planned and its residual plot redrawn, as in notebook 4);
-* the studio's live redraw when an evaluation arrives (its loss curves, and the forecast of the run's end
-  with its band, from a simulated 2,000-step run: :func:`studio_forecast_changes`).
+* the studio's forecast of the run's end with its band, redrawn when an evaluation arrives, alone and with
+  the loss curves beside it (the whole live redraw), from a simulated 2,000-step run
+  (:func:`studio_forecast_changes`).
 
 Each time covers the whole callback in the kernel, the serialization of the messages to the front end included
 (ipywidgets serializes a widget's state whether or not a browser is attached); the browser's own drawing is
@@ -63,9 +64,12 @@ def setter(control, value) -> Callable[[], None]:
     return change
 
 
-def studio_forecast_changes(studio: widgets.SubcloneStudio, repeats: int) -> list[Callable[[], None]]:
-    """The studio's live redraw as evaluations arrive (loss curves and the forecast with its band): a simulated
-    2,000-step cosine run evaluated every 50 steps, shown with 6, 7, ... evaluations."""
+def studio_forecast_changes(
+    studio: widgets.SubcloneStudio, repeats: int, curves: bool = False
+) -> list[Callable[[], None]]:
+    """The studio's redraw as evaluations arrive: the forecast with its band (``curves``: with the loss curves
+    beside it, the whole live redraw), for a simulated 2,000-step cosine run evaluated every 50 steps, shown
+    with 6, 7, ... evaluations."""
     from subclone_viz.forecast import LearningCurve
     from subclone_viz.train import EvalRecord, History, StepRecord, TrainSettings
 
@@ -85,8 +89,11 @@ def studio_forecast_changes(studio: widgets.SubcloneStudio, repeats: int) -> lis
         )
 
         def redraw() -> None:
-            studio.live_histories = {"subclone": history}
-            studio._draw_curves()
+            if curves:
+                studio.live_histories = {"subclone": history}
+                studio._draw_curves()
+            else:
+                studio.draw_forecast("subclone", history)
             if studio.last_forecast is None or studio.last_forecast.fitted_until != points[-1][0]:
                 raise RuntimeError(f"no forecast drawn: {studio.forecast_status.value}")
 
@@ -129,6 +136,7 @@ def main() -> None:
             for n in range(repeats)
         ],
         "studio forecast redraw": studio_forecast_changes(studio, repeats),
+        "studio live redraw (+ curves)": studio_forecast_changes(studio, repeats, curves=True),
     }
     print(
         f"\nSmolLM2-135M, {repeats} changes per control; milliseconds per callback (target < {TARGET_SECONDS * 1e3:.0f})"

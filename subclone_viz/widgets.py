@@ -766,6 +766,7 @@ class SubcloneStudio(_App):
         self.forecast_status = w.HTML()
         self.forecast_figure = _figure(plots.loss_curves({}, metric="eval_loss"), HALF_WIDTH)
         self.last_forecast: Forecast | None = None
+        self._forecast_of: tuple[str, int] | None = None  # the run and evaluation count last forecast
         self.summary = w.HTML()
 
         self.hidden.observe(self._guard(self._follow_hidden, self.plan_summary), names="value")
@@ -1021,6 +1022,7 @@ class SubcloneStudio(_App):
             f"training {', '.join(inits)} for {steps} steps each...", css_class="train-status"
         )
         self.summary.value = self.forecast_status.value = ""
+        self._forecast_of = None
         self.training_thread = threading.Thread(
             target=self._run, args=(spec, inits, steps), daemon=True, name="subclone-viz-train"
         )
@@ -1115,7 +1117,10 @@ class SubcloneStudio(_App):
         for metric, figure in self.curve_figures.items():
             _refresh(figure, plots.loss_curves(histories, metric=metric))
         if histories:
-            self.draw_forecast(*list(histories.items())[-1])
+            label, history = list(histories.items())[-1]
+            if self._forecast_of != (label, len(history.evals)):  # a forecast changes with evaluations only
+                self._forecast_of = (label, len(history.evals))
+                self.draw_forecast(label, history)
 
     def draw_forecast(self, label: str, history: History) -> Forecast | None:
         """Forecast ``history`` (the run training now) to its planned end and draw it ahead of its held-out
