@@ -18,7 +18,9 @@ those of training the cell the forecast picks. Pilots are cached under ``cache_d
 on the parent, profile, cell, initialization, settings, batches and device; written atomically with a
 checksum, a damaged file is retrained), so a second look is instant, and :meth:`BudgetGrid.at` re-forecasts
 at another budget from the stored pilots without training (the pilots' early points are taken as those of
-the re-stretched schedule: near the start, a cosine of another length barely differs).
+the re-stretched schedule: near the start, a cosine of another length barely differs). Under ``accelerate
+launch`` the pilots are dealt to the processes, each trains its share alone
+(:func:`~subclone_viz.distributed.alone`), and every process returns the whole grid.
 
 Example::
 
