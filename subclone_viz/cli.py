@@ -624,6 +624,13 @@ def _add_report(parser: argparse.ArgumentParser) -> None:
         help="a saved speedup study (the study.json of `subclone-viz study`) to show as the speedup-by-size section",
     )
     parser.add_argument(
+        "--budget-grid",
+        type=Path,
+        metavar="FILE",
+        help="a saved budget grid (the budget_grid.json of `subclone-viz grid --budget-tokens/--budget-flops`) to "
+        "show as the budget section",
+    )
+    parser.add_argument(
         "--no-cut",
         action="store_true",
         help="skip the 'what the cut loses' section (the logit lens of parent and destination on one held-out "

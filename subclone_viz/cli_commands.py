@@ -727,6 +727,7 @@ def run_report(args: argparse.Namespace) -> Outcome:
 
     _check_new_file(args.out, (".html", ".htm"), args.overwrite)
     study = SpeedupStudy.load(args.speedup_study) if args.speedup_study is not None else None
+    budget = BudgetGrid.load(args.budget_grid) if args.budget_grid is not None else None
     destination = _spec(args) if args.layers is not None or args.hidden is not None else None
     if destination is not None:
         _check_before_loading(args, [destination], "middle")
@@ -749,7 +750,9 @@ def run_report(args: argparse.Namespace) -> Outcome:
         log=log,
     )
     cut = {} if args.no_cut else _cut_records(parent, records, args.data, quick, log)
-    path = build_report(**records.as_kwargs(), **cut, out=args.out, overwrite=args.overwrite, study=study)
+    path = build_report(
+        **records.as_kwargs(), **cut, out=args.out, overwrite=args.overwrite, study=study, budget=budget
+    )
     log(f"wrote {path} ({path.stat().st_size / 1e6:.1f} MB)")
     document = {
         "parent": parent.name,

@@ -85,6 +85,12 @@ def test_grid_with_a_token_budget_forecasts_every_cell_and_draws_the_budget_fron
     assert sorted(p.name for p in out.iterdir()) == ["budget_grid.json", "budget_pareto.html", "budget_pareto.png"]
     assert "forecast at 1,536 tokens" in stdout and "saved to" in stdout
 
+    page = tmp_path / "report.html"
+    report = ["report", "--parent", str(files["llama"]), "--data", str(files["corpus"]), "--quick", "--no-cut"]
+    code, _, err = run(capsys, *report, "--budget-grid", str(out / "budget_grid.json"), "--out", str(page))
+    assert code == 0, err
+    assert "A size for a training budget" in page.read_text()
+
 
 @pytest.mark.parametrize(
     "extra, fragments",
