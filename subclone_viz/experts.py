@@ -341,6 +341,35 @@ def expert_stability(
     return ExpertStability(estimator, keep, counts_kept / resamples, np.asarray(jaccard))
 
 
+def _routed_experts(model: torch.nn.Module, family) -> list[torch.nn.Module]:
+    """The routed experts module of every MoE block of ``model``."""
+    return [parts[1] for block in family.blocks(model) if (parts := family.moe_parts(block)) is not None]
+
+
+def active_matmul_weights(model: torch.nn.Module, family) -> int:
+    """Weights one token multiplies by: every linear layer outside the routed experts (a tied head counted again,
+    as :func:`~subclone_viz.sizing.matmul_weights` counts it), each router's weight, and the experts' matrices,
+    fused 3-D or linear, at ``experts_per_tok / experts`` of their size. Expert biases are left out like every
+    bias."""
+    from transformers.pytorch_utils import Conv1D  # GPT-2's linear layers
+
+    linear = (torch.nn.Linear, Conv1D)
+    dims = family.dims(model)
+    parts = [p for block in family.blocks(model) if (p := family.moe_parts(block)) is not None] if dims.experts else []
+    routed = [experts for _, experts, _ in parts]
+    inside = {id(m) for experts in routed for m in experts.modules()}
+    dense = sum(m.weight.numel() for m in model.modules() if isinstance(m, linear) and id(m) not in inside)
+    # Routers that hold their (E, d) weight as a bare parameter (transformers 5's top-k routers) multiply too.
+    dense += sum(router.weight.numel() for router, _, _ in parts if not isinstance(router, linear))
+    expert_weights = sum(
+        p.numel()
+        for experts in routed
+        for name, p in experts.named_parameters()
+        if p.ndim == 3 or (p.ndim == 2 and name.endswith("weight"))  # (E, out, in) fused or one expert's linear
+    )
+    return dense + expert_weights * dims.experts_per_tok // max(dims.experts, 1)
+
+
 def parameter_counts(model: torch.nn.Module, family) -> dict[str, int]:
     """Total parameters, and the parameters one token uses (active): the routed experts count
     ``experts_per_tok / experts`` of their size, everything else whole (tied tensors once)."""
@@ -348,10 +377,5 @@ def parameter_counts(model: torch.nn.Module, family) -> dict[str, int]:
     total = sum(p.numel() for p in model.parameters())
     if not dims.experts:
         return {"total": total, "active": total}
-    routed = sum(
-        p.numel()
-        for block in family.blocks(model)
-        if family.moe_parts(block) is not None
-        for p in family.moe_parts(block)[1].parameters()
-    )
+    routed = sum(p.numel() for experts in _routed_experts(model, family) for p in experts.parameters())
     return {"total": total, "active": total - routed + routed * dims.experts_per_tok // dims.experts}
