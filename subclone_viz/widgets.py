@@ -1609,9 +1609,7 @@ class CompareOutputs(_App):
 
         def show(name: str, piece: str) -> None:
             texts[name] += piece
-            boxes[
-                name
-            ].value = (
+            boxes[name].value = (
                 f"<b>{html.escape(name)}</b>: <span style='white-space:pre-wrap'>{html.escape(texts[name])}</span>"
             )
 
