@@ -290,57 +290,6 @@ def select_experts(scores: np.ndarray, keep: int, groups: int = 1) -> list[int]:
     return kept
 
 
-@dataclass(frozen=True)
-class ExpertStability:
-    """How often each expert is kept across bootstrap resamples of the calibration shards."""
-
-    estimator: str
-    keep: int
-    frequency: np.ndarray  # (L, E) fraction of resamples keeping each expert (MoE layers)
-    jaccard: np.ndarray  # (R,) overlap of each resample's kept experts with the full profile's, mean over MoE layers
-
-
-def expert_stability(
-    profile: "Profile",
-    keep: int,
-    estimator: str = DEFAULT_EXPERT_ESTIMATOR,
-    resamples: int = 20,
-    groups: int = 1,
-    seed: int = 0,
-) -> ExpertStability:
-    """Bootstrap the profile's shards (:meth:`Profile.resample`) and re-select ``keep`` experts per layer each time.
-
-    Args:
-        profile: an MoE parent's profile, with shards.
-        keep: experts kept per layer.
-        estimator: a name in :data:`EXPERT_ESTIMATORS`.
-        resamples: bootstrap draws.
-        groups: the router's expert groups (DeepSeek-V3's ``n_group``).
-        seed: the draws' seed.
-    """
-    full = expert_scores(profile, estimator)
-    layers, experts = full.shape
-    if not 1 <= keep <= experts:
-        raise ValueError(f"keep={keep} is out of range: choose 1 <= keep <= {experts}")
-    moe = profile.stats["router_tokens"] > 0
-    reference = [set(select_experts(full[b], keep, groups)) for b in range(layers)]
-    rng = np.random.default_rng(seed)
-    shards = profile.num_shards
-    counts_kept, jaccard = np.zeros((layers, experts)), []
-    for _ in range(resamples):
-        counts = rng.multinomial(shards, np.full(shards, 1.0 / shards))
-        while profile.shards["tokens"][counts > 0].sum() == 0:
-            counts = rng.multinomial(shards, np.full(shards, 1.0 / shards))
-        scores = expert_scores(profile.resample(counts), estimator)
-        overlaps = []
-        for b in np.flatnonzero(moe):
-            kept = set(select_experts(scores[b], keep, groups))
-            counts_kept[b, list(kept)] += 1
-            overlaps.append(len(kept & reference[b]) / len(kept | reference[b]))
-        jaccard.append(float(np.mean(overlaps)))
-    return ExpertStability(estimator, keep, counts_kept / resamples, np.asarray(jaccard))
-
-
 def _routed_experts(model: torch.nn.Module, family) -> list[torch.nn.Module]:
     """The routed experts module of every MoE block of ``model``."""
     return [parts[1] for block in family.blocks(model) if (parts := family.moe_parts(block)) is not None]
