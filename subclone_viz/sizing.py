@@ -24,6 +24,16 @@ depth, width and scaling strategies) and records:
 * ``memory``: measured peak bytes of that forward: the weights and buffers plus what the forward allocates
   (on CUDA the allocator's peak; on the CPU the tensors alive at once, followed op by op).
 
+A mixture-of-experts parent adds a third axis, the routed experts kept per layer (``experts=[2, 4, 8]``). A
+grid has two axes, so that it reads as one heat map: with several expert counts it is layers x experts at one
+width (the parent's unless ``hidden`` names one), or hidden x experts when ``layers`` holds one value; one
+expert count holds a layers x hidden grid at it. Every cell also records:
+
+* ``active_params``: the parameters one token uses, the routed experts at ``experts_per_tok`` of the experts
+  kept, plus the shared experts, attention, routers and embeddings, counted as ``params`` counts them (a dense
+  cell's are its ``params``). Its FLOPs per token count the same experts: M above holds the routers' weights
+  and ``experts_per_tok`` of the experts' matrices.
+
 ``SizeGrid.pareto_front(cost)`` marks the cells that no other cell beats on both that cost and the loss:
 the sizes worth choosing between. For the measured latency a cell beats another only when it is faster by
 more than the two spreads together: a difference within the noise ranks neither.
@@ -53,6 +63,16 @@ Example::
     DestinationSpec(layers=15, hidden=384, ffn=None, heads=None, kv_heads=None)
     >>> grid.pareto_front("latency").shape            # True where no cell is both faster and better
     (2, 2)
+    >>> from subclone_viz.families import FAMILIES    # a tiny mixture of experts: 6 experts, top-2
+    >>> moe = sv.load_parent(FAMILIES["mixtral"].tiny_models()["mixtral"](), device="cpu")
+    >>> import torch
+    >>> batches = [{"input_ids": torch.randint(0, 97, (2, 12))}]
+    >>> moe_grid = sv.size_grid(moe, sv.profile(moe, batches, progress=False), [2, 4], None, batches,
+    ...                         experts=[2, 6], progress=False)
+    >>> moe_grid.axes, moe_grid.spec(0, 1)
+    (['layers', 'experts'], DestinationSpec(layers=2, hidden=32, ffn=None, heads=None, kv_heads=None, experts=6))
+    >>> (moe_grid.active_params < moe_grid.params).tolist()   # a token reaches 2 of the 2 or 6 experts kept
+    [[False, True], [False, True]]
 """
 
 from __future__ import annotations

@@ -5,7 +5,8 @@ sample gives other rankings, and near the cut another destination. :func:`stabil
 with no second pass over the data: :func:`~subclone_viz.profile.profile` keeps its running sums in shards
 (batch b in shard b % S), and :meth:`~subclone_viz.profile.Profile.resample` rebuilds the profile of any
 resample of the shards. For each resample it plans the destination and records which residual channels,
-FFN neurons (per parent block) and heads (per parent block) are kept; optionally it subclones and scores
+FFN neurons (per parent block) and heads (per parent block) are kept, and for a mixture of experts which
+experts each MoE block keeps and which neurons of each kept expert; optionally it subclones and scores
 the destinations of a few resamples on held-out batches, giving the spread of the loss before training.
 
 Resampling methods: ``"bootstrap"`` (S shards drawn with replacement) and ``"halves"`` (a random half of
