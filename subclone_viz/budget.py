@@ -451,7 +451,7 @@ def budget_grid(
     ]
     for i, j, init in tqdm(jobs, desc="pilots", disable=not progress, leave=False):
         spec = sizes.spec(i, j)
-        params, active = int(sizes.params[i, j]), int(sizes.active_params[i, j])
+        params, active = int(sizes.params[i, j]), int(sizes.quantity("active_params")[i, j])
         steps = _cell_steps(active, tokens_per_step, tokens, flops)
         eval_every = math.ceil(math.ceil(pilot_fraction * steps) / PILOT_EVALUATIONS)
         pilot_steps = eval_every * PILOT_EVALUATIONS  # the pilot ends on an evaluation

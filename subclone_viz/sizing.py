@@ -87,7 +87,7 @@ import time
 from collections.abc import Iterable, Sequence
 from dataclasses import MISSING, dataclass, field, fields
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 import numpy as np
 import torch
@@ -205,7 +205,8 @@ class SizeGrid(Record):
         rows, cols = self.shape
         if not (0 <= i < rows and 0 <= j < cols):
             raise IndexError(f"cell ({i}, {j}) is outside the {rows} x {cols} grid")
-        values = {"layers": self.layers[0], "hidden": self.hidden[0], "experts": (self.experts or [None])[0]}
+        values: dict[str, Any] = {"layers": self.layers[0], "hidden": self.hidden[0], "experts": None}
+        values["experts"] = self.experts[0] if self.experts else None
         values[self.axes[0]], values[self.axes[1]] = self.axis_values(0)[i], self.axis_values(1)[j]
         return DestinationSpec(**values)
 
@@ -258,7 +259,7 @@ class SizeGrid(Record):
             "layers": list(self.layers),
             "hidden": list(self.hidden),
             "params": plain(self.params),
-            "active_params": plain(self.active_params),
+            "active_params": plain(self.quantity(ACTIVE_PARAMS)),
             "flops_per_token": plain(self.flops_per_token),
             "loss": plain(self.loss),
             "latency": plain(self.latency),
@@ -587,12 +588,18 @@ def size_grid(
     rows, cols = len(values[axes[0]]), len(values[axes[1]])
     grid = SizeGrid(
         parent=parent.name,
-        **values,
+        layers=values["layers"],
+        hidden=values["hidden"],
+        experts=values["experts"],
         axes=axes,
-        **{name: np.full((rows, cols), np.nan) for name in ("params", "flops_per_token", "loss")},
+        params=np.full((rows, cols), np.nan),
+        flops_per_token=np.full((rows, cols), np.nan),
+        loss=np.full((rows, cols), np.nan),
         reasons=[[None] * cols for _ in range(rows)],
         dims=[[None] * cols for _ in range(rows)],
-        **strategies,
+        depth=depth,
+        width=width,
+        scaling=scaling,
         seq_len=seq_len,
         eval_source=eval_source,
         device=device,
@@ -640,7 +647,7 @@ def _fill_cells(
 def _spec_key(parent: "Parent", spec: DestinationSpec) -> dict[str, int]:
     """What names a cell's spec in its cache key; a mixture of experts' cells add the experts kept (so that its
     cells cached before FLOPs counted the active experts are measured again)."""
-    key = {"layers": int(spec.layers), "hidden": int(spec.hidden)}
+    key = {"layers": cast(int, spec.layers), "hidden": int(spec.hidden)}
     if parent.dims.experts:
         key["experts"] = int(parent.dims.experts if spec.experts is None else spec.experts)
     return key
@@ -651,36 +658,28 @@ def _grid_axes(
 ) -> tuple[dict[str, list[int]], list[str]]:
     """The values of every axis and the grid's (row, column) axes, checked before any cell is measured."""
     default_layers, default_hidden = default_grid_axes(parent)
-    if experts is None:
-        values = {
-            "layers": default_layers if layers is None else layers,
-            "hidden": default_hidden if hidden is None else hidden,
-            "experts": [],
-        }
-        axes = ["layers", "hidden"]
-    else:
+    if experts is not None:
         valid = spec_choices(parent).get("experts")
         if not valid:
             raise SpecError(f"experts={list(experts)!r}: {parent.name} is dense, it has no experts to keep")
         wrong = [e for e in experts if not isinstance(e, (int, np.integer)) or e not in valid]
         if wrong or not experts:
             raise SpecError(f"experts={list(experts)!r}: each must be one of {valid} (the counts its router routes)")
-        values = {
-            "layers": default_layers if layers is None else layers,
-            "hidden": [parent.dims.hidden] if hidden is None else hidden,
-            "experts": experts,
-        }
-        axes = _experts_axes(values)
-    values = {name: [int(v) for v in axis] for name, axis in values.items()}
+        default_hidden = [parent.dims.hidden]  # a grid over the experts keeps one width unless told otherwise
+    values = {
+        "layers": list(default_layers if layers is None else layers),
+        "hidden": list(default_hidden if hidden is None else hidden),
+        "experts": [int(e) for e in experts or []],
+    }
     if not values["layers"] or not values["hidden"]:
         raise ValueError(
             f"the grid needs at least one layer count and one width; got layers={values['layers']}, "
             f"hidden={values['hidden']}"
         )
-    return values, axes
+    return values, ["layers", "hidden"] if experts is None else _experts_axes(values)
 
 
-def _experts_axes(values: dict[str, Sequence[int]]) -> list[str]:
+def _experts_axes(values: dict[str, list[int]]) -> list[str]:
     """The axes of a grid given expert counts: several make the columns, beside whichever of layers and hidden
     varies (layers when neither does); one holds the cells at it."""
     if len(values["experts"]) == 1:
