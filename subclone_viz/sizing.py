@@ -210,6 +210,17 @@ class SizeGrid(Record):
         values[self.axes[0]], values[self.axes[1]] = self.axis_values(0)[i], self.axis_values(1)[j]
         return DestinationSpec(**values)
 
+    def cell_of(self, dims: dict[str, int]) -> tuple[int, int] | None:
+        """The cell (i, j) of a destination's resolved ``dims`` (a plan's), or None when the grid has none of
+        its block count, width and, for a grid of expert counts, experts kept."""
+        names = [n for n in AXES if n != "experts" or self.experts]
+        for i in range(self.shape[0]):
+            for j in range(self.shape[1]):
+                spec = self.spec(i, j)
+                if all(getattr(spec, n) == dims.get(n) for n in names):
+                    return i, j
+        return None
+
     def label(self, i: int, j: int) -> str:
         """Cell (i, j) as a person reads it: ``blocks x width``, and the experts kept where the grid names them."""
         spec = self.spec(i, j)

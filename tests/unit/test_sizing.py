@@ -331,3 +331,15 @@ def test_plots_show_the_experts_axis(mixtral, backend):
     else:
         assert [t.get_text() for t in heat.axes[0].get_xticklabels()] == ["2", "6"]
         assert "experts" in heat.axes[0].get_xlabel()
+
+
+def test_a_plan_finds_its_cell_on_either_kind_of_grid(llama, mixtral):
+    parent, prof, batches = mixtral
+    grid = sv.size_grid(parent, prof, [2, 4], None, batches, experts=[2, 6], progress=False)
+    chosen = sv.plan(parent, prof, sv.DestinationSpec(layers=4, hidden=32, experts=6))
+    assert grid.cell_of(chosen.dims) == (1, 1)
+    assert grid.cell_of(sv.plan(parent, prof, sv.DestinationSpec(layers=4, hidden=32, experts=4)).dims) is None
+    parent, prof, batches = llama
+    dense = sv.size_grid(parent, prof, [2, 4], [24, 48], batches, progress=False)
+    assert dense.cell_of(sv.plan(parent, prof, sv.DestinationSpec(layers=2, hidden=48)).dims) == (0, 1)
+    assert dense.cell_of(sv.plan(parent, prof, sv.DestinationSpec(layers=3, hidden=48)).dims) is None
