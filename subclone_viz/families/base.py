@@ -137,7 +137,7 @@ TINY_DECODER: dict[str, Any] = dict(
     max_position_embeddings=64,
 )
 # Special tokens inside TINY_VOCAB, for configs whose defaults point past it.
-TINY_SPECIAL_TOKENS: dict[str, int] = dict(pad_token_id=0, bos_token_id=1, eos_token_id=1)
+TINY_SPECIAL_TOKENS: dict[str, Any] = dict(pad_token_id=0, bos_token_id=1, eos_token_id=1)
 
 
 class Family(ABC):
