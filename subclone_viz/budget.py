@@ -11,7 +11,8 @@ my budget, which size reaches the lowest loss, and how sure is that?*:
   the schedule of the whole run (warmup, then cosine to ``final_lr_ratio`` of the peak by default);
 * the pilot's held-out losses are forecast to the end of the run with :func:`~subclone_viz.forecast.forecast`.
 
-**Iso-compute:** under a FLOPs budget (``flops=``, 6 x parameters x tokens) a smaller destination gets more
+**Iso-compute:** under a FLOPs budget (``flops=``, 6 x parameters x tokens; a mixture of experts counts the
+parameters one token uses, its active parameters, as do the pilots' cost) a smaller destination gets more
 tokens, hence more steps, and its schedule is stretched to its own length; under a token budget every cell
 trains the same steps. **The chooser's own cost** is :attr:`BudgetGrid.pilot_cost`: the pilots' FLOPs over
 those of training the cell the forecast picks. Pilots are cached under ``cache_dir()/budget_pilots`` (keyed
@@ -169,8 +170,8 @@ class BudgetGrid(Record):
     def pilot_cost(self) -> float:
         """The pilots' FLOPs over those of training the cell the forecast picks at the budget."""
         best = self.best()
-        pilots = sum(6.0 * c["params"] * c["pilot_steps"] * self.tokens_per_step for c in self.cells)
-        return pilots / (6.0 * best["params"] * best["steps"] * self.tokens_per_step)
+        pilots = sum(6.0 * _active(c) * c["pilot_steps"] * self.tokens_per_step for c in self.cells)
+        return pilots / (6.0 * _active(best) * best["steps"] * self.tokens_per_step)
 
     def best(self, init: str | None = None) -> dict[str, Any]:
         """The cell with the lowest forecast loss (of ``init`` only, if given)."""
@@ -230,7 +231,8 @@ def _check_cell(cell: dict[str, Any], lrs: dict[str, Any]) -> None:
     where = f"cell {cell.get('layers')!r} x {cell.get('hidden')!r}"
     if cell.get("init") not in lrs or not _number(lrs[cell["init"]]):
         raise ValueError(f"{where}: init {cell.get('init')!r} has no learning rate in 'lrs'")
-    for name in ("layers", "hidden", "params", "steps", "pilot_steps"):
+    optional = ("active_params",) if "active_params" in cell else ()  # cells saved before it was counted lack it
+    for name in ("layers", "hidden", "params", "steps", "pilot_steps", *optional):
         if not isinstance(cell.get(name), int) or isinstance(cell.get(name), bool) or cell[name] < 1:
             raise ValueError(f"{where}: {name}={cell.get(name)!r} must be a positive integer")
     pilot, result = cell.get("pilot"), cell.get("forecast")
@@ -261,6 +263,11 @@ def _run_settings(settings: Mapping[str, Any], lr: float, steps: int) -> TrainSe
     return TrainSettings(**{**settings, "lr": lr, "steps": steps, "warmup": None, "eval_every": None})
 
 
+def _active(cell: dict[str, Any]) -> int:
+    """The parameters one token of ``cell`` uses (a mixture of experts' active ones; cells saved before: all)."""
+    return cell.get("active_params", cell["params"])
+
+
 def _cell_steps(params: int, tokens_per_step: int, tokens: float | None, flops: float | None) -> int:
     """The steps a cell trains at the budget: the token budget, or the FLOPs budget's tokens for its size."""
     run_tokens = tokens if tokens is not None else flops / (6.0 * params)
@@ -277,7 +284,7 @@ def _forecast_cell(
     prior: ForecastPrior,
 ) -> dict[str, Any]:
     """The cell with its steps at the budget and its pilot forecast to them."""
-    steps = _cell_steps(cell["params"], tokens_per_step, tokens, flops)
+    steps = _cell_steps(_active(cell), tokens_per_step, tokens, flops)
     pilot = cell["pilot"]
     cell["steps"] = steps
     if pilot["steps"][-1] > steps:
@@ -494,7 +501,8 @@ def _pilot_jobs(
         if not math.isnan(sizes.params[i, j])
     ]:
         spec, params = sizes.spec(i, j), int(sizes.params[i, j])
-        steps = _cell_steps(params, budget["tokens_per_step"], budget["tokens"], budget["flops"])
+        active = int(sizes.quantity("active_params")[i, j])  # a mixture of experts' FLOPs follow these
+        steps = _cell_steps(active, budget["tokens_per_step"], budget["tokens"], budget["flops"])
         eval_every = math.ceil(math.ceil(budget["pilot_fraction"] * steps) / PILOT_EVALUATIONS)
         pilot_steps = eval_every * PILOT_EVALUATIONS  # the pilot ends on an evaluation
         if pilot_steps > steps:
@@ -513,6 +521,7 @@ def _pilot_jobs(
                 "spec": spec,
                 "init": init,
                 "params": params,
+                "active_params": active,
                 "steps": steps,
                 "pilot_steps": pilot_steps,
                 "settings": run,
@@ -586,6 +595,7 @@ def _pilot_cell(job: dict[str, Any], history: History) -> dict[str, Any]:
         "hidden": job["spec"].hidden,
         "init": job["init"],
         "params": job["params"],
+        "active_params": job["active_params"],
         **job["costs"],
         "initial_loss": pilot["losses"][0],
         "pilot_steps": job["pilot_steps"],

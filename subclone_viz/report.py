@@ -321,9 +321,7 @@ def _stability_section(stability: "Stability") -> str:
 
 
 def _grid_section(grid: "SizeGrid", plan: "SubclonePlan | None") -> str:
-    selected = None
-    if plan is not None and plan.dims["layers"] in grid.layers and plan.dims["hidden"] in grid.hidden:
-        selected = (grid.layers.index(plan.dims["layers"]), grid.hidden.index(plan.dims["hidden"]))
+    selected = grid.cell_of(plan.dims) if plan is not None else None
     invalid = sum(r is not None for row in grid.reasons for r in row)
     parts = [
         _paragraph(

@@ -1256,7 +1256,7 @@ class SizeGridExplorer(_App):
     def select(self, i: int, j: int) -> DestinationSpec | None:
         """Choose cell (layers[i], hidden[j]): outline it and send it to the linked studio."""
         grid = self.grid
-        rows, columns = len(grid.layers), len(grid.hidden)
+        rows, columns = grid.shape
         if not (0 <= i < rows and 0 <= j < columns):
             raise UserError(
                 f"cell ({i}, {j}) is outside the grid: choose i in 0..{rows - 1} (blocks) and j in "
