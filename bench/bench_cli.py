@@ -7,14 +7,20 @@ waits for it, timed ``--repeats`` times (median and max): ``--help``, then ``COM
 subcommand the parser knows, and ``python -c "import subclone_viz"``. Whether that import pulled in torch is
 recorded too. Target: every help within 1 s.
 
-``--failures`` also times two mistakes that should fail before any work: a destination that cannot fit
-(``subclone --layers 7 --hidden 1000``: checked against the parent's config, no weights loaded) and a misspelt
-parent (``info --parent smolm2-135m``: "did you mean", no hub retries). Both import torch, so on a busy machine
-their time is mostly that import.
+``--failures`` also times two mistakes that should fail before any work (``--mistake NAME`` picks one): a
+destination that cannot fit (``subclone --layers 7 --hidden 1000``: checked against the parent's config.json
+without importing torch, :mod:`subclone_viz.parent_config`) and a misspelt parent (``info --parent
+smolm2-135m``: "did you mean", no hub retries; it still imports torch, so on a busy machine its time is mostly
+that import).
 
 ``--baseline DIR`` times the same commands on another checkout of the package (e.g. ``git archive main | tar
 -x -C /tmp/base``) in the same run, alternating the two, so that their ratio is measured side by side. Figures
 go to ``bench/results/cli/cli_times.json``.
+
+``--cut-stage`` instead times what ``report`` (``make demo``) now adds by default: the "what the cut loses"
+records (the destination subcloned again, the logit lens of parent and destination and their layer similarity,
+on one held-out row, the similarity on one batch), on the embedded SmolLM2 with the report's default destination planned from the shipped
+profile, median of ``--repeats`` in one process; figures go to ``bench/results/cli/report_cut_stage.json``.
 """
 
 from __future__ import annotations
@@ -122,14 +128,52 @@ def headline(results: dict[str, dict[str, Any]], help_names: list[str]) -> list[
     return lines
 
 
+def time_cut_stage(repeats: int) -> dict[str, Any]:
+    """Seconds of the report's cut section on SmolLM2 (parent loaded once, outside the timing)."""
+    import types
+
+    from subclone_viz.cli_commands import _cut_records
+    from subclone_viz.parent import load_parent
+    from subclone_viz.plan import plan
+    from subclone_viz.workflow import default_destination, parent_figures
+
+    parent = load_parent("smollm2-135m", device="cpu")
+    records = types.SimpleNamespace(
+        plan=plan(parent, parent_figures("smollm2-135m").profile, default_destination(parent))
+    )
+    records.notes = []
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        cut = _cut_records(parent, records, "builtin", False, lambda line: None)
+        times.append(time.perf_counter() - start)
+    return {"destination": records.plan.summary(), "records": sorted(cut), **summary(times)}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--repeats", type=int, default=7, help="runs of each help (default 7)")
     parser.add_argument("--failures", action="store_true", help="also time the two mistakes")
     parser.add_argument("--failure-repeats", type=int, default=2, help="runs of each mistake (default 2)")
+    parser.add_argument(
+        "--mistake",
+        action="append",
+        choices=list(MISTAKES),
+        help="with --failures: time only this mistake (repeatable; default both)",
+    )
     parser.add_argument("--baseline", type=Path, help="another checkout of the package, timed alongside")
     parser.add_argument("--out", default="cli/cli_times.json", help="under bench/results/")
+    parser.add_argument("--cut-stage", action="store_true", help="time the report's cut section instead")
     args = parser.parse_args()
+    if args.cut_stage:
+        figures = time_cut_stage(args.repeats)
+        line = (
+            f"The report's 'what the cut loses' section on SmolLM2 ({figures['destination']}): median "
+            f"{figures['median_s']:.1f} s, max {figures['max_s']:.1f} s of {args.repeats} runs."
+        )
+        print(line)
+        save_results("cli/report_cut_stage.json", {"repeats": args.repeats, **figures}, headline=[line])
+        return
 
     roots = {"this": ROOT, **({"baseline": args.baseline.resolve()} if args.baseline else {})}
     helps = help_cases()
@@ -141,6 +185,7 @@ def main() -> None:
         mistakes = {
             case: ["-m", "subclone_viz", *(a.replace("{tmp}", str(scratch)) for a in argv)]
             for case, argv in MISTAKES.items()
+            if args.mistake is None or case in args.mistake
         }
         for name, figures in measure(roots, mistakes, args.failure_repeats).items():
             results[name].update(figures)

@@ -16,7 +16,15 @@ experts. The benchmark measures that factor on held-out tokens (mean and 90th pe
 frequency choice) and the held-out loss with the router as the class runs it beside the same weights
 renormalized over the top-k (``norm_topk_prob=True``), before any training.
 
+Exhaustive-search oracle (``bench/results/moe/oracle.json``): in one MoE layer at a time, every subset of k of the
+experts is kept (the others' router logits set to minus infinity, which is what slicing the router's rows does:
+checked against the subclone of one plan) while the other layers keep all of theirs, and scored on the held-out
+batches. Each estimator's choice in that layer is placed among all C(E, k) subsets (rank 1 is the best) with its
+regret, its loss minus the best subset's, in nats. ``--oracle-only`` trains and profiles the parent and runs
+only the oracle.
+
     OMP_NUM_THREADS=1 .venv/bin/python bench/bench_moe.py
+    OMP_NUM_THREADS=1 .venv/bin/python bench/bench_moe.py --oracle-only
 """
 
 from __future__ import annotations
@@ -24,8 +32,11 @@ from __future__ import annotations
 import argparse
 import copy
 import dataclasses
+import itertools
+import math
 import sys
 import time
+import types
 from pathlib import Path
 
 import numpy as np
@@ -33,7 +44,13 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import subclone_viz as sv  # noqa: E402
-from subclone_viz.experts import EXPERT_ESTIMATORS, expert_load, router_entropy  # noqa: E402
+from subclone_viz.experts import (  # noqa: E402
+    EXPERT_ESTIMATORS,
+    expert_load,
+    expert_scores,
+    router_entropy,
+    select_experts,
+)
 from subclone_viz.moe_dense import moe_to_dense  # noqa: E402
 from _results import save_results  # noqa: E402
 
@@ -49,6 +66,9 @@ def arguments() -> argparse.Namespace:
     parser.add_argument("--calibration-tokens", type=int, default=4096)
     parser.add_argument("--eval-batches", type=int, default=6)
     parser.add_argument("--out", default="moe/olmoe_tiny.json")
+    parser.add_argument("--oracle-out", default="moe/oracle.json")
+    parser.add_argument("--oracle-kept", type=int, nargs="+", default=[2, 4, 6], help="experts kept per oracle run")
+    parser.add_argument("--oracle-only", action="store_true", help="train the parent and run only the oracle")
     return parser.parse_args()
 
 
@@ -168,6 +188,9 @@ def main() -> None:
         f"{router_entropy(prof).round(3).tolist()} (uniform {np.log(args.experts):.3f}); max expert load "
         f"{load.max(1).round(3).tolist()}"
     )
+    oracle(args, parent, prof, heldout, parent_loss)
+    if args.oracle_only:
+        return
     d = parent.dims
     full = sv.DestinationSpec(layers=d.layers, hidden=d.hidden)
     rows, renorm = [], {}
@@ -225,6 +248,114 @@ def main() -> None:
     )
     print(rows[-1])
     _report(args, parent_loss, prof, rows, renorm, time.time() - start)
+
+
+def _masked_router_forward(self, hidden_states):
+    """OLMoE's router forward with ``self.expert_mask`` (E,) added to the logits: minus infinity drops an expert."""
+    hidden_states = hidden_states.reshape(-1, self.hidden_dim)
+    logits = torch.nn.functional.linear(hidden_states, self.weight) + self.expert_mask  # (N, E)
+    probs = torch.nn.functional.softmax(logits, dtype=torch.float, dim=-1)
+    top, indices = torch.topk(probs, self.top_k, dim=-1)  # (N, k)
+    if self.norm_topk_prob:
+        top /= top.sum(dim=-1, keepdim=True)
+    return logits, top.to(logits.dtype), indices
+
+
+def _masked_copy(parent):
+    """A copy of the parent whose routers take an expert mask (all experts kept to start with)."""
+    model = copy.deepcopy(parent.model).eval()
+    routers = [parent.family.moe_parts(block)[0] for block in parent.family.blocks(model)]
+    for router in routers:
+        router.expert_mask = torch.zeros(router.num_experts)
+        router.forward = types.MethodType(_masked_router_forward, router)
+    return model, routers
+
+
+def _keep_only(router, kept) -> None:
+    router.expert_mask = torch.full((router.num_experts,), -math.inf)
+    router.expert_mask[list(kept)] = 0.0
+
+
+def oracle(args, parent, prof, heldout, parent_loss) -> None:
+    """Every subset of k experts in each layer (the other layers keep all), against each estimator's choice."""
+    family, d = parent.family, parent.dims
+    start = time.time()
+    model, routers = _masked_copy(parent)
+    choices = {name: expert_scores(prof, name) for name in EXPERT_ESTIMATORS}
+    runs, check = [], {}
+    for keep in args.oracle_kept:
+        # Masking reproduces slicing: the frequency choice in every layer, masked and subcloned.
+        plan = sv.plan(parent, prof, dataclasses.replace(sv.DestinationSpec(d.layers, d.hidden), experts=keep))
+        for router, kept in zip(routers, plan.experts):
+            _keep_only(router, kept)
+        check[keep] = abs(
+            heldout_loss(family, model, heldout) - heldout_loss(family, sv.subclone(parent, plan), heldout)
+        )
+        for layer in range(d.layers):
+            for other in routers:
+                other.expert_mask = torch.zeros(d.experts)
+            losses = {}
+            for subset in itertools.combinations(range(d.experts), keep):
+                _keep_only(routers[layer], subset)
+                losses[subset] = heldout_loss(family, model, heldout)
+            runs.append(_placed(layer, keep, losses, choices))
+            print({k: v for k, v in runs[-1].items() if k != "losses"})
+    _report_oracle(args, runs, check, parent_loss, time.time() - start)
+
+
+def _placed(layer: int, keep: int, losses: dict, choices: dict) -> dict:
+    """Where each estimator's choice in ``layer`` ranks among every subset's loss, and its regret."""
+    values = np.array(list(losses.values()))
+    best = min(losses, key=losses.get)
+    placed = {}
+    for name, scores in choices.items():
+        chosen = tuple(sorted(select_experts(scores[layer], keep)))
+        loss = losses[chosen]
+        placed[name] = {
+            "experts": list(chosen),
+            "loss": loss,
+            "rank": int((values < loss).sum()) + 1,
+            "regret": loss - losses[best],
+        }
+    return {
+        "layer": layer,
+        "kept": keep,
+        "subsets": len(losses),
+        "best": {"experts": list(best), "loss": losses[best]},
+        "worst": float(values.max()),
+        "random_mean_regret": float(values.mean() - losses[best]),
+        "estimators": placed,
+        "losses": {",".join(map(str, s)): v for s, v in losses.items()},
+    }
+
+
+def _report_oracle(args, runs, check, parent_loss, seconds) -> None:
+    headline = [
+        f"Exhaustive oracle on the trained tiny OLMoE (held-out {parent_loss:.3f} nats, {args.experts} experts, "
+        f"top-2): every subset of k experts in one layer at a time, the others kept whole; masking matches "
+        f"slicing to {max(check.values()):.1e} nats."
+    ]
+    for keep in args.oracle_kept:
+        mine = [r for r in runs if r["kept"] == keep]
+        ranks = {
+            name: (
+                np.mean([r["estimators"][name]["rank"] for r in mine]),
+                max(r["estimators"][name]["regret"] for r in mine),
+            )
+            for name in EXPERT_ESTIMATORS
+        }
+        shown = "; ".join(f"{n} mean rank {m:.1f}, worst regret {w:.4f}" for n, (m, w) in ranks.items())
+        random = np.mean([r["random_mean_regret"] for r in mine])
+        headline.append(
+            f"Keep {keep} of {args.experts} ({mine[0]['subsets']} subsets per layer, {len(mine)} layers): {shown}; "
+            f"a random subset's mean regret {random:.4f} nats."
+        )
+    print("\n".join(headline))
+    save_results(
+        args.oracle_out,
+        {"parent_loss": parent_loss, "runs": runs, "masking_check": check, "seconds": seconds, "settings": vars(args)},
+        headline,
+    )
 
 
 def _with_topk_renormalisation(model, family):

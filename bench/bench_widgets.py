@@ -12,6 +12,9 @@ times each control that only redraws what is already computed, as a person would
 * the FFN neuron block slider (``ImportanceExplorer.ffn_layer``: 1,536 sorted importances);
 * a size-grid click (``SizeGridExplorer.select``: three heat maps outlined, and the linked studio set to that
   size, re-planned and its residual plot redrawn, as in notebook 4);
+* the studio's forecast of the run's end with its band, redrawn when an evaluation arrives, alone and with
+  the loss curves beside it (the whole live redraw), from a simulated 2,000-step run
+  (:func:`studio_forecast_changes`).
 
 and the newer controls (``--newer``, separate functions below):
 
@@ -177,6 +180,44 @@ def save_newer(rows: list[list], repeats: int) -> None:
     )
 
 
+def studio_forecast_changes(
+    studio: widgets.SubcloneStudio, repeats: int, curves: bool = False
+) -> list[Callable[[], None]]:
+    """The studio's redraw as evaluations arrive: the forecast with its band (``curves``: with the loss curves
+    beside it, the whole live redraw), for a simulated 2,000-step cosine run evaluated every 50 steps, shown
+    with 6, 7, ... evaluations."""
+    from subclone_viz.forecast import LearningCurve
+    from subclone_viz.train import EvalRecord, History, StepRecord, TrainSettings
+
+    settings = TrainSettings(steps=2000, lr=1e-3, schedule="cosine", final_lr_ratio=0.1)
+    truth = LearningCurve.simulate(settings.learning_rates(), L0=3.0, A=4.0, alpha=0.4, C=0.02, every=50, noise=0.01)
+    config = {"steps": 2000, "lr": 1e-3, "warmup": 0, "schedule": "cosine", "final_lr_ratio": 0.1, "eval_every": 50}
+
+    def change(evaluations: int) -> Callable[[], None]:
+        points = list(zip(truth.steps, truth.losses))[:evaluations]
+        history = History(
+            label="subclone",
+            config=config,
+            steps=[
+                StepRecord(s, 64 * s, v, 1e-3, s / 100) for s in range(1, points[-1][0] + 1) for v in [points[0][1]]
+            ],
+            evals=[EvalRecord(s, 64 * s, v, None, s / 100) for s, v in points],
+        )
+
+        def redraw() -> None:
+            if curves:
+                studio.live_histories = {"subclone": history}
+                studio._draw_curves()
+            else:
+                studio.draw_forecast("subclone", history)
+            if studio.last_forecast is None or studio.last_forecast.fitted_until != points[-1][0]:
+                raise RuntimeError(f"no forecast drawn: {studio.forecast_status.value}")
+
+        return redraw
+
+    return [change(6 + n) for n in range(repeats)]
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeats", type=int, default=5, help="value changes timed per control (default 5)")
@@ -225,6 +266,8 @@ def main() -> None:
             (lambda cell=cells[(4 * n + 1) % len(cells)]: sizes.select(*cell))  # noqa: B008 (binds n now)
             for n in range(repeats)
         ],
+        "studio forecast redraw": studio_forecast_changes(studio, repeats),
+        "studio live redraw (+ curves)": studio_forecast_changes(studio, repeats, curves=True),
     }
     print(
         f"\nSmolLM2-135M, {repeats} changes per control; milliseconds per callback (target < {TARGET_SECONDS * 1e3:.0f})"

@@ -11,14 +11,17 @@ my budget, which size reaches the lowest loss, and how sure is that?*:
   the schedule of the whole run (warmup, then cosine to ``final_lr_ratio`` of the peak by default);
 * the pilot's held-out losses are forecast to the end of the run with :func:`~subclone_viz.forecast.forecast`.
 
-**Iso-compute:** under a FLOPs budget (``flops=``, 6 x parameters x tokens) a smaller destination gets more
+**Iso-compute:** under a FLOPs budget (``flops=``, 6 x parameters x tokens; a mixture of experts counts the
+parameters one token uses, its active parameters, as do the pilots' cost) a smaller destination gets more
 tokens, hence more steps, and its schedule is stretched to its own length; under a token budget every cell
 trains the same steps. **The chooser's own cost** is :attr:`BudgetGrid.pilot_cost`: the pilots' FLOPs over
 those of training the cell the forecast picks. Pilots are cached under ``cache_dir()/budget_pilots`` (keyed
 on the parent, profile, cell, initialization, settings, batches and device; written atomically with a
 checksum, a damaged file is retrained), so a second look is instant, and :meth:`BudgetGrid.at` re-forecasts
 at another budget from the stored pilots without training (the pilots' early points are taken as those of
-the re-stretched schedule: near the start, a cosine of another length barely differs).
+the re-stretched schedule: near the start, a cosine of another length barely differs). Under ``accelerate
+launch`` the pilots are dealt to the processes, each trains its share alone
+(:func:`~subclone_viz.distributed.alone`), and every process returns the whole grid.
 
 Example::
 
@@ -44,11 +47,13 @@ from __future__ import annotations
 import json
 import math
 import os
+import pickle
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from . import distributed
 from ._atomic import DamagedFileError, note_rebuild, read_cache_file, write_cache_file
 from ._version import __version__
 from .compare import INITS, default_hyperparameters, initial_destination
@@ -165,8 +170,8 @@ class BudgetGrid(Record):
     def pilot_cost(self) -> float:
         """The pilots' FLOPs over those of training the cell the forecast picks at the budget."""
         best = self.best()
-        pilots = sum(6.0 * c["params"] * c["pilot_steps"] * self.tokens_per_step for c in self.cells)
-        return pilots / (6.0 * best["params"] * best["steps"] * self.tokens_per_step)
+        pilots = sum(6.0 * _active(c) * c["pilot_steps"] * self.tokens_per_step for c in self.cells)
+        return pilots / (6.0 * _active(best) * best["steps"] * self.tokens_per_step)
 
     def best(self, init: str | None = None) -> dict[str, Any]:
         """The cell with the lowest forecast loss (of ``init`` only, if given)."""
@@ -226,7 +231,8 @@ def _check_cell(cell: dict[str, Any], lrs: dict[str, Any]) -> None:
     where = f"cell {cell.get('layers')!r} x {cell.get('hidden')!r}"
     if cell.get("init") not in lrs or not _number(lrs[cell["init"]]):
         raise ValueError(f"{where}: init {cell.get('init')!r} has no learning rate in 'lrs'")
-    for name in ("layers", "hidden", "params", "steps", "pilot_steps"):
+    optional = ("active_params",) if "active_params" in cell else ()  # cells saved before it was counted lack it
+    for name in ("layers", "hidden", "params", "steps", "pilot_steps", *optional):
         if not isinstance(cell.get(name), int) or isinstance(cell.get(name), bool) or cell[name] < 1:
             raise ValueError(f"{where}: {name}={cell.get(name)!r} must be a positive integer")
     pilot, result = cell.get("pilot"), cell.get("forecast")
@@ -257,6 +263,11 @@ def _run_settings(settings: Mapping[str, Any], lr: float, steps: int) -> TrainSe
     return TrainSettings(**{**settings, "lr": lr, "steps": steps, "warmup": None, "eval_every": None})
 
 
+def _active(cell: dict[str, Any]) -> int:
+    """The parameters one token of ``cell`` uses (a mixture of experts' active ones; cells saved before: all)."""
+    return cell.get("active_params", cell["params"])
+
+
 def _cell_steps(params: int, tokens_per_step: int, tokens: float | None, flops: float | None) -> int:
     """The steps a cell trains at the budget: the token budget, or the FLOPs budget's tokens for its size."""
     run_tokens = tokens if tokens is not None else flops / (6.0 * params)
@@ -273,7 +284,7 @@ def _forecast_cell(
     prior: ForecastPrior,
 ) -> dict[str, Any]:
     """The cell with its steps at the budget and its pilot forecast to them."""
-    steps = _cell_steps(cell["params"], tokens_per_step, tokens, flops)
+    steps = _cell_steps(_active(cell), tokens_per_step, tokens, flops)
     pilot = cell["pilot"]
     cell["steps"] = steps
     if pilot["steps"][-1] > steps:
@@ -387,6 +398,10 @@ def budget_grid(
 ) -> BudgetGrid:
     """Forecast every (layers x hidden) cell's held-out loss at a training budget from a short pilot.
 
+    Under ``accelerate launch`` the pilots are dealt to the processes (every P-th pilot to each, as
+    :func:`~subclone_viz.distributed.shard` deals batches); each process trains its share on its own device
+    as a single process would, and every process returns the same grid of all the cells.
+
     Args:
         parent, profile: the parent and its profile (the subclones' importance).
         layers, hidden: the grid's axes.
@@ -402,24 +417,13 @@ def budget_grid(
         cache: read and write pilots under ``cache_dir()/budget_pilots``.
         progress: a progress bar over the pilots.
     """
-    from tqdm.auto import tqdm
-
-    _check_budget(tokens, flops)
-    if not 0.0 < pilot_fraction <= 1.0:
-        raise BudgetError(f"pilot_fraction={pilot_fraction!r} must be in (0, 1]: the share of each run piloted")
-    unknown = [i for i in inits if i not in INITS]
-    if unknown or not inits:
-        raise BudgetError(f"inits {list(inits)}: choose from {', '.join(INITS)}")
-    lrs = {**DEFAULT_LRS, **(lrs or {})}
-    missing = [i for i in inits if i not in lrs]
-    if missing:
-        raise BudgetError(f"no learning rate for {missing}: pass lrs={{{missing[0]!r}: ...}}")
+    lrs = _checked_options(tokens, flops, pilot_fraction, inits, lrs)
     prior = DEFAULT_PRIOR if prior is None else prior
     base = TrainSettings.of(settings, lr=None) if settings is not None else TrainSettings(final_lr_ratio=0.1)
     shared = {k: v for k, v in base.__dict__.items() if k not in ("steps", "lr", "warmup", "eval_every")}
     schedule = {k: v for k, v in shared.items() if k != "weight_decay"}  # what the forecast reads
-    batches, heldout = train_batches, list(eval_batches)
-    first = next(iter(batches))
+    heldout = list(eval_batches)
+    first = next(iter(train_batches))
     tokens_per_step = (
         int(first["attention_mask"].sum()) if "attention_mask" in first else int(first["input_ids"].numel())
     )
@@ -428,66 +432,21 @@ def budget_grid(
         {
             "parent": parent_fingerprint(parent),
             "profile": profile_key(profile),
-            "train": {"description": getattr(batches, "description", None), "first": batches_digest([first])},
+            "train": {"description": getattr(train_batches, "description", None), "first": batches_digest([first])},
             "eval": batches_digest(heldout),
             "device": device_name(parent.input_device),
             "version": __version__,
         }
     )
-    cells, hits = [], 0
-    jobs = [
-        (i, j, init)
-        for i in range(len(sizes.layers))
-        for j in range(len(sizes.hidden))
-        for init in inits
-        if not math.isnan(sizes.params[i, j])
-    ]
-    for i, j, init in tqdm(jobs, desc="pilots", disable=not progress, leave=False):
-        spec = sizes.spec(i, j)
-        params = int(sizes.params[i, j])
-        steps = _cell_steps(params, tokens_per_step, tokens, flops)
-        eval_every = math.ceil(math.ceil(pilot_fraction * steps) / PILOT_EVALUATIONS)
-        pilot_steps = eval_every * PILOT_EVALUATIONS  # the pilot ends on an evaluation
-        if pilot_steps > steps:
-            raise BudgetError(
-                f"the budget gives {spec.layers} x {spec.hidden} only {steps} steps: a pilot needs "
-                f"{PILOT_EVALUATIONS}; give a larger budget"
-            )
-        weight_decay = (
-            shared["weight_decay"]
-            if shared["weight_decay"] is not None
-            else default_hyperparameters(parent.family.task, init)[1]
-        )
-        run = replace(_run_settings({**shared, "weight_decay": weight_decay}, lrs[init], steps), eval_every=eval_every)
-        key = json_ready(
-            {
-                **common,
-                "spec": [spec.layers, spec.hidden],
-                "init": init,
-                "settings": run.__dict__,
-                "pilot_steps": pilot_steps,
-            }
-        )
-        history, hit = _pilot(parent, profile, spec, init, run, pilot_steps, batches, heldout, key, cache)
-        hits += hit
-        pilot = {"steps": [r.step for r in history.evals], "losses": [r.loss for r in history.evals]}
-        cell = {
-            "layers": spec.layers,
-            "hidden": spec.hidden,
-            "init": init,
-            "params": params,
-            "flops_per_token": float(sizes.flops_per_token[i, j]),
-            "latency": float(sizes.latency[i, j]),
-            "memory": float(sizes.memory[i, j]),
-            "initial_loss": pilot["losses"][0],
-            "pilot_steps": pilot_steps,
-            "pilot": pilot,
-            "steps": steps,
-            "forecast": {},
-        }
-        cells.append(_forecast_cell(cell, schedule, lrs[init], tokens_per_step, tokens, flops, prior))
-    if not cells:
+    budget = {"tokens": tokens, "flops": flops, "tokens_per_step": tokens_per_step, "pilot_fraction": pilot_fraction}
+    jobs = _pilot_jobs(parent, sizes, inits, lrs, shared, budget, common)
+    if not jobs:
         raise BudgetError(f"no valid cell in layers={list(layers)} x hidden={list(hidden)}: {sizes.reasons}")
+    pilots = _run_pilots(parent, profile, jobs, train_batches, heldout, cache, progress)
+    cells = [
+        _forecast_cell(_pilot_cell(job, history), schedule, lrs[job["init"]], tokens_per_step, tokens, flops, prior)
+        for job, (history, _) in zip(jobs, pilots)
+    ]
     return BudgetGrid(
         parent=parent.name,
         tokens=tokens,
@@ -498,5 +457,149 @@ def budget_grid(
         prior=prior.to_dict(),
         cells=cells,
         device=sizes.device,
-        cache_hits=hits,
+        cache_hits=sum(hit for _, hit in pilots),
     )
+
+
+def _checked_options(
+    tokens: float | None,
+    flops: float | None,
+    pilot_fraction: float,
+    inits: Sequence[str],
+    lrs: Mapping[str, float] | None,
+) -> dict[str, float]:
+    """Refuse a bad budget, pilot share or init before any work; the peak learning rate of every init."""
+    _check_budget(tokens, flops)
+    if not 0.0 < pilot_fraction <= 1.0:
+        raise BudgetError(f"pilot_fraction={pilot_fraction!r} must be in (0, 1]: the share of each run piloted")
+    unknown = [i for i in inits if i not in INITS]
+    if unknown or not inits:
+        raise BudgetError(f"inits {list(inits)}: choose from {', '.join(INITS)}")
+    rates = {**DEFAULT_LRS, **(lrs or {})}
+    missing = [i for i in inits if i not in rates]
+    if missing:
+        raise BudgetError(f"no learning rate for {missing}: pass lrs={{{missing[0]!r}: ...}}")
+    return rates
+
+
+def _pilot_jobs(
+    parent: "Parent",
+    sizes: Any,
+    inits: Sequence[str],
+    lrs: Mapping[str, float],
+    shared: Mapping[str, Any],
+    budget: Mapping[str, Any],
+    common: Mapping[str, Any],
+) -> list[dict[str, Any]]:
+    """One pilot per valid cell and init: its spec, costs, steps at the budget, run settings and cache key."""
+    jobs = []
+    for i, j, init in [
+        (i, j, init)
+        for i in range(len(sizes.layers))
+        for j in range(len(sizes.hidden))
+        for init in inits
+        if not math.isnan(sizes.params[i, j])
+    ]:
+        spec, params = sizes.spec(i, j), int(sizes.params[i, j])
+        active = int(sizes.quantity("active_params")[i, j])  # a mixture of experts' FLOPs follow these
+        steps = _cell_steps(active, budget["tokens_per_step"], budget["tokens"], budget["flops"])
+        eval_every = math.ceil(math.ceil(budget["pilot_fraction"] * steps) / PILOT_EVALUATIONS)
+        pilot_steps = eval_every * PILOT_EVALUATIONS  # the pilot ends on an evaluation
+        if pilot_steps > steps:
+            raise BudgetError(
+                f"the budget gives {spec.layers} x {spec.hidden} only {steps} steps: a pilot needs "
+                f"{PILOT_EVALUATIONS}; give a larger budget"
+            )
+        weight_decay = shared["weight_decay"]
+        if weight_decay is None:
+            weight_decay = default_hyperparameters(parent.family.task, init)[1]
+        run = replace(_run_settings({**shared, "weight_decay": weight_decay}, lrs[init], steps), eval_every=eval_every)
+        key = {**common, "spec": [spec.layers, spec.hidden], "init": init, "settings": run.__dict__}
+        costs = {name: float(getattr(sizes, name)[i, j]) for name in ("flops_per_token", "latency", "memory")}
+        jobs.append(
+            {
+                "spec": spec,
+                "init": init,
+                "params": params,
+                "active_params": active,
+                "steps": steps,
+                "pilot_steps": pilot_steps,
+                "settings": run,
+                "key": json_ready({**key, "pilot_steps": pilot_steps}),
+                "costs": costs,
+            }
+        )
+    return jobs
+
+
+def _run_pilots(
+    parent: "Parent",
+    profile: "Profile | None",
+    jobs: list[dict[str, Any]],
+    batches: Any,
+    heldout: list,
+    cache: bool,
+    progress: bool,
+) -> list[tuple[History, bool]]:
+    """Every job's pilot history and whether it was a cache hit, in job order, on every process.
+
+    Under several processes each trains every P-th pilot alone (:func:`~subclone_viz.distributed.alone`),
+    then all of them exchange their pilots; an error in one process is raised in every process."""
+    from tqdm.auto import tqdm
+
+    mine: list[tuple[int, History, bool]] = []
+    failure: BaseException | None = None
+    dealt = list(distributed.shard(list(enumerate(jobs))))
+    try:
+        with distributed.alone():
+            for index, job in tqdm(dealt, desc="pilots", disable=not distributed.show_progress(progress), leave=False):
+                history, hit = _pilot(
+                    parent,
+                    profile,
+                    job["spec"],
+                    job["init"],
+                    job["settings"],
+                    job["pilot_steps"],
+                    batches,
+                    heldout,
+                    job["key"],
+                    cache,
+                )
+                mine.append((index, history, hit))
+    except Exception as error:  # noqa: BLE001 - the other processes would wait for this one's pilots forever
+        failure = error
+    shares = distributed.gather_objects((mine, _shareable(failure)))
+    errors = [error for _, error in shares if error is not None]
+    if errors:
+        raise failure if failure is not None else errors[0]
+    pilots = {index: (history, hit) for share, _ in shares for index, history, hit in share}
+    return [pilots[index] for index in range(len(jobs))]
+
+
+def _shareable(error: BaseException | None) -> BaseException | None:
+    """An error another process can unpickle: itself, or a RuntimeError with its text."""
+    if error is None:
+        return None
+    try:
+        pickle.loads(pickle.dumps(error))
+    except Exception:  # noqa: BLE001 - any exception type may refuse pickling
+        return RuntimeError(f"a pilot failed in another process: {type(error).__name__}: {error}")
+    return error
+
+
+def _pilot_cell(job: dict[str, Any], history: History) -> dict[str, Any]:
+    """A cell of the grid from its job and its pilot's held-out losses (its forecast still empty)."""
+    pilot = {"steps": [r.step for r in history.evals], "losses": [r.loss for r in history.evals]}
+    return {
+        "layers": job["spec"].layers,
+        "hidden": job["spec"].hidden,
+        "init": job["init"],
+        "params": job["params"],
+        "active_params": job["active_params"],
+        **job["costs"],
+        "initial_loss": pilot["losses"][0],
+        "pilot_steps": job["pilot_steps"],
+        "pilot": pilot,
+        "steps": job["steps"],
+        "forecast": {},
+    }

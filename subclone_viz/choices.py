@@ -48,6 +48,8 @@ DEFAULT_ESTIMATOR = "paper"
 SCHEDULES = ("cosine", "linear", "constant", "wsd")
 DISTILL_ALPHA = 0.5
 DISTILL_TEMPERATURE = 1.0
+# The budget chooser: the share of each run its pilot trains before the loss at the budget is forecast.
+PILOT_FRACTION = 0.25
 
 # How close a name must be to an alias to be taken for a misspelling of it (difflib's ratio).
 ALIAS_CUTOFF = 0.75
@@ -68,6 +70,7 @@ __all__ = [
     "DISTILL_TEMPERATURE",
     "EMBEDDED_ALIASES",
     "ESTIMATOR_NAMES",
+    "PILOT_FRACTION",
     "SCALINGS",
     "SCHEDULES",
     "WIDTH_STRATEGIES",

@@ -55,28 +55,23 @@ The same from a shell::
 from __future__ import annotations
 
 import argparse
+import dataclasses
+import functools
 import json
 import math
+import os
+import sys
 import textwrap
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from types import ModuleType
 from typing import Any
 
 from ._version import __version__
-from .choices import (
-    DEFAULT_ESTIMATOR,
-    DEPTH_STRATEGIES,
-    DEVICE_MAP_STRATEGIES,
-    DISTILL_ALPHA,
-    DISTILL_TEMPERATURE,
-    EMBEDDED_ALIASES,
-    ESTIMATOR_NAMES,
-    SCALINGS,
-    SCHEDULES,
-    WIDTH_STRATEGIES,
-)
+from .choices import DEPTH_STRATEGIES, DEVICE_MAP_STRATEGIES, EMBEDDED_ALIASES, PILOT_FRACTION, SCHEDULES
 from .inits import DEFAULT_LR_PRESET, INITS, LR_PRESETS
+from .parent_config import SpecDoesNotFitError, check_spec_fits, config_dims
 from .settings import STUDY_STEPS, PlanStrategy, ProfileSettings, TrainSettings
 
 PROG = "subclone-viz"
@@ -243,12 +238,155 @@ def distill_inits_arg(text: str) -> list[str]:
     return names
 
 
+def counts_arg(text: str) -> list[int]:
+    """A comma list of whole numbers >= 1, each once, in increasing order (a grid's axis)."""
+    try:
+        values = [int(part) for part in text.split(",") if part.strip()]
+    except ValueError:
+        values = []
+    if not values or min(values) < 1 or values != sorted(set(values)):
+        raise argparse.ArgumentTypeError(
+            f"{text!r}: give whole numbers >= 1 separated by commas, increasing, each once (e.g. 8,16,24)"
+        )
+    return values
+
+
+def pilot_fraction_arg(text: str) -> float:
+    """The share of a run its pilot trains: a number in (0, 1]."""
+    return _number(text, lambda value: 0 < value <= 1, "a number > 0 and <= 1 (the share of each run piloted)")
+
+
 def fraction_arg(text: str) -> float:
     return _number(text, lambda value: 0 <= value <= 1, "a number from 0 to 1")
 
 
 def positive_float(text: str) -> float:
     return _number(text, lambda value: 0 < value < math.inf, "a finite number > 0")
+
+
+# --------------------------------------------------------------------------------------------------------
+# Flags generated from the settings' fields
+
+
+class _FieldDefault:
+    """The marker of a :class:`Flag` that takes the field's own default."""
+
+    def __repr__(self) -> str:
+        return "the field's default"
+
+
+FIELD_DEFAULT: Any = _FieldDefault()
+# A field's annotation -> the argparse type that checks it (the bound named in the error).
+FIELD_TYPES: dict[str, Callable[[str], Any]] = {"int": positive_int, "float": positive_float}
+
+
+@dataclass(frozen=True)
+class Flag:
+    """One field of a settings dataclass as a flag, where the flag differs from the field.
+
+    Args:
+        field: the field's name.
+        option: the flag (default ``--`` + the field's name with dashes).
+        help: the help, with ``{help}`` (the field's), ``{default}``, ``{choices}`` (`` | `` joined) and
+            ``{names}`` (comma joined) filled in (default ``"{help} (default {default})"``).
+        default: the parsed default, when not the field's (None: "not given", the help still names the field's).
+        type: the argparse type, when not the one :data:`FIELD_TYPES` gives the field's annotation.
+    """
+
+    field: str
+    option: str | None = None
+    help: str | None = None
+    default: Any = FIELD_DEFAULT
+    type: Callable[[str], Any] | None = None
+
+
+@functools.lru_cache(maxsize=1)
+def _plugin_entry_points() -> dict[str, tuple[str, ...]]:
+    """Every ``subclone_viz.*`` entry-point group's names, read from the ``entry_points.txt`` of the packages on
+    ``sys.path`` (what :mod:`importlib.metadata` reads, without the quarter second its import takes)."""
+    found: dict[str, set[str]] = {}
+    for folder in {Path(entry or ".") for entry in sys.path}:
+        try:
+            infos = [path for path in folder.iterdir() if path.suffix in (".dist-info", ".egg-info")]
+        except OSError:
+            continue
+        for info in infos:
+            try:
+                text = (info / "entry_points.txt").read_text(encoding="utf-8")
+            except (OSError, ValueError):
+                continue
+            group = ""
+            for line in (line.strip() for line in text.splitlines()):
+                if line.startswith("[") and line.endswith("]"):
+                    group = line[1:-1].strip()
+                elif group.startswith("subclone_viz.") and "=" in line and not line.startswith(("#", ";")):
+                    found.setdefault(group, set()).add(line.split("=", 1)[0].strip())
+    return {group: tuple(sorted(names)) for group, names in found.items()}
+
+
+def plugin_names(group: str) -> tuple[str, ...]:
+    """The names plugins register under the entry-point ``group``, read from the installed packages' metadata:
+    no plugin (and no torch) is imported."""
+    return _plugin_entry_points().get(group, ())
+
+
+def field_choices(field: dataclasses.Field) -> tuple[str, ...]:
+    """A field's choices: its metadata's fixed list, and the plugins' names of an open one."""
+    fixed = tuple(field.metadata.get("choices", ()))
+    group = field.metadata.get("plugins")
+    return fixed + tuple(name for name in plugin_names(group) if name not in fixed) if group else fixed
+
+
+def _shown(value: Any) -> str:
+    return f"{value:g}" if isinstance(value, float) else str(value)
+
+
+def _flag_help(flag: Flag, field: dataclasses.Field, shown: Any, choices: Sequence[str]) -> str:
+    if flag.help is not None:
+        template = flag.help
+    elif field.metadata.get("plugins"):  # an open list: the plan checks the name once plugins load
+        template = "{choices} or a plugin's (default {default})"
+    else:
+        template = "{help}" if shown is None else "{help} (default {default})"
+    return template.format(
+        help=field.metadata["help"], default=_shown(shown), choices=" | ".join(choices), names=", ".join(choices)
+    )
+
+
+def add_fields(parser: argparse.ArgumentParser, settings: Any, *flags: Flag | str) -> None:
+    """Add fields of the settings dataclass instance ``settings`` as flags of ``parser``.
+
+    Each flag takes its type from the field's annotation (:data:`FIELD_TYPES`; booleans become on/off flags),
+    its default from ``settings``, its help and choices from the field's metadata: a fixed list becomes
+    argparse's choices, an open one (metadata ``plugins``: an entry-point group) is listed in the help with
+    the installed plugins' names and checked when the command runs. A :class:`Flag` changes what differs.
+    """
+    fields = {field.name: field for field in dataclasses.fields(settings)}
+    for flag in (Flag(item) if isinstance(item, str) else item for item in flags):
+        field = fields[flag.field]
+        value = getattr(settings, flag.field)
+        default = value if flag.default is FIELD_DEFAULT else flag.default
+        shown = value if default is None else default
+        choices = field_choices(field)
+        option = flag.option or "--" + flag.field.replace("_", "-")
+        text = _flag_help(flag, field, shown, choices)
+        kind = str(field.type).removesuffix(" | None")
+        if kind == "bool":
+            parser.add_argument(option, action="store_true", default=default, help=text, dest=flag.field)
+            continue
+        options: dict[str, Any] = {"default": default, "help": text, "dest": option[2:].replace("-", "_")}
+        if choices and not field.metadata.get("plugins"):
+            options["choices"] = choices
+        elif choices and flag.type is None:
+            options["metavar"] = "NAME"
+        argument_type = flag.type or FIELD_TYPES.get(kind)
+        if argument_type is not None:
+            options["type"] = argument_type
+        parser.add_argument(option, **options)
+
+
+# --------------------------------------------------------------------------------------------------------
+# The parser
 
 
 class _Parser(argparse.ArgumentParser):
@@ -258,9 +396,9 @@ class _Parser(argparse.ArgumentParser):
         self.exit(2, f"{self.prog}: error: {message}\n")
 
 
-def build_parser() -> argparse.ArgumentParser:
-    """The ``subclone-viz`` parser; each subcommand stores its runner in ``args.run``."""
-    common = argparse.ArgumentParser(add_help=False)
+def _common_parser() -> _Parser:
+    """The options every subcommand that loads a parent takes."""
+    common = _Parser(add_help=False)
     common.add_argument(
         "--parent",
         default=DEFAULT_PARENT,
@@ -279,116 +417,101 @@ def build_parser() -> argparse.ArgumentParser:
     common.add_argument("--offload-folder", type=Path, help="where --device-map keeps modules mapped to disk")
     common.add_argument("--seed", type=non_negative_int, default=0, help="seed of torch and data shuffling (default 0)")
     common.add_argument("--json", action="store_true", help="print one JSON document on stdout, nothing else")
+    return common
 
+
+def build_parser() -> argparse.ArgumentParser:
+    """The ``subclone-viz`` parser; each subcommand stores its runner in ``args.run``."""
     parser = _Parser(prog=PROG, description="Weight subcloning of transformers (Samragh et al., 2023).")
     parser.add_argument("--version", action="version", version=f"{PROG} {__version__}")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    common = _common_parser()
+    for name, (summary, add_arguments) in SUBCOMMANDS.items():
+        command = commands.add_parser(name, parents=[] if name == "forecast" else [common], help=summary)
+        command.set_defaults(run=_Command(f"run_{name}"))
+        add_arguments(command)
+    _describe(commands.choices)
+    return parser
 
-    info = commands.add_parser("info", parents=[common], help="describe a parent and its valid destination specs")
-    info.set_defaults(run=run_info)
 
-    prof = commands.add_parser("profile", parents=[common], help="profile a parent's blocks and neurons")
-    _add_data_arguments(prof)
-    prof.add_argument(
-        "--tokens", type=positive_int, default=_PROFILE.tokens, help=f"tokens to profile (default {_PROFILE.tokens})"
-    )
-    prof.add_argument("--split", choices=("train", "heldout"), default="train", help="data split (default train)")
-    prof.add_argument("--out", type=Path, help="save the profile here (.npz); default: do not save")
-    prof.add_argument("--overwrite", action="store_true", help="replace an existing --out")
-    prof.set_defaults(run=run_profile)
+def _add_output(parser: argparse.ArgumentParser, help: str, replace: str, **options: Any) -> None:
+    parser.add_argument("--out", type=Path, help=help, **options)
+    parser.add_argument("--overwrite", action="store_true", help=f"replace {replace} --out")
 
-    sub = commands.add_parser("subclone", parents=[common], help="subclone a destination and save it")
-    _add_data_arguments(sub)
-    sub.add_argument("--profile", type=Path, help="a saved profile (.npz); default: profile --data first")
-    sub.add_argument(
-        "--profile-tokens",
-        type=positive_int,
-        default=_PROFILE.subclone_tokens,
-        help=f"tokens to profile when no --profile is given (train split; default {_PROFILE.subclone_tokens})",
-    )
-    _add_spec_arguments(sub, hidden_required=True)
-    sub.add_argument(
-        "--depth",
-        type=depth_arg,
-        default=_PLAN.depth,
-        help=f"{' | '.join(DEPTH_STRATEGIES)} | a comma list of parent blocks (default {_PLAN.depth})",
-    )
-    sub.add_argument(
-        "--width",
-        default=_PLAN.width,
-        metavar="NAME",
-        help=f"{' | '.join(WIDTH_STRATEGIES)} or a plugin's (default {_PLAN.width})",
-    )
-    sub.add_argument(
-        "--scaling",
-        default=_PLAN.scaling,
-        metavar="NAME",
-        help=f"{' | '.join(SCALINGS)} or a plugin's (default {_PLAN.scaling})",
-    )
-    sub.add_argument(
-        "--importance",
-        default=DEFAULT_ESTIMATOR,
-        metavar="NAME",
-        help=f"the importance estimator --width importance ranks by: {', '.join(ESTIMATOR_NAMES)} or a "
-        f"plugin's (default {DEFAULT_ESTIMATOR})",
-    )
-    sub.add_argument(
-        "--eval-tokens",
-        type=non_negative_int,
-        default=_PROFILE.eval_tokens,
-        help=f"held-out tokens to score parent and destination on (0: skip; default {_PROFILE.eval_tokens})",
-    )
-    sub.add_argument("--out", type=Path, required=True, help="destination directory")
-    sub.add_argument("--overwrite", action="store_true", help="replace a non-empty --out")
-    sub.set_defaults(run=run_subclone)
 
-    ablate = commands.add_parser(
-        "ablate", parents=[common], help="held-out loss with each single block removed or duplicated"
-    )
-    _add_data_arguments(ablate)
-    ablate.add_argument(
-        "--tokens",
-        type=positive_int,
-        default=_PROFILE.ablation_tokens,
-        help=f"held-out tokens (default {_PROFILE.ablation_tokens})",
-    )
-    ablate.set_defaults(run=run_ablate)
+def _add_profile(parser: argparse.ArgumentParser) -> None:
+    _add_data_arguments(parser)
+    add_fields(parser, _PROFILE, "tokens")
+    parser.add_argument("--split", choices=("train", "heldout"), default="train", help="data split (default train)")
+    _add_output(parser, "save the profile here (.npz); default: do not save", "an existing")
 
-    comp = commands.add_parser(
-        "compare", parents=[common], help="train one destination from several initializations and compare the curves"
+
+def _add_subclone(parser: argparse.ArgumentParser) -> None:
+    _add_data_arguments(parser)
+    parser.add_argument("--profile", type=Path, help="a saved profile (.npz); default: profile --data first")
+    add_fields(
+        parser,
+        _PROFILE,
+        Flag(
+            "subclone_tokens",
+            "--profile-tokens",
+            "tokens to profile when no --profile is given (train split; default {default})",
+        ),
     )
-    comp.set_defaults(run=run_compare)
-    _add_data_arguments(comp, seq_len=128)
-    comp.add_argument("--profile", type=Path, help="a saved profile (.npz); default: profile the training data")
-    _add_spec_arguments(comp, hidden_required=True)
-    comp.add_argument(
+    _add_spec_arguments(parser, hidden_required=True)
+    add_fields(
+        parser,
+        _PLAN,
+        Flag("depth", help="{choices} | a comma list of parent blocks (default {default})", type=depth_arg),
+        "width",
+        "scaling",
+        Flag(
+            "importance",
+            help="the importance estimator --width importance ranks by: {names} or a plugin's (default {default})",
+        ),
+    )
+    add_fields(
+        parser,
+        _PROFILE,
+        Flag(
+            "eval_tokens",
+            help="held-out tokens to score parent and destination on (0: skip; default {default})",
+            type=non_negative_int,
+        ),
+    )
+    _add_output(parser, "destination directory", "a non-empty", required=True)
+
+
+def _add_ablate(parser: argparse.ArgumentParser) -> None:
+    _add_data_arguments(parser)
+    add_fields(parser, _PROFILE, Flag("ablation_tokens", "--tokens", "held-out tokens (default {default})"))
+
+
+def _add_per_init(parser: argparse.ArgumentParser) -> None:
+    """--inits and the per-init learning rates and weight decays of ``compare``."""
+    parser.add_argument(
         "--inits",
         type=inits_arg,
         default=["random", "subclone"],
         help=f"comma list of {', '.join(INITS)} (default random,subclone)",
     )
-    comp.add_argument(
-        "--steps", type=positive_int, default=_TRAIN.steps, help=f"optimizer steps per init (default {_TRAIN.steps})"
-    )
-    comp.add_argument(
+    add_fields(parser, _TRAIN, Flag("steps", help="optimizer steps per init (default {default})"))
+    per_init: dict[str, Any] = {"action": "append", "default": [], "metavar": "[INIT=]VALUE"}
+    parser.add_argument(
         "--lr",
         type=per_init_lr,
-        action="append",
-        default=[],
-        metavar="[INIT=]VALUE",
         help="learning rate for one init (repeatable) or, without INIT=, for all "
         "(default: each init's rate of --lr-preset)",
+        **per_init,
     )
-    comp.add_argument(
+    parser.add_argument(
         "--weight-decay",
         "--wd",
         type=per_init_number,
-        action="append",
-        default=[],
-        metavar="[INIT=]VALUE",
         help="weight decay, like --lr (default: the paper's, 0.1 from random, 0.001 inherited)",
+        **per_init,
     )
-    comp.add_argument(
+    parser.add_argument(
         "--lr-preset",
         choices=LR_PRESETS,
         default=DEFAULT_LR_PRESET,
@@ -396,154 +519,232 @@ def build_parser() -> argparse.ArgumentParser:
         "project's sweeps: 3e-3 from random, 1e-3 inherited for language models) or 'paper' (the "
         f"paper's Table 1: 1e-4 for both) (default {DEFAULT_LR_PRESET})",
     )
-    comp.add_argument("--warmup", type=non_negative_int, help="warmup steps (default 5%% of --steps)")
-    comp.add_argument("--schedule", choices=SCHEDULES, default="cosine", help="after warmup (default cosine)")
-    comp.add_argument("--eval-every", type=positive_int, help="steps between evaluations (default steps / 10)")
-    comp.add_argument(
-        "--eval-tokens",
-        type=positive_int,
-        default=_PROFILE.eval_tokens,
-        help=f"held-out tokens (default {_PROFILE.eval_tokens})",
-    )
-    comp.add_argument(
-        "--distill-alpha",
-        type=fraction_arg,
-        help=f"for the +distill inits: weight a of the teacher's KL term in (1-a) * next-token loss + "
-        f"a * KL (default {DISTILL_ALPHA:g})",
-    )
-    comp.add_argument(
-        "--distill-temperature",
-        type=positive_float,
-        help=f"for the +distill inits: softmax temperature T of the KL term, scaled by T^2 "
-        f"(default {DISTILL_TEMPERATURE:g})",
-    )
-    comp.add_argument("--out", type=Path, required=True, help="directory for histories, summary and plots")
-    comp.add_argument("--overwrite", action="store_true", help="replace a non-empty --out")
 
-    study = commands.add_parser(
-        "study",
-        parents=[common],
-        help="speedup over random init for several destination sizes, each init at its best learning rate",
+
+def _add_compare(parser: argparse.ArgumentParser) -> None:
+    _add_data_arguments(parser, seq_len=128)
+    parser.add_argument("--profile", type=Path, help="a saved profile (.npz); default: profile the training data")
+    _add_spec_arguments(parser, hidden_required=True)
+    _add_per_init(parser)
+    add_fields(
+        parser,
+        _TRAIN,
+        Flag("warmup", help="warmup steps (default 5%% of --steps)", type=non_negative_int),
+        Flag("schedule", help="after warmup (default {default})"),
+        Flag("eval_every", help="steps between evaluations (default steps / 10)"),
     )
-    study.set_defaults(run=run_study)
-    _add_data_arguments(study, seq_len=128)
-    study.add_argument(
+    add_fields(parser, _PROFILE, Flag("eval_tokens", help="held-out tokens (default {default})"))
+    add_fields(
+        parser,
+        _TRAIN,
+        Flag(
+            "distill_alpha",
+            help="for the +distill inits: weight a of the teacher's KL term in (1-a) * next-token loss + "
+            "a * KL (default {default})",
+            default=None,
+            type=fraction_arg,
+        ),
+        Flag(
+            "distill_temperature",
+            help="for the +distill inits: softmax temperature T of the KL term, scaled by T^2 (default {default})",
+            default=None,
+        ),
+    )
+    _add_output(parser, "directory for histories, summary and plots", "a non-empty", required=True)
+
+
+def _add_study(parser: argparse.ArgumentParser) -> None:
+    _add_data_arguments(parser, seq_len=128)
+    parser.add_argument(
         "--sizes",
         type=sizes_arg,
         help="comma list of LAYERSxHIDDEN, mild to harsh (e.g. 24x480,20x384,8x288); FFN and heads follow the width",
     )
-    study.add_argument(
+    parser.add_argument(
         "--distill-sizes",
         type=optional_sizes_arg,
         default=[],
         help="those of --sizes also trained with the parent as teacher",
     )
-    study.add_argument(
+    parser.add_argument(
         "--distill-inits",
         type=distill_inits_arg,
         default=["subclone+distill", "random+distill"],
         help="the teacher's inits for --distill-sizes (default subclone+distill,random+distill)",
     )
-    study.add_argument(
-        "--random-lrs",
-        type=lrs_arg,
-        default=[1e-3, 3e-3],
-        help="learning-rate sweep of random init (default 1e-3,3e-3)",
+    for init, rates in (("random", "1e-3,3e-3"), ("subclone", "3e-4,1e-3")):
+        parser.add_argument(
+            f"--{init}-lrs",
+            type=lrs_arg,
+            default=lrs_arg(rates),
+            help=f"learning-rate sweep of {'random init' if init == 'random' else 'the subclone'} (default {rates})",
+        )
+    parser.add_argument("--profile", type=Path, help="a saved profile (.npz); default: profile the training data")
+    add_fields(
+        parser,
+        _TRAIN,
+        Flag("steps", help="optimizer steps per run (default {default})", default=STUDY_STEPS),
+        Flag("eval_every", help="steps between evaluations (default {default})", default=5),
     )
-    study.add_argument(
-        "--subclone-lrs",
-        type=lrs_arg,
-        default=[3e-4, 1e-3],
-        help="learning-rate sweep of the subclone (default 3e-4,1e-3)",
-    )
-    study.add_argument("--profile", type=Path, help="a saved profile (.npz); default: profile the training data")
-    study.add_argument(
-        "--steps", type=positive_int, default=STUDY_STEPS, help=f"optimizer steps per run (default {STUDY_STEPS})"
-    )
-    study.add_argument("--eval-every", type=positive_int, default=5, help="steps between evaluations (default 5)")
-    study.add_argument("--eval-tokens", type=positive_int, default=1024, help="held-out tokens (default 1024)")
-    study.add_argument(
+    add_fields(parser, _PROFILE, Flag("eval_tokens", help="held-out tokens (default {default})", default=1024))
+    parser.add_argument(
         "--merge",
         type=Path,
         nargs="+",
         metavar="STUDY",
         help="instead of training: merge these saved studies (study.json) of other sizes into --out",
     )
-    study.add_argument(
-        "--out", type=Path, required=True, help="directory for study.json, speedup_by_size.png and speedup_by_size.html"
+    _add_output(
+        parser,
+        "directory for study.json, speedup_by_size.png and speedup_by_size.html",
+        "a non-empty",
+        required=True,
     )
-    study.add_argument("--overwrite", action="store_true", help="replace a non-empty --out")
 
-    report = commands.add_parser(
-        "report", parents=[common], help="the main job: profile, ablate, subclone, size, train; one HTML page"
-    )
-    report.set_defaults(run=run_report)
-    report.add_argument("--out", type=Path, default=Path("report.html"), help="the .html file (default report.html)")
-    report.add_argument(
+
+def _add_report(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--out", type=Path, default=Path("report.html"), help="the .html file (default report.html)")
+    parser.add_argument(
         "--quick", action="store_true", help="shrink every stage to seconds (a smoke test; also SUBCLONE_VIZ_QUICK=1)"
     )
-    report.add_argument("--data", default="builtin", help="'builtin' (Python's docs) or a .txt/.jsonl path")
-    report.add_argument(
+    parser.add_argument("--data", default="builtin", help="'builtin' (Python's docs) or a .txt/.jsonl path")
+    parser.add_argument(
         "--tokens", type=positive_int, help=f"tokens to profile (default {_PROFILE.tokens}; --quick 256)"
     )
-    report.add_argument(
+    parser.add_argument(
         "--steps",
         type=non_negative_int,
         help="training steps per init in the comparison (0 skips it; default 24; --quick 2)",
     )
-    _add_spec_arguments(report, hidden_required=False)
-    report.add_argument(
+    _add_spec_arguments(parser, hidden_required=False)
+    parser.add_argument(
         "--speedup-study",
         type=Path,
         metavar="FILE",
         help="a saved speedup study (the study.json of `subclone-viz study`) to show as the speedup-by-size section",
     )
-    report.add_argument("--overwrite", action="store_true", help="replace an existing --out")
-    _add_forecast_parser(commands)
-    _describe(commands.choices)
-    return parser
-
-
-def _add_forecast_parser(commands: Any) -> None:
-    fc = commands.add_parser(
-        "forecast",
-        help="forecast a run's held-out loss at a horizon, with an interval, from a "
-        "saved history (.json) or any trainer's CSV log",
+    parser.add_argument(
+        "--budget-grid",
+        type=Path,
+        metavar="FILE",
+        help="a saved budget grid (the budget_grid.json of `subclone-viz grid --budget-tokens/--budget-flops`) to "
+        "show as the budget section",
     )
-    fc.set_defaults(run=run_forecast)
-    fc.add_argument(
+    parser.add_argument(
+        "--no-cut",
+        action="store_true",
+        help="skip the 'what the cut loses' section (the logit lens of parent and destination on one held-out "
+        "row, their layer similarity on one batch)",
+    )
+    parser.add_argument("--overwrite", action="store_true", help="replace an existing --out")
+
+
+def _add_grid(parser: argparse.ArgumentParser) -> None:
+    _add_data_arguments(parser, seq_len=128)
+    parser.add_argument(
+        "--layers", type=counts_arg, help="comma list of destination block counts (default: spread over the parent's)"
+    )
+    parser.add_argument(
+        "--hidden", type=counts_arg, help="comma list of destination widths (default: spread over the parent's)"
+    )
+    parser.add_argument("--profile", type=Path, help="a saved profile (.npz); default: profile the training data")
+    add_fields(
+        parser,
+        _PROFILE,
+        Flag(
+            "subclone_tokens",
+            "--profile-tokens",
+            "tokens to profile when no --profile is given (train split; default {default})",
+        ),
+        Flag("eval_tokens", help="held-out tokens each cell is scored on (default {default})", default=1024),
+    )
+    budget = parser.add_mutually_exclusive_group()
+    budget.add_argument(
+        "--budget-tokens",
+        type=positive_float,
+        metavar="N",
+        help="forecast each cell's held-out loss after training on N tokens, from a short pilot run",
+    )
+    budget.add_argument(
+        "--budget-flops",
+        type=positive_float,
+        metavar="F",
+        help="the same at F training FLOPs (6 x parameters x tokens: smaller sizes train longer)",
+    )
+    parser.add_argument(
+        "--pilot-fraction",
+        type=pilot_fraction_arg,
+        help=f"with a budget: the share of each run its pilot trains (default {PILOT_FRACTION:g})",
+    )
+    parser.add_argument(
+        "--inits", type=inits_arg, help="with a budget: comma list of the inits to pilot (default subclone)"
+    )
+    _add_output(
+        parser, "directory for the grid's record, its Pareto figure as PNG and HTML", "a non-empty", required=True
+    )
+
+
+def _add_forecast(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
         "run_file",
         type=Path,
         metavar="RUN",
         help="a training history .json (History.save, `compare --out`) or a .csv log",
     )
-    horizon = fc.add_mutually_exclusive_group()
+    horizon = parser.add_mutually_exclusive_group()
     horizon.add_argument("--steps", type=positive_int, help="horizon in optimizer steps (default: the run's end)")
     horizon.add_argument("--tokens", type=positive_float, help="horizon in training tokens")
     horizon.add_argument("--flops", type=positive_float, help="horizon in FLOPs (6 x parameters x tokens)")
-    fc.add_argument("--fit-until", type=positive_int, metavar="STEP", help="use the evaluations up to STEP only")
-    fc.add_argument("--prior", type=Path, help="a saved ForecastPrior .json (default: the library's)")
-    fc.add_argument("--step-column", default="step", help="CSV: the step column (default step)")
-    fc.add_argument("--loss-column", default="loss", help="CSV: the held-out loss column (default loss)")
-    fc.add_argument("--lr-column", help="CSV: the learning rate of every step (or give --schedule)")
-    fc.add_argument("--schedule", choices=SCHEDULES, help="CSV: the named schedule of the whole run")
-    fc.add_argument("--total-steps", type=positive_int, help="CSV with --schedule: the run's planned length")
-    fc.add_argument("--warmup", type=non_negative_int, default=0, help="CSV with --schedule: warmup steps")
-    fc.add_argument("--peak-lr", type=positive_float, default=1.0, help="CSV with --schedule: the peak rate")
-    fc.add_argument("--final-ratio", type=float, default=0.0, help="CSV with --schedule: final rate / peak")
-    fc.add_argument("--decay-fraction", type=float, default=0.2, help="CSV with --schedule wsd: decay share")
-    fc.add_argument(
+    parser.add_argument("--fit-until", type=positive_int, metavar="STEP", help="use the evaluations up to STEP only")
+    parser.add_argument("--prior", type=Path, help="a saved ForecastPrior .json (default: the library's)")
+    parser.add_argument("--step-column", default="step", help="CSV: the step column (default step)")
+    parser.add_argument("--loss-column", default="loss", help="CSV: the held-out loss column (default loss)")
+    parser.add_argument("--lr-column", help="CSV: the learning rate of every step (or give --schedule)")
+    parser.add_argument("--schedule", choices=SCHEDULES, help="CSV: the named schedule of the whole run")
+    parser.add_argument("--total-steps", type=positive_int, help="CSV with --schedule: the run's planned length")
+    parser.add_argument("--warmup", type=non_negative_int, default=0, help="CSV with --schedule: warmup steps")
+    parser.add_argument("--peak-lr", type=positive_float, default=1.0, help="CSV with --schedule: the peak rate")
+    parser.add_argument("--final-ratio", type=float, default=0.0, help="CSV with --schedule: final rate / peak")
+    parser.add_argument("--decay-fraction", type=float, default=0.2, help="CSV with --schedule wsd: decay share")
+    parser.add_argument(
         "--where",
         action="append",
         default=[],
         metavar="COLUMN=VALUE",
         help="CSV: keep the rows whose COLUMN holds VALUE (one run of a file of several); repeatable",
     )
-    fc.add_argument("--tokens-per-step", type=positive_float, help="CSV: tokens per step (for --tokens/--flops)")
-    fc.add_argument("--parameters", type=positive_int, help="the model's parameters (for --flops)")
-    fc.add_argument("--out", type=Path, help="save the Forecast record (.json)")
-    fc.add_argument("--overwrite", action="store_true", help="replace an existing --out")
-    fc.add_argument("--json", action="store_true", help="print one JSON document on stdout, nothing else")
+    parser.add_argument("--tokens-per-step", type=positive_float, help="CSV: tokens per step (for --tokens/--flops)")
+    parser.add_argument("--parameters", type=positive_int, help="the model's parameters (for --flops)")
+    _add_output(parser, "save the Forecast record (.json)", "an existing")
+    parser.add_argument("--json", action="store_true", help="print one JSON document on stdout, nothing else")
+
+
+def _add_nothing(parser: argparse.ArgumentParser) -> None:
+    """``info`` takes the common options only."""
+
+
+# Every subcommand in the order --help lists them: its one-line summary and what adds its own options.
+SUBCOMMANDS: dict[str, tuple[str, Callable[[argparse.ArgumentParser], None]]] = {
+    "info": ("describe a parent and its valid destination specs", _add_nothing),
+    "profile": ("profile a parent's blocks and neurons", _add_profile),
+    "subclone": ("subclone a destination and save it", _add_subclone),
+    "ablate": ("held-out loss with each single block removed or duplicated", _add_ablate),
+    "compare": ("train one destination from several initializations and compare the curves", _add_compare),
+    "study": (
+        "speedup over random init for several destination sizes, each init at its best learning rate",
+        _add_study,
+    ),
+    "report": ("the main job: profile, ablate, subclone, size, train; one HTML page", _add_report),
+    "forecast": (
+        "forecast a run's held-out loss at a horizon, with an interval, from a saved history (.json) or any "
+        "trainer's CSV log",
+        _add_forecast,
+    ),
+    "grid": (
+        "every (layers x hidden) subclone's size, cost and loss, untrained or forecast at a training budget",
+        _add_grid,
+    ),
+}
 
 
 def subcommand_parsers(parser: argparse.ArgumentParser) -> dict[str, argparse.ArgumentParser]:
@@ -603,6 +804,13 @@ SUBCOMMAND_HELP: dict[str, tuple[str, str]] = {
         "history .json, or any trainer's .csv log with an lr column or a named schedule.",
         "subclone-viz forecast log.csv --loss-column val_loss --schedule cosine --total-steps 20000 --final-ratio 0.1",
     ),
+    "grid": (
+        "Subclone every (layers x hidden) destination of a grid and measure its parameters, FLOPs per token, "
+        "latency and held-out loss before training, with the Pareto front of loss against cost. With "
+        "--budget-tokens or --budget-flops, each cell instead trains a short pilot (--pilot-fraction of its "
+        "run) and its held-out loss at that budget is forecast, with an 80% interval.",
+        "subclone-viz grid --parent smollm2-135m --layers 8,16,24 --hidden 192,384 --budget-tokens 2e6 --out runs/grid",
+    ),
 }
 
 
@@ -625,7 +833,7 @@ def _shell_lines(command: str) -> str:
     return "\n".join(lines)
 
 
-def _describe(subparsers: dict[str, argparse.ArgumentParser]) -> None:
+def _describe(subparsers: Mapping[str, argparse.ArgumentParser]) -> None:
     """Give every subcommand its description and example (an argparse epilog), kept as written."""
     for name, command in subparsers.items():
         if name not in SUBCOMMAND_HELP:
@@ -678,14 +886,35 @@ class _Command:
         return f"<subcommand runner cli_commands.{self.__name__}>"
 
 
-run_info = _Command("run_info")
-run_profile = _Command("run_profile")
-run_subclone = _Command("run_subclone")
-run_ablate = _Command("run_ablate")
-run_compare = _Command("run_compare")
-run_study = _Command("run_study")
-run_report = _Command("run_report")
-run_forecast = _Command("run_forecast")
+# The subcommands whose destination specs (--layers, --hidden, --ffn; study's --sizes) the parent's config
+# can refuse before torch is imported.
+SPEC_COMMANDS = ("subclone", "compare", "study", "report")
+
+
+def _specs(args: argparse.Namespace) -> list[tuple[Any, int | None, int | None]]:
+    """(layers, hidden, ffn) of every destination ``args`` names; empty for the commands that name none."""
+    if args.command not in SPEC_COMMANDS:
+        return []
+    if args.command == "study":
+        return [(layers, hidden, None) for layers, hidden in args.sizes or []]
+    depth = getattr(args, "depth", None)
+    layers = args.layers if args.layers is not None or not isinstance(depth, list) else depth
+    return [(layers, args.hidden, args.ffn)]
+
+
+def refuse_misfit(args: argparse.Namespace) -> str | None:
+    """The one-line error for a destination spec the parent's config rules out, read without torch
+    (:mod:`subclone_viz.parent_config`); None when it may fit (the full check runs once torch is loaded)."""
+    specs = _specs(args)
+    dims = config_dims(str(args.parent)) if specs else None
+    if dims is None:
+        return None
+    try:
+        for layers, hidden, ffn in specs:
+            check_spec_fits(dims, layers, hidden, ffn)
+    except SpecDoesNotFitError as error:
+        return str(error)
+    return None
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -695,4 +924,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         args = parser.parse_args(argv)
     except SystemExit as exit_:  # argparse's help (0) and errors (2)
         return exit_.code if isinstance(exit_.code, int) else 0
+    problem = refuse_misfit(args)
+    if problem is not None:
+        if os.environ.get("RANK", "0") == "0":  # under accelerate launch, one line from the main process
+            print(f"{PROG}: error: {problem}", file=sys.stderr)
+        return 2
     return _commands().execute(args, PROG)

@@ -38,6 +38,8 @@ import torch
 
 from . import distributed
 from ._atomic import check_new_directory, check_new_file, staged_directory
+from .budget import BudgetGrid, budget_grid
+from .choices import PILOT_FRACTION
 from .compare import CONVERGED_SECOND_HALF_SHARE, INITS, Comparison, compare
 from .data import ImageBatches, TextBatches
 from .errors import UserError
@@ -45,6 +47,7 @@ from .evaluate import block_ablation, evaluate
 from .export import save_destination
 from .forecast import ForecastPrior, LearningCurve, forecast
 from .importance import ESTIMATORS
+from .lens import logit_lens
 from .parent import Parent, load_parent, parent_skeleton
 from .plan import (
     DEPTH_STRATEGIES,
@@ -59,11 +62,13 @@ from .plan import (
     spec_choices,
 )
 from .profile import BLOCK_METRIC_LABELS, BLOCK_METRICS, Profile, add_taylor, profile
+from .similarity import layer_similarity
+from .sizing import default_grid_axes, size_grid
 from .study import SpeedupStudy, speedup_study
 from .subclone import subclone
 from .train import History
 from .vision import VIT_DIGITS  # noqa: F401  (importing vision registers the vit-digits parent source)
-from .workflow import has_loss, parent_batches, quick_mode
+from .workflow import Progress, ReportRecords, has_loss, parent_batches, quick_mode, report_records
 
 
 class UsageError(UserError):
@@ -341,27 +346,8 @@ def run_subclone(args: argparse.Namespace) -> Outcome:
     _check_before_loading(args, [spec], args.depth)
     parent = _load(args)
     _check_plan(parent, spec, args.depth)
-    needs_profile = args.width == "importance" or args.depth == "metric"
-    saved_profile = _saved_profile(args, parent)
-    needs_taylor = (
-        args.width == "importance"
-        and args.importance == "taylor"
-        and (saved_profile is None or "taylor_ffn" not in saved_profile.stats)
-    )
-    train = (
-        _batches(parent, args, "train", args.profile_tokens, shuffle=True)
-        if ((needs_profile and saved_profile is None) or args.scaling == "calibrated" or needs_taylor)
-        else None
-    )
+    train, measured = _subclone_profile(args, parent)
     heldout = _batches(parent, args, "heldout", args.eval_tokens) if args.eval_tokens and has_loss(parent) else None
-
-    measured = saved_profile
-    if measured is None and needs_profile:
-        _note(f"profiling on {train.description} ...")
-        measured = profile(parent, train, max_tokens=args.profile_tokens)
-    if needs_taylor:
-        _note(f"gradient pass for the Taylor importance on {train.description} ...")
-        measured = add_taylor(measured, parent, train, max_tokens=args.profile_tokens)
     destination_plan = plan(
         parent, measured, spec, depth=args.depth, width=args.width, scaling=args.scaling, importance=args.importance
     )
@@ -375,41 +361,67 @@ def run_subclone(args: argparse.Namespace) -> Outcome:
             "destination_loss": evaluate(destination, parent.family, heldout).loss,
         }
     path = save_destination(destination, destination_plan, args.out, overwrite=args.overwrite)
+    return _subclone_outcome(args, parent, destination, destination_plan, measured, scores, path)
 
+
+def _subclone_profile(
+    args: argparse.Namespace, parent: Parent
+) -> tuple[TextBatches | ImageBatches | None, Profile | None]:
+    """The training batches (None where the plan needs none) and the profile the plan ranks by: ``--profile``,
+    or measured on ``--profile-tokens`` of the data (with its Taylor pass for ``--importance taylor``)."""
+    needs_profile = args.width == "importance" or args.depth == "metric"
+    measured = _saved_profile(args, parent)
+    needs_taylor = (
+        args.width == "importance"
+        and args.importance == "taylor"
+        and (measured is None or "taylor_ffn" not in measured.stats)
+    )
+    if not ((needs_profile and measured is None) or args.scaling == "calibrated" or needs_taylor):
+        return None, measured
+    train = _batches(parent, args, "train", args.profile_tokens, shuffle=True)
+    if measured is None and needs_profile:
+        _note(f"profiling on {train.description} ...")
+        measured = profile(parent, train, max_tokens=args.profile_tokens)
+    if needs_taylor:
+        _note(f"gradient pass for the Taylor importance on {train.description} ...")
+        measured = add_taylor(measured, parent, train, max_tokens=args.profile_tokens)
+    return train, measured
+
+
+def _subclone_outcome(
+    args: argparse.Namespace,
+    parent: Parent,
+    destination: torch.nn.Module,
+    destination_plan: Any,
+    measured: Profile | None,
+    scores: dict[str, Any] | None,
+    path: Path,
+) -> Outcome:
     parameters = sum(p.numel() for p in destination.parameters())
     parent_parameters = sum(p.numel() for p in parent.model.parameters())
+    source = None if measured is None else {"source": measured.source, "tokens": measured.tokens}
     document = {
         "parent": parent.name,
         "plan": destination_plan.summary(),
-        "dims": destination_plan.dims,
-        "layers": destination_plan.layers,
-        "depth": destination_plan.depth,
-        "width": destination_plan.width,
-        "importance": destination_plan.importance,
-        "scaling": destination_plan.scaling,
+        **{
+            key: getattr(destination_plan, key) for key in ("dims", "layers", "depth", "width", "importance", "scaling")
+        },
         "parameters": parameters,
         "parent_parameters": parent_parameters,
-        "profile": None
-        if measured is None
-        else {
-            "source": measured.source,
-            "tokens": measured.tokens,
-            "path": str(args.profile) if args.profile is not None else None,
-        },
+        "profile": None if source is None else {**source, "path": None if args.profile is None else str(args.profile)},
         "heldout": scores,
         "output": str(path),
     }
+    profiled = "none (data-free plan)"
+    if measured is not None:
+        profiled = f"{measured.tokens:,} tokens of {measured.source}" + (
+            f" ({args.profile})" if args.profile is not None else ""
+        )
     lines = [
         f"plan: {destination_plan.summary()}",
         f"parameters: {parameters / 1e6:.2f}M ({parameters / parent_parameters:.1%} of the parent's "
         f"{parent_parameters / 1e6:.2f}M)",
-        "profile: "
-        + (
-            "none (data-free plan)"
-            if measured is None
-            else f"{measured.tokens:,} tokens of {measured.source}"
-            + (f" ({args.profile})" if args.profile is not None else "")
-        ),
+        f"profile: {profiled}",
     ]
     if scores is not None:
         lines.append(
@@ -481,26 +493,7 @@ def _convergence_note(rows: Sequence[dict[str, Any]]) -> list[str]:
 
 def run_compare(args: argparse.Namespace) -> Outcome:
     """Train the same destination from each ``--inits`` initialization; save histories, summary and plots."""
-    check_new_directory(args.out, args.overwrite)
-    if args.profile is not None and not args.profile.is_file():
-        raise UsageError(f"--profile {args.profile}: no such file")
-    if args.warmup is not None and args.warmup > args.steps:
-        raise UsageError(f"--warmup {args.warmup} is out of range: choose 0 <= warmup <= --steps {args.steps}")
-    lrs = _per_init(args.lr, args.inits, "--lr")
-    weight_decays = _per_init(args.weight_decay, args.inits, "--weight-decay")
-    distill_options = {
-        name: getattr(args, name)
-        for name in ("distill_alpha", "distill_temperature")
-        if getattr(args, name) is not None
-    }
-    distilled = [init for init in args.inits if INITS[init].distill]
-    if distill_options and not distilled:
-        given = " and ".join(f"--{name.replace('_', '-')}" for name in distill_options)
-        with_teacher = ", ".join(init for init in INITS if INITS[init].distill)
-        raise UsageError(
-            f"{given} only apply to inits trained with the parent as teacher ({with_teacher}); "
-            f"--inits {','.join(args.inits)} has none"
-        )
+    lrs, weight_decays, distill_options = _compare_options(args)
     spec = _spec(args)
     _check_before_loading(args, [spec], "middle")
     parent = _load_trainable(args)
@@ -528,7 +521,37 @@ def run_compare(args: argparse.Namespace) -> Outcome:
         **distill_options,
     )
     files = _save_comparison(comparison, args.out, args.overwrite)
+    return _compare_outcome(args, parent.name, comparison, train.description, heldout.description, files)
 
+
+def _compare_options(args: argparse.Namespace) -> tuple[dict[str, float], dict[str, float], dict[str, Any]]:
+    """``compare``'s checks that need no parent, and its per-init rates, weight decays and distillation options."""
+    check_new_directory(args.out, args.overwrite)
+    if args.profile is not None and not args.profile.is_file():
+        raise UsageError(f"--profile {args.profile}: no such file")
+    if args.warmup is not None and args.warmup > args.steps:
+        raise UsageError(f"--warmup {args.warmup} is out of range: choose 0 <= warmup <= --steps {args.steps}")
+    lrs = _per_init(args.lr, args.inits, "--lr")
+    weight_decays = _per_init(args.weight_decay, args.inits, "--weight-decay")
+    distill_options: dict[str, Any] = {
+        name: getattr(args, name)
+        for name in ("distill_alpha", "distill_temperature")
+        if getattr(args, name) is not None
+    }
+    distilled = [init for init in args.inits if INITS[init].distill]
+    if distill_options and not distilled:
+        given = " and ".join(f"--{name.replace('_', '-')}" for name in distill_options)
+        with_teacher = ", ".join(init for init in INITS if INITS[init].distill)
+        raise UsageError(
+            f"{given} only apply to inits trained with the parent as teacher ({with_teacher}); "
+            f"--inits {','.join(args.inits)} has none"
+        )
+    return lrs, weight_decays, distill_options
+
+
+def _compare_outcome(
+    args: argparse.Namespace, parent_name: str, comparison: Comparison, data: str, heldout: str, files: list[str]
+) -> Outcome:
     table = comparison.summary_table()
     rows = [
         [
@@ -547,8 +570,8 @@ def run_compare(args: argparse.Namespace) -> Outcome:
     destination = comparison.config["destination"]
     shape = f"{destination['layers']} layers x hidden {destination['hidden']}, FFN {destination['ffn']}"
     lines = [
-        f"{parent.name} -> {shape}: {args.steps} steps per init on {train.description}",
-        f"held-out loss on {heldout.description}; speedup: steps random needs to reach its final held-out loss "
+        f"{parent_name} -> {shape}: {args.steps} steps per init on {data}",
+        f"held-out loss on {heldout}; speedup: steps random needs to reach its final held-out loss "
         f"over the steps each init needs; speedup/s: the same in seconds of training (a teacher costs time)",
         comparison.lr_note(),
         "",
@@ -560,11 +583,11 @@ def run_compare(args: argparse.Namespace) -> Outcome:
     if comparison.stopped_early:
         lines.insert(0, "stopped early: the table shows the runs so far")
     document = {
-        "parent": parent.name,
+        "parent": parent_name,
         "destination": destination,
         "steps": args.steps,
-        "data": train.description,
-        "heldout": heldout.description,
+        "data": data,
+        "heldout": heldout,
         "table": table,
         "stopped_early": comparison.stopped_early,
         "lr_preset": args.lr_preset,
@@ -611,40 +634,7 @@ def run_study(args: argparse.Namespace) -> Outcome:
             study = SpeedupStudy.merge([SpeedupStudy.load(path) for path in args.merge])
         parent_name = study.config["parent"]["name"]  # SpeedupStudy.load checked it is there
     else:
-        if args.sizes is None:
-            raise UsageError("--sizes is missing: give destination sizes such as 24x480,20x384,8x288 (or --merge)")
-        extra = [size for size in args.distill_sizes if size not in args.sizes]
-        if extra:
-            raise UsageError(f"--distill-sizes {','.join(f'{l}x{h}' for l, h in extra)} are not among --sizes")
-        if args.profile is not None and not args.profile.is_file():
-            raise UsageError(f"--profile {args.profile}: no such file")
-        specs = {size: DestinationSpec(layers=size[0], hidden=size[1]) for size in args.sizes}
-        _check_before_loading(args, list(specs.values()), "middle")
-        parent = _load_trainable(args)
-        for spec in specs.values():
-            _check_plan(parent, spec, "middle")
-        saved_profile = _saved_profile(args, parent)
-        train = _batches(parent, args, "train", None, shuffle=True)
-        heldout = _batches(parent, args, "heldout", args.eval_tokens)
-        runs = len(args.sizes) * (len(args.random_lrs) + len(args.subclone_lrs))
-        runs += len(args.distill_sizes) * len(args.distill_inits)
-        _note(f"training {runs} runs of {args.steps} steps on {train.description} ...")
-        study = speedup_study(
-            parent,
-            list(specs.values()),
-            train,
-            heldout,
-            profile=saved_profile,
-            random_lrs=args.random_lrs,
-            subclone_lrs=args.subclone_lrs,
-            distill_sizes=[specs[size] for size in args.distill_sizes],
-            distill_inits=args.distill_inits if args.distill_sizes else [],
-            steps=args.steps,
-            eval_every=args.eval_every,
-            seed=args.seed,
-            log=_note,
-        )
-        parent_name = parent.name
+        study, parent_name = _train_study(args)
     files = distributed.on_main(_write_study, study, args.out, args.overwrite)
     table = study.table()
     rows = [
@@ -677,6 +667,44 @@ def run_study(args: argparse.Namespace) -> Outcome:
     return Outcome(document, text)
 
 
+def _train_study(args: argparse.Namespace) -> tuple[SpeedupStudy, str]:
+    """The study of ``--sizes``, every argument checked before the parent loads; and the parent's name."""
+    if args.sizes is None:
+        raise UsageError("--sizes is missing: give destination sizes such as 24x480,20x384,8x288 (or --merge)")
+    extra = [size for size in args.distill_sizes if size not in args.sizes]
+    if extra:
+        raise UsageError(f"--distill-sizes {','.join(f'{l}x{h}' for l, h in extra)} are not among --sizes")
+    if args.profile is not None and not args.profile.is_file():
+        raise UsageError(f"--profile {args.profile}: no such file")
+    specs = {size: DestinationSpec(layers=size[0], hidden=size[1]) for size in args.sizes}
+    _check_before_loading(args, list(specs.values()), "middle")
+    parent = _load_trainable(args)
+    for spec in specs.values():
+        _check_plan(parent, spec, "middle")
+    saved_profile = _saved_profile(args, parent)
+    train = _batches(parent, args, "train", None, shuffle=True)
+    heldout = _batches(parent, args, "heldout", args.eval_tokens)
+    runs = len(args.sizes) * (len(args.random_lrs) + len(args.subclone_lrs))
+    runs += len(args.distill_sizes) * len(args.distill_inits)
+    _note(f"training {runs} runs of {args.steps} steps on {train.description} ...")
+    study = speedup_study(
+        parent,
+        list(specs.values()),
+        train,
+        heldout,
+        profile=saved_profile,
+        random_lrs=args.random_lrs,
+        subclone_lrs=args.subclone_lrs,
+        distill_sizes=[specs[size] for size in args.distill_sizes],
+        distill_inits=args.distill_inits if args.distill_sizes else [],
+        steps=args.steps,
+        eval_every=args.eval_every,
+        seed=args.seed,
+        log=_note,
+    )
+    return study, parent.name
+
+
 def _write_study(study: SpeedupStudy, directory: Path, overwrite: bool) -> list[str]:
     """study.json, speedup_by_size.png and a self-contained speedup_by_size.html, all at once (staged)."""
     from . import plots
@@ -693,11 +721,13 @@ def _write_study(study: SpeedupStudy, directory: Path, overwrite: bool) -> list[
 
 
 def run_report(args: argparse.Namespace) -> Outcome:
-    """The main job: one self-contained HTML page (:func:`subclone_viz.report.run_report`)."""
-    from .report import run_report as write_report
+    """The main job: one self-contained HTML page (:func:`subclone_viz.report.run_report`'s measurements), with
+    the "what the cut loses" section unless ``--no-cut``."""
+    from .report import build_report
 
     _check_new_file(args.out, (".html", ".htm"), args.overwrite)
     study = SpeedupStudy.load(args.speedup_study) if args.speedup_study is not None else None
+    budget = BudgetGrid.load(args.budget_grid) if args.budget_grid is not None else None
     destination = _spec(args) if args.layers is not None or args.hidden is not None else None
     if destination is not None:
         _check_before_loading(args, [destination], "middle")
@@ -707,22 +737,168 @@ def run_report(args: argparse.Namespace) -> Outcome:
     with _blame_user(ImportError):
         parent_batches(parent, "heldout", args.data, max_batches=1)  # a bad --data (or no tokenizer) fails now
     quick = quick_mode(args.quick or None)
-    path = write_report(
+    log = Progress("report")
+    log(f"parent: {parent.description}")
+    records = report_records(
         parent,
-        out=args.out,
         tokens=args.tokens,
         steps=args.steps,
         quick=quick,
-        overwrite=args.overwrite,
         data=args.data,
         destination=destination,
         seed=args.seed,
-        study=study,
+        log=log,
     )
-    document = {"parent": parent.name, "output": str(path), "bytes": path.stat().st_size, "quick": quick}
+    cut = {} if args.no_cut else _cut_records(parent, records, args.data, quick, log)
+    path = build_report(
+        **records.as_kwargs(), **cut, out=args.out, overwrite=args.overwrite, study=study, budget=budget
+    )
+    log(f"wrote {path} ({path.stat().st_size / 1e6:.1f} MB)")
+    document = {
+        "parent": parent.name,
+        "output": str(path),
+        "bytes": path.stat().st_size,
+        "quick": quick,
+        "cut_section": bool(cut),
+    }
     return Outcome(
         document, f"wrote {path} ({path.stat().st_size / 1e6:.1f} MB): open it in a browser, no network needed"
     )
+
+
+def _cut_records(
+    parent: Parent, records: ReportRecords, data: str, quick: bool, log: Callable[[str], None]
+) -> dict[str, Any]:
+    """The report's "what the cut loses" records: the logit lens of the parent and of its untrained destination
+    (the report's plan) on one held-out row, and their layer similarity on its batch. A parent without a head to
+    read the lens through gets a note instead."""
+    if not has_loss(parent):
+        records.notes.append("The 'what the cut loses' section was skipped: the parent has no head to read through.")
+        return {}
+    batch = next(iter(parent_batches(parent, "heldout", data, quick=quick, max_batches=1)))
+    # The lens projects every layer onto the whole vocabulary: one row of the batch keeps it to seconds.
+    row = {key: value[:1] for key, value in batch.items()}
+    log("what the cut loses: logit lens of parent and destination (one row), layer similarity (one batch)")
+    destination = subclone(parent, records.plan)
+    lenses = {
+        "parent": logit_lens(parent, None, row, name="parent"),
+        "destination": logit_lens(destination, None, row, plan=records.plan, name="destination"),
+    }
+    similarity = layer_similarity(parent, destination, records.plan, [batch])
+    return {"lenses": lenses, "similarities": {"untrained destination": similarity}}
+
+
+def run_grid(args: argparse.Namespace) -> Outcome:
+    """Every (layers x hidden) subclone's size, cost and untrained loss (:func:`~subclone_viz.sizing.size_grid`),
+    or with a budget its forecast loss after that much training (:func:`~subclone_viz.budget.budget_grid`);
+    the record and its Pareto figure saved together."""
+    budgeted = args.budget_tokens is not None or args.budget_flops is not None
+    _check_grid(args, budgeted)
+    parent = _load(args)
+    if budgeted and not has_loss(parent):
+        raise UsageError(f"parent {args.parent!r} has no loss to train on: a budget grid trains pilots")
+    if args.layers is None or args.hidden is None:
+        default_layers, default_hidden = default_grid_axes(parent)
+        args.layers, args.hidden = args.layers or default_layers, args.hidden or default_hidden
+    saved = _saved_profile(args, parent)
+    train = _batches(parent, args, "train", args.profile_tokens if not budgeted else None, shuffle=True)
+    heldout = list(_batches(parent, args, "heldout", args.eval_tokens))
+    measured = saved
+    if measured is None:
+        _note(f"profiling on {train.description} ...")
+        measured = profile(parent, train, max_tokens=args.profile_tokens)
+    cells = len(args.layers) * len(args.hidden)
+    if budgeted:
+        inits = args.inits or ["subclone"]
+        _note(f"piloting {cells} sizes x {len(inits)} inits on {train.description} ...")
+        grid: Any = budget_grid(
+            parent,
+            measured,
+            args.layers,
+            args.hidden,
+            train,
+            heldout,
+            tokens=args.budget_tokens,
+            flops=args.budget_flops,
+            pilot_fraction=args.pilot_fraction or PILOT_FRACTION,
+            inits=inits,
+        )
+    else:
+        _note(f"subcloning and scoring {cells} sizes on {len(heldout)} held-out batches ...")
+        grid = size_grid(parent, measured, args.layers, args.hidden, heldout)
+    files = distributed.on_main(_write_grid, grid, args.out, args.overwrite)
+    return _grid_outcome(args, parent.name, grid, files)
+
+
+def _check_grid(args: argparse.Namespace, budgeted: bool) -> None:
+    """``grid``'s arguments that need no parent: the budget's companions only with a budget, a new --out."""
+    check_new_directory(args.out, args.overwrite)
+    if not budgeted:
+        given = [flag for flag, value in (("--pilot-fraction", args.pilot_fraction), ("--inits", args.inits)) if value]
+        if given:
+            raise UsageError(
+                f"{' and '.join(given)} only apply with a budget: add --budget-tokens N or --budget-flops F"
+            )
+    if args.profile is not None and not args.profile.is_file():
+        raise UsageError(f"--profile {args.profile}: no such file")
+
+
+def _write_grid(grid: Any, directory: Path, overwrite: bool) -> list[str]:
+    """The grid's record and its Pareto figure as PNG and self-contained HTML, all at once (staged)."""
+    from . import plots
+
+    budgeted = isinstance(grid, BudgetGrid)
+    name, draw = ("budget", plots.budget_pareto) if budgeted else ("size", plots.size_pareto)
+    static: Any = draw(grid, backend="matplotlib")
+    png = io.BytesIO()
+    static.savefig(png, format="png", dpi=120, bbox_inches="tight")
+    interactive: Any = draw(grid)
+    page = interactive.to_html(full_html=True, include_plotlyjs=True)
+    with staged_directory(directory, overwrite) as staging:
+        (staging / f"{name}_grid.json").write_text(grid.to_json())
+        (staging / f"{name}_pareto.png").write_bytes(png.getvalue())
+        (staging / f"{name}_pareto.html").write_text(page, encoding="utf-8")
+        return sorted(path.name for path in staging.iterdir())
+
+
+def _grid_outcome(args: argparse.Namespace, parent_name: str, grid: Any, files: list[str]) -> Outcome:
+    if isinstance(grid, BudgetGrid):
+        budget = f"{grid.tokens:,.0f} tokens" if grid.tokens is not None else f"{grid.flops:.3g} FLOPs"
+        header = f"{parent_name}: held-out loss forecast at {budget} from pilots (80% interval)"
+        rows = [
+            [
+                row["size"],
+                row["init"],
+                f"{row['params'] / 1e6:.2f}M",
+                row["steps"],
+                row["loss"],
+                row["low"],
+                row["high"],
+            ]
+            for row in grid.table()
+        ]
+        table = _table(["size", "init", "params", "steps", "forecast", "low", "high"], rows)
+        document = {"parent": parent_name, "budget_grid": grid.to_dict(), "best": grid.best()}
+    else:
+        header = (
+            f"{parent_name}: held-out loss of untrained subclones; * on the Pareto front of loss against parameters"
+        )
+        front = grid.pareto_front("params")
+        rows = [
+            [
+                f"{layers} x {hidden}",
+                f"{grid.params[i, j] / 1e6:.2f}M",
+                float(grid.loss[i, j]),
+                "*" if front[i, j] else "",
+            ]
+            for i, layers in enumerate(grid.layers)
+            for j, hidden in enumerate(grid.hidden)
+            if np.isfinite(grid.loss[i, j])
+        ]
+        table = _table(["size", "params", "untrained loss", "front"], rows)
+        document = {"parent": parent_name, "size_grid": grid.to_dict()}
+    document.update({"output": str(args.out), "files": files})
+    return Outcome(document, "\n".join([header, "", table, "", f"saved to {args.out}: {', '.join(files)}"]))
 
 
 # --------------------------------------------------------------------------------------------------------

@@ -15,7 +15,8 @@ runs unchanged in N:
   float64; gloo on CPUs, NCCL on GPUs), :func:`gather_objects` collects one object per process;
 * :func:`on_main` runs a function (a save, a print) on the main process only; the others wait for it and get
   the same return value, or the same exception;
-* :func:`main_process_first` lets the main process fill a cache before the others read it.
+* :func:`main_process_first` lets the main process fill a cache before the others read it;
+* :func:`alone` runs a block as if this process were the only one (each process trains its own share).
 
 In a single process (no launcher) every function is a cheap no-op: shards are everything, sums are returned
 as they are, and the main process is the only one.
@@ -45,6 +46,7 @@ from __future__ import annotations
 
 import contextlib
 import itertools
+import os
 import pickle
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any, TypeVar
@@ -198,6 +200,38 @@ def main_process_first() -> Iterator[None]:
         return
     with current.main_process_first():
         yield
+
+
+_RANK_VARIABLES = ["RANK", "LOCAL_RANK", "LOCAL_WORLD_SIZE", *_WORLD_SIZE_VARIABLES]
+
+
+@contextlib.contextmanager
+def alone() -> Iterator[None]:
+    """The block runs as if this process were the only one, on its own device: for work dealt out with
+    :func:`shard` where each process trains its own models (the budget chooser's pilots), so that training
+    inside neither wraps the model in DDP nor waits on an all-reduce the others never join. The launcher's
+    view (accelerate's shared state and the rank variables) comes back on exit."""
+    current = state()
+    if current.num_processes == 1:
+        yield
+        return
+    from accelerate.state import AcceleratorState, GradientState, PartialState
+
+    shared = [PartialState._shared_state, AcceleratorState._shared_state, GradientState._shared_state]
+    saved = [dict(values) for values in shared]
+    names = [*_RANK_VARIABLES, "ACCELERATE_TORCH_DEVICE"]
+    environ = {name: os.environ.pop(name) for name in names if name in os.environ}
+    os.environ["ACCELERATE_TORCH_DEVICE"] = str(current.device)  # a lone state would take the first GPU
+    for values in shared:
+        values.clear()
+    try:
+        yield
+    finally:
+        for values, before in zip(shared, saved):
+            values.clear()
+            values.update(before)
+        os.environ.pop("ACCELERATE_TORCH_DEVICE", None)
+        os.environ.update(environ)
 
 
 def show_progress(progress: bool) -> bool:

@@ -290,55 +290,33 @@ def select_experts(scores: np.ndarray, keep: int, groups: int = 1) -> list[int]:
     return kept
 
 
-@dataclass(frozen=True)
-class ExpertStability:
-    """How often each expert is kept across bootstrap resamples of the calibration shards."""
-
-    estimator: str
-    keep: int
-    frequency: np.ndarray  # (L, E) fraction of resamples keeping each expert (MoE layers)
-    jaccard: np.ndarray  # (R,) overlap of each resample's kept experts with the full profile's, mean over MoE layers
+def _routed_experts(model: torch.nn.Module, family) -> list[torch.nn.Module]:
+    """The routed experts module of every MoE block of ``model``."""
+    return [parts[1] for block in family.blocks(model) if (parts := family.moe_parts(block)) is not None]
 
 
-def expert_stability(
-    profile: "Profile",
-    keep: int,
-    estimator: str = DEFAULT_EXPERT_ESTIMATOR,
-    resamples: int = 20,
-    groups: int = 1,
-    seed: int = 0,
-) -> ExpertStability:
-    """Bootstrap the profile's shards (:meth:`Profile.resample`) and re-select ``keep`` experts per layer each time.
+def active_matmul_weights(model: torch.nn.Module, family) -> int:
+    """Weights one token multiplies by: every linear layer outside the routed experts (a tied head counted again,
+    as :func:`~subclone_viz.sizing.matmul_weights` counts it), each router's weight, and the experts' matrices,
+    fused 3-D or linear, at ``experts_per_tok / experts`` of their size. Expert biases are left out like every
+    bias."""
+    from transformers.pytorch_utils import Conv1D  # GPT-2's linear layers
 
-    Args:
-        profile: an MoE parent's profile, with shards.
-        keep: experts kept per layer.
-        estimator: a name in :data:`EXPERT_ESTIMATORS`.
-        resamples: bootstrap draws.
-        groups: the router's expert groups (DeepSeek-V3's ``n_group``).
-        seed: the draws' seed.
-    """
-    full = expert_scores(profile, estimator)
-    layers, experts = full.shape
-    if not 1 <= keep <= experts:
-        raise ValueError(f"keep={keep} is out of range: choose 1 <= keep <= {experts}")
-    moe = profile.stats["router_tokens"] > 0
-    reference = [set(select_experts(full[b], keep, groups)) for b in range(layers)]
-    rng = np.random.default_rng(seed)
-    shards = profile.num_shards
-    counts_kept, jaccard = np.zeros((layers, experts)), []
-    for _ in range(resamples):
-        counts = rng.multinomial(shards, np.full(shards, 1.0 / shards))
-        while profile.shards["tokens"][counts > 0].sum() == 0:
-            counts = rng.multinomial(shards, np.full(shards, 1.0 / shards))
-        scores = expert_scores(profile.resample(counts), estimator)
-        overlaps = []
-        for b in np.flatnonzero(moe):
-            kept = set(select_experts(scores[b], keep, groups))
-            counts_kept[b, list(kept)] += 1
-            overlaps.append(len(kept & reference[b]) / len(kept | reference[b]))
-        jaccard.append(float(np.mean(overlaps)))
-    return ExpertStability(estimator, keep, counts_kept / resamples, np.asarray(jaccard))
+    linear = (torch.nn.Linear, Conv1D)
+    dims = family.dims(model)
+    parts = [p for block in family.blocks(model) if (p := family.moe_parts(block)) is not None] if dims.experts else []
+    routed = [experts for _, experts, _ in parts]
+    inside = {id(m) for experts in routed for m in experts.modules()}
+    dense = sum(m.weight.numel() for m in model.modules() if isinstance(m, linear) and id(m) not in inside)
+    # Routers that hold their (E, d) weight as a bare parameter (transformers 5's top-k routers) multiply too.
+    dense += sum(router.weight.numel() for router, _, _ in parts if not isinstance(router, linear))
+    expert_weights = sum(
+        p.numel()
+        for experts in routed
+        for name, p in experts.named_parameters()
+        if p.ndim == 3 or (p.ndim == 2 and name.endswith("weight"))  # (E, out, in) fused or one expert's linear
+    )
+    return dense + expert_weights * dims.experts_per_tok // max(dims.experts, 1)
 
 
 def parameter_counts(model: torch.nn.Module, family) -> dict[str, int]:
@@ -348,10 +326,5 @@ def parameter_counts(model: torch.nn.Module, family) -> dict[str, int]:
     total = sum(p.numel() for p in model.parameters())
     if not dims.experts:
         return {"total": total, "active": total}
-    routed = sum(
-        p.numel()
-        for block in family.blocks(model)
-        if family.moe_parts(block) is not None
-        for p in family.moe_parts(block)[1].parameters()
-    )
+    routed = sum(p.numel() for experts in _routed_experts(model, family) for p in experts.parameters())
     return {"total": total, "active": total - routed + routed * dims.experts_per_tok // dims.experts}

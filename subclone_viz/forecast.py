@@ -11,7 +11,9 @@ with the learning rates divided by their peak, ``S1(s)`` the area under them ove
 summed over the first ``s`` steps. Early points pin ``L0``, ``A`` and ``alpha`` (a grid over ``alpha``,
 linear least squares for the rest); they cannot pin the annealing coefficient ``C``, so it comes from a
 :class:`ForecastPrior` calibrated on full runs (:meth:`ForecastPrior.fit`), together with the momentum
-``decay`` and the width of the intervals.
+``decay`` and the width of the intervals. A quarter of a noisy run pins ``alpha`` poorly too: the prior can
+hold the exponent the calibration runs' whole curves share, and a width (in log alpha) within which an early
+fit may stray from it, both chosen by leave-one-out on the calibration runs.
 
 The interval adds three spreads in quadrature: the residual noise, the forecasts of every ``alpha`` the
 early points do not rule out (a likelihood-ratio band), and the spread of ``C`` across the calibration runs
@@ -51,7 +53,7 @@ from __future__ import annotations
 import csv
 import math
 import os
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -86,6 +88,7 @@ NOMINAL_LEVEL = 0.8
 _ALPHAS = np.geomspace(0.02, 3.0, 160)
 _DECAYS = (0.0, 0.5, 0.8, 0.9, 0.95, 0.99, 0.995, 0.999)
 _BURN_INS = (0.0, 0.02, 0.05, 0.1)
+_ALPHA_WIDTHS = (None, 1.0, 0.5, 0.3, 0.2, 0.1, 0.05, 0.02)  # the exponent prior's widths, in log alpha
 _CHI2_1 = {0.8: 1.642, 0.9: 2.706, 0.95: 3.841}  # likelihood-ratio thresholds of the alpha band
 
 
@@ -362,9 +365,16 @@ class ForecastPrior(Record):
     fit_fraction: float = 0.25
     runs: int = 0
     source: str = ""
+    alpha: float | None = None  # the exponent the calibration runs' whole curves have (their median), and
+    alpha_width: float | None = None  # how far an early fit may stray from it (a Gaussian width in log alpha)
 
     def __post_init__(self) -> None:
         _check_number("C", self.C, 0.0)
+        if (self.alpha is None) != (self.alpha_width is None):
+            raise ValueError(f"alpha={self.alpha!r} and alpha_width={self.alpha_width!r}: give both or neither")
+        if self.alpha is not None:
+            _check_number("alpha", self.alpha, 1e-9)
+            _check_number("alpha_width", self.alpha_width, 1e-9)
         _check_number("C_spread", self.C_spread, 0.0)
         _check_number("scale", self.scale, 0.0)
         if not 0.0 <= self.burn_in < 1.0:
@@ -381,7 +391,7 @@ class ForecastPrior(Record):
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> "ForecastPrior":
-        values = {k: data[k] for k in _PRIOR_FIELDS}
+        values = {k: data[k] for k in _PRIOR_FIELDS if k not in ("alpha", "alpha_width") or k in data}
         if not isinstance(values["runs"], int) or not isinstance(values["source"], str):
             raise ValueError("'runs' must be an integer and 'source' a string")
         return cls(**values)
@@ -391,10 +401,11 @@ class ForecastPrior(Record):
         cls, curves: Sequence[LearningCurve], fit_fraction: float = 0.25, level: float = NOMINAL_LEVEL, source: str = ""
     ) -> "ForecastPrior":
         """Calibrate on full runs. For each burn-in of a small grid: ``decay`` and ``C`` from whole-curve fits
-        (``C``: the median over runs), then each run forecast from its first ``fit_fraction`` with ``C`` from
-        the others (leave one out). The burn-in with the least mean absolute error is kept, and the interval
-        scale is the ``level`` quantile of |error| / raw half-width there (with a single run, in-sample: the
-        scale is then optimistic)."""
+        (``C``: the median over runs) and each run's whole-curve exponent; then each run forecast from its first
+        ``fit_fraction`` with ``C`` and the exponent prior (``alpha``: the others' median) from the others (leave
+        one out), for each exponent-prior width (none, or a grid of widths). The burn-in and width with the least
+        mean absolute error are kept, and the interval scale is the ``level`` quantile of |error| / raw
+        half-width there (with a single run, in-sample: the scale is then optimistic)."""
         curves = list(curves)
         if not curves:
             raise ForecastError("ForecastPrior.fit needs at least one full run")
@@ -402,18 +413,19 @@ class ForecastPrior(Record):
             _check_points(curve)
         best: tuple[float, ForecastPrior, list[float]] | None = None
         for burn_in in _BURN_INS:
-            prior, errors, ratios = _calibrate(cls, curves, burn_in, fit_fraction, level, source)
-            score = float(np.mean(errors)) if errors else math.inf
-            if best is None or score < best[0]:
-                best = (score, prior, ratios)
+            for prior, errors, ratios in _calibrate(cls, curves, burn_in, fit_fraction, level, source):
+                score = float(np.mean(errors)) if errors else math.inf
+                if best is None or score < best[0]:  # ties keep the simpler: the earlier burn-in, no prior
+                    best = (score, prior, ratios)
         _, prior, ratios = best
         return replace(prior, scale=max(float(np.quantile(ratios, level)) if ratios else 1.0, 1e-6))
 
 
 def _calibrate(
     cls: type, curves: list[LearningCurve], burn_in: float, fit_fraction: float, level: float, source: str
-) -> tuple[ForecastPrior, list[float], list[float]]:
-    """The prior at one burn-in, and its leave-one-out absolute errors and |error| / raw half-width."""
+) -> Iterator[tuple[ForecastPrior, list[float], list[float]]]:
+    """At one burn-in, for each exponent-prior width: the prior, and its leave-one-out absolute errors and
+    |error| / raw half-width."""
     decay, coefficients = _best_decay(curves, burn_in)
     prior = cls(
         C=float(np.median(coefficients)),
@@ -425,20 +437,46 @@ def _calibrate(
         runs=len(curves),
         source=source or f"ForecastPrior.fit on {len(curves)} run(s)",
     )
-    errors, ratios = [], []
-    for i, curve in enumerate(curves):
-        others = [c for j, c in enumerate(coefficients) if j != i] or coefficients
-        held_out = replace(prior, C=float(np.median(others)), C_spread=float(np.std(others)), scale=1.0)
-        try:
-            guess = forecast(curve.head(_cut_step(curve, fit_fraction)), steps=curve.steps[-1], prior=held_out)
-        except TooFewPointsError:
-            continue
-        errors.append(abs(curve.losses[-1] - guess.loss))
-        ratios.append(errors[-1] / max(guess.high - guess.loss, 1e-9))
-    return prior, errors, ratios
+    exponents = [_whole_alpha(curve, prior) for curve in curves]
+    for width in _ALPHA_WIDTHS:
+        errors, ratios = [], []
+        for i, curve in enumerate(curves):
+            others = [c for j, c in enumerate(coefficients) if j != i] or coefficients
+            alphas = [a for j, a in enumerate(exponents) if j != i] or exponents
+            held_out = replace(prior, C=float(np.median(others)), C_spread=float(np.std(others)), scale=1.0)
+            if width is not None:
+                held_out = replace(held_out, alpha=float(np.median(alphas)), alpha_width=width)
+            try:
+                guess = forecast(curve.head(_cut_step(curve, fit_fraction)), steps=curve.steps[-1], prior=held_out)
+            except TooFewPointsError:
+                continue
+            errors.append(abs(curve.losses[-1] - guess.loss))
+            ratios.append(errors[-1] / max(guess.high - guess.loss, 1e-9))
+        chosen = prior if width is None else replace(prior, alpha=float(np.median(exponents)), alpha_width=width)
+        yield chosen, errors, ratios
 
 
-_PRIOR_FIELDS = ("C", "decay", "C_spread", "burn_in", "scale", "level", "fit_fraction", "runs", "source")
+def _whole_alpha(curve: LearningCurve, prior: ForecastPrior) -> float:
+    """The exponent of the least-squares fit of the whole curve, with the prior's annealing term."""
+    steps, losses = curve.points_after(prior.burn_in)
+    s1, s2 = schedule_areas(curve.lrs, prior.decay)
+    alphas, _, _, sse = _fit_early(s1[steps], losses + prior.C * s2[steps])
+    return float(alphas[int(np.argmin(sse))])
+
+
+_PRIOR_FIELDS = (
+    "C",
+    "decay",
+    "C_spread",
+    "burn_in",
+    "scale",
+    "level",
+    "fit_fraction",
+    "runs",
+    "source",
+    "alpha",
+    "alpha_width",
+)
 
 
 def _cut_step(curve: LearningCurve, fraction: float) -> int:
@@ -575,18 +613,22 @@ _FORECAST_FIELDS = (
 
 # ForecastPrior.fit on the 28 published modded-nanogpt runs of bench/data (GPT-2-style models of 12 x 768 to
 # 52 x 1536, 1,875 to 20,344 steps, trapezoidal schedule; KellerJordan/modded-nanogpt, MIT), rounded; printed
-# by bench/bench_forecast.py as "prior_all_runs". The library's own CPU runs were too short and noisy to
-# calibrate a better one (docs/forecast.md); calibrate your own setup with ForecastPrior.fit.
+# by bench/bench_forecast.py as "prior_all_runs". Its exponent prior (alpha, alpha_width) was chosen by
+# leave-one-out on those runs: scored on folds it did not see, it took the MAE from 0.040 to 0.014 nats
+# (docs/forecast.md). The library's own CPU runs were too short and noisy to calibrate a better one; calibrate
+# your own setup with ForecastPrior.fit.
 DEFAULT_PRIOR = ForecastPrior(
-    C=0.0230,
-    decay=0.8,
-    C_spread=0.00245,
-    burn_in=0.05,
-    scale=3.44,
+    C=0.00573,
+    decay=0.95,
+    C_spread=0.000545,
+    burn_in=0.1,
+    scale=1.35,
     level=NOMINAL_LEVEL,
     fit_fraction=0.25,
     runs=28,
     source="ForecastPrior.fit on 28 modded-nanogpt runs (bench/bench_forecast.py)",
+    alpha=0.416,
+    alpha_width=0.1,
 )
 
 
@@ -669,11 +711,15 @@ def forecast(
     fit_steps, losses = curve.points_after(prior.burn_in)
     s1, s2 = schedule_areas(curve.lrs, prior.decay)
     alphas, intercepts, slopes, sse = _fit_early(s1[fit_steps], losses + prior.C * s2[fit_steps])
-    best = int(np.argmin(sse))
     n = len(fit_steps)
-    # Alphas the points do not rule out: n * log(SSE / SSE_min) within the chi-square threshold.
-    floor = max(sse[best], 1e-12 * n)
-    plausible = n * np.log(np.maximum(sse, floor) / floor) <= _CHI2_1[prior.level]
+    # Alphas the points (and the exponent prior) do not rule out: n * log(SSE / SSE_min) plus the prior's
+    # penalty within the chi-square threshold of its least value.
+    floor = max(float(sse.min()), 1e-12 * n)
+    score = n * np.log(np.maximum(sse, floor) / floor)
+    if prior.alpha is not None:
+        score = score + ((np.log(alphas) - math.log(prior.alpha)) / prior.alpha_width) ** 2
+    best = int(np.argmin(score))
+    plausible = score - score[best] <= _CHI2_1[prior.level]
     path = np.unique(np.concatenate([np.linspace(fit_steps[0], horizon, 60).round().astype(int), [horizon]]))
     x_path = s1[path][None, :] ** -alphas[plausible][:, None]  # (P, m)
     paths = intercepts[plausible][:, None] + slopes[plausible][:, None] * x_path - prior.C * s2[path][None, :]

@@ -62,7 +62,7 @@ from .budget import BudgetGrid
 from .experts import expert_load, expert_neuron_importance, router_entropy
 from .lens import through_depth
 from .profile import BLOCK_METRIC_LABELS, BLOCK_METRICS, Profile
-from .sizing import COSTS, QUANTITIES, SizeGrid
+from .sizing import ACTIVE_PARAMS, GRID_COSTS, QUANTITIES, SizeGrid
 
 if TYPE_CHECKING:
     from .lens import LogitLens
@@ -94,6 +94,7 @@ GRID_LABELS = {
     "flops_per_token": "forward FLOPs per token",
     "latency": "forward latency per token (ms)",
     "memory": "peak inference memory (MiB)",
+    "active_params": "active parameters per token",
 }
 GRID_TITLES = {
     "loss": "Held-out loss before training",
@@ -101,7 +102,10 @@ GRID_TITLES = {
     "flops_per_token": "Forward FLOPs per token",
     "latency": "Measured forward latency per token",
     "memory": "Measured peak inference memory",
+    "active_params": "Active parameters per token",
 }
+# A size grid's axes as its heat maps label them (a mixture of experts' grid may vary the experts kept).
+GRID_AXIS_LABELS = {"layers": "blocks", "hidden": "hidden width d'", "experts": "routed experts kept per layer"}
 # Measured quantities are stored in seconds and bytes and drawn in these units.
 GRID_UNITS = {"latency": 1e3, "memory": 1 / 2**20}
 FRONT_COLOR = SELECTED_COLOR
@@ -942,8 +946,10 @@ def size_grid(
     _check_backend(backend)
     if isinstance(grid, Mapping):
         grid = SizeGrid.from_dict(grid)
-    if quantity not in QUANTITIES:
-        raise ValueError(f"quantity={quantity!r} is not a grid quantity: choose one of {', '.join(QUANTITIES)}")
+    if quantity not in (*QUANTITIES, ACTIVE_PARAMS):
+        raise ValueError(
+            f"quantity={quantity!r} is not a grid quantity: choose one of {', '.join((*QUANTITIES, ACTIVE_PARAMS))}"
+        )
     z = grid.quantity(quantity) * GRID_UNITS.get(quantity, 1)
     rows, cols = z.shape
     if selected is not None:
@@ -961,8 +967,8 @@ def size_grid(
             ]
             for i, row in enumerate(notes)
         ]
-    title = f"{GRID_TITLES[quantity]} of each subclone of {grid.parent}"
-    xlabel, ylabel = "hidden width d'", "blocks"
+    title = f"{GRID_TITLES[quantity]} of each subclone of {grid.parent}{_grid_fixed(grid)}"
+    xlabel, ylabel = GRID_AXIS_LABELS[grid.axes[1]], GRID_AXIS_LABELS[grid.axes[0]]
     if backend == "plotly":
         fig = _plotly_figure(title, xlabel, ylabel)
         fig.add_trace(
@@ -978,8 +984,8 @@ def size_grid(
                 hovertemplate="%{customdata}<extra></extra>",
             )
         )
-        fig.update_xaxes(tickvals=list(range(cols)), ticktext=[str(h) for h in grid.hidden])
-        fig.update_yaxes(tickvals=list(range(rows)), ticktext=[str(n) for n in grid.layers])
+        fig.update_xaxes(tickvals=list(range(cols)), ticktext=[str(h) for h in grid.axis_values(1)])
+        fig.update_yaxes(tickvals=list(range(rows)), ticktext=[str(n) for n in grid.axis_values(0)])
         if selected is not None:
             fig.add_shape(cell_outline(*selected))
         return fig
@@ -988,8 +994,8 @@ def size_grid(
     colormap = matplotlib.colormaps[MATPLOTLIB_COLORMAPS[SEQUENTIAL]].with_extremes(bad="#eeeeee")
     image = ax.imshow(np.ma.masked_invalid(z), origin="lower", aspect="auto", cmap=colormap, interpolation="nearest")
     fig.colorbar(image, ax=ax, label=GRID_LABELS[quantity])
-    ax.set_xticks(range(cols), [str(h) for h in grid.hidden])
-    ax.set_yticks(range(rows), [str(n) for n in grid.layers])
+    ax.set_xticks(range(cols), [str(h) for h in grid.axis_values(1)])
+    ax.set_yticks(range(rows), [str(n) for n in grid.axis_values(0)])
     for i in range(rows):
         for j in range(cols):
             color = "#666666" if math.isnan(z[i, j]) else "white"
@@ -1000,21 +1006,30 @@ def size_grid(
     return fig
 
 
+def _grid_fixed(grid: SizeGrid) -> str:
+    """The value a size grid holds fixed where it varies the experts (``", 32 wide"``), else nothing."""
+    if "experts" not in grid.axes:
+        return f", {grid.experts[0]} experts kept" if grid.experts else ""
+    return f", {grid.hidden[0]} wide" if "hidden" not in grid.axes else f", {grid.layers[0]} blocks"
+
+
 def size_pareto(grid: SizeGrid | Mapping[str, Any], cost: str = "latency", backend: str = "plotly") -> Figure:
     """Held-out loss before training against one cost, one point per valid cell; the Pareto front (the
-    cells no other cell beats on both) is highlighted and joined, each point labelled ``blocks x width``.
-    A measured latency carries its spread as a horizontal error bar: points whose bars overlap are not ranked."""
+    cells no other cell beats on both) is highlighted and joined, each point labelled ``blocks x width`` (and
+    the experts kept, where the grid names them). ``cost="active_params"`` ranks a mixture of experts by the
+    parameters one token uses. A measured latency carries its spread as a horizontal error bar: points whose
+    bars overlap are not ranked."""
     _check_backend(backend)
     if isinstance(grid, Mapping):
         grid = SizeGrid.from_dict(grid)
-    if cost not in COSTS:
-        raise ValueError(f"cost={cost!r} is not a cost of the grid: choose one of {', '.join(COSTS)}")
+    if cost not in GRID_COSTS:
+        raise ValueError(f"cost={cost!r} is not a cost of the grid: choose one of {', '.join(GRID_COSTS)}")
     front = grid.pareto_front(cost)
     costs = grid.quantity(cost) * GRID_UNITS.get(cost, 1)
     spreads = grid.spread(cost) * GRID_UNITS.get(cost, 1)
     valid = np.isfinite(costs) & np.isfinite(grid.loss)
     cells = sorted(zip(*np.nonzero(valid)), key=lambda ij: costs[ij])
-    labels = {ij: f"{grid.layers[ij[0]]} x {grid.hidden[ij[1]]}" for ij in cells}
+    labels = {ij: grid.label(*ij) for ij in cells}
     groups = {"Pareto front": [ij for ij in cells if front[ij]], "other sizes": [ij for ij in cells if not front[ij]]}
     title = f"Loss before training against {GRID_TITLES[cost].lower()}, {grid.parent}"
     xlabel, ylabel = GRID_LABELS[cost], GRID_LABELS["loss"]

@@ -1,8 +1,8 @@
 """The headless report: one self-contained HTML page of a parent's profile, a plan and a comparison.
 
 :func:`build_report` lays out whatever records it is given (a profile always; a plan, a block ablation, a
-token trace, a size grid and a training comparison when there are some) as interactive plotly figures with
-short captions and tables. plotly.js is inlined once in the page head, so the file opens offline, needs no
+token trace, a size grid, a training comparison and a budget grid when there are some) as interactive plotly
+figures with short captions and tables. plotly.js is inlined once in the page head, so the file opens offline, needs no
 CDN and can be mailed around (about 5 MB, most of it plotly.js). The file is written atomically and an
 existing one is kept unless ``overwrite=True``.
 
@@ -46,6 +46,7 @@ from plotly.offline import get_plotlyjs
 from . import distributed, plots
 from ._atomic import check_new_file, write_file
 from ._version import __version__
+from .budget import BudgetGrid
 from .compare import CONVERGED_SECOND_HALF_SHARE, speedup_text
 from .parent import Parent, load_parent
 from .profile import BLOCK_METRIC_LABELS, BLOCK_METRICS, Profile
@@ -320,9 +321,7 @@ def _stability_section(stability: "Stability") -> str:
 
 
 def _grid_section(grid: "SizeGrid", plan: "SubclonePlan | None") -> str:
-    selected = None
-    if plan is not None and plan.dims["layers"] in grid.layers and plan.dims["hidden"] in grid.hidden:
-        selected = (grid.layers.index(plan.dims["layers"]), grid.hidden.index(plan.dims["hidden"]))
+    selected = grid.cell_of(plan.dims) if plan is not None else None
     invalid = sum(r is not None for row in grid.reasons for r in row)
     parts = [
         _paragraph(
@@ -507,6 +506,57 @@ def _cut_section(lenses: "Mapping[str, LogitLens]", similarities: "Mapping[str, 
     return _section("cut", "9. What the cut loses", parts)
 
 
+def _budget_section(budget: "BudgetGrid") -> str:
+    """The budget chooser: forecast loss at the budget against parameters, the forecasts with their intervals,
+    what the pilots cost and where the forecast's prior came from."""
+    best, prior = budget.best(), budget.prior
+    unit = f"{budget.tokens:,.0f} tokens per run" if budget.tokens is not None else f"{budget.flops:.3g} FLOPs per run"
+    level = f"{prior['level']:.0%}"
+    parts = [
+        _paragraph(
+            f"Each size of {budget.parent} trained a short pilot under the schedule of its whole run at the budget "
+            f"({unit}, {budget.tokens_per_step:,} tokens a step"
+            + (", iso-compute: smaller sizes train more steps" if budget.flops is not None else "")
+            + f"); its held-out losses were forecast to the run's end with a {level} interval. These are "
+            f"forecasts, not measurements. Best forecast: {best['layers']} x {best['hidden']} ({best['init']}), "
+            f"{best['forecast']['loss']:.3f} nats [{best['forecast']['low']:.3f}, {best['forecast']['high']:.3f}] "
+            f"after {best['steps']:,} steps."
+        ),
+        _paragraph(
+            f"The pilots cost {budget.pilot_cost:.0%} of training the chosen size at the budget "
+            f"({sum(c['pilot_steps'] for c in budget.cells):,} pilot steps over {len(budget.cells)} cells). "
+            f"The forecast's prior (annealing coefficient and interval width): {prior['source'] or 'not recorded'}"
+            f" ({prior['runs']} calibration runs)."
+        ),
+        _figure(
+            plots.budget_pareto(budget, "params"),
+            "budget-pareto",
+            f"Forecast held-out loss at the budget against parameters, with {level} intervals; the sizes no other "
+            "beats on both are joined.",
+        ),
+    ]
+    front = {(c["layers"], c["hidden"], c["init"]) for c in budget.pareto_front("params")}
+    rows = [
+        [
+            f"{c['layers']} x {c['hidden']}",
+            c["init"],
+            c["params"],
+            c["steps"],
+            c["pilot_steps"],
+            c.get("initial_loss"),
+            c["forecast"]["loss"],
+            c["forecast"]["low"],
+            c["forecast"]["high"],
+            "yes" if (c["layers"], c["hidden"], c["init"]) in front else "",
+        ]
+        for c in sorted(budget.cells, key=lambda c: c["forecast"]["loss"])
+    ]
+    header = ["size", "init", "parameters", "steps", "pilot steps", "loss before training", "forecast"]
+    header += [f"{level} low", f"{level} high", "Pareto front"]
+    parts.append(_table(header, rows))
+    return _section("budget", "10. A size for a training budget", parts)
+
+
 def _check_out(out: str | os.PathLike, overwrite: bool) -> Path:
     path = Path(out).expanduser()
     if path.suffix.lower() not in (".html", ".htm"):
@@ -530,6 +580,7 @@ def build_report(
     study: "SpeedupStudy | None" = None,
     lenses: "Mapping[str, LogitLens] | None" = None,
     similarities: "Mapping[str, LayerSimilarity] | None" = None,
+    budget: "BudgetGrid | None" = None,
 ) -> Path:
     """Write one self-contained HTML page of everything given, and return its path.
 
@@ -550,6 +601,7 @@ def build_report(
         study: a :class:`~subclone_viz.study.SpeedupStudy`: speedup over random init by destination size.
         lenses: :func:`~subclone_viz.logit_lens` records by model name (the parent first), on one batch.
         similarities: :func:`~subclone_viz.layer_similarity` records by name (e.g. before and after training).
+        budget: a :func:`~subclone_viz.budget_grid` result: forecast loss at a training budget per size.
     """
     path = _check_out(out, overwrite)
     name = parent.name if parent is not None else profile.parent["name"]
@@ -581,6 +633,9 @@ def build_report(
     if lenses or similarities:
         sections.append(_cut_section(lenses or {}, similarities or {}))
         anchors.append(("cut", "what the cut loses"))
+    if budget is not None:
+        sections.append(_budget_section(budget))
+        anchors.append(("budget", "budget"))
     nav = "".join(f'<a href="#{anchor}">{_escape(label)}</a>' for anchor, label in anchors)
     note_box = "".join(f'<div class="note">{_escape(note)}</div>' for note in notes)
     stamp = datetime.datetime.now().strftime("%Y-%m-%d %H:%M")
@@ -614,6 +669,7 @@ def run_report(
     seed: int = 0,
     progress: bool = True,
     study: "SpeedupStudy | str | os.PathLike | None" = None,
+    budget: "BudgetGrid | str | os.PathLike | None" = None,
 ) -> Path:
     """Load the parent, measure it (:func:`subclone_viz.workflow.report_records`) and write the report.
 
@@ -625,10 +681,14 @@ def run_report(
         overwrite: replace an existing report.
         study: a :class:`~subclone_viz.study.SpeedupStudy`, or the file one was saved to (read and validated
             before any work), shown as the page's last section.
+        budget: a :class:`~subclone_viz.budget.BudgetGrid`, or the file one was saved to (read and validated
+            before any work): the budget section.
     """
     path = _check_out(out, overwrite)  # fail before minutes of work, not after
     if study is not None and not isinstance(study, SpeedupStudy):
         study = SpeedupStudy.load(study)
+    if budget is not None and not isinstance(budget, BudgetGrid):
+        budget = BudgetGrid.load(budget)
     log = Progress("report")
     if isinstance(parent_source, Parent):
         parent = parent_source
@@ -647,6 +707,6 @@ def run_report(
         progress=progress,
         log=log,
     )
-    written = build_report(**records.as_kwargs(), out=path, overwrite=overwrite, study=study)
+    written = build_report(**records.as_kwargs(), out=path, overwrite=overwrite, study=study, budget=budget)
     log(f"wrote {written} ({written.stat().st_size / 1e6:.1f} MB)")
     return written

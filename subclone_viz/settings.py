@@ -40,6 +40,7 @@ from .choices import (
     DEPTH_STRATEGIES,
     DISTILL_ALPHA,
     DISTILL_TEMPERATURE,
+    ESTIMATOR_NAMES,
     SCALINGS,
     SCHEDULES,
     WIDTH_STRATEGIES,
@@ -57,11 +58,16 @@ STUDY_STEPS = 60
 INTERACTIVE_STEPS = 40
 
 
-def setting(default: Any, help: str, choices: Sequence[str] | None = None) -> Any:
-    """A dataclass field carrying its help text (and choices) as metadata, for a parser generated from fields."""
+def setting(default: Any, help: str, choices: Sequence[str] | None = None, plugins: str | None = None) -> Any:
+    """A dataclass field carrying its help text (and choices) as metadata, for a parser generated from fields.
+
+    ``plugins`` names the entry-point group under which plugins add more choices (an open list: the built-in
+    ``choices`` and the plugins' names are valid); without it ``choices`` is the whole list."""
     metadata: dict[str, Any] = {"help": help}
     if choices is not None:
         metadata["choices"] = tuple(choices)
+    if plugins is not None:
+        metadata["plugins"] = plugins
     return field(default=default, metadata=metadata)
 
 
@@ -89,10 +95,14 @@ class PlanStrategy:
     """How a plan chooses what the destination keeps (the names :func:`~subclone_viz.plan.plan` takes; plugins
     may register more strategies, which the plan checks)."""
 
-    depth: str = setting("middle", "which blocks to keep", DEPTH_STRATEGIES)
-    width: str = setting("importance", "which channels, neurons and heads to keep", WIDTH_STRATEGIES)
-    scaling: str = setting("sqrt", "how the kept weights are rescaled", SCALINGS)
-    importance: str = setting(DEFAULT_ESTIMATOR, "the estimator width='importance' ranks by")
+    depth: str = setting("middle", "which blocks to keep", DEPTH_STRATEGIES, "subclone_viz.depth_strategies")
+    width: str = setting(
+        "importance", "which channels, neurons and heads to keep", WIDTH_STRATEGIES, "subclone_viz.width_strategies"
+    )
+    scaling: str = setting("sqrt", "how the kept weights are rescaled", SCALINGS, "subclone_viz.scalings")
+    importance: str = setting(
+        DEFAULT_ESTIMATOR, "the estimator width='importance' ranks by", ESTIMATOR_NAMES, "subclone_viz.estimators"
+    )
 
     def as_kwargs(self) -> dict[str, str]:
         """The keyword arguments of :func:`~subclone_viz.plan.plan`."""

@@ -24,6 +24,16 @@ depth, width and scaling strategies) and records:
 * ``memory``: measured peak bytes of that forward: the weights and buffers plus what the forward allocates
   (on CUDA the allocator's peak; on the CPU the tensors alive at once, followed op by op).
 
+A mixture-of-experts parent adds a third axis, the routed experts kept per layer (``experts=[2, 4, 8]``). A
+grid has two axes, so that it reads as one heat map: with several expert counts it is layers x experts at one
+width (the parent's unless ``hidden`` names one), or hidden x experts when ``layers`` holds one value; one
+expert count holds a layers x hidden grid at it. Every cell also records:
+
+* ``active_params``: the parameters one token uses, the routed experts at ``experts_per_tok`` of the experts
+  kept, plus the shared experts, attention, routers and embeddings, counted as ``params`` counts them (a dense
+  cell's are its ``params``). Its FLOPs per token count the same experts: M above holds the routers' weights
+  and ``experts_per_tok`` of the experts' matrices.
+
 ``SizeGrid.pareto_front(cost)`` marks the cells that no other cell beats on both that cost and the loss:
 the sizes worth choosing between. For the measured latency a cell beats another only when it is faster by
 more than the two spreads together: a difference within the noise ranks neither.
@@ -53,6 +63,16 @@ Example::
     DestinationSpec(layers=15, hidden=384, ffn=None, heads=None, kv_heads=None)
     >>> grid.pareto_front("latency").shape            # True where no cell is both faster and better
     (2, 2)
+    >>> from subclone_viz.families import FAMILIES    # a tiny mixture of experts: 6 experts, top-2
+    >>> moe = sv.load_parent(FAMILIES["mixtral"].tiny_models()["mixtral"](), device="cpu")
+    >>> import torch
+    >>> batches = [{"input_ids": torch.randint(0, 97, (2, 12))}]
+    >>> moe_grid = sv.size_grid(moe, sv.profile(moe, batches, progress=False), [2, 4], None, batches,
+    ...                         experts=[2, 6], progress=False)
+    >>> moe_grid.axes, moe_grid.spec(0, 1)
+    (['layers', 'experts'], DestinationSpec(layers=2, hidden=32, ffn=None, heads=None, kv_heads=None, experts=6))
+    >>> (moe_grid.active_params < moe_grid.params).tolist()   # a token reaches 2 of the 2 or 6 experts kept
+    [[False, True], [False, True]]
 """
 
 from __future__ import annotations
@@ -67,7 +87,7 @@ import time
 from collections.abc import Iterable, Sequence
 from dataclasses import MISSING, dataclass, field, fields
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 import numpy as np
 import torch
@@ -85,6 +105,7 @@ from .capture import (
     tokens_per_sequence,
 )
 from .data import cache_dir
+from .experts import active_matmul_weights, parameter_counts
 from .families import Family
 from .parent import parent_fingerprint
 from .plan import (
@@ -111,6 +132,13 @@ if TYPE_CHECKING:
 # What a cell costs, each a reason to prefer a smaller one; the loss is what it keeps of the parent.
 COSTS = ("params", "flops_per_token", "latency", "memory")
 QUANTITIES = ("loss", *COSTS)
+# The parameters one token goes through: a mixture of experts' routed experts count experts_per_tok / experts of
+# their size (a dense cell's are all of its parameters). A cost of every grid, kept out of COSTS so that views
+# with one panel per cost keep their layout for dense parents.
+ACTIVE_PARAMS = "active_params"
+GRID_COSTS = (*COSTS, ACTIVE_PARAMS)
+# What a grid can vary; a grid varies two of them and holds the third at one value.
+AXES = ("layers", "hidden", "experts")
 # Fractions of the parent's depth and width that the default grid axes sample.
 _DEPTH_FRACTIONS = (1 / 5, 1 / 3, 1 / 2, 2 / 3, 5 / 6, 1)
 _WIDTH_FRACTIONS = (1 / 3, 1 / 2, 2 / 3, 5 / 6, 1)
@@ -124,11 +152,15 @@ LATENCY_REPEATS = 7
 class SizeGrid(Record):
     """Per (layers[i], hidden[j]) destination: parameters, forward FLOPs per token, untrained held-out loss, and
     the measured forward latency per token and peak memory on ``device``. Saved with ``save``, read back checked
-    with ``load``."""
+    with ``load``.
+
+    A mixture-of-experts grid may vary the experts kept per layer instead of one of the other two: ``axes`` names
+    the row and column axes (``("layers", "hidden")`` by default, or ``("layers", "experts")``,
+    ``("hidden", "experts")``), the third holds one value, and every (rows, columns) array follows ``axes``."""
 
     FORMAT = "subclone_viz.size_grid"
-    VERSION = 1
-    READS = (0,)  # grids written as to_dict() before records were versioned
+    VERSION = 2
+    READS = (0, 1)  # 0: grids written as to_dict() before records were versioned; 1: before the experts axis
 
     parent: str
     layers: list[int]
@@ -149,27 +181,57 @@ class SizeGrid(Record):
     cache_hits: int = 0
     latency_spread: np.ndarray | None = None  # (len(layers), len(hidden)), half the interquartile range of latency
     extra: dict[str, Any] = field(default_factory=dict)
+    active_params: np.ndarray | None = None  # parameters per token (MoE: top-k of the experts kept); None: params
+    experts: list[int] = field(default_factory=list)  # routed experts kept per layer; empty: the parent's (dense)
+    axes: list[str] = field(default_factory=lambda: ["layers", "hidden"])  # the (row, column) axes
 
     def __post_init__(self) -> None:
         for name in ("latency", "memory", "latency_spread"):
             if getattr(self, name) is None:
                 setattr(self, name, np.full(self.shape, np.nan))
+        if self.active_params is None:  # grids written before active parameters were counted: dense ones
+            self.active_params = np.array(self.params, dtype=float)
 
     @property
     def shape(self) -> tuple[int, int]:
-        return len(self.layers), len(self.hidden)
+        return len(self.axis_values(0)), len(self.axis_values(1))
+
+    def axis_values(self, axis: int) -> list[int]:
+        """The values of the rows (``axis=0``) or the columns (``axis=1``): block counts, widths or experts."""
+        return getattr(self, self.axes[axis])
 
     def spec(self, i: int, j: int) -> DestinationSpec:
-        """The destination spec of cell (i, j): ``layers[i]`` blocks, width ``hidden[j]``."""
+        """The destination spec of cell (i, j): row ``i`` and column ``j`` of ``axes``, the third axis's value."""
         rows, cols = self.shape
         if not (0 <= i < rows and 0 <= j < cols):
             raise IndexError(f"cell ({i}, {j}) is outside the {rows} x {cols} grid")
-        return DestinationSpec(layers=self.layers[i], hidden=self.hidden[j])
+        values: dict[str, Any] = {"layers": self.layers[0], "hidden": self.hidden[0], "experts": None}
+        values["experts"] = self.experts[0] if self.experts else None
+        values[self.axes[0]], values[self.axes[1]] = self.axis_values(0)[i], self.axis_values(1)[j]
+        return DestinationSpec(**values)
+
+    def cell_of(self, dims: dict[str, int]) -> tuple[int, int] | None:
+        """The cell (i, j) of a destination's resolved ``dims`` (a plan's), or None when the grid has none of
+        its block count, width and, for a grid of expert counts, experts kept."""
+        names = [n for n in AXES if n != "experts" or self.experts]
+        for i in range(self.shape[0]):
+            for j in range(self.shape[1]):
+                spec = self.spec(i, j)
+                if all(getattr(spec, n) == dims.get(n) for n in names):
+                    return i, j
+        return None
+
+    def label(self, i: int, j: int) -> str:
+        """Cell (i, j) as a person reads it: ``blocks x width``, and the experts kept where the grid names them."""
+        spec = self.spec(i, j)
+        return f"{spec.layers} x {spec.hidden}" + (f", {spec.experts} experts" if spec.experts is not None else "")
 
     def quantity(self, name: str) -> np.ndarray:
-        """One of ``QUANTITIES`` as an array."""
-        if name not in QUANTITIES:
-            raise ValueError(f"quantity={name!r} is not a grid quantity: choose one of {', '.join(QUANTITIES)}")
+        """One of ``QUANTITIES`` (or ``"active_params"``) as an array."""
+        if name not in (*QUANTITIES, ACTIVE_PARAMS):
+            raise ValueError(
+                f"quantity={name!r} is not a grid quantity: choose one of {', '.join((*QUANTITIES, ACTIVE_PARAMS))}"
+            )
         return getattr(self, name)
 
     def spread(self, cost: str) -> np.ndarray:
@@ -184,8 +246,8 @@ class SizeGrid(Record):
         other is at most as costly and at most as lossy, and better on one). A measured cost ranks two cells
         only when they differ by more than their two spreads (:meth:`spread`): within the noise, neither beats
         the other. Cells without both are never on it."""
-        if cost not in COSTS:
-            raise ValueError(f"cost={cost!r} is not a cost of the grid: choose one of {', '.join(COSTS)}")
+        if cost not in GRID_COSTS:
+            raise ValueError(f"cost={cost!r} is not a cost of the grid: choose one of {', '.join(GRID_COSTS)}")
         costs, losses, spreads = self.quantity(cost).ravel(), self.loss.ravel(), self.spread(cost).ravel()
         valid = np.isfinite(costs) & np.isfinite(losses)
         front = np.zeros_like(valid)
@@ -208,6 +270,7 @@ class SizeGrid(Record):
             "layers": list(self.layers),
             "hidden": list(self.hidden),
             "params": plain(self.params),
+            "active_params": plain(self.quantity(ACTIVE_PARAMS)),
             "flops_per_token": plain(self.flops_per_token),
             "loss": plain(self.loss),
             "latency": plain(self.latency),
@@ -223,6 +286,8 @@ class SizeGrid(Record):
             "eval_source": self.eval_source,
             "cache_hits": self.cache_hits,
             "extra": self.extra,
+            "experts": list(self.experts),
+            "axes": list(self.axes),
         }
 
     @classmethod
@@ -235,19 +300,32 @@ class SizeGrid(Record):
         missing, unknown = sorted(required - set(data)), sorted(set(data) - known)
         if missing or unknown:
             raise ValueError(f"not a size grid: missing {missing}, unknown {unknown}")
-        if not all(
-            isinstance(data[axis], list) and data[axis] and all(isinstance(v, int) for v in data[axis])
-            for axis in ("layers", "hidden")
-        ):
-            raise ValueError("'layers' and 'hidden' must be non-empty lists of whole numbers")
-        shape = (len(data["layers"]), len(data["hidden"]))
-        for name in (*QUANTITIES, "latency_spread"):  # grids written before the spread was measured lack it
+        shape = _checked_axes(data)
+        for name in (*QUANTITIES, "latency_spread", ACTIVE_PARAMS):  # older grids lack the spread, active params
             if name in data:
                 data[name] = _grid_array(name, data[name], shape)
         for name in ("reasons", "dims"):
             if not isinstance(data[name], list) or [len(row) for row in data[name]] != [shape[1]] * shape[0]:
                 raise ValueError(f"{name!r} must be {shape[0]} rows of {shape[1]} cells")
         return cls(**data)
+
+
+def _checked_axes(data: dict[str, Any]) -> tuple[int, int]:
+    """The grid's shape from a size grid's data, whose axes are checked: two distinct names of ``AXES``, each a
+    non-empty list of whole numbers, and one value on the axis the grid holds fixed (none for a grid of the
+    parent's experts)."""
+    axes = data.setdefault("axes", ["layers", "hidden"])
+    data.setdefault("experts", [])
+    if not (isinstance(axes, list) and len(axes) == 2 and axes[0] != axes[1] and set(axes) <= set(AXES)):
+        raise ValueError(f"'axes' must name two of {', '.join(AXES)}; got {axes!r}")
+    for name in AXES:
+        values = data[name]
+        if not isinstance(values, list) or not all(isinstance(v, int) and not isinstance(v, bool) for v in values):
+            raise ValueError(f"{name!r} must be a list of whole numbers; got {values!r}")
+        fixed = name not in axes
+        if (not values and (name != "experts" or not fixed)) or (fixed and len(values) > 1):
+            raise ValueError(f"{name!r} must hold {'at most one value' if fixed else 'values'}; got {values!r}")
+    return len(data[axes[0]]), len(data[axes[1]])
 
 
 def _grid_array(name: str, rows: Any, shape: tuple[int, int]) -> np.ndarray:
@@ -281,9 +359,14 @@ def matmul_weights(model: nn.Module) -> int:
     return sum(m.weight.numel() for m in model.modules() if isinstance(m, (nn.Linear, Conv1D)))
 
 
-def flops_per_token(model: nn.Module, layers: int, heads: int, head_dim: int, seq_len: int) -> int:
-    """Forward FLOPs per token: ``2 * matmul weights + 4 * layers * seq_len * heads * head_dim``."""
-    return 2 * matmul_weights(model) + 4 * layers * seq_len * heads * head_dim
+def flops_per_token(
+    model: nn.Module, layers: int, heads: int, head_dim: int, seq_len: int, family: Family | None = None
+) -> int:
+    """Forward FLOPs per token: ``2 * matmul weights + 4 * layers * seq_len * heads * head_dim``. With the
+    model's ``family``, a mixture of experts counts the weights one token uses: its routed experts at
+    ``experts_per_tok / experts`` (:func:`~subclone_viz.experts.active_matmul_weights`)."""
+    weights = matmul_weights(model) if family is None else active_matmul_weights(model, family)
+    return 2 * weights + 4 * layers * seq_len * heads * head_dim
 
 
 def json_ready(value: Any) -> Any:
@@ -360,7 +443,10 @@ def _shared_blocks(a: "SubclonePlan", b: "SubclonePlan") -> int:
     if widths_a != widths_b or a.residual != b.residual or a.scaling != b.scaling or a.scaling == "calibrated":
         return 0
     shared = 0
-    for block_a, block_b in zip(zip(a.layers, a.ffn, a.heads, a.kv_heads), zip(b.layers, b.ffn, b.heads, b.kv_heads)):
+    experts_a, experts_b = (p.experts or [None] * len(p.layers) for p in (a, b))  # dense plans keep no experts
+    for block_a, block_b in zip(
+        zip(a.layers, a.ffn, a.heads, a.kv_heads, experts_a), zip(b.layers, b.ffn, b.heads, b.kv_heads, experts_b)
+    ):
         if block_a != block_b:
             break
         shared += 1
@@ -441,9 +527,11 @@ def _measure_cell(
     dims = destination_plan.destination_dims
     # One process measures, so that every process records the same figures.
     latency, spread, memory = distributed.on_main(_latency_and_memory, parent.family, model, batches[0])
+    counts = parameter_counts(model, parent.family)
     return {
-        "params": sum(p.numel() for p in model.parameters()),
-        "flops_per_token": flops_per_token(model, dims.layers, dims.heads, dims.head_dim, seq_len),
+        "params": counts["total"],
+        ACTIVE_PARAMS: counts["active"],
+        "flops_per_token": flops_per_token(model, dims.layers, dims.heads, dims.head_dim, seq_len, parent.family),
         "latency": latency,
         "latency_spread": spread,
         "memory": memory,
@@ -469,6 +557,7 @@ def size_grid(
     seq_len: int | None = None,
     cache: bool = True,
     progress: bool = True,
+    experts: Sequence[int] | None = None,
 ) -> SizeGrid:
     """Parameters, FLOPs per token and untrained held-out loss of every (layers x hidden) subclone.
 
@@ -483,15 +572,14 @@ def size_grid(
         seq_len: the context length of the attention term of the FLOPs (default: the batches' own length).
         cache: read and write each cell's result under ``cache_dir()/size_grid``.
         progress: show a progress bar on stderr.
+        experts: mixtures of experts only: the routed experts kept per layer. One value holds every cell at it;
+            several make the grid's columns, and then ``hidden`` (default: the parent's width), or else
+            ``layers``, must hold one value: the grid is layers x experts (or hidden x experts).
     """
-    from tqdm.auto import tqdm
-
-    layers, hidden, batches = _checked_grid(parent, profile, layers, hidden, eval_batches, depth, width, scaling)
-    seq_len = (
-        tokens_per_sequence(parent.family, parent.model, batches[0], parent.input_device)
-        if seq_len is None
-        else seq_len
-    )
+    values, axes = _grid_axes(parent, layers, hidden, experts)
+    batches = _checked_grid(parent, profile, eval_batches, depth, width, scaling)
+    if seq_len is None:
+        seq_len = tokens_per_sequence(parent.family, parent.model, batches[0], parent.input_device)
     device = device_name(parent.input_device)
     strategies = dict(depth=depth, width=width, scaling=scaling)
     count = len(batches)
@@ -508,64 +596,126 @@ def size_grid(
             "version": __version__,
         }
     )
-    shape = (len(layers), len(hidden))
-    results = {name: np.full(shape, np.nan) for name in (*QUANTITIES, "latency_spread")}
-    reasons: list[list[str | None]] = [[None] * shape[1] for _ in range(shape[0])]
-    cell_dims: list[list[dict[str, int] | None]] = [[None] * shape[1] for _ in range(shape[0])]
-    cache_hits = 0
-    prefix, prefix_width = _WidthPrefix(), None  # the hidden states of the last measured cell of one width
-    # Column by column: the cells of one width share leading blocks, and only one width's states are held.
-    cells = [(i, j) for j in range(shape[1]) for i in range(shape[0])]
-    bar_off = not distributed.show_progress(progress)
-    for i, j in tqdm(cells, desc="size grid", disable=bar_off, leave=False, file=sys.stderr):
-        spec = DestinationSpec(layers=layers[i], hidden=hidden[j])
-        try:
-            destination_plan = plan(parent, profile, spec, **strategies)
-        except SpecError as error:
-            reasons[i][j] = str(error)
-            continue
-        if prefix_width != j:
-            prefix, prefix_width = _WidthPrefix(), j
-        key = {**common_key, "spec": {"layers": int(spec.layers), "hidden": int(spec.hidden)}}
-        record, hit = _cell_record(parent, destination_plan, key, batches, seq_len, prefix, cache)
-        cache_hits += hit
-        for name in results:
-            results[name][i, j] = record[name]
-        cell_dims[i][j] = record["dims"]
-    return SizeGrid(
+    rows, cols = len(values[axes[0]]), len(values[axes[1]])
+    grid = SizeGrid(
         parent=parent.name,
-        layers=layers,
-        hidden=hidden,
-        reasons=reasons,
-        dims=cell_dims,
+        layers=values["layers"],
+        hidden=values["hidden"],
+        experts=values["experts"],
+        axes=axes,
+        params=np.full((rows, cols), np.nan),
+        flops_per_token=np.full((rows, cols), np.nan),
+        loss=np.full((rows, cols), np.nan),
+        reasons=[[None] * cols for _ in range(rows)],
+        dims=[[None] * cols for _ in range(rows)],
         depth=depth,
         width=width,
         scaling=scaling,
         seq_len=seq_len,
         eval_source=eval_source,
         device=device,
-        cache_hits=cache_hits,
-        **results,
+    )
+    _fill_cells(grid, parent, profile, common_key, batches, cache, progress)
+    return grid
+
+
+def _fill_cells(
+    grid: SizeGrid,
+    parent: "Parent",
+    profile: "Profile | None",
+    common_key: dict[str, Any],
+    batches: list,
+    cache: bool,
+    progress: bool,
+) -> None:
+    """Plan, subclone and measure every cell of ``grid`` (or read it from the cache), filling its arrays."""
+    from tqdm.auto import tqdm
+
+    rows, cols = grid.shape
+    strategies = dict(depth=grid.depth, width=grid.width, scaling=grid.scaling)
+    prefix, prefix_column = _WidthPrefix(), None  # the hidden states of the last measured cell of one column
+    # Column by column: the cells of one width (and one expert count) share leading blocks, and only one
+    # column's states are held.
+    cells = [(i, j) for j in range(cols) for i in range(rows)]
+    bar_off = not distributed.show_progress(progress)
+    for i, j in tqdm(cells, desc="size grid", disable=bar_off, leave=False, file=sys.stderr):
+        spec = grid.spec(i, j)
+        try:
+            destination_plan = plan(parent, profile, spec, **strategies)
+        except SpecError as error:
+            grid.reasons[i][j] = str(error)
+            continue
+        if prefix_column != j:
+            prefix, prefix_column = _WidthPrefix(), j
+        key = {**common_key, "spec": _spec_key(parent, spec)}
+        record, hit = _cell_record(parent, destination_plan, key, batches, grid.seq_len, prefix, cache)
+        grid.cache_hits += hit
+        for name in (*QUANTITIES, "latency_spread", ACTIVE_PARAMS):
+            getattr(grid, name)[i, j] = record.get(name, record["params"])  # older cells: dense, all active
+        grid.dims[i][j] = record["dims"]
+
+
+def _spec_key(parent: "Parent", spec: DestinationSpec) -> dict[str, int]:
+    """What names a cell's spec in its cache key; a mixture of experts' cells add the experts kept (so that its
+    cells cached before FLOPs counted the active experts are measured again)."""
+    key = {"layers": cast(int, spec.layers), "hidden": int(spec.hidden)}
+    if parent.dims.experts:
+        key["experts"] = int(parent.dims.experts if spec.experts is None else spec.experts)
+    return key
+
+
+def _grid_axes(
+    parent: "Parent", layers: Sequence[int] | None, hidden: Sequence[int] | None, experts: Sequence[int] | None
+) -> tuple[dict[str, list[int]], list[str]]:
+    """The values of every axis and the grid's (row, column) axes, checked before any cell is measured."""
+    default_layers, default_hidden = default_grid_axes(parent)
+    if experts is not None:
+        valid = spec_choices(parent).get("experts")
+        if not valid:
+            raise SpecError(f"experts={list(experts)!r}: {parent.name} is dense, it has no experts to keep")
+        wrong = [e for e in experts if not isinstance(e, (int, np.integer)) or e not in valid]
+        if wrong or not experts:
+            raise SpecError(f"experts={list(experts)!r}: each must be one of {valid} (the counts its router routes)")
+        default_hidden = [parent.dims.hidden]  # a grid over the experts keeps one width unless told otherwise
+    values = {
+        "layers": list(default_layers if layers is None else layers),
+        "hidden": list(default_hidden if hidden is None else hidden),
+        "experts": [int(e) for e in experts or []],
+    }
+    if not values["layers"] or not values["hidden"]:
+        raise ValueError(
+            f"the grid needs at least one layer count and one width; got layers={values['layers']}, "
+            f"hidden={values['hidden']}"
+        )
+    return values, ["layers", "hidden"] if experts is None else _experts_axes(values)
+
+
+def _experts_axes(values: dict[str, list[int]]) -> list[str]:
+    """The axes of a grid given expert counts: several make the columns, beside whichever of layers and hidden
+    varies (layers when neither does); one holds the cells at it."""
+    if len(values["experts"]) == 1:
+        return ["layers", "hidden"]
+    if len(values["hidden"]) <= 1:
+        return ["layers", "experts"]
+    if len(values["layers"]) == 1:
+        return ["hidden", "experts"]
+    raise SpecError(
+        f"a size grid has two axes: with experts={list(values['experts'])} give one value for hidden (a layers x "
+        f"experts grid) or for layers (hidden x experts); got layers={list(values['layers'])}, "
+        f"hidden={list(values['hidden'])}"
     )
 
 
 def _checked_grid(
     parent: "Parent",
     profile: "Profile | None",
-    layers: Sequence[int] | None,
-    hidden: Sequence[int] | None,
     eval_batches: Iterable[dict[str, torch.Tensor]] | None,
     depth: str,
     width: str,
     scaling: str,
-) -> tuple[list[int], list[int], list[dict[str, torch.Tensor]]]:
-    """The grid's axes and held-out batches; the caller's mistakes are refused before any cell is measured
-    (and marked invalid for them)."""
-    default_layers, default_hidden = default_grid_axes(parent)
-    layers = list(default_layers if layers is None else layers)
-    hidden = list(default_hidden if hidden is None else hidden)
-    if not layers or not hidden:
-        raise ValueError(f"the grid needs at least one layer count and one width; got layers={layers}, hidden={hidden}")
+) -> list[dict[str, torch.Tensor]]:
+    """The grid's held-out batches; the caller's mistakes are refused before any cell is measured (and marked
+    invalid for them)."""
     for name, value, choices in (
         ("depth", depth, DEPTH_STRATEGIES),
         ("width", width, WIDTH_STRATEGIES),
@@ -580,7 +730,7 @@ def _checked_grid(
         raise ValueError("eval_batches is empty: pass a few held-out batches to measure each subclone's loss on")
     if profile is not None:
         profile.check_parent(parent)
-    return layers, hidden, batches
+    return batches
 
 
 def _cell_record(

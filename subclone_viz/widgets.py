@@ -66,6 +66,7 @@ from .compare import INITS, Comparison, compare, speedup_text
 from .errors import UserError
 from .evaluate import BlockAblation, evaluate
 from .export import save_destination
+from .forecast import MIN_POINTS, Forecast, forecast
 from .importance import DEFAULT_ESTIMATOR, available_estimators
 from .lens import READABLE_TASKS, logit_lens
 from .outputs import generate, token_losses
@@ -762,6 +763,10 @@ class SubcloneStudio(_App):
             curves.append("eval_accuracy")
         curve_width = HALF_WIDTH if len(curves) == 2 else THIRD_WIDTH
         self.curve_figures = {metric: _figure(plots.loss_curves({}, metric=metric), curve_width) for metric in curves}
+        self.forecast_status = w.HTML()
+        self.forecast_figure = _figure(plots.loss_curves({}, metric="eval_loss"), HALF_WIDTH)
+        self.last_forecast: Forecast | None = None
+        self._forecast_of: tuple[str, int] | None = None  # the run and evaluation count last forecast
         self.summary = w.HTML()
 
         self.hidden.observe(self._guard(self._follow_hidden, self.plan_summary), names="value")
@@ -821,6 +826,8 @@ class SubcloneStudio(_App):
                 ),
                 self.train_status,
                 _row(*self.curve_figures.values()),
+                self.forecast_status,
+                self.forecast_figure,
                 self.summary,
                 self.views.widget,
             ]
@@ -1014,7 +1021,8 @@ class SubcloneStudio(_App):
         self.train_status.value = _message(
             f"training {', '.join(inits)} for {steps} steps each...", css_class="train-status"
         )
-        self.summary.value = ""
+        self.summary.value = self.forecast_status.value = ""
+        self._forecast_of = None
         self.training_thread = threading.Thread(
             target=self._run, args=(spec, inits, steps), daemon=True, name="subclone-viz-train"
         )
@@ -1108,6 +1116,41 @@ class SubcloneStudio(_App):
         histories = dict(self.live_histories)
         for metric, figure in self.curve_figures.items():
             _refresh(figure, plots.loss_curves(histories, metric=metric))
+        if histories:
+            label, history = list(histories.items())[-1]
+            if self._forecast_of != (label, len(history.evals)):  # a forecast changes with evaluations only
+                self._forecast_of = (label, len(history.evals))
+                self.draw_forecast(label, history)
+
+    def draw_forecast(self, label: str, history: History) -> Forecast | None:
+        """Forecast ``history`` (the run training now) to its planned end and draw it ahead of its held-out
+        losses with the interval; before :data:`~subclone_viz.forecast.MIN_POINTS` evaluations, say how many
+        are still needed. Runs inside the training callback: any error is one line here, never raised."""
+        try:
+            curve = history.curve()
+            needed = MIN_POINTS - len(curve.fit_points[0])
+            if needed > 0:
+                every = history.config.get("eval_every")
+                self.forecast_status.value = _message(
+                    f"forecast of {label} at step {curve.total_steps:,}: {needed} more held-out evaluation"
+                    f"{'s' if needed > 1 else ''} needed" + (f" (one every {every} steps)" if every else ""),
+                    css_class="forecast-status",
+                )
+                return None
+            result = forecast(curve)
+            _refresh(self.forecast_figure, plots.forecast_band(curve, result))
+        except Exception as error:  # noqa: BLE001 - the training thread must go on whatever the forecast does
+            if not isinstance(error, (UserError, ValueError)):
+                log.exception("the forecast failed")
+            self.forecast_status.value = _message(
+                f"no forecast of {label}: {_one_line(error)}", error=True, css_class="forecast-status"
+            )
+            return None
+        self.last_forecast = result
+        self.forecast_status.value = _message(
+            f"forecast, not measured: {result.summary()}", css_class="forecast-status"
+        )
+        return result
 
 
 def _clock(seconds: float) -> str:
@@ -1213,7 +1256,7 @@ class SizeGridExplorer(_App):
     def select(self, i: int, j: int) -> DestinationSpec | None:
         """Choose cell (layers[i], hidden[j]): outline it and send it to the linked studio."""
         grid = self.grid
-        rows, columns = len(grid.layers), len(grid.hidden)
+        rows, columns = grid.shape
         if not (0 <= i < rows and 0 <= j < columns):
             raise UserError(
                 f"cell ({i}, {j}) is outside the grid: choose i in 0..{rows - 1} (blocks) and j in "
@@ -1609,7 +1652,9 @@ class CompareOutputs(_App):
 
         def show(name: str, piece: str) -> None:
             texts[name] += piece
-            boxes[name].value = (
+            boxes[
+                name
+            ].value = (
                 f"<b>{html.escape(name)}</b>: <span style='white-space:pre-wrap'>{html.escape(texts[name])}</span>"
             )
 

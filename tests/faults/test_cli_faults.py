@@ -61,9 +61,11 @@ def no_work(monkeypatch):
 # ------------------------------------------------------------------------------------------------ outputs
 
 
-@pytest.mark.parametrize("command", ["subclone", "profile", "compare", "study", "report"])
+@pytest.mark.parametrize("command", ["subclone", "profile", "compare", "study", "report", "grid"])
 def test_a_read_only_output_is_refused_before_any_work(parents, read_only_dir, no_work, capsys, command):
-    if command == "subclone":
+    if command == "grid":
+        argv = ["grid", *text_args(parents), "--budget-tokens", "1e6", "--out", str(read_only_dir / "X")]
+    elif command == "subclone":
         argv = subclone_args(parents, read_only_dir / "X")
     elif command == "compare":
         argv = compare_args(parents, read_only_dir / "X")
@@ -374,6 +376,28 @@ def test_layers_beyond_the_advertised_range_are_one_line(parents, tmp_path, no_w
         *run(capsys, *subclone_args(parents, tmp_path / "X", "--layers", "1000")), "layers=1000", "1 <= layers <= 8"
     )
     assert not (tmp_path / "X").exists()
+
+
+@pytest.mark.parametrize(
+    "config",
+    [
+        "[30, 576]",
+        '{"num_hidden_layers": "30", "hidden_size": 576}',
+        '{"num_hidden_layers": -1, "hidden_size": 576}',
+        '{"num_hidden_layers": 30, "hidden_size": true}',
+        '{"text_config": [1, 2], "hidden_size": 576}',
+        "\xff\xfe not text",
+    ],
+    ids=["a list", "a string", "negative", "a boolean", "odd text_config", "not UTF-8"],
+)
+def test_a_hand_edited_config_is_left_to_the_loader_by_the_torch_free_check(tmp_path, config):
+    from subclone_viz.cli import build_parser, refuse_misfit
+    from subclone_viz.parent_config import config_dims
+
+    (tmp_path / "config.json").write_bytes(config.encode("latin-1"))
+    args = build_parser().parse_args(["subclone", "--parent", str(tmp_path), "--hidden", "9999", "--out", "x"])
+    assert config_dims(str(tmp_path)) is None  # nothing refused on a guess: loading names what is wrong
+    assert refuse_misfit(args) is None
 
 
 def test_a_garbage_gguf_is_named(tmp_path, capsys):

@@ -133,3 +133,32 @@ def test_budget_explorer_reforecasts_from_the_pilots(llama):
     assert "latency" in explorer.figure.layout.xaxis.title.text
     explorer.show(grid.tokens / 100, "params")  # below the pilots' length: one line in the view
     assert "fewer than its pilot" in explorer.info.value
+
+
+def test_flops_budget_counts_a_mixture_of_experts_by_its_active_parameters():
+    from subclone_viz.experts import parameter_counts
+
+    parent = sv.load_parent(tiny_model("mixtral"), device="cpu")  # top-2 of 6 experts: a third of them active
+    train = tiny_batches("mixtral", count=4, pad=False)
+    heldout = tiny_batches("mixtral", count=2, pad=False, seed=5)
+    prof = sv.profile(parent, train, progress=False)
+    grid = budget_grid(
+        parent, prof, [2, 4], [32], train, heldout, flops=6 * 20_000 * 24 * 60, prior=PRIOR, progress=False
+    )
+    for cell in grid.cells:
+        child = sv.subclone(parent, sv.plan(parent, prof, sv.DestinationSpec(cell["layers"], cell["hidden"])))
+        counts = parameter_counts(child, parent.family)
+        assert (cell["params"], cell["active_params"]) == (counts["total"], counts["active"])
+        assert cell["active_params"] < cell["params"]
+        assert cell["steps"] == int(grid.flops / (6 * cell["active_params"]) // 24)  # not by the total
+    best = grid.best()
+    pilots = sum(c["active_params"] * c["pilot_steps"] for c in grid.cells)
+    assert grid.pilot_cost == pytest.approx(pilots / (best["active_params"] * best["steps"]))
+    back = BudgetGrid.from_dict(grid.to_dict())
+    assert back.cells == grid.cells
+    old = BudgetGrid.from_dict(
+        {**grid.to_dict(), "cells": [{k: v for k, v in c.items() if k != "active_params"} for c in grid.cells]}
+    )
+    assert old.pilot_cost == pytest.approx(
+        sum(c["params"] * c["pilot_steps"] for c in grid.cells) / (best["params"] * best["steps"])
+    )

@@ -625,6 +625,7 @@ def test_quick_report_writes_one_offline_page(files, tmp_path, capsys):
         (["--layers", "2"], ["--hidden is missing"]),
         (["--steps", "-1"], ["-1 is out of range"]),
         (["--speedup-study", "{tmp}/study.json"], ["study.json is missing"]),
+        (["--budget-grid", "{tmp}/budget_grid.json"], ["budget_grid.json is missing"]),
     ],
 )
 def test_report_bad_arguments_write_nothing(files, tmp_path, capsys, extra, fragments):

@@ -3,6 +3,7 @@ interval coverage on held-out synthetic runs, the refusals, CSV logs, histories,
 
 import json
 import math
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -130,6 +131,40 @@ def test_intervals_hold_the_truth_near_their_nominal_level_on_held_out_synthetic
     coverage = np.mean([f.low <= c.losses[-1] <= f.high for f, c in zip(inside, scored)])
     assert 0.6 <= coverage <= 0.97, coverage
     assert np.mean([abs(f.loss - c.losses[-1]) for f, c in zip(inside, scored)]) < 0.1
+
+
+def shared_exponent_runs(count: int, seed: int) -> list[LearningCurve]:
+    """Runs of one exponent (0.5) and various scales, with noise enough that a quarter cannot pin it alone."""
+    rng = np.random.default_rng(seed)
+    lrs = rates(steps=800, schedule="cosine", final_lr_ratio=0.1, warmup=20)
+    return [
+        LearningCurve.simulate(
+            lrs, L0=rng.uniform(2, 3), A=rng.uniform(3, 6), alpha=0.5, C=0.0, decay=0.9, every=25, noise=0.02,
+            seed=seed + i,
+        )
+        for i in range(count)
+    ]  # fmt: skip
+
+
+def test_an_exponent_prior_from_the_calibration_runs_steadies_noisy_early_fits():
+    prior = ForecastPrior.fit(shared_exponent_runs(12, 0))
+    assert prior.alpha == pytest.approx(0.5, abs=0.1) and prior.alpha_width is not None  # chosen by leave-one-out
+    without = replace(prior, alpha=None, alpha_width=None)
+    scored = shared_exponent_runs(30, 100)
+    cut = [c.head(200) for c in scored]
+    error = [abs(forecast(h, steps=c.steps[-1], prior=prior).loss - c.losses[-1]) for h, c in zip(cut, scored)]
+    blind = [abs(forecast(h, steps=c.steps[-1], prior=without).loss - c.losses[-1]) for h, c in zip(cut, scored)]
+    assert np.mean(error) < np.mean(blind)  # 0.019 against 0.022 nats when written
+    assert forecast(cut[0], prior=prior).params["alpha"] != forecast(cut[0], prior=without).params["alpha"]
+
+
+def test_an_exponent_prior_needs_both_numbers_and_old_priors_still_read():
+    with pytest.raises(ValueError, match="give both or neither"):
+        ForecastPrior(C=0.01, alpha=0.5)
+    with pytest.raises(ValueError, match="alpha_width=-1"):
+        ForecastPrior(C=0.01, alpha=0.5, alpha_width=-1)
+    old = {k: v for k, v in ForecastPrior(C=0.01).to_dict().items() if not k.startswith("alpha")}
+    assert ForecastPrior.from_dict(old).alpha is None  # written before the exponent prior existed
 
 
 # ---------------------------------------------------------------------------------------------- horizons

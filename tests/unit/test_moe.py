@@ -247,17 +247,39 @@ def test_deepseek_has_no_dense_form():
         moe_to_dense(parent, None, sv.DestinationSpec(layers=2, hidden=32))
 
 
-def test_expert_selection_stability_resamples_the_shards():
-    from subclone_viz.experts import expert_stability
+def test_stability_resamples_the_expert_choices_like_the_dense_rankings():
+    from subclone_viz.experts import expert_scores, select_experts
+    from subclone_viz.stability import resample_counts
 
-    parent = sv.load_parent(tiny_model("mixtral"), device="cpu")
+    parent = sv.load_parent(tiny_model("mixtral"), device="cpu")  # 4 MoE blocks of 6 experts, width 24
     prof = sv.profile(parent, tiny_batches("mixtral", count=8), progress=False, shards=4)
-    st = expert_stability(prof, keep=3, estimator="frequency", resamples=6)
-    assert st.frequency.shape == (4, 6) and st.jaccard.shape == (6,)
-    np.testing.assert_allclose(st.frequency.sum(1), 3.0)  # every resample keeps 3 experts in every layer
-    assert ((0 <= st.jaccard) & (st.jaccard <= 1)).all()
-    whole = expert_stability(prof, keep=6, resamples=2)  # keeping every expert cannot change
-    np.testing.assert_allclose(whole.jaccard, 1.0)
+    spec = sv.DestinationSpec(layers=4, hidden=32, ffn=12, experts=3)  # Mixtral: ffn is the experts' width
+    st = sv.stability(parent, prof, spec, resamples=6, experts_by="frequency", seed=3)
+    assert st.expert_frequency.shape == (4, 6) and st.expert_ffn_frequency.shape == (4, 6, 24)
+    assert st.expert_jaccard.shape == st.expert_ffn_jaccard.shape == st.residual_jaccard.shape == (6,)
+    # The frequencies are those of re-selecting on each resample's own expert scores, drawn as stability draws.
+    rng, expected = np.random.default_rng(3), np.zeros((4, 6))
+    for _ in range(6):
+        scores = expert_scores(
+            prof.resample(resample_counts(4, np.flatnonzero(prof.shards["tokens"]), "bootstrap", rng))
+        )
+        for b in range(4):
+            expected[b, select_experts(scores[b], 3)] += 1
+    np.testing.assert_allclose(st.expert_frequency, expected / 6)
+    # Each kept expert keeps 12 of its own neurons.
+    np.testing.assert_allclose(st.expert_ffn_frequency.sum(-1), 12 * st.expert_frequency)
+    summary = st.summary()["mean_jaccard_with_full"]
+    assert 0 <= summary["experts"] <= 1 and 0 <= summary["expert_ffn"] <= 1
+    assert {"experts", "expert_ffn"} <= set(st.pairwise_jaccard)
+    whole = sv.stability(
+        parent, prof, sv.DestinationSpec(layers=4, hidden=32, experts=6), resamples=2, loss_resamples=0
+    )
+    np.testing.assert_allclose(whole.expert_jaccard, 1.0)  # keeping every expert cannot change
+    np.testing.assert_allclose(whole.expert_frequency, 1.0)
+    dense = sv.load_parent(tiny_model("llama"), device="cpu")
+    dense_prof = sv.profile(dense, tiny_batches("llama", count=4), progress=False, shards=2)
+    plain = sv.stability(dense, dense_prof, sv.DestinationSpec(layers=2, hidden=48), resamples=2, loss_resamples=0)
+    assert plain.expert_frequency is None and "experts" not in plain.summary()["mean_jaccard_with_full"]
 
 
 @pytest.mark.parametrize("backend", ["plotly", "matplotlib"])

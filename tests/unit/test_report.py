@@ -249,3 +249,50 @@ def test_run_report_reads_and_checks_a_study_file_before_any_work(records, tmp_p
     with pytest.raises(DamagedFileError, match=f"{damaged}: size record 0 lacks label"):
         run_report(records["parent"], out=tmp_path / "demo.html", quick=True, study=damaged)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["study.json"]
+
+
+@pytest.fixture
+def budget(records, tmp_path, monkeypatch):
+    """A budget grid of two sizes of the tiny parent: two pilots of 12 steps, trained in seconds."""
+    monkeypatch.setenv("SUBCLONE_VIZ_CACHE", str(tmp_path / "cache"))
+    batches = tiny_batches("llama", count=2, pad=False)
+    prior = sv.ForecastPrior(C=0.05, decay=0.9, C_spread=0.01, scale=1.5, runs=7, source="a test prior")
+    return sv.budget_grid(
+        records["parent"],
+        records["profile"],
+        [2],
+        [24, 48],
+        batches,
+        batches,
+        tokens=24 * 48,
+        prior=prior,
+        progress=False,
+    )
+
+
+def test_a_budget_grid_gets_its_own_section_with_the_forecasts(records, budget, tmp_path):
+    page = build_report(records["parent"], records["profile"], budget=budget, out=tmp_path / "r.html").read_text(
+        encoding="utf-8"
+    )
+    assert page.count('id="figure-budget-pareto"') == 1 and 'href="#budget"' in page
+    best = budget.best()
+    assert f"{best['forecast']['loss']:.3f} nats [{best['forecast']['low']:.3f}" in page
+    assert f"The pilots cost {budget.pilot_cost:.0%} of training the chosen size" in page
+    assert "a test prior (7 calibration runs)" in page and "These are forecasts, not measurements" in page
+    table = page[page.index('id="budget"') :]
+    rows = re.findall(r"<tr><td class=\"text\">(\d+ x \d+)</td>", table)
+    assert sorted(rows) == ["2 x 24", "2 x 48"]  # one row per cell, each with its interval
+    for cell in budget.cells:
+        assert f"<td>{cell['forecast']['high']:.4g}</td>" in table
+
+
+def test_run_report_reads_and_checks_a_budget_file_before_any_work(records, budget, tmp_path, monkeypatch):
+    from subclone_viz._atomic import DamagedFileError
+
+    profile_module = importlib.import_module("subclone_viz.profile")
+    monkeypatch.setattr(profile_module, "profile", lambda *a, **k: (_ for _ in ()).throw(AssertionError("ran")))
+    damaged = budget.save(tmp_path / "budget.json")
+    damaged.write_text(damaged.read_text().replace('"pilot_steps": 12', '"pilot_steps": -1', 1))
+    with pytest.raises(DamagedFileError, match="budget.json.*pilot_steps=-1 must be a positive integer"):
+        run_report(records["parent"], out=tmp_path / "demo.html", quick=True, budget=damaged)
+    assert not (tmp_path / "demo.html").exists()

@@ -236,3 +236,110 @@ def test_cells_carry_measured_latency_and_memory_and_a_pareto_front(llama):
     np.testing.assert_array_equal(sv.SizeGrid.from_dict(written).latency, grid.latency)
     older = {k: v for k, v in written.items() if k not in ("latency", "memory", "device")}
     assert np.isnan(sv.SizeGrid.from_dict(older).latency).all()  # grids saved before these were measured
+
+
+@pytest.fixture(scope="module")
+def mixtral():
+    parent = sv.load_parent(tiny_model("mixtral"), device="cpu")  # 4 blocks x 32, 6 experts of width 24, top-2
+    batches = tiny_batches("mixtral", count=2)
+    return parent, sv.profile(parent, batches, progress=False), batches
+
+
+def test_moe_grid_over_layers_and_experts_counts_active_parameters(mixtral):
+    from subclone_viz.experts import parameter_counts
+
+    parent, prof, batches = mixtral
+    grid = sv.size_grid(parent, prof, [2, 4], None, batches, experts=[2, 4, 6], progress=False)
+    assert grid.axes == ["layers", "experts"] and grid.shape == (2, 3) and grid.hidden == [32]
+    per_expert = 48 * 32 + 32 * 24  # fused [gate | up] (48 x 32) and down (32 x 24)
+    for i, layers in enumerate([2, 4]):
+        for j, experts in enumerate([2, 4, 6]):
+            spec = grid.spec(i, j)
+            assert (spec.layers, spec.hidden, spec.experts) == (layers, 32, experts)
+            child = sv.subclone(parent, sv.plan(parent, prof, spec))
+            total = sum(p.numel() for p in child.parameters())
+            routed = layers * experts * per_expert
+            assert grid.params[i, j] == total == parameter_counts(child, parent.family)["total"]
+            assert grid.active_params[i, j] == total - routed + routed * 2 // experts
+            # Every linear layer, each block's (E, d) router, and 2 of the experts each token reaches.
+            dense = sizing.matmul_weights(child) + layers * experts * 32
+            attention = 4 * layers * 12 * 4 * 8
+            assert grid.flops_per_token[i, j] == 2 * (dense + layers * 2 * per_expert) + attention
+            assert grid.loss[i, j] == pytest.approx(sv.evaluate(child, parent.family, batches).loss, rel=1e-6)
+    assert grid.loss[1, 2] == pytest.approx(sv.evaluate(parent.model, parent.family, batches).loss, rel=1e-5)
+    assert grid.label(0, 1) == "2 x 32, 4 experts"
+    # Active parameters barely move with the experts kept (the routers' rows); total parameters do.
+    assert np.ptp(grid.active_params[0]) < np.ptp(grid.params[0]) / 10
+    back = sv.SizeGrid.from_dict(json.loads(json.dumps(grid.to_dict())))
+    assert back.axes == grid.axes and back.experts == grid.experts
+    np.testing.assert_array_equal(back.active_params, grid.active_params)
+    np.testing.assert_array_equal(back.pareto_front("active_params"), grid.pareto_front("active_params"))
+
+
+def test_moe_grid_axes_and_mistakes(mixtral):
+    parent, prof, batches = mixtral
+    fixed = sv.size_grid(parent, prof, [2], [16, 32], batches, experts=[4], progress=False)
+    assert fixed.axes == ["layers", "hidden"] and fixed.spec(0, 1).experts == 4
+    across = sv.size_grid(parent, prof, [2], [16, 32], batches, experts=[2, 6], progress=False)
+    assert across.axes == ["hidden", "experts"] and across.shape == (2, 2)
+    assert across.spec(1, 0) == sv.DestinationSpec(layers=2, hidden=32, experts=2)
+    assert across.cache_hits == 0 and fixed.cache_hits == 0
+    # Its cells with 4 experts are the first grid's and those with 2 the second's: all from the cache.
+    again = sv.size_grid(parent, prof, [2], [16, 32], batches, experts=[4, 2], progress=False)
+    assert again.cache_hits == 4
+    np.testing.assert_array_equal(again.loss[:, 1], across.loss[:, 0])
+    with pytest.raises(sv.SpecError, match=r"experts=\[7\]: each must be one of \[1, 2, 3, 4, 5, 6\]"):
+        sv.size_grid(parent, prof, [2], [32], batches, experts=[7], progress=False)
+    with pytest.raises(sv.SpecError, match="a size grid has two axes"):
+        sv.size_grid(parent, prof, [2, 4], [16, 32], batches, experts=[2, 4], progress=False)
+    dense = sv.load_parent(tiny_model("llama"), device="cpu")
+    with pytest.raises(sv.SpecError, match="is dense, it has no experts"):
+        sv.size_grid(dense, None, [2], [24], tiny_batches("llama"), width="uniform", experts=[2], progress=False)
+
+
+def test_grids_written_before_the_experts_axis_read_as_dense(llama):
+    parent, prof, batches = llama
+    grid = sv.size_grid(parent, prof, [2], [24, 48], batches, progress=False)
+    assert grid.experts == [] and grid.axes == ["layers", "hidden"]
+    np.testing.assert_array_equal(grid.active_params, grid.params)  # dense: every parameter is active
+    old = {k: v for k, v in grid.to_dict().items() if k not in ("experts", "axes", "active_params")}
+    back = sv.SizeGrid.from_dict({**old, "version": 1})
+    np.testing.assert_array_equal(back.active_params, grid.params)
+    assert back.spec(0, 1) == grid.spec(0, 1) == sv.DestinationSpec(layers=2, hidden=48)
+    for bad, message in (
+        ({"axes": ["layers", "layers"]}, "'axes' must name two of"),
+        ({"axes": ["layers", "experts"], "hidden": [24], "experts": []}, "'experts' must hold values"),
+        ({"experts": [2, 4]}, "'experts' must hold at most one value"),
+    ):
+        with pytest.raises(ValueError, match=message):
+            sv.SizeGrid.from_dict({**grid.to_dict(), **bad})
+
+
+@pytest.mark.parametrize("backend", ["plotly", "matplotlib"])
+def test_plots_show_the_experts_axis(mixtral, backend):
+    from subclone_viz import plots
+
+    parent, prof, batches = mixtral
+    grid = sv.size_grid(parent, prof, [2, 4], [32], batches, experts=[2, 6], progress=False)
+    heat = plots.size_grid(grid, "active_params", backend=backend)
+    pareto = plots.size_pareto(grid, "active_params", backend=backend)
+    if backend == "plotly":
+        assert list(heat.layout.xaxis.ticktext) == ["2", "6"] and "experts" in heat.layout.xaxis.title.text
+        assert "32 wide" in heat.layout.title.text
+        labels = [t for trace in pareto.data for t in trace.text]
+        assert sorted(labels) == ["2 x 32, 2 experts", "2 x 32, 6 experts", "4 x 32, 2 experts", "4 x 32, 6 experts"]
+    else:
+        assert [t.get_text() for t in heat.axes[0].get_xticklabels()] == ["2", "6"]
+        assert "experts" in heat.axes[0].get_xlabel()
+
+
+def test_a_plan_finds_its_cell_on_either_kind_of_grid(llama, mixtral):
+    parent, prof, batches = mixtral
+    grid = sv.size_grid(parent, prof, [2, 4], None, batches, experts=[2, 6], progress=False)
+    chosen = sv.plan(parent, prof, sv.DestinationSpec(layers=4, hidden=32, experts=6))
+    assert grid.cell_of(chosen.dims) == (1, 1)
+    assert grid.cell_of(sv.plan(parent, prof, sv.DestinationSpec(layers=4, hidden=32, experts=4)).dims) is None
+    parent, prof, batches = llama
+    dense = sv.size_grid(parent, prof, [2, 4], [24, 48], batches, progress=False)
+    assert dense.cell_of(sv.plan(parent, prof, sv.DestinationSpec(layers=2, hidden=48)).dims) == (0, 1)
+    assert dense.cell_of(sv.plan(parent, prof, sv.DestinationSpec(layers=3, hidden=48)).dims) is None
