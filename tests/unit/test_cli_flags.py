@@ -26,7 +26,7 @@ from tiny import tiny_model
 ROOT = Path(__file__).resolve().parents[2]
 SNAPSHOT = Path(__file__).with_name("cli_parser_snapshot.json")
 # Flags added since the snapshot, by subcommand (a new subcommand is all new).
-ADDED = {"report": {"--no-cut"}}
+ADDED = {"report": {"--no-cut", "--budget-grid"}}
 
 
 def _plain(value):
