@@ -1,0 +1,57 @@
+#!/usr/bin/env python3
+"""App mode: serve the explorer notebooks with Voilà, code hidden, a page per notebook (``make app``).
+
+Voilà runs each notebook top to bottom in its own kernel when a page is opened, then shows only the markdown, the
+figures and the live widgets. The front page lists the notebooks; each one is at
+``http://HOST:PORT/voila/render/<notebook>.ipynb``. ``--quick`` sets ``SUBCLONE_VIZ_QUICK=1`` for the kernels (the
+notebooks' bounded mode: pages ready in a minute or two on a laptop core, with smaller measurements).
+
+Usage: python tools/serve_app.py [--port 8866] [--host 127.0.0.1] [--quick] [--notebooks notebooks]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+DEFAULT_PORT = 8866  # Voilà's own default
+
+
+def voila_command(notebooks: Path, port: int, host: str, show_tracebacks: bool = False) -> list[str]:
+    """The Voilà command line that serves ``notebooks`` (a folder) on ``host:port``, sources stripped."""
+    return [
+        sys.executable,
+        "-m",
+        "voila",
+        str(notebooks),
+        f"--port={port}",
+        f"--Voila.ip={host}",
+        "--no-browser",
+        "--strip_sources=True",
+        f"--show_tracebacks={show_tracebacks}",
+    ]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--port", type=int, default=DEFAULT_PORT, help="the port to serve on (default 8866)")
+    parser.add_argument("--host", default="127.0.0.1", help="the address to listen on (0.0.0.0: every interface)")
+    parser.add_argument("--quick", action="store_true", help="the notebooks' bounded mode (SUBCLONE_VIZ_QUICK=1)")
+    parser.add_argument("--notebooks", type=Path, default=ROOT / "notebooks", help="the folder of notebooks")
+    args = parser.parse_args()
+    if not 0 < args.port < 65536:
+        parser.error(f"--port {args.port} is out of range; give a port from 1 to 65535")
+    if not sorted(args.notebooks.glob("*.ipynb")):
+        parser.error(f"--notebooks {args.notebooks} holds no .ipynb notebooks")
+    if args.quick:
+        os.environ["SUBCLONE_VIZ_QUICK"] = "1"
+    command = voila_command(args.notebooks, args.port, args.host)
+    print(f"serving {args.notebooks} on http://{args.host}:{args.port}/ (Ctrl-C stops it)", flush=True)
+    os.execv(command[0], command)
+
+
+if __name__ == "__main__":
+    main()
