@@ -6,7 +6,7 @@ figures and the live widgets. The front page lists the notebooks; each one is at
 ``http://HOST:PORT/voila/render/<notebook>.ipynb``. ``--quick`` sets ``SUBCLONE_VIZ_QUICK=1`` for the kernels (the
 notebooks' bounded mode: pages ready in a minute or two on a laptop core, with smaller measurements).
 
-Usage: python tools/serve_app.py [--port 8866] [--host 127.0.0.1] [--quick] [--notebooks notebooks]
+Usage: python tools/serve_app.py [--port 8866] [--host 127.0.0.1] [--quick] [--show-tracebacks] [--notebooks DIR]
 """
 
 from __future__ import annotations
@@ -40,6 +40,7 @@ def main() -> None:
     parser.add_argument("--port", type=int, default=DEFAULT_PORT, help="the port to serve on (default 8866)")
     parser.add_argument("--host", default="127.0.0.1", help="the address to listen on (0.0.0.0: every interface)")
     parser.add_argument("--quick", action="store_true", help="the notebooks' bounded mode (SUBCLONE_VIZ_QUICK=1)")
+    parser.add_argument("--show-tracebacks", action="store_true", help="show a failed cell's traceback on its page")
     parser.add_argument("--notebooks", type=Path, default=ROOT / "notebooks", help="the folder of notebooks")
     args = parser.parse_args()
     if not 0 < args.port < 65536:
@@ -48,7 +49,7 @@ def main() -> None:
         parser.error(f"--notebooks {args.notebooks} holds no .ipynb notebooks")
     if args.quick:
         os.environ["SUBCLONE_VIZ_QUICK"] = "1"
-    command = voila_command(args.notebooks, args.port, args.host)
+    command = voila_command(args.notebooks, args.port, args.host, args.show_tracebacks)
     print(f"serving {args.notebooks} on http://{args.host}:{args.port}/ (Ctrl-C stops it)", flush=True)
     os.execv(command[0], command)
 
