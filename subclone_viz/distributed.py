@@ -45,6 +45,7 @@ from __future__ import annotations
 
 import contextlib
 import itertools
+import os
 import pickle
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any, TypeVar
@@ -200,6 +201,12 @@ def main_process_first() -> Iterator[None]:
         yield
 
 
+# "0" turns every progress bar off. App mode (tools/serve_app.py) sets it: Voilà shows a page once all its cells
+# have run, when a notebook's closed progress bars are dead widgets ("Error displaying widget: model not found").
+PROGRESS_ENVIRONMENT_VARIABLE = "SUBCLONE_VIZ_PROGRESS"
+
+
 def show_progress(progress: bool) -> bool:
-    """Whether this process draws progress bars: only the main one, and only if asked."""
-    return progress and is_main_process()
+    """Whether this process draws progress bars: only the main one, only if asked, and not with
+    ``SUBCLONE_VIZ_PROGRESS=0`` in the environment."""
+    return progress and os.environ.get(PROGRESS_ENVIRONMENT_VARIABLE) != "0" and is_main_process()

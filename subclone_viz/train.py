@@ -544,7 +544,7 @@ def _progress_bar(run: "_Run", label: str, progress: bool) -> Any:
         desc=label or "train",
         unit="step",
         leave=False,
-        disable=not progress or not run.accelerator.is_main_process,
+        disable=not distributed.show_progress(progress) or not run.accelerator.is_main_process,
     )
 
 

@@ -3,8 +3,9 @@
 
 Voilà runs each notebook top to bottom in its own kernel when a page is opened, then shows only the markdown, the
 figures and the live widgets. The front page lists the notebooks; each one is at
-``http://HOST:PORT/voila/render/<notebook>.ipynb``. ``--quick`` sets ``SUBCLONE_VIZ_QUICK=1`` for the kernels (the
-notebooks' bounded mode: pages ready in a minute or two on a laptop core, with smaller measurements).
+``http://HOST:PORT/voila/render/<notebook>.ipynb``. Progress bars are off (``SUBCLONE_VIZ_PROGRESS=0``); ``--quick``
+sets ``SUBCLONE_VIZ_QUICK=1`` for the kernels (the notebooks' bounded mode: pages ready sooner, with smaller
+measurements).
 
 Usage: python tools/serve_app.py [--port 8866] [--host 127.0.0.1] [--quick] [--show-tracebacks] [--notebooks DIR]
 """
@@ -14,6 +15,7 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+from collections.abc import Mapping
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -35,6 +37,12 @@ def voila_command(notebooks: Path, port: int, host: str, show_tracebacks: bool =
     ]
 
 
+def app_environment(environment: Mapping[str, str], quick: bool) -> dict[str, str]:
+    """``environment`` for Voilà and its kernels: no progress bars (a page shows its cells once they have all run,
+    when a closed bar would be a dead widget), and with ``quick`` the notebooks' bounded mode."""
+    return {**environment, "SUBCLONE_VIZ_PROGRESS": "0", **({"SUBCLONE_VIZ_QUICK": "1"} if quick else {})}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--port", type=int, default=DEFAULT_PORT, help="the port to serve on (default 8866)")
@@ -47,11 +55,9 @@ def main() -> None:
         parser.error(f"--port {args.port} is out of range; give a port from 1 to 65535")
     if not sorted(args.notebooks.glob("*.ipynb")):
         parser.error(f"--notebooks {args.notebooks} holds no .ipynb notebooks")
-    if args.quick:
-        os.environ["SUBCLONE_VIZ_QUICK"] = "1"
     command = voila_command(args.notebooks, args.port, args.host, args.show_tracebacks)
     print(f"serving {args.notebooks} on http://{args.host}:{args.port}/ (Ctrl-C stops it)", flush=True)
-    os.execv(command[0], command)
+    os.execve(command[0], command, app_environment(os.environ, args.quick))
 
 
 if __name__ == "__main__":

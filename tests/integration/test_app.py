@@ -31,7 +31,7 @@ pytestmark = [pytest.mark.slow, pytest.mark.browser]
 
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT / "tools"))
-from serve_app import voila_command  # noqa: E402  (tools/ is not a package)
+from serve_app import app_environment, voila_command  # noqa: E402  (tools/ is not a package)
 
 BROWSER_DIR = ROOT / "tests" / "integration" / "browser"
 ARTIFACTS = ROOT / "tests" / "artifacts"
@@ -122,8 +122,7 @@ def app(tmp_path: Path) -> Iterator[tuple[str, list[str]]]:
     notebooks = tmp_path / "notebooks"
     shutil.copytree(ROOT / "notebooks", notebooks, ignore=shutil.ignore_patterns(".ipynb_checkpoints", "subclones"))
     env = {
-        **os.environ,
-        "SUBCLONE_VIZ_QUICK": "1",
+        **app_environment(os.environ, quick=True),
         "OMP_NUM_THREADS": "1",
         "JUPYTER_RUNTIME_DIR": str(tmp_path / "runtime"),  # connection files out of the home directory
     }

@@ -11,7 +11,7 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT / "tools"))
-from serve_app import voila_command  # noqa: E402  (tools/ is not a package)
+from serve_app import app_environment, voila_command  # noqa: E402  (tools/ is not a package)
 
 SERVE_APP = ROOT / "tools" / "serve_app.py"
 
@@ -37,3 +37,16 @@ def test_a_folder_without_notebooks_is_refused_naming_it(tmp_path: Path) -> None
         [sys.executable, str(SERVE_APP), "--notebooks", str(tmp_path)], capture_output=True, text=True, timeout=60
     )
     assert completed.returncode == 2 and f"--notebooks {tmp_path} holds no .ipynb notebooks" in completed.stderr
+
+
+def test_app_mode_turns_progress_bars_off_and_quick_mode_on_when_asked(monkeypatch: pytest.MonkeyPatch) -> None:
+    from subclone_viz import distributed
+
+    base = {"PATH": "/usr/bin"}
+    assert app_environment(base, quick=False) == {"PATH": "/usr/bin", "SUBCLONE_VIZ_PROGRESS": "0"}
+    assert app_environment(base, quick=True)["SUBCLONE_VIZ_QUICK"] == "1" and base == {"PATH": "/usr/bin"}
+    monkeypatch.delenv("SUBCLONE_VIZ_PROGRESS", raising=False)
+    assert distributed.show_progress(True) and not distributed.show_progress(False)
+    for name, value in app_environment({}, quick=False).items():
+        monkeypatch.setenv(name, value)
+    assert not distributed.show_progress(True)
