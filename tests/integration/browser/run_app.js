@@ -4,7 +4,8 @@
 //
 // Usage: node run_app.js --url http://127.0.0.1:PORT/voila/render/01_x.ipynb --screenshot FILE \
 //            [--chromium /usr/bin/chromium] [--timeout-ms 480000]
-// Prints one JSON line {ok, seconds, plots, widgets, code_inputs, errors, text, console_errors, screenshot, error}:
+// Prints one JSON line {ok, seconds, plots, widgets, code_inputs, errors, text, console_errors, screenshot, error}
+// (screenshot: the top of the page, FILE, and its first widget, FILE with -widget before .png):
 // plots counts rendered plotly figures, widgets rendered ipywidgets views, code_inputs any code input left on
 // the page, errors the text of every error or stderr output; text is the page's visible text. Exits 1 when the
 // page did not finish rendering.
@@ -68,7 +69,7 @@ async function main() {
     executablePath: options.chromium,
     headless: true,
     args: CHROMIUM_ARGS,
-    viewport: { width: 1400, height: 1000 },
+    viewport: { width: 1400, height: 2400 }, // the first figure and the first widget in one screenshot each
   });
   const start = Date.now();
   const report = { ok: false, console_errors: [] };
@@ -80,8 +81,13 @@ async function main() {
     await waitForPage(page, options);
     Object.assign(report, await describe(page));
     fs.mkdirSync(path.dirname(options.screenshot), { recursive: true });
-    await page.screenshot({ path: options.screenshot, fullPage: true });
-    report.screenshot = options.screenshot;
+    await page.screenshot({ path: options.screenshot });
+    const widget = page.locator(WIDGETS).first();
+    await widget.scrollIntoViewIfNeeded();
+    await page.waitForTimeout(500);
+    const widgetShot = options.screenshot.replace(/\.png$/, '-widget.png');
+    await widget.screenshot({ path: widgetShot });
+    report.screenshot = [options.screenshot, widgetShot];
     report.ok = true;
   } catch (error) {
     report.error = String(error && error.message ? error.message : error).split('\n')[0];
