@@ -61,6 +61,7 @@ from typing import Any, Protocol
 
 import torch
 from torch import nn
+from tqdm.auto import tqdm
 
 from . import distributed
 from ._atomic import DamagedFileError, publish_directory, read_json, verify_manifest, write_file, write_manifest
@@ -536,8 +537,6 @@ def _start_run(
 
 def _progress_bar(run: "_Run", label: str, progress: bool) -> Any:
     """A tqdm bar over the run's steps, on the main process only."""
-    from tqdm.auto import tqdm
-
     return tqdm(
         total=run.settings.steps,
         initial=run.start,
