@@ -201,8 +201,8 @@ def main_process_first() -> Iterator[None]:
         yield
 
 
-# "0" turns every progress bar off. App mode (tools/serve_app.py) sets it: a cell's outputs reach a Voilà page only
-# when the cell ends, when its progress bars are closed widgets ("Error displaying widget: model not found").
+# "0" turns every progress bar off. App mode (tools/serve_app.py) sets it: Voilà shows a page once all its cells
+# have run, when a notebook's closed progress bars are dead widgets ("Error displaying widget: model not found").
 PROGRESS_ENVIRONMENT_VARIABLE = "SUBCLONE_VIZ_PROGRESS"
 
 

@@ -1,8 +1,8 @@
 #!/usr/bin/env python3
 """App mode: serve the explorer notebooks with Voilà, code hidden, a page per notebook (``make app``).
 
-Voilà runs each notebook top to bottom in its own kernel when a page is opened and shows only the markdown, the
-figures and the live widgets, each cell's as it ends (progressive rendering). The front page lists the notebooks; each one is at
+Voilà runs each notebook top to bottom in its own kernel when a page is opened, then shows only the markdown, the
+figures and the live widgets. The front page lists the notebooks; each one is at
 ``http://HOST:PORT/voila/render/<notebook>.ipynb``. Progress bars are off (``SUBCLONE_VIZ_PROGRESS=0``); ``--quick``
 sets ``SUBCLONE_VIZ_QUICK=1`` for the kernels (the notebooks' bounded mode: pages ready sooner, with smaller
 measurements).
@@ -33,18 +33,13 @@ def voila_command(notebooks: Path, port: int, host: str, show_tracebacks: bool =
         f"--Voila.ip={host}",
         "--no-browser",
         "--strip_sources=True",
-        # Cells run through the page's own kernel connection, each cell's outputs shown as it ends: the widgets'
-        # figures are then live from the start. Without it the page shows once every cell has run, and a plotly
-        # FigureWidget updated after it was displayed draws as it was first displayed (plotly sends its updates as
-        # transient messages, which a page that connects later never sees).
-        "--progressive_rendering=True",
         f"--show_tracebacks={show_tracebacks}",
     ]
 
 
 def app_environment(environment: Mapping[str, str], quick: bool) -> dict[str, str]:
-    """``environment`` for Voilà and its kernels: no progress bars (a cell's outputs reach the page when the cell
-    ends, when its bars are closed widgets), and with ``quick`` the notebooks' bounded mode."""
+    """``environment`` for Voilà and its kernels: no progress bars (a page shows its cells once they have all run,
+    when a closed bar would be a dead widget), and with ``quick`` the notebooks' bounded mode."""
     return {**environment, "SUBCLONE_VIZ_PROGRESS": "0", **({"SUBCLONE_VIZ_QUICK": "1"} if quick else {})}
 
 

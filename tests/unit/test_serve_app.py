@@ -20,7 +20,6 @@ def test_the_command_serves_the_folder_with_sources_stripped(tmp_path: Path) -> 
     command = voila_command(tmp_path, 9123, "0.0.0.0")
     assert command[:4] == [sys.executable, "-m", "voila", str(tmp_path)]
     assert {"--port=9123", "--Voila.ip=0.0.0.0", "--no-browser", "--strip_sources=True"} <= set(command)
-    assert "--progressive_rendering=True" in command  # live figures: see voila_command
     assert "--show_tracebacks=False" in command and "--show_tracebacks=True" in voila_command(tmp_path, 1, "h", True)
 
 

@@ -23,7 +23,7 @@ const CHROMIUM_ARGS = [
   '--disable-background-networking', '--disable-component-update', '--disable-sync',
 ];
 const WIDGETS = '.jp-OutputArea-output .widget-vbox, .jp-OutputArea-output .widget-tab';
-const CODE_INPUTS = '.jp-InputArea-editor, .jp-InputPrompt, .CodeMirror, .cm-editor';
+const CODE_INPUTS = '.jp-CodeCell:not(.jp-mod-noInput), .jp-InputArea-editor, .jp-InputPrompt, .CodeMirror, .cm-editor';
 // Error outputs (Voilà draws a failed cell's error as stderr text) and widgets that failed to draw.
 const ERRORS = '[data-mime-type="application/vnd.jupyter.stderr"], .jp-RenderedText.jp-mod-error';
 
@@ -42,14 +42,11 @@ function parseArgs(argv) {
   return options;
 }
 
-// With progressive rendering Voilà sends the page at once, each cell behind a grey skeleton, then runs the cells
-// through the page's own kernel connection and replaces each skeleton by its cell's outputs as the cell ends.
+// Voilà streams the page while the kernel runs the cells, behind its "Executing i of n" spinner, and removes
+// the spinner once every cell has run; the widgets then draw from the live kernel.
 async function waitForPage(page, options) {
   await page.goto(options.url, { waitUntil: 'load', timeout: options.timeoutMs });
-  await page.waitForFunction(
-    () => !document.getElementById('loading') && !document.querySelector('.voila-skeleton-container'),
-    null, { timeout: options.timeoutMs, polling: 500 },
-  );
+  await page.waitForFunction(() => !document.getElementById('loading'), null, { timeout: options.timeoutMs });
   await page.locator('.js-plotly-plot').first().waitFor({ timeout: 120000 });
   await page.locator(WIDGETS).first().waitFor({ timeout: 120000 });
   await page.waitForTimeout(1000); // let plotly finish its transitions
