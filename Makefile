@@ -18,7 +18,7 @@ BROWSER_DIR := tests/integration/browser
 
 .DEFAULT_GOAL := help
 
-.PHONY: help .venv demo test test-unit test-faults browser-deps lab bench clean strip-notebooks docs
+.PHONY: help .venv demo test test-unit test-faults browser-deps lab app bench clean strip-notebooks docs
 
 help:
 	@echo "make .venv            create/update the virtualenv (.venv) from pyproject.toml"
@@ -28,6 +28,7 @@ help:
 	@echo "make test-faults      bad inputs and injected faults (kill -9, races, full and read-only disks)"
 	@echo "make browser-deps     best-effort: Debian chromium + npm playwright-core"
 	@echo "make lab              JupyterLab on notebooks/"
+	@echo "make app              the notebooks as Voila pages, code hidden (PORT=8866 HOST=127.0.0.1 QUICK=1)"
 	@echo "make bench            run bench/bench_*.py"
 	@echo "make strip-notebooks  clear outputs of notebooks/*.ipynb"
 	@echo "make docs             build the documentation site into site/ (mkdocs build --strict)"
@@ -96,6 +97,13 @@ browser-deps:
 # ---------------------------------------------------------------------------
 lab: .venv
 	$(VENV)/bin/jupyter lab notebooks/
+
+# App mode for a class: a page per notebook, code hidden (tools/serve_app.py; docs/teaching.md).
+PORT  ?= 8866
+HOST  ?= 127.0.0.1
+QUICK ?=
+app: .venv
+	$(VPY) tools/serve_app.py --port $(PORT) --host $(HOST) $(if $(QUICK),--quick)
 
 bench: .venv
 	@set -e; for f in bench/bench_*.py; do \

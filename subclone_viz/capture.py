@@ -56,6 +56,7 @@ import weakref
 from collections.abc import Callable, Collection, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any
 
 import torch
@@ -135,64 +136,78 @@ def capture_blocks(
         on_attention: called with (i, per-head attention output (B, T, heads * head_dim)) before the output
             projection of block i.
     """
-    inputs: dict[int, torch.Tensor] = {}  # block -> x, held until the block's output arrives
-    sums: dict[int, torch.Tensor] = {}  # block -> pre-norm x + f(x) (post-norm blocks only)
-    handles: list[torch.utils.hooks.RemovableHandle] = []
-
-    def remember_input(i: int):
-        def hook(module, args, kwargs):
-            inputs[i] = block_input(args, kwargs)
-
-        return hook
-
-    def remember_sum(i: int):
-        def hook(module, args):
-            sums[i] = args[0]
-
-        return hook
-
-    def report_block(i: int):
-        def hook(module, args, output):
-            y = hidden_of(output)
-            on_block(BlockStep(index=i, input=inputs.pop(i), total=sums.pop(i, y), output=y, returned=output))
-
-        return hook
-
-    def report_input(callback: Callable[[int, torch.Tensor], None], i: int):
-        def hook(module, args):
-            callback(i, args[0])
-
-        return hook
-
-    def report_no_ffn(i: int, width: int):
-        def hook(module, args, output):
-            y = hidden_of(output)
-            on_ffn(i, y.new_zeros(*y.shape[:-1], width))
-
-        return hook
-
+    hooks = _BlockHooks(on_block, on_ffn, on_attention)
     try:
         for i, block in enumerate(family.blocks(model)):
-            if on_block is not None:
-                handles.append(block.register_forward_pre_hook(remember_input(i), with_kwargs=True))
-                handles.append(block.register_forward_hook(report_block(i)))
-                sum_module = family.residual_sum_module(block)
-                if sum_module is not None:
-                    handles.append(sum_module.register_forward_pre_hook(remember_sum(i)))
-            ffn_module = family.ffn_activation_module(block) if on_ffn is not None else None
-            if ffn_module is not None and on_ffn is not None:
-                handles.append(ffn_module.register_forward_pre_hook(report_input(on_ffn, i)))
-            elif on_ffn is not None:  # a mixture-of-experts layer: no dense FFN, so every FFN statistic adds 0
-                handles.append(block.register_forward_hook(report_no_ffn(i, family.dims(model).ffn)))
-            if on_attention is not None:
-                module = family.attention_output_module(block)
-                handles.append(module.register_forward_pre_hook(report_input(on_attention, i)))
+            hooks.attach(family, model, i, block)
         yield
     finally:
-        for handle in handles:
+        hooks.remove()
+
+
+class _BlockHooks:
+    """The hooks :func:`capture_blocks` puts on a model's blocks, and what they hold between a block's input
+    and its output."""
+
+    def __init__(
+        self,
+        on_block: Callable[[BlockStep], None] | None,
+        on_ffn: Callable[[int, torch.Tensor], None] | None,
+        on_attention: Callable[[int, torch.Tensor], None] | None,
+    ) -> None:
+        self.on_block, self.on_ffn, self.on_attention = on_block, on_ffn, on_attention
+        self.inputs: dict[int, torch.Tensor] = {}  # block -> x, held until the block's output arrives
+        self.sums: dict[int, torch.Tensor] = {}  # block -> pre-norm x + f(x) (post-norm blocks only)
+        self.handles: list[torch.utils.hooks.RemovableHandle] = []
+
+    def attach(self, family: Family, model: nn.Module, i: int, block: nn.Module) -> None:
+        """Hook block ``i`` for each callback given."""
+        if self.on_block is not None:
+            self.handles.append(block.register_forward_pre_hook(partial(self._remember_input, i), with_kwargs=True))
+            self.handles.append(block.register_forward_hook(partial(self._report_block, self.on_block, i)))
+            sum_module = family.residual_sum_module(block)
+            if sum_module is not None:
+                self.handles.append(sum_module.register_forward_pre_hook(partial(self._remember_sum, i)))
+        if self.on_ffn is not None:
+            ffn_module = family.ffn_activation_module(block)
+            if ffn_module is not None:
+                self.handles.append(ffn_module.register_forward_pre_hook(partial(_report_input, self.on_ffn, i)))
+            else:  # a mixture-of-experts layer: no dense FFN, so every FFN statistic adds 0
+                no_ffn = partial(_report_no_ffn, self.on_ffn, i, family.dims(model).ffn)
+                self.handles.append(block.register_forward_hook(no_ffn))
+        if self.on_attention is not None:
+            module = family.attention_output_module(block)
+            self.handles.append(module.register_forward_pre_hook(partial(_report_input, self.on_attention, i)))
+
+    def remove(self) -> None:
+        """Take every hook off and drop what they held."""
+        for handle in self.handles:
             handle.remove()
-        inputs.clear()
-        sums.clear()
+        self.inputs.clear()
+        self.sums.clear()
+
+    def _remember_input(self, i: int, module: nn.Module, args: tuple, kwargs: dict[str, Any]) -> None:
+        self.inputs[i] = block_input(args, kwargs)
+
+    def _remember_sum(self, i: int, module: nn.Module, args: tuple) -> None:
+        self.sums[i] = args[0]
+
+    def _report_block(
+        self, on_block: Callable[[BlockStep], None], i: int, module: nn.Module, args: tuple, output: Any
+    ) -> None:
+        y = hidden_of(output)
+        on_block(BlockStep(index=i, input=self.inputs.pop(i), total=self.sums.pop(i, y), output=y, returned=output))
+
+
+def _report_input(callback: Callable[[int, torch.Tensor], None], i: int, module: nn.Module, args: tuple) -> None:
+    callback(i, args[0])
+
+
+def _report_no_ffn(
+    on_ffn: Callable[[int, torch.Tensor], None], i: int, width: int, module: nn.Module, args: tuple, output: Any
+) -> None:
+    y = hidden_of(output)
+    on_ffn(i, y.new_zeros(*y.shape[:-1], width))
 
 
 @contextmanager

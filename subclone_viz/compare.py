@@ -51,6 +51,7 @@ import os
 import warnings
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import asdict, dataclass, field, replace
+from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -479,52 +480,94 @@ def compare(
             (``steps=300, eval_every=30, seed=1``).
     """
     settings = TrainSettings.of(settings, **overrides)
+    inits, rates = _inits_and_rates(parent.family.task, inits, settings, lrs, weight_decays, lr_preset)
+    eval_batches, eval_source = _held_out(batches, eval_batches)
+    profile = _profile_if_needed(parent, inits, batches, profile, progress)
+    calibration = calibration_batches or batches
+    start = partial(
+        initial_destination, parent, spec, profile=profile, calibration_batches=calibration, seed=settings.seed
+    )
+    run = partial(train, batches=batches, eval_batches=eval_batches, family=parent.family, callback=callback)
+    run = partial(run, resume=resume, progress=progress, stop=stop)
+    histories, plans = _train_each(inits, settings, rates, start, run, parent.model, checkpoint_dir, trained)
+    recorded = {"inits": inits, "settings": settings, "eval_source": eval_source, "profile": profile}
+    return _comparison(
+        parent, spec, batches, histories, plans, {**recorded, "lr_preset": lr_preset, "learning_rates": rates}
+    )
+
+
+def _profile_if_needed(
+    parent: "Parent",
+    inits: list[str],
+    batches: Iterable[dict[str, torch.Tensor]],
+    profile: "Profile | None",
+    progress: bool,
+) -> "Profile | None":
+    """``profile``, or when an init ranks by one and none was given, the parent's, measured on ``batches``."""
+    if profile is None and any(_ranks_by_profile(INITS[i].strategies) for i in inits):
+        return profile_parent(parent, batches, max_tokens=PROFILE_TOKENS, progress=progress)
+    return profile
+
+
+def _comparison(
+    parent: "Parent",
+    spec: "DestinationSpec",
+    batches: Iterable[dict[str, torch.Tensor]],
+    histories: dict[str, History],
+    plans: dict[str, dict[str, Any] | None],
+    run: dict[str, Any],
+) -> "Comparison":
+    """The record of the runs: their histories, plans, speedup metrics and configuration."""
+    config = _comparison_config(parent, spec, batches, histories, run)
+    stopped = any(history.stopped_early for history in histories.values())
+    return Comparison(histories, plans, comparison_metrics(histories), config, stopped_early=stopped)
+
+
+def _inits_and_rates(
+    task: str,
+    inits: Iterable[str],
+    settings: TrainSettings,
+    lrs: Mapping[str, float] | None,
+    weight_decays: Mapping[str, float] | None,
+    preset: str,
+) -> tuple[list[str], dict[str, dict[str, Any]]]:
+    """The checked inits, and each one's learning rate and weight decay (see :func:`_learning_rates`)."""
     lrs, weight_decays = dict(lrs or {}), dict(weight_decays or {})
     inits = _check_inits(inits, {"lrs": lrs, "weight_decays": weight_decays})
-    eval_batches, eval_source = _held_out(batches, eval_batches)
-    if profile is None and any(_ranks_by_profile(INITS[i].strategies) for i in inits):
-        profile = profile_parent(parent, batches, max_tokens=PROFILE_TOKENS, progress=progress)
+    return inits, _learning_rates(task, inits, settings, lrs, weight_decays, preset)
 
-    rates = _learning_rates(parent.family.task, inits, settings, lrs, weight_decays, lr_preset)
+
+def _train_each(
+    inits: list[str],
+    settings: TrainSettings,
+    rates: dict[str, dict[str, Any]],
+    start: Callable[..., tuple[nn.Module, "SubclonePlan | None"]],
+    run: Callable[..., History],
+    teacher: nn.Module,
+    checkpoint_dir: str | os.PathLike | None,
+    trained: dict[str, nn.Module] | None,
+) -> tuple[dict[str, History], dict[str, dict[str, Any] | None]]:
+    """Each init's destination (``start(init=...)``) trained in turn by ``run`` at its own rates (the distilling
+    inits from ``teacher``), and the plan it was sliced by; after a run that was stopped, the rest are skipped."""
     histories: dict[str, History] = {}
     plans: dict[str, dict[str, Any] | None] = {}
-    stopped = False
     for init in inits:
         run_settings = replace(settings, lr=rates[init]["lr"], weight_decay=rates[init]["weight_decay"])
-        model, chosen = initial_destination(parent, spec, init, profile, calibration_batches or batches, settings.seed)
+        model, chosen = start(init=init)
         plans[init] = chosen.to_dict() if chosen is not None else None
-        teacher = parent.model if INITS[init].distill else None
-        history = train(
+        histories[init] = run(
             model,
-            batches,
-            run_settings,
-            eval_batches=eval_batches,
-            teacher=teacher,
-            family=parent.family,
-            callback=callback,
+            settings=run_settings,
+            teacher=teacher if INITS[init].distill else None,
             checkpoint_dir=Path(checkpoint_dir) / init if checkpoint_dir is not None else None,
-            resume=resume,
-            progress=progress,
-            stop=stop,
             label=init,
         )
-        histories[init] = history
         if trained is not None:
             trained[init] = model.eval()
         del model
-        if history.stopped_early:
-            stopped = True
+        if histories[init].stopped_early:
             break
-    run = {
-        "inits": inits,
-        "settings": settings,
-        "eval_source": eval_source,
-        "profile": profile,
-        "lr_preset": lr_preset,
-        "learning_rates": rates,
-    }
-    config = _comparison_config(parent, spec, batches, histories, run)
-    return Comparison(histories, plans, comparison_metrics(histories), config, stopped_early=stopped)
+    return histories, plans
 
 
 def _held_out(

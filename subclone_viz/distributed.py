@@ -234,6 +234,12 @@ def alone() -> Iterator[None]:
         os.environ.update(environ)
 
 
+# "0" turns every progress bar off. App mode (tools/serve_app.py) sets it: Voilà shows a page once all its cells
+# have run, when a notebook's closed progress bars are dead widgets ("Error displaying widget: model not found").
+PROGRESS_ENVIRONMENT_VARIABLE = "SUBCLONE_VIZ_PROGRESS"
+
+
 def show_progress(progress: bool) -> bool:
-    """Whether this process draws progress bars: only the main one, and only if asked."""
-    return progress and is_main_process()
+    """Whether this process draws progress bars: only the main one, only if asked, and not with
+    ``SUBCLONE_VIZ_PROGRESS=0`` in the environment."""
+    return progress and os.environ.get(PROGRESS_ENVIRONMENT_VARIABLE) != "0" and is_main_process()

@@ -22,7 +22,7 @@ from __future__ import annotations
 import itertools
 from collections.abc import Iterable, Sized
 from dataclasses import asdict, dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import nn
@@ -163,20 +163,7 @@ def block_ablation(
     )
     try:
         for batch in distributed.shard(batches):
-            batch = to_device(batch, parent.input_device)
-            losses = torch.zeros(2 * count + 2, dtype=torch.float64)
-            with record_stream(family, model) as stream:
-                losses[0] = float(family.loss(model, batch))
-            states, form = stream.states, stream.output_like  # states[i] enters block i
-            for i in range(count):
-                # Removed: block i passes its input on. Duplicated: block i runs again on its own output.
-                with resumed(family, model, i, states[i], [None, *blocks[i + 1 :]], form):
-                    losses[1 + i] = float(family.loss(model, batch))
-                with resumed(family, model, i, states[i + 1], blocks[i:], form):
-                    losses[1 + count + i] = float(family.loss(model, batch))
-                bar.update(2 * distributed.num_processes())
-            losses[-1] = 1
-            totals += losses
+            totals += _ablation_losses(family, model, blocks, to_device(batch, parent.input_device), bar)
             bar.update(distributed.num_processes())
     finally:
         bar.close()
@@ -184,6 +171,27 @@ def block_ablation(
     sums = distributed.reduce_sum(totals).tolist()
     means = [value / sums[-1] for value in sums[:-1]]
     return BlockAblation(baseline=means[0], removed=means[1 : 1 + count], duplicated=means[1 + count :])
+
+
+def _ablation_losses(
+    family: Family, model: nn.Module, blocks: list[nn.Module], batch: dict[str, torch.Tensor], bar: Any
+) -> torch.Tensor:
+    """One batch's (baseline, removed 0..L-1, duplicated 0..L-1, 1) losses, each variant resumed from the
+    hidden state of the baseline pass that enters the first block it changes."""
+    count = len(blocks)
+    losses = torch.zeros(2 * count + 2, dtype=torch.float64)
+    with record_stream(family, model) as stream:
+        losses[0] = float(family.loss(model, batch))
+    states, form = stream.states, stream.output_like  # states[i] enters block i
+    for i in range(count):
+        # Removed: block i passes its input on. Duplicated: block i runs again on its own output.
+        with resumed(family, model, i, states[i], [None, *blocks[i + 1 :]], form):
+            losses[1 + i] = float(family.loss(model, batch))
+        with resumed(family, model, i, states[i + 1], blocks[i:], form):
+            losses[1 + count + i] = float(family.loss(model, batch))
+        bar.update(2 * distributed.num_processes())
+    losses[-1] = 1
+    return losses
 
 
 def _hooked_block_ablation(parent: "Parent", batches: list[dict[str, torch.Tensor]], progress: bool) -> BlockAblation:

@@ -749,35 +749,12 @@ def _auto_class(config: Any):
 
 
 def _load_hf(source: str, dtype, dispatch: dict[str, Any], trust_remote_code: bool, gguf_file: str | None = None):
-    from transformers import AutoConfig, AutoTokenizer
-
+    """A Hugging Face model and its tokenizer (None when it has none) from ``source``; a
+    :class:`ParentLoadError` saying what went wrong when either cannot be read."""
     common = dict(trust_remote_code=trust_remote_code)
     if gguf_file:
         common["gguf_file"] = gguf_file
-    try:
-        try:
-            config = AutoConfig.from_pretrained(source, local_files_only=True, **common)
-        except OSError:
-            offline = None if Path(source).is_dir() else _hub_unreachable()
-            if offline is not None:
-                raise ParentLoadError(
-                    f"could not load {source!r}: it is not a local model directory and not in the local Hugging Face "
-                    f"cache, and the hub cannot be reached ({offline}). Use a local path to a downloaded model, a "
-                    f".gguf file, or an embedded alias: {', '.join(sorted(EMBEDDED_ALIASES))}"
-                ) from None
-            config = AutoConfig.from_pretrained(source, **common)
-    except ParentLoadError:
-        raise
-    except (OSError, ValueError) as error:
-        if Path(source).is_dir():
-            raise ParentLoadError(
-                f"could not read the model directory {source} ({type(error).__name__}: {error})"
-            ) from error
-        raise ParentLoadError(
-            f"could not load {source!r}: it is not a local model directory and not in the local Hugging Face cache, "
-            f"and the hub could not be reached ({type(error).__name__}). Use a local path to a downloaded model, a "
-            f".gguf file, or an embedded alias: {', '.join(sorted(EMBEDDED_ALIASES))}"
-        ) from error
+    config = _hf_config(source, common)
     from safetensors import SafetensorError
 
     try:
@@ -796,8 +773,45 @@ def _load_hf(source: str, dtype, dispatch: dict[str, Any], trust_remote_code: bo
         ) from error
     if Path(source).is_dir():
         _check_weights_match(source, model, loading)
+    return model, _hf_tokenizer(source, common)
+
+
+def _hf_config(source: str, common: dict[str, Any]):
+    """The model's config, from the local cache first, then the hub when it can be reached."""
+    from transformers import AutoConfig
+
     try:
-        tokenizer = AutoTokenizer.from_pretrained(source, **common)
+        try:
+            return AutoConfig.from_pretrained(source, local_files_only=True, **common)
+        except OSError:
+            offline = None if Path(source).is_dir() else _hub_unreachable()
+            if offline is not None:
+                raise ParentLoadError(
+                    f"could not load {source!r}: it is not a local model directory and not in the local Hugging Face "
+                    f"cache, and the hub cannot be reached ({offline}). Use a local path to a downloaded model, a "
+                    f".gguf file, or an embedded alias: {', '.join(sorted(EMBEDDED_ALIASES))}"
+                ) from None
+            return AutoConfig.from_pretrained(source, **common)
+    except ParentLoadError:
+        raise
+    except (OSError, ValueError) as error:
+        if Path(source).is_dir():
+            raise ParentLoadError(
+                f"could not read the model directory {source} ({type(error).__name__}: {error})"
+            ) from error
+        raise ParentLoadError(
+            f"could not load {source!r}: it is not a local model directory and not in the local Hugging Face cache, "
+            f"and the hub could not be reached ({type(error).__name__}). Use a local path to a downloaded model, a "
+            f".gguf file, or an embedded alias: {', '.join(sorted(EMBEDDED_ALIASES))}"
+        ) from error
+
+
+def _hf_tokenizer(source: str, common: dict[str, Any]):
+    """The model's tokenizer, or None when it has none; damaged tokenizer files are an error."""
+    from transformers import AutoTokenizer
+
+    try:
+        return AutoTokenizer.from_pretrained(source, **common)
     except Exception as error:  # the tokenizers library reports a damaged tokenizer.json as a bare Exception
         saved = [name for name in _TOKENIZER_FILES if (Path(source) / name).exists()]
         if saved:
@@ -807,8 +821,7 @@ def _load_hf(source: str, dtype, dispatch: dict[str, Any], trust_remote_code: bo
             ) from error
         if not isinstance(error, (OSError, ValueError)):
             raise
-        tokenizer = None
-    return model, tokenizer
+        return None
 
 
 def _check_weights_match(source: str, model: nn.Module, loading: dict[str, Any]) -> None:

@@ -497,9 +497,6 @@ def plan(
     else:
         layers, depth_name = select_layers(parent_dims.layers, dims.layers, depth, profile), depth
     kept = WIDTHS[width].function(parent, profile, dims, layers, importance)
-    problem = _moe(parent).check_layer_sources(parent.model, layers) if dims.experts else None
-    if problem:
-        raise SpecError(problem)
     moe = _plan_experts(parent, profile, dims, layers, width, experts_by) if dims.experts else {}
     return SubclonePlan(
         parent=parent_fingerprint(parent),
@@ -573,7 +570,11 @@ def _check_family_spec(parent: "Parent", spec: DestinationSpec, dims: Dims) -> D
 def _plan_experts(
     parent: "Parent", profile: "Profile | None", dims: Dims, layers: list[int], width: str, experts_by: str
 ) -> dict[str, Any]:
-    """The kept experts of every destination layer, each one's neurons, and the shared expert's neurons."""
+    """The kept experts of every destination layer, each one's neurons, and the shared expert's neurons; a
+    :class:`SpecError` when the kept blocks cannot keep their dense or MoE kind in the destination."""
+    problem = _moe(parent).check_layer_sources(parent.model, layers)
+    if problem:
+        raise SpecError(problem)
     parent_dims = parent.dims
     groups = _moe(parent).expert_groups(parent.model)
     if width == "importance":

@@ -41,6 +41,7 @@ import math
 import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
+from functools import partial
 from typing import TYPE_CHECKING, Any
 
 from .compare import INITS, PROFILE_TOKENS, REFERENCE_INIT, compare, speedup
@@ -52,6 +53,7 @@ from .train import History, TrainSettings
 if TYPE_CHECKING:
     import torch
 
+    from .families import Dims
     from .parent import Parent
     from .plan import DestinationSpec
     from .profile import Profile
@@ -207,6 +209,36 @@ def speedup_study(
     """
     random_lrs, subclone_lrs = _check_lrs("random_lrs", random_lrs), _check_lrs("subclone_lrs", subclone_lrs)
     run_settings = TrainSettings.of(None, **settings)  # an unknown or invalid setting fails now, not after runs
+    specs, distill_sizes, resolved = _checked_sizes(parent, specs, distill_sizes, distill_inits)
+    started = time.perf_counter()
+    if profile is None:
+        profile = profile_parent(parent, batches, max_tokens=PROFILE_TOKENS, progress=progress)
+    run = partial(_run, parent, batches, eval_batches, profile, progress, log or (lambda line: None), settings)
+    sizes = [
+        _size(parent, spec, dims, run, random_lrs, subclone_lrs, distill_inits if spec in distill_sizes else ())
+        for spec, dims in zip(specs, resolved)
+    ]
+    distill = {"alpha": run_settings.distill_alpha, "temperature": run_settings.distill_temperature}
+    sweeps = {
+        "random_lrs": random_lrs,
+        "subclone_lrs": subclone_lrs,
+        "distill_sizes": [f"{s.layers} x {s.hidden}" for s in distill_sizes],
+        "distill_inits": list(distill_inits) if distill_sizes else [],
+        "distill": distill if distill_sizes else None,
+    }
+    config = _study_config(parent, batches, eval_batches, profile, sizes, sweeps)
+    config["wall_seconds"] = time.perf_counter() - started
+    return SpeedupStudy(config=config, sizes=sizes)
+
+
+def _checked_sizes(
+    parent: "Parent",
+    specs: Sequence["DestinationSpec"],
+    distill_sizes: Sequence["DestinationSpec"],
+    distill_inits: Sequence[str],
+) -> tuple[list["DestinationSpec"], list["DestinationSpec"], list["Dims"]]:
+    """The sizes and distilled sizes as lists, and each size resolved against the parent, refused before any
+    run when empty, unknown or not distilled."""
     specs, distill_sizes = list(specs), list(distill_sizes)
     if not specs:
         raise ValueError("specs is empty: give at least one destination size")
@@ -218,85 +250,104 @@ def speedup_study(
     missing = [spec for spec in distill_sizes if spec not in specs]
     if missing:
         raise ValueError(f"distill_sizes {missing} are not among specs")
-    started = time.perf_counter()
-    say = log or (lambda line: None)
-    if profile is None:
-        profile = profile_parent(parent, batches, max_tokens=PROFILE_TOKENS, progress=progress)
+    return specs, distill_sizes, resolved
 
-    def run(spec: "DestinationSpec", init: str, lr: float) -> History:
-        result = compare(
-            parent,
-            spec,
-            batches,
-            inits=[init],
-            eval_batches=eval_batches,
-            profile=profile,
-            lrs={init: lr},
-            progress=progress,
-            **settings,
-        )
-        history = result.histories[init]
-        say(
-            f"{spec.layers} x {spec.hidden} {init} lr={lr:g}: held-out {history.evals[0].loss:.3f} -> "
-            f"{history.evals[-1].loss:.3f} ({history.steps[-1].time:.0f} s training)"
-        )
-        return history
 
-    sizes = []
-    for spec, dims in zip(specs, resolved):
-        shape_plan = _shape(parent, spec)
-        parameters = sum(
-            p.numel()
-            for p in parent.family.build(
-                parent.model, shape_plan.destination_dims, shape_plan.layers, device="meta"
-            ).parameters()
-        )
-        sweeps = {
-            REFERENCE_INIT: {lr: run(spec, REFERENCE_INIT, lr) for lr in random_lrs},
-            "subclone": {lr: run(spec, "subclone", lr) for lr in subclone_lrs},
-        }
-        best = {init: min(runs, key=lambda lr: runs[lr].evals[-1].loss) for init, runs in sweeps.items()}
-        if spec in distill_sizes:
-            for init in distill_inits:
-                start = REFERENCE_INIT if INITS[init].strategies is None else "subclone"
-                sweeps[init] = {best[start]: run(spec, init, best[start])}
-                best[init] = best[start]
-        reference = sweeps[REFERENCE_INIT][best[REFERENCE_INIT]]
-        chosen = {init: sweeps[init][lr] for init, lr in best.items()}
-        sizes.append(
-            {
-                "label": f"{dims.layers} x {dims.hidden}",
-                "dims": dims.to_dict(),
-                "parameters": int(parameters),
-                "best_lr": best,
-                "initial_loss": {init: h.evals[0].loss for init, h in chosen.items()},
-                "final_loss": {init: h.evals[-1].loss for init, h in chosen.items()},
-                "speedups": {init: speedup(reference, h).to_dict() for init, h in chosen.items()},
-                "runs": {init: {str(lr): h.to_dict() for lr, h in runs.items()} for init, runs in sweeps.items()},
-            }
-        )
+def _run(
+    parent: "Parent",
+    batches: Iterable[dict[str, "torch.Tensor"]],
+    eval_batches: Iterable[dict[str, "torch.Tensor"]],
+    profile: "Profile",
+    progress: bool,
+    say: Callable[[str], None],
+    settings: dict[str, Any],
+    spec: "DestinationSpec",
+    init: str,
+    lr: float,
+) -> History:
+    """One training run of the study: ``spec`` from ``init`` at ``lr``, told to ``say`` in one line."""
+    result = compare(
+        parent,
+        spec,
+        batches,
+        inits=[init],
+        eval_batches=eval_batches,
+        profile=profile,
+        lrs={init: lr},
+        progress=progress,
+        **settings,
+    )
+    history = result.histories[init]
+    say(
+        f"{spec.layers} x {spec.hidden} {init} lr={lr:g}: held-out {history.evals[0].loss:.3f} -> "
+        f"{history.evals[-1].loss:.3f} ({history.steps[-1].time:.0f} s training)"
+    )
+    return history
+
+
+def _size(
+    parent: "Parent",
+    spec: "DestinationSpec",
+    dims: "Dims",
+    run: Callable[["DestinationSpec", str, float], History],
+    random_lrs: list[float],
+    subclone_lrs: list[float],
+    distill_inits: Sequence[str],
+) -> dict[str, Any]:
+    """One size of the study: both learning-rate sweeps, then each of ``distill_inits`` at its start's best
+    rate, and every init's best run against random init's."""
+    sweeps = {
+        REFERENCE_INIT: {lr: run(spec, REFERENCE_INIT, lr) for lr in random_lrs},
+        "subclone": {lr: run(spec, "subclone", lr) for lr in subclone_lrs},
+    }
+    best = {init: min(runs, key=lambda lr: runs[lr].evals[-1].loss) for init, runs in sweeps.items()}
+    for init in distill_inits:
+        start = REFERENCE_INIT if INITS[init].strategies is None else "subclone"
+        sweeps[init] = {best[start]: run(spec, init, best[start])}
+        best[init] = best[start]
+    reference = sweeps[REFERENCE_INIT][best[REFERENCE_INIT]]
+    chosen = {init: sweeps[init][lr] for init, lr in best.items()}
+    return {
+        "label": f"{dims.layers} x {dims.hidden}",
+        "dims": dims.to_dict(),
+        "parameters": _parameters(parent, spec),
+        "best_lr": best,
+        "initial_loss": {init: h.evals[0].loss for init, h in chosen.items()},
+        "final_loss": {init: h.evals[-1].loss for init, h in chosen.items()},
+        "speedups": {init: speedup(reference, h).to_dict() for init, h in chosen.items()},
+        "runs": {init: {str(lr): h.to_dict() for lr, h in runs.items()} for init, runs in sweeps.items()},
+    }
+
+
+def _parameters(parent: "Parent", spec: "DestinationSpec") -> int:
+    """The destination's parameter count, from a shape-only build (no weights are allocated)."""
+    shape_plan = _shape(parent, spec)
+    built = parent.family.build(parent.model, shape_plan.destination_dims, shape_plan.layers, device="meta")
+    return int(sum(p.numel() for p in built.parameters()))
+
+
+def _study_config(
+    parent: "Parent",
+    batches: Iterable[dict[str, "torch.Tensor"]],
+    eval_batches: Iterable[dict[str, "torch.Tensor"]],
+    profile: "Profile | None",
+    sizes: list[dict[str, Any]],
+    sweeps: dict[str, Any],
+) -> dict[str, Any]:
+    """What the study records about how it was run (``sweeps``: the learning rates and distillation), but
+    its wall time."""
     reference_run = next(iter(sizes[0]["runs"][REFERENCE_INIT].values()))
     first = reference_run["config"]
-    config = {
+    return {
         "parent": {"name": parent.name, "description": parent.description, "dims": parent.dims.to_dict()},
         "device": str(parent.input_device),
         "data": getattr(batches, "description", None),
         "heldout": getattr(eval_batches, "description", None),
         "profile": {"source": profile.source, "tokens": profile.tokens} if profile is not None else None,
-        "random_lrs": random_lrs,
-        "subclone_lrs": subclone_lrs,
-        "distill_sizes": [f"{s.layers} x {s.hidden}" for s in distill_sizes],
-        "distill_inits": list(distill_inits) if distill_sizes else [],
-        "distill": (
-            {"alpha": run_settings.distill_alpha, "temperature": run_settings.distill_temperature}
-            if distill_sizes
-            else None
-        ),
+        **sweeps,
         **{key: first.get(key) for key in ("steps", "eval_every", "seed")},
         "tokens_per_run": reference_run["steps"][-1]["seen"] if reference_run["steps"] else 0,
-        "wall_seconds": time.perf_counter() - started,
     }
-    return SpeedupStudy(config=config, sizes=sizes)
 
 
 def _shape(parent: "Parent", spec: "DestinationSpec"):

@@ -183,10 +183,22 @@ def _calibrate(
     the outputs of the layers before it already scaled. Both forwards stop after the last scaled layer,
     whose output is computed in chunks (an LM head's logits are never held whole).
     """
-    family = parent.family
     parts = [batch for batch, _ in zip(batches, range(count))]
     if not parts:
         raise ValueError("calibration_batches is empty")
+    sources, kept = _calibrated_layers(parent, plan, destination)
+    if not sources:
+        return {}
+    parent_std = _parent_stds(parent, sources, kept, parts)
+    return _scale_destination(parent.family, destination, parent_std, parts, parent.input_device)
+
+
+def _calibrated_layers(
+    parent: "Parent", plan: "SubclonePlan", destination: nn.Module
+) -> tuple[dict[str, str], dict[str, list[int] | None]]:
+    """The destination's linear layers whose fan-in was cut: each one's parent layer, and the parent layer's
+    output channels it kept (None: all)."""
+    family = parent.family
     parent_shapes = {name: p.shape for name, p in parent.model.named_parameters()}
     kept: dict[str, list[int] | None] = {}  # destination module -> kept output channels of its parent module
     sources: dict[str, str] = {}  # destination module -> parent module
@@ -201,10 +213,17 @@ def _calibrate(
         module = name.rsplit(".", 1)[0]
         sources[module] = source_param.rsplit(".", 1)[0]
         kept[module] = axis_indices(plan, info.rule.axes[1 - info.rule.fan_in_axis], info.block)
-    if not sources:
-        return {}
+    return sources, kept
 
-    # The parent: one running std per destination layer, over the kept channels of its source layer's output.
+
+def _parent_stds(
+    parent: "Parent",
+    sources: dict[str, str],
+    kept: dict[str, list[int] | None],
+    parts: list[dict[str, torch.Tensor]],
+) -> dict[str, "_RunningStd"]:
+    """The parent's side: one running std per destination layer, over the kept channels of its source layer's
+    output, streamed batch by batch."""
     parent_std = {module: _RunningStd() for module in sources}
     by_source: dict[str, list[str]] = {}
     for module, source in sources.items():
@@ -218,12 +237,22 @@ def _calibrate(
     for part in parts:
         batch = to_device(part, parent.input_device)
         forward_until_seen(
-            lambda: family.logits(parent.model, batch), parent_modules, observe_parent, mask=token_mask(part)
+            lambda: parent.family.logits(parent.model, batch), parent_modules, observe_parent, mask=token_mask(part)
         )
+    return parent_std
 
-    # The destination: its layers scaled one after the other, on all calibration tokens at once.
+
+def _scale_destination(
+    family: Family,
+    destination: nn.Module,
+    parent_std: dict[str, "_RunningStd"],
+    parts: list[dict[str, torch.Tensor]],
+    device: torch.device,
+) -> dict[str, float]:
+    """The destination's side: its layers scaled one after the other, in forward order, on all calibration
+    tokens at once; each layer's scale by weight name."""
     joined = {key: torch.cat([p[key] for p in parts]) for key in parts[0]}
-    destination_std = {module: _RunningStd() for module in sources}
+    destination_std = {module: _RunningStd() for module in parent_std}
     scales: dict[str, float] = {}
 
     def scale_layer(module_name: str, module: nn.Module) -> float:
@@ -234,8 +263,8 @@ def _calibrate(
             module.bias.mul_(scale)
         return scale
 
-    destination_modules = {module: destination.get_submodule(module) for module in sources}
-    batch = to_device(joined, parent.input_device)
+    destination_modules = {module: destination.get_submodule(module) for module in parent_std}
+    batch = to_device(joined, device)
     forward_until_seen(
         lambda: family.logits(destination, batch),
         destination_modules,

@@ -61,6 +61,7 @@ from typing import Any, Protocol
 
 import torch
 from torch import nn
+from tqdm.auto import tqdm
 
 from . import distributed
 from ._atomic import DamagedFileError, publish_directory, read_json, verify_manifest, write_file, write_manifest
@@ -474,100 +475,170 @@ def train(
         label: a name for the run, kept in the history.
         **overrides: :class:`TrainSettings` fields replacing those of ``settings`` (``steps=100, lr=1e-3``).
     """
-    from accelerate.utils import set_seed
-    from tqdm.auto import tqdm
-
     settings = _checked_settings(settings, overrides, resume, checkpoint_dir)
-    steps, warmup, eval_every = settings.steps, settings.resolved_warmup, settings.resolved_eval_every
-    precision = _resolve_mixed_precision(settings.mixed_precision)
+    directory = Path(checkpoint_dir).expanduser() if checkpoint_dir is not None else None
     family = family or family_of(model)
-    checkpoint_dir = Path(checkpoint_dir).expanduser() if checkpoint_dir is not None else None
-
-    set_seed(settings.seed)
-    accelerator = _accelerator(precision)
-    _check_teacher_device(teacher, accelerator.device)
-    optimizer = torch.optim.AdamW(_param_groups(model, settings.weight_decay), lr=settings.lr)
-    scheduler = torch.optim.lr_scheduler.LambdaLR(
-        optimizer,
-        partial(
-            lr_factor,
-            warmup=warmup,
-            total=steps,
-            schedule=settings.schedule,
-            final=settings.final_lr_ratio,
-            decay=settings.decay_fraction,
-        ),
-    )
-    model.train()
-    prepared, optimizer, scheduler = accelerator.prepare(model, optimizer, scheduler)
-    config = _run_config(settings, precision, teacher, accelerator, batches, eval_batches)
-    history, start = _start_history(accelerator, config, family, label, checkpoint_dir if resume else None)
-    # The clock counts training steps only (a teacher's forward included): evaluations, checkpoints and
-    # callbacks cost every run the same and would blur a speedup per second.
-    trained_seconds = max([r.time for r in history.steps + history.evals] + [0.0])
-    seen = max([r.seen for r in history.steps + history.evals] + [0])
-
-    def run_eval(step: int) -> None:
-        if eval_batches is None:
-            return
-        result = evaluate(prepared, family, eval_batches)
-        record = EvalRecord(step=step, seen=seen, loss=result.loss, accuracy=result.accuracy, time=trained_seconds)
-        history.evals.append(record)
-        if callback is not None:
-            callback(history, record)
-        if checkpoint_dir is not None and step > 0:
-            _save_checkpoint(accelerator, checkpoint_dir, step, history)
-
-    # Each process takes every P-th batch: step s trains on batches s*P .. s*P + P-1 across the processes.
-    processes, rank = accelerator.num_processes, accelerator.process_index
-    stream = itertools.islice(_cycled(batches, start * processes), rank, None, processes)
-    bar = tqdm(
-        total=steps,
-        initial=start,
-        desc=label or "train",
-        unit="step",
-        leave=False,
-        disable=not progress or not accelerator.is_main_process,
-    )
-    distiller = _Teacher(model, teacher, accelerator.autocast) if teacher is not None else None
+    run = _start_run(model, batches, eval_batches, settings, teacher, family, label, directory if resume else None)
+    run.checkpoint_dir, run.callback = directory, callback
+    bar = _progress_bar(run, label, progress)
+    distiller = _Teacher(model, teacher, run.accelerator.autocast) if teacher is not None else None
     try:
-        if start == 0:
-            run_eval(0)
-        for step in range(start + 1, steps + 1):
-            if stop is not None and _stop_everywhere(stop, processes):
-                history.stopped_early = True
-                break
-            step_began = time.perf_counter()
-            batch = {k: v.to(accelerator.device) for k, v in next(stream).items()}
-            totals, used_lr = _optimizer_step(
-                accelerator, prepared, family, optimizer, scheduler, distiller, settings, batch
-            )
-            trained_seconds += time.perf_counter() - step_began
-            seen += int(totals[1])
-            record = StepRecord(
-                step=step,
-                seen=seen,
-                loss=float(totals[0]) / processes,
-                lr=used_lr,
-                time=trained_seconds,
-                distill_loss=float(totals[2]) / processes if distiller is not None else None,
-            )
-            history.steps.append(record)
-            bar.update(1)
-            bar.set_postfix(loss=f"{record.loss:.4f}", refresh=False)
-            if callback is not None:
-                callback(history, record)
-            if step % eval_every == 0 or step == steps:
-                run_eval(step)
+        run.loop(batches, distiller, stop, bar)
     except KeyboardInterrupt:
-        history.stopped_early = True
+        run.history.stopped_early = True
     finally:
         bar.close()
         if distiller is not None:
             distiller.close()
-        accelerator.unwrap_model(prepared, keep_fp32_wrapper=False).eval()
-        accelerator.free_memory()
-    return history
+        run.accelerator.unwrap_model(run.prepared, keep_fp32_wrapper=False).eval()
+        run.accelerator.free_memory()
+    return run.history
+
+
+def _optimizer(model: nn.Module, settings: TrainSettings) -> tuple[torch.optim.Optimizer, Any]:
+    """AdamW over the model's decayed and undecayed parameters, and its warmup-then-decay schedule."""
+    optimizer = torch.optim.AdamW(_param_groups(model, settings.weight_decay), lr=settings.lr)
+    factor = partial(
+        lr_factor,
+        warmup=settings.resolved_warmup,
+        total=settings.steps,
+        schedule=settings.schedule,
+        final=settings.final_lr_ratio,
+        decay=settings.decay_fraction,
+    )
+    return optimizer, torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
+
+
+def _start_run(
+    model: nn.Module,
+    batches: Iterable[dict[str, torch.Tensor]],
+    eval_batches: Iterable[dict[str, torch.Tensor]] | None,
+    settings: TrainSettings,
+    teacher: nn.Module | None,
+    family: Family,
+    label: str,
+    resume_from: Path | None,
+) -> "_Run":
+    """The seeded accelerator, the prepared model, optimizer and schedule, and the history to continue
+    (the latest checkpoint's in ``resume_from``, if any, its state loaded)."""
+    from accelerate.utils import set_seed
+
+    precision = _resolve_mixed_precision(settings.mixed_precision)
+    set_seed(settings.seed)
+    accelerator = _accelerator(precision)
+    _check_teacher_device(teacher, accelerator.device)
+    optimizer, scheduler = _optimizer(model, settings)
+    model.train()
+    prepared, optimizer, scheduler = accelerator.prepare(model, optimizer, scheduler)
+    config = _run_config(settings, precision, teacher, accelerator, batches, eval_batches)
+    history, start = _start_history(accelerator, config, family, label, resume_from)
+    return _Run(accelerator, prepared, optimizer, scheduler, family, settings, eval_batches, history, start)
+
+
+def _progress_bar(run: "_Run", label: str, progress: bool) -> Any:
+    """A tqdm bar over the run's steps, on the main process only."""
+    return tqdm(
+        total=run.settings.steps,
+        initial=run.start,
+        desc=label or "train",
+        unit="step",
+        leave=False,
+        disable=not distributed.show_progress(progress) or not run.accelerator.is_main_process,
+    )
+
+
+@dataclass
+class _Run:
+    """One training run's prepared parts and running totals, which its steps and evaluations share."""
+
+    accelerator: Any
+    prepared: nn.Module
+    optimizer: Any
+    scheduler: Any
+    family: Family
+    settings: TrainSettings
+    eval_batches: Iterable[dict[str, torch.Tensor]] | None
+    history: History
+    start: int
+    checkpoint_dir: Path | None = None
+    callback: Callable[[History, StepRecord | EvalRecord], None] | None = None
+    # The clock counts training steps only (a teacher's forward included): evaluations, checkpoints and
+    # callbacks cost every run the same and would blur a speedup per second.
+    trained_seconds: float = field(init=False)
+    seen: int = field(init=False)
+
+    def __post_init__(self) -> None:
+        records = self.history.steps + self.history.evals
+        self.trained_seconds = max([r.time for r in records] + [0.0])
+        self.seen = max([r.seen for r in records] + [0])
+
+    def loop(
+        self,
+        batches: Iterable[dict[str, torch.Tensor]],
+        distiller: "_Teacher | None",
+        stop: StopSignal | None,
+        bar: Any,
+    ) -> None:
+        """Every step after ``start``, evaluating before the first and every ``eval_every`` steps and at the last."""
+        steps, processes = self.settings.steps, self.accelerator.num_processes
+        # Each process takes every P-th batch: step s trains on batches s*P .. s*P + P-1 across the processes.
+        rank = self.accelerator.process_index
+        stream = itertools.islice(_cycled(batches, self.start * processes), rank, None, processes)
+        if self.start == 0:
+            self.eval_at(0)
+        for step in range(self.start + 1, steps + 1):
+            if stop is not None and _stop_everywhere(stop, processes):
+                self.history.stopped_early = True
+                break
+            record = self.step(step, next(stream), distiller)
+            bar.update(1)
+            bar.set_postfix(loss=f"{record.loss:.4f}", refresh=False)
+            if self.callback is not None:
+                self.callback(self.history, record)
+            if step % self.settings.resolved_eval_every == 0 or step == steps:
+                self.eval_at(step)
+
+    def step(self, step: int, batch: dict[str, torch.Tensor], distiller: "_Teacher | None") -> StepRecord:
+        """One timed optimizer step on ``batch`` (CPU tensors), recorded in the history."""
+        processes = self.accelerator.num_processes
+        began = time.perf_counter()
+        batch = {k: v.to(self.accelerator.device) for k, v in batch.items()}
+        totals, used_lr = _optimizer_step(
+            self.accelerator,
+            self.prepared,
+            self.family,
+            self.optimizer,
+            self.scheduler,
+            distiller,
+            self.settings,
+            batch,
+        )
+        self.trained_seconds += time.perf_counter() - began
+        self.seen += int(totals[1])
+        record = StepRecord(
+            step=step,
+            seen=self.seen,
+            loss=float(totals[0]) / processes,
+            lr=used_lr,
+            time=self.trained_seconds,
+            distill_loss=float(totals[2]) / processes if distiller is not None else None,
+        )
+        self.history.steps.append(record)
+        return record
+
+    def eval_at(self, step: int) -> None:
+        """The held-out loss at ``step`` (without held-out batches, nothing), then the callback and a checkpoint."""
+        if self.eval_batches is None:
+            return
+        result = evaluate(self.prepared, self.family, self.eval_batches)
+        record = EvalRecord(
+            step=step, seen=self.seen, loss=result.loss, accuracy=result.accuracy, time=self.trained_seconds
+        )
+        self.history.evals.append(record)
+        if self.callback is not None:
+            self.callback(self.history, record)
+        if self.checkpoint_dir is not None and step > 0:
+            _save_checkpoint(self.accelerator, self.checkpoint_dir, step, self.history)
 
 
 def _checked_settings(

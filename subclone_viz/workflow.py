@@ -63,6 +63,7 @@ from .subclone import subclone
 from .trace import token_trace
 
 if TYPE_CHECKING:
+    from .compare import Comparison
     from .evaluate import BlockAblation
     from .parent import Parent
     from .profile import Profile
@@ -208,30 +209,7 @@ def parent_batches(
         raise ValueError(f"tokens={tokens} is out of range; give a whole number >= 1 (or None: the whole split)")
     sizes = budget(quick)
     if not reads_text(parent):
-        source = DIGITS if data is None or data == BUILTIN_TEXT else data
-        input_size = parent.processor.get("input_size") if isinstance(parent.processor, Mapping) else None  # (C, H, W)
-        batches = image_batches(
-            source,
-            batch_size=batch_size or sizes.images_per_batch,
-            split=split,
-            image_size=input_size[-1] if input_size else None,
-            max_batches=max_batches,
-            shuffle=shuffle,
-            seed=seed,
-        )
-        if input_size and batches.channels != input_size[0]:
-            raise ValueError(
-                f"data {str(source)!r} has {batches.channels}-channel images but the parent takes {input_size[0]} "
-                f"channels; use an image folder (RGB) or a parent with in_chans={batches.channels}"
-            )
-        classes = getattr(parent.model, "num_classes", None)  # timm classifiers; 0 for a headless one
-        if classes and batches.num_classes > classes:
-            raise ValueError(
-                f"data {str(source)!r} has {batches.num_classes} classes but the parent's classifier predicts "
-                f"{classes}; use a folder of at most {classes} class directories or a parent built with "
-                f"num_classes={batches.num_classes}"
-            )
-        return batches
+        return _parent_images(parent, split, data, batch_size or sizes.images_per_batch, max_batches, shuffle, seed)
     if parent.tokenizer is None:
         raise ValueError(
             f"parent {parent.name!r} has no tokenizer to read text with; save one beside the model "
@@ -250,6 +228,43 @@ def parent_batches(
         shuffle=shuffle,
         seed=seed,
     )
+
+
+def _parent_images(
+    parent: "Parent",
+    split: str,
+    data: str | os.PathLike | None,
+    batch_size: int,
+    max_batches: int | None,
+    shuffle: bool,
+    seed: int,
+) -> ImageBatches:
+    """The image batches of :func:`parent_batches`, at the parent's input size, refused when their channels
+    or classes do not fit the parent."""
+    source = DIGITS if data is None or data == BUILTIN_TEXT else data
+    input_size = parent.processor.get("input_size") if isinstance(parent.processor, Mapping) else None  # (C, H, W)
+    batches = image_batches(
+        source,
+        batch_size=batch_size,
+        split=split,
+        image_size=input_size[-1] if input_size else None,
+        max_batches=max_batches,
+        shuffle=shuffle,
+        seed=seed,
+    )
+    if input_size and batches.channels != input_size[0]:
+        raise ValueError(
+            f"data {str(source)!r} has {batches.channels}-channel images but the parent takes {input_size[0]} "
+            f"channels; use an image folder (RGB) or a parent with in_chans={batches.channels}"
+        )
+    classes = getattr(parent.model, "num_classes", None)  # timm classifiers; 0 for a headless one
+    if classes and batches.num_classes > classes:
+        raise ValueError(
+            f"data {str(source)!r} has {batches.num_classes} classes but the parent's classifier predicts "
+            f"{classes}; use a folder of at most {classes} class directories or a parent built with "
+            f"num_classes={batches.num_classes}"
+        )
+    return batches
 
 
 # --------------------------------------------------------------------------------------------------------
@@ -347,70 +362,13 @@ def report_records(
     train_batches = parent_batches(parent, "train", data, shuffle=True, seed=seed, quick=quick)
     log(f"profiling on {profile_tokens:,} tokens of {train_batches.description}")
     prof = profile_parent(parent, train_batches, max_tokens=profile_tokens, progress=progress)
-
-    log(f"single-block ablation ({parent.dims.layers} blocks, removed and duplicated)")
-    ablation = block_ablation(parent, eval_batches, max_batches=sizes.ablation_batches, progress=progress)
-
-    if reads_text(parent):
-        trace = token_trace(parent, TRACE_TEXT, token_index=-1)
-    else:
-        trace = token_trace(parent, eval_batches[0], token_index=0)
+    ablation, trace = _ablate_and_trace(parent, eval_batches, sizes, progress, log)
 
     spec = destination or default_destination(parent)
-    destination_plan = plan(parent, prof, spec)
-    log(f"destination: {destination_plan.summary()}")
-    untrained = evaluate(subclone(parent, destination_plan), parent.family, eval_batches)
-    parent_loss = evaluate(parent.model, parent.family, eval_batches)
-    notes.append(
-        f"The destination ({destination_plan.dims['layers']} blocks x {destination_plan.dims['hidden']}) starts, "
-        f"before any training, at a held-out loss of {untrained.loss:.3f} nats; the parent's is {parent_loss.loss:.3f}."
-    )
-
-    stable = None
-    if (prof.shards["tokens"] > 0).sum() >= 2:
-        log(
-            f"calibration stability: {sizes.stability_resamples} resamples of the profile's shards, "
-            f"{sizes.stability_losses} destinations scored"
-        )
-        stable = stability(
-            parent,
-            prof,
-            spec,
-            resamples=sizes.stability_resamples,
-            seed=seed,
-            heldout=eval_batches,
-            loss_resamples=sizes.stability_losses,
-        )
-    else:
-        notes.append(
-            "The calibration stability section was skipped: the profile read a single batch, so there are "
-            "no shards to resample (profile more tokens)."
-        )
-
-    layers, hidden = default_grid_axes(parent)
-    if sizes.grid_size is not None:
-        layers, hidden = layers[-sizes.grid_size :], hidden[-sizes.grid_size :]
-    log(f"size grid: {len(layers)} x {len(hidden)} subclones (each cached under the cache directory)")
-    grid = size_grid(parent, prof, layers, hidden, eval_batches, progress=progress)
-    log(f"size grid: {grid.shape[0]} x {grid.shape[1]} cells, {grid.cache_hits} from the cache")
-
-    comparison = None
-    if steps > 0:
-        log(f"training comparison: random vs subclone, {steps} steps each")
-        comparison = compare(
-            parent,
-            spec,
-            train_batches,
-            inits=("random", "subclone"),
-            steps=steps,
-            eval_batches=eval_batches,
-            profile=prof,
-            seed=seed,
-            eval_every=max(1, steps // 4),
-            progress=progress,
-        )
-    else:
-        notes.append("The training comparison was skipped (steps=0).")
+    destination_plan = _untrained_destination(parent, prof, spec, eval_batches, log, notes)
+    stable = _calibration_stability(parent, prof, spec, eval_batches, sizes, seed, log, notes)
+    grid = _report_grid(parent, prof, eval_batches, sizes, progress, log)
+    comparison = _report_comparison(parent, spec, train_batches, eval_batches, prof, steps, seed, progress, log, notes)
     return ReportRecords(
         parent=parent,
         profile=prof,
@@ -421,4 +379,118 @@ def report_records(
         comparison=comparison,
         notes=notes,
         stability=stable,
+    )
+
+
+def _ablate_and_trace(
+    parent: "Parent", eval_batches: HeldOutTail, sizes: Budget, progress: bool, log: Callable[[str], None]
+) -> tuple[BlockAblation, TokenTrace]:
+    """The report's single-block ablation and its one token traced through depth."""
+    log(f"single-block ablation ({parent.dims.layers} blocks, removed and duplicated)")
+    ablation = block_ablation(parent, eval_batches, max_batches=sizes.ablation_batches, progress=progress)
+    if reads_text(parent):
+        trace = token_trace(parent, TRACE_TEXT, token_index=-1)
+    else:
+        trace = token_trace(parent, eval_batches[0], token_index=0)
+    return ablation, trace
+
+
+def _untrained_destination(
+    parent: "Parent",
+    prof: "Profile",
+    spec: DestinationSpec,
+    eval_batches: HeldOutTail,
+    log: Callable[[str], None],
+    notes: list[str],
+) -> SubclonePlan:
+    """The destination's plan, its untrained held-out loss against the parent's noted in ``notes``."""
+    destination_plan = plan(parent, prof, spec)
+    log(f"destination: {destination_plan.summary()}")
+    untrained = evaluate(subclone(parent, destination_plan), parent.family, eval_batches)
+    parent_loss = evaluate(parent.model, parent.family, eval_batches)
+    notes.append(
+        f"The destination ({destination_plan.dims['layers']} blocks x {destination_plan.dims['hidden']}) starts, "
+        f"before any training, at a held-out loss of {untrained.loss:.3f} nats; the parent's is {parent_loss.loss:.3f}."
+    )
+    return destination_plan
+
+
+def _calibration_stability(
+    parent: "Parent",
+    prof: "Profile",
+    spec: DestinationSpec,
+    eval_batches: HeldOutTail,
+    sizes: Budget,
+    seed: int,
+    log: Callable[[str], None],
+    notes: list[str],
+) -> Stability | None:
+    """The plan's sensitivity to the calibration sample, or None (noted) when the profile has one shard."""
+    if (prof.shards["tokens"] > 0).sum() < 2:
+        notes.append(
+            "The calibration stability section was skipped: the profile read a single batch, so there are "
+            "no shards to resample (profile more tokens)."
+        )
+        return None
+    log(
+        f"calibration stability: {sizes.stability_resamples} resamples of the profile's shards, "
+        f"{sizes.stability_losses} destinations scored"
+    )
+    return stability(
+        parent,
+        prof,
+        spec,
+        resamples=sizes.stability_resamples,
+        seed=seed,
+        heldout=eval_batches,
+        loss_resamples=sizes.stability_losses,
+    )
+
+
+def _report_grid(
+    parent: "Parent",
+    prof: "Profile",
+    eval_batches: HeldOutTail,
+    sizes: Budget,
+    progress: bool,
+    log: Callable[[str], None],
+) -> SizeGrid:
+    """The size grid over the parent's default axes (their largest ``sizes.grid_size`` values, if set)."""
+    layers, hidden = default_grid_axes(parent)
+    if sizes.grid_size is not None:
+        layers, hidden = layers[-sizes.grid_size :], hidden[-sizes.grid_size :]
+    log(f"size grid: {len(layers)} x {len(hidden)} subclones (each cached under the cache directory)")
+    grid = size_grid(parent, prof, layers, hidden, eval_batches, progress=progress)
+    log(f"size grid: {grid.shape[0]} x {grid.shape[1]} cells, {grid.cache_hits} from the cache")
+    return grid
+
+
+def _report_comparison(
+    parent: "Parent",
+    spec: DestinationSpec,
+    train_batches: TextBatches | ImageBatches,
+    eval_batches: HeldOutTail,
+    prof: "Profile",
+    steps: int,
+    seed: int,
+    progress: bool,
+    log: Callable[[str], None],
+    notes: list[str],
+) -> "Comparison | None":
+    """Random init against the subclone for ``steps`` steps each, or None (noted) when ``steps`` is 0."""
+    if steps <= 0:
+        notes.append("The training comparison was skipped (steps=0).")
+        return None
+    log(f"training comparison: random vs subclone, {steps} steps each")
+    return compare(
+        parent,
+        spec,
+        train_batches,
+        inits=("random", "subclone"),
+        steps=steps,
+        eval_batches=eval_batches,
+        profile=prof,
+        seed=seed,
+        eval_every=max(1, steps // 4),
+        progress=progress,
     )
