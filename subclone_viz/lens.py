@@ -308,10 +308,18 @@ def logit_lens(
         if any(state is None for state in states):
             raise RuntimeError(f"a hook never fired: {item.name}'s forward skipped a block")
         if columns is not None and family.task != "image-classification":
-            states = [state[:, columns] for state in states if state is not None]  # (B, P, d)
-        readings = [
-            _layer_readings(family, module, state, targets, int(top_k), width) for state in states if state is not None
-        ]
+            # Few rows per layer: one readout over every layer's rows reads the head's weights once, not per layer.
+            stacked = torch.stack([state[:, columns] for state in states if state is not None])  # (layers, B, P, d)
+            together = _layer_readings(
+                family, module, stacked, targets.expand(len(states), *targets.shape), int(top_k), width
+            )
+            readings = [[column[n] for column in together] for n in range(len(states))]
+        else:
+            readings = [
+                _layer_readings(family, module, state, targets, int(top_k), width)
+                for state in states
+                if state is not None
+            ]
     finally:
         module.train(was_training)
     top_ids, top_probs, ranks, probs = (np.stack([r[n] for r in readings]) for n in range(4))

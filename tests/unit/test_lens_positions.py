@@ -41,9 +41,9 @@ def test_the_head_reads_only_the_chosen_rows():
     finally:
         handle.remove()
     sequences = batch["input_ids"].shape[0]
-    # The forward stops as the head is called (its own call sees every row); then one readout per residual layer.
-    assert len(rows) == 1 + parent.dims.layers + 1
-    assert all(r.shape[0] == sequences for r in rows[1:])  # one row per sequence: the head read no other
+    # The forward stops as the head is called (its own call sees every row); then one readout of every layer's rows.
+    assert len(rows) == 2
+    assert rows[1].shape[0] == (parent.dims.layers + 1) * sequences  # one row per layer and sequence: no other
 
 
 def test_through_depth_at_a_chosen_position_and_a_position_not_read():
