@@ -249,16 +249,65 @@ def capture_modules(
             handle.remove()
 
 
+class CountedRows:
+    """Turns a (B, T, X) activation into the (counted tokens, X) fp32 rows that count (``rows(t)``), and computes
+    their column sums of |rows| and rows², once per tensor.
+
+    Several hooks read one tensor: a block's output is the input of the next block's first norm (the profile's
+    residual |activation| and the norm statistics), and q, k and v read one normed tensor. The sums of the last
+    few tensors seen are kept (with the tensors, so that no other tensor can take their ``id``), so each is
+    computed once; :meth:`forget` drops them at the end of a batch.
+    """
+
+    KEPT = 4  # the reuses are a block apart at most: its output, then the next block's norm
+
+    def __init__(self, rows: Callable[[torch.Tensor], torch.Tensor]):
+        self.rows = rows
+        self._seen: dict[int, tuple[torch.Tensor, dict[str, Any]]] = {}  # id -> (tensor, sums by kind)
+
+    def __call__(self, t: torch.Tensor) -> torch.Tensor:
+        return self.rows(t)
+
+    def _sums(self, t: torch.Tensor) -> dict[str, Any]:
+        entry = self._seen.get(id(t))
+        if entry is None or entry[0] is not t:
+            if len(self._seen) >= self.KEPT:
+                del self._seen[next(iter(self._seen))]
+            entry = self._seen[id(t)] = (t, {})
+        return entry[1]
+
+    def abs_sum(self, t: torch.Tensor) -> torch.Tensor:
+        """sum over counted rows of |t|, (X,) in fp64."""
+        sums = self._sums(t)
+        if "abs" not in sums:
+            sums["abs"] = self.rows(t).abs().sum(0).double()
+        return sums["abs"]
+
+    def square_sum(self, t: torch.Tensor) -> tuple[torch.Tensor, int]:
+        """sum over counted rows of t², (X,) in fp64, and how many rows counted."""
+        sums = self._sums(t)
+        if "square" not in sums:
+            rows = self.rows(t)
+            sums["square"], sums["count"] = rows.square().sum(0).double(), rows.shape[0]
+        return sums["square"], sums["count"]
+
+    def forget(self) -> None:
+        """Drop the kept tensors and sums (the end of a batch)."""
+        self._seen.clear()
+
+
 class RunningSums:
     """Per-layer running sums fed by the capture hooks, taken once per batch (fp64, on the first layer's device).
 
     A subclass names its sums in ``stores`` (name -> one slot per layer, module or norm), adds to them from the
     callbacks it overrides and says which further modules it watches in ``modules`` (their calls reach
-    :meth:`on_module`). ``rows`` turns a (B, T, X) activation into the (counted tokens, X) rows that count.
+    :meth:`on_module`). ``rows`` turns a (B, T, X) activation into the (counted tokens, X) rows that count; as a
+    :class:`CountedRows` (a plain function is wrapped in one) it also gives the column sums that several
+    collectors read (``rows.abs_sum(t)``, ``rows.square_sum(t)``), computed once per tensor.
     """
 
     def __init__(self, rows: Callable[[torch.Tensor], torch.Tensor]):
-        self.rows = rows
+        self.rows = rows if isinstance(rows, CountedRows) else CountedRows(rows)
         self.stores: dict[str, list[torch.Tensor | None]] = {}
         self.modules: dict[str, nn.Module] = {}
 

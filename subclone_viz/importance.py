@@ -208,8 +208,8 @@ class NormSums(RunningSums):
 
     def on_module(self, name: str, x: torch.Tensor, y: torch.Tensor) -> None:
         n = self._index[name]
-        self.add("norm_in_abs", n, self.rows(x).abs().sum(0))
-        self.add("norm_out_abs", n, self.rows(y).abs().sum(0))
+        self.add("norm_in_abs", n, self.rows.abs_sum(x))
+        self.add("norm_out_abs", n, self.rows.abs_sum(y))
 
     def metadata(self) -> dict[str, Any]:
         return {"norms": self.norms}
@@ -228,22 +228,12 @@ class ResidualReaderSums(RunningSums):
         self.modules = {name: parent.model.get_submodule(name) for name in self.readers}
         self._index = {name: m for m, name in enumerate(self.readers)}
         self.stores = {"residual_in_sq": [None] * len(self.readers), "residual_in_rows": [None] * len(self.readers)}
-        self._last_input: tuple[torch.Tensor, torch.Tensor, int] | None = None  # q, k and v read one tensor
 
     def on_module(self, name: str, x: torch.Tensor, y: torch.Tensor) -> None:
-        if self._last_input is not None and self._last_input[0] is x:
-            sq, rows = self._last_input[1:]
-        else:
-            counted = self.rows(x)
-            sq, rows = counted.square().sum(0), counted.shape[0]
-            self._last_input = (x, sq, rows)
+        sq, rows = self.rows.square_sum(x)  # q, k and v read one tensor: summed once
         m = self._index[name]
         self.add("residual_in_sq", m, sq)
-        self.add("residual_in_rows", m, torch.tensor(float(rows), device=sq.device))
-
-    def take_sums(self) -> dict[str, torch.Tensor]:
-        self._last_input = None
-        return super().take_sums()
+        self.add("residual_in_rows", m, torch.tensor(float(rows), dtype=torch.float64, device=sq.device))
 
     def metadata(self) -> dict[str, Any]:
         return {"residual_readers": self.readers}
@@ -257,10 +247,10 @@ class ChannelSquareSums(RunningSums):
         self.stores = {"ffn_in_sq": [None] * parent.dims.layers, "attn_in_sq": [None] * parent.dims.layers}
 
     def on_ffn(self, i: int, activation: torch.Tensor) -> None:
-        self.add("ffn_in_sq", i, self.rows(activation).square().sum(0))
+        self.add("ffn_in_sq", i, self.rows.square_sum(activation)[0])
 
     def on_attention(self, i: int, per_head: torch.Tensor) -> None:
-        self.add("attn_in_sq", i, self.rows(per_head).square().sum(0))
+        self.add("attn_in_sq", i, self.rows.square_sum(per_head)[0])
 
 
 class HeadNormSums(RunningSums):

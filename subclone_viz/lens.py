@@ -15,9 +15,12 @@ For a destination, each layer is labelled with the parent block it came from (it
 :func:`~subclone_viz.subclone` or passed as ``plan=``), so a parent's and a destination's lenses line up: blocks
 the plan removed are the parent layers no destination layer names.
 
-Cost: one forward without the head, then one head application per residual layer (L + 1 of them). A large
-vocabulary makes the head dear (SmolLM2's 49,152 x 576 head is about a sixth of its forward on the CPU), so
-the lens costs several forwards; ``layers=`` reads only some layers.
+Cost: one forward without the head, then one head application per residual layer (L + 1 of them) at every
+position read. A large vocabulary makes the head dear (SmolLM2's 49,152 x 576 head is about a quarter of its
+forward on the CPU), so the lens at every layer and position costs several forwards: (1 - h) + (L + 1) h
+forwards for a head share h, whatever the implementation, because each probability needs the whole row of
+logits. ``positions=`` reads only some positions (the "predictions through depth" of one token: then the lens
+costs less than one forward) and ``layers=`` only some layers.
 
 Example::
 
@@ -31,6 +34,9 @@ Example::
     (31,)
     >>> [text for text, p in lens.predictions(layer=-1, sequence=0, position=4)][:1]   # after ' is'
     [' Paris']
+    >>> one = sv.logit_lens(parent, None, dict(batch), top_k=3, positions=[4])   # one token: the cheap path
+    >>> one.top_ids.shape, bool((one.top_ids[:, 0, 0] == lens.top_ids[:, 0, 4]).all())   # the full lens's tokens
+    ((31, 1, 1, 3), True)
 """
 
 from __future__ import annotations
@@ -60,27 +66,40 @@ CHUNK_ELEMENTS = 2**24  # logits computed at once per layer (64 MiB in fp32)
 @register_record
 @dataclass
 class LogitLens(Record):
-    """Predictions read at every residual layer. Arrays are indexed [layer, sequence, position(, k)]; an image
-    classifier has one position per image. Targets of -1 (padding, the last position) do not count."""
+    """Predictions read at every residual layer. Arrays are indexed [layer, sequence, column(, k)]: a column per
+    position read (``positions``; None: every position, column = position); an image classifier has one
+    position per image. Targets of -1 (padding, the last position) do not count."""
 
     FORMAT = "subclone_viz.logit_lens"
-    VERSION = 1
+    VERSION = 2
+    READS = (1,)  # 1: no ``positions`` (every position read)
 
     model: str
     task: str
     labels: list[str]  # per residual layer: 'embedding', 'block j' or 'block j (parent i)'
     sources: list[int | None]  # per residual layer: the parent block it came from (None: the embedding)
     tokens: list[list[str]] | None  # input tokens as text per sequence (None for images or without a tokenizer)
-    targets: np.ndarray  # (B, T) the id each position should predict, -1 where none counts
+    targets: np.ndarray  # (B, P) the id each position read should predict, -1 where none counts
     top_ids: np.ndarray  # (layers, B, T, k)
     top_probs: np.ndarray  # (layers, B, T, k)
     target_rank: np.ndarray  # (layers, B, T) 0 = the top prediction; -1 where no target
     target_prob: np.ndarray  # (layers, B, T) NaN where no target
     id_texts: dict[int, str]  # text of every id in top_ids and targets (empty without a tokenizer)
+    positions: list[int] | None = None  # the positions read, one per column (None: every position)
+
+    def column(self, position: int) -> int:
+        """The column of the arrays that holds ``position`` (a ValueError naming the positions read if none)."""
+        if self.positions is None:
+            return position
+        if position not in self.positions:
+            raise ValueError(
+                f"position {position} was not read: this lens read positions {self.positions} (logit_lens(positions=...))"
+            )
+        return self.positions.index(position)
 
     @property
     def loss(self) -> np.ndarray:
-        """(layers,) mean cross-entropy of the counted targets at each layer (nats)."""
+        """(layers,) mean cross-entropy of the counted targets (at the positions read) at each layer (nats)."""
         counted = self.targets >= 0  # (B, T)
         return np.array([-np.log(np.maximum(p[counted], 1e-45)).mean() for p in self.target_prob])
 
@@ -95,7 +114,8 @@ class LogitLens(Record):
 
     def predictions(self, layer: int, sequence: int = 0, position: int = 0) -> list[tuple[str, float]]:
         """The top-k (text, probability) at one layer, sequence and position."""
-        ids, probs = self.top_ids[layer, sequence, position], self.top_probs[layer, sequence, position]
+        column = self.column(position)
+        ids, probs = self.top_ids[layer, sequence, column], self.top_probs[layer, sequence, column]
         return [(self.text(i), float(p)) for i, p in zip(ids, probs)]
 
     def to_dict(self) -> dict[str, Any]:
@@ -114,6 +134,7 @@ class LogitLens(Record):
             ],
             "id_texts": {str(k): v for k, v in self.id_texts.items()},
             "loss": self.loss.tolist(),
+            "positions": self.positions,
         }
 
     @classmethod
@@ -132,6 +153,7 @@ class LogitLens(Record):
             target_rank=np.asarray(data["target_rank"], dtype=np.int64),
             target_prob=np.asarray(data["target_prob"], dtype=np.float64),
             id_texts={int(k): str(v) for k, v in dict(data["id_texts"]).items()},
+            positions=None if data.get("positions") is None else [int(p) for p in data["positions"]],
         )
         layers = len(lens.labels)
         if top_ids.ndim != 4 or top_ids.shape[:3] != (layers, *targets.shape) or lens.top_probs.shape != top_ids.shape:
@@ -140,6 +162,8 @@ class LogitLens(Record):
             raise ValueError("target_rank and target_prob must be (layers, sequences, positions)")
         if len(lens.sources) != layers:
             raise ValueError(f"{len(lens.sources)} sources for {layers} layers")
+        if lens.positions is not None and len(lens.positions) != targets.shape[1]:
+            raise ValueError(f"{len(lens.positions)} positions for {targets.shape[1]} columns of targets")
         return lens
 
 
@@ -183,7 +207,7 @@ def _scores(logits: torch.Tensor, target: torch.Tensor, k: int) -> list[torch.Te
     top = log_probs.topk(k, dim=-1)
     picked = log_probs.gather(1, target.clamp(min=0)[:, None])[:, 0]  # (n,)
     counted = target >= 0
-    rank = (log_probs > picked[:, None]).sum(-1)
+    rank = (log_probs > picked[:, None]).sum(-1, dtype=torch.int32).long()  # int32: half the time of int64
     return [
         top.indices,
         top.values.exp(),
@@ -236,6 +260,7 @@ def logit_lens(
     *,
     plan: "SubclonePlan | Mapping[str, Any] | None" = None,
     layers: Sequence[int] | None = None,
+    positions: Sequence[int] | None = None,
     name: str | None = None,
     tokenizer: Any = None,
 ) -> LogitLens:
@@ -248,6 +273,9 @@ def logit_lens(
         top_k: how many predictions to keep per token and layer.
         plan: the plan a destination was cut by, when it does not carry one (labels its layers by parent block).
         layers: residual layers to read (0 = embedding .. L = last block); default every one.
+        positions: token positions to read (negative ones count from the end); default every one. The head runs
+            at these positions only, so one position costs about one forward without the head; the loss and
+            accuracy then cover these positions only.
         name: display name; tokenizer: decodes ids (default: the model's).
     """
     if batch is None and isinstance(family, Mapping):  # logit_lens(parent, batch)
@@ -266,7 +294,10 @@ def logit_lens(
     if not chosen or any(not -count <= i < count for i in chosen):
         raise ValueError(f"layers={layers!r}: residual layers run from 0 (embedding) to {count - 1}")
     chosen = [i % count for i in chosen]
-    targets = lens_targets(family, batch)
+    targets = lens_targets(family, batch)  # (B, T)
+    columns = _chosen_positions(positions, targets.shape[1])
+    if columns is not None:
+        targets = targets[:, columns]  # (B, P)
     was_training = module.training
     module.eval()
     try:
@@ -276,9 +307,19 @@ def logit_lens(
         states = [stream.states[i] for i in chosen]
         if any(state is None for state in states):
             raise RuntimeError(f"a hook never fired: {item.name}'s forward skipped a block")
-        readings = [
-            _layer_readings(family, module, state, targets, int(top_k), width) for state in states if state is not None
-        ]
+        if columns is not None and family.task != "image-classification":
+            # Few rows per layer: one readout over every layer's rows reads the head's weights once, not per layer.
+            stacked = torch.stack([state[:, columns] for state in states if state is not None])  # (layers, B, P, d)
+            together = _layer_readings(
+                family, module, stacked, targets.expand(len(states), *targets.shape), int(top_k), width
+            )
+            readings = [[column[n] for column in together] for n in range(len(states))]
+        else:
+            readings = [
+                _layer_readings(family, module, state, targets, int(top_k), width)
+                for state in states
+                if state is not None
+            ]
     finally:
         module.train(was_training)
     top_ids, top_probs, ranks, probs = (np.stack([r[n] for r in readings]) for n in range(4))
@@ -299,7 +340,22 @@ def logit_lens(
         target_rank=ranks,
         target_prob=probs,
         id_texts=_texts(text_tokenizer, ids, family, module),
+        positions=columns,
     )
+
+
+def _chosen_positions(positions: Sequence[int] | None, length: int) -> list[int] | None:
+    """``positions`` as distinct indices into a sequence of ``length`` (None: every position); a clear error
+    before any forward for one outside it."""
+    if positions is None:
+        return None
+    chosen = [int(p) for p in positions]
+    if not chosen or any(not -length <= p < length for p in chosen):
+        raise ValueError(f"positions={list(positions)!r}: the batch's positions run from 0 to {length - 1}")
+    chosen = [p % length for p in chosen]
+    if len(set(chosen)) != len(chosen):
+        raise ValueError(f"positions={list(positions)!r} names a position twice")
+    return chosen
 
 
 def through_depth(
@@ -310,12 +366,17 @@ def through_depth(
 
     A destination layer that repeats a parent block (a grown destination) shows its last copy.
     """
-    if destination is not None and destination.top_ids.shape[1:3] != parent.top_ids.shape[1:3]:
+    every = parent.positions is None and (destination is None or destination.positions is None)
+    shape = slice(1, 3) if every else slice(1, 2)  # lenses of chosen positions are matched position by position
+    if destination is not None and destination.top_ids.shape[shape] != parent.top_ids.shape[shape]:
         raise ValueError("the two lenses were not read on the same batch: their (sequences, positions) differ")
-    if not 0 <= sequence < parent.top_ids.shape[1] or not 0 <= position < parent.top_ids.shape[2]:
+    length = parent.top_ids.shape[2] if parent.positions is None else max(parent.positions) + 1
+    if not 0 <= sequence < parent.top_ids.shape[1] or not 0 <= position < length:
         raise ValueError(
             f"(sequence, position) = ({sequence}, {position}) is outside the batch {parent.top_ids.shape[1:3]}"
         )
+    column = parent.column(position)
+    other_column = None if destination is None else destination.column(position)  # checked before any row
     by_source: dict[Any, int] = {}
     if destination is not None:
         for j, source in enumerate(destination.sources):
@@ -328,15 +389,15 @@ def through_depth(
             "layer": label,
             "source": source,
             "parent": parent.predictions(i, sequence, position),
-            "parent_rank": int(parent.target_rank[i, sequence, position]),
+            "parent_rank": int(parent.target_rank[i, sequence, column]),
             "destination": None,
             "destination_rank": None,
             "destination_layer": None,
         }
-        if match is not None and other is not None:
+        if match is not None and other is not None and other_column is not None:
             row.update(
                 destination=other.predictions(match, sequence, position),
-                destination_rank=int(other.target_rank[match, sequence, position]),
+                destination_rank=int(other.target_rank[match, sequence, other_column]),
                 destination_layer=other.labels[match],
             )
         rows.append(row)

@@ -514,7 +514,7 @@ class _Accumulator(RunningSums):
         x = self.rows(step.input).to(total.device)
         if i == 0:
             self.batch_tokens = x.shape[0]
-            self.add("residual_abs_sums", 0, x.abs().sum(0))
+            self.add("residual_abs_sums", 0, self.rows.abs_sum(step.input))
         f = total - x
         f_norm, total_norm, x_norm = f.norm(dim=-1), total.norm(dim=-1), x.norm(dim=-1)
         eps = torch.finfo(torch.float32).tiny
@@ -527,13 +527,17 @@ class _Accumulator(RunningSums):
             ]
         )
         self.add("block_sums", i, metrics)
-        self.add("residual_abs_sums", i + 1, self.rows(step.output).abs().sum(0))
+        self.add("residual_abs_sums", i + 1, self.rows.abs_sum(step.output))
 
     def on_ffn(self, i: int, activation: torch.Tensor) -> None:
-        self.add("ffn_abs_sums", i, self.rows(activation).abs().sum(0))
+        self.add("ffn_abs_sums", i, self.rows.abs_sum(activation))
 
     def on_attention(self, i: int, per_head: torch.Tensor) -> None:
-        self.add("attn_abs_sums", i, self.rows(per_head).abs().sum(0))
+        self.add("attn_abs_sums", i, self.rows.abs_sum(per_head))
+
+    def take_sums(self) -> dict[str, torch.Tensor]:
+        self.rows.forget()
+        return super().take_sums()
 
 
 class _Collectors:
