@@ -53,6 +53,7 @@ import re
 import threading
 import time
 from collections.abc import Iterable, Iterator, Sequence
+from copy import deepcopy
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -149,6 +150,12 @@ def _refresh(widget: go.FigureWidget, figure: go.Figure) -> None:
         for key in wanted_keys:
             if key not in shown or current[key] != wanted[key]:
                 current[key] = wanted[key]
+    # plotly sends an update as a one-off message to the views open now, and stores the whole figure in the widget's
+    # state only when the figure itself is displayed, never when a box or a tab holding it is: a view opened later
+    # (a Voila page, which connects after the notebook ran; a tab drawn after the update) would start from the
+    # figure as it was built. Store what is shown now.
+    widget._widget_layout = deepcopy(widget._layout_obj._props)
+    widget._widget_data = deepcopy(widget._data)
 
 
 def _same_traces(shown: tuple, wanted: tuple) -> bool:
