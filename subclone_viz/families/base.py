@@ -126,6 +126,18 @@ class NoReadoutError(UserError, ValueError):
 
 # The vocabulary of every family's tiny models; test batches draw token ids below it.
 TINY_VOCAB = 97
+# The decoders' tiny shape: grouped-query attention (4 query heads on 2 KV heads), 4 blocks; a family's
+# tiny_models overrides what its architecture needs (widths, head_dim, experts).
+TINY_DECODER: dict[str, Any] = dict(
+    hidden_size=32,
+    num_hidden_layers=4,
+    num_attention_heads=4,
+    num_key_value_heads=2,
+    vocab_size=TINY_VOCAB,
+    max_position_embeddings=64,
+)
+# Special tokens inside TINY_VOCAB, for configs whose defaults point past it.
+TINY_SPECIAL_TOKENS: dict[str, int] = dict(pad_token_id=0, bos_token_id=1, eos_token_id=1)
 
 
 class Family(ABC):

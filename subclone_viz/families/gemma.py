@@ -31,7 +31,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from .base import TINY_VOCAB, CausalLMFamily, ParamRule
+from .base import TINY_DECODER, CausalLMFamily, ParamRule
 from .llama import LLAMA_RULES
 from .registry import register_family
 
@@ -63,15 +63,7 @@ class GemmaFamily(CausalLMFamily):
         # Gemma 3 270M's proportions, shrunk: 4 query heads on 1 KV head, head_dim wider than hidden / heads,
         # sliding-window layer types narrower than the test batches.
         small: dict[str, Any] = dict(
-            hidden_size=32,
-            intermediate_size=64,
-            num_hidden_layers=4,
-            num_attention_heads=4,
-            num_key_value_heads=1,
-            head_dim=16,
-            vocab_size=TINY_VOCAB,
-            max_position_embeddings=64,
-            pad_token_id=0,
+            TINY_DECODER, intermediate_size=64, num_key_value_heads=1, head_dim=16, pad_token_id=0
         )
         sliding: dict[str, Any] = dict(sliding_window=4, layer_types=["sliding_attention", "full_attention"] * 2)
         return {

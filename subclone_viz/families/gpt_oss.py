@@ -23,9 +23,8 @@ from typing import Any
 import torch
 from torch import nn
 
-from .base import HF_CONFIG_FIELDS, ParamRule
+from .base import HF_CONFIG_FIELDS, TINY_DECODER, ParamRule
 from .llama import LLAMA_RULES
-from .mixtral import TINY_ATTENTION
 from .moe import MoEFamily
 from .registry import register_family
 
@@ -72,7 +71,7 @@ class GptOssFamily(MoEFamily):
         return {
             "gpt_oss": lambda: GptOssForCausalLM(
                 GptOssConfig(
-                    **TINY_ATTENTION,
+                    **TINY_DECODER,
                     head_dim=8,
                     intermediate_size=16,
                     num_local_experts=6,

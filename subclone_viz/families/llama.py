@@ -23,7 +23,7 @@ from typing import Any
 
 from torch import nn
 
-from .base import TINY_VOCAB, CausalLMFamily, ParamRule
+from .base import TINY_DECODER, CausalLMFamily, ParamRule
 from .registry import register_family
 
 _BLOCK = r"model\.layers\.(?P<block>\d+)\."
@@ -67,15 +67,7 @@ class LlamaFamily(CausalLMFamily):
 
         # Grouped-query attention with a head_dim of its own, tied and untied heads, q/k/v biases (Qwen2),
         # per-head q/k norms (Qwen3), a sliding window (Mistral).
-        small: dict[str, Any] = dict(
-            hidden_size=32,
-            intermediate_size=64,
-            num_hidden_layers=4,
-            num_attention_heads=4,
-            num_key_value_heads=2,
-            vocab_size=TINY_VOCAB,
-            max_position_embeddings=64,
-        )
+        small: dict[str, Any] = dict(TINY_DECODER, intermediate_size=64)
         llama: dict[str, Any] = dict(small, hidden_size=48, intermediate_size=80, num_attention_heads=6, head_dim=8)
         return {
             "llama": lambda: tf.LlamaForCausalLM(tf.LlamaConfig(**llama, tie_word_embeddings=True)),

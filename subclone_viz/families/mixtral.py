@@ -20,11 +20,10 @@ Example::
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
 
 from torch import nn
 
-from .base import HF_CONFIG_FIELDS, TINY_VOCAB, ParamRule
+from .base import HF_CONFIG_FIELDS, TINY_DECODER, ParamRule
 from .llama import LLAMA_RULES
 from .moe import MoEFamily
 from .registry import register_family
@@ -46,17 +45,8 @@ MOE_LLAMA_RULES = (
     LLAMA_RULES + expert_rules() + (ParamRule(_BLOCK + r"(input|post_attention)_layernorm\.weight", ("residual",)),)
 )
 
+
 # The small attention of every MoE family's tiny models: grouped-query, 4 blocks, hidden 32.
-TINY_ATTENTION: dict[str, Any] = dict(
-    hidden_size=32,
-    num_hidden_layers=4,
-    num_attention_heads=4,
-    num_key_value_heads=2,
-    vocab_size=TINY_VOCAB,
-    max_position_embeddings=64,
-)
-
-
 @register_family
 class MixtralFamily(MoEFamily):
     name = "mixtral"
@@ -81,7 +71,7 @@ class MixtralFamily(MoEFamily):
         return {
             "mixtral": lambda: MixtralForCausalLM(
                 MixtralConfig(
-                    **TINY_ATTENTION, intermediate_size=24, num_local_experts=6, num_experts_per_tok=2, head_dim=8
+                    **TINY_DECODER, intermediate_size=24, num_local_experts=6, num_experts_per_tok=2, head_dim=8
                 )
             )
         }

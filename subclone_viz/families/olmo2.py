@@ -23,11 +23,16 @@ from collections.abc import Callable
 
 from torch import nn
 
-from .base import TINY_VOCAB, CausalLMFamily, ParamRule
+from .base import TINY_DECODER, TINY_SPECIAL_TOKENS, CausalLMFamily, ParamRule
 from .llama import LLAMA_RULES
 from .registry import register_family
 
 _BLOCK = r"model\.layers\.(?P<block>\d+)\."
+# OLMo's q/k RMSNorms span all heads (not one head_dim), so they follow the head axes; OLMoE shares them.
+OLMO_QK_NORM_RULES = (
+    ParamRule(_BLOCK + r"self_attn\.q_norm\.weight", ("q_heads",)),
+    ParamRule(_BLOCK + r"self_attn\.k_norm\.weight", ("kv_heads",)),
+)
 
 
 @register_family
@@ -42,8 +47,7 @@ class Olmo2Family(CausalLMFamily):
     heads_follow_hidden = False
     rules = LLAMA_RULES + (
         ParamRule(_BLOCK + r"(post_attention|post_feedforward)_layernorm\.weight", ("residual",)),
-        ParamRule(_BLOCK + r"self_attn\.q_norm\.weight", ("q_heads",)),
-        ParamRule(_BLOCK + r"self_attn\.k_norm\.weight", ("kv_heads",)),
+        *OLMO_QK_NORM_RULES,
     )
 
     @classmethod
@@ -53,16 +57,9 @@ class Olmo2Family(CausalLMFamily):
         return {
             "olmo2": lambda: Olmo2ForCausalLM(
                 Olmo2Config(
-                    hidden_size=32,
+                    **TINY_DECODER,
+                    **TINY_SPECIAL_TOKENS,
                     intermediate_size=64,
-                    num_hidden_layers=4,
-                    num_attention_heads=4,
-                    num_key_value_heads=2,
-                    vocab_size=TINY_VOCAB,
-                    max_position_embeddings=64,
-                    pad_token_id=0,
-                    bos_token_id=1,
-                    eos_token_id=1,
                 )
             )
         }

@@ -20,12 +20,11 @@ from collections.abc import Callable
 
 from torch import nn
 
-from .base import HF_CONFIG_FIELDS, ParamRule
-from .mixtral import MOE_LLAMA_RULES, TINY_ATTENTION
+from .base import HF_CONFIG_FIELDS, TINY_DECODER
+from .mixtral import MOE_LLAMA_RULES
 from .moe import MoEFamily
+from .olmo2 import OLMO_QK_NORM_RULES
 from .registry import register_family
-
-_BLOCK = r"model\.layers\.(?P<block>\d+)\."
 
 
 @register_family
@@ -40,10 +39,7 @@ class OlmoeFamily(MoEFamily):
     config_fields = dict(
         HF_CONFIG_FIELDS, experts="num_experts", experts_per_tok="num_experts_per_tok", expert_ffn="intermediate_size"
     )
-    rules = MOE_LLAMA_RULES + (
-        ParamRule(_BLOCK + r"self_attn\.q_norm\.weight", ("q_heads",)),
-        ParamRule(_BLOCK + r"self_attn\.k_norm\.weight", ("kv_heads",)),
-    )
+    rules = MOE_LLAMA_RULES + OLMO_QK_NORM_RULES
 
     @classmethod
     def tiny_models(cls) -> dict[str, Callable[[], nn.Module]]:
@@ -52,7 +48,7 @@ class OlmoeFamily(MoEFamily):
         return {
             "olmoe": lambda: OlmoeForCausalLM(
                 OlmoeConfig(
-                    **TINY_ATTENTION,
+                    **TINY_DECODER,
                     intermediate_size=16,
                     num_experts=6,
                     num_experts_per_tok=2,

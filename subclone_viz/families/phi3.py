@@ -22,7 +22,7 @@ from collections.abc import Callable
 
 from torch import nn
 
-from .base import TINY_VOCAB, CausalLMFamily, ParamRule
+from .base import TINY_DECODER, TINY_SPECIAL_TOKENS, CausalLMFamily, ParamRule
 from .registry import register_family
 
 _BLOCK = r"model\.layers\.(?P<block>\d+)\."
@@ -56,16 +56,9 @@ class Phi3Family(CausalLMFamily):
         return {
             "phi3": lambda: Phi3ForCausalLM(
                 Phi3Config(
-                    hidden_size=32,
+                    **TINY_DECODER,
+                    **TINY_SPECIAL_TOKENS,
                     intermediate_size=64,
-                    num_hidden_layers=4,
-                    num_attention_heads=4,
-                    num_key_value_heads=2,
-                    vocab_size=TINY_VOCAB,
-                    max_position_embeddings=64,
-                    pad_token_id=0,
-                    bos_token_id=1,
-                    eos_token_id=1,
                 )
             )
         }

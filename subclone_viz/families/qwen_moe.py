@@ -26,8 +26,8 @@ from typing import Any
 
 from torch import nn
 
-from .base import HF_CONFIG_FIELDS, Dims, ParamRule
-from .mixtral import MOE_LLAMA_RULES, TINY_ATTENTION
+from .base import HF_CONFIG_FIELDS, TINY_DECODER, Dims, ParamRule
+from .mixtral import MOE_LLAMA_RULES
 from .moe import MoEFamily, dense_layers_for, moe_block_indices
 from .registry import register_family
 
@@ -77,7 +77,7 @@ class QwenMoEFamily(MoEFamily):
         return {
             "qwen2_moe": lambda: tf.Qwen2MoeForCausalLM(
                 tf.Qwen2MoeConfig(
-                    **TINY_ATTENTION,
+                    **TINY_DECODER,
                     intermediate_size=40,
                     moe_intermediate_size=16,
                     shared_expert_intermediate_size=24,
@@ -88,7 +88,7 @@ class QwenMoEFamily(MoEFamily):
             ),
             "qwen3_moe": lambda: tf.Qwen3MoeForCausalLM(
                 tf.Qwen3MoeConfig(
-                    **{**TINY_ATTENTION, "head_dim": 8},
+                    **{**TINY_DECODER, "head_dim": 8},
                     intermediate_size=40,
                     moe_intermediate_size=16,
                     num_experts=6,
