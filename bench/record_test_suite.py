@@ -48,7 +48,7 @@ from _results import save_results  # noqa: E402
 
 COMMAND = (
     "git clone <repo> fresh && cd fresh && "
-    'CI=true PYTEST_ADDOPTS="--durations=0 --junitxml=junit.xml" bash .ci/run  # make test: pytest -n 2 --dist loadgroup'
+    'CI=true PYTEST_ADDOPTS="--durations=0 --junitxml=junit.xml" bash .ci/run  # make test: pytest -n 2 --dist loadfile'
 )
 
 
@@ -155,7 +155,7 @@ def figures(cases: list[Case], log: str, load: str, top: int) -> tuple[dict[str,
     }
     counts = ", ".join(f"{n} {outcome}" for outcome, n in outcomes.most_common())
     headline = [
-        f"`make test` (pytest -n 2 --dist loadgroup) on a fresh clone: {counts} in {wall // 60} min {wall % 60} s "
+        f"`make test` (pytest -n 2 --dist loadfile) on a fresh clone: {counts} in {wall // 60} min {wall % 60} s "
         f"wall, .venv creation and lint included (pytest's own {in_pytest:.0f} s); exit status {status}.",
         f"The tests' durations sum to {total:.0f} s, {total / in_pytest:.2f}x pytest's wall time: the two workers "
         f"overlap; the machine's one-minute load average averaged {loads.get('mean_1min')} on 2 cores during the "

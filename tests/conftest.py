@@ -9,10 +9,6 @@ import torch
 sys.path.insert(0, str(Path(__file__).parent))
 
 
-# Fixtures a module's tests may share across workers at no cost: each worker runs them for itself.
-PER_WORKER_FIXTURES = {"one_torch_thread"}
-
-
 def pytest_configure(config):
     """Tests never write to the home cache. Set before any fixture runs, session-scoped ones included, so the
     embedded parents are converted once per test session into a temporary cache. Under pytest-xdist the
@@ -31,30 +27,6 @@ def share_the_cores(workers: int) -> None:
     threads = int(os.environ.get("OMP_NUM_THREADS") or max(1, (os.cpu_count() or 1) // workers))
     os.environ["OMP_NUM_THREADS"] = str(threads)
     torch.set_num_threads(threads)
-
-
-@pytest.hookimpl(tryfirst=True)
-def pytest_collection_modifyitems(config, items):
-    """Under ``--dist loadgroup``, a test that uses a module- or class-scoped fixture (a dry run, a trained
-    model) goes to its module's group, so that fixture is built once, on one worker; other tests spread one
-    by one (each notebook, each docs build). Runs before xdist reads the groups."""
-    if getattr(config.option, "dist", "no") != "loadgroup":
-        return
-    for item in items:
-        if item.get_closest_marker("xdist_group") is None and shares_a_module_fixture(item):
-            item.add_marker(pytest.mark.xdist_group(item.nodeid.split("::")[0]))
-
-
-def shares_a_module_fixture(item: pytest.Item) -> bool:
-    """Whether ``item`` uses a fixture built once for several tests of its module or class."""
-    info = getattr(item, "_fixtureinfo", None)
-    if info is None:
-        return True  # not a plain test function: keep it with its module
-    return any(
-        definitions[-1].scope in ("module", "class", "package")
-        for name, definitions in info.name2fixturedefs.items()
-        if definitions and name not in PER_WORKER_FIXTURES
-    )
 
 
 @pytest.fixture(autouse=True, scope="module")
