@@ -25,6 +25,8 @@ Example::
     [('tests/unit/test_a.py', 'passed', 2.5), ('tests/unit/test_a.py', 'skipped', 0.5)]
     >>> pytest_seconds("==== 2 passed in 12.34s ====")
     12.34
+    >>> pytest_seconds("1473 passed in 1068.21s (0:17:48)")
+    1068.21
     >>> wall_seconds("EXIT 0 WALL 95s")
     (0, 95)
     >>> load_summary("11:00:00 9.50 8.00 7.00\\n11:00:30 10.50 8.50 7.10\\n")
@@ -91,7 +93,8 @@ def read_junit(path: Path) -> list[Case]:
 
 def pytest_seconds(log: str) -> float:
     """pytest's own wall time, from its last summary line (``... in 123.45s ...``)."""
-    found = re.findall(r"=+ .* in ([0-9.]+)s\b", log)
+    # -q prints the summary bare ("12 passed in 3.4s"); without it, between rules of "=".
+    found = re.findall(r"^(?:=+ )?\d+ (?:passed|failed|errors?|skipped)\b.* in ([0-9.]+)s\b", log, re.M)
     if not found:
         raise RunLogError("the log has no pytest summary line ('N passed ... in Xs')")
     return float(found[-1])
