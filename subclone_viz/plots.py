@@ -1255,11 +1255,10 @@ def _predictions_cell(predictions: list[tuple[str, float]] | None, rank: int | N
     return shown + ("" if rank is None or rank < 0 else f"  [target rank {rank}]")
 
 
-def predictions_through_depth(
-    parent: "LogitLens", destination: "LogitLens | None" = None, sequence: int = 0, position: int = 0
-) -> go.Figure:
-    """A table: per parent residual layer (depth grows downward), the parent's top-k next tokens and the
-    destination's at the layer that came from it; blocks the plan removed read "skipped"."""
+def _through_depth_table(
+    parent: "LogitLens", destination: "LogitLens | None", sequence: int, position: int
+) -> tuple[str, list[str], list[list[str]], list[list[str]]]:
+    """Title, column names, cells and cell fills (column by column) of the predictions-through-depth table."""
     rows = through_depth(parent, destination, sequence, position)
     token = None if parent.tokens is None else parent.tokens[sequence][position]
     title = "Predictions through depth" + (f" after {token!r} (position {position})" if token is not None else "")
@@ -1269,6 +1268,39 @@ def predictions_through_depth(
     if destination is not None:
         cells.append([_predictions_cell(row["destination"], row["destination_rank"]) for row in rows])
         fill.append(["#eeeeee" if row["destination"] is None else "white" for row in rows])
+    return title, columns, cells, fill
+
+
+def predictions_through_depth_html(
+    parent: "LogitLens", destination: "LogitLens | None" = None, sequence: int = 0, position: int = 0
+) -> str:
+    """:func:`predictions_through_depth`'s table as an HTML table, for a widget: plotly.js draws a table that a
+    live figure widget receives as an update with its first row only (seen in JupyterLab)."""
+    title, columns, cells, fill = _through_depth_table(parent, destination, sequence, position)
+    cell_style = "padding: 2px 8px; text-align: left; font-family: monospace; font-size: 12px"
+    head = "".join(f'<th style="{cell_style}; background: #c8d4e3">{html.escape(name)}</th>' for name in columns)
+    body = "".join(
+        "<tr>"
+        + "".join(
+            f'<td style="{cell_style}; background: {fill[c][r]}">{html.escape(cells[c][r])}</td>'
+            for c in range(len(columns))
+        )
+        + "</tr>"
+        for r in range(len(cells[0]))
+    )
+    return (
+        f'<div class="predictions-through-depth"><b>{html.escape(title)}</b>'
+        f'<table style="border-collapse: collapse"><tr>{head}</tr>{body}</table></div>'
+    )
+
+
+def predictions_through_depth(
+    parent: "LogitLens", destination: "LogitLens | None" = None, sequence: int = 0, position: int = 0
+) -> go.Figure:
+    """A table: per parent residual layer (depth grows downward), the parent's top-k next tokens and the
+    destination's at the layer that came from it; blocks the plan removed read "skipped"."""
+    title, columns, cells, fill = _through_depth_table(parent, destination, sequence, position)
+    rows = cells[0]
     fig = go.Figure(
         go.Table(
             columnwidth=[1.2] + [4] * (len(columns) - 1),

@@ -1516,7 +1516,7 @@ class PredictionsThroughDepth(_App):
             style=_LABEL_STYLE,
         )
         self.token = w.Dropdown(description="token", options=[], style=_LABEL_STYLE)
-        self.table_figure = _figure(go.Figure(), FULL_WIDTH)
+        self.table = w.HTML(layout=w.Layout(width=f"{FULL_WIDTH}px"))
         self.loss_figure = _figure(go.Figure(), HALF_WIDTH)
         self._repicking = False
         self.text.observe(self._read, names="value")
@@ -1532,7 +1532,7 @@ class PredictionsThroughDepth(_App):
                 self.text if _has_tokenizer(parent) else w.HTML(),
                 self.token,
                 self.message,
-                _row(self.table_figure, self.loss_figure),
+                _row(self.table, self.loss_figure),
             ]
         )
         self._read()
@@ -1584,7 +1584,7 @@ class PredictionsThroughDepth(_App):
         parent, destination = self.lenses["parent"], self.lenses.get("destination")
         image = parent.tokens is None
         sequence, position = (self.token.value, 0) if image else (0, self.token.value)
-        _refresh(self.table_figure, plots.predictions_through_depth(parent, destination, sequence, position))
+        self.table.value = plots.predictions_through_depth_html(parent, destination, sequence, position)
 
 
 class CompareOutputs(_App):

@@ -3,6 +3,8 @@ the studio's compare-outputs and similarity tabs, image predictions for a ViT.""
 
 from __future__ import annotations
 
+import html
+import re
 from pathlib import Path
 
 import numpy as np
@@ -27,19 +29,26 @@ def test_predictions_through_depth_follow_the_studios_destination(tmp_path: Path
     depth = explorer.residual.depth
     depth.text.value = TEXT
     assert [label for label, _ in depth.token.options][-1] == "4: 'w65'"
-    table = depth.table_figure.data[0]
-    assert list(table.header.values) == ["layer", "parent"] and len(table.cells.values[0]) == 5
+    assert table_rows(depth.table.value)[0] == ["layer", "parent"] and len(table_rows(depth.table.value)) == 1 + 5
     studio = explorer.studio
     studio.layers.value, studio.hidden.value = 2, 24
     result = studio.subclone()
-    table = depth.table_figure.data[0]
+    rows = table_rows(depth.table.value)
+    assert rows[0] == ["layer", "parent", "destination"]
     removed = [b for b in range(4) if b not in result.plan.layers]
-    assert [table.cells.values[2][b + 1] for b in removed] == ["skipped (block removed)"] * len(removed)
+    assert [rows[b + 2][2] for b in removed] == ["skipped (block removed)"] * len(removed)
+    shown = depth.table.value
     depth.token.value = 1  # a redraw from the lenses already read
     expected = depth.lenses["parent"].predictions(2, 0, 1)
-    assert table is not depth.table_figure.data[0]
-    assert depth.table_figure.data[0].cells.values[1][2].startswith(f"{expected[0][0]!r} {expected[0][1]:.2f}")
+    assert depth.table.value != shown
+    assert table_rows(depth.table.value)[3][1].startswith(f"{expected[0][0]!r} {expected[0][1]:.2f}")
     assert len(depth.loss_figure.data) == 2
+
+
+def table_rows(page: str) -> list[list[str]]:
+    """The header and body rows of an HTML table, each as its cells' texts."""
+    rows = re.findall(r"<tr>(.*?)</tr>", page)
+    return [[html.unescape(cell) for cell in re.findall(r"<t[hd][^>]*>(.*?)</t[hd]>", row)] for row in rows]
 
 
 def test_compare_outputs_streams_every_model_and_colours_the_losses(tmp_path: Path) -> None:
