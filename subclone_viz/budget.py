@@ -90,6 +90,22 @@ class BudgetError(UserError, ValueError):
     """A budget or pilot setting that cannot be met."""
 
 
+# A budget grid's file holds exactly these fields, written and read in this order.
+_FIELDS = (
+    "parent",
+    "tokens",
+    "flops",
+    "tokens_per_step",
+    "settings",
+    "lrs",
+    "prior",
+    "cells",
+    "device",
+    "cache_hits",
+    "extra",
+)
+
+
 @register_record
 @dataclass
 class BudgetGrid(Record):
@@ -120,41 +136,11 @@ class BudgetGrid(Record):
                 raise ValueError(f"a cell lacks {sorted(missing)}")
 
     def to_dict(self) -> dict[str, Any]:
-        return {
-            k: getattr(self, k)
-            for k in (
-                "parent",
-                "tokens",
-                "flops",
-                "tokens_per_step",
-                "settings",
-                "lrs",
-                "prior",
-                "cells",
-                "device",
-                "cache_hits",
-                "extra",
-            )
-        }
+        return {k: getattr(self, k) for k in _FIELDS}
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> "BudgetGrid":
-        values = {
-            k: data[k]
-            for k in (
-                "parent",
-                "tokens",
-                "flops",
-                "tokens_per_step",
-                "settings",
-                "lrs",
-                "prior",
-                "cells",
-                "device",
-                "cache_hits",
-                "extra",
-            )
-        }
+        values = {k: data[k] for k in _FIELDS}
         ForecastPrior.from_dict(values["prior"])
         if not isinstance(values["cells"], list) or not all(isinstance(c, dict) for c in values["cells"]):
             raise ValueError("'cells' must be a list of objects")

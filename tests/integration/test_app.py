@@ -16,7 +16,6 @@ import json
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -34,28 +33,15 @@ sys.path.insert(0, str(ROOT / "tools"))
 from serve_app import app_environment, voila_command  # noqa: E402  (tools/ is not a package)
 
 BROWSER_DIR = ROOT / "tests" / "integration" / "browser"
+sys.path.insert(0, str(BROWSER_DIR))
+import lab  # noqa: E402  (tests/integration/browser/lab.py: the browser tools, shared with test_browser.py)
+
 ARTIFACTS = ROOT / "tests" / "artifacts"
-CHROMIUM = Path("/usr/bin/chromium")
+CHROMIUM = lab.CHROMIUM
 NOTEBOOK = "01_residual_property.ipynb"
 SERVER_START_SECONDS = 90
 PAGE_SECONDS = 840  # Voilà runs the whole notebook before the page shows: 415 s on a loaded 2-core machine
 STOP_SECONDS = 20
-
-
-def _missing_tools() -> str | None:
-    if not CHROMIUM.exists():
-        return f"{CHROMIUM} is missing (Debian's chromium: `make browser-deps` or apt-get install chromium)"
-    if shutil.which("node") is None:
-        return "node is not installed"
-    if not (BROWSER_DIR / "node_modules" / "playwright-core" / "package.json").is_file():
-        return f"playwright-core is not installed in {BROWSER_DIR} (`make browser-deps` or npm install there)"
-    return None
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _descendants(pid: int) -> set[int]:
@@ -116,7 +102,7 @@ def _stop(server: subprocess.Popen) -> set[int]:
 def app(tmp_path: Path) -> Iterator[tuple[str, list[str]]]:
     """Voilà over a copy of the notebooks, in quick mode, as ``make app`` starts it: (its URL, the notebooks its
     front page lists)."""
-    missing = _missing_tools()
+    missing = lab.missing_tools(CHROMIUM)
     if missing:
         pytest.skip(f"real-browser app test skipped: {missing}")
     notebooks = tmp_path / "notebooks"
@@ -126,7 +112,7 @@ def app(tmp_path: Path) -> Iterator[tuple[str, list[str]]]:
         "OMP_NUM_THREADS": "1",
         "JUPYTER_RUNTIME_DIR": str(tmp_path / "runtime"),  # connection files out of the home directory
     }
-    port = _free_port()
+    port = lab.free_port()
     log = tmp_path / "voila.log"
     command = voila_command(notebooks, port, "127.0.0.1", show_tracebacks=True)
     with log.open("w") as log_file:

@@ -47,7 +47,8 @@ def missing_tools(chromium: Path = CHROMIUM) -> str | None:
     return None
 
 
-def _free_port() -> int:
+def free_port() -> int:
+    """A TCP port free on this machine now."""
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
@@ -92,7 +93,7 @@ def jupyterlab(folder: Path) -> Iterator[str]:
     notebooks = folder / "notebooks"
     shutil.copytree(ROOT / "notebooks", notebooks, ignore=shutil.ignore_patterns(".ipynb_checkpoints", "subclones"))
     env = _environment(folder)
-    port = _free_port()
+    port = free_port()
     log = folder / "jupyterlab.log"
     command = [
         sys.executable,
