@@ -168,6 +168,21 @@ def _same_traces(shown: tuple, wanted: tuple) -> bool:
     return shown == wanted
 
 
+def _size_slider(
+    options: Sequence[Any], value: Any, description: str, layout: w.Layout, disabled: bool = False
+) -> w.SelectionSlider:
+    """A destination-size slider: it acts when released, not while dragged (each value re-plans a destination)."""
+    return w.SelectionSlider(
+        options=options,
+        value=value,
+        description=description,
+        continuous_update=False,
+        style=_LABEL_STYLE,
+        layout=layout,
+        disabled=disabled,
+    )
+
+
 def _row(*children: w.Widget) -> w.HBox:
     return w.HBox(list(children), layout=w.Layout(flex_flow="row wrap", align_items="flex-start"))
 
@@ -692,40 +707,15 @@ class SubcloneStudio(_App):
         self.depth = w.Dropdown(
             options=DEPTH_STRATEGIES, value=PlanStrategy().depth, description="depth strategy", style=_LABEL_STYLE
         )
-        self.hidden = w.SelectionSlider(
-            options=choices["hidden"],
-            value=start.hidden,
-            description="hidden d'",
-            continuous_update=False,
-            style=_LABEL_STYLE,
-            layout=wide,
-        )
-        self.ffn = w.SelectionSlider(
-            options=choices["ffn"],
-            value=choices["ffn"][-1],
-            description="FFN",
-            continuous_update=False,
-            style=_LABEL_STYLE,
-            layout=wide,
-        )
-        self.heads = w.SelectionSlider(
-            options=choices["heads"],
-            value=choices["heads"][-1],
-            description="heads",
-            continuous_update=False,
-            style=_LABEL_STYLE,
-            layout=wide,
-            disabled=parent.family.heads_follow_hidden,
+        self.hidden = _size_slider(choices["hidden"], start.hidden, "hidden d'", wide)
+        self.ffn = _size_slider(choices["ffn"], choices["ffn"][-1], "FFN", wide)
+        self.heads = _size_slider(
+            choices["heads"], choices["heads"][-1], "heads", wide, disabled=parent.family.heads_follow_hidden
         )
         # Mixtures of experts: routed experts kept per layer (hidden for dense parents).
         experts = choices.get("experts", [0])
-        self.experts = w.SelectionSlider(
-            options=experts,
-            value=experts[-1],
-            description="experts",
-            continuous_update=False,
-            style=_LABEL_STYLE,
-            layout=wide if parent.dims.experts else w.Layout(display="none"),
+        self.experts = _size_slider(
+            experts, experts[-1], "experts", wide if parent.dims.experts else w.Layout(display="none")
         )
         self.width = w.Dropdown(
             options=WIDTH_STRATEGIES, value=PlanStrategy().width, description="width strategy", style=_LABEL_STYLE
@@ -1323,14 +1313,7 @@ class StabilityExplorer(_App):
         self.stability: Stability | None = None
         self.error: str | None = None
         hidden = spec_choices(parent)["hidden"]
-        self.hidden = w.SelectionSlider(
-            options=hidden,
-            value=default_destination(parent).hidden,
-            description="hidden d'",
-            continuous_update=False,
-            style=_LABEL_STYLE,
-            layout=w.Layout(width="420px"),
-        )
+        self.hidden = _size_slider(hidden, default_destination(parent).hidden, "hidden d'", w.Layout(width="420px"))
         self.importance = w.Dropdown(
             options=available_estimators(profile), value=DEFAULT_ESTIMATOR, description="importance", style=_LABEL_STYLE
         )
