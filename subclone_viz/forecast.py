@@ -78,9 +78,12 @@ __all__ = [
     "MIN_POINTS",
     "NOMINAL_LEVEL",
     "NonFiniteLossError",
+    "Reach",
     "ScheduleTooShortError",
     "TooFewPointsError",
     "forecast",
+    "steps_to_reach",
+    "stretch_schedule",
 ]
 
 MIN_POINTS = 4  # evaluations after step 0: three parameters (L0, A, alpha) and one degree of freedom left
@@ -689,6 +692,69 @@ def _fit_early(s1: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray, n
     return alphas, intercept, slope, sse
 
 
+@dataclass(frozen=True)
+class _Fit:
+    """A curve's fit: the most likely (L0, A, alpha) and every alpha its points do not rule out, each with its
+    least-squares L0 and A, and what widens the interval (the residual noise, the annealing already seen)."""
+
+    prior: ForecastPrior
+    alphas: np.ndarray  # (P,) the plausible exponents
+    intercepts: np.ndarray  # (P,) their L0
+    slopes: np.ndarray  # (P,) their A
+    best: int  # the most likely one, an index into the three above
+    noise: float
+    fitted_from: int
+    fitted_until: int
+    fitted_annealing: float  # S2 at the last fitted step
+
+    @property
+    def params(self) -> dict[str, float]:
+        return {
+            "L0": float(self.intercepts[self.best]),
+            "A": float(self.slopes[self.best]),
+            "alpha": float(self.alphas[self.best]),
+            "C": self.prior.C,
+            "decay": self.prior.decay,
+        }
+
+    def at(self, s1: np.ndarray, s2: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """The forecast and its interval's half-width where a schedule's areas are ``s1`` and ``s2`` (each
+        (m,)). The half-width adds in quadrature the residual noise, the spread of the plausible exponents'
+        forecasts, and the spread of C times the annealing beyond what the fitted points saw."""
+        prior = self.prior
+        x = s1[None, :] ** -self.alphas[:, None]  # (P, m)
+        paths = self.intercepts[:, None] + self.slopes[:, None] * x - prior.C * s2[None, :]
+        form = (paths.max(axis=0) - paths.min(axis=0)) / 2.0
+        annealing = prior.C_spread * np.maximum(s2 - self.fitted_annealing, 0.0)
+        return paths[self.best], prior.scale * np.sqrt(self.noise**2 + form**2 + annealing**2)
+
+
+def _fit(curve: LearningCurve, prior: ForecastPrior) -> _Fit:
+    """Fit ``curve``'s points after the prior's burn-in, with the prior's annealing coefficient."""
+    fit_steps, losses = curve.points_after(prior.burn_in)
+    s1, s2 = schedule_areas(curve.lrs, prior.decay)
+    alphas, intercepts, slopes, sse = _fit_early(s1[fit_steps], losses + prior.C * s2[fit_steps])
+    n = len(fit_steps)
+    # Alphas the points (and the exponent prior) do not rule out: n * log(SSE / SSE_min) plus the prior's
+    # penalty within the chi-square threshold of its least value.
+    floor = max(float(sse.min()), 1e-12 * n)
+    score = n * np.log(np.maximum(sse, floor) / floor)
+    if prior.alpha is not None:
+        score = score + ((np.log(alphas) - math.log(prior.alpha)) / prior.alpha_width) ** 2
+    plausible = score - score.min() <= _CHI2_1[prior.level]
+    return _Fit(
+        prior=prior,
+        alphas=alphas[plausible],
+        intercepts=intercepts[plausible],
+        slopes=slopes[plausible],
+        best=int(np.argmin(score[plausible])),
+        noise=math.sqrt(sse[int(np.argmin(score))] / max(n - 3, 1)),
+        fitted_from=int(fit_steps[0]),
+        fitted_until=int(fit_steps[-1]),
+        fitted_annealing=float(s2[fit_steps[-1]]),
+    )
+
+
 def forecast(
     curve_or_history: "LearningCurve | History",
     steps: int | None = None,
@@ -708,33 +774,10 @@ def forecast(
     prior = DEFAULT_PRIOR if prior is None else prior
     _check_points(curve)
     horizon = _horizon(curve, steps, tokens, flops)
-    fit_steps, losses = curve.points_after(prior.burn_in)
+    fit = _fit(curve, prior)
     s1, s2 = schedule_areas(curve.lrs, prior.decay)
-    alphas, intercepts, slopes, sse = _fit_early(s1[fit_steps], losses + prior.C * s2[fit_steps])
-    n = len(fit_steps)
-    # Alphas the points (and the exponent prior) do not rule out: n * log(SSE / SSE_min) plus the prior's
-    # penalty within the chi-square threshold of its least value.
-    floor = max(float(sse.min()), 1e-12 * n)
-    score = n * np.log(np.maximum(sse, floor) / floor)
-    if prior.alpha is not None:
-        score = score + ((np.log(alphas) - math.log(prior.alpha)) / prior.alpha_width) ** 2
-    best = int(np.argmin(score))
-    plausible = score - score[best] <= _CHI2_1[prior.level]
-    path = np.unique(np.concatenate([np.linspace(fit_steps[0], horizon, 60).round().astype(int), [horizon]]))
-    x_path = s1[path][None, :] ** -alphas[plausible][:, None]  # (P, m)
-    paths = intercepts[plausible][:, None] + slopes[plausible][:, None] * x_path - prior.C * s2[path][None, :]
-    centre = intercepts[best] + slopes[best] * s1[path] ** -alphas[best] - prior.C * s2[path]
-    noise = math.sqrt(sse[best] / max(n - 3, 1))
-    form = (paths.max(axis=0) - paths.min(axis=0)) / 2.0
-    annealing = prior.C_spread * np.maximum(s2[path] - s2[fit_steps[-1]], 0.0)
-    half = prior.scale * np.sqrt(noise**2 + form**2 + annealing**2)
-    params = {
-        "L0": float(intercepts[best]),
-        "A": float(slopes[best]),
-        "alpha": float(alphas[best]),
-        "C": prior.C,
-        "decay": prior.decay,
-    }
+    path = np.unique(np.concatenate([np.linspace(fit.fitted_from, horizon, 60).round().astype(int), [horizon]]))
+    centre, half = fit.at(s1[path], s2[path])
     tokens_at = horizon * curve.tokens_per_step if curve.tokens_per_step else None
     return Forecast(
         loss=float(centre[-1]),
@@ -742,8 +785,8 @@ def forecast(
         high=float(centre[-1] + half[-1]),
         level=prior.level,
         horizon=horizon,
-        fitted_until=int(fit_steps[-1]),
-        params=params,
+        fitted_until=fit.fitted_until,
+        params=fit.params,
         label=curve.label,
         tokens=tokens_at,
         flops=6.0 * curve.parameters * tokens_at if tokens_at and curve.parameters else None,
@@ -752,4 +795,119 @@ def forecast(
         curve_low=[float(v) for v in centre - half],
         curve_high=[float(v) for v in centre + half],
         prior=prior.source,
+    )
+
+
+# --------------------------------------------------------------------------------------------------------
+# Beyond the budget: when would a longer run of the same recipe reach a loss?
+
+
+def stretch_schedule(lrs: Sequence[float], steps: int) -> np.ndarray:
+    """``lrs`` resampled to a run of ``steps`` steps: warmup, decay and final ratio at the same fractions of
+    the run, as a longer run of the same recipe would schedule them. (steps,)"""
+    if isinstance(steps, bool) or not isinstance(steps, (int, np.integer)) or steps < 1:
+        raise ForecastError(f"steps={steps!r}: give a positive number of steps")
+    rates = np.asarray(lrs, dtype=float)
+    old = (np.arange(len(rates)) + 0.5) / len(rates)
+    new = (np.arange(steps) + 0.5) / steps
+    return np.interp(new, old, rates)
+
+
+def _final_areas(lrs: np.ndarray, decay: float) -> tuple[float, float]:
+    """``schedule_areas(lrs, decay)`` at the run's end, without the per-step loop: a drop before step ``j``
+    adds ``(1 - decay ** (n - j)) / (1 - decay)`` to the annealing area of an ``n``-step run."""
+    eta = lrs / float(np.max(lrs))
+    drops = np.maximum(0.0, np.concatenate([[0.0], eta[:-1] - eta[1:]]))
+    remaining = len(eta) - np.arange(len(eta))  # (n,) steps from each drop to the end, itself included
+    weights = (1.0 - decay ** remaining.astype(float)) / (1.0 - decay)
+    return float(eta.sum()), float(drops @ weights)
+
+
+@dataclass(frozen=True)
+class Reach:
+    """When a run of the same recipe, its schedule stretched to a longer length, would end at ``target``.
+
+    ``steps``: the shortest such run by the forecast; ``earliest`` and ``latest``: by the two ends of its
+    interval at ``level``. None: not within ``searched_to`` steps. ``budget``: the length of the measured run."""
+
+    target: float
+    steps: int | None
+    earliest: int | None
+    latest: int | None
+    budget: int
+    searched_to: int
+    level: float
+    label: str = ""
+
+    def to_dict(self) -> dict[str, Any]:
+        return {name: getattr(self, name) for name in _REACH_FIELDS}
+
+    def summary(self) -> str:
+        """One line, marked as a forecast: where the run would reach the target, in steps and budgets."""
+
+        def where(steps: int | None) -> str:
+            return f"beyond {self.searched_to:,}" if steps is None else f"{steps:,}"
+
+        head = f"{self.label + ' ' if self.label else ''}reaches {self.target:.3f} nats"
+        if self.steps is not None and self.steps <= self.budget:
+            return f"{head} within its own budget of {self.budget:,} steps (forecast)"
+        if self.steps is None:
+            return (
+                f"{head} only beyond {self.searched_to:,} steps ({self.searched_to / self.budget:.0f}x the budget), "
+                f"forecast; {self.level:.0%} interval from {where(self.earliest)} steps"
+            )
+        return (
+            f"{head} after {self.steps:,} steps ({self.steps / self.budget:.1f}x the budget), forecast; "
+            f"{self.level:.0%} interval {where(self.earliest)} to {where(self.latest)} steps"
+        )
+
+
+_REACH_FIELDS = ("target", "steps", "earliest", "latest", "budget", "searched_to", "level", "label")
+
+
+def steps_to_reach(
+    curve_or_history: "LearningCurve | History",
+    target: float,
+    prior: ForecastPrior | None = None,
+    max_factor: float = 100.0,
+) -> Reach:
+    """How long a run of the same recipe would train to end at ``target`` loss, from a forecast.
+
+    The curve is fitted once (all its points after the prior's burn-in); each candidate length (a geometric
+    grid from the run's own length to ``max_factor`` times it) has the run's schedule stretched to it
+    (:func:`stretch_schedule`) and its end forecast. For a baseline that never reached another run's loss
+    within the budget: how far beyond the budget it would, and how sure that is.
+
+    Args:
+        curve_or_history: the measured run, a :class:`LearningCurve` or a :class:`~subclone_viz.train.History`.
+        target: the loss to reach, in nats.
+        prior: as for :func:`forecast` (default :data:`DEFAULT_PRIOR`).
+        max_factor: the longest run searched, as a multiple of the measured run's length (> 1).
+    """
+    curve = curve_or_history if isinstance(curve_or_history, LearningCurve) else curve_or_history.curve()
+    if isinstance(target, bool) or not isinstance(target, (int, float)) or not math.isfinite(target):
+        raise ForecastError(f"target={target!r}: give a finite loss in nats")
+    if isinstance(max_factor, bool) or not isinstance(max_factor, (int, float)) or not 1.0 < max_factor < 1e6:
+        raise ForecastError(f"max_factor={max_factor!r}: give a number above 1 (the longest run, in budgets)")
+    prior = DEFAULT_PRIOR if prior is None else prior
+    _check_points(curve)
+    fit = _fit(curve, prior)
+    budget = curve.total_steps
+    lengths = np.unique(np.geomspace(budget, budget * max_factor, 400).round().astype(int))
+    areas = np.array([_final_areas(stretch_schedule(curve.lrs, int(n)), prior.decay) for n in lengths])  # (m, 2)
+    centre, half = fit.at(areas[:, 0], areas[:, 1])
+
+    def first(losses: np.ndarray) -> int | None:
+        below = np.flatnonzero(losses <= target)
+        return int(lengths[below[0]]) if below.size else None
+
+    return Reach(
+        target=float(target),
+        steps=first(centre),
+        earliest=first(centre - half),
+        latest=first(centre + half),
+        budget=budget,
+        searched_to=int(lengths[-1]),
+        level=prior.level,
+        label=curve.label,
     )

@@ -20,8 +20,11 @@ from subclone_viz.forecast import (
     NonFiniteLossError,
     ScheduleTooShortError,
     TooFewPointsError,
+    _final_areas,
     forecast,
     schedule_areas,
+    steps_to_reach,
+    stretch_schedule,
 )
 from subclone_viz.records import load_record
 from subclone_viz.train import EvalRecord, History, StepRecord, TrainSettings
@@ -220,6 +223,54 @@ def fake_history(settings, evals=(0, 10, 20, 30, 40, 50), tokens_per_step=64):
         for s in evals
     ]
     return History(label="run", config=config, steps=steps, evals=records)
+
+
+# ------------------------------------------------------------------------------------------ beyond budget
+
+
+@pytest.mark.parametrize("schedule", SCHEDULES)
+def test_a_stretched_schedule_keeps_its_shape_and_its_end_areas_match_the_loop(schedule):
+    short = np.asarray(rates(steps=200, schedule=schedule, final_lr_ratio=0.1))
+    longer = stretch_schedule(short, 800)
+    assert longer.shape == (800,) and longer.max() == pytest.approx(short.max(), rel=1e-3)
+    assert longer[-1] == pytest.approx(short[-1], rel=0.02)  # the same final ratio
+    # A quarter of the way through, the same rate: warmup and decay sit at the same fractions of the run.
+    assert longer[199] == pytest.approx(short[49], rel=0.05)
+    for decay in (0.0, 0.9, 0.99):
+        s1, s2 = schedule_areas(longer, decay)
+        assert _final_areas(longer, decay) == pytest.approx((s1[-1], s2[-1]))
+
+
+@pytest.mark.parametrize("schedule", ["cosine", "wsd"])
+def test_steps_to_reach_finds_the_length_of_a_longer_run_that_ends_at_the_target(schedule):
+    prior = ForecastPrior(C=0.002, decay=0.99)
+    measured = LearningCurve.simulate(rates(steps=400, schedule=schedule, final_lr_ratio=0.1), 2.0, 3.0, 0.5, 0.002)
+    longer = LearningCurve.simulate(rates(steps=1600, schedule=schedule, final_lr_ratio=0.1), 2.0, 3.0, 0.5, 0.002)
+    reach = steps_to_reach(measured, longer.losses[-1], prior=prior)
+    assert reach.budget == 400 and reach.earliest <= reach.steps <= reach.latest
+    assert reach.steps == pytest.approx(1600, rel=0.03)  # the search grid is 1.2% apart
+    assert "forecast" in reach.summary() and "x the budget" in reach.summary()
+    assert steps_to_reach(measured, measured.losses[-1] + 0.05, prior=prior).steps == 400
+    unreachable = steps_to_reach(measured, 1.5, prior=prior, max_factor=10)  # below L0: never
+    assert unreachable.steps is None and unreachable.searched_to == 4000
+    assert "only beyond 4,000 steps (10x the budget)" in unreachable.summary()
+
+
+def test_steps_to_reach_widens_with_noise_and_refuses_bad_arguments():
+    lrs = rates(steps=400, schedule="cosine")
+    noisy = LearningCurve.simulate(lrs, 2.0, 3.0, 0.5, 0.002, noise=0.02, seed=3)
+    reach = steps_to_reach(noisy, noisy.losses[-1] - 0.05, prior=ForecastPrior(C=0.002, decay=0.99, scale=1.5))
+    assert reach.earliest < reach.latest or reach.latest is None
+    for bad in (math.nan, "2.0", True):
+        with pytest.raises(UserError, match="target="):
+            steps_to_reach(noisy, bad)
+    for bad in (1.0, 0.5, math.inf):
+        with pytest.raises(UserError, match="max_factor="):
+            steps_to_reach(noisy, 2.0, max_factor=bad)
+    with pytest.raises(TooFewPointsError):
+        steps_to_reach(noisy.head(20), 2.0)
+    with pytest.raises(UserError, match="steps=0"):
+        stretch_schedule(lrs, 0)
 
 
 def test_history_curve_reads_its_settings_schedule():
