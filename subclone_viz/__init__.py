@@ -94,6 +94,8 @@ _LAZY = {
     "ForecastPrior": "forecast",
     "LearningCurve": "forecast",
     "forecast": "forecast",
+    "Reach": "forecast",
+    "steps_to_reach": "forecast",
     "BudgetGrid": "budget",
     "budget_grid": "budget",
 }
@@ -204,6 +206,8 @@ __all__ = [
     "ForecastPrior",
     "LearningCurve",
     "forecast",
+    "Reach",
+    "steps_to_reach",
     "BudgetGrid",
     "budget_grid",
 ]

@@ -472,12 +472,15 @@ def _per_init(values: list[tuple[str | None, float]], inits: list[str], option: 
 
 def _speedup_text(row: dict[str, Any], key: str = "speedup") -> str:
     """``4.00x``; ``>=4.00x`` when it was already there at its first evaluation; ``<0.50x`` when it never got
-    there; a ``*`` when random init had not converged (:func:`_convergence_note` says what that means)."""
+    there; ``[3.1-5.2]`` the range over a study's seeds; a ``*`` when random init had not converged
+    (:func:`_convergence_note` says what that means)."""
     value = row.get(key)
     if value is None:
         return "n/a"
     prefix = ">=" if row.get("speedup_lower_bound") else "<" if row.get("reached") is False else ""
-    return f"{prefix}{value:.2f}x" + ("*" if row.get("reference_converged") is False else "")
+    spread = row.get(f"{key}_range") if row.get("seeds", 1) > 1 else None
+    text = f"{prefix}{value:.2f}x" + (f" [{spread[0]:.1f}-{spread[1]:.1f}]" if spread else "")
+    return text + ("*" if row.get("reference_converged") is False else "")
 
 
 def _convergence_note(rows: Sequence[dict[str, Any]]) -> list[str]:
@@ -489,6 +492,17 @@ def _convergence_note(rows: Sequence[dict[str, Any]]) -> list[str]:
         f"{CONVERGED_SECOND_HALF_SHARE:.0%} of its drop in held-out loss), so a longer run may give another "
         f"speedup"
     ]
+
+
+def _beyond_budget_note(rows: Sequence[dict[str, Any]]) -> list[str]:
+    """Where random init would reach another init's final loss only beyond the budget: forecasts."""
+    if not rows:
+        return []
+    lines = ["", "beyond the budget (forecast from random init's whole run, its schedule stretched):"]
+    for row in rows:
+        seed = "" if row["seed"] is None else f" seed {row['seed']}"
+        lines.append(f"  {row['destination']}{seed}, {row['init']}'s final loss: random init {row['text']}")
+    return lines
 
 
 def run_compare(args: argparse.Namespace) -> Outcome:
@@ -636,7 +650,7 @@ def run_study(args: argparse.Namespace) -> Outcome:
     else:
         study, parent_name = _train_study(args)
     files = distributed.on_main(_write_study, study, args.out, args.overwrite)
-    table = study.table()
+    table, beyond = study.table(), study.beyond_budget()
     rows = [
         [
             row["destination"],
@@ -659,11 +673,19 @@ def run_study(args: argparse.Namespace) -> Outcome:
                 ["destination", "params", "init", "best lr", "initial loss", "final loss", "speedup", "speedup/s"], rows
             ),
             *_convergence_note(table),
+            *_beyond_budget_note(beyond),
             "",
             f"saved to {args.out}: {', '.join(files)}",
         ]
     )
-    document = {"parent": parent_name, "config": study.config, "table": table, "output": str(args.out), "files": files}
+    document = {
+        "parent": parent_name,
+        "config": study.config,
+        "table": table,
+        "beyond_budget": beyond,
+        "output": str(args.out),
+        "files": files,
+    }
     return Outcome(document, text)
 
 

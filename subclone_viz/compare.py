@@ -133,7 +133,8 @@ def speedup_text(row: Mapping[str, Any], key: str = "speedup") -> str:
     ``key="speedup_per_second"``) as a reader would say it: ``4.1x``, ``more than 8x``, ``less than 1x (never
     reached random's final loss)`` (an init that never reached the target would need more than all it trained,
     so its ratio is an upper bound, per step and per second alike), and ``... (at this budget: random init not
-    converged)`` when the reference was still improving at its end."""
+    converged)`` when the reference was still improving at its end; a study of several seeds adds the range
+    of its seeds' speedups (the value is their geometric mean)."""
     value = row.get(key)
     if value is None:
         return "n/a"
@@ -143,6 +144,9 @@ def speedup_text(row: Mapping[str, Any], key: str = "speedup") -> str:
         text = f"less than {value:.2g}x (never reached random's final loss)"
     else:
         text = f"{value:.2g}x"
+    spread = row.get(f"{key}_range")
+    if spread and row.get("seeds", 1) > 1:
+        text += f" ({spread[0]:.2g}-{spread[1]:.2g}x over {row['seeds']} seeds)"
     return text + (" (at this budget: random init not converged)" if row.get("reference_converged") is False else "")
 
 

@@ -400,6 +400,12 @@ def _study_section(study: "SpeedupStudy", parent_name: str) -> str:
             f"{config.get('subclone_lrs')}; each keeps its best (lowest final held-out loss), so no speedup comes from "
             f"a poorly tuned baseline. Speedup: the steps (or training seconds) the best random run needs to reach its "
             f"own final held-out loss over the steps the other needs."
+            + (
+                f" Seeds {config['seeds']} (each changes the initialization and the order of the batches): the "
+                f"losses are their mean, the speedups their geometric mean, with the range in brackets."
+                if config.get("seeds")
+                else ""
+            )
         )
     ]
     if measured_on.get("name") not in (None, parent_name):
@@ -445,6 +451,24 @@ def _study_section(study: "SpeedupStudy", parent_name: str) -> str:
             rows,
         )
     )
+    beyond = study.beyond_budget()
+    if beyond:
+        parts.append(
+            _paragraph(
+                "Where random init never reached another initialization's final loss within the budget, a forecast "
+                "from its whole run (its schedule stretched to a longer run, sv.steps_to_reach) says when it would; "
+                "these are forecasts, with their intervals, not measurements:"
+            )
+        )
+        parts.append(
+            _table(
+                ["destination", "seed", "init's final loss", "random init (forecast)"],
+                [
+                    [row["destination"], row["seed"], f"{row['init']}: {row['target']:.3f}", row["text"]]
+                    for row in beyond
+                ],
+            )
+        )
     return _section("speedup", "8. Speedup by destination size", parts)
 
 

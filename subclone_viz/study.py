@@ -38,6 +38,7 @@ Example::
 from __future__ import annotations
 
 import math
+import re
 import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
@@ -45,6 +46,7 @@ from functools import partial
 from typing import TYPE_CHECKING, Any
 
 from .compare import INITS, PROFILE_TOKENS, REFERENCE_INIT, compare, speedup
+from .forecast import ForecastError, steps_to_reach
 from .plan import plan
 from .profile import profile as profile_parent
 from .records import Record, register_record
@@ -54,6 +56,7 @@ if TYPE_CHECKING:
     import torch
 
     from .families import Dims
+    from .forecast import ForecastPrior
     from .parent import Parent
     from .plan import DestinationSpec
     from .profile import Profile
@@ -96,6 +99,9 @@ class SpeedupStudy(Record):
                         "final_loss": size["final_loss"][init],
                         **{key: gain[key] for key in _SPEEDUP_KEYS},
                         "reference_converged": gain.get("reference_converged"),  # None in studies saved before it
+                        "seeds": len(size.get("seeds") or [size]),
+                        "speedup_range": gain.get("speedup_range"),
+                        "speedup_per_second_range": gain.get("speedup_per_second_range"),
                     }
                 )
         return rows
@@ -119,25 +125,130 @@ class SpeedupStudy(Record):
 
     @classmethod
     def merge(cls, studies: Sequence["SpeedupStudy"]) -> "SpeedupStudy":
-        """One study of every size of ``studies`` (each size once), ordered by parameters, largest first: for
-        sizes measured in separate jobs. They must share the parent and the training budget."""
+        """One study of every size of ``studies``, ordered by parameters, largest first: for sizes measured in
+        separate jobs, and for the same sizes measured with other seeds (each size's seeds combine into one
+        record: mean losses, the geometric mean of the speedups and their range, and every seed's own record
+        under ``seeds``). They must share the parent and the training budget."""
         if not studies:
             raise ValueError("merge needs at least one study")
-        budget = ("parent", "steps", "tokens_per_run", "eval_every", "heldout", "data")
+        budget = ("parent", "steps", "tokens_per_run", "eval_every", "heldout")
         first = studies[0].config
         for study in studies[1:]:
             differing = [key for key in budget if study.config.get(key) != first.get(key)]
+            if _unseeded(study.config.get("data")) != _unseeded(first.get("data")):
+                differing.append("data")
             if differing:
                 raise ValueError(
                     f"these studies differ in {', '.join(differing)}: their speedups are not comparable on one figure"
                 )
-        sizes = [size for study in studies for size in study.sizes]
-        labels = [size["label"] for size in sizes]
-        repeated = sorted({label for label in labels if labels.count(label) > 1})
-        if repeated:
-            raise ValueError(f"sizes {repeated} appear in more than one study: keep one of each")
+        by_label: dict[str, list[dict[str, Any]]] = {}
+        for study in studies:
+            for size in study.sizes:
+                for record in size.get("seeds") or [dict(size, seed=size.get("seed", study.config.get("seed")))]:
+                    by_label.setdefault(size["label"], []).append(
+                        dict(record, label=size["label"], dims=size.get("dims"), parameters=size["parameters"])
+                    )
+        sizes = [_combine_seeds(label, records) for label, records in by_label.items()]
+        seeds = sorted({record.get("seed") for records in by_label.values() for record in records}, key=str)
         config = dict(first, wall_seconds=sum(float(s.config.get("wall_seconds", 0.0)) for s in studies))
+        if len(seeds) > 1:
+            config["seeds"] = seeds
         return cls(config=config, sizes=sorted(sizes, key=lambda size: -size["parameters"]))
+
+    def beyond_budget(self, prior: "ForecastPrior | None" = None) -> list[dict[str, Any]]:
+        """Where random init would reach another init's final loss only beyond the budget: for each size, seed
+        and init whose final loss the best random run never reached, when a longer random run (its schedule
+        stretched) would, by :func:`~subclone_viz.forecast.steps_to_reach`. Forecasts, with their intervals."""
+        rows = []
+        for size in self.sizes:
+            for record in size.get("seeds") or [size]:
+                if not record.get("runs"):
+                    continue  # a study saved without its histories
+                reference = record["runs"][REFERENCE_INIT][
+                    _lr_key(record["runs"][REFERENCE_INIT], record["best_lr"][REFERENCE_INIT])
+                ]
+                history = History.from_dict(reference)
+                for init, loss in record["final_loss"].items():
+                    if init == REFERENCE_INIT or min(e.loss for e in history.evals) <= loss:
+                        continue
+                    try:
+                        reach = steps_to_reach(history, loss, prior=prior)
+                    except ForecastError:
+                        continue  # too few evaluations to forecast from
+                    rows.append(
+                        {
+                            "destination": size["label"],
+                            "seed": record.get("seed"),
+                            "init": init,
+                            **reach.to_dict(),
+                            "text": reach.summary(),
+                        }
+                    )
+        return rows
+
+
+def _lr_key(runs: dict[str, Any], lr: float) -> str:
+    """The key of ``runs`` (learning rates as text) that is ``lr``."""
+    return next(key for key in runs if float(key) == float(lr))
+
+
+def _unseeded(description: Any) -> Any:
+    """A data description without the shuffling seed, which a study with another seed changes on purpose."""
+    return re.sub(r"seed \d+", "seed _", description) if isinstance(description, str) else description
+
+
+def _combine_seeds(label: str, records: list[dict[str, Any]]) -> dict[str, Any]:
+    """One size record from the same size's records of several seeds (one record: itself)."""
+    if len(records) == 1:
+        return records[0]
+    seeds = [record.get("seed") for record in records]
+    if None in seeds or len(set(seeds)) < len(seeds):
+        raise ValueError(
+            f"size {label!r} appears in more than one study with the same seed ({seeds}): keep one of each"
+        )
+    inits = [set(record["speedups"]) for record in records]
+    if any(found != inits[0] for found in inits):
+        raise ValueError(
+            f"size {label!r} was trained from other inits under different seeds: {[sorted(i) for i in inits]}"
+        )
+    records = sorted(records, key=lambda record: record["seed"])
+    first = records[0]
+
+    def mean(key: str, init: str) -> float:
+        return float(sum(record[key][init] for record in records) / len(records))
+
+    return {
+        "label": label,
+        "dims": first.get("dims"),
+        "parameters": first["parameters"],
+        "best_lr": dict(first["best_lr"]),
+        "initial_loss": {init: mean("initial_loss", init) for init in first["speedups"]},
+        "final_loss": {init: mean("final_loss", init) for init in first["speedups"]},
+        "speedups": {
+            init: _seed_speedup([record["speedups"][init] for record in records]) for init in first["speedups"]
+        },
+        "seeds": [{k: v for k, v in record.items() if k not in ("label", "dims", "parameters")} for record in records],
+    }
+
+
+def _seed_speedup(gains: list[dict[str, Any]]) -> dict[str, Any]:
+    """Speedups of one init over several seeds: the geometric mean and range of each axis (None where any
+    seed has none); a lower bound if any seed's is, reached if every seed's is."""
+    combined: dict[str, Any] = {
+        "speedup_lower_bound": any(gain["speedup_lower_bound"] for gain in gains),
+        "reached": all(gain["reached"] for gain in gains),
+        "reference_converged": _all_or_none([gain.get("reference_converged") for gain in gains]),
+    }
+    for key in ("speedup", "speedup_per_second"):
+        values = [gain[key] for gain in gains]
+        missing = None in values
+        combined[key] = None if missing else math.exp(sum(math.log(v) for v in values) / len(values))
+        combined[f"{key}_range"] = None if missing else [min(values), max(values)]
+    return combined
+
+
+def _all_or_none(flags: list[bool | None]) -> bool | None:
+    return None if None in flags else all(flags)
 
 
 def _size_problem(size: Any) -> str | None:
@@ -160,6 +271,16 @@ def _size_problem(size: Any) -> str | None:
             return f"needs {key!r} for exactly the inits {sorted(inits)}"
         if not all(isinstance(v, (int, float)) and math.isfinite(v) for v in values.values()):
             return f"has a {key!r} that is not a finite number"
+    for index, record in enumerate(size.get("seeds") or []):
+        problem = (
+            _size_problem({**record, "label": size["label"], "parameters": size["parameters"]})
+            if isinstance(record, dict)
+            else "is not an object"
+        )
+        if problem is None and not {"seed", "runs"} <= set(record):
+            problem = "lacks its seed or its runs"
+        if problem:
+            return f"has a seed record {index} that {problem}"
     for init, gain in size["speedups"].items():
         if not isinstance(gain, dict) or any(key not in gain for key in _SPEEDUP_KEYS):
             return f"has a speedup for {init!r} without {', '.join(_SPEEDUP_KEYS)}"

@@ -10,11 +10,16 @@ The family tests fail for a family or a claimed model_type that has no tiny mode
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 import torch
 from torch import nn
 
 from subclone_viz.families import FAMILIES, TINY_VOCAB, ImageClassifierFamily
+
+if TYPE_CHECKING:
+    from subclone_viz.study import SpeedupStudy
+    from subclone_viz.train import History
 
 VOCAB = TINY_VOCAB
 
@@ -95,3 +100,39 @@ def word_tokenizer():
     backend.pre_tokenizer = pre_tokenizers.Whitespace()
     backend.train_from_iterator([" ".join(WORDS)], trainers.WordLevelTrainer(special_tokens=["[UNK]", "</s>"]))
     return PreTrainedTokenizerFast(tokenizer_object=backend, unk_token="[UNK]", eos_token="</s>")
+
+
+def simulated_history(label: str, L0: float, steps: int = 300) -> "History":
+    """A run whose held-out losses follow the forecast's law exactly (A=3, alpha=0.5, C=0.002), every 10 steps."""
+    from subclone_viz.forecast import LearningCurve
+    from subclone_viz.train import EvalRecord, History, StepRecord, TrainSettings
+
+    lrs = TrainSettings(steps=steps, lr=1e-3).learning_rates()
+    curve = LearningCurve.simulate(lrs, L0=L0, A=3.0, alpha=0.5, C=0.002, every=10)
+    return History(
+        label=label,
+        config={"steps": steps, "lr": 1e-3, "schedule": "cosine", "warmup": None},
+        steps=[StepRecord(step=s, seen=64 * s, loss=0.0, lr=lrs[s - 1], time=float(s)) for s in range(1, steps + 1)],
+        evals=[
+            EvalRecord(step=s, seen=64 * s, loss=v, accuracy=None, time=float(s))
+            for s, v in zip(curve.steps, curve.losses)
+        ],
+    )
+
+
+def simulated_study() -> "SpeedupStudy":
+    """A study of one size whose subclone ends (at L0 1.9) below where random init (L0 2.0) can get in its budget."""
+    from subclone_viz.compare import speedup
+    from subclone_viz.study import SpeedupStudy
+
+    histories = {"random": simulated_history("random", 2.0), "subclone": simulated_history("subclone", 1.9)}
+    size = {
+        "label": "4 x 64",
+        "parameters": 1000,
+        "best_lr": {"random": 1e-3, "subclone": 1e-3},
+        "initial_loss": {init: h.evals[0].loss for init, h in histories.items()},
+        "final_loss": {init: h.evals[-1].loss for init, h in histories.items()},
+        "speedups": {init: speedup(histories["random"], h).to_dict() for init, h in histories.items()},
+        "runs": {init: {"0.001": h.to_dict()} for init, h in histories.items()},
+    }
+    return SpeedupStudy({"parent": {"name": "simulated"}, "seed": 0}, [size])

@@ -697,6 +697,21 @@ def test_study_saves_the_study_and_its_figures_and_merges_studies_of_other_sizes
     assert code == 0 and "3 x 30" in out and "2 x 24" in out
     assert [size["label"] for size in SpeedupStudy.load(merged / "study.json").sizes] == ["3 x 30", "2 x 24"]
 
+    # The same size under another seed joins it: one row per init, with the number of seeds behind it.
+    other_seed = tmp_path / "seed1"
+    assert run(capsys, *study_args(files, other_seed, "--sizes", "2x24", "--seed", "1"))[0] == 0
+    seeds = tmp_path / "seeds"
+    code, out, _ = run(
+        capsys, "study", "--merge", halves[1], str(other_seed / "study.json"), "--out", str(seeds), "--json"
+    )
+    document = json.loads(out)
+    assert code == 0 and document["config"]["seeds"] == [0, 1]
+    assert [(row["destination"], row["init"], row["seeds"]) for row in document["table"]] == [
+        ("2 x 24", "random", 2),
+        ("2 x 24", "subclone", 2),
+    ]
+    assert isinstance(document["beyond_budget"], list)
+
 
 @pytest.mark.parametrize(
     "extra, fragments",

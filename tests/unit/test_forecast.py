@@ -351,6 +351,7 @@ def test_forecast_and_prior_round_trip_and_damaged_files_name_themselves(tmp_pat
 
 def test_public_names():
     assert sv.forecast is forecast and sv.LearningCurve is LearningCurve and sv.ForecastPrior is ForecastPrior
+    assert sv.steps_to_reach is steps_to_reach
 
 
 # ---------------------------------------------------------------------------------------------- the CLI

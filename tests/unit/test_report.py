@@ -14,7 +14,7 @@ from plotly.offline import get_plotlyjs
 
 import subclone_viz as sv
 from subclone_viz.report import build_report, run_report
-from tiny import WORDS, tiny_batches, tiny_model, word_tokenizer
+from tiny import WORDS, simulated_study, tiny_batches, tiny_model, word_tokenizer
 
 
 @pytest.fixture(scope="module")
@@ -235,6 +235,16 @@ def test_a_speedup_study_gets_its_own_section_with_the_figure_and_the_table(reco
         records["parent"], records["profile"], study=hand_made_study("another-model"), out=tmp_path / "other.html"
     ).read_text(encoding="utf-8")
     assert f"This study was measured on another-model, not on {name}" in other
+
+
+def test_the_study_section_names_its_seeds_and_forecasts_past_the_budget(records, tmp_path):
+    study = simulated_study()
+    study.config["seeds"] = [0, 1]
+    page = build_report(records["parent"], records["profile"], study=study, out=tmp_path / "r.html").read_text(
+        encoding="utf-8"
+    )
+    assert "Seeds [0, 1]" in page and "random init (forecast)" in page
+    assert "x the budget), forecast; 80% interval" in page
 
 
 def test_run_report_reads_and_checks_a_study_file_before_any_work(records, tmp_path, monkeypatch):

@@ -3,14 +3,17 @@
 from __future__ import annotations
 
 import json
+import math
 
 import pytest
 
 import subclone_viz as sv
 from subclone_viz._atomic import DamagedFileError, OutputExistsError
 from subclone_viz.compare import compare, speedup
+from subclone_viz.forecast import ForecastPrior, LearningCurve, steps_to_reach
 from subclone_viz.study import SpeedupStudy, speedup_study
-from tiny import tiny_batches, tiny_model
+from subclone_viz.train import History, TrainSettings
+from tiny import simulated_study, tiny_batches, tiny_model
 
 SIZES = [sv.DestinationSpec(layers=3, hidden=24), sv.DestinationSpec(layers=2, hidden=16)]
 SETTINGS = dict(steps=3, eval_every=1, seed=0)
@@ -150,11 +153,78 @@ def test_studies_of_other_sizes_merge_largest_first_and_only_when_comparable(stu
     second = SpeedupStudy(study.config, study.sizes[:1])
     merged = SpeedupStudy.merge([first, second])
     assert [size["label"] for size in merged.sizes] == ["3 x 24", "2 x 16"]
-    with pytest.raises(ValueError, match=r"sizes \['2 x 16'\] appear in more than one study"):
+    with pytest.raises(ValueError, match=r"size '2 x 16' appears in more than one study with the same seed"):
         SpeedupStudy.merge([first, first])
     other_budget = SpeedupStudy(dict(study.config, steps=300), study.sizes[:1])
     with pytest.raises(ValueError, match="differ in steps"):
         SpeedupStudy.merge([first, other_budget])
+
+
+def test_studies_of_other_seeds_combine_each_size_with_the_spread_of_its_speedups(parent, data, tmp_path):
+    batches, heldout, prof = data
+    seeded = [
+        speedup_study(
+            parent,
+            SIZES[1:],
+            batches,
+            heldout,
+            profile=prof,
+            random_lrs=[1e-2],
+            subclone_lrs=[1e-2],
+            progress=False,
+            steps=4,
+            eval_every=1,
+            seed=seed,
+        )
+        for seed in (0, 1)
+    ]
+    merged = SpeedupStudy.merge(seeded)
+    (size,) = merged.sizes
+    assert merged.config["seeds"] == [0, 1] and [record["seed"] for record in size["seeds"]] == [0, 1]
+    finals = [study.sizes[0]["final_loss"]["subclone"] for study in seeded]
+    assert size["final_loss"]["subclone"] == pytest.approx(sum(finals) / 2)
+    gains = [study.sizes[0]["speedups"]["subclone"]["speedup"] for study in seeded]
+    combined = size["speedups"]["subclone"]
+    if None in gains:
+        assert combined["speedup"] is None and combined["speedup_range"] is None
+    else:
+        assert combined["speedup"] == pytest.approx(math.sqrt(gains[0] * gains[1]))
+        assert combined["speedup_range"] == [min(gains), max(gains)]
+    row = next(row for row in merged.table() if row["init"] == "subclone")
+    assert row["seeds"] == 2 and row["speedup_range"] == combined["speedup_range"]
+    assert SpeedupStudy.load(merged.save(tmp_path / "study.json")).sizes == merged.sizes
+    # A merged study merges again with a third seed, and its seed records are checked when read back.
+    assert SpeedupStudy.merge([merged, SpeedupStudy(dict(seeded[0].config, seed=2), seeded[0].sizes)]).config[
+        "seeds"
+    ] == [0, 1, 2]
+    damaged = json.loads(merged.to_json())
+    del damaged["sizes"][0]["seeds"][1]["final_loss"]
+    with pytest.raises(ValueError, match="seed record 1 that lacks final_loss"):
+        SpeedupStudy.from_dict(damaged)
+
+
+def test_beyond_budget_forecasts_when_random_init_would_reach_the_subclones_final_loss():
+    study = simulated_study()
+    size = study.sizes[0]
+    random = History.from_dict(size["runs"]["random"]["0.001"])
+    subclone = History.from_dict(size["runs"]["subclone"]["0.001"])
+    prior = ForecastPrior(C=0.002, decay=0.99)
+    (row,) = study.beyond_budget(prior=prior)
+    assert row["destination"] == "4 x 64" and row["init"] == "subclone" and row["seed"] is None
+    expected = steps_to_reach(random, subclone.evals[-1].loss, prior=prior)
+    assert row["steps"] == expected.steps and row["steps"] > 300 and row["budget"] == 300
+    # The truth: a random run of the forecast's length, simulated, ends at the subclone's final loss.
+    longer = LearningCurve.simulate(
+        TrainSettings(steps=row["steps"], lr=1e-3).learning_rates(), 2.0, 3.0, 0.5, 0.002, every=10
+    )
+    assert longer.losses[-1] == pytest.approx(subclone.evals[-1].loss, abs=2e-3)
+    assert "forecast" in row["text"] and "x the budget" in row["text"]
+    assert (
+        SpeedupStudy(
+            {"parent": {"name": "simulated"}}, [dict(size, final_loss={"random": 2.1, "subclone": 2.5})]
+        ).beyond_budget()
+        == []
+    )
 
 
 @pytest.mark.parametrize(
