@@ -13,8 +13,10 @@ no speedup. :func:`speedup_study` does, for each destination size:
   reach its own final held-out loss over the steps the other needs, and the same in seconds of training.
 
 The result, a :class:`SpeedupStudy`, is plain data: it saves to one JSON file, reads back validated (a damaged
-file raises an error naming it), merges with studies of other sizes (run each size in its own job, then
-``SpeedupStudy.merge``), and plots with :func:`subclone_viz.plots.speedup_by_size`; the report shows it
+file raises an error naming it), merges with studies of other sizes and of other seeds (run each in its own
+job, then ``SpeedupStudy.merge``: a size's seeds give its mean losses and the range of its speedups), says
+where random init would reach a subclone's final loss past the budget (:meth:`SpeedupStudy.beyond_budget`, a
+forecast), and plots with :func:`subclone_viz.plots.speedup_by_size`; the report shows it
 (``subclone-viz report --speedup-study FILE``). ``bench/bench_speedup_study.py`` runs it on SmolLM2-135M.
 
 Example::
