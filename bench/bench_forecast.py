@@ -20,6 +20,9 @@ for the loss before training (the baseline the chooser replaces).
     OMP_NUM_THREADS=1 .venv/bin/python bench/_forecast_runs.py --out runs/forecast_smollm2 --steps 96 \\
         --eval-every 4 --seq-len 32
     OMP_NUM_THREADS=1 .venv/bin/python bench/bench_forecast.py --own runs/forecast_smollm2
+
+``--study A/study.json B/study.json`` scores the runs of saved speedup studies as one more set (every size,
+init, learning rate and seed; each size forecast with a prior fitted on the other sizes' runs).
 """
 
 from __future__ import annotations
@@ -39,6 +42,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench._results import save_results
 from subclone_viz.forecast import MIN_POINTS, ForecastPrior, LearningCurve, forecast
+from subclone_viz.study import SpeedupStudy
 from subclone_viz.train import History
 
 DATA = Path(__file__).parent / "data"
@@ -69,6 +73,21 @@ def published_curves() -> list[LearningCurve]:
 def own_curves(directory: Path) -> list[LearningCurve]:
     """The SmolLM2 runs written by bench/_forecast_runs.py, labelled 'LxH-init-seedN'."""
     return [replace(History.load(path).curve(), label=path.stem) for path in sorted(directory.glob("*.json"))]
+
+
+def study_curves(paths: Sequence[Path]) -> list[LearningCurve]:
+    """Every run of saved speedup studies (each size, init, learning rate and seed), labelled
+    'LxH-init@lr-seedN' like the own runs."""
+    curves = []
+    for path in paths:
+        study = SpeedupStudy.load(path)
+        for size in study.sizes:
+            for record in size.get("seeds") or [dict(size, seed=study.config.get("seed"))]:
+                for init, runs in record["runs"].items():
+                    for lr, run in runs.items():
+                        label = f"{size['label'].replace(' x ', 'x')}-{init}@{lr}-seed{record['seed']}"
+                        curves.append(replace(History.from_dict(run).curve(), label=label))
+    return curves
 
 
 def _cut(curve: LearningCurve) -> int:
@@ -217,6 +236,12 @@ def headline(name: str, s: dict) -> str:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--own", type=Path, help="the directory bench/_forecast_runs.py wrote")
+    parser.add_argument(
+        "--study",
+        type=Path,
+        nargs="+",
+        help="saved speedup studies (study.json) whose runs are scored as a further set of own runs",
+    )
     parser.add_argument("--out", default="forecast/forecast.json")
     args = parser.parse_args()
     figures, lines = {"fit_fraction": FRACTION}, []
@@ -267,6 +292,20 @@ def main() -> None:
             FRACTION,
             source=f"ForecastPrior.fit on {len(own)} SmolLM2-135M destination runs (bench/bench_forecast.py)",
         ).to_dict()
+    if args.study:
+        runs = study_curves(args.study)
+        sizes = [c.label.split("-")[0] for c in runs]
+        order = sorted(set(sizes), key=lambda label: [int(v) for v in label.split("x")])
+        rows = score(runs, [order.index(size) % 2 for size in sizes])  # each size's prior from the other sizes
+        seeds = sorted({c.label.rsplit("seed", 1)[1] for c in runs})
+        groups = {f"seed {s}": [i for i, r in enumerate(rows) if r["run"].endswith(f"seed{s}")] for s in seeds}
+        figures["study"] = {
+            "source": [str(path) for path in args.study],
+            "folds": "by size, alternating",
+            "summary": summary(rows, groups),
+            "runs": rows,
+        }
+        lines.append(headline("speedup-study runs", figures["study"]["summary"]))
     for line in lines:
         print(line)
     print(save_results(args.out, figures, lines))
