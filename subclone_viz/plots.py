@@ -1094,16 +1094,31 @@ def size_pareto(grid: SizeGrid | Mapping[str, Any], cost: str = "latency", backe
 _SPEEDUP_AXES = {"speedup": ("per optimizer step", "solid"), "speedup_per_second": ("per second of training", "dot")}
 
 
-def _speedup_points(sizes: Sequence[Mapping[str, Any]], init: str, key: str) -> list[tuple[float, float, str, str]]:
-    """(parameters in millions, speedup, marker kind, size label) of one init, where its speedup is defined."""
+def _speedup_points(sizes: Sequence[Mapping[str, Any]], init: str, key: str) -> list[tuple[Any, ...]]:
+    """(parameters in millions, speedup, marker kind, size label, (lowest, highest) over the seeds or None) of
+    one init, where its speedup is defined."""
     points = []
     for size in sizes:
         gain = size["speedups"].get(init)
         if gain is None or gain.get(key) is None:
             continue
         kind = "lower bound" if gain["speedup_lower_bound"] else "not reached" if not gain["reached"] else "reached"
-        points.append((size["parameters"] / 1e6, float(gain[key]), kind, size["label"]))
-    return sorted(points)
+        spread = gain.get(f"{key}_range")
+        points.append((size["parameters"] / 1e6, float(gain[key]), kind, size["label"], tuple(spread or ()) or None))
+    return sorted(points, key=lambda point: point[:2])
+
+
+def _seed_bars(points: Sequence[tuple[Any, ...]]) -> dict[str, Any] | None:
+    """Plotly error bars from each point's range over the seeds (none without seeds)."""
+    if not any(point[4] for point in points):
+        return None
+    return dict(
+        type="data",
+        symmetric=False,
+        array=[point[4][1] - point[1] if point[4] else 0.0 for point in points],
+        arrayminus=[point[1] - point[4][0] if point[4] else 0.0 for point in points],
+        thickness=1.5,
+    )
 
 
 def speedup_by_size(sizes: Sequence[Mapping[str, Any]], backend: str = "plotly") -> Figure:
@@ -1114,7 +1129,8 @@ def speedup_by_size(sizes: Sequence[Mapping[str, Any]], backend: str = "plotly")
             ``{"label": "20 x 384", "parameters": 41_000_000, "speedups": {init: Speedup.to_dict()}}``.
             Solid lines: speedup per optimizer step; dotted: per second of training (a teacher's forward
             makes a step dearer). Triangles up: lower bounds (already at random's final loss at the first
-            evaluation); triangles down: never reached it (an upper bound below 1).
+            evaluation); triangles down: never reached it (an upper bound below 1). A study of several seeds
+            draws the geometric mean, with the range over its seeds as error bars.
         backend: ``"plotly"`` or ``"matplotlib"``.
     """
     _check_backend(backend)
@@ -1128,7 +1144,8 @@ def speedup_by_size(sizes: Sequence[Mapping[str, Any]], backend: str = "plotly")
     if backend == "plotly":
         fig = _plotly_figure(title, xlabel, ylabel)
         # Speedups double from tick to tick, as in the matplotlib version; plotly's own log ticks label 20 as "2".
-        values = [1.0] + [p[1] for init in inits for key in _SPEEDUP_AXES for p in _speedup_points(sizes, init, key)]
+        points_by_axis = [p for init in inits for key in _SPEEDUP_AXES for p in _speedup_points(sizes, init, key)]
+        values = [1.0] + [v for p in points_by_axis for v in (p[1], *(p[4] or ()))]
         ticks = [2.0**k for k in range(math.floor(math.log2(min(values))), math.ceil(math.log2(max(values))) + 1)]
         fig.update_yaxes(type="log", tickvals=ticks, ticktext=[f"{tick:g}x" for tick in ticks])
         fig.add_hline(y=1.0, line=dict(color=REMOVED_COLOR, dash="dash"))
@@ -1160,8 +1177,11 @@ def speedup_by_size(sizes: Sequence[Mapping[str, Any]], backend: str = "plotly")
                         marker=dict(
                             symbol=[symbols[p[2]][0] + ("" if dash == "solid" else "-open") for p in points], size=10
                         ),
-                        customdata=[[p[3], p[2]] for p in points],
+                        customdata=[
+                            [p[3], p[2] + (f", seeds {p[4][0]:.2f}-{p[4][1]:.2f}x" if p[4] else "")] for p in points
+                        ],
                         hovertemplate="%{customdata[0]}: %{y:.2f}x (%{customdata[1]})<extra>" + init + "</extra>",
+                        error_y=_seed_bars(points),
                     )
                 )
         return fig
@@ -1184,7 +1204,9 @@ def speedup_by_size(sizes: Sequence[Mapping[str, Any]], backend: str = "plotly")
                 ls="-" if dash == "solid" else ":",
                 label=f"{init}, {axis_name}",
             )
-            for x, y, kind, _ in points:  # per second hollow, so the two stay apart where lines are single points
+            for x, y, kind, _, spread in points:  # per second hollow: the two stay apart where lines are points
+                if spread:
+                    ax.errorbar([x], [y], yerr=[[y - spread[0]], [spread[1] - y]], color=color, lw=1.5, capsize=3)
                 ax.plot(
                     [x],
                     [y],

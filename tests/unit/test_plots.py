@@ -539,3 +539,20 @@ def test_speedup_by_size_draws_each_init_per_step_and_per_second_by_parameters(b
         assert "subclone+distill, per second of training" in labels
     with pytest.raises(ValueError, match="missing \\['parameters'\\]"):
         plots.speedup_by_size([{"label": "x", "speedups": {}}])
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_speedup_by_size_shows_the_range_over_seeds_as_error_bars(backend):
+    size = speedup_record("20 x 384", 40e6, random=(1.0, 1.0, "reached"), subclone=(4.0, 3.5, "reached"))
+    size["speedups"]["subclone"].update(speedup_range=[3.0, 16.0], speedup_per_second_range=[3.0, 4.0])
+    fig = plots.speedup_by_size([size], backend=backend)
+    if backend == "plotly":
+        step = next(trace for trace in fig.data if trace.name == "subclone, per optimizer step")
+        assert list(step.error_y.array) == [12.0] and list(step.error_y.arrayminus) == [1.0]
+        assert "seeds 3.00-16.00x" in step.customdata[0][1]
+        assert list(fig.layout.yaxis.ticktext)[-1] == "16x"  # the axis holds the whole range
+    else:
+        bars = [c for c in fig.axes[0].containers if type(c).__name__ == "ErrorbarContainer"]
+        assert len(bars) == 2  # per step and per second
+    unseeded = plots.speedup_by_size([speedup_record("8 x 288", 20e6, subclone=(2.0, 2.0, "reached"))])
+    assert all(trace.error_y.array is None for trace in unseeded.data)
