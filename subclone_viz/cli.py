@@ -228,6 +228,11 @@ def lrs_arg(text: str) -> list[float]:
     return values
 
 
+def sweep_lrs_arg(text: str) -> list[float]:
+    """A comma list of learning rates, or '' for none (a sweep left to another job)."""
+    return lrs_arg(text) if text.strip() else []
+
+
 def distill_inits_arg(text: str) -> list[str]:
     """A comma list of inits trained with the parent as teacher ('' for none)."""
     names = [name.strip() for name in text.split(",") if name.strip()]
@@ -572,13 +577,19 @@ def _add_study(parser: argparse.ArgumentParser) -> None:
         default=["subclone+distill", "random+distill"],
         help="the teacher's inits for --distill-sizes (default subclone+distill,random+distill)",
     )
-    for init, rates in (("random", "1e-3,3e-3"), ("subclone", "3e-4,1e-3")):
-        parser.add_argument(
-            f"--{init}-lrs",
-            type=lrs_arg,
-            default=lrs_arg(rates),
-            help=f"learning-rate sweep of {'random init' if init == 'random' else 'the subclone'} (default {rates})",
-        )
+    parser.add_argument(
+        "--random-lrs",
+        type=lrs_arg,
+        default=lrs_arg("1e-3,3e-3"),
+        help="learning-rate sweep of random init (default 1e-3,3e-3)",
+    )
+    parser.add_argument(
+        "--subclone-lrs",
+        type=sweep_lrs_arg,
+        default=lrs_arg("3e-4,1e-3"),
+        help="learning-rate sweep of the subclone (default 3e-4,1e-3; '' for none: random init's sweep alone, "
+        "a job that --merge joins with the others of the same size and seed)",
+    )
     parser.add_argument("--profile", type=Path, help="a saved profile (.npz); default: profile the training data")
     add_fields(
         parser,

@@ -696,6 +696,10 @@ def _train_study(args: argparse.Namespace) -> tuple[SpeedupStudy, str]:
     extra = [size for size in args.distill_sizes if size not in args.sizes]
     if extra:
         raise UsageError(f"--distill-sizes {','.join(f'{l}x{h}' for l, h in extra)} are not among --sizes")
+    if args.distill_sizes and not args.subclone_lrs:
+        raise UsageError(
+            "--distill-sizes trains from the subclone's best rate: give --subclone-lrs, or --distill-sizes ''"
+        )
     if args.profile is not None and not args.profile.is_file():
         raise UsageError(f"--profile {args.profile}: no such file")
     specs = {size: DestinationSpec(layers=size[0], hidden=size[1]) for size in args.sizes}

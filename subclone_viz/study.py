@@ -143,16 +143,23 @@ class SpeedupStudy(Record):
                 raise ValueError(
                     f"these studies differ in {', '.join(differing)}: their speedups are not comparable on one figure"
                 )
-        by_label: dict[str, list[dict[str, Any]]] = {}
+        by_label: dict[str, dict[Any, list[dict[str, Any]]]] = {}
         for study in studies:
             for size in study.sizes:
                 for record in size.get("seeds") or [dict(size, seed=size.get("seed", study.config.get("seed")))]:
-                    by_label.setdefault(size["label"], []).append(
+                    by_label.setdefault(size["label"], {}).setdefault(record.get("seed"), []).append(
                         dict(record, label=size["label"], dims=size.get("dims"), parameters=size["parameters"])
                     )
-        sizes = [_combine_seeds(label, records) for label, records in by_label.items()]
-        seeds = sorted({record.get("seed") for records in by_label.values() for record in records}, key=str)
+        sizes = [
+            _combine_seeds(
+                label, [_join_sweeps(label, jobs) if len(jobs) > 1 else jobs[0] for jobs in by_seed.values()]
+            )
+            for label, by_seed in by_label.items()
+        ]
+        seeds = sorted({seed for by_seed in by_label.values() for seed in by_seed}, key=str)
         config = dict(first, wall_seconds=sum(float(s.config.get("wall_seconds", 0.0)) for s in studies))
+        for sweep in ("random_lrs", "subclone_lrs"):  # sweeps run as separate jobs: every rate tried
+            config[sweep] = sorted({lr for study in studies for lr in study.config.get(sweep) or ()})
         if len(seeds) > 1:
             config["seeds"] = seeds
         return cls(config=config, sizes=sorted(sizes, key=lambda size: -size["parameters"]))
@@ -292,10 +299,13 @@ def _size_problem(size: Any) -> str | None:
     return None
 
 
-def _check_lrs(name: str, values: Sequence[float]) -> list[float]:
+def _check_lrs(name: str, values: Sequence[float], allow_none: bool = False) -> list[float]:
     values = list(values)
-    if not values or any(not isinstance(v, (int, float)) or not v > 0 or not math.isfinite(v) for v in values):
-        raise ValueError(f"{name}={values!r}: give at least one learning rate, each a finite number > 0")
+    if (not values and not allow_none) or any(
+        not isinstance(v, (int, float)) or not v > 0 or not math.isfinite(v) for v in values
+    ):
+        least = "" if allow_none else "at least one learning rate, "
+        raise ValueError(f"{name}={values!r}: give {least}each a finite number > 0 (with distill_sizes: at least one)")
     return values
 
 
@@ -330,7 +340,8 @@ def speedup_study(
         **settings: :class:`~subclone_viz.train.TrainSettings` fields for every run (``steps=150,
             eval_every=5, seed=0, distill_alpha=0.5``).
     """
-    random_lrs, subclone_lrs = _check_lrs("random_lrs", random_lrs), _check_lrs("subclone_lrs", subclone_lrs)
+    random_lrs = _check_lrs("random_lrs", random_lrs)
+    subclone_lrs = _check_lrs("subclone_lrs", subclone_lrs, allow_none=not distill_sizes)
     run_settings = TrainSettings.of(None, **settings)  # an unknown or invalid setting fails now, not after runs
     specs, distill_sizes, resolved = _checked_sizes(parent, specs, distill_sizes, distill_inits)
     started = time.perf_counter()
@@ -417,29 +428,55 @@ def _size(
     subclone_lrs: list[float],
     distill_inits: Sequence[str],
 ) -> dict[str, Any]:
-    """One size of the study: both learning-rate sweeps, then each of ``distill_inits`` at its start's best
-    rate, and every init's best run against random init's."""
-    sweeps = {
-        REFERENCE_INIT: {lr: run(spec, REFERENCE_INIT, lr) for lr in random_lrs},
-        "subclone": {lr: run(spec, "subclone", lr) for lr in subclone_lrs},
-    }
-    best = {init: min(runs, key=lambda lr: runs[lr].evals[-1].loss) for init, runs in sweeps.items()}
+    """One size of the study: both learning-rate sweeps (the subclone's may be empty: a random-init sweep run
+    as its own job), then each of ``distill_inits`` at its start's best rate, and every init's best run
+    against random init's."""
+    sweeps = {REFERENCE_INIT: {lr: run(spec, REFERENCE_INIT, lr) for lr in random_lrs}}
+    if subclone_lrs:
+        sweeps["subclone"] = {lr: run(spec, "subclone", lr) for lr in subclone_lrs}
+    best = _best_lrs(sweeps)
     for init in distill_inits:
         start = REFERENCE_INIT if INITS[init].strategies is None else "subclone"
         sweeps[init] = {best[start]: run(spec, init, best[start])}
-        best[init] = best[start]
-    reference = sweeps[REFERENCE_INIT][best[REFERENCE_INIT]]
-    chosen = {init: sweeps[init][lr] for init, lr in best.items()}
     return {
         "label": f"{dims.layers} x {dims.hidden}",
         "dims": dims.to_dict(),
         "parameters": _parameters(parent, spec),
+        **_summary(sweeps),
+    }
+
+
+def _best_lrs(sweeps: dict[str, dict[float, History]]) -> dict[str, float]:
+    """Each init's learning rate with the lowest final held-out loss."""
+    return {init: min(runs, key=lambda lr: runs[lr].evals[-1].loss) for init, runs in sweeps.items()}
+
+
+def _summary(sweeps: dict[str, dict[float, History]]) -> dict[str, Any]:
+    """A size record's measured part from its runs by init and learning rate: each init's best rate, its
+    losses, its speedup over the best random run, and every run."""
+    best = _best_lrs(sweeps)
+    reference = sweeps[REFERENCE_INIT][best[REFERENCE_INIT]]
+    chosen = {init: sweeps[init][lr] for init, lr in best.items()}
+    return {
         "best_lr": best,
         "initial_loss": {init: h.evals[0].loss for init, h in chosen.items()},
         "final_loss": {init: h.evals[-1].loss for init, h in chosen.items()},
         "speedups": {init: speedup(reference, h).to_dict() for init, h in chosen.items()},
         "runs": {init: {str(lr): h.to_dict() for lr, h in runs.items()} for init, runs in sweeps.items()},
     }
+
+
+def _join_sweeps(label: str, records: list[dict[str, Any]]) -> dict[str, Any]:
+    """One record of a size and seed from records whose sweeps ran as separate jobs: every run of each, the
+    best rates and speedups found again over all of them."""
+    sweeps: dict[str, dict[float, History]] = {}
+    for record in records:
+        for init, runs in record["runs"].items():
+            for lr, run in runs.items():
+                if float(lr) in sweeps.get(init, {}):
+                    raise ValueError(f"size {label!r}, seed {record.get('seed')}: {init} at lr {lr} was run twice")
+                sweeps.setdefault(init, {})[float(lr)] = History.from_dict(run)
+    return {**records[0], **_summary(sweeps)}
 
 
 def _parameters(parent: "Parent", spec: "DestinationSpec") -> int:

@@ -153,7 +153,7 @@ def test_studies_of_other_sizes_merge_largest_first_and_only_when_comparable(stu
     second = SpeedupStudy(study.config, study.sizes[:1])
     merged = SpeedupStudy.merge([first, second])
     assert [size["label"] for size in merged.sizes] == ["3 x 24", "2 x 16"]
-    with pytest.raises(ValueError, match=r"size '2 x 16' appears in more than one study with the same seed"):
+    with pytest.raises(ValueError, match=r"size '2 x 16', seed 0: random at lr 0.001 was run twice"):
         SpeedupStudy.merge([first, first])
     other_budget = SpeedupStudy(dict(study.config, steps=300), study.sizes[:1])
     with pytest.raises(ValueError, match="differ in steps"):
@@ -201,6 +201,25 @@ def test_studies_of_other_seeds_combine_each_size_with_the_spread_of_its_speedup
     del damaged["sizes"][0]["seeds"][1]["final_loss"]
     with pytest.raises(ValueError, match="seed record 1 that lacks final_loss"):
         SpeedupStudy.from_dict(damaged)
+
+
+def test_sweeps_run_as_separate_jobs_join_and_find_the_best_rate_again(parent, data):
+    batches, heldout, prof = data
+    common = dict(profile=prof, progress=False, steps=3, eval_every=1, seed=0)
+    both = speedup_study(parent, SIZES[1:], batches, heldout, random_lrs=[1e-3], subclone_lrs=[1e-3], **common)
+    alone = speedup_study(parent, SIZES[1:], batches, heldout, random_lrs=[1e-2], subclone_lrs=[], **common)
+    assert set(alone.sizes[0]["runs"]) == {"random"} and alone.config["subclone_lrs"] == []
+    joined = SpeedupStudy.merge([both, alone])
+    (size,) = joined.sizes
+    assert "seeds" not in size and joined.config["random_lrs"] == [1e-3, 1e-2]
+    assert set(size["runs"]["random"]) == {"0.001", "0.01"}
+    finals = {lr: run["evals"][-1]["loss"] for lr, run in size["runs"]["random"].items()}
+    assert size["best_lr"]["random"] == float(min(finals, key=finals.get))
+    reference = History.from_dict(size["runs"]["random"][str(size["best_lr"]["random"])])
+    subclone = History.from_dict(size["runs"]["subclone"]["0.001"])
+    assert size["speedups"]["subclone"] == speedup(reference, subclone).to_dict()
+    with pytest.raises(ValueError, match="with distill_sizes: at least one"):
+        speedup_study(parent, SIZES[1:], batches, heldout, subclone_lrs=[], distill_sizes=SIZES[1:], **common)
 
 
 def test_beyond_budget_forecasts_when_random_init_would_reach_the_subclones_final_loss():
