@@ -501,7 +501,7 @@ def _beyond_budget_note(rows: Sequence[dict[str, Any]]) -> list[str]:
     lines = ["", "beyond the budget (forecast from random init's whole run, its schedule stretched):"]
     for row in rows:
         seed = "" if row["seed"] is None else f" seed {row['seed']}"
-        lines.append(f"  {row['destination']}{seed}, {row['init']}'s final loss: random init {row['text']}")
+        lines.append(f"  {row['destination']}{seed}, {row['init']}'s final loss: {row['text']}")
     return lines
 
 

@@ -43,7 +43,7 @@ import math
 import re
 import time
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from functools import partial
 from typing import TYPE_CHECKING, Any
 
@@ -181,7 +181,7 @@ class SpeedupStudy(Record):
                     if init == REFERENCE_INIT or min(e.loss for e in history.evals) <= loss:
                         continue
                     try:
-                        reach = steps_to_reach(history, loss, prior=prior)
+                        reach = replace(steps_to_reach(history, loss, prior=prior), label="random init")
                     except ForecastError:
                         continue  # too few evaluations to forecast from
                     rows.append(
