@@ -90,15 +90,17 @@ RUNS = {
 def drive(url: str, runs: list[dict], artifacts: Path) -> list[dict]:
     """latency.js over ``runs``: one report per notebook, each printed as it comes."""
     command = ["node", str(BROWSER_DIR / "latency.js"), "--url", url, "--artifacts", str(artifacts)]
+    # LATENCY_LOG=1: latency.js prints each move's mutations on its stderr, passed through to ours.
+    stderr = None if os.environ.get("LATENCY_LOG") else subprocess.PIPE
     with subprocess.Popen(
-        [*command, *map(json.dumps, runs)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=BROWSER_DIR
+        [*command, *map(json.dumps, runs)], stdout=subprocess.PIPE, stderr=stderr, text=True, cwd=BROWSER_DIR
     ) as node:
         reports = []
         for line in node.stdout:
             if line.startswith("{"):
                 reports.append(json.loads(line))
                 print(line.strip(), flush=True)
-        errors = node.stderr.read()
+        errors = node.stderr.read() if node.stderr is not None else "(on stderr above)"
     failed = [r for r in reports if not r["ok"]]
     if node.returncode != 0 or failed:
         sys.exit(f"latency.js failed: {failed or errors[-3000:]}")
