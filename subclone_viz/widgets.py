@@ -133,8 +133,10 @@ def _refresh(widget: go.FigureWidget, figure: go.Figure) -> None:
     ``figure``'s, all in one message where the traces keep their number and types.
 
     Traces of the same number and types are restyled in place: inside ``batch_update`` that is one
-    ``Plotly.update`` and one redraw in the browser, where replacing them sends a delete and an add message and
-    plotly.js redraws the whole figure after each (three redraws a move, with the layout's). Only the properties
+    ``Plotly.update`` and one redraw in the browser, where replacing them sends a delete and an add message
+    (three redraws a move, with the layout's). Every message redraws the whole figure, however small the edit:
+    plotly's front end tags each edit with a property plotly.js does not know (``_doNotReportToPy``), which it
+    treats as one that needs a full recalculation; so the messages per figure are what a redraw costs. Only the properties
     that differ are sent: plotly validates a property on every assignment, and re-assigning the unchanged template
     alone took most of a redraw (about 40 ms a figure). Properties that ``figure`` lacks are cleared explicitly
     (an empty tuple for the array containers such as shapes, None for the others): the browser's widget model and
@@ -1277,13 +1279,8 @@ class SizeGridExplorer(_App):
             "latency": HALF_WIDTH,
             "memory": HALF_WIDTH,
         }
-        # Every cell's outline is drawn at once, transparent; a selection shows one. Its opacity redraws that one
-        # shape in plotly.js, where moving an outline's corners (or a new list of shapes) redraws the whole figure.
-        rows, columns = self.grid.shape
-        outlines = [{**plots.cell_outline(i, j), "opacity": 0} for i in range(rows) for j in range(columns)]
         self.figures = {
-            quantity: _figure(plots.size_grid(self.grid, quantity).update_layout(shapes=outlines), widths[quantity])
-            for quantity in QUANTITIES
+            quantity: _figure(plots.size_grid(self.grid, quantity), widths[quantity]) for quantity in QUANTITIES
         }
         for figure in self.figures.values():  # a selection only moves an outline: the heat maps keep their handlers
             for trace in figure.data:
@@ -1324,13 +1321,9 @@ class SizeGridExplorer(_App):
         if reason is not None:
             self.cell_info.value = _message(f"{spec.layers} blocks x {spec.hidden}: {reason}", error=True)
             return None
-        previous, self.selected = self.selected, (i, j)
-        opacities = {f"shapes[{i * columns + j}].opacity": 1}
-        if previous is not None and previous != (i, j):
-            opacities[f"shapes[{previous[0] * columns + previous[1]}].opacity"] = 0
+        self.selected = (i, j)
         for figure in self.figures.values():  # the heat maps stay; only the outline moves
-            # Paths as plotly.js writes them: plotly's own ("shapes.1.opacity") replot the whole figure.
-            figure.plotly_relayout(opacities)
+            figure.layout.shapes = [plots.cell_outline(i, j)]
         loss = "" if math.isnan(grid.loss[i, j]) else f", held-out loss before training {grid.loss[i, j]:.3f}"
         self.cell_info.value = _message(
             f"{spec.layers} blocks x {spec.hidden} wide: {grid.params[i, j] / 1e6:.2f}M parameters, "
@@ -1564,6 +1557,7 @@ class PredictionsThroughDepth(_App):
         )
         self.token = w.Dropdown(description="token", options=[], style=_LABEL_STYLE)
         self.table = w.HTML(layout=w.Layout(width=f"{FULL_WIDTH}px"))
+        self.table.add_class("predictions-through-depth-table")  # for a page (or a browser benchmark) to find it
         self.loss_figure = _figure(go.Figure(), HALF_WIDTH)
         self._repicking = False
         self.text.observe(self._read, names="value")
@@ -1582,6 +1576,7 @@ class PredictionsThroughDepth(_App):
                 _row(self.table, self.loss_figure),
             ]
         )
+        self.widget.add_class("predictions-through-depth")
         self._read()
 
     def _batch(self) -> dict[str, "torch.Tensor"]:
