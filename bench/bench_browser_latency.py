@@ -7,8 +7,10 @@ Chromium with tests/integration/browser/latency.js: each notebook runs top to bo
 moves ``--repeats`` times as a person would (an arrow key on a slider's handle, an option picked in a dropdown,
 Enter in a text box, a click on a button or a heat-map cell). A time runs from the input event (the page's
 clock) to the last change of the notebook's outputs before they stay still for a second (a MutationObserver;
-plotly's hover layer ignored), and a change must reach a plotly figure. It covers the message to the kernel,
-the callback, the messages back and plotly.js's drawing.
+plotly's hover layer ignored), and a change must reach what the control redraws: a plotly figure, or for
+predictions through depth's token menu its HTML table. It covers the message to the kernel, the callback, the
+messages back and the browser's drawing. ``LATENCY_LOG=1`` prints each move's output mutations, grouped by
+millisecond (how many redraws a move caused).
 
 Goals (issue 24): 200 ms for a control that only redraws, 1 s for one that runs the model on a new sentence.
 Median and spread (min-max) per control, with the machine's load, go to
@@ -82,6 +84,14 @@ RUNS = {
         "controls": [
             {"name": "Explorer: metric menu", "goal_ms": REDRAW_MS, "select": {"dropdown": "metric"}},
             *[{**control, "name": f"Explorer: {control['name']}"} for control in RESIDUAL],
+            {
+                # The panel's own token menu redraws an HTML table (plots.predictions_through_depth_html), no plot.
+                "name": "Explorer: predictions through depth, token menu",
+                "goal_ms": REDRAW_MS,
+                "select": {"dropdown": "token"},
+                "in": ".predictions-through-depth",
+                "redraws": ".predictions-through-depth-table",
+            },
         ],
     },
 }
@@ -90,15 +100,17 @@ RUNS = {
 def drive(url: str, runs: list[dict], artifacts: Path) -> list[dict]:
     """latency.js over ``runs``: one report per notebook, each printed as it comes."""
     command = ["node", str(BROWSER_DIR / "latency.js"), "--url", url, "--artifacts", str(artifacts)]
+    # LATENCY_LOG=1: latency.js prints each move's mutations on its stderr, passed through to ours.
+    stderr = None if os.environ.get("LATENCY_LOG") else subprocess.PIPE
     with subprocess.Popen(
-        [*command, *map(json.dumps, runs)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=BROWSER_DIR
+        [*command, *map(json.dumps, runs)], stdout=subprocess.PIPE, stderr=stderr, text=True, cwd=BROWSER_DIR
     ) as node:
         reports = []
         for line in node.stdout:
             if line.startswith("{"):
                 reports.append(json.loads(line))
                 print(line.strip(), flush=True)
-        errors = node.stderr.read()
+        errors = node.stderr.read() if node.stderr is not None else "(on stderr above)"
     failed = [r for r in reports if not r["ok"]]
     if node.returncode != 0 or failed:
         sys.exit(f"latency.js failed: {failed or errors[-3000:]}")

@@ -9,6 +9,7 @@ times each control that only redraws what is already computed, as a person would
 * the residual metric menu (``ResidualExplorer.metric``: one figure of 30 blocks);
 * the token trace's layer slider (``ResidualExplorer.layer``: the cached trace redrawn with a marker);
 * the top-k overlap's k slider (``ImportanceExplorer.k``: a 31 x 31 overlap matrix of 576 channels);
+* the consistency toggle (``ImportanceExplorer.kind``: Spearman and top-k overlap in turn, at the last k);
 * the FFN neuron block slider (``ImportanceExplorer.ffn_layer``: 1,536 sorted importances);
 * a size-grid click (``SizeGridExplorer.select``: three heat maps outlined, and the linked studio set to that
   size, re-planned and its residual plot redrawn, as in notebook 4);
@@ -261,6 +262,7 @@ def main() -> None:
         "metric menu": [setter(residual.metric, metrics[(n + 1) % len(metrics)]) for n in range(repeats)],
         "layer slider (token trace)": [setter(residual.layer, (7 * n + 3) % (layers + 1)) for n in range(repeats)],
         "k slider (top-k overlap)": [setter(importance.k, 32 + 48 * n) for n in range(repeats)],
+        "consistency toggle": [setter(importance.kind, ("spearman", "topk")[n % 2]) for n in range(repeats)],
         "block slider (FFN neurons)": [setter(importance.ffn_layer, (5 * n + 1) % layers) for n in range(repeats)],
         "size-grid click (+ studio)": [
             (lambda cell=cells[(4 * n + 1) % len(cells)]: sizes.select(*cell))  # noqa: B008 (binds n now)

@@ -71,7 +71,7 @@ from typing import Any
 from ._version import __version__
 from .choices import DEPTH_STRATEGIES, DEVICE_MAP_STRATEGIES, EMBEDDED_ALIASES, PILOT_FRACTION, SCHEDULES
 from .inits import DEFAULT_LR_PRESET, INITS, LR_PRESETS
-from .parent_config import SpecDoesNotFitError, check_spec_fits, config_dims
+from .parent_config import SpecDoesNotFitError, check_spec_fits, config_dims, misspelt_alias
 from .settings import STUDY_STEPS, PlanStrategy, ProfileSettings, TrainSettings
 
 PROG = "subclone-viz"
@@ -914,8 +914,13 @@ def _specs(args: argparse.Namespace) -> list[tuple[Any, int | None, int | None]]
 
 
 def refuse_misfit(args: argparse.Namespace) -> str | None:
-    """The one-line error for a destination spec the parent's config rules out, read without torch
-    (:mod:`subclone_viz.parent_config`); None when it may fit (the full check runs once torch is loaded)."""
+    """The one-line error for a misspelt ``--parent`` or a destination spec the parent's config rules out, read
+    without torch (:mod:`subclone_viz.parent_config`); None when it may fit (the full check runs once torch is
+    loaded)."""
+    parent = getattr(args, "parent", None)  # forecast takes no parent
+    misspelt = misspelt_alias(str(parent)) if parent is not None else None
+    if misspelt is not None:
+        return misspelt
     specs = _specs(args)
     dims = config_dims(str(args.parent)) if specs else None
     if dims is None:

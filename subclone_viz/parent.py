@@ -60,10 +60,11 @@ from torch import nn
 
 from . import distributed
 from ._atomic import DamagedFileError, file_lock, note_rebuild, staged_directory, verify_manifest
-from .choices import DEVICE_MAP_STRATEGIES, EMBEDDED_ALIASES, closest_alias
+from .choices import DEVICE_MAP_STRATEGIES, EMBEDDED_ALIASES
 from .data import cache_dir
 from .errors import UserError
 from .families import Dims, Family, auto_class_name, family_of
+from .parent_config import misspelt_alias
 from .readers import register_reader
 from .registry import Registry
 
@@ -344,7 +345,7 @@ def parent_skeleton(source: str | os.PathLike, trust_remote_code: bool = False) 
     first conversion): check those after loading. A misspelt alias raises :class:`ParentLoadError` at once.
     """
     source = str(source)
-    _refuse_misspelt_alias(source, Path(source).expanduser())
+    _refuse_misspelt_alias(source)
     try:
         config = _config_only(source, trust_remote_code)
     except (OSError, ValueError, KeyError):
@@ -506,7 +507,7 @@ def _load_source(request: SourceRequest) -> LoadedSource:
     """The first registered source that claims ``request``, ``"hub"`` last; a misspelt embedded alias is refused
     first, before any source spends seconds on imports or hub retries."""
     if isinstance(request.source, str):
-        _refuse_misspelt_alias(request.source, Path(request.source).expanduser())
+        _refuse_misspelt_alias(request.source)
     for name in [*(n for n in SOURCES if n != _LAST_SOURCE), _LAST_SOURCE]:
         loaded = SOURCES[name](request)
         if loaded is not None:
@@ -618,20 +619,12 @@ def _hub_source(request: SourceRequest) -> LoadedSource | None:
     )
 
 
-def _refuse_misspelt_alias(source: str, path: Path) -> None:
-    """A name close to an embedded alias that is no file, no hub id (``org/name``) and not in the local
-    Hugging Face cache is a misspelt alias: say so at once, before seconds of timm imports and hub retries."""
-    alias = closest_alias(source)
-    if alias is None or source in EMBEDDED_ALIASES or "/" in source or path.exists() or _in_hub_cache(source):
-        return
-    raise ParentLoadError(
-        f"no parent named {source!r} (did you mean {alias!r}?): it is not an embedded alias "
-        f"({', '.join(EMBEDDED_ALIASES)}), not a local file or directory, and not a hub id (org/name)"
-    )
-
-
-def _in_hub_cache(repo_id: str) -> bool:
-    return (Path(constants.HF_HUB_CACHE) / f"models--{repo_id.replace('/', '--')}").is_dir()
+def _refuse_misspelt_alias(source: str) -> None:
+    """A misspelt embedded alias fails at once (:func:`~subclone_viz.parent_config.misspelt_alias`), before
+    seconds of timm imports and hub retries."""
+    problem = misspelt_alias(source)
+    if problem is not None:
+        raise ParentLoadError(problem)
 
 
 def _hub_unreachable() -> str | None:

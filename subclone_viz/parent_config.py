@@ -2,7 +2,7 @@
 
 ``subclone-viz subclone --layers 7 --hidden 1000`` should be refused in about a second, not after the
 seconds-to-a-minute that importing torch takes on a busy machine. Everything here is the standard library
-(plus the ``gguf`` package's reader, which needs numpy, not torch): :func:`config_dims` reads the layers,
+(plus the ``gguf`` package's reader, which needs numpy, not torch, and ``huggingface_hub``'s constants): :func:`config_dims` reads the layers,
 hidden width, FFN width and heads from
 
 * an embedded parent's converted ``config.json`` in the cache (``$SUBCLONE_VIZ_CACHE``, else
@@ -11,7 +11,9 @@ hidden width, FFN width and heads from
 * a ``.gguf`` file's header.
 
 and :func:`check_spec_fits` refuses the specs that cannot fit whatever the family: deeper than twice the
-parent, a block index past its last block, wider than its residual or FFN width. Its messages are the ones
+parent, a block index past its last block, wider than its residual or FFN width. :func:`misspelt_alias` names
+the embedded alias a ``--parent`` that is nothing else was meant to be (``smolm2-135m``), so that the command
+line says "did you mean" at once rather than after importing torch and retrying the hub. Its messages are the ones
 :func:`subclone_viz.plan.check_spec` gives for the same specs, which stays the full check once torch is
 loaded (head counts, families whose heads follow the width, mixtures of experts). Where the dimensions cannot
 be read this way (a hub id, a timm model, an embedded parent not yet converted) nothing is refused here.
@@ -31,6 +33,10 @@ Example::
     ...
     subclone_viz.parent_config.SpecDoesNotFitError: hidden=1000 is out of range: choose 1 <= hidden <= 576 (the parent's)
     >>> check_spec_fits(config_dims(str(folder)), layers=20, hidden=384)   # may fit: the full check decides
+    >>> misspelt_alias("smolm2-135m")
+    "no parent named 'smolm2-135m' (did you mean 'smollm2-135m'?): it is not an embedded alias (smollm2-135m, ..."
+    >>> misspelt_alias("HuggingFaceTB/SmolLM2-135M") is None   # a hub id: the hub decides
+    True
 """
 
 from __future__ import annotations
@@ -43,7 +49,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .choices import EMBEDDED_ALIASES
+from huggingface_hub import constants
+
+from .choices import EMBEDDED_ALIASES, closest_alias
 from .errors import UserError
 
 # The same dimension under the names the transformers configs give it, most common first.
@@ -186,4 +194,28 @@ def check_spec_fits(
         raise SpecDoesNotFitError(f"ffn={ffn!r} is out of range: choose 1 <= ffn <= {parent.ffn} (the parent's)")
 
 
-__all__ = ["ParentDims", "SpecDoesNotFitError", "check_spec_fits", "config_dims", "dims_from_config"]
+def misspelt_alias(source: str) -> str | None:
+    """The one-line error for a ``--parent`` close to an embedded alias that is no file, no hub id
+    (``org/name``) and not in the local Hugging Face cache; None for every other name."""
+    alias = closest_alias(source)
+    path = Path(source).expanduser()
+    if alias is None or source in EMBEDDED_ALIASES or "/" in source or path.exists() or _in_hub_cache(source):
+        return None
+    return (
+        f"no parent named {source!r} (did you mean {alias!r}?): it is not an embedded alias "
+        f"({', '.join(EMBEDDED_ALIASES)}), not a local file or directory, and not a hub id (org/name)"
+    )
+
+
+def _in_hub_cache(repo_id: str) -> bool:
+    return (Path(constants.HF_HUB_CACHE) / f"models--{repo_id.replace('/', '--')}").is_dir()
+
+
+__all__ = [
+    "ParentDims",
+    "SpecDoesNotFitError",
+    "check_spec_fits",
+    "config_dims",
+    "dims_from_config",
+    "misspelt_alias",
+]

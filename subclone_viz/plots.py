@@ -24,7 +24,8 @@ without pyplot so nothing global changes). No model runs here.
   predicted class and confidence of each model on a few images.
 * :func:`expert_load_heatmap`, :func:`expert_neuron_curves`: a mixture of experts' routing load per layer and
   expert, and each expert's neuron importance.
-* :func:`forecast_band`: a run's held-out losses and its loss forecast ahead, with the interval as a band;
+* :func:`forecast_band`: a run's held-out losses and its loss forecast ahead, with the interval as a band
+  (:func:`forecast_band_curves`: its curves' data alone, for a live figure);
   :func:`budget_pareto`: forecast loss at a training budget against one inference cost, with error bars.
 
 Heat maps put residual layer 0 (the embedding output) or block 0 at the bottom, so depth grows upward.
@@ -63,6 +64,7 @@ from .experts import expert_load, expert_neuron_importance, router_entropy
 from .lens import through_depth
 from .profile import BLOCK_METRIC_LABELS, BLOCK_METRICS, Profile
 from .sizing import ACTIVE_PARAMS, GRID_COSTS, QUANTITIES, SizeGrid
+from .train import History
 
 if TYPE_CHECKING:
     from .lens import LogitLens
@@ -816,22 +818,27 @@ def history_series(history: Any, metric: str, x: str = "step") -> tuple[str, np.
     History layout (``label``, ``unit``, ``steps`` with step/seen/loss and ``evals`` with
     step/seen/loss/accuracy) or a flat ``{"label", "records": [{step, tokens, train_loss, eval_loss, ...}]}``.
     """
-    data = history.to_dict() if hasattr(history, "to_dict") else history
-    if not isinstance(data, Mapping):
-        raise TypeError(f"a history must be a History, have to_dict(), or be a dict; got {type(history).__name__}")
-    unit = data.get("unit", "tokens")
-    if "records" in data:
-        rows = [(r.get("step"), r.get("tokens", r.get("seen")), r.get(metric)) for r in data["records"]]
-    elif "steps" in data or "evals" in data:
-        source, field = ("steps", "loss") if metric == "train_loss" else ("evals", metric.removeprefix("eval_"))
-        rows = [(r.get("step"), r.get("seen"), r.get(field)) for r in data.get(source, [])]
+    source, field = ("steps", "loss") if metric == "train_loss" else ("evals", metric.removeprefix("eval_"))
+    if isinstance(history, History):
+        # Its records read as they are: to_dict() copies every record, most of a live redraw's time.
+        label, unit = history.label, history.unit
+        rows = [(r.step, r.seen, getattr(r, field)) for r in getattr(history, source)]
     else:
-        raise ValueError(f"not a training history: expected 'records' or 'steps'/'evals' keys, got {sorted(data)}")
+        data = history.to_dict() if hasattr(history, "to_dict") else history
+        if not isinstance(data, Mapping):
+            raise TypeError(f"a history must be a History, have to_dict(), or be a dict; got {type(history).__name__}")
+        label, unit = data.get("label", ""), data.get("unit", "tokens")
+        if "records" in data:
+            rows = [(r.get("step"), r.get("tokens", r.get("seen")), r.get(metric)) for r in data["records"]]
+        elif "steps" in data or "evals" in data:
+            rows = [(r.get("step"), r.get("seen"), r.get(field)) for r in data.get(source, [])]
+        else:
+            raise ValueError(f"not a training history: expected 'records' or 'steps'/'evals' keys, got {sorted(data)}")
     rows = [r for r in rows if r[2] is not None and not (isinstance(r[2], float) and math.isnan(r[2]))]
     position = 0 if x == "step" else 1
     xs = np.array([r[position] for r in rows], dtype=float)
     ys = np.array([r[2] for r in rows], dtype=float)
-    return str(data.get("label", "")), xs, ys, unit
+    return str(label), xs, ys, unit
 
 
 def loss_curves(
@@ -1633,6 +1640,27 @@ def budget_pareto(grid: Any, cost: str = "params", backend: str = "plotly") -> F
     return fig
 
 
+def forecast_band_curves(curve: Any, result: Any) -> tuple[str, list[tuple[str, np.ndarray, np.ndarray]]]:
+    """:func:`forecast_band`'s title and its three curves as (name, x, y), in drawing order: the interval as a
+    closed band, the forecast, the evaluated losses. A live figure takes new data from these without being
+    rebuilt (arrays: plotly sends them as binary buffers, where it validates a list value by value)."""
+    points = list(zip(curve.steps, curve.losses)) if hasattr(curve, "lrs") else [(r.step, r.loss) for r in curve.evals]
+    points = [(s, v) for s, v in points if s > 0]  # before training the areas are 0: not on the forecast's scale
+    title = (
+        f"Forecast{' of ' + result.label if result.label else ''}: {result.loss:.3f} nats at step {result.horizon:,}"
+    )
+    xs, loss, low, high = (
+        np.asarray(values, dtype=float)
+        for values in (result.curve_steps, result.curve_loss, result.curve_low, result.curve_high)
+    )
+    evaluated = np.asarray(points, dtype=float).reshape(-1, 2)
+    return title, [
+        (f"{result.level:.0%} interval", np.concatenate([xs, xs[::-1]]), np.concatenate([high, low[::-1]])),
+        ("forecast", xs, loss),
+        ("evaluated", evaluated[:, 0], evaluated[:, 1]),
+    ]
+
+
 def forecast_band(curve: Any, result: Any, backend: str = "plotly") -> Figure:
     """A run's evaluated held-out losses and its forecast ahead of them, with the interval as a band.
 
@@ -1642,22 +1670,16 @@ def forecast_band(curve: Any, result: Any, backend: str = "plotly") -> Figure:
         backend: ``"plotly"`` or ``"matplotlib"``.
     """
     _check_backend(backend)
-    points = list(zip(curve.steps, curve.losses)) if hasattr(curve, "lrs") else [(r.step, r.loss) for r in curve.evals]
-    points = [(s, v) for s, v in points if s > 0]  # before training the areas are 0: not on the forecast's scale
-    title = (
-        f"Forecast{' of ' + result.label if result.label else ''}: {result.loss:.3f} nats at step {result.horizon:,}"
-    )
+    title, (band, line, evaluated) = forecast_band_curves(curve, result)
     xlabel, ylabel = "optimizer step", HISTORY_METRICS["eval_loss"]
-    xs, low, high = result.curve_steps, result.curve_low, result.curve_high
-    band = f"{result.level:.0%} interval"
     if backend == "plotly":
         fig = _plotly_figure(title, xlabel, ylabel)
         fig.add_trace(
             go.Scatter(
-                x=xs + xs[::-1],
-                y=high + low[::-1],
+                x=band[1],
+                y=band[2],
                 fill="toself",
-                name=band,
+                name=band[0],
                 mode="lines",
                 line=dict(width=0),
                 fillcolor="rgba(214,39,40,0.18)",
@@ -1666,18 +1688,14 @@ def forecast_band(curve: Any, result: Any, backend: str = "plotly") -> Figure:
         )
         fig.add_trace(
             go.Scatter(
-                x=xs,
-                y=result.curve_loss,
-                name="forecast",
-                mode="lines",
-                line=dict(color=SELECTED_COLOR, dash="dash", width=2),
+                x=line[1], y=line[2], name=line[0], mode="lines", line=dict(color=SELECTED_COLOR, dash="dash", width=2)
             )
         )
         fig.add_trace(
             go.Scatter(
-                x=[p[0] for p in points],
-                y=[p[1] for p in points],
-                name="evaluated",
+                x=evaluated[1],
+                y=evaluated[2],
+                name=evaluated[0],
                 mode="markers",
                 marker=dict(color=SERIES_COLORS[0], size=7),
             )
@@ -1685,9 +1703,10 @@ def forecast_band(curve: Any, result: Any, backend: str = "plotly") -> Figure:
         fig.add_vline(x=result.fitted_until, line=dict(color=REMOVED_COLOR, dash="dot"))
         return fig
     fig, ax = _matplotlib_figure(title, xlabel, ylabel)
-    ax.fill_between(xs, low, high, color=SELECTED_COLOR, alpha=0.18, lw=0, label=band)
-    ax.plot(xs, result.curve_loss, color=SELECTED_COLOR, ls="--", lw=2, label="forecast")
-    ax.plot([p[0] for p in points], [p[1] for p in points], "o", color=SERIES_COLORS[0], ms=5, label="evaluated")
+    xs = result.curve_steps
+    ax.fill_between(xs, result.curve_low, result.curve_high, color=SELECTED_COLOR, alpha=0.18, lw=0, label=band[0])
+    ax.plot(xs, result.curve_loss, color=SELECTED_COLOR, ls="--", lw=2, label=line[0])
+    ax.plot(evaluated[1], evaluated[2], "o", color=SERIES_COLORS[0], ms=5, label=evaluated[0])
     ax.axvline(result.fitted_until, color=REMOVED_COLOR, ls=":", lw=1)
     ax.legend(frameon=False, fontsize=9)
     return fig

@@ -59,6 +59,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import ipywidgets as w
+import numpy as np
 import plotly.graph_objects as go
 from IPython.display import display
 
@@ -128,20 +129,27 @@ def _figure(figure: go.Figure, width: int) -> go.FigureWidget:
 
 
 def _refresh(widget: go.FigureWidget, figure: go.Figure) -> None:
-    """Show ``figure`` in ``widget`` at the widget's width: traces replaced, the layout brought to ``figure``'s.
+    """Show ``figure`` in ``widget`` at the widget's width: traces restyled or replaced, the layout brought to
+    ``figure``'s, all in one message where the traces keep their number and types.
 
-    Only the layout properties that differ are sent, in one message: plotly validates a property on every
-    assignment, and re-assigning the unchanged template alone took most of a redraw (about 40 ms a figure).
-    Properties that ``figure`` lacks are cleared explicitly (an empty tuple for the array containers such as
-    shapes, None for the others): the browser's widget model and plotly.js *merge* a layout message into what
-    they hold, so a property the message does not name stays drawn (the grey bands of removed blocks, once
-    every block is kept) although the Python side has none.
+    Traces of the same number and types are restyled in place: inside ``batch_update`` that is one
+    ``Plotly.update`` and one redraw in the browser, where replacing them sends a delete and an add message
+    (three redraws a move, with the layout's). Every message redraws the whole figure, however small the edit:
+    plotly's front end tags each edit with a property plotly.js does not know (``_doNotReportToPy``), which it
+    treats as one that needs a full recalculation; so the messages per figure are what a redraw costs. Only the properties
+    that differ are sent: plotly validates a property on every assignment, and re-assigning the unchanged template
+    alone took most of a redraw (about 40 ms a figure). Properties that ``figure`` lacks are cleared explicitly
+    (an empty tuple for the array containers such as shapes, None for the others): the browser's widget model and
+    plotly.js *merge* a message into what they hold, so a property the message does not name stays drawn (the
+    grey bands of removed blocks, once every block is kept) although the Python side has none.
     """
     figure.update_layout(width=widget.layout.width)
     current, wanted = widget.layout, figure.layout
     shown, wanted_keys = current.to_plotly_json(), wanted.to_plotly_json().keys()
     with widget.batch_update():
-        if not _same_traces(widget.data, figure.data):  # a moved marker or outline leaves the traces as they are
+        if _same_kinds(widget.data, figure.data):
+            _restyle(widget.data, figure.data)
+        else:
             widget.data = ()
             widget.add_traces(figure.data)
         for key in shown.keys() - wanted_keys:
@@ -150,22 +158,66 @@ def _refresh(widget: go.FigureWidget, figure: go.Figure) -> None:
         for key in wanted_keys:
             if key not in shown or current[key] != wanted[key]:
                 current[key] = wanted[key]
-    # plotly sends an update as a one-off message to the views open now, and stores the whole figure in the widget's
-    # state only when the figure itself is displayed, never when a box or a tab holding it is: a view opened later
-    # (a Voila page, which connects after the notebook ran; a tab drawn after the update) would start from the
-    # figure as it was built. Store what is shown now.
+    _store_state(widget)
+
+
+def _store_state(widget: go.FigureWidget) -> None:
+    """Keep the figure ``widget`` shows in its state. plotly sends an update as a one-off message to the views
+    open now, and stores the whole figure in the widget's state only when the figure itself is displayed, never
+    when a box or a tab holding it is: a view opened later (a Voila page, which connects after the notebook ran;
+    a tab drawn after the update) would start from the figure as it was built."""
     widget._widget_layout = deepcopy(widget._layout_obj._props)
     widget._widget_data = deepcopy(widget._data)
 
 
-def _same_traces(shown: tuple, wanted: tuple) -> bool:
-    """Whether ``wanted``'s traces equal those ``shown`` (``wanted`` takes the shown ones' uids, which a widget
-    gives its traces and a new figure's lack)."""
-    if len(shown) != len(wanted) or any(old.type != new.type for old, new in zip(shown, wanted)):
-        return False
+def _same_kinds(shown: tuple, wanted: tuple) -> bool:
+    """Whether ``wanted`` has as many traces as ``shown``, of the same types, in order: then they are restyled."""
+    return len(shown) == len(wanted) > 0 and all(old.type == new.type for old, new in zip(shown, wanted))
+
+
+def _restyle(shown: tuple, wanted: tuple) -> None:
+    """Bring each shown trace to its wanted one: changed properties assigned, those it lacks cleared (None).
+    Nothing is sent for a trace left equal (a moved marker or outline leaves the traces as they are)."""
     for old, new in zip(shown, wanted):
-        new.uid = old.uid
-    return shown == wanted
+        current, target = old.to_plotly_json(), new.to_plotly_json()
+        for key in current.keys() - target.keys() - {"uid", "type"}:
+            old[key] = None
+        for key in target.keys() - {"uid", "type"}:
+            if key not in current or not _equal(current[key], target[key]):
+                old[key] = new[key]
+
+
+def _equal(shown: Any, wanted: Any) -> bool:
+    """Whether two values of a trace property are the same, arrays (also inside dicts and lists) compared element
+    by element."""
+    if isinstance(shown, np.ndarray) or isinstance(wanted, np.ndarray):
+        return np.shape(shown) == np.shape(wanted) and bool(np.array_equal(shown, wanted))
+    if isinstance(shown, dict) and isinstance(wanted, dict):
+        return shown.keys() == wanted.keys() and all(_equal(shown[k], wanted[k]) for k in shown)
+    if isinstance(shown, (list, tuple)) and isinstance(wanted, (list, tuple)):
+        return len(shown) == len(wanted) and all(_equal(a, b) for a, b in zip(shown, wanted))
+    return bool(shown == wanted)
+
+
+def _set_curves(widget: go.FigureWidget, curves: Sequence[tuple[str, Any, Any]], layout: dict | None = None) -> bool:
+    """Give the traces ``widget`` shows new x and y (and the layout the properties ``layout`` maps by plotly.js
+    path, such as "title.text" or "shapes[0].x0") in one message, without building a new figure (most of a
+    redraw's time). Only where it shows the same named traces in the same order, every one with points, and
+    ``curves`` (name, x, y) all have points: a figure drawn without data carries a note and hidden axes, so it is
+    rebuilt. Returns whether it did.
+    """
+    shown = [trace for trace in widget.data if trace.x is not None and len(trace.x)]
+    if [trace.name for trace in shown] != [name for name, _, _ in curves] or len(shown) != len(widget.data):
+        return False
+    if not all(len(xs) for _, xs, _ in curves):
+        return False
+    widget.plotly_update(
+        restyle_data={"x": [xs for _, xs, _ in curves], "y": [ys for _, _, ys in curves]},
+        relayout_data=layout or {},
+        trace_indexes=list(range(len(curves))),
+    )
+    _store_state(widget)
+    return True
 
 
 def _size_slider(
@@ -1112,7 +1164,9 @@ class SubcloneStudio(_App):
     def _draw_curves(self) -> None:
         histories = dict(self.live_histories)
         for metric, figure in self.curve_figures.items():
-            _refresh(figure, plots.loss_curves(histories, metric=metric))
+            curves = [(label, *plots.history_series(history, metric)[1:3]) for label, history in histories.items()]
+            if not _set_curves(figure, curves):  # the first points of a run, or a new run
+                _refresh(figure, plots.loss_curves(histories, metric=metric))
         if histories:
             label, history = list(histories.items())[-1]
             if self._forecast_of != (label, len(history.evals)):  # a forecast changes with evaluations only
@@ -1135,7 +1189,10 @@ class SubcloneStudio(_App):
                 )
                 return None
             result = forecast(curve)
-            _refresh(self.forecast_figure, plots.forecast_band(curve, result))
+            title, curves = plots.forecast_band_curves(curve, result)
+            moved = {"title.text": title, "shapes[0].x0": result.fitted_until, "shapes[0].x1": result.fitted_until}
+            if len(self.forecast_figure.layout.shapes) != 1 or not _set_curves(self.forecast_figure, curves, moved):
+                _refresh(self.forecast_figure, plots.forecast_band(curve, result))
         except Exception as error:  # noqa: BLE001 - the training thread must go on whatever the forecast does
             if not isinstance(error, (UserError, ValueError)):
                 log.exception("the forecast failed")
@@ -1500,6 +1557,7 @@ class PredictionsThroughDepth(_App):
         )
         self.token = w.Dropdown(description="token", options=[], style=_LABEL_STYLE)
         self.table = w.HTML(layout=w.Layout(width=f"{FULL_WIDTH}px"))
+        self.table.add_class("predictions-through-depth-table")  # for a page (or a browser benchmark) to find it
         self.loss_figure = _figure(go.Figure(), HALF_WIDTH)
         self._repicking = False
         self.text.observe(self._read, names="value")
@@ -1518,6 +1576,7 @@ class PredictionsThroughDepth(_App):
                 _row(self.table, self.loss_figure),
             ]
         )
+        self.widget.add_class("predictions-through-depth")
         self._read()
 
     def _batch(self) -> dict[str, "torch.Tensor"]:

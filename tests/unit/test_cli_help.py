@@ -188,6 +188,29 @@ def test_a_misspelt_alias_fails_at_once_with_did_you_mean(monkeypatch, capsys):
     assert closest_alias("gemma-270m") == "gemma3-270m" and closest_alias("bert-base-uncased") is None
 
 
+def test_a_misspelt_parent_is_refused_before_torch_is_imported():
+    wrapper = f"""
+import runpy, sys
+sys.argv = ["subclone-viz", *sys.argv[1:]]
+try:
+    runpy.run_module("subclone_viz", run_name="__main__", alter_sys=True)
+except SystemExit as exit_:
+    print("EXIT", exit_.code)
+print("HEAVY", *sorted(name for name in {HEAVY!r} if name in sys.modules))
+"""
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    done = subprocess.run(
+        [sys.executable, "-c", wrapper, "profile", "--parent", "smolm2-135m"],
+        env=env,
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.stdout.split("\n")[:2] == ["EXIT 2", "HEAVY"], done.stdout + done.stderr
+    assert_one_line_error(2, "", done.stderr, "'smolm2-135m'", "did you mean 'smollm2-135m'?")
+
+
 def test_a_hub_id_that_is_not_downloaded_fails_at_once_offline(monkeypatch, capsys):
     from huggingface_hub import constants
 

@@ -9,8 +9,9 @@ from pathlib import Path
 import pytest
 
 import subclone_viz as sv
-from subclone_viz import widgets
+from subclone_viz import plots, widgets
 from subclone_viz.forecast import MIN_POINTS, forecast
+from subclone_viz.train import History
 from tiny import tiny_batches, tiny_model
 
 STEPS, EVERY = 10, 2  # evaluations at 0, 2, ..., 10: the forecast's minimum is reached at step 2 * MIN_POINTS
@@ -98,3 +99,30 @@ def test_a_diverged_run_names_the_bad_loss(studio: widgets.SubcloneStudio, llama
     history.evals[2].loss = float("nan")
     assert studio.draw_forecast("subclone", history) is None
     assert "no forecast of subclone: the loss at step 4 is nan" in studio.forecast_status.value
+
+
+def test_a_live_redraw_gives_the_shown_traces_new_data_in_one_message_a_figure(studio: widgets.SubcloneStudio) -> None:
+    studio.train_button.click()
+    studio.training_thread.join(timeout=120)
+    history = studio.comparison.histories["subclone"]
+    for metric, figure in studio.curve_figures.items():
+        _, xs, ys, _ = plots.history_series(history, metric)
+        (trace,) = figure.data
+        assert list(trace.x) == list(xs) and list(trace.y) == pytest.approx(list(ys))
+    (fitted_until,) = studio.forecast_figure.layout.shapes
+    assert fitted_until.x0 == fitted_until.x1 == studio.last_forecast.fitted_until
+    shorter = History.from_dict(history.to_dict())  # the run one evaluation earlier
+    shorter.steps = [r for r in shorter.steps if r.step <= STEPS - EVERY]
+    shorter.evals = [r for r in shorter.evals if r.step <= STEPS - EVERY]
+    studio.live_histories = {"subclone": shorter}
+    studio._draw_curves()
+    assert studio.last_forecast.fitted_until == STEPS - EVERY
+    sent: list[str] = []
+    kinds = ["_py2js_addTraces", "_py2js_deleteTraces", "_py2js_restyle", "_py2js_relayout", "_py2js_update"]
+    for figure in [*studio.curve_figures.values(), studio.forecast_figure]:
+        figure.observe(lambda change: sent.append(change["name"]) if change["new"] else None, names=kinds)
+    studio.live_histories = {"subclone": history}
+    studio._draw_curves()
+    assert sent == ["_py2js_update"] * 3  # the curves and the forecast: one Plotly.update each, traces kept
+    assert list(studio.curve_figures["eval_loss"].data[0].x)[-1] == STEPS
+    assert studio.last_forecast.fitted_until == STEPS == studio.forecast_figure.layout.shapes[0].x0

@@ -15,7 +15,9 @@ from pathlib import Path
 import numpy as np
 import plotly.graph_objects as go
 import pytest
+from plotly.basedatatypes import Undefined
 from plotly.callbacks import Points
+from plotly.utils import PlotlyJSONEncoder
 from tokenizers import Tokenizer, models, pre_tokenizers
 from transformers import PreTrainedTokenizerFast
 
@@ -178,6 +180,57 @@ class BrowserLayout:
 
     def shapes(self) -> list:
         return list(self.layout.get("shapes") or [])
+
+
+class BrowserTraces:
+    """The traces a browser holds for a FigureWidget: the kernel's when it is attached, with every later trace
+    message merged in by the front end's rule: added traces appended, deleted ones removed, and a restyle (alone or
+    in an update) sets each named property of each trace it lists, a null removing it, a value left undefined
+    leaving it as it was."""
+
+    def __init__(self, figure: go.FigureWidget) -> None:
+        self.traces = [trace.to_plotly_json() for trace in figure.data]
+        self.messages: list[str] = []
+        names = ["_py2js_addTraces", "_py2js_deleteTraces", "_py2js_restyle", "_py2js_update", "_py2js_relayout"]
+        figure.observe(self._merge, names=names)
+
+    def _merge(self, change: dict) -> None:
+        message = change["new"]
+        if message is None:  # plotly resets each message property right after sending it
+            return
+        self.messages.append(change["name"].removeprefix("_py2js_"))
+        if "trace_data" in message:
+            self.traces.extend(message["trace_data"])
+        for index in sorted(message.get("delete_inds") or [], reverse=True):
+            del self.traces[index]
+        style = message.get("restyle_data") or message.get("style_data") or {}
+        indexes = message.get("restyle_traces") or message.get("style_traces") or []
+        for key, values in style.items():
+            for index, value in zip(indexes, values):
+                if value is None:
+                    self.traces[index].pop(key, None)
+                elif value is not Undefined:
+                    self.traces[index][key] = value
+
+
+def same_traces(browser: list[dict], figure: go.Figure) -> bool:
+    wanted = [trace.to_plotly_json() for trace in figure.data]
+    strip = [[{k: v for k, v in t.items() if k != "uid"} for t in traces] for traces in (browser, wanted)]
+    return json.dumps(strip[0], cls=PlotlyJSONEncoder) == json.dumps(strip[1], cls=PlotlyJSONEncoder)
+
+
+def test_a_redraw_with_the_same_kinds_of_traces_restyles_them_in_one_message() -> None:
+    before = go.Figure(go.Heatmap(z=[[1, 2], [3, 4]], zmin=0, zmax=4, colorscale="Blues", name="spearman"))
+    figure = widgets._figure(before, 300)
+    browser = BrowserTraces(figure)
+    after = go.Figure(go.Heatmap(z=np.array([[0.5, 1.0], [1.0, 0.5]]), name="top-k"))
+    widgets._refresh(figure, after)
+    assert browser.messages == ["update"]  # one Plotly.update: one redraw, where a delete and an add made two more
+    assert same_traces(browser.traces, after) and same_traces([t.to_plotly_json() for t in figure.data], after)
+    assert figure.data[0].zmin is None and "colorscale" not in browser.traces[0]  # what the new figure lacks is gone
+    widgets._refresh(figure, go.Figure([go.Scatter(x=[1, 2], y=[3, 4]), go.Scatter(x=[1], y=[2])]))
+    assert browser.messages[1:] == ["deleteTraces", "addTraces"]  # other kinds: replaced
+    assert [t["type"] for t in browser.traces] == ["scatter", "scatter"]
 
 
 def test_the_browser_clears_the_removed_band_when_every_block_is_kept(llama, tmp_path: Path) -> None:

@@ -4,8 +4,9 @@
 //   start  = the input event itself (a capturing listener on the document: 'keydown' for a slider's arrow key
 //            and for Enter in a text box, 'change' for a dropdown, 'mousedown' for a button or a plot click);
 //   finish = the last DOM mutation in the notebook's outputs (a MutationObserver over the notebook, plotly's
-//            hover layer ignored) before they stay still for QUIET_MS; a change must have reached a plotly
-//            figure (a mutation inside a .js-plotly-plot), or the repeat fails.
+//            hover layer ignored) before they stay still for QUIET_MS; a change must have reached what the
+//            control redraws (a plotly figure, a mutation inside a .js-plotly-plot, unless the control names
+//            another element in "redraws"), or the repeat fails.
 // So a time covers the widget's message to the kernel, the callback, the messages back and plotly.js's
 // redraw. Called by bench/bench_browser_latency.py.
 //
@@ -14,13 +15,16 @@
 // one of ("name" labels it in the report):
 //   {"name": "...", "select": {"dropdown": "token"}}            the next option but two of a dropdown, by label;
 //   {"name": "...", "press": {"slider": "residual layer"}}      ArrowRight, then ArrowLeft, ... on a slider;
-//   {"name": "...", "fill": {"text": "text", "values": [..]}}  type each value in turn into a text box, Enter;
+//   {"name": "...", "fill": {"text": "text", "values": [..]}}  type each value in turn into a text box, Enter (a
+//                                                               value equal to the box's text is skipped: no change);
 //   {"name": "...", "toggle": {"buttons": ["a", "b"]}}         click button a, then b, then a, ...;
 //   {"name": "...", "click": {"plot": 0, "at": [[fx, fy], ...]}}  click plot 0 of the widget at each point in turn;
 //   "tab": "Sizes" (optional, any control) clicks that tab of the widget first (not timed); "widget": N (optional)
-//   moves the notebook's N-th widget output instead of the run's.
+//   moves the notebook's N-th widget output instead of the run's; "in": CSS (optional) looks for the control
+//   inside that element of the widget only (".predictions-through-depth": the panel's own token menu);
+//   "redraws": CSS (optional, default ".js-plotly-plot") is what a move must change (an HTML table's widget).
 // Prints one JSON line per notebook: {notebook, ok, controls: [{name, ms: [...], first_plot_ms: [...]}], error}
-// (first_plot_ms: to the first change inside a plotly figure). LATENCY_LOG=1 prints each move's mutations to
+// (first_plot_ms: to the first change inside what the control redraws, a plotly figure unless "redraws" says). LATENCY_LOG=1 prints each move's mutations to
 // stderr, grouped by millisecond ([ms, count, class of the first target]): how many redraws a move caused.
 
 'use strict';
@@ -33,6 +37,7 @@ const { PANEL, parseArgs, launch, openNotebook, widgetOutput, waitForKernel, shu
 const QUIET_MS = 1000; // outputs still this long: the redraw has finished
 const PAUSE_MS = 500; // between two moves, after the kernel is idle again
 const TRIGGERS = { select: 'change', press: 'keydown', fill: 'keydown', toggle: 'mousedown', click: 'mousedown' };
+const PLOT = '.js-plotly-plot';
 
 function labelled(output, kind, label) {
   const escaped = label.replace(/[.*+?^${}()|[\]\\]/g, '\\$&');
@@ -56,7 +61,10 @@ async function prepare(page, output, control, repeat) {
   }
   if (control.fill) {
     const input = labelled(output, '.widget-text', control.fill.text).locator('input');
-    await input.fill(control.fill.values[repeat % control.fill.values.length]);
+    const values = control.fill.values;
+    const current = await input.inputValue();
+    const value = values[repeat % values.length];
+    await input.fill(value === current ? values[(repeat + 1) % values.length] : value);
     return () => input.press('Enter');
   }
   if (control.toggle) {
@@ -67,8 +75,9 @@ async function prepare(page, output, control, repeat) {
   return () => click(page, output, { plot: control.click.plot, at: points[repeat % points.length] });
 }
 
-// In the page: the start (first trigger event) and the last output mutation, plotly's hover layer aside.
-function arm(trigger) {
+// In the page: the start (first trigger event) and the last output mutation, plotly's hover layer aside; whether
+// (and when first) a mutation reached `redraws`.
+function arm({ trigger, redraws }) {
   const state = { start: null, last: null, plot: false, firstPlot: null, log: [] };
   window.__latency = state;
   const onTrigger = () => {
@@ -83,7 +92,7 @@ function arm(trigger) {
       if (!target || !target.closest('.jp-OutputArea-output') || target.closest('.hoverlayer')) continue;
       if (state.start === null) continue;
       state.last = now;
-      const plot = target.closest('.js-plotly-plot');
+      const plot = target.closest(redraws);
       if (plot && !state.plot) state.firstPlot = now;
       if (plot) state.plot = true;
       const t = Math.round(now - state.start);
@@ -125,7 +134,7 @@ async function timeControl(page, output, control, repeats, timeoutMs) {
     await page.waitForTimeout(PAUSE_MS);
     const move = await prepare(page, output, control, repeat);
     const trigger = TRIGGERS[Object.keys(TRIGGERS).find((kind) => control[kind])];
-    await page.evaluate(arm, trigger);
+    await page.evaluate(arm, { trigger, redraws: control.redraws || PLOT });
     await move();
     const [settledMs, firstPlotMs] = await settled(page, timeoutMs);
     ms.push(Math.round(settledMs));
@@ -140,7 +149,8 @@ async function timeNotebook(context, options, { notebook, widget = 0, repeats = 
   try {
     report.cells = await openNotebook(page, options, notebook);
     for (const control of controls) {
-      const output = widgetOutput(page, control.widget === undefined ? widget : control.widget);
+      const whole = widgetOutput(page, control.widget === undefined ? widget : control.widget);
+      const output = control.in ? whole.locator(control.in).first() : whole;
       const times = await timeControl(page, output, control, repeats, options.timeoutMs);
       report.controls.push({ name: control.name, ...times });
     }
