@@ -257,6 +257,11 @@ class CountedRows:
     residual |activation| and the norm statistics), and q, k and v read one normed tensor. The sums of the last
     few tensors seen are kept (with the tensors, so that no other tensor can take their ``id``), so each is
     computed once; :meth:`forget` drops them at the end of a batch.
+
+    Most tensors that get both sums get |rows| first (a norm's output, then the layers reading it; an FFN
+    activation or per-head output, whose |.| the profile sums before the estimators' squares): the |rows| of the
+    last :meth:`abs_sum` are kept until the next, and a square sum of the same tensor squares them in place,
+    which gives exactly rows² without a second pass over the activation.
     """
 
     KEPT = 4  # the reuses are a block apart at most: its output, then the next block's norm
@@ -264,6 +269,7 @@ class CountedRows:
     def __init__(self, rows: Callable[[torch.Tensor], torch.Tensor]):
         self.rows = rows
         self._seen: dict[int, tuple[torch.Tensor, dict[str, Any]]] = {}  # id -> (tensor, sums by kind)
+        self._magnitudes: tuple[torch.Tensor, torch.Tensor] | None = None  # (tensor, |its rows|) of the last abs_sum
 
     def __call__(self, t: torch.Tensor) -> torch.Tensor:
         return self.rows(t)
@@ -280,20 +286,28 @@ class CountedRows:
         """sum over counted rows of |t|, (X,) in fp64."""
         sums = self._sums(t)
         if "abs" not in sums:
-            sums["abs"] = self.rows(t).abs().sum(0).double()
+            magnitudes = self.rows(t).abs()
+            sums["abs"] = magnitudes.sum(0).double()
+            self._magnitudes = (t, magnitudes)
         return sums["abs"]
 
     def square_sum(self, t: torch.Tensor) -> tuple[torch.Tensor, int]:
         """sum over counted rows of t², (X,) in fp64, and how many rows counted."""
         sums = self._sums(t)
         if "square" not in sums:
-            rows = self.rows(t)
-            sums["square"], sums["count"] = rows.square().sum(0).double(), rows.shape[0]
+            if self._magnitudes is not None and self._magnitudes[0] is t:
+                magnitudes = self._magnitudes[1]
+                self._magnitudes = None
+                squares = magnitudes.mul_(magnitudes)  # |x|·|x| is x·x to the last bit
+            else:
+                squares = self.rows(t).square()
+            sums["square"], sums["count"] = squares.sum(0).double(), squares.shape[0]
         return sums["square"], sums["count"]
 
     def forget(self) -> None:
         """Drop the kept tensors and sums (the end of a batch)."""
         self._seen.clear()
+        self._magnitudes = None
 
 
 class RunningSums:

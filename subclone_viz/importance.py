@@ -201,8 +201,9 @@ class NormSums(RunningSums):
     def __init__(self, parent: "Parent", rows: Callable[[torch.Tensor], torch.Tensor]):
         super().__init__(rows)
         model, family = parent.model, parent.family
-        self.norms = [name for name, module in model.named_modules() if residual_norm(family, name, module)]
-        self.modules = {name: model.get_submodule(name) for name in self.norms}
+        named = [(name, module) for name, module in model.named_modules() if residual_norm(family, name, module)]
+        self.norms = [name for name, _ in named]
+        self.modules = dict(named)
         self._index = {name: n for n, name in enumerate(self.norms)}
         self.stores = {"norm_in_abs": [None] * len(self.norms), "norm_out_abs": [None] * len(self.norms)}
 
@@ -225,15 +226,20 @@ class ResidualReaderSums(RunningSums):
     def __init__(self, parent: "Parent", rows: Callable[[torch.Tensor], torch.Tensor]):
         super().__init__(rows)
         self.readers = [r.module for r in linear_readers(parent, "residual")]
-        self.modules = {name: parent.model.get_submodule(name) for name in self.readers}
+        modules = dict(parent.model.named_modules())
+        self.modules = {name: modules[name] for name in self.readers}
         self._index = {name: m for m, name in enumerate(self.readers)}
         self.stores = {"residual_in_sq": [None] * len(self.readers), "residual_in_rows": [None] * len(self.readers)}
+        self._counts: dict[tuple[int, torch.device], torch.Tensor] = {}  # row count -> it as a tensor, made once
 
     def on_module(self, name: str, x: torch.Tensor, y: torch.Tensor) -> None:
         sq, rows = self.rows.square_sum(x)  # q, k and v read one tensor: summed once
         m = self._index[name]
         self.add("residual_in_sq", m, sq)
-        self.add("residual_in_rows", m, torch.tensor(float(rows), dtype=torch.float64, device=sq.device))
+        count = self._counts.get((rows, sq.device))
+        if count is None:
+            count = self._counts[rows, sq.device] = torch.tensor(float(rows), dtype=torch.float64, device=sq.device)
+        self.add("residual_in_rows", m, count)
 
     def metadata(self) -> dict[str, Any]:
         return {"residual_readers": self.readers}

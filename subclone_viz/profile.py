@@ -506,6 +506,8 @@ class _Accumulator(RunningSums):
         }
         self.mask: torch.Tensor | None = None  # (B*T,) bool, None when every token counts
         self.batch_tokens = 0  # tokens counted in the current batch (images: patches and cls tokens)
+        # (a block's output, its row norms) where the output is its x + f(x) (pre-norm blocks): the next block's x
+        self._output_norms: tuple[torch.Tensor, torch.Tensor] | None = None
 
     def on_block(self, step: BlockStep) -> None:
         i = step.index
@@ -516,7 +518,10 @@ class _Accumulator(RunningSums):
             self.batch_tokens = x.shape[0]
             self.add("residual_abs_sums", 0, self.rows.abs_sum(step.input))
         f = total - x
-        f_norm, total_norm, x_norm = f.norm(dim=-1), total.norm(dim=-1), x.norm(dim=-1)
+        f_norm, total_norm = f.norm(dim=-1), total.norm(dim=-1)
+        previous = self._output_norms
+        x_norm = previous[1].to(total.device) if previous and previous[0] is step.input else x.norm(dim=-1)
+        self._output_norms = (step.output, total_norm) if step.total is step.output else None
         eps = torch.finfo(torch.float32).tiny
         cos = (x * total).sum(-1) / (x_norm * total_norm).clamp_min(eps)
         metrics = torch.stack(
@@ -537,6 +542,7 @@ class _Accumulator(RunningSums):
 
     def take_sums(self) -> dict[str, torch.Tensor]:
         self.rows.forget()
+        self._output_norms = None
         return super().take_sums()
 
 
@@ -554,17 +560,21 @@ class _Collectors:
             for name in collector.modules:
                 self.owners.setdefault(name, []).append(collector)
         self.modules = {name: module for c in self.all for name, module in c.modules.items()}
+        # Each hook calls only the collectors that read it (a few hundred hook calls a forward).
+        self._on_block = _overriding(self.all, "on_block")
+        self._on_ffn = _overriding(self.all, "on_ffn")
+        self._on_attention = _overriding(self.all, "on_attention")
 
     def on_block(self, step: BlockStep) -> None:
-        for collector in self.all:
+        for collector in self._on_block:
             collector.on_block(step)
 
     def on_ffn(self, i: int, activation: torch.Tensor) -> None:
-        for collector in self.all:
+        for collector in self._on_ffn:
             collector.on_ffn(i, activation)
 
     def on_attention(self, i: int, per_head: torch.Tensor) -> None:
-        for collector in self.all:
+        for collector in self._on_attention:
             collector.on_attention(i, per_head)
 
     def on_module(self, name: str, x: torch.Tensor, y: torch.Tensor) -> None:
@@ -587,6 +597,11 @@ class _Collectors:
 
     def metadata(self) -> dict[str, Any]:
         return {key: value for c in self.all for key, value in c.metadata().items()}
+
+
+def _overriding(collectors: list[RunningSums], method: str) -> list[RunningSums]:
+    """The collectors whose class overrides ``RunningSums.method`` (the others' is a no-op)."""
+    return [c for c in collectors if getattr(type(c), method) is not getattr(RunningSums, method)]
 
 
 def _head_to_skip(parent: "Parent", sums: _Collectors) -> tuple[torch.nn.Module | None, set[str]]:
@@ -711,7 +726,10 @@ def profile(
         raise ValueError(f"shards={shards!r} must be a whole number of shards from 1 to 1024")
     model = parent.model
     was_training = model.training
-    model.eval()
+    # eval() and train() set every module's mode (a few ms): skipped when every module is in eval mode already.
+    switch_mode = any(module.training for module in model.modules())
+    if switch_mode:
+        model.eval()
     sums = _Collectors(parent)
     acc = sums.acc
     head, head_watchers = _head_to_skip(parent, sums)
@@ -751,7 +769,8 @@ def profile(
                 bar.update(counted)
             bar.close()
     finally:
-        model.train(was_training)
+        if switch_mode:
+            model.train(was_training)
     own_share = None
     if own:
         totals = sharded.totals()

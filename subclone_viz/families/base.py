@@ -252,6 +252,13 @@ class Family(ABC):
         """The training loss of the model on a batch (mean over counted tokens or images)."""
 
     def param_info(self, name: str) -> ParamInfo:
+        # Matched once per name: a profile asks for every parameter's rule each time it starts.
+        known: dict[str, ParamInfo] = self.__dict__.setdefault("_param_infos", {})
+        if name not in known:
+            known[name] = self._match_rule(name)
+        return known[name]
+
+    def _match_rule(self, name: str) -> ParamInfo:
         for rule in self.rules:
             match = re.fullmatch(rule.pattern, name)
             if match:

@@ -5,7 +5,14 @@ import pytest
 import torch
 
 import subclone_viz as sv
-from subclone_viz.capture import capture_blocks, counted_rows, forward_until_seen, to_device, token_mask
+from subclone_viz.capture import (
+    CountedRows,
+    capture_blocks,
+    counted_rows,
+    forward_until_seen,
+    to_device,
+    token_mask,
+)
 from tiny import TINY_FAMILIES, tiny_batches, tiny_model
 
 
@@ -47,6 +54,23 @@ def test_counted_rows_drop_padding_and_keep_per_sequence_rows():
     assert counted_rows(hidden[:, 0], mask).shape == (2, 5)  # one row per sequence: nothing to drop
     assert token_mask({"input_ids": batch["input_ids"], "attention_mask": torch.ones(2, 12)}) is None
     assert to_device({**batch, "note": "kept"}, "cpu")["note"] == "kept"
+
+
+def test_square_sums_from_the_kept_magnitudes_are_bit_identical_and_leave_the_activation_alone():
+    mask = token_mask(tiny_batches("llama")[0])
+    activation = torch.randn(2, 12, 7)
+    original = activation.clone()
+    rows = CountedRows(lambda t: counted_rows(t, mask))
+    abs_sum = rows.abs_sum(activation).clone()
+    square, count = rows.square_sum(activation)  # squares the |rows| the abs sum kept, in place
+    fresh = counted_rows(activation, mask)
+    assert torch.equal(square, fresh.square().sum(0).double()) and count == fresh.shape[0]
+    assert torch.equal(rows.abs_sum(activation), abs_sum) and torch.equal(abs_sum, fresh.abs().sum(0).double())
+    assert torch.equal(activation, original)
+    other = torch.randn(2, 12, 7)
+    rows.abs_sum(other)  # the kept magnitudes are other's now: activation's square sum is computed afresh
+    rows.forget()
+    assert torch.equal(rows.square_sum(activation)[0], square)
 
 
 @pytest.mark.parametrize("name", [n for n in TINY_FAMILIES if n != "bert"])

@@ -1,10 +1,13 @@
 """The streaming profiler against a brute-force computation from full hidden states, on every family."""
 
+import importlib
+
 import numpy as np
 import pytest
 import torch
 
 import subclone_viz as sv
+from subclone_viz.capture import CountedRows
 from tiny import TINY_FAMILIES, tiny_batches, tiny_model
 
 
@@ -109,6 +112,48 @@ def test_streamed_statistics_equal_brute_force(family_name):
     np.testing.assert_allclose(
         prof.head_importance, expected["attn"].reshape(len(expected["attn"]), heads, -1).mean(-1), rtol=1e-5
     )
+
+
+def test_shortcuts_give_the_statistics_of_a_profile_without_them_to_the_bit(family_name, monkeypatch):
+    """The profile reuses a block's output norms as the next block's x norms and squares the |rows| of the last
+    abs sum in place; computed afresh every time, each statistic is the same to the last bit."""
+    parent = sv.load_parent(tiny_model(family_name), device="cpu")
+    batches = tiny_batches(family_name, pad=True)
+    fast = sv.profile(parent, batches, progress=False)
+    accumulator = importlib.import_module("subclone_viz.profile")._Accumulator
+    on_block = accumulator.on_block
+
+    def without_kept_norms(self, step):
+        self._output_norms = None
+        on_block(self, step)
+
+    def square_afresh(self, t):
+        rows = self.rows(t)
+        return rows.square().sum(0).double(), rows.shape[0]
+
+    monkeypatch.setattr(accumulator, "on_block", without_kept_norms)
+    monkeypatch.setattr(CountedRows, "square_sum", square_afresh)
+    slow = sv.profile(parent, batches, progress=False)
+    assert fast.sums().keys() == slow.sums().keys()
+    for name, value in slow.sums().items():
+        np.testing.assert_array_equal(fast.sums()[name], value, err_msg=name)
+
+
+def test_the_model_leaves_in_the_mode_it_came_in():
+    parent = sv.load_parent(tiny_model("llama"), device="cpu")
+    batches = tiny_batches("llama", count=1)
+    parent.model.eval()
+    evaluated = sv.profile(parent, batches, progress=False)
+    assert not any(module.training for module in parent.model.modules())
+    parent.model.train()
+    trained = sv.profile(parent, batches, progress=False)
+    assert all(module.training for module in parent.model.modules())
+    np.testing.assert_array_equal(trained.block_sums, evaluated.block_sums)
+    parent.model.eval()
+    parent.model.model.layers[0].train()  # one module left in training mode: the whole model is put in eval mode
+    partly = sv.profile(parent, batches, progress=False)
+    np.testing.assert_array_equal(partly.block_sums, evaluated.block_sums)
+    assert not any(module.training for module in parent.model.modules())
 
 
 def test_padding_tokens_do_not_count():
