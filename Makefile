@@ -65,7 +65,7 @@ $(STAMP): pyproject.toml
 # Main job and tests
 # ---------------------------------------------------------------------------
 demo: .venv
-	$(VENV)/bin/subclone-viz report --out report.html --speedup-study bench/results/speedup_study/study.json
+	$(VENV)/bin/subclone-viz report --out report.html --speedup-study bench/results/speedup_study_300k/study.json
 
 test: .venv browser-deps
 	$(VPY) -m pytest -q $(XDIST)
