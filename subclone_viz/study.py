@@ -211,10 +211,8 @@ def _combine_seeds(label: str, records: list[dict[str, Any]]) -> dict[str, Any]:
     if len(records) == 1:
         return records[0]
     seeds = [record.get("seed") for record in records]
-    if None in seeds or len(set(seeds)) < len(seeds):
-        raise ValueError(
-            f"size {label!r} appears in more than one study with the same seed ({seeds}): keep one of each"
-        )
+    if None in seeds:  # records arrive grouped by seed: only a study that never recorded its seed can clash
+        raise ValueError(f"size {label!r}: a study without a recorded seed cannot join studies of seeds {seeds}")
     inits = [set(record["speedups"]) for record in records]
     if any(found != inits[0] for found in inits):
         raise ValueError(
@@ -299,13 +297,14 @@ def _size_problem(size: Any) -> str | None:
     return None
 
 
-def _check_lrs(name: str, values: Sequence[float], allow_none: bool = False) -> list[float]:
+def _check_lrs(name: str, values: Sequence[float], required: str = "") -> list[float]:
+    """``values`` as a list of finite rates > 0; ``required``: why at least one is needed ('' for none)."""
     values = list(values)
-    if (not values and not allow_none) or any(
+    if (not values and required) or any(
         not isinstance(v, (int, float)) or not v > 0 or not math.isfinite(v) for v in values
     ):
-        least = "" if allow_none else "at least one learning rate, "
-        raise ValueError(f"{name}={values!r}: give {least}each a finite number > 0 (with distill_sizes: at least one)")
+        least = f"at least one learning rate ({required}), " if required else ""
+        raise ValueError(f"{name}={values!r}: give {least}each a finite number > 0")
     return values
 
 
@@ -340,8 +339,12 @@ def speedup_study(
         **settings: :class:`~subclone_viz.train.TrainSettings` fields for every run (``steps=150,
             eval_every=5, seed=0, distill_alpha=0.5``).
     """
-    random_lrs = _check_lrs("random_lrs", random_lrs)
-    subclone_lrs = _check_lrs("subclone_lrs", subclone_lrs, allow_none=not distill_sizes)
+    random_lrs = _check_lrs("random_lrs", random_lrs, required="the reference of every speedup")
+    subclone_lrs = _check_lrs(
+        "subclone_lrs",
+        subclone_lrs,
+        required="with distill_sizes: at least one subclone run starts them" if distill_sizes else "",
+    )
     run_settings = TrainSettings.of(None, **settings)  # an unknown or invalid setting fails now, not after runs
     specs, distill_sizes, resolved = _checked_sizes(parent, specs, distill_sizes, distill_inits)
     started = time.perf_counter()
