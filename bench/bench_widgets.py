@@ -11,7 +11,7 @@ times each control that only redraws what is already computed, as a person would
 * the top-k overlap's k slider (``ImportanceExplorer.k``: a 31 x 31 overlap matrix of 576 channels);
 * the consistency toggle (``ImportanceExplorer.kind``: Spearman and top-k overlap in turn, at the last k);
 * the FFN neuron block slider (``ImportanceExplorer.ffn_layer``: 1,536 sorted importances);
-* a size-grid click (``SizeGridExplorer.select``: three heat maps outlined, and the linked studio set to that
+* a size-grid click (``SizeGridExplorer.select``: the loss map outlined, and the linked studio set to that
   size, re-planned and its residual plot redrawn, as in notebook 4);
 * the studio's forecast of the run's end with its band, redrawn when an evaluation arrives, alone and with
   the loss curves beside it (the whole live redraw), from a simulated 2,000-step run

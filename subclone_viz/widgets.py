@@ -1293,8 +1293,9 @@ class SizeGridExplorer(_App):
                 _caption(
                     f"Every cell is a subclone ({html.escape(self.grid.depth)} depth, "
                     f"{html.escape(self.grid.width)} width, {html.escape(self.grid.scaling)} scaling) "
-                    f"scored on {html.escape(self.grid.eval_source)} before any training. Click a cell"
-                    + (" to send it to the subclone studio." if studio is not None else ".")
+                    f"scored on {html.escape(self.grid.eval_source)} before any training. Click a cell of any map"
+                    + (" to send it to the subclone studio" if studio is not None else "")
+                    + "; the loss map outlines it."
                 ),
                 self.cell_info,
                 self.figures["loss"],
@@ -1322,8 +1323,9 @@ class SizeGridExplorer(_App):
             self.cell_info.value = _message(f"{spec.layers} blocks x {spec.hidden}: {reason}", error=True)
             return None
         self.selected = (i, j)
-        for figure in self.figures.values():  # the heat maps stay; only the outline moves
-            figure.layout.shapes = [plots.cell_outline(i, j)]
+        # The outline goes on the loss map only: plotly's widget redraws a whole figure for any edit (see _refresh),
+        # and outlining all five maps took most of a click's 340 ms in the browser. The text gives all five values.
+        self.figures["loss"].layout.shapes = [plots.cell_outline(i, j)]
         loss = "" if math.isnan(grid.loss[i, j]) else f", held-out loss before training {grid.loss[i, j]:.3f}"
         self.cell_info.value = _message(
             f"{spec.layers} blocks x {spec.hidden} wide: {grid.params[i, j] / 1e6:.2f}M parameters, "

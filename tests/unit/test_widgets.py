@@ -339,9 +339,9 @@ def test_selecting_a_cell_sets_the_studio(studio: widgets.SubcloneStudio, llama)
     assert (studio.depth.value, studio.width.value, studio.scaling.value) == ("middle", "importance", "sqrt")
     assert studio.plan.layers == select_layers(parent.dims.layers, 3, "middle")
     assert removed_blocks(studio.residual_figure) == {2}
-    for figure in explorer.figures.values():
-        (outline,) = figure.layout.shapes
-        assert (outline.x0, outline.y0) == (2 - 0.5, 1 - 0.5)
+    (outline,) = explorer.figures["loss"].layout.shapes
+    assert (outline.x0, outline.y0) == (2 - 0.5, 1 - 0.5)
+    assert all(not figure.layout.shapes for name, figure in explorer.figures.items() if name != "loss")
     assert f"{explorer.grid.loss[1, 2]:.3f}" in explorer.cell_info.value
 
 
