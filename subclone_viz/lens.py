@@ -61,6 +61,7 @@ if TYPE_CHECKING:
 
 READABLE_TASKS = ("causal-lm", "masked-lm", "image-classification")
 CHUNK_ELEMENTS = 2**24  # logits computed at once per layer (64 MiB in fp32)
+SCORE_ROWS = 16  # rows of logits a CPU scores at once: 16 x 49,152 in fp32 is 3 MiB, within its cache
 
 
 @register_record
@@ -202,18 +203,30 @@ def check_batch(family: Family, batch: Any, name: str) -> None:
 
 
 def _scores(logits: torch.Tensor, target: torch.Tensor, k: int) -> list[torch.Tensor]:
-    """Top-k ids and probabilities, target rank and probability of logits (n, V) against targets (n,)."""
-    log_probs = torch.log_softmax(logits.float(), dim=-1)
-    top = log_probs.topk(k, dim=-1)
-    picked = log_probs.gather(1, target.clamp(min=0)[:, None])[:, 0]  # (n,)
-    counted = target >= 0
-    rank = (log_probs > picked[:, None]).sum(-1, dtype=torch.int32).long()  # int32: half the time of int64
-    return [
-        top.indices,
-        top.values.exp(),
-        torch.where(counted, rank, -1),
-        torch.where(counted, picked.exp(), torch.nan),
-    ]
+    """Top-k ids and probabilities, target rank and probability of logits (n, V) against targets (n,).
+
+    Read a few rows at a time, from the logits themselves: each block stays in the CPU's cache through the
+    five passes over it (log-sum-exp, top-k, gather, compare, count), and no (n, V) log-probabilities are
+    written. That took the post-processing of a SmolLM2 chunk from about half the head's matmul to a sixth.
+    Ranks count the logits above the target's, exactly as the model orders them."""
+    rows = SCORE_ROWS if logits.device.type == "cpu" else logits.shape[0]  # an accelerator takes the chunk at once
+    parts = []
+    for start in range(0, logits.shape[0], rows):
+        block, wanted = logits[start : start + rows].float(), target[start : start + rows]  # (r, V), (r,)
+        log_norm = torch.logsumexp(block, dim=-1, keepdim=True)  # (r, 1)
+        top = block.topk(k, dim=-1)
+        picked = block.gather(1, wanted.clamp(min=0)[:, None])  # (r, 1)
+        rank = (block > picked).sum(-1, dtype=torch.int32).long()  # int32: half the time of int64
+        counted = wanted >= 0
+        parts.append(
+            [
+                top.indices,
+                (top.values - log_norm).exp(),
+                torch.where(counted, rank, -1),
+                torch.where(counted, (picked - log_norm)[:, 0].exp(), torch.nan),
+            ]
+        )
+    return [torch.cat(column) for column in zip(*parts)]
 
 
 def _layer_readings(
