@@ -9,8 +9,10 @@ read it, and every figure they show names the rates behind it and where they cam
 
 * ``"tuned"`` (the default): the best rate of the learning-rate sweeps measured in
   ``bench/results/speedup_study/study.json`` and ``bench/results/compare_smollm2/results.json`` (SmolLM2-135M,
-  the builtin Python docs, 60 and 100 steps): random init 3e-3, an inherited start 1e-3. Vision has not been
-  swept here, so it keeps the paper's rates;
+  the builtin Python docs, 60 and 100 steps): random init 3e-3, an inherited start 1e-3. These suit runs of a
+  lesson's length; at ten times the tokens (``bench/results/speedup_study_300k``, 300 steps of 1,024 tokens)
+  random init did best at 1e-3 at both sizes swept (3e-4 and 3e-3 ended higher), so sweep a longer run's rates
+  (``subclone-viz study``) or pass them. Vision has not been swept here, so it keeps the paper's rates;
 * ``"paper"``: the paper's Table 1: for language models 1e-4 from random and from an inherited start; for
   vision 2e-3 and 1e-4.
 
