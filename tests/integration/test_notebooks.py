@@ -41,7 +41,7 @@ assert studio.last_result.params == sum(p.numel() for p in studio.last_result.mo
 spec = sizes.select(0, 1)
 assert (studio.layers.value, studio.hidden.value) == (spec.layers, spec.hidden) == (grid.layers[0], grid.hidden[1])
 assert sizes.selected == (0, 1)
-assert figure is not None and [size["label"] for size in study.sizes] == ["24 x 480", "20 x 384", "8 x 288"]
+assert figure is not None and [size["label"] for size in study.sizes] == ["20 x 384", "8 x 288"]
 """,
     "06_what_the_cut_loses": """
 depth_plan = cuts["depth cut"][0]
