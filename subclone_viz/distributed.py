@@ -44,7 +44,9 @@ reads half the batches in each process and prints once.
 
 from __future__ import annotations
 
+import atexit
 import contextlib
+import functools
 import itertools
 import os
 import pickle
@@ -85,7 +87,24 @@ def state():
         AcceleratorState._reset_state(reset_partial_state=True)
     if PartialState._shared_state:
         return PartialState()
+    if launched > 1:
+        _leave_the_group_at_exit()
     return PartialState(cpu=_use_cpu() if launched > 1 else False)
+
+
+@functools.cache
+def _leave_the_group_at_exit() -> None:
+    """Destroy the process group before the interpreter tears its modules down, rather than leave gloo's
+    threads to that teardown, where they are known to abort a process ("terminate called without an active
+    exception", exit -6) and the launcher then reports the whole run failed."""
+    atexit.register(_destroy_process_group)
+
+
+def _destroy_process_group() -> None:
+    import torch.distributed
+
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        torch.distributed.destroy_process_group()
 
 
 def num_processes() -> int:
