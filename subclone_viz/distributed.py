@@ -101,8 +101,6 @@ def _leave_the_group_at_exit() -> None:
 
 
 def _destroy_process_group() -> None:
-    import torch.distributed
-
     if torch.distributed.is_available() and torch.distributed.is_initialized():
         torch.distributed.destroy_process_group()
 
