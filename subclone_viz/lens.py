@@ -207,8 +207,7 @@ def _scores(logits: torch.Tensor, target: torch.Tensor, k: int) -> list[torch.Te
 
     Read a few rows at a time, from the logits themselves: each block stays in the CPU's cache through the
     five passes over it (log-sum-exp, top-k, gather, compare, count), and no (n, V) log-probabilities are
-    written. That took the post-processing of a SmolLM2 chunk from about half the head's matmul to a sixth.
-    Ranks count the logits above the target's, exactly as the model orders them."""
+    written. Ranks count the logits above the target's, exactly as the model orders them."""
     rows = SCORE_ROWS if logits.device.type == "cpu" else logits.shape[0]  # an accelerator takes the chunk at once
     parts = []
     for start in range(0, logits.shape[0], rows):
