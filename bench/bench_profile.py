@@ -6,13 +6,16 @@ profile, and a forward that captures every hidden state (``output_hidden_states=
 an activation cache does. The profile's target is at most 1.05x the forward without the head. Each mode is
 timed in wall-clock seconds and in the process's CPU seconds: on a shared, loaded machine the wall clock mostly
 measures the scheduler (a single-threaded run got a third of a core), so on the CPU the ratios of CPU seconds
-are the headline. ``--tag main`` with ``PYTHONPATH`` at another checkout times that version's library with
+are the headline. Every repeat runs each mode once, in an order rotated from repeat to repeat, and the ratios
+are taken within a repeat (paired): the machine's speed drifts by several percent over a minute, and a ratio
+of two modes timed seconds apart sees less of that drift than a ratio of medians. The headline is the median of
+the paired ratios, with their range. ``--tag main`` with ``PYTHONPATH`` at another checkout times that version's library with
 this script (a before/after pair). Peak memory is the growth during each mode over the loaded model (CPU: the resident
 set sampled every 2 ms; CUDA: ``torch.cuda.max_memory_allocated``), each mode in a fresh subprocess so that
 memory one mode freed to the allocator cannot hide another's growth.
 
     .venv/bin/python bench/bench_profile.py [--parent gemma3-270m] [--device cuda --dtype bfloat16] [--batches 4]
-        [--repeats 3] [--batch-size 8 --seq-len 256] [--no-memory]
+        [--repeats 5] [--batch-size 8 --seq-len 256] [--no-memory]
 
 Figures go to bench/results/profile/<parent>-<device>.json.
 """
@@ -72,20 +75,27 @@ def run_mode(parent, batches, mode):
 
 
 def timings(args):
+    """Per mode, the wall-clock and CPU seconds of every repeat (repeat r runs the modes rotated by r)."""
     parent, batches = load(args)
-    run_mode(parent, batches[:1], "forward")  # warm-up
+    for mode in MODES:  # warm-up: first calls allocate and fill caches
+        run_mode(parent, batches[:1], mode)
     times: dict[str, list[float]] = {m: [] for m in MODES}
     cpu: dict[str, list[float]] = {m: [] for m in MODES}
-    for _ in range(args.repeats):
-        for mode in times:
+    for repeat in range(args.repeats):
+        for mode in MODES[repeat % len(MODES) :] + MODES[: repeat % len(MODES)]:
             sync(parent)
             start, start_cpu = time.perf_counter(), time.process_time()
             run_mode(parent, batches, mode)
             sync(parent)
             times[mode].append(time.perf_counter() - start)
             cpu[mode].append(time.process_time() - start_cpu)
-    medians = {m: statistics.median(t) for m, t in times.items()}
-    return medians, {m: statistics.median(t) for m, t in cpu.items()}, parent, batches
+    return times, cpu, parent, batches
+
+
+def paired(seconds: dict[str, list[float]], mode: str, base: str) -> dict[str, float]:
+    """The ratio ``mode`` / ``base`` within each repeat: its median and range."""
+    ratios = [a / b for a, b in zip(seconds[mode], seconds[base])]
+    return {"median": statistics.median(ratios), "low": min(ratios), "high": max(ratios)}
 
 
 def peak_memory(parent, batches, mode):
@@ -109,7 +119,7 @@ def main():
     parser.add_argument("--batches", type=int, default=4)
     parser.add_argument("--batch-size", type=int, default=8)
     parser.add_argument("--seq-len", type=int, default=256)
-    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--no-memory", action="store_true", help="time only (each memory mode reloads the parent)")
     parser.add_argument("--tag", default="", help="appended to the results file name (e.g. main: a baseline)")
     parser.add_argument("--memory-mode", help=argparse.SUPPRESS)
@@ -119,7 +129,9 @@ def main():
         run_mode(parent, batches[:1], "forward")  # warm-up: first-call allocations are not the mode's
         print(json.dumps(peak_memory(parent, batches, args.memory_mode)))
         return
-    median, cpu, parent, batches = timings(args)
+    times, cpu_times, parent, batches = timings(args)
+    median = {m: statistics.median(t) for m, t in times.items()}
+    cpu = {m: statistics.median(t) for m, t in cpu_times.items()}
     tokens = args.batches * args.batch_size * args.seq_len
     memory = {} if args.no_memory else {mode: measure_memory(args, mode) for mode in MODES}
     title = (
@@ -134,11 +146,16 @@ def main():
             f"{median[mode] / median['forward_without_head']:>11.3f}{memory.get(mode, float('nan')):>22.0f}"
         )
     print("CPU seconds: " + ", ".join(f"{mode} {cpu[mode]:.3f}" for mode in MODES))
-    over_headless = median["profile"] / median["forward_without_head"]
-    over_forward = median["profile"] / median["forward"]
-    head_share = 1 - median["forward_without_head"] / median["forward"]
-    cpu_over_headless = cpu["profile"] / cpu["forward_without_head"]
-    cpu_head_share = 1 - cpu["forward_without_head"] / cpu["forward"]
+    over_headless = paired(times, "profile", "forward_without_head")["median"]
+    over_forward = paired(times, "profile", "forward")["median"]
+    head_share = 1 - paired(times, "forward_without_head", "forward")["median"]
+    cpu_over = paired(cpu_times, "profile", "forward_without_head")
+    cpu_over_forward = paired(cpu_times, "profile", "forward")
+    cpu_head_share = 1 - paired(cpu_times, "forward_without_head", "forward")["median"]
+    print(
+        f"profile / forward without the head, CPU seconds paired within each repeat: median {cpu_over['median']:.3f}, "
+        f"range {cpu_over['low']:.3f}-{cpu_over['high']:.3f}"
+    )
     library = "" if not args.tag else f" [library: {args.tag}]"
     save_results(
         f"profile/{args.parent}-{parent.input_device.type}{'-' + args.tag if args.tag else ''}.json",
@@ -150,17 +167,23 @@ def main():
             "repeats": args.repeats,
             "seconds": median,
             "cpu_seconds": cpu,
+            "seconds_per_repeat": times,
+            "cpu_seconds_per_repeat": cpu_times,
             "library": sv.__file__,
             "peak_mib_over_model": memory,
             "profile_over_forward_without_head": over_headless,
             "profile_over_forward": over_forward,
             "head_share_of_forward": head_share,
-            "cpu_profile_over_forward_without_head": cpu_over_headless,
+            "cpu_profile_over_forward_without_head": cpu_over["median"],
+            "cpu_profile_over_forward_without_head_range": [cpu_over["low"], cpu_over["high"]],
+            "cpu_profile_over_forward": cpu_over_forward["median"],
             "cpu_head_share_of_forward": cpu_head_share,
         },
         headline=[
-            f"{title}{library}: in CPU seconds the profile takes {cpu_over_headless:.3f}x a forward without the head "
-            f"(target <= 1.05x); the head is {cpu_head_share:.0%} of the forward's CPU time.",
+            f"{title}{library}: in CPU seconds the profile takes {cpu_over['median']:.3f}x a forward without the "
+            f"head (median of the {args.repeats} paired ratios, range {cpu_over['low']:.3f}-{cpu_over['high']:.3f}; "
+            f"target <= 1.05x) and {cpu_over_forward['median']:.3f}x the whole forward; the head is "
+            f"{cpu_head_share:.0%} of the forward's CPU time.",
             f"In wall-clock seconds (noisy on a loaded machine): {over_headless:.3f}x a forward without the head and "
             f"{over_forward:.3f}x the whole forward.",
         ],

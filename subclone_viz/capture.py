@@ -261,9 +261,9 @@ class CountedRows:
     Most tensors that get both sums get |rows| first (a norm's output, then the layers reading it; an FFN
     activation or per-head output, whose |.| the profile sums before the estimators' squares): the |rows| of the
     last :meth:`abs_sum` are kept until the next, and a square sum of the same tensor squares them in place,
-    which gives exactly rows² without a second pass over the activation. The |rows| are written into one
-    buffer per shape, reused from tensor to tensor within a batch: a fresh (N, X) tensor per activation also
-    slowed the model's own operations around it.
+    which gives exactly rows² without a second pass over the activation. Such intermediates go into
+    :meth:`scratch` buffers, kept for the whole pass and grown to the most rows seen: a fresh (N, X) tensor
+    per activation costs the first touch of its memory, and also slowed the model's own operations around it.
     """
 
     KEPT = 4  # the reuses are a block apart at most: its output, then the next block's norm
@@ -272,7 +272,7 @@ class CountedRows:
         self.rows = rows
         self._seen: dict[int, tuple[torch.Tensor, dict[str, Any]]] = {}  # id -> (tensor, sums by kind)
         self._magnitudes: tuple[torch.Tensor, torch.Tensor] | None = None  # (tensor, |its rows|) of the last abs_sum
-        self._buffers: dict[tuple, torch.Tensor] = {}  # (shape, dtype, device) -> the |rows| buffer of that shape
+        self._scratch: dict[tuple, torch.Tensor] = {}  # (use, columns, dtype, device) -> (most rows, columns)
 
     def __call__(self, t: torch.Tensor) -> torch.Tensor:
         return self.rows(t)
@@ -285,16 +285,23 @@ class CountedRows:
             entry = self._seen[id(t)] = (t, {})
         return entry[1]
 
+    def scratch(self, use: str, like: torch.Tensor) -> torch.Tensor:
+        """An uninitialized (N, X) buffer shaped as the rows ``like``, one per ``use``, reused for the whole pass:
+        valid until the next call with the same ``use``."""
+        rows, columns = like.shape
+        key = (use, columns, like.dtype, like.device)
+        buffer = self._scratch.get(key)
+        if buffer is None or buffer.shape[0] < rows:
+            buffer = self._scratch[key] = like.new_empty((rows, columns))
+        return buffer[:rows]
+
     def abs_sum(self, t: torch.Tensor) -> torch.Tensor:
         """sum over counted rows of |t|, (X,) in fp64."""
         sums = self._sums(t)
         if "abs" not in sums:
             rows = self.rows(t)
-            key = (rows.shape, rows.dtype, rows.device)
-            buffer = self._buffers.get(key)
-            if buffer is None:
-                buffer = self._buffers[key] = torch.empty_like(rows)
-            magnitudes = torch.abs(rows, out=buffer)  # only the last abs_sum's |rows| are read again (squares)
+            # Only the last abs_sum's |rows| are read again (squares), so one buffer serves them all.
+            magnitudes = torch.abs(rows, out=self.scratch("abs", rows))
             sums["abs"] = magnitudes.sum(0).double()
             self._magnitudes = (t, magnitudes)
         return sums["abs"]
@@ -313,10 +320,9 @@ class CountedRows:
         return sums["square"], sums["count"]
 
     def forget(self) -> None:
-        """Drop the kept tensors and sums (the end of a batch)."""
+        """Drop the kept tensors and sums (the end of a batch); the scratch buffers stay for the next."""
         self._seen.clear()
         self._magnitudes = None
-        self._buffers.clear()
 
 
 class RunningSums:

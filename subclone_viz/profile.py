@@ -517,13 +517,15 @@ class _Accumulator(RunningSums):
         if i == 0:
             self.batch_tokens = x.shape[0]
             self.add("residual_abs_sums", 0, self.rows.abs_sum(step.input))
-        f = total - x
+        f = torch.sub(total, x, out=self.rows.scratch("f(x)", total))
         f_norm, total_norm = f.norm(dim=-1), total.norm(dim=-1)
         previous = self._output_norms
         x_norm = previous[1].to(total.device) if previous and previous[0] is step.input else x.norm(dim=-1)
         self._output_norms = (step.output, total_norm) if step.total is step.output else None
         eps = torch.finfo(torch.float32).tiny
-        cos = (x * total).sum(-1) / (x_norm * total_norm).clamp_min(eps)
+        # x . (x + f) from the three norms (law of cosines): no further pass over the (N, d) rows.
+        dot = (x_norm.square() + total_norm.square() - f_norm.square()) / 2
+        cos = dot / (x_norm * total_norm).clamp_min(eps)
         metrics = torch.stack(
             [
                 (f_norm / total_norm.clamp_min(eps)).sum(),
