@@ -6,10 +6,11 @@ profile, and a forward that captures every hidden state (``output_hidden_states=
 an activation cache does. The profile's target is at most 1.05x the forward without the head. Each mode is
 timed in wall-clock seconds and in the process's CPU seconds: on a shared, loaded machine the wall clock mostly
 measures the scheduler (a single-threaded run got a third of a core), so on the CPU the ratios of CPU seconds
-are the headline. Every repeat runs each mode once, in an order rotated from repeat to repeat, and the ratios
-are taken within a repeat (paired): the machine's speed drifts by several percent over a minute, and a ratio
-of two modes timed seconds apart sees less of that drift than a ratio of medians. The headline is the median of
-the paired ratios, with their range. ``--tag main`` with ``PYTHONPATH`` at another checkout times that version's library with
+are the headline. The modes take turns batch by batch, in an order rotated from one batch to the next, and each
+ratio is taken between the same batch's times (paired): this machine's speed drifts by several percent over a
+minute, and two modes timed seconds apart see less of that drift than two whole passes. The headline is the
+median of the paired ratios over every batch of every repeat, with their range; the profile pays its per-call
+setup (hooks, collectors, the record) once per batch here, not once per pass. ``--tag main`` with ``PYTHONPATH`` at another checkout times that version's library with
 this script (a before/after pair). Peak memory is the growth during each mode over the loaded model (CPU: the resident
 set sampled every 2 ms; CUDA: ``torch.cuda.max_memory_allocated``), each mode in a fresh subprocess so that
 memory one mode freed to the allocator cannot hide another's growth.
@@ -30,6 +31,7 @@ import subprocess
 import sys
 import time
 
+import numpy as np
 import torch
 
 import subclone_viz as sv
@@ -75,27 +77,43 @@ def run_mode(parent, batches, mode):
 
 
 def timings(args):
-    """Per mode, the wall-clock and CPU seconds of every repeat (repeat r runs the modes rotated by r)."""
+    """Per mode, the wall-clock and CPU seconds of each batch of each repeat (``repeats * batches`` entries), the
+    modes taking turns batch by batch in an order rotated from one batch to the next."""
     parent, batches = load(args)
     for mode in MODES:  # warm-up: first calls allocate and fill caches
         run_mode(parent, batches[:1], mode)
     times: dict[str, list[float]] = {m: [] for m in MODES}
     cpu: dict[str, list[float]] = {m: [] for m in MODES}
     for repeat in range(args.repeats):
-        for mode in MODES[repeat % len(MODES) :] + MODES[: repeat % len(MODES)]:
-            sync(parent)
-            start, start_cpu = time.perf_counter(), time.process_time()
-            run_mode(parent, batches, mode)
-            sync(parent)
-            times[mode].append(time.perf_counter() - start)
-            cpu[mode].append(time.process_time() - start_cpu)
+        for index, batch in enumerate(batches):
+            shift = (repeat * len(batches) + index) % len(MODES)
+            for mode in MODES[shift:] + MODES[:shift]:
+                sync(parent)
+                start, start_cpu = time.perf_counter(), time.process_time()
+                run_mode(parent, [batch], mode)
+                sync(parent)
+                times[mode].append(time.perf_counter() - start)
+                cpu[mode].append(time.process_time() - start_cpu)
     return times, cpu, parent, batches
 
 
+def per_repeat(seconds: list[float], batches: int) -> list[float]:
+    """Per-batch seconds summed over each repeat's batches."""
+    return [sum(seconds[start : start + batches]) for start in range(0, len(seconds), batches)]
+
+
 def paired(seconds: dict[str, list[float]], mode: str, base: str) -> dict[str, float]:
-    """The ratio ``mode`` / ``base`` within each repeat: its median and range."""
-    ratios = [a / b for a, b in zip(seconds[mode], seconds[base])]
-    return {"median": statistics.median(ratios), "low": min(ratios), "high": max(ratios)}
+    """The ratio ``mode`` / ``base`` between the same batch's times: its median, range, and a 95% bootstrap
+    interval of the median (how far the median itself moves with the machine's noise)."""
+    ratios = np.array([a / b for a, b in zip(seconds[mode], seconds[base])])
+    resampled = np.random.default_rng(0).choice(ratios, size=(10_000, len(ratios)))
+    low, high = np.quantile(np.median(resampled, axis=1), [0.025, 0.975])
+    return {
+        "median": float(np.median(ratios)),
+        "low": float(ratios.min()),
+        "high": float(ratios.max()),
+        "median_interval": [float(low), float(high)],
+    }
 
 
 def peak_memory(parent, batches, mode):
@@ -130,13 +148,13 @@ def main():
         print(json.dumps(peak_memory(parent, batches, args.memory_mode)))
         return
     times, cpu_times, parent, batches = timings(args)
-    median = {m: statistics.median(t) for m, t in times.items()}
-    cpu = {m: statistics.median(t) for m, t in cpu_times.items()}
+    median = {m: statistics.median(per_repeat(t, len(batches))) for m, t in times.items()}
+    cpu = {m: statistics.median(per_repeat(t, len(batches))) for m, t in cpu_times.items()}
     tokens = args.batches * args.batch_size * args.seq_len
     memory = {} if args.no_memory else {mode: measure_memory(args, mode) for mode in MODES}
     title = (
         f"{args.parent} on {parent.input_device} ({parent.dtype}), {args.batches} batches of {args.batch_size} x {args.seq_len} = {tokens} "
-        f"tokens, median of {args.repeats}"
+        f"tokens, median of {args.repeats} repeats"
     )
     print(title)
     print(f"{'mode':<22}{'seconds':>10}{'x forward':>11}{'x no head':>11}{'peak MiB over model':>22}")
@@ -153,8 +171,9 @@ def main():
     cpu_over_forward = paired(cpu_times, "profile", "forward")
     cpu_head_share = 1 - paired(cpu_times, "forward_without_head", "forward")["median"]
     print(
-        f"profile / forward without the head, CPU seconds paired within each repeat: median {cpu_over['median']:.3f}, "
-        f"range {cpu_over['low']:.3f}-{cpu_over['high']:.3f}"
+        f"profile / forward without the head, CPU seconds paired batch by batch: median {cpu_over['median']:.3f}, "
+        f"range {cpu_over['low']:.3f}-{cpu_over['high']:.3f}, 95% interval of the median "
+        f"{cpu_over['median_interval'][0]:.3f}-{cpu_over['median_interval'][1]:.3f}"
     )
     library = "" if not args.tag else f" [library: {args.tag}]"
     save_results(
@@ -167,8 +186,8 @@ def main():
             "repeats": args.repeats,
             "seconds": median,
             "cpu_seconds": cpu,
-            "seconds_per_repeat": times,
-            "cpu_seconds_per_repeat": cpu_times,
+            "seconds_per_batch": times,
+            "cpu_seconds_per_batch": cpu_times,
             "library": sv.__file__,
             "peak_mib_over_model": memory,
             "profile_over_forward_without_head": over_headless,
@@ -176,13 +195,15 @@ def main():
             "head_share_of_forward": head_share,
             "cpu_profile_over_forward_without_head": cpu_over["median"],
             "cpu_profile_over_forward_without_head_range": [cpu_over["low"], cpu_over["high"]],
+            "cpu_profile_over_forward_without_head_median_interval": cpu_over["median_interval"],
             "cpu_profile_over_forward": cpu_over_forward["median"],
             "cpu_head_share_of_forward": cpu_head_share,
         },
         headline=[
             f"{title}{library}: in CPU seconds the profile takes {cpu_over['median']:.3f}x a forward without the "
-            f"head (median of the {args.repeats} paired ratios, range {cpu_over['low']:.3f}-{cpu_over['high']:.3f}; "
-            f"target <= 1.05x) and {cpu_over_forward['median']:.3f}x the whole forward; the head is "
+            f"head (median of {len(cpu_times['profile'])} paired ratios, one per batch; 95% interval of the median "
+            f"{cpu_over['median_interval'][0]:.3f}-{cpu_over['median_interval'][1]:.3f}, single batches "
+            f"{cpu_over['low']:.3f}-{cpu_over['high']:.3f}; target <= 1.05x) and {cpu_over_forward['median']:.3f}x the whole forward; the head is "
             f"{cpu_head_share:.0%} of the forward's CPU time.",
             f"In wall-clock seconds (noisy on a loaded machine): {over_headless:.3f}x a forward without the head and "
             f"{over_forward:.3f}x the whole forward.",

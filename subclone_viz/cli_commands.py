@@ -64,7 +64,7 @@ from .plan import (
 from .profile import BLOCK_METRIC_LABELS, BLOCK_METRICS, Profile, add_taylor, profile
 from .similarity import layer_similarity
 from .sizing import default_grid_axes, size_grid
-from .study import SpeedupStudy, speedup_study
+from .study import SpeedupStudy, best_lr_text, speedup_study
 from .subclone import subclone
 from .train import History
 from .vision import VIT_DIGITS  # noqa: F401  (importing vision registers the vit-digits parent source)
@@ -656,7 +656,7 @@ def run_study(args: argparse.Namespace) -> Outcome:
             row["destination"],
             f"{row['parameters'] / 1e6:.1f}M",
             row["init"],
-            f"{row['best_lr']:g}",
+            best_lr_text(row),
             row["initial_loss"],
             row["final_loss"],
             _speedup_text(row),

@@ -50,7 +50,7 @@ from .budget import BudgetGrid
 from .compare import CONVERGED_SECOND_HALF_SHARE, speedup_text
 from .parent import Parent, load_parent
 from .profile import BLOCK_METRIC_LABELS, BLOCK_METRICS, Profile
-from .study import SpeedupStudy
+from .study import SpeedupStudy, best_lr_text
 from .workflow import Progress, report_records
 
 if TYPE_CHECKING:
@@ -428,7 +428,7 @@ def _study_section(study: "SpeedupStudy", parent_name: str) -> str:
             row["destination"],
             row["parameters"],
             row["init"],
-            row["best_lr"],
+            best_lr_text(row),
             row["initial_loss"],
             row["final_loss"],
             speedup_text(row),

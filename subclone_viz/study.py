@@ -42,6 +42,7 @@ from __future__ import annotations
 import math
 import re
 import time
+from collections import Counter
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field, replace
 from functools import partial
@@ -86,8 +87,9 @@ class SpeedupStudy(Record):
     sizes: list[dict[str, Any]] = field(default_factory=list)
 
     def table(self) -> list[dict[str, Any]]:
-        """One row per size and init: parameters, best learning rate, held-out loss before and after training,
-        speedup per step and per second of training (with its lower-bound / not-reached flags)."""
+        """One row per size and init: parameters, best learning rate (the one most seeds chose, and every
+        seed's in ``best_lr_seeds``), held-out loss before and after training, speedup per step and per second
+        of training (with its lower-bound / not-reached flags)."""
         rows = []
         for size in self.sizes:
             for init, gain in size["speedups"].items():
@@ -97,6 +99,7 @@ class SpeedupStudy(Record):
                         "parameters": size["parameters"],
                         "init": init,
                         "best_lr": size["best_lr"][init],
+                        "best_lr_seeds": [record["best_lr"][init] for record in size.get("seeds") or [size]],
                         "initial_loss": size["initial_loss"][init],
                         "final_loss": size["final_loss"][init],
                         **{key: gain[key] for key in _SPEEDUP_KEYS},
@@ -228,7 +231,7 @@ def _combine_seeds(label: str, records: list[dict[str, Any]]) -> dict[str, Any]:
         "label": label,
         "dims": first.get("dims"),
         "parameters": first["parameters"],
-        "best_lr": dict(first["best_lr"]),
+        "best_lr": {init: _most_chosen([record["best_lr"][init] for record in records]) for init in first["speedups"]},
         "initial_loss": {init: mean("initial_loss", init) for init in first["speedups"]},
         "final_loss": {init: mean("final_loss", init) for init in first["speedups"]},
         "speedups": {
@@ -236,6 +239,20 @@ def _combine_seeds(label: str, records: list[dict[str, Any]]) -> dict[str, Any]:
         },
         "seeds": [{k: v for k, v in record.items() if k not in ("label", "dims", "parameters")} for record in records],
     }
+
+
+def _most_chosen(rates: list[float]) -> float:
+    """The learning rate most seeds chose (a tie: the one the lowest seed chose); each seed's stays in its record."""
+    return Counter(rates).most_common(1)[0][0]
+
+
+def best_lr_text(row: dict[str, Any]) -> str:
+    """A :meth:`SpeedupStudy.table` row's best learning rate as a reader would say it: ``0.001``, or where seeds
+    chose differently ``0.001 (seeds: 0.001, 0.003)``."""
+    chosen = row.get("best_lr_seeds") or [row["best_lr"]]
+    if len(set(chosen)) == 1:
+        return f"{row['best_lr']:g}"
+    return f"{row['best_lr']:g} (seeds: {', '.join(f'{rate:g}' for rate in chosen)})"
 
 
 def _seed_speedup(gains: list[dict[str, Any]]) -> dict[str, Any]:

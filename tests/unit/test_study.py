@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import json
 import math
 
@@ -11,7 +12,7 @@ import subclone_viz as sv
 from subclone_viz._atomic import DamagedFileError, OutputExistsError
 from subclone_viz.compare import compare, speedup
 from subclone_viz.forecast import ForecastPrior, LearningCurve, steps_to_reach
-from subclone_viz.study import SpeedupStudy, speedup_study
+from subclone_viz.study import SpeedupStudy, best_lr_text, speedup_study
 from subclone_viz.train import History, TrainSettings
 from tiny import simulated_study, tiny_batches, tiny_model
 
@@ -197,6 +198,15 @@ def test_studies_of_other_seeds_combine_each_size_with_the_spread_of_its_speedup
     assert SpeedupStudy.merge([merged, SpeedupStudy(dict(seeded[0].config, seed=2), seeded[0].sizes)]).config[
         "seeds"
     ] == [0, 1, 2]
+    assert row["best_lr_seeds"] == [0.01, 0.01] and best_lr_text(row) == "0.01"
+    # Seeds that chose other rates: the rate most chose (a tie: the lowest seed's), every seed's beside it.
+    other = copy.deepcopy(seeded[1].sizes)
+    other[0]["runs"]["subclone"]["0.5"] = other[0]["runs"]["subclone"].pop("0.01")
+    other[0]["best_lr"]["subclone"] = 0.5
+    disagreeing = SpeedupStudy.merge([seeded[0], SpeedupStudy(seeded[1].config, other)])
+    row = next(row for row in disagreeing.table() if row["init"] == "subclone")
+    assert row["best_lr"] == 0.01 and row["best_lr_seeds"] == [0.01, 0.5]
+    assert best_lr_text(row) == "0.01 (seeds: 0.01, 0.5)"
     damaged = json.loads(merged.to_json())
     del damaged["sizes"][0]["seeds"][1]["final_loss"]
     with pytest.raises(ValueError, match="seed record 1 that lacks final_loss"):

@@ -31,8 +31,7 @@
 
 const path = require('path');
 const fs = require('fs');
-const { PANEL, parseArgs, launch, openNotebook, widgetOutput, waitForKernel, shutDown, click } =
-  require('./run_notebooks.js');
+const { runEach, openNotebook, widgetOutput, waitForKernel, shutDown, click } = require('./run_notebooks.js');
 
 const QUIET_MS = 1000; // outputs still this long: the redraw has finished
 const PAUSE_MS = 500; // between two moves, after the kernel is idle again
@@ -167,23 +166,4 @@ async function timeNotebook(context, options, { notebook, widget = 0, repeats = 
   return report;
 }
 
-async function main() {
-  const options = parseArgs(process.argv.slice(2));
-  const { context, close } = await launch(options);
-  let failed = false;
-  try {
-    for (const run of options.notebooks) {
-      const report = await timeNotebook(context, options, run);
-      failed = failed || !report.ok;
-      console.log(JSON.stringify(report));
-    }
-  } finally {
-    await close();
-  }
-  process.exit(failed ? 1 : 0);
-}
-
-main().catch((error) => {
-  console.error(error);
-  process.exit(2);
-});
+runEach(timeNotebook);

@@ -257,27 +257,30 @@ async function checkNotebook(context, options, { notebook, widget = 0, actions =
   return report;
 }
 
-async function main() {
-  const options = parseArgs(process.argv.slice(2));
-  const { context, close } = await launch(options);
-  let failed = false;
-  try {
-    for (const notebook of options.notebooks) {
-      const report = await checkNotebook(context, options, notebook);
-      failed = failed || !report.ok;
-      console.log(JSON.stringify(report));
+// The command line of every driver: parse the arguments, start one browser, run `perNotebook(context, options,
+// run)` for each RUN in turn and print its report (a JSON line); exit 1 when a report is not ok, 2 on a crash.
+function runEach(perNotebook) {
+  const runAll = async () => {
+    const options = parseArgs(process.argv.slice(2));
+    const { context, close } = await launch(options);
+    let failed = false;
+    try {
+      for (const run of options.notebooks) {
+        const report = await perNotebook(context, options, run);
+        failed = failed || !report.ok;
+        console.log(JSON.stringify(report));
+      }
+    } finally {
+      await close();
     }
-  } finally {
-    await close();
-  }
-  process.exit(failed ? 1 : 0);
-}
-
-module.exports = { PANEL, parseArgs, launch, openNotebook, widgetOutput, waitForKernel, shutDown, click, press };
-
-if (require.main === module) {
-  main().catch((error) => {
+    process.exit(failed ? 1 : 0);
+  };
+  runAll().catch((error) => {
     console.error(error);
     process.exit(2);
   });
 }
+
+module.exports = { runEach, openNotebook, widgetOutput, waitForKernel, shutDown, click };
+
+if (require.main === module) runEach(checkNotebook);
