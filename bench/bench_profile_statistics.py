@@ -83,16 +83,7 @@ def main():
     args = parser.parse_args()
     parent = sv.load_parent(args.parent, device="cpu")
     batch = next(
-        iter(
-            sv.text_batches(
-                "builtin",
-                parent.tokenizer,
-                seq_len=args.seq_len,
-                batch_size=args.batch_size,
-                split="heldout",
-                max_batches=1,
-            )
-        )
+        iter(sv.parent_batches(parent, "heldout", seq_len=args.seq_len, batch_size=args.batch_size, max_batches=1))
     )
     head = parent.family.output_module(parent.model)
     calls = record_calls(parent, batch)
