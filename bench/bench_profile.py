@@ -10,10 +10,11 @@ are the headline. The modes take turns batch by batch, in an order rotated from 
 ratio is taken between the same batch's times (paired): this machine's speed drifts by several percent over a
 minute, and two modes timed seconds apart see less of that drift than two whole passes. The headline is the
 median of the paired ratios over every batch of every repeat, with their range; the profile pays its per-call
-setup (hooks, collectors, the record) once per batch here, not once per pass. ``--tag main`` with ``PYTHONPATH`` at another checkout times that version's library with
-this script (a before/after pair). Peak memory is the growth during each mode over the loaded model (CPU: the resident
-set sampled every 2 ms; CUDA: ``torch.cuda.max_memory_allocated``), each mode in a fresh subprocess so that
-memory one mode freed to the allocator cannot hide another's growth.
+setup (hooks, collectors, the record) once per batch here, not once per pass. ``--tag main`` with
+``PYTHONPATH`` at another checkout times that version's library with this script (a before/after pair). Peak
+memory is the growth during each mode over the loaded model (CPU: the resident set sampled every 2 ms; CUDA:
+``torch.cuda.max_memory_allocated``), each mode in a fresh subprocess so that memory one mode freed to the
+allocator cannot hide another's growth.
 
     .venv/bin/python bench/bench_profile.py [--parent gemma3-270m] [--device cuda --dtype bfloat16] [--batches 4]
         [--repeats 5] [--batch-size 8 --seq-len 256] [--no-memory]
