@@ -249,7 +249,7 @@ def _most_chosen(rates: list[float]) -> float:
 def best_lr_text(row: dict[str, Any]) -> str:
     """A :meth:`SpeedupStudy.table` row's best learning rate as a reader would say it: ``0.001``, or where seeds
     chose differently ``0.001 (seeds: 0.001, 0.003)``."""
-    chosen = row.get("best_lr_seeds") or [row["best_lr"]]
+    chosen = row["best_lr_seeds"]
     if len(set(chosen)) == 1:
         return f"{row['best_lr']:g}"
     return f"{row['best_lr']:g} (seeds: {', '.join(f'{rate:g}' for rate in chosen)})"
