@@ -255,8 +255,9 @@ class CountedRows:
 
     Several hooks read one tensor: a block's output is the input of the next block's first norm (the profile's
     residual |activation| and the norm statistics), and q, k and v read one normed tensor. The sums of the last
-    few tensors seen are kept (with the tensors, so that no other tensor can take their ``id``), so each is
-    computed once; :meth:`forget` drops them at the end of a batch.
+    few tensors seen are kept, each under a weak reference to its tensor (a dead reference marks an ``id`` that
+    another tensor may have taken), so each is computed once without keeping an activation alive longer than
+    the model does; :meth:`forget` drops them at the end of a batch.
 
     Most tensors that get both sums get |rows| first (a norm's output, then the layers reading it; an FFN
     activation or per-head output, whose |.| the profile sums before the estimators' squares): the |rows| of the
@@ -270,8 +271,8 @@ class CountedRows:
 
     def __init__(self, rows: Callable[[torch.Tensor], torch.Tensor]):
         self.rows = rows
-        self._seen: dict[int, tuple[torch.Tensor, dict[str, Any]]] = {}  # id -> (tensor, sums by kind)
-        self._magnitudes: tuple[torch.Tensor, torch.Tensor] | None = None  # (tensor, |its rows|) of the last abs_sum
+        self._seen: dict[int, tuple[weakref.ref, dict[str, Any]]] = {}  # id -> (its tensor, sums by kind)
+        self._magnitudes: tuple[weakref.ref, torch.Tensor] | None = None  # (tensor, |its rows|) of the last abs_sum
         self._scratch: dict[tuple, torch.Tensor] = {}  # (use, columns, dtype, device) -> (most rows, columns)
 
     def __call__(self, t: torch.Tensor) -> torch.Tensor:
@@ -279,10 +280,10 @@ class CountedRows:
 
     def _sums(self, t: torch.Tensor) -> dict[str, Any]:
         entry = self._seen.get(id(t))
-        if entry is None or entry[0] is not t:
+        if entry is None or entry[0]() is not t:
             if len(self._seen) >= self.KEPT:
                 del self._seen[next(iter(self._seen))]
-            entry = self._seen[id(t)] = (t, {})
+            entry = self._seen[id(t)] = (weakref.ref(t), {})
         return entry[1]
 
     def scratch(self, use: str, like: torch.Tensor) -> torch.Tensor:
@@ -303,14 +304,14 @@ class CountedRows:
             # Only the last abs_sum's |rows| are read again (squares), so one buffer serves them all.
             magnitudes = torch.abs(rows, out=self.scratch("abs", rows))
             sums["abs"] = magnitudes.sum(0).double()
-            self._magnitudes = (t, magnitudes)
+            self._magnitudes = (weakref.ref(t), magnitudes)
         return sums["abs"]
 
     def square_sum(self, t: torch.Tensor) -> tuple[torch.Tensor, int]:
         """sum over counted rows of t², (X,) in fp64, and how many rows counted."""
         sums = self._sums(t)
         if "square" not in sums:
-            if self._magnitudes is not None and self._magnitudes[0] is t:
+            if self._magnitudes is not None and self._magnitudes[0]() is t:
                 magnitudes = self._magnitudes[1]
                 self._magnitudes = None
                 squares = magnitudes.mul_(magnitudes)  # |x|·|x| is x·x to the last bit

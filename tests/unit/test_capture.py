@@ -1,6 +1,8 @@
 """The capture layer on every family: one report per block that chains residual layer to residual layer, the
 module roles' activations in their shapes, hooks gone afterwards; and resumed forwards that equal full ones."""
 
+import weakref
+
 import pytest
 import torch
 
@@ -71,6 +73,20 @@ def test_square_sums_from_the_kept_magnitudes_are_bit_identical_and_leave_the_ac
     rows.abs_sum(other)  # the kept magnitudes are other's now: activation's square sum is computed afresh
     rows.forget()
     assert torch.equal(rows.square_sum(activation)[0], square)
+
+
+def test_counted_rows_keeps_no_activation_alive_and_a_reused_id_gets_fresh_sums():
+    rows = CountedRows(lambda t: counted_rows(t, None))
+    activation = torch.randn(2, 5, 3)
+    rows.abs_sum(activation)
+    alive = weakref.ref(activation)
+    del activation
+    assert alive() is None  # the model frees its activations when it is done with them, profiled or not
+    for _ in range(50):  # CPython soon hands a dead tensor's id to a new one: its sums must not be the old ones
+        fresh = torch.randn(2, 5, 3)
+        assert torch.equal(rows.abs_sum(fresh), fresh.reshape(-1, 3).abs().sum(0).double())
+        assert torch.equal(rows.square_sum(fresh)[0], fresh.reshape(-1, 3).square().sum(0).double())
+        del fresh
 
 
 @pytest.mark.parametrize("name", [n for n in TINY_FAMILIES if n != "bert"])
