@@ -40,7 +40,7 @@ from . import distributed
 from ._atomic import check_new_directory, check_new_file, staged_directory
 from .budget import BudgetGrid, budget_grid
 from .choices import PILOT_FRACTION
-from .compare import CONVERGED_SECOND_HALF_SHARE, INITS, Comparison, compare
+from .compare import CONVERGED_SECOND_HALF_SHARE, INITS, Comparison, compare, speedup_text
 from .data import ImageBatches, TextBatches
 from .errors import UserError
 from .evaluate import block_ablation, evaluate
@@ -470,19 +470,6 @@ def _per_init(values: list[tuple[str | None, float]], inits: list[str], option: 
     return chosen
 
 
-def _speedup_text(row: dict[str, Any], key: str = "speedup") -> str:
-    """``4.00x``; ``>=4.00x`` when it was already there at its first evaluation; ``<0.50x`` when it never got
-    there; ``[3.1-5.2]`` the range over a study's seeds; a ``*`` when random init had not converged
-    (:func:`_convergence_note` says what that means)."""
-    value = row.get(key)
-    if value is None:
-        return "n/a"
-    prefix = ">=" if row.get("speedup_lower_bound") else "<" if row.get("reached") is False else ""
-    spread = row.get(f"{key}_range") if row.get("seeds", 1) > 1 else None
-    text = f"{prefix}{value:.2f}x" + (f" [{spread[0]:.1f}-{spread[1]:.1f}]" if spread else "")
-    return text + ("*" if row.get("reference_converged") is False else "")
-
-
 def _convergence_note(rows: Sequence[dict[str, Any]]) -> list[str]:
     """The footnote of the speedups marked ``*`` (none when random init had converged)."""
     if not any(row.get("reference_converged") is False for row in rows):
@@ -575,8 +562,8 @@ def _compare_outcome(
             row["steps"],
             row["initial_loss"],
             row["final_loss"],
-            _speedup_text(row),
-            _speedup_text(row, "speedup_per_second"),
+            speedup_text(row, compact=True),
+            speedup_text(row, "speedup_per_second", compact=True),
             f"{row['train_seconds']:.1f}",
         ]
         for row in table
@@ -659,8 +646,8 @@ def run_study(args: argparse.Namespace) -> Outcome:
             best_lr_text(row),
             row["initial_loss"],
             row["final_loss"],
-            _speedup_text(row),
-            _speedup_text(row, "speedup_per_second"),
+            speedup_text(row, compact=True),
+            speedup_text(row, "speedup_per_second", compact=True),
         ]
         for row in table
     ]

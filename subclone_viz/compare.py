@@ -128,26 +128,41 @@ class Speedup:
         return asdict(self)
 
 
-def speedup_text(row: Mapping[str, Any], key: str = "speedup") -> str:
+def speedup_text(row: Mapping[str, Any], key: str = "speedup", compact: bool = False) -> str:
     """A speedup over random init (a :class:`Speedup` as a dict, or a summary row; per step, or
     ``key="speedup_per_second"``) as a reader would say it: ``4.1x``, ``more than 8x``, ``less than 1x (never
     reached random's final loss)`` (an init that never reached the target would need more than all it trained,
     so its ratio is an upper bound, per step and per second alike), and ``... (at this budget: random init not
     converged)`` when the reference was still improving at its end; a study of several seeds adds the range
-    of its seeds' speedups (the value is their geometric mean)."""
+    of its seeds' speedups (the value is their geometric mean).
+
+    ``compact=True`` says the same in a table cell: ``4.00x``, ``>=8.00x``, ``<1.00x``, ``[3.1-5.2]`` for the
+    seeds' range, and a ``*`` for a reference that had not converged (the table's footnote says what it means).
+
+        >>> speedup_text({"speedup": 4.1, "reached": True, "seeds": 2, "speedup_range": [3.2, 5.0]})
+        '4.1x (3.2-5x over 2 seeds)'
+        >>> speedup_text({"speedup": 4.1, "reached": True, "seeds": 2, "speedup_range": [3.2, 5.0]}, compact=True)
+        '4.10x [3.2-5.0]'
+    """
     value = row.get(key)
     if value is None:
         return "n/a"
-    if row.get("speedup_lower_bound"):
+    lower_bound, never_reached = bool(row.get("speedup_lower_bound")), row.get("reached") is False
+    spread = row.get(f"{key}_range") if row.get("seeds", 1) > 1 else None
+    not_converged = row.get("reference_converged") is False
+    if compact:
+        text = (">=" if lower_bound else "<" if never_reached else "") + f"{value:.2f}x"
+        text += f" [{spread[0]:.1f}-{spread[1]:.1f}]" if spread else ""
+        return text + ("*" if not_converged else "")
+    if lower_bound:
         text = f"more than {value:.2g}x"
-    elif not row.get("reached", True):
+    elif never_reached:
         text = f"less than {value:.2g}x (never reached random's final loss)"
     else:
         text = f"{value:.2g}x"
-    spread = row.get(f"{key}_range")
-    if spread and row.get("seeds", 1) > 1:
+    if spread:
         text += f" ({spread[0]:.2g}-{spread[1]:.2g}x over {row['seeds']} seeds)"
-    return text + (" (at this budget: random init not converged)" if row.get("reference_converged") is False else "")
+    return text + (" (at this budget: random init not converged)" if not_converged else "")
 
 
 def reference_converged(evals: list[EvalRecord]) -> bool | None:

@@ -145,10 +145,14 @@ def test_a_speedup_over_an_unconverged_baseline_is_marked_as_a_bound():
 
 
 def test_the_cli_table_marks_and_explains_an_unconverged_baseline():
-    from subclone_viz.cli_commands import _convergence_note, _speedup_text
+    from subclone_viz.cli_commands import _convergence_note
 
     rows = [{"speedup": 4.0, "speedup_lower_bound": False, "reached": True, "reference_converged": False}]
-    assert _speedup_text(rows[0]) == "4.00x*"
+    assert speedup_text(rows[0], compact=True) == "4.00x*"
+    assert speedup_text({**rows[0], "reached": False}, compact=True) == "<4.00x*"
+    assert (
+        speedup_text({**rows[0], "speedup_lower_bound": True, "reference_converged": True}, compact=True) == ">=4.00x"
+    )
     assert _convergence_note(rows)[0].startswith("* at this budget only: random init had not converged")
     assert _convergence_note([{**rows[0], "reference_converged": True}]) == []
 
