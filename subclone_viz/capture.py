@@ -321,7 +321,7 @@ class CountedRows:
         return sums["square"], sums["count"]
 
     def forget(self) -> None:
-        """Drop the kept tensors and sums (the end of a batch); the scratch buffers stay for the next."""
+        """Drop the kept sums and |rows| (the end of a batch); the scratch buffers stay for the next."""
         self._seen.clear()
         self._magnitudes = None
 
